@@ -1,0 +1,48 @@
+"""Alembic environment that installs the rls_tenancy library schema.
+
+Standalone: ``DATABASE_URL=postgresql://... alembic upgrade head`` (or ``-x url=...``)
+(or ``rls-tenancy migrate``). It keeps its own version table,
+``alembic_version_rls_tenancy``, so it never collides with an application's.
+
+Inside an application's own Alembic setup the versions directory is used as a
+branch (``rls_tenancy@head``) and this file is not involved.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection, create_engine, pool
+
+import rls_tenancy.alembic_ops  # noqa: F401  (registers op.enable_tenant_isolation)
+from rls_tenancy.urls import database_url
+
+VERSION_TABLE = "alembic_version_rls_tenancy"
+config = context.config
+
+
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, version_table=VERSION_TABLE, transactional_ddl=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def main() -> None:
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        _run(given)
+        return
+    url = database_url(context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url"))
+    if context.is_offline_mode():
+        context.configure(url=url, literal_binds=True, version_table=VERSION_TABLE, transactional_ddl=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            _run(connection)
+    finally:
+        engine.dispose()
+
+
+main()

@@ -1,0 +1,27 @@
+"""Install rls_tenancy: roles, schema, tenants, current_tenant_id(), isolation functions.
+
+Runs sql/001_roles.sql .. sql/004_isolation.sql verbatim; see those files.
+
+Revision ID: rls_tenancy_0001
+Revises:
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from rls_tenancy.install import install, uninstall
+
+revision = "rls_tenancy_0001"
+down_revision = None
+branch_labels = ("rls_tenancy",)
+depends_on = None
+
+
+def upgrade() -> None:
+    install(op)
+
+
+def downgrade() -> None:
+    uninstall(op)

@@ -1,0 +1,45 @@
+"""rls_tenancy: tenant isolation for Flask and SQLAlchemy, enforced by PostgreSQL."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from rls_tenancy.binding import SETTING, bind_engine
+from rls_tenancy.bypass import UnsafeBypass
+from rls_tenancy.context import as_tenant, current_tenant_id, require_tenant_id
+from rls_tenancy.errors import (
+    InsecureRoleError,
+    NoTenantError,
+    TenancyError,
+    TenantChangedError,
+    TenantMismatchError,
+    UsageError,
+)
+from rls_tenancy.mixin import TenantBoundMixin
+from rls_tenancy.models import Tenant
+from rls_tenancy.query import UNCONSTRAINED, TenantQuery
+from rls_tenancy.roles import RoleNames
+from rls_tenancy.scoping import scope_sessions
+
+__version__ = version("rls-tenancy")
+
+__all__ = [
+    "SETTING",
+    "UNCONSTRAINED",
+    "InsecureRoleError",
+    "NoTenantError",
+    "RoleNames",
+    "TenancyError",
+    "Tenant",
+    "TenantBoundMixin",
+    "TenantChangedError",
+    "TenantMismatchError",
+    "TenantQuery",
+    "UnsafeBypass",
+    "UsageError",
+    "as_tenant",
+    "bind_engine",
+    "current_tenant_id",
+    "require_tenant_id",
+    "scope_sessions",
+]

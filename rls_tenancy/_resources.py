@@ -1,0 +1,31 @@
+"""Where the shipped SQL scripts and Alembic migrations are.
+
+In a wheel they sit inside the package (``rls_tenancy/sql``); in a source
+checkout or editable install they are the top-level ``sql/`` and
+``migrations/`` directories beside the package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rls_tenancy.errors import TenancyError
+
+_PACKAGE = Path(__file__).resolve().parent
+
+#: The scripts that install the library schema, in order.
+INSTALL_SCRIPTS = ("001_roles.sql", "002_context.sql", "003_tenants.sql", "004_isolation.sql")
+UNINSTALL_SCRIPT = "uninstall.sql"
+
+
+def data_dir(name: str) -> Path:
+    """The directory ``name`` (``sql`` or ``migrations``) shipped with the library."""
+    for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise TenancyError(f"rls_tenancy is installed without its {name}/ directory; reinstall the package")
+
+
+def sql_script(name: str) -> str:
+    """The text of one script from ``sql/``, exactly as a DBA reads it."""
+    return (data_dir("sql") / name).read_text(encoding="utf-8")

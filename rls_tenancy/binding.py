@@ -1,0 +1,114 @@
+"""Per-transaction binding: the database sees the tenant in context.
+
+At the start of every transaction on a bound engine, the tenant in context is
+set with ``set_config('app.current_tenant', $1, true)``: transaction-local (it
+ends with the transaction, so a pooled connection never carries it into the
+next checkout, and PgBouncer transaction pooling stays safe) and a bound
+parameter (the id never appears in query text that ``pg_stat_activity``
+shows to other sessions). No tenant binds the empty string, which the
+policies read as "no rows".
+
+With psycopg the binding travels in the same round trip as psycopg's own
+``BEGIN`` (pipeline mode), so it costs no extra round trip.
+
+Changing the tenant in context while a transaction is open raises
+:class:`~rls_tenancy.TenantChangedError` before the next statement runs,
+rather than re-binding: objects already loaded into a Session belong to the
+first tenant, and a silent switch would mix them with the second.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine.interfaces import DBAPICursor
+
+from rls_tenancy.context import current_tenant_id
+from rls_tenancy._role_checks import verify_app_role
+from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
+
+if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+#: The setting the policies read, through ``rls_tenancy.current_tenant_id()``.
+SETTING = "app.current_tenant"
+
+_BIND = "SELECT pg_catalog.set_config('app.current_tenant', %s, true)"
+_BOUND = "rls_tenancy.bound_tenant"
+_UNBOUND = object()
+
+_E = TypeVar("_E", Engine, "AsyncEngine")
+
+
+def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
+    """Bind the tenant in context to every transaction ``engine`` runs.
+
+    With ``verify_role`` (the default), each new connection first checks that
+    its login role cannot escape row level security, and raises
+    :class:`~rls_tenancy.InsecureRoleError` if it can. Idempotent; returns
+    ``engine``.
+    """
+    sync: Engine = getattr(engine, "sync_engine", engine)
+    if sync.dialect.name != "postgresql" or sync.dialect.driver != "psycopg":
+        raise UsageError(
+            f"rls_tenancy binds PostgreSQL engines using psycopg 3 "
+            f"(postgresql+psycopg://...), not {sync.dialect.name}+{sync.dialect.driver}"
+        )
+    if not event.contains(sync, "begin", _bind_transaction):
+        event.listen(sync, "begin", _bind_transaction)
+        event.listen(sync, "before_cursor_execute", _check_statement)
+        if verify_role:
+            event.listen(sync, "connect", verify_app_role)
+    return engine
+
+
+def _bind_transaction(conn: Connection) -> None:
+    tenant_id = current_tenant_id()
+    value = "" if tenant_id is None else str(tenant_id)
+    raw = conn.connection.dbapi_connection
+    if isinstance(raw, psycopg.Connection):
+        if raw.autocommit:
+            if tenant_id is not None:
+                raise TenancyError(
+                    "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
+                    "use a transactional isolation level on bound engines"
+                )
+        else:
+            # BEGIN and set_config leave in one round trip.
+            with raw.pipeline():
+                raw.execute(_BIND, (value,))
+    else:
+        # asyncio adaptor: a plain execute through its cursor.
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            cursor.execute(_BIND, (value,))
+        finally:
+            cursor.close()
+    conn.info[_BOUND] = tenant_id
+
+
+def _check_statement(
+    conn: Connection,
+    _cursor: DBAPICursor,
+    _statement: str,
+    _parameters: Any,
+    _context: Any,
+    _executemany: bool,
+) -> None:
+    bound = conn.info.get(_BOUND, _UNBOUND)
+    current = current_tenant_id()
+    if bound is not current and bound != current:
+        raise TenantChangedError(
+            f"this transaction is bound to tenant {_describe(bound)} but the tenant "
+            f"in context is now {_describe(current)}; commit or roll back before "
+            "switching tenants, or use a separate Session"
+        )
+
+
+def _describe(tenant_id: object) -> str:
+    if tenant_id is _UNBOUND:
+        return "(none: the engine was bound after this transaction began)"
+    return "(none)" if tenant_id is None else str(tenant_id)

@@ -1,0 +1,44 @@
+"""The library's exceptions: one base, a few documented cases.
+
+Catch :class:`TenancyError` to handle all of them. Each message says what
+went wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class TenancyError(Exception):
+    """Base class of every error raised by rls_tenancy."""
+
+
+class NoTenantError(TenancyError):
+    """Tenant-bound data was used while no tenant is in context.
+
+    Raised instead of silently returning nothing: without a tenant, the
+    database shows no rows, which would hide the missing context.
+    """
+
+
+class TenantMismatchError(TenancyError):
+    """An object belongs to a tenant other than the one in context."""
+
+
+class TenantChangedError(TenancyError):
+    """The tenant in context changed while a transaction was open.
+
+    The tenant is bound once per transaction; finish the transaction (commit
+    or roll back) before switching tenants, or use a separate Session.
+    """
+
+
+class InsecureRoleError(TenancyError):
+    """An engine logs in as a role that would make row level security inert.
+
+    For example a superuser, a BYPASSRLS role, a member of one, or the owner
+    of a protected table on the application engine; or, on the bypass engine,
+    a role without BYPASSRLS.
+    """
+
+
+class UsageError(TenancyError, ValueError):
+    """The library was called with an invalid argument or configuration."""

@@ -1,0 +1,49 @@
+"""``TenantBoundMixin``: marks a model as belonging to one tenant."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import BigInteger, ForeignKey, Table, text
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
+
+from rls_tenancy.models import Tenant
+from rls_tenancy.query import TenantQuery
+
+# The same default enable_tenant_isolation() installs: the bound tenant.
+_BOUND_TENANT = text("rls_tenancy.current_tenant_id()")
+
+
+class TenantBoundMixin:
+    """Adds ``tenant_id`` and ``tenant`` to a model and puts it under scoping.
+
+    The table still needs ``op.enable_tenant_isolation()`` in a migration:
+    that is what makes PostgreSQL enforce the isolation. The ORM filter this
+    mixin enables (see :func:`rls_tenancy.scope_sessions`) is a second wall.
+    """
+
+    #: Used by Flask-SQLAlchemy's ``Model.query``; harmless elsewhere.
+    query_class: ClassVar[type[TenantQuery[Any]]] = TenantQuery
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[int]:
+        return mapped_column(
+            BigInteger,
+            ForeignKey(Tenant.id),
+            nullable=False,
+            index=True,
+            server_default=_BOUND_TENANT,
+        )
+
+    @declared_attr
+    def tenant(cls) -> Mapped[Tenant]:
+        # View-only: tenant_id is the single source of a row's tenant.
+        return relationship(Tenant, viewonly=True)
+
+
+def is_tenant_table(table: Table) -> bool:
+    """Whether ``table`` has a ``tenant_id`` referencing ``rls_tenancy.tenants``."""
+    column = table.c.get("tenant_id")
+    if column is None:
+        return False
+    return any(fk.references(Tenant.__table__) for fk in column.foreign_keys)

@@ -1,0 +1,56 @@
+"""The three database roles, and how their names are configured.
+
+The SQL in ``sql/`` reads the names from the settings ``rls_tenancy.owner_role``,
+``rls_tenancy.app_role`` and ``rls_tenancy.bypass_role`` (defaults
+``rls_owner``, ``rls_app``, ``rls_admin``) and records them in
+``rls_tenancy.roles``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rls_tenancy.errors import UsageError
+
+# Conservative: lower-case unquoted identifiers, so names never need quoting
+# in a DBA's psql session and cannot smuggle anything into dynamic SQL.
+_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
+
+_ENV = {"owner": "RLS_TENANCY_OWNER_ROLE", "app": "RLS_TENANCY_APP_ROLE", "bypass": "RLS_TENANCY_BYPASS_ROLE"}
+
+
+@dataclass(frozen=True)
+class RoleNames:
+    """Names of the owner, application and bypass roles."""
+
+    owner: str = "rls_owner"
+    app: str = "rls_app"
+    bypass: str = "rls_admin"
+
+    def __post_init__(self) -> None:
+        for purpose in ("owner", "app", "bypass"):
+            name = getattr(self, purpose)
+            if not isinstance(name, str) or not _ROLE_NAME.match(name):
+                raise UsageError(
+                    f"{purpose} role name {name!r} is not a lower-case identifier "
+                    "(letters, digits, underscore; at most 63 characters)"
+                )
+        if len({self.owner, self.app, self.bypass}) != 3:
+            raise UsageError("the owner, app and bypass roles must be three different roles")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RoleNames:
+        """Names from ``RLS_TENANCY_{OWNER,APP,BYPASS}_ROLE``, defaults otherwise."""
+        given = {purpose: environ[var] for purpose, var in _ENV.items() if environ.get(var)}
+        return cls(**given)
+
+    def settings(self) -> dict[str, str]:
+        """The settings the SQL scripts read the names from."""
+        return {
+            "rls_tenancy.owner_role": self.owner,
+            "rls_tenancy.app_role": self.app,
+            "rls_tenancy.bypass_role": self.bypass,
+        }

@@ -1,0 +1,125 @@
+"""ORM scoping: the second wall, in front of row level security.
+
+Queries on :class:`~rls_tenancy.TenantBoundMixin` models get
+``tenant_id = <tenant in context>`` through ``with_loader_criteria`` (2.0
+``select()``, legacy ``Query``, relationship loads, aliases, unions, ORM bulk
+UPDATE and DELETE), and the flush refuses objects of another tenant. Even if
+this layer were bypassed, PostgreSQL still enforces the policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, event
+from sqlalchemy.orm import (
+    ORMExecuteState,
+    Session,
+    UOWTransaction,
+    attributes,
+    scoped_session,
+    sessionmaker,
+    with_loader_criteria,
+)
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.base import Executable
+
+from rls_tenancy.context import current_tenant_id, require_tenant_id
+from rls_tenancy.errors import NoTenantError, TenantMismatchError
+from rls_tenancy.mixin import TenantBoundMixin, is_tenant_table
+from rls_tenancy.query import UNCONSTRAINED
+
+#: ``Session.info`` key marking a session of the unsafe bypass.
+BYPASS_REASON = "rls_tenancy.bypass_reason"
+
+ScopeTarget = type[Session] | sessionmaker[Any] | scoped_session[Any]
+
+
+def scope_sessions(target: ScopeTarget = Session) -> None:
+    """Scope every ORM statement and flush of sessions made by ``target``.
+
+    ``target`` is a ``sessionmaker``, a ``scoped_session`` or a ``Session``
+    subclass (the default, ``Session``, covers all sessions). Idempotent.
+    """
+    if isinstance(target, scoped_session):
+        target = target.session_factory
+    if not event.contains(target, "do_orm_execute", _scope_statement):
+        event.listen(target, "do_orm_execute", _scope_statement)
+        event.listen(target, "before_flush", _check_flush)
+
+
+def _scope_statement(state: ORMExecuteState) -> None:
+    if state.session.info.get(BYPASS_REASON) is not None:
+        return
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    tenant_id = current_tenant_id()
+    if tenant_id is None:
+        if _mentions_tenant_table(state.statement):
+            require_tenant_id()
+        return
+    if state.execution_options.get(UNCONSTRAINED):
+        return
+    state.statement = state.statement.options(
+        with_loader_criteria(
+            TenantBoundMixin,
+            lambda cls: cls.tenant_id == tenant_id,
+            include_aliases=True,
+        )
+    )
+
+
+def _mentions_tenant_table(statement: Executable) -> bool:
+    # Only walked when no tenant is set, to turn a silent empty result into
+    # NoTenantError; the common path never pays for it.
+    return any(
+        isinstance(element, Table) and is_tenant_table(element)
+        for element in visitors.iterate(statement)
+    )
+
+
+def _check_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    bypass = session.info.get(BYPASS_REASON) is not None
+    for obj in session.new:
+        if isinstance(obj, TenantBoundMixin):
+            _check_new(obj, bypass)
+    if bypass:
+        return
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, TenantBoundMixin):
+            _check_existing(obj)
+
+
+def _check_new(obj: TenantBoundMixin, bypass: bool) -> None:
+    given = attributes.instance_dict(obj).get("tenant_id")
+    if bypass:
+        if given is None:
+            raise NoTenantError(
+                f"{type(obj).__name__} created through the unsafe bypass has no "
+                "tenant_id; set it explicitly"
+            )
+        return
+    expected = require_tenant_id()
+    if given is None:
+        obj.tenant_id = expected
+    elif given != expected:
+        raise TenantMismatchError(
+            f"new {type(obj).__name__} has tenant_id={given} but the tenant in "
+            f"context is {expected}; leave tenant_id unset to use the context"
+        )
+
+
+def _check_existing(obj: TenantBoundMixin) -> None:
+    history = attributes.get_history(obj, "tenant_id")
+    if history.has_changes() and history.deleted:
+        raise TenantMismatchError(
+            f"{type(obj).__name__}.tenant_id cannot change "
+            f"(from {history.deleted[0]} to {history.added[0] if history.added else None}); "
+            "rows never move between tenants"
+        )
+    expected = require_tenant_id()
+    if obj.tenant_id != expected:
+        raise TenantMismatchError(
+            f"{type(obj).__name__} of tenant {obj.tenant_id} cannot be changed "
+            f"or deleted while acting for tenant {expected}"
+        )

@@ -1,0 +1,21 @@
+"""A real PostgreSQL for tests (and the demo), shipped as a pytest plugin.
+
+Fixtures (registered automatically when ``rls-tenancy[testing]`` is installed):
+
+``rls_postgres_url``
+    Superuser URL of a server for the whole test session: the one named by
+    ``$RLS_TENANCY_TEST_DATABASE_URL``, else a testcontainers PostgreSQL when a
+    Docker engine answers, else a throwaway cluster from local PostgreSQL
+    binaries, else one from the ``pgserver`` wheel. Never skips: with none of
+    these it fails and says how to provide one.
+``rls_database``
+    A fresh database on that server with the library schema migrated and the
+    owner, application and bypass roles ready, as a :class:`TenancyDatabase`.
+"""
+
+from __future__ import annotations
+
+from rls_tenancy.testing.database import TenancyDatabase, tenancy_database
+from rls_tenancy.testing.server import ENV_URL, NoPostgresError, postgres_server
+
+__all__ = ["ENV_URL", "NoPostgresError", "TenancyDatabase", "postgres_server", "tenancy_database"]

@@ -1,0 +1,68 @@
+"""A fresh database with the library schema installed, for one test session."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import URL
+
+from rls_tenancy.migrate import upgrade
+from rls_tenancy.roles import RoleNames
+
+
+@dataclass(frozen=True)
+class TenancyDatabase:
+    """Where a migrated test database is, and how each role logs in to it."""
+
+    name: str
+    roles: RoleNames
+    superuser_url: URL
+    app_url: URL
+    bypass_url: URL
+
+
+def _connect(url: URL) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(
+        url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
+    )
+
+
+@contextmanager
+def tenancy_database(server_url: URL, *, roles: RoleNames | None = None) -> Iterator[TenancyDatabase]:
+    """Create a database on ``server_url``, migrate it, and drop it afterwards.
+
+    By default the roles get names unique to this database (``rls_app_<hex>``
+    ...), so concurrent test runs on one server do not meet; roles this
+    function created are dropped with the database, others are left alone.
+    """
+    suffix = secrets.token_hex(4)
+    roles = roles or RoleNames(owner=f"rls_owner_{suffix}", app=f"rls_app_{suffix}", bypass=f"rls_admin_{suffix}")
+    name = f"rls_test_{suffix}"
+    passwords = {roles.app: secrets.token_urlsafe(18), roles.bypass: secrets.token_urlsafe(18)}
+    with _connect(server_url) as admin:
+        existing = {row[0] for row in admin.execute("SELECT rolname FROM pg_catalog.pg_roles")}
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created = [role for role in (roles.owner, roles.app, roles.bypass) if role not in existing]
+        try:
+            database_url = server_url.set(database=name)
+            upgrade(database_url, roles=roles)
+            for role, password in passwords.items():
+                admin.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+                )
+            yield TenancyDatabase(
+                name=name,
+                roles=roles,
+                superuser_url=database_url,
+                app_url=database_url.set(username=roles.app, password=passwords[roles.app]),
+                bypass_url=database_url.set(username=roles.bypass, password=passwords[roles.bypass]),
+            )
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            for role in created:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

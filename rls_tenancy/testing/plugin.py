@@ -1,0 +1,25 @@
+"""pytest fixtures for a real PostgreSQL; see :mod:`rls_tenancy.testing`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.engine import URL
+
+from rls_tenancy.testing.database import TenancyDatabase, tenancy_database
+from rls_tenancy.testing.server import postgres_server
+
+
+@pytest.fixture(scope="session")
+def rls_postgres_url() -> Iterator[URL]:
+    """Superuser URL of the session's PostgreSQL server."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def rls_database(rls_postgres_url: URL) -> Iterator[TenancyDatabase]:
+    """A fresh, migrated database with the owner, app and bypass roles."""
+    with tenancy_database(rls_postgres_url) as database:
+        yield database

@@ -1,0 +1,267 @@
+"""Finding or starting a PostgreSQL server, in a fixed order of preference.
+
+1. ``$RLS_TENANCY_TEST_DATABASE_URL``: an existing server (superuser URL).
+2. testcontainers' PostgreSQL, when a Docker engine answers.
+3. A throwaway cluster from local binaries (``initdb`` on PATH, ``pg_config
+   --bindir``, ``/usr/lib/postgresql/*/bin``...), run as an unprivileged OS
+   user when this process is root, on a free loopback port, deleted after.
+4. The same from the ``pgserver`` wheel (``pip install rls-tenancy[pgserver]``).
+
+``$RLS_TENANCY_TEST_POSTGRES`` (``container``, ``local`` or ``pgserver``,
+comma-separated) restricts the automatic choices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import URL
+
+from rls_tenancy.urls import database_url
+
+ENV_URL = "RLS_TENANCY_TEST_DATABASE_URL"
+ENV_ORDER = "RLS_TENANCY_TEST_POSTGRES"
+
+_BINDIR_GLOBS = (
+    "/usr/lib/postgresql/*/bin",
+    "/usr/pgsql-*/bin",
+    "/opt/homebrew/opt/postgresql*/bin",
+    "/usr/local/opt/postgresql*/bin",
+    "/Applications/Postgres.app/Contents/Versions/*/bin",
+)
+_SERVER_SETTINGS = (
+    "listen_addresses=127.0.0.1",
+    "fsync=off",  # throwaway data: durability only costs time
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "max_connections=200",
+)
+
+Strategy = Callable[[list[str]], "AbstractContextManager[URL] | None"]
+
+
+class NoPostgresError(RuntimeError):
+    """No PostgreSQL server could be found or started."""
+
+
+@contextmanager
+def postgres_server() -> Iterator[URL]:
+    """Superuser URL of a PostgreSQL server, valid inside the block."""
+    given = os.environ.get(ENV_URL)
+    if given:
+        yield database_url(given)
+        return
+    reasons: list[str] = []
+    for name in _order():
+        server = _STRATEGIES[name](reasons)
+        if server is not None:
+            with server as url:
+                yield url
+            return
+    raise NoPostgresError(
+        "no PostgreSQL server for the tests. Provide one of:\n"
+        f"  - an existing server: export {ENV_URL}=postgresql://superuser:password@host:port/postgres\n"
+        "  - a Docker engine, for testcontainers (pip install 'rls-tenancy[testing]')\n"
+        "  - local PostgreSQL server binaries (initdb, postgres), e.g. apt-get install postgresql,\n"
+        "    or the pgserver wheel: pip install 'rls-tenancy[pgserver]'\n"
+        "What was tried:\n  - " + "\n  - ".join(reasons)
+    )
+
+
+def _order() -> list[str]:
+    wanted = [part.strip() for part in os.environ.get(ENV_ORDER, "").split(",") if part.strip()]
+    unknown = sorted(set(wanted) - set(_STRATEGIES))
+    if unknown:
+        raise NoPostgresError(f"{ENV_ORDER} names unknown strategies {unknown}; use {sorted(_STRATEGIES)}")
+    return wanted or list(_STRATEGIES)
+
+
+def _container(reasons: list[str]) -> AbstractContextManager[URL] | None:
+    try:
+        import docker
+        from testcontainers.postgres import PostgresContainer
+    except ImportError:
+        reasons.append("container: testcontainers is not installed")
+        return None
+    try:
+        docker.from_env(timeout=5).ping()
+    except Exception as error:  # any failure means: no engine to use
+        reasons.append(f"container: no Docker engine answers ({type(error).__name__})")
+        return None
+
+    @contextmanager
+    def run() -> Iterator[URL]:
+        with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
+            yield database_url(container.get_connection_url())
+
+    return run()
+
+
+def find_bindir() -> Path | None:
+    """A directory holding ``initdb`` and ``postgres``, newest version first."""
+    candidates: list[Path] = []
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(Path(initdb).parent)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+            candidates.append(Path(out.stdout.strip()))
+    for pattern in _BINDIR_GLOBS:
+        candidates.extend(Path(p) for p in sorted(glob.glob(pattern), key=_version_key, reverse=True))
+    for directory in candidates:
+        if (directory / "initdb").is_file() and (directory / "postgres").is_file():
+            return directory
+    return None
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    digits = "".join(c if c.isdigit() else " " for c in path).split()
+    return tuple(int(d) for d in digits)
+
+
+def _local(reasons: list[str]) -> AbstractContextManager[URL] | None:
+    bindir = find_bindir()
+    if bindir is None:
+        reasons.append("local: no initdb/postgres binaries on PATH, from pg_config, or in the usual places")
+        return None
+    return _local_cluster(bindir)
+
+
+@contextmanager
+def _local_cluster(bindir: Path) -> Iterator[URL]:
+    run_as = _unprivileged_user()
+    root = Path(tempfile.mkdtemp(prefix="rls-tenancy-pg-"))
+    try:
+        password = secrets.token_urlsafe(18)
+        (root / "pwfile").write_text(password + "\n")
+        if run_as is not None:
+            for path in (root, root / "pwfile"):
+                os.chown(path, run_as.pw_uid, run_as.pw_gid)
+        _as_user(
+            [str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "-A", "scram-sha-256",
+             f"--pwfile={root / 'pwfile'}", "-E", "UTF8", "--no-locale", "--no-sync"],
+            run_as, log=root / "initdb.log",
+        )
+        with _running_postgres(bindir, root, run_as, password) as port:
+            yield URL.create("postgresql+psycopg", "postgres", password, "127.0.0.1", port, "postgres")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise NoPostgresError("running as root, and no 'postgres' or 'nobody' user to run PostgreSQL as")
+
+
+def _as_user(args: list[str], run_as: pwd.struct_passwd | None, *, log: Path) -> None:
+    with log.open("w") as out:
+        result = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, **_user_kwargs(run_as))
+    if result.returncode != 0:
+        raise NoPostgresError(f"{args[0]} failed:\n{log.read_text()}")
+
+
+def _user_kwargs(run_as: pwd.struct_passwd | None) -> dict[str, object]:
+    if run_as is None:
+        return {}
+    env = {**os.environ, "HOME": run_as.pw_dir, "USER": run_as.pw_name, "LOGNAME": run_as.pw_name}
+    return {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": [], "env": env, "cwd": "/"}
+
+
+@contextmanager
+def _running_postgres(bindir: Path, root: Path, run_as: pwd.struct_passwd | None, password: str) -> Iterator[int]:
+    for _attempt in range(3):  # a free port can be taken between probe and bind
+        port = _free_port()
+        args = [str(bindir / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k", str(root)]
+        for setting in _SERVER_SETTINGS:
+            args += ["-c", setting]
+        log = (root / "postgres.log").open("a")
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **_user_kwargs(run_as))  # type: ignore[call-overload]
+        try:
+            if _wait_ready(process, port, password):
+                yield port
+                return
+        finally:
+            _stop(process)
+            log.close()
+    raise NoPostgresError(f"postgres did not start:\n{(root / 'postgres.log').read_text()[-4000:]}")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(process: subprocess.Popen[bytes], port: int, password: str, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password,
+                            dbname="postgres", connect_timeout=2).close()
+            return True
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _pgserver(reasons: list[str]) -> AbstractContextManager[URL] | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver
+    except ImportError:
+        reasons.append("pgserver: not installed (pip install 'rls-tenancy[pgserver]')")
+        return None
+
+    @contextmanager
+    def run() -> Iterator[URL]:
+        root = tempfile.mkdtemp(prefix="rls-tenancy-pgserver-")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(root, cleanup_mode="delete")
+        try:
+            yield database_url(server.get_uri())
+        finally:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server.cleanup()
+            shutil.rmtree(root, ignore_errors=True)
+
+    return run()
+
+
+_STRATEGIES: dict[str, Strategy] = {"container": _container, "local": _local, "pgserver": _pgserver}

@@ -1,0 +1,31 @@
+-- rls_tenancy: the tenant a transaction is bound to.
+--
+-- The application sets app.current_tenant transaction-locally at the start of
+-- every transaction (set_config('app.current_tenant', $1, true)). Unset or
+-- empty means "no tenant": every policy then compares with NULL, so no row is
+-- visible and no insert passes WITH CHECK. Fail closed.
+--
+-- STABLE and written as an SQL-standard body so the planner inlines it and
+-- can use it in an index condition (a VOLATILE or SECURITY DEFINER function
+-- here would be evaluated per row). The body is bound at creation time, so a
+-- caller's search_path cannot redirect current_setting().
+
+DO $role$ BEGIN EXECUTE format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.current_tenant_id()
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN nullif(pg_catalog.current_setting('app.current_tenant', true), '')::bigint;
+
+COMMENT ON FUNCTION rls_tenancy.current_tenant_id() IS
+    'Tenant bound to the current transaction (app.current_tenant), NULL when none.';
+
+REVOKE ALL ON FUNCTION rls_tenancy.current_tenant_id() FROM PUBLIC;
+DO $grant$
+BEGIN
+    EXECUTE format('GRANT EXECUTE ON FUNCTION rls_tenancy.current_tenant_id() TO %I, %I',
+                   rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
+END
+$grant$;
+
+RESET ROLE;

@@ -1,0 +1,129 @@
+-- rls_tenancy: turning tenant isolation on and off for an application table.
+--
+--   SELECT rls_tenancy.enable_tenant_isolation('public.projects');
+--   SELECT rls_tenancy.disable_tenant_isolation('public.projects');
+--
+-- enable_tenant_isolation(t), idempotent:
+--   * checks t has a NOT NULL bigint column tenant_id and no other permissive
+--     policy (permissive policies are OR-ed, so a second one would widen access);
+--   * hands t to the owner role, so the application role never owns it;
+--   * ENABLE and FORCE row level security (FORCE: the owner obeys it too);
+--   * one policy, tenant_isolation, with USING and WITH CHECK on
+--     tenant_id = rls_tenancy.current_tenant_id(): rows of other tenants can be
+--     neither seen nor written, and rows cannot be moved to another tenant;
+--   * tenant_id defaults to the bound tenant, so INSERTs may omit it;
+--   * SELECT, INSERT, UPDATE, DELETE to the app and bypass roles, and
+--     explicitly no TRUNCATE, REFERENCES or TRIGGER for the app role;
+--   * an index on (tenant_id) when no index leads with tenant_id.
+--
+-- disable_tenant_isolation(t) drops the policy, disables row level security
+-- and revokes the app role's privileges on t: a table without isolation is
+-- closed to the application rather than open to every tenant. The index and
+-- the owner are left as they are.
+--
+-- Both run with the caller's rights (SECURITY INVOKER) and so need a caller
+-- that may act as the owner role: a superuser or the migration role.
+
+DO $role$ BEGIN EXECUTE format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.enable_tenant_isolation(target regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    owner_role  name := rls_tenancy.role_name('owner');
+    app_role    name := rls_tenancy.role_name('app');
+    bypass_role name := rls_tenancy.role_name('bypass');
+    column_info record;
+    others      text;
+    index_name  text;
+    sequence    text;
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: enable_tenant_isolation needs a table, got NULL';
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = target) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'rls_tenancy: % is not a table', target;
+    END IF;
+
+    SELECT a.attnum, a.attnotnull, a.atttypid INTO column_info
+      FROM pg_attribute a
+     WHERE a.attrelid = target AND a.attname = 'tenant_id' AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'rls_tenancy: table % has no tenant_id column', target
+            USING HINT = 'Add tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id).';
+    END IF;
+    IF column_info.atttypid <> 'bigint'::regtype THEN
+        RAISE EXCEPTION 'rls_tenancy: %.tenant_id is %, not bigint', target, column_info.atttypid::regtype
+            USING HINT = 'A cast on the column would defeat the index; make the column bigint.';
+    END IF;
+    IF NOT column_info.attnotnull THEN
+        RAISE EXCEPTION 'rls_tenancy: %.tenant_id is nullable', target
+            USING HINT = 'Backfill it, then ALTER TABLE ... ALTER COLUMN tenant_id SET NOT NULL.';
+    END IF;
+
+    SELECT string_agg(quote_ident(polname), ', ') INTO others
+      FROM pg_policy
+     WHERE polrelid = target AND polpermissive AND polname <> 'tenant_isolation';
+    IF others IS NOT NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: % has other permissive policies (%), which would widen access', target, others
+            USING HINT = 'Drop them, or recreate them AS RESTRICTIVE.';
+    END IF;
+
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', target, owner_role);
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', target);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', target);
+    EXECUTE format(
+        'CREATE POLICY tenant_isolation ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
+        'USING (tenant_id = rls_tenancy.current_tenant_id()) '
+        'WITH CHECK (tenant_id = rls_tenancy.current_tenant_id())', target);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT rls_tenancy.current_tenant_id()', target);
+
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I, %I', target, app_role, bypass_role);
+    EXECUTE format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %I', target, app_role);
+    -- serial columns need USAGE on their sequence (identity columns do not).
+    FOR sequence IN
+        SELECT d.objid::regclass::text
+          FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+         WHERE d.refobjid = target AND d.deptype = 'a'
+    LOOP
+        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I, %I', sequence, app_role, bypass_role);
+    END LOOP;
+
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = target AND i.indkey[0] = column_info.attnum) THEN
+        index_name := left((SELECT relname FROM pg_class WHERE oid = target), 48) || '_tenant_id_idx';
+        EXECUTE format('CREATE INDEX %I ON %s (tenant_id)', index_name, target);
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.disable_tenant_isolation(target regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: disable_tenant_isolation needs a table, got NULL';
+    END IF;
+    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON %s FROM %I', target, rls_tenancy.role_name('app'));
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', target);
+    EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', target);
+    EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', target);
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = 'tenant_id' AND NOT attisdropped) THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', target);
+    END IF;
+END
+$fn$;
+
+COMMENT ON FUNCTION rls_tenancy.enable_tenant_isolation(regclass) IS
+    'Protect a table with a tenant_id column: RLS enabled and forced, one USING + WITH CHECK policy, grants, index.';
+COMMENT ON FUNCTION rls_tenancy.disable_tenant_isolation(regclass) IS
+    'Undo enable_tenant_isolation; the app role loses access to the table.';
+
+REVOKE ALL ON FUNCTION rls_tenancy.enable_tenant_isolation(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.disable_tenant_isolation(regclass) FROM PUBLIC;
+
+RESET ROLE;

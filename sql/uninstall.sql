@@ -1,0 +1,27 @@
+-- rls_tenancy: remove the library schema (the downgrade of the install).
+--
+-- Refuses while any table still references rls_tenancy.tenants or uses a
+-- tenant_isolation policy: dropping with CASCADE would silently remove the
+-- policies and leave those tables open. Disable isolation and drop the
+-- foreign keys first. Roles are cluster-wide and are left in place.
+
+DO $check$
+DECLARE
+    dependents text;
+BEGIN
+    SELECT string_agg(DISTINCT polrelid::regclass::text, ', ') INTO dependents
+      FROM pg_policy WHERE polname = 'tenant_isolation';
+    IF dependents IS NOT NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: tables still isolated: %', dependents
+            USING HINT = 'Call rls_tenancy.disable_tenant_isolation() on each (or downgrade their migrations) first.';
+    END IF;
+END
+$check$;
+
+DROP FUNCTION IF EXISTS rls_tenancy.disable_tenant_isolation(regclass);
+DROP FUNCTION IF EXISTS rls_tenancy.enable_tenant_isolation(regclass);
+DROP TABLE IF EXISTS rls_tenancy.tenants;
+DROP FUNCTION IF EXISTS rls_tenancy.current_tenant_id();
+DROP FUNCTION IF EXISTS rls_tenancy.role_name(text);
+DROP TABLE IF EXISTS rls_tenancy.roles;
+DROP SCHEMA IF EXISTS rls_tenancy;
