@@ -93,15 +93,16 @@ def _order() -> list[str]:
 
 def _container(reasons: list[str]) -> AbstractContextManager[URL] | None:
     try:
-        import docker
-        from testcontainers.postgres import PostgresContainer
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:  # testcontainers before the community split
+            from testcontainers.postgres import PostgresContainer
     except ImportError:
         reasons.append("container: testcontainers is not installed")
         return None
-    try:
-        docker.from_env(timeout=5).ping()
-    except Exception as error:  # any failure means: no engine to use
-        reasons.append(f"container: no Docker engine answers ({type(error).__name__})")
+    problem = _docker_problem()
+    if problem:
+        reasons.append(f"container: {problem}")
         return None
 
     @contextmanager
@@ -110,6 +111,33 @@ def _container(reasons: list[str]) -> AbstractContextManager[URL] | None:
             yield database_url(container.get_connection_url())
 
     return run()
+
+
+def _docker_problem() -> str | None:
+    """Why no Docker engine can be used, or None when one answers ``/_ping``."""
+    host = os.environ.get("DOCKER_HOST", "")
+    try:
+        if host.startswith("tcp://"):
+            address, _, port = host.removeprefix("tcp://").partition(":")
+            sock = socket.create_connection((address, int(port or 2375)), timeout=3)
+        else:
+            candidates = [host.removeprefix("unix://")] if host else [
+                "/var/run/docker.sock", str(Path.home() / ".docker/run/docker.sock")
+            ]
+            path = next((p for p in candidates if os.path.exists(p)), None)
+            if path is None:
+                return "no Docker engine socket (" + ", ".join(candidates) + ")"
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(3)
+            sock.connect(path)
+        with sock:
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            answer = sock.recv(4096)
+    except (OSError, ValueError) as error:
+        return f"the Docker engine does not answer ({error})"
+    return None if answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n")[0] else (
+        "the Docker engine answered /_ping with an error"
+    )
 
 
 def find_bindir() -> Path | None:

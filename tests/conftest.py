@@ -1,0 +1,164 @@
+"""Fixtures: one migrated database per run, engines per role, fresh tenants per test.
+
+Sabotage modes prove that the security tests can fail:
+
+``--rls-break=policy``
+    replaces every tenant_isolation policy with one that allows everything;
+    each test marked ``security`` must then fail.
+``--rls-break=binding``
+    binds the tenant session-wide instead of transaction-locally (the peers'
+    classic leak); each test marked ``binding`` must then fail.
+``--rls-break=orm``
+    turns the ORM tenant filter off; each test marked ``orm`` must then fail.
+
+Those tests are turned into strict xfails, so one that still passes under
+sabotage proves nothing and fails the run.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+import rls_tenancy.binding as binding
+import rls_tenancy.scoping as scoping
+from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, bind_engine, scope_sessions
+from rls_tenancy.testing import TenancyDatabase
+from tests.schema import TABLES, Base, Project, Task
+
+BROKEN_POLICY = (
+    "DROP POLICY tenant_isolation ON {table}; "
+    "CREATE POLICY tenant_isolation ON {table} USING (true) WITH CHECK (true)"
+)
+
+
+BREAKS = {"policy": "security", "binding": "binding", "orm": "orm"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--rls-break",
+        choices=sorted(BREAKS),
+        help="sabotage one layer on purpose; the tests guarding it must then fail",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    broken = config.getoption("--rls-break")
+    if broken == "binding":
+        binding._BIND = binding._BIND.replace(", true)", ", false)")
+    elif broken == "orm":
+        scoping._scope_statement = lambda state: None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    broken = config.getoption("--rls-break")
+    if broken is None:
+        return
+    for item in items:
+        if item.get_closest_marker(BREAKS[broken]):
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"the {broken} is broken on purpose"))
+
+
+@pytest.fixture(scope="session")
+def db(rls_database: TenancyDatabase, request: pytest.FixtureRequest) -> TenancyDatabase:
+    """The test database, with the application tables created and isolated."""
+    engine = create_engine(rls_database.superuser_url)
+    with engine.begin() as conn:
+        Base.metadata.create_all(conn)
+        for table in TABLES:
+            conn.execute(text("SELECT rls_tenancy.enable_tenant_isolation(CAST(:t AS regclass))"), {"t": table})
+            if request.config.getoption("--rls-break") == "policy":
+                conn.exec_driver_sql(BROKEN_POLICY.format(table=table))
+    engine.dispose()
+    return rls_database
+
+
+@pytest.fixture(scope="session")
+def superuser_engine(db: TenancyDatabase) -> Iterator[Engine]:
+    engine = create_engine(db.superuser_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def app_engine(db: TenancyDatabase) -> Iterator[Engine]:
+    """The application's engine: app role, tenant bound per transaction."""
+    engine = bind_engine(create_engine(db.app_url, pool_size=5))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def bypass_engine(db: TenancyDatabase) -> Iterator[Engine]:
+    engine = create_engine(db.bypass_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def bypass(bypass_engine: Engine) -> UnsafeBypass:
+    return UnsafeBypass(bypass_engine)
+
+
+@pytest.fixture(scope="session")
+def scoped_factory(app_engine: Engine) -> sessionmaker[Session]:
+    """Sessions with both walls: ORM scoping and RLS."""
+    factory = sessionmaker(app_engine, query_cls=TenantQuery)
+    scope_sessions(factory)
+    return factory
+
+
+@pytest.fixture(scope="session")
+def raw_factory(app_engine: Engine) -> sessionmaker[Session]:
+    """Sessions without the ORM filter: whatever they see, RLS alone decided."""
+    return sessionmaker(app_engine, query_cls=TenantQuery)
+
+
+@dataclass(frozen=True)
+class World:
+    """Two fresh tenants, each with two projects of one task each."""
+
+    a: int
+    b: int
+    projects: dict[int, set[str]]
+    tasks: dict[int, set[str]]
+    project_ids: dict[int, list[int]]
+
+    def other(self, tenant_id: int) -> int:
+        return self.b if tenant_id == self.a else self.a
+
+
+def _distinctive_id() -> int:
+    # Twelve digits: easy to spot in query text, impossible to confuse with a row count.
+    return 100_000_000_000 + secrets.randbelow(800_000_000_000)
+
+
+@pytest.fixture()
+def world(bypass: UnsafeBypass) -> World:
+    projects: dict[int, set[str]] = {}
+    tasks: dict[int, set[str]] = {}
+    project_ids: dict[int, list[int]] = {}
+    with bypass.session(reason="test setup: create tenants") as session:
+        ids = []
+        for label in ("a", "b"):
+            tenant = Tenant(id=_distinctive_id(), slug=f"{label}-{secrets.token_hex(4)}", name=f"Tenant {label}")
+            session.add(tenant)
+            session.flush()
+            ids.append(tenant.id)
+            names = {f"{label}-project-{n}-{secrets.token_hex(2)}" for n in range(2)}
+            rows = [Project(tenant_id=tenant.id, name=name) for name in sorted(names)]
+            session.add_all(rows)
+            session.flush()
+            session.add_all(
+                Task(tenant_id=tenant.id, project_id=row.id, title=f"task of {row.name}") for row in rows
+            )
+            projects[tenant.id] = names
+            tasks[tenant.id] = {f"task of {name}" for name in names}
+            project_ids[tenant.id] = [row.id for row in rows]
+    return World(a=ids[0], b=ids[1], projects=projects, tasks=tasks, project_ids=project_ids)

@@ -1,0 +1,49 @@
+"""The application tables the isolation tests run against: a parent and a child."""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKeyConstraint, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from rls_tenancy import TenantBoundMixin
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(TenantBoundMixin, Base):
+    __tablename__ = "projects"
+    # (tenant_id, id) is what a tenant-consistent foreign key points at.
+    __table_args__ = (UniqueConstraint("tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    tasks: Mapped[list[Task]] = relationship(back_populates="project", order_by="Task.id")
+
+    def __repr__(self) -> str:
+        return f"<Project {self.name!r} tenant={self.tenant_id}>"
+
+
+class Task(TenantBoundMixin, Base):
+    __tablename__ = "tasks"
+    # Composite key: a task can only point at a project of its own tenant,
+    # even though foreign-key checks ignore row level security.
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"]),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(100))
+    project: Mapped[Project] = relationship(
+        back_populates="tasks",
+        primaryjoin="and_(Task.project_id == Project.id, Task.tenant_id == Project.tenant_id)",
+        foreign_keys="[Task.tenant_id, Task.project_id]",
+    )
+
+    def __repr__(self) -> str:
+        return f"<Task {self.title!r} tenant={self.tenant_id}>"
+
+
+TABLES = ("projects", "tasks")

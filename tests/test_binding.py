@@ -1,0 +1,200 @@
+"""Per-transaction binding: the database sees exactly the tenant in context, and nothing lingers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from rls_tenancy import TenancyError, TenantChangedError, as_tenant, bind_engine
+from rls_tenancy.testing import TenancyDatabase
+from tests.conftest import World
+from tests.schema import Project
+
+SETTING = text("SELECT current_setting('app.current_tenant', true)")
+PID = text("SELECT pg_backend_pid()")
+
+
+@pytest.fixture()
+def pinned_engine(db: TenancyDatabase) -> Iterator[Engine]:
+    """A pool of exactly one connection: every checkout is the same backend."""
+    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
+    yield engine
+    engine.dispose()
+
+
+def _raw_setting(engine: Engine) -> tuple[int, str | None]:
+    """(backend pid, setting) read through the raw DBAPI connection, bypassing every hook."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("SELECT pg_backend_pid(), current_setting('app.current_tenant', true)")
+        pid, value = cursor.fetchone()  # type: ignore[misc]
+        raw.rollback()
+        return pid, value
+    finally:
+        raw.close()
+
+
+def test_database_sees_the_tenant_in_context(pinned_engine: Engine, world: World) -> None:
+    with pinned_engine.connect() as conn:
+        assert conn.execute(SETTING).scalar() == ""
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        assert conn.execute(SETTING).scalar() == str(world.a)
+        assert conn.execute(text("SELECT rls_tenancy.current_tenant_id()")).scalar() == world.a
+
+
+# Only a commit can carry a session-wide value onward (a rollback reverts even
+# session-level SETs), so only that case guards the transaction-local binding.
+@pytest.mark.parametrize("ending", [pytest.param("commit", marks=pytest.mark.binding), "rollback", "exception", "close"])
+def test_binding_never_survives_the_transaction(pinned_engine: Engine, world: World, ending: str) -> None:
+    with pinned_engine.connect() as conn:
+        first_pid = conn.execute(PID).scalar()
+    try:
+        with as_tenant(world.a), pinned_engine.connect() as conn:
+            assert conn.execute(SETTING).scalar() == str(world.a)
+            if ending == "commit":
+                conn.commit()
+            elif ending == "rollback":
+                conn.rollback()
+            elif ending == "exception":
+                conn.execute(text("SELECT 1 / 0"))
+    except DBAPIError:
+        assert ending == "exception"
+    # The next user of the very same backend, hooks or no hooks, sees no tenant.
+    pid, value = _raw_setting(pinned_engine)
+    assert pid == first_pid
+    assert value in ("", None)
+    with pinned_engine.connect() as conn:
+        assert conn.execute(PID).scalar() == first_pid
+        assert conn.execute(SETTING).scalar() == ""
+        assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0
+
+
+@pytest.mark.binding
+def test_session_commit_rebinds_on_the_next_transaction(pinned_engine: Engine, world: World) -> None:
+    """The sqlalchemy-tenants pitfall: a tenant set once per Session, lost or kept after commit."""
+    factory = sessionmaker(pinned_engine)
+    with factory() as session:
+        with as_tenant(world.a):
+            assert set(session.scalars(select(Project.name))) == world.projects[world.a]
+            session.commit()
+            assert set(session.scalars(select(Project.name))) == world.projects[world.a]
+            session.commit()
+        with as_tenant(world.b):
+            assert set(session.scalars(select(Project.name))) == world.projects[world.b]
+            session.rollback()
+        assert session.execute(SETTING).scalar() == ""
+        session.rollback()
+    assert _raw_setting(pinned_engine)[1] in ("", None)
+
+
+def test_switching_tenant_inside_a_transaction_is_refused(pinned_engine: Engine, world: World) -> None:
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        conn.execute(SETTING)
+        with as_tenant(world.b), pytest.raises(TenantChangedError, match=f"bound to tenant {world.a}"):
+            conn.execute(text("SELECT name FROM projects"))
+        conn.rollback()
+        with as_tenant(world.b):
+            assert conn.execute(SETTING).scalar() == str(world.b)
+
+
+def test_leaving_the_context_inside_a_transaction_is_refused(pinned_engine: Engine, world: World) -> None:
+    factory = sessionmaker(pinned_engine)
+    with factory() as session:
+        with as_tenant(world.a):
+            session.execute(SETTING)
+        with pytest.raises(TenantChangedError, match="now \\(none\\)"):
+            session.execute(SETTING)
+
+
+def test_tenant_id_never_appears_in_query_text(pinned_engine: Engine, app_engine: Engine, world: World) -> None:
+    """pg_stat_activity shows every session's last statement to the same role."""
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+        conn.begin()  # binds, and sends nothing else
+        with app_engine.connect() as observer:
+            seen = observer.execute(
+                text("SELECT query FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+            ).scalar_one()
+        assert "set_config('app.current_tenant', $1, true)" in seen
+        assert str(world.a) not in seen
+
+
+def test_threads_each_see_their_own_tenant(app_engine: Engine, world: World) -> None:
+    factory = sessionmaker(app_engine)
+    start = threading.Barrier(6)
+    failures: list[str] = []
+
+    def work(tenant: int) -> None:
+        start.wait()
+        for _ in range(25):
+            with as_tenant(tenant), factory() as session:
+                seen = set(session.scalars(select(Project.name)))
+                if seen != world.projects[tenant]:
+                    failures.append(f"tenant {tenant} saw {seen}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in (world.a, world.b) * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_asyncio_tasks_each_see_their_own_tenant(db: TenancyDatabase, world: World) -> None:
+    async def scenario() -> None:
+        engine = bind_engine(create_async_engine(db.app_url, pool_size=2))
+
+        async def work(tenant: int) -> set[str]:
+            seen: set[str] = set()
+            with as_tenant(tenant):
+                for _ in range(10):
+                    async with engine.connect() as conn:
+                        await asyncio.sleep(0)  # let the other task run in between
+                        seen |= set((await conn.execute(select(Project.name))).scalars())
+            return seen
+
+        try:
+            seen_a, seen_b = await asyncio.gather(work(world.a), work(world.b))
+        finally:
+            await engine.dispose()
+        assert seen_a == world.projects[world.a]
+        assert seen_b == world.projects[world.b]
+
+    asyncio.run(scenario())
+
+
+def test_pre_ping_pools_still_bind(db: TenancyDatabase, world: World) -> None:
+    engine = bind_engine(create_engine(db.app_url, pool_pre_ping=True, pool_size=1, max_overflow=0))
+    try:
+        for tenant in (world.a, world.b, world.a):
+            with as_tenant(tenant), engine.connect() as conn:
+                assert set(conn.execute(select(Project.name)).scalars()) == world.projects[tenant]
+    finally:
+        engine.dispose()
+
+
+def test_autocommit_cannot_carry_a_tenant(db: TenancyDatabase, world: World) -> None:
+    engine = bind_engine(create_engine(db.app_url, isolation_level="AUTOCOMMIT"))
+    try:
+        with as_tenant(world.a), pytest.raises(TenancyError, match="AUTOCOMMIT"):
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        with engine.connect() as conn:  # no tenant: nothing to bind, nothing visible
+            assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_bind_engine_is_idempotent_and_refuses_other_drivers(app_engine: Engine) -> None:
+    assert bind_engine(app_engine) is app_engine
+    with pytest.raises(TenancyError, match="psycopg"):
+        bind_engine(create_engine("sqlite://"))
+

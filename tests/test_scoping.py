@@ -1,0 +1,179 @@
+"""The ORM wall on its own: scoping that holds even where RLS does not apply.
+
+The ``orm_only`` sessions log in as a superuser, for whom PostgreSQL ignores
+row level security, so whatever stays hidden there was hidden by the ORM
+filter alone. The application role is used where the error paths matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, delete, func, select, text, union_all, update
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
+
+from rls_tenancy import NoTenantError, Tenant, TenantMismatchError, TenantQuery, as_tenant, scope_sessions
+from rls_tenancy.bypass import UnsafeBypass
+from tests.conftest import World
+from tests.schema import Project, Task
+
+
+class OrmOnlySession(Session):
+    """A Session class of its own, so scoping it leaves other sessions alone."""
+
+
+@pytest.fixture(scope="module")
+def orm_only(superuser_engine: Engine) -> sessionmaker[Session]:
+    factory = sessionmaker(superuser_engine, class_=OrmOnlySession, query_cls=TenantQuery)
+    scope_sessions(OrmOnlySession)
+    return factory
+
+
+def _task_titles(projects: list[Project]) -> set[str]:
+    return {t.title for p in projects for t in p.tasks}
+
+
+Path = Callable[[Session], set[str]]
+
+PATHS: dict[str, Path] = {
+    "select": lambda s: set(s.scalars(select(Project.name))),
+    "legacy-query": lambda s: {p.name for p in s.query(Project)},
+    "filter-by-other-id": lambda s: {p.name for p in s.query(Project).filter(Project.id > 0)},
+    "aliased": lambda s: set(s.scalars(select(aliased(Project).name))),
+    "union": lambda s: set(s.scalars(union_all(select(Project.name), select(Project.name)))),
+    "union-entities": lambda s: {
+        p.name for p in s.scalars(select(aliased(Project, union_all(select(Project), select(Project)).subquery())))
+    },
+    "cte": lambda s: set(s.scalars(select(select(Project.name).cte().c.name))),
+    "subquery-in": lambda s: set(
+        s.scalars(select(Task.title).where(Task.project_id.in_(select(Project.id))))
+    ),
+    "join": lambda s: {n for n, _ in s.execute(select(Project.name, Task.title).join(Project.tasks))},
+    "lazy-load": lambda s: _task_titles(list(s.scalars(select(Project)))),
+    "selectin-load": lambda s: _task_titles(list(s.scalars(select(Project).options(selectinload(Project.tasks))))),
+    "joined-load": lambda s: _task_titles(
+        list(s.scalars(select(Project).options(joinedload(Project.tasks))).unique())
+    ),
+    "subquery-load": lambda s: _task_titles(list(s.scalars(select(Project).options(subqueryload(Project.tasks))))),
+    "many-to-one": lambda s: {t.project.name for t in s.scalars(select(Task))},
+}
+
+EXPECTED = {
+    "subquery-in": "tasks",
+    "lazy-load": "tasks",
+    "selectin-load": "tasks",
+    "joined-load": "tasks",
+    "subquery-load": "tasks",
+}
+
+
+@pytest.mark.orm
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_orm_filter_alone_keeps_tenants_apart(orm_only: sessionmaker[Session], world: World, path: str) -> None:
+    for tenant in (world.a, world.b):
+        expected = world.tasks[tenant] if EXPECTED.get(path) == "tasks" else world.projects[tenant]
+        with as_tenant(tenant), orm_only() as session:
+            assert PATHS[path](session) == expected
+
+
+def test_lifting_the_orm_filter_lifts_only_the_orm_filter(
+    orm_only: sessionmaker[Session], raw_factory: sessionmaker[Session], world: World
+) -> None:
+    both = world.projects[world.a] | world.projects[world.b]
+    with as_tenant(world.a), orm_only() as session:
+        lifted = {p.name for p in session.query(Project).tenant_unconstrained_unsafe()}  # type: ignore[attr-defined]
+        assert both <= lifted  # a superuser: nothing else filters
+        option = select(Project.name).execution_options(tenant_unconstrained_unsafe=True)
+        assert both <= set(session.scalars(option))
+    with as_tenant(world.a), raw_factory() as session:  # the application role: RLS still filters
+        assert {p.name for p in session.query(Project).tenant_unconstrained_unsafe()} == world.projects[world.a]  # type: ignore[attr-defined]
+
+
+@pytest.mark.orm
+def test_orm_bulk_update_and_delete_are_scoped(orm_only: sessionmaker[Session], world: World) -> None:
+    with as_tenant(world.a), orm_only() as session, session.begin():
+        assert session.execute(update(Task).values(title=Task.title)).rowcount == len(world.tasks[world.a])  # type: ignore[attr-defined]
+        victim = world.project_ids[world.b][0]
+        assert session.execute(delete(Task).where(Task.project_id == victim)).rowcount == 0  # type: ignore[attr-defined]
+
+
+NO_TENANT_STATEMENTS: dict[str, Callable[[Session], object]] = {
+    "select": lambda s: s.scalars(select(Project)).all(),
+    "legacy-query": lambda s: s.query(Project).all(),
+    "unconstrained": lambda s: s.query(Project).tenant_unconstrained_unsafe().all(),  # type: ignore[attr-defined]
+    "count": lambda s: s.scalar(select(func.count()).select_from(Project)),
+    "union": lambda s: s.execute(union_all(select(Task.title), select(Task.title))).all(),
+    "aliased": lambda s: s.scalars(select(aliased(Task))).all(),
+    "get": lambda s: s.get(Project, 1),
+    "bulk-update": lambda s: s.execute(update(Project).values(name="x")),
+    "bulk-delete": lambda s: s.execute(delete(Task)),
+}
+
+
+@pytest.mark.parametrize("statement", sorted(NO_TENANT_STATEMENTS))
+def test_orm_without_tenant_raises_instead_of_returning_nothing(
+    scoped_factory: sessionmaker[Session], statement: str
+) -> None:
+    with scoped_factory() as session, pytest.raises(NoTenantError, match="as_tenant"):
+        NO_TENANT_STATEMENTS[statement](session)
+
+
+def test_statements_without_tenant_bound_models_run_without_tenant(scoped_factory: sessionmaker[Session]) -> None:
+    with scoped_factory() as session:
+        assert session.scalars(select(Tenant)).all() == []  # not tenant-bound: RLS shows none
+        assert session.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_new_objects_take_the_tenant_in_context(
+    scoped_factory: sessionmaker[Session], bypass: UnsafeBypass, world: World
+) -> None:
+    with as_tenant(world.a), scoped_factory() as session, session.begin():
+        project = Project(name="from context")
+        session.add(project)
+        session.flush()
+        assert project.tenant_id == world.a
+        assert project.tenant.id == world.a
+    with bypass.session(reason="test: verify owner tenant") as admin:
+        stored = admin.scalars(select(Project.tenant_id).where(Project.name == "from context")).all()
+    assert world.a in stored
+
+
+def test_flush_without_tenant_raises(scoped_factory: sessionmaker[Session]) -> None:
+    with scoped_factory() as session:
+        session.add(Project(name="nobody's"))
+        with pytest.raises(NoTenantError):
+            session.flush()
+
+
+def test_rows_never_move_between_tenants(scoped_factory: sessionmaker[Session], world: World) -> None:
+    with as_tenant(world.a), scoped_factory() as session:
+        project = session.scalars(select(Project)).first()
+        assert project is not None
+        project.tenant_id = world.b
+        with pytest.raises(TenantMismatchError, match="cannot change"):
+            session.flush()
+
+
+@pytest.fixture()
+def foreign_object(orm_only: sessionmaker[Session], world: World) -> Iterator[tuple[Session, Project]]:
+    """A project of tenant B, loaded through the escape hatch into a session acting for A."""
+    with as_tenant(world.a), orm_only() as session:
+        query = session.query(Project).tenant_unconstrained_unsafe()  # type: ignore[attr-defined]
+        yield session, query.filter(Project.tenant_id == world.b).first()
+
+
+def test_changing_another_tenants_object_is_refused(foreign_object: tuple[Session, Project], world: World) -> None:
+    session, project = foreign_object
+    with as_tenant(world.a):
+        project.name = "renamed by a"
+        with pytest.raises(TenantMismatchError, match=f"tenant {world.b}"):
+            session.flush()
+
+
+def test_deleting_another_tenants_object_is_refused(foreign_object: tuple[Session, Project], world: World) -> None:
+    session, project = foreign_object
+    with as_tenant(world.a):
+        session.delete(project)
+        with pytest.raises(TenantMismatchError, match=f"tenant {world.b}"):
+            session.flush()
