@@ -1,8 +1,10 @@
 """Where the shipped SQL scripts and Alembic migrations are.
 
-In a wheel they sit inside the package (``rls_tenancy/sql``); in a source
-checkout or editable install they are the top-level ``sql/`` and
-``migrations/`` directories beside the package.
+They live in the top-level ``sql/`` and ``migrations/`` directories; the
+package links to them (``rls_tenancy/sql -> ../sql``), and the wheel carries
+them inside the package. Either way they are ``rls_tenancy/sql`` and
+``rls_tenancy/migrations``, which also makes the Alembic resource spelling
+``rls_tenancy:migrations/versions`` work.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ UNINSTALL_SCRIPT = "uninstall.sql"
 
 def data_dir(name: str) -> Path:
     """The directory ``name`` (``sql`` or ``migrations``) shipped with the library."""
-    for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
-        if candidate.is_dir():
-            return candidate
+    directory = _PACKAGE / name
+    if directory.is_dir():
+        return directory
     raise TenancyError(f"rls_tenancy is installed without its {name}/ directory; reinstall the package")
 
 

@@ -22,8 +22,9 @@ SELECT current_user || ' is or can become ' || r.rolname
  WHERE (r.rolsuper OR r.rolbypassrls)
    AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER')
 UNION ALL
-SELECT current_user || ' owns (or is a member of the owner of) ' || c.oid::regclass::text
-  FROM pg_catalog.pg_class c
+SELECT current_user || ' owns (or is a member of the owner of) '
+       || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relrowsecurity
    AND pg_catalog.pg_has_role(current_user, c.relowner, 'MEMBER')
 """

@@ -1,13 +1,14 @@
-"""Installing the library schema from Python, and using it as a branch.
+"""Running migrations from Python: the library's own, or an app's with the library as a branch.
 
 Standalone::
 
     from rls_tenancy.migrate import upgrade
     upgrade("postgresql://dba@host/app")
 
-Inside an application's Alembic setup, add :func:`versions_path` to
-``version_locations`` and run ``alembic upgrade heads``; the library's
-revisions carry the branch label ``rls_tenancy``.
+Inside an application's Alembic setup, list ``rls_tenancy:migrations/versions``
+in ``version_locations`` (or :func:`versions_path`) and run
+``alembic upgrade heads``; the library's revisions carry the branch label
+``rls_tenancy``. :func:`upgrade` runs such a config too, passing the role names.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def alembic_config() -> Config:
     return config
 
 
-def _run(url: str | URL | None, roles: RoleNames | None, action: str, revision: str) -> None:
-    config = alembic_config()
+def _run(url: str | URL | None, roles: RoleNames | None, config: Config | None, action: str, revision: str) -> None:
+    config = config or alembic_config()
     if roles is not None:
         config.attributes[ROLES_ATTRIBUTE] = roles
     engine = create_engine(database_url(url), poolclass=pool.NullPool)
@@ -46,18 +47,34 @@ def _run(url: str | URL | None, roles: RoleNames | None, action: str, revision: 
             config.attributes["connection"] = connection
             getattr(command, action)(config, revision)
     finally:
+        config.attributes.pop("connection", None)
         engine.dispose()
 
 
-def upgrade(url: str | URL | None = None, *, roles: RoleNames | None = None, revision: str = "head") -> None:
-    """Install or upgrade the library schema at ``url`` (default ``$DATABASE_URL``).
+def upgrade(
+    url: str | URL | None = None,
+    *,
+    roles: RoleNames | None = None,
+    config: Config | None = None,
+    revision: str = "heads",
+) -> None:
+    """Upgrade the database at ``url`` (default ``$DATABASE_URL``), in one transaction.
 
-    Connect as a superuser: the first revision creates the roles. Role names
-    default to ``roles`` or the ``RLS_TENANCY_*_ROLE`` environment variables.
+    ``config`` is an application's Alembic config (default: the library's
+    own). Connect as a superuser: the first library revision creates the
+    roles, named by ``roles`` or the ``RLS_TENANCY_*_ROLE`` environment
+    variables. The config's ``env.py`` must use ``config.attributes["connection"]``
+    when it is set, as the library's and the demo's do.
     """
-    _run(url, roles, "upgrade", revision)
+    _run(url, roles, config, "upgrade", revision)
 
 
-def downgrade(url: str | URL | None = None, *, roles: RoleNames | None = None, revision: str = "base") -> None:
-    """Downgrade the library schema; ``base`` removes it (roles stay)."""
-    _run(url, roles, "downgrade", revision)
+def downgrade(
+    url: str | URL | None = None,
+    *,
+    roles: RoleNames | None = None,
+    config: Config | None = None,
+    revision: str = "base",
+) -> None:
+    """Downgrade; ``base`` removes the library schema (roles stay)."""
+    _run(url, roles, config, "downgrade", revision)

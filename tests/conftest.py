@@ -21,15 +21,18 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import rls_tenancy.binding as binding
 import rls_tenancy.scoping as scoping
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, bind_engine, scope_sessions
 from rls_tenancy.testing import TenancyDatabase
-from tests.schema import TABLES, Base, Project, Task
+from saas_demo.models import Project, Task
 
 BROKEN_POLICY = (
     "DROP POLICY tenant_isolation ON {table}; "
@@ -65,17 +68,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"the {broken} is broken on purpose"))
 
 
+DEMO_ALEMBIC_INI = Path(__file__).parent.parent / "examples" / "saas_demo" / "alembic.ini"
+
+
+@pytest.fixture(scope="session")
+def rls_alembic_config() -> Config:
+    """The demo app's migrations, with the library's as a branch: what an adopting app does."""
+    return Config(DEMO_ALEMBIC_INI)
+
+
 @pytest.fixture(scope="session")
 def db(rls_database: TenancyDatabase, request: pytest.FixtureRequest) -> TenancyDatabase:
-    """The test database, with the application tables created and isolated."""
-    engine = create_engine(rls_database.superuser_url)
-    with engine.begin() as conn:
-        Base.metadata.create_all(conn)
-        for table in TABLES:
-            conn.execute(text("SELECT rls_tenancy.enable_tenant_isolation(CAST(:t AS regclass))"), {"t": table})
-            if request.config.getoption("--rls-break") == "policy":
+    """The migrated test database (projects and tasks isolated), sabotaged if asked."""
+    if request.config.getoption("--rls-break") == "policy":
+        engine = create_engine(rls_database.superuser_url)
+        with engine.begin() as conn:
+            for table in ("projects", "tasks"):
                 conn.exec_driver_sql(BROKEN_POLICY.format(table=table))
-    engine.dispose()
+        engine.dispose()
     return rls_database
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rls_tenancy import TenancyError, TenantChangedError, as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
-from tests.schema import Project
+from saas_demo.models import Project
 
 SETTING = text("SELECT current_setting('app.current_tenant', true)")
 PID = text("SELECT pg_backend_pid()")

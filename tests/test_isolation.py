@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rls_tenancy import TenantMismatchError, as_tenant
 from rls_tenancy.bypass import UnsafeBypass
 from tests.conftest import World
-from tests.schema import Project, Task
+from saas_demo.models import Project, Task
 
 ReadPath = Callable[[Session], set[str]]
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionma
 from rls_tenancy import NoTenantError, Tenant, TenantMismatchError, TenantQuery, as_tenant, scope_sessions
 from rls_tenancy.bypass import UnsafeBypass
 from tests.conftest import World
-from tests.schema import Project, Task
+from saas_demo.models import Project, Task
 
 
 class OrmOnlySession(Session):

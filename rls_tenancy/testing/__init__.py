@@ -8,9 +8,13 @@ Fixtures (registered automatically when ``rls-tenancy[testing]`` is installed):
     Docker engine answers, else a throwaway cluster from local PostgreSQL
     binaries, else one from the ``pgserver`` wheel. Never skips: with none of
     these it fails and says how to provide one.
+``rls_alembic_config``
+    ``None``: override it to return your application's Alembic ``Config``
+    (with ``rls_tenancy:migrations/versions`` in its ``version_locations``).
 ``rls_database``
-    A fresh database on that server with the library schema migrated and the
-    owner, application and bypass roles ready, as a :class:`TenancyDatabase`.
+    A fresh database on that server, upgraded to ``heads`` (your migrations
+    and the library's, or the library's alone), with the owner, application
+    and bypass roles ready and passwords set, as a :class:`TenancyDatabase`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
+from alembic.config import Config
 from psycopg import sql
 from sqlalchemy.engine import URL
 
@@ -33,8 +34,14 @@ def _connect(url: URL) -> psycopg.Connection[tuple[object, ...]]:
 
 
 @contextmanager
-def tenancy_database(server_url: URL, *, roles: RoleNames | None = None) -> Iterator[TenancyDatabase]:
+def tenancy_database(
+    server_url: URL, *, roles: RoleNames | None = None, alembic_config: Config | None = None
+) -> Iterator[TenancyDatabase]:
     """Create a database on ``server_url``, migrate it, and drop it afterwards.
+
+    ``alembic_config`` is the application's Alembic config (with the library's
+    revisions as a branch), upgraded to ``heads``; by default only the
+    library schema is installed.
 
     By default the roles get names unique to this database (``rls_app_<hex>``
     ...), so concurrent test runs on one server do not meet; roles this
@@ -50,7 +57,7 @@ def tenancy_database(server_url: URL, *, roles: RoleNames | None = None) -> Iter
         created = [role for role in (roles.owner, roles.app, roles.bypass) if role not in existing]
         try:
             database_url = server_url.set(database=name)
-            upgrade(database_url, roles=roles)
+            upgrade(database_url, roles=roles, config=alembic_config)
             for role, password in passwords.items():
                 admin.execute(
                     sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))

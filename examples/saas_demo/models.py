@@ -1,4 +1,4 @@
-"""The application tables the isolation tests run against: a parent and a child."""
+"""The demo's tables: projects, and the tasks inside them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class Base(DeclarativeBase):
 class Project(TenantBoundMixin, Base):
     __tablename__ = "projects"
     # (tenant_id, id) is what a tenant-consistent foreign key points at.
-    __table_args__ = (UniqueConstraint("tenant_id", "id"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "id", name="projects_tenant_id_id_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
@@ -30,7 +30,9 @@ class Task(TenantBoundMixin, Base):
     # Composite key: a task can only point at a project of its own tenant,
     # even though foreign-key checks ignore row level security.
     __table_args__ = (
-        ForeignKeyConstraint(["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"]),
+        ForeignKeyConstraint(
+            ["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"], name="tasks_project_fkey"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -44,6 +46,3 @@ class Task(TenantBoundMixin, Base):
 
     def __repr__(self) -> str:
         return f"<Task {self.title!r} tenant={self.tenant_id}>"
-
-
-TABLES = ("projects", "tasks")

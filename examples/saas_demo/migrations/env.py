@@ -1,0 +1,40 @@
+"""The demo app's Alembic environment: what an adopting app adds is marked."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection, create_engine, pool
+
+import rls_tenancy.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation
+from rls_tenancy.urls import database_url
+from saas_demo.models import Base
+
+config = context.config
+
+
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=Base.metadata, transactional_ddl=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def main() -> None:
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        _run(given)
+        return
+    url = database_url(context.get_x_argument(as_dictionary=True).get("url"))
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, transactional_ddl=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            _run(connection)
+    finally:
+        engine.dispose()
+
+
+main()

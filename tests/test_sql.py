@@ -1,0 +1,227 @@
+"""The SQL layer as a DBA sees it: roles, functions, policies and grants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+
+from rls_tenancy import InsecureRoleError, as_tenant, bind_engine
+from rls_tenancy._resources import INSTALL_SCRIPTS, sql_script
+from rls_tenancy.testing import TenancyDatabase
+from tests.conftest import World
+
+
+def _scalar(conn: Connection, query: str, **params: object) -> object:
+    return conn.execute(text(query), params).scalar()
+
+
+def test_roles_have_exactly_the_attributes_they_need(superuser_engine: Engine, db: TenancyDatabase) -> None:
+    query = (
+        "SELECT rolname, rolsuper, rolbypassrls, rolcanlogin, rolcreaterole, rolcreatedb "
+        "FROM pg_roles WHERE rolname = ANY(:names)"
+    )
+    roles = db.roles
+    with superuser_engine.connect() as conn:
+        found = {r[0]: r[1:] for r in conn.execute(text(query), {"names": [roles.owner, roles.app, roles.bypass]})}
+        recorded = dict(conn.execute(text("SELECT purpose, role_name FROM rls_tenancy.roles")).all())  # type: ignore[arg-type]
+    assert found[roles.owner] == (False, False, False, False, False)
+    assert found[roles.app] == (False, False, True, False, False)
+    assert found[roles.bypass] == (False, True, True, False, False)
+    assert recorded == {"owner": roles.owner, "app": roles.app, "bypass": roles.bypass}
+
+
+@pytest.mark.security
+def test_app_role_owns_nothing_and_cannot_become_anyone(superuser_engine: Engine, db: TenancyDatabase) -> None:
+    with superuser_engine.connect() as conn:
+        owned = _scalar(
+            conn,
+            "SELECT count(*) FROM pg_class c WHERE pg_has_role(:app, c.relowner, 'MEMBER') "
+            "AND c.relnamespace NOT IN (SELECT oid FROM pg_namespace WHERE nspname LIKE 'pg_%' "
+            "OR nspname = 'information_schema')",
+            app=db.roles.app,
+        )
+        memberships = _scalar(
+            conn, "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = :app",
+            app=db.roles.app,
+        )
+        unprotected = _scalar(
+            conn,
+            "SELECT count(*) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' "
+            "WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace "
+            "AND NOT (c.relrowsecurity AND c.relforcerowsecurity AND EXISTS "
+            "(SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation' "
+            "AND pg_get_expr(p.polqual, c.oid) LIKE '%current_tenant_id()%'))",
+        )
+    assert owned == 0
+    assert memberships == 0
+    assert unprotected == 0
+
+
+def test_current_tenant_id_is_stable_and_inlined(superuser_engine: Engine, app_engine: Engine, world: World) -> None:
+    with superuser_engine.connect() as conn:
+        volatility, definer = conn.execute(
+            text("SELECT provolatile, prosecdef FROM pg_proc WHERE oid = 'rls_tenancy.current_tenant_id()'::regprocedure")
+        ).one()
+    assert (volatility, definer) == ("s", False)
+    with as_tenant(world.a), app_engine.connect() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN SELECT * FROM projects")))
+    # Inlined, so the policy becomes an index condition, not a per-row call.
+    assert "Index Cond: (tenant_id = (NULLIF(current_setting('app.current_tenant'" in plan
+
+
+def test_isolated_tables_have_policy_grants_and_index(superuser_engine: Engine, db: TenancyDatabase) -> None:
+    with superuser_engine.connect() as conn:
+        for table in ("projects", "tasks"):
+            rls, forced, owner = conn.execute(
+                text("SELECT relrowsecurity, relforcerowsecurity, pg_get_userbyid(relowner) FROM pg_class "
+                     "WHERE oid = CAST(:t AS regclass)"), {"t": table}
+            ).one()
+            assert (rls, forced, owner) == (True, True, db.roles.owner)
+            qual, check = conn.execute(
+                text("SELECT pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid) "
+                     "FROM pg_policy WHERE polrelid = CAST(:t AS regclass)"), {"t": table}
+            ).one()
+            assert qual == check == "(tenant_id = rls_tenancy.current_tenant_id())"
+            privileges = {
+                p: _scalar(conn, "SELECT has_table_privilege(:r, CAST(:t AS regclass), :p)", r=db.roles.app, t=table, p=p)
+                for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+            }
+            assert privileges == {"SELECT": True, "INSERT": True, "UPDATE": True, "DELETE": True,
+                                  "TRUNCATE": False, "REFERENCES": False, "TRIGGER": False}
+            leading = _scalar(
+                conn, "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = i.indkey[0] WHERE i.indrelid = CAST(:t AS regclass) AND a.attname = 'tenant_id'",
+                t=table,
+            )
+            assert leading >= 1  # type: ignore[operator]
+
+
+@pytest.fixture()
+def scratch(superuser_engine: Engine) -> Iterator[Connection]:
+    """A superuser transaction that is rolled back afterwards."""
+    with superuser_engine.connect() as conn:
+        conn.begin()
+        yield conn
+        conn.rollback()
+
+
+def _enable(conn: Connection, table: str) -> None:
+    conn.execute(text("SELECT rls_tenancy.enable_tenant_isolation(CAST(:t AS regclass))"), {"t": table})
+
+
+@pytest.mark.parametrize(
+    ("ddl", "message"),
+    [
+        ("CREATE TABLE scratch (id int)", "has no tenant_id column"),
+        ("CREATE TABLE scratch (tenant_id bigint)", "is nullable"),
+        ("CREATE TABLE scratch (tenant_id int NOT NULL)", "not bigint"),
+        ("CREATE TABLE scratch (tenant_id bigint NOT NULL); ALTER TABLE scratch ENABLE ROW LEVEL SECURITY; "
+         "CREATE POLICY open ON scratch USING (true)", "other permissive policies"),
+        ("CREATE VIEW scratch AS SELECT 1::bigint AS tenant_id", "is not a table"),
+    ],
+)
+def test_enable_refuses_tables_it_cannot_protect(scratch: Connection, ddl: str, message: str) -> None:
+    scratch.exec_driver_sql(ddl)
+    with pytest.raises(DBAPIError, match=message):
+        _enable(scratch, "scratch")
+
+
+def test_enable_is_idempotent_and_disable_closes_the_table(scratch: Connection, db: TenancyDatabase) -> None:
+    scratch.exec_driver_sql("CREATE TABLE scratch (id serial, tenant_id bigint NOT NULL)")
+    _enable(scratch, "scratch")
+    _enable(scratch, "scratch")
+    count = "SELECT count(*) FROM pg_policy WHERE polrelid = 'scratch'::regclass"
+    indexes = "SELECT count(*) FROM pg_index WHERE indrelid = 'scratch'::regclass"
+    assert (_scalar(scratch, count), _scalar(scratch, indexes)) == (1, 1)
+    assert _scalar(scratch, "SELECT has_sequence_privilege(:r, 'scratch_id_seq', 'USAGE')", r=db.roles.app)
+    scratch.execute(text("SELECT rls_tenancy.disable_tenant_isolation('scratch')"))
+    assert _scalar(scratch, count) == 0
+    assert _scalar(scratch, "SELECT relrowsecurity FROM pg_class WHERE oid = 'scratch'::regclass") is False
+    # Without isolation the application role cannot touch the table at all.
+    assert _scalar(scratch, "SELECT has_table_privilege(:r, 'scratch', 'SELECT')", r=db.roles.app) is False
+
+
+def test_install_scripts_are_idempotent(scratch: Connection, db: TenancyDatabase) -> None:
+    _set_role_names(scratch, db)
+    for name in INSTALL_SCRIPTS:
+        scratch.exec_driver_sql(sql_script(name), execution_options={"no_parameters": True})
+    assert _scalar(scratch, "SELECT count(*) FROM pg_policy WHERE polname = 'tenant_isolation'") == 2
+
+
+def _set_role_names(conn: Connection, db: TenancyDatabase) -> None:
+    for key, value in db.roles.settings().items():
+        conn.execute(text("SELECT set_config(:k, :v, true)"), {"k": key, "v": value})
+
+
+def test_install_refuses_other_role_names_on_an_installed_database(scratch: Connection, db: TenancyDatabase) -> None:
+    _set_role_names(scratch, db)
+    scratch.execute(text("SELECT set_config('rls_tenancy.app_role', 'someone_else', true)"))
+    with pytest.raises(DBAPIError, match="installed with app role"):
+        scratch.exec_driver_sql(sql_script("001_roles.sql"), execution_options={"no_parameters": True})
+
+
+def test_install_refuses_an_app_role_that_can_become_the_bypass_role(scratch: Connection, db: TenancyDatabase) -> None:
+    scratch.exec_driver_sql(f'GRANT "{db.roles.bypass}" TO "{db.roles.app}"')
+    _set_role_names(scratch, db)
+    with pytest.raises(DBAPIError, match="could escape row level security"):
+        scratch.exec_driver_sql(sql_script("001_roles.sql"), execution_options={"no_parameters": True})
+
+
+APP_FORBIDDEN = {
+    "enable": "SELECT rls_tenancy.enable_tenant_isolation('projects')",
+    "disable": "SELECT rls_tenancy.disable_tenant_isolation('projects')",
+    "drop-policy": "DROP POLICY tenant_isolation ON projects",
+    "no-force": "ALTER TABLE projects NO FORCE ROW LEVEL SECURITY",
+    "truncate": "TRUNCATE projects",
+    "set-role-owner": "SET ROLE {owner}",
+    "set-role-bypass": "SET ROLE {bypass}",
+    "create-tenant": "INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('evil', 'Evil')",
+    "rename-tenant": "UPDATE rls_tenancy.tenants SET name = 'x'",
+    "read-roles": "SELECT * FROM rls_tenancy.roles",
+}
+
+
+@pytest.mark.parametrize("action", sorted(APP_FORBIDDEN))
+def test_app_role_cannot_switch_isolation_off(app_engine: Engine, db: TenancyDatabase, world: World, action: str) -> None:
+    statement = APP_FORBIDDEN[action].format(owner=db.roles.owner, bypass=db.roles.bypass)
+    with as_tenant(world.a), app_engine.connect() as conn:
+        with pytest.raises(ProgrammingError) as caught:
+            result = conn.exec_driver_sql(statement)
+            if action == "rename-tenant":  # UPDATE without privilege fails; 0 rows is not enough
+                pytest.fail(f"updated {result.rowcount} rows")
+        assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege | psycopg.errors.UndefinedFunction)
+
+
+def test_app_sees_only_its_own_tenant_row(app_engine: Engine, world: World) -> None:
+    with as_tenant(world.a), app_engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM rls_tenancy.tenants")).scalars().all() == [world.a]
+
+
+@pytest.mark.parametrize("who", ["superuser", "bypass"])
+def test_bound_engine_refuses_roles_that_escape_rls(db: TenancyDatabase, who: str) -> None:
+    url = db.superuser_url if who == "superuser" else db.bypass_url
+    engine = bind_engine(create_engine(url))
+    try:
+        with pytest.raises(InsecureRoleError, match="escapes row level security"), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+def test_bound_engine_refuses_a_member_of_the_table_owner(superuser_engine: Engine, db: TenancyDatabase) -> None:
+    member = f"{db.roles.owner}_member"
+    with superuser_engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{member}" LOGIN PASSWORD \'pw\' IN ROLE "{db.roles.owner}"')
+    engine = bind_engine(create_engine(db.app_url.set(username=member, password="pw")))
+    try:
+        with pytest.raises(InsecureRoleError, match=r"owner of\) public\.projects"), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+        with superuser_engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP ROLE "{member}"')
