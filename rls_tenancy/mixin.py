@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 from rls_tenancy.models import Tenant
 from rls_tenancy.query import TenantQuery
 
+_TENANTS_ID = "rls_tenancy.tenants.id"
+
 # The same default enable_tenant_isolation() installs: the bound tenant.
 _BOUND_TENANT = text("rls_tenancy.current_tenant_id()")
 
@@ -42,8 +44,12 @@ class TenantBoundMixin:
 
 
 def is_tenant_table(table: Table) -> bool:
-    """Whether ``table`` has a ``tenant_id`` referencing ``rls_tenancy.tenants``."""
+    """Whether ``table`` has a ``tenant_id`` referencing ``rls_tenancy.tenants``.
+
+    Compares names, so it also works for string foreign keys whose target
+    table is not in the same ``MetaData``.
+    """
     column = table.c.get("tenant_id")
     if column is None:
         return False
-    return any(fk.references(Tenant.__table__) for fk in column.foreign_keys)
+    return any(fk.target_fullname == _TENANTS_ID for fk in column.foreign_keys)

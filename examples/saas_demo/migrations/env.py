@@ -23,12 +23,14 @@ def main() -> None:
     if isinstance(given, Connection):
         _run(given)
         return
-    url = database_url(context.get_x_argument(as_dictionary=True).get("url"))
-    if context.is_offline_mode():
-        context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, transactional_ddl=True)
+    if context.is_offline_mode():  # --sql: render for review, no database needed
+        context.configure(
+            dialect_name="postgresql", target_metadata=Base.metadata, literal_binds=True, transactional_ddl=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
+    url = database_url(context.get_x_argument(as_dictionary=True).get("url"))
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
