@@ -38,7 +38,9 @@ def main() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    url = database_url(context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url"))
+    url = database_url(
+        context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    )
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:

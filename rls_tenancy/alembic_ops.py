@@ -24,11 +24,14 @@ from sqlalchemy import text
 
 from rls_tenancy.mixin import is_tenant_table
 
+_QUALIFIED = "CAST(quote_ident(:schema) || '.' || quote_ident(:table) AS regclass)"
+_UNQUALIFIED = "CAST(quote_ident(:table) AS regclass)"
+# (enable?, schema given?) -> statement; the table travels as bound values.
 _CALL = {
-    (True, True): "SELECT rls_tenancy.enable_tenant_isolation(CAST(quote_ident(:schema) || '.' || quote_ident(:table) AS regclass))",
-    (True, False): "SELECT rls_tenancy.enable_tenant_isolation(CAST(quote_ident(:table) AS regclass))",
-    (False, True): "SELECT rls_tenancy.disable_tenant_isolation(CAST(quote_ident(:schema) || '.' || quote_ident(:table) AS regclass))",
-    (False, False): "SELECT rls_tenancy.disable_tenant_isolation(CAST(quote_ident(:table) AS regclass))",
+    (True, True): "SELECT rls_tenancy.enable_tenant_isolation(" + _QUALIFIED + ")",
+    (True, False): "SELECT rls_tenancy.enable_tenant_isolation(" + _UNQUALIFIED + ")",
+    (False, True): "SELECT rls_tenancy.disable_tenant_isolation(" + _QUALIFIED + ")",
+    (False, False): "SELECT rls_tenancy.disable_tenant_isolation(" + _UNQUALIFIED + ")",
 }
 
 _ISOLATED = text(
@@ -60,9 +63,7 @@ class EnableTenantIsolationOp(_TenantIsolationOp):
     enable = True
 
     @classmethod
-    def enable_tenant_isolation(
-        cls, operations: Operations, table_name: str, *, schema: str | None = None
-    ) -> None:
+    def enable_tenant_isolation(cls, operations: Operations, table_name: str, *, schema: str | None = None) -> None:
         """Isolate ``table_name`` by tenant (see ``sql/004_isolation.sql``)."""
         operations.invoke(cls(table_name, schema=schema))
 
@@ -77,9 +78,7 @@ class DisableTenantIsolationOp(_TenantIsolationOp):
     enable = False
 
     @classmethod
-    def disable_tenant_isolation(
-        cls, operations: Operations, table_name: str, *, schema: str | None = None
-    ) -> None:
+    def disable_tenant_isolation(cls, operations: Operations, table_name: str, *, schema: str | None = None) -> None:
         """Undo :meth:`EnableTenantIsolationOp.enable_tenant_isolation`."""
         operations.invoke(cls(table_name, schema=schema))
 

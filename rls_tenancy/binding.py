@@ -19,14 +19,14 @@ first tenant, and a silent switch would mix them with the second.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPICursor
 
-from rls_tenancy.context import current_tenant_id
 from rls_tenancy._role_checks import verify_app_role
+from rls_tenancy.context import current_tenant_id
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
 
 if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
@@ -50,7 +50,7 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
     :class:`~rls_tenancy.InsecureRoleError` if it can. Idempotent; returns
     ``engine``.
     """
-    sync: Engine = getattr(engine, "sync_engine", engine)
+    sync = cast(Engine, getattr(engine, "sync_engine", engine))
     if sync.dialect.name != "postgresql" or sync.dialect.driver != "psycopg":
         raise UsageError(
             f"rls_tenancy binds PostgreSQL engines using psycopg 3 "

@@ -24,6 +24,7 @@ logger = logging.getLogger("rls_tenancy.bypass")
 
 _MAX_REASON = 500
 
+
 class UnsafeBypass:
     """Entry point to admin access across tenants, through the bypass engine.
 

@@ -1,7 +1,7 @@
 """``rls-tenancy``: install the library schema without writing any Python.
 
-    rls-tenancy migrate --database-url postgresql://dba@host/app
-    rls-tenancy migrate --sql > install.sql      # for review by a DBA
+rls-tenancy migrate --database-url postgresql://dba@host/app
+rls-tenancy migrate --sql > install.sql      # for review by a DBA
 """
 
 from __future__ import annotations

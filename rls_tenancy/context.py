@@ -32,9 +32,7 @@ def _tenant_id_of(tenant: TenantRef) -> int:
     value = tenant if isinstance(tenant, int) else getattr(tenant, "id", None)
     # bool is an int; a True tenant id is always a bug.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(
-            f"as_tenant() needs a tenant id (int) or a Tenant with an id, got {tenant!r}"
-        )
+        raise UsageError(f"as_tenant() needs a tenant id (int) or a Tenant with an id, got {tenant!r}")
     if value <= 0:
         raise UsageError(f"tenant ids are positive integers, got {value}")
     return value

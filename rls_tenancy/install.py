@@ -8,7 +8,7 @@ scripts read.
 
 from __future__ import annotations
 
-from alembic.operations import Operations
+from alembic import op
 from psycopg import sql
 
 from rls_tenancy._resources import INSTALL_SCRIPTS, UNINSTALL_SCRIPT, sql_script
@@ -18,14 +18,14 @@ from rls_tenancy.roles import RoleNames
 ROLES_ATTRIBUTE = "rls_tenancy.roles"
 
 
-def role_names(op: Operations) -> RoleNames:
+def role_names() -> RoleNames:
     """Role names for this migration run: from the Alembic config, else the environment."""
     given = op.get_context().config
     names = given.attributes.get(ROLES_ATTRIBUTE) if given is not None else None
     return names if isinstance(names, RoleNames) else RoleNames.from_env()
 
 
-def execute_script(op: Operations, text: str) -> None:
+def execute_script(text: str) -> None:
     """Run one multi-statement script exactly as written."""
     context = op.get_context()
     if context.as_sql:
@@ -34,17 +34,17 @@ def execute_script(op: Operations, text: str) -> None:
         op.get_bind().exec_driver_sql(text, execution_options={"no_parameters": True})
 
 
-def install(op: Operations) -> None:
+def install() -> None:
     """Install (or re-apply, idempotently) the library schema."""
     settings = sql.SQL("\n").join(
         sql.SQL("SELECT pg_catalog.set_config({}, {}, true);").format(sql.Literal(key), sql.Literal(value))
-        for key, value in role_names(op).settings().items()
+        for key, value in role_names().settings().items()
     )
-    execute_script(op, settings.as_string(None))
+    execute_script(settings.as_string(None))
     for name in INSTALL_SCRIPTS:
-        execute_script(op, sql_script(name))
+        execute_script(sql_script(name))
 
 
-def uninstall(op: Operations) -> None:
+def uninstall() -> None:
     """Remove the library schema; refuses while tables are still isolated."""
-    execute_script(op, sql_script(UNINSTALL_SCRIPT))
+    execute_script(sql_script(UNINSTALL_SCRIPT))

@@ -9,7 +9,7 @@ this layer were bypassed, PostgreSQL still enforces the policy.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, event
 from sqlalchemy.orm import (
@@ -23,6 +23,7 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.visitors import ExternallyTraversible
 
 from rls_tenancy.context import current_tenant_id, require_tenant_id
 from rls_tenancy.errors import NoTenantError, TenantMismatchError
@@ -74,7 +75,7 @@ def _mentions_tenant_table(statement: Executable) -> bool:
     # NoTenantError; the common path never pays for it.
     return any(
         isinstance(element, Table) and is_tenant_table(element)
-        for element in visitors.iterate(statement)
+        for element in visitors.iterate(cast(ExternallyTraversible, statement))
     )
 
 
@@ -95,8 +96,7 @@ def _check_new(obj: TenantBoundMixin, bypass: bool) -> None:
     if bypass:
         if given is None:
             raise NoTenantError(
-                f"{type(obj).__name__} created through the unsafe bypass has no "
-                "tenant_id; set it explicitly"
+                f"{type(obj).__name__} created through the unsafe bypass has no tenant_id; set it explicitly"
             )
         return
     expected = require_tenant_id()

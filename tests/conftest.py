@@ -20,11 +20,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import pytest
 from alembic.config import Config
+from saas_demo.models import Project, Task
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,11 +32,9 @@ import rls_tenancy.binding as binding
 import rls_tenancy.scoping as scoping
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, bind_engine, scope_sessions
 from rls_tenancy.testing import TenancyDatabase
-from saas_demo.models import Project, Task
 
 BROKEN_POLICY = (
-    "DROP POLICY tenant_isolation ON {table}; "
-    "CREATE POLICY tenant_isolation ON {table} USING (true) WITH CHECK (true)"
+    "DROP POLICY tenant_isolation ON {table}; CREATE POLICY tenant_isolation ON {table} USING (true) WITH CHECK (true)"
 )
 
 
@@ -165,9 +163,7 @@ def world(bypass: UnsafeBypass) -> World:
             rows = [Project(tenant_id=tenant.id, name=name) for name in sorted(names)]
             session.add_all(rows)
             session.flush()
-            session.add_all(
-                Task(tenant_id=tenant.id, project_id=row.id, title=f"task of {row.name}") for row in rows
-            )
+            session.add_all(Task(tenant_id=tenant.id, project_id=row.id, title=f"task of {row.name}") for row in rows)
             projects[tenant.id] = names
             tasks[tenant.id] = {f"task of {name}" for name in names}
             project_ids[tenant.id] = [row.id for row in rows]

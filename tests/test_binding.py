@@ -7,15 +7,15 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from saas_demo.models import Project
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from rls_tenancy import TenancyError, TenantChangedError, as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
-from saas_demo.models import Project
 
 SETTING = text("SELECT current_setting('app.current_tenant', true)")
 PID = text("SELECT pg_backend_pid()")
@@ -52,7 +52,9 @@ def test_database_sees_the_tenant_in_context(pinned_engine: Engine, world: World
 
 # Only a commit can carry a session-wide value onward (a rollback reverts even
 # session-level SETs), so only that case guards the transaction-local binding.
-@pytest.mark.parametrize("ending", [pytest.param("commit", marks=pytest.mark.binding), "rollback", "exception", "close"])
+@pytest.mark.parametrize(
+    "ending", [pytest.param("commit", marks=pytest.mark.binding), "rollback", "exception", "close"]
+)
 def test_binding_never_survives_the_transaction(pinned_engine: Engine, world: World, ending: str) -> None:
     with pinned_engine.connect() as conn:
         first_pid = conn.execute(PID).scalar()
@@ -197,4 +199,3 @@ def test_bind_engine_is_idempotent_and_refuses_other_drivers(app_engine: Engine)
     assert bind_engine(app_engine) is app_engine
     with pytest.raises(TenancyError, match="psycopg"):
         bind_engine(create_engine("sqlite://"))
-

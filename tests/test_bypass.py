@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from saas_demo.models import Project
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -13,7 +14,6 @@ from rls_tenancy import InsecureRoleError, NoTenantError, UnsafeBypass, UsageErr
 from rls_tenancy.scoping import _check_flush, _scope_statement
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
-from saas_demo.models import Project
 
 
 def test_bypass_sees_every_tenant_and_the_app_never_does(
@@ -71,7 +71,10 @@ def test_bypass_needs_a_reason(bypass: UnsafeBypass, reason: object) -> None:
 
 
 def test_bypass_logs_its_reason(bypass: UnsafeBypass, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="rls_tenancy.bypass"), bypass.connect(reason="nightly billing"):
+    with (
+        caplog.at_level(logging.WARNING, logger="rls_tenancy.bypass"),
+        bypass.connect(reason="nightly billing"),
+    ):
         pass
     assert [r.getMessage() for r in caplog.records] == ["unsafe bypass entered: nightly billing"]
 

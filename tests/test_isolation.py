@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from saas_demo.models import Base, Project, Task
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from rls_tenancy import TenantMismatchError, as_tenant
 from rls_tenancy.bypass import UnsafeBypass
 from tests.conftest import World
-from saas_demo.models import Project, Task
+
+PROJECTS = Base.metadata.tables["projects"]
 
 ReadPath = Callable[[Session], set[str]]
 
@@ -32,7 +34,7 @@ READ_PATHS: dict[str, ReadPath] = {
     "unconstrained-select": lambda s: set(
         s.scalars(select(Project.name).execution_options(tenant_unconstrained_unsafe=True))
     ),
-    "core-table": lambda s: set(s.connection().execute(select(Project.__table__.c.name)).scalars()),
+    "core-table": lambda s: set(s.connection().execute(select(PROJECTS.c.name)).scalars()),
     "text-sql": lambda s: set(s.execute(text("SELECT name FROM projects")).scalars()),
     "count": lambda s: {str(s.scalar(select(func.count()).select_from(Project)))},
 }
@@ -87,22 +89,26 @@ def test_no_tenant_means_no_rows_at_the_database(app_engine: Engine, world: Worl
 WritePath = Callable[[Session, int], int]
 
 UPDATES: dict[str, WritePath] = {
-    "orm-bulk-update": lambda s, pid: s.execute(  # type: ignore[attr-defined]
-        update(Project).where(Project.id == pid).values(name="stolen")
-    ).rowcount,
-    "core-update": lambda s, pid: s.connection().execute(
-        update(Project.__table__).where(Project.__table__.c.id == pid).values(name="stolen")
-    ).rowcount,
-    "text-update": lambda s, pid: s.execute(  # type: ignore[attr-defined]
-        text("UPDATE projects SET name = 'stolen' WHERE id = :id"), {"id": pid}
-    ).rowcount,
+    "orm-bulk-update": lambda s, pid: (
+        s.execute(  # type: ignore[attr-defined]
+            update(Project).where(Project.id == pid).values(name="stolen")
+        ).rowcount
+    ),
+    "core-update": lambda s, pid: (
+        s.connection().execute(update(PROJECTS).where(PROJECTS.c.id == pid).values(name="stolen")).rowcount
+    ),
+    "text-update": lambda s, pid: (
+        s.execute(  # type: ignore[attr-defined]
+            text("UPDATE projects SET name = 'stolen' WHERE id = :id"), {"id": pid}
+        ).rowcount
+    ),
     "orm-bulk-delete": lambda s, pid: s.execute(delete(Project).where(Project.id == pid)).rowcount,  # type: ignore[attr-defined]
-    "core-delete": lambda s, pid: s.connection().execute(
-        delete(Project.__table__).where(Project.__table__.c.id == pid)
-    ).rowcount,
-    "text-delete": lambda s, pid: s.execute(  # type: ignore[attr-defined]
-        text("DELETE FROM projects WHERE id = :id"), {"id": pid}
-    ).rowcount,
+    "core-delete": lambda s, pid: s.connection().execute(delete(PROJECTS).where(PROJECTS.c.id == pid)).rowcount,
+    "text-delete": lambda s, pid: (
+        s.execute(  # type: ignore[attr-defined]
+            text("DELETE FROM projects WHERE id = :id"), {"id": pid}
+        ).rowcount
+    ),
 }
 
 
@@ -136,17 +142,27 @@ def _is_rls_violation(error: DBAPIError) -> bool:
     return isinstance(error.orig, psycopg.errors.InsufficientPrivilege) and "row-level security" in str(error.orig)
 
 
+def _orm_insert(session: Session, tenant: int) -> int:
+    session.add(Project(tenant_id=tenant, name="planted"))
+    session.flush()
+    return 1
+
+
 INSERTS: dict[str, WritePath] = {
-    "core-insert": lambda s, tenant: s.connection().execute(
-        insert(Project.__table__).values(tenant_id=tenant, name="planted")
-    ).rowcount,
-    "text-insert": lambda s, tenant: s.execute(  # type: ignore[attr-defined]
-        text("INSERT INTO projects (tenant_id, name) VALUES (:t, 'planted')"), {"t": tenant}
-    ).rowcount,
-    "orm-add": lambda s, tenant: (s.add(Project(tenant_id=tenant, name="planted")), s.flush(), 1)[2],
-    "move-row": lambda s, tenant: s.execute(  # type: ignore[attr-defined]
-        text("UPDATE projects SET tenant_id = :t"), {"t": tenant}
-    ).rowcount,
+    "core-insert": lambda s, tenant: (
+        s.connection().execute(insert(PROJECTS).values(tenant_id=tenant, name="planted")).rowcount
+    ),
+    "text-insert": lambda s, tenant: (
+        s.execute(  # type: ignore[attr-defined]
+            text("INSERT INTO projects (tenant_id, name) VALUES (:t, 'planted')"), {"t": tenant}
+        ).rowcount
+    ),
+    "orm-add": lambda s, tenant: _orm_insert(s, tenant),
+    "move-row": lambda s, tenant: (
+        s.execute(  # type: ignore[attr-defined]
+            text("UPDATE projects SET tenant_id = :t"), {"t": tenant}
+        ).rowcount
+    ),
 }
 
 
@@ -184,17 +200,13 @@ def test_inserts_without_tenant_are_refused(app_engine: Engine, world: World) ->
             assert _is_rls_violation(caught.value)
 
 
-def test_insert_without_tenant_id_lands_in_bound_tenant(
-    app_engine: Engine, bypass: UnsafeBypass, world: World
-) -> None:
+def test_insert_without_tenant_id_lands_in_bound_tenant(app_engine: Engine, bypass: UnsafeBypass, world: World) -> None:
     with as_tenant(world.a), app_engine.begin() as conn:
         conn.execute(text("INSERT INTO projects (name) VALUES ('defaulted')"))
     assert "defaulted" in _names_as_admin(bypass, world.a)
 
 
-def test_child_cannot_reference_another_tenants_parent(
-    raw_factory: sessionmaker[Session], world: World
-) -> None:
+def test_child_cannot_reference_another_tenants_parent(raw_factory: sessionmaker[Session], world: World) -> None:
     """Foreign-key checks ignore RLS; the composite key still keeps tenants apart."""
     foreign_project = world.project_ids[world.b][0]
     missing_project = max(world.project_ids[world.b]) + 10_000_000

@@ -12,14 +12,15 @@ import pytest
 from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from saas_demo.models import Base
 from sqlalchemy import BigInteger, Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, text
 from sqlalchemy.engine import URL
 
-from rls_tenancy import RoleNames, Tenant
+from rls_tenancy import RoleNames
 from rls_tenancy.alembic_ops import DisableTenantIsolationOp, EnableTenantIsolationOp
 from rls_tenancy.migrate import downgrade, upgrade, versions_path
+from rls_tenancy.models import TenancyBase
 from rls_tenancy.testing import tenancy_database
-from saas_demo.models import Base
 from tests.conftest import DEMO_ALEMBIC_INI
 
 ROOT = Path(__file__).parent.parent
@@ -44,12 +45,18 @@ def _facts(url: URL) -> dict[str, object]:
         with engine.connect() as conn:
             return {
                 "schema": conn.execute(text("SELECT to_regnamespace('rls_tenancy') IS NOT NULL")).scalar(),
-                "isolated": set(conn.execute(text(
-                    "SELECT polrelid::regclass::text FROM pg_policy WHERE polname = 'tenant_isolation'"
-                )).scalars()),
-                "versions": set(conn.execute(text(
-                    "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'alembic_version%'"
-                )).scalars()),
+                "isolated": set(
+                    conn.execute(
+                        text("SELECT polrelid::regclass::text FROM pg_policy WHERE polname = 'tenant_isolation'")
+                    ).scalars()
+                ),
+                "versions": set(
+                    conn.execute(
+                        text(
+                            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'alembic_version%'"
+                        )
+                    ).scalars()
+                ),
             }
     finally:
         engine.dispose()
@@ -60,14 +67,24 @@ def _env(url: URL, **extra: str) -> dict[str, str]:
 
 
 def test_standalone_alembic_cli_installs_and_removes(empty_db: URL) -> None:
-    roles = {"RLS_TENANCY_OWNER_ROLE": "cli_owner", "RLS_TENANCY_APP_ROLE": "cli_app", "RLS_TENANCY_BYPASS_ROLE": "cli_admin"}
+    roles = {
+        "RLS_TENANCY_OWNER_ROLE": "cli_owner",
+        "RLS_TENANCY_APP_ROLE": "cli_app",
+        "RLS_TENANCY_BYPASS_ROLE": "cli_admin",
+    }
     alembic = [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini")]
     subprocess.run([*alembic, "upgrade", "head"], env=_env(empty_db, **roles), check=True, capture_output=True)
-    assert _facts(empty_db) == {"schema": True, "isolated": set(), "versions": {"alembic_version_rls_tenancy"}}
+    assert _facts(empty_db) == {
+        "schema": True,
+        "isolated": set(),
+        "versions": {"alembic_version_rls_tenancy"},
+    }
     engine = create_engine(empty_db)
     with engine.connect() as conn:
-        assert dict(conn.execute(text("SELECT purpose, role_name FROM rls_tenancy.roles")).all()) == {  # type: ignore[arg-type]
-            "owner": "cli_owner", "app": "cli_app", "bypass": "cli_admin"
+        assert dict(conn.execute(text("SELECT purpose, role_name FROM rls_tenancy.roles")).all()) == {
+            "owner": "cli_owner",
+            "app": "cli_app",
+            "bypass": "cli_admin",
         }
     engine.dispose()
     subprocess.run([*alembic, "downgrade", "base"], env=_env(empty_db), check=True, capture_output=True)
@@ -79,8 +96,12 @@ def test_console_script_migrates_and_reports_errors(empty_db: URL) -> None:
     done = subprocess.run([*cli, "migrate"], env=_env(empty_db), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert _facts(empty_db)["schema"] is True
-    bad = subprocess.run([*cli, "migrate"], env=_env(empty_db, RLS_TENANCY_APP_ROLE="Robert'); --"),
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [*cli, "migrate"],
+        env=_env(empty_db, RLS_TENANCY_APP_ROLE="Robert'); --"),
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert "not a lower-case identifier" in bad.stderr
     unreachable = empty_db.set(port=1, host="127.0.0.1")
@@ -90,7 +111,11 @@ def test_console_script_migrates_and_reports_errors(empty_db: URL) -> None:
 
 def test_default_role_names(rls_postgres_url: URL) -> None:
     with tenancy_database(rls_postgres_url, roles=RoleNames()) as database:
-        assert (database.roles.owner, database.roles.app, database.roles.bypass) == ("rls_owner", "rls_app", "rls_admin")
+        assert (database.roles.owner, database.roles.app, database.roles.bypass) == (
+            "rls_owner",
+            "rls_app",
+            "rls_admin",
+        )
         engine = create_engine(database.app_url)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT current_user")).scalar() == "rls_app"
@@ -102,7 +127,9 @@ def test_app_branch_upgrades_and_downgrades(empty_db: URL) -> None:
     roles = RoleNames(owner="branch_owner", app="branch_app", bypass="branch_admin")
     upgrade(empty_db, roles=roles, config=config)
     assert _facts(empty_db) == {
-        "schema": True, "isolated": {"projects", "tasks"}, "versions": {"alembic_version"}
+        "schema": True,
+        "isolated": {"projects", "tasks"},
+        "versions": {"alembic_version"},
     }
     downgrade(empty_db, roles=roles, config=config, revision="saas_demo@base")
     assert _facts(empty_db)["isolated"] == set()
@@ -113,11 +140,17 @@ def test_app_branch_upgrades_and_downgrades(empty_db: URL) -> None:
 
 def test_uninstall_refuses_while_tables_are_isolated(empty_db: URL) -> None:
     config = Config(DEMO_ALEMBIC_INI)
-    upgrade(empty_db, roles=RoleNames(owner="branch_owner", app="branch_app", bypass="branch_admin"), config=config)
+    upgrade(
+        empty_db,
+        roles=RoleNames(owner="branch_owner", app="branch_app", bypass="branch_admin"),
+        config=config,
+    )
     engine = create_engine(empty_db)
     try:
         with engine.begin() as conn, pytest.raises(Exception, match="tables still isolated: projects, tasks"):
-            conn.exec_driver_sql((ROOT / "sql" / "uninstall.sql").read_text(), execution_options={"no_parameters": True})
+            conn.exec_driver_sql(
+                (ROOT / "sql" / "uninstall.sql").read_text(), execution_options={"no_parameters": True}
+            )
     finally:
         engine.dispose()
 
@@ -125,7 +158,10 @@ def test_uninstall_refuses_while_tables_are_isolated(empty_db: URL) -> None:
 def test_offline_sql_is_the_sql_files_verbatim() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(DEMO_ALEMBIC_INI), "upgrade", "heads", "--sql"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
     for script in sorted((ROOT / "sql").glob("00*.sql")):
         assert script.read_text().strip() in out
@@ -141,18 +177,27 @@ def test_ops_are_each_others_reverse() -> None:
 
 def test_autogenerate_adds_isolation_for_new_tenant_tables(db: object, superuser_engine: Engine) -> None:
     metadata = MetaData()
-    for table in [Tenant.__table__, *Base.metadata.tables.values()]:
+    for table in [*TenancyBase.metadata.tables.values(), *Base.metadata.tables.values()]:
         table.to_metadata(metadata)
-    Table("invoices", metadata, Column("id", Integer, primary_key=True),
-          Column("tenant_id", BigInteger, ForeignKey("rls_tenancy.tenants.id"), nullable=False))
+    Table(
+        "invoices",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("tenant_id", BigInteger, ForeignKey("rls_tenancy.tenants.id"), nullable=False),
+    )
     Table("countries", metadata, Column("id", Integer, primary_key=True))
     with superuser_engine.connect() as conn:
         script = produce_migrations(MigrationContext.configure(conn), metadata)
+    assert script.upgrade_ops is not None and script.downgrade_ops is not None
     upgrade_code = render_python_code(script.upgrade_ops)
     downgrade_code = render_python_code(script.downgrade_ops)
-    assert upgrade_code.index("op.create_table('invoices'") < upgrade_code.index("op.enable_tenant_isolation('invoices')")
+    assert upgrade_code.index("op.create_table('invoices'") < upgrade_code.index(
+        "op.enable_tenant_isolation('invoices')"
+    )
     assert "enable_tenant_isolation('countries')" not in upgrade_code
-    assert downgrade_code.index("op.disable_tenant_isolation('invoices')") < downgrade_code.index("op.drop_table('invoices')")
+    assert downgrade_code.index("op.disable_tenant_isolation('invoices')") < downgrade_code.index(
+        "op.drop_table('invoices')"
+    )
     # Tables already isolated in the database are left alone.
     assert "projects" not in upgrade_code
     assert "tasks" not in upgrade_code

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from saas_demo.models import Project, Task
 from sqlalchemy import Engine, delete, func, select, text, union_all, update
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
 
 from rls_tenancy import NoTenantError, Tenant, TenantMismatchError, TenantQuery, as_tenant, scope_sessions
 from rls_tenancy.bypass import UnsafeBypass
 from tests.conftest import World
-from saas_demo.models import Project, Task
 
 
 class OrmOnlySession(Session):
@@ -24,7 +24,7 @@ class OrmOnlySession(Session):
 
 
 @pytest.fixture(scope="module")
-def orm_only(superuser_engine: Engine) -> sessionmaker[Session]:
+def orm_only(superuser_engine: Engine) -> sessionmaker[OrmOnlySession]:
     factory = sessionmaker(superuser_engine, class_=OrmOnlySession, query_cls=TenantQuery)
     scope_sessions(OrmOnlySession)
     return factory
@@ -46,15 +46,11 @@ PATHS: dict[str, Path] = {
         p.name for p in s.scalars(select(aliased(Project, union_all(select(Project), select(Project)).subquery())))
     },
     "cte": lambda s: set(s.scalars(select(select(Project.name).cte().c.name))),
-    "subquery-in": lambda s: set(
-        s.scalars(select(Task.title).where(Task.project_id.in_(select(Project.id))))
-    ),
+    "subquery-in": lambda s: set(s.scalars(select(Task.title).where(Task.project_id.in_(select(Project.id))))),
     "join": lambda s: {n for n, _ in s.execute(select(Project.name, Task.title).join(Project.tasks))},
     "lazy-load": lambda s: _task_titles(list(s.scalars(select(Project)))),
     "selectin-load": lambda s: _task_titles(list(s.scalars(select(Project).options(selectinload(Project.tasks))))),
-    "joined-load": lambda s: _task_titles(
-        list(s.scalars(select(Project).options(joinedload(Project.tasks))).unique())
-    ),
+    "joined-load": lambda s: _task_titles(list(s.scalars(select(Project).options(joinedload(Project.tasks))).unique())),
     "subquery-load": lambda s: _task_titles(list(s.scalars(select(Project).options(subqueryload(Project.tasks))))),
     "many-to-one": lambda s: {t.project.name for t in s.scalars(select(Task))},
 }
@@ -70,7 +66,7 @@ EXPECTED = {
 
 @pytest.mark.orm
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_orm_filter_alone_keeps_tenants_apart(orm_only: sessionmaker[Session], world: World, path: str) -> None:
+def test_orm_filter_alone_keeps_tenants_apart(orm_only: sessionmaker[OrmOnlySession], world: World, path: str) -> None:
     for tenant in (world.a, world.b):
         expected = world.tasks[tenant] if EXPECTED.get(path) == "tasks" else world.projects[tenant]
         with as_tenant(tenant), orm_only() as session:
@@ -78,7 +74,7 @@ def test_orm_filter_alone_keeps_tenants_apart(orm_only: sessionmaker[Session], w
 
 
 def test_lifting_the_orm_filter_lifts_only_the_orm_filter(
-    orm_only: sessionmaker[Session], raw_factory: sessionmaker[Session], world: World
+    orm_only: sessionmaker[OrmOnlySession], raw_factory: sessionmaker[Session], world: World
 ) -> None:
     both = world.projects[world.a] | world.projects[world.b]
     with as_tenant(world.a), orm_only() as session:
@@ -91,7 +87,7 @@ def test_lifting_the_orm_filter_lifts_only_the_orm_filter(
 
 
 @pytest.mark.orm
-def test_orm_bulk_update_and_delete_are_scoped(orm_only: sessionmaker[Session], world: World) -> None:
+def test_orm_bulk_update_and_delete_are_scoped(orm_only: sessionmaker[OrmOnlySession], world: World) -> None:
     with as_tenant(world.a), orm_only() as session, session.begin():
         assert session.execute(update(Task).values(title=Task.title)).rowcount == len(world.tasks[world.a])  # type: ignore[attr-defined]
         victim = world.project_ids[world.b][0]
@@ -119,7 +115,9 @@ def test_orm_without_tenant_raises_instead_of_returning_nothing(
         NO_TENANT_STATEMENTS[statement](session)
 
 
-def test_statements_without_tenant_bound_models_run_without_tenant(scoped_factory: sessionmaker[Session]) -> None:
+def test_statements_without_tenant_bound_models_run_without_tenant(
+    scoped_factory: sessionmaker[Session],
+) -> None:
     with scoped_factory() as session:
         assert session.scalars(select(Tenant)).all() == []  # not tenant-bound: RLS shows none
         assert session.execute(text("SELECT 1")).scalar() == 1
@@ -156,7 +154,7 @@ def test_rows_never_move_between_tenants(scoped_factory: sessionmaker[Session], 
 
 
 @pytest.fixture()
-def foreign_object(orm_only: sessionmaker[Session], world: World) -> Iterator[tuple[Session, Project]]:
+def foreign_object(orm_only: sessionmaker[OrmOnlySession], world: World) -> Iterator[tuple[Session, Project]]:
     """A project of tenant B, loaded through the escape hatch into a session acting for A."""
     with as_tenant(world.a), orm_only() as session:
         query = session.query(Project).tenant_unconstrained_unsafe()  # type: ignore[attr-defined]

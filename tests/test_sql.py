@@ -27,7 +27,9 @@ def test_roles_have_exactly_the_attributes_they_need(superuser_engine: Engine, d
     roles = db.roles
     with superuser_engine.connect() as conn:
         found = {r[0]: r[1:] for r in conn.execute(text(query), {"names": [roles.owner, roles.app, roles.bypass]})}
-        recorded = dict(conn.execute(text("SELECT purpose, role_name FROM rls_tenancy.roles")).all())  # type: ignore[arg-type]
+        recorded = {
+            r.purpose: r.role_name for r in conn.execute(text("SELECT purpose, role_name FROM rls_tenancy.roles"))
+        }
     assert found[roles.owner] == (False, False, False, False, False)
     assert found[roles.app] == (False, False, True, False, False)
     assert found[roles.bypass] == (False, True, True, False, False)
@@ -45,7 +47,8 @@ def test_app_role_owns_nothing_and_cannot_become_anyone(superuser_engine: Engine
             app=db.roles.app,
         )
         memberships = _scalar(
-            conn, "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = :app",
+            conn,
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = :app",
             app=db.roles.app,
         )
         unprotected = _scalar(
@@ -64,7 +67,9 @@ def test_app_role_owns_nothing_and_cannot_become_anyone(superuser_engine: Engine
 def test_current_tenant_id_is_stable_and_inlined(superuser_engine: Engine, app_engine: Engine, world: World) -> None:
     with superuser_engine.connect() as conn:
         volatility, definer = conn.execute(
-            text("SELECT provolatile, prosecdef FROM pg_proc WHERE oid = 'rls_tenancy.current_tenant_id()'::regprocedure")
+            text(
+                "SELECT provolatile, prosecdef FROM pg_proc WHERE oid = 'rls_tenancy.current_tenant_id()'::regprocedure"
+            )
         ).one()
     assert (volatility, definer) == ("s", False)
     with as_tenant(world.a), app_engine.connect() as conn:
@@ -78,23 +83,43 @@ def test_isolated_tables_have_policy_grants_and_index(superuser_engine: Engine, 
     with superuser_engine.connect() as conn:
         for table in ("projects", "tasks"):
             rls, forced, owner = conn.execute(
-                text("SELECT relrowsecurity, relforcerowsecurity, pg_get_userbyid(relowner) FROM pg_class "
-                     "WHERE oid = CAST(:t AS regclass)"), {"t": table}
+                text(
+                    "SELECT relrowsecurity, relforcerowsecurity, pg_get_userbyid(relowner) FROM pg_class "
+                    "WHERE oid = CAST(:t AS regclass)"
+                ),
+                {"t": table},
             ).one()
             assert (rls, forced, owner) == (True, True, db.roles.owner)
             qual, check = conn.execute(
-                text("SELECT pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid) "
-                     "FROM pg_policy WHERE polrelid = CAST(:t AS regclass)"), {"t": table}
+                text(
+                    "SELECT pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid) "
+                    "FROM pg_policy WHERE polrelid = CAST(:t AS regclass)"
+                ),
+                {"t": table},
             ).one()
             assert qual == check == "(tenant_id = rls_tenancy.current_tenant_id())"
             privileges = {
-                p: _scalar(conn, "SELECT has_table_privilege(:r, CAST(:t AS regclass), :p)", r=db.roles.app, t=table, p=p)
+                p: _scalar(
+                    conn,
+                    "SELECT has_table_privilege(:r, CAST(:t AS regclass), :p)",
+                    r=db.roles.app,
+                    t=table,
+                    p=p,
+                )
                 for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
             }
-            assert privileges == {"SELECT": True, "INSERT": True, "UPDATE": True, "DELETE": True,
-                                  "TRUNCATE": False, "REFERENCES": False, "TRIGGER": False}
+            assert privileges == {
+                "SELECT": True,
+                "INSERT": True,
+                "UPDATE": True,
+                "DELETE": True,
+                "TRUNCATE": False,
+                "REFERENCES": False,
+                "TRIGGER": False,
+            }
             leading = _scalar(
-                conn, "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                conn,
+                "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
                 "AND a.attnum = i.indkey[0] WHERE i.indrelid = CAST(:t AS regclass) AND a.attname = 'tenant_id'",
                 t=table,
             )
@@ -120,8 +145,11 @@ def _enable(conn: Connection, table: str) -> None:
         ("CREATE TABLE scratch (id int)", "has no tenant_id column"),
         ("CREATE TABLE scratch (tenant_id bigint)", "is nullable"),
         ("CREATE TABLE scratch (tenant_id int NOT NULL)", "not bigint"),
-        ("CREATE TABLE scratch (tenant_id bigint NOT NULL); ALTER TABLE scratch ENABLE ROW LEVEL SECURITY; "
-         "CREATE POLICY open ON scratch USING (true)", "other permissive policies"),
+        (
+            "CREATE TABLE scratch (tenant_id bigint NOT NULL); ALTER TABLE scratch ENABLE ROW LEVEL SECURITY; "
+            "CREATE POLICY open ON scratch USING (true)",
+            "other permissive policies",
+        ),
         ("CREATE VIEW scratch AS SELECT 1::bigint AS tenant_id", "is not a table"),
     ],
 )
@@ -187,7 +215,9 @@ APP_FORBIDDEN = {
 
 
 @pytest.mark.parametrize("action", sorted(APP_FORBIDDEN))
-def test_app_role_cannot_switch_isolation_off(app_engine: Engine, db: TenancyDatabase, world: World, action: str) -> None:
+def test_app_role_cannot_switch_isolation_off(
+    app_engine: Engine, db: TenancyDatabase, world: World, action: str
+) -> None:
     statement = APP_FORBIDDEN[action].format(owner=db.roles.owner, bypass=db.roles.bypass)
     with as_tenant(world.a), app_engine.connect() as conn:
         with pytest.raises(ProgrammingError) as caught:

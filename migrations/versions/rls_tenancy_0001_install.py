@@ -9,8 +9,6 @@ Create Date: 2026-11-23
 
 from __future__ import annotations
 
-from alembic import op
-
 from rls_tenancy.install import install, uninstall
 
 revision = "rls_tenancy_0001"
@@ -20,8 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    install(op)
+    install()
 
 
 def downgrade() -> None:
-    uninstall(op)
+    uninstall()

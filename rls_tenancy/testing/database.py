@@ -28,9 +28,7 @@ class TenancyDatabase:
 
 
 def _connect(url: URL) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(
-        url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
-    )
+    return psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True)
 
 
 @contextmanager
@@ -59,9 +57,7 @@ def tenancy_database(
             database_url = server_url.set(database=name)
             upgrade(database_url, roles=roles, config=alembic_config)
             for role, password in passwords.items():
-                admin.execute(
-                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
-                )
+                admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
             yield TenancyDatabase(
                 name=name,
                 roles=roles,

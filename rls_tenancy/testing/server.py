@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy.engine import URL
@@ -121,9 +122,11 @@ def _docker_problem() -> str | None:
             address, _, port = host.removeprefix("tcp://").partition(":")
             sock = socket.create_connection((address, int(port or 2375)), timeout=3)
         else:
-            candidates = [host.removeprefix("unix://")] if host else [
-                "/var/run/docker.sock", str(Path.home() / ".docker/run/docker.sock")
-            ]
+            candidates = (
+                [host.removeprefix("unix://")]
+                if host
+                else ["/var/run/docker.sock", str(Path.home() / ".docker/run/docker.sock")]
+            )
             path = next((p for p in candidates if os.path.exists(p)), None)
             if path is None:
                 return "no Docker engine socket (" + ", ".join(candidates) + ")"
@@ -135,8 +138,10 @@ def _docker_problem() -> str | None:
             answer = sock.recv(4096)
     except (OSError, ValueError) as error:
         return f"the Docker engine does not answer ({error})"
-    return None if answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n")[0] else (
-        "the Docker engine answered /_ping with an error"
+    return (
+        None
+        if answer.startswith(b"HTTP/1.") and b" 200 " in answer.split(b"\r\n")[0]
+        else ("the Docker engine answered /_ping with an error")
     )
 
 
@@ -183,9 +188,22 @@ def _local_cluster(bindir: Path) -> Iterator[URL]:
             for path in (root, root / "pwfile"):
                 os.chown(path, run_as.pw_uid, run_as.pw_gid)
         _as_user(
-            [str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "-A", "scram-sha-256",
-             f"--pwfile={root / 'pwfile'}", "-E", "UTF8", "--no-locale", "--no-sync"],
-            run_as, log=root / "initdb.log",
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(root / "data"),
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                f"--pwfile={root / 'pwfile'}",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            run_as,
+            log=root / "initdb.log",
         )
         with _running_postgres(bindir, root, run_as, password) as port:
             yield URL.create("postgresql+psycopg", "postgres", password, "127.0.0.1", port, "postgres")
@@ -209,7 +227,7 @@ def _as_user(args: list[str], run_as: pwd.struct_passwd | None, *, log: Path) ->
         raise NoPostgresError(f"{args[0]} failed:\n{log.read_text()}")
 
 
-def _user_kwargs(run_as: pwd.struct_passwd | None) -> dict[str, object]:
+def _user_kwargs(run_as: pwd.struct_passwd | None) -> dict[str, Any]:
     if run_as is None:
         return {}
     env = {**os.environ, "HOME": run_as.pw_dir, "USER": run_as.pw_name, "LOGNAME": run_as.pw_name}
@@ -224,7 +242,7 @@ def _running_postgres(bindir: Path, root: Path, run_as: pwd.struct_passwd | None
         for setting in _SERVER_SETTINGS:
             args += ["-c", setting]
         log = (root / "postgres.log").open("a")
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **_user_kwargs(run_as))  # type: ignore[call-overload]
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **_user_kwargs(run_as))
         try:
             if _wait_ready(process, port, password):
                 yield port
@@ -248,8 +266,14 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, password: str, time
         if process.poll() is not None:
             return False
         try:
-            psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password,
-                            dbname="postgres", connect_timeout=2).close()
+            psycopg.connect(
+                host="127.0.0.1",
+                port=port,
+                user="postgres",
+                password=password,
+                dbname="postgres",
+                connect_timeout=2,
+            ).close()
             return True
         except psycopg.OperationalError:
             time.sleep(0.1)
@@ -293,3 +317,12 @@ def _pgserver(reasons: list[str]) -> AbstractContextManager[URL] | None:
 
 
 _STRATEGIES: dict[str, Strategy] = {"container": _container, "local": _local, "pgserver": _pgserver}
+
+
+def can_provide() -> bool:
+    """Whether a server is available without the pgserver wheel (used by ``make``)."""
+    return bool(os.environ.get(ENV_URL)) or _docker_problem() is None or find_bindir() is not None
+
+
+if __name__ == "__main__":  # python -m rls_tenancy.testing.server: exit 0 if a server is at hand
+    raise SystemExit(0 if can_provide() else 1)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from alembic import context
+from saas_demo.models import Base
 from sqlalchemy import Connection, create_engine, pool
 
 import rls_tenancy.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation
 from rls_tenancy.urls import database_url
-from saas_demo.models import Base
 
 config = context.config
 
@@ -25,7 +25,10 @@ def main() -> None:
         return
     if context.is_offline_mode():  # --sql: render for review, no database needed
         context.configure(
-            dialect_name="postgresql", target_metadata=Base.metadata, literal_binds=True, transactional_ddl=True
+            dialect_name="postgresql",
+            target_metadata=Base.metadata,
+            literal_binds=True,
+            transactional_ddl=True,
         )
         with context.begin_transaction():
             context.run_migrations()

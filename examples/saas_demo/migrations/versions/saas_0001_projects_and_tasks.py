@@ -23,8 +23,13 @@ def upgrade() -> None:
     op.create_table(
         "projects",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("tenant_id", sa.BigInteger, sa.ForeignKey("rls_tenancy.tenants.id"),
-                  nullable=False, server_default=BOUND_TENANT),
+        sa.Column(
+            "tenant_id",
+            sa.BigInteger,
+            sa.ForeignKey("rls_tenancy.tenants.id"),
+            nullable=False,
+            server_default=BOUND_TENANT,
+        ),
         sa.Column("name", sa.String(100), nullable=False),
         sa.UniqueConstraint("tenant_id", "id", name="projects_tenant_id_id_key"),
     )
@@ -34,12 +39,18 @@ def upgrade() -> None:
     op.create_table(
         "tasks",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("tenant_id", sa.BigInteger, sa.ForeignKey("rls_tenancy.tenants.id"),
-                  nullable=False, server_default=BOUND_TENANT),
+        sa.Column(
+            "tenant_id",
+            sa.BigInteger,
+            sa.ForeignKey("rls_tenancy.tenants.id"),
+            nullable=False,
+            server_default=BOUND_TENANT,
+        ),
         sa.Column("project_id", sa.Integer, nullable=False),
         sa.Column("title", sa.String(100), nullable=False),
-        sa.ForeignKeyConstraint(["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"],
-                                name="tasks_project_fkey"),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"], name="tasks_project_fkey"
+        ),
     )
     op.create_index("ix_tasks_tenant_id", "tasks", ["tenant_id"])
     op.enable_tenant_isolation("tasks")
