@@ -103,6 +103,10 @@ UPDATES: dict[str, WritePath] = {
         ).rowcount
     ),
     "orm-bulk-delete": lambda s, pid: s.execute(delete(Project).where(Project.id == pid)).rowcount,  # type: ignore[attr-defined]
+    "legacy-query-update": lambda s, pid: (
+        s.query(Project).filter(Project.id == pid).update({"name": "stolen"}, synchronize_session=False)
+    ),
+    "legacy-query-delete": lambda s, pid: s.query(Project).filter(Project.id == pid).delete(synchronize_session=False),
     "core-delete": lambda s, pid: s.connection().execute(delete(PROJECTS).where(PROJECTS.c.id == pid)).rowcount,
     "text-delete": lambda s, pid: (
         s.execute(  # type: ignore[attr-defined]
