@@ -29,9 +29,9 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory test-sabotage
 
 test-sabotage: $(STAMP)
-	$(PYTEST) -q -m security --rls-break=policy
-	$(PYTEST) -q -m binding --rls-break=binding
-	$(PYTEST) -q -m orm --rls-break=orm
+	$(PYTEST) -q -rfE -m security --rls-break=policy
+	$(PYTEST) -q -rfE -m binding --rls-break=binding
+	$(PYTEST) -q -rfE -m orm --rls-break=orm
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
