@@ -62,8 +62,5 @@ def require_tenant_id() -> int:
     """The tenant id in context; :class:`NoTenantError` when there is none."""
     tenant_id = _tenant_id.get()
     if tenant_id is None:
-        raise NoTenantError(
-            "no tenant in context: wrap the code in `with as_tenant(tenant):` "
-            "(in Flask, the request's tenant is set for you)"
-        )
+        raise NoTenantError("no tenant in context: act for one with `with as_tenant(tenant):`")
     return tenant_id
