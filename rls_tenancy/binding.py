@@ -1,15 +1,18 @@
 """Per-transaction binding: the database sees the tenant in context.
 
-At the start of every transaction on a bound engine, the tenant in context is
-set with ``set_config('app.current_tenant', $1, true)``: transaction-local (it
-ends with the transaction, so a pooled connection never carries it into the
-next checkout, and PgBouncer transaction pooling stays safe) and a bound
-parameter (the id never appears in query text that ``pg_stat_activity``
-shows to other sessions). No tenant binds the empty string, which the
-policies read as "no rows".
+Before the first statement of every transaction on a bound engine, the tenant
+in context is set with ``set_config('app.current_tenant', $1, true)``:
+transaction-local (it ends with the transaction, so a pooled connection never
+carries it into the next checkout, and PgBouncer transaction pooling stays
+safe) and a bound parameter (the id never appears in query text that
+``pg_stat_activity`` shows to other sessions). No tenant binds the empty
+string, which the policies read as "no rows".
 
 With psycopg the binding travels in the same round trip as psycopg's own
-``BEGIN`` (pipeline mode), so it costs no extra round trip.
+``BEGIN`` (pipeline mode), so it costs no extra round trip. It is done in
+``before_cursor_execute`` rather than in the ``begin`` event so that a failure
+(a dropped connection, say) goes through SQLAlchemy's error handling, which
+invalidates the connection, instead of leaving the Connection half-begun.
 
 Changing the tenant in context while a transaction is open raises
 :class:`~rls_tenancy.TenantChangedError` before the next statement runs,
@@ -37,7 +40,8 @@ SETTING = "app.current_tenant"
 
 _BIND = "SELECT pg_catalog.set_config('app.current_tenant', %s, true)"
 _BOUND = "rls_tenancy.bound_tenant"
-_UNBOUND = object()
+_PENDING = object()  # a transaction has begun; no statement has run yet
+_UNBOUND = object()  # no transaction began since the engine was bound
 
 _E = TypeVar("_E", Engine, "AsyncEngine")
 
@@ -56,41 +60,19 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
             f"rls_tenancy binds PostgreSQL engines using psycopg 3 "
             f"(postgresql+psycopg://...), not {sync.dialect.name}+{sync.dialect.driver}"
         )
-    if not event.contains(sync, "begin", _bind_transaction):
-        event.listen(sync, "begin", _bind_transaction)
-        event.listen(sync, "before_cursor_execute", _check_statement)
+    if not event.contains(sync, "begin", _mark_pending):
+        event.listen(sync, "begin", _mark_pending)
+        event.listen(sync, "before_cursor_execute", _bind_or_check)
         if verify_role:
             event.listen(sync, "connect", verify_app_role)
     return engine
 
 
-def _bind_transaction(conn: Connection) -> None:
-    tenant_id = current_tenant_id()
-    value = "" if tenant_id is None else str(tenant_id)
-    raw = conn.connection.dbapi_connection
-    if isinstance(raw, psycopg.Connection):
-        if raw.autocommit:
-            if tenant_id is not None:
-                raise TenancyError(
-                    "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
-                    "use a transactional isolation level on bound engines"
-                )
-        else:
-            # BEGIN and set_config leave in one round trip.
-            with raw.pipeline():
-                raw.execute(_BIND, (value,))
-    else:
-        # asyncio adaptor: a plain execute through its cursor.
-        assert raw is not None
-        cursor = raw.cursor()
-        try:
-            cursor.execute(_BIND, (value,))
-        finally:
-            cursor.close()
-    conn.info[_BOUND] = tenant_id
+def _mark_pending(conn: Connection) -> None:
+    conn.info[_BOUND] = _PENDING
 
 
-def _check_statement(
+def _bind_or_check(
     conn: Connection,
     _cursor: DBAPICursor,
     _statement: str,
@@ -100,7 +82,10 @@ def _check_statement(
 ) -> None:
     bound = conn.info.get(_BOUND, _UNBOUND)
     current = current_tenant_id()
-    if bound is not current and bound != current:
+    if bound is _PENDING:
+        _bind(conn, current)
+        conn.info[_BOUND] = current
+    elif bound is _UNBOUND or bound != current:
         raise TenantChangedError(
             f"this transaction is bound to tenant {_describe(bound)} but the tenant "
             f"in context is now {_describe(current)}; commit or roll back before "
@@ -108,7 +93,30 @@ def _check_statement(
         )
 
 
+def _bind(conn: Connection, tenant_id: int | None) -> None:
+    value = "" if tenant_id is None else str(tenant_id)
+    raw = conn.connection.dbapi_connection
+    if isinstance(raw, psycopg.Connection):
+        if not raw.autocommit:
+            # BEGIN and set_config leave in one round trip.
+            with raw.pipeline():
+                raw.execute(_BIND, (value,))
+        elif tenant_id is not None:
+            raise TenancyError(
+                "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
+                "use a transactional isolation level on bound engines"
+            )
+    else:
+        # asyncio adaptor: a plain execute through its cursor.
+        assert raw is not None
+        cursor = raw.cursor()
+        try:
+            cursor.execute(_BIND, (value,))
+        finally:
+            cursor.close()
+
+
 def _describe(tenant_id: object) -> str:
     if tenant_id is _UNBOUND:
-        return "(none: the engine was bound after this transaction began)"
+        return "(unknown: the engine was bound after this transaction began)"
     return "(none)" if tenant_id is None else str(tenant_id)

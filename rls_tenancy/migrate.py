@@ -41,7 +41,12 @@ def _run(url: str | URL | None, roles: RoleNames | None, config: Config | None, 
     config = config or alembic_config()
     if roles is not None:
         config.attributes[ROLES_ATTRIBUTE] = roles
-    engine = create_engine(database_url(url), poolclass=pool.NullPool)
+    target = database_url(url)
+    # For env.py files from Alembic's template, which read sqlalchemy.url
+    # (configparser needs % doubled); env.py files that take
+    # config.attributes["connection"] run in this function's transaction.
+    config.set_main_option("sqlalchemy.url", target.render_as_string(hide_password=False).replace("%", "%%"))
+    engine = create_engine(target, poolclass=pool.NullPool)
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
@@ -63,8 +68,9 @@ def upgrade(
     ``config`` is an application's Alembic config (default: the library's
     own). Connect as a superuser: the first library revision creates the
     roles, named by ``roles`` or the ``RLS_TENANCY_*_ROLE`` environment
-    variables. The config's ``env.py`` must use ``config.attributes["connection"]``
-    when it is set, as the library's and the demo's do.
+    variables. The config's ``env.py`` may take ``config.attributes["connection"]``
+    (as the library's and the demo's do) or read ``sqlalchemy.url`` (as
+    Alembic's template does).
     """
     _run(url, roles, config, "upgrade", revision)
 

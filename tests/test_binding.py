@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from saas_demo.models import Project
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import sessionmaker
@@ -118,15 +118,24 @@ def test_leaving_the_context_inside_a_transaction_is_refused(pinned_engine: Engi
 
 def test_tenant_id_never_appears_in_query_text(pinned_engine: Engine, app_engine: Engine, world: World) -> None:
     """pg_stat_activity shows every session's last statement to the same role."""
-    with as_tenant(world.a), pinned_engine.connect() as conn:
+    seen: list[str] = []
+
+    def observe(conn: Connection, *_: object) -> None:
+        # Runs after the binding hook and before the statement is sent, so the
+        # backend's last statement is the binding itself.
         pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
-        conn.begin()  # binds, and sends nothing else
         with app_engine.connect() as observer:
-            seen = observer.execute(
-                text("SELECT query FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
-            ).scalar_one()
-        assert "set_config('app.current_tenant', $1, true)" in seen
-        assert str(world.a) not in seen
+            query = text("SELECT query FROM pg_stat_activity WHERE pid = :pid")
+            seen.append(observer.execute(query, {"pid": pid}).scalar_one())
+
+    event.listen(pinned_engine, "before_cursor_execute", observe)
+    try:
+        with as_tenant(world.a), pinned_engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    finally:
+        event.remove(pinned_engine, "before_cursor_execute", observe)
+    assert "set_config('app.current_tenant', $1, true)" in seen[0]
+    assert str(world.a) not in seen[0]
 
 
 def test_threads_each_see_their_own_tenant(app_engine: Engine, world: World) -> None:
@@ -199,3 +208,19 @@ def test_bind_engine_is_idempotent_and_refuses_other_drivers(app_engine: Engine)
     assert bind_engine(app_engine) is app_engine
     with pytest.raises(TenancyError, match="psycopg"):
         bind_engine(create_engine("sqlite://"))
+
+
+def test_a_dropped_connection_fails_cleanly_and_the_pool_recovers(
+    pinned_engine: Engine, superuser_engine: Engine, world: World
+) -> None:
+    with pinned_engine.connect() as conn:
+        pid = conn.execute(PID).scalar()
+    with superuser_engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        with pytest.raises(DBAPIError) as caught:
+            conn.execute(select(Project.name))
+        assert caught.value.connection_invalidated
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        assert conn.execute(PID).scalar() != pid
+        assert set(conn.execute(select(Project.name)).scalars()) == world.projects[world.a]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -205,3 +206,39 @@ def test_autogenerate_adds_isolation_for_new_tenant_tables(db: object, superuser
 
 def test_versions_path_is_the_shipped_directory() -> None:
     assert versions_path().resolve() == (ROOT / "migrations" / "versions").resolve()
+
+
+def test_an_unmodified_alembic_template_env_works(empty_db: URL, tmp_path: Path) -> None:
+    """An app whose env.py is Alembic's own template, plus one version_locations line."""
+    config = Config(tmp_path / "alembic.ini")
+    command.init(config, str(tmp_path / "migrations"))
+    config = Config(tmp_path / "alembic.ini")
+    config.set_main_option(
+        "version_locations", f"{tmp_path / 'migrations' / 'versions'} rls_tenancy:migrations/versions"
+    )
+    config.set_main_option("path_separator", "space")
+    (tmp_path / "migrations" / "versions" / "app_0001.py").write_text(APP_REVISION)
+    upgrade(empty_db, roles=RoleNames(owner="tpl_owner", app="tpl_app", bypass="tpl_admin"), config=config)
+    assert _facts(empty_db)["isolated"] == {"invoices"}
+
+
+APP_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+import rls_tenancy.alembic_ops  # noqa: F401
+
+revision = "app_0001"
+down_revision = None
+branch_labels = ("app",)
+depends_on = "rls_tenancy_0001"
+
+
+def upgrade():
+    op.create_table(
+        "invoices",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("tenant_id", sa.BigInteger, sa.ForeignKey("rls_tenancy.tenants.id"), nullable=False),
+    )
+    op.enable_tenant_isolation("invoices")
+"""
