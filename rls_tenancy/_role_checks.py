@@ -39,6 +39,7 @@ SELECT current_user || CASE WHEN rolsuper THEN ' is a superuser' ELSE ' lacks BY
 def verify_app_role(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     problems = _query_column(dbapi_connection, _APP_ESCAPES)
     if problems:
+        dbapi_connection.close()  # useless, and the pool would not close it
         raise InsecureRoleError(
             "the application engine's login role escapes row level security: "
             + "; ".join(problems)
@@ -60,6 +61,7 @@ def _query_column(dbapi_connection: DBAPIConnection, query: str) -> list[Any]:
 def verify_bypass_role(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     problems = _query_column(dbapi_connection, _BYPASS_UNFIT)
     if problems:
+        dbapi_connection.close()
         raise InsecureRoleError(
             f"the bypass engine's login role is not fit for it: {problems[0]}. "
             "Connect as the bypass role (rls_admin by default): BYPASSRLS, not superuser."

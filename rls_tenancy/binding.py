@@ -10,9 +10,9 @@ string, which the policies read as "no rows".
 
 With psycopg the binding travels in the same round trip as psycopg's own
 ``BEGIN`` (pipeline mode), so it costs no extra round trip. It is done in
-``before_cursor_execute`` rather than in the ``begin`` event so that a failure
-(a dropped connection, say) goes through SQLAlchemy's error handling, which
-invalidates the connection, instead of leaving the Connection half-begun.
+``before_cursor_execute`` rather than in the ``begin`` event, which SQLAlchemy
+runs before it has set up its error handling: a failure there (a dropped
+connection, say) would leave the Connection half-begun.
 
 Changing the tenant in context while a transaction is open raises
 :class:`~rls_tenancy.TenantChangedError` before the next statement runs,
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import psycopg
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPICursor
+from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy._role_checks import verify_app_role
 from rls_tenancy.context import current_tenant_id
@@ -98,9 +99,12 @@ def _bind(conn: Connection, tenant_id: int | None) -> None:
     raw = conn.connection.dbapi_connection
     if isinstance(raw, psycopg.Connection):
         if not raw.autocommit:
-            # BEGIN and set_config leave in one round trip.
-            with raw.pipeline():
-                raw.execute(_BIND, (value,))
+            try:
+                # BEGIN and set_config leave in one round trip.
+                with raw.pipeline():
+                    raw.execute(_BIND, (value,))
+            except psycopg.Error as error:
+                raise _as_sqlalchemy_error(conn, error, value) from error
         elif tenant_id is not None:
             raise TenancyError(
                 "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
@@ -114,6 +118,23 @@ def _bind(conn: Connection, tenant_id: int | None) -> None:
             cursor.execute(_BIND, (value,))
         finally:
             cursor.close()
+
+
+def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, value: str) -> DBAPIError:
+    """The error SQLAlchemy would raise, with a dead connection invalidated.
+
+    SQLAlchemy 2.0 runs ``before_cursor_execute`` outside its own error
+    handling, so this does what that handling would: invalidate the pooled
+    connection when the server is gone, and wrap the driver's error.
+    """
+    disconnect = conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, None)  # type: ignore[arg-type]
+    if disconnect:
+        conn.invalidate(error)
+    wrapped = DBAPIError.instance(
+        _BIND, (value,), error, psycopg.Error, connection_invalidated=disconnect, dialect=conn.dialect
+    )
+    assert isinstance(wrapped, DBAPIError)  # always, for a driver error
+    return wrapped
 
 
 def _describe(tenant_id: object) -> str:

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from saas_demo.models import Base
 from sqlalchemy import BigInteger, Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, text
 from sqlalchemy.engine import URL
@@ -242,3 +243,56 @@ def upgrade():
     )
     op.enable_tenant_isolation("invoices")
 """
+
+
+APP_ENV = """
+from alembic import context
+from sqlalchemy import create_engine, pool
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from rls_tenancy import TenantBoundMixin
+from rls_tenancy.alembic_branch import app_branch
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Note(TenantBoundMixin, Base):
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+metadata = Base.metadata
+engine = create_engine(context.config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=metadata,
+                      process_revision_directives=app_branch("app"))
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+def test_new_revisions_go_on_the_apps_branch_not_the_librarys(empty_db: URL, tmp_path: Path) -> None:
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "env.py").write_text(APP_ENV)
+    (tmp_path / "script.py.mako").write_text((ROOT / "migrations" / "script.py.mako").read_text())
+    config = Config()
+    config.set_main_option("script_location", str(tmp_path))
+    config.set_main_option("version_locations", f"{tmp_path / 'versions'} rls_tenancy:migrations/versions")
+    config.set_main_option("path_separator", "space")
+    roles = RoleNames(owner="br_owner", app="br_app", bypass="br_admin")
+    upgrade(empty_db, roles=roles, config=config)  # the library alone: its head is the only head
+    library_files = sorted(versions_path().iterdir())
+
+    command.revision(config, "create notes", autogenerate=True)
+    upgrade(empty_db, roles=roles, config=config)
+    command.revision(config, "second", autogenerate=True)
+
+    assert sorted(versions_path().iterdir()) == library_files
+    scripts = ScriptDirectory.from_config(config)
+    second = scripts.get_revision("app@head")
+    first = scripts.get_revision(str(second.down_revision))
+    assert (first.down_revision, first.branch_labels, first.dependencies) == (None, {"app"}, "rls_tenancy_0001")
+    assert Path(first.path).parent == Path(second.path).parent == tmp_path / "versions"
+    assert "op.enable_tenant_isolation('notes')" in Path(first.path).read_text()

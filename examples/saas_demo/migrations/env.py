@@ -7,13 +7,23 @@ from saas_demo.models import Base
 from sqlalchemy import Connection, create_engine, pool
 
 import rls_tenancy.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation
+from rls_tenancy.alembic_branch import app_branch
 from rls_tenancy.urls import database_url
 
 config = context.config
 
 
+# rls_tenancy: `alembic revision` puts new revisions on our branch, not the library's.
+BRANCH = app_branch("saas_demo")
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=Base.metadata, transactional_ddl=True)
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        transactional_ddl=True,
+        process_revision_directives=BRANCH,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,0 +1,71 @@
+"""Keeping an application's new revisions on its own Alembic branch.
+
+The library's revisions are a branch of their own. Until an application has
+revisions of its own, the only head is the library's, so a plain ``alembic
+revision`` would write the new file into the library's directory (inside
+site-packages) and chain it onto the library's branch. Later, with two heads,
+every ``alembic revision`` would need ``--head``. Pass
+``process_revision_directives=app_branch("myapp")`` to ``context.configure()``
+in ``env.py`` and neither happens: revisions made without ``--head`` go on
+branch ``myapp``, the first one starting it (from base, depending on the
+library's head, in your own versions directory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from alembic.migration import MigrationContext
+from alembic.operations.ops import MigrationScript
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError, coerce_resource_to_filename
+
+from rls_tenancy._resources import data_dir
+
+LIBRARY_BRANCH = "rls_tenancy"
+
+Directives = Callable[[MigrationContext, Any, list[MigrationScript]], None]
+
+
+def app_branch(label: str) -> Directives:
+    """A ``process_revision_directives`` hook putting new revisions on branch ``label``."""
+
+    def directives(context: MigrationContext, _revision: Any, scripts: list[MigrationScript]) -> None:
+        script_directory = context.script
+        if script_directory is None:
+            return
+        for script in scripts:
+            if script.head != "head":  # an explicit --head: the user decided
+                continue
+            if _branch_exists(script_directory, label):
+                script.head = f"{label}@head"
+                continue
+            script.head = "base"
+            script.branch_label = label
+            script.depends_on = script_directory.get_revision(f"{LIBRARY_BRANCH}@head").revision
+            if script.version_path is None:
+                script.version_path = str(_own_location(script_directory.version_locations))
+
+    return directives
+
+
+def _branch_exists(script_directory: ScriptDirectory, label: str) -> bool:
+    try:
+        script_directory.get_revision(f"{label}@head")
+    except CommandError:
+        return False
+    return True
+
+
+def _own_location(locations: Sequence[str] | None) -> Path:
+    library = (data_dir("migrations") / "versions").resolve()
+    for location in locations or ():
+        path = Path(coerce_resource_to_filename(location)).resolve()
+        if path != library:
+            return path
+    raise CommandError(
+        "no version location of your own: list your versions directory before "
+        "rls_tenancy:migrations/versions in version_locations"
+    )
