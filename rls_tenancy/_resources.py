@@ -15,8 +15,6 @@ from rls_tenancy.errors import TenancyError
 
 _PACKAGE = Path(__file__).resolve().parent
 
-#: The scripts that install the library schema, in order.
-INSTALL_SCRIPTS = ("001_roles.sql", "002_context.sql", "003_tenants.sql", "004_isolation.sql")
 UNINSTALL_SCRIPT = "uninstall.sql"
 
 
@@ -26,6 +24,11 @@ def data_dir(name: str) -> Path:
     if directory.is_dir():
         return directory
     raise TenancyError(f"rls_tenancy is installed without its {name}/ directory; reinstall the package")
+
+
+def install_scripts() -> list[str]:
+    """Every install script (``NNN_*.sql``), in the order they run."""
+    return sorted(path.name for path in data_dir("sql").glob("[0-9][0-9][0-9]_*.sql"))
 
 
 def sql_script(name: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 from psycopg import sql
 
-from rls_tenancy._resources import INSTALL_SCRIPTS, UNINSTALL_SCRIPT, sql_script
+from rls_tenancy._resources import UNINSTALL_SCRIPT, sql_script
 from rls_tenancy.roles import RoleNames
 
 #: ``Config.attributes`` key through which a program passes :class:`RoleNames`.
@@ -34,14 +34,18 @@ def execute_script(text: str) -> None:
         op.get_bind().exec_driver_sql(text, execution_options={"no_parameters": True})
 
 
-def install() -> None:
-    """Install (or re-apply, idempotently) the library schema."""
+def install(*scripts: str) -> None:
+    """Run ``scripts`` from ``sql/`` (idempotent), after setting the role names.
+
+    Each revision names the scripts it introduces or changes, so a revision
+    stays the same step whatever later versions of the library add.
+    """
     settings = sql.SQL("\n").join(
         sql.SQL("SELECT pg_catalog.set_config({}, {}, true);").format(sql.Literal(key), sql.Literal(value))
         for key, value in role_names().settings().items()
     )
     execute_script(settings.as_string(None))
-    for name in INSTALL_SCRIPTS:
+    for name in scripts:
         execute_script(sql_script(name))
 
 

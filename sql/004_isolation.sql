@@ -26,6 +26,29 @@
 
 DO $role$ BEGIN EXECUTE format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
+-- serial columns need USAGE on their sequence to insert (identity columns do not).
+CREATE OR REPLACE FUNCTION rls_tenancy.grant_sequence_usage(target regclass, VARIADIC grantees name[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    sequence text;
+    grantee  name;
+BEGIN
+    FOR sequence IN
+        SELECT d.objid::regclass::text
+          FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+         WHERE d.refobjid = target AND d.deptype = 'a'
+    LOOP
+        FOREACH grantee IN ARRAY grantees LOOP
+            EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', sequence, grantee);
+        END LOOP;
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION rls_tenancy.grant_sequence_usage(regclass, name[]) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION rls_tenancy.enable_tenant_isolation(target regclass)
 RETURNS void
 LANGUAGE plpgsql
@@ -38,7 +61,6 @@ DECLARE
     column_info record;
     others      text;
     index_name  text;
-    sequence    text;
 BEGIN
     IF target IS NULL THEN
         RAISE EXCEPTION 'rls_tenancy: enable_tenant_isolation needs a table, got NULL';
@@ -83,14 +105,7 @@ BEGIN
 
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I, %I', target, app_role, bypass_role);
     EXECUTE format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %I', target, app_role);
-    -- serial columns need USAGE on their sequence (identity columns do not).
-    FOR sequence IN
-        SELECT d.objid::regclass::text
-          FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-         WHERE d.refobjid = target AND d.deptype = 'a'
-    LOOP
-        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I, %I', sequence, app_role, bypass_role);
-    END LOOP;
+    PERFORM rls_tenancy.grant_sequence_usage(target, app_role, bypass_role);
 
     IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = target AND i.indkey[0] = column_info.attnum) THEN
         index_name := left((SELECT relname FROM pg_class WHERE oid = target), 48) || '_tenant_id_idx';

@@ -18,8 +18,11 @@ BEGIN
 END
 $check$;
 
+DROP FUNCTION IF EXISTS rls_tenancy.unshare_table(regclass);
+DROP FUNCTION IF EXISTS rls_tenancy.share_table(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.disable_tenant_isolation(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.enable_tenant_isolation(regclass);
+DROP FUNCTION IF EXISTS rls_tenancy.grant_sequence_usage(regclass, name[]);
 DROP TABLE IF EXISTS rls_tenancy.tenants;
 DROP FUNCTION IF EXISTS rls_tenancy.current_tenant_id();
 DROP FUNCTION IF EXISTS rls_tenancy.role_name(text);

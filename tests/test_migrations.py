@@ -19,7 +19,7 @@ from sqlalchemy import BigInteger, Column, Engine, ForeignKey, Integer, MetaData
 from sqlalchemy.engine import URL
 
 from rls_tenancy import RoleNames
-from rls_tenancy.alembic_ops import DisableTenantIsolationOp, EnableTenantIsolationOp
+from rls_tenancy.alembic_ops import DisableTenantIsolationOp, EnableTenantIsolationOp, ShareTableOp, UnshareTableOp
 from rls_tenancy.migrate import downgrade, upgrade, versions_path
 from rls_tenancy.models import TenancyBase
 from rls_tenancy.testing import tenancy_database
@@ -167,14 +167,18 @@ def test_offline_sql_is_the_sql_files_verbatim() -> None:
     ).stdout
     for script in sorted((ROOT / "sql").glob("00*.sql")):
         assert script.read_text().strip() in out
-    assert "SELECT rls_tenancy.enable_tenant_isolation(CAST(quote_ident('projects') AS regclass))" in out
+    assert "SELECT rls_tenancy.enable_tenant_isolation(CAST(quote_ident('projects') AS REGCLASS))" in out
 
 
-def test_ops_are_each_others_reverse() -> None:
-    enable = EnableTenantIsolationOp("projects", schema="app")
-    assert isinstance(enable.reverse(), DisableTenantIsolationOp)
-    back = enable.reverse().reverse()
-    assert (type(back), back.table_name, back.schema) == (EnableTenantIsolationOp, "projects", "app")
+@pytest.mark.parametrize(
+    ("forward", "backward"),
+    [(EnableTenantIsolationOp, DisableTenantIsolationOp), (ShareTableOp, UnshareTableOp)],
+)
+def test_ops_are_each_others_reverse(forward: type[ShareTableOp], backward: type[UnshareTableOp]) -> None:
+    there = forward("projects", schema="app").reverse()
+    back = there.reverse()
+    assert (type(there), there.table_name, there.schema) == (backward, "projects", "app")
+    assert (type(back), back.table_name, back.schema) == (forward, "projects", "app")
 
 
 def test_autogenerate_adds_isolation_for_new_tenant_tables(db: object, superuser_engine: Engine) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import psycopg
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from rls_tenancy import InsecureRoleError, as_tenant, bind_engine
-from rls_tenancy._resources import INSTALL_SCRIPTS, sql_script
+from rls_tenancy import InsecureRoleError, UnsafeBypass, as_tenant, bind_engine
+from rls_tenancy._resources import install_scripts, sql_script
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
 
@@ -176,7 +177,7 @@ def test_enable_is_idempotent_and_disable_closes_the_table(scratch: Connection, 
 
 def test_install_scripts_are_idempotent(scratch: Connection, db: TenancyDatabase) -> None:
     _set_role_names(scratch, db)
-    for name in INSTALL_SCRIPTS:
+    for name in install_scripts():
         scratch.exec_driver_sql(sql_script(name), execution_options={"no_parameters": True})
     assert _scalar(scratch, "SELECT count(*) FROM pg_policy WHERE polname = 'tenant_isolation'") == 2
 
@@ -255,3 +256,37 @@ def test_bound_engine_refuses_a_member_of_the_table_owner(superuser_engine: Engi
         engine.dispose()
         with superuser_engine.begin() as conn:
             conn.exec_driver_sql(f'DROP ROLE "{member}"')
+
+
+def test_shared_tables_are_readable_by_all_and_writable_by_none(
+    app_engine: Engine, bypass: UnsafeBypass, world: World
+) -> None:
+    with bypass.connect(reason="test: maintain reference data") as conn:
+        conn.execute(text("INSERT INTO plans (name) VALUES (:n) ON CONFLICT DO NOTHING"), {"n": "Pro"})
+    for tenant in (world.a, world.b, None):
+        with app_engine.connect() as conn, as_tenant(tenant) if tenant else nullcontext():
+            assert "Pro" in conn.execute(text("SELECT name FROM plans")).scalars().all()
+    for statement in (
+        "INSERT INTO plans (name) VALUES ('Planted')",
+        "UPDATE plans SET name = 'Renamed'",
+        "DELETE FROM plans",
+        "TRUNCATE plans",
+    ):
+        with as_tenant(world.a), app_engine.connect() as conn, pytest.raises(ProgrammingError) as caught:
+            conn.execute(text(statement))
+        assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege)
+
+
+def test_share_refuses_tenant_tables_and_unshare_closes(scratch: Connection, db: TenancyDatabase) -> None:
+    with pytest.raises(DBAPIError, match="isolate it instead"):
+        scratch.execute(text("SELECT rls_tenancy.share_table('projects')"))
+    scratch.rollback()
+    scratch.begin()
+    scratch.exec_driver_sql("CREATE TABLE scratch_shared (id int)")
+    scratch.execute(text("SELECT rls_tenancy.share_table('scratch_shared')"))
+    readable = "SELECT has_table_privilege(:r, 'scratch_shared', :p)"
+    assert _scalar(scratch, readable, r=db.roles.app, p="SELECT") is True
+    assert _scalar(scratch, readable, r=db.roles.app, p="INSERT") is False
+    assert _scalar(scratch, readable, r=db.roles.bypass, p="INSERT") is True
+    scratch.execute(text("SELECT rls_tenancy.unshare_table('scratch_shared')"))
+    assert _scalar(scratch, readable, r=db.roles.app, p="SELECT") is False

@@ -1,4 +1,4 @@
-"""The demo's tables: projects, and the tasks inside them."""
+"""The demo's tables: projects and the tasks inside them (per tenant), plans (shared)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ from rls_tenancy import TenantBoundMixin
 
 class Base(DeclarativeBase):
     pass
+
+
+class Plan(Base):
+    """Reference data every tenant reads and none can change (``op.share_table``)."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
 
 
 class Project(TenantBoundMixin, Base):

@@ -1,6 +1,6 @@
-"""Install rls_tenancy: roles, schema, tenants, current_tenant_id(), isolation functions.
+"""Install rls_tenancy: roles, schema, tenants, current_tenant_id(), isolation and sharing functions.
 
-Runs sql/001_roles.sql .. sql/004_isolation.sql verbatim; see those files.
+Runs sql/001_roles.sql .. sql/005_shared.sql verbatim; see those files.
 
 Revision ID: rls_tenancy_0001
 Revises:
@@ -18,7 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    install()
+    install("001_roles.sql", "002_context.sql", "003_tenants.sql", "004_isolation.sql", "005_shared.sql")
 
 
 def downgrade() -> None:

@@ -1,4 +1,4 @@
-"""Projects and tasks, isolated by tenant.
+"""Projects and tasks, isolated by tenant; plans, shared by all.
 
 Revision ID: saas_0001
 Revises:
@@ -20,6 +20,13 @@ BOUND_TENANT = sa.text("rls_tenancy.current_tenant_id()")
 
 
 def upgrade() -> None:
+    op.create_table(
+        "plans",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(50), nullable=False, unique=True),
+    )
+    op.share_table("plans")
+
     op.create_table(
         "projects",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -61,3 +68,5 @@ def downgrade() -> None:
     op.drop_table("tasks")
     op.disable_tenant_isolation("projects")
     op.drop_table("projects")
+    op.unshare_table("plans")
+    op.drop_table("plans")
