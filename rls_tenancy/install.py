@@ -8,8 +8,12 @@ scripts read.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import op
 from psycopg import sql
+from sqlalchemy import text as sa_text
 
 from rls_tenancy._resources import UNINSTALL_SCRIPT, sql_script
 from rls_tenancy.roles import RoleNames
@@ -45,10 +49,30 @@ def install(*scripts: str) -> None:
         for key, value in role_names().settings().items()
     )
     execute_script(settings.as_string(None))
-    for name in scripts:
-        execute_script(sql_script(name))
+    with _catalog_search_path():
+        for name in scripts:
+            execute_script(sql_script(name))
 
 
 def uninstall() -> None:
     """Remove the library schema; refuses while tables are still isolated."""
-    execute_script(sql_script(UNINSTALL_SCRIPT))
+    with _catalog_search_path():
+        execute_script(sql_script(UNINSTALL_SCRIPT))
+
+
+@contextmanager
+def _catalog_search_path() -> Iterator[None]:
+    """Run the scripts (as a superuser) with nothing but pg_catalog to resolve names in.
+
+    The scripts qualify their calls already; this is the second belt. The
+    migration's own search_path is restored afterwards. Offline (``--sql``)
+    output relies on the qualified calls alone.
+    """
+    if op.get_context().as_sql:
+        yield
+        return
+    bind = op.get_bind()
+    previous = bind.exec_driver_sql("SELECT pg_catalog.current_setting('search_path')").scalar()
+    bind.exec_driver_sql("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)")
+    yield
+    bind.execute(sa_text("SELECT pg_catalog.set_config('search_path', :path, true)"), {"path": previous})

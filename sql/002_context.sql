@@ -10,7 +10,7 @@
 -- here would be evaluated per row). The body is bound at creation time, so a
 -- caller's search_path cannot redirect current_setting().
 
-DO $role$ BEGIN EXECUTE format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
 CREATE OR REPLACE FUNCTION rls_tenancy.current_tenant_id()
 RETURNS bigint
@@ -23,7 +23,7 @@ COMMENT ON FUNCTION rls_tenancy.current_tenant_id() IS
 REVOKE ALL ON FUNCTION rls_tenancy.current_tenant_id() FROM PUBLIC;
 DO $grant$
 BEGIN
-    EXECUTE format('GRANT EXECUTE ON FUNCTION rls_tenancy.current_tenant_id() TO %I, %I',
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.current_tenant_id() TO %I, %I',
                    rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
 END
 $grant$;

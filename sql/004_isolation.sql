@@ -24,7 +24,7 @@
 -- Both run with the caller's rights (SECURITY INVOKER) and so need a caller
 -- that may act as the owner role: a superuser or the migration role.
 
-DO $role$ BEGIN EXECUTE format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
 -- serial columns need USAGE on their sequence to insert (identity columns do not).
 CREATE OR REPLACE FUNCTION rls_tenancy.grant_sequence_usage(target regclass, VARIADIC grantees name[])
@@ -42,7 +42,7 @@ BEGIN
          WHERE d.refobjid = target AND d.deptype = 'a'
     LOOP
         FOREACH grantee IN ARRAY grantees LOOP
-            EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', sequence, grantee);
+            EXECUTE pg_catalog.format('GRANT USAGE ON SEQUENCE %s TO %I', sequence, grantee);
         END LOOP;
     END LOOP;
 END
@@ -65,7 +65,13 @@ BEGIN
     IF target IS NULL THEN
         RAISE EXCEPTION 'rls_tenancy: enable_tenant_isolation needs a table, got NULL';
     END IF;
-    IF (SELECT relkind FROM pg_class WHERE oid = target) NOT IN ('r', 'p') THEN
+    IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
+        -- RLS on a partitioned table guards only access through the parent;
+        -- each partition is a table of its own that would stay open.
+        RAISE EXCEPTION 'rls_tenancy: % is a partitioned table, which is not supported yet', target
+            USING HINT = 'Isolate each partition with enable_tenant_isolation(), and revoke the app role''s access to the parent.';
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = target) <> 'r' THEN
         RAISE EXCEPTION 'rls_tenancy: % is not a table', target;
     END IF;
 
@@ -85,7 +91,7 @@ BEGIN
             USING HINT = 'Backfill it, then ALTER TABLE ... ALTER COLUMN tenant_id SET NOT NULL.';
     END IF;
 
-    SELECT string_agg(quote_ident(polname), ', ') INTO others
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(polname), ', ') INTO others
       FROM pg_policy
      WHERE polrelid = target AND polpermissive AND polname <> 'tenant_isolation';
     IF others IS NOT NULL THEN
@@ -93,23 +99,23 @@ BEGIN
             USING HINT = 'Drop them, or recreate them AS RESTRICTIVE.';
     END IF;
 
-    EXECUTE format('ALTER TABLE %s OWNER TO %I', target, owner_role);
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
-    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', target);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', target);
-    EXECUTE format(
+    EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO %I', target, owner_role);
+    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
+    EXECUTE pg_catalog.format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', target);
+    EXECUTE pg_catalog.format('DROP POLICY IF EXISTS tenant_isolation ON %s', target);
+    EXECUTE pg_catalog.format(
         'CREATE POLICY tenant_isolation ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
         'USING (tenant_id = rls_tenancy.current_tenant_id()) '
         'WITH CHECK (tenant_id = rls_tenancy.current_tenant_id())', target);
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT rls_tenancy.current_tenant_id()', target);
+    EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT rls_tenancy.current_tenant_id()', target);
 
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I, %I', target, app_role, bypass_role);
-    EXECUTE format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %I', target, app_role);
+    EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I, %I', target, app_role, bypass_role);
+    EXECUTE pg_catalog.format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %I', target, app_role);
     PERFORM rls_tenancy.grant_sequence_usage(target, app_role, bypass_role);
 
     IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = target AND i.indkey[0] = column_info.attnum) THEN
-        index_name := left((SELECT relname FROM pg_class WHERE oid = target), 48) || '_tenant_id_idx';
-        EXECUTE format('CREATE INDEX %I ON %s (tenant_id)', index_name, target);
+        index_name := pg_catalog.left((SELECT relname FROM pg_class WHERE oid = target), 48) || '_tenant_id_idx';
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON %s (tenant_id)', index_name, target);
     END IF;
 END
 $fn$;
@@ -123,12 +129,12 @@ BEGIN
     IF target IS NULL THEN
         RAISE EXCEPTION 'rls_tenancy: disable_tenant_isolation needs a table, got NULL';
     END IF;
-    EXECUTE format('REVOKE SELECT, INSERT, UPDATE, DELETE ON %s FROM %I', target, rls_tenancy.role_name('app'));
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', target);
-    EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', target);
-    EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', target);
+    EXECUTE pg_catalog.format('REVOKE SELECT, INSERT, UPDATE, DELETE ON %s FROM %I', target, rls_tenancy.role_name('app'));
+    EXECUTE pg_catalog.format('DROP POLICY IF EXISTS tenant_isolation ON %s', target);
+    EXECUTE pg_catalog.format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', target);
+    EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', target);
     IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = 'tenant_id' AND NOT attisdropped) THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', target);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', target);
     END IF;
 END
 $fn$;

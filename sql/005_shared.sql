@@ -12,7 +12,7 @@
 --   * the bypass role may read and write it, for admin maintenance.
 -- unshare_table(t) revokes both roles' privileges.
 
-DO $role$ BEGIN EXECUTE format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
 CREATE OR REPLACE FUNCTION rls_tenancy.share_table(target regclass)
 RETURNS void
@@ -28,12 +28,12 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = 'tenant_id' AND NOT attisdropped) THEN
         RAISE EXCEPTION 'rls_tenancy: % has a tenant_id column; isolate it instead of sharing it', target
-            USING HINT = format('SELECT rls_tenancy.enable_tenant_isolation(%L);', target::text);
+            USING HINT = pg_catalog.format('SELECT rls_tenancy.enable_tenant_isolation(%L);', target::text);
     END IF;
-    EXECUTE format('ALTER TABLE %s OWNER TO %I', target, rls_tenancy.role_name('owner'));
-    EXECUTE format('REVOKE ALL ON %s FROM %I', target, rls_tenancy.role_name('app'));
-    EXECUTE format('GRANT SELECT ON %s TO %I', target, rls_tenancy.role_name('app'));
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I', target, rls_tenancy.role_name('bypass'));
+    EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO %I', target, rls_tenancy.role_name('owner'));
+    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', target, rls_tenancy.role_name('app'));
+    EXECUTE pg_catalog.format('GRANT SELECT ON %s TO %I', target, rls_tenancy.role_name('app'));
+    EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I', target, rls_tenancy.role_name('bypass'));
     PERFORM rls_tenancy.grant_sequence_usage(target, rls_tenancy.role_name('bypass'));
 END
 $fn$;
@@ -47,7 +47,7 @@ BEGIN
     IF target IS NULL THEN
         RAISE EXCEPTION 'rls_tenancy: unshare_table needs a table, got NULL';
     END IF;
-    EXECUTE format('REVOKE ALL ON %s FROM %I, %I', target, rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
+    EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I, %I', target, rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
 END
 $fn$;
 

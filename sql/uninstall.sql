@@ -9,7 +9,7 @@ DO $check$
 DECLARE
     dependents text;
 BEGIN
-    SELECT string_agg(DISTINCT polrelid::regclass::text, ', ') INTO dependents
+    SELECT pg_catalog.string_agg(DISTINCT polrelid::regclass::text, ', ') INTO dependents
       FROM pg_policy WHERE polname = 'tenant_isolation';
     IF dependents IS NOT NULL THEN
         RAISE EXCEPTION 'rls_tenancy: tables still isolated: %', dependents

@@ -152,6 +152,7 @@ def _enable(conn: Connection, table: str) -> None:
             "other permissive policies",
         ),
         ("CREATE VIEW scratch AS SELECT 1::bigint AS tenant_id", "is not a table"),
+        ("CREATE TABLE scratch (tenant_id bigint NOT NULL) PARTITION BY HASH (tenant_id)", "partitioned table"),
     ],
 )
 def test_enable_refuses_tables_it_cannot_protect(scratch: Connection, ddl: str, message: str) -> None:
