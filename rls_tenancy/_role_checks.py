@@ -14,19 +14,33 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from rls_tenancy.errors import InsecureRoleError
 
-# Roles the application login role can become that escape RLS, and RLS tables it controls.
+# Ways the application's roles could escape RLS: both the login role
+# (session_user, which can always RESET ROLE back to itself) and the current
+# role are checked, with every role they can become.
 _APP_ESCAPES = """
-SELECT current_user || ' is or can become ' || r.rolname
-       || CASE WHEN r.rolsuper THEN ' (superuser)' ELSE ' (BYPASSRLS)' END
-  FROM pg_catalog.pg_roles r
- WHERE (r.rolsuper OR r.rolbypassrls)
-   AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER')
+WITH who (name) AS (SELECT DISTINCT u FROM (VALUES (current_user), (session_user)) v (u))
+SELECT who.name || ' is or can become ' || r.rolname || CASE
+         WHEN r.rolsuper THEN ' (superuser)'
+         WHEN r.rolbypassrls THEN ' (BYPASSRLS)'
+         ELSE ' (CREATEROLE: can grant itself any role)' END
+  FROM who JOIN pg_catalog.pg_roles r
+    ON (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole)
+   AND pg_catalog.pg_has_role(who.name, r.oid, 'MEMBER')
 UNION ALL
-SELECT current_user || ' owns (or is a member of the owner of) '
+SELECT who.name || ' owns (or is a member of the owner of) '
        || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  FROM who, pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relrowsecurity
-   AND pg_catalog.pg_has_role(current_user, c.relowner, 'MEMBER')
+   AND pg_catalog.pg_has_role(who.name, c.relowner, 'MEMBER')
+UNION ALL
+SELECT who.name || ' has ' || p.privilege || ' on '
+       || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
+       || CASE p.privilege WHEN 'TRUNCATE' THEN ' (TRUNCATE ignores row level security)'
+                           ELSE ' (a way around row level security)' END
+  FROM who, pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+       (VALUES ('TRUNCATE'), ('REFERENCES'), ('TRIGGER')) p (privilege)
+ WHERE c.relrowsecurity
+   AND pg_catalog.has_table_privilege(who.name, c.oid, p.privilege)
 """
 
 _BYPASS_UNFIT = """

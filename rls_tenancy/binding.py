@@ -8,11 +8,11 @@ safe) and a bound parameter (the id never appears in query text that
 ``pg_stat_activity`` shows to other sessions). No tenant binds the empty
 string, which the policies read as "no rows".
 
-With psycopg the binding travels in the same round trip as psycopg's own
-``BEGIN`` (pipeline mode), so it costs no extra round trip. It is done in
-``before_cursor_execute`` rather than in the ``begin`` event, which SQLAlchemy
-runs before it has set up its error handling: a failure there (a dropped
-connection, say) would leave the Connection half-begun.
+The binding costs one round trip per transaction (psycopg sends ``BEGIN`` as
+a round trip of its own, then this). It is done in ``before_cursor_execute``
+rather than in the ``begin`` event, which SQLAlchemy runs before it has set up
+its error handling: a failure there (a dropped connection, say) would leave
+the Connection half-begun.
 
 Changing the tenant in context while a transaction is open raises
 :class:`~rls_tenancy.TenantChangedError` before the next statement runs,
@@ -42,7 +42,7 @@ SETTING = "app.current_tenant"
 _BIND = "SELECT pg_catalog.set_config('app.current_tenant', %s, true)"
 _BOUND = "rls_tenancy.bound_tenant"
 _PENDING = object()  # a transaction has begun; no statement has run yet
-_UNBOUND = object()  # no transaction began since the engine was bound
+_UNBOUND = object()  # no transaction seen beginning
 
 _E = TypeVar("_E", Engine, "AsyncEngine")
 
@@ -62,15 +62,26 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
             f"(postgresql+psycopg://...), not {sync.dialect.name}+{sync.dialect.driver}"
         )
     if not event.contains(sync, "begin", _mark_pending):
-        event.listen(sync, "begin", _mark_pending)
+        for begins in ("begin", "begin_twophase"):
+            event.listen(sync, begins, _mark_pending)
+        for ends in ("commit", "rollback", "commit_twophase", "rollback_twophase"):
+            event.listen(sync, ends, _forget)
         event.listen(sync, "before_cursor_execute", _bind_or_check)
         if verify_role:
             event.listen(sync, "connect", verify_app_role)
     return engine
 
 
-def _mark_pending(conn: Connection) -> None:
+def _mark_pending(conn: Connection, *_: object) -> None:
     conn.info[_BOUND] = _PENDING
+
+
+def _forget(conn: Connection, *_: object) -> None:
+    # conn.info outlives the transaction (it belongs to the pooled
+    # connection); a stale value must never pass for a binding. An
+    # invalidated connection is discarded with its info.
+    if not conn.invalidated:
+        conn.info.pop(_BOUND, None)
 
 
 def _bind_or_check(
@@ -95,29 +106,23 @@ def _bind_or_check(
 
 
 def _bind(conn: Connection, tenant_id: int | None) -> None:
-    value = "" if tenant_id is None else str(tenant_id)
     raw = conn.connection.dbapi_connection
-    if isinstance(raw, psycopg.Connection):
-        if not raw.autocommit:
-            try:
-                # BEGIN and set_config leave in one round trip.
-                with raw.pipeline():
-                    raw.execute(_BIND, (value,))
-            except psycopg.Error as error:
-                raise _as_sqlalchemy_error(conn, error, value) from error
-        elif tenant_id is not None:
+    assert raw is not None
+    if getattr(raw, "autocommit", False):  # psycopg, and SQLAlchemy's asyncio adaptor of it
+        if tenant_id is not None:
             raise TenancyError(
                 "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
                 "use a transactional isolation level on bound engines"
             )
-    else:
-        # asyncio adaptor: a plain execute through its cursor.
-        assert raw is not None
-        cursor = raw.cursor()
-        try:
-            cursor.execute(_BIND, (value,))
-        finally:
-            cursor.close()
+        return
+    value = "" if tenant_id is None else str(tenant_id)
+    cursor = raw.cursor()
+    try:
+        cursor.execute(_BIND, (value,))
+    except psycopg.Error as error:
+        raise _as_sqlalchemy_error(conn, error, value) from error
+    finally:
+        cursor.close()
 
 
 def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, value: str) -> DBAPIError:
@@ -139,5 +144,5 @@ def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, value: str) -> 
 
 def _describe(tenant_id: object) -> str:
     if tenant_id is _UNBOUND:
-        return "(unknown: the engine was bound after this transaction began)"
+        return "(unknown: this transaction was not seen beginning; was the engine bound mid-transaction?)"
     return "(none)" if tenant_id is None else str(tenant_id)

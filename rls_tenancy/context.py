@@ -7,10 +7,11 @@ nothing (fail closed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Protocol, runtime_checkable
+import functools
+import inspect
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from rls_tenancy.errors import NoTenantError, UsageError
 
@@ -26,6 +27,7 @@ class HasTenantId(Protocol):
 
 
 TenantRef = int | HasTenantId
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _tenant_id_of(tenant: TenantRef) -> int:
@@ -38,19 +40,42 @@ def _tenant_id_of(tenant: TenantRef) -> int:
     return value
 
 
-@contextmanager
-def as_tenant(tenant: TenantRef) -> Iterator[int]:
+class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
     """Act for ``tenant`` inside the block; restore what was there on exit.
 
     Nests, and restores the previous tenant (or none) on exceptions too.
-    Usable as a decorator. Yields the tenant id.
+    ``__enter__`` returns the tenant id. Also a decorator, for plain and
+    ``async`` functions alike (each call runs as the tenant).
     """
-    tenant_id = _tenant_id_of(tenant)
-    token = _tenant_id.set(tenant_id)
-    try:
-        yield tenant_id
-    finally:
-        _tenant_id.reset(token)
+
+    def __init__(self, tenant: TenantRef) -> None:
+        self.tenant_id = _tenant_id_of(tenant)
+        self._tokens: list[Token[int | None]] = []
+
+    def __enter__(self) -> int:
+        self._tokens.append(_tenant_id.set(self.tenant_id))
+        return self.tenant_id
+
+    def __exit__(self, *_exc: object) -> None:
+        _tenant_id.reset(self._tokens.pop())
+
+    def __call__(self, function: _F) -> _F:
+        tenant_id = self.tenant_id
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                with as_tenant(tenant_id):
+                    return await function(*args, **kwargs)
+
+            return cast(_F, run_async)
+
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with as_tenant(tenant_id):
+                return function(*args, **kwargs)
+
+        return cast(_F, run)
 
 
 def current_tenant_id() -> int | None:

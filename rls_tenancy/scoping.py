@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, event
+from sqlalchemy import Connection, Table, event
 from sqlalchemy.orm import (
+    Mapper,
     ORMExecuteState,
     Session,
     UOWTransaction,
     attributes,
+    object_session,
     scoped_session,
     sessionmaker,
     with_loader_criteria,
@@ -32,6 +34,7 @@ from rls_tenancy.query import UNCONSTRAINED
 
 #: ``Session.info`` key marking a session of the unsafe bypass.
 BYPASS_REASON = "rls_tenancy.bypass_reason"
+_SCOPED = "rls_tenancy.scoped"
 
 ScopeTarget = type[Session] | sessionmaker[Any] | scoped_session[Any]
 
@@ -47,6 +50,9 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     if not event.contains(target, "do_orm_execute", _scope_statement):
         event.listen(target, "do_orm_execute", _scope_statement)
         event.listen(target, "before_flush", _check_flush)
+    for row_event in ("before_insert", "before_update"):
+        if not event.contains(TenantBoundMixin, row_event, _check_row):
+            event.listen(TenantBoundMixin, row_event, _check_row, propagate=True)
 
 
 def _scope_statement(state: ORMExecuteState) -> None:
@@ -80,6 +86,7 @@ def _mentions_tenant_table(statement: Executable) -> bool:
 
 
 def _check_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    session.info[_SCOPED] = True  # tells the row-level checks below this session is scoped
     bypass = session.info.get(BYPASS_REASON) is not None
     for obj in session.new:
         if isinstance(obj, TenantBoundMixin):
@@ -92,12 +99,21 @@ def _check_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> N
 
 
 def _check_new(obj: TenantBoundMixin, bypass: bool) -> None:
-    given = attributes.instance_dict(obj).get("tenant_id")
-    if bypass:
-        if given is None:
-            raise NoTenantError(
-                f"{type(obj).__name__} created through the unsafe bypass has no tenant_id; set it explicitly"
+    state = attributes.instance_dict(obj)
+    given: int | None = state.get("tenant_id")
+    related = state.get("tenant")  # the read-only relationship, if someone assigned it
+    if related is not None:
+        if related.id is None or (given is not None and related.id != given):
+            raise TenantMismatchError(
+                f"new {type(obj).__name__} was given tenant={related!r} and tenant_id={given}; "
+                "the tenant relationship is read-only: set tenant_id (or nothing, to use the context)"
             )
+        given = related.id
+    if bypass:
+        # Without tenant_id, a relationship may still supply it during the
+        # flush; the insert check below says so if none does.
+        if given is not None:
+            obj.tenant_id = given
         return
     expected = require_tenant_id()
     if given is None:
@@ -122,4 +138,21 @@ def _check_existing(obj: TenantBoundMixin) -> None:
         raise TenantMismatchError(
             f"{type(obj).__name__} of tenant {obj.tenant_id} cannot be changed "
             f"or deleted while acting for tenant {expected}"
+        )
+
+
+def _check_row(_mapper: Mapper[Any], _connection: Connection, obj: TenantBoundMixin) -> None:
+    """The last look, after the flush copied foreign keys from related objects."""
+    session = object_session(obj)
+    if session is None or not session.info.get(_SCOPED):
+        return
+    if obj.tenant_id is None:
+        raise NoTenantError(
+            f"{type(obj).__name__} has no tenant_id: set it, or a relationship that carries it "
+            "(through the unsafe bypass there is no tenant in context to fall back on)"
+        )
+    if session.info.get(BYPASS_REASON) is None and obj.tenant_id != require_tenant_id():
+        raise TenantMismatchError(
+            f"{type(obj).__name__} would be written to tenant {obj.tenant_id} (taken from a related "
+            f"object) while acting for tenant {require_tenant_id()}"
         )

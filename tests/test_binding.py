@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from rls_tenancy import TenancyError, TenantChangedError, as_tenant, bind_engine
+from rls_tenancy import TenancyError, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
 
@@ -224,3 +224,52 @@ def test_a_dropped_connection_fails_cleanly_and_the_pool_recovers(
     with as_tenant(world.a), pinned_engine.connect() as conn:
         assert conn.execute(PID).scalar() != pid
         assert set(conn.execute(select(Project.name)).scalars()) == world.projects[world.a]
+
+
+def test_two_phase_transactions_are_bound_too(pinned_engine: Engine, world: World) -> None:
+    for tenant in (world.a, world.a, world.b):
+        with as_tenant(tenant), pinned_engine.connect() as conn:
+            transaction = conn.begin_twophase()
+            assert conn.execute(SETTING).scalar() == str(tenant)
+            assert set(conn.execute(select(Project.name)).scalars()) == world.projects[tenant]
+            transaction.rollback()
+
+
+def test_async_autocommit_cannot_carry_a_tenant(db: TenancyDatabase, world: World) -> None:
+    async def scenario() -> None:
+        engine = bind_engine(create_async_engine(db.app_url, isolation_level="AUTOCOMMIT"))
+        try:
+            with as_tenant(world.a), pytest.raises(TenancyError, match="AUTOCOMMIT"):
+                async with engine.connect() as conn:
+                    await conn.execute(select(Project.name))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+
+
+def test_asyncio_writes_stay_in_their_tenant(db: TenancyDatabase, bypass: UnsafeBypass, world: World) -> None:
+    async def scenario() -> None:
+        engine = bind_engine(create_async_engine(db.app_url))
+
+        async def write(tenant: int) -> None:
+            with as_tenant(tenant):
+                for n in range(5):
+                    async with engine.begin() as conn:
+                        await asyncio.sleep(0)
+                        await conn.execute(
+                            text("INSERT INTO projects (name) VALUES (:n)"), {"n": f"async-{tenant}-{n}"}
+                        )
+
+        try:
+            await asyncio.gather(write(world.a), write(world.b))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
+    with bypass.session(reason="test: where did the async writes land") as session:
+        rows = session.execute(select(Project.tenant_id, Project.name).where(Project.name.like("async-%"))).all()
+    assert {(t, n) for t, n in rows if n.startswith(f"async-{world.a}-")} == {
+        (world.a, f"async-{world.a}-{n}") for n in range(5)
+    }
+    assert all(name.startswith(f"async-{tenant}-") for tenant, name in rows)

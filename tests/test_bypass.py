@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from saas_demo.models import Project
+from saas_demo.models import Project, Task
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,7 +46,7 @@ def test_bypass_sessions_are_not_scoped_even_with_a_tenant_in_context(
 
 
 def test_bypass_needs_explicit_tenant_on_new_rows(bypass: UnsafeBypass, global_scoping: None) -> None:
-    with pytest.raises(NoTenantError, match="set it explicitly"):
+    with pytest.raises(NoTenantError, match="has no tenant_id"):
         with bypass.session(reason="test: import without tenant") as session:
             session.add(Project(name="homeless"))
             session.flush()
@@ -96,3 +96,15 @@ def test_bypass_engine_is_not_reachable_from_the_app_role(app_engine: Engine, db
             text("SELECT pg_has_role(current_user, CAST(:r AS name), 'MEMBER')"), {"r": db.roles.bypass}
         ).scalar()
     assert reachable is False
+
+
+def test_bypass_takes_the_tenant_from_a_related_parent(
+    bypass: UnsafeBypass, world: World, global_scoping: None
+) -> None:
+    with bypass.session(reason="test: admin adds a task to tenant b's project") as session:
+        project = session.get(Project, world.project_ids[world.b][0])
+        assert project is not None
+        task = Task(project=project, title="added by support")
+        session.add(task)
+        session.flush()
+        assert task.tenant_id == world.b

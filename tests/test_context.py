@@ -90,3 +90,31 @@ def test_rejects_what_is_not_a_tenant(bad: object) -> None:
         with as_tenant(bad):  # type: ignore[arg-type]
             pass
     assert current_tenant_id() is None
+
+
+def test_decorates_async_functions_for_the_whole_call() -> None:
+    @as_tenant(6)
+    async def job() -> list[int | None]:
+        seen = [current_tenant_id()]
+        await asyncio.sleep(0)
+        seen.append(current_tenant_id())
+        return seen
+
+    assert asyncio.run(job()) == [6, 6]
+    assert current_tenant_id() is None
+
+
+def test_one_decorated_function_in_many_threads() -> None:
+    @as_tenant(3)
+    def job(barrier: threading.Barrier) -> int | None:
+        barrier.wait()
+        return current_tenant_id()
+
+    barrier = threading.Barrier(4)
+    results: list[int | None] = []
+    threads = [threading.Thread(target=lambda: results.append(job(barrier))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [3, 3, 3, 3]

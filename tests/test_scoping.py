@@ -175,3 +175,19 @@ def test_deleting_another_tenants_object_is_refused(foreign_object: tuple[Sessio
         session.delete(project)
         with pytest.raises(TenantMismatchError, match=f"tenant {world.b}"):
             session.flush()
+
+
+def test_a_related_parent_of_another_tenant_is_refused(foreign_object: tuple[Session, Project], world: World) -> None:
+    session, project = foreign_object
+    with as_tenant(world.a):
+        session.add(Task(project=project, title="smuggled"))
+        with pytest.raises(TenantMismatchError, match=f"tenant {world.b}"):
+            session.flush()
+
+
+def test_the_tenant_relationship_cannot_point_elsewhere(orm_only: sessionmaker[OrmOnlySession], world: World) -> None:
+    with as_tenant(world.a), orm_only() as session:
+        other = session.get(Tenant, world.b)
+        session.add(Project(tenant=other, name="elsewhere"))
+        with pytest.raises(TenantMismatchError, match=f"tenant_id={world.b}"):
+            session.flush()

@@ -8,6 +8,7 @@ from contextlib import nullcontext
 import psycopg
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from rls_tenancy import InsecureRoleError, UnsafeBypass, as_tenant, bind_engine
@@ -291,3 +292,49 @@ def test_share_refuses_tenant_tables_and_unshare_closes(scratch: Connection, db:
     assert _scalar(scratch, readable, r=db.roles.bypass, p="INSERT") is True
     scratch.execute(text("SELECT rls_tenancy.unshare_table('scratch_shared')"))
     assert _scalar(scratch, readable, r=db.roles.app, p="SELECT") is False
+
+
+@pytest.fixture()
+def extra_role(superuser_engine: Engine, db: TenancyDatabase) -> Iterator[str]:
+    """A login role of this test's own (password 'pw'), dropped afterwards."""
+    name = f"{db.roles.app}_x"
+    yield name
+    with superuser_engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP OWNED BY "{name}"')
+        conn.exec_driver_sql(f'DROP ROLE "{name}"')
+
+
+def _refused(url: URL, match: str) -> None:
+    engine = bind_engine(create_engine(url))
+    try:
+        with pytest.raises(InsecureRoleError, match=match), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("grant", "match"),
+    [
+        (
+            "GRANT TRUNCATE ON projects TO {role}",
+            r"TRUNCATE on public\.projects \(TRUNCATE ignores row level security\)",
+        ),
+        ("GRANT REFERENCES ON tasks TO {role}", r"REFERENCES on public\.tasks"),
+        ("GRANT TRIGGER ON projects TO {role}", r"TRIGGER on public\.projects"),
+        ("ALTER ROLE {role} CREATEROLE", r"CREATEROLE"),
+    ],
+)
+def test_bound_engine_refuses_privileges_that_get_around_rls(
+    superuser_engine: Engine, db: TenancyDatabase, extra_role: str, grant: str, match: str
+) -> None:
+    with superuser_engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE \"{extra_role}\" LOGIN PASSWORD 'pw'")
+        conn.exec_driver_sql(grant.format(role=f'"{extra_role}"'))
+    _refused(db.app_url.set(username=extra_role, password="pw"), match)
+
+
+def test_bound_engine_checks_the_login_role_not_only_the_current_one(db: TenancyDatabase) -> None:
+    """A superuser login that starts as the app role can always RESET ROLE."""
+    disguised = db.superuser_url.update_query_dict({"options": f"-c role={db.roles.app}"})
+    _refused(disguised, r"is or can become \S+ \(superuser\)")
