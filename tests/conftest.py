@@ -33,9 +33,15 @@ import rls_tenancy.scoping as scoping
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, bind_engine, scope_sessions
 from rls_tenancy.testing import TenancyDatabase
 
-BROKEN_POLICY = (
-    "DROP POLICY tenant_isolation ON {table}; CREATE POLICY tenant_isolation ON {table} USING (true) WITH CHECK (true)"
-)
+# Every policy replaced by one that lets everything through.
+BROKEN_POLICIES = """
+DROP POLICY tenant_isolation ON projects;
+CREATE POLICY tenant_isolation ON projects USING (true) WITH CHECK (true);
+DROP POLICY tenant_isolation ON tasks;
+CREATE POLICY tenant_isolation ON tasks USING (true) WITH CHECK (true);
+DROP POLICY tenant_self ON rls_tenancy.tenants;
+CREATE POLICY tenant_self ON rls_tenancy.tenants FOR SELECT USING (true);
+"""
 
 
 BREAKS = {"policy": "security", "binding": "binding", "orm": "orm"}
@@ -81,8 +87,7 @@ def db(rls_database: TenancyDatabase, request: pytest.FixtureRequest) -> Tenancy
     if request.config.getoption("--rls-break") == "policy":
         engine = create_engine(rls_database.superuser_url)
         with engine.begin() as conn:
-            for table in ("projects", "tasks"):
-                conn.exec_driver_sql(BROKEN_POLICY.format(table=table))
+            conn.exec_driver_sql(BROKEN_POLICIES)
         engine.dispose()
     return rls_database
 

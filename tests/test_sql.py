@@ -230,6 +230,7 @@ def test_app_role_cannot_switch_isolation_off(
         assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege | psycopg.errors.UndefinedFunction)
 
 
+@pytest.mark.security
 def test_app_sees_only_its_own_tenant_row(app_engine: Engine, world: World) -> None:
     with as_tenant(world.a), app_engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM rls_tenancy.tenants")).scalars().all() == [world.a]
