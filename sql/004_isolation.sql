@@ -26,6 +26,29 @@
 
 DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
+-- The functions below work on plain tables only.
+CREATE OR REPLACE FUNCTION rls_tenancy.require_plain_table(target regclass, caller text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: % needs a table, got NULL', caller;
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
+        -- RLS on a partitioned table guards only access through the parent;
+        -- each partition is a table of its own that would stay open.
+        RAISE EXCEPTION 'rls_tenancy: % is a partitioned table, which % does not support yet', target, caller
+            USING HINT = 'Isolate each partition with enable_tenant_isolation(), and revoke the app role''s access to the parent.';
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = target) <> 'r' THEN
+        RAISE EXCEPTION 'rls_tenancy: % is not a table', target;
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION rls_tenancy.require_plain_table(regclass, text) FROM PUBLIC;
+
 -- serial columns need USAGE on their sequence to insert (identity columns do not).
 CREATE OR REPLACE FUNCTION rls_tenancy.grant_sequence_usage(target regclass, VARIADIC grantees name[])
 RETURNS void
@@ -62,18 +85,7 @@ DECLARE
     others      text;
     index_name  text;
 BEGIN
-    IF target IS NULL THEN
-        RAISE EXCEPTION 'rls_tenancy: enable_tenant_isolation needs a table, got NULL';
-    END IF;
-    IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
-        -- RLS on a partitioned table guards only access through the parent;
-        -- each partition is a table of its own that would stay open.
-        RAISE EXCEPTION 'rls_tenancy: % is a partitioned table, which is not supported yet', target
-            USING HINT = 'Isolate each partition with enable_tenant_isolation(), and revoke the app role''s access to the parent.';
-    END IF;
-    IF (SELECT relkind FROM pg_class WHERE oid = target) <> 'r' THEN
-        RAISE EXCEPTION 'rls_tenancy: % is not a table', target;
-    END IF;
+    PERFORM rls_tenancy.require_plain_table(target, 'enable_tenant_isolation');
 
     SELECT a.attnum, a.attnotnull, a.atttypid INTO column_info
       FROM pg_attribute a
@@ -126,9 +138,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF target IS NULL THEN
-        RAISE EXCEPTION 'rls_tenancy: disable_tenant_isolation needs a table, got NULL';
-    END IF;
+    PERFORM rls_tenancy.require_plain_table(target, 'disable_tenant_isolation');
     EXECUTE pg_catalog.format('REVOKE SELECT, INSERT, UPDATE, DELETE ON %s FROM %I', target, rls_tenancy.role_name('app'));
     EXECUTE pg_catalog.format('DROP POLICY IF EXISTS tenant_isolation ON %s', target);
     EXECUTE pg_catalog.format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', target);

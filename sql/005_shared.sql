@@ -20,12 +20,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF target IS NULL THEN
-        RAISE EXCEPTION 'rls_tenancy: share_table needs a table, got NULL';
-    END IF;
-    IF (SELECT relkind FROM pg_class WHERE oid = target) NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'rls_tenancy: % is not a table', target;
-    END IF;
+    PERFORM rls_tenancy.require_plain_table(target, 'share_table');
     IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = 'tenant_id' AND NOT attisdropped) THEN
         RAISE EXCEPTION 'rls_tenancy: % has a tenant_id column; isolate it instead of sharing it', target
             USING HINT = pg_catalog.format('SELECT rls_tenancy.enable_tenant_isolation(%L);', target::text);
@@ -44,9 +39,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF target IS NULL THEN
-        RAISE EXCEPTION 'rls_tenancy: unshare_table needs a table, got NULL';
-    END IF;
+    PERFORM rls_tenancy.require_plain_table(target, 'unshare_table');
     EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I, %I', target, rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
 END
 $fn$;

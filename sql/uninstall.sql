@@ -23,6 +23,7 @@ DROP FUNCTION IF EXISTS rls_tenancy.share_table(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.disable_tenant_isolation(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.enable_tenant_isolation(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.grant_sequence_usage(regclass, name[]);
+DROP FUNCTION IF EXISTS rls_tenancy.require_plain_table(regclass, text);
 DROP TABLE IF EXISTS rls_tenancy.tenants;
 DROP FUNCTION IF EXISTS rls_tenancy.current_tenant_id();
 DROP FUNCTION IF EXISTS rls_tenancy.role_name(text);
