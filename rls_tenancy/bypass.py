@@ -34,7 +34,7 @@ class UnsafeBypass:
     """
 
     def __init__(self, engine: Engine, *, verify_role: bool = True) -> None:
-        self._engine = engine
+        self.engine = engine
         if verify_role and not event.contains(engine, "connect", verify_bypass_role):
             event.listen(engine, "connect", verify_bypass_role)
 
@@ -48,14 +48,14 @@ class UnsafeBypass:
         """
         reason = _announce(reason)
         info = {**session_options.pop("info", {}), BYPASS_REASON: reason}
-        with Session(self._engine, info=info, **session_options) as session, session.begin():
+        with Session(self.engine, info=info, **session_options) as session, session.begin():
             yield session
 
     @contextmanager
     def connect(self, reason: str) -> Iterator[Connection]:
         """A Core connection that sees every tenant, in one transaction."""
         _announce(reason)
-        with self._engine.begin() as connection:
+        with self.engine.begin() as connection:
             yield connection
 
 

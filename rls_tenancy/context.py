@@ -78,6 +78,16 @@ class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
         return cast(_F, run)
 
 
+def enter_request_tenant(tenant_id: int | None) -> Token[int | None]:
+    """Set the tenant of a web request (``None`` too, hiding any outer one); see :func:`leave_request_tenant`."""
+    return _tenant_id.set(None if tenant_id is None else _tenant_id_of(tenant_id))
+
+
+def leave_request_tenant(token: Token[int | None]) -> None:
+    """Restore what was in context before :func:`enter_request_tenant`."""
+    _tenant_id.reset(token)
+
+
 def current_tenant_id() -> int | None:
     """The tenant id in context, or ``None``."""
     return _tenant_id.get()

@@ -42,3 +42,31 @@ class InsecureRoleError(TenancyError):
 
 class UsageError(TenancyError, ValueError):
     """The library was called with an invalid argument or configuration."""
+
+
+class AuthenticationError(TenancyError):
+    """The request's credentials are missing, malformed, unknown, expired or revoked.
+
+    ``reason`` is one of ``"missing"``, ``"malformed"``, ``"unknown"``,
+    ``"expired"``, ``"revoked"``. In Flask: 401 with ``WWW-Authenticate``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDeniedError(TenancyError):
+    """The request is authenticated but lacks a scope. In Flask: 403."""
+
+    def __init__(self, missing: frozenset[str]) -> None:
+        super().__init__(f"this needs the scope(s) {', '.join(sorted(missing))}")
+        self.missing = missing
+
+
+class UnknownTenantError(TenancyError):
+    """No tenant has the slug a request named (subdomain, login form). In Flask: 404."""
+
+
+class InvalidRequestError(TenancyError):
+    """A request's tenant-related input is malformed (a host, a slug). In Flask: 400."""

@@ -2,7 +2,9 @@
 --
 -- The application role may read only the tenant its transaction is bound to;
 -- it cannot list, create, rename or delete tenants. Those are admin paths,
--- done through the bypass role.
+-- done through the bypass role. To find a tenant by slug (a subdomain, a
+-- login form) it calls rls_tenancy.tenant_id_for_slug(), which answers one
+-- slug at a time and lists nothing.
 
 DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
@@ -25,11 +27,32 @@ DROP POLICY IF EXISTS tenant_self ON rls_tenancy.tenants;
 CREATE POLICY tenant_self ON rls_tenancy.tenants
     FOR SELECT
     USING (id = rls_tenancy.current_tenant_id());
+-- The owner role never logs in; this lets the SECURITY DEFINER lookup below
+-- (which runs as the owner) find a tenant before any tenant is bound.
+DO $policy$
+BEGIN
+    EXECUTE 'DROP POLICY IF EXISTS owner_lookup ON rls_tenancy.tenants';
+    EXECUTE pg_catalog.format('CREATE POLICY owner_lookup ON rls_tenancy.tenants FOR SELECT TO %I USING (true)',
+                              rls_tenancy.role_name('owner'));
+END
+$policy$;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.tenant_id_for_slug(slug text)
+RETURNS bigint
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT t.id FROM rls_tenancy.tenants t WHERE t.slug = tenant_id_for_slug.slug $$;
+COMMENT ON FUNCTION rls_tenancy.tenant_id_for_slug(text) IS
+    'The id of the tenant with this slug, or NULL; for resolving subdomains and login forms.';
+REVOKE ALL ON FUNCTION rls_tenancy.tenant_id_for_slug(text) FROM PUBLIC;
 
 REVOKE ALL ON rls_tenancy.tenants FROM PUBLIC;
 DO $grant$
 BEGIN
     EXECUTE pg_catalog.format('GRANT SELECT ON rls_tenancy.tenants TO %I', rls_tenancy.role_name('app'));
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.tenant_id_for_slug(text) TO %I, %I',
+                              rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
     EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON rls_tenancy.tenants TO %I',
                    rls_tenancy.role_name('bypass'));
 END

@@ -9,8 +9,9 @@ DO $check$
 DECLARE
     dependents text;
 BEGIN
-    SELECT pg_catalog.string_agg(DISTINCT polrelid::regclass::text, ', ') INTO dependents
-      FROM pg_policy WHERE polname = 'tenant_isolation';
+    SELECT pg_catalog.string_agg(DISTINCT p.polrelid::regclass::text, ', ') INTO dependents
+      FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+     WHERE p.polname = 'tenant_isolation' AND c.relnamespace <> 'rls_tenancy'::regnamespace;
     IF dependents IS NOT NULL THEN
         RAISE EXCEPTION 'rls_tenancy: tables still isolated: %', dependents
             USING HINT = 'Call rls_tenancy.disable_tenant_isolation() on each (or downgrade their migrations) first.';
@@ -18,12 +19,19 @@ BEGIN
 END
 $check$;
 
+DROP FUNCTION IF EXISTS rls_tenancy.authenticate_token(bigint, bytea);
+DROP FUNCTION IF EXISTS rls_tenancy.revoke_token(bigint);
+DROP FUNCTION IF EXISTS rls_tenancy.issue_token(text, bytea, text[], bigint, timestamptz);
+DROP TABLE IF EXISTS rls_tenancy.api_tokens;
+DROP TABLE IF EXISTS rls_tenancy.users;
+DROP FUNCTION IF EXISTS rls_tenancy.valid_scopes(text[]);
 DROP FUNCTION IF EXISTS rls_tenancy.unshare_table(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.share_table(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.disable_tenant_isolation(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.enable_tenant_isolation(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.grant_sequence_usage(regclass, name[]);
 DROP FUNCTION IF EXISTS rls_tenancy.require_plain_table(regclass, text);
+DROP FUNCTION IF EXISTS rls_tenancy.tenant_id_for_slug(text);
 DROP TABLE IF EXISTS rls_tenancy.tenants;
 DROP FUNCTION IF EXISTS rls_tenancy.current_tenant_id();
 DROP FUNCTION IF EXISTS rls_tenancy.role_name(text);

@@ -49,7 +49,10 @@ def _facts(url: URL) -> dict[str, object]:
                 "schema": conn.execute(text("SELECT to_regnamespace('rls_tenancy') IS NOT NULL")).scalar(),
                 "isolated": set(
                     conn.execute(
-                        text("SELECT polrelid::regclass::text FROM pg_policy WHERE polname = 'tenant_isolation'")
+                        text(
+                            "SELECT polrelid::regclass::text FROM pg_policy WHERE polname = 'tenant_isolation' "
+                            "AND polrelid::regclass::text NOT LIKE 'rls_tenancy.%'"
+                        )
                     ).scalars()
                 ),
                 "versions": set(

@@ -181,7 +181,7 @@ def test_install_scripts_are_idempotent(scratch: Connection, db: TenancyDatabase
     _set_role_names(scratch, db)
     for name in install_scripts():
         scratch.exec_driver_sql(sql_script(name), execution_options={"no_parameters": True})
-    assert _scalar(scratch, "SELECT count(*) FROM pg_policy WHERE polname = 'tenant_isolation'") == 2
+    assert _scalar(scratch, "SELECT count(*) FROM pg_policy WHERE polname = 'tenant_isolation'") == 4
 
 
 def _set_role_names(conn: Connection, db: TenancyDatabase) -> None:

@@ -1,46 +1,38 @@
-"""``make demo``: two tenants, one database, and what each of them can reach.
+"""``make demo``: the demo SaaS app, served on 127.0.0.1 with two seeded tenants.
 
 Uses ``$DATABASE_URL`` (a superuser URL) when set, else starts a throwaway
 PostgreSQL. Creates a database of its own there, migrates it (the app's
-migrations with rls_tenancy's as a branch), seeds two tenants, prints what
-each one sees and what a cross-tenant write gets, and drops the database.
+migrations with rls_tenancy's as a branch), seeds two tenants, shows what each
+can reach, prints ``curl`` lines, and serves until Ctrl-C (or SIGTERM), after
+which it drops the database and stops the server it started.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import signal
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, func, select, text
+from flask import Flask
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.serving import make_server
 
-from rls_tenancy import (
-    NoTenantError,
-    Tenant,
-    TenantMismatchError,
-    TenantQuery,
-    UnsafeBypass,
-    as_tenant,
-    bind_engine,
-    scope_sessions,
-)
+from rls_tenancy import UnsafeBypass, bind_engine
 from rls_tenancy.testing import postgres_server, tenancy_database
 from rls_tenancy.urls import database_url
-from saas_demo.models import Project, Task
+from saas_demo.app import create_app
+from saas_demo.seed import PASSWORD, Seeded, seed
 
 ALEMBIC_INI = Path(__file__).parent / "alembic.ini"
-
-SEED = {
-    "acme": ("Acme Corp", {"Website relaunch": ["Pick fonts", "Write copy"], "Billing": ["Send invoices"]}),
-    "globex": ("Globex", {"Secret lab": ["Order lasers"], "Payroll": ["Pay Hank"]}),
-}
 
 
 @contextmanager
@@ -53,94 +45,111 @@ def _server() -> Iterator[tuple[URL, str]]:
             yield url, "a throwaway PostgreSQL started for this run"
 
 
-def _seed(bypass: UnsafeBypass) -> dict[str, int]:
-    ids = {}
-    with bypass.session(reason="demo: create tenants and seed data") as session:
-        for slug, (name, projects) in SEED.items():
-            tenant = Tenant(slug=slug, name=name)
-            session.add(tenant)
-            session.flush()
-            ids[slug] = tenant.id
-            for project_name, titles in projects.items():
-                project = Project(tenant_id=tenant.id, name=project_name)
-                session.add(project)
-                session.flush()
-                session.add_all(Task(tenant_id=tenant.id, project_id=project.id, title=t) for t in titles)
-    return ids
-
-
-def _show(factory: sessionmaker[Session], app_engine: Engine, bypass: UnsafeBypass, ids: dict[str, int]) -> None:
-    for slug, tenant_id in ids.items():
-        with as_tenant(tenant_id), factory() as session:
-            print(f"\nTenant {slug} (id {tenant_id}) sees:")
-            for project in session.scalars(select(Project).order_by(Project.id)):
-                print(f"  {project.name}: {', '.join(t.title for t in project.tasks)}")
-            raw = session.execute(text("SELECT count(*) FROM projects")).scalar()
-            print(f"  raw SQL, SELECT count(*) FROM projects: {raw}")
-
-    acme, globex = ids["acme"], ids["globex"]
-    with as_tenant(globex), factory() as session:
-        victim = session.scalars(select(Project.id)).first()
-
-    print("\nAcme tries to reach Globex's data:")
-    with as_tenant(acme), factory() as session:
-        changed = session.execute(text("UPDATE projects SET name = 'pwned' WHERE id = :id"), {"id": victim}).rowcount  # type: ignore[attr-defined]
-        print(f"  UPDATE Globex's project #{victim} by id: {changed} rows changed")
-        session.rollback()
+def _port(host: str, wanted: int) -> int:
+    with socket.socket() as probe:
         try:
-            session.execute(text("INSERT INTO projects (tenant_id, name) VALUES (:t, 'planted')"), {"t": globex})
-        except DBAPIError as error:
-            print(f"  INSERT a project for Globex: refused by PostgreSQL: {str(error.orig).splitlines()[0]}")
-        session.rollback()
-        try:
-            session.add(Project(tenant_id=globex, name="planted"))
-            session.flush()
-        except TenantMismatchError as error:
-            print(f"  the same through the ORM: refused before flush: {error}")
-        session.rollback()
-        lifted = session.query(Project).tenant_unconstrained_unsafe().count()  # type: ignore[attr-defined]
-        print(f"  lifting the ORM filter (tenant_unconstrained_unsafe): still {lifted} projects, its own")
-
-    print("\nWith no tenant in context:")
-    with factory() as session:
-        try:
-            session.scalars(select(Project)).all()
-        except NoTenantError as error:
-            print(f"  ORM query: NoTenantError: {error}")
-    with app_engine.connect() as conn:
-        print(
-            f"  raw SQL, SELECT count(*) FROM projects: {conn.execute(text('SELECT count(*) FROM projects')).scalar()}"
-        )
-
-    with bypass.session(reason="demo: count projects across tenants") as session:
-        total = session.scalar(select(func.count()).select_from(Project))
-        print(
-            f"\nThe bypass role (BYPASSRLS, entered with a logged reason) sees {total} projects "
-            f"across {len(ids)} tenants."
-        )
+            probe.bind((host, wanted))
+        except OSError:
+            probe.bind((host, 0))  # taken: any free one will do
+        port: int = probe.getsockname()[1]
+        return port
 
 
-def main() -> int:
+def show_isolation(app: Flask, seeded: Seeded) -> None:
+    """What each tenant sees through the API, and what reaching across gets."""
+    client = app.test_client()
+    for slug in seeded.tenants:
+        token = seeded.tokens[f"{slug}/ci"]
+        names = [p["name"] for p in client.get("/api/projects", headers=_bearer(token)).json["projects"]]  # type: ignore[index]
+        print(f"  {slug} sees: {', '.join(names)}")
+    victim = seeded.projects["globex"][0]
+    acme = _bearer(seeded.tokens["acme/ci"])
+    got = client.get(f"/api/projects/{victim}", headers=acme)
+    print(f"  acme asks for globex's project #{victim}: {got.status_code} {got.json['message']}")  # type: ignore[index]
+    batch = client.post(
+        "/api/projects/batch-update", headers=acme, json={"ids": seeded.projects["globex"], "status": "archived"}
+    )
+    print(f"  acme batch-updates all of globex's project ids: updated {batch.json['updated']}")  # type: ignore[index]
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _curl_lines(base: str, seeded: Seeded) -> list[str]:
+    acme, globex = seeded.tokens["acme/ci"], seeded.tokens["globex/ci"]
+    victim = seeded.projects["globex"][0]
+    return [
+        f"curl -s -H 'Authorization: Bearer {acme}' {base}/api/projects",
+        f"curl -s -H 'Authorization: Bearer {globex}' {base}/api/projects",
+        f"curl -s -H 'Authorization: Bearer {acme}' {base}/api/projects/{victim}    # globex's: 404",
+        f"curl -s -X POST -H 'Authorization: Bearer {acme}' -H 'Content-Type: application/json' "
+        f'-d \'{{"name": "From curl"}}\' {base}/api/projects',
+        f"curl -s -X POST -H 'Authorization: Bearer {seeded.tokens['acme/dashboard']}' "
+        f"-H 'Content-Type: application/json' -d '{{\"name\": \"x\"}}' {base}/api/projects    # read-only: 403",
+        f"curl -s -H 'Authorization: Bearer {globex}' -H 'Accept-Language: fr' {base}/api/me",
+        f"curl -s -c /tmp/demo-cookies -X POST -H 'Content-Type: application/json' "
+        f'-d \'{{"tenant": "acme", "email": "alice@acme.example", "password": "{PASSWORD}"}}\' '
+        f"{base}/api/login && curl -s -b /tmp/demo-cookies {base}/api/me",
+    ]
+
+
+def _serve(app: Flask, seeded: Seeded, host: str, port: int) -> None:
+    server = make_server(host, _port(host, port), app, threaded=True)
+    base = f"http://{host}:{server.server_port}"
+    print(f"\nServing on {base} (Ctrl-C stops it). Try:\n")
+    for line in _curl_lines(base, seeded):
+        print(f"  {line}")
+    print(flush=True)
+    try:
+        server.serve_forever()  # returns on Ctrl-C: werkzeug catches the KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # Let the cleanup finish: a second Ctrl-C would leave a server running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        server.server_close()
+    print("\nStopping: dropping the demo database.", flush=True)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (docker stop) end serving, then the cleanup runs.
+
+    SIGINT is set explicitly: a process started in the background by a
+    non-interactive shell inherits it ignored.
+    """
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "5000")))
+    parser.add_argument("--no-serve", action="store_true", help="seed, show, and stop (no server)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="  [log] %(name)s: %(message)s")
-    with (
-        _server() as (server_url, where),
-        tenancy_database(server_url, alembic_config=Config(ALEMBIC_INI)) as db,
-    ):
-        print(f"rls_tenancy demo on {where}")
-        print(
-            f"Migrated database {db.name}: roles {db.roles.owner} (owner), {db.roles.app} (application), "
-            f"{db.roles.bypass} (bypass); projects and tasks isolated by row level security."
-        )
-        app_engine = bind_engine(create_engine(db.app_url))
-        bypass_engine = create_engine(db.bypass_url)
+    _stop_on_signals()
+    with _server() as (server_url, where), tenancy_database(server_url, alembic_config=Config(ALEMBIC_INI)) as db:
+        print(f"rls_tenancy demo on {where}; database {db.name}")
+        engines = [bind_engine(create_engine(db.app_url)), create_engine(db.bypass_url)]
+        seeded = seed(engines[0], UnsafeBypass(engines[1]))
+        app = create_app(db.app_url, db.bypass_url)
+        tenancy = app.extensions["rls_tenancy"]
+        engines += [tenancy.engine] + ([] if tenancy.bypass is None else [tenancy.bypass.engine])
         try:
-            factory = sessionmaker(app_engine, query_cls=TenantQuery)
-            scope_sessions(factory)
-            bypass = UnsafeBypass(bypass_engine)
-            _show(factory, app_engine, bypass, _seed(bypass))
+            print("Two tenants, isolated by PostgreSQL row level security:")
+            show_isolation(app, seeded)
+            if not args.no_serve:
+                _serve(app, seeded, args.host, args.port)
         finally:
-            app_engine.dispose()
-            bypass_engine.dispose()
+            for engine in engines:
+                engine.dispose()
     return 0
 
 

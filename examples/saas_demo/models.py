@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKeyConstraint, Integer, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKeyConstraint, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from rls_tenancy import TenantBoundMixin
@@ -21,13 +21,23 @@ class Plan(Base):
     name: Mapped[str] = mapped_column(String(50), unique=True)
 
 
+#: The seed's project states; invisible projects are never touched by batch updates.
+STATUSES = ("active", "archived", "invisible")
+
+
 class Project(TenantBoundMixin, Base):
+    """The seed's ``Project``: ``Project.query.all()`` shows only the tenant's own."""
+
     __tablename__ = "projects"
     # (tenant_id, id) is what a tenant-consistent foreign key points at.
-    __table_args__ = (UniqueConstraint("tenant_id", "id", name="projects_tenant_id_id_key"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id", name="projects_tenant_id_id_key"),
+        CheckConstraint("status IN ('active', 'archived', 'invisible')", name="projects_status_check"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
     tasks: Mapped[list[Task]] = relationship(back_populates="project", order_by="Task.id")
 
     def __repr__(self) -> str:

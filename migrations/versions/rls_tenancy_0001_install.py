@@ -1,6 +1,6 @@
-"""Install rls_tenancy: roles, schema, tenants, current_tenant_id(), isolation and sharing functions.
+"""Install rls_tenancy: roles, schema, tenants, isolation and sharing functions, users, API tokens.
 
-Runs sql/001_roles.sql .. sql/005_shared.sql verbatim; see those files.
+Runs sql/001_roles.sql .. sql/007_tokens.sql verbatim; see those files.
 
 Revision ID: rls_tenancy_0001
 Revises:
@@ -18,7 +18,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    install("001_roles.sql", "002_context.sql", "003_tenants.sql", "004_isolation.sql", "005_shared.sql")
+    install(
+        "001_roles.sql",
+        "002_context.sql",
+        "003_tenants.sql",
+        "004_isolation.sql",
+        "005_shared.sql",
+        "006_users.sql",
+        "007_tokens.sql",
+    )
 
 
 def downgrade() -> None:

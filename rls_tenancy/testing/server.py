@@ -242,7 +242,11 @@ def _running_postgres(bindir: Path, root: Path, run_as: pwd.struct_passwd | None
         for setting in _SERVER_SETTINGS:
             args += ["-c", setting]
         log = (root / "postgres.log").open("a")
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **_user_kwargs(run_as))
+        # A session of its own: a Ctrl-C in the terminal reaches us, not the
+        # server, which is stopped (after our cleanup) by _stop.
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **_user_kwargs(run_as)
+        )
         try:
             if _wait_ready(process, port, password):
                 yield port

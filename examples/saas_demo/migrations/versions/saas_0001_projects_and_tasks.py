@@ -38,7 +38,9 @@ def upgrade() -> None:
             server_default=BOUND_TENANT,
         ),
         sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False, server_default="active"),
         sa.UniqueConstraint("tenant_id", "id", name="projects_tenant_id_id_key"),
+        sa.CheckConstraint("status IN ('active', 'archived', 'invisible')", name="projects_status_check"),
     )
     op.create_index("ix_projects_tenant_id", "projects", ["tenant_id"])
     op.enable_tenant_isolation("projects")

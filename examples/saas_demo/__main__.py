@@ -1,0 +1,7 @@
+"""``python -m saas_demo``: the demo app, served (see ``saas_demo.demo``)."""
+
+import sys
+
+from saas_demo.demo import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""The demo's JSON API: projects per tenant, the seed's batch update made safe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from rls_tenancy.flask import (
+    authenticate_user,
+    get_current_language,
+    get_current_scopes,
+    get_current_tenant,
+    get_current_user,
+    login,
+    logout,
+    require_scopes,
+    state,
+)
+from saas_demo.models import STATUSES, Plan, Project
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+GREETINGS = {"en": "Hello", "de": "Hallo", "fr": "Bonjour"}
+MAX_BATCH = 1000
+ID = "int(min=1, max=2147483647)"  # the column is a 32-bit integer
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, "send a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 100:
+        abort(400, "name must be a string of 1 to 100 characters")
+    return value.strip()
+
+
+def _status(value: object) -> str:
+    if value not in STATUSES:
+        abort(400, f"status must be one of {', '.join(STATUSES)}")
+    return str(value)
+
+
+def _changes(body: dict[str, Any]) -> dict[str, str]:
+    changes = {}
+    if "name" in body:
+        changes["name"] = _name(body["name"])
+    if "status" in body:
+        changes["status"] = _status(body["status"])
+    if not changes or set(body) - {"name", "status"}:
+        abort(400, "give name and/or status, nothing else")
+    return changes
+
+
+def _project(project: Project) -> dict[str, Any]:
+    return {"id": project.id, "name": project.name, "status": project.status}
+
+
+@api.get("/me")
+def me() -> ResponseReturnValue:
+    tenant, user, language = get_current_tenant(), get_current_user(), get_current_language()
+    return jsonify(
+        tenant=None if tenant is None else {"id": tenant.id, "slug": tenant.slug, "name": tenant.name},
+        user=None if user is None else {"id": user.id, "email": user.email, "roles": user.roles},
+        scopes=sorted(get_current_scopes()),
+        language=language,
+        greeting=GREETINGS[language],
+    )
+
+
+@api.get("/plans")
+def plans() -> ResponseReturnValue:
+    """Shared by every tenant, readable even without credentials."""
+    rows = state().session().scalars(select(Plan).order_by(Plan.id))
+    return jsonify(plans=[plan.name for plan in rows])
+
+
+@api.get("/projects")
+@require_scopes("projects:read")
+def list_projects() -> ResponseReturnValue:
+    status = request.args.get("status")
+    query = select(Project).order_by(Project.id)
+    query = query.where(Project.status == _status(status)) if status else query.where(Project.status != "invisible")
+    return jsonify(projects=[_project(p) for p in state().session().scalars(query)])
+
+
+@api.post("/projects")
+@require_scopes("projects:write")
+def create_project() -> ResponseReturnValue:
+    body = _body()
+    if set(body) - {"name", "status"}:
+        abort(400, "give name and optionally status, nothing else")
+    project = Project(name=_name(body.get("name")), status=_status(body.get("status", "active")))
+    session = state().session()
+    session.add(project)
+    session.commit()
+    return jsonify(_project(project)), 201
+
+
+@api.get(f"/projects/<{ID}:project_id>")
+@require_scopes("projects:read")
+def get_project(project_id: int) -> ResponseReturnValue:
+    # Another tenant's project is simply not there: the same 404 as a missing one.
+    project = state().session().get(Project, project_id)
+    if project is None:
+        abort(404, "no such project")
+    return jsonify(_project(project))
+
+
+@api.patch(f"/projects/<{ID}:project_id>")
+@require_scopes("projects:write")
+def update_project(project_id: int) -> ResponseReturnValue:
+    changes = _changes(_body())
+    session = state().session()
+    project = session.get(Project, project_id)
+    if project is None:
+        abort(404, "no such project")
+    for key, value in changes.items():
+        setattr(project, key, value)
+    session.commit()
+    return jsonify(_project(project))
+
+
+@api.post("/projects/batch-update")
+@require_scopes("projects:write")
+def batch_update_projects() -> ResponseReturnValue:
+    """The seed's "DANGER!" example, now safe: it can only ever touch the caller's rows.
+
+    The slide wrote ``Project.id.in_(ids) & Project.status != INVISIBLE``,
+    which Python reads as ``(... & ...) != INVISIBLE``; the condition is
+    parenthesised here. Ids of other tenants' projects, like ids that do not
+    exist and invisible projects, come back in ``not_found``.
+    """
+    body = _body()
+    ids = body.get("ids")
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= MAX_BATCH
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= 2147483647 for i in ids)
+    ):
+        abort(400, f"ids must be a list of 1 to {MAX_BATCH} project ids")
+    changes = _changes({k: v for k, v in body.items() if k != "ids"})
+    session = state().session()
+    projects = session.scalars(select(Project).where(Project.id.in_(ids) & (Project.status != "invisible"))).all()
+    for project in projects:
+        for key, value in changes.items():
+            setattr(project, key, value)
+    session.commit()
+    updated = sorted(p.id for p in projects)
+    return jsonify(updated=updated, not_found=sorted(set(ids) - set(updated)))
+
+
+@api.post("/login")
+def log_in() -> ResponseReturnValue:
+    body = _body()
+    user = authenticate_user(str(body.get("tenant", "")), str(body.get("email", "")), str(body.get("password", "")))
+    if user is None:
+        return jsonify(error="invalid_credentials", message="wrong tenant, email or password"), 401
+    login(user)
+    return jsonify(user={"id": user.id, "email": user.email})
+
+
+@api.post("/logout")
+def log_out() -> ResponseReturnValue:
+    logout()
+    return jsonify(ok=True)

@@ -1,0 +1,70 @@
+"""Two tenants with users, projects and API tokens, for the demo and its tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from rls_tenancy import Tenant, UnsafeBypass, as_tenant
+from rls_tenancy.tokens import issue_token
+from rls_tenancy.users import User
+from saas_demo.models import Plan, Project, Task
+
+PASSWORD = "correct horse battery staple"
+
+TENANTS = {
+    "acme": {
+        "name": "Acme Corp",
+        "users": {"alice@acme.example": (["admin", "projects:read", "projects:write"], "en")},
+        "projects": {"Website relaunch": ["Pick fonts", "Write copy"], "Billing": ["Send invoices"]},
+    },
+    "globex": {
+        "name": "Globex",
+        "users": {"hank@globex.example": (["projects:read", "projects:write"], "de")},
+        "projects": {"Secret lab": ["Order lasers"], "Payroll": ["Pay Hank"]},
+    },
+}
+
+
+@dataclass
+class Seeded:
+    """What was made: tenant ids by slug, tokens by ``"<slug>/<name>"``, project ids by slug."""
+
+    tenants: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    projects: dict[str, list[int]] = field(default_factory=dict)
+
+
+def seed(app_engine: Engine, bypass: UnsafeBypass) -> Seeded:
+    seeded = Seeded()
+    with bypass.session(reason="demo: create tenants and plans") as session:
+        session.add_all([Plan(name="Free"), Plan(name="Pro")])
+        for slug, spec in TENANTS.items():
+            tenant = Tenant(slug=slug, name=str(spec["name"]))
+            session.add(tenant)
+            session.flush()
+            seeded.tenants[slug] = tenant.id
+    for slug, spec in TENANTS.items():
+        # Everything inside one tenant is made as that tenant, under RLS.
+        with as_tenant(seeded.tenants[slug]), Session(app_engine) as session, session.begin():
+            users = []
+            for email, (roles, language) in spec["users"].items():  # type: ignore[attr-defined]
+                user = User(email=email, roles=roles, language=language)
+                user.set_password(PASSWORD)
+                users.append(user)
+            session.add_all(users)
+            for name, titles in spec["projects"].items():  # type: ignore[attr-defined]
+                project = Project(name=name)
+                session.add(project)
+                session.flush()
+                session.add_all(Task(project_id=project.id, title=title) for title in titles)
+            session.add(Project(name="Old experiment", status="invisible"))
+            session.flush()
+            seeded.projects[slug] = sorted(p.id for p in session.query(Project).all())
+            full = issue_token(session, name="ci", scopes=["projects:read", "projects:write"], user_id=users[0].id)
+            read_only = issue_token(session, name="dashboard", scopes=["projects:read"])
+            seeded.tokens[f"{slug}/ci"] = full.token
+            seeded.tokens[f"{slug}/dashboard"] = read_only.token
+    return seeded

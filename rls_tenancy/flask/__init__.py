@@ -1,0 +1,32 @@
+"""Flask integration: tenant, user, scopes and language from each request."""
+
+from __future__ import annotations
+
+from rls_tenancy.flask.current import (
+    authenticate_user,
+    get_current_language,
+    get_current_scopes,
+    get_current_tenant,
+    get_current_user,
+    login,
+    logout,
+    require_scopes,
+)
+from rls_tenancy.flask.extension import Tenancy, TenancyState, state
+from rls_tenancy.flask.resolvers import Resolution, Resolver
+
+__all__ = [
+    "Resolution",
+    "Resolver",
+    "Tenancy",
+    "TenancyState",
+    "authenticate_user",
+    "get_current_language",
+    "get_current_scopes",
+    "get_current_tenant",
+    "get_current_user",
+    "login",
+    "logout",
+    "require_scopes",
+    "state",
+]

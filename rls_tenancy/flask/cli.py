@@ -1,0 +1,142 @@
+"""``flask tenancy ...``: tenants, users and tokens from the command line.
+
+Creating and listing tenants crosses tenants, so it goes through the unsafe
+bypass (configure ``bypass_engine`` or ``RLS_TENANCY_BYPASS_DATABASE_URL``)
+with a logged reason. Users and tokens belong to one tenant and are made as
+that tenant, through the application's own engine and row level security.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import func, literal, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.types import Text
+
+from rls_tenancy.bypass import UnsafeBypass
+from rls_tenancy.context import as_tenant
+from rls_tenancy.errors import TenancyError
+from rls_tenancy.flask.extension import state
+from rls_tenancy.models import Tenant
+from rls_tenancy.tokens import issue_token, revoke_token
+from rls_tenancy.users import User
+
+
+@click.group("tenancy")
+def tenancy_commands() -> None:
+    """Manage tenants, users and API tokens (rls_tenancy)."""
+
+
+def _bypass() -> UnsafeBypass:
+    bypass = state().bypass
+    if bypass is None:
+        raise click.ClickException(
+            "this command needs the bypass role: pass bypass_engine= to Tenancy or set RLS_TENANCY_BYPASS_DATABASE_URL"
+        )
+    return bypass
+
+
+def _tenant_id(slug: str) -> int:
+    with Session(state().engine) as session:
+        found = session.scalar(select(func.rls_tenancy.tenant_id_for_slug(literal(slug, Text))))
+    if found is None:
+        raise click.ClickException(f"there is no tenant {slug!r}")
+    return int(found)
+
+
+def _fail(error: Exception) -> click.ClickException:
+    if isinstance(error, IntegrityError):
+        return click.ClickException(f"refused by the database: {str(error.orig).splitlines()[0]}")
+    return click.ClickException(str(error))
+
+
+@tenancy_commands.command("create-tenant")
+@click.argument("slug")
+@click.argument("name")
+@with_appcontext
+def create_tenant(slug: str, name: str) -> None:
+    """Create tenant SLUG (a DNS label) called NAME."""
+    try:
+        with _bypass().session(reason=f"cli: create tenant {slug}") as session:
+            tenant = Tenant(slug=slug, name=name)
+            session.add(tenant)
+            session.flush()
+            click.echo(f"created tenant {tenant.slug} (id {tenant.id})")
+    except (TenancyError, IntegrityError) as error:
+        raise _fail(error) from error
+
+
+@tenancy_commands.command("list-tenants")
+@with_appcontext
+def list_tenants() -> None:
+    """List every tenant."""
+    with _bypass().session(reason="cli: list tenants") as session:
+        for tenant in session.scalars(select(Tenant).order_by(Tenant.id)):
+            click.echo(f"{tenant.id}\t{tenant.slug}\t{tenant.name}")
+
+
+@tenancy_commands.command("create-user")
+@click.argument("slug")
+@click.argument("email")
+@click.option("--role", "roles", multiple=True, help="A role (repeatable), e.g. admin or projects:write.")
+@click.option("--language", default=None, help="Preferred language tag, e.g. de or pt-BR.")
+@click.option("--password", default=None, help="Set a password (prompted for with --ask-password).")
+@click.option("--ask-password", is_flag=True, help="Prompt for the password.")
+@with_appcontext
+def create_user(
+    slug: str, email: str, roles: tuple[str, ...], language: str | None, password: str | None, ask_password: bool
+) -> None:
+    """Create a user EMAIL in tenant SLUG."""
+    if ask_password:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with as_tenant(_tenant_id(slug)), Session(state().engine) as session, session.begin():
+            user = User(email=email, roles=list(roles), language=language)
+            if password:
+                user.set_password(password)
+            session.add(user)
+            session.flush()
+            click.echo(f"created user {user.email} (id {user.id}) in {slug}")
+    except (TenancyError, IntegrityError) as error:
+        raise _fail(error) from error
+
+
+@tenancy_commands.command("issue-token")
+@click.argument("slug")
+@click.option("--name", required=True, help="What the token is for, e.g. 'ci'.")
+@click.option("--scope", "scopes", multiple=True, help="A scope it grants (repeatable).")
+@click.option("--user", "email", default=None, help="Email of the user it acts for (default: none).")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None)
+@with_appcontext
+def issue(slug: str, name: str, scopes: tuple[str, ...], email: str | None, expires_in_days: int | None) -> None:
+    """Issue an API token for tenant SLUG; it is printed once, never stored."""
+    expires = None if expires_in_days is None else datetime.now(UTC) + timedelta(days=expires_in_days)
+    try:
+        with as_tenant(_tenant_id(slug)), Session(state().engine) as session, session.begin():
+            user_id = None
+            if email is not None:
+                user = session.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
+                if user is None:
+                    raise click.ClickException(f"{slug} has no user {email!r}")
+                user_id = user.id
+            issued = issue_token(session, name=name, scopes=scopes, user_id=user_id, expires_at=expires)
+    except (TenancyError, IntegrityError) as error:
+        raise _fail(error) from error
+    click.echo(f"token {issued.id} for {slug} (shown once, keep it secret):")
+    click.echo(issued.token)
+
+
+@tenancy_commands.command("revoke-token")
+@click.argument("slug")
+@click.argument("token_id", type=click.IntRange(1, 2**63 - 1))
+@with_appcontext
+def revoke(slug: str, token_id: int) -> None:
+    """Revoke token TOKEN_ID of tenant SLUG."""
+    with as_tenant(_tenant_id(slug)), Session(state().engine) as session, session.begin():
+        if not revoke_token(session, token_id):
+            raise click.ClickException(f"{slug} has no live token {token_id}")
+    click.echo(f"revoked token {token_id}")

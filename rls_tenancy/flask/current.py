@@ -1,0 +1,163 @@
+"""The request's tenant, user, scopes and language, looked up once and cached in ``g``.
+
+Each is the seed's lazy accessor: computed on first use in a request, cached
+for the rest of it. Outside a request they raise ``RuntimeError`` (Flask's
+"working outside of request context"); jobs and shells use
+:func:`~rls_tenancy.as_tenant` instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import g, request, session
+from sqlalchemy import func, literal, select
+from sqlalchemy.orm import Session
+from sqlalchemy.types import Text
+
+from rls_tenancy.context import as_tenant
+from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
+from rls_tenancy.flask.extension import state
+from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution
+from rls_tenancy.models import SLUG_PATTERN, Tenant
+from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_MISSING = object()
+ANONYMOUS = frozenset({"anonymous"})
+
+
+def _resolution() -> Resolution | None:
+    found: Resolution | None = g.get("_rls_tenancy_resolution")
+    return found
+
+
+def _cached(name: str, compute: Callable[[], Any]) -> Any:
+    key = "_rls_tenancy_" + name
+    value = g.get(key, _MISSING)
+    if value is _MISSING:
+        value = compute()
+        setattr(g, key, value)
+    return value
+
+
+def get_current_tenant() -> Tenant | None:
+    """The request's tenant, or None when the request names none."""
+    resolution = _resolution()
+    if resolution is None:
+        return None
+    tenant: Tenant | None = _cached("tenant", lambda: state().session().get(Tenant, resolution.tenant_id))
+    return tenant
+
+
+def get_current_user() -> User | None:
+    """The request's user: the token's or the session's; None when anonymous."""
+    resolution = _resolution()
+    if resolution is None or resolution.user_id is None:
+        return None
+    user_id = resolution.user_id
+
+    user: User | None = _cached("user", lambda: state().session().get(User, user_id))
+    return user
+
+
+def get_current_scopes() -> frozenset[str]:
+    """The seed's rule: the user's roles, narrowed to what the request's token grants.
+
+    Without a user: ``{"anonymous"}``, or the token's scopes for a token that
+    belongs to no user.
+    """
+
+    def compute() -> frozenset[str]:
+        resolution = _resolution()
+        token_scopes = None if resolution is None else resolution.token_scopes
+        user = get_current_user()
+        if user is None:
+            token_only = resolution is not None and resolution.user_id is None and token_scopes is not None
+            return token_scopes if token_only and token_scopes is not None else ANONYMOUS
+        roles = frozenset(user.roles)
+        return roles if token_scopes is None else roles & token_scopes
+
+    scopes: frozenset[str] = _cached("scopes", compute)
+    return scopes
+
+
+def get_current_language() -> str:
+    """The user's language, else the best match for ``Accept-Language``, else the default.
+
+    Only languages in ``RLS_TENANCY_LANGUAGES`` are ever returned.
+    """
+
+    def compute() -> str:
+        tenancy = state()
+        user = get_current_user()
+        if user is not None and user.language in tenancy.languages:
+            return user.language
+        matched = request.accept_languages.best_match(tenancy.languages)
+        return matched or tenancy.default_language
+
+    language: str = _cached("language", compute)
+    return language
+
+
+def require_scopes(*needed: str) -> Callable[[_F], _F]:
+    """Let the view run only for requests holding every scope in ``needed``.
+
+    No credentials at all: :class:`AuthenticationError` (401). Credentials
+    without the scopes: :class:`PermissionDeniedError` (403).
+    """
+    wanted = frozenset(needed)
+
+    def decorate(view: _F) -> _F:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if _resolution() is None:
+                raise AuthenticationError("missing", "this needs credentials: a bearer token or a login")
+            missing = wanted - get_current_scopes()
+            if missing:
+                raise PermissionDeniedError(missing)
+            return view(*args, **kwargs)
+
+        return cast(_F, guarded)
+
+    return decorate
+
+
+def login(user: User) -> None:
+    """Remember ``user`` in the signed session; later requests act as them."""
+    session[SESSION_KEY] = {"tenant_id": user.tenant_id, "user_id": user.id}
+
+
+def logout() -> None:
+    """Forget the session's user."""
+    session.pop(SESSION_KEY, None)
+
+
+def authenticate_user(tenant_slug: str, email: str, password: str) -> User | None:
+    """The user of tenant ``tenant_slug`` with this email and password, or None.
+
+    For login forms. Takes as long when the tenant or user does not exist, so
+    the answer time does not reveal which of the three was wrong.
+    """
+    if not (isinstance(tenant_slug, str) and SLUG_PATTERN.match(tenant_slug)) or not (
+        isinstance(email, str) and len(email) <= 254 and EMAIL_PATTERN.match(email)
+    ):
+        check_password_of_nobody(str(password))
+        return None
+    # A Session of its own, so the request's Session and its transaction are left alone.
+    with Session(state().engine) as sessions:
+        tenant_id = sessions.scalar(select(func.rls_tenancy.tenant_id_for_slug(literal(tenant_slug, Text))))
+        sessions.rollback()
+        if tenant_id is None:
+            check_password_of_nobody(password)
+            return None
+        with as_tenant(tenant_id):
+            user = sessions.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
+            if user is None:
+                check_password_of_nobody(password)
+                return None
+            sessions.expunge(user)  # stays readable after the transaction ends
+            sessions.rollback()
+    return user if user.check_password(password) else None

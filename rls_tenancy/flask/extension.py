@@ -1,0 +1,194 @@
+"""``Tenancy``: the Flask extension that gives every request its tenant.
+
+    tenancy = Tenancy()
+
+    def create_app():
+        app = Flask(__name__)
+        db.init_app(app)                 # Flask-SQLAlchemy, or engine=... / session=...
+        tenancy.init_app(app, db=db)
+        return app
+
+Before each request the configured resolvers find the request's tenant, and
+that tenant is in context (:func:`~rls_tenancy.as_tenant`) until the request
+ends, whatever happens: every transaction the view runs on a bound engine
+carries it. The user, the scopes and the language are looked up on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, current_app, g, request
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from rls_tenancy.binding import bind_engine
+from rls_tenancy.bypass import UnsafeBypass
+from rls_tenancy.context import enter_request_tenant, leave_request_tenant
+from rls_tenancy.errors import UsageError
+from rls_tenancy.flask.errors import register_error_handlers
+from rls_tenancy.flask.resolvers import (
+    Resolution,
+    Resolver,
+    session_resolver,
+    subdomain_resolver,
+    token_resolver,
+)
+from rls_tenancy.query import TenantQuery
+from rls_tenancy.scoping import scope_sessions
+from rls_tenancy.urls import database_url
+
+EXTENSION_KEY = "rls_tenancy"
+
+SessionSource = sessionmaker[Any] | scoped_session[Any]
+
+
+@dataclass
+class TenancyState:
+    """What the extension keeps per app, in ``app.extensions["rls_tenancy"]``."""
+
+    engine: Engine
+    sessions: SessionSource
+    resolvers: list[Resolver]
+    languages: list[str]
+    default_language: str
+    bypass: UnsafeBypass | None = None
+    _remove_session: bool = field(default=False, repr=False)
+
+    def session(self) -> Session:
+        """The app's ORM session for this request (the scoped one, or a new one)."""
+        if isinstance(self.sessions, scoped_session):
+            scoped: Session = self.sessions()
+            return scoped
+        made: Session | None = g.get("_rls_tenancy_session")
+        if made is None:
+            made = g._rls_tenancy_session = self.sessions()
+        return made
+
+
+class Tenancy:
+    """Tenant, user, scopes and language for each request; see the module docs.
+
+    Give it exactly one of ``db`` (Flask-SQLAlchemy), or ``engine`` with an
+    optional ``session`` (a ``sessionmaker`` or ``scoped_session``; one is made
+    from the engine otherwise). ``bypass_engine`` (or config
+    ``RLS_TENANCY_BYPASS_DATABASE_URL``) serves the admin CLI. ``resolvers``
+    overrides config ``RLS_TENANCY_RESOLVERS``. All can be given to the
+    constructor or to :meth:`init_app`, for the app-factory pattern.
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        self._options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, **options: Any) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError("rls_tenancy is already registered on this app; call init_app once per app")
+        options = {**self._options, **options}
+        unknown = set(options) - {"db", "engine", "session", "bypass_engine", "resolvers"}
+        if unknown:
+            raise UsageError(f"unknown Tenancy options: {sorted(unknown)}")
+        config = app.config
+        config.setdefault("RLS_TENANCY_RESOLVERS", ["token", "session"])
+        config.setdefault("RLS_TENANCY_SUBDOMAIN_OF", None)
+        config.setdefault("RLS_TENANCY_LANGUAGES", ["en"])
+        config.setdefault("RLS_TENANCY_DEFAULT_LANGUAGE", "en")
+        config.setdefault("RLS_TENANCY_BYPASS_DATABASE_URL", None)
+
+        engine, sessions = _engine_and_sessions(app, options)
+        bind_engine(engine)
+        scope_sessions(sessions)
+        bypass_engine = options.get("bypass_engine")
+        if bypass_engine is None and config["RLS_TENANCY_BYPASS_DATABASE_URL"]:
+            bypass_engine = create_engine(database_url(config["RLS_TENANCY_BYPASS_DATABASE_URL"]))
+        languages = list(config["RLS_TENANCY_LANGUAGES"])
+        if config["RLS_TENANCY_DEFAULT_LANGUAGE"] not in languages:
+            raise UsageError("RLS_TENANCY_DEFAULT_LANGUAGE must be one of RLS_TENANCY_LANGUAGES")
+        app.extensions[EXTENSION_KEY] = TenancyState(
+            engine=engine,
+            sessions=sessions,
+            resolvers=_resolvers(options.get("resolvers", config["RLS_TENANCY_RESOLVERS"]), engine, config),
+            languages=languages,
+            default_language=config["RLS_TENANCY_DEFAULT_LANGUAGE"],
+            bypass=None if bypass_engine is None else UnsafeBypass(bypass_engine),
+            _remove_session=isinstance(sessions, scoped_session) and "db" not in options,
+        )
+        app.before_request(_begin_request)
+        app.teardown_request(_end_request)
+        register_error_handlers(app)
+        from rls_tenancy.flask.cli import tenancy_commands
+
+        app.cli.add_command(tenancy_commands)
+
+
+def state() -> TenancyState:
+    """The extension's state for the current app, with a helpful error when missing."""
+    try:
+        found: TenancyState = current_app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "rls_tenancy is not registered on this app. Did you forget to call Tenancy.init_app(app)?"
+        ) from None
+    return found
+
+
+def _engine_and_sessions(app: Flask, options: dict[str, Any]) -> tuple[Engine, SessionSource]:
+    db = options.get("db")
+    if db is not None:
+        if options.get("engine") is not None or options.get("session") is not None:
+            raise UsageError("give Tenancy either db=... (Flask-SQLAlchemy) or engine=/session=, not both")
+        if "sqlalchemy" not in app.extensions:
+            raise RuntimeError("call db.init_app(app) before tenancy.init_app(app)")
+        with app.app_context():
+            for engine in db.engines.values():
+                bind_engine(engine)
+            return db.engine, db.session
+    engine = options.get("engine")
+    if engine is None:
+        raise UsageError("Tenancy needs db=... (Flask-SQLAlchemy) or engine=... (SQLAlchemy)")
+    sessions = options.get("session") or sessionmaker(engine, query_cls=TenantQuery)
+    return engine, sessions
+
+
+def _resolvers(names: Sequence[str | Resolver], engine: Engine, config: Any) -> list[Resolver]:
+    resolvers: list[Resolver] = []
+    for name in names:
+        if callable(name):
+            resolvers.append(name)
+        elif name == "token":
+            resolvers.append(token_resolver(engine))
+        elif name == "session":
+            resolvers.append(session_resolver)
+        elif name == "subdomain":
+            parent = config["RLS_TENANCY_SUBDOMAIN_OF"]
+            if not parent:
+                raise UsageError("the subdomain resolver needs RLS_TENANCY_SUBDOMAIN_OF, e.g. 'example.com'")
+            resolvers.append(subdomain_resolver(engine, parent))
+        else:
+            raise UsageError(f"unknown resolver {name!r}: use 'token', 'session', 'subdomain' or a callable")
+    return resolvers
+
+
+def _begin_request() -> None:
+    resolution: Resolution | None = None
+    for resolve in state().resolvers:
+        resolution = resolve(request)
+        if resolution is not None:
+            break
+    g._rls_tenancy_resolution = resolution
+    g._rls_tenancy_context = enter_request_tenant(None if resolution is None else resolution.tenant_id)
+
+
+def _end_request(_error: BaseException | None) -> None:
+    token = g.pop("_rls_tenancy_context", None)
+    if token is not None:
+        leave_request_tenant(token)
+    made: Session | None = g.pop("_rls_tenancy_session", None)
+    if made is not None:
+        made.close()
+    tenancy = current_app.extensions.get(EXTENSION_KEY)
+    if tenancy is not None and tenancy._remove_session and isinstance(tenancy.sessions, scoped_session):
+        tenancy.sessions.remove()

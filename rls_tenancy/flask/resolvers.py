@@ -1,0 +1,97 @@
+"""Where a request's tenant comes from: a bearer token, the session, the host.
+
+A resolver is a callable taking the request and returning a
+:class:`Resolution` or ``None`` (not its kind of request). The extension tries
+the configured resolvers in order; the first answer wins. An answer that is
+wrong (a malformed or revoked token, an unknown subdomain) raises instead of
+falling through: the request said who it was, and that was not true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Request, session
+from sqlalchemy import Engine, func, literal, select
+from sqlalchemy.types import Text
+
+from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
+from rls_tenancy.models import SLUG_PATTERN
+from rls_tenancy.tokens import MAX_TOKEN_LENGTH, authenticate_token
+
+#: The key under which :func:`~rls_tenancy.flask.login` keeps the user in the session.
+SESSION_KEY = "rls_tenancy"
+_MAX_AUTHORIZATION = MAX_TOKEN_LENGTH + len("Bearer ")
+_MAX_HOST = 253
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Who a request acts for. ``token_scopes`` is None when no token limits the scopes."""
+
+    tenant_id: int
+    user_id: int | None = None
+    token_scopes: frozenset[str] | None = None
+    source: str = "custom"
+
+
+Resolver = Callable[[Request], Resolution | None]
+
+
+def token_resolver(engine: Engine) -> Resolver:
+    """``Authorization: Bearer rlst_...``; other schemes are left to others."""
+
+    def resolve(request: Request) -> Resolution | None:
+        header = request.headers.get("Authorization")
+        if header is None:
+            return None
+        if len(header) > _MAX_AUTHORIZATION or not header.isascii() or not header.isprintable():
+            raise AuthenticationError("malformed", "the Authorization header is malformed")
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        with engine.connect() as connection:
+            identity = authenticate_token(connection, credentials.strip())
+        return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
+
+    return resolve
+
+
+def session_resolver(request: Request) -> Resolution | None:
+    """A user logged in with :func:`~rls_tenancy.flask.login` (the signed session cookie)."""
+    stored: Any = session.get(SESSION_KEY)
+    if not isinstance(stored, dict):
+        return None
+    tenant_id, user_id = stored.get("tenant_id"), stored.get("user_id")
+    if not (isinstance(tenant_id, int) and _is_id(tenant_id) and isinstance(user_id, int) and _is_id(user_id)):
+        return None
+    return Resolution(tenant_id, user_id, None, source="session")
+
+
+def subdomain_resolver(engine: Engine, parent_domain: str) -> Resolver:
+    """``acme.<parent_domain>`` acts for the tenant with slug ``acme``."""
+    suffix = "." + parent_domain.lower().strip(".")
+
+    def resolve(request: Request) -> Resolution | None:
+        host = request.host
+        if len(host) > _MAX_HOST or not host.isascii() or not host.isprintable():
+            raise InvalidRequestError("the Host header is malformed")
+        name = host.rsplit(":", 1)[0].lower() if not host.endswith("]") else host.lower()
+        if not name.endswith(suffix):
+            return None
+        slug = name[: -len(suffix)]
+        if not SLUG_PATTERN.match(slug):
+            raise InvalidRequestError(f"{slug!r} cannot be a tenant's subdomain")
+        with engine.connect() as connection:
+            tenant_id = connection.execute(select(func.rls_tenancy.tenant_id_for_slug(literal(slug, Text)))).scalar()
+        if tenant_id is None:
+            raise UnknownTenantError(f"there is no tenant {slug!r}")
+        return Resolution(int(tenant_id), None, None, source="subdomain")
+
+    return resolve
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63

@@ -1,0 +1,117 @@
+"""API tokens: random, shown once, stored as a hash, bound to one tenant.
+
+A token reads ``rlst_<tenant id>_<43 random characters>``. Only its SHA-256
+reaches the database, and only through the ``SECURITY DEFINER`` functions of
+``sql/007_tokens.sql``: the application role can neither read the hashes nor
+list another tenant's tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Connection, DateTime, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
+from sqlalchemy.orm import Session
+from sqlalchemy.types import Text
+
+from rls_tenancy.context import require_tenant_id
+from rls_tenancy.errors import AuthenticationError, UsageError
+from rls_tenancy.users import check_scopes
+
+_TOKEN = re.compile(r"rlst_([1-9][0-9]{0,18})_([A-Za-z0-9_-]{43})\Z")
+_BIGINT_MAX = 2**63 - 1
+#: Longer than any token; longer input is refused before any parsing.
+MAX_TOKEN_LENGTH = 100
+
+Executor = Connection | Session
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A new token: ``token`` is the secret, shown once and stored nowhere."""
+
+    id: int
+    token: str
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    """Who a valid token speaks for."""
+
+    token_id: int
+    tenant_id: int
+    user_id: int | None
+    scopes: frozenset[str]
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+def issue_token(
+    executor: Executor,
+    *,
+    name: str,
+    scopes: Iterable[str],
+    user_id: int | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedToken:
+    """Issue a token for the tenant in context, optionally for one of its users."""
+    tenant_id = require_tenant_id()
+    if not isinstance(name, str) or not 1 <= len(name) <= 100:
+        raise UsageError("a token needs a name of 1 to 100 characters")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise UsageError("expires_at must be timezone-aware")
+    token = "rlst_" + str(tenant_id) + "_" + secrets.token_urlsafe(32)
+    call = func.rls_tenancy.issue_token(
+        literal(name, Text),
+        literal(_hash(token), BYTEA),
+        literal(check_scopes(scopes), ARRAY(Text)),
+        literal(user_id, BigInteger),
+        literal(expires_at, DateTime(timezone=True)),
+    )
+    token_id = executor.execute(select(call)).scalar_one()
+    return IssuedToken(id=int(token_id), token=token)
+
+
+def revoke_token(executor: Executor, token_id: int) -> bool:
+    """Revoke one of the tenant's tokens; False when there is no such live token."""
+    require_tenant_id()
+    revoked = executor.execute(select(func.rls_tenancy.revoke_token(literal(token_id, BigInteger)))).scalar_one()
+    return bool(revoked)
+
+
+def parse_token(token: str) -> tuple[int, bytes]:
+    """The tenant id and hash of a well-formed token; AuthenticationError otherwise."""
+    match = _TOKEN.match(token) if len(token) <= MAX_TOKEN_LENGTH else None
+    if match is None or int(match.group(1)) > _BIGINT_MAX:
+        raise AuthenticationError("malformed", "the bearer token is malformed")
+    return int(match.group(1)), _hash(token)
+
+
+def authenticate_token(executor: Executor, token: str) -> TokenIdentity:
+    """The identity behind ``token``, or AuthenticationError (unknown, expired, revoked)."""
+    tenant_id, digest = parse_token(token)
+    found = executor.execute(
+        select(
+            func.rls_tenancy.authenticate_token(literal(tenant_id, BigInteger), literal(digest, BYTEA)).table_valued(
+                "token_id", "user_id", "scopes", "status"
+            )
+        )
+    ).one_or_none()
+    if found is None:
+        raise AuthenticationError("unknown", "the bearer token is not known")
+    if found.status != "ok":
+        raise AuthenticationError(found.status, f"the bearer token is {found.status}")
+    return TokenIdentity(
+        token_id=int(found.token_id),
+        tenant_id=tenant_id,
+        user_id=None if found.user_id is None else int(found.user_id),
+        scopes=frozenset(found.scopes),
+    )

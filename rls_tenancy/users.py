@@ -1,0 +1,83 @@
+"""Users: each belongs to one tenant (``rls_tenancy.users``, ``sql/006_users.sql``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Identity, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column, validates
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from rls_tenancy.errors import UsageError
+from rls_tenancy.mixin import TenantBoundMixin
+from rls_tenancy.models import TenancyBase
+
+#: A role or scope name; the same rule as ``rls_tenancy.valid_scopes()``.
+SCOPE_PATTERN = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
+LANGUAGE_PATTERN = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*\Z")
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\Z")
+
+# Checked against when there is no such user, so a login takes as long either way.
+_DUMMY_HASH = generate_password_hash("not a real password")
+
+
+def check_scopes(scopes: Iterable[object]) -> list[str]:
+    """``scopes`` as a sorted list of valid names, or :class:`UsageError`."""
+    items = [] if isinstance(scopes, str) else list(scopes)
+    names = [s for s in items if isinstance(s, str) and SCOPE_PATTERN.match(s)]
+    if isinstance(scopes, str) or len(names) != len(items):
+        raise UsageError(f"scopes must be lower-case names like 'projects:write', got {scopes!r}")
+    if len(set(names)) > 64:
+        raise UsageError("at most 64 scopes")
+    return sorted(set(names))
+
+
+class User(TenantBoundMixin, TenancyBase):
+    """A user of one tenant; ``roles`` are what :func:`~rls_tenancy.flask.require_scopes` checks."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    email: Mapped[str] = mapped_column(Text)
+    roles: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    language: Mapped[str | None] = mapped_column(Text)
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    @validates("email")
+    def _check_email(self, _key: str, email: str) -> str:
+        if not isinstance(email, str) or not 3 <= len(email) <= 254 or not EMAIL_PATTERN.match(email):
+            raise UsageError(f"{email!r} is not an email address")
+        return email
+
+    @validates("roles")
+    def _check_roles(self, _key: str, roles: list[str]) -> list[str]:
+        return check_scopes(roles)
+
+    @validates("language")
+    def _check_language(self, _key: str, language: str | None) -> str | None:
+        if language is not None and not (isinstance(language, str) and LANGUAGE_PATTERN.match(language)):
+            raise UsageError(f"{language!r} is not a language tag like 'en' or 'pt-BR'")
+        return language
+
+    def set_password(self, password: str) -> None:
+        """Store a salted hash of ``password`` (werkzeug's default method)."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """Whether ``password`` matches; always False for users without one."""
+        if self.password_hash is None:
+            check_password_hash(_DUMMY_HASH, password)
+            return False
+        return check_password_hash(self.password_hash, password)
+
+    def __repr__(self) -> str:
+        return f"<User {self.email!r} tenant={self.tenant_id}>"
+
+
+def check_password_of_nobody(password: str) -> None:
+    """Spend the time a password check takes, for logins naming no user."""
+    check_password_hash(_DUMMY_HASH, password)
