@@ -44,6 +44,8 @@ CREATE POLICY tenant_self ON rls_tenancy.tenants FOR SELECT USING (true);
 """
 
 
+pytest_plugins = ["tests.fix_flask"]
+
 BREAKS = {"policy": "security", "binding": "binding", "orm": "orm"}
 
 

@@ -55,14 +55,14 @@ def seed(app_engine: Engine, bypass: UnsafeBypass) -> Seeded:
                 user.set_password(PASSWORD)
                 users.append(user)
             session.add_all(users)
-            for name, titles in spec["projects"].items():  # type: ignore[attr-defined]
-                project = Project(name=name)
-                session.add(project)
-                session.flush()
-                session.add_all(Task(project_id=project.id, title=title) for title in titles)
-            session.add(Project(name="Old experiment", status="invisible"))
+            projects = [Project(name=name) for name in spec["projects"]]  # type: ignore[attr-defined]
+            projects.append(Project(name="Old experiment", status="invisible"))
+            session.add_all(projects)
             session.flush()
-            seeded.projects[slug] = sorted(p.id for p in session.query(Project).all())
+            for project in projects[:-1]:
+                titles = spec["projects"][project.name]  # type: ignore[index]
+                session.add_all(Task(project_id=project.id, title=title) for title in titles)
+            seeded.projects[slug] = [project.id for project in projects]
             full = issue_token(session, name="ci", scopes=["projects:read", "projects:write"], user_id=users[0].id)
             read_only = issue_token(session, name="dashboard", scopes=["projects:read"])
             seeded.tokens[f"{slug}/ci"] = full.token

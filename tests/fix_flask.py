@@ -1,0 +1,55 @@
+"""Flask fixtures: the demo app on the test database, seeded once, and its clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from saas_demo.app import create_app
+from saas_demo.seed import Seeded, seed
+from sqlalchemy import Engine, create_engine
+
+from rls_tenancy import UnsafeBypass, bind_engine
+from rls_tenancy.testing import TenancyDatabase
+
+
+@pytest.fixture(scope="session")
+def seeded(db: TenancyDatabase, app_engine: Engine, bypass: UnsafeBypass) -> Seeded:
+    """The demo's two tenants (acme, globex), their users, projects and tokens."""
+    return seed(app_engine, bypass)
+
+
+@pytest.fixture(scope="session")
+def demo_app(db: TenancyDatabase, seeded: Seeded) -> Iterator[Flask]:
+    app = create_app(db.app_url, db.bypass_url, TESTING=True, SECRET_KEY="test secret")
+    yield app
+    tenancy = app.extensions["rls_tenancy"]
+    tenancy.engine.dispose()
+    if tenancy.bypass is not None:
+        tenancy.bypass.engine.dispose()
+
+
+@pytest.fixture()
+def client(demo_app: Flask) -> FlaskClient:
+    return demo_app.test_client()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def bound_engine_factory(db: TenancyDatabase) -> Iterator[list[Engine]]:
+    """Engines made by tests, disposed at the end."""
+    engines: list[Engine] = []
+    yield engines
+    for engine in engines:
+        engine.dispose()
+
+
+def new_app_engine(db: TenancyDatabase, made: list[Engine]) -> Engine:
+    engine = bind_engine(create_engine(db.app_url))
+    made.append(engine)
+    return engine
