@@ -14,17 +14,25 @@ from saas_demo.models import Plan, Project, Task
 
 PASSWORD = "correct horse battery staple"
 
+
+@dataclass(frozen=True)
+class TenantSeed:
+    name: str
+    users: dict[str, tuple[list[str], str]]  # email: (roles, language)
+    projects: dict[str, list[str]]  # name: task titles
+
+
 TENANTS = {
-    "acme": {
-        "name": "Acme Corp",
-        "users": {"alice@acme.example": (["admin", "projects:read", "projects:write"], "en")},
-        "projects": {"Website relaunch": ["Pick fonts", "Write copy"], "Billing": ["Send invoices"]},
-    },
-    "globex": {
-        "name": "Globex",
-        "users": {"hank@globex.example": (["projects:read", "projects:write"], "de")},
-        "projects": {"Secret lab": ["Order lasers"], "Payroll": ["Pay Hank"]},
-    },
+    "acme": TenantSeed(
+        name="Acme Corp",
+        users={"alice@acme.example": (["admin", "projects:read", "projects:write"], "en")},
+        projects={"Website relaunch": ["Pick fonts", "Write copy"], "Billing": ["Send invoices"]},
+    ),
+    "globex": TenantSeed(
+        name="Globex",
+        users={"hank@globex.example": (["projects:read", "projects:write"], "de")},
+        projects={"Secret lab": ["Order lasers"], "Payroll": ["Pay Hank"]},
+    ),
 }
 
 
@@ -42,7 +50,7 @@ def seed(app_engine: Engine, bypass: UnsafeBypass) -> Seeded:
     with bypass.session(reason="demo: create tenants and plans") as session:
         session.add_all([Plan(name="Free"), Plan(name="Pro")])
         for slug, spec in TENANTS.items():
-            tenant = Tenant(slug=slug, name=str(spec["name"]))
+            tenant = Tenant(slug=slug, name=spec.name)
             session.add(tenant)
             session.flush()
             seeded.tenants[slug] = tenant.id
@@ -50,18 +58,17 @@ def seed(app_engine: Engine, bypass: UnsafeBypass) -> Seeded:
         # Everything inside one tenant is made as that tenant, under RLS.
         with as_tenant(seeded.tenants[slug]), Session(app_engine) as session, session.begin():
             users = []
-            for email, (roles, language) in spec["users"].items():  # type: ignore[attr-defined]
+            for email, (roles, language) in spec.users.items():
                 user = User(email=email, roles=roles, language=language)
                 user.set_password(PASSWORD)
                 users.append(user)
             session.add_all(users)
-            projects = [Project(name=name) for name in spec["projects"]]  # type: ignore[attr-defined]
+            projects = [Project(name=name) for name in spec.projects]
             projects.append(Project(name="Old experiment", status="invisible"))
             session.add_all(projects)
             session.flush()
             for project in projects[:-1]:
-                titles = spec["projects"][project.name]  # type: ignore[index]
-                session.add_all(Task(project_id=project.id, title=title) for title in titles)
+                session.add_all(Task(project_id=project.id, title=title) for title in spec.projects[project.name])
             seeded.projects[slug] = [project.id for project in projects]
             full = issue_token(session, name="ci", scopes=["projects:read", "projects:write"], user_id=users[0].id)
             read_only = issue_token(session, name="dashboard", scopes=["projects:read"])
