@@ -1,18 +1,23 @@
-"""The seed's spelling on Flask-SQLAlchemy: ``Project.query`` and ``tenant_unconstrained_unsafe()``."""
+"""Both integration styles under load: Flask-SQLAlchemy's ``db.Model`` and the plain demo app."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Integer, String, select
+from saas_demo.seed import Seeded
+from sqlalchemy import Integer, String, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from rls_tenancy import NoTenantError, TenantBoundMixin, as_tenant, bind_engine, scope_sessions
+from rls_tenancy import NoTenantError, TenantBoundMixin, UnsafeBypass, as_tenant
+from rls_tenancy.flask import Tenancy, require_scopes
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
+from tests.fix_flask import bearer
 
 
 class Base(DeclarativeBase):
@@ -23,7 +28,7 @@ fsa = SQLAlchemy(model_class=Base)
 
 
 class Project(TenantBoundMixin, fsa.Model):  # type: ignore[name-defined,misc]
-    """The demo's projects table, mapped the Flask-SQLAlchemy way."""
+    """The demo's projects table, mapped the Flask-SQLAlchemy way: ``Project.query`` as in the seed."""
 
     __tablename__ = "projects"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -31,39 +36,81 @@ class Project(TenantBoundMixin, fsa.Model):  # type: ignore[name-defined,misc]
 
 
 @pytest.fixture(scope="module")
-def app(db_url: str) -> Iterator[Flask]:
+def app(db: TenancyDatabase) -> Iterator[Flask]:
     app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = db_url
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=db.app_url.render_as_string(hide_password=False), SECRET_KEY="test", TESTING=True
+    )
     fsa.init_app(app)
+    Tenancy(app, db=fsa)
+
+    @app.get("/projects")
+    @require_scopes("projects:read")
+    def projects() -> ResponseReturnValue:
+        return jsonify(sorted(p.id for p in Project.query.all()))
+
+    @app.get("/unconstrained")
+    @require_scopes("projects:read")
+    def unconstrained() -> ResponseReturnValue:
+        return jsonify(sorted(p.id for p in Project.query.tenant_unconstrained_unsafe().all()))
+
+    yield app
     with app.app_context():
-        bind_engine(fsa.engine)
-        scope_sessions(fsa.session)
-        yield app
         fsa.engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def db_url(db: TenancyDatabase) -> str:
-    return db.app_url.render_as_string(hide_password=False)
+def _ids(bypass: UnsafeBypass, tenant_id: int) -> set[int]:
+    """What the table really holds for a tenant, seen through the bypass."""
+    with bypass.connect(reason="test: the truth about a tenant's projects") as conn:
+        return set(conn.execute(text("SELECT id FROM projects WHERE tenant_id = :t"), {"t": tenant_id}).scalars())
 
 
-def test_model_query_is_scoped_and_the_escape_hatch_keeps_rls(app: Flask, world: World) -> None:
-    for tenant in (world.a, world.b):
-        with app.app_context(), as_tenant(tenant):
-            assert {p.name for p in Project.query.all()} == world.projects[tenant]
-            unconstrained = Project.query.tenant_unconstrained_unsafe().all()
-            assert {p.name for p in unconstrained} == world.projects[tenant]
-            assert set(fsa.session.scalars(select(Project.name))) == world.projects[tenant]
+def test_model_query_answers_for_the_requests_tenant(app: Flask, bypass: UnsafeBypass, seeded: Seeded) -> None:
+    client = app.test_client()
+    for slug in ("acme", "globex"):
+        headers = bearer(seeded.tokens[f"{slug}/ci"])
+        mine = client.get("/projects", headers=headers).json
+        assert mine is not None and set(mine) == _ids(bypass, seeded.tenants[slug])
+        # Lifting the ORM filter leaves row level security.
+        assert client.get("/unconstrained", headers=headers).json == mine
 
 
-def test_model_query_without_tenant_raises(app: Flask) -> None:
-    with app.app_context(), pytest.raises(NoTenantError):
-        Project.query.all()
+def test_model_query_outside_a_request_needs_as_tenant(app: Flask, world: World) -> None:
+    with app.app_context():
+        with pytest.raises(NoTenantError):
+            Project.query.all()
+        with as_tenant(world.a):
+            assert {p.name for p in Project.query.all()} == world.projects[world.a]
+            project = Project(name="via flask-sqlalchemy")
+            fsa.session.add(project)
+            fsa.session.commit()
+            assert project.tenant_id == world.a
+            assert fsa.session.scalars(select(Project.tenant_id).distinct()).all() == [world.a]
 
 
-def test_new_rows_take_the_request_tenant(app: Flask, world: World) -> None:
-    with app.app_context(), as_tenant(world.a):
-        project = Project(name="via flask-sqlalchemy")
-        fsa.session.add(project)
-        fsa.session.commit()
-        assert project.tenant_id == world.a
+@pytest.mark.parametrize("style", ["flask-sqlalchemy", "plain"])
+def test_concurrent_requests_for_different_tenants(
+    style: str, app: Flask, demo_app: Flask, bypass: UnsafeBypass, seeded: Seeded
+) -> None:
+    """16 threads, each with its own client, alternating tenants: every answer is the caller's own."""
+    target, path = (app, "/projects") if style == "flask-sqlalchemy" else (demo_app, "/api/projects")
+    own = {slug: _ids(bypass, seeded.tenants[slug]) for slug in ("acme", "globex")}
+    start = threading.Barrier(16)
+    failures: list[str] = []
+
+    def work(slug: str) -> None:
+        client = target.test_client()
+        start.wait()
+        for _ in range(15):
+            answer = client.get(path, headers=bearer(seeded.tokens[f"{slug}/ci"]))
+            body = answer.json
+            ids = set(body if isinstance(body, list) else [p["id"] for p in body["projects"]])  # type: ignore[index]
+            if answer.status_code != 200 or not ids or not ids <= own[slug]:
+                failures.append(f"{slug}: {answer.status_code} {ids}")
+
+    threads = [threading.Thread(target=work, args=(slug,)) for slug in ("acme", "globex") * 8]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

@@ -107,10 +107,16 @@ def test_docker_detection_asks_the_engine(
     assert "does not answer" in (server._docker_problem() or "")
 
 
-def test_docker_compose_file_runs_postgres() -> None:
+def test_docker_compose_file_runs_postgres_and_the_demo() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     postgres = compose["services"]["postgres"]
     assert postgres["image"].startswith("postgres:")
     assert postgres["environment"]["POSTGRES_PASSWORD"]
     assert any(str(port).endswith(":5432") for port in postgres["ports"])
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    demo = compose["services"]["demo"]
+    assert demo["depends_on"]["postgres"]["condition"] == "service_healthy"
+    url = demo["environment"]["DATABASE_URL"]
+    assert url.startswith("postgresql://postgres:") and "@postgres:5432/" in url
+    assert "python -m saas_demo" in demo["command"][-1]
+    assert any(str(port).endswith(":5000") for port in demo["ports"])

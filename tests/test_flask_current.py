@@ -1,0 +1,135 @@
+"""Scopes, language and the user, as the seed's slides define them (with their bugs fixed)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from saas_demo.seed import Seeded
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from rls_tenancy import as_tenant
+from rls_tenancy.flask import (
+    Tenancy,
+    get_current_language,
+    get_current_scopes,
+    get_current_user,
+    login,
+    require_scopes,
+)
+from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.tokens import issue_token
+from rls_tenancy.users import User
+from tests.fix_flask import bearer
+
+
+@pytest.fixture(scope="module")
+def app(db: TenancyDatabase, app_engine: Engine) -> Iterator[Flask]:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test", TESTING=True, RLS_TENANCY_LANGUAGES=["en", "de", "fr"], RLS_TENANCY_DEFAULT_LANGUAGE="en"
+    )
+    Tenancy(app, engine=app_engine)
+
+    @app.get("/current")
+    def current() -> ResponseReturnValue:
+        user = get_current_user()
+        return jsonify(
+            user=None if user is None else user.email,
+            scopes=sorted(get_current_scopes()),
+            language=get_current_language(),
+        )
+
+    @app.get("/admin")
+    @require_scopes("admin")
+    def admin() -> ResponseReturnValue:
+        return jsonify(ok=True)
+
+    @app.post("/test-login/<int:user_id>")
+    def test_login(user_id: int) -> ResponseReturnValue:
+        with as_tenant(tenant_of[user_id]), Session(app_engine) as session:
+            found = session.get(User, user_id)
+            assert found is not None
+            login(found)
+        return jsonify(ok=True)
+
+    tenant_of: dict[int, int] = {}
+    app.config["tenant_of"] = tenant_of
+    yield app
+
+
+@dataclass(frozen=True)
+class Person:
+    user_id: int
+    token: str  # a token of this user with scopes {"projects:read", "admin"}
+
+
+def _person(app: Flask, engine: Engine, tenant_id: int, roles: list[str], language: str | None) -> Person:
+    with as_tenant(tenant_id), Session(engine) as session, session.begin():
+        user = User(email=f"{secrets.token_hex(4)}@example.test", roles=roles, language=language)
+        session.add(user)
+        session.flush()
+        token = issue_token(session, name="test", scopes=["projects:read", "admin"], user_id=user.id)
+        app.config["tenant_of"][user.id] = tenant_id
+        return Person(user.id, token.token)
+
+
+def test_token_scopes_narrow_the_users_roles(app: Flask, app_engine: Engine, seeded: Seeded) -> None:
+    person = _person(app, app_engine, seeded.tenants["acme"], ["projects:read", "projects:write"], None)
+    assert app.test_client().get("/current", headers=bearer(person.token)).json["scopes"] == ["projects:read"]  # type: ignore[index]
+
+
+def test_a_session_user_has_all_their_roles(app: Flask, app_engine: Engine, seeded: Seeded) -> None:
+    person = _person(app, app_engine, seeded.tenants["acme"], ["admin", "projects:write"], None)
+    client = app.test_client()
+    client.post(f"/test-login/{person.user_id}")
+    assert client.get("/current").json["scopes"] == ["admin", "projects:write"]  # type: ignore[index]
+    assert client.get("/admin").status_code == 200
+
+
+def test_a_token_without_a_user_has_the_tokens_scopes(app: Flask, seeded: Seeded) -> None:
+    answer = app.test_client().get("/current", headers=bearer(seeded.tokens["acme/dashboard"]))
+    assert answer.json == {"user": None, "scopes": ["projects:read"], "language": "en"}
+
+
+def test_anonymous_requests_have_the_anonymous_scope(app: Flask) -> None:
+    assert app.test_client().get("/current").json["scopes"] == ["anonymous"]  # type: ignore[index]
+
+
+def test_require_scopes_says_401_without_credentials_and_403_without_the_scope(app: Flask, seeded: Seeded) -> None:
+    client = app.test_client()
+    anonymous = client.get("/admin")
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+    lacking = client.get("/admin", headers=bearer(seeded.tokens["acme/dashboard"]))
+    assert lacking.status_code == 403 and lacking.json["required"] == ["admin"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "en"),
+        ("de", "de"),
+        ("da, de;q=0.8, en;q=0.5", "de"),  # the seed's accept_languages[0] would say "da"
+        ("fr-CH", "fr"),  # no exact match: the primary language serves
+        ("pt-BR", "en"),
+        ("de;q=0.1, fr;q=0.9", "fr"),
+        ("%%%, ;;;", "en"),
+    ],
+)
+def test_language_is_negotiated_over_the_apps_languages(app: Flask, accept: str | None, expected: str) -> None:
+    headers = {} if accept is None else {"Accept-Language": accept}
+    assert app.test_client().get("/current", headers=headers).json["language"] == expected  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("users_language", "expected"), [("de", "de"), ("es", "fr"), (None, "fr")])
+def test_the_users_language_wins_when_the_app_speaks_it(
+    app: Flask, app_engine: Engine, seeded: Seeded, users_language: str | None, expected: str
+) -> None:
+    person = _person(app, app_engine, seeded.tenants["globex"], ["projects:read"], users_language)
+    answer = app.test_client().get("/current", headers={**bearer(person.token), "Accept-Language": "fr"})
+    assert answer.json["language"] == expected  # type: ignore[index]

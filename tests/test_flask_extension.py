@@ -1,0 +1,140 @@
+"""The Flask extension's conventions: init_app, config, several apps, teardown, resolvers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from saas_demo.seed import Seeded
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import scoped_session, sessionmaker
+
+from rls_tenancy import UsageError, as_tenant, current_tenant_id
+from rls_tenancy.flask import Resolution, Tenancy, TenancyState, get_current_language, get_current_tenant, state
+from rls_tenancy.testing import TenancyDatabase
+from tests.fix_flask import bearer
+
+
+@pytest.fixture(scope="module")
+def engine(db: TenancyDatabase) -> Iterator[Engine]:
+    made = create_engine(db.app_url)
+    yield made
+    made.dispose()
+
+
+def _app(engine: Engine, **config: object) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True, **config)
+
+    @app.get("/whoami")
+    def whoami() -> ResponseReturnValue:
+        tenant = get_current_tenant()
+        return jsonify(tenant=None if tenant is None else tenant.slug, context=current_tenant_id())
+
+    @app.get("/language")
+    def language() -> ResponseReturnValue:
+        return jsonify(language=get_current_language())
+
+    @app.get("/boom")
+    def boom() -> ResponseReturnValue:
+        raise RuntimeError("the view failed")
+
+    return app
+
+
+def test_init_app_follows_the_flask_conventions(engine: Engine) -> None:
+    app = _app(engine, RLS_TENANCY_LANGUAGES=["de", "en"], RLS_TENANCY_DEFAULT_LANGUAGE="de")
+    tenancy = Tenancy()
+    tenancy.init_app(app, engine=engine)
+    assert isinstance(app.extensions["rls_tenancy"], TenancyState)
+    assert app.config["RLS_TENANCY_LANGUAGES"] == ["de", "en"]  # setdefault keeps what the app set
+    assert app.config["RLS_TENANCY_RESOLVERS"] == ["token", "session"]  # and shows the defaults
+    assert app.config["RLS_TENANCY_SUBDOMAIN_OF"] is None
+    assert not hasattr(tenancy, "app")
+    with pytest.raises(RuntimeError, match="already registered"):
+        tenancy.init_app(app, engine=engine)
+
+
+def test_one_extension_serves_several_apps(engine: Engine) -> None:
+    tenancy = Tenancy(engine=engine)
+    german = _app(engine, RLS_TENANCY_LANGUAGES=["de"], RLS_TENANCY_DEFAULT_LANGUAGE="de")
+    french = _app(engine, RLS_TENANCY_LANGUAGES=["fr"], RLS_TENANCY_DEFAULT_LANGUAGE="fr")
+    tenancy.init_app(german)
+    tenancy.init_app(french)
+    assert german.test_client().get("/language").json == {"language": "de"}
+    assert french.test_client().get("/language").json == {"language": "fr"}
+
+
+def test_state_without_init_app_says_what_to_do() -> None:
+    with Flask(__name__).app_context(), pytest.raises(RuntimeError, match=r"forget to call Tenancy.init_app"):
+        state()
+
+
+@pytest.mark.parametrize(
+    ("options", "config", "message"),
+    [
+        ({}, {}, "needs db=... .* or engine="),
+        ({"db": object(), "engine": "x"}, {}, "not both"),
+        ({"resolvers": ["cookie"]}, {}, "unknown resolver 'cookie'"),
+        ({"resolvers": ["subdomain"]}, {}, "RLS_TENANCY_SUBDOMAIN_OF"),
+        ({}, {"RLS_TENANCY_DEFAULT_LANGUAGE": "xx"}, "must be one of RLS_TENANCY_LANGUAGES"),
+        ({"colour": "blue"}, {}, "unknown Tenancy options"),
+    ],
+)
+def test_misconfiguration_is_a_clear_error(
+    engine: Engine, options: dict[str, object], config: dict[str, object], message: str
+) -> None:
+    if "engine" not in options and "db" not in options and message != "needs db=... .* or engine=":
+        options = {**options, "engine": engine}
+    with pytest.raises(UsageError, match=message):
+        Tenancy(_app(engine, **config), **options)
+
+
+def test_flask_sqlalchemy_must_be_initialised_first(engine: Engine) -> None:
+    from flask_sqlalchemy import SQLAlchemy
+
+    with pytest.raises(RuntimeError, match=r"call db.init_app\(app\) before"):
+        Tenancy(_app(engine), db=SQLAlchemy())
+
+
+def test_a_request_never_inherits_the_callers_tenant(engine: Engine, seeded: Seeded) -> None:
+    app = _app(engine)
+    Tenancy(app, engine=engine)
+    with as_tenant(seeded.tenants["globex"]):
+        assert app.test_client().get("/whoami").json == {"tenant": None, "context": None}
+        assert current_tenant_id() == seeded.tenants["globex"]  # and gives it back afterwards
+
+
+def test_the_context_is_cleared_whatever_happened(engine: Engine, seeded: Seeded) -> None:
+    app = _app(engine, PROPAGATE_EXCEPTIONS=False)
+    Tenancy(app, engine=engine)
+    client = app.test_client()
+    acme = bearer(seeded.tokens["acme/ci"])
+    assert client.get("/whoami", headers=acme).json == {"tenant": "acme", "context": seeded.tenants["acme"]}
+    assert client.get("/boom", headers=acme).status_code == 500
+    assert client.get("/whoami", headers={"Authorization": "Bearer rlst_1_bad"}).status_code == 401
+    assert current_tenant_id() is None
+
+
+def test_custom_resolvers_plug_in_and_the_first_answer_wins(engine: Engine, seeded: Seeded) -> None:
+    def from_header(request: object) -> Resolution | None:
+        slug = getattr(request, "headers").get("X-Test-Tenant")  # noqa: B009
+        return None if slug is None else Resolution(seeded.tenants[slug], source="test-header")
+
+    app = _app(engine)
+    Tenancy(app, engine=engine, resolvers=[from_header, "token"])
+    client = app.test_client()
+    assert client.get("/whoami", headers={"X-Test-Tenant": "globex"}).json["tenant"] == "globex"  # type: ignore[index]
+    both = {"X-Test-Tenant": "globex", **bearer(seeded.tokens["acme/ci"])}
+    assert client.get("/whoami", headers=both).json["tenant"] == "globex"  # type: ignore[index]
+    assert client.get("/whoami", headers=bearer(seeded.tokens["acme/ci"])).json["tenant"] == "acme"  # type: ignore[index]
+
+
+def test_a_given_scoped_session_is_removed_after_each_request(engine: Engine, seeded: Seeded) -> None:
+    sessions = scoped_session(sessionmaker(engine))
+    app = _app(engine)
+    Tenancy(app, engine=engine, session=sessions)
+    app.test_client().get("/whoami", headers=bearer(seeded.tokens["acme/ci"]))
+    assert not sessions.registry.has()
