@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 from alembic.config import Config
-from saas_demo.models import Project, Task
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +31,7 @@ import rls_tenancy.binding as binding
 import rls_tenancy.scoping as scoping
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, bind_engine, scope_sessions
 from rls_tenancy.testing import TenancyDatabase
+from saas_demo.models import Project, Task
 
 # Every policy replaced by one that lets everything through.
 BROKEN_POLICIES = """

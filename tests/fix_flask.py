@@ -7,12 +7,12 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from saas_demo.app import create_app
-from saas_demo.seed import Seeded, seed
 from sqlalchemy import Engine, create_engine
 
 from rls_tenancy import UnsafeBypass, bind_engine
 from rls_tenancy.testing import TenancyDatabase
+from saas_demo.app import create_app
+from saas_demo.seed import Seeded, seed
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from saas_demo.models import Project
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -15,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from rls_tenancy import TenancyError, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase
+from saas_demo.models import Project
 from tests.conftest import World
 
 SETTING = text("SELECT current_setting('app.current_tenant', true)")

@@ -12,9 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from saas_demo import demo
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
+
+from saas_demo import demo
 
 ROOT = Path(__file__).parent.parent
 

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
-from saas_demo.seed import PASSWORD, Seeded
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
+from rls_tenancy import UnsafeBypass, as_tenant
+from rls_tenancy.users import User
+from saas_demo.seed import PASSWORD, Seeded
 from tests.fix_flask import bearer
+
+
+def bind_engine_for_test(client: FlaskClient) -> Engine:
+    """The demo app's own (bound) engine."""
+    app: Flask = client.application
+    engine: Engine = app.extensions["rls_tenancy"].engine
+    return engine
 
 
 def test_each_tenant_lists_only_its_own_projects(client: FlaskClient, seeded: Seeded) -> None:
@@ -137,5 +149,23 @@ def test_login_with_the_session(client: FlaskClient, seeded: Seeded) -> None:
     listed = {p["id"] for p in client.get("/api/projects").json["projects"]}  # type: ignore[index]
     assert listed and listed.isdisjoint(seeded.projects["globex"])
     client.post("/api/logout")
+    assert client.get("/api/me").json["tenant"] is None  # type: ignore[index]
+    assert client.get("/api/projects").status_code == 401
+
+
+def test_a_session_outliving_its_user_is_anonymous(client: FlaskClient, seeded: Seeded, bypass: UnsafeBypass) -> None:
+    with as_tenant(seeded.tenants["acme"]), Session(bind_engine_for_test(client)) as session, session.begin():
+        user = User(email="short-lived@acme.example", roles=["projects:read"])
+        user.set_password(PASSWORD)
+        session.add(user)
+    assert (
+        client.post(
+            "/api/login", json={"tenant": "acme", "email": "short-lived@acme.example", "password": PASSWORD}
+        ).status_code
+        == 200
+    )
+    assert client.get("/api/projects").status_code == 200
+    with bypass.connect(reason="test: delete a user behind a session's back") as conn:
+        conn.execute(text("DELETE FROM rls_tenancy.users WHERE email = 'short-lived@acme.example'"))
     assert client.get("/api/me").json["tenant"] is None  # type: ignore[index]
     assert client.get("/api/projects").status_code == 401

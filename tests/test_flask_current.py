@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from saas_demo.seed import Seeded
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -25,6 +24,7 @@ from rls_tenancy.flask import (
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.tokens import issue_token
 from rls_tenancy.users import User
+from saas_demo.seed import Seeded
 from tests.fix_flask import bearer
 
 

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from saas_demo.seed import Seeded
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from rls_tenancy import UsageError, as_tenant, current_tenant_id
 from rls_tenancy.flask import Resolution, Tenancy, TenancyState, get_current_language, get_current_tenant, state
 from rls_tenancy.testing import TenancyDatabase
+from saas_demo.seed import Seeded
 from tests.fix_flask import bearer
 
 

@@ -9,13 +9,13 @@ import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from flask_sqlalchemy import SQLAlchemy
-from saas_demo.seed import Seeded
 from sqlalchemy import Integer, String, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rls_tenancy import NoTenantError, TenantBoundMixin, UnsafeBypass, as_tenant
 from rls_tenancy.flask import Tenancy, require_scopes
 from rls_tenancy.testing import TenancyDatabase
+from saas_demo.seed import Seeded
 from tests.conftest import World
 from tests.fix_flask import bearer
 

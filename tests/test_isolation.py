@@ -12,13 +12,13 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from saas_demo.models import Base, Project, Task
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rls_tenancy import TenantMismatchError, as_tenant
 from rls_tenancy.bypass import UnsafeBypass
+from saas_demo.models import Base, Project, Task
 from tests.conftest import World
 
 PROJECTS = Base.metadata.tables["projects"]

@@ -14,7 +14,6 @@ from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from saas_demo.models import Base
 from sqlalchemy import BigInteger, Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, text
 from sqlalchemy.engine import URL
 
@@ -23,6 +22,7 @@ from rls_tenancy.alembic_ops import DisableTenantIsolationOp, EnableTenantIsolat
 from rls_tenancy.migrate import downgrade, upgrade, versions_path
 from rls_tenancy.models import TenancyBase
 from rls_tenancy.testing import tenancy_database
+from saas_demo.models import Base
 from tests.conftest import DEMO_ALEMBIC_INI
 
 ROOT = Path(__file__).parent.parent

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from saas_demo.models import Project, Task
 from sqlalchemy import Engine, delete, func, select, text, union_all, update
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
 
 from rls_tenancy import NoTenantError, Tenant, TenantMismatchError, TenantQuery, as_tenant, scope_sessions
 from rls_tenancy.bypass import UnsafeBypass
+from saas_demo.models import Project, Task
 from tests.conftest import World
 
 

@@ -161,7 +161,7 @@ def _resolvers(names: Sequence[str | Resolver], engine: Engine, config: Any) -> 
         elif name == "token":
             resolvers.append(token_resolver(engine))
         elif name == "session":
-            resolvers.append(session_resolver)
+            resolvers.append(session_resolver(engine))
         elif name == "subdomain":
             parent = config["RLS_TENANCY_SUBDOMAIN_OF"]
             if not parent:

@@ -17,9 +17,11 @@ from flask import Request, session
 from sqlalchemy import Engine, func, literal, select
 from sqlalchemy.types import Text
 
+from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.models import SLUG_PATTERN
 from rls_tenancy.tokens import MAX_TOKEN_LENGTH, authenticate_token
+from rls_tenancy.users import User
 
 #: The key under which :func:`~rls_tenancy.flask.login` keeps the user in the session.
 SESSION_KEY = "rls_tenancy"
@@ -59,15 +61,29 @@ def token_resolver(engine: Engine) -> Resolver:
     return resolve
 
 
-def session_resolver(request: Request) -> Resolution | None:
-    """A user logged in with :func:`~rls_tenancy.flask.login` (the signed session cookie)."""
-    stored: Any = session.get(SESSION_KEY)
-    if not isinstance(stored, dict):
-        return None
-    tenant_id, user_id = stored.get("tenant_id"), stored.get("user_id")
-    if not (isinstance(tenant_id, int) and _is_id(tenant_id) and isinstance(user_id, int) and _is_id(user_id)):
-        return None
-    return Resolution(tenant_id, user_id, None, source="session")
+def session_resolver(engine: Engine) -> Resolver:
+    """A user logged in with :func:`~rls_tenancy.flask.login` (the signed session cookie).
+
+    The user must still exist: a cookie outliving its user (or tenant) makes
+    the request anonymous, and is forgotten.
+    """
+
+    def resolve(request: Request) -> Resolution | None:
+        stored: Any = session.get(SESSION_KEY)
+        if not isinstance(stored, dict):
+            return None
+        tenant_id, user_id = stored.get("tenant_id"), stored.get("user_id")
+        if not (isinstance(tenant_id, int) and _is_id(tenant_id) and isinstance(user_id, int) and _is_id(user_id)):
+            session.pop(SESSION_KEY, None)
+            return None
+        with as_tenant(tenant_id), engine.connect() as connection:
+            exists = connection.scalar(select(User.id).where(User.id == user_id))
+        if exists is None:
+            session.pop(SESSION_KEY, None)
+            return None
+        return Resolution(tenant_id, user_id, None, source="session")
+
+    return resolve
 
 
 def subdomain_resolver(engine: Engine, parent_domain: str) -> Resolver:

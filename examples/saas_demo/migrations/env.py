@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from alembic import context
-from saas_demo.models import Base
 from sqlalchemy import Connection, create_engine, pool
 
 import rls_tenancy.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation
 from rls_tenancy.alembic_branch import app_branch
 from rls_tenancy.urls import database_url
+from saas_demo.models import Base
 
 config = context.config
 
