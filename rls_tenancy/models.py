@@ -19,6 +19,17 @@ from rls_tenancy.errors import UsageError
 SLUG_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store ``text``: valid UTF-8 (no lone surrogates), no NUL."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class TenancyBase(DeclarativeBase):
     """Declarative base of the library's tables; not for ``create_all``."""
 
@@ -46,8 +57,8 @@ class Tenant(TenancyBase):
 
     @validates("name")
     def _check_name(self, _key: str, name: str) -> str:
-        if not isinstance(name, str) or not 1 <= len(name) <= 200:
-            raise UsageError("tenant name must be a string of 1 to 200 characters")
+        if not isinstance(name, str) or not 1 <= len(name) <= 200 or not storable(name):
+            raise UsageError("tenant name must be text of 1 to 200 characters")
         return name
 
     def __repr__(self) -> str:

@@ -22,6 +22,7 @@ from sqlalchemy.types import Text
 
 from rls_tenancy.context import require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
+from rls_tenancy.models import storable
 from rls_tenancy.users import check_scopes
 
 _TOKEN = re.compile(r"rlst_([1-9][0-9]{0,18})_([A-Za-z0-9_-]{43})\Z")
@@ -64,8 +65,8 @@ def issue_token(
 ) -> IssuedToken:
     """Issue a token for the tenant in context, optionally for one of its users."""
     tenant_id = require_tenant_id()
-    if not isinstance(name, str) or not 1 <= len(name) <= 100:
-        raise UsageError("a token needs a name of 1 to 100 characters")
+    if not isinstance(name, str) or not 1 <= len(name) <= 100 or not storable(name):
+        raise UsageError("a token needs a name: text of 1 to 100 characters")
     if expires_at is not None and expires_at.tzinfo is None:
         raise UsageError("expires_at must be timezone-aware")
     token = "rlst_" + str(tenant_id) + "_" + secrets.token_urlsafe(32)

@@ -13,7 +13,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from rls_tenancy.errors import UsageError
 from rls_tenancy.mixin import TenantBoundMixin
-from rls_tenancy.models import TenancyBase
+from rls_tenancy.models import TenancyBase, storable
 
 #: A role or scope name; the same rule as ``rls_tenancy.valid_scopes()``.
 SCOPE_PATTERN = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
@@ -49,7 +49,8 @@ class User(TenantBoundMixin, TenancyBase):
 
     @validates("email")
     def _check_email(self, _key: str, email: str) -> str:
-        if not isinstance(email, str) or not 3 <= len(email) <= 254 or not EMAIL_PATTERN.match(email):
+        valid = isinstance(email, str) and 3 <= len(email) <= 254 and EMAIL_PATTERN.match(email)
+        if not valid or not storable(email):
             raise UsageError(f"{email!r} is not an email address")
         return email
 

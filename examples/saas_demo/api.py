@@ -19,6 +19,7 @@ from rls_tenancy.flask import (
     require_scopes,
     state,
 )
+from rls_tenancy.models import storable
 from saas_demo.models import STATUSES, Plan, Project
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -36,8 +37,8 @@ def _body() -> dict[str, Any]:
 
 
 def _name(value: object) -> str:
-    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 100:
-        abort(400, "name must be a string of 1 to 100 characters")
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 100 or not storable(value):
+        abort(400, "name must be text of 1 to 100 characters")
     return value.strip()
 
 
