@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	PYTHONPATH=examples $(BIN)/python -m saas_demo.demo
+	PYTHONPATH=examples $(BIN)/python -m saas_demo
 
 # The suite, then the sabotage runs: with one layer broken on purpose, every
 # test that guards that layer must fail (they run as strict xfails).

@@ -70,8 +70,8 @@ class User(TenantBoundMixin, TenancyBase):
 
     def check_password(self, password: str) -> bool:
         """Whether ``password`` matches; always False for users without one."""
-        if self.password_hash is None:
-            check_password_hash(_DUMMY_HASH, password)
+        if self.password_hash is None or not isinstance(password, str) or not storable(password):
+            check_password_of_nobody(password)
             return False
         return check_password_hash(self.password_hash, password)
 
@@ -79,6 +79,6 @@ class User(TenantBoundMixin, TenancyBase):
         return f"<User {self.email!r} tenant={self.tenant_id}>"
 
 
-def check_password_of_nobody(password: str) -> None:
+def check_password_of_nobody(password: object) -> None:
     """Spend the time a password check takes, for logins naming no user."""
-    check_password_hash(_DUMMY_HASH, password)
+    check_password_hash(_DUMMY_HASH, password if isinstance(password, str) and storable(password) else "unusable")

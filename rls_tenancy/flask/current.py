@@ -21,7 +21,7 @@ from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
 from rls_tenancy.flask.extension import state
 from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution
-from rls_tenancy.models import SLUG_PATTERN, Tenant
+from rls_tenancy.models import SLUG_PATTERN, Tenant, storable
 from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -141,10 +141,17 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
     For login forms. Takes as long when the tenant or user does not exist, so
     the answer time does not reveal which of the three was wrong.
     """
-    if not (isinstance(tenant_slug, str) and SLUG_PATTERN.match(tenant_slug)) or not (
-        isinstance(email, str) and len(email) <= 254 and EMAIL_PATTERN.match(email)
+    if not (
+        isinstance(tenant_slug, str)
+        and SLUG_PATTERN.match(tenant_slug)
+        and isinstance(email, str)
+        and len(email) <= 254
+        and EMAIL_PATTERN.match(email)
+        and storable(email)
+        and isinstance(password, str)
+        and storable(password)
     ):
-        check_password_of_nobody(str(password))
+        check_password_of_nobody(password)
         return None
     # A Session of its own, so the request's Session and its transaction are left alone.
     with Session(state().engine) as sessions:

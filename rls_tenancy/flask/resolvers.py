@@ -91,10 +91,17 @@ def subdomain_resolver(engine: Engine, parent_domain: str) -> Resolver:
     suffix = "." + parent_domain.lower().strip(".")
 
     def resolve(request: Request) -> Resolution | None:
-        host = request.host
-        if len(host) > _MAX_HOST or not host.isascii() or not host.isprintable():
+        # The raw header: werkzeug's request.host turns a malformed one into "".
+        raw = request.headers.get("Host", "")
+        if len(raw) > _MAX_HOST + 6 or not raw.isascii() or not raw.isprintable():
             raise InvalidRequestError("the Host header is malformed")
-        name = host.rsplit(":", 1)[0].lower() if not host.endswith("]") else host.lower()
+        if raw.startswith("["):  # an IPv6 literal is nobody's subdomain
+            return None
+        name, colon, port = raw.partition(":")
+        if colon and not (port.isdigit() and len(port) <= 5):
+            raise InvalidRequestError("the Host header has a malformed port")
+        name = name.lower()
+        name = name[:-1] if name.endswith(".") else name  # the fully qualified form
         if not name.endswith(suffix):
             return None
         slug = name[: -len(suffix)]
