@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
-from rls_tenancy import UnsafeBypass, bind_engine
+from rls_tenancy import UnsafeBypass
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.app import create_app
 from saas_demo.seed import Seeded, seed
@@ -38,18 +38,3 @@ def client(demo_app: Flask) -> FlaskClient:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture(scope="session")
-def bound_engine_factory(db: TenancyDatabase) -> Iterator[list[Engine]]:
-    """Engines made by tests, disposed at the end."""
-    engines: list[Engine] = []
-    yield engines
-    for engine in engines:
-        engine.dispose()
-
-
-def new_app_engine(db: TenancyDatabase, made: list[Engine]) -> Engine:
-    engine = bind_engine(create_engine(db.app_url))
-    made.append(engine)
-    return engine

@@ -14,7 +14,7 @@ from saas_demo.seed import PASSWORD, Seeded
 from tests.fix_flask import bearer
 
 
-def bind_engine_for_test(client: FlaskClient) -> Engine:
+def app_engine_of(client: FlaskClient) -> Engine:
     """The demo app's own (bound) engine."""
     app: Flask = client.application
     engine: Engine = app.extensions["rls_tenancy"].engine
@@ -154,7 +154,7 @@ def test_login_with_the_session(client: FlaskClient, seeded: Seeded) -> None:
 
 
 def test_a_session_outliving_its_user_is_anonymous(client: FlaskClient, seeded: Seeded, bypass: UnsafeBypass) -> None:
-    with as_tenant(seeded.tenants["acme"]), Session(bind_engine_for_test(client)) as session, session.begin():
+    with as_tenant(seeded.tenants["acme"]), Session(app_engine_of(client)) as session, session.begin():
         user = User(email="short-lived@acme.example", roles=["projects:read"])
         user.set_password(PASSWORD)
         session.add(user)
