@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, Text, func
+from sqlalchemy import BigInteger, ColumnElement, DateTime, Identity, Text, func, literal
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column, validates
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -77,6 +77,16 @@ class User(TenantBoundMixin, TenancyBase):
 
     def __repr__(self) -> str:
         return f"<User {self.email!r} tenant={self.tenant_id}>"
+
+
+def email_matches(email: str) -> ColumnElement[bool]:
+    """``lower(users.email) = lower(:email)``, both lowered by PostgreSQL.
+
+    The same function the unique index uses, so whatever it calls the same
+    address is the same address here too (Python's ``str.lower`` and the
+    database's differ beyond ASCII under some collations).
+    """
+    return func.lower(User.email) == func.lower(literal(email, Text))
 
 
 def check_password_of_nobody(password: object) -> None:

@@ -23,7 +23,7 @@ from rls_tenancy.errors import TenancyError
 from rls_tenancy.flask.extension import state
 from rls_tenancy.models import Tenant
 from rls_tenancy.tokens import issue_token, revoke_token
-from rls_tenancy.users import User
+from rls_tenancy.users import User, email_matches
 
 
 @click.group("tenancy")
@@ -119,7 +119,7 @@ def issue(slug: str, name: str, scopes: tuple[str, ...], email: str | None, expi
         with as_tenant(_tenant_id(slug)), Session(state().engine) as session, session.begin():
             user_id = None
             if email is not None:
-                user = session.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
+                user = session.scalars(select(User).where(email_matches(email))).first()
                 if user is None:
                     raise click.ClickException(f"{slug} has no user {email!r}")
                 user_id = user.id

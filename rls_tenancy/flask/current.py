@@ -1,4 +1,4 @@
-"""The request's tenant, user, scopes and language, looked up once and cached in ``g``.
+"""The request's tenant, user, scopes and language, looked up once per request and cached.
 
 Each is the seed's lazy accessor: computed on first use in a request, cached
 for the rest of it. Outside a request they raise ``RuntimeError`` (Flask's
@@ -12,35 +12,32 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import g, request, session
+from flask import request, session
 from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
+from werkzeug.datastructures import LanguageAccept
 
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
-from rls_tenancy.flask.extension import state
+from rls_tenancy.flask.extension import request_state, state
 from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution
 from rls_tenancy.models import SLUG_PATTERN, Tenant, storable
-from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody
+from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_MISSING = object()
 ANONYMOUS = frozenset({"anonymous"})
 
 
 def _resolution() -> Resolution | None:
-    found: Resolution | None = g.get("_rls_tenancy_resolution")
-    return found
+    return request_state().resolution
 
 
 def _cached(name: str, compute: Callable[[], Any]) -> Any:
-    key = "_rls_tenancy_" + name
-    value = g.get(key, _MISSING)
-    if value is _MISSING:
-        value = compute()
-        setattr(g, key, value)
-    return value
+    cache = request_state().cache
+    if name not in cache:
+        cache[name] = compute()
+    return cache[name]
 
 
 def get_current_tenant() -> Tenant | None:
@@ -95,8 +92,7 @@ def get_current_language() -> str:
         user = get_current_user()
         if user is not None and user.language in tenancy.languages:
             return user.language
-        matched = request.accept_languages.best_match(tenancy.languages)
-        return matched or tenancy.default_language
+        return negotiate_language(request.accept_languages, tenancy.languages) or tenancy.default_language
 
     language: str = _cached("language", compute)
     return language
@@ -113,7 +109,9 @@ def require_scopes(*needed: str) -> Callable[[_F], _F]:
     def decorate(view: _F) -> _F:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if _resolution() is None:
+            resolution = _resolution()
+            # A tenant known from the host alone is still an anonymous request.
+            if resolution is None or (resolution.user_id is None and resolution.token_scopes is None):
                 raise AuthenticationError("missing", "this needs credentials: a bearer token or a login")
             missing = wanted - get_current_scopes()
             if missing:
@@ -123,6 +121,32 @@ def require_scopes(*needed: str) -> Callable[[_F], _F]:
         return cast(_F, guarded)
 
     return decorate
+
+
+def negotiate_language(accepted: LanguageAccept, offered: list[str]) -> str | None:
+    """The best of ``offered`` for ``Accept-Language``, like RFC 4647 lookup.
+
+    Preferences are taken in the client's order of quality; each one matches
+    an offered tag exactly (case aside) or by its primary language, so
+    ``de-DE, en;q=0.5`` gets ``de`` when the app offers ``de`` and ``en``
+    (Werkzeug's ``best_match`` alone would say ``en``: it only falls back to
+    primary languages when nothing matches exactly).
+    """
+    exact = {tag.lower(): tag for tag in offered}
+    by_primary: dict[str, str] = {}
+    for tag in offered:
+        by_primary.setdefault(tag.lower().split("-")[0], tag)
+    for wanted, quality in accepted:
+        if quality <= 0:
+            continue
+        wanted = wanted.lower()
+        if wanted == "*":
+            return offered[0] if offered else None
+        primary = wanted.split("-")[0]
+        found = exact.get(wanted) or exact.get(primary) or by_primary.get(primary)
+        if found is not None:
+            return found
+    return None
 
 
 def login(user: User) -> None:
@@ -138,8 +162,10 @@ def logout() -> None:
 def authenticate_user(tenant_slug: str, email: str, password: str) -> User | None:
     """The user of tenant ``tenant_slug`` with this email and password, or None.
 
-    For login forms. Takes as long when the tenant or user does not exist, so
-    the answer time does not reveal which of the three was wrong.
+    For login forms. It does the same password-hashing work when the tenant
+    or the user does not exist, so the answer time says little about which of
+    the three was wrong. The user comes back detached from any Session, its
+    columns loaded (``login(user)`` needs no more); load relationships anew.
     """
     if not (
         isinstance(tenant_slug, str)
@@ -161,7 +187,7 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
             check_password_of_nobody(password)
             return None
         with as_tenant(tenant_id):
-            user = sessions.scalars(select(User).where(func.lower(User.email) == email.lower())).first()
+            user = sessions.scalars(select(User).where(email_matches(email))).first()
             if user is None:
                 check_password_of_nobody(password)
                 return None

@@ -16,18 +16,21 @@ carries it. The user, the scopes and the language are looked up on first use.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+import functools
+from collections.abc import Callable, Sequence
+from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, request
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from rls_tenancy.binding import bind_engine
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import enter_request_tenant, leave_request_tenant
-from rls_tenancy.errors import UsageError
+from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.flask.errors import register_error_handlers
 from rls_tenancy.flask.resolvers import (
     Resolution,
@@ -55,17 +58,44 @@ class TenancyState:
     languages: list[str]
     default_language: str
     bypass: UnsafeBypass | None = None
-    _remove_session: bool = field(default=False, repr=False)
+    #: The subdomain resolver, when configured: it names the tenant the host
+    #: belongs to, which credentials must then agree with.
+    host_resolver: Resolver | None = None
 
     def session(self) -> Session:
-        """The app's ORM session for this request (the scoped one, or a new one)."""
+        """The app's ORM session for this request (the scoped one, or one made for it)."""
         if isinstance(self.sessions, scoped_session):
             scoped: Session = self.sessions()
             return scoped
-        made: Session | None = g.get("_rls_tenancy_session")
-        if made is None:
-            made = g._rls_tenancy_session = self.sessions()
-        return made
+        current = request_state()
+        if current.session is None:
+            current.session = self.sessions()
+        return current.session
+
+
+@dataclass
+class RequestState:
+    """What one request knows about itself; kept in the WSGI environ, never in ``g``.
+
+    ``g`` belongs to the app context, which an app may keep pushed across
+    requests; the environ belongs to exactly one request.
+    """
+
+    resolution: Resolution | None = None
+    context: Token[int | None] | None = None
+    session: Session | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+_REQUEST_KEY = "rls_tenancy.request"
+
+
+def request_state() -> RequestState:
+    """This request's :class:`RequestState` (an empty one before resolution ran)."""
+    found = request.environ.get(_REQUEST_KEY)
+    if not isinstance(found, RequestState):
+        found = request.environ[_REQUEST_KEY] = RequestState()
+    return found
 
 
 class Tenancy:
@@ -98,6 +128,8 @@ class Tenancy:
         config.setdefault("RLS_TENANCY_DEFAULT_LANGUAGE", "en")
         config.setdefault("RLS_TENANCY_BYPASS_DATABASE_URL", None)
 
+        if options.get("resolvers") is not None:
+            config["RLS_TENANCY_RESOLVERS"] = list(options["resolvers"])  # so app.config shows what is used
         engine, sessions = _engine_and_sessions(app, options)
         bind_engine(engine)
         scope_sessions(sessions)
@@ -107,16 +139,21 @@ class Tenancy:
         languages = list(config["RLS_TENANCY_LANGUAGES"])
         if config["RLS_TENANCY_DEFAULT_LANGUAGE"] not in languages:
             raise UsageError("RLS_TENANCY_DEFAULT_LANGUAGE must be one of RLS_TENANCY_LANGUAGES")
+        resolvers, host_resolver = _resolvers(config["RLS_TENANCY_RESOLVERS"], engine, config)
         app.extensions[EXTENSION_KEY] = TenancyState(
             engine=engine,
             sessions=sessions,
-            resolvers=_resolvers(options.get("resolvers", config["RLS_TENANCY_RESOLVERS"]), engine, config),
+            resolvers=resolvers,
             languages=languages,
             default_language=config["RLS_TENANCY_DEFAULT_LANGUAGE"],
             bypass=None if bypass_engine is None else UnsafeBypass(bypass_engine),
-            _remove_session=isinstance(sessions, scoped_session) and "db" not in options,
+            host_resolver=host_resolver,
         )
-        app.before_request(_begin_request)
+        # Each request runs in a contextvars context of its own (WSGI middleware,
+        # Flask's documented way): whatever a request leaves in context, even
+        # when a teardown function fails, dies with it.
+        app.wsgi_app = _own_context(app.wsgi_app)  # type: ignore[method-assign,assignment]
+        app.before_request_funcs.setdefault(None, []).insert(0, _begin_request)
         app.teardown_request(_end_request)
         register_error_handlers(app)
         from rls_tenancy.flask.cli import tenancy_commands
@@ -144,7 +181,9 @@ def _engine_and_sessions(app: Flask, options: dict[str, Any]) -> tuple[Engine, S
             raise RuntimeError("call db.init_app(app) before tenancy.init_app(app)")
         with app.app_context():
             for engine in db.engines.values():
-                bind_engine(engine)
+                # Other binds (a SQLite cache, say) hold no tenant tables.
+                if engine is db.engine or engine.dialect.name == "postgresql":
+                    bind_engine(engine)
             return db.engine, db.session
     engine = options.get("engine")
     if engine is None:
@@ -153,8 +192,9 @@ def _engine_and_sessions(app: Flask, options: dict[str, Any]) -> tuple[Engine, S
     return engine, sessions
 
 
-def _resolvers(names: Sequence[str | Resolver], engine: Engine, config: Any) -> list[Resolver]:
+def _resolvers(names: Sequence[str | Resolver], engine: Engine, config: Any) -> tuple[list[Resolver], Resolver | None]:
     resolvers: list[Resolver] = []
+    host_resolver: Resolver | None = None
     for name in names:
         if callable(name):
             resolvers.append(name)
@@ -166,29 +206,51 @@ def _resolvers(names: Sequence[str | Resolver], engine: Engine, config: Any) -> 
             parent = config["RLS_TENANCY_SUBDOMAIN_OF"]
             if not parent:
                 raise UsageError("the subdomain resolver needs RLS_TENANCY_SUBDOMAIN_OF, e.g. 'example.com'")
-            resolvers.append(subdomain_resolver(engine, parent))
+            host_resolver = subdomain_resolver(engine, parent)
         else:
             raise UsageError(f"unknown resolver {name!r}: use 'token', 'session', 'subdomain' or a callable")
-    return resolvers
+    return resolvers, host_resolver
+
+
+def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    @functools.wraps(wsgi_app)
+    def run(environ: Any, start_response: Any) -> Any:
+        return contextvars.copy_context().run(wsgi_app, environ, start_response)
+
+    return run
 
 
 def _begin_request() -> None:
+    current = request_state()
+    # No tenant until one is found, whatever surrounded this request.
+    current.context = enter_request_tenant(None)
+    tenancy = state()
     resolution: Resolution | None = None
-    for resolve in state().resolvers:
+    for resolve in tenancy.resolvers:
         resolution = resolve(request)
         if resolution is not None:
             break
-    g._rls_tenancy_resolution = resolution
-    g._rls_tenancy_context = enter_request_tenant(None if resolution is None else resolution.tenant_id)
+    if tenancy.host_resolver is not None:
+        host = tenancy.host_resolver(request)
+        if host is not None and resolution is not None and host.tenant_id != resolution.tenant_id:
+            raise AuthenticationError("wrong_tenant", "these credentials belong to another tenant than this host")
+        resolution = resolution or host
+    current.resolution = resolution
+    if resolution is not None:
+        leave_request_tenant(current.context)
+        current.context = enter_request_tenant(resolution.tenant_id)
 
 
 def _end_request(_error: BaseException | None) -> None:
-    token = g.pop("_rls_tenancy_context", None)
-    if token is not None:
-        leave_request_tenant(token)
-    made: Session | None = g.pop("_rls_tenancy_session", None)
-    if made is not None:
-        made.close()
+    current = request_state()
+    if current.context is not None:
+        leave_request_tenant(current.context)
+        current.context = None
+    if current.session is not None:
+        current.session.close()
+        current.session = None
     tenancy = current_app.extensions.get(EXTENSION_KEY)
-    if tenancy is not None and tenancy._remove_session and isinstance(tenancy.sessions, scoped_session):
+    if tenancy is not None and isinstance(tenancy.sessions, scoped_session):
+        # Also Flask-SQLAlchemy's db.session: an app context kept pushed
+        # across requests must not carry one request's Session into the next.
         tenancy.sessions.remove()
