@@ -169,3 +169,14 @@ def test_a_session_outliving_its_user_is_anonymous(client: FlaskClient, seeded: 
         conn.execute(text("DELETE FROM rls_tenancy.users WHERE email = 'short-lived@acme.example'"))
     assert client.get("/api/me").json["tenant"] is None  # type: ignore[index]
     assert client.get("/api/projects").status_code == 401
+
+
+def test_emails_beyond_ascii_log_in_as_stored(client: FlaskClient, seeded: Seeded) -> None:
+    """PostgreSQL, not Python, lowers the address, as the unique index does."""
+    with as_tenant(seeded.tenants["acme"]), Session(app_engine_of(client)) as session, session.begin():
+        user = User(email="JÖRG@acme.example", roles=["projects:read"])
+        user.set_password(PASSWORD)
+        session.add(user)
+    answer = client.post("/api/login", json={"tenant": "acme", "email": "JÖRG@acme.example", "password": PASSWORD})
+    assert answer.status_code == 200
+    assert client.get("/api/me").json["user"]["email"] == "JÖRG@acme.example"  # type: ignore[index]

@@ -116,6 +116,10 @@ def test_require_scopes_says_401_without_credentials_and_403_without_the_scope(a
         ("de", "de"),
         ("da, de;q=0.8, en;q=0.5", "de"),  # the seed's accept_languages[0] would say "da"
         ("fr-CH", "fr"),  # no exact match: the primary language serves
+        ("de-DE, en;q=0.5", "de"),  # the preferred language by its primary tag, before a lesser exact match
+        ("de-de,en-us;q=0.7,en;q=0.3", "de"),
+        ("*", "en"),
+        ("de;q=0, fr;q=0.1", "fr"),
         ("pt-BR", "en"),
         ("de;q=0.1, fr;q=0.9", "fr"),
         ("%%%, ;;;", "en"),

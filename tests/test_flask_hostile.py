@@ -356,3 +356,14 @@ def test_no_json_body_or_path_causes_a_500(
         path, method=method, headers=bearer(sandbox.token), content_type="application/json", **sent
     )
     assert answer.status_code < 500, (answer.status_code, answer.json)
+
+
+def test_credentials_must_belong_to_the_hosts_tenant(subdomain_app: Flask, seeded: Seeded) -> None:
+    client = subdomain_app.test_client()
+    acme = bearer(seeded.tokens["acme/ci"])
+    own = client.get("/api/projects", headers={**acme, "Host": "acme.example.test"})
+    assert own.status_code == 200
+    elsewhere = client.get("/api/projects", headers={**acme, "Host": "globex.example.test"})
+    assert_invalid_token(elsewhere, "these credentials belong to another tenant than this host")
+    anonymous = client.get("/api/projects", headers={"Host": "globex.example.test"})
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == CHALLENGE

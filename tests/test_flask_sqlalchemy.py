@@ -39,7 +39,10 @@ class Project(TenantBoundMixin, fsa.Model):  # type: ignore[name-defined,misc]
 def app(db: TenancyDatabase) -> Iterator[Flask]:
     app = Flask(__name__)
     app.config.update(
-        SQLALCHEMY_DATABASE_URI=db.app_url.render_as_string(hide_password=False), SECRET_KEY="test", TESTING=True
+        SQLALCHEMY_DATABASE_URI=db.app_url.render_as_string(hide_password=False),
+        SQLALCHEMY_BINDS={"cache": "sqlite://"},  # a bind without tenant tables is left alone
+        SECRET_KEY="test",
+        TESTING=True,
     )
     fsa.init_app(app)
     Tenancy(app, db=fsa)
@@ -56,7 +59,8 @@ def app(db: TenancyDatabase) -> Iterator[Flask]:
 
     yield app
     with app.app_context():
-        fsa.engine.dispose()
+        for engine in fsa.engines.values():
+            engine.dispose()
 
 
 def _ids(bypass: UnsafeBypass, tenant_id: int) -> set[int]:

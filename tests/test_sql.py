@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from rls_tenancy import InsecureRoleError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy._resources import install_scripts, sql_script
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.tokens import issue_token, parse_token, revoke_token
 from tests.conftest import World
 
 
@@ -339,3 +340,40 @@ def test_bound_engine_checks_the_login_role_not_only_the_current_one(db: Tenancy
     """A superuser login that starts as the app role can always RESET ROLE."""
     disguised = db.superuser_url.update_query_dict({"options": f"-c role={db.roles.app}"})
     _refused(disguised, r"is or can become \S+ \(superuser\)")
+
+
+TOKEN_WRITES = {
+    "read-hash": "SELECT token_hash FROM rls_tenancy.api_tokens",
+    "hash-in-where": "SELECT id FROM rls_tenancy.api_tokens WHERE token_hash IS NOT NULL",
+    "whole-row": "SELECT t FROM rls_tenancy.api_tokens t",
+    "insert": "INSERT INTO rls_tenancy.api_tokens (name, token_hash) VALUES ('x', '\\x00')",
+    "update": "UPDATE rls_tenancy.api_tokens SET revoked_at = NULL",
+    "delete": "DELETE FROM rls_tenancy.api_tokens",
+}
+
+
+@pytest.mark.parametrize("action", sorted(TOKEN_WRITES))
+def test_app_role_reads_no_token_hash_and_writes_tokens_only_through_functions(
+    app_engine: Engine, world: World, action: str
+) -> None:
+    with as_tenant(world.a), app_engine.connect() as conn, pytest.raises(ProgrammingError) as caught:
+        conn.exec_driver_sql(TOKEN_WRITES[action])
+    assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege)
+
+
+def test_token_functions_stay_inside_the_bound_tenant(app_engine: Engine, world: World) -> None:
+    with as_tenant(world.b), app_engine.begin() as conn:
+        foreign = issue_token(conn, name="b's", scopes=[])
+    with as_tenant(world.a), app_engine.begin() as conn:
+        assert revoke_token(conn, foreign.id) is False  # another tenant's token: not there
+        tenant_b, digest = parse_token(foreign.token)
+        checked = conn.execute(
+            text("SELECT status FROM rls_tenancy.authenticate_token(:t, :h)"), {"t": tenant_b, "h": digest}
+        ).scalar()
+        assert checked == "ok"
+        # ... and the check handed the caller's tenant back.
+        assert conn.execute(text("SELECT current_setting('app.current_tenant')")).scalar() == str(world.a)
+    with app_engine.begin() as conn, pytest.raises(DBAPIError, match="needs a tenant bound"):
+        conn.execute(text("SELECT rls_tenancy.issue_token('x', '\\x00'::bytea, '{}')"))
+    with as_tenant(world.b), app_engine.begin() as conn:
+        assert revoke_token(conn, foreign.id) is True
