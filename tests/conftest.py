@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from alembic.config import Config
+from psycopg import sql
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +46,12 @@ CREATE POLICY tenant_self ON rls_tenancy.tenants FOR SELECT USING (true);
 
 
 pytest_plugins = ["tests.fix_flask"]
+
+
+def ddl(template: str, *names: str) -> str:
+    """DDL naming roles or databases: ``{}`` in ``template`` become quoted identifiers."""
+    return sql.SQL(template).format(*(sql.Identifier(name) for name in names)).as_string(None)
+
 
 BREAKS = {"policy": "security", "binding": "binding", "orm": "orm"}
 

@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from rls_tenancy import RoleNames
 from rls_tenancy._resources import install_scripts, sql_script
 from rls_tenancy.migrate import upgrade
+from rls_tenancy.testing import empty_database
+from tests.conftest import ddl
 
 # A function an unprivileged user plants in public, shadowing pg_catalog.format
 # for (text, text) calls: it makes its owner a superuser when a superuser calls it.
@@ -30,28 +32,25 @@ END $$
 @pytest.fixture()
 def fresh(rls_postgres_url: URL) -> Iterator[tuple[Engine, URL]]:
     """An empty database and a superuser engine on it; roles made here are dropped after."""
-    name = f"rls_inst_{secrets.token_hex(4)}"
     admin = create_engine(rls_postgres_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         before = set(conn.execute(text("SELECT rolname FROM pg_roles")).scalars())
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = rls_postgres_url.set(database=name)
-    engine = create_engine(url)
-    yield engine, url
-    engine.dispose()
+    with empty_database(rls_postgres_url, prefix="rls_inst") as url:
+        engine = create_engine(url)
+        yield engine, url
+        engine.dispose()
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
         for role in set(conn.execute(text("SELECT rolname FROM pg_roles")).scalars()) - before:
-            conn.exec_driver_sql(f'DROP ROLE "{role}"')
+            conn.exec_driver_sql(ddl("DROP ROLE {}", role))
     admin.dispose()
 
 
 def _plant_trap(engine: Engine) -> str:
     mallory = f"mallory_{secrets.token_hex(3)}"
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {mallory} LOGIN")
-        conn.exec_driver_sql(f"GRANT CREATE ON SCHEMA public TO {mallory}")
-        conn.exec_driver_sql(f"SET LOCAL ROLE {mallory}")
+        conn.exec_driver_sql(ddl("CREATE ROLE {} LOGIN", mallory))
+        conn.exec_driver_sql(ddl("GRANT CREATE ON SCHEMA public TO {}", mallory))
+        conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", mallory))
         conn.exec_driver_sql(TRAP.replace("{mallory}", mallory), execution_options={"no_parameters": True})
     return mallory
 
@@ -100,7 +99,7 @@ def test_existing_roles_are_refused_not_altered(
     roles = _roles(secrets.token_hex(3))
     existing = getattr(roles, purpose)
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {existing} {attributes}")
+        conn.exec_driver_sql(ddl("CREATE ROLE {} " + attributes, existing))  # attributes: keywords of this test
         before = conn.execute(
             text("SELECT row(r.*)::text FROM pg_roles r WHERE rolname = :r"), {"r": existing}
         ).scalar()
@@ -115,7 +114,7 @@ def test_existing_roles_fit_for_purpose_are_used(fresh: tuple[Engine, URL]) -> N
     engine, url = fresh
     roles = _roles(secrets.token_hex(3))
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {roles.app} LOGIN PASSWORD 'kept'")
+        conn.exec_driver_sql(ddl("CREATE ROLE {} LOGIN PASSWORD 'kept'", roles.app))
     upgrade(url, roles=roles)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT role_name FROM rls_tenancy.roles WHERE purpose = 'app'")).scalar() == roles.app

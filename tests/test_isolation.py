@@ -183,11 +183,11 @@ def test_scoped_session_refuses_foreign_tenant_before_flush(
 def test_inserts_without_tenant_are_refused(app_engine: Engine, world: World) -> None:
     for statement in (
         "INSERT INTO projects (name) VALUES ('orphan')",
-        f"INSERT INTO projects (tenant_id, name) VALUES ({world.a}, 'x')",
+        "INSERT INTO projects (tenant_id, name) VALUES (:t, 'x')",
     ):
         with app_engine.connect() as conn:
             with pytest.raises(DBAPIError) as caught:
-                conn.execute(text(statement))
+                conn.execute(text(statement), {"t": world.a})
             assert _is_rls_violation(caught.value)
 
 

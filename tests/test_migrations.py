@@ -21,7 +21,7 @@ from rls_tenancy import RoleNames
 from rls_tenancy.alembic_ops import DisableTenantIsolationOp, EnableTenantIsolationOp, ShareTableOp, UnshareTableOp
 from rls_tenancy.migrate import downgrade, upgrade, versions_path
 from rls_tenancy.models import TenancyBase
-from rls_tenancy.testing import tenancy_database
+from rls_tenancy.testing import empty_database, tenancy_database
 from saas_demo.models import Base
 from tests.conftest import DEMO_ALEMBIC_INI
 
@@ -29,16 +29,10 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture()
-def empty_db(rls_postgres_url: URL, superuser_engine: Engine) -> Iterator[URL]:
+def empty_db(rls_postgres_url: URL) -> Iterator[URL]:
     """A database with nothing installed, dropped afterwards."""
-    name = f"rls_mig_{os.getpid()}_{id(object())}"
-    admin = create_engine(rls_postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield rls_postgres_url.set(database=name)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.dispose()
+    with empty_database(rls_postgres_url, prefix="rls_mig") as url:
+        yield url
 
 
 def _facts(url: URL) -> dict[str, object]:

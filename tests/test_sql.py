@@ -15,7 +15,7 @@ from rls_tenancy import InsecureRoleError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy._resources import install_scripts, sql_script
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.tokens import issue_token, parse_token, revoke_token
-from tests.conftest import World
+from tests.conftest import World, ddl
 
 
 def _scalar(conn: Connection, query: str, **params: object) -> object:
@@ -198,7 +198,7 @@ def test_install_refuses_other_role_names_on_an_installed_database(scratch: Conn
 
 
 def test_install_refuses_an_app_role_that_can_become_the_bypass_role(scratch: Connection, db: TenancyDatabase) -> None:
-    scratch.exec_driver_sql(f'GRANT "{db.roles.bypass}" TO "{db.roles.app}"')
+    scratch.exec_driver_sql(ddl("GRANT {} TO {}", db.roles.bypass, db.roles.app))
     _set_role_names(scratch, db)
     with pytest.raises(DBAPIError, match="could escape row level security"):
         scratch.exec_driver_sql(sql_script("001_roles.sql"), execution_options={"no_parameters": True})
@@ -251,7 +251,7 @@ def test_bound_engine_refuses_roles_that_escape_rls(db: TenancyDatabase, who: st
 def test_bound_engine_refuses_a_member_of_the_table_owner(superuser_engine: Engine, db: TenancyDatabase) -> None:
     member = f"{db.roles.owner}_member"
     with superuser_engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE ROLE "{member}" LOGIN PASSWORD \'pw\' IN ROLE "{db.roles.owner}"')
+        conn.exec_driver_sql(ddl("CREATE ROLE {} LOGIN PASSWORD 'pw' IN ROLE {}", member, db.roles.owner))
     engine = bind_engine(create_engine(db.app_url.set(username=member, password="pw")))
     try:
         with pytest.raises(InsecureRoleError, match=r"owner of\) public\.projects"), engine.connect():
@@ -259,7 +259,7 @@ def test_bound_engine_refuses_a_member_of_the_table_owner(superuser_engine: Engi
     finally:
         engine.dispose()
         with superuser_engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP ROLE "{member}"')
+            conn.exec_driver_sql(ddl("DROP ROLE {}", member))
 
 
 def test_shared_tables_are_readable_by_all_and_writable_by_none(
@@ -302,8 +302,8 @@ def extra_role(superuser_engine: Engine, db: TenancyDatabase) -> Iterator[str]:
     name = f"{db.roles.app}_x"
     yield name
     with superuser_engine.begin() as conn:
-        conn.exec_driver_sql(f'DROP OWNED BY "{name}"')
-        conn.exec_driver_sql(f'DROP ROLE "{name}"')
+        conn.exec_driver_sql(ddl("DROP OWNED BY {}", name))
+        conn.exec_driver_sql(ddl("DROP ROLE {}", name))
 
 
 def _refused(url: URL, match: str) -> None:
@@ -319,20 +319,20 @@ def _refused(url: URL, match: str) -> None:
     ("grant", "match"),
     [
         (
-            "GRANT TRUNCATE ON projects TO {role}",
+            "GRANT TRUNCATE ON projects TO {}",
             r"TRUNCATE on public\.projects \(TRUNCATE ignores row level security\)",
         ),
-        ("GRANT REFERENCES ON tasks TO {role}", r"REFERENCES on public\.tasks"),
-        ("GRANT TRIGGER ON projects TO {role}", r"TRIGGER on public\.projects"),
-        ("ALTER ROLE {role} CREATEROLE", r"CREATEROLE"),
+        ("GRANT REFERENCES ON tasks TO {}", r"REFERENCES on public\.tasks"),
+        ("GRANT TRIGGER ON projects TO {}", r"TRIGGER on public\.projects"),
+        ("ALTER ROLE {} CREATEROLE", r"CREATEROLE"),
     ],
 )
 def test_bound_engine_refuses_privileges_that_get_around_rls(
     superuser_engine: Engine, db: TenancyDatabase, extra_role: str, grant: str, match: str
 ) -> None:
     with superuser_engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE \"{extra_role}\" LOGIN PASSWORD 'pw'")
-        conn.exec_driver_sql(grant.format(role=f'"{extra_role}"'))
+        conn.exec_driver_sql(ddl("CREATE ROLE {} LOGIN PASSWORD 'pw'", extra_role))
+        conn.exec_driver_sql(ddl(grant, extra_role))
     _refused(db.app_url.set(username=extra_role, password="pw"), match)
 
 

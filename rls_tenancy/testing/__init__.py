@@ -19,7 +19,7 @@ Fixtures (registered automatically when ``rls-tenancy[testing]`` is installed):
 
 from __future__ import annotations
 
-from rls_tenancy.testing.database import TenancyDatabase, tenancy_database
+from rls_tenancy.testing.database import TenancyDatabase, empty_database, tenancy_database
 from rls_tenancy.testing.server import ENV_URL, NoPostgresError, postgres_server
 
-__all__ = ["ENV_URL", "NoPostgresError", "TenancyDatabase", "postgres_server", "tenancy_database"]
+__all__ = ["ENV_URL", "NoPostgresError", "TenancyDatabase", "empty_database", "postgres_server", "tenancy_database"]

@@ -32,6 +32,18 @@ def _connect(url: URL) -> psycopg.Connection[tuple[object, ...]]:
 
 
 @contextmanager
+def empty_database(server_url: URL, *, prefix: str = "rls_empty") -> Iterator[URL]:
+    """A new, empty database on ``server_url`` (its URL), dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with _connect(server_url) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield server_url.set(database=name)
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
 def tenancy_database(
     server_url: URL, *, roles: RoleNames | None = None, alembic_config: Config | None = None
 ) -> Iterator[TenancyDatabase]:
@@ -47,25 +59,24 @@ def tenancy_database(
     """
     suffix = secrets.token_hex(4)
     roles = roles or RoleNames(owner=f"rls_owner_{suffix}", app=f"rls_app_{suffix}", bypass=f"rls_admin_{suffix}")
-    name = f"rls_test_{suffix}"
     passwords = {roles.app: secrets.token_urlsafe(18), roles.bypass: secrets.token_urlsafe(18)}
     with _connect(server_url) as admin:
         existing = {row[0] for row in admin.execute("SELECT rolname FROM pg_catalog.pg_roles")}
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         created = [role for role in (roles.owner, roles.app, roles.bypass) if role not in existing]
         try:
-            database_url = server_url.set(database=name)
-            upgrade(database_url, roles=roles, config=alembic_config)
-            for role, password in passwords.items():
-                admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-            yield TenancyDatabase(
-                name=name,
-                roles=roles,
-                superuser_url=database_url,
-                app_url=database_url.set(username=roles.app, password=passwords[roles.app]),
-                bypass_url=database_url.set(username=roles.bypass, password=passwords[roles.bypass]),
-            )
+            with empty_database(server_url, prefix="rls_test") as database_url:
+                upgrade(database_url, roles=roles, config=alembic_config)
+                for role, password in passwords.items():
+                    admin.execute(
+                        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+                    )
+                yield TenancyDatabase(
+                    name=str(database_url.database),
+                    roles=roles,
+                    superuser_url=database_url,
+                    app_url=database_url.set(username=roles.app, password=passwords[roles.app]),
+                    bypass_url=database_url.set(username=roles.bypass, password=passwords[roles.bypass]),
+                )
         finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             for role in created:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
