@@ -18,7 +18,8 @@ sabotage proves nothing and fails the run.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,15 @@ CREATE POLICY tenant_self ON rls_tenancy.tenants FOR SELECT USING (true);
 
 
 pytest_plugins = ["tests.fix_flask"]
+
+
+def run_in_threads(work: Callable[..., object], arguments: Iterable[tuple[object, ...]]) -> None:
+    """Run ``work(*args)`` for each tuple in a thread of its own, all at once; wait for all."""
+    threads = [threading.Thread(target=work, args=args) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def ddl(template: str, *names: str) -> str:

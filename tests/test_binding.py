@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from rls_tenancy import TenancyError, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project
-from tests.conftest import World
+from tests.conftest import World, run_in_threads
 
 SETTING = text("SELECT current_setting('app.current_tenant', true)")
 PID = text("SELECT pg_backend_pid()")
@@ -151,11 +151,7 @@ def test_threads_each_see_their_own_tenant(app_engine: Engine, world: World) -> 
                 if seen != world.projects[tenant]:
                     failures.append(f"tenant {tenant} saw {seen}")
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in (world.a, world.b) * 3]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(work, ((t,) for t in (world.a, world.b) * 3))
     assert failures == []
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from rls_tenancy import NoTenantError, UsageError, as_tenant, current_tenant_id, require_tenant_id
+from tests.conftest import run_in_threads
 
 
 @dataclass
@@ -59,11 +60,7 @@ def test_threads_start_without_a_tenant_and_keep_their_own() -> None:
             seen[name] = current_tenant_id()
 
     with as_tenant(99):
-        threads = [threading.Thread(target=work, args=(n, t)) for n, t in (("x", 1), ("y", 2))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_in_threads(work, (("x", 1), ("y", 2)))
         assert current_tenant_id() == 99
     assert seen == {"x-start": None, "y-start": None, "x": 1, "y": 2}
 
@@ -112,9 +109,5 @@ def test_one_decorated_function_in_many_threads() -> None:
 
     barrier = threading.Barrier(4)
     results: list[int | None] = []
-    threads = [threading.Thread(target=lambda: results.append(job(barrier))) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(lambda: results.append(job(barrier)), [()] * 4)
     assert results == [3, 3, 3, 3]

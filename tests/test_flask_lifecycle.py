@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +13,7 @@ from rls_tenancy import current_tenant_id
 from rls_tenancy.flask import Tenancy, get_current_scopes, get_current_tenant
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.seed import Seeded
+from tests.conftest import run_in_threads
 from tests.fix_flask import bearer
 
 
@@ -109,9 +109,5 @@ def test_one_thread_serving_tenants_in_turn(engine: Engine, seeded: Seeded) -> N
             if anonymous != {"tenant": None, "scopes": ["anonymous"]}:
                 failures.append(f"after {slug}: {anonymous}")
 
-    threads = [threading.Thread(target=work, args=(slug,)) for slug in ("acme", "globex") * 4]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(work, ((slug,) for slug in ("acme", "globex") * 4))
     assert failures == []

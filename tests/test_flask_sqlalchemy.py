@@ -16,7 +16,7 @@ from rls_tenancy import NoTenantError, TenantBoundMixin, UnsafeBypass, as_tenant
 from rls_tenancy.flask import Tenancy, require_scopes
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.seed import Seeded
-from tests.conftest import World
+from tests.conftest import World, run_in_threads
 from tests.fix_flask import bearer
 
 
@@ -112,9 +112,5 @@ def test_concurrent_requests_for_different_tenants(
             if answer.status_code != 200 or not ids or not ids <= own[slug]:
                 failures.append(f"{slug}: {answer.status_code} {ids}")
 
-    threads = [threading.Thread(target=work, args=(slug,)) for slug in ("acme", "globex") * 8]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(work, ((slug,) for slug in ("acme", "globex") * 8))
     assert failures == []
