@@ -1,12 +1,15 @@
 """Per-transaction binding: the database sees the tenant in context.
 
 Before the first statement of every transaction on a bound engine, the tenant
-in context is set with ``set_config('app.current_tenant', $1, true)``:
+in context is set with ``set_config('app.current_tenant', $1, true)``, and
+the user in context beside it as ``app.current_user`` (what the audit log
+attributes events to). Both are
 transaction-local (it ends with the transaction, so a pooled connection never
 carries it into the next checkout, and PgBouncer transaction pooling stays
 safe) and a bound parameter (the id never appears in query text that
 ``pg_stat_activity`` shows to other sessions). No tenant binds the empty
-string, which the policies read as "no rows".
+string, which the policies read as "no rows". A user changed mid-transaction
+(the tenant staying the same) is bound again before the next statement.
 
 The binding costs one round trip per transaction (psycopg sends ``BEGIN`` as
 a round trip of its own, then this). It is done in ``before_cursor_execute``
@@ -30,7 +33,7 @@ from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy._role_checks import verify_app_role
-from rls_tenancy.context import current_tenant_id
+from rls_tenancy.context import current_tenant_id, current_user_id
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
 
 if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
@@ -38,8 +41,13 @@ if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
 
 #: The setting the policies read, through ``rls_tenancy.current_tenant_id()``.
 SETTING = "app.current_tenant"
+#: The setting the audit log reads, through ``rls_tenancy.current_user_id()``.
+USER_SETTING = "app.current_user"
 
-_BIND = "SELECT pg_catalog.set_config('app.current_tenant', %s, true)"
+_BIND = (
+    "SELECT pg_catalog.set_config('app.current_tenant', %s, true), pg_catalog.set_config('app.current_user', %s, true)"
+)
+_REBIND_USER = "SELECT pg_catalog.set_config('app.current_user', %s, true)"
 _BOUND = "rls_tenancy.bound_tenant"
 _PENDING = object()  # a transaction has begun; no statement has run yet
 _UNBOUND = object()  # no transaction seen beginning
@@ -72,6 +80,11 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
     return engine
 
 
+def is_bound(engine: Engine) -> bool:
+    """Whether :func:`bind_engine` was applied to ``engine``."""
+    return event.contains(engine, "before_cursor_execute", _bind_or_check)
+
+
 def _mark_pending(conn: Connection, *_: object) -> None:
     conn.info[_BOUND] = _PENDING
 
@@ -93,39 +106,42 @@ def _bind_or_check(
     _executemany: bool,
 ) -> None:
     bound = conn.info.get(_BOUND, _UNBOUND)
-    current = current_tenant_id()
+    current = current_tenant_id(), current_user_id()
     if bound is _PENDING:
-        _bind(conn, current)
+        _bind(conn, _BIND, current)
         conn.info[_BOUND] = current
-    elif bound is _UNBOUND or bound != current:
+    elif not isinstance(bound, tuple) or bound[0] != current[0]:
         raise TenantChangedError(
             f"this transaction is bound to tenant {_describe(bound)} but the tenant "
             f"in context is now {_describe(current)}; commit or roll back before "
             "switching tenants, or use a separate Session"
         )
+    elif bound[1] != current[1]:
+        _bind(conn, _REBIND_USER, current[1:])
+        conn.info[_BOUND] = current
 
 
-def _bind(conn: Connection, tenant_id: int | None) -> None:
+def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None:
     raw = conn.connection.dbapi_connection
     assert raw is not None
     if getattr(raw, "autocommit", False):  # psycopg, and SQLAlchemy's asyncio adaptor of it
-        if tenant_id is not None:
+        if any(value is not None for value in ids):
             raise TenancyError(
                 "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
                 "use a transactional isolation level on bound engines"
             )
         return
-    value = "" if tenant_id is None else str(tenant_id)
+    values = tuple("" if value is None else str(value) for value in ids)
     cursor = raw.cursor()
     try:
-        cursor.execute(_BIND, (value,))
+        cursor.execute(statement, values)
     except psycopg.Error as error:
-        raise _as_sqlalchemy_error(conn, error, value) from error
+        raise _as_sqlalchemy_error(conn, error, statement, values) from error
     finally:
         cursor.close()
 
 
-def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, value: str) -> DBAPIError:
+def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, statement: str, values: tuple[str, ...]) -> DBAPIError:
     """The error SQLAlchemy would raise, with a dead connection invalidated.
 
     SQLAlchemy 2.0 runs ``before_cursor_execute`` outside its own error
@@ -136,13 +152,13 @@ def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, value: str) -> 
     if disconnect:
         conn.invalidate(error)
     wrapped = DBAPIError.instance(
-        _BIND, (value,), error, psycopg.Error, connection_invalidated=disconnect, dialect=conn.dialect
+        statement, values, error, psycopg.Error, connection_invalidated=disconnect, dialect=conn.dialect
     )
     assert isinstance(wrapped, DBAPIError)  # always, for a driver error
     return wrapped
 
 
-def _describe(tenant_id: object) -> str:
-    if tenant_id is _UNBOUND:
+def _describe(bound: object) -> str:
+    if not isinstance(bound, tuple):
         return "(unknown: this transaction was not seen beginning; was the engine bound mid-transaction?)"
-    return "(none)" if tenant_id is None else str(tenant_id)
+    return "(none)" if bound[0] is None else str(bound[0])

@@ -54,10 +54,10 @@ def install(*scripts: str) -> None:
             execute_script(sql_script(name))
 
 
-def uninstall() -> None:
-    """Remove the library schema; refuses while tables are still isolated."""
+def uninstall(script: str = UNINSTALL_SCRIPT) -> None:
+    """Run a downgrade script; the default removes the library schema (refusing while tables are isolated)."""
     with _catalog_search_path():
-        execute_script(sql_script(UNINSTALL_SCRIPT))
+        execute_script(sql_script(script))
 
 
 @contextmanager

@@ -1,0 +1,203 @@
+"""Checking the audit log's hash chains, anchoring their heads outside the database, purging.
+
+Each tenant's events form a chain (events without a tenant form one more);
+``sql/009_audit.sql`` defines the encoding, which :func:`event_hash`
+recomputes here so that a verifier need not trust the database's own
+functions. Anchoring: export :func:`chain_heads` regularly to storage the
+database cannot write (:func:`dump_anchors`), and check them later with
+:func:`check_anchors`; a chain rewritten after an anchor was taken no longer
+contains the anchored hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, Interval, func, literal, select
+
+from rls_tenancy.audit import AuditEvent
+from rls_tenancy.errors import UsageError
+
+ENCODING_VERSION = b"rls_tenancy.audit.v1"
+ANCHORS_FORMAT = "rls_tenancy.audit-anchors.v1"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """One chain's verification: ``problem`` is None when every link holds."""
+
+    tenant_id: int | None
+    events: int
+    event_id: int | None = None
+    seq: int | None = None
+    problem: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The last sealed event of a chain: what an anchor records."""
+
+    tenant_id: int | None
+    seq: int
+    hash: bytes | None
+    last_id: int | None
+
+
+def verify_chains(connection: Connection) -> list[ChainStatus]:
+    """Every chain, checked in the database (needs the bypass role or the owner)."""
+    rows = connection.execute(
+        select(
+            func.rls_tenancy.verify_audit_chains().table_valued(
+                "tenant_id", "events", "event_id", "chain_seq", "problem"
+            )
+        )
+    )
+    return [ChainStatus(row.tenant_id, int(row.events), row.event_id, row.chain_seq, row.problem) for row in rows]
+
+
+def verify_chain(connection: Connection, tenant_id: int | None) -> ChainStatus | None:
+    """The first broken link of one chain, or None when it is intact.
+
+    The application role may check only the tenant bound to its transaction.
+    """
+    found = connection.execute(
+        select(
+            func.rls_tenancy.verify_audit_chain(literal(tenant_id, BigInteger)).table_valued(
+                "event_id", "chain_seq", "problem"
+            )
+        )
+    ).first()
+    if found is None:
+        return None
+    return ChainStatus(tenant_id, 0, found.event_id, found.chain_seq, found.problem)
+
+
+def chain_heads(connection: Connection) -> list[ChainHead]:
+    """The head of every chain (bypass role or owner)."""
+    rows = connection.execute(
+        select(
+            func.rls_tenancy.audit_chain_heads().table_valued(
+                "tenant_id", "seq", "hash", "last_id", "anchor_seq", "anchor_hash"
+            )
+        )
+    )
+    return [ChainHead(row.tenant_id, int(row.seq), row.hash, row.last_id) for row in rows]
+
+
+def dump_anchors(heads: Sequence[ChainHead]) -> str:
+    """The heads as a JSON document, to keep where the database cannot reach."""
+    return json.dumps(
+        {
+            "format": ANCHORS_FORMAT,
+            "taken_at": datetime.now(UTC).isoformat(),
+            "heads": [
+                {"tenant_id": h.tenant_id, "seq": h.seq, "hash": None if h.hash is None else h.hash.hex()}
+                for h in heads
+            ],
+        },
+        indent=2,
+    )
+
+
+def load_anchors(text: str) -> list[ChainHead]:
+    """Parse :func:`dump_anchors`' output; :class:`UsageError` when it is not that."""
+    try:
+        document = json.loads(text)
+        if not isinstance(document, dict) or document.get("format") != ANCHORS_FORMAT:
+            raise ValueError(f"not an {ANCHORS_FORMAT} document")
+        return [
+            ChainHead(
+                tenant_id=None if item["tenant_id"] is None else int(item["tenant_id"]),
+                seq=int(item["seq"]),
+                hash=None if item["hash"] is None else bytes.fromhex(item["hash"]),
+                last_id=None,
+            )
+            for item in document["heads"]
+        ]
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"cannot read the anchors: {error}") from None
+
+
+def check_anchors(connection: Connection, anchors: Iterable[ChainHead]) -> list[str]:
+    """What no longer matches: each anchored event must still have the anchored hash."""
+    problems = []
+    for anchor in anchors:
+        if anchor.seq == 0:
+            continue  # an empty chain anchors nothing
+        found = connection.execute(
+            select(func.rls_tenancy.audit_hash_at(literal(anchor.tenant_id, BigInteger), literal(anchor.seq, BigInteger)))
+        ).scalar()
+        if found != anchor.hash:
+            what = "no event" if found is None else "a different hash"
+            problems.append(
+                f"chain of {_chain_name(anchor.tenant_id)}: event {anchor.seq} was anchored, the database has {what}"
+            )
+    return problems
+
+
+def purge(connection: Connection, older_than: timedelta) -> int:
+    """Remove events older than ``older_than`` (at least a day); returns how many.
+
+    Each chain cut is recorded as an ``audit.purged`` event, and verification
+    starts from the cut.
+    """
+    if older_than < timedelta(days=1):
+        raise UsageError("the audit retention is at least one day")
+    removed: int = connection.execute(
+        select(func.rls_tenancy.purge_audit_log(literal(older_than, Interval)))
+    ).scalar_one()
+    return removed
+
+
+def event_hash(event: AuditEvent | Any, prev_hash: bytes | None = None) -> bytes:
+    """The event's hash, recomputed outside the database (encoding v1, see sql/009_audit.sql).
+
+    ``event`` needs the columns of ``rls_tenancy.audit_log``; ``data`` must
+    be its jsonb text form (``data::text``) as a string, since only
+    PostgreSQL defines that form. ``prev_hash`` defaults to the event's own.
+    """
+    micros = (event.created_at - _EPOCH) // timedelta(microseconds=1)
+    fields: list[bytes | None] = [
+        *(None if value is None else str(value).encode() for value in (event.id, event.tenant_id, event.seq)),
+        None if event.user_id is None else str(event.user_id).encode(),
+        event.db_role.encode(),
+        event.action.encode(),
+        None if event.message is None else event.message.encode(),
+        None if event.ip is None else str(event.ip).split("/")[0].encode(),
+        None if event.request_id is None else event.request_id.encode(),
+        str(event.data).encode(),
+        str(micros).encode(),
+        event.prev_hash if prev_hash is None else prev_hash,
+    ]
+    encoded = ENCODING_VERSION + b"".join(
+        b"\xff\xff\xff\xff" if value is None else len(value).to_bytes(4, "big") + value for value in fields
+    )
+    return hashlib.sha256(encoded).digest()
+
+
+def _chain_name(tenant_id: int | None) -> str:
+    return "events without a tenant" if tenant_id is None else f"tenant {tenant_id}"
+
+
+__all__ = [
+    "ChainHead",
+    "ChainStatus",
+    "check_anchors",
+    "chain_heads",
+    "dump_anchors",
+    "event_hash",
+    "load_anchors",
+    "purge",
+    "verify_chain",
+    "verify_chains",
+]

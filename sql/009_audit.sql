@@ -1,0 +1,469 @@
+-- rls_tenancy: the security audit log.
+--
+-- Append-only and tamper-evident:
+--   * Events are written only through rls_tenancy.log_event(), a SECURITY
+--     DEFINER function. It takes the tenant and the user from the settings
+--     bound to the transaction (app.current_tenant, app.current_user), the
+--     time from the server clock and the writing role from session_user; the
+--     caller supplies only what happened.
+--   * The application role may SELECT its own tenant's events (row level
+--     security) and nothing else: no INSERT, UPDATE, DELETE or TRUNCATE.
+--   * A trigger refuses UPDATE, DELETE and TRUNCATE even for the owner. Old
+--     events leave only through rls_tenancy.purge_audit_log(retention),
+--     which records what it removed as an event of its own.
+--   * Each tenant's events form a hash chain (events without a tenant form
+--     one more chain). An event is sealed when its transaction commits, by a
+--     deferred trigger that takes the chain's head row lock: writers of one
+--     tenant serialize only while committing, writers of different tenants
+--     never wait for each other, and an event rolled back leaves no gap.
+--     rls_tenancy.verify_audit_chain(tenant) finds the first broken link.
+--
+-- The hash of an event is SHA-256 over the UTF-8 bytes of
+--     'rls_tenancy.audit.v1'
+-- followed by twelve fields, each as a 4-byte big-endian length and its
+-- bytes, or the length -1 (ff ff ff ff) and no bytes for NULL:
+--     id, tenant_id, seq, user_id (decimal text), db_role, action, message,
+--     ip (host address text, no mask), request_id, data (jsonb text form),
+--     created_at (microseconds since 1970-01-01 UTC, decimal text),
+--     prev_hash (the 32 raw bytes of the previous event's hash).
+-- Nothing in it depends on the session's time zone or settings, so a
+-- verifier outside the database can recompute it.
+--
+-- What it does not protect against: a superuser (or the owner role) can
+-- disable the triggers and rewrite a whole chain consistently. Anchor chain
+-- heads outside the database (rls_tenancy.audit_chain_heads(), exported
+-- regularly to write-once storage) to detect that.
+
+DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+
+CREATE TABLE IF NOT EXISTS rls_tenancy.audit_log (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id  bigint,
+    user_id    bigint,
+    db_role    text NOT NULL,
+    action     text NOT NULL,
+    message    text,
+    ip         inet,
+    request_id text,
+    data       jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL,
+    -- Filled when the event's transaction commits.
+    seq        bigint,
+    prev_hash  bytea,
+    hash       bytea,
+    CONSTRAINT audit_log_action_format CHECK (action ~ '^[a-z][a-z0-9_.:-]{0,63}$'),
+    CONSTRAINT audit_log_message_length CHECK (pg_catalog.length(message) <= 4000),
+    CONSTRAINT audit_log_data_object CHECK (pg_catalog.jsonb_typeof(data) = 'object'),
+    CONSTRAINT audit_log_request_id_format CHECK (request_id ~ '^[!-~]{1,128}$'),
+    CONSTRAINT audit_log_user_needs_tenant CHECK (user_id IS NULL OR tenant_id IS NOT NULL),
+    CONSTRAINT audit_log_sealed CHECK ((seq IS NULL) = (hash IS NULL))
+) WITH (fillfactor = 90);  -- room for the seal to be a HOT update
+CREATE INDEX IF NOT EXISTS audit_log_tenant_id_id_idx ON rls_tenancy.audit_log (tenant_id, id);
+COMMENT ON TABLE rls_tenancy.audit_log IS
+    'Security audit events, append-only, one hash chain per tenant; written only through log_event().';
+
+-- One row per chain: the last sealed event, and where purging cut the chain.
+CREATE TABLE IF NOT EXISTS rls_tenancy.audit_chain_heads (
+    chain       bigint PRIMARY KEY,          -- the tenant id; 0 for events without a tenant
+    seq         bigint NOT NULL DEFAULT 0,   -- seq of the last sealed event
+    hash        bytea,                       -- its hash
+    last_id     bigint,                      -- its id
+    anchor_seq  bigint NOT NULL DEFAULT 0,   -- events up to this seq were purged
+    anchor_hash bytea                        -- hash of the last purged event
+);
+COMMENT ON TABLE rls_tenancy.audit_chain_heads IS
+    'Head of each audit hash chain; the row lock serializes sealing within one chain.';
+REVOKE ALL ON rls_tenancy.audit_chain_heads FROM PUBLIC;
+
+ALTER TABLE rls_tenancy.audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE rls_tenancy.audit_log FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS audit_tenant_read ON rls_tenancy.audit_log;
+CREATE POLICY audit_tenant_read ON rls_tenancy.audit_log
+    FOR SELECT
+    USING (tenant_id = rls_tenancy.current_tenant_id());
+-- The owner never logs in; this is for the functions below, which run as it.
+DO $policy$
+BEGIN
+    EXECUTE 'DROP POLICY IF EXISTS audit_owner ON rls_tenancy.audit_log';
+    EXECUTE pg_catalog.format('CREATE POLICY audit_owner ON rls_tenancy.audit_log TO %I USING (true) WITH CHECK (true)',
+                              rls_tenancy.role_name('owner'));
+END
+$policy$;
+
+-- The hash of one event; see the encoding above.
+CREATE OR REPLACE FUNCTION rls_tenancy.audit_event_hash(
+    id bigint, tenant_id bigint, seq bigint, user_id bigint, db_role text, action text, message text,
+    ip inet, request_id text, data jsonb, created_at timestamptz, prev_hash bytea
+)
+RETURNS bytea
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN pg_catalog.sha256(
+    pg_catalog.convert_to('rls_tenancy.audit.v1', 'UTF8') ||
+    (SELECT pg_catalog.string_agg(
+                CASE WHEN field.value IS NULL THEN pg_catalog.int4send(-1)
+                     ELSE pg_catalog.int4send(pg_catalog.octet_length(field.value)) || field.value END,
+                ''::bytea ORDER BY field.position)
+       FROM pg_catalog.unnest(ARRAY[
+                pg_catalog.convert_to(id::text, 'UTF8'),
+                pg_catalog.convert_to(tenant_id::text, 'UTF8'),
+                pg_catalog.convert_to(seq::text, 'UTF8'),
+                pg_catalog.convert_to(user_id::text, 'UTF8'),
+                pg_catalog.convert_to(db_role, 'UTF8'),
+                pg_catalog.convert_to(action, 'UTF8'),
+                pg_catalog.convert_to(message, 'UTF8'),
+                pg_catalog.convert_to(pg_catalog.host(ip), 'UTF8'),
+                pg_catalog.convert_to(request_id, 'UTF8'),
+                pg_catalog.convert_to(data::text, 'UTF8'),
+                pg_catalog.convert_to((EXTRACT(epoch FROM created_at) * 1000000)::bigint::text, 'UTF8'),
+                prev_hash
+            ]) WITH ORDINALITY AS field(value, position)));
+COMMENT ON FUNCTION rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea) IS
+    'SHA-256 of an audit event''s canonical encoding (rls_tenancy.audit.v1), chained through prev_hash.';
+
+-- Whatever an INSERT says, the server decides the time and leaves the event unsealed.
+CREATE OR REPLACE FUNCTION rls_tenancy.audit_log_stamp()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    NEW.created_at := pg_catalog.clock_timestamp();
+    NEW.seq := NULL;
+    NEW.prev_hash := NULL;
+    NEW.hash := NULL;
+    RETURN NEW;
+END
+$fn$;
+
+-- Append-only. The one UPDATE let through is the seal: an unsealed event (one
+-- not yet committed, so visible only to its own transaction) gets its chain
+-- fields, and nothing else changes.
+CREATE OR REPLACE FUNCTION rls_tenancy.audit_log_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.hash IS NULL AND NEW.hash IS NOT NULL
+       AND (NEW.id, NEW.tenant_id, NEW.user_id, NEW.db_role, NEW.action, NEW.message,
+            NEW.ip, NEW.request_id, NEW.data, NEW.created_at)
+           IS NOT DISTINCT FROM
+           (OLD.id, OLD.tenant_id, OLD.user_id, OLD.db_role, OLD.action, OLD.message,
+            OLD.ip, OLD.request_id, OLD.data, OLD.created_at) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'rls_tenancy: the audit log is append-only; % refused', TG_OP
+        USING ERRCODE = '42501',
+              HINT = 'Old events are removed only by rls_tenancy.purge_audit_log(retention).';
+END
+$fn$;
+
+-- Seal one event at commit: next seq of its chain, link to the chain's head.
+CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    chain_key bigint := coalesce(NEW.tenant_id, 0);
+    head_seq  bigint;
+    head_hash bytea;
+    sealed    bytea;
+BEGIN
+    SELECT h.seq, h.hash INTO head_seq, head_hash
+      FROM rls_tenancy.audit_chain_heads h WHERE h.chain = chain_key FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO rls_tenancy.audit_chain_heads (chain) VALUES (chain_key) ON CONFLICT DO NOTHING;
+        SELECT h.seq, h.hash INTO head_seq, head_hash
+          FROM rls_tenancy.audit_chain_heads h WHERE h.chain = chain_key FOR UPDATE;
+        IF NOT FOUND THEN  -- created by a concurrent transaction this snapshot cannot see
+            RAISE EXCEPTION 'rls_tenancy: audit chain % was started concurrently; retry the transaction', chain_key
+                USING ERRCODE = '40001';
+        END IF;
+    END IF;
+    sealed := rls_tenancy.audit_event_hash(
+        NEW.id, NEW.tenant_id, head_seq + 1, NEW.user_id, NEW.db_role, NEW.action, NEW.message,
+        NEW.ip, NEW.request_id, NEW.data, NEW.created_at, head_hash);
+    UPDATE rls_tenancy.audit_log l SET seq = head_seq + 1, prev_hash = head_hash, hash = sealed WHERE l.id = NEW.id;
+    UPDATE rls_tenancy.audit_chain_heads h SET seq = head_seq + 1, hash = sealed, last_id = NEW.id
+     WHERE h.chain = chain_key;
+    RETURN NULL;
+END
+$fn$;
+
+DROP TRIGGER IF EXISTS audit_log_stamp ON rls_tenancy.audit_log;
+CREATE TRIGGER audit_log_stamp BEFORE INSERT ON rls_tenancy.audit_log
+    FOR EACH ROW EXECUTE FUNCTION rls_tenancy.audit_log_stamp();
+DROP TRIGGER IF EXISTS audit_log_append_only ON rls_tenancy.audit_log;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON rls_tenancy.audit_log
+    FOR EACH ROW EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
+DROP TRIGGER IF EXISTS audit_log_no_truncate ON rls_tenancy.audit_log;
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON rls_tenancy.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
+DROP TRIGGER IF EXISTS audit_log_seal ON rls_tenancy.audit_log;
+CREATE CONSTRAINT TRIGGER audit_log_seal AFTER INSERT ON rls_tenancy.audit_log
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION rls_tenancy.seal_audit_event();
+
+-- The only way in. Returns the new event's id.
+CREATE OR REPLACE FUNCTION rls_tenancy.log_event(
+    action text, message text DEFAULT NULL, data jsonb DEFAULT NULL, ip inet DEFAULT NULL, request_id text DEFAULT NULL
+)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    tenant bigint := rls_tenancy.current_tenant_id();
+    actor  bigint := rls_tenancy.current_user_id();
+    logged bigint;
+BEGIN
+    IF action IS NULL OR action !~ '^[a-z][a-z0-9_.:-]{0,63}$' THEN
+        RAISE EXCEPTION 'rls_tenancy: invalid audit action %', pg_catalog.quote_nullable(pg_catalog.left(action, 80))
+            USING ERRCODE = '22023',
+                  HINT = 'An action is 1 to 64 characters: lower-case letters, digits, "_", ".", ":" or "-", starting with a letter.';
+    END IF;
+    IF pg_catalog.length(message) > 4000 THEN
+        RAISE EXCEPTION 'rls_tenancy: audit message too long (% characters, at most 4000)', pg_catalog.length(message)
+            USING ERRCODE = '22023';
+    END IF;
+    IF data IS NOT NULL AND pg_catalog.jsonb_typeof(data) <> 'object' THEN
+        RAISE EXCEPTION 'rls_tenancy: audit data must be a JSON object, not %', pg_catalog.jsonb_typeof(data)
+            USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.octet_length(data::text) > 16384 THEN
+        RAISE EXCEPTION 'rls_tenancy: audit data too large (% bytes as JSON, at most 16384)', pg_catalog.octet_length(data::text)
+            USING ERRCODE = '22023';
+    END IF;
+    IF ip IS NOT NULL AND pg_catalog.masklen(ip) <> (CASE pg_catalog.family(ip) WHEN 4 THEN 32 ELSE 128 END) THEN
+        RAISE EXCEPTION 'rls_tenancy: audit ip must be one host address, not the network %', ip
+            USING ERRCODE = '22023';
+    END IF;
+    IF request_id IS NOT NULL AND request_id !~ '^[!-~]{1,128}$' THEN
+        RAISE EXCEPTION 'rls_tenancy: invalid audit request id'
+            USING ERRCODE = '22023', HINT = 'A request id is 1 to 128 printable ASCII characters without spaces.';
+    END IF;
+    IF tenant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rls_tenancy.tenants t WHERE t.id = tenant) THEN
+        RAISE EXCEPTION 'rls_tenancy: the bound tenant % does not exist', tenant USING ERRCODE = '42501';
+    END IF;
+    IF actor IS NOT NULL AND tenant IS NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: a user (%) is bound without a tenant', actor USING ERRCODE = '42501';
+    END IF;
+    -- users is under row level security (FORCE): as the owner, this sees the bound tenant's users only.
+    IF actor IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rls_tenancy.users u WHERE u.id = actor AND u.tenant_id = tenant) THEN
+        RAISE EXCEPTION 'rls_tenancy: the bound user % is not a user of tenant %', actor, tenant USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO rls_tenancy.audit_log AS l (tenant_id, user_id, db_role, action, message, ip, request_id, data)
+    VALUES (tenant, actor, session_user, log_event.action, log_event.message, log_event.ip,
+            log_event.request_id, coalesce(log_event.data, '{}'))
+    RETURNING l.id INTO logged;
+    RETURN logged;
+END
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.log_event(text, text, jsonb, inet, text) IS
+    'Write an audit event for the tenant and user bound to this transaction; returns its id.';
+
+-- The first broken link of one chain (tenant NULL: events without a tenant), or no row.
+-- The application role may verify only the tenant bound to its transaction.
+CREATE OR REPLACE FUNCTION rls_tenancy.verify_audit_chain(tenant bigint)
+RETURNS TABLE (event_id bigint, chain_seq bigint, problem text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    head          record;
+    event         record;
+    expected_seq  bigint;
+    expected_prev bytea;
+BEGIN
+    IF tenant IS DISTINCT FROM rls_tenancy.current_tenant_id()
+       AND NOT pg_catalog.pg_has_role(session_user, rls_tenancy.role_name('bypass'), 'USAGE')
+       AND NOT pg_catalog.pg_has_role(session_user, rls_tenancy.role_name('owner'), 'USAGE') THEN
+        RAISE EXCEPTION 'rls_tenancy: % may verify only the audit chain of the tenant bound to its transaction', session_user
+            USING ERRCODE = '42501';
+    END IF;
+    SELECT * INTO head FROM rls_tenancy.audit_chain_heads h WHERE h.chain = coalesce(tenant, 0);
+    IF NOT FOUND THEN
+        SELECT l.id, l.seq INTO event FROM rls_tenancy.audit_log l
+         WHERE (l.tenant_id = tenant OR (tenant IS NULL AND l.tenant_id IS NULL)) AND l.seq IS NOT NULL
+         ORDER BY l.seq LIMIT 1;
+        IF FOUND THEN
+            RETURN QUERY SELECT event.id, event.seq, 'the chain has events but no recorded head'::text;
+        END IF;
+        RETURN;
+    END IF;
+    expected_seq := head.anchor_seq + 1;
+    expected_prev := head.anchor_hash;
+    FOR event IN
+        SELECT l.* FROM rls_tenancy.audit_log l
+         WHERE (l.tenant_id = tenant OR (tenant IS NULL AND l.tenant_id IS NULL)) AND l.seq IS NOT NULL
+         ORDER BY l.seq, l.id
+    LOOP
+        IF event.seq <> expected_seq THEN
+            RETURN QUERY SELECT event.id, event.seq,
+                pg_catalog.format('expected event %s of the chain here: events were removed or added', expected_seq);
+            RETURN;
+        END IF;
+        IF event.prev_hash IS DISTINCT FROM expected_prev THEN
+            RETURN QUERY SELECT event.id, event.seq, 'does not link to the event before it'::text;
+            RETURN;
+        END IF;
+        IF event.hash IS DISTINCT FROM rls_tenancy.audit_event_hash(
+               event.id, event.tenant_id, event.seq, event.user_id, event.db_role, event.action, event.message,
+               event.ip, event.request_id, event.data, event.created_at, event.prev_hash) THEN
+            RETURN QUERY SELECT event.id, event.seq, 'its content does not match its hash: changed after it was written'::text;
+            RETURN;
+        END IF;
+        expected_seq := expected_seq + 1;
+        expected_prev := event.hash;
+    END LOOP;
+    IF expected_seq - 1 <> head.seq OR expected_prev IS DISTINCT FROM head.hash THEN
+        RETURN QUERY SELECT head.last_id, head.seq,
+            pg_catalog.format('the chain stops at event %s but its head records %s: events at the end were removed',
+                              expected_seq - 1, head.seq);
+    END IF;
+END
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.verify_audit_chain(bigint) IS
+    'First broken link of a tenant''s audit chain (NULL: events without a tenant), or no row when intact.';
+
+-- Every chain: one row each, problem NULL when intact.
+CREATE OR REPLACE FUNCTION rls_tenancy.verify_audit_chains()
+RETURNS TABLE (tenant_id bigint, events bigint, event_id bigint, chain_seq bigint, problem text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH chains AS (
+        SELECT h.chain FROM rls_tenancy.audit_chain_heads h
+        UNION
+        SELECT DISTINCT coalesce(l.tenant_id, 0) FROM rls_tenancy.audit_log l WHERE l.seq IS NOT NULL
+    )
+    SELECT nullif(c.chain, 0),
+           (SELECT count(*) FROM rls_tenancy.audit_log l
+             WHERE coalesce(l.tenant_id, 0) = c.chain AND l.seq IS NOT NULL),
+           v.event_id, v.chain_seq, v.problem
+      FROM chains c
+      LEFT JOIN LATERAL rls_tenancy.verify_audit_chain(nullif(c.chain, 0)) v ON true
+     ORDER BY c.chain
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.verify_audit_chains() IS
+    'Verify every audit chain: one row per chain, problem NULL when intact.';
+
+-- The head of every chain, to copy outside the database (anchoring).
+CREATE OR REPLACE FUNCTION rls_tenancy.audit_chain_heads()
+RETURNS TABLE (tenant_id bigint, seq bigint, hash bytea, last_id bigint, anchor_seq bigint, anchor_hash bytea)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT nullif(h.chain, 0), h.seq, h.hash, h.last_id, h.anchor_seq, h.anchor_hash
+      FROM rls_tenancy.audit_chain_heads h ORDER BY h.chain
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.audit_chain_heads() IS
+    'Head of every audit chain (tenant NULL: events without a tenant); export these to anchor the chains.';
+
+-- The hash of one sealed event of a chain, for checking an exported anchor;
+-- for the event where purging cut the chain, its recorded hash; else NULL.
+CREATE OR REPLACE FUNCTION rls_tenancy.audit_hash_at(tenant bigint, at_seq bigint)
+RETURNS bytea
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT coalesce(
+        (SELECT l.hash FROM rls_tenancy.audit_log l
+          WHERE (l.tenant_id = tenant OR (tenant IS NULL AND l.tenant_id IS NULL)) AND l.seq = at_seq),
+        (SELECT h.anchor_hash FROM rls_tenancy.audit_chain_heads h
+          WHERE h.chain = coalesce(tenant, 0) AND h.anchor_seq = at_seq))
+$fn$;
+
+-- Remove events older than retention (at least one day), chain by chain
+-- from the start, and record each cut as an 'audit.purged' event of that
+-- chain. Locks the log against writers while it runs.
+CREATE OR REPLACE FUNCTION rls_tenancy.purge_audit_log(retention interval)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    cutoff  timestamptz;
+    cut     record;
+    cuts    jsonb := '[]';
+    removed bigint;
+    total   bigint := 0;
+BEGIN
+    IF retention IS NULL OR retention < interval '1 day' THEN
+        RAISE EXCEPTION 'rls_tenancy: the audit retention must be at least one day, not %', retention
+            USING ERRCODE = '22023';
+    END IF;
+    cutoff := pg_catalog.now() - retention;
+    ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only;
+    FOR cut IN
+        SELECT coalesce(l.tenant_id, 0) AS chain, max(l.seq) AS through_seq
+          FROM rls_tenancy.audit_log l
+         WHERE l.created_at < cutoff AND l.seq IS NOT NULL
+         GROUP BY 1 ORDER BY 1
+    LOOP
+        UPDATE rls_tenancy.audit_chain_heads h
+           SET anchor_seq = cut.through_seq,
+               anchor_hash = (SELECT l.hash FROM rls_tenancy.audit_log l
+                               WHERE coalesce(l.tenant_id, 0) = cut.chain AND l.seq = cut.through_seq)
+         WHERE h.chain = cut.chain;
+        DELETE FROM rls_tenancy.audit_log l WHERE coalesce(l.tenant_id, 0) = cut.chain AND l.seq <= cut.through_seq;
+        GET DIAGNOSTICS removed = ROW_COUNT;
+        total := total + removed;
+        cuts := cuts || pg_catalog.jsonb_build_object('chain', cut.chain, 'through_seq', cut.through_seq, 'removed', removed);
+    END LOOP;
+    ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_append_only;
+    -- After re-enabling: ALTER TABLE refuses while this transaction has events waiting to be sealed.
+    INSERT INTO rls_tenancy.audit_log (tenant_id, user_id, db_role, action, message, data)
+    SELECT nullif((c ->> 'chain')::bigint, 0), NULL, session_user, 'audit.purged',
+           pg_catalog.format('%s events older than %s removed', c ->> 'removed', cutoff),
+           pg_catalog.jsonb_build_object('removed', (c ->> 'removed')::bigint,
+                                         'through_seq', (c ->> 'through_seq')::bigint,
+                                         'older_than', cutoff, 'retention', retention::text)
+      FROM pg_catalog.jsonb_array_elements(cuts) AS c;
+    RETURN total;
+END
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.purge_audit_log(interval) IS
+    'Remove audit events older than retention (>= 1 day); each cut is recorded as an audit.purged event.';
+
+REVOKE ALL ON rls_tenancy.audit_log FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.audit_log_stamp() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.audit_log_append_only() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.seal_audit_event() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.log_event(text, text, jsonb, inet, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.verify_audit_chain(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.verify_audit_chains() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.audit_chain_heads() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.audit_hash_at(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.purge_audit_log(interval) FROM PUBLIC;
+
+DO $grant$
+DECLARE
+    app_role    name := rls_tenancy.role_name('app');
+    bypass_role name := rls_tenancy.role_name('bypass');
+BEGIN
+    EXECUTE pg_catalog.format('GRANT SELECT ON rls_tenancy.audit_log TO %I, %I', app_role, bypass_role);
+    EXECUTE pg_catalog.format(
+        'GRANT EXECUTE ON FUNCTION rls_tenancy.log_event(text, text, jsonb, inet, text), '
+        'rls_tenancy.verify_audit_chain(bigint), '
+        'rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea) '
+        'TO %I, %I', app_role, bypass_role);
+    EXECUTE pg_catalog.format(
+        'GRANT EXECUTE ON FUNCTION rls_tenancy.verify_audit_chains(), rls_tenancy.audit_chain_heads(), '
+        'rls_tenancy.audit_hash_at(bigint, bigint), rls_tenancy.purge_audit_log(interval) TO %I', bypass_role);
+END
+$grant$;
+
+RESET ROLE;
