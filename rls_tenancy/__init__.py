@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from rls_tenancy.binding import SETTING, bind_engine
+from rls_tenancy.audit import AuditEvent, log_event, log_security_event
+from rls_tenancy.binding import SETTING, USER_SETTING, bind_engine
 from rls_tenancy.bypass import UnsafeBypass
-from rls_tenancy.context import as_tenant, current_tenant_id, require_tenant_id
+from rls_tenancy.context import as_tenant, current_tenant_id, current_user_id, require_tenant_id
 from rls_tenancy.errors import (
     InsecureRoleError,
     NoTenantError,
@@ -26,6 +27,8 @@ __version__ = version("rls-tenancy")
 __all__ = [
     "SETTING",
     "UNCONSTRAINED",
+    "USER_SETTING",
+    "AuditEvent",
     "InsecureRoleError",
     "NoTenantError",
     "RoleNames",
@@ -40,6 +43,9 @@ __all__ = [
     "as_tenant",
     "bind_engine",
     "current_tenant_id",
+    "current_user_id",
+    "log_event",
+    "log_security_event",
     "require_tenant_id",
     "scope_sessions",
 ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Engine, Identity, Text, func, literal, select
+from sqlalchemy import BigInteger, Connection, DateTime, Engine, Identity, Text, func, literal, select
 from sqlalchemy.dialects.postgresql import BYTEA, INET, JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -39,7 +39,6 @@ from rls_tenancy.context import (
 )
 from rls_tenancy.errors import UsageError
 from rls_tenancy.models import TenancyBase, storable
-from rls_tenancy.tokens import Executor
 
 #: 1 to 64 characters: lower-case letters, digits, ``_ . : -``, starting with a letter.
 ACTION_PATTERN = re.compile(r"[a-z][a-z0-9_.:-]{0,63}\Z")
@@ -49,6 +48,9 @@ MAX_DATA_BYTES = 16384
 #: 1 to 128 printable ASCII characters, no spaces.
 REQUEST_ID_PATTERN = re.compile(r"[!-~]{1,128}\Z")
 MAX_PAGE = 200
+
+#: Where an event can be written: a Core connection or an ORM session, in its transaction.
+Executor = Connection | Session
 
 
 class AuditEvent(TenancyBase):
@@ -99,7 +101,8 @@ class Origin:
     request_id: str | None = None
 
 
-_origin: ContextVar[Origin] = ContextVar("rls_tenancy.audit_origin", default=Origin())
+_NO_ORIGIN = Origin()
+_origin: ContextVar[Origin | None] = ContextVar("rls_tenancy.audit_origin", default=None)
 
 
 @contextmanager
@@ -122,7 +125,7 @@ def set_event_origin(ip: str | None, request_id: str | None) -> Origin:
 
 def current_origin() -> Origin:
     """The origin in context (empty outside :func:`event_origin` and requests)."""
-    return _origin.get()
+    return _origin.get() or _NO_ORIGIN
 
 
 def log_event(
@@ -140,7 +143,7 @@ def log_event(
     the no-tenant chain). ``ip`` and ``request_id`` default to the origin in
     context.
     """
-    origin = _origin.get()
+    origin = current_origin()
     call = func.rls_tenancy.log_event(
         literal(_check_action(action), Text),
         literal(_check_message(message), Text),

@@ -134,9 +134,8 @@ def check_anchors(connection: Connection, anchors: Iterable[ChainHead]) -> list[
     for anchor in anchors:
         if anchor.seq == 0:
             continue  # an empty chain anchors nothing
-        found = connection.execute(
-            select(func.rls_tenancy.audit_hash_at(literal(anchor.tenant_id, BigInteger), literal(anchor.seq, BigInteger)))
-        ).scalar()
+        at = func.rls_tenancy.audit_hash_at(literal(anchor.tenant_id, BigInteger), literal(anchor.seq, BigInteger))
+        found = connection.execute(select(at)).scalar()
         if found != anchor.hash:
             what = "no event" if found is None else "a different hash"
             problems.append(
@@ -185,6 +184,24 @@ def event_hash(event: AuditEvent | Any, prev_hash: bytes | None = None) -> bytes
     return hashlib.sha256(encoded).digest()
 
 
+def verification_report(connection: Connection, anchors: Sequence[ChainHead] | None = None) -> tuple[list[str], int]:
+    """Every chain checked (and ``anchors``, when given): printable lines, and the number of problems."""
+    statuses = verify_chains(connection)
+    mismatches = [] if anchors is None else check_anchors(connection, anchors)
+    lines = []
+    for status in statuses:
+        verdict = "intact" if status.intact else f"BROKEN at event {status.event_id} (#{status.seq}): {status.problem}"
+        lines.append(f"{_chain_name(status.tenant_id)}: {status.events} events, {verdict}")
+    lines.extend(f"ANCHOR MISMATCH: {mismatch}" for mismatch in mismatches)
+    problems = sum(not status.intact for status in statuses) + len(mismatches)
+    if problems:
+        lines.append(f"{problems} problem(s) found")
+    else:
+        checked = "" if anchors is None else f", {len(anchors)} anchor(s) match"
+        lines.append(f"{len(statuses)} chain(s) intact{checked}")
+    return lines, problems
+
+
 def _chain_name(tenant_id: int | None) -> str:
     return "events without a tenant" if tenant_id is None else f"tenant {tenant_id}"
 
@@ -198,6 +215,7 @@ __all__ = [
     "event_hash",
     "load_anchors",
     "purge",
+    "verification_report",
     "verify_chain",
     "verify_chains",
 ]

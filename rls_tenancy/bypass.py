@@ -17,7 +17,10 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session
 
 from rls_tenancy._role_checks import verify_bypass_role
+from rls_tenancy.audit import log_event
+from rls_tenancy.context import current_tenant_id, current_user_id
 from rls_tenancy.errors import UsageError
+from rls_tenancy.models import storable
 from rls_tenancy.scoping import BYPASS_REASON
 
 logger = logging.getLogger("rls_tenancy.bypass")
@@ -46,7 +49,7 @@ class UnsafeBypass:
         tenant filter is off; new tenant-bound objects need an explicit
         ``tenant_id``.
         """
-        reason = _announce(reason)
+        reason = self._announce(reason)
         info = {**session_options.pop("info", {}), BYPASS_REASON: reason}
         with Session(self.engine, info=info, **session_options) as session, session.begin():
             yield session
@@ -54,15 +57,17 @@ class UnsafeBypass:
     @contextmanager
     def connect(self, reason: str) -> Iterator[Connection]:
         """A Core connection that sees every tenant, in one transaction."""
-        _announce(reason)
+        self._announce(reason)
         with self.engine.begin() as connection:
             yield connection
 
-
-def _announce(reason: object) -> str:
-    if not isinstance(reason, str) or not reason.strip():
-        raise UsageError("the unsafe bypass needs a reason: say why this path must see every tenant")
-    if len(reason) > _MAX_REASON:
-        raise UsageError(f"the bypass reason is limited to {_MAX_REASON} characters")
-    logger.warning("unsafe bypass entered: %s", reason)
-    return reason
+    def _announce(self, reason: object) -> str:
+        if not isinstance(reason, str) or not reason.strip() or not storable(reason):
+            raise UsageError("the unsafe bypass needs a reason: say why this path must see every tenant")
+        if len(reason) > _MAX_REASON:
+            raise UsageError(f"the bypass reason is limited to {_MAX_REASON} characters")
+        logger.warning("unsafe bypass entered: %s", reason)
+        context = {"tenant_in_context": current_tenant_id(), "user_in_context": current_user_id()}
+        with self.engine.begin() as connection:
+            log_event(connection, "bypass.used", reason, data=context)
+        return reason

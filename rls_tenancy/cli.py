@@ -1,7 +1,9 @@
-"""``rls-tenancy``: install the library schema without writing any Python.
+"""``rls-tenancy``: install the library schema and check its audit log without writing any Python.
 
 rls-tenancy migrate --database-url postgresql://dba@host/app
 rls-tenancy migrate --sql > install.sql      # for review by a DBA
+rls-tenancy audit-verify --database-url postgresql://rls_admin@host/app [--anchors heads.json]
+rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.json
 """
 
 from __future__ import annotations
@@ -9,14 +11,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from alembic import command
 from alembic.util import CommandError
+from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
+from rls_tenancy.audit_chain import chain_heads, dump_anchors, load_anchors, verification_report
+from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.errors import TenancyError
 from rls_tenancy.migrate import alembic_config, downgrade, upgrade
 from rls_tenancy.roles import RoleNames
+from rls_tenancy.urls import database_url
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,12 +35,37 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--revision", default="heads" if name == "migrate" else "base")
         if name == "migrate":
             sub.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    for name, text in (
+        ("audit-verify", "check every audit hash chain; exit 1 on a break"),
+        ("audit-heads", "print the audit chain heads as JSON, for anchoring"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--database-url", help="the bypass role's URL (default: $DATABASE_URL)")
+        if name == "audit-verify":
+            sub.add_argument("--anchors", type=Path, help="heads exported earlier with audit-heads")
     return parser
+
+
+def _audit(args: argparse.Namespace) -> int:
+    anchors = None if getattr(args, "anchors", None) is None else load_anchors(args.anchors.read_text("utf-8"))
+    engine = create_engine(database_url(args.database_url))
+    try:
+        with UnsafeBypass(engine).connect(reason=f"rls-tenancy {args.command}") as connection:
+            if args.command == "audit-heads":
+                print(dump_anchors(chain_heads(connection)))
+                return 0
+            lines, problems = verification_report(connection, anchors)
+    finally:
+        engine.dispose()
+    print("\n".join(lines))
+    return 1 if problems else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command.startswith("audit-"):
+            return _audit(args)
         roles = RoleNames.from_env()
         if args.command == "migrate" and args.sql:
             command.upgrade(alembic_config(), args.revision, sql=True)
@@ -41,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             upgrade(args.database_url, roles=roles, revision=args.revision)
         else:
             downgrade(args.database_url, roles=roles, revision=args.revision)
-    except (TenancyError, CommandError) as error:
+    except (TenancyError, CommandError, OSError) as error:
         print(f"rls-tenancy: {error}", file=sys.stderr)
         return 2
     except DBAPIError as error:

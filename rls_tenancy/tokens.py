@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Connection, DateTime, func, literal, select
+from sqlalchemy import BigInteger, DateTime, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
-from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
+from rls_tenancy.audit import Executor, log_event
 from rls_tenancy.context import require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.models import storable
@@ -29,8 +29,6 @@ _TOKEN = re.compile(r"rlst_([1-9][0-9]{0,18})_([A-Za-z0-9_-]{43})\Z")
 _BIGINT_MAX = 2**63 - 1
 #: Longer than any token; longer input is refused before any parsing.
 MAX_TOKEN_LENGTH = 100
-
-Executor = Connection | Session
 
 
 @dataclass(frozen=True)
@@ -69,23 +67,32 @@ def issue_token(
         raise UsageError("a token needs a name: text of 1 to 100 characters")
     if expires_at is not None and expires_at.tzinfo is None:
         raise UsageError("expires_at must be timezone-aware")
+    granted = check_scopes(scopes)
     token = "rlst_" + str(tenant_id) + "_" + secrets.token_urlsafe(32)
     call = func.rls_tenancy.issue_token(
         literal(name, Text),
         literal(_hash(token), BYTEA),
-        literal(check_scopes(scopes), ARRAY(Text)),
+        literal(granted, ARRAY(Text)),
         literal(user_id, BigInteger),
         literal(expires_at, DateTime(timezone=True)),
     )
-    token_id = executor.execute(select(call)).scalar_one()
-    return IssuedToken(id=int(token_id), token=token)
+    token_id = int(executor.execute(select(call)).scalar_one())
+    log_event(
+        executor,
+        "token.issued",
+        f"API token {token_id} ({name}) issued",
+        data={"token_id": token_id, "name": name, "scopes": sorted(set(granted)), "for_user": user_id},
+    )
+    return IssuedToken(id=token_id, token=token)
 
 
 def revoke_token(executor: Executor, token_id: int) -> bool:
     """Revoke one of the tenant's tokens; False when there is no such live token."""
     require_tenant_id()
-    revoked = executor.execute(select(func.rls_tenancy.revoke_token(literal(token_id, BigInteger)))).scalar_one()
-    return bool(revoked)
+    revoked = bool(executor.execute(select(func.rls_tenancy.revoke_token(literal(token_id, BigInteger)))).scalar_one())
+    if revoked:
+        log_event(executor, "token.revoked", f"API token {token_id} revoked", data={"token_id": token_id})
+    return revoked
 
 
 def parse_token(token: str) -> tuple[int, bytes]:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from rls_tenancy.audit import ACTION_PATTERN, MAX_PAGE, read_events
 from rls_tenancy.flask import (
     authenticate_user,
     get_current_language,
     get_current_scopes,
     get_current_tenant,
     get_current_user,
+    log,
     login,
     logout,
     require_scopes,
@@ -100,6 +103,8 @@ def create_project() -> ResponseReturnValue:
     project = Project(name=_name(body.get("name")), status=_status(body.get("status", "active")))
     session = state().session()
     session.add(project)
+    session.flush()
+    log("project.created", f"project {project.id} created", project_id=project.id, name=project.name)
     session.commit()
     return jsonify(_project(project)), 201
 
@@ -124,6 +129,7 @@ def update_project(project_id: int) -> ResponseReturnValue:
         abort(404, "no such project")
     for key, value in changes.items():
         setattr(project, key, value)
+    log("project.updated", f"project {project.id} updated", project_id=project.id, changes=changes)
     session.commit()
     return jsonify(_project(project))
 
@@ -152,9 +158,58 @@ def batch_update_projects() -> ResponseReturnValue:
     for project in projects:
         for key, value in changes.items():
             setattr(project, key, value)
-    session.commit()
     updated = sorted(p.id for p in projects)
+    log("project.batch_updated", f"{len(updated)} project(s) updated", project_ids=updated, changes=changes)
+    session.commit()
     return jsonify(updated=updated, not_found=sorted(set(ids) - set(updated)))
+
+
+@api.get("/audit")
+@require_scopes("admin")
+def audit_events() -> ResponseReturnValue:
+    """The tenant's audit events, newest first: ``?action=&since=&until=&before=&limit=``.
+
+    ``since`` and ``until`` are ISO 8601 times with a UTC offset; ``before``
+    is the ``next`` value of the previous page.
+    """
+    args = request.args
+    action = args.get("action")
+    if action is not None and not ACTION_PATTERN.match(action):
+        abort(400, "action must be an audit action name such as auth.login")
+    limit = _int_arg("limit", 50, MAX_PAGE) or 50
+    before = _int_arg("before", None, 2**63 - 1)
+    events = read_events(
+        state().session(),
+        action=action,
+        since=_time_arg("since"),
+        until=_time_arg("until"),
+        before_id=before,
+        limit=limit,
+    )
+    next_page = events[-1].id if len(events) == limit else None
+    return jsonify(events=[event.as_dict() for event in events], next=next_page)
+
+
+def _int_arg(name: str, default: int | None, most: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
+        abort(400, f"{name} must be a whole number from 1 to {most}")
+    return int(raw)
+
+
+def _time_arg(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        abort(400, f"{name} must be an ISO 8601 time with a UTC offset, e.g. 2026-01-31T12:00:00+00:00")
+    return parsed
 
 
 @api.post("/login")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rls_tenancy.flask.audit import log, log_security_event
 from rls_tenancy.flask.current import (
     authenticate_user,
     get_current_language,
@@ -25,6 +26,8 @@ __all__ = [
     "get_current_scopes",
     "get_current_tenant",
     "get_current_user",
+    "log",
+    "log_security_event",
     "login",
     "logout",
     "require_scopes",

@@ -1,4 +1,4 @@
-"""``flask tenancy ...``: tenants, users and tokens from the command line.
+"""``flask tenancy ...``: tenants, users, tokens and the audit log from the command line.
 
 Creating and listing tenants crosses tenants, so it goes through the unsafe
 bypass (configure ``bypass_engine`` or ``RLS_TENANCY_BYPASS_DATABASE_URL``)
@@ -9,6 +9,7 @@ that tenant, through the application's own engine and row level security.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
@@ -17,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
+from rls_tenancy.audit import log_event
+from rls_tenancy.audit_chain import chain_heads, dump_anchors, load_anchors, purge, verification_report
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import TenancyError
@@ -100,6 +103,12 @@ def create_user(
                 user.set_password(password)
             session.add(user)
             session.flush()
+            log_event(
+                session,
+                "user.created",
+                f"user {user.email} created from the command line",
+                data={"user_id": user.id, "roles": sorted(roles)},
+            )
             click.echo(f"created user {user.email} (id {user.id}) in {slug}")
     except (TenancyError, IntegrityError) as error:
         raise _fail(error) from error
@@ -140,3 +149,49 @@ def revoke(slug: str, token_id: int) -> None:
         if not revoke_token(session, token_id):
             raise click.ClickException(f"{slug} has no live token {token_id}")
     click.echo(f"revoked token {token_id}")
+
+
+@tenancy_commands.group("audit")
+def audit_commands() -> None:
+    """Check, anchor and purge the security audit log (through the bypass role)."""
+
+
+@audit_commands.command("verify")
+@click.option(
+    "--anchors",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also check heads exported earlier with 'audit heads'.",
+)
+@with_appcontext
+def audit_verify(anchors: Path | None) -> None:
+    """Check every hash chain; exit 1 on any broken link or mismatched anchor."""
+    try:
+        anchored = None if anchors is None else load_anchors(anchors.read_text(encoding="utf-8"))
+    except TenancyError as error:
+        raise _fail(error) from error
+    with _bypass().connect(reason="cli: verify the audit log") as connection:
+        lines, problems = verification_report(connection, anchored)
+    for line in lines:
+        click.echo(line)
+    if problems:
+        raise SystemExit(1)
+
+
+@audit_commands.command("heads")
+@with_appcontext
+def audit_heads() -> None:
+    """Print every chain's head as JSON, to keep outside the database (anchoring)."""
+    with _bypass().connect(reason="cli: export audit chain heads") as connection:
+        heads = chain_heads(connection)
+    click.echo(dump_anchors(heads))
+
+
+@audit_commands.command("purge")
+@click.option("--older-than-days", type=click.IntRange(1, 36500), required=True)
+@click.confirmation_option(prompt="Remove audit events for good?")
+@with_appcontext
+def audit_purge(older_than_days: int) -> None:
+    """Remove events older than the retention; each cut is itself recorded."""
+    with _bypass().connect(reason=f"cli: purge audit events older than {older_than_days} days") as connection:
+        removed = purge(connection, timedelta(days=older_than_days))
+    click.echo(f"removed {removed} audit event(s)")

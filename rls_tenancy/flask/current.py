@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 from werkzeug.datastructures import LanguageAccept
 
+from rls_tenancy.audit import log_security_event
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
 from rls_tenancy.flask.extension import request_state, state
@@ -102,7 +103,8 @@ def require_scopes(*needed: str) -> Callable[[_F], _F]:
     """Let the view run only for requests holding every scope in ``needed``.
 
     No credentials at all: :class:`AuthenticationError` (401). Credentials
-    without the scopes: :class:`PermissionDeniedError` (403).
+    without the scopes: :class:`PermissionDeniedError` (403), recorded as an
+    ``auth.scope_denied`` audit event of the request's tenant and user.
     """
     wanted = frozenset(needed)
 
@@ -115,6 +117,12 @@ def require_scopes(*needed: str) -> Callable[[_F], _F]:
                 raise AuthenticationError("missing", "this needs credentials: a bearer token or a login")
             missing = wanted - get_current_scopes()
             if missing:
+                log_security_event(
+                    state().engine,
+                    "auth.scope_denied",
+                    f"{request.method} {request.path[:200]} needs {', '.join(sorted(missing))}",
+                    data={"missing": sorted(missing), "endpoint": request.endpoint},
+                )
                 raise PermissionDeniedError(missing)
             return view(*args, **kwargs)
 
@@ -150,13 +158,17 @@ def negotiate_language(accepted: LanguageAccept, offered: list[str]) -> str | No
 
 
 def login(user: User) -> None:
-    """Remember ``user`` in the signed session; later requests act as them."""
+    """Remember ``user`` in the signed session; later requests act as them. Audited (``auth.login``)."""
     session[SESSION_KEY] = {"tenant_id": user.tenant_id, "user_id": user.id}
+    log_security_event(state().engine, "auth.login", user.email, tenant_id=user.tenant_id, user_id=user.id)
 
 
 def logout() -> None:
-    """Forget the session's user."""
-    session.pop(SESSION_KEY, None)
+    """Forget the session's user. Audited (``auth.logout``) when there was one."""
+    stored = session.pop(SESSION_KEY, None)
+    resolution = _resolution()
+    if stored is not None and resolution is not None and resolution.user_id is not None:
+        log_security_event(state().engine, "auth.logout", tenant_id=resolution.tenant_id, user_id=resolution.user_id)
 
 
 def authenticate_user(tenant_slug: str, email: str, password: str) -> User | None:
@@ -166,6 +178,8 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
     or the user does not exist, so the answer time says little about which of
     the three was wrong. The user comes back detached from any Session, its
     columns loaded (``login(user)`` needs no more); load relationships anew.
+    Every failure is an ``auth.login_failed`` audit event: of the tenant
+    when it exists, else of the chain without a tenant.
     """
     if not (
         isinstance(tenant_slug, str)
@@ -178,6 +192,7 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
         and storable(password)
     ):
         check_password_of_nobody(password)
+        _login_failed(None, "malformed")
         return None
     # A Session of its own, so the request's Session and its transaction are left alone.
     with Session(state().engine) as sessions:
@@ -185,12 +200,27 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
         sessions.rollback()
         if tenant_id is None:
             check_password_of_nobody(password)
+            _login_failed(None, "unknown_tenant", tenant=tenant_slug)
             return None
         with as_tenant(tenant_id):
             user = sessions.scalars(select(User).where(email_matches(email))).first()
             if user is None:
                 check_password_of_nobody(password)
+                _login_failed(tenant_id, "unknown_user", email=email)
                 return None
             sessions.expunge(user)  # stays readable after the transaction ends
             sessions.rollback()
-    return user if user.check_password(password) else None
+    if not user.check_password(password):
+        _login_failed(tenant_id, "wrong_password", email=email, user_id=user.id)
+        return None
+    return user
+
+
+def _login_failed(tenant_id: int | None, reason: str, **data: Any) -> None:
+    log_security_event(
+        state().engine,
+        "auth.login_failed",
+        reason.replace("_", " "),
+        tenant_id=tenant_id,
+        data={"reason": reason, **data},
+    )

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import ipaddress
+import uuid
 from collections.abc import Callable, Sequence
 from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
+from rls_tenancy.audit import REQUEST_ID_PATTERN, log_security_event, set_event_origin
 from rls_tenancy.binding import bind_engine
 from rls_tenancy.bypass import UnsafeBypass
-from rls_tenancy.context import enter_request_tenant, leave_request_tenant
+from rls_tenancy.context import Acting, enter_request_tenant, leave_request_tenant
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.flask.errors import register_error_handlers
 from rls_tenancy.flask.resolvers import (
@@ -82,7 +85,8 @@ class RequestState:
     """
 
     resolution: Resolution | None = None
-    context: Token[int | None] | None = None
+    context: Token[Acting] | None = None
+    request_id: str | None = None
     session: Session | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -127,6 +131,7 @@ class Tenancy:
         config.setdefault("RLS_TENANCY_LANGUAGES", ["en"])
         config.setdefault("RLS_TENANCY_DEFAULT_LANGUAGE", "en")
         config.setdefault("RLS_TENANCY_BYPASS_DATABASE_URL", None)
+        config.setdefault("RLS_TENANCY_REQUEST_ID_HEADER", "X-Request-ID")
 
         if options.get("resolvers") is not None:
             config["RLS_TENANCY_RESOLVERS"] = list(options["resolvers"])  # so app.config shows what is used
@@ -154,6 +159,7 @@ class Tenancy:
         # when a teardown function fails, dies with it.
         app.wsgi_app = _own_context(app.wsgi_app)  # type: ignore[method-assign,assignment]
         app.before_request_funcs.setdefault(None, []).insert(0, _begin_request)
+        app.after_request(_echo_request_id)
         app.teardown_request(_end_request)
         register_error_handlers(app)
         from rls_tenancy.flask.cli import tenancy_commands
@@ -224,6 +230,9 @@ def _begin_request() -> None:
     current = request_state()
     # No tenant until one is found, whatever surrounded this request.
     current.context = enter_request_tenant(None)
+    given = request.headers.get(current_app.config["RLS_TENANCY_REQUEST_ID_HEADER"], "")
+    current.request_id = given if REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
+    set_event_origin(_client_ip(), current.request_id)
     tenancy = state()
     resolution: Resolution | None = None
     for resolve in tenancy.resolvers:
@@ -233,12 +242,35 @@ def _begin_request() -> None:
     if tenancy.host_resolver is not None:
         host = tenancy.host_resolver(request)
         if host is not None and resolution is not None and host.tenant_id != resolution.tenant_id:
+            log_security_event(
+                tenancy.engine,
+                "auth.wrong_tenant",
+                "credentials used on another tenant's host",
+                tenant_id=resolution.tenant_id,
+                user_id=resolution.user_id,
+                data={"host_tenant": host.tenant_id, "source": resolution.source},
+            )
             raise AuthenticationError("wrong_tenant", "these credentials belong to another tenant than this host")
         resolution = resolution or host
     current.resolution = resolution
     if resolution is not None:
         leave_request_tenant(current.context)
-        current.context = enter_request_tenant(resolution.tenant_id)
+        current.context = enter_request_tenant(resolution.tenant_id, resolution.user_id)
+
+
+def _client_ip() -> str | None:
+    try:
+        return str(ipaddress.ip_address(request.remote_addr or "")).partition("%")[0]
+    except ValueError:  # no address, or a unix socket's path
+        return None
+
+
+def _echo_request_id(response: Response) -> Response:
+    request_id = request_state().request_id
+    header = current_app.config["RLS_TENANCY_REQUEST_ID_HEADER"]
+    if request_id is not None and header not in response.headers:
+        response.headers[header] = request_id
+    return response
 
 
 def _end_request(_error: BaseException | None) -> None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Request, session
 from sqlalchemy import Engine, func, literal, select
 from sqlalchemy.types import Text
 
+from rls_tenancy.audit import log_security_event
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.models import SLUG_PATTERN
-from rls_tenancy.tokens import MAX_TOKEN_LENGTH, authenticate_token
+from rls_tenancy.tokens import MAX_TOKEN_LENGTH, authenticate_token, parse_token
 from rls_tenancy.users import User
 
 #: The key under which :func:`~rls_tenancy.flask.login` keeps the user in the session.
@@ -43,22 +44,48 @@ Resolver = Callable[[Request], Resolution | None]
 
 
 def token_resolver(engine: Engine) -> Resolver:
-    """``Authorization: Bearer rlst_...``; other schemes are left to others."""
+    """``Authorization: Bearer rlst_...``; other schemes are left to others.
+
+    Every rejected token is a ``auth.token_rejected`` audit event: of the
+    token's tenant when the token is real but expired or revoked, else of
+    the chain without a tenant (the tenant a forged token names is only a
+    claim, kept in the event's data).
+    """
 
     def resolve(request: Request) -> Resolution | None:
         header = request.headers.get("Authorization")
         if header is None:
             return None
         if len(header) > _MAX_AUTHORIZATION or not header.isascii() or not header.isprintable():
-            raise AuthenticationError("malformed", "the Authorization header is malformed")
+            _reject(engine, AuthenticationError("malformed", "the Authorization header is malformed"), None)
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer":
             return None
-        with engine.connect() as connection:
-            identity = authenticate_token(connection, credentials.strip())
+        token = credentials.strip()
+        try:
+            claimed, _digest = parse_token(token)
+        except AuthenticationError as error:
+            _reject(engine, error, None)
+        try:
+            with engine.connect() as connection:
+                identity = authenticate_token(connection, token)
+        except AuthenticationError as error:
+            _reject(engine, error, claimed)
         return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
 
     return resolve
+
+
+def _reject(engine: Engine, error: AuthenticationError, claimed_tenant: int | None) -> NoReturn:
+    proven = error.reason in ("expired", "revoked")  # the hash matched: the token is that tenant's
+    log_security_event(
+        engine,
+        "auth.token_rejected",
+        str(error),
+        tenant_id=claimed_tenant if proven else None,
+        data={"reason": error.reason} if proven else {"reason": error.reason, "claimed_tenant": claimed_tenant},
+    )
+    raise error
 
 
 def session_resolver(engine: Engine) -> Resolver:
