@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL
 from werkzeug.serving import make_server
 
 from rls_tenancy import UnsafeBypass, bind_engine
+from rls_tenancy.audit_chain import verification_report
 from rls_tenancy.testing import postgres_server, tenancy_database
 from rls_tenancy.urls import database_url
 from saas_demo.app import create_app
@@ -72,6 +73,19 @@ def show_isolation(app: Flask, seeded: Seeded) -> None:
     print(f"  acme batch-updates all of globex's project ids: updated {batch.json['updated']}")  # type: ignore[index]
 
 
+def show_audit(app: Flask, bypass: UnsafeBypass) -> None:
+    """What acme's admin reads in the audit log, and the chains checked."""
+    client = app.test_client()
+    client.post("/api/login", json={"tenant": "acme", "email": "alice@acme.example", "password": "wrong"})
+    client.post("/api/login", json={"tenant": "acme", "email": "alice@acme.example", "password": PASSWORD})
+    events = client.get("/api/audit?limit=6").json["events"]  # type: ignore[index]
+    for event in reversed(events):
+        print(f"  #{event['seq'] or '-'} {event['action']}: {event['message'] or ''}")
+    with bypass.connect(reason="demo: verify the audit log") as connection:
+        lines, _problems = verification_report(connection)
+    print(f"  hash chains checked: {lines[-1]}")
+
+
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -91,6 +105,7 @@ def _curl_lines(base: str, seeded: Seeded) -> list[str]:
         f"curl -s -c /tmp/demo-cookies -X POST -H 'Content-Type: application/json' "
         f'-d \'{{"tenant": "acme", "email": "alice@acme.example", "password": "{PASSWORD}"}}\' '
         f"{base}/api/login && curl -s -b /tmp/demo-cookies {base}/api/me",
+        f"curl -s -b /tmp/demo-cookies '{base}/api/audit?limit=5'    # acme's audit log, for its admin",
     ]
 
 
@@ -138,13 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _server() as (server_url, where), tenancy_database(server_url, alembic_config=Config(ALEMBIC_INI)) as db:
         print(f"rls_tenancy demo on {where}; database {db.name}")
         engines = [bind_engine(create_engine(db.app_url)), create_engine(db.bypass_url)]
-        seeded = seed(engines[0], UnsafeBypass(engines[1]))
+        bypass = UnsafeBypass(engines[1])
+        seeded = seed(engines[0], bypass)
         app = create_app(db.app_url, db.bypass_url)
         tenancy = app.extensions["rls_tenancy"]
         engines += [tenancy.engine] + ([] if tenancy.bypass is None else [tenancy.bypass.engine])
         try:
             print("Two tenants, isolated by PostgreSQL row level security:")
             show_isolation(app, seeded)
+            print("Acme's audit log, as its admin reads it (GET /api/audit):")
+            show_audit(app, bypass)
             if not args.no_serve:
                 _serve(app, seeded, args.host, args.port)
         finally:
