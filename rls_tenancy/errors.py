@@ -70,3 +70,15 @@ class UnknownTenantError(TenancyError):
 
 class InvalidRequestError(TenancyError):
     """A request's tenant-related input is malformed (a host, a slug). In Flask: 400."""
+
+
+class UnknownFeatureError(UsageError):
+    """No feature flag is declared with that key."""
+
+
+class OverrideNotAllowedError(PermissionDeniedError):
+    """The request may not set or clear this feature flag override. In Flask: 403."""
+
+    def __init__(self, message: str, missing: frozenset[str] = frozenset({"admin"})) -> None:
+        super().__init__(missing)
+        self.args = (message,)

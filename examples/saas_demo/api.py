@@ -10,6 +10,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from rls_tenancy.audit import ACTION_PATTERN, MAX_PAGE, read_events
+from rls_tenancy.errors import UnknownFeatureError
+from rls_tenancy.feature_overrides import list_overrides
+from rls_tenancy.features import EVERY_SCOPE, Feature
 from rls_tenancy.flask import (
     authenticate_user,
     get_current_language,
@@ -22,6 +25,7 @@ from rls_tenancy.flask import (
     require_scopes,
     state,
 )
+from rls_tenancy.flask.features import clear_feature_override, request_flags, set_feature_override
 from rls_tenancy.models import storable
 from saas_demo.models import STATUSES, Plan, Project
 
@@ -210,6 +214,73 @@ def _time_arg(name: str) -> datetime | None:
     if parsed is None or parsed.tzinfo is None:
         abort(400, f"{name} must be an ISO 8601 time with a UTC offset, e.g. 2026-01-31T12:00:00+00:00")
     return parsed
+
+
+@api.get("/features")
+def features() -> ResponseReturnValue:
+    """Every feature flag, with its value for this request and why."""
+    tenancy = state()
+    flags = [
+        {
+            "key": found.key,
+            "enabled": found.enabled,
+            "reason": found.reason,
+            "scope": found.scope,
+            "allow_overrides": tenancy.features.get(found.key).allow_overrides,
+        }
+        for found in request_flags().all()
+    ]
+    overrides = list_overrides(tenancy.session()) if get_current_tenant() is not None else []
+    return jsonify(
+        features=flags,
+        overrides=[
+            {"feature": o.feature, "scope": o.scope, "enabled": o.enabled, "global": o.tenant_id is None}
+            for o in overrides
+        ],
+    )
+
+
+@api.put("/features/<key>")
+@require_scopes()
+def set_feature(key: str) -> ResponseReturnValue:
+    """Store an override: ``{"enabled": true, "scope": "user:7"}`` (scope: this request's, by default)."""
+    feature = _feature(key)
+    body = _body()
+    enabled, scope = body.get("enabled"), body.get("scope")
+    if (
+        not isinstance(enabled, bool)
+        or (scope is not None and not isinstance(scope, str))
+        or set(body) - {"enabled", "scope"}
+    ):
+        abort(400, 'give {"enabled": true or false} and optionally "scope" (text, or "*" for every scope)')
+    stored = set_feature_override(feature, enabled, scope=_scope(scope))
+    state().session().commit()
+    return jsonify(feature=stored.feature, scope=stored.scope, enabled=stored.enabled)
+
+
+@api.delete("/features/<key>")
+@require_scopes()
+def clear_feature(key: str) -> ResponseReturnValue:
+    """Remove an override (``?scope=``; this request's scope by default)."""
+    feature = _feature(key)
+    removed = clear_feature_override(feature, scope=_scope(request.args.get("scope")))
+    state().session().commit()
+    if not removed:
+        abort(404, "no such override")
+    return jsonify(removed=True)
+
+
+def _feature(key: str) -> Feature:
+    try:
+        return state().features.get(key)
+    except UnknownFeatureError:
+        abort(404, "no such feature")
+
+
+def _scope(scope: str | None) -> str | None:
+    if scope is not None and scope != EVERY_SCOPE and not (1 <= len(scope) <= 200 and storable(scope)):
+        abort(400, "scope must be text of 1 to 200 characters, or *")
+    return scope
 
 
 @api.post("/login")

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from rls_tenancy import TenantQuery
 from rls_tenancy.flask import Tenancy
+from saas_demo import features as _declared  # noqa: F401 - declares the demo's feature flags
 from saas_demo.api import api
 
 tenancy = Tenancy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from flask.cli import with_appcontext
@@ -23,6 +24,14 @@ from rls_tenancy.audit_chain import chain_heads, dump_anchors, load_anchors, pur
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import TenancyError
+from rls_tenancy.feature_overrides import (
+    clear_global_override,
+    clear_override,
+    list_overrides,
+    set_global_override,
+    set_override,
+)
+from rls_tenancy.features import EVERY_SCOPE
 from rls_tenancy.flask.extension import state
 from rls_tenancy.models import Tenant
 from rls_tenancy.tokens import issue_token, revoke_token
@@ -195,3 +204,93 @@ def audit_purge(older_than_days: int) -> None:
     with _bypass().connect(reason=f"cli: purge audit events older than {older_than_days} days") as connection:
         removed = purge(connection, timedelta(days=older_than_days))
     click.echo(f"removed {removed} audit event(s)")
+
+
+@tenancy_commands.group("features")
+def feature_commands() -> None:
+    """List feature flags and set or clear their overrides."""
+
+
+@feature_commands.command("list")
+@click.argument("slug", required=False)
+@with_appcontext
+def features_list(slug: str | None) -> None:
+    """List the declared features, and the overrides of tenant SLUG (or the global ones)."""
+    for feature in state().features:
+        chance = "-" if feature.enable_chance is None else f"{feature.enable_chance:.0%}"
+        default = "(function)" if callable(feature.default) else str(feature.default).lower()
+        scope = feature.scope if isinstance(feature.scope, str) else getattr(feature.scope, "__name__", "custom")
+        click.echo(
+            f"{feature.key}\tscope={scope}\trollout={chance}\tdefault={default}"
+            f"\toverrides by={feature.allow_overrides or 'nobody'}"
+        )
+    if slug is None:
+        with _bypass().session(reason="cli: list global feature overrides") as session:
+            overrides = [o for o in list_overrides(session) if o.tenant_id is None]
+    else:
+        with as_tenant(_tenant_id(slug)), Session(state().engine) as session:
+            overrides = list_overrides(session)
+    for override in overrides:
+        where = "global" if override.tenant_id is None else slug
+        click.echo(f"override\t{override.feature}\t{override.scope}\t{'on' if override.enabled else 'off'}\t{where}")
+
+
+_WHERE = [
+    click.option("--tenant", "slug", default=None, help="The tenant whose override it is."),
+    click.option("--global", "is_global", is_flag=True, help="An override for every tenant (through the bypass)."),
+    click.option("--scope", default=EVERY_SCOPE, show_default=True, help="e.g. user:42, ip:10.0.0.1, tenant:7."),
+]
+
+
+def _where(function: Any) -> Any:
+    for option in reversed(_WHERE):
+        function = option(function)
+    return function
+
+
+def _one_place(slug: str | None, is_global: bool) -> None:
+    if (slug is None) == (not is_global):
+        raise click.UsageError("give exactly one of --tenant SLUG and --global")
+
+
+@feature_commands.command("set")
+@click.argument("key")
+@click.argument("value", type=click.Choice(["on", "off"]))
+@_where
+@with_appcontext
+def features_set(key: str, value: str, slug: str | None, is_global: bool, scope: str) -> None:
+    """Turn feature KEY on or off for a scope, in one tenant or in all (as an operator)."""
+    _one_place(slug, is_global)
+    registry = state().features
+    try:
+        if slug is None:
+            with _bypass().session(reason=f"cli: global override of feature {key}") as session:
+                set_global_override(session, key, value == "on", scope=scope, registry=registry)
+        else:
+            with as_tenant(_tenant_id(slug)), Session(state().engine) as session, session.begin():
+                set_override(session, key, value == "on", scope=scope, granted={"admin"}, registry=registry)
+    except TenancyError as error:
+        raise _fail(error) from error
+    click.echo(f"{key} is {value} for {scope} in {'every tenant' if slug is None else slug}")
+
+
+@feature_commands.command("clear")
+@click.argument("key")
+@_where
+@with_appcontext
+def features_clear(key: str, slug: str | None, is_global: bool, scope: str) -> None:
+    """Remove an override of feature KEY."""
+    _one_place(slug, is_global)
+    registry = state().features
+    try:
+        if slug is None:
+            with _bypass().session(reason=f"cli: clear global override of feature {key}") as session:
+                removed = clear_global_override(session, key, scope=scope, registry=registry)
+        else:
+            with as_tenant(_tenant_id(slug)), Session(state().engine) as session, session.begin():
+                removed = clear_override(session, key, scope=scope, granted={"admin"}, registry=registry)
+    except TenancyError as error:
+        raise _fail(error) from error
+    if not removed:
+        raise click.ClickException(f"no override of {key} for {scope} to clear")
+    click.echo(f"cleared the override of {key} for {scope}")

@@ -34,6 +34,8 @@ from rls_tenancy.binding import bind_engine
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import Acting, enter_request_tenant, leave_request_tenant
 from rls_tenancy.errors import AuthenticationError, UsageError
+from rls_tenancy.features import REGISTRY, FeatureRegistry
+from rls_tenancy.flags import set_flags_source
 from rls_tenancy.flask.errors import register_error_handlers
 from rls_tenancy.flask.resolvers import (
     Resolution,
@@ -64,6 +66,8 @@ class TenancyState:
     #: The subdomain resolver, when configured: it names the tenant the host
     #: belongs to, which credentials must then agree with.
     host_resolver: Resolver | None = None
+    #: The declared feature flags this app evaluates.
+    features: FeatureRegistry = REGISTRY
 
     def session(self) -> Session:
         """The app's ORM session for this request (the scoped one, or one made for it)."""
@@ -109,7 +113,9 @@ class Tenancy:
     optional ``session`` (a ``sessionmaker`` or ``scoped_session``; one is made
     from the engine otherwise). ``bypass_engine`` (or config
     ``RLS_TENANCY_BYPASS_DATABASE_URL``) serves the admin CLI. ``resolvers``
-    overrides config ``RLS_TENANCY_RESOLVERS``. All can be given to the
+    overrides config ``RLS_TENANCY_RESOLVERS``. ``features`` is the
+    :class:`~rls_tenancy.features.FeatureRegistry` to evaluate (default: the
+    one every ``Feature`` joins unless told otherwise). All can be given to the
     constructor or to :meth:`init_app`, for the app-factory pattern.
     """
 
@@ -122,7 +128,7 @@ class Tenancy:
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("rls_tenancy is already registered on this app; call init_app once per app")
         options = {**self._options, **options}
-        unknown = set(options) - {"db", "engine", "session", "bypass_engine", "resolvers"}
+        unknown = set(options) - {"db", "engine", "session", "bypass_engine", "resolvers", "features"}
         if unknown:
             raise UsageError(f"unknown Tenancy options: {sorted(unknown)}")
         config = app.config
@@ -153,6 +159,7 @@ class Tenancy:
             default_language=config["RLS_TENANCY_DEFAULT_LANGUAGE"],
             bypass=None if bypass_engine is None else UnsafeBypass(bypass_engine),
             host_resolver=host_resolver,
+            features=REGISTRY if options.get("features") is None else options["features"],
         )
         # Each request runs in a contextvars context of its own (WSGI middleware,
         # Flask's documented way): whatever a request leaves in context, even
@@ -163,8 +170,10 @@ class Tenancy:
         app.teardown_request(_end_request)
         register_error_handlers(app)
         from rls_tenancy.flask.cli import tenancy_commands
+        from rls_tenancy.flask.features import feature_enabled
 
         app.cli.add_command(tenancy_commands)
+        app.jinja_env.globals["feature_enabled"] = feature_enabled
 
 
 def state() -> TenancyState:
@@ -233,6 +242,9 @@ def _begin_request() -> None:
     given = request.headers.get(current_app.config["RLS_TENANCY_REQUEST_ID_HEADER"], "")
     current.request_id = given if REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
     set_event_origin(_client_ip(), current.request_id)
+    from rls_tenancy.flask.features import request_flags  # imports this module
+
+    set_flags_source(request_flags)
     tenancy = state()
     resolution: Resolution | None = None
     for resolve in tenancy.resolvers:

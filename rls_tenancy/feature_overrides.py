@@ -1,0 +1,192 @@
+"""Storing feature flag overrides: per tenant under its rules, or globally through the bypass.
+
+A tenant's overrides are written as that tenant, under row level security
+(``sql/010_features.sql``), after the feature's ``allow_overrides`` rule
+allowed it: ``"admin"`` needs the ``admin`` scope; ``"user"`` also lets a
+user set their own ``user:<id>`` scope; None lets nobody. Global overrides
+(for every tenant) can only be written on a bypass connection: the
+application role's policy refuses rows without a tenant. Every change is an
+audit event in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from rls_tenancy.audit import Executor, log_event
+from rls_tenancy.context import current_user_id, require_tenant_id
+from rls_tenancy.errors import OverrideNotAllowedError, UsageError
+from rls_tenancy.features import EVERY_SCOPE, REGISTRY, Feature, FeatureRegistry, check_scope
+
+_UPSERT = text(
+    "INSERT INTO rls_tenancy.feature_overrides AS o (tenant_id, feature, scope, enabled, set_by) "
+    "VALUES (:tenant_id, :feature, :scope, :enabled, :set_by) "
+    "ON CONFLICT ON CONSTRAINT feature_overrides_key "
+    "DO UPDATE SET enabled = excluded.enabled, set_by = excluded.set_by, updated_at = pg_catalog.now()"
+)
+_DELETE = text(
+    "DELETE FROM rls_tenancy.feature_overrides o "
+    "WHERE o.tenant_id IS NOT DISTINCT FROM :tenant_id AND o.feature = :feature AND o.scope = :scope "
+    "RETURNING o.id"
+)
+_LIST = text(
+    "SELECT o.tenant_id, o.feature, o.scope, o.enabled, o.set_by, o.updated_at "
+    "FROM rls_tenancy.feature_overrides o ORDER BY o.feature, o.tenant_id NULLS FIRST, o.scope"
+)
+
+
+@dataclass(frozen=True)
+class Override:
+    """One stored override; ``tenant_id`` None for a global one."""
+
+    tenant_id: int | None
+    feature: str
+    scope: str
+    enabled: bool
+
+
+def may_override(feature: Feature, scope: str, granted: Iterable[str], user_id: int | None) -> bool:
+    """Whether a request holding ``granted`` scopes, acting for ``user_id``, may override ``scope``."""
+    if feature.allow_overrides is None:
+        return False
+    if "admin" in set(granted):
+        return True
+    return feature.allow_overrides == "user" and user_id is not None and scope == f"user:{user_id}"
+
+
+def set_override(
+    executor: Executor,
+    feature: Feature | str,
+    enabled: bool,
+    *,
+    scope: str | None = None,
+    granted: Iterable[str] = (),
+    registry: FeatureRegistry = REGISTRY,
+) -> Override:
+    """Turn ``feature`` on or off for ``scope`` in the tenant in context.
+
+    ``scope`` defaults to the feature's scope here (the user's own, for a
+    user-scoped feature); ``"*"`` means every scope. ``granted`` are the
+    scopes of whoever asks (``get_current_scopes()`` in Flask).
+    :class:`~rls_tenancy.errors.OverrideNotAllowedError` when the feature's
+    rule does not allow it; :class:`~rls_tenancy.errors.UnknownFeatureError`
+    for an undeclared feature.
+    """
+    found, chosen, tenant_id = _checked(feature, scope, granted, registry)
+    if not isinstance(enabled, bool):
+        raise UsageError("an override turns a feature on (True) or off (False)")
+    executor.execute(
+        _UPSERT,
+        {
+            "tenant_id": tenant_id,
+            "feature": found.key,
+            "scope": chosen,
+            "enabled": enabled,
+            "set_by": current_user_id(),
+        },
+    )
+    log_event(
+        executor,
+        "feature.override_set",
+        f"{found.key} turned {'on' if enabled else 'off'} for {chosen}",
+        data={"feature": found.key, "scope": chosen, "enabled": enabled},
+    )
+    return Override(tenant_id, found.key, chosen, enabled)
+
+
+def clear_override(
+    executor: Executor,
+    feature: Feature | str,
+    *,
+    scope: str | None = None,
+    granted: Iterable[str] = (),
+    registry: FeatureRegistry = REGISTRY,
+) -> bool:
+    """Remove the tenant's override of ``feature`` for ``scope``; False when there was none."""
+    found, chosen, tenant_id = _checked(feature, scope, granted, registry)
+    removed = executor.execute(_DELETE, {"tenant_id": tenant_id, "feature": found.key, "scope": chosen}).all()
+    if removed:
+        log_event(
+            executor,
+            "feature.override_cleared",
+            f"{found.key} override for {chosen} removed",
+            data={"feature": found.key, "scope": chosen},
+        )
+    return bool(removed)
+
+
+def set_global_override(
+    bypass_executor: Executor,
+    feature: Feature | str,
+    enabled: bool,
+    *,
+    scope: str = EVERY_SCOPE,
+    registry: FeatureRegistry = REGISTRY,
+) -> Override:
+    """Turn ``feature`` on or off for ``scope`` in every tenant; on a bypass connection only.
+
+    Global overrides beat tenants' (a kill switch holds). The application
+    role cannot write them: its policy refuses rows without a tenant.
+    """
+    found = registry.get(feature)
+    chosen = scope if scope == EVERY_SCOPE else check_scope(scope)
+    if not isinstance(enabled, bool):
+        raise UsageError("an override turns a feature on (True) or off (False)")
+    params = {"tenant_id": None, "feature": found.key, "scope": chosen, "enabled": enabled, "set_by": None}
+    bypass_executor.execute(_UPSERT, params)
+    log_event(
+        bypass_executor,
+        "feature.global_override_set",
+        f"{found.key} turned {'on' if enabled else 'off'} for {chosen} in every tenant",
+        data={"feature": found.key, "scope": chosen, "enabled": enabled},
+    )
+    return Override(None, found.key, chosen, enabled)
+
+
+def clear_global_override(
+    bypass_executor: Executor, feature: Feature | str, *, scope: str = EVERY_SCOPE, registry: FeatureRegistry = REGISTRY
+) -> bool:
+    """Remove a global override; False when there was none. Bypass connection only."""
+    found = registry.get(feature)
+    chosen = scope if scope == EVERY_SCOPE else check_scope(scope)
+    removed = bypass_executor.execute(_DELETE, {"tenant_id": None, "feature": found.key, "scope": chosen}).all()
+    if removed:
+        log_event(
+            bypass_executor,
+            "feature.global_override_cleared",
+            f"{found.key} global override for {chosen} removed",
+            data={"feature": found.key, "scope": chosen},
+        )
+    return bool(removed)
+
+
+def list_overrides(executor: Executor) -> list[Override]:
+    """The overrides visible here: the tenant's and the global ones (a bypass connection: all)."""
+    rows = executor.execute(_LIST).all()
+    return [Override(row.tenant_id, row.feature, row.scope, row.enabled) for row in rows]
+
+
+def _checked(
+    feature: Feature | str, scope: str | None, granted: Iterable[str], registry: FeatureRegistry
+) -> tuple[Feature, str, int]:
+    found = registry.get(feature)
+    tenant_id = require_tenant_id()
+    if scope is None:
+        scope = found.scope_value()
+        if scope is None:
+            raise UsageError(f"no {found.key!r} scope here to override; pass scope= (or '*' for every scope)")
+    chosen = scope if scope == EVERY_SCOPE else check_scope(scope)
+    if not may_override(found, chosen, granted, current_user_id()):
+        rule = found.allow_overrides
+        why = (
+            "nobody may override it"
+            if rule is None
+            else "it takes the admin scope"
+            if rule == "admin"
+            else "it takes the admin scope, or a user's own user scope"
+        )
+        raise OverrideNotAllowedError(f"you may not override feature {found.key!r} for {chosen}: {why}")
+    return found, chosen, tenant_id

@@ -1,0 +1,133 @@
+"""Evaluating feature flags for one unit of work: overrides loaded once, then all in memory.
+
+A :class:`Flags` belongs to one request (the Flask extension makes one per
+request) or one job (``with flags_for(session):``). The first evaluation
+loads every override that could apply to any declared feature in this
+context, in one query; every later evaluation is a dictionary lookup.
+
+Which value wins, for a feature and the context's scope:
+
+1. an override for every scope (``*``) or for this scope, stored for all
+   tenants (a *global* override, set through the bypass role);
+2. one stored for the tenant in context (the database shows a tenant only
+   its own);
+   within each, the exact scope beats ``*``;
+3. the rollout: on when the scope's :func:`~rls_tenancy.features.rollout_position`
+   is below ``enable_chance``;
+4. the default (called when it is a function).
+
+Without a scope (no user on an anonymous request), only ``*`` overrides and
+the default apply. Global overrides come first so that an operator's kill
+switch holds whatever a tenant chose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from sqlalchemy import Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from rls_tenancy.audit import Executor
+from rls_tenancy.errors import UsageError
+from rls_tenancy.features import EVERY_SCOPE, REGISTRY, Feature, FeatureRegistry
+
+# Row level security shows the tenant's overrides and the global ones; the
+# condition on tenant_id says the same again (defence in depth).
+_LOAD = text(
+    "SELECT o.tenant_id, o.feature, o.scope, o.enabled FROM rls_tenancy.feature_overrides o "
+    "WHERE o.feature = ANY(:features) AND o.scope = ANY(:scopes) "
+    "AND (o.tenant_id IS NULL OR o.tenant_id = rls_tenancy.current_tenant_id())"
+).bindparams(bindparam("features", type_=ARRAY(Text)), bindparam("scopes", type_=ARRAY(Text)))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A feature's value and why: ``reason`` is ``global-override``,
+    ``tenant-override``, ``rollout`` or ``default``."""
+
+    key: str
+    enabled: bool
+    reason: str
+    scope: str | None
+
+
+class Flags:
+    """Feature values for one request or job; at most one query, on first use."""
+
+    def __init__(self, executor: Executor, registry: FeatureRegistry = REGISTRY) -> None:
+        self._executor = executor
+        self._registry = registry
+        self._scopes: dict[str, str | None] | None = None
+        self._overrides: dict[tuple[str, str, bool], bool] | None = None
+        self.queries = 0
+
+    def is_enabled(self, feature: Feature | str) -> bool:
+        """Whether ``feature`` (or the feature with that key) is on here."""
+        return self.explain(feature).enabled
+
+    def explain(self, feature: Feature | str) -> Evaluation:
+        """The value of ``feature`` with the reason it has it."""
+        found = self._registry.get(feature)
+        scopes, overrides = self._load()
+        scope = scopes[found.key]
+        for is_global in (True, False):
+            for candidate in (scope, EVERY_SCOPE):
+                if candidate is None:
+                    continue
+                value = overrides.get((found.key, candidate, is_global))
+                if value is not None:
+                    return Evaluation(found.key, value, "global-override" if is_global else "tenant-override", scope)
+        if scope is not None:
+            rolled_out = found.rolled_out_to(scope)
+            if rolled_out is not None:
+                return Evaluation(found.key, rolled_out, "rollout", scope)
+        return Evaluation(found.key, found.default_value(), "default", scope)
+
+    def all(self) -> list[Evaluation]:
+        """Every declared feature, evaluated."""
+        return [self.explain(feature) for feature in self._registry]
+
+    def invalidate(self) -> None:
+        """Forget the loaded overrides (after changing one), so the next evaluation reloads."""
+        self._scopes = self._overrides = None
+
+    def _load(self) -> tuple[dict[str, str | None], dict[tuple[str, str, bool], bool]]:
+        if self._scopes is None or self._overrides is None:
+            scopes = {feature.key: feature.scope_value() for feature in self._registry}
+            wanted = sorted({EVERY_SCOPE, *(scope for scope in scopes.values() if scope is not None)})
+            rows = self._executor.execute(_LOAD, {"features": sorted(scopes), "scopes": wanted}).all()
+            self.queries += 1
+            self._overrides = {(row.feature, row.scope, row.tenant_id is None): row.enabled for row in rows}
+            self._scopes = scopes
+        return self._scopes, self._overrides
+
+
+_source: ContextVar[Callable[[], Flags] | None] = ContextVar("rls_tenancy.flags", default=None)
+
+
+def current_flags() -> Flags:
+    """The :class:`Flags` of the current request or ``flags_for`` block."""
+    source = _source.get()
+    if source is None:
+        raise UsageError("no feature flags in context: evaluate inside a request, or in `with flags_for(session):`")
+    return source()
+
+
+@contextmanager
+def flags_for(executor: Executor, registry: FeatureRegistry = REGISTRY) -> Iterator[Flags]:
+    """Evaluate features inside the block against ``executor`` (a Session or Connection)."""
+    flags = Flags(executor, registry)
+    token = _source.set(lambda: flags)
+    try:
+        yield flags
+    finally:
+        _source.reset(token)
+
+
+def set_flags_source(source: Callable[[], Flags]) -> None:
+    """Make ``source`` answer :func:`current_flags` in this context (a web request's own)."""
+    _source.set(source)

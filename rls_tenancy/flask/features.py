@@ -1,0 +1,56 @@
+"""Feature flags in Flask views and Jinja templates, one query per request at most.
+
+``feature_enabled("new-dashboard")`` in a view or a template (a template
+global) evaluates a declared feature for the request's scopes; the first
+evaluation in a request loads the overrides for all of them at once, the
+rest are in memory (:class:`~rls_tenancy.flags.Flags`). ``Feature.evaluate()``
+works the same inside a request.
+"""
+
+from __future__ import annotations
+
+from flask import has_request_context
+
+from rls_tenancy.errors import UsageError
+from rls_tenancy.feature_overrides import Override, clear_override, set_override
+from rls_tenancy.features import Feature
+from rls_tenancy.flags import Flags
+from rls_tenancy.flask.current import get_current_scopes
+from rls_tenancy.flask.extension import request_state, state
+
+
+def request_flags() -> Flags:
+    """This request's :class:`~rls_tenancy.flags.Flags`, made on first use."""
+    if not has_request_context():
+        raise UsageError("no feature flags in context: evaluate inside a request, or in `with flags_for(session):`")
+    cache = request_state().cache
+    flags = cache.get("flags")
+    if not isinstance(flags, Flags):
+        flags = cache["flags"] = Flags(state().session(), state().features)
+    return flags
+
+
+def feature_enabled(feature: Feature | str) -> bool:
+    """Whether ``feature`` is on for this request; an undeclared key is an ``UnknownFeatureError``."""
+    return request_flags().is_enabled(feature)
+
+
+def set_feature_override(feature: Feature | str, enabled: bool, *, scope: str | None = None) -> Override:
+    """Store an override in the request's tenant, as the request's user and scopes allow.
+
+    In the request's transaction (commit it); 403 JSON when not allowed.
+    """
+    stored = set_override(
+        state().session(), feature, enabled, scope=scope, granted=get_current_scopes(), registry=state().features
+    )
+    request_flags().invalidate()
+    return stored
+
+
+def clear_feature_override(feature: Feature | str, *, scope: str | None = None) -> bool:
+    """Remove an override of the request's tenant; False when there was none."""
+    removed = clear_override(
+        state().session(), feature, scope=scope, granted=get_current_scopes(), registry=state().features
+    )
+    request_flags().invalidate()
+    return removed
