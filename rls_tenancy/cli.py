@@ -4,6 +4,9 @@ rls-tenancy migrate --database-url postgresql://dba@host/app
 rls-tenancy migrate --sql > install.sql      # for review by a DBA
 rls-tenancy audit-verify --database-url postgresql://rls_admin@host/app [--anchors heads.json]
 rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.json
+
+Exit status: 0 success; 1 the database refused a migration, or audit-verify
+found a broken chain or anchor; 2 bad usage, or the check could not run.
 """
 
 from __future__ import annotations
@@ -77,8 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rls-tenancy: {error}", file=sys.stderr)
         return 2
     except DBAPIError as error:
-        print(f"rls-tenancy: the database refused: {error.orig}", file=sys.stderr)
-        return 1
+        print(f"rls-tenancy: database error: {error.orig}", file=sys.stderr)
+        # For the audit checks, 1 means "problems found"; not being able to look is another answer.
+        return 2 if args.command.startswith("audit-") else 1
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 
 from flask import request, session
 from sqlalchemy import func, literal, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 from werkzeug.datastructures import LanguageAccept
@@ -22,7 +23,7 @@ from rls_tenancy.audit import log_security_event
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
 from rls_tenancy.flask.extension import request_state, state
-from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution
+from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution, is_row_id
 from rls_tenancy.models import SLUG_PATTERN, Tenant, storable
 from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches
 
@@ -164,11 +165,26 @@ def login(user: User) -> None:
 
 
 def logout() -> None:
-    """Forget the session's user. Audited (``auth.logout``) when there was one."""
+    """Forget the session's user. Audited (``auth.logout``) for that user when there was one.
+
+    The event names the user the cookie held, whatever else the request
+    carried (a bearer token wins the request's identity, not the logout's).
+    A user or tenant deleted meanwhile is named in the event's data instead,
+    in the chain without a tenant.
+    """
     stored = session.pop(SESSION_KEY, None)
-    resolution = _resolution()
-    if stored is not None and resolution is not None and resolution.user_id is not None:
-        log_security_event(state().engine, "auth.logout", tenant_id=resolution.tenant_id, user_id=resolution.user_id)
+    if not isinstance(stored, dict):
+        return
+    tenant_id, user_id = stored.get("tenant_id"), stored.get("user_id")
+    if not (is_row_id(tenant_id) and is_row_id(user_id)):
+        return
+    engine = state().engine
+    try:
+        log_security_event(engine, "auth.logout", tenant_id=tenant_id, user_id=user_id)
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) != "42501":  # not "no such user of that tenant"
+            raise
+        log_security_event(engine, "auth.logout", tenant_id=None, data={"tenant_id": tenant_id, "user_id": user_id})
 
 
 def authenticate_user(tenant_slug: str, email: str, password: str) -> User | None:

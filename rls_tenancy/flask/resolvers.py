@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 from flask import Request, session
 from sqlalchemy import Engine, func, literal, select
@@ -100,7 +100,7 @@ def session_resolver(engine: Engine) -> Resolver:
         if not isinstance(stored, dict):
             return None
         tenant_id, user_id = stored.get("tenant_id"), stored.get("user_id")
-        if not (isinstance(tenant_id, int) and _is_id(tenant_id) and isinstance(user_id, int) and _is_id(user_id)):
+        if not (is_row_id(tenant_id) and is_row_id(user_id)):
             session.pop(SESSION_KEY, None)
             return None
         with as_tenant(tenant_id), engine.connect() as connection:
@@ -143,5 +143,6 @@ def subdomain_resolver(engine: Engine, parent_domain: str) -> Resolver:
     return resolve
 
 
-def _is_id(value: object) -> bool:
+def is_row_id(value: object) -> TypeGuard[int]:
+    """Whether ``value`` can be a bigint id: a positive int below 2**63 (and no bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
