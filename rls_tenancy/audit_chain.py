@@ -12,6 +12,7 @@ contains the anchored hash.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class ChainHead:
     seq: int
     hash: bytes | None
     last_id: int | None
+    #: Events up to this seq were purged (0: none).
+    anchor_seq: int = 0
 
 
 def verify_chains(connection: Connection) -> list[ChainStatus]:
@@ -91,7 +94,7 @@ def chain_heads(connection: Connection) -> list[ChainHead]:
             )
         )
     )
-    return [ChainHead(row.tenant_id, int(row.seq), row.hash, row.last_id) for row in rows]
+    return [ChainHead(row.tenant_id, int(row.seq), row.hash, row.last_id, int(row.anchor_seq)) for row in rows]
 
 
 def dump_anchors(heads: Sequence[ChainHead]) -> str:
@@ -129,11 +132,17 @@ def load_anchors(text: str) -> list[ChainHead]:
 
 
 def check_anchors(connection: Connection, anchors: Iterable[ChainHead]) -> list[str]:
-    """What no longer matches: each anchored event must still have the anchored hash."""
+    """What no longer matches: each anchored event must still have the anchored hash.
+
+    An anchor older than a purge's cut can no longer be checked (its event
+    is gone by design) and is passed over; one exactly at the cut is checked
+    against the hash the purge recorded.
+    """
     problems = []
+    cuts = {head.tenant_id: head.anchor_seq for head in chain_heads(connection)}
     for anchor in anchors:
-        if anchor.seq == 0:
-            continue  # an empty chain anchors nothing
+        if anchor.seq == 0 or anchor.seq < cuts.get(anchor.tenant_id, 0):
+            continue  # an empty chain anchors nothing; a purged event cannot be checked
         at = func.rls_tenancy.audit_hash_at(literal(anchor.tenant_id, BigInteger), literal(anchor.seq, BigInteger))
         found = connection.execute(select(at)).scalar()
         if found != anchor.hash:
@@ -172,9 +181,9 @@ def event_hash(event: AuditEvent | Any, prev_hash: bytes | None = None) -> bytes
         event.db_role.encode(),
         event.action.encode(),
         None if event.message is None else event.message.encode(),
-        None if event.ip is None else str(event.ip).split("/")[0].encode(),
+        None if event.ip is None else postgres_host(event.ip).encode(),
         None if event.request_id is None else event.request_id.encode(),
-        str(event.data).encode(),
+        _jsonb_text(event.data).encode(),
         str(micros).encode(),
         event.prev_hash if prev_hash is None else prev_hash,
     ]
@@ -182,6 +191,24 @@ def event_hash(event: AuditEvent | Any, prev_hash: bytes | None = None) -> bytes
         b"\xff\xff\xff\xff" if value is None else len(value).to_bytes(4, "big") + value for value in fields
     )
     return hashlib.sha256(encoded).digest()
+
+
+def postgres_host(ip: object) -> str:
+    """An address as PostgreSQL's ``host(inet)`` prints it (IPv4 inside IPv6 stays dotted: ``::ffff:1.2.3.4``)."""
+    address = ipaddress.ip_address(str(ip).split("/")[0])
+    if address.version == 4:
+        return str(address)
+    words = [int.from_bytes(address.packed[i : i + 2], "big") for i in range(0, 16, 2)]
+    if words[:5] == [0] * 5 and ((words[5] == 0 and words[6] != 0) or words[5] == 0xFFFF):
+        embedded = ipaddress.IPv4Address(address.packed[12:])
+        return ("::ffff:" if words[5] == 0xFFFF else "::") + str(embedded)
+    return address.compressed
+
+
+def _jsonb_text(data: object) -> str:
+    if not isinstance(data, str):
+        raise UsageError("event_hash() needs data as PostgreSQL's jsonb text (select data::text), not parsed JSON")
+    return data
 
 
 def verification_report(connection: Connection, anchors: Sequence[ChainHead] | None = None) -> tuple[list[str], int]:
@@ -213,6 +240,7 @@ __all__ = [
     "chain_heads",
     "dump_anchors",
     "event_hash",
+    "postgres_host",
     "load_anchors",
     "purge",
     "verification_report",

@@ -281,7 +281,7 @@ DECLARE
     expected_seq  bigint;
     expected_prev bytea;
 BEGIN
-    IF tenant IS DISTINCT FROM rls_tenancy.current_tenant_id()
+    IF (tenant IS NULL OR tenant IS DISTINCT FROM rls_tenancy.current_tenant_id())
        AND NOT pg_catalog.pg_has_role(session_user, rls_tenancy.role_name('bypass'), 'USAGE')
        AND NOT pg_catalog.pg_has_role(session_user, rls_tenancy.role_name('owner'), 'USAGE') THEN
         RAISE EXCEPTION 'rls_tenancy: % may verify only the audit chain of the tenant bound to its transaction', session_user

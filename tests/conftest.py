@@ -43,6 +43,10 @@ DROP POLICY tenant_isolation ON tasks;
 CREATE POLICY tenant_isolation ON tasks USING (true) WITH CHECK (true);
 DROP POLICY tenant_self ON rls_tenancy.tenants;
 CREATE POLICY tenant_self ON rls_tenancy.tenants FOR SELECT USING (true);
+DROP POLICY audit_tenant_read ON rls_tenancy.audit_log;
+CREATE POLICY audit_tenant_read ON rls_tenancy.audit_log FOR SELECT USING (true);
+DROP POLICY tenant_overrides ON rls_tenancy.feature_overrides;
+CREATE POLICY tenant_overrides ON rls_tenancy.feature_overrides USING (true) WITH CHECK (true);
 """
 
 
