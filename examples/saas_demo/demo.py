@@ -106,6 +106,9 @@ def _curl_lines(base: str, seeded: Seeded) -> list[str]:
         f'-d \'{{"tenant": "acme", "email": "alice@acme.example", "password": "{PASSWORD}"}}\' '
         f"{base}/api/login && curl -s -b /tmp/demo-cookies {base}/api/me",
         f"curl -s -b /tmp/demo-cookies '{base}/api/audit?limit=5'    # acme's audit log, for its admin",
+        f"curl -s -H 'Authorization: Bearer {acme}' {base}/api/features    # each flag's value and why",
+        f"curl -s -X PUT -b /tmp/demo-cookies -H 'Content-Type: application/json' "
+        f"-d '{{\"enabled\": false}}' {base}/api/features/new-dashboard    # alice opts out, for herself",
     ]
 
 
