@@ -8,7 +8,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-sabotage test-oldest lint format clean
+.PHONY: install demo test test-sabotage test-oldest pgtap lint format clean
+
+# The PostgreSQL major version of the local binaries (for the pgTAP package name).
+PG_MAJOR ?= $(shell ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+PGTAP_PACKAGES := postgresql-$(or $(PG_MAJOR),15)-pgtap libtap-parser-sourcehandler-pgtap-perl
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +28,7 @@ demo: $(STAMP)
 
 # The suite, then the sabotage runs: with one layer broken on purpose, every
 # test that guards that layer must fail (they run as strict xfails).
-test: $(STAMP)
+test: $(STAMP) pgtap
 	$(PYTEST)
 	$(MAKE) --no-print-directory test-sabotage
 
@@ -32,6 +36,21 @@ test-sabotage: $(STAMP)
 	$(PYTEST) -q -rfE -m security --rls-break=policy
 	$(PYTEST) -q -rfE -m binding --rls-break=binding
 	$(PYTEST) -q -rfE -m orm --rls-break=orm
+
+# pgTAP and pg_prove for the SQL tests in sql/tests (tests/test_pgtap.py runs
+# them): installed from Debian when missing and this is root on Debian;
+# otherwise those tests are skipped, and this says so loudly.
+pgtap:
+	@if command -v pg_prove >/dev/null 2>&1 && ls /usr/share/postgresql/*/extension/pgtap.control >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing pgTAP: $(PGTAP_PACKAGES)"; \
+		{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PGTAP_PACKAGES) >/dev/null; } \
+			|| echo "*** could not install $(PGTAP_PACKAGES): the SQL tests in sql/tests will be SKIPPED. ***"; \
+	else \
+		echo "*** pgTAP is not installed: the SQL tests in sql/tests will be SKIPPED. ***"; \
+		echo "*** Install $(PGTAP_PACKAGES) (Debian/Ubuntu), or pgtap and pg_prove otherwise. ***"; \
+	fi
 
 # The suite on the lowest dependency versions pyproject.toml allows.
 test-oldest:

@@ -14,6 +14,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 import rls_tenancy.alembic_ops  # noqa: F401  (registers op.enable_tenant_isolation)
+from rls_tenancy.migration_data import watch_untenanted_writes
 from rls_tenancy.urls import database_url
 
 VERSION_TABLE = "alembic_version_rls_tenancy"
@@ -21,6 +22,7 @@ config = context.config
 
 
 def _run(connection: Connection) -> None:
+    watch_untenanted_writes(connection)
     context.configure(connection=connection, version_table=VERSION_TABLE, transactional_ddl=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -1,5 +1,5 @@
-"""Alembic operations: ``op.enable_tenant_isolation`` / ``op.disable_tenant_isolation``
-and ``op.share_table`` / ``op.unshare_table``.
+"""Alembic operations: ``op.enable_tenant_isolation`` / ``op.disable_tenant_isolation``,
+``op.share_table`` / ``op.unshare_table``, and ``op.add_tenant_foreign_key``.
 
 Import this module in your ``env.py`` to register them (and the autogenerate
 hook that adds ``op.enable_tenant_isolation(...)`` for tenant-bound tables
@@ -44,11 +44,8 @@ class _TableFunctionOp(MigrateOperation):
         self.schema = schema
 
     def to_sql(self) -> Executable:
-        name: ColumnElement[str] = func.quote_ident(literal(self.table_name))
-        if self.schema is not None:
-            name = func.quote_ident(literal(self.schema)).concat(".").concat(name)
         call = getattr(func.rls_tenancy, self.function)
-        return select(call(cast(name, REGCLASS)))
+        return select(call(_regclass(self.table_name, self.schema)))
 
 
 @Operations.register_operation("enable_tenant_isolation")
@@ -109,6 +106,57 @@ class UnshareTableOp(_TableFunctionOp):
 
     def reverse(self) -> ShareTableOp:
         return ShareTableOp(self.table_name, schema=self.schema)
+
+
+@Operations.register_operation("add_tenant_foreign_key")
+class AddTenantForeignKeyOp(MigrateOperation):
+    """``(tenant_id, column) -> referent (tenant_id, id)``, and the unique key it needs (sql/011_tenant_keys.sql)."""
+
+    def __init__(
+        self,
+        source: str,
+        column: str,
+        referent: str,
+        referent_column: str = "id",
+        *,
+        name: str | None = None,
+        ondelete: str | None = None,
+        schema: str | None = None,
+        referent_schema: str | None = None,
+    ) -> None:
+        self.source, self.column, self.referent, self.referent_column = source, column, referent, referent_column
+        self.name, self.ondelete, self.schema, self.referent_schema = name, ondelete, schema, referent_schema
+
+    @classmethod
+    def add_tenant_foreign_key(
+        cls, operations: Operations, source: str, column: str, referent: str, referent_column: str = "id", **kw: Any
+    ) -> None:
+        """Reference ``referent`` from ``source.column`` within one tenant only."""
+        operations.invoke(cls(source, column, referent, referent_column, **kw))
+
+    def to_sql(self) -> Executable:
+        return select(
+            func.rls_tenancy.add_tenant_foreign_key(
+                _regclass(self.source, self.schema),
+                literal(self.column),
+                _regclass(self.referent, self.referent_schema),
+                literal(self.referent_column),
+                literal(self.name),
+                literal(self.ondelete or "NO ACTION"),
+            )
+        )
+
+
+def _regclass(table: str, schema: str | None) -> ColumnElement[Any]:
+    name: ColumnElement[str] = func.quote_ident(literal(table))
+    if schema is not None:
+        name = func.quote_ident(literal(schema)).concat(".").concat(name)
+    return cast(name, REGCLASS)
+
+
+@Operations.implementation_for(AddTenantForeignKeyOp)
+def _add_tenant_foreign_key(operations: Operations, operation: AddTenantForeignKeyOp) -> None:
+    operations.execute(operation.to_sql())
 
 
 _OPS = (EnableTenantIsolationOp, DisableTenantIsolationOp, ShareTableOp, UnshareTableOp)

@@ -4,9 +4,11 @@ rls-tenancy migrate --database-url postgresql://dba@host/app
 rls-tenancy migrate --sql > install.sql      # for review by a DBA
 rls-tenancy audit-verify --database-url postgresql://rls_admin@host/app [--anchors heads.json]
 rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.json
+rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json]
 
-Exit status: 0 success; 1 the database refused a migration, or audit-verify
-found a broken chain or anchor; 2 bad usage, or the check could not run.
+Exit status: 0 success; 1 the database refused a migration, audit-verify
+found a broken chain or anchor, or doctor found an error; 2 bad usage, or the
+check could not run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy.audit_chain import chain_heads, dump_anchors, load_anchors, verification_report
 from rls_tenancy.bypass import UnsafeBypass
+from rls_tenancy.doctor import as_json, as_table, exit_status, findings
 from rls_tenancy.errors import TenancyError
 from rls_tenancy.migrate import alembic_config, downgrade, upgrade
 from rls_tenancy.roles import RoleNames
@@ -46,7 +49,21 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--database-url", help="the bypass role's URL (default: $DATABASE_URL)")
         if name == "audit-verify":
             sub.add_argument("--anchors", type=Path, help="heads exported earlier with audit-heads")
+    doctor = commands.add_parser("doctor", help="report isolation gaps; exit 1 on any error-level finding")
+    doctor.add_argument("--database-url", help="the bypass role's (or a superuser's) URL (default: $DATABASE_URL)")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    engine = create_engine(database_url(args.database_url))
+    try:
+        with engine.connect() as connection:
+            found = findings(connection)
+    finally:
+        engine.dispose()
+    print(as_json(found) if args.json else as_table(found), end="" if not args.json else "\n")
+    return exit_status(found)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -69,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command.startswith("audit-"):
             return _audit(args)
+        if args.command == "doctor":
+            return _doctor(args)
         roles = RoleNames.from_env()
         if args.command == "migrate" and args.sql:
             command.upgrade(alembic_config(), args.revision, sql=True)
@@ -82,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DBAPIError as error:
         print(f"rls-tenancy: database error: {error.orig}", file=sys.stderr)
         # For the audit checks, 1 means "problems found"; not being able to look is another answer.
-        return 2 if args.command.startswith("audit-") else 1
+        return 2 if args.command.startswith("audit-") or args.command == "doctor" else 1
     return 0
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, ForeignKeyConstraint, Integer, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from rls_tenancy import TenantBoundMixin
+from rls_tenancy.tenant_keys import tenant_foreign_key, tenant_key
 
 
 class Base(DeclarativeBase):
@@ -31,7 +32,7 @@ class Project(TenantBoundMixin, Base):
     __tablename__ = "projects"
     # (tenant_id, id) is what a tenant-consistent foreign key points at.
     __table_args__ = (
-        UniqueConstraint("tenant_id", "id", name="projects_tenant_id_id_key"),
+        tenant_key("projects"),
         CheckConstraint("status IN ('active', 'archived', 'invisible')", name="projects_status_check"),
     )
 
@@ -48,11 +49,7 @@ class Task(TenantBoundMixin, Base):
     __tablename__ = "tasks"
     # Composite key: a task can only point at a project of its own tenant,
     # even though foreign-key checks ignore row level security.
-    __table_args__ = (
-        ForeignKeyConstraint(
-            ["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"], name="tasks_project_fkey"
-        ),
-    )
+    __table_args__ = (tenant_foreign_key("project_id", "projects", name="tasks_project_fkey"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(Integer)

@@ -23,6 +23,7 @@ from rls_tenancy.audit import log_event
 from rls_tenancy.audit_chain import chain_heads, dump_anchors, load_anchors, purge, verification_report
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant
+from rls_tenancy.doctor import as_json, as_table, exit_status, findings
 from rls_tenancy.errors import TenancyError
 from rls_tenancy.feature_overrides import (
     clear_global_override,
@@ -294,3 +295,15 @@ def features_clear(key: str, slug: str | None, is_global: bool, scope: str) -> N
     if not removed:
         raise click.ClickException(f"no override of {key} for {scope} to clear")
     click.echo(f"cleared the override of {key} for {scope}")
+
+
+@tenancy_commands.command("doctor")
+@click.option("--json", "as_machine", is_flag=True, help="Print JSON instead of a table.")
+@with_appcontext
+def doctor(as_machine: bool) -> None:
+    """Report isolation gaps found in the database; exit 1 on any error-level finding."""
+    with _bypass().connect(reason="cli: doctor") as connection:
+        found = findings(connection)
+    click.echo(as_json(found) if as_machine else as_table(found), nl=as_machine)
+    if exit_status(found):
+        raise SystemExit(1)

@@ -7,6 +7,7 @@ from sqlalchemy import Connection, create_engine, pool
 
 import rls_tenancy.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation
 from rls_tenancy.alembic_branch import app_branch
+from rls_tenancy.migration_data import watch_untenanted_writes
 from rls_tenancy.urls import database_url
 from saas_demo.models import Base
 
@@ -18,6 +19,8 @@ BRANCH = app_branch("saas_demo")
 
 
 def _run(connection: Connection) -> None:
+    # rls_tenancy: warn about data migrations that silently change nothing under FORCE.
+    watch_untenanted_writes(connection)
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

@@ -1,0 +1,58 @@
+"""``doctor``: the isolation gaps the database reports about itself, as a table or JSON.
+
+The checks live in SQL (``rls_tenancy.findings()``, ``sql/011_doctor.sql``)
+so a DBA can run them from psql; this module prints them and turns them
+into an exit status that can gate CI and deploys: 1 when any finding is an
+error, else 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import Connection, text
+
+SEVERITIES = ("error", "warning", "info")
+_FINDINGS = text("SELECT severity, check_name, object_name, message, fix FROM rls_tenancy.findings()")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: how bad, which check, on what, what it means, and the SQL that fixes it."""
+
+    severity: str
+    check: str
+    object: str
+    message: str
+    fix: str
+
+
+def findings(connection: Connection) -> list[Finding]:
+    """Every finding, errors first (needs the bypass role, the owner, or a superuser)."""
+    return [Finding(*row) for row in connection.execute(_FINDINGS)]
+
+
+def exit_status(found: Sequence[Finding]) -> int:
+    """1 when any finding is an error, else 0."""
+    return 1 if any(finding.severity == "error" for finding in found) else 0
+
+
+def as_json(found: Sequence[Finding]) -> str:
+    counts = {severity: sum(f.severity == severity for f in found) for severity in SEVERITIES}
+    return json.dumps({"counts": counts, "findings": [asdict(f) for f in found]}, indent=2)
+
+
+def as_table(found: Sequence[Finding]) -> str:
+    """A readable report: one block per finding, then the counts."""
+    if not found:
+        return "no findings: every table with a tenant_id is covered\n"
+    lines = []
+    for finding in found:
+        lines.append(f"{finding.severity.upper():8} {finding.check:38} {finding.object}")
+        lines.append(f"         {finding.message}")
+        lines.append(f"         fix: {finding.fix}")
+    counts = ", ".join(f"{sum(f.severity == s for f in found)} {s}(s)" for s in SEVERITIES)
+    lines.append(counts)
+    return "\n".join(lines) + "\n"

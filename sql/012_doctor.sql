@@ -1,0 +1,304 @@
+-- rls_tenancy: the database reports its own isolation coverage and gaps.
+--
+--   SELECT * FROM rls_tenancy.coverage;     -- one row per table with a tenant_id column
+--   SELECT * FROM rls_tenancy.findings();   -- one row per problem, with a fix
+--
+-- A "tenant table" is any ordinary or partitioned table outside the system
+-- schemas with a column named tenant_id. Findings have a severity:
+--   error    a leak, or a way around the policies: fix before deploying;
+--   warning  a weakness (an existence oracle, a slow policy) or an unusual setup;
+--   info     an exemption recorded in rls_tenancy.doctor_exemptions.
+-- Exemptions name an object and a check, with the reason it is fine; the
+-- library records its own (its audit log and feature overrides are shaped on
+-- purpose), and a DBA may add theirs. An exempted finding is reported as info.
+--
+-- Read-only: it inspects the catalogs and changes nothing. Owned by the
+-- owner role, executable by the bypass role and by whoever the DBA grants.
+
+DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+
+CREATE TABLE IF NOT EXISTS rls_tenancy.doctor_exemptions (
+    object_name text NOT NULL,   -- as findings() names it: a table, 'table policy name', an index, a function
+    check_name  text NOT NULL,   -- e.g. 'policy_not_tenant_keyed'
+    reason      text NOT NULL CHECK (pg_catalog.length(reason) BETWEEN 1 AND 500),
+    PRIMARY KEY (object_name, check_name)
+);
+COMMENT ON TABLE rls_tenancy.doctor_exemptions IS
+    'Findings of rls_tenancy.findings() that are fine on purpose, with the reason; reported as info.';
+REVOKE ALL ON rls_tenancy.doctor_exemptions FROM PUBLIC;
+
+INSERT INTO rls_tenancy.doctor_exemptions (object_name, check_name, reason) VALUES
+    ('rls_tenancy.audit_log', 'tenant_id_nullable',
+     'events without a tenant (failed logins for unknown tenants, bypass use) form their own chain'),
+    ('rls_tenancy.feature_overrides', 'tenant_id_nullable',
+     'rows without a tenant are global overrides, written by the bypass role only'),
+    ('rls_tenancy.feature_overrides policy global_overrides_read', 'policy_not_tenant_keyed',
+     'policy global_overrides_read lets every tenant read the global overrides (FOR SELECT only)'),
+    ('rls_tenancy.users_pkey', 'unique_without_tenant',
+     'user ids come from the identity column; the library never lets a caller choose one'),
+    ('rls_tenancy.feature_overrides_pkey', 'unique_without_tenant',
+     'override ids come from the identity column; the library never lets a caller choose one')
+ON CONFLICT (object_name, check_name) DO NOTHING;
+
+-- Whether a policy expression is exactly the isolation condition (no OR, no
+-- other terms): anything else may widen access. The schema prefix is optional
+-- because pg_get_expr() leaves it out when rls_tenancy is on the search_path.
+CREATE OR REPLACE FUNCTION rls_tenancy.is_tenant_condition(expression text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN coalesce(expression ~ '^\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\)$', false);
+REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_condition(text) FROM PUBLIC;
+
+-- One row per tenant table: how it is protected.
+CREATE OR REPLACE VIEW rls_tenancy.coverage AS
+WITH app AS (SELECT rls_tenancy.role_name('app') AS role_name),
+tenant_tables AS (
+    SELECT c.oid, c.relkind, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
+           pg_catalog.pg_get_userbyid(c.relowner) AS owner, a.attnum AS tenant_attnum, a.attnotnull
+      FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+     WHERE c.relkind IN ('r', 'p')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+       AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+)
+SELECT pg_catalog.format('%I.%I', t.nspname, t.relname) AS table_name,
+       t.relkind = 'p' AS partitioned,
+       t.relrowsecurity AS rls_enabled,
+       t.relforcerowsecurity AS rls_forced,
+       t.attnotnull AS tenant_id_not_null,
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_policy p WHERE p.polrelid = t.oid)::integer AS policies,
+       (SELECT pg_catalog.string_agg(p.polname, ', ' ORDER BY p.polname) FROM pg_catalog.pg_policy p
+         WHERE p.polrelid = t.oid
+           AND rls_tenancy.is_tenant_condition(pg_catalog.pg_get_expr(p.polqual, p.polrelid))
+           AND (p.polwithcheck IS NULL
+                OR rls_tenancy.is_tenant_condition(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))))
+           AS tenant_policies,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                WHERE i.indrelid = t.oid AND i.indkey[0] = t.tenant_attnum) AS tenant_index,
+       t.owner,
+       -- Column grants count: a grant on one column is enough to act.
+       pg_catalog.has_any_column_privilege(app.role_name, t.oid, 'SELECT') AS app_select,
+       pg_catalog.has_any_column_privilege(app.role_name, t.oid, 'INSERT') AS app_insert,
+       pg_catalog.has_any_column_privilege(app.role_name, t.oid, 'UPDATE') AS app_update,
+       pg_catalog.has_table_privilege(app.role_name, t.oid, 'DELETE') AS app_delete,
+       pg_catalog.has_table_privilege(app.role_name, t.oid, 'TRUNCATE') AS app_truncate,
+       pg_catalog.has_any_column_privilege(app.role_name, t.oid, 'REFERENCES') AS app_references,
+       pg_catalog.has_table_privilege(app.role_name, t.oid, 'TRIGGER') AS app_trigger
+  FROM tenant_tables t, app
+ ORDER BY 1;
+COMMENT ON VIEW rls_tenancy.coverage IS
+    'Every table with a tenant_id column and how row level security covers it.';
+
+CREATE OR REPLACE FUNCTION rls_tenancy.findings()
+RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    app_role    name := rls_tenancy.role_name('app');
+    bypass_role name := rls_tenancy.role_name('bypass');
+    owner_role  name := rls_tenancy.role_name('owner');
+BEGIN
+    RETURN QUERY
+    WITH RECURSIVE reaching (base, rel) AS (
+        -- Every view or materialized view that reads a tenant table, however many views deep.
+        SELECT t.oid, rw.ev_class
+          FROM rls_tenancy.coverage c
+          JOIN pg_class t ON t.oid = c.table_name::regclass
+          JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
+          JOIN pg_rewrite rw ON rw.oid = d.objid
+         WHERE rw.ev_class <> t.oid
+        UNION
+        SELECT r.base, rw.ev_class
+          FROM reaching r
+          JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = r.rel AND d.classid = 'pg_rewrite'::regclass
+          JOIN pg_rewrite rw ON rw.oid = d.objid
+         WHERE rw.ev_class <> r.rel
+    ),
+    raw (severity, check_name, object_name, message, fix) AS (
+        -- The application role itself.
+        SELECT 'error', 'app_role_superuser', app_role::text,
+               format('the application role %I is a superuser: row level security does not apply to it', app_role),
+               format('ALTER ROLE %I NOSUPERUSER;', app_role)
+          FROM pg_roles r WHERE r.rolname = app_role AND r.rolsuper
+        UNION ALL
+        SELECT 'error', 'app_role_bypassrls', app_role::text,
+               format('the application role %I has BYPASSRLS: every policy is ignored', app_role),
+               format('ALTER ROLE %I NOBYPASSRLS;', app_role)
+          FROM pg_roles r WHERE r.rolname = app_role AND r.rolbypassrls
+        UNION ALL
+        SELECT 'error', 'app_role_createrole', app_role::text,
+               format('the application role %I has CREATEROLE and can grant itself other roles', app_role),
+               format('ALTER ROLE %I NOCREATEROLE;', app_role)
+          FROM pg_roles r WHERE r.rolname = app_role AND r.rolcreaterole
+        UNION ALL
+        SELECT 'error', 'app_role_member_of_privileged', app_role::text,
+               format('the application role %I is a member of %I, which %s', app_role, r.rolname,
+                      CASE WHEN r.rolsuper THEN 'is a superuser'
+                           WHEN r.rolbypassrls THEN 'has BYPASSRLS'
+                           WHEN r.rolcreaterole THEN 'has CREATEROLE'
+                           WHEN r.rolname = owner_role THEN 'owns the tenant tables'
+                           ELSE 'is the bypass role' END),
+               format('REVOKE %I FROM %I;', r.rolname, app_role)
+          FROM pg_roles r
+         WHERE r.rolname <> app_role
+           AND (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolname IN (owner_role, bypass_role))
+           AND pg_has_role(app_role, r.oid, 'MEMBER')
+        UNION ALL
+        -- Tenant tables.
+        SELECT 'error', 'app_role_owns_table', c.table_name,
+               CASE WHEN c.owner = app_role
+                    THEN format('%s is owned by the application role, which can therefore drop its policies', c.table_name)
+                    ELSE format('%s is owned by %I, whose rights the application role has: it can drop the policies', c.table_name, c.owner) END,
+               format('ALTER TABLE %s OWNER TO %I;', c.table_name, owner_role)
+          FROM rls_tenancy.coverage c WHERE pg_has_role(app_role, c.owner, 'MEMBER')
+        UNION ALL
+        SELECT 'error', 'rls_disabled', c.table_name,
+               format('%s has a tenant_id but row level security is off: every tenant sees every row', c.table_name),
+               format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
+          FROM rls_tenancy.coverage c WHERE NOT c.rls_enabled
+        UNION ALL
+        SELECT 'error', 'rls_not_forced', c.table_name,
+               format('%s does not FORCE row level security: its owner (and code running as it) sees every tenant', c.table_name),
+               format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', c.table_name)
+          FROM rls_tenancy.coverage c WHERE c.rls_enabled AND NOT c.rls_forced
+        UNION ALL
+        SELECT 'error', 'no_policy', c.table_name,
+               format('%s has row level security but no policy: nobody but its owner can use it', c.table_name),
+               format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
+          FROM rls_tenancy.coverage c WHERE c.rls_enabled AND c.policies = 0
+        UNION ALL
+        SELECT 'error', 'policy_not_tenant_keyed', format('%s policy %I', p.polrelid::regclass, p.polname),
+               format('policy %I on %s is not keyed on tenant_id = rls_tenancy.current_tenant_id(): %s',
+                      p.polname, p.polrelid::regclass, coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)')),
+               format('DROP POLICY %I ON %s; SELECT rls_tenancy.enable_tenant_isolation(%L);',
+                      p.polname, p.polrelid::regclass, p.polrelid::regclass::text)
+          FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_name = p.polrelid::regclass::text
+         WHERE p.polpermissive
+           AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
+           AND NOT (rls_tenancy.is_tenant_condition(pg_get_expr(p.polqual, p.polrelid))
+                    AND (p.polwithcheck IS NULL
+                         OR rls_tenancy.is_tenant_condition(pg_get_expr(p.polwithcheck, p.polrelid))))
+        UNION ALL
+        SELECT 'warning', 'policy_without_with_check', format('%s policy %I', p.polrelid::regclass, p.polname),
+               format('policy %I on %s has no WITH CHECK: new rows are checked against its USING, which is easy to widen by accident',
+                      p.polname, p.polrelid::regclass),
+               format('ALTER POLICY %I ON %s WITH CHECK (tenant_id = rls_tenancy.current_tenant_id());',
+                      p.polname, p.polrelid::regclass)
+          FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_name = p.polrelid::regclass::text
+         WHERE p.polwithcheck IS NULL AND p.polcmd IN ('*', 'w')
+        UNION ALL
+        SELECT 'warning', 'no_tenant_index', c.table_name,
+               format('no index of %s leads with tenant_id: every policy check scans the table', c.table_name),
+               format('CREATE INDEX ON %s (tenant_id);', c.table_name)
+          FROM rls_tenancy.coverage c WHERE NOT c.tenant_index
+        UNION ALL
+        SELECT 'warning', 'tenant_id_nullable', c.table_name,
+               format('%s.tenant_id allows NULL: such rows belong to no tenant and no policy shows them', c.table_name),
+               format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL;', c.table_name)
+          FROM rls_tenancy.coverage c WHERE NOT c.tenant_id_not_null
+        UNION ALL
+        SELECT 'error', 'app_role_dangerous_privilege', c.table_name,
+               format('the application role holds %s on %s (TRUNCATE ignores row level security; REFERENCES and TRIGGER let it observe or act on other tenants'' rows)',
+                      concat_ws(', ', CASE WHEN c.app_truncate THEN 'TRUNCATE' END,
+                                      CASE WHEN c.app_references THEN 'REFERENCES' END,
+                                      CASE WHEN c.app_trigger THEN 'TRIGGER' END), c.table_name),
+               format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %I;', c.table_name, app_role)
+          FROM rls_tenancy.coverage c WHERE c.app_truncate OR c.app_references OR c.app_trigger
+        UNION ALL
+        -- Views and materialized views reading tenant tables, directly or through other views.
+        SELECT DISTINCT ON (v.oid)
+               CASE WHEN has_table_privilege(app_role, v.oid, 'SELECT') THEN 'error' ELSE 'warning' END,
+               CASE WHEN v.relkind = 'm' THEN 'materialized_view_over_tenant_table' ELSE 'view_not_security_invoker' END,
+               format('%s', v.oid::regclass),
+               CASE WHEN v.relkind = 'm'
+                    THEN format('materialized view %s stores rows of %s with no row level security of its own', v.oid::regclass, r.base::regclass)
+                    ELSE format('view %s reads %s with its owner''s rights (no security_invoker), past the policies', v.oid::regclass, r.base::regclass) END,
+               CASE WHEN v.relkind = 'm'
+                    THEN format('DROP MATERIALIZED VIEW %s; -- or a table isolated with enable_tenant_isolation', v.oid::regclass)
+                    ELSE format('ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass) END
+          FROM reaching r
+          JOIN pg_class v ON v.oid = r.rel
+         WHERE v.relkind = 'm'
+            OR (v.relkind = 'v' AND NOT coalesce(
+                   (SELECT o.option_value::boolean FROM pg_options_to_table(v.reloptions) o
+                     WHERE o.option_name = 'security_invoker'), false))
+        UNION ALL
+        -- SECURITY DEFINER functions.
+        SELECT 'error', 'definer_without_search_path', format('%s', f.oid::regprocedure),
+               format('SECURITY DEFINER function %s has no fixed search_path: a caller can plant objects it will use',
+                      f.oid::regprocedure),
+               format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp;', f.oid::regprocedure)
+          FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
+         WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+           AND NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) setting WHERE setting LIKE 'search\_path=%')
+        UNION ALL
+        SELECT 'error', 'definer_executable_by_public', format('%s', f.oid::regprocedure),
+               format('SECURITY DEFINER function %s can be run by every role (PUBLIC)', f.oid::regprocedure),
+               format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC;', f.oid::regprocedure)
+          FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
+         WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+           AND (f.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(f.proacl) acl
+                                             WHERE acl.grantee = 0 AND acl.privilege_type = 'EXECUTE'))
+        UNION ALL
+        -- Foreign keys between tenant tables that let a row point into another tenant.
+        SELECT 'error', 'foreign_key_without_tenant', format('%s', k.conrelid::regclass),
+               format('foreign key %I from %s to %s does not include tenant_id on both sides: a row can reference another tenant''s row (foreign key checks ignore row level security)',
+                      k.conname, k.conrelid::regclass, k.confrelid::regclass),
+               format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I FOREIGN KEY (tenant_id, ...) REFERENCES %s (tenant_id, ...); -- see rls_tenancy.tenant_foreign_key',
+                      k.conrelid::regclass, k.conname, k.conname, k.confrelid::regclass)
+          FROM pg_constraint k
+          JOIN rls_tenancy.coverage child ON child.table_name = k.conrelid::regclass::text
+          JOIN rls_tenancy.coverage parent ON parent.table_name = k.confrelid::regclass::text
+         WHERE k.contype = 'f'
+           AND NOT EXISTS (
+                SELECT 1 FROM unnest(k.conkey, k.confkey) AS pair(child_att, parent_att)
+                  JOIN pg_attribute ca ON ca.attrelid = k.conrelid AND ca.attnum = pair.child_att
+                  JOIN pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = pair.parent_att
+                 WHERE ca.attname = 'tenant_id' AND pa.attname = 'tenant_id')
+        UNION ALL
+        -- Unique keys across tenants: inserting another tenant's value fails, which tells that it exists.
+        SELECT 'warning', 'unique_without_tenant', format('%s', i.indexrelid::regclass),
+               format('%s on %s is unique across all tenants: writing a value another tenant holds fails with a duplicate key error, which tells that it exists',
+                      pg_get_indexdef(i.indexrelid), c.table_name),
+               format('make it unique per tenant, e.g. (tenant_id, ...); for a primary key: PRIMARY KEY (tenant_id, id), or never let the application choose ids')
+          FROM pg_index i
+          JOIN rls_tenancy.coverage c ON c.table_name = i.indrelid::regclass::text
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'tenant_id'
+         WHERE i.indisunique
+           AND NOT (a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))  -- key columns, not INCLUDE ones
+           AND (c.app_insert OR c.app_update)
+    )
+    SELECT CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END,
+           raw.check_name, raw.object_name,
+           CASE WHEN e.check_name IS NULL THEN raw.message ELSE raw.message || ' (exempt: ' || e.reason || ')' END,
+           raw.fix
+      FROM raw
+      LEFT JOIN rls_tenancy.doctor_exemptions e
+             ON e.object_name = raw.object_name AND e.check_name = raw.check_name
+     ORDER BY CASE CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END
+                   WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
+              raw.object_name, raw.check_name, raw.message;
+END
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.findings() IS
+    'Every isolation gap found in the catalogs: severity (error, warning, info), check, object, message, fix.';
+
+REVOKE ALL ON FUNCTION rls_tenancy.findings() FROM PUBLIC;
+REVOKE ALL ON rls_tenancy.coverage FROM PUBLIC;
+DO $grant$
+BEGIN
+    EXECUTE pg_catalog.format('GRANT SELECT ON rls_tenancy.coverage, rls_tenancy.doctor_exemptions TO %I',
+                              rls_tenancy.role_name('bypass'));
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.findings(), rls_tenancy.is_tenant_condition(text), '
+                              'rls_tenancy.role_name(text) TO %I', rls_tenancy.role_name('bypass'));
+    -- Which roles the library uses is no secret, and the checks need it.
+    EXECUTE pg_catalog.format('GRANT SELECT ON rls_tenancy.roles TO %I', rls_tenancy.role_name('bypass'));
+END
+$grant$;
+
+RESET ROLE;

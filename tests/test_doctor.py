@@ -1,0 +1,594 @@
+"""The doctor: ``rls_tenancy.findings()`` finds each misconfiguration planted, and only those.
+
+Every misconfiguration is planted inside a transaction on the superuser
+engine that is rolled back afterwards (catalog changes are transactional, so
+the shared database stays clean; each test checks that it did), and
+``findings()`` is called inside that same transaction. Where a finding's
+``fix`` is plain SQL it is applied there too, and the finding must go away.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from alembic.config import Config
+from flask import Flask
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from rls_tenancy.cli import main
+from rls_tenancy.doctor import Finding, findings
+from rls_tenancy.roles import RoleNames
+from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import tenancy_database
+from tests.conftest import DEMO_ALEMBIC_INI, ddl
+
+Row = tuple[str, str, str, str, str]  # severity, check_name, object_name, message, fix
+Key = tuple[str, str, str]  # severity, check_name, object_name
+
+FINDINGS = "SELECT severity, check_name, object_name, message, fix FROM rls_tenancy.findings()"
+
+# What the migrated demo database reports: only the exemptions recorded by
+# the library (sql/012_doctor.sql) and by the demo (saas_0002), as info.
+EXPECTED_CLEAN = {
+    ("info", "unique_without_tenant", "public.projects_pkey"),
+    ("info", "unique_without_tenant", "public.tasks_pkey"),
+    ("info", "tenant_id_nullable", "rls_tenancy.audit_log"),
+    ("info", "tenant_id_nullable", "rls_tenancy.feature_overrides"),
+    ("info", "policy_not_tenant_keyed", "rls_tenancy.feature_overrides policy global_overrides_read"),
+    ("info", "unique_without_tenant", "rls_tenancy.feature_overrides_pkey"),
+    ("info", "unique_without_tenant", "rls_tenancy.users_pkey"),
+}
+
+# A new tenant table isolated as the library does it; its primary key
+# includes tenant_id, and enable_tenant_isolation adds doctor_notes_tenant_id_idx.
+NOTES = """
+CREATE TABLE public.doctor_notes (
+    id integer NOT NULL,
+    tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id),
+    name text NOT NULL,
+    PRIMARY KEY (id, tenant_id)
+);
+SELECT rls_tenancy.enable_tenant_isolation('public.doctor_notes');
+"""
+VIEW = "CREATE VIEW public.doctor_view AS SELECT id, name FROM public.projects"
+INVOKER_VIEW = "CREATE VIEW public.doctor_view WITH (security_invoker = true) AS SELECT id, name FROM public.projects"
+MATVIEW = "CREATE MATERIALIZED VIEW public.doctor_matview AS SELECT id, name FROM public.projects"
+DEFINER = (
+    "CREATE FUNCTION public.doctor_definer() RETURNS bigint LANGUAGE sql SECURITY DEFINER {} "
+    "AS $$ SELECT count(*) FROM public.projects $$"
+)
+PINNED = "SET search_path = pg_catalog, pg_temp"
+CLOSED = "REVOKE EXECUTE ON FUNCTION public.doctor_definer() FROM PUBLIC"
+
+
+def _member_of_new_role(roles: RoleNames, attributes: str, *, owning: str | None = None) -> list[str]:
+    """A new role (rolled back with the rest), the app role made its member, and a table handed to it."""
+    role = f"doctor_role_{secrets.token_hex(4)}"
+    statements = [ddl(f"CREATE ROLE {{}} {attributes}", role), ddl("GRANT {} TO {}", role, roles.app)]
+    if owning is not None:
+        statements.append(ddl(f"ALTER TABLE {owning} OWNER TO {{}}", role))
+    return statements
+
+
+def _grant(privilege: str) -> Callable[[RoleNames], list[str]]:
+    return lambda r: [ddl(f"GRANT {privilege} ON public.projects TO {{}}", r.app)]
+
+
+def _key(row: Row) -> Key:
+    return row[0], row[1], row[2]
+
+
+def _findings(conn: Connection) -> list[Row]:
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(text(FINDINGS))]
+
+
+def _run(conn: Connection, script: str) -> None:
+    conn.exec_driver_sql(script, execution_options={"no_parameters": True})
+
+
+@contextmanager
+def _planted(engine: Engine, statements: Sequence[str]) -> Iterator[Connection]:
+    """A superuser connection inside a transaction holding ``statements``, rolled back afterwards."""
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            for statement in statements:
+                _run(conn, statement)
+            yield conn
+        finally:
+            transaction.rollback()
+
+
+@pytest.fixture(scope="module")
+def baseline(superuser_engine: Engine) -> list[Row]:
+    with superuser_engine.connect() as conn:
+        return _findings(conn)
+
+
+@pytest.fixture()
+def stays_clean(superuser_engine: Engine, baseline: list[Row]) -> Iterator[None]:
+    """After the test, the shared database reports exactly what it did before: the rollback undid it all."""
+    yield
+    with superuser_engine.connect() as conn:
+        assert _findings(conn) == baseline
+
+
+# --- the clean database -------------------------------------------------------------------------------
+
+
+@pytest.mark.security  # the policies replaced by USING (true) are policy_not_tenant_keyed errors
+def test_migrated_database_reports_only_its_recorded_exemptions(superuser_engine: Engine) -> None:
+    with superuser_engine.connect() as conn:
+        found = _findings(conn)
+    assert {_key(row) for row in found} == EXPECTED_CLEAN
+    assert len(found) == len(EXPECTED_CLEAN)
+    for row in found:
+        assert "(exempt: " in row[3]
+        assert row[4].strip()
+
+
+def test_bypass_role_reads_the_same_report_through_doctor_findings(bypass_engine: Engine) -> None:
+    with bypass_engine.connect() as conn:
+        found = findings(conn)
+        covered = set(conn.execute(text("SELECT table_name FROM rls_tenancy.coverage")).scalars())
+    assert {(f.severity, f.check, f.object) for f in found} == EXPECTED_CLEAN
+    assert all(isinstance(f, Finding) and f.fix.strip() for f in found)
+    assert {"public.projects", "public.tasks"} <= covered
+
+
+def test_owner_role_may_run_findings(superuser_engine: Engine, db: TenancyDatabase) -> None:
+    with superuser_engine.connect() as conn, conn.begin():
+        _run(conn, ddl("SET LOCAL ROLE {}", db.roles.owner))
+        assert conn.execute(text("SELECT current_user")).scalar() == db.roles.owner
+        assert {_key(row) for row in _findings(conn)} == EXPECTED_CLEAN
+
+
+def test_app_role_may_not_run_findings(app_engine: Engine) -> None:
+    with app_engine.connect() as conn, pytest.raises(DBAPIError) as refused:
+        conn.execute(text(FINDINGS))
+    assert getattr(refused.value.orig, "sqlstate", None) == "42501"
+    # Refused at the door (findings() itself), not somewhere inside it.
+    assert "permission denied for function findings" in str(refused.value.orig)
+    with app_engine.connect() as conn, pytest.raises(DBAPIError) as refused:
+        conn.execute(text("SELECT * FROM rls_tenancy.coverage"))
+    assert getattr(refused.value.orig, "sqlstate", None) == "42501"
+
+
+# --- each misconfiguration, planted -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plant:
+    setup: Callable[[RoleNames], list[str]]
+    severity: str
+    check: str
+    object: str  # "{app}" is the application role's name
+    says: str = ""  # a fragment the message must contain
+    fix_is_sql: bool = True  # the fix can be run as it is, and clears the finding
+
+
+PLANTS = {
+    "app role SUPERUSER": Plant(
+        lambda r: [ddl("ALTER ROLE {} SUPERUSER", r.app)], "error", "app_role_superuser", "{app}", "superuser"
+    ),
+    "app role BYPASSRLS": Plant(
+        lambda r: [ddl("ALTER ROLE {} BYPASSRLS", r.app)], "error", "app_role_bypassrls", "{app}", "BYPASSRLS"
+    ),
+    "app role CREATEROLE": Plant(
+        lambda r: [ddl("ALTER ROLE {} CREATEROLE", r.app)], "error", "app_role_createrole", "{app}", "CREATEROLE"
+    ),
+    "app role member of the bypass role": Plant(
+        lambda r: [ddl("GRANT {} TO {}", r.bypass, r.app)],
+        "error",
+        "app_role_member_of_privileged",
+        "{app}",
+        "has BYPASSRLS",
+    ),
+    "app role member of the owner role": Plant(
+        lambda r: [ddl("GRANT {} TO {}", r.owner, r.app)],
+        "error",
+        "app_role_member_of_privileged",
+        "{app}",
+        "owns the tenant tables",
+    ),
+    "tenant table owned by the app role": Plant(
+        lambda r: [ddl("ALTER TABLE public.projects OWNER TO {}", r.app)],
+        "error",
+        "app_role_owns_table",
+        "public.projects",
+        "owned by the application role",
+    ),
+    "RLS disabled": Plant(
+        lambda r: ["ALTER TABLE public.projects DISABLE ROW LEVEL SECURITY"],
+        "error",
+        "rls_disabled",
+        "public.projects",
+        "row level security is off",
+    ),
+    "RLS not forced": Plant(
+        lambda r: ["ALTER TABLE public.projects NO FORCE ROW LEVEL SECURITY"],
+        "error",
+        "rls_not_forced",
+        "public.projects",
+        "does not FORCE",
+    ),
+    "policy dropped": Plant(
+        lambda r: ["DROP POLICY tenant_isolation ON public.projects"], "error", "no_policy", "public.projects"
+    ),
+    "extra permissive policy USING (true)": Plant(
+        lambda r: ["CREATE POLICY doctor_open ON public.projects USING (true)"],
+        "error",
+        "policy_not_tenant_keyed",
+        "public.projects policy doctor_open",
+        "doctor_open",
+    ),
+    "FOR UPDATE policy without WITH CHECK": Plant(
+        lambda r: [
+            "CREATE POLICY doctor_update ON public.projects FOR UPDATE "
+            "USING (tenant_id = rls_tenancy.current_tenant_id())"
+        ],
+        "warning",
+        "policy_without_with_check",
+        "public.projects policy doctor_update",
+        "doctor_update",
+    ),
+    "tenant table without an index leading with tenant_id": Plant(
+        lambda r: [NOTES, "DROP INDEX public.doctor_notes_tenant_id_idx"],
+        "warning",
+        "no_tenant_index",
+        "public.doctor_notes",
+    ),
+    "tenant_id nullable": Plant(
+        lambda r: ["ALTER TABLE public.projects ALTER COLUMN tenant_id DROP NOT NULL"],
+        "warning",
+        "tenant_id_nullable",
+        "public.projects",
+    ),
+    **{
+        f"{privilege} granted to the app role": Plant(
+            _grant(privilege),
+            "error",
+            "app_role_dangerous_privilege",
+            "public.projects",
+            f"holds {privilege} on public.projects",
+        )
+        for privilege in ("TRUNCATE", "REFERENCES", "TRIGGER")
+    },
+    "view without security_invoker, granted to the app role": Plant(
+        lambda r: [VIEW, ddl("GRANT SELECT ON public.doctor_view TO {}", r.app)],
+        "error",
+        "view_not_security_invoker",
+        "public.doctor_view",
+        "public.projects",
+    ),
+    "view without security_invoker, not granted": Plant(
+        lambda r: [VIEW], "warning", "view_not_security_invoker", "public.doctor_view"
+    ),
+    "materialized view": Plant(
+        lambda r: [MATVIEW], "warning", "materialized_view_over_tenant_table", "public.doctor_matview"
+    ),
+    "materialized view the app role may select": Plant(
+        lambda r: [MATVIEW, ddl("GRANT SELECT ON public.doctor_matview TO {}", r.app)],
+        "error",
+        "materialized_view_over_tenant_table",
+        "public.doctor_matview",
+    ),
+    "SECURITY DEFINER without search_path": Plant(
+        lambda r: [DEFINER.format(""), CLOSED],
+        "error",
+        "definer_without_search_path",
+        "public.doctor_definer()",
+    ),
+    "SECURITY DEFINER executable by PUBLIC": Plant(
+        lambda r: [DEFINER.format(PINNED)],
+        "error",
+        "definer_executable_by_public",
+        "public.doctor_definer()",
+        "PUBLIC",
+    ),
+    "SECURITY DEFINER granted to PUBLIC explicitly": Plant(
+        lambda r: [DEFINER.format(PINNED), CLOSED, "GRANT EXECUTE ON FUNCTION public.doctor_definer() TO PUBLIC"],
+        "error",
+        "definer_executable_by_public",
+        "public.doctor_definer()",
+    ),
+    "plain foreign key from tasks to projects": Plant(
+        lambda r: [
+            "ALTER TABLE public.tasks DROP CONSTRAINT tasks_project_fkey",
+            "ALTER TABLE public.tasks ADD CONSTRAINT tasks_project_plain_fkey "
+            "FOREIGN KEY (project_id) REFERENCES public.projects (id)",
+        ],
+        "error",
+        "foreign_key_without_tenant",
+        "public.tasks",
+        "tasks_project_plain_fkey",
+        fix_is_sql=False,  # it names the columns as "..."
+    ),
+    "composite foreign key pairing tenant_id with another column": Plant(
+        lambda r: [
+            "ALTER TABLE public.tasks DROP CONSTRAINT tasks_project_fkey",
+            # NOT VALID: the shared database's tasks would not satisfy it, and need not.
+            "ALTER TABLE public.tasks ADD CONSTRAINT tasks_project_crossed_fkey "
+            "FOREIGN KEY (project_id, tenant_id) REFERENCES public.projects (tenant_id, id) NOT VALID",
+        ],
+        "error",
+        "foreign_key_without_tenant",
+        "public.tasks",
+        "tasks_project_crossed_fkey",
+        fix_is_sql=False,
+    ),
+    "unique index without tenant_id": Plant(
+        lambda r: [NOTES, "CREATE UNIQUE INDEX doctor_notes_name ON public.doctor_notes (name)"],
+        "warning",
+        "unique_without_tenant",
+        "public.doctor_notes_name",
+        "(name)",
+        fix_is_sql=False,  # advice, not a statement
+    ),
+    "unique index on a new column of projects": Plant(
+        # A new column, empty: the shared database's project names repeat across tenants.
+        lambda r: [
+            "ALTER TABLE public.projects ADD COLUMN doctor_code text",
+            "CREATE UNIQUE INDEX doctor_projects_code ON public.projects (doctor_code)",
+        ],
+        "warning",
+        "unique_without_tenant",
+        "public.doctor_projects_code",
+        "(doctor_code)",
+        fix_is_sql=False,
+    ),
+}
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize(
+    "plant",
+    [pytest.param(plant, id=name) for name, plant in PLANTS.items()],
+)
+def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: TenancyDatabase, plant: Plant) -> None:
+    expected = (plant.severity, plant.check, plant.object.format(app=db.roles.app))
+    with _planted(superuser_engine, plant.setup(db.roles)) as conn:
+        found = _findings(conn)
+        matching = [row for row in found if _key(row) == expected]
+        assert matching, f"{expected} not in {[_key(row) for row in found]}"
+        assert plant.says in matching[0][3]
+        assert all(row[4].strip() for row in found), "every finding says how to fix it"
+        if plant.fix_is_sql:
+            _run(conn, matching[0][4])
+            after = {_key(row) for row in _findings(conn)}
+            assert expected not in after, f"the fix {matching[0][4]!r} left the finding"
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param(lambda r: [NOTES], id="a new table isolated by enable_tenant_isolation"),
+        pytest.param(
+            lambda r: [INVOKER_VIEW, ddl("GRANT SELECT ON public.doctor_view TO {}", r.app)],
+            id="a security_invoker view granted to the app role",
+        ),
+        pytest.param(lambda r: [DEFINER.format(PINNED), CLOSED], id="a pinned SECURITY DEFINER closed to PUBLIC"),
+        pytest.param(
+            lambda r: ["CREATE POLICY doctor_narrow ON public.projects AS RESTRICTIVE USING (true) WITH CHECK (true)"],
+            id="a restrictive policy (it can only narrow)",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE TABLE public.doctor_children (id integer PRIMARY KEY, tenant_id bigint NOT NULL, "
+                "project_id integer NOT NULL)",
+                "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_children')",
+                "SELECT rls_tenancy.add_tenant_foreign_key('public.doctor_children', 'project_id', 'public.projects')",
+                "INSERT INTO rls_tenancy.doctor_exemptions VALUES "
+                "('public.doctor_children_pkey', 'unique_without_tenant', 'test: ids from a sequence')",
+            ],
+            id="a tenant foreign key made by add_tenant_foreign_key",
+        ),
+    ],
+)
+def test_well_made_objects_add_no_finding(
+    superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row], setup: Callable[[RoleNames], list[str]]
+) -> None:
+    with _planted(superuser_engine, setup(db.roles)) as conn:
+        found = [row for row in _findings(conn) if row[0] != "info"]
+    assert found == []
+    assert all(row[0] == "info" for row in baseline)
+
+
+# Subtler ways around the policies, each once missed by the doctor.
+SUBTLE = {
+    "a permissive policy USING (tenant_id = current_tenant_id() OR true)": (
+        lambda r: [
+            "CREATE POLICY doctor_or ON public.projects "
+            "USING (tenant_id = rls_tenancy.current_tenant_id() OR true) "
+            "WITH CHECK (tenant_id = rls_tenancy.current_tenant_id())"
+        ],
+        ("error", "policy_not_tenant_keyed", "public.projects policy doctor_or"),
+        "once missed: sql/012_doctor.sql (policy_not_tenant_keyed, and coverage.tenant_policies) tests the policy "
+        "text with a substring regex, so any expression containing 'tenant_id = rls_tenancy.current_tenant_id()' "
+        "passes, here one OR-ed with true, which shows every tenant's rows",
+    ),
+    "a view over a security_invoker view over projects": (
+        lambda r: [
+            INVOKER_VIEW,
+            "CREATE VIEW public.doctor_outer AS SELECT * FROM public.doctor_view",
+            ddl("GRANT SELECT ON public.doctor_view, public.doctor_outer TO {}", r.app),
+        ],
+        ("error", "view_not_security_invoker", "public.doctor_outer"),
+        "once missed: sql/012_doctor.sql only inspects views whose pg_depend entries name a tenant table directly; "
+        "doctor_outer (owner's rights) reads the invoker view as its superuser owner, so the app role sees every "
+        "tenant's projects through it, unreported",
+    ),
+    "a unique index on (name) INCLUDE (tenant_id)": (
+        lambda r: [NOTES, "CREATE UNIQUE INDEX doctor_notes_name ON public.doctor_notes (name) INCLUDE (tenant_id)"],
+        ("warning", "unique_without_tenant", "public.doctor_notes_name"),
+        "once missed: sql/012_doctor.sql (unique_without_tenant) looks for tenant_id in pg_index.indkey, which "
+        "also lists INCLUDE columns; uniqueness is on the key columns only (indnkeyatts)",
+    ),
+    "column-level REFERENCES granted to the app role": (
+        lambda r: [ddl("GRANT REFERENCES (id) ON public.projects TO {}", r.app)],
+        ("error", "app_role_dangerous_privilege", "public.projects"),
+        "once missed: sql/012_doctor.sql (coverage.app_references) uses has_table_privilege, which ignores "
+        "column grants; has_any_column_privilege(app, table, 'REFERENCES') would see them",
+    ),
+    "app role member of a CREATEROLE role": (
+        lambda r: _member_of_new_role(r, "CREATEROLE"),
+        ("error", "app_role_member_of_privileged", "{app}"),
+        "once missed: sql/012_doctor.sql (app_role_member_of_privileged) considers superuser, BYPASSRLS, owner "
+        "and bypass roles, not CREATEROLE ones (which can grant the app role the bypass role); the engine's own "
+        "check (rls_tenancy/_role_checks.py) does refuse it",
+    ),
+    "app role member of another role that owns a tenant table": (
+        lambda r: _member_of_new_role(r, "NOLOGIN", owning="public.projects"),
+        ("error", "app_role_owns_table", "public.projects"),
+        "once missed: sql/012_doctor.sql (app_role_owns_table) compares the owner with the app role's name only; "
+        "membership in the owning role (which can ALTER TABLE ... NO FORCE) goes unreported, while "
+        "rls_tenancy/_role_checks.py refuses it with pg_has_role(who, relowner, 'MEMBER')",
+    ),
+}
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [pytest.param(setup, expected, id=name) for name, (setup, expected, _why) in SUBTLE.items()],
+)
+def test_subtle_gaps_are_reported(
+    superuser_engine: Engine,
+    db: TenancyDatabase,
+    setup: Callable[[RoleNames], list[str]],
+    expected: Key,
+) -> None:
+    key = (expected[0], expected[1], expected[2].format(app=db.roles.app))
+    with _planted(superuser_engine, setup(db.roles)) as conn:
+        assert key in {_key(row) for row in _findings(conn)}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_an_exemption_turns_a_finding_into_info_with_its_reason(superuser_engine: Engine) -> None:
+    planted = ["ALTER TABLE public.projects NO FORCE ROW LEVEL SECURITY"]
+    with _planted(superuser_engine, planted) as conn:
+        assert ("error", "rls_not_forced", "public.projects") in {_key(row) for row in _findings(conn)}
+        conn.execute(
+            text(
+                "INSERT INTO rls_tenancy.doctor_exemptions (object_name, check_name, reason) "
+                "VALUES ('public.projects', 'rls_not_forced', 'doctor test: a reason of our own')"
+            )
+        )
+        found = _findings(conn)
+    keys = [_key(row) for row in found]
+    assert ("error", "rls_not_forced", "public.projects") not in keys
+    (exempt,) = [row for row in found if row[1] == "rls_not_forced"]
+    assert exempt[0] == "info"
+    assert exempt[3].endswith("(exempt: doctor test: a reason of our own)")
+    assert exempt[4] == "ALTER TABLE public.projects FORCE ROW LEVEL SECURITY;"
+
+
+# --- the command lines --------------------------------------------------------------------------------
+
+
+def _url(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module")
+def planted_database(rls_postgres_url: URL) -> Iterator[TenancyDatabase]:
+    """A scratch demo database of its own, with a committed error: projects does not force RLS."""
+    with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI)) as database:
+        engine = create_engine(database.superuser_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("ALTER TABLE public.projects NO FORCE ROW LEVEL SECURITY"))
+        finally:
+            engine.dispose()
+        yield database
+
+
+@pytest.mark.parametrize(
+    "role",
+    ["superuser", "bypass"],
+)
+def test_cli_doctor_on_the_clean_database_exits_0_and_prints_a_table(
+    db: TenancyDatabase, role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = db.superuser_url if role == "superuser" else db.bypass_url
+    status = main(["doctor", "--database-url", _url(url)])
+    assert status == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[-1] == f"0 error(s), 0 warning(s), {len(EXPECTED_CLEAN)} info(s)"
+    assert any(
+        line.startswith("INFO ") and "unique_without_tenant" in line and "public.projects_pkey" in line
+        for line in lines
+    )
+    assert sum(line.strip().startswith("fix: ") for line in lines) == len(EXPECTED_CLEAN)
+
+
+@pytest.mark.parametrize(
+    "role",
+    ["superuser", "bypass"],
+)
+def test_cli_doctor_json_has_counts_and_findings(
+    db: TenancyDatabase, role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = db.superuser_url if role == "superuser" else db.bypass_url
+    status = main(["doctor", "--database-url", _url(url), "--json"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"] == {"error": 0, "warning": 0, "info": len(EXPECTED_CLEAN)}
+    assert {(f["severity"], f["check"], f["object"]) for f in report["findings"]} == EXPECTED_CLEAN
+    assert all(set(f) == {"severity", "check", "object", "message", "fix"} for f in report["findings"])
+
+
+@pytest.mark.parametrize(
+    "role",
+    ["superuser", "bypass"],
+)
+def test_cli_doctor_exits_1_and_names_a_committed_error(
+    planted_database: TenancyDatabase, role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = planted_database.superuser_url if role == "superuser" else planted_database.bypass_url
+    status = main(["doctor", "--database-url", _url(url)])
+    assert status == 1
+    out = capsys.readouterr().out
+    assert any(line.split()[:3] == ["ERROR", "rls_not_forced", "public.projects"] for line in out.splitlines()), out
+    assert "fix: ALTER TABLE public.projects FORCE ROW LEVEL SECURITY;" in out
+    assert out.splitlines()[-1].startswith("1 error(s), 0 warning(s)")
+    status = main(["doctor", "--database-url", _url(url), "--json"])
+    assert status == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["error"] == 1
+    assert [f["check"] for f in report["findings"] if f["severity"] == "error"] == ["rls_not_forced"]
+
+
+def test_cli_doctor_exits_2_when_it_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
+    unreachable = "postgresql://nobody:secret@127.0.0.1:1/nowhere"
+    assert main(["doctor", "--database-url", unreachable]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("rls-tenancy: database error:")
+    assert "Traceback" not in captured.err
+
+
+def test_cli_doctor_exits_2_for_a_role_that_may_not_run_it(
+    db: TenancyDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["doctor", "--database-url", _url(db.app_url)])
+    assert status == 2
+    assert "permission denied" in capsys.readouterr().err
+
+
+def test_flask_tenancy_doctor_exits_0_on_the_demo_app(demo_app: Flask) -> None:
+    result = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == f"0 error(s), 0 warning(s), {len(EXPECTED_CLEAN)} info(s)"
+    machine = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor", "--json"])
+    assert machine.exit_code == 0, machine.output
+    assert json.loads(machine.output)["counts"] == {"error": 0, "warning": 0, "info": len(EXPECTED_CLEAN)}

@@ -1,0 +1,392 @@
+"""Tenant-consistent foreign keys: a row of one tenant can only reference its own tenant's rows.
+
+Foreign key checks ignore row level security. With the composite key
+``(tenant_id, project_id) -> projects (tenant_id, id)`` a task of tenant A
+naming tenant B's project matches no row, and PostgreSQL refuses it exactly
+as it refuses an id that exists nowhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, MetaData, Table, Text, create_engine, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.sql.expression import ClauseElement
+
+from rls_tenancy import as_tenant
+from rls_tenancy.alembic_ops import AddTenantForeignKeyOp
+from rls_tenancy.tenant_keys import tenant_foreign_key, tenant_key
+from rls_tenancy.testing import TenancyDatabase, tenancy_database
+from saas_demo.models import Base
+from tests.conftest import World, ddl
+
+Refusal = tuple[str | None, str | None, str | None, str | None]  # sqlstate, message, detail, constraint
+
+
+def _refusal(error: DBAPIError) -> Refusal:
+    orig = error.orig
+    diag = getattr(orig, "diag", None)
+    assert diag is not None, f"not a PostgreSQL error: {orig!r}"
+    return getattr(orig, "sqlstate", None), diag.message_primary, diag.message_detail, diag.constraint_name
+
+
+def _unused_project_id(superuser_engine: Engine) -> int:
+    with superuser_engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(max(id), 0) + 1000 FROM projects")).scalar_one())
+
+
+INSERT_TASK = text("INSERT INTO tasks (project_id, title) VALUES (:project_id, 'pointing elsewhere')")
+
+
+def _insert_task_refused(app_engine: Engine, tenant: int, project_id: int) -> Refusal:
+    with as_tenant(tenant), app_engine.connect() as conn, pytest.raises(IntegrityError) as refused:
+        conn.execute(INSERT_TASK, {"project_id": project_id})
+    return _refusal(refused.value)
+
+
+def test_task_cannot_reference_another_tenants_project(
+    app_engine: Engine, superuser_engine: Engine, world: World
+) -> None:
+    own, theirs = world.project_ids[world.a][0], world.project_ids[world.b][0]
+    with as_tenant(world.a), app_engine.connect() as conn:  # rolled back: nothing stays
+        conn.execute(INSERT_TASK, {"project_id": own})
+    cross_tenant = _insert_task_refused(app_engine, world.a, theirs)
+    nowhere = _insert_task_refused(app_engine, world.a, _unused_project_id(superuser_engine))
+    assert cross_tenant == (
+        "23503",
+        'insert or update on table "tasks" violates foreign key constraint "tasks_project_fkey"',
+        # PostgreSQL leaves the key values out of the detail when the referenced
+        # table has row level security (ri_ReportViolation), so the two texts
+        # are identical, not just alike: no existence oracle, and no echo of B's id.
+        'Key is not present in table "projects".',
+        "tasks_project_fkey",
+    )
+    assert nowhere == cross_tenant
+    with superuser_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM tasks WHERE title = 'pointing elsewhere'")).scalar() == 0
+
+
+def test_a_plain_foreign_key_would_let_tenants_point_across_and_tell_ids_apart(
+    superuser_engine: Engine, db: TenancyDatabase, world: World
+) -> None:
+    """Why the composite key: with tasks.project_id -> projects.id, the same insert succeeds (rolled back)."""
+    theirs, nowhere = world.project_ids[world.b][0], _unused_project_id(superuser_engine)
+    with superuser_engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            conn.execute(text("ALTER TABLE tasks DROP CONSTRAINT tasks_project_fkey"))
+            conn.execute(text("ALTER TABLE tasks ADD FOREIGN KEY (project_id) REFERENCES projects (id)"))
+            conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.app))
+            conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
+            conn.execute(INSERT_TASK, {"project_id": theirs})  # tenant A's task now points into tenant B
+            with pytest.raises(IntegrityError) as refused, conn.begin_nested():
+                conn.execute(INSERT_TASK, {"project_id": nowhere})  # while a free id is refused: an oracle
+            assert _refusal(refused.value)[0] == "23503"
+        finally:
+            transaction.rollback()
+
+
+# --- the model helpers --------------------------------------------------------------------------------
+
+
+POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _ddl(table: Table) -> str:
+    return " ".join(str(CreateTable(table).compile(dialect=POSTGRESQL)).split())
+
+
+def test_demo_models_declare_the_composite_key_and_what_it_points_at() -> None:
+    assert "CONSTRAINT projects_tenant_id_id_key UNIQUE (tenant_id, id)" in _ddl(Base.metadata.tables["projects"])
+    assert (
+        "CONSTRAINT tasks_project_fkey FOREIGN KEY(tenant_id, project_id) REFERENCES projects (tenant_id, id)"
+        in _ddl(Base.metadata.tables["tasks"])
+    )
+
+
+def test_helpers_take_column_name_and_on_delete() -> None:
+    metadata = MetaData()
+    Table(
+        "folders",
+        metadata,
+        Column("code", Text, nullable=False),
+        Column("tenant_id", BigInteger, nullable=False),
+        tenant_key("folders", "code"),
+    )
+    files = Table(
+        "files",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("tenant_id", BigInteger, nullable=False),
+        Column("folder_code", Text, nullable=False),
+        tenant_foreign_key("folder_code", "folders", "code", name="files_folder_fkey", ondelete="CASCADE"),
+    )
+    assert "CONSTRAINT folders_tenant_id_code_key UNIQUE (tenant_id, code)" in _ddl(metadata.tables["folders"])
+    assert (
+        "CONSTRAINT files_folder_fkey FOREIGN KEY(tenant_id, folder_code) REFERENCES folders (tenant_id, code) "
+        "ON DELETE CASCADE" in _ddl(files)
+    )
+
+
+def test_migrated_constraints_are_what_the_models_declare(superuser_engine: Engine) -> None:
+    with superuser_engine.connect() as conn:
+        definitions: dict[str, str] = dict(
+            conn.execute(
+                text(
+                    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                    "WHERE conname IN ('tasks_project_fkey', 'projects_tenant_id_id_key')"
+                )
+            ).all()
+        )
+    assert definitions == {
+        "tasks_project_fkey": "FOREIGN KEY (tenant_id, project_id) REFERENCES projects(tenant_id, id)",
+        "projects_tenant_id_id_key": "UNIQUE (tenant_id, id)",
+    }
+
+
+# --- the SQL function -----------------------------------------------------------------------------------
+
+PARENT = "CREATE TABLE public.key_parents (id integer PRIMARY KEY, tenant_id bigint NOT NULL, code text)"
+CHILD = "CREATE TABLE public.key_children (id integer PRIMARY KEY, tenant_id bigint NOT NULL, parent_id integer)"
+KEYS = text(
+    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE conrelid IN ('public.key_parents'::regclass, 'public.key_children'::regclass) AND contype IN ('u', 'f') "
+    "ORDER BY conname"
+)
+UNIQUE_INDEXES = text("SELECT count(*) FROM pg_index WHERE indrelid = 'public.key_parents'::regclass AND indisunique")
+
+
+@pytest.fixture()
+def tables(superuser_engine: Engine) -> Iterator[Connection]:
+    """A superuser transaction, rolled back afterwards; the tables are made by each test."""
+    with superuser_engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            yield conn
+        finally:
+            transaction.rollback()
+
+
+def _add(conn: Connection, *arguments: str) -> None:
+    placeholders = ", ".join(f":a{n}" for n in range(len(arguments)))
+    names = {f"a{n}": value for n, value in enumerate(arguments)}
+    conn.execute(text(f"SELECT rls_tenancy.add_tenant_foreign_key({placeholders})"), names)
+
+
+def _refused(conn: Connection, *arguments: str) -> Refusal:
+    with pytest.raises(DBAPIError) as refused, conn.begin_nested():
+        _add(conn, *arguments)
+    return _refusal(refused.value)
+
+
+def test_add_tenant_foreign_key_adds_the_unique_key_when_missing(tables: Connection) -> None:
+    tables.execute(text(PARENT))
+    tables.execute(text(CHILD))
+    _add(tables, "public.key_children", "parent_id", "public.key_parents")
+    assert tables.execute(KEYS).all() == [
+        ("key_children_parent_id_fkey", "FOREIGN KEY (tenant_id, parent_id) REFERENCES key_parents(tenant_id, id)"),
+        ("key_parents_tenant_id_id_key", "UNIQUE (tenant_id, id)"),
+    ]
+    # The same name the model helper gives, so a model and a migration agree.
+    assert tenant_key("key_parents").name == "key_parents_tenant_id_id_key"
+    # And it holds: tenant 2's row cannot point at tenant 1's parent.
+    tables.execute(text("INSERT INTO public.key_parents (id, tenant_id) VALUES (1, 1)"))
+    tables.execute(text("INSERT INTO public.key_children (id, tenant_id, parent_id) VALUES (1, 1, 1)"))
+    with pytest.raises(IntegrityError) as refused, tables.begin_nested():
+        tables.execute(text("INSERT INTO public.key_children (id, tenant_id, parent_id) VALUES (2, 2, 1)"))
+    assert _refusal(refused.value)[0] == "23503"
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [
+        "ALTER TABLE public.key_parents ADD CONSTRAINT key_parents_pair UNIQUE (tenant_id, id)",
+        "ALTER TABLE public.key_parents ADD CONSTRAINT key_parents_pair UNIQUE (id, tenant_id)",
+        "CREATE UNIQUE INDEX key_parents_pair ON public.key_parents (tenant_id, id)",
+    ],
+    ids=["UNIQUE (tenant_id, id)", "UNIQUE (id, tenant_id)", "a unique index on (tenant_id, id)"],
+)
+def test_add_tenant_foreign_key_uses_an_existing_unique_key(tables: Connection, existing: str) -> None:
+    for statement in (PARENT, existing, CHILD):
+        tables.execute(text(statement))
+    assert tables.execute(UNIQUE_INDEXES).scalar() == 2  # the primary key and the pair
+    _add(tables, "public.key_children", "parent_id", "public.key_parents")
+    assert tables.execute(UNIQUE_INDEXES).scalar() == 2
+    assert [name for name, _ in tables.execute(KEYS)] == ["key_children_parent_id_fkey"] + (
+        ["key_parents_pair"] if existing.startswith("ALTER") else []
+    )
+
+
+@pytest.mark.parametrize(
+    "near_miss",
+    [
+        "CREATE UNIQUE INDEX key_parents_pair ON public.key_parents (tenant_id, id) WHERE id > 0",
+        "ALTER TABLE public.key_parents ADD CONSTRAINT key_parents_triple UNIQUE (tenant_id, id, code)",
+        # Not usable as a referenced key: PostgreSQL refuses deferrable ones (55000).
+        "ALTER TABLE public.key_parents ADD CONSTRAINT key_parents_pair UNIQUE (tenant_id, id) DEFERRABLE",
+    ],
+    ids=["partial unique index", "unique over three columns", "deferrable unique"],
+)
+def test_add_tenant_foreign_key_does_not_rely_on_keys_a_foreign_key_cannot_use(
+    tables: Connection, near_miss: str
+) -> None:
+    for statement in (PARENT, near_miss, CHILD):
+        tables.execute(text(statement))
+    _add(tables, "public.key_children", "parent_id", "public.key_parents")
+    names = [name for name, _ in tables.execute(KEYS)]
+    assert "key_children_parent_id_fkey" in names and "key_parents_tenant_id_id_key" in names
+
+
+@pytest.mark.parametrize(
+    ("on_delete", "confdeltype"), [("NO ACTION", "a"), ("restrict", "r"), ("Cascade", "c"), (None, "a")]
+)
+def test_add_tenant_foreign_key_on_delete_and_name(tables: Connection, on_delete: str | None, confdeltype: str) -> None:
+    tables.execute(text(PARENT))
+    tables.execute(text(CHILD))
+    tables.execute(
+        text(
+            "SELECT rls_tenancy.add_tenant_foreign_key('public.key_children', 'parent_id', 'public.key_parents', "
+            "'id', 'key_children_parent_fkey', :on_delete)"
+        ),
+        {"on_delete": on_delete},
+    )
+    assert (
+        tables.execute(
+            text("SELECT confdeltype FROM pg_constraint WHERE conname = 'key_children_parent_fkey'")
+        ).scalar()
+        == confdeltype
+    )
+
+
+@pytest.mark.parametrize("on_delete", ["SET NULL", "set default", "CASCADE; DROP TABLE public.key_parents"])
+def test_add_tenant_foreign_key_refuses_other_on_delete_actions(tables: Connection, on_delete: str) -> None:
+    tables.execute(text(PARENT))
+    tables.execute(text(CHILD))
+    sqlstate, message, *_ = _refused(
+        tables, "public.key_children", "parent_id", "public.key_parents", "id", "key_children_fkey", on_delete
+    )
+    assert sqlstate == "22023"
+    assert message is not None and "on_delete must be NO ACTION, RESTRICT or CASCADE" in message
+    assert tables.execute(KEYS).all() == []
+
+
+def test_add_tenant_foreign_key_refuses_a_referent_without_tenant_id(tables: Connection) -> None:
+    tables.execute(text("CREATE TABLE public.key_parents (id integer PRIMARY KEY, code text)"))
+    tables.execute(text(CHILD))
+    sqlstate, message, *_ = _refused(tables, "public.key_children", "parent_id", "public.key_parents")
+    assert sqlstate == "42703"
+    assert message == "rls_tenancy: public.key_parents needs the columns tenant_id and id"
+    # Nor a referenced column that is not there.
+    tables.execute(text("ALTER TABLE public.key_parents ADD COLUMN tenant_id bigint NOT NULL"))
+    assert _refused(tables, "public.key_children", "parent_id", "public.key_parents", "uuid")[0] == "42703"
+    assert tables.execute(KEYS).all() == []
+
+
+def test_add_tenant_foreign_key_is_closed_to_the_app_role(app_engine: Engine) -> None:
+    with app_engine.connect() as conn, pytest.raises(DBAPIError) as refused:
+        conn.execute(text("SELECT rls_tenancy.add_tenant_foreign_key('projects', 'id', 'projects')"))
+    assert _refusal(refused.value)[0] == "42501"
+
+
+# --- op.add_tenant_foreign_key in an Alembic migration ----------------------------------------------------
+
+REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+import rls_tenancy.alembic_ops  # noqa: F401
+
+revision = "keys_0001"
+down_revision = None
+branch_labels = ("keys",)
+depends_on = "rls_tenancy_0004"
+
+
+def _tenant_id():
+    return sa.Column("tenant_id", sa.BigInteger, sa.ForeignKey("rls_tenancy.tenants.id"), nullable=False)
+
+
+def upgrade():
+    op.create_table("folders", sa.Column("id", sa.Integer, primary_key=True), _tenant_id())
+    op.enable_tenant_isolation("folders")
+    op.execute("CREATE SCHEMA archive")
+    op.create_table(
+        "boxes", sa.Column("id", sa.Integer, primary_key=True), sa.Column("label", sa.Text, nullable=False),
+        _tenant_id(), sa.UniqueConstraint("tenant_id", "label", name="boxes_label_key"), schema="archive",
+    )
+    op.enable_tenant_isolation("boxes", schema="archive")
+    op.create_table(
+        "documents",
+        sa.Column("id", sa.Integer, primary_key=True),
+        _tenant_id(),
+        sa.Column("folder_id", sa.Integer, nullable=False),
+        sa.Column("box_label", sa.Text),
+    )
+    op.enable_tenant_isolation("documents")
+    op.add_tenant_foreign_key("documents", "folder_id", "folders", ondelete="CASCADE")
+    op.add_tenant_foreign_key(
+        "documents", "box_label", "boxes", "label", name="documents_box_fkey", referent_schema="archive"
+    )
+"""
+
+
+@pytest.fixture()
+def keyed_database(rls_postgres_url: URL, tmp_path: Path) -> Iterator[TenancyDatabase]:
+    """A scratch database migrated with the revision above (Alembic's own env.py template)."""
+    config = Config(tmp_path / "alembic.ini")
+    command.init(config, str(tmp_path / "migrations"))
+    config = Config(tmp_path / "alembic.ini")
+    config.set_main_option(
+        "version_locations", f"{tmp_path / 'migrations' / 'versions'} rls_tenancy:migrations/versions"
+    )
+    config.set_main_option("path_separator", "space")
+    (tmp_path / "migrations" / "versions" / "keys_0001.py").write_text(REVISION)
+    with tenancy_database(rls_postgres_url, alembic_config=config) as database:
+        yield database
+
+
+def test_op_add_tenant_foreign_key_in_a_migration(keyed_database: TenancyDatabase) -> None:
+    engine = create_engine(keyed_database.superuser_url)
+    try:
+        with engine.connect() as conn:
+            constraints: dict[str, str] = dict(
+                conn.execute(
+                    text(
+                        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                        "WHERE contype IN ('u', 'f') AND conrelid IN "
+                        "('public.folders'::regclass, 'public.documents'::regclass, 'archive.boxes'::regclass) "
+                        "AND conname NOT LIKE '%tenant_id_fkey'"
+                    )
+                ).all()
+            )
+            errors = conn.execute(text("SELECT check_name FROM rls_tenancy.findings() WHERE severity = 'error'")).all()
+    finally:
+        engine.dispose()
+    assert constraints == {
+        "folders_tenant_id_id_key": "UNIQUE (tenant_id, id)",
+        "documents_folder_id_fkey": (
+            "FOREIGN KEY (tenant_id, folder_id) REFERENCES folders(tenant_id, id) ON DELETE CASCADE"
+        ),
+        "boxes_label_key": "UNIQUE (tenant_id, label)",  # existing: no second one was added
+        "documents_box_fkey": "FOREIGN KEY (tenant_id, box_label) REFERENCES archive.boxes(tenant_id, label)",
+    }
+    assert errors == []
+
+
+def test_op_renders_offline_as_a_call_of_the_sql_function() -> None:
+    operation = AddTenantForeignKeyOp("documents", "box_label", "boxes", "label", referent_schema="archive")
+    statement = operation.to_sql()
+    assert isinstance(statement, ClauseElement)
+    rendered = str(statement.compile(dialect=POSTGRESQL, compile_kwargs={"literal_binds": True}))
+    assert rendered.startswith(
+        "SELECT rls_tenancy.add_tenant_foreign_key(CAST(quote_ident('documents') AS REGCLASS), 'box_label', "
+        "CAST(quote_ident('archive') || '.' || quote_ident('boxes') AS REGCLASS), 'label', NULL, 'NO ACTION')"
+    )
