@@ -134,15 +134,23 @@ def load_anchors(text: str) -> list[ChainHead]:
 def check_anchors(connection: Connection, anchors: Iterable[ChainHead]) -> list[str]:
     """What no longer matches: each anchored event must still have the anchored hash.
 
-    An anchor older than a purge's cut can no longer be checked (its event
-    is gone by design) and is passed over; one exactly at the cut is checked
-    against the hash the purge recorded.
+    An anchor older than the chain's purge cut is a problem too: whether the
+    purge was a real retention or a wiped chain, only the database says, and
+    anchors exist to not take its word. Retire anchor files older than your
+    retention when you purge. An anchor exactly at the cut is checked against
+    the hash the purge recorded.
     """
     problems = []
     cuts = {head.tenant_id: head.anchor_seq for head in chain_heads(connection)}
     for anchor in anchors:
-        if anchor.seq == 0 or anchor.seq < cuts.get(anchor.tenant_id, 0):
-            continue  # an empty chain anchors nothing; a purged event cannot be checked
+        if anchor.seq == 0:
+            continue  # an empty chain anchors nothing
+        if anchor.seq < cuts.get(anchor.tenant_id, 0):
+            problems.append(
+                f"chain of {_chain_name(anchor.tenant_id)}: event {anchor.seq} was anchored, but the database says "
+                f"it was purged (cut at {cuts[anchor.tenant_id]}); if that purge was yours, retire older anchors"
+            )
+            continue
         at = func.rls_tenancy.audit_hash_at(literal(anchor.tenant_id, BigInteger), literal(anchor.seq, BigInteger))
         found = connection.execute(select(at)).scalar()
         if found != anchor.hash:

@@ -2,7 +2,7 @@
 
 Before the first statement of every transaction on a bound engine, the tenant
 in context is set with ``set_config('app.current_tenant', $1, true)``, and
-the user in context beside it as ``app.current_user`` (what the audit log
+the user in context beside it as ``app.current_user_id`` (what the audit log
 attributes events to). Both are
 transaction-local (it ends with the transaction, so a pooled connection never
 carries it into the next checkout, and PgBouncer transaction pooling stays
@@ -42,12 +42,13 @@ if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
 #: The setting the policies read, through ``rls_tenancy.current_tenant_id()``.
 SETTING = "app.current_tenant"
 #: The setting the audit log reads, through ``rls_tenancy.current_user_id()``.
-USER_SETTING = "app.current_user"
+USER_SETTING = "app.current_user_id"
 
 _BIND = (
-    "SELECT pg_catalog.set_config('app.current_tenant', %s, true), pg_catalog.set_config('app.current_user', %s, true)"
+    "SELECT pg_catalog.set_config('app.current_tenant', %s, true),"
+    " pg_catalog.set_config('app.current_user_id', %s, true)"
 )
-_REBIND_USER = "SELECT pg_catalog.set_config('app.current_user', %s, true)"
+_REBIND_USER = "SELECT pg_catalog.set_config('app.current_user_id', %s, true)"
 _BOUND = "rls_tenancy.bound_tenant"
 _PENDING = object()  # a transaction has begun; no statement has run yet
 _UNBOUND = object()  # no transaction seen beginning

@@ -119,20 +119,17 @@ def clear_override(
 
 
 def set_global_override(
-    bypass_executor: Executor,
-    feature: Feature | str,
-    enabled: bool,
-    *,
-    scope: str = EVERY_SCOPE,
-    registry: FeatureRegistry = REGISTRY,
+    bypass_executor: Executor, feature: Feature | str, enabled: bool, *, registry: FeatureRegistry = REGISTRY
 ) -> Override:
-    """Turn ``feature`` on or off for ``scope`` in every tenant; on a bypass connection only.
+    """Turn ``feature`` on or off for every scope of every tenant; on a bypass connection only.
 
-    Global overrides beat tenants' (a kill switch holds). The application
+    Global overrides beat tenants' (a kill switch holds). They are for every
+    scope (``*``) only: every tenant reads them, and a global row naming one
+    user or address would tell every tenant who that is. The application
     role cannot write them: its policy refuses rows without a tenant.
     """
     found = registry.get(feature)
-    chosen = scope if scope == EVERY_SCOPE else check_scope(scope)
+    chosen = EVERY_SCOPE
     if not isinstance(enabled, bool):
         raise UsageError("an override turns a feature on (True) or off (False)")
     params = {"tenant_id": None, "feature": found.key, "scope": chosen, "enabled": enabled, "set_by": None}
@@ -147,11 +144,11 @@ def set_global_override(
 
 
 def clear_global_override(
-    bypass_executor: Executor, feature: Feature | str, *, scope: str = EVERY_SCOPE, registry: FeatureRegistry = REGISTRY
+    bypass_executor: Executor, feature: Feature | str, *, registry: FeatureRegistry = REGISTRY
 ) -> bool:
     """Remove a global override; False when there was none. Bypass connection only."""
     found = registry.get(feature)
-    chosen = scope if scope == EVERY_SCOPE else check_scope(scope)
+    chosen = EVERY_SCOPE
     removed = bypass_executor.execute(_DELETE, {"tenant_id": None, "feature": found.key, "scope": chosen}).all()
     if removed:
         log_event(

@@ -8,9 +8,10 @@
 A feature's *scope* names who it is decided for: ``"ip:10.0.0.1"``,
 ``"user:42"``, ``"tenant:7"``, or whatever a custom scope function returns.
 The value is decided, in this order (see :class:`~rls_tenancy.flags.Flags`):
-an override stored in the database for this feature and scope, else the
-rollout (``enable_chance``), else ``default``. A request without the scope
-(no user on an anonymous request) gets the default.
+an override stored in the database for this feature and scope (or for
+every scope, ``*``), else the rollout (``enable_chance``), else ``default``.
+A request without the scope (no user on an anonymous request) gets the
+``*`` overrides and then the default, never an error.
 
 The rollout is stable: the same feature and scope always land at the same
 position (:func:`rollout_position`), on every process, machine and Python

@@ -61,7 +61,7 @@ class Flags:
     def __init__(self, executor: Executor, registry: FeatureRegistry = REGISTRY) -> None:
         self._executor = executor
         self._registry = registry
-        self._scopes: dict[str, str | None] | None = None
+        self._scopes: dict[str, str | None | Exception] | None = None
         self._overrides: dict[tuple[str, str, bool], bool] | None = None
         self.queries = 0
 
@@ -74,6 +74,8 @@ class Flags:
         found = self._registry.get(feature)
         scopes, overrides = self._load()
         scope = scopes[found.key]
+        if isinstance(scope, Exception):  # this feature's scope function failed; the others still work
+            raise scope
         for is_global in (True, False):
             for candidate in (scope, EVERY_SCOPE):
                 if candidate is None:
@@ -95,15 +97,23 @@ class Flags:
         """Forget the loaded overrides (after changing one), so the next evaluation reloads."""
         self._scopes = self._overrides = None
 
-    def _load(self) -> tuple[dict[str, str | None], dict[tuple[str, str, bool], bool]]:
+    def _load(self) -> tuple[dict[str, str | None | Exception], dict[tuple[str, str, bool], bool]]:
         if self._scopes is None or self._overrides is None:
-            scopes = {feature.key: feature.scope_value() for feature in self._registry}
-            wanted = sorted({EVERY_SCOPE, *(scope for scope in scopes.values() if scope is not None)})
+            scopes = {feature.key: _scope_or_error(feature) for feature in self._registry}
+            wanted = sorted({EVERY_SCOPE, *(scope for scope in scopes.values() if isinstance(scope, str))})
             rows = self._executor.execute(_LOAD, {"features": sorted(scopes), "scopes": wanted}).all()
             self.queries += 1
             self._overrides = {(row.feature, row.scope, row.tenant_id is None): row.enabled for row in rows}
             self._scopes = scopes
         return self._scopes, self._overrides
+
+
+def _scope_or_error(feature: Feature) -> str | None | Exception:
+    """The feature's scope; a failing scope function fails that feature alone, when it is evaluated."""
+    try:
+        return feature.scope_value()
+    except Exception as error:  # noqa: BLE001 - kept, and raised where that feature is evaluated
+        return error
 
 
 _source: ContextVar[Callable[[], Flags] | None] = ContextVar("rls_tenancy.flags", default=None)

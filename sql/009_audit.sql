@@ -3,7 +3,7 @@
 -- Append-only and tamper-evident:
 --   * Events are written only through rls_tenancy.log_event(), a SECURITY
 --     DEFINER function. It takes the tenant and the user from the settings
---     bound to the transaction (app.current_tenant, app.current_user), the
+--     bound to the transaction (app.current_tenant, app.current_user_id), the
 --     time from the server clock and the writing role from session_user; the
 --     caller supplies only what happened.
 --   * The application role may SELECT its own tenant's events (row level
@@ -35,6 +35,16 @@
 -- regularly to write-once storage) to detect that.
 
 DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+
+-- Chain 0 is the chain of events without a tenant, so no tenant may have id 0.
+DO $positive$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                    WHERE conrelid = 'rls_tenancy.tenants'::regclass AND conname = 'tenants_id_positive') THEN
+        ALTER TABLE rls_tenancy.tenants ADD CONSTRAINT tenants_id_positive CHECK (id > 0);
+    END IF;
+END
+$positive$;
 
 CREATE TABLE IF NOT EXISTS rls_tenancy.audit_log (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -346,7 +356,7 @@ AS $fn$
     )
     SELECT nullif(c.chain, 0),
            (SELECT count(*) FROM rls_tenancy.audit_log l
-             WHERE coalesce(l.tenant_id, 0) = c.chain AND l.seq IS NOT NULL),
+             WHERE (l.tenant_id = c.chain OR (c.chain = 0 AND l.tenant_id IS NULL)) AND l.seq IS NOT NULL),
            v.event_id, v.chain_seq, v.problem
       FROM chains c
       LEFT JOIN LATERAL rls_tenancy.verify_audit_chain(nullif(c.chain, 0)) v ON true
@@ -406,18 +416,27 @@ BEGIN
     END IF;
     cutoff := pg_catalog.now() - retention;
     ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only;
+    -- Per chain, the longest prefix whose events are all older than the cutoff: seq is
+    -- commit order and created_at insert time, so a newer event can sit below an older one.
     FOR cut IN
-        SELECT coalesce(l.tenant_id, 0) AS chain, max(l.seq) AS through_seq
-          FROM rls_tenancy.audit_log l
-         WHERE l.created_at < cutoff AND l.seq IS NOT NULL
-         GROUP BY 1 ORDER BY 1
+        SELECT h.chain,
+               coalesce((SELECT min(l.seq) - 1 FROM rls_tenancy.audit_log l
+                          WHERE (l.tenant_id = h.chain OR (h.chain = 0 AND l.tenant_id IS NULL))
+                            AND l.seq IS NOT NULL AND l.created_at >= cutoff),
+                        h.seq) AS through_seq,
+               h.anchor_seq
+          FROM rls_tenancy.audit_chain_heads h
+         ORDER BY h.chain
     LOOP
+        CONTINUE WHEN cut.through_seq <= cut.anchor_seq;
         UPDATE rls_tenancy.audit_chain_heads h
            SET anchor_seq = cut.through_seq,
                anchor_hash = (SELECT l.hash FROM rls_tenancy.audit_log l
-                               WHERE coalesce(l.tenant_id, 0) = cut.chain AND l.seq = cut.through_seq)
+                               WHERE (l.tenant_id = cut.chain OR (cut.chain = 0 AND l.tenant_id IS NULL))
+                                 AND l.seq = cut.through_seq)
          WHERE h.chain = cut.chain;
-        DELETE FROM rls_tenancy.audit_log l WHERE coalesce(l.tenant_id, 0) = cut.chain AND l.seq <= cut.through_seq;
+        DELETE FROM rls_tenancy.audit_log l
+         WHERE (l.tenant_id = cut.chain OR (cut.chain = 0 AND l.tenant_id IS NULL)) AND l.seq <= cut.through_seq;
         GET DIAGNOSTICS removed = ROW_COUNT;
         total := total + removed;
         cuts := cuts || pg_catalog.jsonb_build_object('chain', cut.chain, 'through_seq', cut.through_seq, 'removed', removed);

@@ -1,9 +1,11 @@
 -- rls_tenancy: feature flag overrides.
 --
 -- A row turns one feature on or off for one scope ('user:42', 'ip:10.0.0.1',
--- 'tenant:7', an application's own, or '*' for every scope), either within
--- one tenant (tenant_id set) or for all tenants (tenant_id NULL: a global
--- override). The features themselves are declared in the application's code;
+-- 'tenant:7', an application's own, or '*' for every scope) within one
+-- tenant (tenant_id set), or for every scope of every tenant (tenant_id
+-- NULL, scope '*': a global override, such as a kill switch). Global
+-- overrides are for '*' only: a global row naming one user or address would
+-- show every tenant who that is. The features themselves are declared in the application's code;
 -- this table holds only the exceptions.
 --
 -- The application role reads its own tenant's overrides and the global ones,
@@ -24,6 +26,7 @@ CREATE TABLE IF NOT EXISTS rls_tenancy.feature_overrides (
     CONSTRAINT feature_overrides_key UNIQUE NULLS NOT DISTINCT (tenant_id, feature, scope),
     CONSTRAINT feature_overrides_feature_format CHECK (feature ~ '^[a-z][a-z0-9_.-]{0,63}$'),
     CONSTRAINT feature_overrides_scope_format CHECK (pg_catalog.length(scope) BETWEEN 1 AND 200),
+    CONSTRAINT feature_overrides_global_every_scope CHECK (tenant_id IS NOT NULL OR scope = '*'),
     CONSTRAINT feature_overrides_set_by_user FOREIGN KEY (tenant_id, set_by)
         REFERENCES rls_tenancy.users (tenant_id, id) ON DELETE SET NULL (set_by)
 );

@@ -52,6 +52,8 @@ REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_condition(text) FROM PUBLIC;
 -- One row per tenant table: how it is protected.
 CREATE OR REPLACE VIEW rls_tenancy.coverage AS
 WITH app AS (SELECT rls_tenancy.role_name('app') AS role_name),
+-- The app role and every role it can SET ROLE to: their privileges are its privileges.
+app_roles AS (SELECT r.oid FROM pg_catalog.pg_roles r, app WHERE pg_catalog.pg_has_role(app.role_name, r.oid, 'MEMBER')),
 tenant_tables AS (
     SELECT c.oid, c.relkind, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
            pg_catalog.pg_get_userbyid(c.relowner) AS owner, a.attnum AS tenant_attnum, a.attnotnull
@@ -78,13 +80,14 @@ SELECT pg_catalog.format('%I.%I', t.nspname, t.relname) AS table_name,
                 WHERE i.indrelid = t.oid AND i.indkey[0] = t.tenant_attnum) AS tenant_index,
        t.owner,
        -- Column grants count: a grant on one column is enough to act.
-       pg_catalog.has_any_column_privilege(app.role_name, t.oid, 'SELECT') AS app_select,
-       pg_catalog.has_any_column_privilege(app.role_name, t.oid, 'INSERT') AS app_insert,
-       pg_catalog.has_any_column_privilege(app.role_name, t.oid, 'UPDATE') AS app_update,
-       pg_catalog.has_table_privilege(app.role_name, t.oid, 'DELETE') AS app_delete,
-       pg_catalog.has_table_privilege(app.role_name, t.oid, 'TRUNCATE') AS app_truncate,
-       pg_catalog.has_any_column_privilege(app.role_name, t.oid, 'REFERENCES') AS app_references,
-       pg_catalog.has_table_privilege(app.role_name, t.oid, 'TRIGGER') AS app_trigger
+       EXISTS (SELECT 1 FROM app_roles r WHERE pg_catalog.has_any_column_privilege(r.oid, t.oid, 'SELECT')) AS app_select,
+       EXISTS (SELECT 1 FROM app_roles r WHERE pg_catalog.has_any_column_privilege(r.oid, t.oid, 'INSERT')) AS app_insert,
+       EXISTS (SELECT 1 FROM app_roles r WHERE pg_catalog.has_any_column_privilege(r.oid, t.oid, 'UPDATE')) AS app_update,
+       EXISTS (SELECT 1 FROM app_roles r WHERE pg_catalog.has_table_privilege(r.oid, t.oid, 'DELETE')) AS app_delete,
+       EXISTS (SELECT 1 FROM app_roles r WHERE pg_catalog.has_table_privilege(r.oid, t.oid, 'TRUNCATE')) AS app_truncate,
+       EXISTS (SELECT 1 FROM app_roles r WHERE pg_catalog.has_any_column_privilege(r.oid, t.oid, 'REFERENCES')) AS app_references,
+       EXISTS (SELECT 1 FROM app_roles r WHERE pg_catalog.has_table_privilege(r.oid, t.oid, 'TRIGGER')) AS app_trigger,
+       t.oid AS table_oid
   FROM tenant_tables t, app
  ORDER BY 1;
 COMMENT ON VIEW rls_tenancy.coverage IS
@@ -93,6 +96,8 @@ COMMENT ON VIEW rls_tenancy.coverage IS
 CREATE OR REPLACE FUNCTION rls_tenancy.findings()
 RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
 LANGUAGE plpgsql STABLE
+-- It only reads the catalogs; as the owner it needs no grant but EXECUTE on itself.
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
@@ -106,7 +111,7 @@ BEGIN
         -- Every view or materialized view that reads a tenant table, however many views deep.
         SELECT t.oid, rw.ev_class
           FROM rls_tenancy.coverage c
-          JOIN pg_class t ON t.oid = c.table_name::regclass
+          JOIN pg_class t ON t.oid = c.table_oid
           JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
           JOIN pg_rewrite rw ON rw.oid = d.objid
          WHERE rw.ev_class <> t.oid
@@ -175,7 +180,7 @@ BEGIN
                       p.polname, p.polrelid::regclass, coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)')),
                format('DROP POLICY %I ON %s; SELECT rls_tenancy.enable_tenant_isolation(%L);',
                       p.polname, p.polrelid::regclass, p.polrelid::regclass::text)
-          FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_name = p.polrelid::regclass::text
+          FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
          WHERE p.polpermissive
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
            AND NOT (rls_tenancy.is_tenant_condition(pg_get_expr(p.polqual, p.polrelid))
@@ -187,7 +192,7 @@ BEGIN
                       p.polname, p.polrelid::regclass),
                format('ALTER POLICY %I ON %s WITH CHECK (tenant_id = rls_tenancy.current_tenant_id());',
                       p.polname, p.polrelid::regclass)
-          FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_name = p.polrelid::regclass::text
+          FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
          WHERE p.polwithcheck IS NULL AND p.polcmd IN ('*', 'w')
         UNION ALL
         SELECT 'warning', 'no_tenant_index', c.table_name,
@@ -210,7 +215,8 @@ BEGIN
         UNION ALL
         -- Views and materialized views reading tenant tables, directly or through other views.
         SELECT DISTINCT ON (v.oid)
-               CASE WHEN has_table_privilege(app_role, v.oid, 'SELECT') THEN 'error' ELSE 'warning' END,
+               CASE WHEN EXISTS (SELECT 1 FROM pg_roles ar WHERE pg_has_role(app_role, ar.oid, 'MEMBER')
+                                    AND has_table_privilege(ar.oid, v.oid, 'SELECT')) THEN 'error' ELSE 'warning' END,
                CASE WHEN v.relkind = 'm' THEN 'materialized_view_over_tenant_table' ELSE 'view_not_security_invoker' END,
                format('%s', v.oid::regclass),
                CASE WHEN v.relkind = 'm'
@@ -228,13 +234,15 @@ BEGIN
         UNION ALL
         -- SECURITY DEFINER functions.
         SELECT 'error', 'definer_without_search_path', format('%s', f.oid::regprocedure),
-               format('SECURITY DEFINER function %s has no fixed search_path: a caller can plant objects it will use',
+               format('SECURITY DEFINER function %s has no search_path ending in pg_temp: a caller can plant objects it will use (pg_temp is searched first unless it is named last)',
                       f.oid::regprocedure),
                format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp;', f.oid::regprocedure)
           FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
          WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
-           AND NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) setting WHERE setting LIKE 'search\_path=%')
+           AND NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) setting
+                            WHERE setting LIKE 'search\_path=%'
+                              AND btrim(reverse(split_part(reverse(substr(setting, 13)), ',', 1)), ' "') = 'pg_temp')
         UNION ALL
         SELECT 'error', 'definer_executable_by_public', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s can be run by every role (PUBLIC)', f.oid::regprocedure),
@@ -252,8 +260,8 @@ BEGIN
                format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I FOREIGN KEY (tenant_id, ...) REFERENCES %s (tenant_id, ...); -- see rls_tenancy.tenant_foreign_key',
                       k.conrelid::regclass, k.conname, k.conname, k.confrelid::regclass)
           FROM pg_constraint k
-          JOIN rls_tenancy.coverage child ON child.table_name = k.conrelid::regclass::text
-          JOIN rls_tenancy.coverage parent ON parent.table_name = k.confrelid::regclass::text
+          JOIN rls_tenancy.coverage child ON child.table_oid = k.conrelid
+          JOIN rls_tenancy.coverage parent ON parent.table_oid = k.confrelid
          WHERE k.contype = 'f'
            AND NOT EXISTS (
                 SELECT 1 FROM unnest(k.conkey, k.confkey) AS pair(child_att, parent_att)
@@ -261,13 +269,60 @@ BEGIN
                   JOIN pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = pair.parent_att
                  WHERE ca.attname = 'tenant_id' AND pa.attname = 'tenant_id')
         UNION ALL
+        -- A definer's search_path naming a schema the app role can create objects in.
+        SELECT DISTINCT 'error', 'definer_search_path_writable', format('%s', f.oid::regprocedure),
+               format('SECURITY DEFINER function %s searches schema %I, where the application role can create objects it will then use',
+                      f.oid::regprocedure, btrim(element, ' "')),
+               format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp; -- and qualify the names it uses', f.oid::regprocedure)
+          FROM pg_proc f
+          JOIN pg_namespace n ON n.oid = f.pronamespace
+          CROSS JOIN LATERAL unnest(f.proconfig) setting
+          CROSS JOIN LATERAL unnest(string_to_array(substr(setting, 13), ',')) element
+         WHERE f.prosecdef AND setting LIKE 'search\_path=%'
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+           AND to_regnamespace(quote_ident(btrim(element, ' "'))) IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_roles ar WHERE pg_has_role(app_role, ar.oid, 'MEMBER')
+                         AND has_schema_privilege(ar.oid, to_regnamespace(quote_ident(btrim(element, ' "'))), 'CREATE'))
+        UNION ALL
+        -- A definer that runs without row level security, callable by the app role.
+        SELECT 'error', 'definer_escapes_rls', format('%s', f.oid::regprocedure),
+               format('SECURITY DEFINER function %s runs as %I, which %s: whatever tenant tables it reads, it reads them whole, for the application role',
+                      f.oid::regprocedure, o.rolname, CASE WHEN o.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END),
+               format('ALTER FUNCTION %s OWNER TO %I;', f.oid::regprocedure, owner_role)
+          FROM pg_proc f
+          JOIN pg_namespace n ON n.oid = f.pronamespace
+          JOIN pg_roles o ON o.oid = f.proowner
+         WHERE f.prosecdef AND (o.rolsuper OR o.rolbypassrls)
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+           AND EXISTS (SELECT 1 FROM pg_roles ar WHERE pg_has_role(app_role, ar.oid, 'MEMBER')
+                         AND has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+        UNION ALL
+        -- Tables without tenant_id that every tenant can write: shared by all, isolated from none.
+        SELECT 'warning', 'table_not_isolated', format('%s', t.oid::regclass),
+               format('%s has no tenant_id and no row level security, and the application role can write it: every tenant shares its rows',
+                      t.oid::regclass),
+               format('add tenant_id and SELECT rls_tenancy.enable_tenant_isolation(%L); or, for reference data, SELECT rls_tenancy.share_table(%L);',
+                      t.oid::regclass::text, t.oid::regclass::text)
+          FROM pg_class t
+          JOIN pg_namespace n ON n.oid = t.relnamespace
+         WHERE t.relkind IN ('r', 'p') AND NOT t.relrowsecurity
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'rls_tenancy')
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_class'::regclass AND x.objid = t.oid AND x.deptype = 'e')
+           AND EXISTS (SELECT 1 FROM pg_roles ar WHERE pg_has_role(app_role, ar.oid, 'MEMBER')
+                         AND (has_any_column_privilege(ar.oid, t.oid, 'INSERT') OR has_any_column_privilege(ar.oid, t.oid, 'UPDATE')
+                              OR has_table_privilege(ar.oid, t.oid, 'DELETE') OR has_table_privilege(ar.oid, t.oid, 'TRUNCATE')))
+        UNION ALL
         -- Unique keys across tenants: inserting another tenant's value fails, which tells that it exists.
         SELECT 'warning', 'unique_without_tenant', format('%s', i.indexrelid::regclass),
                format('%s on %s is unique across all tenants: writing a value another tenant holds fails with a duplicate key error, which tells that it exists',
                       pg_get_indexdef(i.indexrelid), c.table_name),
                format('make it unique per tenant, e.g. (tenant_id, ...); for a primary key: PRIMARY KEY (tenant_id, id), or never let the application choose ids')
           FROM pg_index i
-          JOIN rls_tenancy.coverage c ON c.table_name = i.indrelid::regclass::text
+          JOIN rls_tenancy.coverage c ON c.table_oid = i.indrelid
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'tenant_id'
          WHERE i.indisunique
            AND NOT (a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))  -- key columns, not INCLUDE ones

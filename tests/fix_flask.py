@@ -27,6 +27,7 @@ def demo_app(db: TenancyDatabase, seeded: Seeded) -> Iterator[Flask]:
     yield app
     tenancy = app.extensions["rls_tenancy"]
     tenancy.engine.dispose()
+    tenancy.audit_engine.dispose()
     if tenancy.bypass is not None:
         tenancy.bypass.engine.dispose()
 

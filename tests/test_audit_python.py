@@ -35,7 +35,7 @@ from rls_tenancy.tokens import authenticate_token, issue_token, revoke_token
 from rls_tenancy.users import User
 from tests.conftest import World
 
-USER_SETTING = text("SELECT current_setting('app.current_user', true)")
+USER_SETTING = text("SELECT current_setting('app.current_user_id', true)")
 TENANT_SETTING = text("SELECT current_setting('app.current_tenant', true)")
 
 
@@ -104,11 +104,11 @@ def pinned_engine(db: TenancyDatabase) -> Iterator[Engine]:
 
 
 def raw_user_setting(engine: Engine) -> str | None:
-    """app.current_user as the next user of the pooled connection finds it, read past every hook."""
+    """app.current_user_id as the next user of the pooled connection finds it, read past every hook."""
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute("SELECT current_setting('app.current_user', true)")
+        cursor.execute("SELECT current_setting('app.current_user_id', true)")
         row = cursor.fetchone()
         raw.rollback()
         assert row is not None

@@ -409,7 +409,7 @@ def test_user_of_another_tenant_is_refused_and_nothing_is_written(
             caught = _log_in_savepoint(conn)
     else:
         with as_tenant(world.a), app_engine.begin() as conn:
-            conn.execute(text("SELECT set_config('app.current_user', :u, true)"), {"u": str(people.b_user)})
+            conn.execute(text("SELECT set_config('app.current_user_id', :u, true)"), {"u": str(people.b_user)})
             caught = _log_in_savepoint(conn)
     _refused_with(caught, "42501", f"the bound user {people.b_user} is not a user of tenant {world.a}")
     assert _written_since(bypass_engine, last) == 0
@@ -435,7 +435,7 @@ def test_nonexistent_tenant_is_refused(app_engine: Engine, bypass_engine: Engine
 def test_user_without_tenant_is_refused(app_engine: Engine, bypass_engine: Engine, people: People) -> None:
     last = _last_id(bypass_engine)
     with app_engine.begin() as conn:
-        conn.execute(text("SELECT set_config('app.current_user', :u, true)"), {"u": str(people.a_user)})
+        conn.execute(text("SELECT set_config('app.current_user_id', :u, true)"), {"u": str(people.a_user)})
         caught = _log_in_savepoint(conn)
     _refused_with(caught, "42501", "is bound without a tenant")
     assert _written_since(bypass_engine, last) == 0
@@ -917,8 +917,10 @@ def test_purge_removes_old_events_and_keeps_chains_verifiable(scratch: Scratch) 
         remaining = set(conn.execute(text("SELECT id FROM rls_tenancy.audit_log")).scalars())
         heads = {row.tenant_id: row for row in conn.execute(text("SELECT * FROM rls_tenancy.audit_chain_heads()"))}
         assert check_anchors(conn, anchors_at_the_cut) == []  # the anchor at the cut is still checkable
-        # An anchor older than the cut names a purged event: nothing to check, not a problem.
-        assert check_anchors(conn, [ChainHead(p, 1, b"\x00" * 32, None)]) == []
+        # An anchor older than the cut names an event the database says it purged: only the database
+        # says so, and anchors exist to not take its word (a wiped chain would look the same).
+        [older] = check_anchors(conn, [ChainHead(p, 1, b"\x00" * 32, None)])
+        assert "says it was purged (cut at 3)" in older
         # At the cut, the recorded hash still has to match.
         assert len(check_anchors(conn, [ChainHead(p, 3, b"\x00" * 32, None)])) == 1
     assert not remaining & {event_id for ids in old.values() for event_id in ids}
@@ -1104,3 +1106,23 @@ def test_security_definer_functions_pin_search_path_and_grant_no_public_execute(
         assert "PUBLIC" not in row.executors, name
     for name, executors in expected_executors.items():
         assert set(definers[name].executors) == executors, name
+
+
+def test_purge_cuts_only_a_prefix_that_is_old_throughout(scratch: Scratch) -> None:
+    """Chain order is commit order: an old event sealed after a new one must not take the new one with it."""
+    p = scratch.tenant()
+    [first] = _old_events(scratch, p, 1)
+    [newer] = scratch.log(p, 1)
+    [late_old] = _old_events(scratch, p, 1)  # created long ago, sealed after `newer`
+    with scratch.bypass.begin() as conn:
+        purge(conn, timedelta(days=30))
+    with scratch.bypass.connect() as conn:
+        kept = set(conn.execute(text("SELECT id FROM rls_tenancy.audit_log WHERE tenant_id = :t"), {"t": p}).scalars())
+    assert first not in kept
+    assert {newer, late_old} <= kept
+    assert scratch.broken(p) is None
+
+
+def test_no_tenant_can_have_id_0_which_names_the_chain_without_a_tenant(bypass_engine: Engine) -> None:
+    with bypass_engine.connect() as conn, pytest.raises(DBAPIError, match="tenants_id_positive"):
+        conn.execute(text("INSERT INTO rls_tenancy.tenants (id, slug, name) VALUES (0, 'zero', 'Zero')"))

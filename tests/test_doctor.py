@@ -438,6 +438,52 @@ SUBTLE = {
         "once missed: sql/012_doctor.sql (coverage.app_references) uses has_table_privilege, which ignores "
         "column grants; has_any_column_privilege(app, table, 'REFERENCES') would see them",
     ),
+    "a privilege held through a role the app role can SET ROLE to": (
+        lambda r: [
+            "CREATE ROLE doctor_maint NOLOGIN",
+            "GRANT TRUNCATE ON public.tasks TO doctor_maint",
+            ddl("GRANT doctor_maint TO {}", r.app),
+        ],
+        ("error", "app_role_dangerous_privilege", "public.tasks"),
+        "the app role is NOINHERIT, so has_table_privilege(app, ...) alone missed what SET ROLE reaches",
+    ),
+    "a SECURITY DEFINER whose search_path does not end in pg_temp": (
+        lambda r: [
+            "CREATE FUNCTION public.doctor_is_admin(u int) RETURNS boolean LANGUAGE sql SECURITY DEFINER "
+            "SET search_path = pg_catalog AS 'SELECT u = 0'",
+            "REVOKE ALL ON FUNCTION public.doctor_is_admin(int) FROM PUBLIC",
+        ],
+        ("error", "definer_without_search_path", "public.doctor_is_admin(integer)"),
+        "pg_temp is searched first for tables unless named last: a caller's temp table would be used",
+    ),
+    "a SECURITY DEFINER searching a schema the app role can create in": (
+        lambda r: [
+            ddl("GRANT CREATE ON SCHEMA public TO {}", r.app),
+            "CREATE FUNCTION public.doctor_lookup(u int) RETURNS boolean LANGUAGE sql SECURITY DEFINER "
+            "SET search_path = public, pg_temp AS 'SELECT u = 0'",
+            "REVOKE ALL ON FUNCTION public.doctor_lookup(int) FROM PUBLIC",
+        ],
+        ("error", "definer_search_path_writable", "public.doctor_lookup(integer)"),
+        "the app role could plant a table or function the definer then uses with its rights",
+    ),
+    "a SECURITY DEFINER owned by a superuser, callable by the app role": (
+        lambda r: [
+            "CREATE FUNCTION public.doctor_names() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER "
+            "SET search_path = pg_catalog, pg_temp AS 'SELECT name FROM public.projects'",
+            "REVOKE ALL ON FUNCTION public.doctor_names() FROM PUBLIC",
+            ddl("GRANT EXECUTE ON FUNCTION public.doctor_names() TO {}", r.app),
+        ],
+        ("error", "definer_escapes_rls", "public.doctor_names()"),
+        "run as a superuser, it returns every tenant's projects to whoever calls it",
+    ),
+    "a table without tenant_id that the app role can write": (
+        lambda r: [
+            "CREATE TABLE public.doctor_invoices (id int, org_id int)",
+            ddl("GRANT SELECT, INSERT ON public.doctor_invoices TO {}", r.app),
+        ],
+        ("warning", "table_not_isolated", "public.doctor_invoices"),
+        "keyed by something else, it is shared by every tenant, unreported while only tenant_id tables were read",
+    ),
     "app role member of a CREATEROLE role": (
         lambda r: _member_of_new_role(r, "CREATEROLE"),
         ("error", "app_role_member_of_privileged", "{app}"),

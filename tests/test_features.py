@@ -357,3 +357,35 @@ def test_evaluate_needs_flags_in_context(registry: FeatureRegistry) -> None:
     feature = Feature("contextless", scope="user", registry=registry)
     with pytest.raises(UsageError, match="no feature flags in context"):
         feature.evaluate()
+
+
+def test_a_failing_scope_function_fails_its_own_feature_only(world: World, session: Session) -> None:
+    registry = FeatureRegistry()
+
+    def broken(_feature: Feature) -> str:
+        raise RuntimeError("the plan service is down")
+
+    fine = Feature("fine", scope="tenant", default=True, registry=registry)
+    fragile = Feature("fragile", scope=broken, registry=registry)
+    with as_tenant(world.a):
+        flags = Flags(session, registry)
+        assert flags.is_enabled(fine)
+        with pytest.raises(RuntimeError, match="plan service"):
+            flags.is_enabled(fragile)
+        assert flags.queries == 1
+        session.rollback()
+
+
+def test_global_overrides_are_for_every_scope_only(bypass: UnsafeBypass, registry: FeatureRegistry) -> None:
+    """A global row naming a user or an address would show every tenant who that is."""
+    Feature("everywhere", scope="user", registry=registry)
+    with (
+        bypass.session(reason="test: a per-user global override") as admin,
+        pytest.raises(DBAPIError, match="global_every_scope"),
+    ):
+        admin.execute(
+            text(
+                "INSERT INTO rls_tenancy.feature_overrides (tenant_id, feature, scope, enabled) "
+                "VALUES (NULL, 'everywhere', 'user:2', true)"
+            )
+        )

@@ -747,3 +747,50 @@ def test_cli_exits_1_on_a_broken_chain_and_anchors_catch_a_consistent_rewrite(
         app_engine.dispose()
         bypass_engine.dispose()
         superuser.dispose()
+
+
+# --- denials under pressure and with odd paths --------------------------------------------------------------------
+
+
+@pytest.fixture()
+def one_connection_app(db: TenancyDatabase) -> Iterator[Flask]:
+    """An app whose pool holds one connection: a request that needs two would wait forever."""
+    from rls_tenancy.flask import Tenancy
+
+    engine = create_engine(db.app_url, pool_size=1, max_overflow=0, pool_timeout=3)
+    app = Flask(__name__)
+    app.config.update(TESTING=True, SECRET_KEY="test")
+    Tenancy(app, engine=engine)
+
+    @app.get("/docs/<name>")
+    @require_scopes("admin")
+    def docs(name: str) -> ResponseReturnValue:
+        return jsonify(name=name)
+
+    yield app
+    engine.dispose()
+    app.extensions["rls_tenancy"].audit_engine.dispose()
+
+
+def test_a_denial_needs_no_second_connection_of_the_request_pool(
+    one_connection_app: Flask, seeded: Seeded, bypass_engine: Engine
+) -> None:
+    """Scopes load the user through the request's connection; the event must not wait for another."""
+    request_id = new_request_id()
+    response = one_connection_app.test_client().get(
+        "/docs/plan", headers=with_id(request_id, bearer(seeded.tokens["globex/ci"]))
+    )
+    assert response.status_code == 403
+    assert one_event(bypass_engine, request_id).action == "auth.scope_denied"
+
+
+def test_a_nul_in_the_path_is_still_a_recorded_403(
+    one_connection_app: Flask, seeded: Seeded, bypass_engine: Engine
+) -> None:
+    request_id = new_request_id()
+    response = one_connection_app.test_client().get(
+        "/docs/a%00b", headers=with_id(request_id, bearer(seeded.tokens["globex/ci"]))
+    )
+    assert response.status_code == 403
+    found = one_event(bypass_engine, request_id)
+    assert found.message == "GET /docs/ab needs admin"

@@ -14,13 +14,16 @@ from openfeature.client import OpenFeatureClient
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 
+from rls_tenancy import as_tenant
 from rls_tenancy.errors import UnknownFeatureError
 from rls_tenancy.features import Feature, FeatureRegistry
 from rls_tenancy.flask import Tenancy
 from rls_tenancy.flask.features import feature_enabled, request_flags
 from rls_tenancy.openfeature import TenancyFlagProvider
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.tokens import issue_token
 from saas_demo.features import BETA_REPORTS, NEW_DASHBOARD, NEW_SIGN_IN_FLOW
 from saas_demo.seed import PASSWORD, Seeded
 from tests.fix_flask import bearer
@@ -215,3 +218,16 @@ def test_cli_lists_sets_and_clears_overrides(demo_app: Flask) -> None:
     ):
         result = runner.invoke(args=["tenancy", "features", *bad])
         assert result.exit_code in (1, 2) and "Traceback" not in result.output, (bad, result.output)
+
+
+def test_an_override_without_a_scope_to_override_is_a_400(demo_app: Flask, seeded: Seeded, app_engine: Engine) -> None:
+    # An admin token that belongs to no user: new-dashboard is decided per user, so there is nothing to override.
+    with as_tenant(seeded.tenants["acme"]), Session(app_engine) as session, session.begin():
+        issued = issue_token(session, name=f"admin-{secrets.token_hex(3)}", scopes=["admin"])
+    client = demo_app.test_client()
+    token = bearer(issued.token)
+    for method in ("put", "delete"):
+        response = getattr(client, method)(f"/api/features/{NEW_DASHBOARD.key}", json={"enabled": True}, headers=token)
+        assert response.status_code == 400, (method, response.status_code, response.json)
+        assert response.json is not None and response.json["error"] == "invalid_request"
+        assert "scope" in response.json["message"]

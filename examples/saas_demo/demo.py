@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeded = seed(engines[0], bypass)
         app = create_app(db.app_url, db.bypass_url)
         tenancy = app.extensions["rls_tenancy"]
-        engines += [tenancy.engine] + ([] if tenancy.bypass is None else [tenancy.bypass.engine])
+        engines += [tenancy.engine, tenancy.audit_engine] + ([] if tenancy.bypass is None else [tenancy.bypass.engine])
         try:
             print("Two tenants, isolated by PostgreSQL row level security:")
             show_isolation(app, seeded)

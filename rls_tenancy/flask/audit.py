@@ -25,4 +25,4 @@ def log(action: str, message: str | None = None, **data: Any) -> int:
 
 def log_security_event(action: str, message: str | None = None, **data: Any) -> int:
     """An event committed at once, whatever becomes of the request; its id."""
-    return audit.log_security_event(state().engine, action, message, data=data or None)
+    return audit.log_security_event(state().audit_engine, action, message, data=data or None)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from flask.cli import with_appcontext
 from sqlalchemy import func, literal, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
@@ -249,9 +249,11 @@ def _where(function: Any) -> Any:
     return function
 
 
-def _one_place(slug: str | None, is_global: bool) -> None:
+def _one_place(slug: str | None, is_global: bool, scope: str) -> None:
     if (slug is None) == (not is_global):
         raise click.UsageError("give exactly one of --tenant SLUG and --global")
+    if is_global and scope != EVERY_SCOPE:
+        raise click.UsageError("a global override is for every scope ('*'); set per-scope ones with --tenant")
 
 
 @feature_commands.command("set")
@@ -261,12 +263,12 @@ def _one_place(slug: str | None, is_global: bool) -> None:
 @with_appcontext
 def features_set(key: str, value: str, slug: str | None, is_global: bool, scope: str) -> None:
     """Turn feature KEY on or off for a scope, in one tenant or in all (as an operator)."""
-    _one_place(slug, is_global)
+    _one_place(slug, is_global, scope)
     registry = state().features
     try:
         if slug is None:
             with _bypass().session(reason=f"cli: global override of feature {key}") as session:
-                set_global_override(session, key, value == "on", scope=scope, registry=registry)
+                set_global_override(session, key, value == "on", registry=registry)
         else:
             with as_tenant(_tenant_id(slug)), Session(state().engine) as session, session.begin():
                 set_override(session, key, value == "on", scope=scope, granted={"admin"}, registry=registry)
@@ -281,12 +283,12 @@ def features_set(key: str, value: str, slug: str | None, is_global: bool, scope:
 @with_appcontext
 def features_clear(key: str, slug: str | None, is_global: bool, scope: str) -> None:
     """Remove an override of feature KEY."""
-    _one_place(slug, is_global)
+    _one_place(slug, is_global, scope)
     registry = state().features
     try:
         if slug is None:
             with _bypass().session(reason=f"cli: clear global override of feature {key}") as session:
-                removed = clear_global_override(session, key, scope=scope, registry=registry)
+                removed = clear_global_override(session, key, registry=registry)
         else:
             with as_tenant(_tenant_id(slug)), Session(state().engine) as session, session.begin():
                 removed = clear_override(session, key, scope=scope, granted={"admin"}, registry=registry)
@@ -302,8 +304,12 @@ def features_clear(key: str, slug: str | None, is_global: bool, scope: str) -> N
 @with_appcontext
 def doctor(as_machine: bool) -> None:
     """Report isolation gaps found in the database; exit 1 on any error-level finding."""
-    with _bypass().connect(reason="cli: doctor") as connection:
-        found = findings(connection)
+    try:
+        with _bypass().connect(reason="cli: doctor") as connection:
+            found = findings(connection)
+    except DBAPIError as error:
+        click.echo(f"Error: the check could not run: {str(error.orig).splitlines()[0]}", err=True)
+        raise SystemExit(2) from error
     click.echo(as_json(found) if as_machine else as_table(found), nl=as_machine)
     if exit_status(found):
         raise SystemExit(1)

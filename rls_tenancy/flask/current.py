@@ -118,10 +118,12 @@ def require_scopes(*needed: str) -> Callable[[_F], _F]:
                 raise AuthenticationError("missing", "this needs credentials: a bearer token or a login")
             missing = wanted - get_current_scopes()
             if missing:
+                # The path as sent, minus what cannot be stored (a %00 in the URL, say).
+                path = "".join(c for c in request.path[:200] if c.isprintable() and storable(c))
                 log_security_event(
-                    state().engine,
+                    state().audit_engine,
                     "auth.scope_denied",
-                    f"{request.method} {request.path[:200]} needs {', '.join(sorted(missing))}",
+                    f"{request.method} {path} needs {', '.join(sorted(missing))}",
                     data={"missing": sorted(missing), "endpoint": request.endpoint},
                 )
                 raise PermissionDeniedError(missing)
@@ -161,7 +163,7 @@ def negotiate_language(accepted: LanguageAccept, offered: list[str]) -> str | No
 def login(user: User) -> None:
     """Remember ``user`` in the signed session; later requests act as them. Audited (``auth.login``)."""
     session[SESSION_KEY] = {"tenant_id": user.tenant_id, "user_id": user.id}
-    log_security_event(state().engine, "auth.login", user.email, tenant_id=user.tenant_id, user_id=user.id)
+    log_security_event(state().audit_engine, "auth.login", user.email, tenant_id=user.tenant_id, user_id=user.id)
 
 
 def logout() -> None:
@@ -178,7 +180,7 @@ def logout() -> None:
     tenant_id, user_id = stored.get("tenant_id"), stored.get("user_id")
     if not (is_row_id(tenant_id) and is_row_id(user_id)):
         return
-    engine = state().engine
+    engine = state().audit_engine
     try:
         log_security_event(engine, "auth.logout", tenant_id=tenant_id, user_id=user_id)
     except DBAPIError as error:
@@ -234,7 +236,7 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
 
 def _login_failed(tenant_id: int | None, reason: str, **data: Any) -> None:
     log_security_event(
-        state().engine,
+        state().audit_engine,
         "auth.login_failed",
         reason.replace("_", " "),
         tenant_id=tenant_id,

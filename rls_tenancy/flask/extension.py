@@ -20,13 +20,14 @@ import contextvars
 import functools
 import ipaddress
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, current_app, request
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from rls_tenancy.audit import REQUEST_ID_PATTERN, log_security_event, set_event_origin
@@ -58,6 +59,9 @@ class TenancyState:
     """What the extension keeps per app, in ``app.extensions["rls_tenancy"]``."""
 
     engine: Engine
+    #: Security events are written on this engine's own pool, so a request
+    #: holding a connection of the main pool never waits for a second one.
+    audit_engine: Engine
     sessions: SessionSource
     resolvers: list[Resolver]
     languages: list[str]
@@ -112,7 +116,9 @@ class Tenancy:
     Give it exactly one of ``db`` (Flask-SQLAlchemy), or ``engine`` with an
     optional ``session`` (a ``sessionmaker`` or ``scoped_session``; one is made
     from the engine otherwise). ``bypass_engine`` (or config
-    ``RLS_TENANCY_BYPASS_DATABASE_URL``) serves the admin CLI. ``resolvers``
+    ``RLS_TENANCY_BYPASS_DATABASE_URL``) serves the admin CLI.
+    ``audit_engine`` writes security events (default: the app's engine
+    settings on a pool of its own). ``resolvers``
     overrides config ``RLS_TENANCY_RESOLVERS``. ``features`` is the
     :class:`~rls_tenancy.features.FeatureRegistry` to evaluate (default: the
     one every ``Feature`` joins unless told otherwise). All can be given to the
@@ -128,7 +134,7 @@ class Tenancy:
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("rls_tenancy is already registered on this app; call init_app once per app")
         options = {**self._options, **options}
-        unknown = set(options) - {"db", "engine", "session", "bypass_engine", "resolvers", "features"}
+        unknown = set(options) - {"db", "engine", "session", "bypass_engine", "audit_engine", "resolvers", "features"}
         if unknown:
             raise UsageError(f"unknown Tenancy options: {sorted(unknown)}")
         config = app.config
@@ -143,6 +149,8 @@ class Tenancy:
             config["RLS_TENANCY_RESOLVERS"] = list(options["resolvers"])  # so app.config shows what is used
         engine, sessions = _engine_and_sessions(app, options)
         bind_engine(engine)
+        audit_engine = options.get("audit_engine") or _audit_engine_for(engine)
+        bind_engine(audit_engine)
         scope_sessions(sessions)
         bypass_engine = options.get("bypass_engine")
         if bypass_engine is None and config["RLS_TENANCY_BYPASS_DATABASE_URL"]:
@@ -150,9 +158,10 @@ class Tenancy:
         languages = list(config["RLS_TENANCY_LANGUAGES"])
         if config["RLS_TENANCY_DEFAULT_LANGUAGE"] not in languages:
             raise UsageError("RLS_TENANCY_DEFAULT_LANGUAGE must be one of RLS_TENANCY_LANGUAGES")
-        resolvers, host_resolver = _resolvers(config["RLS_TENANCY_RESOLVERS"], engine, config)
+        resolvers, host_resolver = _resolvers(config["RLS_TENANCY_RESOLVERS"], engine, audit_engine, config)
         app.extensions[EXTENSION_KEY] = TenancyState(
             engine=engine,
+            audit_engine=audit_engine,
             sessions=sessions,
             resolvers=resolvers,
             languages=languages,
@@ -207,14 +216,30 @@ def _engine_and_sessions(app: Flask, options: dict[str, Any]) -> tuple[Engine, S
     return engine, sessions
 
 
-def _resolvers(names: Sequence[str | Resolver], engine: Engine, config: Any) -> tuple[list[Resolver], Resolver | None]:
+_AUDIT_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _audit_engine_for(engine: Engine) -> Engine:
+    """``engine``'s connection settings on a pool of its own; one per engine, disposed with it."""
+    found = _AUDIT_ENGINES.get(engine)
+    if found is None:
+        # Pool.recreate() keeps the connection creator (URL, connect_args) and the pool's sizes.
+        found = _AUDIT_ENGINES[engine] = create_engine(engine.url, pool=engine.pool.recreate())
+        audit = found
+        event.listen(engine, "engine_disposed", lambda _engine: audit.dispose())
+    return found
+
+
+def _resolvers(
+    names: Sequence[str | Resolver], engine: Engine, audit_engine: Engine, config: Any
+) -> tuple[list[Resolver], Resolver | None]:
     resolvers: list[Resolver] = []
     host_resolver: Resolver | None = None
     for name in names:
         if callable(name):
             resolvers.append(name)
         elif name == "token":
-            resolvers.append(token_resolver(engine))
+            resolvers.append(token_resolver(engine, audit_engine=audit_engine))
         elif name == "session":
             resolvers.append(session_resolver(engine))
         elif name == "subdomain":
@@ -255,7 +280,7 @@ def _begin_request() -> None:
         host = tenancy.host_resolver(request)
         if host is not None and resolution is not None and host.tenant_id != resolution.tenant_id:
             log_security_event(
-                tenancy.engine,
+                tenancy.audit_engine,
                 "auth.wrong_tenant",
                 "credentials used on another tenant's host",
                 tenant_id=resolution.tenant_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import has_request_context
 
-from rls_tenancy.errors import UsageError
+from rls_tenancy.errors import InvalidRequestError, UnknownFeatureError, UsageError
 from rls_tenancy.feature_overrides import Override, clear_override, set_override
 from rls_tenancy.features import Feature
 from rls_tenancy.flags import Flags
@@ -38,19 +38,30 @@ def feature_enabled(feature: Feature | str) -> bool:
 def set_feature_override(feature: Feature | str, enabled: bool, *, scope: str | None = None) -> Override:
     """Store an override in the request's tenant, as the request's user and scopes allow.
 
-    In the request's transaction (commit it); 403 JSON when not allowed.
+    In the request's transaction (commit it); 403 JSON when not allowed, 400
+    when the request has no such scope or gives a bad one.
     """
-    stored = set_override(
-        state().session(), feature, enabled, scope=scope, granted=get_current_scopes(), registry=state().features
-    )
+    try:
+        stored = set_override(
+            state().session(), feature, enabled, scope=scope, granted=get_current_scopes(), registry=state().features
+        )
+    except UnknownFeatureError:
+        raise
+    except UsageError as error:  # a request's mistake (no scope to override, a bad value): 400
+        raise InvalidRequestError(str(error)) from error
     request_flags().invalidate()
     return stored
 
 
 def clear_feature_override(feature: Feature | str, *, scope: str | None = None) -> bool:
     """Remove an override of the request's tenant; False when there was none."""
-    removed = clear_override(
-        state().session(), feature, scope=scope, granted=get_current_scopes(), registry=state().features
-    )
+    try:
+        removed = clear_override(
+            state().session(), feature, scope=scope, granted=get_current_scopes(), registry=state().features
+        )
+    except UnknownFeatureError:
+        raise
+    except UsageError as error:
+        raise InvalidRequestError(str(error)) from error
     request_flags().invalidate()
     return removed

@@ -43,21 +43,23 @@ class Resolution:
 Resolver = Callable[[Request], Resolution | None]
 
 
-def token_resolver(engine: Engine) -> Resolver:
+def token_resolver(engine: Engine, *, audit_engine: Engine | None = None) -> Resolver:
     """``Authorization: Bearer rlst_...``; other schemes are left to others.
 
     Every rejected token is a ``auth.token_rejected`` audit event: of the
     token's tenant when the token is real but expired or revoked, else of
     the chain without a tenant (the tenant a forged token names is only a
-    claim, kept in the event's data).
+    claim, kept in the event's data). Events go through ``audit_engine``
+    (default: ``engine``).
     """
+    audit = engine if audit_engine is None else audit_engine
 
     def resolve(request: Request) -> Resolution | None:
         header = request.headers.get("Authorization")
         if header is None:
             return None
         if len(header) > _MAX_AUTHORIZATION or not header.isascii() or not header.isprintable():
-            _reject(engine, AuthenticationError("malformed", "the Authorization header is malformed"), None)
+            _reject(audit, AuthenticationError("malformed", "the Authorization header is malformed"), None)
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer":
             return None
@@ -65,12 +67,12 @@ def token_resolver(engine: Engine) -> Resolver:
         try:
             claimed, _digest = parse_token(token)
         except AuthenticationError as error:
-            _reject(engine, error, None)
+            _reject(audit, error, None)
         try:
             with engine.connect() as connection:
                 identity = authenticate_token(connection, token)
         except AuthenticationError as error:
-            _reject(engine, error, claimed)
+            _reject(audit, error, claimed)
         return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
 
     return resolve
