@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m rls_tenancy.testing.server || $(BIN)/python -m pip install --quiet -e '.[dev,pgserver]'
+	$(BIN)/python -c 'from rls_tenancy.testing.server import can_provide; raise SystemExit(not can_provide())' \
+		|| $(BIN)/python -m pip install --quiet -e '.[dev,pgserver]'
 	touch $@
 
 install: $(STAMP)

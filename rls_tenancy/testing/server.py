@@ -328,5 +328,5 @@ def can_provide() -> bool:
     return bool(os.environ.get(ENV_URL)) or _docker_problem() is None or find_bindir() is not None
 
 
-if __name__ == "__main__":  # python -m rls_tenancy.testing.server: exit 0 if a server is at hand
+if __name__ == "__main__":  # exit 0 if a server is at hand (make calls can_provide() directly)
     raise SystemExit(0 if can_provide() else 1)
