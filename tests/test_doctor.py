@@ -175,6 +175,17 @@ class Plant:
 
 
 PLANTS = {
+    "a partitioned tenant table": Plant(
+        lambda r: [
+            "CREATE TABLE public.doctor_events (id int, tenant_id bigint NOT NULL) PARTITION BY LIST (tenant_id)",
+            "CREATE TABLE public.doctor_events_1 PARTITION OF public.doctor_events FOR VALUES IN (1)",
+        ],
+        "error",
+        "rls_disabled",
+        "public.doctor_events",
+        "row level security is off",
+        fix_is_sql=False,  # enable_tenant_isolation() refuses parents: the fix says to isolate each partition
+    ),
     "app role SUPERUSER": Plant(
         lambda r: [ddl("ALTER ROLE {} SUPERUSER", r.app)], "error", "app_role_superuser", "{app}", "superuser"
     ),
