@@ -33,7 +33,7 @@ from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy._role_checks import verify_app_role
-from rls_tenancy.context import current_tenant_id, current_user_id
+from rls_tenancy.context import acting
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
 
 if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
@@ -107,7 +107,7 @@ def _bind_or_check(
     _executemany: bool,
 ) -> None:
     bound = conn.info.get(_BOUND, _UNBOUND)
-    current = current_tenant_id(), current_user_id()
+    current = acting()
     if bound is _PENDING:
         _bind(conn, _BIND, current)
         conn.info[_BOUND] = current

@@ -98,6 +98,11 @@ def leave_request_tenant(token: Token[Acting]) -> None:
     _acting.reset(token)
 
 
+def acting() -> Acting:
+    """(tenant id, user id) in context, read once: what every statement's binding check needs."""
+    return _acting.get()
+
+
 def current_tenant_id() -> int | None:
     """The tenant id in context, or ``None``."""
     return _acting.get()[0]

@@ -76,25 +76,7 @@ def set_override(
     for an undeclared feature.
     """
     found, chosen, tenant_id = _checked(feature, scope, granted, registry)
-    if not isinstance(enabled, bool):
-        raise UsageError("an override turns a feature on (True) or off (False)")
-    executor.execute(
-        _UPSERT,
-        {
-            "tenant_id": tenant_id,
-            "feature": found.key,
-            "scope": chosen,
-            "enabled": enabled,
-            "set_by": current_user_id(),
-        },
-    )
-    log_event(
-        executor,
-        "feature.override_set",
-        f"{found.key} turned {'on' if enabled else 'off'} for {chosen}",
-        data={"feature": found.key, "scope": chosen, "enabled": enabled},
-    )
-    return Override(tenant_id, found.key, chosen, enabled)
+    return _store(executor, tenant_id, found.key, chosen, enabled, set_by=current_user_id())
 
 
 def clear_override(
@@ -107,15 +89,7 @@ def clear_override(
 ) -> bool:
     """Remove the tenant's override of ``feature`` for ``scope``; False when there was none."""
     found, chosen, tenant_id = _checked(feature, scope, granted, registry)
-    removed = executor.execute(_DELETE, {"tenant_id": tenant_id, "feature": found.key, "scope": chosen}).all()
-    if removed:
-        log_event(
-            executor,
-            "feature.override_cleared",
-            f"{found.key} override for {chosen} removed",
-            data={"feature": found.key, "scope": chosen},
-        )
-    return bool(removed)
+    return _remove(executor, tenant_id, found.key, chosen)
 
 
 def set_global_override(
@@ -128,36 +102,50 @@ def set_global_override(
     user or address would tell every tenant who that is. The application
     role cannot write them: its policy refuses rows without a tenant.
     """
-    found = registry.get(feature)
-    chosen = EVERY_SCOPE
-    if not isinstance(enabled, bool):
-        raise UsageError("an override turns a feature on (True) or off (False)")
-    params = {"tenant_id": None, "feature": found.key, "scope": chosen, "enabled": enabled, "set_by": None}
-    bypass_executor.execute(_UPSERT, params)
-    log_event(
-        bypass_executor,
-        "feature.global_override_set",
-        f"{found.key} turned {'on' if enabled else 'off'} for {chosen} in every tenant",
-        data={"feature": found.key, "scope": chosen, "enabled": enabled},
-    )
-    return Override(None, found.key, chosen, enabled)
+    return _store(bypass_executor, None, registry.get(feature).key, EVERY_SCOPE, enabled, set_by=None)
 
 
 def clear_global_override(
     bypass_executor: Executor, feature: Feature | str, *, registry: FeatureRegistry = REGISTRY
 ) -> bool:
     """Remove a global override; False when there was none. Bypass connection only."""
-    found = registry.get(feature)
-    chosen = EVERY_SCOPE
-    removed = bypass_executor.execute(_DELETE, {"tenant_id": None, "feature": found.key, "scope": chosen}).all()
+    return _remove(bypass_executor, None, registry.get(feature).key, EVERY_SCOPE)
+
+
+def _store(
+    executor: Executor, tenant_id: int | None, key: str, scope: str, enabled: bool, *, set_by: int | None
+) -> Override:
+    """Upsert one override (a global one when ``tenant_id`` is None) and audit it in the same transaction."""
+    if not isinstance(enabled, bool):
+        raise UsageError("an override turns a feature on (True) or off (False)")
+    params = {"tenant_id": tenant_id, "feature": key, "scope": scope, "enabled": enabled, "set_by": set_by}
+    executor.execute(_UPSERT, params)
+    where = "" if tenant_id is not None else " in every tenant"
+    log_event(
+        executor,
+        _action(tenant_id, "set"),
+        f"{key} turned {'on' if enabled else 'off'} for {scope}{where}",
+        data={"feature": key, "scope": scope, "enabled": enabled},
+    )
+    return Override(tenant_id, key, scope, enabled)
+
+
+def _remove(executor: Executor, tenant_id: int | None, key: str, scope: str) -> bool:
+    """Delete one override, audited when there was one; False when there was none."""
+    removed = executor.execute(_DELETE, {"tenant_id": tenant_id, "feature": key, "scope": scope}).all()
     if removed:
+        what = "override" if tenant_id is not None else "global override"
         log_event(
-            bypass_executor,
-            "feature.global_override_cleared",
-            f"{found.key} global override for {chosen} removed",
-            data={"feature": found.key, "scope": chosen},
+            executor,
+            _action(tenant_id, "cleared"),
+            f"{key} {what} for {scope} removed",
+            data={"feature": key, "scope": scope},
         )
     return bool(removed)
+
+
+def _action(tenant_id: int | None, verb: str) -> str:
+    return f"feature.{'override' if tenant_id is not None else 'global_override'}_{verb}"
 
 
 def list_overrides(executor: Executor) -> list[Override]:

@@ -105,7 +105,11 @@ def parse_token(token: str) -> tuple[int, bytes]:
 
 def authenticate_token(executor: Executor, token: str) -> TokenIdentity:
     """The identity behind ``token``, or AuthenticationError (unknown, expired, revoked)."""
-    tenant_id, digest = parse_token(token)
+    return authenticate_parsed(executor, *parse_token(token))
+
+
+def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> TokenIdentity:
+    """:func:`authenticate_token` for a token already through :func:`parse_token`."""
     found = executor.execute(
         select(
             func.rls_tenancy.authenticate_token(literal(tenant_id, BigInteger), literal(digest, BYTEA)).table_valued(

@@ -107,7 +107,18 @@ DECLARE
     owner_role  name := rls_tenancy.role_name('owner');
 BEGIN
     RETURN QUERY
-    WITH RECURSIVE reaching (base, rel) AS (
+    WITH RECURSIVE
+    -- The app role and every role it can SET ROLE to: their privileges are its privileges.
+    app_roles AS (SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER')),
+    -- SECURITY DEFINER functions outside the system schemas and extensions, with their search_path entries.
+    definers AS (
+        SELECT f.oid, f.proowner, f.proacl,
+               (SELECT substr(setting, 13) FROM unnest(f.proconfig) setting WHERE setting LIKE 'search\_path=%') AS path
+          FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
+         WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+    ),
+    reaching (base, rel) AS (
         -- Every view or materialized view that reads a tenant table, however many views deep.
         SELECT t.oid, rw.ev_class
           FROM rls_tenancy.coverage c
@@ -219,8 +230,8 @@ BEGIN
         UNION ALL
         -- Views and materialized views reading tenant tables, directly or through other views.
         SELECT DISTINCT ON (v.oid)
-               CASE WHEN EXISTS (SELECT 1 FROM pg_roles ar WHERE pg_has_role(app_role, ar.oid, 'MEMBER')
-                                    AND has_table_privilege(ar.oid, v.oid, 'SELECT')) THEN 'error' ELSE 'warning' END,
+               CASE WHEN EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, v.oid, 'SELECT'))
+                    THEN 'error' ELSE 'warning' END,
                CASE WHEN v.relkind = 'm' THEN 'materialized_view_over_tenant_table' ELSE 'view_not_security_invoker' END,
                format('%s', v.oid::regclass),
                CASE WHEN v.relkind = 'm'
@@ -241,20 +252,14 @@ BEGIN
                format('SECURITY DEFINER function %s has no search_path ending in pg_temp: a caller can plant objects it will use (pg_temp is searched first unless it is named last)',
                       f.oid::regprocedure),
                format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp;', f.oid::regprocedure)
-          FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
-         WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
-           AND NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) setting
-                            WHERE setting LIKE 'search\_path=%'
-                              AND btrim(reverse(split_part(reverse(substr(setting, 13)), ',', 1)), ' "') = 'pg_temp')
+          FROM definers f
+         WHERE btrim(reverse(split_part(reverse(f.path), ',', 1)), ' "') IS DISTINCT FROM 'pg_temp'
         UNION ALL
         SELECT 'error', 'definer_executable_by_public', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s can be run by every role (PUBLIC)', f.oid::regprocedure),
                format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC;', f.oid::regprocedure)
-          FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
-         WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
-           AND (f.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(f.proacl) acl
+          FROM definers f
+         WHERE (f.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(f.proacl) acl
                                              WHERE acl.grantee = 0 AND acl.privilege_type = 'EXECUTE'))
         UNION ALL
         -- Foreign keys between tenant tables that let a row point into another tenant.
@@ -278,30 +283,21 @@ BEGIN
                format('SECURITY DEFINER function %s searches schema %I, where the application role can create objects it will then use',
                       f.oid::regprocedure, btrim(element, ' "')),
                format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp; -- and qualify the names it uses', f.oid::regprocedure)
-          FROM pg_proc f
-          JOIN pg_namespace n ON n.oid = f.pronamespace
-          CROSS JOIN LATERAL unnest(f.proconfig) setting
-          CROSS JOIN LATERAL unnest(string_to_array(substr(setting, 13), ',')) element
-         WHERE f.prosecdef AND setting LIKE 'search\_path=%'
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
-           AND to_regnamespace(quote_ident(btrim(element, ' "'))) IS NOT NULL
-           AND EXISTS (SELECT 1 FROM pg_roles ar WHERE pg_has_role(app_role, ar.oid, 'MEMBER')
-                         AND has_schema_privilege(ar.oid, to_regnamespace(quote_ident(btrim(element, ' "'))), 'CREATE'))
+          FROM definers f
+          CROSS JOIN LATERAL unnest(string_to_array(f.path, ',')) element
+          CROSS JOIN LATERAL to_regnamespace(quote_ident(btrim(element, ' "'))) schema
+         WHERE schema IS NOT NULL
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_schema_privilege(ar.oid, schema, 'CREATE'))
         UNION ALL
         -- A definer that runs without row level security, callable by the app role.
         SELECT 'error', 'definer_escapes_rls', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s runs as %I, which %s: whatever tenant tables it reads, it reads them whole, for the application role',
                       f.oid::regprocedure, o.rolname, CASE WHEN o.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END),
                format('ALTER FUNCTION %s OWNER TO %I;', f.oid::regprocedure, owner_role)
-          FROM pg_proc f
-          JOIN pg_namespace n ON n.oid = f.pronamespace
+          FROM definers f
           JOIN pg_roles o ON o.oid = f.proowner
-         WHERE f.prosecdef AND (o.rolsuper OR o.rolbypassrls)
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
-           AND EXISTS (SELECT 1 FROM pg_roles ar WHERE pg_has_role(app_role, ar.oid, 'MEMBER')
-                         AND has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+         WHERE (o.rolsuper OR o.rolbypassrls)
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
         UNION ALL
         -- Tables without tenant_id that every tenant can write: shared by all, isolated from none.
         SELECT 'warning', 'table_not_isolated', format('%s', t.oid::regclass),
@@ -316,8 +312,8 @@ BEGIN
            AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
            AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
            AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_class'::regclass AND x.objid = t.oid AND x.deptype = 'e')
-           AND EXISTS (SELECT 1 FROM pg_roles ar WHERE pg_has_role(app_role, ar.oid, 'MEMBER')
-                         AND (has_any_column_privilege(ar.oid, t.oid, 'INSERT') OR has_any_column_privilege(ar.oid, t.oid, 'UPDATE')
+           AND EXISTS (SELECT 1 FROM app_roles ar
+                        WHERE (has_any_column_privilege(ar.oid, t.oid, 'INSERT') OR has_any_column_privilege(ar.oid, t.oid, 'UPDATE')
                               OR has_table_privilege(ar.oid, t.oid, 'DELETE') OR has_table_privilege(ar.oid, t.oid, 'TRUNCATE')))
         UNION ALL
         -- Unique keys across tenants: inserting another tenant's value fails, which tells that it exists.

@@ -27,12 +27,13 @@ import pytest
 from alembic.config import Config
 from psycopg import sql
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 import rls_tenancy.binding as binding
 import rls_tenancy.scoping as scoping
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, bind_engine, scope_sessions
-from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing import TenancyDatabase, tenancy_database
 from saas_demo.models import Project, Task
 
 # Every policy replaced by one that lets everything through.
@@ -196,3 +197,16 @@ def world(bypass: UnsafeBypass) -> World:
             tasks[tenant.id] = {f"task of {name}" for name in names}
             project_ids[tenant.id] = [row.id for row in rows]
     return World(a=ids[0], b=ids[1], projects=projects, tasks=tasks, project_ids=project_ids)
+
+
+@pytest.fixture(scope="session")
+def unforced_database(rls_postgres_url: URL) -> Iterator[TenancyDatabase]:
+    """A scratch demo database of its own with a committed flaw: projects does not force row level security."""
+    with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI)) as database:
+        engine = create_engine(database.superuser_url)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE public.projects NO FORCE ROW LEVEL SECURITY")
+        finally:
+            engine.dispose()
+        yield database

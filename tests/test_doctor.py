@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
-from alembic.config import Config
 from flask import Flask
-from sqlalchemy import Connection, Engine, create_engine, text
+from psycopg import sql
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
@@ -26,8 +26,7 @@ from rls_tenancy.cli import main
 from rls_tenancy.doctor import Finding, findings
 from rls_tenancy.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.testing.database import tenancy_database
-from tests.conftest import DEMO_ALEMBIC_INI, ddl
+from tests.conftest import ddl
 
 Row = tuple[str, str, str, str, str]  # severity, check_name, object_name, message, fix
 Key = tuple[str, str, str]  # severity, check_name, object_name
@@ -71,14 +70,17 @@ CLOSED = "REVOKE EXECUTE ON FUNCTION public.doctor_definer() FROM PUBLIC"
 def _member_of_new_role(roles: RoleNames, attributes: str, *, owning: str | None = None) -> list[str]:
     """A new role (rolled back with the rest), the app role made its member, and a table handed to it."""
     role = f"doctor_role_{secrets.token_hex(4)}"
-    statements = [ddl(f"CREATE ROLE {{}} {attributes}", role), ddl("GRANT {} TO {}", role, roles.app)]
+    create = sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(role), sql.SQL(attributes))
+    statements = [create.as_string(None), ddl("GRANT {} TO {}", role, roles.app)]
     if owning is not None:
-        statements.append(ddl(f"ALTER TABLE {owning} OWNER TO {{}}", role))
+        owned = sql.Identifier(*owning.split("."))
+        statements.append(sql.SQL("ALTER TABLE {} OWNER TO {}").format(owned, sql.Identifier(role)).as_string(None))
     return statements
 
 
 def _grant(privilege: str) -> Callable[[RoleNames], list[str]]:
-    return lambda r: [ddl(f"GRANT {privilege} ON public.projects TO {{}}", r.app)]
+    grant = sql.SQL("GRANT {} ON public.projects TO {}")
+    return lambda r: [grant.format(sql.SQL(privilege), sql.Identifier(r.app)).as_string(None)]
 
 
 def _key(row: Row) -> Key:
@@ -555,19 +557,6 @@ def _url(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="module")
-def planted_database(rls_postgres_url: URL) -> Iterator[TenancyDatabase]:
-    """A scratch demo database of its own, with a committed error: projects does not force RLS."""
-    with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI)) as database:
-        engine = create_engine(database.superuser_url)
-        try:
-            with engine.begin() as conn:
-                conn.execute(text("ALTER TABLE public.projects NO FORCE ROW LEVEL SECURITY"))
-        finally:
-            engine.dispose()
-        yield database
-
-
 @pytest.mark.parametrize(
     "role",
     ["superuser", "bypass"],
@@ -609,9 +598,9 @@ def test_cli_doctor_json_has_counts_and_findings(
     ["superuser", "bypass"],
 )
 def test_cli_doctor_exits_1_and_names_a_committed_error(
-    planted_database: TenancyDatabase, role: str, capsys: pytest.CaptureFixture[str]
+    unforced_database: TenancyDatabase, role: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = planted_database.superuser_url if role == "superuser" else planted_database.bypass_url
+    url = unforced_database.superuser_url if role == "superuser" else unforced_database.bypass_url
     status = main(["doctor", "--database-url", _url(url)])
     assert status == 1
     out = capsys.readouterr().out

@@ -9,16 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
-from rls_tenancy.testing import TenancyDatabase, tenancy_database
-from tests.conftest import DEMO_ALEMBIC_INI
+from rls_tenancy.testing import TenancyDatabase
 
 SQL_TESTS = sorted((Path(__file__).parent.parent / "sql" / "tests").glob("*.sql"))
 PACKAGES = "postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl"
@@ -80,22 +77,9 @@ def test_sql_tests_pass_on_the_migrated_database(db: TenancyDatabase) -> None:
     assert f"Files={len(SQL_TESTS)}," in output
 
 
-@pytest.fixture(scope="module")
-def sabotaged(rls_postgres_url: URL) -> Iterator[TenancyDatabase]:
-    """A scratch demo database with a committed flaw: projects no longer forces row level security."""
-    with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI)) as database:
-        engine = create_engine(database.superuser_url)
-        try:
-            with engine.begin() as conn:
-                conn.execute(text("ALTER TABLE projects NO FORCE ROW LEVEL SECURITY"))
-        finally:
-            engine.dispose()
-        yield database
-
-
 @pytest.mark.usefixtures("pgtap")
-def test_sql_tests_fail_on_a_sabotaged_database(sabotaged: TenancyDatabase) -> None:
-    done = _pg_prove(sabotaged.superuser_url)
+def test_sql_tests_fail_on_a_sabotaged_database(unforced_database: TenancyDatabase) -> None:
+    done = _pg_prove(unforced_database.superuser_url)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert "All tests successful." not in output

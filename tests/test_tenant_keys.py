@@ -14,7 +14,21 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, MetaData, Table, Text, create_engine, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    func,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -176,9 +190,7 @@ def tables(superuser_engine: Engine) -> Iterator[Connection]:
 
 
 def _add(conn: Connection, *arguments: str) -> None:
-    placeholders = ", ".join(f":a{n}" for n in range(len(arguments)))
-    names = {f"a{n}": value for n, value in enumerate(arguments)}
-    conn.execute(text(f"SELECT rls_tenancy.add_tenant_foreign_key({placeholders})"), names)
+    conn.execute(select(func.rls_tenancy.add_tenant_foreign_key(*(literal(value) for value in arguments))))
 
 
 def _refused(conn: Connection, *arguments: str) -> Refusal:

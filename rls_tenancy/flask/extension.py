@@ -26,7 +26,7 @@ from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, has_request_context, request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
@@ -36,7 +36,7 @@ from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import Acting, enter_request_tenant, leave_request_tenant
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.features import REGISTRY, FeatureRegistry
-from rls_tenancy.flags import set_flags_source
+from rls_tenancy.flags import Flags, set_flags_source
 from rls_tenancy.flask.errors import register_error_handlers
 from rls_tenancy.flask.resolvers import (
     Resolution,
@@ -100,6 +100,17 @@ class RequestState:
 
 
 _REQUEST_KEY = "rls_tenancy.request"
+
+
+def request_flags() -> Flags:
+    """This request's :class:`~rls_tenancy.flags.Flags`, made on first use."""
+    if not has_request_context():
+        raise UsageError("no feature flags in context: evaluate inside a request, or in `with flags_for(session):`")
+    cache = request_state().cache
+    flags = cache.get("flags")
+    if not isinstance(flags, Flags):
+        flags = cache["flags"] = Flags(state().session(), state().features)
+    return flags
 
 
 def request_state() -> RequestState:
@@ -267,8 +278,6 @@ def _begin_request() -> None:
     given = request.headers.get(current_app.config["RLS_TENANCY_REQUEST_ID_HEADER"], "")
     current.request_id = given if REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
     set_event_origin(_client_ip(), current.request_id)
-    from rls_tenancy.flask.features import request_flags  # imports this module
-
     set_flags_source(request_flags)
     tenancy = state()
     resolution: Resolution | None = None

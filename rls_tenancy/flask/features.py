@@ -9,25 +9,13 @@ works the same inside a request.
 
 from __future__ import annotations
 
-from flask import has_request_context
-
 from rls_tenancy.errors import InvalidRequestError, UnknownFeatureError, UsageError
 from rls_tenancy.feature_overrides import Override, clear_override, set_override
 from rls_tenancy.features import Feature
-from rls_tenancy.flags import Flags
 from rls_tenancy.flask.current import get_current_scopes
-from rls_tenancy.flask.extension import request_state, state
+from rls_tenancy.flask.extension import request_flags, state
 
-
-def request_flags() -> Flags:
-    """This request's :class:`~rls_tenancy.flags.Flags`, made on first use."""
-    if not has_request_context():
-        raise UsageError("no feature flags in context: evaluate inside a request, or in `with flags_for(session):`")
-    cache = request_state().cache
-    flags = cache.get("flags")
-    if not isinstance(flags, Flags):
-        flags = cache["flags"] = Flags(state().session(), state().features)
-    return flags
+__all__ = ["clear_feature_override", "feature_enabled", "request_flags", "set_feature_override"]
 
 
 def feature_enabled(feature: Feature | str) -> bool:

@@ -21,7 +21,7 @@ from rls_tenancy.audit import log_security_event
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.models import SLUG_PATTERN
-from rls_tenancy.tokens import MAX_TOKEN_LENGTH, authenticate_token, parse_token
+from rls_tenancy.tokens import MAX_TOKEN_LENGTH, authenticate_parsed, parse_token
 from rls_tenancy.users import User
 
 #: The key under which :func:`~rls_tenancy.flask.login` keeps the user in the session.
@@ -65,12 +65,12 @@ def token_resolver(engine: Engine, *, audit_engine: Engine | None = None) -> Res
             return None
         token = credentials.strip()
         try:
-            claimed, _digest = parse_token(token)
+            claimed, digest = parse_token(token)
         except AuthenticationError as error:
             _reject(audit, error, None)
         try:
             with engine.connect() as connection:
-                identity = authenticate_token(connection, token)
+                identity = authenticate_parsed(connection, claimed, digest)
         except AuthenticationError as error:
             _reject(audit, error, claimed)
         return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
