@@ -11,8 +11,10 @@ safe) and a bound parameter (the id never appears in query text that
 string, which the policies read as "no rows". A user changed mid-transaction
 (the tenant staying the same) is bound again before the next statement.
 
-The binding costs one round trip per transaction (psycopg sends ``BEGIN`` as
-a round trip of its own, then this). It is done in ``before_cursor_execute``
+The binding costs no round trip of its own: on psycopg's sync connections it
+goes out with the transaction's ``BEGIN`` in one pipeline sync
+(:mod:`rls_tenancy._begin`); elsewhere (asyncio) it is one more round trip
+per transaction. It is done in ``before_cursor_execute``
 rather than in the ``begin`` event, which SQLAlchemy runs before it has set up
 its error handling: a failure there (a dropped connection, say) would leave
 the Connection half-begun.
@@ -32,6 +34,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import DBAPIError
 
+from rls_tenancy._begin import begin_with, can_begin_with
 from rls_tenancy._role_checks import verify_app_role
 from rls_tenancy.context import acting
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
@@ -44,10 +47,12 @@ SETTING = "app.current_tenant"
 #: The setting the audit log reads, through ``rls_tenancy.current_user_id()``.
 USER_SETTING = "app.current_user_id"
 
-_BIND = (
-    "SELECT pg_catalog.set_config('app.current_tenant', %s, true),"
-    " pg_catalog.set_config('app.current_user_id', %s, true)"
+_BIND_TEMPLATE = (
+    "SELECT pg_catalog.set_config('app.current_tenant', {0}, true),"
+    " pg_catalog.set_config('app.current_user_id', {1}, true)"
 )
+_BIND = _BIND_TEMPLATE.format("%s", "%s")  # psycopg's placeholders
+_BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2").encode()  # libpq's, for the pipeline
 _REBIND_USER = "SELECT pg_catalog.set_config('app.current_user_id', %s, true)"
 _BOUND = "rls_tenancy.bound_tenant"
 _PENDING = object()  # a transaction has begun; no statement has run yet
@@ -133,6 +138,12 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None
             )
         return
     values = tuple("" if value is None else str(value) for value in ids)
+    if statement is _BIND and can_begin_with(raw):
+        try:
+            begin_with(raw, _BIND_WIRE, [value.encode() for value in values])
+        except psycopg.Error as error:
+            raise _as_sqlalchemy_error(conn, error, statement, values) from error
+        return
     cursor = raw.cursor()
     try:
         cursor.execute(statement, values)

@@ -83,6 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     broken = config.getoption("--rls-break")
     if broken == "binding":
         binding._BIND = binding._BIND.replace(", true)", ", false)")
+        binding._BIND_WIRE = binding._BIND_WIRE.replace(b", true)", b", false)")
     elif broken == "orm":
         scoping._scope_statement = lambda state: None
 
