@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-sabotage test-oldest pgtap lint format clean
+.PHONY: install demo test test-sabotage test-oldest pgtap lint format clean bench bench-full bench-smoke
 
 # The PostgreSQL major version of the local binaries (for the pgTAP package name).
 PG_MAJOR ?= $(shell ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
@@ -52,6 +52,19 @@ pgtap:
 		echo "*** pgTAP is not installed: the SQL tests in sql/tests will be SKIPPED. ***"; \
 		echo "*** Install $(PGTAP_PACKAGES) (Debian/Ubuntu), or pgtap and pg_prove otherwise. ***"; \
 	fi
+
+# Benchmarks: each cost measured beside a baseline in the same run, written to
+# benchmarks/RESULTS.md. `bench` takes a few minutes, `bench-full` longer;
+# `bench-smoke` runs every section at toy sizes (tests/test_benchmarks.py
+# does that in `make test`, asserting nothing about time).
+bench: $(STAMP)
+	PYTHONPATH=examples $(BIN)/python -m benchmarks --scale quick
+
+bench-full: $(STAMP)
+	PYTHONPATH=examples $(BIN)/python -m benchmarks --scale full
+
+bench-smoke: $(STAMP)
+	PYTHONPATH=examples $(BIN)/python -m benchmarks --scale smoke --output /tmp/rls-tenancy-bench-smoke.md
 
 # The suite on the lowest dependency versions pyproject.toml allows.
 test-oldest:
