@@ -1,0 +1,48 @@
+"""Growth: the RLS overhead ratio as tenants and rows grow.
+
+The same shapes as the query-overhead section, on fresh tables of each size
+(tenant 1 holding 10 % of the rows as before), each dropped after it is
+measured. The ratio should stay flat: the policy adds one index condition
+whose cost does not depend on how many tenants or rows there are.
+"""
+
+from __future__ import annotations
+
+from benchmarks import dataset as data
+from benchmarks.context import Context
+from benchmarks.harness import Row, Section, Target
+from benchmarks.shapes import SHAPES, measure
+
+FLAT = Target("ratio", "<=", 1.05)
+MEASURED = ("primary-key lookup", "COUNT over one small tenant")
+
+
+def _grid(ctx: Context) -> list[tuple[int, int]]:
+    if ctx.scale == "smoke":
+        return [(10, 5_000), (200, 20_000)]
+    if ctx.scale == "quick":
+        return [(10, 100_000), (1_000, 100_000), (10, 1_000_000), (10_000, 1_000_000)]
+    return [(tenants, rows) for rows in (100_000, 1_000_000, 10_000_000) for tenants in (10, 1_000, 100_000)]
+
+
+def run(ctx: Context) -> Section:
+    samples = ctx.pick(4, 31, 61)
+    section = Section(
+        "Growth: RLS overhead as tenants and rows grow",
+        __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
+        + f" Median per query over {samples} interleaved samples.",
+    )
+    shapes = [shape for shape in SHAPES if shape.name in MEASURED]
+    with ctx.library_database() as db:
+        for number, (tenants, rows) in enumerate(_grid(ctx)):
+            ctx.log(f"growth: {tenants:,} tenants, {rows:,} rows")
+            items = data.build(db.superuser_url, name=f"growth{number}", tenants=tenants, rows=rows)
+            try:
+                with data.connect(db.app_url) as rls_conn, data.connect(db.bypass_url) as base_conn:
+                    for shape in shapes:
+                        base, rls = measure(shape, items, rls_conn, items, base_conn, samples=samples)
+                        what = f"{shape.name}: {tenants:,} tenants, {rows:,} rows"
+                        section.add(Row(what, base * 1e3, rls * 1e3, "ms", FLAT))
+            finally:
+                data.drop(db.superuser_url, items)
+    return section

@@ -1,0 +1,136 @@
+"""Round trips per transaction, counted on the wire, and their cost at 1 ms.
+
+A loopback proxy (``rls_tenancy.testing.proxy``) sits between SQLAlchemy and
+PostgreSQL and counts each time the client speaks after the server has: the
+round trips. The baseline is SQLAlchemy + psycopg without tenancy (the
+BYPASSRLS role, explicit ``WHERE tenant_id``); rls_tenancy is a bound engine
+as the application role. Then the same transactions through a proxy that
+holds every packet 1 ms each way, as a network between app and database
+would, timed interleaved. An asyncio engine, whose binding is not folded
+into BEGIN, is shown for comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from benchmarks import dataset as data
+from benchmarks.context import Context
+from benchmarks.harness import Row, Section, Target, side_by_side
+from rls_tenancy import as_tenant, bind_engine
+from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.proxy import RoundTripProxy
+
+NO_EXTRA = Target("added", "<=", 0, "round trips")
+LATENCY = Target("ratio", "<=", 1.02)
+
+
+def run(ctx: Context) -> Section:
+    transactions = ctx.pick(5, 200, 1_000)
+    section = Section("Round trips per transaction", __doc__.split("\n\n", 1)[1].replace("\n", " ").strip())
+    with ctx.library_database() as db:
+        items = data.build(db.superuser_url, name="trips", tenants=10, rows=10_000)
+        for queries in (1, 5):
+            with RoundTripProxy(str(db.app_url.host), int(db.app_url.port or 5432)) as proxy:
+                base, rls = (_counted(proxy, url, items, queries, bound) for url, bound in _sides(db, proxy.port))
+                section.add(Row(f"{queries}-query transaction", base, rls, "round trips", NO_EXTRA))
+                base, rls = (_counted_async(proxy, url, items, queries, bound) for url, bound in _sides(db, proxy.port))
+                section.add(Row(f"{queries}-query transaction, asyncio", base, rls, "round trips", None, "not folded"))
+        for queries in (1, 5):
+            with RoundTripProxy(str(db.app_url.host), int(db.app_url.port or 5432), delay=0.001) as slow:
+                engines = [_engine(url, bound) for url, bound in _sides(db, slow.port)]
+                try:
+                    work = [
+                        _transaction(engine, items, queries, bound)
+                        for engine, bound in zip(engines, (False, True), strict=True)
+                    ]
+                    base_s, rls_s = side_by_side(work[0], work[1], repeats=transactions)
+                finally:
+                    for engine in engines:
+                        engine.dispose()
+                section.add(
+                    Row(f"{queries}-query transaction, 1 ms each way", base_s * 1e3, rls_s * 1e3, "ms", LATENCY)
+                )
+                ctx.log(f"{queries} queries at 1 ms: ratio {rls_s / base_s:.3f}")
+    return section
+
+
+def _sides(db: TenancyDatabase, port: int) -> list[tuple[URL, bool]]:
+    """(URL through the proxy, bound?) for the baseline, then for rls_tenancy."""
+    return [
+        (db.bypass_url.set(host="127.0.0.1", port=port), False),
+        (db.app_url.set(host="127.0.0.1", port=port), True),
+    ]
+
+
+def _engine(url: URL, bound: bool) -> Engine:
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    return bind_engine(engine) if bound else engine
+
+
+def _statements(items: data.Dataset, queries: int, bound: bool, rng: random.Random) -> list[tuple[str, dict[str, int]]]:
+    tenant = items.small_tenants(1)[0]
+    where = "" if bound else " AND tenant_id = :t"
+    statement = f"SELECT title FROM {items.items} WHERE id = :id{where}"  # noqa: S608 - a fixed table name
+    return [(statement, {"id": rng.randint(1, items.rows), "t": tenant}) for _ in range(queries)]
+
+
+def _transaction(engine: Engine, items: data.Dataset, queries: int, bound: bool) -> Callable[[], None]:
+    rng = random.Random(11)
+    tenant = items.small_tenants(1)[0]
+
+    def one() -> None:
+        with as_tenant(tenant), engine.connect() as conn:
+            for statement, params in _statements(items, queries, bound, rng):
+                conn.execute(text(statement), params).all()
+            conn.commit()
+
+    return one
+
+
+def _counted(proxy: RoundTripProxy, url: URL, items: data.Dataset, queries: int, bound: bool) -> float:
+    engine = _engine(url, bound)
+    try:
+        work = _transaction(engine, items, queries, bound)
+        for _ in range(7):  # connect, and let psycopg prepare what it will
+            work()
+        proxy.reset()
+        for _ in range(10):
+            work()
+        return proxy.round_trips / 10
+    finally:
+        engine.dispose()
+
+
+def _counted_async(proxy: RoundTripProxy, url: URL, items: data.Dataset, queries: int, bound: bool) -> float:
+    async def measure() -> float:
+        engine: AsyncEngine = create_async_engine(url, pool_size=1, max_overflow=0)
+        if bound:
+            bind_engine(engine)
+        rng = random.Random(11)
+        tenant = items.small_tenants(1)[0]
+
+        async def one() -> None:
+            with as_tenant(tenant):
+                async with engine.connect() as conn:
+                    for statement, params in _statements(items, queries, bound, rng):
+                        (await conn.execute(text(statement), params)).all()
+                    await conn.commit()
+
+        try:
+            for _ in range(7):
+                await one()
+            proxy.reset()
+            for _ in range(10):
+                await one()
+            return proxy.round_trips / 10
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(measure())
