@@ -75,7 +75,7 @@ def _check(
         problems.append(f"RLS returned {len(seen)} rows, baseline {len(expected)}")
     if not any("tenant_id" in condition for condition in index_conditions(plan(rls_conn, rls_statement, params))):
         problems.append("no index condition on tenant_id")
-    return "; ".join(problems)
+    return "wrong: " + "; ".join(problems) if problems else ""
 
 
 def _anti_patterns(ctx: Context, superuser_url: Any, items: data.Dataset) -> list[tuple[str, Shape, data.Dataset]]:

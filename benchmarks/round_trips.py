@@ -6,8 +6,7 @@ round trips. The baseline is SQLAlchemy + psycopg without tenancy (the
 BYPASSRLS role, explicit ``WHERE tenant_id``); rls_tenancy is a bound engine
 as the application role. Then the same transactions through a proxy that
 holds every packet 1 ms each way, as a network between app and database
-would, timed interleaved. An asyncio engine, whose binding is not folded
-into BEGIN, is shown for comparison.
+would, timed interleaved. Counted for sync and asyncio engines alike.
 """
 
 from __future__ import annotations

@@ -8,15 +8,19 @@ binding statement go out together in one libpq pipeline, with one sync, and
 are read back together: the transaction costs the round trips it would cost
 without tenancy. The values stay bound parameters.
 
-When that does not apply (an async connection, a transaction already open, a
-pipeline already in use, a libpq without pipeline mode) the caller falls back
-to an ordinary execute, which is correct and one round trip dearer.
+The exchange is written once, as a generator that yields what it waits for;
+:func:`begin_with` drives it with ``selectors`` for psycopg's sync
+connections, :func:`begin_with_async` with the event loop for its asyncio
+ones. When neither applies (a transaction already open, a pipeline already in
+use, autocommit, a libpq without pipeline mode) the caller falls back to an
+ordinary execute, which is correct and one round trip dearer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import selectors
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, TypeGuard
 
 import psycopg
@@ -26,10 +30,15 @@ from psycopg.errors import error_from_result
 _IDLE = pq.TransactionStatus.IDLE
 _OFF = pq.PipelineStatus.OFF
 _FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
-_POLL_SECONDS = 1.0  # waits wake up this often, so signals are handled
+_POLL_SECONDS = 1.0  # sync waits wake up this often, so signals are handled
+
+#: What the exchange waits for: readable or writable (selectors' event bits).
+_Wait = Generator[int, None, "pq.abc.PGresult | None"]
+
+Connection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 
-def begin_command(raw: psycopg.Connection[Any]) -> bytes:
+def begin_command(raw: Connection) -> bytes:
     """The ``BEGIN`` psycopg would send for this connection's settings."""
     parts = [b"BEGIN"]
     if raw.isolation_level is not None:
@@ -41,10 +50,12 @@ def begin_command(raw: psycopg.Connection[Any]) -> bytes:
     return b" ".join(parts)
 
 
-def can_begin_with(raw: object) -> TypeGuard[psycopg.Connection[Any]]:
-    """Whether :func:`begin_with` can start ``raw``'s next transaction."""
+def can_begin_with(raw: object) -> TypeGuard[Connection]:
+    """Whether ``raw``'s next transaction can begin with :func:`begin_with` (or its async twin)."""
     return (
-        type(raw) is psycopg.Connection  # not the async one, nor a subclass that may send its own BEGIN
+        # Exactly psycopg's classes: a subclass may send a BEGIN of its own.
+        type(raw) in (psycopg.Connection, psycopg.AsyncConnection)
+        and isinstance(raw, psycopg.Connection | psycopg.AsyncConnection)
         and not raw.autocommit
         and raw.pgconn.transaction_status == _IDLE
         and raw.pgconn.pipeline_status == _OFF
@@ -61,30 +72,46 @@ def begin_with(raw: psycopg.Connection[Any], statement: bytes, values: Sequence[
     connection, as its protocol state is then unknown, so the pool discards
     it.
     """
-    pgconn = raw.pgconn
     with raw.lock:
-        pgconn.enter_pipeline_mode()
+        exchange = _exchange(raw.pgconn, begin_command(raw), statement, values)
         try:
-            pgconn.send_query_params(begin_command(raw), None)
-            pgconn.send_query_params(statement, values)
-            pgconn.pipeline_sync()
-            _flush(pgconn)
-            failure = _read_through_sync(pgconn)
-            pgconn.exit_pipeline_mode()
+            events = next(exchange)
+            while True:
+                _wait(raw.pgconn, events)
+                events = exchange.send(None)
+        except StopIteration as done:
+            failure = done.value
         except BaseException:  # the protocol state is unknown: never reuse it
             raw.close()
             raise
-    if failure is not None:
-        raise error_from_result(failure, encoding=raw.info.encoding)
+    _raise_for(raw, failure)
 
 
-def _flush(pgconn: pq.abc.PGconn) -> None:
+async def begin_with_async(raw: psycopg.AsyncConnection[Any], statement: bytes, values: Sequence[bytes]) -> None:
+    """:func:`begin_with` for psycopg's asyncio connections."""
+    async with raw.lock:
+        exchange = _exchange(raw.pgconn, begin_command(raw), statement, values)
+        try:
+            events = next(exchange)
+            while True:
+                await _wait_async(raw.pgconn, events)
+                events = exchange.send(None)
+        except StopIteration as done:
+            failure = done.value
+        except BaseException:  # cancelled mid-wait, say: never reuse it
+            raw.pgconn.finish()
+            raise
+    _raise_for(raw, failure)
+
+
+def _exchange(pgconn: pq.abc.PGconn, begin: bytes, statement: bytes, values: Sequence[bytes]) -> _Wait:
+    """Send BEGIN and ``statement`` in one sync; read through it; the first failure."""
+    pgconn.enter_pipeline_mode()
+    pgconn.send_query_params(begin, None)
+    pgconn.send_query_params(statement, values)
+    pgconn.pipeline_sync()
     while pgconn.flush():
-        _wait(pgconn, selectors.EVENT_WRITE)
-
-
-def _read_through_sync(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
-    """Read every result up to the pipeline's sync; the first failure, if any."""
+        yield selectors.EVENT_WRITE
     failure = None
     while True:
         pgconn.consume_input()
@@ -93,10 +120,16 @@ def _read_through_sync(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
             if result is None:  # the end of one statement's results
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                pgconn.exit_pipeline_mode()
                 return failure
             if failure is None and result.status in _FAILED:
                 failure = result
-        _wait(pgconn, selectors.EVENT_READ)
+        yield selectors.EVENT_READ
+
+
+def _raise_for(raw: Connection, failure: pq.abc.PGresult | None) -> None:
+    if failure is not None:
+        raise error_from_result(failure, encoding=raw.info.encoding)
 
 
 def _wait(pgconn: pq.abc.PGconn, events: int) -> None:
@@ -104,3 +137,26 @@ def _wait(pgconn: pq.abc.PGconn, events: int) -> None:
         selector.register(pgconn.socket, events)
         while not selector.select(_POLL_SECONDS):
             pass
+
+
+async def _wait_async(pgconn: pq.abc.PGconn, events: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = pgconn.socket
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if events == selectors.EVENT_READ:
+        loop.add_reader(fd, wake)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+    else:
+        loop.add_writer(fd, wake)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(fd)

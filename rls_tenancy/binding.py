@@ -11,10 +11,9 @@ safe) and a bound parameter (the id never appears in query text that
 string, which the policies read as "no rows". A user changed mid-transaction
 (the tenant staying the same) is bound again before the next statement.
 
-The binding costs no round trip of its own: on psycopg's sync connections it
-goes out with the transaction's ``BEGIN`` in one pipeline sync
-(:mod:`rls_tenancy._begin`); elsewhere (asyncio) it is one more round trip
-per transaction. It is done in ``before_cursor_execute``
+The binding costs no round trip of its own: it goes out with the
+transaction's ``BEGIN`` in one libpq pipeline sync (:mod:`rls_tenancy._begin`),
+on sync and asyncio engines alike. It is done in ``before_cursor_execute``
 rather than in the ``begin`` event, which SQLAlchemy runs before it has set up
 its error handling: a failure there (a dropped connection, say) would leave
 the Connection half-begun.
@@ -33,8 +32,9 @@ import psycopg
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.util import await_only
 
-from rls_tenancy._begin import begin_with, can_begin_with
+from rls_tenancy._begin import begin_with, begin_with_async, can_begin_with
 from rls_tenancy._role_checks import verify_app_role
 from rls_tenancy.context import acting
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
@@ -138,9 +138,14 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None
             )
         return
     values = tuple("" if value is None else str(value) for value in ids)
-    if statement is _BIND and can_begin_with(raw):
+    driver = conn.connection.driver_connection
+    if statement is _BIND and can_begin_with(driver):
+        wire = [value.encode() for value in values]
         try:
-            begin_with(raw, _BIND_WIRE, [value.encode() for value in values])
+            if isinstance(driver, psycopg.AsyncConnection):
+                await_only(begin_with_async(driver, _BIND_WIRE, wire))
+            else:
+                begin_with(driver, _BIND_WIRE, wire)
         except psycopg.Error as error:
             raise _as_sqlalchemy_error(conn, error, statement, values) from error
         return

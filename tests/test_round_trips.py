@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -12,10 +13,11 @@ from psycopg import pq
 from sqlalchemy import Connection, Engine, create_engine, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
 from rls_tenancy import as_tenant, bind_engine
-from rls_tenancy._begin import begin_command, begin_with, can_begin_with
+from rls_tenancy._begin import begin_command, begin_with, begin_with_async, can_begin_with
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
 from saas_demo.models import Project, Task
@@ -121,7 +123,8 @@ def test_begin_command_matches_psycopg(db: TenancyDatabase) -> None:
 
 def test_a_failing_folded_statement_raises_psycopgs_typed_error(db: TenancyDatabase) -> None:
     with _raw(db) as raw:
-        assert can_begin_with(raw)
+        foldable = can_begin_with(raw)
+        assert foldable
         with pytest.raises(psycopg.errors.DivisionByZero):
             begin_with(raw, b"SELECT 1 / $1::int", [b"0"])
         assert raw.pgconn.transaction_status == pq.TransactionStatus.INERROR
@@ -131,7 +134,7 @@ def test_a_failing_folded_statement_raises_psycopgs_typed_error(db: TenancyDatab
         assert raw.pgconn.pipeline_status == pq.PipelineStatus.OFF
 
 
-def test_only_an_idle_sync_connection_is_folded(db: TenancyDatabase) -> None:
+def test_only_an_idle_connection_is_folded(db: TenancyDatabase) -> None:
     with _raw(db) as raw:
         raw.execute("SELECT 1")
         assert not can_begin_with(raw)  # a transaction is already open
@@ -177,3 +180,49 @@ def test_a_lost_server_mid_exchange_invalidates_and_the_pool_recovers(
             assert set(conn.execute(select(Project.name)).scalars()) == world.projects[world.a]
     finally:
         engine.dispose()
+
+
+async def _async_round_trips(proxy: RoundTripProxy, url: URL, tenant: int, bind: bool) -> int:
+    engine = create_async_engine(url, pool_size=1)
+    if bind:
+        bind_engine(engine)
+    try:
+        async with engine.connect() as warm:
+            await warm.execute(text("SELECT 1"))
+            await warm.commit()
+        proxy.reset()
+        with as_tenant(tenant):
+            async with engine.connect() as conn:
+                seen = (await conn.execute(SETTING)).scalar()
+                assert seen == (str(tenant) if bind else None)
+                await conn.commit()
+        return proxy.round_trips
+    finally:
+        await engine.dispose()
+
+
+def test_an_asyncio_transaction_costs_no_extra_round_trip(
+    proxy: RoundTripProxy, db: TenancyDatabase, world: World
+) -> None:
+    url = _through(proxy, db.app_url)
+    baseline = asyncio.run(_async_round_trips(proxy, url, world.a, bind=False))
+    with_tenancy = asyncio.run(_async_round_trips(proxy, url, world.a, bind=True))
+    assert baseline >= 3
+    assert with_tenancy == baseline
+
+
+def test_async_a_failing_folded_statement_raises_and_a_cancelled_one_closes(db: TenancyDatabase) -> None:
+    async def scenario() -> None:
+        conninfo = db.app_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        async with await psycopg.AsyncConnection.connect(conninfo) as raw:
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await begin_with_async(raw, b"SELECT 1 / $1::int", [b"0"])
+            await raw.rollback()
+            await begin_with_async(raw, b"SELECT pg_catalog.set_config('app.current_tenant', $1, true)", [b"9"])
+            assert await (await raw.execute(SETTING.text)).fetchone() == ("9",)
+            await raw.rollback()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(begin_with_async(raw, b"SELECT pg_sleep($1::float8)", [b"5"]), 0.3)
+            assert raw.closed  # its protocol state is unknown: never reused
+
+    asyncio.run(scenario())
