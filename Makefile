@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-sabotage test-oldest pgtap lint format clean bench bench-full bench-smoke
+.PHONY: install demo test test-sabotage test-oldest pgtap lint format clean bench bench-full bench-smoke soak
 
 # The PostgreSQL major version of the local binaries (for the pgTAP package name).
 PG_MAJOR ?= $(shell ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
@@ -65,6 +65,10 @@ bench-full: $(STAMP)
 
 bench-smoke: $(STAMP)
 	PYTHONPATH=examples $(BIN)/python -m benchmarks --scale smoke --output /tmp/rls-tenancy-bench-smoke.md
+
+# The leak hunts (tests marked soak) with long counts; the figures go to docs/soak.md.
+soak: $(STAMP)
+	RLS_TENANCY_SOAK=1 RLS_TENANCY_FIGURES=docs/soak.md $(PYTEST) -m soak -o timeout=3600
 
 # The suite on the lowest dependency versions pyproject.toml allows.
 test-oldest:

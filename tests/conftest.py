@@ -17,6 +17,7 @@ sabotage proves nothing and fails the run.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,7 @@ import rls_tenancy.scoping as scoping
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, bind_engine, scope_sessions
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
 from saas_demo.models import Project, Task
+from tests.soak import FIGURES, SOAK
 
 # Every policy replaced by one that lets everything through.
 BROKEN_POLICIES = """
@@ -95,6 +97,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker(BREAKS[broken]):
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"the {broken} is broken on purpose"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The leak hunt's figures, printed; written to $RLS_TENANCY_FIGURES when set (make soak)."""
+    totals = FIGURES.totals()
+    if not any(totals.values()):
+        return
+    terminalreporter.section("isolation figures" + (" (soak)" if SOAK else ""))
+    for name, value in totals.items():
+        terminalreporter.write_line(f"{name:>18}: {value:,}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    target = os.environ.get("RLS_TENANCY_FIGURES")
+    if target and any(FIGURES.totals().values()):
+        title = "Soak figures" if SOAK else "Isolation figures (bounded run)"
+        verdict = (
+            f"\n{session.testscollected} tests collected, {session.testsfailed} failed (pytest exit {exitstatus}).\n"
+        )
+        Path(target).write_text(FIGURES.markdown(title) + verdict)
 
 
 DEMO_ALEMBIC_INI = Path(__file__).parent.parent / "examples" / "saas_demo" / "alembic.ini"
