@@ -21,6 +21,7 @@ from rls_tenancy.models import Tenant
 from rls_tenancy.query import UNCONSTRAINED, TenantQuery
 from rls_tenancy.roles import RoleNames
 from rls_tenancy.scoping import scope_sessions
+from rls_tenancy.unavailable import unavailable_reason
 
 __version__ = version("rls-tenancy")
 
@@ -48,4 +49,5 @@ __all__ = [
     "log_security_event",
     "require_tenant_id",
     "scope_sessions",
+    "unavailable_reason",
 ]

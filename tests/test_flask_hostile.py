@@ -70,7 +70,10 @@ def sandbox(bypass: UnsafeBypass, app_engine: Engine) -> Sandbox:
 @pytest.fixture(scope="module")
 def subdomain_app(db: TenancyDatabase, seeded: Seeded) -> Iterator[Flask]:
     """The demo app that also takes the tenant from ``<slug>.example.test``."""
-    config = {"RLS_TENANCY_RESOLVERS": ["token", "session", "subdomain"], "RLS_TENANCY_SUBDOMAIN_OF": "example.test"}
+    config: dict[str, Any] = {
+        "RLS_TENANCY_RESOLVERS": ["token", "session", "subdomain"],
+        "RLS_TENANCY_SUBDOMAIN_OF": "example.test",
+    }
     app = create_app(db.app_url, db.bypass_url, TESTING=True, SECRET_KEY="x", **config)
     yield app
     tenancy = app.extensions["rls_tenancy"]

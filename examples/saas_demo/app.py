@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, jsonify
@@ -20,8 +21,18 @@ from saas_demo.api import api
 tenancy = Tenancy()
 
 
-def create_app(database_url: str | URL, bypass_url: str | URL | None = None, **config: Any) -> Flask:
-    """The demo app on ``database_url`` (the application role's URL)."""
+def create_app(
+    database_url: str | URL,
+    bypass_url: str | URL | None = None,
+    *,
+    engine_options: Mapping[str, Any] | None = None,
+    **config: Any,
+) -> Flask:
+    """The demo app on ``database_url`` (the application role's URL).
+
+    ``engine_options`` go to ``create_engine`` over the defaults (pool sizes,
+    ``connect_args``...).
+    """
     app = Flask("saas_demo")
     app.config.update(
         SECRET_KEY=secrets.token_hex(32),
@@ -30,7 +41,7 @@ def create_app(database_url: str | URL, bypass_url: str | URL | None = None, **c
         RLS_TENANCY_DEFAULT_LANGUAGE="en",
     )
     app.config.update(config)
-    engine = create_engine(database_url, pool_size=10, max_overflow=20)
+    engine = create_engine(database_url, **{"pool_size": 10, "max_overflow": 20, **(engine_options or {})})
     sessions = scoped_session(sessionmaker(engine, query_cls=TenantQuery))
     tenancy.init_app(
         app,

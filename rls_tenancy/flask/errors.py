@@ -1,12 +1,16 @@
 """The library's errors as JSON responses: 401, 403, 404, 400; never a 500.
 
-Registered by :class:`~rls_tenancy.flask.Tenancy` for its own error classes
-only, so the host app's other error pages are left as they are.
+Registered by :class:`~rls_tenancy.flask.Tenancy` for its own error classes,
+and for SQLAlchemy's ``OperationalError`` and pool ``TimeoutError``: a lost
+connection, a restarting server, a full pool or a statement timeout is a 503
+with ``Retry-After``, not a 500 (see :mod:`rls_tenancy.unavailable`). The
+host app's other error pages are left as they are.
 """
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
+from sqlalchemy import exc
 
 from rls_tenancy.errors import (
     AuthenticationError,
@@ -16,6 +20,7 @@ from rls_tenancy.errors import (
     TenantMismatchError,
     UnknownTenantError,
 )
+from rls_tenancy.unavailable import unavailable_reason
 
 REALM = "api"
 
@@ -64,6 +69,14 @@ def _invalid(error: InvalidRequestError) -> Response:
     return _json(400, "invalid_request", str(error))
 
 
+def _unavailable(error: exc.OperationalError | exc.TimeoutError) -> Response:
+    reason = unavailable_reason(error) or "the database is unavailable"
+    current_app.logger.warning("database unavailable (%s): %s", reason, error)
+    response = _json(503, "database_unavailable", f"{reason}; try again shortly")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     """JSON answers for the library's errors raised while handling a request."""
     app.register_error_handler(AuthenticationError, _unauthenticated)
@@ -72,3 +85,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(TenantMismatchError, _mismatch)
     app.register_error_handler(UnknownTenantError, _unknown_tenant)
     app.register_error_handler(InvalidRequestError, _invalid)
+    app.register_error_handler(exc.OperationalError, _unavailable)
+    app.register_error_handler(exc.TimeoutError, _unavailable)

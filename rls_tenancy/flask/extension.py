@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, current_app, has_request_context, request
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from rls_tenancy.audit import REQUEST_ID_PATTERN, log_security_event, set_event_origin
@@ -325,10 +325,29 @@ def _end_request(_error: BaseException | None) -> None:
         leave_request_tenant(current.context)
         current.context = None
     if current.session is not None:
-        current.session.close()
+        _closing_despite_outage(current.session.close)
         current.session = None
     tenancy = current_app.extensions.get(EXTENSION_KEY)
     if tenancy is not None and isinstance(tenancy.sessions, scoped_session):
         # Also Flask-SQLAlchemy's db.session: an app context kept pushed
         # across requests must not carry one request's Session into the next.
-        tenancy.sessions.remove()
+        if not _closing_despite_outage(tenancy.sessions.remove):
+            tenancy.sessions.registry.clear()  # remove() stopped before forgetting it
+
+
+def _closing_despite_outage(close: Callable[[], None]) -> bool:
+    """Close a Session whose connection may have died after the response was made.
+
+    The rollback that closing sends then fails with the connection already
+    invalidated (the server rolled the transaction back itself), and the
+    response must not turn into a 500 for it. Any other failure is raised.
+    Whether ``close`` ran to its end.
+    """
+    try:
+        close()
+    except exc.DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        current_app.logger.warning("database connection lost while ending the request: %s", error.orig)
+        return False
+    return True

@@ -7,7 +7,8 @@ in each direction, which makes a round trip saved or added visible in time
 the way a network between an app and its database would.
 
 It is a measuring tool for tests and benchmarks, not a pooler: plain TCP,
-no TLS, threads per connection.
+no TLS, threads per connection. :meth:`RoundTripProxy.sever` and
+:meth:`RoundTripProxy.outage` play network failures and restarts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 _CHUNK = 65536
@@ -102,6 +105,7 @@ class RoundTripProxy:
         self._links: list[_Link] = []
         self._round_trips = 0
         self._closed = False
+        self._refusing = False
 
     @property
     def round_trips(self) -> int:
@@ -119,6 +123,19 @@ class RoundTripProxy:
             links, self._links = self._links, []
         for link in links:
             link.close()
+
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        """The server gone for the block: open connections cut, new ones refused.
+
+        What an app sees while its database restarts, minus the restart.
+        """
+        self._refusing = True
+        self.sever()
+        try:
+            yield
+        finally:
+            self._refusing = False
 
     def __enter__(self) -> RoundTripProxy:
         threading.Thread(target=self._accept, daemon=True).start()
@@ -141,6 +158,9 @@ class RoundTripProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._refusing:
+                client.close()
+                continue
             try:
                 server = socket.create_connection(self.target)
             except OSError:
