@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-sabotage test-oldest pgtap lint format clean bench bench-full bench-smoke soak
+.PHONY: install demo test test-sabotage test-oldest test-tools lint format clean bench bench-full bench-smoke soak
 
 # The PostgreSQL major version of the local binaries (for the pgTAP package name).
 PG_MAJOR ?= $(shell ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
 PGTAP_PACKAGES := postgresql-$(or $(PG_MAJOR),15)-pgtap libtap-parser-sourcehandler-pgtap-perl
+TEST_PACKAGES := $(PGTAP_PACKAGES) pgbouncer
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +30,7 @@ demo: $(STAMP)
 
 # The suite, then the sabotage runs: with one layer broken on purpose, every
 # test that guards that layer must fail (they run as strict xfails).
-test: $(STAMP) pgtap
+test: $(STAMP) test-tools
 	$(PYTEST)
 	$(MAKE) --no-print-directory test-sabotage
 
@@ -38,19 +39,21 @@ test-sabotage: $(STAMP)
 	$(PYTEST) -q -rfE -m binding --rls-break=binding
 	$(PYTEST) -q -rfE -m orm --rls-break=orm
 
-# pgTAP and pg_prove for the SQL tests in sql/tests (tests/test_pgtap.py runs
-# them): installed from Debian when missing and this is root on Debian;
-# otherwise those tests are skipped, and this says so loudly.
-pgtap:
-	@if command -v pg_prove >/dev/null 2>&1 && ls /usr/share/postgresql/*/extension/pgtap.control >/dev/null 2>&1; then \
+# Tools the suite uses beside Python: pgTAP and pg_prove (the SQL tests in
+# sql/tests) and PgBouncer (the concurrency suite in transaction pooling).
+# Installed from Debian when missing and this is root on Debian; otherwise
+# the tests needing them are skipped, and this says so loudly.
+test-tools:
+	@if command -v pg_prove >/dev/null 2>&1 && ls /usr/share/postgresql/*/extension/pgtap.control >/dev/null 2>&1 \
+		&& { command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; }; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing pgTAP: $(PGTAP_PACKAGES)"; \
-		{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PGTAP_PACKAGES) >/dev/null; } \
-			|| echo "*** could not install $(PGTAP_PACKAGES): the SQL tests in sql/tests will be SKIPPED. ***"; \
+		echo "installing test tools: $(TEST_PACKAGES)"; \
+		{ apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; } \
+			|| echo "*** could not install $(TEST_PACKAGES): the pgTAP and PgBouncer tests will be SKIPPED. ***"; \
 	else \
-		echo "*** pgTAP is not installed: the SQL tests in sql/tests will be SKIPPED. ***"; \
-		echo "*** Install $(PGTAP_PACKAGES) (Debian/Ubuntu), or pgtap and pg_prove otherwise. ***"; \
+		echo "*** pgTAP, pg_prove or pgbouncer is missing: the tests needing them will be SKIPPED. ***"; \
+		echo "*** Install $(TEST_PACKAGES) (Debian/Ubuntu), or their equivalents otherwise. ***"; \
 	fi
 
 # Benchmarks: each cost measured beside a baseline in the same run, written to
@@ -67,7 +70,7 @@ bench-smoke: $(STAMP)
 	PYTHONPATH=examples $(BIN)/python -m benchmarks --scale smoke --output /tmp/rls-tenancy-bench-smoke.md
 
 # The leak hunts (tests marked soak) with long counts; the figures go to docs/soak.md.
-soak: $(STAMP)
+soak: $(STAMP) test-tools
 	RLS_TENANCY_SOAK=1 RLS_TENANCY_FIGURES=docs/soak.md $(PYTEST) -m soak -o timeout=3600
 
 # The suite on the lowest dependency versions pyproject.toml allows.
