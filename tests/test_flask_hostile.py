@@ -28,10 +28,11 @@ from saas_demo.app import create_app
 from saas_demo.models import Project
 from saas_demo.seed import Seeded
 from tests.fix_flask import bearer
+from tests.soak import FIGURES, SOAK, count
 
 CHALLENGE = 'Bearer realm="api"'
 SECRET = "A" * 43  # the shape of a token's random part
-FUZZ = settings(max_examples=200, deadline=None, database=None, derandomize=True)
+FUZZ = settings(max_examples=count(200, 2_500), deadline=None, database=None, derandomize=not SOAK)
 
 
 @dataclass(frozen=True)
@@ -300,11 +301,13 @@ AUTHORIZATION = st.one_of(
 )
 
 
+@pytest.mark.soak
 @FUZZ
 @given(header=AUTHORIZATION)
 def test_no_authorization_header_gets_in_or_causes_a_500(demo_app: Flask, header: str) -> None:
     """Whatever the header says, guarded views answer 401 with a challenge and public ones stay anonymous."""
     client = demo_app.test_client()
+    FIGURES.add("requests", 2)
     refused = client.get("/api/projects", headers={"Authorization": header})
     assert refused.status_code == 401
     assert refused.headers["WWW-Authenticate"].startswith(CHALLENGE)
@@ -323,6 +326,7 @@ JSON = st.recursive(
 )
 
 
+@pytest.mark.soak
 @FUZZ
 @given(text=TEXT, where=st.integers(0, 5))
 def test_no_text_in_a_well_formed_request_causes_a_500(
@@ -339,9 +343,11 @@ def test_no_text_in_a_well_formed_request_causes_a_500(
         ("GET", "/api/projects?status=" + quote(text, errors="surrogatepass"), None),  # as raw bytes
     ][where]
     answer = demo_app.test_client().open(path, method=method, headers=bearer(sandbox.token), json=body)
+    FIGURES.add("requests")
     assert answer.status_code < 500, (answer.status_code, answer.json)
 
 
+@pytest.mark.soak
 @FUZZ
 @given(
     method=st.sampled_from(["GET", "POST", "PATCH"]),
@@ -358,6 +364,7 @@ def test_no_json_body_or_path_causes_a_500(
     answer = demo_app.test_client().open(
         path, method=method, headers=bearer(sandbox.token), content_type="application/json", **sent
     )
+    FIGURES.add("requests")
     assert answer.status_code < 500, (answer.status_code, answer.json)
 
 
@@ -370,3 +377,67 @@ def test_credentials_must_belong_to_the_hosts_tenant(subdomain_app: Flask, seede
     assert_invalid_token(elsewhere, "these credentials belong to another tenant than this host")
     anonymous = client.get("/api/projects", headers={"Host": "globex.example.test"})
     assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == CHALLENGE
+
+
+# Everything a client controls at once: headers, cookies, path ids and body.
+IDS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["0", "-1", "2147483648", "9223372036854775808", "1e3", "0x10", "١٢", "½", " 1", "1 "]),
+    st.text(max_size=30),
+)
+LANGUAGE = st.one_of(
+    st.sampled_from(["de", "fr;q=0.9, en;q=0.8", "*", "xx-YY", "en;q=2", "de;q=abc", ";;;,,,"]), HEADER_TEXT
+)
+HOST = st.one_of(
+    st.sampled_from(["acme.example.test", "globex.example.test", "example.test", ".example.test", "a..example.test"]),
+    st.from_regex(r"\A[a-z0-9-]{0,70}\.example\.test(:[0-9]{1,6})?\Z"),
+    HEADER_TEXT,
+)
+DEEP = st.integers(1, 2_000).map(lambda depth: b"[" * depth + b"]" * depth)
+HUGE = st.integers(1_000, 70_000).map(lambda size: {"name": "x" * size})
+CANARIES = ("Secret lab", "Payroll", "Website relaunch", "Billing", "hank@globex", "alice@acme")
+
+
+@pytest.mark.soak
+@settings(max_examples=count(300, 10_000), deadline=None, database=None, derandomize=not SOAK)
+@given(
+    method=st.sampled_from(["GET", "POST", "PATCH", "DELETE"]),
+    path=st.sampled_from(["/api/projects/{}", "/api/projects", "/api/me", "/api/features", "/api/audit"]),
+    project=IDS,
+    host=HOST,
+    language=LANGUAGE,
+    cookie=HEADER_TEXT,
+    authorization=st.one_of(st.just("good"), AUTHORIZATION),
+    body=st.one_of(JSON, DEEP, HUGE, st.binary(max_size=200)),
+)
+def test_no_hostile_request_causes_a_500_or_shows_a_foreign_row(
+    subdomain_app: Flask,
+    sandbox: Sandbox,
+    method: str,
+    path: str,
+    project: str,
+    host: str,
+    language: str,
+    cookie: str,
+    authorization: str,
+    body: Any,
+) -> None:
+    """The sandbox tenant's credentials (or fuzzed ones) and every other input fuzzed: below 500, nothing foreign."""
+    headers = {
+        "Host": host,
+        "Accept-Language": language,
+        "Cookie": cookie,
+        "Authorization": f"Bearer {sandbox.token}" if authorization == "good" else authorization,
+    }
+    sent: dict[str, Any] = (
+        {"data": body, "content_type": "application/json"} if isinstance(body, bytes) else {"json": body}
+    )
+    url = path.format(quote(project, safe="", errors="surrogatepass")) if "{}" in path else path
+    answer = subdomain_app.test_client().open(url, method=method, headers=headers, **sent)
+    FIGURES.add("requests")
+    assert answer.status_code < 500, (answer.status_code, answer.get_data(as_text=True)[:300])
+    shown = answer.get_data(as_text=True)
+    leaked = [canary for canary in CANARIES if canary in shown]
+    if leaked:
+        FIGURES.add("leaks found")
+    assert not leaked
