@@ -19,6 +19,7 @@ ordinary execute, which is correct and one round trip dearer.
 from __future__ import annotations
 
 import asyncio
+import select
 import selectors
 from collections.abc import Generator, Sequence
 from typing import Any, TypeGuard
@@ -133,10 +134,16 @@ def _raise_for(raw: Connection, failure: pq.abc.PGresult | None) -> None:
 
 
 def _wait(pgconn: pq.abc.PGconn, events: int) -> None:
-    with selectors.DefaultSelector() as selector:
-        selector.register(pgconn.socket, events)
-        while not selector.select(_POLL_SECONDS):
-            pass
+    if not hasattr(select, "poll"):  # Windows
+        with selectors.DefaultSelector() as selector:
+            selector.register(pgconn.socket, events)
+            while not selector.select(_POLL_SECONDS):
+                pass
+        return
+    poller = select.poll()  # no system call until polled: cheaper than a selector per wait
+    poller.register(pgconn.socket, select.POLLIN if events == selectors.EVENT_READ else select.POLLOUT)
+    while not poller.poll(_POLL_SECONDS * 1000):
+        pass
 
 
 async def _wait_async(pgconn: pq.abc.PGconn, events: int) -> None:
