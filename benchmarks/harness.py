@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -27,13 +28,15 @@ class Target:
         unit = f" {self.unit}" if self.unit else ""
         return f"{label} {self.op} {_number(self.bound)}{unit}"
 
-    def met(self, baseline: float | None, tenancy: float) -> bool:
+    def met(self, baseline: float | None, tenancy: float, ratio: float | None = None) -> bool:
         if self.measure == "value":
             observed = tenancy
         elif baseline is None:
             return False
         elif self.measure == "added":
             observed = tenancy - baseline
+        elif ratio is not None:
+            observed = ratio
         else:
             observed = tenancy / baseline if baseline else float("inf")
         if self.op == "<=":
@@ -53,16 +56,19 @@ class Row:
     unit: str
     target: Target | None = None  # None: shown for comparison (an anti-pattern, say), not judged
     note: str = ""
+    paired_ratio: float | None = None  # the median of per-sample ratios, when measured in pairs
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.baseline is None or self.baseline == 0:
             return None
         return self.tenancy / self.baseline
 
     @property
     def met(self) -> bool | None:
-        return None if self.target is None else self.target.met(self.baseline, self.tenancy)
+        return None if self.target is None else self.target.met(self.baseline, self.tenancy, self.ratio)
 
 
 @dataclass
@@ -86,6 +92,17 @@ def side_by_side(
     warmup: int = 3,
 ) -> tuple[float, float]:
     """Median seconds of each, run interleaved (ABBA) so drift hits both alike."""
+    gc.collect()
+    gc.disable()  # a collection inside one sample and not the other is noise
+    try:
+        return _side_by_side(baseline, tenancy, repeats, warmup)
+    finally:
+        gc.enable()
+
+
+def _side_by_side(
+    baseline: Callable[[], object], tenancy: Callable[[], object], repeats: int, warmup: int
+) -> tuple[float, float]:
     for _ in range(warmup):
         baseline()
         tenancy()

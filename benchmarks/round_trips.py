@@ -40,7 +40,7 @@ def run(ctx: Context) -> Section:
                 base, rls = (_counted(proxy, url, items, queries, bound) for url, bound in _sides(db, proxy.port))
                 section.add(Row(f"{queries}-query transaction", base, rls, "round trips", NO_EXTRA))
                 base, rls = (_counted_async(proxy, url, items, queries, bound) for url, bound in _sides(db, proxy.port))
-                section.add(Row(f"{queries}-query transaction, asyncio", base, rls, "round trips", None, "not folded"))
+                section.add(Row(f"{queries}-query transaction, asyncio", base, rls, "round trips", NO_EXTRA))
         for queries in (1, 5):
             with RoundTripProxy(str(db.app_url.host), int(db.app_url.port or 5432), delay=0.001) as slow:
                 engines = [_engine(url, bound) for url, bound in _sides(db, slow.port)]
