@@ -1,0 +1,122 @@
+"""Serving an app in a process of its own, and loading it from another.
+
+Both apps run under the same server (werkzeug's threaded server, keep-alive)
+in separate processes, so neither shares an interpreter or a GIL with the
+other or with the client; the client is a third process of keep-alive
+``http.client`` threads.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import multiprocessing
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from flask import Flask
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class _KeepAlive(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def _serve(factory: Callable[..., Flask], args: tuple[Any, ...], ready: Connection) -> None:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app = factory(*args)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_KeepAlive)
+    ready.send(server.server_port)
+    server.serve_forever()
+
+
+class Served:
+    """An app served in a child process; ``port`` once it is listening."""
+
+    def __init__(self, factory: Callable[..., Flask], *args: Any) -> None:
+        receiving, sending = _SPAWN.Pipe(duplex=False)
+        self.process = _SPAWN.Process(target=_serve, args=(factory, args, sending), daemon=True)
+        self.process.start()
+        if not receiving.poll(60):
+            self.stop()
+            raise RuntimeError("the app did not start serving")
+        self.port: int = receiving.recv()
+
+    def peak_rss_kib(self) -> int:
+        """The server process's peak resident memory so far (VmHWM)."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(10)
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one load run did: requests answered 2xx per second, their latencies, and failures."""
+
+    throughput: float
+    latencies: list[float]
+    failures: int
+    first_failure: str
+
+
+def run_load(port: int, method: str, path: str, tokens: list[str], clients: int, seconds: float) -> Load:
+    """``clients`` keep-alive clients for ``seconds``, in a process of their own."""
+    receiving, sending = _SPAWN.Pipe(duplex=False)
+    process = _SPAWN.Process(target=_load, args=(port, method, path, tokens, clients, seconds, sending))
+    process.start()
+    result: Load = receiving.recv()
+    process.join(30)
+    return result
+
+
+def _load(port: int, method: str, path: str, tokens: list[str], clients: int, seconds: float, out: Connection) -> None:
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        while time.perf_counter() < deadline:
+            body = json.dumps({"name": f"load {seed}"}) if method == "POST" else None
+            headers = {"Authorization": f"Bearer {rng.choice(tokens)}", "Content-Type": "application/json"}
+            sent = time.perf_counter()
+            conn.request(method, path, body=body, headers=headers)
+            answer = conn.getresponse()
+            answer.read()
+            if 200 <= answer.status < 300:
+                mine.append(time.perf_counter() - sent)
+            else:
+                with lock:
+                    failures.append(f"{answer.status} {answer.reason}")
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    out.send(Load(len(latencies) / elapsed, latencies, len(failures), failures[0] if failures else ""))
