@@ -141,6 +141,7 @@ def measure(
     *,
     samples: int,
     seed: int = 7,
+    loop: int | None = None,
 ) -> tuple[float, float, float]:
     """Median server-side seconds per query (baseline, RLS) and the median of the per-sample ratios.
 
@@ -154,7 +155,7 @@ def measure(
     that either side may pay first. ``rls_dataset`` may differ from ``dataset``, to time
     an anti-pattern table against the sound baseline.
     """
-    loop = shape.batch * 10
+    loop = loop or shape.batch * 10
     samples = max(2, round(samples * shape.weight))
     rng = random.Random(seed)
     tenants = [LARGE_TENANT] if shape.large else dataset.small_tenants(16)
