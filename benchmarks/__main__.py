@@ -22,6 +22,7 @@ from rls_tenancy.testing.server import postgres_server
 #: Section modules, in report order; each has ``run(ctx) -> Section``.
 SECTIONS = ("queries", "growth", "round_trips", "endpoints", "flags_audit")
 RESULTS = Path(__file__).parent / "RESULTS.md"
+FINDINGS = Path(__file__).parent / "FINDINGS.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(module.run(ctx))
         header = _header(ctx, args, time.monotonic() - started)
     report = render(sections, header)
+    if FINDINGS.exists():  # what the numbers mean, and why a missed target is missed
+        report += "\n" + FINDINGS.read_text()
     args.output.write_text(report + "\n")
     print(report)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -20,8 +21,14 @@ SCOPE_PATTERN = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
 LANGUAGE_PATTERN = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*\Z")
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\Z")
 
-# Checked against when there is no such user, so a login takes as long either way.
-_DUMMY_HASH = generate_password_hash("not a real password")
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked against when there is no such user, so a login takes as long either way.
+
+    Made on first use, not at import: a scrypt hash takes 32 MiB and tens of milliseconds.
+    """
+    return generate_password_hash("not a real password")
 
 
 def check_scopes(scopes: Iterable[object]) -> list[str]:
@@ -91,4 +98,4 @@ def email_matches(email: str) -> ColumnElement[bool]:
 
 def check_password_of_nobody(password: object) -> None:
     """Spend the time a password check takes, for logins naming no user."""
-    check_password_hash(_DUMMY_HASH, password if isinstance(password, str) and storable(password) else "unusable")
+    check_password_hash(_dummy_hash(), password if isinstance(password, str) and storable(password) else "unusable")
