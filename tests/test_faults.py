@@ -14,24 +14,30 @@ server it does not own.
 from __future__ import annotations
 
 import random
+import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
+from alembic.config import Config
 from flask import Flask
+from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError, TimeoutError
 from sqlalchemy.orm import Session
 
-from rls_tenancy import UnsafeBypass, as_tenant, bind_engine, unavailable_reason
+from rls_tenancy import RoleNames, UnsafeBypass, as_tenant, bind_engine, unavailable_reason
 from rls_tenancy.audit_chain import verify_chains
+from rls_tenancy.migrate import upgrade
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
+from rls_tenancy.testing.server import LocalCluster, find_bindir, local_cluster
 from saas_demo.app import create_app
 from saas_demo.models import Project
-from saas_demo.seed import Seeded
-from tests.conftest import World, run_in_threads
+from saas_demo.seed import Seeded, seed
+from tests.conftest import DEMO_ALEMBIC_INI, World, run_in_threads
 from tests.fix_flask import bearer
 from tests.soak import FIGURES, count
 
@@ -207,25 +213,22 @@ def test_an_exhausted_pool_is_a_503_and_the_next_request_works(db: TenancyDataba
         _dispose(app)
 
 
-def test_an_outage_under_load_loses_nothing_acknowledged(
-    db: TenancyDatabase, seeded: Seeded, proxy: RoundTripProxy, bypass: UnsafeBypass
-) -> None:
-    """Writers and readers in two tenants, and the database going away and back mid-run."""
-    app = _app(db, db.app_url.set(host="127.0.0.1", port=proxy.port), pool_timeout=2)
+def _under_load(app: Flask, seeded: Seeded, bypass: UnsafeBypass, interrupt: Callable[[], None], label: str) -> None:
+    """Writers and readers in two tenants, ``interrupt`` mid-run; then nothing acknowledged may be missing."""
     requests = count(48, 2_000)
     tenants = {slug: bearer(seeded.tokens[f"{slug}/ci"]) for slug in ("acme", "globex")}
     acknowledged: dict[str, list[tuple[str, int]]] = {"acme": [], "globex": []}
     rejected: list[str] = []
     statuses: list[int] = []
     lock = threading.Lock()
-    outage_at = threading.Event()
+    halfway = threading.Event()
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
         with app.test_client() as client:
             for number in range(requests // 4):
                 if number == requests // 8:
-                    outage_at.set()
+                    halfway.set()
                 slug = rng.choice(sorted(tenants))
                 if rng.random() < 0.1:  # a forged token: a security event, acknowledged by its 401
                     answer = client.get("/api/projects", headers=bearer("rt_forged." + "x" * 40))
@@ -233,7 +236,7 @@ def test_an_outage_under_load_loses_nothing_acknowledged(
                         with lock:
                             rejected.append(answer.headers["X-Request-ID"])
                 elif rng.random() < 0.5:
-                    name = f"outage {seed}-{number}"
+                    name = f"{label} {seed}-{number}"
                     answer = client.post("/api/projects", headers=tenants[slug], json={"name": name})
                     if answer.status_code == 201:
                         with lock:
@@ -250,34 +253,87 @@ def test_an_outage_under_load_loses_nothing_acknowledged(
                 with lock:
                     statuses.append(answer.status_code)
 
-    def outage() -> None:
-        outage_at.wait(timeout=30)
-        with proxy.outage():
-            threading.Event().wait(0.3)
+    def interruption() -> None:
+        halfway.wait(timeout=30)
+        interrupt()
         FIGURES.add("faults injected")
 
+    run_in_threads(lambda which: interruption() if which < 0 else worker(which), [(-1,), (1,), (2,), (3,), (4,)])
+    FIGURES.add("requests", len(statuses))
+    assert set(statuses) <= {200, 201, 401, 503}, sorted(set(statuses))
+    assert 503 in statuses  # the fault was seen...
+    with app.test_client() as client:  # ...and is over
+        assert client.get("/api/projects", headers=tenants["acme"]).status_code == 200
+    for slug, written in acknowledged.items():
+        stored = _projects(bypass, seeded.tenants[slug])
+        lost = [name for name, _ in written if name not in stored]
+        FIGURES.add("writes lost", len(lost))
+        assert not lost
+    with bypass.connect(reason="test: acknowledged security events survive") as conn:
+        logged = set(
+            conn.execute(
+                text("SELECT request_id FROM rls_tenancy.audit_log WHERE request_id = ANY(:ids)"), {"ids": rejected}
+            ).scalars()
+        )
+    assert logged == set(rejected)
+    _chains_intact(bypass)
+
+
+def test_an_outage_under_load_loses_nothing_acknowledged(
+    db: TenancyDatabase, seeded: Seeded, proxy: RoundTripProxy, bypass: UnsafeBypass
+) -> None:
+    """The network to the database cut and refused for a while, mid-run."""
+    app = _app(db, db.app_url.set(host="127.0.0.1", port=proxy.port), pool_timeout=2)
+
+    def outage() -> None:
+        with proxy.outage():
+            threading.Event().wait(0.3)
+
     try:
-        run_in_threads(lambda which: outage() if which < 0 else worker(which), [(-1,), (1,), (2,), (3,), (4,)])
-        FIGURES.add("requests", len(statuses))
-        assert set(statuses) <= {200, 201, 401, 503}, sorted(set(statuses))
-        assert 503 in statuses  # the outage was seen...
-        with app.test_client() as client:  # ...and is over
-            assert client.get("/api/projects", headers=tenants["acme"]).status_code == 200
-        for slug, written in acknowledged.items():
-            stored = _projects(bypass, seeded.tenants[slug])
-            lost = [name for name, _ in written if name not in stored]
-            FIGURES.add("writes lost", len(lost))
-            assert not lost
-        with bypass.connect(reason="test: acknowledged security events survive") as conn:
-            logged = set(
-                conn.execute(
-                    text("SELECT request_id FROM rls_tenancy.audit_log WHERE request_id = ANY(:ids)"), {"ids": rejected}
-                ).scalars()
-            )
-        assert logged == set(rejected)
-        _chains_intact(bypass)
+        _under_load(app, seeded, bypass, outage, "outage")
     finally:
         _dispose(app)
+
+
+@pytest.fixture(scope="module")
+def restartable() -> Iterator[LocalCluster]:
+    """A server of the test's own, so that it can be restarted."""
+    if find_bindir() is None:
+        pytest.skip("*** no local PostgreSQL binaries: a real restart is not tested here (the network outage is) ***")
+    with local_cluster() as cluster:
+        yield cluster
+
+
+def test_a_real_server_restart_under_load_loses_nothing_acknowledged(restartable: LocalCluster) -> None:
+    """PostgreSQL stopped (fast shutdown: sessions ended) and started again, mid-run."""
+    roles = RoleNames()
+    passwords = {roles.app: secrets.token_urlsafe(12), roles.bypass: secrets.token_urlsafe(12)}
+    upgrade(restartable.url, roles=roles, config=Config(DEMO_ALEMBIC_INI))
+    conninfo = restartable.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        for role, password in passwords.items():
+            admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    with RoundTripProxy("127.0.0.1", restartable.port) as proxy:
+        app_url = restartable.url.set(username=roles.app, password=passwords[roles.app], port=proxy.port)
+        bypass_url = restartable.url.set(username=roles.bypass, password=passwords[roles.bypass], port=proxy.port)
+        bypass = UnsafeBypass(create_engine(bypass_url))
+        seeder = bind_engine(create_engine(app_url))
+        seeded = seed(seeder, bypass)
+        seeder.dispose()
+        app = create_app(app_url, bypass_url, engine_options={"pool_timeout": 2}, TESTING=True, SECRET_KEY="x")
+
+        def restart() -> None:
+            restartable.stop()
+            threading.Event().wait(0.3)
+            restartable.start()
+            proxy.target = ("127.0.0.1", restartable.port)
+            bypass.engine.dispose()  # the test's own checks afterwards start afresh; the app's pool must cope
+
+        try:
+            _under_load(app, seeded, bypass, restart, "restart")
+        finally:
+            _dispose(app)
+            bypass.engine.dispose()
 
 
 def test_a_connection_lost_after_the_response_is_made_does_not_turn_it_into_a_500(

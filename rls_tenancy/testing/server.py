@@ -179,6 +179,46 @@ def _local(reasons: list[str]) -> AbstractContextManager[URL] | None:
 
 @contextmanager
 def _local_cluster(bindir: Path) -> Iterator[URL]:
+    with local_cluster(bindir) as cluster:
+        yield cluster.url
+
+
+class LocalCluster:
+    """A throwaway cluster from local binaries that can be stopped and started again.
+
+    Its data survives a restart; its port may not (a free one is taken each
+    start), so read :attr:`url` after :meth:`restart`.
+    """
+
+    def __init__(self, bindir: Path, root: Path, run_as: pwd.struct_passwd | None, password: str) -> None:
+        self._bindir, self._root, self._run_as, self._password = bindir, root, run_as, password
+        self._running = contextlib.ExitStack()
+        self.port = 0
+
+    @property
+    def url(self) -> URL:
+        return URL.create("postgresql+psycopg", "postgres", self._password, "127.0.0.1", self.port, "postgres")
+
+    def start(self) -> None:
+        self.port = self._running.enter_context(
+            _running_postgres(self._bindir, self._root, self._run_as, self._password)
+        )
+
+    def stop(self) -> None:
+        """A fast shutdown: sessions are ended, as in a real restart."""
+        self._running.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def local_cluster(bindir: Path | None = None) -> Iterator[LocalCluster]:
+    """A new cluster from local binaries, running for the block, deleted after."""
+    bindir = bindir or find_bindir()
+    if bindir is None:
+        raise NoPostgresError("no local PostgreSQL binaries (initdb, postgres)")
     run_as = _unprivileged_user()
     root = Path(tempfile.mkdtemp(prefix="rls-tenancy-pg-"))
     try:
@@ -205,8 +245,12 @@ def _local_cluster(bindir: Path) -> Iterator[URL]:
             run_as,
             log=root / "initdb.log",
         )
-        with _running_postgres(bindir, root, run_as, password) as port:
-            yield URL.create("postgresql+psycopg", "postgres", password, "127.0.0.1", port, "postgres")
+        cluster = LocalCluster(bindir, root, run_as, password)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
