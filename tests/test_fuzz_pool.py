@@ -259,7 +259,7 @@ def program(
 
 @pytest.mark.binding
 @settings(
-    max_examples=count(1_000, 6_000),
+    max_examples=count(1_000, 7_500),
     deadline=None,
     database=None,
     derandomize=not SOAK,

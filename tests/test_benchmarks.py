@@ -1,0 +1,78 @@
+"""The benchmarks run end to end at toy sizes; what they check beside time holds.
+
+Nothing here asserts a time or a ratio of times: benchmarks measure speed,
+tests do not. What is asserted are counts and facts the benchmarks report
+along the way (round trips on the wire, index conditions in EXPLAIN, the RLS
+queries returning exactly the baseline's rows).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def report(rls_postgres_url: URL, tmp_path_factory: pytest.TempPathFactory) -> str:
+    output = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    env = {
+        **os.environ,
+        "RLS_TENANCY_TEST_DATABASE_URL": rls_postgres_url.render_as_string(hide_password=False),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), str(ROOT)]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--scale", "smoke", "--output", str(output)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return output.read_text()
+
+
+def _rows(report: str, section: str) -> list[list[str]]:
+    body = report.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in body.splitlines() if line.startswith("| ")
+    ][1:]
+
+
+def test_every_section_reports_with_the_run_described(report: str) -> None:
+    for title in (
+        "Query overhead of RLS",
+        "Growth",
+        "Round trips per transaction",
+        "End to end through Flask",
+        "Feature flags",
+    ):
+        assert f"## {title}" in report
+    assert re.search(r"- PostgreSQL: PostgreSQL \d+", report)
+    assert "reproduce with `make bench-smoke`" in report
+    assert re.search(r"\*\*\d+ of \d+ targets met\.\*\*", report)
+
+
+def test_a_bound_transaction_adds_no_round_trip_on_the_wire(report: str) -> None:
+    counted = {row[0]: row for row in _rows(report, "Round trips per transaction") if row[3] == "round trips"}
+    for queries in ("1-query transaction", "5-query transaction"):
+        assert counted[queries][1] == counted[queries][2]
+        assert counted[queries][6] == "yes"
+
+
+def test_every_rls_query_returns_the_baselines_rows_through_a_tenant_index(report: str) -> None:
+    rows = _rows(report, "Query overhead of RLS")
+    shapes = [row for row in rows if row[3] == "ms" and row[5] != "(for comparison)"]
+    assert len(shapes) == 6
+    assert not [row[0] for row in shapes if "wrong:" in row[0]]
+    explain = next(row for row in rows if row[0].startswith("shapes whose RLS query"))
+    assert explain[2] == "6" and explain[6] == "yes"
