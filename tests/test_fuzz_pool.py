@@ -52,7 +52,8 @@ class _Boom(Exception):
 
 
 @pytest.fixture(scope="module")
-def table(db: TenancyDatabase, superuser_engine: Engine) -> None:
+def table(db: TenancyDatabase, superuser_engine: Engine) -> Iterator[None]:
+    """The fuzzed table, dropped afterwards: other tests count the isolated tables."""
     with superuser_engine.begin() as conn:
         conn.execute(
             text(
@@ -62,6 +63,9 @@ def table(db: TenancyDatabase, superuser_engine: Engine) -> None:
         )
         conn.execute(text("SELECT rls_tenancy.enable_tenant_isolation('fuzz_pool_items')"))
         conn.execute(text("SELECT rls_tenancy.grant_sequence_usage('fuzz_pool_items', :role)"), {"role": db.roles.app})
+    yield
+    with superuser_engine.begin() as conn:
+        conn.execute(text("DROP TABLE fuzz_pool_items"))
 
 
 def _tenants(bypass: UnsafeBypass) -> list[int]:
