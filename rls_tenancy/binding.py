@@ -29,9 +29,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, SQLColumnExpression, Text, event, func, literal, true
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
 from rls_tenancy._begin import begin_with, begin_with_async, can_begin_with
@@ -89,6 +91,29 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
 def is_bound(engine: Engine) -> bool:
     """Whether :func:`bind_engine` was applied to ``engine``."""
     return event.contains(engine, "before_cursor_execute", _bind_or_check)
+
+
+def user_setting_from(user_id: SQLColumnExpression[Any]) -> ColumnElement[Any]:
+    """A column that binds ``user_id`` as the transaction's user, for :func:`adopt_user`.
+
+    A statement that proves who the user is (a token lookup, say) can bind
+    them in its own round trip instead of the one a rebinding would cost.
+    """
+    value = func.coalesce(sql_cast(user_id, Text), literal(""))
+    return func.pg_catalog.set_config(literal(USER_SETTING), value, true())
+
+
+def adopt_user(conn: Connection, user_id: int | None) -> None:
+    """Record that a statement of ``conn``'s bound transaction bound ``user_id`` itself.
+
+    Only after a statement with :func:`user_setting_from` has run for
+    ``user_id``: the next statement's check then finds the binding matching
+    a context acting for that user, and rebinds nothing.
+    """
+    bound = conn.info.get(_BOUND, _UNBOUND)
+    if not isinstance(bound, tuple):
+        raise UsageError("adopt_user() needs a transaction already bound to a tenant")
+    conn.info[_BOUND] = (bound[0], user_id)
 
 
 def _mark_pending(conn: Connection, *_: object) -> None:

@@ -9,10 +9,12 @@ this layer were bypassed, PostgreSQL still enforces the policy.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, event
 from sqlalchemy.orm import (
+    LoaderCriteriaOption,
     Mapper,
     ORMExecuteState,
     Session,
@@ -67,13 +69,19 @@ def _scope_statement(state: ORMExecuteState) -> None:
         return
     if state.execution_options.get(UNCONSTRAINED):
         return
-    state.statement = state.statement.options(
-        with_loader_criteria(
-            TenantBoundMixin,
-            lambda cls: cls.tenant_id == tenant_id,
-            include_aliases=True,
-        )
-    )
+    state.statement = state.statement.options(_criteria(tenant_id))
+
+
+@functools.lru_cache(maxsize=4096)
+def _criteria(tenant_id: int) -> LoaderCriteriaOption:
+    """The criteria option for one tenant, made once: building it analyses the lambda (tens of µs).
+
+    The option is immutable and its lambda's only free variable is the
+    tenant id it was made for, which SQLAlchemy extracts as a bound parameter
+    each time a statement carrying it runs; reuse across statements and
+    threads is what module-level options do.
+    """
+    return with_loader_criteria(TenantBoundMixin, lambda cls: cls.tenant_id == tenant_id, include_aliases=True)
 
 
 def _mentions_tenant_table(statement: Executable) -> bool:

@@ -14,13 +14,15 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, func, literal, select
+from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, case, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 from sqlalchemy.types import Text
 
 from rls_tenancy.audit import Executor, log_event
-from rls_tenancy.context import require_tenant_id
+from rls_tenancy.binding import adopt_user, user_setting_from
+from rls_tenancy.context import as_tenant, require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.models import storable
 from rls_tenancy.users import check_scopes
@@ -108,15 +110,40 @@ def authenticate_token(executor: Executor, token: str) -> TokenIdentity:
     return authenticate_parsed(executor, *parse_token(token))
 
 
+#: The lookup, built once: the tenant and hash are bound per call.
+_FOUND = func.rls_tenancy.authenticate_token(
+    bindparam("tenant_id", type_=BigInteger), bindparam("digest", type_=BYTEA)
+).table_valued("token_id", "user_id", "scopes", "status")
+_AUTHENTICATE = select(_FOUND)
+_AUTHENTICATE_BINDING_USER = select(
+    _FOUND, case((_FOUND.c.status == "ok", user_setting_from(_FOUND.c.user_id))).label("user_bound")
+)
+
+
 def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> TokenIdentity:
     """:func:`authenticate_token` for a token already through :func:`parse_token`."""
-    found = executor.execute(
-        select(
-            func.rls_tenancy.authenticate_token(literal(tenant_id, BigInteger), literal(digest, BYTEA)).table_valued(
-                "token_id", "user_id", "scopes", "status"
-            )
-        )
-    ).one_or_none()
+    found = executor.execute(_AUTHENTICATE, {"tenant_id": tenant_id, "digest": digest}).one_or_none()
+    return _identity(found, tenant_id)
+
+
+def authenticate_in_transaction(connection: Connection, tenant_id: int, digest: bytes) -> TokenIdentity:
+    """:func:`authenticate_parsed` as the first statement of a transaction it binds for the token.
+
+    The transaction is bound to the tenant the token names, and the same
+    statement binds the token's user once the hash matches: a request then
+    looks its token up in its own transaction, at no round trip or
+    connection of its own. Until the token holds, that tenant is only a
+    claim: when this raises, the caller must roll the transaction back
+    before anything else runs in it.
+    """
+    with as_tenant(tenant_id):
+        found = connection.execute(_AUTHENTICATE_BINDING_USER, {"tenant_id": tenant_id, "digest": digest})
+        identity = _identity(found.one_or_none(), tenant_id)
+    adopt_user(connection, identity.user_id)
+    return identity
+
+
+def _identity(found: Row[Any] | None, tenant_id: int) -> TokenIdentity:
     if found is None:
         raise AuthenticationError("unknown", "the bearer token is not known")
     if found.status != "ok":

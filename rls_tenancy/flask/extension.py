@@ -250,9 +250,9 @@ def _resolvers(
         if callable(name):
             resolvers.append(name)
         elif name == "token":
-            resolvers.append(token_resolver(engine, audit_engine=audit_engine))
+            resolvers.append(token_resolver(engine, audit_engine=audit_engine, session=_request_session))
         elif name == "session":
-            resolvers.append(session_resolver(engine))
+            resolvers.append(session_resolver(engine, session=_request_session))
         elif name == "subdomain":
             parent = config["RLS_TENANCY_SUBDOMAIN_OF"]
             if not parent:
@@ -261,6 +261,10 @@ def _resolvers(
         else:
             raise UsageError(f"unknown resolver {name!r}: use 'token', 'session', 'subdomain' or a callable")
     return resolvers, host_resolver
+
+
+def _request_session() -> Session:
+    return state().session()
 
 
 def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -296,6 +300,7 @@ def _begin_request() -> None:
                 user_id=resolution.user_id,
                 data={"host_tenant": host.tenant_id, "source": resolution.source},
             )
+            tenancy.session().rollback()  # the resolver may have bound it to the credentials' tenant
             raise AuthenticationError("wrong_tenant", "these credentials belong to another tenant than this host")
         resolution = resolution or host
     current.resolution = resolution

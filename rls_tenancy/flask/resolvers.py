@@ -9,25 +9,36 @@ falling through: the request said who it was, and that was not true.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeGuard
+from typing import Any, NoReturn, TypeGuard, TypeVar
 
-from flask import Request, session
-from sqlalchemy import Engine, func, literal, select
+from flask import Request
+from flask import session as cookie
+from sqlalchemy import Engine, exc, func, literal, select
+from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
 from rls_tenancy.audit import log_security_event
+from rls_tenancy.binding import adopt_user, user_setting_from
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.models import SLUG_PATTERN
-from rls_tenancy.tokens import MAX_TOKEN_LENGTH, authenticate_parsed, parse_token
+from rls_tenancy.tokens import (
+    MAX_TOKEN_LENGTH,
+    TokenIdentity,
+    authenticate_in_transaction,
+    authenticate_parsed,
+    parse_token,
+)
 from rls_tenancy.users import User
 
 #: The key under which :func:`~rls_tenancy.flask.login` keeps the user in the session.
 SESSION_KEY = "rls_tenancy"
 _MAX_AUTHORIZATION = MAX_TOKEN_LENGTH + len("Bearer ")
 _MAX_HOST = 253
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,9 @@ class Resolution:
 Resolver = Callable[[Request], Resolution | None]
 
 
-def token_resolver(engine: Engine, *, audit_engine: Engine | None = None) -> Resolver:
+def token_resolver(
+    engine: Engine, *, audit_engine: Engine | None = None, session: Callable[[], Session] | None = None
+) -> Resolver:
     """``Authorization: Bearer rlst_...``; other schemes are left to others.
 
     Every rejected token is a ``auth.token_rejected`` audit event: of the
@@ -51,6 +64,13 @@ def token_resolver(engine: Engine, *, audit_engine: Engine | None = None) -> Res
     the chain without a tenant (the tenant a forged token names is only a
     claim, kept in the event's data). Events go through ``audit_engine``
     (default: ``engine``).
+
+    ``session`` gives the request's Session (the extension passes it): the
+    lookup is then the first statement of the request's own transaction
+    (:func:`~rls_tenancy.tokens.authenticate_in_transaction`), which costs
+    the request no connection or round trip of its own; a token that does
+    not hold rolls that transaction back. Without it, or when that Session
+    is already in a transaction, the lookup runs alone in autocommit.
     """
     audit = engine if audit_engine is None else audit_engine
 
@@ -69,15 +89,38 @@ def token_resolver(engine: Engine, *, audit_engine: Engine | None = None) -> Res
         except AuthenticationError as error:
             _reject(audit, error, None)
         try:
-            # One statement, no tenant: in autocommit it is one round trip
-            # instead of three (BEGIN, the lookup, ROLLBACK).
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                identity = authenticate_parsed(connection, claimed, digest)
+            identity = _authenticate(engine, None if session is None else session(), claimed, digest)
         except AuthenticationError as error:
             _reject(audit, error, claimed)
         return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
 
     return resolve
+
+
+def _authenticate(engine: Engine, request_session: Session | None, claimed: int, digest: bytes) -> TokenIdentity:
+    if request_session is None or request_session.in_transaction():
+        # One statement, no tenant: in autocommit it is one round trip
+        # instead of three (BEGIN, the lookup, ROLLBACK).
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return authenticate_parsed(connection, claimed, digest)
+    return in_request_transaction(
+        request_session, lambda: authenticate_in_transaction(request_session.connection(), claimed, digest)
+    )
+
+
+def in_request_transaction(request_session: Session, check: Callable[[], _T]) -> _T:
+    """Run ``check``, which binds ``request_session``'s new transaction to a claimed tenant.
+
+    Should ``check`` find the claim false (any exception), the transaction
+    is rolled back before anything else can run in it as that tenant: an
+    error handler of the app's own, say.
+    """
+    try:
+        return check()
+    except Exception:
+        with contextlib.suppress(exc.DBAPIError):  # the connection is gone: nothing is left bound
+            request_session.rollback()
+        raise
 
 
 def _reject(engine: Engine, error: AuthenticationError, claimed_tenant: int | None) -> NoReturn:
@@ -92,29 +135,55 @@ def _reject(engine: Engine, error: AuthenticationError, claimed_tenant: int | No
     raise error
 
 
-def session_resolver(engine: Engine) -> Resolver:
+def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = None) -> Resolver:
     """A user logged in with :func:`~rls_tenancy.flask.login` (the signed session cookie).
 
     The user must still exist: a cookie outliving its user (or tenant) makes
-    the request anonymous, and is forgotten.
+    the request anonymous, and is forgotten. With ``session`` (the request's
+    Session, as for :func:`token_resolver`) the check is the first statement
+    of the request's transaction and binds the user as it finds them.
     """
+    session_source = session
 
     def resolve(request: Request) -> Resolution | None:
-        stored: Any = session.get(SESSION_KEY)
+        stored: Any = cookie.get(SESSION_KEY)
         if not isinstance(stored, dict):
             return None
         tenant_id, user_id = stored.get("tenant_id"), stored.get("user_id")
         if not (is_row_id(tenant_id) and is_row_id(user_id)):
-            session.pop(SESSION_KEY, None)
+            cookie.pop(SESSION_KEY, None)
             return None
-        with as_tenant(tenant_id), engine.connect() as connection:
-            exists = connection.scalar(select(User.id).where(User.id == user_id))
+        exists = _user_exists(engine, None if session_source is None else session_source(), tenant_id, user_id)
         if exists is None:
-            session.pop(SESSION_KEY, None)
+            cookie.pop(SESSION_KEY, None)
             return None
         return Resolution(tenant_id, user_id, None, source="session")
 
     return resolve
+
+
+def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int, user_id: int) -> int | None:
+    if request_session is None or request_session.in_transaction():
+        with as_tenant(tenant_id), engine.connect() as connection:
+            return connection.scalar(select(User.id).where(User.id == user_id))
+
+    def check() -> int | None:
+        connection = request_session.connection()
+        with as_tenant(tenant_id):
+            found = connection.execute(select(User.id, user_setting_from(User.id)).where(User.id == user_id)).first()
+        if found is None:
+            raise _NoSuchUser
+        adopt_user(connection, user_id)
+        return user_id
+
+    try:
+        return in_request_transaction(request_session, check)
+    except _NoSuchUser:
+        return None
+
+
+class _NoSuchUser(Exception):
+    """The cookie's user is gone (rolls the request's transaction back, see in_request_transaction)."""
 
 
 def subdomain_resolver(engine: Engine, parent_domain: str) -> Resolver:
