@@ -67,8 +67,8 @@ def _scope_statement(state: ORMExecuteState) -> None:
         if _mentions_tenant_table(state.statement):
             require_tenant_id()
         return
-    if state.execution_options.get(UNCONSTRAINED):
-        return
+    if not state.is_orm_statement or state.execution_options.get(UNCONSTRAINED):
+        return  # a Core statement (a Table, a function) gets no ORM criteria: only RLS applies
     state.statement = state.statement.options(_criteria(tenant_id))
 
 

@@ -58,8 +58,12 @@ LOG_EVENT = text(
 )
 LAST_ID = text("SELECT coalesce(max(id), 0) FROM rls_tenancy.audit_log")
 WRITTEN_SINCE = text("SELECT count(*) FROM rls_tenancy.audit_log WHERE id > :id")
-DISABLE_APPEND_ONLY = text("ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only")
-ENABLE_APPEND_ONLY = text("ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_append_only")
+DISABLE_APPEND_ONLY = text(
+    "ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only, DISABLE TRIGGER audit_log_no_delete"
+)
+ENABLE_APPEND_ONLY = text(
+    "ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_append_only, ENABLE TRIGGER audit_log_no_delete"
+)
 
 # --- helpers -----------------------------------------------------------------------------------------------------
 

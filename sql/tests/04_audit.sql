@@ -16,7 +16,7 @@ SELECT ok(has_function_privilege(rls_tenancy.role_name('app'), 'rls_tenancy.log_
 SELECT ok((SELECT relforcerowsecurity FROM pg_class WHERE oid = 'rls_tenancy.audit_log'::regclass),
           'the audit log forces row level security');
 SELECT set_eq($$SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'rls_tenancy.audit_log'::regclass AND tgenabled = 'O'$$,
-              ARRAY['audit_log_stamp', 'audit_log_append_only', 'audit_log_no_truncate', 'audit_log_seal'],
+              ARRAY['audit_log_stamp', 'audit_log_append_only', 'audit_log_no_delete', 'audit_log_no_truncate', 'audit_log_seal'],
               'the audit log''s guard triggers are all enabled');
 SELECT lives_ok($$SELECT rls_tenancy.log_event('pgtap.check', 'written inside a rolled-back test')$$,
                 'log_event() writes an event');
