@@ -26,7 +26,7 @@ ALTER TABLE rls_tenancy.tenants FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenant_self ON rls_tenancy.tenants;
 CREATE POLICY tenant_self ON rls_tenancy.tenants
     FOR SELECT
-    USING (id = rls_tenancy.current_tenant_id());
+    USING (id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint);
 -- The owner role never logs in; this lets the SECURITY DEFINER lookup below
 -- (which runs as the owner) find a tenant before any tenant is bound.
 DO $policy$

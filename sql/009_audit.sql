@@ -90,7 +90,7 @@ ALTER TABLE rls_tenancy.audit_log FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS audit_tenant_read ON rls_tenancy.audit_log;
 CREATE POLICY audit_tenant_read ON rls_tenancy.audit_log
     FOR SELECT
-    USING (tenant_id = rls_tenancy.current_tenant_id());
+    USING (tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint);
 -- The owner never logs in; this is for the functions below, which run as it.
 DO $policy$
 BEGIN
@@ -100,7 +100,17 @@ BEGIN
 END
 $policy$;
 
--- The hash of one event; see the encoding above.
+-- One field of the encoding above.
+CREATE OR REPLACE FUNCTION rls_tenancy.audit_field(value bytea)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN value IS NULL THEN pg_catalog.int4send(-1)
+            ELSE pg_catalog.int4send(pg_catalog.octet_length(value)) || value END;
+COMMENT ON FUNCTION rls_tenancy.audit_field(bytea) IS
+    'One field of an audit event''s canonical encoding: 4-byte length (-1 for NULL), then the bytes.';
+
+-- The hash of one event: one expression, without a subquery, so that the
+-- planner inlines it into the seal rather than calling it for each event.
 CREATE OR REPLACE FUNCTION rls_tenancy.audit_event_hash(
     id bigint, tenant_id bigint, seq bigint, user_id bigint, db_role text, action text, message text,
     ip inet, request_id text, data jsonb, created_at timestamptz, prev_hash bytea
@@ -108,25 +118,19 @@ CREATE OR REPLACE FUNCTION rls_tenancy.audit_event_hash(
 RETURNS bytea
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN pg_catalog.sha256(
-    pg_catalog.convert_to('rls_tenancy.audit.v1', 'UTF8') ||
-    (SELECT pg_catalog.string_agg(
-                CASE WHEN field.value IS NULL THEN pg_catalog.int4send(-1)
-                     ELSE pg_catalog.int4send(pg_catalog.octet_length(field.value)) || field.value END,
-                ''::bytea ORDER BY field.position)
-       FROM pg_catalog.unnest(ARRAY[
-                pg_catalog.convert_to(id::text, 'UTF8'),
-                pg_catalog.convert_to(tenant_id::text, 'UTF8'),
-                pg_catalog.convert_to(seq::text, 'UTF8'),
-                pg_catalog.convert_to(user_id::text, 'UTF8'),
-                pg_catalog.convert_to(db_role, 'UTF8'),
-                pg_catalog.convert_to(action, 'UTF8'),
-                pg_catalog.convert_to(message, 'UTF8'),
-                pg_catalog.convert_to(pg_catalog.host(ip), 'UTF8'),
-                pg_catalog.convert_to(request_id, 'UTF8'),
-                pg_catalog.convert_to(data::text, 'UTF8'),
-                pg_catalog.convert_to((EXTRACT(epoch FROM created_at) * 1000000)::bigint::text, 'UTF8'),
-                prev_hash
-            ]) WITH ORDINALITY AS field(value, position)));
+    pg_catalog.convert_to('rls_tenancy.audit.v1', 'UTF8')
+    || rls_tenancy.audit_field(pg_catalog.convert_to(id::text, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(tenant_id::text, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(seq::text, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(user_id::text, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(db_role, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(action, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(message, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(pg_catalog.host(ip), 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(request_id, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to(data::text, 'UTF8'))
+    || rls_tenancy.audit_field(pg_catalog.convert_to((EXTRACT(epoch FROM created_at) * 1000000)::bigint::text, 'UTF8'))
+    || rls_tenancy.audit_field(prev_hash));
 COMMENT ON FUNCTION rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea) IS
     'SHA-256 of an audit event''s canonical encoding (rls_tenancy.audit.v1), chained through prev_hash.';
 
@@ -207,7 +211,19 @@ DROP TRIGGER IF EXISTS audit_log_stamp ON rls_tenancy.audit_log;
 CREATE TRIGGER audit_log_stamp BEFORE INSERT ON rls_tenancy.audit_log
     FOR EACH ROW EXECUTE FUNCTION rls_tenancy.audit_log_stamp();
 DROP TRIGGER IF EXISTS audit_log_append_only ON rls_tenancy.audit_log;
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON rls_tenancy.audit_log
+-- The one UPDATE allowed (the seal) passes the WHEN condition without a
+-- PL/pgSQL call; any other reaches the function, which refuses it.
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON rls_tenancy.audit_log
+    FOR EACH ROW
+    WHEN (NOT (OLD.hash IS NULL AND NEW.hash IS NOT NULL
+               AND (NEW.id, NEW.tenant_id, NEW.user_id, NEW.db_role, NEW.action, NEW.message,
+                    NEW.ip, NEW.request_id, NEW.data, NEW.created_at)
+                   IS NOT DISTINCT FROM
+                   (OLD.id, OLD.tenant_id, OLD.user_id, OLD.db_role, OLD.action, OLD.message,
+                    OLD.ip, OLD.request_id, OLD.data, OLD.created_at)))
+    EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
+DROP TRIGGER IF EXISTS audit_log_no_delete ON rls_tenancy.audit_log;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON rls_tenancy.audit_log
     FOR EACH ROW EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
 DROP TRIGGER IF EXISTS audit_log_no_truncate ON rls_tenancy.audit_log;
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON rls_tenancy.audit_log
@@ -415,7 +431,7 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
     cutoff := pg_catalog.now() - retention;
-    ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only;
+    ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_no_delete;
     -- Per chain, the longest prefix whose events are all older than the cutoff: seq is
     -- commit order and created_at insert time, so a newer event can sit below an older one.
     FOR cut IN
@@ -441,7 +457,7 @@ BEGIN
         total := total + removed;
         cuts := cuts || pg_catalog.jsonb_build_object('chain', cut.chain, 'through_seq', cut.through_seq, 'removed', removed);
     END LOOP;
-    ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_append_only;
+    ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_no_delete;
     -- After re-enabling: ALTER TABLE refuses while this transaction has events waiting to be sealed.
     INSERT INTO rls_tenancy.audit_log (tenant_id, user_id, db_role, action, message, data)
     SELECT nullif((c ->> 'chain')::bigint, 0), NULL, session_user, 'audit.purged',
@@ -458,6 +474,7 @@ COMMENT ON FUNCTION rls_tenancy.purge_audit_log(interval) IS
 
 REVOKE ALL ON rls_tenancy.audit_log FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.audit_field(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_tenancy.audit_log_stamp() FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_tenancy.audit_log_append_only() FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_tenancy.seal_audit_event() FROM PUBLIC;
@@ -477,7 +494,8 @@ BEGIN
     EXECUTE pg_catalog.format(
         'GRANT EXECUTE ON FUNCTION rls_tenancy.log_event(text, text, jsonb, inet, text), '
         'rls_tenancy.verify_audit_chain(bigint), '
-        'rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea) '
+        'rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea), '
+        'rls_tenancy.audit_field(bytea) '
         'TO %I, %I', app_role, bypass_role);
     EXECUTE pg_catalog.format(
         'GRANT EXECUTE ON FUNCTION rls_tenancy.verify_audit_chains(), rls_tenancy.audit_chain_heads(), '

@@ -37,8 +37,8 @@ ALTER TABLE rls_tenancy.feature_overrides ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rls_tenancy.feature_overrides FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenant_overrides ON rls_tenancy.feature_overrides;
 CREATE POLICY tenant_overrides ON rls_tenancy.feature_overrides
-    USING (tenant_id = rls_tenancy.current_tenant_id())
-    WITH CHECK (tenant_id = rls_tenancy.current_tenant_id());
+    USING (tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint)
+    WITH CHECK (tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint);
 DROP POLICY IF EXISTS global_overrides_read ON rls_tenancy.feature_overrides;
 CREATE POLICY global_overrides_read ON rls_tenancy.feature_overrides
     FOR SELECT

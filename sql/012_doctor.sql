@@ -41,12 +41,16 @@ INSERT INTO rls_tenancy.doctor_exemptions (object_name, check_name, reason) VALU
 ON CONFLICT (object_name, check_name) DO NOTHING;
 
 -- Whether a policy expression is exactly the isolation condition (no OR, no
--- other terms): anything else may widen access. The schema prefix is optional
--- because pg_get_expr() leaves it out when rls_tenancy is on the search_path.
+-- other terms): anything else may widen access. Either spelling counts: the
+-- one tenant_condition() writes, or a call of current_tenant_id() (policies
+-- written by hand, or by versions before rls_tenancy_0005). Schema prefixes
+-- are optional because pg_get_expr() leaves out those on the search_path.
 CREATE OR REPLACE FUNCTION rls_tenancy.is_tenant_condition(expression text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
-RETURN coalesce(expression ~ '^\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\)$', false);
+RETURN coalesce(expression ~ '^\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\)$'
+                OR expression ~ '^\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\)$',
+                false);
 REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_condition(text) FROM PUBLIC;
 
 -- One row per tenant table: how it is protected.
@@ -191,8 +195,8 @@ BEGIN
           FROM rls_tenancy.coverage c WHERE c.rls_enabled AND c.policies = 0
         UNION ALL
         SELECT 'error', 'policy_not_tenant_keyed', format('%s policy %I', p.polrelid::regclass, p.polname),
-               format('policy %I on %s is not keyed on tenant_id = rls_tenancy.current_tenant_id(): %s',
-                      p.polname, p.polrelid::regclass, coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)')),
+               format('policy %I on %s is not keyed on the bound tenant (%s): %s', p.polname, p.polrelid::regclass,
+                      rls_tenancy.tenant_condition(), coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)')),
                format('DROP POLICY %I ON %s; SELECT rls_tenancy.enable_tenant_isolation(%L);',
                       p.polname, p.polrelid::regclass, p.polrelid::regclass::text)
           FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
@@ -205,8 +209,7 @@ BEGIN
         SELECT 'warning', 'policy_without_with_check', format('%s policy %I', p.polrelid::regclass, p.polname),
                format('policy %I on %s has no WITH CHECK: new rows are checked against its USING, which is easy to widen by accident',
                       p.polname, p.polrelid::regclass),
-               format('ALTER POLICY %I ON %s WITH CHECK (tenant_id = rls_tenancy.current_tenant_id());',
-                      p.polname, p.polrelid::regclass)
+               format('ALTER POLICY %I ON %s WITH CHECK (%s);', p.polname, p.polrelid::regclass, rls_tenancy.tenant_condition())
           FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
          WHERE p.polwithcheck IS NULL AND p.polcmd IN ('*', 'w')
         UNION ALL

@@ -29,6 +29,7 @@ DROP FUNCTION IF EXISTS rls_tenancy.unshare_table(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.share_table(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.disable_tenant_isolation(regclass);
 DROP FUNCTION IF EXISTS rls_tenancy.enable_tenant_isolation(regclass);
+DROP FUNCTION IF EXISTS rls_tenancy.tenant_condition();
 DROP FUNCTION IF EXISTS rls_tenancy.grant_sequence_usage(regclass, name[]);
 DROP FUNCTION IF EXISTS rls_tenancy.require_plain_table(regclass, text);
 DROP FUNCTION IF EXISTS rls_tenancy.tenant_id_for_slug(text);

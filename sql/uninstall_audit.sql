@@ -14,5 +14,6 @@ DROP FUNCTION IF EXISTS rls_tenancy.seal_audit_event();
 DROP FUNCTION IF EXISTS rls_tenancy.audit_log_append_only();
 DROP FUNCTION IF EXISTS rls_tenancy.audit_log_stamp();
 DROP FUNCTION IF EXISTS rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea);
+DROP FUNCTION IF EXISTS rls_tenancy.audit_field(bytea);
 DROP FUNCTION IF EXISTS rls_tenancy.current_user_id();
 ALTER TABLE rls_tenancy.tenants DROP CONSTRAINT IF EXISTS tenants_id_positive;

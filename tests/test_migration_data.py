@@ -258,11 +258,11 @@ def test_a_data_migration_through_alembic(rls_postgres_url: URL, tmp_path: Path)
                 upgrade(database.superuser_url, roles=database.roles, config=config)
             with engine.connect() as conn:
                 after: dict[str, str] = dict(conn.execute(text("SELECT name, status FROM projects")).all())
-                version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                versions = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
         finally:
             engine.dispose()
     assert len(caught) == 1  # the bare UPDATE; not the loop's passes, not the bypass block
-    assert version == "data_0001"
+    assert "data_0001" in versions  # beside the library's own head
     assert len(before) == 4
     assert after == {
         f"{name} (migrated)": "invisible" if name.startswith("b-") else status for name, status in before.items()

@@ -17,6 +17,9 @@ from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.tokens import issue_token, parse_token, revoke_token
 from tests.conftest import World, ddl
 
+#: What the tenant policies say, as pg_get_expr() shows them (rls_tenancy.tenant_condition()).
+POLICY_CONDITION = "(tenant_id = (NULLIF(current_setting('app.current_tenant'::text, true), ''::text))::bigint)"
+
 
 def _scalar(conn: Connection, query: str, **params: object) -> object:
     return conn.execute(text(query), params).scalar()
@@ -60,7 +63,7 @@ def test_app_role_owns_nothing_and_cannot_become_anyone(superuser_engine: Engine
             "WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace "
             "AND NOT (c.relrowsecurity AND c.relforcerowsecurity AND EXISTS "
             "(SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation' "
-            "AND pg_get_expr(p.polqual, c.oid) LIKE '%current_tenant_id()%'))",
+            "AND rls_tenancy.is_tenant_condition(pg_get_expr(p.polqual, c.oid))))",
         )
     assert owned == 0
     assert memberships == 0
@@ -100,7 +103,7 @@ def test_isolated_tables_have_policy_grants_and_index(superuser_engine: Engine, 
                 ),
                 {"t": table},
             ).one()
-            assert qual == check == "(tenant_id = rls_tenancy.current_tenant_id())"
+            assert qual == check == POLICY_CONDITION
             privileges = {
                 p: _scalar(
                     conn,

@@ -8,7 +8,7 @@ SELECT is_empty($$SELECT table_name FROM rls_tenancy.coverage WHERE NOT rls_enab
 SELECT is_empty($$SELECT table_name FROM rls_tenancy.coverage WHERE NOT rls_forced$$,
                 'row level security is forced on every tenant table (owners included)');
 SELECT is_empty($$SELECT table_name FROM rls_tenancy.coverage WHERE tenant_policies IS NULL$$,
-                'every tenant table has a policy keyed on rls_tenancy.current_tenant_id()');
+                'every tenant table has a policy keyed on the bound tenant');
 SELECT is_empty($$SELECT table_name FROM rls_tenancy.coverage WHERE app_truncate OR app_references OR app_trigger$$,
                 'the application role holds no TRUNCATE, REFERENCES or TRIGGER on tenant tables');
 SELECT is_empty($$SELECT object_name || ': ' || message FROM rls_tenancy.findings() WHERE severity = 'error'$$,
