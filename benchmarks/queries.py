@@ -28,7 +28,7 @@ OVERHEAD = Target("ratio", "<=", 1.05)
 def run(ctx: Context) -> Section:
     rows = ctx.pick(20_000, 1_000_000, 1_000_000)
     tenants = ctx.pick(50, 1_000, 1_000)
-    samples = ctx.pick(2, 101, 301)
+    samples = ctx.pick(2, 61, 301)
     section = Section(
         f"Query overhead of RLS ({rows:,} rows, {tenants:,} tenants, one with 10 %)",
         __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()

@@ -1,0 +1,107 @@
+"""Credentials checked inside the request's own transaction: one connection, no extra round trip, no leftovers."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy import Engine, create_engine, event, text
+
+from rls_tenancy.errors import AuthenticationError
+from rls_tenancy.flask import Tenancy, get_current_tenant, get_current_user, state
+from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.proxy import RoundTripProxy
+from saas_demo.seed import Seeded
+from tests.fix_flask import bearer
+
+SETTINGS = text(
+    "SELECT current_setting('app.current_tenant', true) AS tenant, current_setting('app.current_user_id', true) AS user"
+)
+
+
+@pytest.fixture()
+def proxy(db: TenancyDatabase) -> Iterator[RoundTripProxy]:
+    with RoundTripProxy(str(db.app_url.host), int(db.app_url.port or 5432)) as running:
+        yield running
+
+
+@pytest.fixture()
+def engine(db: TenancyDatabase, proxy: RoundTripProxy) -> Iterator[Engine]:
+    made = create_engine(db.app_url.set(host="127.0.0.1", port=proxy.port))
+    yield made
+    made.dispose()
+
+
+def _app(engine: Engine) -> tuple[Flask, list[int]]:
+    """An app whose 401 handler queries the request's session; and a count of pool checkouts."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    Tenancy(app, engine=engine)
+    checkouts: list[int] = []
+    event.listen(engine, "checkout", lambda *_: checkouts.append(1))
+
+    @app.get("/settings")
+    def settings() -> ResponseReturnValue:
+        tenant = get_current_tenant()
+        user = get_current_user()
+        row = state().session().execute(SETTINGS).one()
+        return jsonify(
+            slug=None if tenant is None else tenant.slug,
+            user=None if user is None else user.id,
+            bound_tenant=row.tenant,
+            bound_user=row.user,
+        )
+
+    @app.errorhandler(AuthenticationError)
+    def refused(error: AuthenticationError) -> ResponseReturnValue:
+        # An app's own handler using the request's session: the claimed
+        # tenant must not be what its transaction is bound to.
+        row = state().session().execute(SETTINGS).one()
+        return jsonify(reason=error.reason, bound_tenant=row.tenant or None, bound_user=row.user or None), 401
+
+    return app, checkouts
+
+
+def test_a_token_costs_one_connection_and_no_round_trip_of_its_own(
+    engine: Engine, proxy: RoundTripProxy, seeded: Seeded
+) -> None:
+    app, checkouts = _app(engine)
+    client = app.test_client()
+    client.get("/settings", headers=bearer(seeded.tokens["acme/ci"]))  # connect, verify the role
+    checkouts.clear()
+    proxy.reset()
+    answer = client.get("/settings", headers=bearer(seeded.tokens["acme/ci"]))
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["slug"] == "acme"
+    assert body["user"] is not None
+    # The database binds exactly what the request acts for; the user was bound
+    # by the token's own statement, not by a rebinding round trip.
+    assert (body["bound_tenant"], body["bound_user"]) == (str(seeded.tenants["acme"]), str(body["user"]))
+    assert len(checkouts) == 1
+    # BEGIN + binding, the token (binding its user), the tenant, the user, the settings, ROLLBACK.
+    assert proxy.round_trips == 6
+
+
+def test_a_token_that_does_not_hold_leaves_nothing_bound_to_the_tenant_it_names(engine: Engine, seeded: Seeded) -> None:
+    app, _ = _app(engine)
+    forged = f"rlst_{seeded.tenants['globex']}_{secrets.token_urlsafe(32)}"
+    answer = app.test_client().get("/settings", headers=bearer(forged))
+    assert answer.status_code == 401
+    assert answer.get_json() == {"reason": "unknown", "bound_tenant": None, "bound_user": None}
+
+
+def test_a_vanished_cookie_user_leaves_nothing_bound_either(engine: Engine, seeded: Seeded) -> None:
+    app, _ = _app(engine)
+    client = app.test_client()
+    with client.session_transaction() as cookie:
+        cookie["rls_tenancy"] = {"tenant_id": seeded.tenants["globex"], "user_id": 2**62}
+    answer = client.get("/settings")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert (body["slug"], body["user"]) == (None, None)  # anonymous: the cookie was forgotten
+    assert not body["bound_tenant"]
+    assert not body["bound_user"]
