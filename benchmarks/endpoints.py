@@ -37,7 +37,7 @@ MEMORY = Target("ratio", "<=", 1.10)
 
 
 def run(ctx: Context) -> Section:
-    seconds = {"smoke": 0.3, "quick": 1.0, "full": 2.0}[ctx.scale]
+    seconds = {"smoke": 0.3, "quick": 0.8, "full": 2.0}[ctx.scale]
     rounds = ctx.pick(1, 5, 15)
     section = Section(
         "End to end through Flask",

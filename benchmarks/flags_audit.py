@@ -160,7 +160,7 @@ def _tenants(bypass: UnsafeBypass, count: int) -> list[int]:
 
 def _audit(ctx: Context, section: Section, engine: Engine, bypass: UnsafeBypass, tenants: list[int]) -> None:
     seconds = {"smoke": 0.2, "quick": 0.75, "full": 1.5}[ctx.scale]
-    rounds = ctx.pick(1, 8, 16)
+    rounds = ctx.pick(1, 6, 16)
     acknowledged = {"audited": 0, "plain": 0}
     cases = [
         ("one tenant, 1 writer", [tenants[0]], ONE_TENANT),
