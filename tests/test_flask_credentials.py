@@ -9,11 +9,14 @@ import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import sessionmaker
 
 from rls_tenancy.errors import AuthenticationError
 from rls_tenancy.flask import Tenancy, get_current_tenant, get_current_user, state
+from rls_tenancy.models import TenancyBase
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
+from saas_demo.models import Base
 from saas_demo.seed import Seeded
 from tests.fix_flask import bearer
 
@@ -105,3 +108,18 @@ def test_a_vanished_cookie_user_leaves_nothing_bound_either(engine: Engine, seed
     assert (body["slug"], body["user"]) == (None, None)  # anonymous: the cookie was forgotten
     assert not body["bound_tenant"]
     assert not body["bound_user"]
+
+
+def test_a_session_bound_per_model_still_checks_tokens_in_its_transaction(engine: Engine, seeded: Seeded) -> None:
+    """A sessionmaker with ``binds`` only (no default bind) gets the lookup on the extension's engine."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    Tenancy(app, engine=engine, session=sessionmaker(binds={TenancyBase: engine, Base: engine}))
+
+    @app.get("/tenant")
+    def tenant() -> ResponseReturnValue:
+        found = get_current_tenant()
+        return jsonify(slug=None if found is None else found.slug)
+
+    answer = app.test_client().get("/tenant", headers=bearer(seeded.tokens["globex/ci"]))
+    assert (answer.status_code, answer.get_json()) == (200, {"slug": "globex"})

@@ -104,7 +104,10 @@ def _authenticate(engine: Engine, request_session: Session | None, claimed: int,
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return authenticate_parsed(connection, claimed, digest)
     return in_request_transaction(
-        request_session, lambda: authenticate_in_transaction(request_session.connection(), claimed, digest)
+        request_session,
+        lambda: authenticate_in_transaction(
+            request_session.connection(bind_arguments={"bind": engine}), claimed, digest
+        ),
     )
 
 
@@ -168,7 +171,7 @@ def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int
             return connection.scalar(select(User.id).where(User.id == user_id))
 
     def check() -> int | None:
-        connection = request_session.connection()
+        connection = request_session.connection(bind_arguments={"bind": engine})
         with as_tenant(tenant_id):
             found = connection.execute(select(User.id, user_setting_from(User.id)).where(User.id == user_id)).first()
         if found is None:
