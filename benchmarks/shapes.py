@@ -34,6 +34,7 @@ class Shape:
     batch: int = 20
     large: bool = False  # run as the large tenant rather than small ones
     weight: float = 1.0  # of the run's samples, for shapes much slower than the others
+    scans_tenant: bool = False  # its cost grows with the tenant's rows (a COUNT, a text search)
 
     def statement(self, dataset: Dataset, rls: bool, *, in_loop: bool = False) -> sql.Composed:
         """The query for a client (psycopg placeholders) or for :func:`measure`'s loop (``p->>name``)."""
@@ -98,6 +99,7 @@ SHAPES = (
         "SELECT count(*) FROM {items} WHERE tenant_id = {t}",
         _tenant,
         batch=5,
+        scans_tenant=True,
     ),
     Shape(
         "COUNT over the large tenant (10 % of rows)",
@@ -107,6 +109,7 @@ SHAPES = (
         batch=1,
         large=True,
         weight=0.3,
+        scans_tenant=True,
     ),
     Shape(
         "two-table join, LIMIT 20",
@@ -123,6 +126,7 @@ SHAPES = (
         "SELECT count(*) FROM {items} WHERE tenant_id = {t} AND title ILIKE {pattern}",
         _pattern,
         batch=5,
+        scans_tenant=True,
     ),
 )
 
