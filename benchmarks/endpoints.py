@@ -52,7 +52,7 @@ def run(ctx: Context) -> Section:
         finally:
             app_engine.dispose()
             bypass_engine.dispose()
-        _grant_baseline(db.superuser_url, str(db.bypass_url.username))
+        grant_baseline(db.superuser_url, str(db.bypass_url.username))
         tokens = [seeded.tokens["acme/ci"], seeded.tokens["globex/ci"]]
         tenancy = Served(create_app, db.app_url, db.bypass_url)
         baseline = Served(create_baseline_app, db.bypass_url)
@@ -76,7 +76,7 @@ def run(ctx: Context) -> Section:
     return section
 
 
-def _grant_baseline(superuser_url: URL, role: str) -> None:
+def grant_baseline(superuser_url: URL, role: str) -> None:
     """The baseline's event table (beside the audit log) and what its role needs."""
     with connect(superuser_url) as conn:
         conn.execute(

@@ -67,6 +67,7 @@ def create_baseline_app(database_url: str | URL) -> Flask:
     app = Flask("baseline")
     engine = create_engine(database_url, pool_size=10, max_overflow=20)
     sessions = scoped_session(sessionmaker(engine))
+    app.extensions["baseline_engine"] = engine  # for whoever serves it in process to dispose of
 
     def identity(scope: str) -> tuple[int, int | None, Session]:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")

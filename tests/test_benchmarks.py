@@ -54,6 +54,7 @@ def test_every_section_reports_with_the_run_described(report: str) -> None:
         "Growth",
         "Round trips per transaction",
         "End to end through Flask",
+        "CPU per request, in process",
         "Feature flags",
     ):
         assert f"## {title}" in report
