@@ -28,8 +28,9 @@ from benchmarks.endpoints_baseline import create_baseline_app
 from benchmarks.harness import Row, Section, Target, percentile
 from benchmarks.load import Load, Served, run_load
 from rls_tenancy import UnsafeBypass, bind_engine
+from rls_tenancy.testing import TenancyDatabase
 from saas_demo.app import create_app
-from saas_demo.seed import seed
+from saas_demo.seed import Seeded, seed
 
 THROUGHPUT = Target("ratio", ">=", 0.95)
 P99 = Target("added", "<=", 1.0, "ms")
@@ -45,14 +46,7 @@ def run(ctx: Context) -> Section:
         + f" {rounds} rounds of {seconds} s per app and setting.",
     )
     with ctx.demo_database() as db:
-        app_engine = bind_engine(create_engine(db.app_url))
-        bypass_engine = create_engine(db.bypass_url)
-        try:
-            seeded = seed(app_engine, UnsafeBypass(bypass_engine))
-        finally:
-            app_engine.dispose()
-            bypass_engine.dispose()
-        grant_baseline(db.superuser_url, str(db.bypass_url.username))
+        seeded = prepare(db)
         tokens = [seeded.tokens["acme/ci"], seeded.tokens["globex/ci"]]
         tenancy = Served(create_app, db.app_url, db.bypass_url)
         baseline = Served(create_baseline_app, db.bypass_url)
@@ -76,7 +70,20 @@ def run(ctx: Context) -> Section:
     return section
 
 
-def grant_baseline(superuser_url: URL, role: str) -> None:
+def prepare(db: TenancyDatabase) -> Seeded:
+    """The demo's tenants, users and tokens in ``db``, and what the baseline app needs there."""
+    app_engine = bind_engine(create_engine(db.app_url))
+    bypass_engine = create_engine(db.bypass_url)
+    try:
+        seeded = seed(app_engine, UnsafeBypass(bypass_engine))
+    finally:
+        app_engine.dispose()
+        bypass_engine.dispose()
+    _grant_baseline(db.superuser_url, str(db.bypass_url.username))
+    return seeded
+
+
+def _grant_baseline(superuser_url: URL, role: str) -> None:
     """The baseline's event table (beside the audit log) and what its role needs."""
     with connect(superuser_url) as conn:
         conn.execute(

@@ -18,15 +18,12 @@ import time
 from collections.abc import Callable
 
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine
 
 from benchmarks.context import Context
-from benchmarks.endpoints import grant_baseline
+from benchmarks.endpoints import prepare
 from benchmarks.endpoints_baseline import create_baseline_app
 from benchmarks.harness import Row, Section
-from rls_tenancy import UnsafeBypass, bind_engine
 from saas_demo.app import create_app
-from saas_demo.seed import seed
 
 Request = Callable[[FlaskClient], None]
 
@@ -38,14 +35,7 @@ def run(ctx: Context) -> Section:
         __doc__.split("\n\n", 1)[1].replace("\n", " ").strip() + f" {requests} requests per app and method.",
     )
     with ctx.demo_database() as db:
-        app_engine = bind_engine(create_engine(db.app_url))
-        bypass_engine = create_engine(db.bypass_url)
-        try:
-            token = seed(app_engine, UnsafeBypass(bypass_engine)).tokens["acme/ci"]
-        finally:
-            app_engine.dispose()
-            bypass_engine.dispose()
-        grant_baseline(db.superuser_url, str(db.bypass_url.username))
+        token = prepare(db).tokens["acme/ci"]
         tenancy = create_app(db.app_url, db.bypass_url)
         baseline = create_baseline_app(db.bypass_url)
         headers = {"Authorization": f"Bearer {token}"}

@@ -24,6 +24,7 @@ from rls_tenancy.models import TenancyBase
 from rls_tenancy.testing import empty_database, tenancy_database
 from saas_demo.models import Base
 from tests.conftest import DEMO_ALEMBIC_INI
+from tests.test_sql import POLICY_CONDITION
 
 ROOT = Path(__file__).parent.parent
 
@@ -299,23 +300,33 @@ def test_new_revisions_go_on_the_apps_branch_not_the_librarys(empty_db: URL, tmp
     assert "op.enable_tenant_isolation('notes')" in Path(first.path).read_text()
 
 
+OLD_SPELLING = (
+    "ALTER POLICY tenant_isolation ON legacy USING (tenant_id = rls_tenancy.current_tenant_id()) "
+    "WITH CHECK (tenant_id = rls_tenancy.current_tenant_id())"
+)
+WIDENED_BY_HAND = (
+    "ALTER POLICY tenant_isolation ON widened USING (tenant_id = rls_tenancy.current_tenant_id() OR true) "
+    "WITH CHECK (tenant_id = rls_tenancy.current_tenant_id())"
+)
+
+
 def test_0005_respells_old_tenant_policies_and_leaves_others_alone(empty_db: URL) -> None:
     roles = RoleNames(owner="respell_owner", app="respell_app", bypass="respell_admin")
     upgrade(empty_db, roles=roles, revision="rls_tenancy_0004")
     engine = create_engine(empty_db)
-    old = "tenant_id = rls_tenancy.current_tenant_id()"
     policies = text(
         "SELECT polrelid::regclass::text, pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid) "
         "FROM pg_policy WHERE polname = 'tenant_isolation' AND polrelid::regclass::text IN ('legacy', 'widened')"
     )
     try:
         with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE legacy (id bigint PRIMARY KEY, tenant_id bigint NOT NULL)"))
+            conn.execute(text("CREATE TABLE widened (id bigint PRIMARY KEY, tenant_id bigint NOT NULL)"))
             for table in ("legacy", "widened"):
-                conn.execute(text(f"CREATE TABLE {table} (id bigint PRIMARY KEY, tenant_id bigint NOT NULL)"))
                 conn.execute(text("SELECT rls_tenancy.enable_tenant_isolation(CAST(:t AS regclass))"), {"t": table})
             # As rls_tenancy_0004 wrote it, and a policy someone widened by hand.
-            conn.execute(text(f"ALTER POLICY tenant_isolation ON legacy USING ({old}) WITH CHECK ({old})"))
-            conn.execute(text(f"ALTER POLICY tenant_isolation ON widened USING ({old} OR true) WITH CHECK ({old})"))
+            conn.execute(text(OLD_SPELLING))
+            conn.execute(text(WIDENED_BY_HAND))
             before = {row[0]: row[1:] for row in conn.execute(policies)}
         upgrade(empty_db, roles=roles)
         with engine.connect() as conn:
@@ -323,6 +334,5 @@ def test_0005_respells_old_tenant_policies_and_leaves_others_alone(empty_db: URL
     finally:
         engine.dispose()
     assert before["legacy"] == ("(tenant_id = rls_tenancy.current_tenant_id())",) * 2
-    new = "(tenant_id = (NULLIF(current_setting('app.current_tenant'::text, true), ''::text))::bigint)"
-    assert after["legacy"] == (new, new)
+    assert after["legacy"] == (POLICY_CONDITION, POLICY_CONDITION)
     assert after["widened"] == before["widened"]  # not the library's condition: left for the doctor to report

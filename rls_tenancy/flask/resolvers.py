@@ -103,27 +103,36 @@ def _authenticate(engine: Engine, request_session: Session | None, claimed: int,
         # instead of three (BEGIN, the lookup, ROLLBACK).
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return authenticate_parsed(connection, claimed, digest)
-    return in_request_transaction(
+    identity = _in_request_transaction(
         request_session,
         lambda: authenticate_in_transaction(
             request_session.connection(bind_arguments={"bind": engine}), claimed, digest
         ),
     )
+    assert identity is not None  # a token that does not hold raises
+    return identity
 
 
-def in_request_transaction(request_session: Session, check: Callable[[], _T]) -> _T:
+def _in_request_transaction(request_session: Session, check: Callable[[], _T | None]) -> _T | None:
     """Run ``check``, which binds ``request_session``'s new transaction to a claimed tenant.
 
-    Should ``check`` find the claim false (any exception), the transaction
-    is rolled back before anything else can run in it as that tenant: an
-    error handler of the app's own, say.
+    Should ``check`` find the claim false (it raises, or answers None), the
+    transaction is rolled back before anything else can run in it as that
+    tenant: an error handler of the app's own, say.
     """
     try:
-        return check()
+        found = check()
     except Exception:
-        with contextlib.suppress(exc.DBAPIError):  # the connection is gone: nothing is left bound
-            request_session.rollback()
+        _roll_back(request_session)
         raise
+    if found is None:
+        _roll_back(request_session)
+    return found
+
+
+def _roll_back(request_session: Session) -> None:
+    with contextlib.suppress(exc.DBAPIError):  # the connection is gone: nothing is left bound
+        request_session.rollback()
 
 
 def _reject(engine: Engine, error: AuthenticationError, claimed_tenant: int | None) -> NoReturn:
@@ -146,7 +155,6 @@ def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = 
     Session, as for :func:`token_resolver`) the check is the first statement
     of the request's transaction and binds the user as it finds them.
     """
-    session_source = session
 
     def resolve(request: Request) -> Resolution | None:
         stored: Any = cookie.get(SESSION_KEY)
@@ -156,8 +164,7 @@ def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = 
         if not (is_row_id(tenant_id) and is_row_id(user_id)):
             cookie.pop(SESSION_KEY, None)
             return None
-        exists = _user_exists(engine, None if session_source is None else session_source(), tenant_id, user_id)
-        if exists is None:
+        if not _user_exists(engine, None if session is None else session(), tenant_id, user_id):
             cookie.pop(SESSION_KEY, None)
             return None
         return Resolution(tenant_id, user_id, None, source="session")
@@ -165,28 +172,21 @@ def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = 
     return resolve
 
 
-def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int, user_id: int) -> int | None:
+def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int, user_id: int) -> bool:
     if request_session is None or request_session.in_transaction():
         with as_tenant(tenant_id), engine.connect() as connection:
-            return connection.scalar(select(User.id).where(User.id == user_id))
+            return connection.scalar(select(User.id).where(User.id == user_id)) is not None
 
     def check() -> int | None:
         connection = request_session.connection(bind_arguments={"bind": engine})
         with as_tenant(tenant_id):
             found = connection.execute(select(User.id, user_setting_from(User.id)).where(User.id == user_id)).first()
         if found is None:
-            raise _NoSuchUser
+            return None
         adopt_user(connection, user_id)
         return user_id
 
-    try:
-        return in_request_transaction(request_session, check)
-    except _NoSuchUser:
-        return None
-
-
-class _NoSuchUser(Exception):
-    """The cookie's user is gone (rolls the request's transaction back, see in_request_transaction)."""
+    return _in_request_transaction(request_session, check) is not None
 
 
 def subdomain_resolver(engine: Engine, parent_domain: str) -> Resolver:
