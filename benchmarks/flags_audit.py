@@ -58,6 +58,21 @@ PLAIN_TABLE = (
 )
 PLAIN_INSERT = text("INSERT INTO public.bench_plain_audit (action, message, data) VALUES (:action, :message, :data)")
 
+# The same two writes on the server alone: 200 transactions of one event each,
+# in one DO block (a client's own work, the same for both, left out). The
+# tenant comes from the session setting bench.tenant.
+SERVER_EVENTS = 200
+SERVER_PLAIN = """DO $$ BEGIN FOR n IN 1..200 LOOP
+    PERFORM set_config('app.current_tenant', current_setting('bench.tenant'), true);
+    INSERT INTO public.bench_plain_audit (action, message, data) VALUES ('bench.server', 'a plain event', '{"n": 1}');
+    COMMIT;
+END LOOP; END $$"""
+SERVER_AUDITED = """DO $$ BEGIN FOR n IN 1..200 LOOP
+    PERFORM set_config('app.current_tenant', current_setting('bench.tenant'), true);
+    PERFORM rls_tenancy.log_event('bench.server', 'an audited event', '{"n": 1}');
+    COMMIT;
+END LOOP; END $$"""
+
 
 def run(ctx: Context) -> Section:
     section = Section("Feature flags and the audit log", __doc__.split("\n\n", 1)[1].replace("\n", " ").strip())
@@ -71,6 +86,7 @@ def run(ctx: Context) -> Section:
             with connect(db.superuser_url) as conn:
                 conn.execute(PLAIN_TABLE)
             tenants = _tenants(bypass, WRITERS)
+            _audit_on_the_server(ctx, section, db.app_url, tenants[0])
             _audit(ctx, section, app_engine, bypass, tenants)
         finally:
             app_engine.dispose()
@@ -197,6 +213,34 @@ def _audit(ctx: Context, section: Section, engine: Engine, bypass: UnsafeBypass,
             note if broken else "",
         )
     )
+
+
+def _audit_on_the_server(ctx: Context, section: Section, app_url: URL, tenant: int) -> None:
+    """Server time per committed event, as the application role: what the chain costs PostgreSQL."""
+    times: dict[str, list[float]] = {"plain": [], "audited": []}
+    with connect(app_url) as conn:
+        conn.execute("SELECT set_config('bench.tenant', %s, false)", (str(tenant),))
+        for block in (SERVER_PLAIN, SERVER_AUDITED):  # warm: plans cached, chain head created
+            conn.execute(block)
+        for number in range(ctx.pick(2, 8, 20)):
+            order = ["plain", "audited"] if number % 2 == 0 else ["audited", "plain"]
+            for kind in order:
+                started = time.perf_counter()
+                conn.execute(SERVER_PLAIN if kind == "plain" else SERVER_AUDITED)
+                times[kind].append((time.perf_counter() - started) / SERVER_EVENTS * 1e6)
+    paired = statistics.median(a / p for p, a in zip(times["plain"], times["audited"], strict=True))
+    section.add(
+        Row(
+            "server time per committed event (DO loop), one tenant",
+            statistics.median(times["plain"]),
+            statistics.median(times["audited"]),
+            "µs",
+            None,
+            "not judged: what PostgreSQL spends; a client adds its own work to both",
+            paired_ratio=paired,
+        )
+    )
+    ctx.log(f"audit on the server: ratio {paired:.2f}")
 
 
 def _audited(session: Session, number: int) -> None:

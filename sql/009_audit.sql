@@ -61,13 +61,18 @@ CREATE TABLE IF NOT EXISTS rls_tenancy.audit_log (
     seq        bigint,
     prev_hash  bytea,
     hash       bytea,
-    CONSTRAINT audit_log_action_format CHECK (action ~ '^[a-z][a-z0-9_.:-]{0,63}$'),
-    CONSTRAINT audit_log_message_length CHECK (pg_catalog.length(message) <= 4000),
-    CONSTRAINT audit_log_data_object CHECK (pg_catalog.jsonb_typeof(data) = 'object'),
-    CONSTRAINT audit_log_request_id_format CHECK (request_id ~ '^[!-~]{1,128}$'),
     CONSTRAINT audit_log_user_needs_tenant CHECK (user_id IS NULL OR tenant_id IS NOT NULL),
     CONSTRAINT audit_log_sealed CHECK ((seq IS NULL) = (hash IS NULL))
 ) WITH (fillfactor = 90);  -- room for the seal to be a HOT update
+-- What an event may hold is checked once, when it is inserted (audit_log_stamp
+-- below): its content never changes afterwards, and a CHECK constraint would
+-- be evaluated again by the seal's UPDATE. Installs before rls_tenancy_0006
+-- had these as constraints.
+ALTER TABLE rls_tenancy.audit_log
+    DROP CONSTRAINT IF EXISTS audit_log_action_format,
+    DROP CONSTRAINT IF EXISTS audit_log_message_length,
+    DROP CONSTRAINT IF EXISTS audit_log_data_object,
+    DROP CONSTRAINT IF EXISTS audit_log_request_id_format;
 CREATE INDEX IF NOT EXISTS audit_log_tenant_id_id_idx ON rls_tenancy.audit_log (tenant_id, id);
 COMMENT ON TABLE rls_tenancy.audit_log IS
     'Security audit events, append-only, one hash chain per tenant; written only through log_event().';
@@ -134,13 +139,40 @@ RETURN pg_catalog.sha256(
 COMMENT ON FUNCTION rls_tenancy.audit_event_hash(bigint, bigint, bigint, bigint, text, text, text, inet, text, jsonb, timestamptz, bytea) IS
     'SHA-256 of an audit event''s canonical encoding (rls_tenancy.audit.v1), chained through prev_hash.';
 
--- Whatever an INSERT says, the server decides the time and leaves the event unsealed.
+-- Every INSERT, log_event's or the owner's own: what the event holds is
+-- checked here, once, and whatever the INSERT says, the server decides the
+-- time and leaves the event unsealed.
 CREATE OR REPLACE FUNCTION rls_tenancy.audit_log_stamp()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    IF NEW.action IS NULL OR NEW.action !~ '^[a-z][a-z0-9_.:-]{0,63}$' THEN
+        RAISE EXCEPTION 'rls_tenancy: invalid audit action %', pg_catalog.quote_nullable(pg_catalog.left(NEW.action, 80))
+            USING ERRCODE = '22023',
+                  HINT = 'An action is 1 to 64 characters: lower-case letters, digits, "_", ".", ":" or "-", starting with a letter.';
+    END IF;
+    IF pg_catalog.length(NEW.message) > 4000 THEN
+        RAISE EXCEPTION 'rls_tenancy: audit message too long (% characters, at most 4000)', pg_catalog.length(NEW.message)
+            USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.jsonb_typeof(NEW.data) <> 'object' THEN
+        RAISE EXCEPTION 'rls_tenancy: audit data must be a JSON object, not %', pg_catalog.jsonb_typeof(NEW.data)
+            USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.octet_length(NEW.data::text) > 16384 THEN
+        RAISE EXCEPTION 'rls_tenancy: audit data too large (% bytes as JSON, at most 16384)', pg_catalog.octet_length(NEW.data::text)
+            USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.masklen(NEW.ip) <> (CASE pg_catalog.family(NEW.ip) WHEN 4 THEN 32 ELSE 128 END) THEN
+        RAISE EXCEPTION 'rls_tenancy: audit ip must be one host address, not the network %', NEW.ip
+            USING ERRCODE = '22023';
+    END IF;
+    IF NEW.request_id !~ '^[!-~]{1,128}$' THEN
+        RAISE EXCEPTION 'rls_tenancy: invalid audit request id'
+            USING ERRCODE = '22023', HINT = 'A request id is 1 to 128 printable ASCII characters without spaces.';
+    END IF;
     NEW.created_at := pg_catalog.clock_timestamp();
     NEW.seq := NULL;
     NEW.prev_hash := NULL;
@@ -149,23 +181,14 @@ BEGIN
 END
 $fn$;
 
--- Append-only. The one UPDATE let through is the seal: an unsealed event (one
--- not yet committed, so visible only to its own transaction) gets its chain
--- fields, and nothing else changes.
+-- Append-only: every UPDATE, DELETE and TRUNCATE that reaches this is refused.
+-- The triggers below let one UPDATE through without calling it: the seal.
 CREATE OR REPLACE FUNCTION rls_tenancy.audit_log_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    IF TG_OP = 'UPDATE' AND OLD.hash IS NULL AND NEW.hash IS NOT NULL
-       AND (NEW.id, NEW.tenant_id, NEW.user_id, NEW.db_role, NEW.action, NEW.message,
-            NEW.ip, NEW.request_id, NEW.data, NEW.created_at)
-           IS NOT DISTINCT FROM
-           (OLD.id, OLD.tenant_id, OLD.user_id, OLD.db_role, OLD.action, OLD.message,
-            OLD.ip, OLD.request_id, OLD.data, OLD.created_at) THEN
-        RETURN NEW;
-    END IF;
     RAISE EXCEPTION 'rls_tenancy: the audit log is append-only; % refused', TG_OP
         USING ERRCODE = '42501',
               HINT = 'Old events are removed only by rls_tenancy.purge_audit_log(retention).';
@@ -173,6 +196,10 @@ END
 $fn$;
 
 -- Seal one event at commit: next seq of its chain, link to the chain's head.
+-- One statement: the head locked, the hash computed once, the event and the
+-- head written (each statement a trigger runs starts an executor of its own).
+-- Under READ COMMITTED, a concurrent seal of the same chain makes FOR UPDATE
+-- wait and then read the head that seal left.
 CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -182,45 +209,56 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     chain_key bigint := coalesce(NEW.tenant_id, 0);
-    head_seq  bigint;
-    head_hash bytea;
-    sealed    bytea;
+    sealed    bigint;
 BEGIN
-    SELECT h.seq, h.hash INTO head_seq, head_hash
-      FROM rls_tenancy.audit_chain_heads h WHERE h.chain = chain_key FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO rls_tenancy.audit_chain_heads (chain) VALUES (chain_key) ON CONFLICT DO NOTHING;
-        SELECT h.seq, h.hash INTO head_seq, head_hash
-          FROM rls_tenancy.audit_chain_heads h WHERE h.chain = chain_key FOR UPDATE;
-        IF NOT FOUND THEN  -- created by a concurrent transaction this snapshot cannot see
-            RAISE EXCEPTION 'rls_tenancy: audit chain % was started concurrently; retry the transaction', chain_key
-                USING ERRCODE = '40001';
+    FOR attempt IN 1..2 LOOP
+        WITH head AS (
+            SELECT h.seq + 1 AS seq, h.hash AS prev_hash
+              FROM rls_tenancy.audit_chain_heads h WHERE h.chain = chain_key FOR UPDATE
+        ), link AS (
+            SELECT head.seq, head.prev_hash,
+                   rls_tenancy.audit_event_hash(
+                       NEW.id, NEW.tenant_id, head.seq, NEW.user_id, NEW.db_role, NEW.action, NEW.message,
+                       NEW.ip, NEW.request_id, NEW.data, NEW.created_at, head.prev_hash) AS hash
+              FROM head
+        ), event AS (
+            UPDATE rls_tenancy.audit_log l SET seq = link.seq, prev_hash = link.prev_hash, hash = link.hash
+              FROM link WHERE l.id = NEW.id
+            RETURNING l.seq, l.hash
+        )
+        UPDATE rls_tenancy.audit_chain_heads h SET seq = event.seq, hash = event.hash, last_id = NEW.id
+          FROM event WHERE h.chain = chain_key;
+        GET DIAGNOSTICS sealed = ROW_COUNT;
+        IF sealed = 1 THEN
+            RETURN NULL;
         END IF;
-    END IF;
-    sealed := rls_tenancy.audit_event_hash(
-        NEW.id, NEW.tenant_id, head_seq + 1, NEW.user_id, NEW.db_role, NEW.action, NEW.message,
-        NEW.ip, NEW.request_id, NEW.data, NEW.created_at, head_hash);
-    UPDATE rls_tenancy.audit_log l SET seq = head_seq + 1, prev_hash = head_hash, hash = sealed WHERE l.id = NEW.id;
-    UPDATE rls_tenancy.audit_chain_heads h SET seq = head_seq + 1, hash = sealed, last_id = NEW.id
-     WHERE h.chain = chain_key;
-    RETURN NULL;
+        -- The chain's first event: start its head, then seal again.
+        INSERT INTO rls_tenancy.audit_chain_heads (chain) VALUES (chain_key) ON CONFLICT DO NOTHING;
+    END LOOP;
+    -- Its head was created by a concurrent transaction this snapshot cannot see.
+    RAISE EXCEPTION 'rls_tenancy: audit chain % was started concurrently; retry the transaction', chain_key
+        USING ERRCODE = '40001';
 END
 $fn$;
 
 DROP TRIGGER IF EXISTS audit_log_stamp ON rls_tenancy.audit_log;
 CREATE TRIGGER audit_log_stamp BEFORE INSERT ON rls_tenancy.audit_log
     FOR EACH ROW EXECUTE FUNCTION rls_tenancy.audit_log_stamp();
+-- The one UPDATE let through is the seal: it fills the chain fields of an
+-- event not yet sealed (so not yet committed, visible only to its own
+-- transaction). An UPDATE naming any other column is refused whatever its
+-- rows (audit_log_content_fixed: the server skips it for an UPDATE that does
+-- not name them, at no cost per row); one that leaves an event unsealed, or
+-- touches a sealed one, is refused by audit_log_append_only's WHEN condition.
+DROP TRIGGER IF EXISTS audit_log_content_fixed ON rls_tenancy.audit_log;
+CREATE TRIGGER audit_log_content_fixed
+    BEFORE UPDATE OF id, tenant_id, user_id, db_role, action, message, ip, request_id, data, created_at
+    ON rls_tenancy.audit_log
+    FOR EACH ROW EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
 DROP TRIGGER IF EXISTS audit_log_append_only ON rls_tenancy.audit_log;
--- The one UPDATE allowed (the seal) passes the WHEN condition without a
--- PL/pgSQL call; any other reaches the function, which refuses it.
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON rls_tenancy.audit_log
     FOR EACH ROW
-    WHEN (NOT (OLD.hash IS NULL AND NEW.hash IS NOT NULL
-               AND (NEW.id, NEW.tenant_id, NEW.user_id, NEW.db_role, NEW.action, NEW.message,
-                    NEW.ip, NEW.request_id, NEW.data, NEW.created_at)
-                   IS NOT DISTINCT FROM
-                   (OLD.id, OLD.tenant_id, OLD.user_id, OLD.db_role, OLD.action, OLD.message,
-                    OLD.ip, OLD.request_id, OLD.data, OLD.created_at)))
+    WHEN (OLD.hash IS NOT NULL OR NEW.hash IS NULL)
     EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
 DROP TRIGGER IF EXISTS audit_log_no_delete ON rls_tenancy.audit_log;
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON rls_tenancy.audit_log
@@ -247,46 +285,25 @@ DECLARE
     actor  bigint := rls_tenancy.current_user_id();
     logged bigint;
 BEGIN
-    IF action IS NULL OR action !~ '^[a-z][a-z0-9_.:-]{0,63}$' THEN
-        RAISE EXCEPTION 'rls_tenancy: invalid audit action %', pg_catalog.quote_nullable(pg_catalog.left(action, 80))
-            USING ERRCODE = '22023',
-                  HINT = 'An action is 1 to 64 characters: lower-case letters, digits, "_", ".", ":" or "-", starting with a letter.';
-    END IF;
-    IF pg_catalog.length(message) > 4000 THEN
-        RAISE EXCEPTION 'rls_tenancy: audit message too long (% characters, at most 4000)', pg_catalog.length(message)
-            USING ERRCODE = '22023';
-    END IF;
-    IF data IS NOT NULL AND pg_catalog.jsonb_typeof(data) <> 'object' THEN
-        RAISE EXCEPTION 'rls_tenancy: audit data must be a JSON object, not %', pg_catalog.jsonb_typeof(data)
-            USING ERRCODE = '22023';
-    END IF;
-    IF pg_catalog.octet_length(data::text) > 16384 THEN
-        RAISE EXCEPTION 'rls_tenancy: audit data too large (% bytes as JSON, at most 16384)', pg_catalog.octet_length(data::text)
-            USING ERRCODE = '22023';
-    END IF;
-    IF ip IS NOT NULL AND pg_catalog.masklen(ip) <> (CASE pg_catalog.family(ip) WHEN 4 THEN 32 ELSE 128 END) THEN
-        RAISE EXCEPTION 'rls_tenancy: audit ip must be one host address, not the network %', ip
-            USING ERRCODE = '22023';
-    END IF;
-    IF request_id IS NOT NULL AND request_id !~ '^[!-~]{1,128}$' THEN
-        RAISE EXCEPTION 'rls_tenancy: invalid audit request id'
-            USING ERRCODE = '22023', HINT = 'A request id is 1 to 128 printable ASCII characters without spaces.';
-    END IF;
-    IF tenant IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rls_tenancy.tenants t WHERE t.id = tenant) THEN
-        RAISE EXCEPTION 'rls_tenancy: the bound tenant % does not exist', tenant USING ERRCODE = '42501';
-    END IF;
+    -- What the event holds is checked by the INSERT's trigger (audit_log_stamp).
     IF actor IS NOT NULL AND tenant IS NULL THEN
         RAISE EXCEPTION 'rls_tenancy: a user (%) is bound without a tenant', actor USING ERRCODE = '42501';
     END IF;
-    -- users is under row level security (FORCE): as the owner, this sees the bound tenant's users only.
-    IF actor IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rls_tenancy.users u WHERE u.id = actor AND u.tenant_id = tenant) THEN
-        RAISE EXCEPTION 'rls_tenancy: the bound user % is not a user of tenant %', actor, tenant USING ERRCODE = '42501';
-    END IF;
+    -- The bound tenant and user must exist, checked in the INSERT itself. users is
+    -- under row level security (FORCE): as the owner, this sees the bound tenant's users only.
     INSERT INTO rls_tenancy.audit_log AS l (tenant_id, user_id, db_role, action, message, ip, request_id, data)
-    VALUES (tenant, actor, session_user, log_event.action, log_event.message, log_event.ip,
-            log_event.request_id, coalesce(log_event.data, '{}'))
+    SELECT tenant, actor, session_user, log_event.action, log_event.message, log_event.ip,
+           log_event.request_id, coalesce(log_event.data, '{}')
+     WHERE (tenant IS NULL OR EXISTS (SELECT 1 FROM rls_tenancy.tenants t WHERE t.id = tenant))
+       AND (actor IS NULL OR EXISTS (SELECT 1 FROM rls_tenancy.users u WHERE u.id = actor AND u.tenant_id = tenant))
     RETURNING l.id INTO logged;
-    RETURN logged;
+    IF logged IS NOT NULL THEN
+        RETURN logged;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM rls_tenancy.tenants t WHERE t.id = tenant) THEN
+        RAISE EXCEPTION 'rls_tenancy: the bound tenant % does not exist', tenant USING ERRCODE = '42501';
+    END IF;
+    RAISE EXCEPTION 'rls_tenancy: the bound user % is not a user of tenant %', actor, tenant USING ERRCODE = '42501';
 END
 $fn$;
 COMMENT ON FUNCTION rls_tenancy.log_event(text, text, jsonb, inet, text) IS

@@ -17,6 +17,7 @@ sabotage proves nothing and fails the run.
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import threading
@@ -233,3 +234,10 @@ def unforced_database(rls_postgres_url: URL) -> Iterator[TenancyDatabase]:
         finally:
             engine.dispose()
         yield database
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_garbage_per_module() -> Iterator[None]:
+    """Collect garbage as each module ends, so an unclosed connection is reported in the module that leaked it."""
+    yield
+    gc.collect()

@@ -59,10 +59,12 @@ LOG_EVENT = text(
 LAST_ID = text("SELECT coalesce(max(id), 0) FROM rls_tenancy.audit_log")
 WRITTEN_SINCE = text("SELECT count(*) FROM rls_tenancy.audit_log WHERE id > :id")
 DISABLE_APPEND_ONLY = text(
-    "ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only, DISABLE TRIGGER audit_log_no_delete"
+    "ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only,"
+    " DISABLE TRIGGER audit_log_content_fixed, DISABLE TRIGGER audit_log_no_delete"
 )
 ENABLE_APPEND_ONLY = text(
-    "ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_append_only, ENABLE TRIGGER audit_log_no_delete"
+    "ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_append_only,"
+    " ENABLE TRIGGER audit_log_content_fixed, ENABLE TRIGGER audit_log_no_delete"
 )
 
 # --- helpers -----------------------------------------------------------------------------------------------------
@@ -374,6 +376,69 @@ def test_insert_cannot_choose_the_time_or_the_chain_fields(
             conn.rollback()
     assert before <= stamped.created_at <= after
     assert (stamped.seq, stamped.prev_hash, stamped.hash) == (None, None, None)
+
+
+# Updates of an event its own transaction has not sealed yet: the owner's
+# functions run in that transaction, so the triggers refuse these too.
+UNSEALED_REFUSED = {
+    "content-and-seal": "UPDATE rls_tenancy.audit_log SET message = 'x', seq = 1, hash = '\\x01' WHERE id = :id",
+    "tenant-and-seal": "UPDATE rls_tenancy.audit_log SET tenant_id = tenant_id, seq = 1, hash = '\\x01' WHERE id = :id",
+    "content-only": "UPDATE rls_tenancy.audit_log SET message = 'rewritten' WHERE id = :id",
+    "seq-without-hash": "UPDATE rls_tenancy.audit_log SET seq = 1 WHERE id = :id",
+}
+
+
+@pytest.mark.parametrize("update", sorted(UNSEALED_REFUSED))
+def test_owner_cannot_change_an_event_before_it_is_sealed(
+    superuser_engine: Engine, db: TenancyDatabase, world: World, update: str
+) -> None:
+    """The one UPDATE allowed sets the chain fields and nothing else, sealed or not."""
+    with superuser_engine.connect() as conn:
+        conn.begin()
+        try:
+            conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
+            event_id = conn.execute(LOG_EVENT, {**_VALID}).scalar_one()
+            conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.owner))
+            with pytest.raises(DBAPIError) as caught:
+                conn.execute(text(UNSEALED_REFUSED[update]), {"id": event_id})
+            _refused_with(caught, "42501", "append-only", "UPDATE")
+        finally:
+            conn.rollback()
+
+
+# A direct INSERT by the owner is checked as log_event's is (by the same trigger).
+OWNER_INSERT_REFUSED: dict[str, dict[str, object]] = {
+    "action-upper-case": {"action": "Auth.Login"},
+    "action-null": {"action": None},
+    "message-4001-chars": {"message": "m" * 4001},
+    "data-array": {"data": "[1, 2]"},
+    "data-16385-bytes": {"data": json.dumps({"k": "x" * 16376})},
+    "ip-network": {"ip": "10.0.0.0/8"},
+    "request-id-with-space": {"request_id": "req 1"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(OWNER_INSERT_REFUSED))
+def test_owner_insert_is_checked_like_log_event(
+    superuser_engine: Engine, db: TenancyDatabase, world: World, case: str
+) -> None:
+    values = {**_VALID, "data": "{}", **OWNER_INSERT_REFUSED[case], "t": world.a}
+    with superuser_engine.connect() as conn:
+        conn.begin()
+        try:
+            conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.owner))
+            with pytest.raises(DBAPIError) as caught:
+                conn.execute(
+                    text(
+                        "INSERT INTO rls_tenancy.audit_log (tenant_id, db_role, action, message, data, ip, request_id) "
+                        "VALUES (:t, session_user, :action, :message, CAST(:data AS jsonb), CAST(:ip AS inet), "
+                        ":request_id)"
+                    ),
+                    values,
+                )
+            assert _refused_with(caught, "22023").startswith("rls_tenancy: ")
+        finally:
+            conn.rollback()
 
 
 def test_db_role_is_the_login_role_not_the_current_one(

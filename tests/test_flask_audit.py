@@ -677,7 +677,7 @@ def spare_db(rls_postgres_url: URL, rls_alembic_config: Config) -> Iterator[Tena
 
 
 REWRITE = [
-    "ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only",
+    "ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_append_only, DISABLE TRIGGER audit_log_content_fixed",
     "UPDATE rls_tenancy.audit_log SET message = 'rewritten' WHERE id = :id",
     """UPDATE rls_tenancy.audit_log l
           SET hash = rls_tenancy.audit_event_hash(l.id, l.tenant_id, l.seq, l.user_id, l.db_role, l.action,
@@ -685,7 +685,7 @@ REWRITE = [
         WHERE id = :id AND :consistent""",
     """UPDATE rls_tenancy.audit_chain_heads h SET hash = l.hash
          FROM rls_tenancy.audit_log l WHERE l.id = :id AND h.chain = l.tenant_id AND :consistent""",
-    "ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_append_only",
+    "ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_append_only, ENABLE TRIGGER audit_log_content_fixed",
 ]
 
 

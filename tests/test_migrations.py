@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from alembic import command
@@ -14,6 +16,7 @@ from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from psycopg import sql
 from sqlalchemy import BigInteger, Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, text
 from sqlalchemy.engine import URL
 
@@ -295,7 +298,7 @@ def test_new_revisions_go_on_the_apps_branch_not_the_librarys(empty_db: URL, tmp
     scripts = ScriptDirectory.from_config(config)
     second = scripts.get_revision("app@head")
     first = scripts.get_revision(str(second.down_revision))
-    assert (first.down_revision, first.branch_labels, first.dependencies) == (None, {"app"}, "rls_tenancy_0005")
+    assert (first.down_revision, first.branch_labels, first.dependencies) == (None, {"app"}, "rls_tenancy_0006")
     assert Path(first.path).parent == Path(second.path).parent == tmp_path / "versions"
     assert "op.enable_tenant_isolation('notes')" in Path(first.path).read_text()
 
@@ -336,3 +339,63 @@ def test_0005_respells_old_tenant_policies_and_leaves_others_alone(empty_db: URL
     assert before["legacy"] == ("(tenant_id = rls_tenancy.current_tenant_id())",) * 2
     assert after["legacy"] == (POLICY_CONDITION, POLICY_CONDITION)
     assert after["widened"] == before["widened"]  # not the library's condition: left for the doctor to report
+
+
+AUDIT_CHECKS = text(
+    "SELECT conname FROM pg_constraint WHERE conrelid = 'rls_tenancy.audit_log'::regclass AND contype = 'c' "
+    "ORDER BY conname"
+)
+LOG_TWO_EVENTS = (
+    "BEGIN; SELECT set_config('app.current_tenant', '1', true); SELECT rls_tenancy.log_event('test.migrated'); COMMIT;"
+    "BEGIN; SELECT set_config('app.current_tenant', '1', true); SELECT rls_tenancy.log_event('test.migrated'); COMMIT;"
+)
+
+
+def _revision_0006() -> ModuleType:
+    path = versions_path() / "rls_tenancy_0006_audit_checked_once.py"
+    spec = importlib.util.spec_from_file_location("rls_tenancy_0006", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_0006_checks_events_once_and_chains_continue_across_it(empty_db: URL) -> None:
+    """Events sealed before and after the upgrade form one intact chain; the downgrade restores the constraints."""
+    roles = RoleNames(owner="checks_owner", app="checks_app", bypass="checks_admin")
+    upgrade(empty_db, roles=roles, revision="rls_tenancy_0005")
+    engine = create_engine(empty_db, isolation_level="AUTOCOMMIT")
+    chains = text("SELECT tenant_id, events, problem FROM rls_tenancy.verify_audit_chains()")
+    try:
+        with engine.connect() as conn:
+            # The scripts are today's: put back the constraints rls_tenancy_0005's table had.
+            for name, condition in _revision_0006().CHECKS.items():
+                statement = sql.SQL("ALTER TABLE rls_tenancy.audit_log ADD CONSTRAINT {} CHECK ({})")
+                conn.exec_driver_sql(statement.format(sql.Identifier(name), sql.SQL(condition)).as_string(None))
+            conn.execute(text("INSERT INTO rls_tenancy.tenants (id, slug, name) VALUES (1, 'one', 'One')"))
+            conn.exec_driver_sql(LOG_TWO_EVENTS)
+            before = list(conn.execute(AUDIT_CHECKS).scalars())
+        upgrade(empty_db, roles=roles)
+        with engine.connect() as conn:
+            conn.exec_driver_sql(LOG_TWO_EVENTS)
+            after = list(conn.execute(AUDIT_CHECKS).scalars())
+            upgraded_chains = conn.execute(chains).all()
+        downgrade(empty_db, roles=roles, revision="rls_tenancy_0005")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(LOG_TWO_EVENTS)
+            downgraded = list(conn.execute(AUDIT_CHECKS).scalars())
+            downgraded_chains = conn.execute(chains).all()
+    finally:
+        engine.dispose()
+    content_checks = [
+        "audit_log_action_format",
+        "audit_log_data_object",
+        "audit_log_message_length",
+        "audit_log_request_id_format",
+    ]
+    kept = ["audit_log_sealed", "audit_log_user_needs_tenant"]
+    assert before == sorted(content_checks + kept)
+    assert after == kept
+    assert downgraded == before
+    assert [tuple(row) for row in upgraded_chains] == [(1, 4, None)]
+    assert [tuple(row) for row in downgraded_chains] == [(1, 6, None)]
