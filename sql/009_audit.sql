@@ -109,8 +109,9 @@ $policy$;
 CREATE OR REPLACE FUNCTION rls_tenancy.audit_field(value bytea)
 RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN value IS NULL THEN pg_catalog.int4send(-1)
-            ELSE pg_catalog.int4send(pg_catalog.octet_length(value)) || value END;
+-- value appears twice, not three times: the seal inlines this for twelve
+-- fields, and each copy of an argument is executor state built per event.
+RETURN coalesce(pg_catalog.int4send(pg_catalog.octet_length(value)) || value, '\xffffffff'::bytea);  -- -1 for NULL
 COMMENT ON FUNCTION rls_tenancy.audit_field(bytea) IS
     'One field of an audit event''s canonical encoding: 4-byte length (-1 for NULL), then the bytes.';
 
