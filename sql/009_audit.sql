@@ -64,15 +64,9 @@ CREATE TABLE IF NOT EXISTS rls_tenancy.audit_log (
     CONSTRAINT audit_log_user_needs_tenant CHECK (user_id IS NULL OR tenant_id IS NOT NULL),
     CONSTRAINT audit_log_sealed CHECK ((seq IS NULL) = (hash IS NULL))
 ) WITH (fillfactor = 90);  -- room for the seal to be a HOT update
--- What an event may hold is checked once, when it is inserted (audit_log_stamp
--- below): its content never changes afterwards, and a CHECK constraint would
--- be evaluated again by the seal's UPDATE. Installs before rls_tenancy_0006
--- had these as constraints.
-ALTER TABLE rls_tenancy.audit_log
-    DROP CONSTRAINT IF EXISTS audit_log_action_format,
-    DROP CONSTRAINT IF EXISTS audit_log_message_length,
-    DROP CONSTRAINT IF EXISTS audit_log_data_object,
-    DROP CONSTRAINT IF EXISTS audit_log_request_id_format;
+-- What an event may hold is checked once, by the INSERT trigger
+-- (audit_log_stamp below): its content never changes afterwards, and CHECK
+-- constraints would be evaluated again by the seal's UPDATE.
 CREATE INDEX IF NOT EXISTS audit_log_tenant_id_id_idx ON rls_tenancy.audit_log (tenant_id, id);
 COMMENT ON TABLE rls_tenancy.audit_log IS
     'Security audit events, append-only, one hash chain per tenant; written only through log_event().';

@@ -97,6 +97,19 @@ def _written_since(engine: Engine, last_id: int) -> int:
         return int(conn.execute(WRITTEN_SINCE, {"id": last_id}).scalar_one())
 
 
+@contextlib.contextmanager
+def _rolled_back(superuser_engine: Engine, role: str | None = None) -> Iterator[Connection]:
+    """A superuser's connection in a transaction rolled back afterwards, as ``role`` when given."""
+    with superuser_engine.connect() as conn:
+        conn.begin()
+        try:
+            if role is not None:
+                conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", role))
+            yield conn
+        finally:
+            conn.rollback()
+
+
 def _add_user(app_engine: Engine, tenant_id: int) -> int:
     """A user of ``tenant_id``, created as the application role."""
     with as_tenant(tenant_id), app_engine.begin() as conn:
@@ -306,18 +319,12 @@ def test_triggers_refuse_changes_even_to_superusers(
     superuser_engine: Engine, db: TenancyDatabase, world: World, logged: Logged, who: str, action: str
 ) -> None:
     event_id = logged.ids[world.a][0]
-    with superuser_engine.connect() as conn:
-        conn.begin()
-        try:
-            if who == "owner":
-                conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.owner))
-            with pytest.raises(DBAPIError) as caught:
-                result = conn.execute(text(OWNER_REFUSED[action]), {"id": event_id})
-                pytest.fail(f"{action} as {who} went through ({result.rowcount} rows)")
-            message = _refused_with(caught, "42501", "append-only")
-            assert action.partition("-")[0].upper() in message
-        finally:
-            conn.rollback()
+    with _rolled_back(superuser_engine, db.roles.owner if who == "owner" else None) as conn:
+        with pytest.raises(DBAPIError) as caught:
+            result = conn.execute(text(OWNER_REFUSED[action]), {"id": event_id})
+            pytest.fail(f"{action} as {who} went through ({result.rowcount} rows)")
+        message = _refused_with(caught, "42501", "append-only")
+        assert action.partition("-")[0].upper() in message
 
 
 # --- 3. tenant, user, time and writer come from the server, not from the caller ----------------------------------
@@ -356,24 +363,18 @@ def test_insert_cannot_choose_the_time_or_the_chain_fields(
     superuser_engine: Engine, db: TenancyDatabase, world: World, who: str
 ) -> None:
     """Even a direct INSERT by the owner is stamped with the server's clock and left unsealed."""
-    with superuser_engine.connect() as conn:
-        conn.begin()
-        try:
-            if who == "owner":
-                conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.owner))
-            before = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
-            stamped = conn.execute(
-                text(
-                    "INSERT INTO rls_tenancy.audit_log "
-                    "(tenant_id, db_role, action, created_at, seq, prev_hash, hash) "
-                    "VALUES (:t, 'forged', 'forged.event', '2001-01-01', 1, '\\x00', '\\x01') "
-                    "RETURNING created_at, seq, prev_hash, hash"
-                ),
-                {"t": world.a},
-            ).one()
-            after = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
-        finally:
-            conn.rollback()
+    with _rolled_back(superuser_engine, db.roles.owner if who == "owner" else None) as conn:
+        before = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+        stamped = conn.execute(
+            text(
+                "INSERT INTO rls_tenancy.audit_log "
+                "(tenant_id, db_role, action, created_at, seq, prev_hash, hash) "
+                "VALUES (:t, 'forged', 'forged.event', '2001-01-01', 1, '\\x00', '\\x01') "
+                "RETURNING created_at, seq, prev_hash, hash"
+            ),
+            {"t": world.a},
+        ).one()
+        after = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
     assert before <= stamped.created_at <= after
     assert (stamped.seq, stamped.prev_hash, stamped.hash) == (None, None, None)
 
@@ -393,52 +394,12 @@ def test_owner_cannot_change_an_event_before_it_is_sealed(
     superuser_engine: Engine, db: TenancyDatabase, world: World, update: str
 ) -> None:
     """The one UPDATE allowed sets the chain fields and nothing else, sealed or not."""
-    with superuser_engine.connect() as conn:
-        conn.begin()
-        try:
-            conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
-            event_id = conn.execute(LOG_EVENT, {**_VALID}).scalar_one()
-            conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.owner))
-            with pytest.raises(DBAPIError) as caught:
-                conn.execute(text(UNSEALED_REFUSED[update]), {"id": event_id})
-            _refused_with(caught, "42501", "append-only", "UPDATE")
-        finally:
-            conn.rollback()
-
-
-# A direct INSERT by the owner is checked as log_event's is (by the same trigger).
-OWNER_INSERT_REFUSED: dict[str, dict[str, object]] = {
-    "action-upper-case": {"action": "Auth.Login"},
-    "action-null": {"action": None},
-    "message-4001-chars": {"message": "m" * 4001},
-    "data-array": {"data": "[1, 2]"},
-    "data-16385-bytes": {"data": json.dumps({"k": "x" * 16376})},
-    "ip-network": {"ip": "10.0.0.0/8"},
-    "request-id-with-space": {"request_id": "req 1"},
-}
-
-
-@pytest.mark.parametrize("case", sorted(OWNER_INSERT_REFUSED))
-def test_owner_insert_is_checked_like_log_event(
-    superuser_engine: Engine, db: TenancyDatabase, world: World, case: str
-) -> None:
-    values = {**_VALID, "data": "{}", **OWNER_INSERT_REFUSED[case], "t": world.a}
-    with superuser_engine.connect() as conn:
-        conn.begin()
-        try:
-            conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.owner))
-            with pytest.raises(DBAPIError) as caught:
-                conn.execute(
-                    text(
-                        "INSERT INTO rls_tenancy.audit_log (tenant_id, db_role, action, message, data, ip, request_id) "
-                        "VALUES (:t, session_user, :action, :message, CAST(:data AS jsonb), CAST(:ip AS inet), "
-                        ":request_id)"
-                    ),
-                    values,
-                )
-            assert _refused_with(caught, "22023").startswith("rls_tenancy: ")
-        finally:
-            conn.rollback()
+    with _rolled_back(superuser_engine, db.roles.owner) as conn:
+        conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
+        event_id = conn.execute(LOG_EVENT, {**_VALID}).scalar_one()
+        with pytest.raises(DBAPIError) as caught:
+            conn.execute(text(UNSEALED_REFUSED[update]), {"id": event_id})
+        _refused_with(caught, "42501", "append-only", "UPDATE")
 
 
 def test_db_role_is_the_login_role_not_the_current_one(
@@ -561,6 +522,23 @@ def test_log_event_refuses_bad_input_in_sql(app_engine: Engine, bypass_engine: E
         message = _refused_with(caught, "22023")
         assert message.startswith("rls_tenancy: ")
     assert _written_since(bypass_engine, last) == 0
+
+
+@pytest.mark.parametrize("case", sorted(SQL_BAD_INPUT))
+def test_owner_insert_is_checked_like_log_event(
+    superuser_engine: Engine, db: TenancyDatabase, world: World, case: str
+) -> None:
+    """The INSERT trigger does the checking, so a direct INSERT by the owner meets it too."""
+    values = {**_VALID, "data": "{}", **SQL_BAD_INPUT[case], "t": world.a}
+    with _rolled_back(superuser_engine, db.roles.owner) as conn, pytest.raises(DBAPIError) as caught:
+        conn.execute(
+            text(
+                "INSERT INTO rls_tenancy.audit_log (tenant_id, db_role, action, message, data, ip, request_id) "
+                "VALUES (:t, session_user, :action, :message, CAST(:data AS jsonb), CAST(:ip AS inet), :request_id)"
+            ),
+            values,
+        )
+    assert _refused_with(caught, "22023").startswith("rls_tenancy: ")
 
 
 def test_log_event_accepts_input_at_the_limits(app_engine: Engine, world: World) -> None:

@@ -41,6 +41,8 @@ CHECKS = {
 
 def upgrade() -> None:
     install("009_audit.sql")
+    for name in CHECKS:  # absent when rls_tenancy_0002 ran today's 009_audit.sql
+        op.drop_constraint(name, "audit_log", schema="rls_tenancy", if_exists=True)
 
 
 def downgrade() -> None:
