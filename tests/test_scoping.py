@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine, delete, func, select, text, union_all, update
+from sqlalchemy import Engine, delete, exc, func, select, text, union_all, update
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
+from sqlalchemy.orm import exc as orm_exc
 
 from rls_tenancy import NoTenantError, Tenant, TenantMismatchError, TenantQuery, as_tenant, scope_sessions
 from rls_tenancy.bypass import UnsafeBypass
+from rls_tenancy.scoping import _CRITERIA, TENANT_PARAMETER
 from saas_demo.models import Project, Task
 from tests.conftest import World
 
@@ -92,6 +94,40 @@ def test_orm_bulk_update_and_delete_are_scoped(orm_only: sessionmaker[OrmOnlySes
         assert session.execute(update(Task).values(title=Task.title)).rowcount == len(world.tasks[world.a])  # type: ignore[attr-defined]
         victim = world.project_ids[world.b][0]
         assert session.execute(delete(Task).where(Task.project_id == victim)).rowcount == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.orm
+def test_a_caller_cannot_choose_the_tenant_the_orm_filter_uses(
+    orm_only: sessionmaker[OrmOnlySession], world: World
+) -> None:
+    # The filter's tenant is a parameter of the statement; one passed in by name is replaced.
+    with as_tenant(world.a), orm_only() as session:
+        given = {TENANT_PARAMETER: world.b}
+        assert set(session.scalars(select(Project.name), given)) == world.projects[world.a]
+        assert {p.name for p in session.query(Project).params(given)} == world.projects[world.a]
+
+
+def test_the_orm_filter_without_its_tenant_fails_rather_than_running_unfiltered(
+    superuser_engine: Engine, world: World
+) -> None:
+    statement = select(Project.name).options(_CRITERIA)
+    with Session(superuser_engine) as session:  # not scoped: nothing supplies the tenant
+        with pytest.raises(exc.StatementError, match=TENANT_PARAMETER):
+            session.scalars(statement).all()
+        assert set(session.scalars(statement, {TENANT_PARAMETER: world.b})) == world.projects[world.b]
+
+
+def test_bulk_update_by_primary_key_cannot_reach_another_tenant(
+    scoped_factory: sessionmaker[Session], world: World
+) -> None:
+    # Loader criteria do not apply to it: row level security alone stops it, and nothing is written.
+    mine, theirs = world.project_ids[world.a][0], world.project_ids[world.b][0]
+    with as_tenant(world.a), scoped_factory() as session:
+        rows = [{"id": mine, "name": "bulk mine"}, {"id": theirs, "name": "bulk theirs"}]
+        with pytest.raises(orm_exc.StaleDataError):
+            session.execute(update(Project), rows)
+        session.rollback()
+        assert not set(session.scalars(select(Project.name))) & {"bulk mine", "bulk theirs"}
 
 
 NO_TENANT_STATEMENTS: dict[str, Callable[[Session], object]] = {
