@@ -15,6 +15,7 @@ a transaction of its own, for events that must outlive a failed request
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import json
 import re
@@ -285,11 +286,16 @@ def _check_ip(ip: object) -> str | None:
     if ip is None:
         return None
     try:
-        address = ipaddress.ip_address(ip if isinstance(ip, str) else str(ip))
+        return normal_ip(ip if isinstance(ip, str) else str(ip))
     except ValueError:
         raise UsageError(f"{ip!r} is not an IP address") from None
-    # PostgreSQL's inet has no IPv6 zone ("fe80::1%eth0"); the address is what matters.
-    return str(address).partition("%")[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def normal_ip(text: str) -> str:
+    """``text`` as PostgreSQL's inet will store it, or ValueError; cached, as clients come back."""
+    # inet has no IPv6 zone ("fe80::1%eth0"); the address is what matters.
+    return str(ipaddress.ip_address(text)).partition("%")[0]
 
 
 def _check_request_id(request_id: object) -> str | None:

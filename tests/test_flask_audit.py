@@ -407,6 +407,31 @@ def test_malformed_request_id_is_replaced(
     assert (found.action, str(found.ip)) == ("auth.token_rejected", LOCALHOST)
 
 
+@pytest.mark.parametrize(
+    ("remote", "stored"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:DB8:0:0::1", "2001:db8::1"),  # written as inet writes it
+        ("fe80::1%eth0", "fe80::1"),  # a zone is not part of the address
+        ("/run/app.sock", None),  # a unix socket's path: no address
+        ("", None),
+    ],
+)
+def test_the_client_address_is_stored_with_each_event(
+    client: FlaskClient, bypass_engine: Engine, remote: str, stored: str | None
+) -> None:
+    request_id = new_request_id()
+    for _ in range(2):  # the second time from the cache of parsed addresses
+        answer = client.get(
+            "/api/me",
+            headers=with_id(request_id, {"Authorization": "Bearer forged"}),
+            environ_base={"REMOTE_ADDR": remote},
+        )
+        assert answer.status_code == 401
+    found = events(bypass_engine, AuditEvent.request_id == request_id)
+    assert [None if event.ip is None else str(event.ip) for event in found] == [stored, stored]
+
+
 def test_every_request_gets_its_own_generated_id(client: FlaskClient) -> None:
     first, second = client.get("/api/plans"), client.get("/api/plans")
     assert first.status_code == second.status_code == 200

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import ipaddress
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from flask import Flask, Response, current_app, has_request_context, request
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from rls_tenancy.audit import REQUEST_ID_PATTERN, log_security_event, set_event_origin
+from rls_tenancy.audit import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
 from rls_tenancy.binding import bind_engine
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import Acting, enter_request_tenant, leave_request_tenant
@@ -311,7 +310,7 @@ def _begin_request() -> None:
 
 def _client_ip() -> str | None:
     try:
-        return str(ipaddress.ip_address(request.remote_addr or "")).partition("%")[0]
+        return normal_ip(request.remote_addr or "")
     except ValueError:  # no address, or a unix socket's path
         return None
 
