@@ -9,6 +9,7 @@ this layer were bypassed, PostgreSQL still enforces the policy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy import BigInteger, Connection, Table, bindparam, event
@@ -69,7 +70,9 @@ def _scope_statement(state: ORMExecuteState) -> None:
     if not state.is_orm_statement or state.execution_options.get(UNCONSTRAINED):
         return  # a Core statement (a Table, a function) gets no ORM criteria: only RLS applies
     state.statement = state.statement.options(_CRITERIA)
-    state.parameters = _with_tenant(state.parameters, tenant_id)
+    given = state.parameters
+    if given is None or isinstance(given, Mapping):  # a list is bulk UPDATE by primary key: no criteria reach it
+        state.parameters = {**(given or {}), TENANT_PARAMETER: tenant_id}
 
 
 #: The criteria's value, passed with each statement's parameters. The name
@@ -87,15 +90,6 @@ _TENANT = bindparam(TENANT_PARAMETER, type_=BigInteger())
 _CRITERIA: LoaderCriteriaOption = with_loader_criteria(
     TenantBoundMixin, lambda cls: cls.tenant_id == _TENANT, include_aliases=True
 )
-
-
-def _with_tenant(parameters: Any, tenant_id: int) -> Any:
-    """``parameters`` (none, a mapping, or a list of them for executemany) plus the tenant."""
-    if parameters is None:
-        return {TENANT_PARAMETER: tenant_id}
-    if isinstance(parameters, list | tuple):
-        return [{**each, TENANT_PARAMETER: tenant_id} for each in parameters]
-    return {**parameters, TENANT_PARAMETER: tenant_id}
 
 
 def _mentions_tenant_table(statement: Executable) -> bool:
