@@ -13,10 +13,14 @@ string, which the policies read as "no rows". A user changed mid-transaction
 
 The binding costs no round trip of its own: it goes out with the
 transaction's ``BEGIN`` in one libpq pipeline sync (:mod:`rls_tenancy._begin`),
-on sync and asyncio engines alike. It is done in ``before_cursor_execute``
-rather than in the ``begin`` event, which SQLAlchemy runs before it has set up
-its error handling: a failure there (a dropped connection, say) would leave
-the Connection half-begun.
+on sync and asyncio engines alike.
+
+The hook is a dialect event (``do_execute`` and its two siblings), not a
+connection event: any connection event listener makes SQLAlchemy dispatch
+every event of every statement and transaction, about 50 µs of CPU per
+transaction. The first statement of each SQLAlchemy transaction binds; the
+transaction object the binding was made for is kept with it, so a binding
+never passes for a later transaction's.
 
 Changing the tenant in context while a transaction is open raises
 :class:`~rls_tenancy.TenantChangedError` before the next statement runs,
@@ -26,12 +30,13 @@ first tenant, and a silent switch would mix them with the second.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
 from sqlalchemy import Connection, Engine, SQLColumnExpression, Text, event, func, literal, true
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.engine.interfaces import DBAPICursor
+from sqlalchemy.engine import ExecutionContext, RootTransaction
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
@@ -56,9 +61,12 @@ _BIND_TEMPLATE = (
 _BIND = _BIND_TEMPLATE.format("%s", "%s")  # psycopg's placeholders
 _BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2").encode()  # libpq's, for the pipeline
 _REBIND_USER = "SELECT pg_catalog.set_config('app.current_user_id', %s, true)"
+#: conn.info: (the transaction bound, tenant id, user id). A weak reference:
+#: the info belongs to the pooled connection, and a strong one would keep a
+#: Connection abandoned mid-request (and so its pooled connection) alive in
+#: a reference cycle, instead of returning it to the pool when dropped.
 _BOUND = "rls_tenancy.bound_tenant"
-_PENDING = object()  # a transaction has begun; no statement has run yet
-_UNBOUND = object()  # no transaction seen beginning
+_Binding = tuple["weakref.ref[RootTransaction]", int | None, int | None]
 
 _E = TypeVar("_E", Engine, "AsyncEngine")
 
@@ -66,8 +74,10 @@ _E = TypeVar("_E", Engine, "AsyncEngine")
 def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
     """Bind the tenant in context to every transaction ``engine`` runs.
 
-    With ``verify_role`` (the default), each new connection first checks that
-    its login role cannot escape row level security, and raises
+    The hook is on the engine's dialect, which engines derived with
+    ``execution_options()`` share: they are bound too. With ``verify_role``
+    (the default), each new connection first checks that its login role
+    cannot escape row level security, and raises
     :class:`~rls_tenancy.InsecureRoleError` if it can. Idempotent; returns
     ``engine``.
     """
@@ -77,12 +87,11 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
             f"rls_tenancy binds PostgreSQL engines using psycopg 3 "
             f"(postgresql+psycopg://...), not {sync.dialect.name}+{sync.dialect.driver}"
         )
-    if not event.contains(sync, "begin", _mark_pending):
-        for begins in ("begin", "begin_twophase"):
-            event.listen(sync, begins, _mark_pending)
-        for ends in ("commit", "rollback", "commit_twophase", "rollback_twophase"):
-            event.listen(sync, ends, _forget)
-        event.listen(sync, "before_cursor_execute", _bind_or_check)
+    if not is_bound(sync):
+        # insert=True: bound before any other listener of the dialect sees the statement.
+        event.listen(sync.dialect, "do_execute", _on_execute, insert=True)
+        event.listen(sync.dialect, "do_executemany", _on_execute, insert=True)
+        event.listen(sync.dialect, "do_execute_no_params", _on_execute_no_params, insert=True)
         if verify_role:
             event.listen(sync, "connect", verify_app_role)
     return engine
@@ -90,7 +99,7 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
 
 def is_bound(engine: Engine) -> bool:
     """Whether :func:`bind_engine` was applied to ``engine``."""
-    return event.contains(engine, "before_cursor_execute", _bind_or_check)
+    return event.contains(engine.dialect, "do_execute", _on_execute)
 
 
 def user_setting_from(user_id: SQLColumnExpression[Any]) -> ColumnElement[Any]:
@@ -110,46 +119,43 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     ``user_id``: the next statement's check then finds the binding matching
     a context acting for that user, and rebinds nothing.
     """
-    bound = conn.info.get(_BOUND, _UNBOUND)
-    if not isinstance(bound, tuple):
+    bound = conn.info.get(_BOUND)
+    if bound is None or bound[0]() is not conn.get_transaction():
         raise UsageError("adopt_user() needs a transaction already bound to a tenant")
-    conn.info[_BOUND] = (bound[0], user_id)
+    conn.info[_BOUND] = (bound[0], bound[1], user_id)
 
 
-def _mark_pending(conn: Connection, *_: object) -> None:
-    conn.info[_BOUND] = _PENDING
+def _on_execute(_cursor: object, _statement: str, _parameters: object, context: ExecutionContext) -> None:
+    _bind_or_check(context.root_connection)
 
 
-def _forget(conn: Connection, *_: object) -> None:
-    # conn.info outlives the transaction (it belongs to the pooled
-    # connection); a stale value must never pass for a binding. An
-    # invalidated connection is discarded with its info.
-    if not conn.invalidated:
-        conn.info.pop(_BOUND, None)
+def _on_execute_no_params(_cursor: object, _statement: str, context: ExecutionContext) -> None:
+    _bind_or_check(context.root_connection)
 
 
-def _bind_or_check(
-    conn: Connection,
-    _cursor: DBAPICursor,
-    _statement: str,
-    _parameters: Any,
-    _context: Any,
-    _executemany: bool,
-) -> None:
-    bound = conn.info.get(_BOUND, _UNBOUND)
+def _bind_or_check(conn: Connection) -> None:
+    try:
+        info = conn.info
+    except NotImplementedError:  # the dialect's first-connect checks: version, schema; no pool entry
+        return
+    bound: _Binding | None = info.get(_BOUND)
     current = acting()
-    if bound is _PENDING:
+    transaction = conn.get_transaction()
+    if transaction is None or bound is None or bound[0]() is not transaction:
+        # This transaction's first statement (the pooled connection's info
+        # may still hold an earlier transaction's binding: never trusted).
         _bind(conn, _BIND, current)
-        conn.info[_BOUND] = current
-    elif not isinstance(bound, tuple) or bound[0] != current[0]:
+        if transaction is not None:
+            info[_BOUND] = (weakref.ref(transaction), *current)
+    elif bound[1] != current[0]:
         raise TenantChangedError(
-            f"this transaction is bound to tenant {_describe(bound)} but the tenant "
-            f"in context is now {_describe(current)}; commit or roll back before "
+            f"this transaction is bound to tenant {_describe(bound[1])} but the tenant "
+            f"in context is now {_describe(current[0])}; commit or roll back before "
             "switching tenants, or use a separate Session"
         )
-    elif bound[1] != current[1]:
+    elif bound[2] != current[1]:
         _bind(conn, _REBIND_USER, current[1:])
-        conn.info[_BOUND] = current
+        info[_BOUND] = (bound[0], *current)
 
 
 def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None:
@@ -164,31 +170,28 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None
         return
     values = tuple("" if value is None else str(value) for value in ids)
     driver = conn.connection.driver_connection
-    if statement is _BIND and can_begin_with(driver):
-        wire = [value.encode() for value in values]
-        try:
+    try:
+        if statement is _BIND and can_begin_with(driver):
+            wire = [value.encode() for value in values]
             if isinstance(driver, psycopg.AsyncConnection):
                 await_only(begin_with_async(driver, _BIND_WIRE, wire))
             else:
                 begin_with(driver, _BIND_WIRE, wire)
-        except psycopg.Error as error:
-            raise _as_sqlalchemy_error(conn, error, statement, values) from error
-        return
-    cursor = raw.cursor()
-    try:
-        cursor.execute(statement, values)
+            return
+        cursor = raw.cursor()
+        try:
+            cursor.execute(statement, values)
+        finally:
+            cursor.close()
     except psycopg.Error as error:
         raise _as_sqlalchemy_error(conn, error, statement, values) from error
-    finally:
-        cursor.close()
 
 
 def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, statement: str, values: tuple[str, ...]) -> DBAPIError:
-    """The error SQLAlchemy would raise, with a dead connection invalidated.
+    """The error SQLAlchemy would raise for the binding statement, with a dead connection invalidated.
 
-    SQLAlchemy 2.0 runs ``before_cursor_execute`` outside its own error
-    handling, so this does what that handling would: invalidate the pooled
-    connection when the server is gone, and wrap the driver's error.
+    SQLAlchemy wraps only the driver's errors it sees; this one is reported
+    as the binding's, not as the statement that was about to run.
     """
     disconnect = conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, None)  # type: ignore[arg-type]
     if disconnect:
@@ -200,7 +203,5 @@ def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, statement: str,
     return wrapped
 
 
-def _describe(bound: object) -> str:
-    if not isinstance(bound, tuple):
-        return "(unknown: this transaction was not seen beginning; was the engine bound mid-transaction?)"
-    return "(none)" if bound[0] is None else str(bound[0])
+def _describe(tenant: int | None) -> str:
+    return "(none)" if tenant is None else str(tenant)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.engine import ExecutionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import sessionmaker
@@ -97,6 +99,61 @@ def test_session_commit_rebinds_on_the_next_transaction(pinned_engine: Engine, w
     assert _raw_setting(pinned_engine)[1] in ("", None)
 
 
+def test_a_transaction_begun_outside_sqlalchemy_is_still_bound(pinned_engine: Engine, world: World) -> None:
+    """The binding is kept per SQLAlchemy transaction: an earlier one's never passes for this one's."""
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        assert conn.execute(SETTING).scalar() == str(world.a)
+        conn.commit()
+        # The driver begins the next transaction itself (a COPY through the
+        # raw cursor, say), out of SQLAlchemy's sight.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("SELECT 1")
+        assert conn.execute(SETTING).scalar() == str(world.a)
+        assert set(conn.execute(select(Project.name)).scalars()) == world.projects[world.a]
+
+
+def test_an_engine_bound_mid_transaction_binds_its_next_statement(db: TenancyDatabase, world: World) -> None:
+    engine = create_engine(db.app_url, pool_size=1, max_overflow=0)
+    try:
+        with as_tenant(world.a), engine.connect() as conn:
+            assert conn.execute(SETTING).scalar() in ("", None)
+            bind_engine(engine)
+            assert conn.execute(SETTING).scalar() == str(world.a)
+    finally:
+        engine.dispose()
+
+
+def test_engines_derived_with_execution_options_are_bound(pinned_engine: Engine, world: World) -> None:
+    derived = pinned_engine.execution_options(isolation_level="REPEATABLE READ")
+    for tenant in (world.a, world.b):
+        with as_tenant(tenant), derived.connect() as conn:
+            assert conn.execute(text("SHOW transaction_isolation")).scalar() == "repeatable read"
+            assert set(conn.execute(select(Project.name)).scalars()) == world.projects[tenant]
+
+
+@pytest.mark.filterwarnings("ignore:The garbage collector is trying to clean up", "ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_abandoned_connection_returns_to_the_pool_when_collected(db: TenancyDatabase, world: World) -> None:
+    """What the binding keeps with the pooled connection must not keep an abandoned Connection alive.
+
+    A request whose teardown failed drops its Session mid-transaction; the
+    pool gets the connection back when the garbage collector finds it, which
+    it cannot if the pooled connection's own info still refers to it.
+    """
+    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0, pool_timeout=1))
+    try:
+        conn = engine.connect()
+        with as_tenant(world.a):
+            assert set(conn.execute(select(Project.name)).scalars()) == world.projects[world.a]
+        del conn
+        gc.collect()
+        with as_tenant(world.b), engine.connect() as again:  # a TimeoutError if it was not returned
+            assert set(again.execute(select(Project.name)).scalars()) == world.projects[world.b]
+    finally:
+        engine.dispose()
+
+
 def test_switching_tenant_inside_a_transaction_is_refused(pinned_engine: Engine, world: World) -> None:
     with as_tenant(world.a), pinned_engine.connect() as conn:
         conn.execute(SETTING)
@@ -120,20 +177,23 @@ def test_tenant_id_never_appears_in_query_text(pinned_engine: Engine, app_engine
     """pg_stat_activity shows every session's last statement to the same role."""
     seen: list[str] = []
 
-    def observe(conn: Connection, *_: object) -> None:
-        # Runs after the binding hook and before the statement is sent, so the
-        # backend's last statement is the binding itself.
+    def observe(_cursor: object, _statement: str, _parameters: object, context: ExecutionContext) -> None:
+        # A dialect listener after the binding hook (which goes first), before
+        # the statement is sent: the backend's last statement is the binding.
+        conn = context.root_connection
         pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
         with app_engine.connect() as observer:
             query = text("SELECT query FROM pg_stat_activity WHERE pid = :pid")
             seen.append(observer.execute(query, {"pid": pid}).scalar_one())
 
-    event.listen(pinned_engine, "before_cursor_execute", observe)
+    with pinned_engine.connect():  # the dialect's first-connect queries are not the subject
+        pass
+    event.listen(pinned_engine.dialect, "do_execute", observe)
     try:
         with as_tenant(world.a), pinned_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     finally:
-        event.remove(pinned_engine, "before_cursor_execute", observe)
+        event.remove(pinned_engine.dialect, "do_execute", observe)
     assert "set_config('app.current_tenant', $1, true)" in seen[0]
     assert str(world.a) not in seen[0]
 

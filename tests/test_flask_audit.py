@@ -809,6 +809,34 @@ def test_a_denial_needs_no_second_connection_of_the_request_pool(
     assert one_event(bypass_engine, request_id).action == "auth.scope_denied"
 
 
+def test_the_audit_pool_follows_the_app_engine_when_it_is_disposed(
+    one_connection_app: Flask, seeded: Seeded, bypass_engine: Engine
+) -> None:
+    """After ``engine.dispose()`` (at shutdown, or in a forked worker), no audit connection opened before it is reused."""
+    audit_engine = one_connection_app.extensions["rls_tenancy"].audit_engine
+
+    def audit_backend() -> int:
+        with audit_engine.connect() as conn:
+            return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    def denied() -> None:
+        request_id = new_request_id()
+        response = one_connection_app.test_client().get(
+            "/docs/plan", headers=with_id(request_id, bearer(seeded.tokens["globex/ci"]))
+        )
+        assert response.status_code == 403
+        assert one_event(bypass_engine, request_id).action == "auth.scope_denied"
+
+    denied()
+    before = audit_backend()
+    assert audit_backend() == before  # kept while the app's engine lives
+    one_connection_app.extensions["rls_tenancy"].engine.dispose()
+    after = audit_backend()
+    assert after != before
+    assert audit_backend() == after
+    denied()  # and events are still written
+
+
 def test_a_nul_in_the_path_is_still_a_recorded_403(
     one_connection_app: Flask, seeded: Seeded, bypass_engine: Engine
 ) -> None:
