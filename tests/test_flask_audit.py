@@ -812,7 +812,7 @@ def test_a_denial_needs_no_second_connection_of_the_request_pool(
 def test_the_audit_pool_follows_the_app_engine_when_it_is_disposed(
     one_connection_app: Flask, seeded: Seeded, bypass_engine: Engine
 ) -> None:
-    """After ``engine.dispose()`` (at shutdown, or in a forked worker), no audit connection opened before it is reused."""
+    """After ``engine.dispose()`` (at shutdown, in a forked worker), no audit connection opened before is reused."""
     audit_engine = one_connection_app.extensions["rls_tenancy"].audit_engine
 
     def audit_backend() -> int:
