@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -76,10 +77,15 @@ def test_a_failing_teardown_leaves_no_tenant_behind(engine: Engine, seeded: Seed
         raise RuntimeError("a teardown that fails")
 
     client = app.test_client()
-    for headers in (bearer(seeded.tokens["acme/ci"]), {}, {"Authorization": "Bearer rlst_1_bad"}):
-        with pytest.raises(RuntimeError, match="a teardown that fails"):
-            client.get("/whoami", headers=headers)
-        assert current_tenant_id() is None
+    gc.disable()  # the request's Session must be closed, not left for a cycle collection
+    try:
+        for headers in (bearer(seeded.tokens["acme/ci"]), {}, {"Authorization": "Bearer rlst_1_bad"}):
+            with pytest.raises(RuntimeError, match="a teardown that fails"):
+                client.get("/whoami", headers=headers)
+            assert current_tenant_id() is None
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        gc.enable()
     # The extension resolves first; the anonymous request after the failed
     # teardown sees no tenant; the bad token is refused before any hook runs.
     assert seen == [seeded.tenants["acme"], None]

@@ -29,6 +29,7 @@ from flask import Flask, Response, current_app, has_request_context, request
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry as PoolEntry
+from werkzeug.wsgi import ClosingIterator
 
 from rls_tenancy.audit import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
 from rls_tenancy.binding import bind_engine
@@ -295,9 +296,29 @@ def _request_session() -> Session:
 def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     @functools.wraps(wsgi_app)
     def run(environ: Any, start_response: Any) -> Any:
-        return contextvars.copy_context().run(wsgi_app, environ, start_response)
+        context = contextvars.copy_context()
+        try:
+            response = context.run(wsgi_app, environ, start_response)
+        except BaseException:
+            context.run(_close_abandoned_session, environ)
+            raise
+        # After the server has sent the whole response: a streamed one may use its session to the end.
+        return ClosingIterator(response, functools.partial(context.run, _close_abandoned_session, environ))
 
     return run
+
+
+def _close_abandoned_session(environ: Any) -> None:
+    """Close the request's Session when its teardown never ran (an app's teardown raised before it).
+
+    Left to the garbage collector, its connection would stay checked out, in
+    a transaction holding whatever locks the request took, until a cycle
+    collection happened to run.
+    """
+    current = environ.get(_REQUEST_KEY)
+    if isinstance(current, RequestState) and current.session is not None:
+        session, current.session = current.session, None
+        session.close()
 
 
 def _begin_request() -> None:
