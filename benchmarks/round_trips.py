@@ -68,8 +68,9 @@ def run(ctx: Context) -> Section:
 @contextmanager
 def _proxy_process(host: str, port: int, *, delay: float) -> Iterator[int]:
     """A delaying proxy in a process of its own; yields its port."""
-    ours, theirs = multiprocessing.get_context("spawn").Pipe()
-    process = multiprocessing.get_context("spawn").Process(target=_serve_proxy, args=(theirs, host, port, delay))
+    spawn = multiprocessing.get_context("spawn")
+    ours, theirs = spawn.Pipe()
+    process = spawn.Process(target=_serve_proxy, args=(theirs, host, port, delay))
     process.start()
     try:
         yield int(ours.recv())

@@ -37,7 +37,6 @@ import psycopg
 from sqlalchemy import Connection, Engine, SQLColumnExpression, Text, event, func, literal, true
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import ExecutionContext, RootTransaction
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
@@ -170,37 +169,20 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None
         return
     values = tuple("" if value is None else str(value) for value in ids)
     driver = conn.connection.driver_connection
+    # A driver error raised here is wrapped by SQLAlchemy's own handling (the
+    # dialect event runs inside it), which invalidates a dead connection.
+    if statement is _BIND and can_begin_with(driver):
+        wire = [value.encode() for value in values]
+        if isinstance(driver, psycopg.AsyncConnection):
+            await_only(begin_with_async(driver, _BIND_WIRE, wire))
+        else:
+            begin_with(driver, _BIND_WIRE, wire)
+        return
+    cursor = raw.cursor()
     try:
-        if statement is _BIND and can_begin_with(driver):
-            wire = [value.encode() for value in values]
-            if isinstance(driver, psycopg.AsyncConnection):
-                await_only(begin_with_async(driver, _BIND_WIRE, wire))
-            else:
-                begin_with(driver, _BIND_WIRE, wire)
-            return
-        cursor = raw.cursor()
-        try:
-            cursor.execute(statement, values)
-        finally:
-            cursor.close()
-    except psycopg.Error as error:
-        raise _as_sqlalchemy_error(conn, error, statement, values) from error
-
-
-def _as_sqlalchemy_error(conn: Connection, error: psycopg.Error, statement: str, values: tuple[str, ...]) -> DBAPIError:
-    """The error SQLAlchemy would raise for the binding statement, with a dead connection invalidated.
-
-    SQLAlchemy wraps only the driver's errors it sees; this one is reported
-    as the binding's, not as the statement that was about to run.
-    """
-    disconnect = conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, None)  # type: ignore[arg-type]
-    if disconnect:
-        conn.invalidate(error)
-    wrapped = DBAPIError.instance(
-        statement, values, error, psycopg.Error, connection_invalidated=disconnect, dialect=conn.dialect
-    )
-    assert isinstance(wrapped, DBAPIError)  # always, for a driver error
-    return wrapped
+        cursor.execute(statement, values)
+    finally:
+        cursor.close()
 
 
 def _describe(tenant: int | None) -> str:

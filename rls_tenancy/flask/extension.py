@@ -29,7 +29,6 @@ from flask import Flask, Response, current_app, has_request_context, request
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry as PoolEntry
-from werkzeug.wsgi import ClosingIterator
 
 from rls_tenancy.audit import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
 from rls_tenancy.binding import bind_engine
@@ -298,12 +297,12 @@ def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], An
     def run(environ: Any, start_response: Any) -> Any:
         context = contextvars.copy_context()
         try:
-            response = context.run(wsgi_app, environ, start_response)
+            return context.run(wsgi_app, environ, start_response)
         except BaseException:
+            # A teardown function that raises stops the rest (ours too) and
+            # leaves Flask's wsgi_app with that error: only then is a Session left.
             context.run(_close_abandoned_session, environ)
             raise
-        # After the server has sent the whole response: a streamed one may use its session to the end.
-        return ClosingIterator(response, functools.partial(context.run, _close_abandoned_session, environ))
 
     return run
 
