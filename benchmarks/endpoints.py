@@ -7,11 +7,13 @@ baseline (``benchmarks/endpoints_baseline.py``) does the same work by the
 same means (ORM, token function, user load, an event row per write) with
 explicit ``WHERE tenant_id`` as a role RLS does not apply to; what is left
 is what the library costs, the audit log's hash chain on writes included.
-Runs alternate between the apps in short rounds, so that a machine whose
-speed drifts (a shared one) slows both alike: the throughput ratio is the
-median of the rounds' ratios, each round's apps run back to back; p99 is
-over all of an app's requests together; memory is each server's peak over
-all of them.
+A machine whose speed drifts (a shared one) must slow both apps alike. So
+one client takes turns between the two apps request by request (only one
+request in flight, as with one client of either app; each app's throughput
+is its requests over the time they took), and 16 clients load each app in
+turn in short rounds, back to back. The throughput ratio is the median of
+the rounds' ratios; p99 is over all of an app's requests together; memory
+is each server's peak over all of them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from benchmarks.context import Context
 from benchmarks.dataset import connect
 from benchmarks.endpoints_baseline import create_baseline_app
 from benchmarks.harness import Row, Section, Target, percentile
-from benchmarks.load import Load, Served, run_load
+from benchmarks.load import Load, Served, run_alternating, run_load
 from rls_tenancy import UnsafeBypass, bind_engine
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.app import create_app
@@ -55,9 +57,18 @@ def run(ctx: Context) -> Section:
                 for clients in (1, 16):
                     runs: dict[str, list[Load]] = {"baseline": [], "tenancy": []}
                     for number in range(rounds):
-                        order = [("baseline", baseline), ("tenancy", tenancy)]
-                        for name, served in order if number % 2 == 0 else order[::-1]:
-                            runs[name].append(run_load(served.port, method, "/api/projects", tokens, clients, seconds))
+                        if clients == 1:
+                            ports = (baseline.port, tenancy.port)
+                            loads = run_alternating(ports, method, "/api/projects", tokens, 2 * seconds)
+                        else:
+                            order = [(0, baseline), (1, tenancy)]
+                            done = {
+                                index: run_load(served.port, method, "/api/projects", tokens, clients, seconds)
+                                for index, served in (order if number % 2 == 0 else order[::-1])
+                            }
+                            loads = (done[0], done[1])
+                        runs["baseline"].append(loads[0])
+                        runs["tenancy"].append(loads[1])
                     _rows(section, f"{label}, {clients} client{'s' if clients > 1 else ''}", runs)
                     ctx.log(f"{label}, {clients} clients done")
             base_rss, rls_rss = baseline.peak_rss_kib(), tenancy.peak_rss_kib()

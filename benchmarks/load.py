@@ -3,7 +3,9 @@
 Both apps run under the same server (werkzeug's threaded server, keep-alive)
 in separate processes, so neither shares an interpreter or a GIL with the
 other or with the client; the client is a third process of keep-alive
-``http.client`` threads.
+``http.client`` threads. :func:`run_load` loads one app with any number of
+clients; :func:`run_alternating` is one client taking turns between two apps,
+request by request, so that whatever slows the machine slows both alike.
 """
 
 from __future__ import annotations
@@ -84,6 +86,53 @@ def run_load(port: int, method: str, path: str, tokens: list[str], clients: int,
     result: Load = receiving.recv()
     process.join(30)
     return result
+
+
+def run_alternating(
+    ports: tuple[int, int], method: str, path: str, tokens: list[str], seconds: float
+) -> tuple[Load, Load]:
+    """One keep-alive client per app, taking turns for ``seconds``, in a process of its own.
+
+    Only one request is in flight at any time, as with one client of one
+    app; each app's throughput is its requests over the time they took.
+    """
+    receiving, sending = _SPAWN.Pipe(duplex=False)
+    process = _SPAWN.Process(target=_alternate, args=(ports, method, path, tokens, seconds, sending))
+    process.start()
+    result: tuple[Load, Load] = receiving.recv()
+    process.join(30)
+    return result
+
+
+def _alternate(
+    ports: tuple[int, int], method: str, path: str, tokens: list[str], seconds: float, out: Connection
+) -> None:
+    rng = random.Random(0)
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for port in ports]
+    latencies: tuple[list[float], list[float]] = ([], [])
+    failures: tuple[list[str], list[str]] = ([], [])
+    deadline = time.perf_counter() + seconds
+    turn = 0
+    while time.perf_counter() < deadline:
+        for which in (0, 1) if turn % 2 == 0 else (1, 0):  # ABBA: neither always goes first
+            body = json.dumps({"name": f"load {turn}"}) if method == "POST" else None
+            headers = {"Authorization": f"Bearer {rng.choice(tokens)}", "Content-Type": "application/json"}
+            sent = time.perf_counter()
+            conns[which].request(method, path, body=body, headers=headers)
+            answer = conns[which].getresponse()
+            answer.read()
+            if 200 <= answer.status < 300:
+                latencies[which].append(time.perf_counter() - sent)
+            else:
+                failures[which].append(f"{answer.status} {answer.reason}")
+        turn += 1
+    for conn in conns:
+        conn.close()
+    loads = tuple(
+        Load(len(took) / sum(took) if took else 0.0, took, len(failed), failed[0] if failed else "")
+        for took, failed in zip(latencies, failures, strict=True)
+    )
+    out.send(loads)
 
 
 def _load(port: int, method: str, path: str, tokens: list[str], clients: int, seconds: float, out: Connection) -> None:
