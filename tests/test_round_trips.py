@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from rls_tenancy import as_tenant, bind_engine
 from rls_tenancy._begin import begin_command, begin_with, begin_with_async, can_begin_with
+from rls_tenancy.binding import begin_bound_with
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
 from saas_demo.models import Project, Task
@@ -224,5 +225,89 @@ def test_async_a_failing_folded_statement_raises_and_a_cancelled_one_closes(db: 
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(begin_with_async(raw, b"SELECT pg_sleep($1::float8)", [b"5"]), 0.3)
             assert raw.closed  # its protocol state is unknown: never reused
+
+    asyncio.run(scenario())
+
+
+LOOKUP = b"SELECT $1::text AS said, current_setting('app.current_tenant', true) AS bound"
+
+
+def test_a_statement_of_the_librarys_own_rides_with_the_begin(
+    proxy: RoundTripProxy, db: TenancyDatabase, world: World
+) -> None:
+    engine = bind_engine(create_engine(_through(proxy, db.app_url), pool_size=1))
+    try:
+        with engine.connect() as warm:
+            warm.execute(text("SELECT 1"))
+            warm.commit()
+        proxy.reset()
+        with as_tenant(world.a), engine.connect() as conn:
+            result = begin_bound_with(conn, LOOKUP, [b"hello"])
+            assert result is not None
+            assert [result.get_value(0, column) for column in range(2)] == [b"hello", str(world.a).encode()]
+            assert conn.execute(SETTING).scalar_one() == str(world.a)  # bound once, not again
+            assert begin_bound_with(conn, LOOKUP, [b"again"]) is None  # the transaction has begun
+            conn.commit()
+        # BEGIN + binding + the statement, the setting, COMMIT.
+        assert proxy.round_trips == 3
+    finally:
+        engine.dispose()
+
+
+def test_a_statement_that_cannot_ride_with_a_begin_is_left_to_the_caller(db: TenancyDatabase, world: World) -> None:
+    engine = bind_engine(create_engine(db.app_url))
+    try:
+        with as_tenant(world.a), engine.connect() as conn:
+            conn.execute(SETTING)
+            assert begin_bound_with(conn, LOOKUP, [b"x"]) is None  # already begun
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            assert begin_bound_with(conn, LOOKUP, [b"x"]) is None  # no transaction to begin
+    finally:
+        engine.dispose()
+
+
+def test_a_failing_statement_with_the_begin_raises_wrapped_and_the_connection_recovers(
+    db: TenancyDatabase, world: World
+) -> None:
+    engine = bind_engine(create_engine(db.app_url, pool_size=1))
+    try:
+        with as_tenant(world.a), engine.connect() as conn:
+            with pytest.raises(DBAPIError) as raised:
+                begin_bound_with(conn, b"SELECT 1 / $1::int", [b"0"])
+            assert isinstance(raised.value.orig, psycopg.errors.DivisionByZero)
+            assert not raised.value.connection_invalidated
+            conn.rollback()
+            assert conn.execute(SETTING).scalar_one() == str(world.a)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.binding
+def test_the_binding_sent_with_a_statement_ends_with_its_transaction(db: TenancyDatabase, world: World) -> None:
+    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
+    try:
+        with as_tenant(world.a), engine.connect() as conn:
+            assert begin_bound_with(conn, LOOKUP, [b"x"]) is not None
+            conn.commit()  # a rollback would undo even a session-wide setting
+        # The same pooled connection, outside any transaction: nothing of tenant a is left.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            assert conn.execute(SETTING).scalar_one() in (None, "")
+    finally:
+        engine.dispose()
+
+
+def test_an_asyncio_statement_rides_with_the_begin_too(db: TenancyDatabase, world: World) -> None:
+    async def scenario() -> None:
+        engine = bind_engine(create_async_engine(db.app_url))
+        try:
+            with as_tenant(world.a):
+                async with engine.connect() as conn:
+                    result = await conn.run_sync(lambda sync: begin_bound_with(sync, LOOKUP, [b"hi"]))
+                    assert result is not None
+                    assert result.get_value(0, 1) == str(world.a).encode()
+                    assert (await conn.execute(SETTING)).scalar_one() == str(world.a)
+                    await conn.rollback()
+        finally:
+            await engine.dispose()
 
     asyncio.run(scenario())
