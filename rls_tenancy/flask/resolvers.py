@@ -68,7 +68,8 @@ def token_resolver(
     ``session`` gives the request's Session (the extension passes it): the
     lookup is then the first statement of the request's own transaction
     (:func:`~rls_tenancy.tokens.authenticate_in_transaction`), which costs
-    the request no connection or round trip of its own; a token that does
+    the request no connection of its own and rides in the round trip that
+    begins its transaction; a token that does
     not hold rolls that transaction back. Without it, or when that Session
     is already in a transaction, the lookup runs alone in autocommit.
     """
