@@ -61,12 +61,12 @@ def run(ctx: Context) -> Section:
                             ports = (baseline.port, tenancy.port)
                             loads = run_alternating(ports, method, "/api/projects", tokens, 2 * seconds)
                         else:
-                            order = [(0, baseline), (1, tenancy)]
+                            order = (baseline, tenancy) if number % 2 == 0 else (tenancy, baseline)
                             done = {
-                                index: run_load(served.port, method, "/api/projects", tokens, clients, seconds)
-                                for index, served in (order if number % 2 == 0 else order[::-1])
+                                served: run_load(served.port, method, "/api/projects", tokens, clients, seconds)
+                                for served in order
                             }
-                            loads = (done[0], done[1])
+                            loads = (done[baseline], done[tenancy])
                         runs["baseline"].append(loads[0])
                         runs["tenancy"].append(loads[1])
                     _rows(section, f"{label}, {clients} client{'s' if clients > 1 else ''}", runs)

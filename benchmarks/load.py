@@ -115,16 +115,11 @@ def _alternate(
     turn = 0
     while time.perf_counter() < deadline:
         for which in (0, 1) if turn % 2 == 0 else (1, 0):  # ABBA: neither always goes first
-            body = json.dumps({"name": f"load {turn}"}) if method == "POST" else None
-            headers = {"Authorization": f"Bearer {rng.choice(tokens)}", "Content-Type": "application/json"}
-            sent = time.perf_counter()
-            conns[which].request(method, path, body=body, headers=headers)
-            answer = conns[which].getresponse()
-            answer.read()
-            if 200 <= answer.status < 300:
-                latencies[which].append(time.perf_counter() - sent)
+            took, failure = _request(conns[which], method, path, rng.choice(tokens), f"load {turn}")
+            if failure:
+                failures[which].append(failure)
             else:
-                failures[which].append(f"{answer.status} {answer.reason}")
+                latencies[which].append(took)
         turn += 1
     for conn in conns:
         conn.close()
@@ -147,17 +142,12 @@ def _load(port: int, method: str, path: str, tokens: list[str], clients: int, se
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine: list[float] = []
         while time.perf_counter() < deadline:
-            body = json.dumps({"name": f"load {seed}"}) if method == "POST" else None
-            headers = {"Authorization": f"Bearer {rng.choice(tokens)}", "Content-Type": "application/json"}
-            sent = time.perf_counter()
-            conn.request(method, path, body=body, headers=headers)
-            answer = conn.getresponse()
-            answer.read()
-            if 200 <= answer.status < 300:
-                mine.append(time.perf_counter() - sent)
-            else:
+            took, failure = _request(conn, method, path, rng.choice(tokens), f"load {seed}")
+            if failure:
                 with lock:
-                    failures.append(f"{answer.status} {answer.reason}")
+                    failures.append(failure)
+            else:
+                mine.append(took)
         conn.close()
         with lock:
             latencies.extend(mine)
@@ -169,3 +159,15 @@ def _load(port: int, method: str, path: str, tokens: list[str], clients: int, se
         thread.join()
     elapsed = time.perf_counter() - start
     out.send(Load(len(latencies) / elapsed, latencies, len(failures), failures[0] if failures else ""))
+
+
+def _request(conn: http.client.HTTPConnection, method: str, path: str, token: str, name: str) -> tuple[float, str]:
+    """One request as ``token`` (a POST creates ``name``): its seconds, or why it failed."""
+    body = json.dumps({"name": name}) if method == "POST" else None
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    sent = time.perf_counter()
+    conn.request(method, path, body=body, headers=headers)
+    answer = conn.getresponse()
+    answer.read()
+    took = time.perf_counter() - sent
+    return (took, "") if 200 <= answer.status < 300 else (took, f"{answer.status} {answer.reason}")

@@ -76,56 +76,54 @@ def begin_with(
 ) -> pq.abc.PGresult | None:
     """Begin a transaction on ``raw`` and run ``statement`` (and ``then``) in the same round trip.
 
-    Only when :func:`can_begin_with` says so. Returns ``then``'s result
-    (None without it). A statement that fails raises the ``psycopg.Error``
-    psycopg would have raised; the ones after it do not run. A failure of
-    the exchange itself (a lost connection, an interrupt mid-wait) closes
-    the connection, as its protocol state is then unknown, so the pool
-    discards it.
+    Only when :func:`can_begin_with` says so. Returns the last statement's
+    result (``then``'s, when given). A statement that fails raises the
+    ``psycopg.Error`` psycopg would have raised; the ones after it do not
+    run. A failure of the exchange itself (a lost connection, an interrupt
+    mid-wait) closes the connection, as its protocol state is then unknown,
+    so the pool discards it.
     """
-    statements = [(statement, values), *([then] if then else [])]
     with raw.lock:
-        exchange = _exchange(raw.pgconn, begin_command(raw), statements)
+        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then)
         try:
             events = next(exchange)
             while True:
                 _wait(raw.pgconn, events)
                 events = exchange.send(None)
         except StopIteration as done:
-            failure, last = done.value
+            outcome: _Outcome = done.value
         except BaseException:  # the protocol state is unknown: never reuse it
             raw.close()
             raise
-    _raise_for(raw, failure)
-    return last if then else None
+    _raise_for(raw, outcome[0])
+    return outcome[1]
 
 
 async def begin_with_async(
     raw: psycopg.AsyncConnection[Any], statement: bytes, values: Sequence[bytes], then: Statement | None = None
 ) -> pq.abc.PGresult | None:
     """:func:`begin_with` for psycopg's asyncio connections."""
-    statements = [(statement, values), *([then] if then else [])]
     async with raw.lock:
-        exchange = _exchange(raw.pgconn, begin_command(raw), statements)
+        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then)
         try:
             events = next(exchange)
             while True:
                 await _wait_async(raw.pgconn, events)
                 events = exchange.send(None)
         except StopIteration as done:
-            failure, last = done.value
+            outcome: _Outcome = done.value
         except BaseException:  # cancelled mid-wait, say: never reuse it
             raw.pgconn.finish()
             raise
-    _raise_for(raw, failure)
-    return last if then else None
+    _raise_for(raw, outcome[0])
+    return outcome[1]
 
 
-def _exchange(pgconn: pq.abc.PGconn, begin: bytes, statements: Sequence[Statement]) -> _Wait:
-    """Send BEGIN and ``statements`` in one sync; read through it; the first failure, the last result."""
+def _exchange(pgconn: pq.abc.PGconn, begin: bytes, first: Statement, then: Statement | None) -> _Wait:
+    """Send BEGIN, ``first`` and ``then`` in one sync; read through it; the first failure, the last result."""
     pgconn.enter_pipeline_mode()
     pgconn.send_query_params(begin, None)
-    for statement, values in statements:
+    for statement, values in (first, then) if then else (first,):
         pgconn.send_query_params(statement, values)
     pgconn.pipeline_sync()
     while pgconn.flush():

@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
-from rls_tenancy._begin import begin_with, begin_with_async, can_begin_with
+from rls_tenancy._begin import Statement, begin_with, begin_with_async, can_begin_with
 from rls_tenancy._role_checks import verify_app_role
 from rls_tenancy.context import acting
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
@@ -121,8 +121,8 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     ``user_id``: the next statement's check then finds the binding matching
     a context acting for that user, and rebinds nothing.
     """
-    bound = conn.info.get(_BOUND)
-    if bound is None or bound[0]() is not conn.get_transaction():
+    bound = _binding_of(conn.info, conn.get_transaction())
+    if bound is None:
         raise UsageError("adopt_user() needs a transaction already bound to a tenant")
     conn.info[_BOUND] = (bound[0], bound[1], user_id)
 
@@ -138,27 +138,17 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     libpq without pipeline mode): the caller then runs the statement as
     usual. A failure raises SQLAlchemy's wrapping of psycopg's error.
     """
-    try:
-        info = conn.info
-    except NotImplementedError:
-        return None
     raw = conn.connection.dbapi_connection
     driver = conn.connection.driver_connection
     if getattr(raw, "autocommit", True) or not can_begin_with(driver):
         return None
-    transaction = conn.get_transaction()
-    bound: _Binding | None = info.get(_BOUND)
-    if transaction is None:
-        transaction = conn.begin()  # what the statement's execution would have begun
-    elif bound is not None and bound[0]() is transaction:
+    # What the statement's execution would have begun; a fresh one is never bound.
+    transaction = conn.get_transaction() or conn.begin()
+    if _binding_of(conn.info, transaction) is not None:
         return None
     current = acting()
-    binding = [("" if value is None else str(value)).encode() for value in current]
     try:
-        if isinstance(driver, psycopg.AsyncConnection):
-            result = await_only(begin_with_async(driver, _BIND_WIRE, binding, then=(statement, values)))
-        else:
-            result = begin_with(driver, _BIND_WIRE, binding, then=(statement, values))
+        result = _send_binding(driver, current, then=(statement, values))
     except psycopg.Error as error:
         invalidated = bool(driver.closed)
         if invalidated:
@@ -166,7 +156,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
         raise DBAPIError.instance(
             statement.decode(), None, error, psycopg.Error, connection_invalidated=invalidated
         ) from error
-    info[_BOUND] = (weakref.ref(transaction), *current)
+    conn.info[_BOUND] = (weakref.ref(transaction), *current)
     return result
 
 
@@ -183,12 +173,10 @@ def _bind_or_check(conn: Connection) -> None:
         info = conn.info
     except NotImplementedError:  # the dialect's first-connect checks: version, schema; no pool entry
         return
-    bound: _Binding | None = info.get(_BOUND)
     current = acting()
     transaction = conn.get_transaction()
-    if transaction is None or bound is None or bound[0]() is not transaction:
-        # This transaction's first statement (the pooled connection's info
-        # may still hold an earlier transaction's binding: never trusted).
+    bound = _binding_of(info, transaction)
+    if bound is None:  # this transaction's first statement
         _bind(conn, _BIND, current)
         if transaction is not None:
             info[_BOUND] = (weakref.ref(transaction), *current)
@@ -218,17 +206,37 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None
     # A driver error raised here is wrapped by SQLAlchemy's own handling (the
     # dialect event runs inside it), which invalidates a dead connection.
     if statement is _BIND and can_begin_with(driver):
-        wire = [value.encode() for value in values]
-        if isinstance(driver, psycopg.AsyncConnection):
-            await_only(begin_with_async(driver, _BIND_WIRE, wire))
-        else:
-            begin_with(driver, _BIND_WIRE, wire)
+        _send_binding(driver, ids)
         return
     cursor = raw.cursor()
     try:
         cursor.execute(statement, values)
     finally:
         cursor.close()
+
+
+def _binding_of(info: dict[Any, Any], transaction: RootTransaction | None) -> _Binding | None:
+    """The binding made for ``transaction``, if any.
+
+    The pooled connection's info may still hold an earlier transaction's
+    binding: it never passes for this one's.
+    """
+    bound: _Binding | None = info.get(_BOUND)
+    if bound is None or transaction is None or bound[0]() is not transaction:
+        return None
+    return bound
+
+
+def _send_binding(
+    driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    ids: tuple[int | None, ...],
+    then: Statement | None = None,
+) -> pq.abc.PGresult | None:
+    """``BEGIN`` and the binding of ``ids`` (and ``then``) in one round trip, on either kind of driver."""
+    wire = [("" if value is None else str(value)).encode() for value in ids]
+    if isinstance(driver, psycopg.AsyncConnection):
+        return await_only(begin_with_async(driver, _BIND_WIRE, wire, then))
+    return begin_with(driver, _BIND_WIRE, wire, then)
 
 
 def _describe(tenant: int | None) -> str:

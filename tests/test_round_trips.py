@@ -25,6 +25,8 @@ from saas_demo.models import Project, Task
 from tests.conftest import World
 
 SETTING = text("SELECT current_setting('app.current_tenant', true)")
+#: A statement that rides with the BEGIN: what it was sent, and the tenant bound when it ran.
+LOOKUP = b"SELECT $1::text AS said, current_setting('app.current_tenant', true) AS bound"
 
 
 @pytest.fixture()
@@ -38,10 +40,15 @@ def _through(proxy: RoundTripProxy, url: URL) -> URL:
     return url.set(host="127.0.0.1", port=proxy.port)
 
 
-def _round_trips(proxy: RoundTripProxy, engine: Engine, work: Callable[[Connection], object], tenant: int) -> int:
-    with engine.connect() as warm:  # connecting and dialect setup are not what is measured
+def _warm(engine: Engine) -> None:
+    """Connected, the dialect set up: what a test then counts or breaks is the next transaction alone."""
+    with engine.connect() as warm:
         warm.execute(text("SELECT 1"))
         warm.commit()
+
+
+def _round_trips(proxy: RoundTripProxy, engine: Engine, work: Callable[[Connection], object], tenant: int) -> int:
+    _warm(engine)
     proxy.reset()
     with as_tenant(tenant), engine.connect() as conn:
         work(conn)
@@ -164,18 +171,25 @@ def test_an_interrupt_mid_exchange_closes_the_connection(db: TenancyDatabase) ->
         signal.signal(signal.SIGALRM, previous)
 
 
+def _an_orm_query(conn: Connection) -> object:
+    return conn.execute(select(Project.name))
+
+
+def _a_statement_with_the_begin(conn: Connection) -> object:
+    return begin_bound_with(conn, LOOKUP, [b"x"])
+
+
+@pytest.mark.parametrize("start", [_an_orm_query, _a_statement_with_the_begin], ids=["query", "with the begin"])
 def test_a_lost_server_mid_exchange_invalidates_and_the_pool_recovers(
-    proxy: RoundTripProxy, db: TenancyDatabase, world: World
+    proxy: RoundTripProxy, db: TenancyDatabase, world: World, start: Callable[[Connection], object]
 ) -> None:
     engine = bind_engine(create_engine(_through(proxy, db.app_url), pool_size=1, max_overflow=0))
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-            conn.commit()
+        _warm(engine)
         proxy.sever()
         with as_tenant(world.a), engine.connect() as conn:
             with pytest.raises(DBAPIError) as caught:
-                conn.execute(select(Project.name))
+                start(conn)
             assert caught.value.connection_invalidated
         with as_tenant(world.a), engine.connect() as conn:
             assert set(conn.execute(select(Project.name)).scalars()) == world.projects[world.a]
@@ -229,17 +243,12 @@ def test_async_a_failing_folded_statement_raises_and_a_cancelled_one_closes(db: 
     asyncio.run(scenario())
 
 
-LOOKUP = b"SELECT $1::text AS said, current_setting('app.current_tenant', true) AS bound"
-
-
 def test_a_statement_of_the_librarys_own_rides_with_the_begin(
     proxy: RoundTripProxy, db: TenancyDatabase, world: World
 ) -> None:
     engine = bind_engine(create_engine(_through(proxy, db.app_url), pool_size=1))
     try:
-        with engine.connect() as warm:
-            warm.execute(text("SELECT 1"))
-            warm.commit()
+        _warm(engine)
         proxy.reset()
         with as_tenant(world.a), engine.connect() as conn:
             result = begin_bound_with(conn, LOOKUP, [b"hello"])
