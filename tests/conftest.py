@@ -45,6 +45,8 @@ DROP POLICY tenant_isolation ON projects;
 CREATE POLICY tenant_isolation ON projects USING (true) WITH CHECK (true);
 DROP POLICY tenant_isolation ON tasks;
 CREATE POLICY tenant_isolation ON tasks USING (true) WITH CHECK (true);
+DROP POLICY tenant_isolation ON rls_tenancy.users;
+CREATE POLICY tenant_isolation ON rls_tenancy.users USING (true) WITH CHECK (true);
 DROP POLICY tenant_self ON rls_tenancy.tenants;
 CREATE POLICY tenant_self ON rls_tenancy.tenants FOR SELECT USING (true);
 DROP POLICY audit_tenant_read ON rls_tenancy.audit_log;

@@ -11,8 +11,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import sessionmaker
 
+from rls_tenancy import tokens
 from rls_tenancy.errors import AuthenticationError
-from rls_tenancy.flask import Tenancy, get_current_tenant, get_current_user, state
+from rls_tenancy.flask import Tenancy, get_current_tenant, get_current_user, resolvers, state
 from rls_tenancy.models import TenancyBase
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
@@ -109,6 +110,88 @@ def test_a_vanished_cookie_user_leaves_nothing_bound_either(engine: Engine, seed
     assert (body["slug"], body["user"]) == (None, None)  # anonymous: the cookie was forgotten
     assert not body["bound_tenant"]
     assert not body["bound_user"]
+
+
+def _user_id(superuser_engine: Engine, email: str) -> int:
+    with superuser_engine.connect() as conn:
+        found: int = conn.scalar(text("SELECT id FROM rls_tenancy.users WHERE email = :email"), {"email": email})
+        return found
+
+
+def test_a_cookie_user_costs_one_connection_and_goes_out_with_the_begin(
+    engine: Engine, proxy: RoundTripProxy, seeded: Seeded, superuser_engine: Engine
+) -> None:
+    app, checkouts = _app(engine)
+    client = app.test_client()
+    alice = _user_id(superuser_engine, "alice@acme.example")
+    with client.session_transaction() as cookie:
+        cookie["rls_tenancy"] = {"tenant_id": seeded.tenants["acme"], "user_id": alice}
+    client.get("/settings")  # connect, verify the role
+    checkouts.clear()
+    proxy.reset()
+    answer = client.get("/settings")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert (body["slug"], body["user"]) == ("acme", alice)
+    assert (body["bound_tenant"], body["bound_user"]) == (str(seeded.tenants["acme"]), str(alice))
+    assert len(checkouts) == 1
+    # BEGIN + binding + the user's check (binding them), the tenant, the user, the settings, ROLLBACK.
+    assert proxy.round_trips == 5
+
+
+@pytest.mark.security
+def test_a_cookie_naming_another_tenants_user_acts_for_nobody(
+    engine: Engine, seeded: Seeded, superuser_engine: Engine
+) -> None:
+    """The check finds a user only in the tenant the cookie names: row level security on users, not a WHERE."""
+    app, _ = _app(engine)
+    client = app.test_client()
+    with client.session_transaction() as cookie:
+        cookie["rls_tenancy"] = {
+            "tenant_id": seeded.tenants["globex"],
+            "user_id": _user_id(superuser_engine, "alice@acme.example"),
+        }
+    answer = client.get("/settings")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert (body["slug"], body["user"]) == (None, None)
+    assert not body["bound_tenant"]
+    assert not body["bound_user"]
+
+
+@pytest.mark.parametrize("credential", ["token", "cookie"])
+def test_without_a_begin_to_ride_with_the_check_is_an_ordinary_statement(
+    engine: Engine,
+    proxy: RoundTripProxy,
+    seeded: Seeded,
+    superuser_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    credential: str,
+) -> None:
+    """Where the BEGIN cannot carry the check (another driver, say), it costs its own round trip and holds the same."""
+    for module in (tokens, resolvers):
+        monkeypatch.setattr(module, "begin_bound_with", lambda *_: None)
+    app, _ = _app(engine)
+    client = app.test_client()
+    alice = _user_id(superuser_engine, "alice@acme.example")
+    headers = bearer(seeded.tokens["acme/ci"]) if credential == "token" else {}
+    with client.session_transaction() as cookie:
+        cookie["rls_tenancy"] = {"tenant_id": seeded.tenants["acme"], "user_id": alice}
+    client.get("/settings", headers=headers)  # connect, verify the role
+    proxy.reset()
+    body = client.get("/settings", headers=headers).get_json()
+    assert body["slug"] == "acme"
+    assert (body["bound_tenant"], body["bound_user"]) == (str(seeded.tenants["acme"]), str(body["user"]))
+    assert credential == "token" or body["user"] == alice
+    assert proxy.round_trips == 6
+    with client.session_transaction() as cookie:
+        cookie["rls_tenancy"] = {"tenant_id": seeded.tenants["globex"], "user_id": alice}
+    forged = bearer(f"rlst_{seeded.tenants['globex']}_{secrets.token_urlsafe(32)}") if credential == "token" else {}
+    refused = client.get("/settings", headers=forged)
+    assert refused.status_code == (401 if credential == "token" else 200)
+    body = refused.get_json()
+    assert not body["bound_tenant"] and not body["bound_user"]
+    assert body.get("user") is None
 
 
 def test_a_session_bound_per_model_still_checks_tokens_in_its_transaction(engine: Engine, seeded: Seeded) -> None:
