@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from benchmarks.audit_parts import STEPS, find_pgbench
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -77,3 +79,28 @@ def test_every_rls_query_returns_the_baselines_rows_through_a_tenant_index(repor
     assert not [row[0] for row in shapes if "wrong:" in row[0]]
     explain = next(row for row in rows if row[0].startswith("shapes whose RLS query"))
     assert explain[2] == "6" and explain[6] == "yes"
+
+
+def test_the_audit_seal_taken_apart_runs_every_step(rls_postgres_url: URL) -> None:
+    """``python -m benchmarks.audit_parts`` at toy size: each step installs and runs (its rate is not judged)."""
+    if find_pgbench() is None:
+        pytest.skip("*** pgbench is not installed (PostgreSQL's client tools): audit_parts is not run ***")
+    env = {
+        **os.environ,
+        "RLS_TENANCY_TEST_DATABASE_URL": rls_postgres_url.render_as_string(hide_password=False),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), str(ROOT)]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.audit_parts", "--rounds", "1", "--seconds", "1", "--clients", "2"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    for step in STEPS:
+        share = re.search(re.escape(step) + r" +([\d.]+) of the plain rate", done.stdout)
+        assert share is not None, done.stdout
+        assert float(share.group(1)) > 0

@@ -1,0 +1,138 @@
+"""What each part of an audited event costs PostgreSQL: ``python -m benchmarks.audit_parts``.
+
+The audit rows of the report compare whole events with plain inserts. This
+takes the seal apart, on a throwaway database: pgbench runs
+``benchmarks/pgbench/audited.sql`` (eight clients, a tenant each, as the
+application role) with the seal trigger replaced, step by step, by less of
+itself, and ``plain.sql`` before and after each round as the baseline. The
+steps take turns round by round, so a machine whose speed drifts slows them
+alike. Printed per step: the median share of the plain insert's rate, and
+the server CPU per event that share implies on this machine's cores. It
+needs ``pgbench`` (PostgreSQL's client tools) and changes nothing that is
+shipped: the database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+from sqlalchemy.engine import URL
+
+from rls_tenancy.testing.database import tenancy_database
+from rls_tenancy.testing.server import find_bindir, postgres_server
+
+SCRIPTS = Path(__file__).parent / "pgbench"
+#: Each step adds to the one before; the last is the seal as installed
+#: (None: the seal trigger disabled; "": the shipped definition).
+STEPS: dict[str, bytes | None] = {
+    "log_event, no seal": None,
+    "+ a seal trigger doing nothing": b"""
+        CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+        BEGIN
+            RETURN NULL;
+        END $fn$""",
+    "+ the chain head's update": b"""
+        CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+        BEGIN
+            UPDATE rls_tenancy.audit_chain_heads h SET seq = h.seq + 1, last_id = NEW.id WHERE h.chain = NEW.tenant_id;
+            RETURN NULL;
+        END $fn$""",
+    "+ the hash, into the head": b"""
+        CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+        BEGIN
+            UPDATE rls_tenancy.audit_chain_heads h SET seq = h.seq + 1, last_id = NEW.id,
+                   hash = rls_tenancy.audit_event_hash(NEW.id, NEW.tenant_id, h.seq + 1, NEW.user_id, NEW.db_role,
+                              NEW.action, NEW.message, NEW.ip, NEW.request_id, NEW.data, NEW.created_at, h.hash)
+             WHERE h.chain = NEW.tenant_id;
+            RETURN NULL;
+        END $fn$""",
+    "the seal as shipped (+ the event's update)": b"",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.audit_parts", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=2, help="per pgbench run")
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args(argv)
+    pgbench = find_pgbench()
+    if pgbench is None:
+        raise SystemExit("pgbench is needed: install PostgreSQL's client tools (Debian: postgresql-client)")
+    with postgres_server() as server_url, tenancy_database(server_url) as db:
+        with _connect(db.superuser_url) as su:
+            shipped = su.execute("SELECT pg_get_functiondef('rls_tenancy.seal_audit_event()'::regprocedure)").fetchone()
+            assert shipped is not None
+            su.execute((SCRIPTS / "setup.sql").read_bytes().replace(b"\\ir plain_table.sql", b""))
+            su.execute((SCRIPTS / "plain_table.sql").read_bytes())
+            su.execute("INSERT INTO rls_tenancy.audit_chain_heads (chain) SELECT generate_series(0, 8)")
+
+            def run(script: str) -> float:
+                return _tps(pgbench, db.app_url, script, args.clients, args.seconds)
+
+            shares: dict[str, list[float]] = {step: [] for step in STEPS}
+            plain: list[float] = []
+            for number in range(args.rounds):
+                order = list(STEPS)[number % len(STEPS) :] + list(STEPS)[: number % len(STEPS)]
+                before, rates = run("plain.sql"), {}
+                for step in order:
+                    _install(su, step, str(shipped[0]))
+                    run("audited.sql")  # plans cached anew
+                    rates[step] = run("audited.sql")
+                plain.append((before + run("plain.sql")) / 2)
+                for step, rate in rates.items():
+                    shares[step].append(rate / plain[-1])
+    base = statistics.median(plain)
+    cores = os.cpu_count() or 1
+    print(f"plain insert: {base:.0f} transactions/s ({args.clients} clients, {cores} cores)")
+    for step, values in shares.items():
+        share = statistics.median(values)
+        extra = (1 / share - 1) * cores / base * 1e6
+        print(f"{step:45s} {share:.3f} of the plain rate, about {extra:.0f} µs more CPU per event")
+    return 0
+
+
+def _install(su: psycopg.Connection[TupleRow], step: str, shipped: str) -> None:
+    definition = STEPS[step]
+    action = sql.SQL("DISABLE" if definition is None else "ENABLE")
+    su.execute(sql.SQL("ALTER TABLE rls_tenancy.audit_log {} TRIGGER audit_log_seal").format(action))
+    if definition is not None:
+        su.execute(definition or shipped.encode())
+
+
+def _tps(pgbench: str, url: URL, script: str, clients: int, seconds: int) -> float:
+    command = [pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds)]
+    command += ["-h", str(url.host), "-p", str(url.port), "-U", str(url.username), "-f", str(SCRIPTS / script)]
+    env = {**os.environ, "PGPASSWORD": url.password or ""}
+    done = subprocess.run([*command, str(url.database)], capture_output=True, text=True, env=env, check=True)
+    found = re.search(r"tps = ([\d.]+)", done.stdout)
+    if found is None:
+        raise RuntimeError(f"pgbench said no rate: {done.stdout[-500:]} {done.stderr[-500:]}")
+    return float(found.group(1))
+
+
+def find_pgbench() -> str | None:
+    """pgbench on the PATH, else beside the PostgreSQL server binaries, else None."""
+    bindir = find_bindir()
+    beside = None if bindir is None else bindir / "pgbench"
+    return shutil.which("pgbench") or (str(beside) if beside is not None and beside.exists() else None)
+
+
+def _connect(url: URL) -> psycopg.Connection[TupleRow]:
+    return psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
