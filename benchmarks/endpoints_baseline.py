@@ -107,8 +107,9 @@ def create_baseline_app(database_url: str | URL) -> Flask:
         session.flush()
         data = {"project_id": project.id, "name": project.name}
         session.add(Event(tenant_id=tenant, user_id=user, action="project.created", message="created", data=data))
+        created = _project(project)  # before the commit, as the demo does: no second transaction
         session.commit()
-        return jsonify(_project(project)), 201
+        return jsonify(created), 201
 
     @app.teardown_request
     def end(_error: BaseException | None) -> None:

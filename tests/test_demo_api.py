@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from rls_tenancy import UnsafeBypass, as_tenant
@@ -68,6 +68,29 @@ def test_create_and_update_a_project(client: FlaskClient, seeded: Seeded) -> Non
     assert patched.json == {**project, "status": "archived"}
     globex_view = client.get(f"/api/projects/{project['id']}", headers=bearer(seeded.tokens["globex/ci"]))
     assert globex_view.status_code == 404
+
+
+def test_a_write_is_one_transaction(client: FlaskClient, seeded: Seeded) -> None:
+    """The answer is read before the commit: no second transaction (and binding) to load what was written."""
+    acme = bearer(seeded.tokens["acme/ci"])
+    begun: list[object] = []
+    engine = app_engine_of(client)
+
+    def began(conn: object) -> None:
+        begun.append(conn)
+
+    event.listen(engine, "begin", began)
+    try:
+        created = client.post("/api/projects", headers=acme, json={"name": "One transaction"})
+        assert created.status_code == 201 and len(begun) == 1
+        project = created.json
+        assert project is not None and project["name"] == "One transaction" and project["status"] == "active"
+        patched = client.patch(f"/api/projects/{project['id']}", headers=acme, json={"status": "archived"})
+        assert patched.json == {**project, "status": "archived"} and len(begun) == 2
+    finally:
+        event.remove(engine, "begin", began)
+    stored = client.get(f"/api/projects/{project['id']}", headers=acme)
+    assert stored.json == {**project, "status": "archived"}
 
 
 def test_read_only_token_cannot_write(client: FlaskClient, seeded: Seeded) -> None:

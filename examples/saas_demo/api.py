@@ -109,8 +109,11 @@ def create_project() -> ResponseReturnValue:
     session.add(project)
     session.flush()
     log("project.created", f"project {project.id} created", project_id=project.id, name=project.name)
+    # Read before the commit: it expires the instance, and reading it after
+    # would begin a second transaction (and bind it) to load it again.
+    created = _project(project)
     session.commit()
-    return jsonify(_project(project)), 201
+    return jsonify(created), 201
 
 
 @api.get(f"/projects/<{ID}:project_id>")
@@ -134,8 +137,9 @@ def update_project(project_id: int) -> ResponseReturnValue:
     for key, value in changes.items():
         setattr(project, key, value)
     log("project.updated", f"project {project.id} updated", project_id=project.id, changes=changes)
+    updated = _project(project)  # before the commit, as in create_project
     session.commit()
-    return jsonify(_project(project))
+    return jsonify(updated)
 
 
 @api.post("/projects/batch-update")
