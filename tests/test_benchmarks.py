@@ -25,22 +25,28 @@ ROOT = Path(__file__).parent.parent
 @pytest.fixture(scope="module")
 def report(rls_postgres_url: URL, tmp_path_factory: pytest.TempPathFactory) -> str:
     output = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    _run(rls_postgres_url, ["benchmarks", "--scale", "smoke", "--output", str(output)], timeout=240)
+    return output.read_text()
+
+
+def _run(server: URL, module_and_args: list[str], *, timeout: int) -> str:
+    """``python -m <module_and_args>`` on ``server``, as ``make`` would run it; its output."""
     env = {
         **os.environ,
-        "RLS_TENANCY_TEST_DATABASE_URL": rls_postgres_url.render_as_string(hide_password=False),
+        "RLS_TENANCY_TEST_DATABASE_URL": server.render_as_string(hide_password=False),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), str(ROOT)]),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--scale", "smoke", "--output", str(output)],
+        [sys.executable, "-m", *module_and_args],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    return output.read_text()
+    return done.stdout
 
 
 def _rows(report: str, section: str) -> list[list[str]]:
@@ -85,22 +91,10 @@ def test_the_audit_seal_taken_apart_runs_every_step(rls_postgres_url: URL) -> No
     """``python -m benchmarks.audit_parts`` at toy size: each step installs and runs (its rate is not judged)."""
     if find_pgbench() is None:
         pytest.skip("*** pgbench is not installed (PostgreSQL's client tools): audit_parts is not run ***")
-    env = {
-        **os.environ,
-        "RLS_TENANCY_TEST_DATABASE_URL": rls_postgres_url.render_as_string(hide_password=False),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), str(ROOT)]),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.audit_parts", "--rounds", "1", "--seconds", "1", "--clients", "2"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    printed = _run(
+        rls_postgres_url, ["benchmarks.audit_parts", "--rounds", "1", "--seconds", "1", "--clients", "2"], timeout=120
     )
-    assert done.returncode == 0, done.stderr[-4000:]
     for step in STEPS:
-        share = re.search(re.escape(step) + r" +([\d.]+) of the plain rate", done.stdout)
-        assert share is not None, done.stdout
+        share = re.search(re.escape(step) + r" +([\d.]+) of the plain rate", printed)
+        assert share is not None, printed
         assert float(share.group(1)) > 0
