@@ -31,33 +31,30 @@ from rls_tenancy.testing.database import tenancy_database
 from rls_tenancy.testing.server import find_bindir, postgres_server
 
 SCRIPTS = Path(__file__).parent / "pgbench"
+
+
+def _seal(body: bytes) -> bytes:
+    """The seal trigger's function with ``body`` (statements before its ``RETURN NULL``), as shipped otherwise."""
+    return (
+        b"CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event() RETURNS trigger LANGUAGE plpgsql"
+        b" SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN " + body + b" RETURN NULL; END $fn$"
+    )
+
+
 #: Each step adds to the one before; the last is the seal as installed
 #: (None: the seal trigger disabled; "": the shipped definition).
 STEPS: dict[str, bytes | None] = {
     "log_event, no seal": None,
-    "+ a seal trigger doing nothing": b"""
-        CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event() RETURNS trigger LANGUAGE plpgsql
-        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-        BEGIN
-            RETURN NULL;
-        END $fn$""",
-    "+ the chain head's update": b"""
-        CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event() RETURNS trigger LANGUAGE plpgsql
-        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-        BEGIN
-            UPDATE rls_tenancy.audit_chain_heads h SET seq = h.seq + 1, last_id = NEW.id WHERE h.chain = NEW.tenant_id;
-            RETURN NULL;
-        END $fn$""",
-    "+ the hash, into the head": b"""
-        CREATE OR REPLACE FUNCTION rls_tenancy.seal_audit_event() RETURNS trigger LANGUAGE plpgsql
-        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-        BEGIN
-            UPDATE rls_tenancy.audit_chain_heads h SET seq = h.seq + 1, last_id = NEW.id,
-                   hash = rls_tenancy.audit_event_hash(NEW.id, NEW.tenant_id, h.seq + 1, NEW.user_id, NEW.db_role,
-                              NEW.action, NEW.message, NEW.ip, NEW.request_id, NEW.data, NEW.created_at, h.hash)
-             WHERE h.chain = NEW.tenant_id;
-            RETURN NULL;
-        END $fn$""",
+    "+ a seal trigger doing nothing": _seal(b""),
+    "+ the chain head's update": _seal(
+        b"UPDATE rls_tenancy.audit_chain_heads h SET seq = h.seq + 1, last_id = NEW.id WHERE h.chain = NEW.tenant_id;"
+    ),
+    "+ the hash, into the head": _seal(
+        b"UPDATE rls_tenancy.audit_chain_heads h SET seq = h.seq + 1, last_id = NEW.id,"
+        b" hash = rls_tenancy.audit_event_hash(NEW.id, NEW.tenant_id, h.seq + 1, NEW.user_id, NEW.db_role,"
+        b" NEW.action, NEW.message, NEW.ip, NEW.request_id, NEW.data, NEW.created_at, h.hash)"
+        b" WHERE h.chain = NEW.tenant_id;"
+    ),
     "the seal as shipped (+ the event's update)": b"",
 }
 
@@ -75,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         with _connect(db.superuser_url) as su:
             shipped = su.execute("SELECT pg_get_functiondef('rls_tenancy.seal_audit_event()'::regprocedure)").fetchone()
             assert shipped is not None
+            as_shipped = str(shipped[0]).encode()
+            definitions = {step: None if body is None else body or as_shipped for step, body in STEPS.items()}
             su.execute((SCRIPTS / "setup.sql").read_bytes().replace(b"\\ir plain_table.sql", b""))
             su.execute((SCRIPTS / "plain_table.sql").read_bytes())
             su.execute("INSERT INTO rls_tenancy.audit_chain_heads (chain) SELECT generate_series(0, 8)")
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 order = list(STEPS)[number % len(STEPS) :] + list(STEPS)[: number % len(STEPS)]
                 before, rates = run("plain.sql"), {}
                 for step in order:
-                    _install(su, step, str(shipped[0]))
+                    _install(su, definitions[step])
                     run("audited.sql")  # plans cached anew
                     rates[step] = run("audited.sql")
                 plain.append((before + run("plain.sql")) / 2)
@@ -104,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _install(su: psycopg.Connection[TupleRow], step: str, shipped: str) -> None:
-    definition = STEPS[step]
+def _install(su: psycopg.Connection[TupleRow], definition: bytes | None) -> None:
+    """The seal trigger disabled (None), or enabled with this definition of its function."""
     action = sql.SQL("DISABLE" if definition is None else "ENABLE")
     su.execute(sql.SQL("ALTER TABLE rls_tenancy.audit_log {} TRIGGER audit_log_seal").format(action))
     if definition is not None:
-        su.execute(definition or shipped.encode())
+        su.execute(definition)
 
 
 def _tps(pgbench: str, url: URL, script: str, clients: int, seconds: int) -> float:

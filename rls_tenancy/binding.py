@@ -138,9 +138,8 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     libpq without pipeline mode): the caller then runs the statement as
     usual. A failure raises SQLAlchemy's wrapping of psycopg's error.
     """
-    raw = conn.connection.dbapi_connection
     driver = conn.connection.driver_connection
-    if getattr(raw, "autocommit", True) or not can_begin_with(driver):
+    if not can_begin_with(driver):  # psycopg's own connection, idle, not in autocommit
         return None
     # What the statement's execution would have begun; a fresh one is never bound.
     transaction = conn.get_transaction() or conn.begin()

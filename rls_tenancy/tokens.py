@@ -162,9 +162,8 @@ def authenticate_in_transaction(connection: Connection, tenant_id: int, digest: 
         wire = [str(tenant_id).encode(), b"\\x" + digest.hex().encode()]
         result = begin_bound_with(connection, _AUTHENTICATE_WIRE, wire)
         if result is None:  # the transaction had begun, or cannot begin that way
-            row = connection.execute(_AUTHENTICATE_BINDING_USER, {"tenant_id": tenant_id, "digest": digest})
-            found = row.one_or_none()
-            identity = _identity(None if found is None else _Found(*found[:4]), tenant_id)
+            found = connection.execute(_AUTHENTICATE_BINDING_USER, {"tenant_id": tenant_id, "digest": digest})
+            identity = _identity(found.one_or_none(), tenant_id)
         else:
             identity = _identity(_read(result), tenant_id)
     adopt_user(connection, identity.user_id)
