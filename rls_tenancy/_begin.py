@@ -22,10 +22,11 @@ ordinary execute, which is correct and one round trip dearer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import select
 import selectors
 from collections.abc import Generator, Sequence
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import psycopg
 from psycopg import IsolationLevel, pq
@@ -44,30 +45,42 @@ _Wait = Generator[int, None, _Outcome]
 Statement = tuple[bytes, Sequence[bytes | None]]
 
 Connection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+#: Exactly psycopg's classes: a subclass may send a BEGIN of its own.
+_PSYCOPG_CLASSES = (psycopg.Connection, psycopg.AsyncConnection)
 
 
 def begin_command(raw: Connection) -> bytes:
     """The ``BEGIN`` psycopg would send for this connection's settings."""
+    return _begin_command(raw.isolation_level, raw.read_only, raw.deferrable)
+
+
+@functools.cache  # a few combinations at most; built once, not per transaction
+def _begin_command(isolation_level: IsolationLevel | None, read_only: bool | None, deferrable: bool | None) -> bytes:
     parts = [b"BEGIN"]
-    if raw.isolation_level is not None:
-        parts.append(b"ISOLATION LEVEL " + IsolationLevel(raw.isolation_level).name.replace("_", " ").encode())
-    if raw.read_only is not None:
-        parts.append(b"READ ONLY" if raw.read_only else b"READ WRITE")
-    if raw.deferrable is not None:
-        parts.append(b"DEFERRABLE" if raw.deferrable else b"NOT DEFERRABLE")
+    if isolation_level is not None:
+        parts.append(b"ISOLATION LEVEL " + IsolationLevel(isolation_level).name.replace("_", " ").encode())
+    if read_only is not None:
+        parts.append(b"READ ONLY" if read_only else b"READ WRITE")
+    if deferrable is not None:
+        parts.append(b"DEFERRABLE" if deferrable else b"NOT DEFERRABLE")
     return b" ".join(parts)
+
+
+@functools.cache  # the libpq a process loaded does not change
+def _pipeline_supported() -> bool:
+    return psycopg.Pipeline.is_supported()
 
 
 def can_begin_with(raw: object) -> TypeGuard[Connection]:
     """Whether ``raw``'s next transaction can begin with :func:`begin_with` (or its async twin)."""
+    if type(raw) not in _PSYCOPG_CLASSES:
+        return False
+    pgconn = cast(Connection, raw).pgconn
     return (
-        # Exactly psycopg's classes: a subclass may send a BEGIN of its own.
-        type(raw) in (psycopg.Connection, psycopg.AsyncConnection)
-        and isinstance(raw, psycopg.Connection | psycopg.AsyncConnection)
-        and not raw.autocommit
-        and raw.pgconn.transaction_status == _IDLE
-        and raw.pgconn.pipeline_status == _OFF
-        and psycopg.Pipeline.is_supported()
+        not cast(Connection, raw).autocommit
+        and pgconn.transaction_status == _IDLE
+        and pgconn.pipeline_status == _OFF
+        and _pipeline_supported()
     )
 
 

@@ -265,13 +265,17 @@ def _check_message(message: object) -> str | None:
     return message
 
 
+#: json.dumps() with options builds an encoder per call; this one is built once.
+_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+
+
 def _encode_data(data: Mapping[str, Any] | None) -> str | None:
     if data is None:
         return None
     if not isinstance(data, Mapping):
         raise UsageError("audit data is a mapping of names to JSON values")
     try:
-        text = json.dumps(dict(data), allow_nan=False, ensure_ascii=False)
+        text = _JSON.encode(dict(data))
     except (TypeError, ValueError) as error:
         raise UsageError(f"audit data must be JSON: {error}") from None
     if "\\u0000" in text or not storable(text):

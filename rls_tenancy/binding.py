@@ -191,7 +191,16 @@ def _bind_or_check(conn: Connection) -> None:
 
 
 def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None:
-    raw = conn.connection.dbapi_connection
+    pooled = conn.connection
+    driver = pooled.driver_connection
+    # The usual case first, doing no more than it needs: it runs for every
+    # transaction. A driver error raised here is wrapped by SQLAlchemy's own
+    # handling (the dialect event runs inside it), which invalidates a dead
+    # connection.
+    if statement is _BIND and can_begin_with(driver):  # not in autocommit, either
+        _send_binding(driver, ids)
+        return
+    raw = pooled.dbapi_connection
     assert raw is not None
     if getattr(raw, "autocommit", False):  # psycopg, and SQLAlchemy's asyncio adaptor of it
         if any(value is not None for value in ids):
@@ -201,12 +210,6 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None
             )
         return
     values = tuple("" if value is None else str(value) for value in ids)
-    driver = conn.connection.driver_connection
-    # A driver error raised here is wrapped by SQLAlchemy's own handling (the
-    # dialect event runs inside it), which invalidates a dead connection.
-    if statement is _BIND and can_begin_with(driver):
-        _send_binding(driver, ids)
-        return
     cursor = raw.cursor()
     try:
         cursor.execute(statement, values)
