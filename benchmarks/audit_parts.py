@@ -25,7 +25,9 @@ import re
 import shutil
 import statistics
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import LiteralString
 
 import psycopg
 from psycopg import sql
@@ -62,12 +64,11 @@ STEPS: dict[str, bytes | None] = {
     ),
     "the seal as shipped (+ the event's update)": b"",
 }
-#: The alternative, measured beside the steps (its own tenants, 9 to 16).
+#: The alternative, measured beside the steps, on tenants of its own: LATER on.
 BATCHED = "instead: sealed in batches after commit"
-_WAITING = "SELECT count(*) FROM rls_tenancy.audit_log WHERE tenant_id >= 9 AND hash IS NULL"
-_UNSEALED_INDEX = sql.SQL(
-    "CREATE INDEX bench_audit_log_unsealed ON rls_tenancy.audit_log (tenant_id, id) WHERE hash IS NULL"
-)
+LATER = 9
+_WAITING = "SELECT count(*) FROM rls_tenancy.audit_log WHERE tenant_id >= %s AND hash IS NULL"
+_BROKEN = "SELECT count(*) FROM generate_series(%s::bigint, %s::bigint) AS t, rls_tenancy.verify_audit_chain(t)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     pgbench = find_pgbench()
     if pgbench is None:
         raise SystemExit("pgbench is needed: install PostgreSQL's client tools (Debian: postgresql-client)")
-    with postgres_server() as server_url, tenancy_database(server_url) as db:
+    with postgres_server() as server_url, tenancy_database(server_url) as db, tempfile.TemporaryDirectory() as tmp:
+        later = _later_script(Path(tmp))
         with _connect(db.superuser_url) as su:
             shipped = su.execute("SELECT pg_get_functiondef('rls_tenancy.seal_audit_event()'::regprocedure)").fetchone()
             assert shipped is not None
@@ -90,30 +92,31 @@ def main(argv: list[str] | None = None) -> int:
             su.execute("INSERT INTO rls_tenancy.audit_chain_heads (chain) SELECT generate_series(0, 8)")
             su.execute(
                 "INSERT INTO rls_tenancy.tenants (slug, name)"
-                " SELECT 'pgbench-' || n, 'pgbench ' || n FROM generate_series(9, 16) AS n"
+                " SELECT 'pgbench-' || n, 'pgbench ' || n FROM generate_series(%s::integer, %s::integer) AS n",
+                (LATER, LATER + 7),
             )
             su.execute((SCRIPTS / "batched_sealer.sql").read_bytes())
 
-            def run(script: str) -> float:
-                return _tps(pgbench, db.app_url, script, args.clients, args.seconds)
+            def run(script: str | Path) -> float:
+                return _tps(pgbench, db.app_url, SCRIPTS / script, args.clients, args.seconds)
 
             backlog: list[int] = []  # events not yet sealed as each run ends
 
             def batched() -> float:
                 _install(su, None)
-                su.execute(_UNSEALED_INDEX)
+                su.execute(
+                    "CREATE INDEX bench_audit_log_unsealed ON rls_tenancy.audit_log (tenant_id, id) WHERE hash IS NULL"
+                )
                 sealer = _sealer(pgbench, db.superuser_url, 2 * args.seconds + 1)
                 try:
-                    run("audited_later.sql")
-                    rate = run("audited_later.sql")
-                    waiting = su.execute(_WAITING).fetchone()  # the sealer still running
-                    assert waiting is not None
-                    backlog.append(int(waiting[0]))
+                    run(later)
+                    rate = run(later)
+                    backlog.append(_count(su, _WAITING, LATER))  # the sealer still running
                 finally:
                     _, failure = sealer.communicate()  # never killed: its backend could go on sealing
                 if sealer.returncode:
                     raise RuntimeError(f"the sealer failed: {failure[-500:]}")
-                su.execute("SELECT public.bench_seal_pending(9)")  # what came after its last batch
+                su.execute("SELECT public.bench_seal_pending(%s)", (LATER,))  # what came after its last batch
                 su.execute("DROP INDEX rls_tenancy.bench_audit_log_unsealed")
                 return rate
 
@@ -133,10 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                 plain.append((before + run("plain.sql")) / 2)
                 for step, rate in rates.items():
                     shares[step].append(rate / plain[-1])
-            broken = su.execute(
-                "SELECT count(*) FROM generate_series(9, 16) AS t, rls_tenancy.verify_audit_chain(t)"
-            ).fetchone()
-            left = su.execute(_WAITING).fetchone()
+            broken = _count(su, _BROKEN, LATER, LATER + 7)
+            left = _count(su, _WAITING, LATER)
     base = statistics.median(plain)
     cores = os.cpu_count() or 1
     print(f"plain insert: {base:.0f} transactions/s ({args.clients} clients, {cores} cores)")
@@ -144,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         share = statistics.median(values)
         extra = (1 / share - 1) * cores / base * 1e6
         print(f"{step:45s} {share:.3f} of the plain rate, about {extra:.0f} µs more CPU per event")
-    assert broken is not None and left is not None
     print(
-        f"chains sealed in batches: {broken[0]} broken, {left[0]} events left unsealed;"
+        f"chains sealed in batches: {broken} broken, {left} events left unsealed;"
         f" at most {max(backlog)} were waiting for it as a run ended"
     )
     return 0
@@ -160,11 +160,32 @@ def _install(su: psycopg.Connection[TupleRow], definition: bytes | None) -> None
         su.execute(definition)
 
 
-def _tps(pgbench: str, url: URL, script: str, clients: int, seconds: int) -> float:
-    command = [pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds)]
-    command += ["-h", str(url.host), "-p", str(url.port), "-U", str(url.username), "-f", str(SCRIPTS / script)]
-    env = {**os.environ, "PGPASSWORD": url.password or ""}
-    done = subprocess.run([*command, str(url.database)], capture_output=True, text=True, env=env, check=True)
+def _count(su: psycopg.Connection[TupleRow], query: LiteralString, *params: int) -> int:
+    found = su.execute(query, params).fetchone()
+    assert found is not None
+    return int(found[0])
+
+
+def _later_script(directory: Path) -> Path:
+    """``audited.sql`` for the tenants from LATER on, whose chains only the batched sealer seals."""
+    audited = (SCRIPTS / "audited.sql").read_text()
+    first = "\\set t :client_id + 1\n"
+    assert first in audited
+    later = directory / "audited_later.sql"
+    later.write_text(audited.replace(first, f"\\set t :client_id + {LATER}\n"))
+    return later
+
+
+def _pgbench(pgbench: str, url: URL, script: Path, *options: str) -> tuple[list[str], dict[str, str]]:
+    """The command running ``script`` as ``url``'s role, and its environment."""
+    command = [pgbench, "-n", *options, "-h", str(url.host), "-p", str(url.port), "-U", str(url.username)]
+    return [*command, "-f", str(script), str(url.database)], {**os.environ, "PGPASSWORD": url.password or ""}
+
+
+def _tps(pgbench: str, url: URL, script: Path, clients: int, seconds: int) -> float:
+    options = ("-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(seconds))
+    command, env = _pgbench(pgbench, url, script, *options)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     found = re.search(r"tps = ([\d.]+)", done.stdout)
     if found is None:
         raise RuntimeError(f"pgbench said no rate: {done.stdout[-500:]} {done.stderr[-500:]}")
@@ -173,9 +194,8 @@ def _tps(pgbench: str, url: URL, script: str, clients: int, seconds: int) -> flo
 
 def _sealer(pgbench: str, url: URL, seconds: int) -> subprocess.Popen[str]:
     """One pgbench client running ``sealer.sql`` for ``seconds``, as ``url``'s role (a superuser)."""
-    command = [pgbench, "-n", "-c", "1", "-T", str(seconds), "-h", str(url.host), "-p", str(url.port)]
-    command += ["-U", str(url.username), "-f", str(SCRIPTS / "sealer.sql"), str(url.database)]
-    env = {**os.environ, "PGPASSWORD": url.password or ""}
+    options = ("-c", "1", "-T", str(seconds), "-D", f"first={LATER}")
+    command, env = _pgbench(pgbench, url, SCRIPTS / "sealer.sql", *options)
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -75,9 +75,10 @@ def can_begin_with(raw: object) -> TypeGuard[Connection]:
     """Whether ``raw``'s next transaction can begin with :func:`begin_with` (or its async twin)."""
     if type(raw) not in _PSYCOPG_CLASSES:
         return False
-    pgconn = cast(Connection, raw).pgconn
+    conn = cast(Connection, raw)
+    pgconn = conn.pgconn
     return (
-        not cast(Connection, raw).autocommit
+        not conn.autocommit
         and pgconn.transaction_status == _IDLE
         and pgconn.pipeline_status == _OFF
         and _pipeline_supported()
