@@ -73,7 +73,7 @@ def ddl(template: str, *names: str) -> str:
     return sql.SQL(template).format(*(sql.Identifier(name) for name in names)).as_string(None)
 
 
-BREAKS = {"policy": "security", "binding": "binding", "orm": "orm"}
+BREAKS = {"policy": "rls_policy", "binding": "rls_binding", "orm": "rls_orm"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -121,7 +121,7 @@ def raw_user_setting(engine: Engine) -> str | None:
 # --- binding: the user beside the tenant ---------------------------------------------------------------------------
 
 
-@pytest.mark.binding
+@pytest.mark.rls_binding
 def test_user_is_bound_for_the_transaction_only(pinned_engine: Engine, world: World, people: People) -> None:
     """The user an event is attributed to must never carry over into the next transaction on that connection."""
     with as_tenant(world.a, user=people.a1), pinned_engine.connect() as conn:

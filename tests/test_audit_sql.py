@@ -474,7 +474,7 @@ def test_user_without_tenant_is_refused(app_engine: Engine, bypass_engine: Engin
 # --- 4. each tenant reads only its own events --------------------------------------------------------------------
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_app_role_reads_only_the_bound_tenants_events(app_engine: Engine, world: World, logged: Logged) -> None:
     read = text("SELECT id, tenant_id FROM rls_tenancy.audit_log")
     with as_tenant(world.a), app_engine.connect() as conn:

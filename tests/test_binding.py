@@ -55,7 +55,7 @@ def test_database_sees_the_tenant_in_context(pinned_engine: Engine, world: World
 # Only a commit can carry a session-wide value onward (a rollback reverts even
 # session-level SETs), so only that case guards the transaction-local binding.
 @pytest.mark.parametrize(
-    "ending", [pytest.param("commit", marks=pytest.mark.binding), "rollback", "exception", "close"]
+    "ending", [pytest.param("commit", marks=pytest.mark.rls_binding), "rollback", "exception", "close"]
 )
 def test_binding_never_survives_the_transaction(pinned_engine: Engine, world: World, ending: str) -> None:
     with pinned_engine.connect() as conn:
@@ -81,7 +81,7 @@ def test_binding_never_survives_the_transaction(pinned_engine: Engine, world: Wo
         assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0
 
 
-@pytest.mark.binding
+@pytest.mark.rls_binding
 def test_session_commit_rebinds_on_the_next_transaction(pinned_engine: Engine, world: World) -> None:
     """The sqlalchemy-tenants pitfall: a tenant set once per Session, lost or kept after commit."""
     factory = sessionmaker(pinned_engine)

@@ -125,7 +125,7 @@ def stays_clean(superuser_engine: Engine, baseline: list[Row]) -> Iterator[None]
 # --- the clean database -------------------------------------------------------------------------------
 
 
-@pytest.mark.security  # the policies replaced by USING (true) are policy_not_tenant_keyed errors
+@pytest.mark.rls_policy  # the policies replaced by USING (true) are policy_not_tenant_keyed errors
 def test_migrated_database_reports_only_its_recorded_exemptions(superuser_engine: Engine) -> None:
     with superuser_engine.connect() as conn:
         found = _findings(conn)

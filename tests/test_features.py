@@ -219,7 +219,7 @@ def test_missing_scope_falls_back_to_star_overrides_then_the_default(
         session.rollback()
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_overrides_are_isolated_by_tenant(
     world: World, users: Users, registry: FeatureRegistry, session: Session
 ) -> None:
@@ -247,7 +247,7 @@ def test_overrides_are_isolated_by_tenant(
         session.rollback()
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_the_app_role_cannot_write_global_or_foreign_overrides(world: World, session: Session) -> None:
     for tenant in (None, world.b):
         with as_tenant(world.a), pytest.raises(DBAPIError, match="row-level security"):

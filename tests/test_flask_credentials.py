@@ -139,7 +139,7 @@ def test_a_cookie_user_costs_one_connection_and_goes_out_with_the_begin(
     assert proxy.round_trips == 5
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_a_cookie_naming_another_tenants_user_acts_for_nobody(
     engine: Engine, seeded: Seeded, superuser_engine: Engine
 ) -> None:

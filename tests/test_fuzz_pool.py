@@ -261,7 +261,7 @@ def program(
     engine.dispose()
 
 
-@pytest.mark.binding
+@pytest.mark.rls_binding
 @settings(
     max_examples=count(1_000, 7_500),
     deadline=None,

@@ -1,9 +1,9 @@
 """The wall itself: as the application role, no path reads or writes another tenant's rows.
 
-Paths marked ``security`` have no ORM filter in front of them (Core, text()
+Paths marked ``rls_policy`` have no ORM filter in front of them (Core, text()
 SQL, the unconstrained escape hatch, sessions without scoping), so only row
 level security stands between tenants there; they must fail when the policy
-is broken (``--rls-break-policy``).
+is broken (``--rls-break=policy``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _expected(path: str, world: World, tenant: int) -> set[str]:
 @pytest.fixture(
     params=[
         # No ORM filter at all: what is seen is what PostgreSQL allows.
-        pytest.param("raw_factory", marks=pytest.mark.security, id="rls-only"),
+        pytest.param("raw_factory", marks=pytest.mark.rls_policy, id="rls-only"),
         pytest.param("scoped_factory", id="orm-and-rls"),
     ]
 )
@@ -66,7 +66,7 @@ def test_reads_see_only_own_rows(factory: sessionmaker[Session], world: World, p
             assert READ_PATHS[path](session, world) == _expected(path, world, tenant)
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_child_rows_and_relationship_loads_stay_in_tenant(raw_factory: sessionmaker[Session], world: World) -> None:
     with as_tenant(world.a), raw_factory() as session:
         assert set(session.scalars(select(Task.title))) == world.tasks[world.a]
@@ -76,7 +76,7 @@ def test_child_rows_and_relationship_loads_stay_in_tenant(raw_factory: sessionma
         assert {title for title, _ in joined} == world.tasks[world.a]
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_no_tenant_means_no_rows_at_the_database(app_engine: Engine, world: World) -> None:
     with app_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0
@@ -157,7 +157,7 @@ INSERTS: dict[str, WritePath] = {
 }
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 @pytest.mark.parametrize("path", sorted(INSERTS))
 def test_cannot_write_rows_into_another_tenant(
     raw_factory: sessionmaker[Session], bypass: UnsafeBypass, world: World, path: str
@@ -179,7 +179,7 @@ def test_scoped_session_refuses_foreign_tenant_before_flush(
             session.flush()
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_inserts_without_tenant_are_refused(app_engine: Engine, world: World) -> None:
     for statement in (
         "INSERT INTO projects (name) VALUES ('orphan')",

@@ -7,7 +7,7 @@ B's is changed or moved, and where a write is refused the error is the
 same whether B's row exists or no row does (no existence oracle), except
 where noted. Sessions here have no ORM tenant filter (``raw_factory``): the
 database is the only wall, so every vector that rests on it is marked
-``security`` and must fail when the policies are broken on purpose.
+``rls_policy`` and must fail when the policies are broken on purpose.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _canaries(world: World) -> set[str]:
     return world.projects[world.b] | world.tasks[world.b]
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 @pytest.mark.parametrize("path", READS.values(), ids=READS.keys())
 def test_no_read_path_shows_another_tenants_rows(
     raw_factory: sessionmaker[Session], world: World, leak_objects: None, path: Seen
@@ -236,7 +236,7 @@ NOT_THE_POLICY = {"INSERT with B's primary key", "a child pointing at B's parent
 @pytest.mark.parametrize(
     "write",
     [
-        pytest.param(value, id=key, marks=() if key in NOT_THE_POLICY else pytest.mark.security)
+        pytest.param(value, id=key, marks=() if key in NOT_THE_POLICY else pytest.mark.rls_policy)
         for key, value in WRITES.items()
     ],
 )

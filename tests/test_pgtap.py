@@ -66,7 +66,7 @@ def _pg_prove(url: URL) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.usefixtures("pgtap")
-@pytest.mark.security  # with every policy replaced by USING (true), 02_isolation.sql must fail
+@pytest.mark.rls_policy  # with every policy replaced by USING (true), 02_isolation.sql must fail
 def test_sql_tests_pass_on_the_migrated_database(db: TenancyDatabase) -> None:
     done = _pg_prove(db.superuser_url)
     output = done.stdout + done.stderr

@@ -291,7 +291,7 @@ def test_a_failing_statement_with_the_begin_raises_wrapped_and_the_connection_re
         engine.dispose()
 
 
-@pytest.mark.binding
+@pytest.mark.rls_binding
 def test_the_binding_sent_with_a_statement_ends_with_its_transaction(db: TenancyDatabase, world: World) -> None:
     engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
     try:

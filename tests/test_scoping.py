@@ -66,7 +66,7 @@ EXPECTED = {
 }
 
 
-@pytest.mark.orm
+@pytest.mark.rls_orm
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_orm_filter_alone_keeps_tenants_apart(orm_only: sessionmaker[OrmOnlySession], world: World, path: str) -> None:
     for tenant in (world.a, world.b):
@@ -88,7 +88,7 @@ def test_lifting_the_orm_filter_lifts_only_the_orm_filter(
         assert {p.name for p in session.query(Project).tenant_unconstrained_unsafe()} == world.projects[world.a]  # type: ignore[attr-defined]
 
 
-@pytest.mark.orm
+@pytest.mark.rls_orm
 def test_orm_bulk_update_and_delete_are_scoped(orm_only: sessionmaker[OrmOnlySession], world: World) -> None:
     with as_tenant(world.a), orm_only() as session, session.begin():
         assert session.execute(update(Task).values(title=Task.title)).rowcount == len(world.tasks[world.a])  # type: ignore[attr-defined]
@@ -96,7 +96,7 @@ def test_orm_bulk_update_and_delete_are_scoped(orm_only: sessionmaker[OrmOnlySes
         assert session.execute(delete(Task).where(Task.project_id == victim)).rowcount == 0  # type: ignore[attr-defined]
 
 
-@pytest.mark.orm
+@pytest.mark.rls_orm
 def test_a_caller_cannot_choose_the_tenant_the_orm_filter_uses(
     orm_only: sessionmaker[OrmOnlySession], world: World
 ) -> None:

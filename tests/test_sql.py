@@ -42,7 +42,7 @@ def test_roles_have_exactly_the_attributes_they_need(superuser_engine: Engine, d
     assert recorded == {"owner": roles.owner, "app": roles.app, "bypass": roles.bypass}
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_app_role_owns_nothing_and_cannot_become_anyone(superuser_engine: Engine, db: TenancyDatabase) -> None:
     with superuser_engine.connect() as conn:
         owned = _scalar(
@@ -234,7 +234,7 @@ def test_app_role_cannot_switch_isolation_off(
         assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege | psycopg.errors.UndefinedFunction)
 
 
-@pytest.mark.security
+@pytest.mark.rls_policy
 def test_app_sees_only_its_own_tenant_row(app_engine: Engine, world: World) -> None:
     with as_tenant(world.a), app_engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM rls_tenancy.tenants")).scalars().all() == [world.a]
