@@ -57,11 +57,11 @@ SETTING = "app.current_tenant"
 USER_SETTING = "app.current_user_id"
 
 _BIND_TEMPLATE = (
-    "SELECT pg_catalog.set_config('app.current_tenant', {0}, true),"
-    " pg_catalog.set_config('app.current_user_id', {1}, true)"
+    "SELECT pg_catalog.set_config('app.current_tenant', {0}, {local}),"
+    " pg_catalog.set_config('app.current_user_id', {1}, {local})"
 )
-_BIND = _BIND_TEMPLATE.format("%s", "%s")  # psycopg's placeholders
-_BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2").encode()  # libpq's, for the pipeline
+_BIND = _BIND_TEMPLATE.format("%s", "%s", local="true")  # psycopg's placeholders
+_BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", local="true").encode()  # libpq's, for the pipeline
 _REBIND_USER = "SELECT pg_catalog.set_config('app.current_user_id', %s, true)"
 #: conn.info: (the transaction bound, tenant id, user id). A weak reference:
 #: the info belongs to the pooled connection, and a strong one would keep a
@@ -239,6 +239,19 @@ def _send_binding(
     if isinstance(driver, psycopg.AsyncConnection):
         return await_only(begin_with_async(driver, _BIND_WIRE, wire, then))
     return begin_with(driver, _BIND_WIRE, wire, then)
+
+
+def _bind_session_wide(session_wide: bool) -> None:
+    """Bind for the rest of the session instead of the transaction, or (False) again not.
+
+    The peers' classic leak, planted on purpose by ``--rls-break=binding``
+    (:mod:`rls_tenancy.testing`) so the tests guarding this layer can show
+    they fail without it. Never call it outside a test run.
+    """
+    global _BIND, _BIND_WIRE
+    local = "false" if session_wide else "true"
+    _BIND = _BIND_TEMPLATE.format("%s", "%s", local=local)
+    _BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", local=local).encode()
 
 
 def _describe(tenant: int | None) -> str:

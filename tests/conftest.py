@@ -1,18 +1,8 @@
 """Fixtures: one migrated database per run, engines per role, fresh tenants per test.
 
-Sabotage modes prove that the security tests can fail:
-
-``--rls-break=policy``
-    replaces every tenant_isolation policy with one that allows everything;
-    each test marked ``security`` must then fail.
-``--rls-break=binding``
-    binds the tenant session-wide instead of transaction-locally (the peers'
-    classic leak); each test marked ``binding`` must then fail.
-``--rls-break=orm``
-    turns the ORM tenant filter off; each test marked ``orm`` must then fail.
-
-Those tests are turned into strict xfails, so one that still passes under
-sabotage proves nothing and fails the run.
+The sabotage runs (``--rls-break=policy|binding|orm``, with the markers
+``rls_policy``, ``rls_binding`` and ``rls_orm``) come from the library's
+pytest plugin, as they would in an application's suite.
 """
 
 from __future__ import annotations
@@ -32,29 +22,10 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
-import rls_tenancy.binding as binding
-import rls_tenancy.scoping as scoping
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, bind_engine, scope_sessions
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
 from saas_demo.models import Project, Task
 from tests.soak import FIGURES, SOAK
-
-# Every policy replaced by one that lets everything through.
-BROKEN_POLICIES = """
-DROP POLICY tenant_isolation ON projects;
-CREATE POLICY tenant_isolation ON projects USING (true) WITH CHECK (true);
-DROP POLICY tenant_isolation ON tasks;
-CREATE POLICY tenant_isolation ON tasks USING (true) WITH CHECK (true);
-DROP POLICY tenant_isolation ON rls_tenancy.users;
-CREATE POLICY tenant_isolation ON rls_tenancy.users USING (true) WITH CHECK (true);
-DROP POLICY tenant_self ON rls_tenancy.tenants;
-CREATE POLICY tenant_self ON rls_tenancy.tenants FOR SELECT USING (true);
-DROP POLICY audit_tenant_read ON rls_tenancy.audit_log;
-CREATE POLICY audit_tenant_read ON rls_tenancy.audit_log FOR SELECT USING (true);
-DROP POLICY tenant_overrides ON rls_tenancy.feature_overrides;
-CREATE POLICY tenant_overrides ON rls_tenancy.feature_overrides USING (true) WITH CHECK (true);
-"""
-
 
 pytest_plugins = ["tests.fix_flask"]
 
@@ -71,35 +42,6 @@ def run_in_threads(work: Callable[..., object], arguments: Iterable[tuple[object
 def ddl(template: str, *names: str) -> str:
     """DDL naming roles or databases: ``{}`` in ``template`` become quoted identifiers."""
     return sql.SQL(template).format(*(sql.Identifier(name) for name in names)).as_string(None)
-
-
-BREAKS = {"policy": "rls_policy", "binding": "rls_binding", "orm": "rls_orm"}
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--rls-break",
-        choices=sorted(BREAKS),
-        help="sabotage one layer on purpose; the tests guarding it must then fail",
-    )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    broken = config.getoption("--rls-break")
-    if broken == "binding":
-        binding._BIND = binding._BIND.replace(", true)", ", false)")
-        binding._BIND_WIRE = binding._BIND_WIRE.replace(b", true)", b", false)")
-    elif broken == "orm":
-        scoping._scope_statement = lambda state: None
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    broken = config.getoption("--rls-break")
-    if broken is None:
-        return
-    for item in items:
-        if item.get_closest_marker(BREAKS[broken]):
-            item.add_marker(pytest.mark.xfail(strict=True, reason=f"the {broken} is broken on purpose"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -132,13 +74,8 @@ def rls_alembic_config() -> Config:
 
 
 @pytest.fixture(scope="session")
-def db(rls_database: TenancyDatabase, request: pytest.FixtureRequest) -> TenancyDatabase:
-    """The migrated test database (projects and tasks isolated), sabotaged if asked."""
-    if request.config.getoption("--rls-break") == "policy":
-        engine = create_engine(rls_database.superuser_url)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(BROKEN_POLICIES)
-        engine.dispose()
+def db(rls_database: TenancyDatabase) -> TenancyDatabase:
+    """The migrated test database (projects and tasks isolated), its policies opened under ``--rls-break=policy``."""
     return rls_database
 
 

@@ -1,4 +1,4 @@
-"""pytest fixtures for a real PostgreSQL; see :mod:`rls_tenancy.testing`."""
+"""pytest fixtures for a real PostgreSQL, and the sabotage runs; see :mod:`rls_tenancy.testing`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,59 @@ import pytest
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
+from rls_tenancy.testing._sabotage import MARKERS, break_process, open_every_policy, restore_process
 from rls_tenancy.testing.database import TenancyDatabase, tenancy_database
 from rls_tenancy.testing.server import postgres_server
+
+_CLAIMS = {
+    "policy": "the row level security policies",
+    "binding": "transaction-local binding of the tenant",
+    "orm": "the ORM tenant filter",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--rls-break",
+        choices=sorted(MARKERS),
+        help="break one isolation layer on purpose and run only the tests marked as guarding it; each must fail",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Before conftest files import the application, which may scope its sessions as it loads.
+    break_process(early_config.known_args_namespace.rls_break)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for layer, marker in MARKERS.items():
+        config.addinivalue_line(
+            "markers", f"{marker}: a claim that rests on {_CLAIMS[layer]}; must fail under --rls-break={layer}"
+        )
+    break_process(config.getoption("rls_break"))  # again, for a plugin loaded by a conftest's pytest_plugins
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    restore_process()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--rls-break``, keep only the tests guarding the broken layer, as strict xfails."""
+    layer = config.getoption("rls_break")
+    if layer is None:
+        return
+    guarding: list[pytest.Item] = []
+    others: list[pytest.Item] = []
+    for item in items:
+        (guarding if item.get_closest_marker(MARKERS[layer]) else others).append(item)
+    reason = f"--rls-break={layer}: {_CLAIMS[layer]} broken on purpose"
+    for item in guarding:
+        # First, so it is the xfail that counts: one that passes anyway proves nothing and fails the run.
+        item.add_marker(pytest.mark.xfail(strict=True, reason=reason), append=False)
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = guarding
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +77,14 @@ def rls_alembic_config() -> Config | None:
 
 
 @pytest.fixture(scope="session")
-def rls_database(rls_postgres_url: URL, rls_alembic_config: Config | None) -> Iterator[TenancyDatabase]:
-    """A fresh, migrated database with the owner, app and bypass roles."""
+def rls_database(
+    rls_postgres_url: URL, rls_alembic_config: Config | None, pytestconfig: pytest.Config
+) -> Iterator[TenancyDatabase]:
+    """A fresh, migrated database with the owner, app and bypass roles.
+
+    Under ``--rls-break=policy`` every policy in it lets everything through.
+    """
     with tenancy_database(rls_postgres_url, alembic_config=rls_alembic_config) as database:
+        if pytestconfig.getoption("rls_break") == "policy":
+            open_every_policy(database.superuser_url)
         yield database
