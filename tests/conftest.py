@@ -27,7 +27,7 @@ from rls_tenancy.testing import TenancyDatabase, tenancy_database
 from saas_demo.models import Project, Task
 from tests.soak import FIGURES, SOAK
 
-pytest_plugins = ["tests.fix_flask"]
+pytest_plugins = ["pytester", "tests.fix_flask"]  # pytester: the plugin run as an app's suite would run it
 
 
 def run_in_threads(work: Callable[..., object], arguments: Iterable[tuple[object, ...]]) -> None:
