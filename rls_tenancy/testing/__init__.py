@@ -15,6 +15,13 @@ Fixtures (registered automatically when ``rls-tenancy[testing]`` is installed):
     A fresh database on that server, upgraded to ``heads`` (your migrations
     and the library's, or the library's alone), with the owner, application
     and bypass roles ready and passwords set, as a :class:`TenancyDatabase`.
+
+The sabotage runs: ``--rls-break=policy`` (every policy in ``rls_database``
+lets everything through), ``--rls-break=binding`` (the tenant bound
+session-wide) or ``--rls-break=orm`` (the ORM tenant filter off) breaks one
+layer on purpose and runs only the tests marked ``rls_policy``,
+``rls_binding`` or ``rls_orm`` respectively, as strict xfails: a test that
+passes anyway does not rest on that layer, and fails the run.
 """
 
 from __future__ import annotations
