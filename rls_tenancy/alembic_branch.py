@@ -9,6 +9,10 @@ every ``alembic revision`` would need ``--head``. Pass
 in ``env.py`` and neither happens: revisions made without ``--head`` go on
 branch ``myapp``, the first one starting it (from base, depending on the
 library's head, in your own versions directory).
+
+Alembic runs ``env.py``, and so this hook, for ``alembic revision
+--autogenerate`` and, only when ``revision_environment = true`` is in
+``alembic.ini``, for a plain ``alembic revision``: set it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from rls_tenancy._resources import data_dir
 
 LIBRARY_BRANCH = "rls_tenancy"
 
+# What ``script.head`` is when no ``--head`` was given: ``command.revision``'s
+# default is ``"head"``, the command line passes ``None``.
+_NO_HEAD_GIVEN = ("head", None)
+
 Directives = Callable[[MigrationContext, Any, list[MigrationScript]], None]
 
 
@@ -37,7 +45,7 @@ def app_branch(label: str) -> Directives:
         if script_directory is None:
             return
         for script in scripts:
-            if script.head != "head":  # an explicit --head: the user decided
+            if script.head not in _NO_HEAD_GIVEN:  # an explicit --head: the user decided
                 continue
             if _branch_exists(script_directory, label):
                 script.head = f"{label}@head"

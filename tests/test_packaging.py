@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import URL
+
+from rls_tenancy.testing import empty_database
 
 ROOT = Path(__file__).parent.parent
 
@@ -72,3 +78,147 @@ def test_installed_wheel_finds_its_files(wheel: Path, tmp_path: Path) -> None:
         check=True,
     ).stdout.split()
     assert all(Path(line).is_relative_to(tmp_path) and Path(line).is_dir() for line in out)
+
+
+# An adopter's project, as the README's migration steps make it: its own
+# versions directory before the library's, app_branch in env.py (Alembic's
+# template otherwise), a model keyed to the library's users.
+ADOPTER_INI = """
+[alembic]
+script_location = %(here)s/migrations
+prepend_sys_path = .
+version_locations = %(here)s/migrations/versions rls_tenancy:migrations/versions
+path_separator = space
+revision_environment = true
+"""
+
+ADOPTER_ENV = """
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+import rls_tenancy.alembic_ops
+from rls_tenancy.alembic_branch import app_branch
+from models import Base
+
+config = context.config
+engine = engine_from_config(config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.",
+                            poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=Base.metadata,
+                      process_revision_directives=app_branch("blog"))
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+ADOPTER_MODELS = """
+from sqlalchemy import BigInteger, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from rls_tenancy import TenantBoundMixin
+from rls_tenancy.tenant_keys import tenant_foreign_key
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Post(TenantBoundMixin, Base):
+    __tablename__ = "posts"
+    __table_args__ = (tenant_foreign_key("author_id", "rls_tenancy.users", name="posts_author_fkey"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(BigInteger)
+    title: Mapped[str] = mapped_column(Text)
+"""
+
+ADOPTER_ROLES = {
+    "RLS_TENANCY_OWNER_ROLE": "ad_owner",
+    "RLS_TENANCY_APP_ROLE": "ad_app",
+    "RLS_TENANCY_BYPASS_ROLE": "ad_admin",
+}
+
+
+@pytest.fixture()
+def adopter(tmp_path: Path, rls_postgres_url: URL) -> Iterator[Path]:
+    """The adopter's project directory, its ``sqlalchemy.url`` an empty database."""
+    project = tmp_path / "blog"
+    (project / "migrations" / "versions").mkdir(parents=True)
+    (project / "migrations" / "env.py").write_text(ADOPTER_ENV)
+    (project / "migrations" / "script.py.mako").write_text((ROOT / "migrations" / "script.py.mako").read_text())
+    (project / "models.py").write_text(ADOPTER_MODELS)
+    with empty_database(rls_postgres_url, prefix="rls_adopter") as url:
+        rendered = url.render_as_string(hide_password=False).replace("%", "%%")
+        (project / "alembic.ini").write_text(ADOPTER_INI + f"sqlalchemy.url = {rendered}\n")
+        yield project
+
+
+def _alembic(project: Path, site: Path | None, *argv: str) -> str:
+    """``alembic.config.main(argv)`` in a process of its own: the command line, on the given install."""
+    env = {**os.environ, **ADOPTER_ROLES}
+    if site is not None:  # the wheel's files first on the path, as site-packages would be
+        env["PYTHONPATH"] = str(site)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from alembic.config import main; main(argv=sys.argv[1:])", *argv],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("install", ["wheel", "editable"])
+def test_the_alembic_command_line_puts_an_apps_revisions_on_its_own_branch(
+    install: str, wheel: Path, adopter: Path, tmp_path: Path
+) -> None:
+    site: Path | None = None
+    if install == "wheel":
+        site = tmp_path / "site-packages"
+        zipfile.ZipFile(wheel).extractall(site)
+    library = (site / "rls_tenancy" if site else ROOT) / "migrations" / "versions"
+    shipped = sorted(path.name for path in library.iterdir())
+    located = subprocess.run(
+        [sys.executable, "-c", "import rls_tenancy; print(rls_tenancy.__file__)"],
+        cwd=adopter,
+        env={**os.environ, "PYTHONPATH": str(site or "")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(located).is_relative_to(site or ROOT)
+
+    _alembic(adopter, site, "upgrade", "heads")  # the library alone: its head is the only head
+    _alembic(adopter, site, "revision", "--autogenerate", "-m", "posts")
+    _alembic(adopter, site, "upgrade", "heads")
+    _alembic(adopter, site, "revision", "-m", "data fix")  # no autogenerate: revision_environment runs the hook
+    _alembic(adopter, site, "upgrade", "heads")
+    _alembic(adopter, site, "revision", "--autogenerate", "-m", "nothing new")
+
+    assert sorted(path.name for path in library.iterdir()) == shipped
+    mine = sorted((adopter / "migrations" / "versions").glob("*.py"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(mine) == 3
+    texts = [path.read_text() for path in mine]
+    assert "branch_labels = ('blog',)" in texts[0] and "depends_on = 'rls_tenancy_0006'" in texts[0]
+    assert "op.enable_tenant_isolation('posts')" in texts[0]
+    assert (
+        "sa.ForeignKeyConstraint(['tenant_id', 'author_id'], ['rls_tenancy.users.tenant_id', 'rls_tenancy.users.id']"
+        in texts[0]
+    )
+    assert "op." not in texts[2], texts[2]  # nothing to do: the key to rls_tenancy.users compares equal
+    ids = [re.search(r"^revision = '(\w+)'", text, re.M) for text in texts]
+    downs = [re.search(r"^down_revision = (.+)$", text, re.M) for text in texts]
+    assert [d.group(1) for d in downs if d] == [
+        "None",
+        repr(ids[0] and ids[0].group(1)),
+        repr(ids[1] and ids[1].group(1)),
+    ]
+    heads = _alembic(adopter, site, "heads")
+    assert heads.split() == [
+        ids[2] and ids[2].group(1),
+        "(blog)",
+        "(head)",
+        "rls_tenancy_0006",
+        "(rls_tenancy)",
+        "(effective",
+        "head)",
+    ]
