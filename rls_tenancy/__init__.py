@@ -22,6 +22,7 @@ from rls_tenancy.query import UNCONSTRAINED, TenantQuery
 from rls_tenancy.roles import RoleNames
 from rls_tenancy.scoping import scope_sessions
 from rls_tenancy.unavailable import unavailable_reason
+from rls_tenancy.users import User
 
 __version__ = version("rls-tenancy")
 
@@ -41,6 +42,7 @@ __all__ = [
     "TenantQuery",
     "UnsafeBypass",
     "UsageError",
+    "User",
     "as_tenant",
     "bind_engine",
     "current_tenant_id",

@@ -15,14 +15,24 @@ cross-tenant reference: there is no ``(A, b's id)`` row to point at.
         __table_args__ = (tenant_foreign_key("project_id", "projects"),)
         project_id: Mapped[int]
 
-Alembic's autogenerate renders both as ordinary constraints. For tables
+The library's own ``rls_tenancy.users`` is a referent like any other
+(``tenant_foreign_key("author_id", User)``, or ``"rls_tenancy.users"``):
+its table lives in the library's ``MetaData``, so the constraint points at
+its columns instead of at a name the application's ``MetaData`` cannot
+resolve. Alembic's autogenerate renders both as ordinary constraints. For tables
 made elsewhere, ``op.add_tenant_foreign_key(...)`` (``rls_tenancy.alembic_ops``)
 and the SQL function ``rls_tenancy.add_tenant_foreign_key(...)`` do the same.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKeyConstraint, UniqueConstraint
+from typing import Any
+
+from sqlalchemy import Column, ForeignKeyConstraint, Table, UniqueConstraint
+
+import rls_tenancy.users  # noqa: F401  (puts rls_tenancy.users in the library's MetaData)
+from rls_tenancy.errors import UsageError
+from rls_tenancy.models import TenancyBase
 
 
 def tenant_key(table: str, column: str = "id", *, name: str | None = None) -> UniqueConstraint:
@@ -32,7 +42,7 @@ def tenant_key(table: str, column: str = "id", *, name: str | None = None) -> Un
 
 def tenant_foreign_key(
     column: str,
-    referent: str,
+    referent: str | Table | type[Any],
     referent_column: str = "id",
     *,
     name: str | None = None,
@@ -40,12 +50,31 @@ def tenant_foreign_key(
 ) -> ForeignKeyConstraint:
     """``FOREIGN KEY (tenant_id, <column>) REFERENCES <referent> (tenant_id, <referent_column>)``.
 
-    ``referent`` is a table name (``"schema.table"`` for another schema);
-    it needs :func:`tenant_key` on ``referent_column``.
+    ``referent`` is a table name (``"schema.table"`` for another schema), a
+    ``Table`` or a mapped class; it needs :func:`tenant_key` on
+    ``referent_column`` (``rls_tenancy.users`` has it on ``id``).
     """
-    return ForeignKeyConstraint(
-        ["tenant_id", column],
-        [f"{referent}.tenant_id", f"{referent}.{referent_column}"],
-        name=name,
-        ondelete=ondelete,
-    )
+    table = _table(referent)
+    if table is None:
+        names = [f"{referent}.tenant_id", f"{referent}.{referent_column}"]
+        return ForeignKeyConstraint(["tenant_id", column], names, name=name, ondelete=ondelete)
+    missing = [c for c in ("tenant_id", referent_column) if c not in table.c]
+    if missing:
+        raise UsageError(
+            f"{table.fullname} has no column {missing[0]}: a tenant foreign key points at a tenant-bound "
+            "table's (tenant_id, id); rls_tenancy.tenants is referenced by TenantBoundMixin's tenant_id"
+        )
+    columns: list[Column[Any]] = [table.c.tenant_id, table.c[referent_column]]
+    return ForeignKeyConstraint(["tenant_id", column], columns, name=name, ondelete=ondelete)
+
+
+def _table(referent: str | Table | type[Any]) -> Table | None:
+    """The ``Table`` behind ``referent``, or ``None`` for a name the application's ``MetaData`` resolves."""
+    if isinstance(referent, Table):
+        return referent
+    if isinstance(referent, str):
+        return TenancyBase.metadata.tables.get(referent)
+    table = getattr(referent, "__table__", None)
+    if not isinstance(table, Table):
+        raise UsageError(f"a tenant foreign key references a table name, a Table or a mapped class, not {referent!r}")
+    return table

@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    and_,
     create_engine,
     func,
     literal,
@@ -32,10 +33,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column, relationship
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import ClauseElement
 
-from rls_tenancy import as_tenant
+from rls_tenancy import Tenant, TenantBoundMixin, UsageError, User, as_tenant
 from rls_tenancy.alembic_ops import AddTenantForeignKeyOp
 from rls_tenancy.tenant_keys import tenant_foreign_key, tenant_key
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
@@ -164,6 +166,78 @@ def test_migrated_constraints_are_what_the_models_declare(superuser_engine: Engi
         "tasks_project_fkey": "FOREIGN KEY (tenant_id, project_id) REFERENCES projects(tenant_id, id)",
         "projects_tenant_id_id_key": "UNIQUE (tenant_id, id)",
     }
+
+
+class _Blog(DeclarativeBase):
+    pass
+
+
+class _Post(TenantBoundMixin, _Blog):
+    """An application's model keyed to the library's users, as the README shows it."""
+
+    __tablename__ = "key_posts"
+    __table_args__ = (tenant_foreign_key("author_id", "rls_tenancy.users", name="key_posts_author_fkey"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int] = mapped_column(BigInteger)
+    author: Mapped[User] = relationship(
+        User,
+        primaryjoin=lambda: and_(_Post.author_id == User.id, _Post.tenant_id == User.tenant_id),
+        foreign_keys=lambda: [_Post.tenant_id, _Post.author_id],
+    )
+
+
+@pytest.mark.parametrize("referent", ["rls_tenancy.users", User, User.__table__], ids=["name", "model", "table"])
+def test_a_key_to_the_librarys_users_resolves_outside_the_apps_metadata(referent: object) -> None:
+    metadata = MetaData()
+    posts = Table(
+        "posts",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("tenant_id", BigInteger, nullable=False),
+        Column("author_id", BigInteger, nullable=False),
+        tenant_foreign_key("author_id", referent, name="posts_author_fkey"),  # type: ignore[arg-type]
+    )
+    assert (
+        "CONSTRAINT posts_author_fkey FOREIGN KEY(tenant_id, author_id) REFERENCES rls_tenancy.users (tenant_id, id)"
+        in _ddl(posts)
+    )
+    configure_mappers()  # _Post's relationship to User joins on both columns
+    assert {(pair[0].name, pair[1].name) for pair in _Post.author.property.local_remote_pairs} == {
+        ("author_id", "id"),
+        ("tenant_id", "tenant_id"),
+    }
+
+
+@pytest.mark.parametrize("referent", ["rls_tenancy.tenants", Tenant, object()], ids=["name", "model", "other"])
+def test_a_tenant_key_to_what_has_no_tenant_id_is_refused(referent: object) -> None:
+    with pytest.raises(UsageError, match="tenant"):
+        tenant_foreign_key("owner_id", referent)  # type: ignore[arg-type]
+
+
+def test_a_post_cannot_name_another_tenants_user(tables: Connection, db: TenancyDatabase, world: World) -> None:
+    """Run as the app role, bound to tenant A: B's user and no user are refused alike."""
+    tables.execute(CreateTable(_Post.__table__))  # type: ignore[arg-type]
+    tables.execute(select(func.rls_tenancy.enable_tenant_isolation(literal("public.key_posts"))))
+    authors = {
+        tenant: tables.execute(
+            text("INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (:t, :e) RETURNING id"),
+            {"t": tenant, "e": f"author-{tenant}@keys.example"},
+        ).scalar_one()
+        for tenant in (world.a, world.b)
+    }
+    nowhere = max(authors.values()) + 1000
+    tables.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.app))
+    tables.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
+    insert = text("INSERT INTO key_posts (author_id) VALUES (:author)")
+    tables.execute(insert, {"author": authors[world.a]})
+
+    def refused(author: int) -> Refusal:
+        with pytest.raises(IntegrityError) as error, tables.begin_nested():
+            tables.execute(insert, {"author": author})
+        return _refusal(error.value)
+
+    cross_tenant = refused(authors[world.b])
+    assert cross_tenant[0] == "23503" and cross_tenant == refused(nowhere)
 
 
 # --- the SQL function -----------------------------------------------------------------------------------
