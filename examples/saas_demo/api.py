@@ -33,7 +33,7 @@ api = Blueprint("api", __name__, url_prefix="/api")
 
 GREETINGS = {"en": "Hello", "de": "Hallo", "fr": "Bonjour"}
 MAX_BATCH = 1000
-ID = "int(min=1, max=2147483647)"  # the column is a 32-bit integer
+ID = "int4(min=1)"  # the column is a 32-bit integer: a larger id matches no route (404)
 
 
 def _body() -> dict[str, Any]:

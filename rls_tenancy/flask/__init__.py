@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rls_tenancy.flask.audit import log, log_security_event
+from rls_tenancy.flask.converters import CONVERTERS, Int4Converter, Int8Converter
 from rls_tenancy.flask.current import (
     authenticate_user,
     get_current_language,
@@ -15,12 +16,17 @@ from rls_tenancy.flask.current import (
 )
 from rls_tenancy.flask.extension import Tenancy, TenancyState, state
 from rls_tenancy.flask.resolvers import Resolution, Resolver
+from rls_tenancy.users import User
 
 __all__ = [
+    "CONVERTERS",
+    "Int4Converter",
+    "Int8Converter",
     "Resolution",
     "Resolver",
     "Tenancy",
     "TenancyState",
+    "User",
     "authenticate_user",
     "get_current_language",
     "get_current_scopes",

@@ -3,11 +3,26 @@
 Registered by :class:`~rls_tenancy.flask.Tenancy` for its own error classes,
 and for SQLAlchemy's ``OperationalError`` and pool ``TimeoutError``: a lost
 connection, a restarting server, a full pool or a statement timeout is a 503
-with ``Retry-After``, not a 500 (see :mod:`rls_tenancy.unavailable`). The
-host app's other error pages are left as they are.
+with ``Retry-After``, not a 500 (see :mod:`rls_tenancy.unavailable`).
+
+Input the database cannot take is a 400, not a 500, so that a view written
+naively (``<int:id>`` against an ``integer`` column, a form's text straight
+into a model) answers hostile input as the client's mistake: SQLAlchemy's
+``DataError`` (SQLSTATE class 22, and psycopg's own refusal of NUL
+characters), text with a lone surrogate (valid JSON, but no UTF-8 encodes
+it), and a :class:`~rls_tenancy.UsageError` raised while the request is
+handled (a model's validator refusing an email, say). The 400 names the
+database's condition, never its message, which may quote stored values.
+
+A handler the app registered itself for one of these classes, before or
+after ``init_app``, is left in place.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
 from sqlalchemy import exc
@@ -19,6 +34,7 @@ from rls_tenancy.errors import (
     PermissionDeniedError,
     TenantMismatchError,
     UnknownTenantError,
+    UsageError,
 )
 from rls_tenancy.unavailable import unavailable_reason
 
@@ -77,13 +93,50 @@ def _unavailable(error: exc.OperationalError | exc.TimeoutError) -> Response:
     return response
 
 
+def _usage(error: UsageError) -> Response:
+    current_app.logger.warning("request refused for a usage error: %s", error)
+    return _json(400, "invalid_request", str(error))
+
+
+def _bad_value(error: exc.DataError) -> Response:
+    current_app.logger.warning("request refused for a value the database cannot take: %s", error.orig)
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate is None:  # refused by psycopg before sending (NUL in text): its message quotes no data
+        reason = str(error.orig)
+    else:
+        reason = _words(type(error.orig).__name__)
+    return _json(400, "invalid_request", f"the database cannot take a value of this request: {reason}")
+
+
+def _words(condition: str) -> str:
+    """``NumericValueOutOfRange`` -> ``numeric value out of range``: psycopg names its classes after conditions."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", condition).lower()
+
+
+def _unencodable(error: UnicodeEncodeError) -> Response:
+    if error.reason != "surrogates not allowed":  # not the client's text: a bug, a 500 as before
+        raise error
+    return _json(400, "invalid_request", "text must be valid Unicode: a lone surrogate cannot be stored")
+
+
+_HANDLERS: list[tuple[type[Exception], Callable[[Any], Response]]] = [
+    (AuthenticationError, _unauthenticated),
+    (NoTenantError, _no_tenant),
+    (PermissionDeniedError, _forbidden),
+    (TenantMismatchError, _mismatch),
+    (UnknownTenantError, _unknown_tenant),
+    (InvalidRequestError, _invalid),
+    (UsageError, _usage),
+    (exc.OperationalError, _unavailable),
+    (exc.TimeoutError, _unavailable),
+    (exc.DataError, _bad_value),
+    (UnicodeEncodeError, _unencodable),
+]
+
+
 def register_error_handlers(app: Flask) -> None:
-    """JSON answers for the library's errors raised while handling a request."""
-    app.register_error_handler(AuthenticationError, _unauthenticated)
-    app.register_error_handler(NoTenantError, _no_tenant)
-    app.register_error_handler(PermissionDeniedError, _forbidden)
-    app.register_error_handler(TenantMismatchError, _mismatch)
-    app.register_error_handler(UnknownTenantError, _unknown_tenant)
-    app.register_error_handler(InvalidRequestError, _invalid)
-    app.register_error_handler(exc.OperationalError, _unavailable)
-    app.register_error_handler(exc.TimeoutError, _unavailable)
+    """JSON answers for the library's errors raised while handling a request; the app's own handlers win."""
+    own = app.error_handler_spec[None][None]  # the app-wide handlers by exception class
+    for error_class, handler in _HANDLERS:
+        if error_class not in own:
+            app.register_error_handler(error_class, handler)

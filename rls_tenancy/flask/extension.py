@@ -37,6 +37,7 @@ from rls_tenancy.context import Acting, enter_request_tenant, leave_request_tena
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.features import REGISTRY, FeatureRegistry
 from rls_tenancy.flags import Flags, set_flags_source
+from rls_tenancy.flask.converters import CONVERTERS
 from rls_tenancy.flask.errors import register_error_handlers
 from rls_tenancy.flask.resolvers import (
     Resolution,
@@ -189,6 +190,8 @@ class Tenancy:
         app.after_request(_echo_request_id)
         app.teardown_request(_end_request)
         register_error_handlers(app)
+        for name, converter in CONVERTERS.items():
+            app.url_map.converters.setdefault(name, converter)
         from rls_tenancy.flask.cli import tenancy_commands
         from rls_tenancy.flask.features import feature_enabled
 

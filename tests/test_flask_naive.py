@@ -1,0 +1,174 @@
+"""Views written naively, as the README shows them: hostile input is a 400 or 404 JSON answer, never a 500.
+
+The app is a plain one (``engine=``, ``session=``), its views take request
+values straight into queries and models. Each hostile request must leave
+nothing written, checked as the tenant under row level security.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from flask import Flask, abort, request
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from werkzeug.test import TestResponse
+
+from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, User, as_tenant, bind_engine
+from rls_tenancy.flask import Tenancy, require_scopes
+from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.tokens import issue_token
+from saas_demo.models import Project
+from tests.fix_flask import bearer
+
+INT4_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Naive:
+    client: FlaskClient
+    tenant_id: int
+    project_id: int
+    token: str
+
+
+def _naive_app(engine: Engine) -> Flask:
+    app = Flask(__name__)
+    app.config.update(TESTING=True, SECRET_KEY="naive")
+    sessions = scoped_session(sessionmaker(engine, query_cls=TenantQuery))
+    Tenancy().init_app(app, engine=engine, session=sessions)
+
+    @app.get("/projects/<int:project_id>")
+    def get_project(project_id: int) -> dict[str, object]:
+        project = sessions.get(Project, project_id)
+        if project is None:
+            abort(404)
+        return {"id": project.id, "name": project.name}
+
+    @app.get("/bounded/<int4:project_id>")
+    def get_bounded(project_id: int) -> dict[str, object]:
+        return get_project(project_id)
+
+    @app.post("/projects")
+    @require_scopes("projects:write")
+    def create_project() -> tuple[dict[str, object], int]:
+        project = Project(name=request.json["name"])
+        sessions.add(project)
+        sessions.flush()
+        answer = {"id": project.id, "name": project.name}
+        sessions.commit()
+        return answer, 201
+
+    @app.post("/register")
+    @require_scopes("admin")
+    def register() -> tuple[dict[str, object], int]:
+        user = User(email=request.json["email"], roles=[])
+        sessions.add(user)
+        sessions.commit()
+        return {"registered": True}, 201
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def naive(db: TenancyDatabase, bypass: UnsafeBypass) -> Iterator[Naive]:
+    engine = create_engine(db.app_url)
+    with bypass.session(reason="test setup: a naive app's tenant") as session:
+        tenant = Tenant(slug=f"naive-{secrets.token_hex(4)}", name="Naive")
+        session.add(tenant)
+        session.flush()
+        tenant_id = tenant.id
+    app = _naive_app(engine)  # binds the engine
+    with as_tenant(tenant_id), Session(engine) as session, session.begin():
+        project = Project(name="Kept")
+        session.add(project)
+        session.flush()
+        token = issue_token(session, name="naive", scopes=["admin", "projects:write"]).token
+        project_id = project.id
+    yield Naive(app.test_client(), tenant_id, project_id, token)
+    tenancy = app.extensions["rls_tenancy"]
+    tenancy.audit_engine.dispose()
+    engine.dispose()
+
+
+def _rows(naive: Naive, db: TenancyDatabase) -> tuple[int, int]:
+    """How many projects and users the naive tenant has, as the app role."""
+    engine = bind_engine(create_engine(db.app_url))
+    try:
+        with as_tenant(naive.tenant_id), Session(engine) as session:
+            projects = session.scalar(select(func.count()).select_from(Project))
+            users = session.scalar(select(func.count()).select_from(User))
+            assert projects, "the tenant's own project is visible: the count is not vacuous"
+            return int(projects), int(users or 0)
+    finally:
+        engine.dispose()
+
+
+def _invalid(response: TestResponse) -> str:
+    """The message of a 400 ``invalid_request`` JSON answer."""
+    assert response.status_code == 400, response.data[:300]
+    body = response.json
+    assert isinstance(body, dict) and body["error"] == "invalid_request", body
+    return str(body["message"])
+
+
+def test_a_naive_view_still_finds_its_own_row(naive: Naive) -> None:
+    response = naive.client.get(f"/projects/{naive.project_id}", headers=bearer(naive.token))
+    assert response.status_code == 200 and response.json == {"id": naive.project_id, "name": "Kept"}
+    assert naive.client.get(f"/bounded/{naive.project_id}", headers=bearer(naive.token)).status_code == 200
+
+
+@pytest.mark.parametrize("project_id", [INT4_MAX + 1, 2**63, 10**30])
+def test_an_id_beyond_the_columns_range_is_a_400_not_a_500(naive: Naive, project_id: int) -> None:
+    response = naive.client.get(f"/projects/{project_id}", headers=bearer(naive.token))
+    message = _invalid(response)
+    assert "out of range" in message and "SELECT" not in message  # the condition, not the statement
+
+
+@pytest.mark.parametrize("project_id", [INT4_MAX + 1, 2**63])
+def test_the_int4_converter_matches_only_what_the_column_holds(naive: Naive, project_id: int) -> None:
+    assert naive.client.get(f"/bounded/{project_id}", headers=bearer(naive.token)).status_code == 404
+    assert naive.client.get(f"/bounded/{INT4_MAX}", headers=bearer(naive.token)).status_code == 404  # no such row
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("NUL \x00 inside", "NUL"), ("lone \ud800 surrogate", "surrogate"), ("x" * 101, "string data right truncation")],
+    ids=["nul", "surrogate", "too-long"],
+)
+def test_text_the_database_cannot_store_is_a_400_and_nothing_is_written(
+    naive: Naive, db: TenancyDatabase, name: str, says: str
+) -> None:
+    before = _rows(naive, db)
+    response = naive.client.post("/projects", json={"name": name}, headers=bearer(naive.token))
+    assert says in _invalid(response)
+    assert _rows(naive, db) == before
+
+
+def test_an_invalid_email_at_registration_is_a_400_and_nothing_is_written(naive: Naive, db: TenancyDatabase) -> None:
+    before = _rows(naive, db)
+    response = naive.client.post("/register", json={"email": "not an email"}, headers=bearer(naive.token))
+    assert "email" in _invalid(response)
+    assert _rows(naive, db) == before
+    ok = naive.client.post(
+        "/register", json={"email": f"{secrets.token_hex(3)}@naive.example"}, headers=bearer(naive.token)
+    )
+    assert ok.status_code == 201 and _rows(naive, db) == (before[0], before[1] + 1)
+
+
+def test_the_apps_own_handler_for_those_errors_wins(db: TenancyDatabase) -> None:
+    from sqlalchemy import exc
+
+    app = Flask(__name__)
+    app.register_error_handler(exc.DataError, lambda error: ({"mine": True}, 422))
+    engine = create_engine(db.app_url)
+    try:
+        Tenancy().init_app(app, engine=engine)
+        assert app.error_handler_spec[None][None][exc.DataError].__name__ == "<lambda>"
+    finally:
+        app.extensions["rls_tenancy"].audit_engine.dispose()
+        engine.dispose()
