@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -27,6 +28,8 @@ from rls_tenancy.doctor import Finding, findings
 from rls_tenancy.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import ddl
+
+DOCTOR_DOCS = Path(__file__).parent.parent / "docs" / "doctor.md"
 
 Row = tuple[str, str, str, str, str]  # severity, check_name, object_name, message, fix
 Key = tuple[str, str, str]  # severity, check_name, object_name
@@ -134,6 +137,14 @@ def test_migrated_database_reports_only_its_recorded_exemptions(superuser_engine
     for row in found:
         assert "(exempt: " in row[3]
         assert row[4].strip()
+
+
+def test_the_docs_name_the_columns_findings_returns(bypass_engine: Engine) -> None:
+    """docs/doctor.md's first query, as a DBA copies it, names what comes back."""
+    documented = next(line for line in DOCTOR_DOCS.read_text().splitlines() if "FROM rls_tenancy.findings()" in line)
+    with bypass_engine.connect() as conn:
+        columns = list(conn.execute(text("SELECT * FROM rls_tenancy.findings() LIMIT 0")).keys())
+    assert documented.split("--")[1].split(":")[1].replace(",", " ").split() == columns
 
 
 def test_bypass_role_reads_the_same_report_through_doctor_findings(bypass_engine: Engine) -> None:
