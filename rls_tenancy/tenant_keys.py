@@ -62,7 +62,8 @@ def tenant_foreign_key(
     if missing:
         raise UsageError(
             f"{table.fullname} has no column {missing[0]}: a tenant foreign key points at a tenant-bound "
-            "table's (tenant_id, id); rls_tenancy.tenants is referenced by TenantBoundMixin's tenant_id"
+            "table's (tenant_id, id); reference rls_tenancy.tenants with ForeignKey(Tenant.id), as "
+            "TenantBoundMixin's tenant_id does"
         )
     columns: list[Column[Any]] = [table.c.tenant_id, table.c[referent_column]]
     return ForeignKeyConstraint(["tenant_id", column], columns, name=name, ondelete=ondelete)
