@@ -296,11 +296,19 @@ def _request_session() -> Session:
 
 
 def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def serve(environ: Any, start_response: Any) -> Any:
+        # No tenant and no user from the app's first line (converters, url
+        # value preprocessors) to its last teardown, whatever surrounds the
+        # request: a test client inside as_tenant(), a request made in a view.
+        # The context dies with the request, so the token is never needed.
+        enter_request_tenant(None)
+        return wsgi_app(environ, start_response)
+
     @functools.wraps(wsgi_app)
     def run(environ: Any, start_response: Any) -> Any:
         context = contextvars.copy_context()
         try:
-            return context.run(wsgi_app, environ, start_response)
+            return context.run(serve, environ, start_response)
         except BaseException:
             # A teardown function that raises stops the rest (ours too) and
             # leaves Flask's wsgi_app with that error: only then is a Session left.
