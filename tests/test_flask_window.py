@@ -1,17 +1,19 @@
-"""A request's window: no tenant before resolution and after its end, whatever surrounds it."""
+"""A request's window: no tenant before resolution, whatever surrounds it, and only its own teardown ends it."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, Response, copy_current_request_context, current_app, jsonify, request, stream_with_context
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.routing import BaseConverter
 
-from rls_tenancy import as_tenant, current_tenant_id, current_user_id
-from rls_tenancy.flask import Tenancy
+from rls_tenancy import TenantQuery, as_tenant, current_tenant_id, current_user_id
+from rls_tenancy.flask import Tenancy, state
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project
 from saas_demo.seed import Seeded
@@ -110,3 +112,93 @@ def test_hooks_of_a_request_made_inside_a_view_never_see_the_outer_requests_tena
     assert _window("/hooks/globex", seen) == _expected(seeded.tenants["globex"])
     hook, tenant, user, _found = _window("/outer/globex", seen)[1]
     assert (hook, tenant) == ("view", seeded.tenants["acme"]) and user is not None
+
+
+def _counting_sessions(engine: Engine, closes: list[Session]) -> sessionmaker[Session]:
+    class Counting(Session):
+        def close(self) -> None:
+            closes.append(self)
+            super().close()
+
+    return sessionmaker(engine, class_=Counting, query_cls=TenantQuery)
+
+
+def test_a_copied_request_context_ending_in_a_thread_leaves_the_running_request_alone(
+    engine: Engine, seeded: Seeded
+) -> None:
+    closes: list[Session] = []
+    failures: list[BaseException] = []
+    ended: list[tuple[bool, int | None]] = []  # (in the request's thread, tenant) at teardown
+    requesting = threading.current_thread()
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+
+    @app.teardown_request
+    def registered_before_the_extension(_error: BaseException | None) -> None:
+        ended.append((threading.current_thread() is requesting, current_tenant_id()))
+
+    Tenancy(app, engine=engine, session=_counting_sessions(engine, closes))
+
+    @app.get("/threaded")
+    def threaded() -> ResponseReturnValue:
+        session = state().session()
+        loaded = session.scalars(select(Project)).all()
+
+        @copy_current_request_context
+        def work() -> str:
+            return request.path
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:  # noqa: BLE001 - reported by the test
+                failures.append(error)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        return jsonify(
+            kept=len(loaded) > 0 and all(project in session for project in loaded),
+            same_session=state().session() is session,
+            still_reads=len(session.scalars(select(Project)).all()) == len(loaded),
+            closes=len(closes),
+            context=current_tenant_id(),
+        )
+
+    answer = app.test_client().get("/threaded", headers=bearer(seeded.tokens["acme/ci"])).json
+    assert failures == []
+    assert answer == {
+        "kept": True,
+        "same_session": True,
+        "still_reads": True,
+        "closes": 0,
+        "context": seeded.tenants["acme"],
+    }
+    assert len(closes) == 1  # by the request's own teardown, once
+    assert ended == [(False, None), (True, None)]  # the thread's pop runs the app's teardowns; ours cleared
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_session_a_streamed_body_opens_after_the_request_ended_is_closed_with_the_stream(
+    engine: Engine, seeded: Seeded
+) -> None:
+    """Flask runs the teardown again, outside the request's context, when a stream_with_context body ends."""
+    closes: list[Session] = []
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    Tenancy(app, engine=engine, session=_counting_sessions(engine, closes))
+
+    @app.get("/stream")
+    def stream() -> ResponseReturnValue:
+        tenant = seeded.tenants["acme"]
+
+        def body() -> Iterator[str]:
+            with as_tenant(tenant):  # the body runs in the server's context, which has none
+                yield str(len(state().session().scalars(select(Project)).all()))
+
+        return Response(stream_with_context(body()))
+
+    response = app.test_client().get("/stream")  # anonymous: no Session before the body's
+    assert int(response.text) > 0
+    assert len(closes) == 1
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -95,6 +95,9 @@ class RequestState:
 
     resolution: Resolution | None = None
     context: Token[Acting] | None = None
+    #: The contextvars context the request runs in (made by the WSGI wrapper),
+    #: until its own teardown; teardowns elsewhere leave the request alone.
+    running_in: contextvars.Context | None = None
     request_id: str | None = None
     session: Session | None = None
     cache: dict[str, Any] = field(default_factory=dict)
@@ -307,6 +310,7 @@ def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], An
     @functools.wraps(wsgi_app)
     def run(environ: Any, start_response: Any) -> Any:
         context = contextvars.copy_context()
+        environ[_REQUEST_KEY] = RequestState(running_in=context)
         try:
             return context.run(serve, environ, start_response)
         except BaseException:
@@ -316,6 +320,23 @@ def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], An
             raise
 
     return run
+
+
+_PROBE: contextvars.ContextVar[object] = contextvars.ContextVar("rls_tenancy.flask.probe")
+
+
+def _runs_in(context: contextvars.Context) -> bool:
+    """Whether the caller runs in ``context`` itself, not in a copy of it or another context.
+
+    A value set here shows in ``context`` only if it is the current one;
+    the marker is new each time, so another thread probing at once cannot
+    be mistaken for this one.
+    """
+    marker = object()
+    token = _PROBE.set(marker)
+    found = context.get(_PROBE) is marker
+    _PROBE.reset(token)
+    return found
 
 
 def _close_abandoned_session(environ: Any) -> None:
@@ -382,6 +403,13 @@ def _echo_request_id(response: Response) -> Response:
 
 def _end_request(_error: BaseException | None) -> None:
     current = request_state()
+    if current.running_in is not None:
+        if not _runs_in(current.running_in):
+            # A copy of the request context popped elsewhere while the request
+            # runs (copy_current_request_context in a thread): the tenant's
+            # token and the Session it would end are the running request's.
+            return
+        current.running_in = None  # ended: later pops (a stream's) close what was opened since
     if current.context is not None:
         leave_request_tenant(current.context)
         current.context = None
