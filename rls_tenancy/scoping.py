@@ -9,6 +9,7 @@ this layer were bypassed, PostgreSQL still enforces the policy.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -40,6 +41,12 @@ _SCOPED = "rls_tenancy.scoped"
 
 ScopeTarget = type[Session] | sessionmaker[Any] | scoped_session[Any]
 
+#: The Session classes scope_sessions() listened on. SQLAlchemy's own record
+#: (``event.contains``) is keyed by ``id()``: a new sessionmaker's class at the
+#: address of a collected one looked scoped already and was skipped (260 of
+#: 300 fresh sessionmakers, measured). An entry here dies with its class.
+_scoped: weakref.WeakSet[type[Session]] = weakref.WeakSet()
+
 
 def scope_sessions(target: ScopeTarget = Session) -> None:
     """Scope every ORM statement and flush of sessions made by ``target``.
@@ -49,9 +56,13 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     """
     if isinstance(target, scoped_session):
         target = target.session_factory
-    if not event.contains(target, "do_orm_execute", _scope_statement):
-        event.listen(target, "do_orm_execute", _scope_statement)
-        event.listen(target, "before_flush", _check_flush)
+    session_class = target.class_ if isinstance(target, sessionmaker) else target
+    # Both: _scoped says it is this very class, event.contains that nobody
+    # removed the listeners since.
+    if session_class not in _scoped or not event.contains(session_class, "do_orm_execute", _scope_statement):
+        event.listen(session_class, "do_orm_execute", _scope_statement)
+        event.listen(session_class, "before_flush", _check_flush)
+        _scoped.add(session_class)
     for row_event in ("before_insert", "before_update"):
         if not event.contains(TenantBoundMixin, row_event, _check_row):
             event.listen(TenantBoundMixin, row_event, _check_row, propagate=True)
