@@ -11,6 +11,12 @@ library's own whose result it reads itself (the request's token lookup) can
 go out in the same sync, after the binding: that transaction then costs one
 round trip fewer than it would without tenancy.
 
+A connection about to serve another tenant than its last one first
+discards what earlier transactions left in its session (temp tables,
+holdable cursors, settings...): those statements go out in the same sync,
+ahead of ``BEGIN``, and are committed before it, so they take effect
+whatever becomes of the transaction, and still cost no round trip.
+
 The exchange is written once, as a generator that yields what it waits for;
 :func:`begin_with` drives it with ``selectors`` for psycopg's sync
 connections, :func:`begin_with_async` with the event loop for its asyncio
@@ -38,8 +44,9 @@ _FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
 _POLL_SECONDS = 1.0  # sync waits wake up this often, so signals are handled
 
 #: What the exchange waits for: readable or writable (selectors' event bits).
-#: It ends with the first failure and the last statement's result.
-_Outcome = tuple["pq.abc.PGresult | None", "pq.abc.PGresult | None"]
+#: It ends with the first failure, the last statement's result, and the
+#: failure again when it was the reset's.
+_Outcome = tuple["pq.abc.PGresult | None", "pq.abc.PGresult | None", "pq.abc.PGresult | None"]
 _Wait = Generator[int, None, _Outcome]
 #: A statement and its values, text format; None is SQL NULL.
 Statement = tuple[bytes, Sequence[bytes | None]]
@@ -86,19 +93,24 @@ def can_begin_with(raw: object) -> TypeGuard[Connection]:
 
 
 def begin_with(
-    raw: psycopg.Connection[Any], statement: bytes, values: Sequence[bytes], then: Statement | None = None
+    raw: psycopg.Connection[Any],
+    statement: bytes,
+    values: Sequence[bytes],
+    then: Statement | None = None,
+    reset: Sequence[bytes] = (),
 ) -> pq.abc.PGresult | None:
     """Begin a transaction on ``raw`` and run ``statement`` (and ``then``) in the same round trip.
 
-    Only when :func:`can_begin_with` says so. Returns the last statement's
+    Only when :func:`can_begin_with` says so. ``reset`` statements run
+    first, outside the transaction. Returns the last statement's
     result (``then``'s, when given). A statement that fails raises the
     ``psycopg.Error`` psycopg would have raised; the ones after it do not
     run. A failure of the exchange itself (a lost connection, an interrupt
-    mid-wait) closes the connection, as its protocol state is then unknown,
-    so the pool discards it.
+    mid-wait) or of a reset closes the connection, as its state is then
+    unknown, so the pool discards it.
     """
     with raw.lock:
-        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then)
+        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then, reset)
         try:
             events = next(exchange)
             while True:
@@ -109,16 +121,22 @@ def begin_with(
         except BaseException:  # the protocol state is unknown: never reuse it
             raw.close()
             raise
-    _raise_for(raw, outcome[0])
+    if outcome[2] is not None:  # its session is not known to be clean: never reuse it
+        raw.close()
+    _raise_for(raw, outcome[0] if outcome[2] is None else outcome[2])
     return outcome[1]
 
 
 async def begin_with_async(
-    raw: psycopg.AsyncConnection[Any], statement: bytes, values: Sequence[bytes], then: Statement | None = None
+    raw: psycopg.AsyncConnection[Any],
+    statement: bytes,
+    values: Sequence[bytes],
+    then: Statement | None = None,
+    reset: Sequence[bytes] = (),
 ) -> pq.abc.PGresult | None:
     """:func:`begin_with` for psycopg's asyncio connections."""
     async with raw.lock:
-        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then)
+        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then, reset)
         try:
             events = next(exchange)
             while True:
@@ -129,13 +147,27 @@ async def begin_with_async(
         except BaseException:  # cancelled mid-wait, say: never reuse it
             raw.pgconn.finish()
             raise
-    _raise_for(raw, outcome[0])
+    if outcome[2] is not None:
+        raw.pgconn.finish()
+    _raise_for(raw, outcome[0] if outcome[2] is None else outcome[2])
     return outcome[1]
 
 
-def _exchange(pgconn: pq.abc.PGconn, begin: bytes, first: Statement, then: Statement | None) -> _Wait:
-    """Send BEGIN, ``first`` and ``then`` in one sync; read through it; the first failure, the last result."""
+def _exchange(
+    pgconn: pq.abc.PGconn, begin: bytes, first: Statement, then: Statement | None, reset: Sequence[bytes]
+) -> _Wait:
+    """Send ``reset`` and its COMMIT, BEGIN, ``first`` and ``then`` in one sync; read through it.
+
+    The first failure, the last result, and the failure if it was the reset's.
+    """
     pgconn.enter_pipeline_mode()
+    for statement in reset:
+        pgconn.send_query_params(statement, None)
+    if reset:
+        # The reset runs in an implicit transaction, which this commits: a
+        # ROLLBACK of the transaction below cannot undo it. (A sync of its
+        # own would do the same, but libpq flushes at each sync.)
+        pgconn.send_query_params(b"COMMIT", None)
     pgconn.send_query_params(begin, None)
     for statement, values in (first, then) if then else (first,):
         pgconn.send_query_params(statement, values)
@@ -143,6 +175,8 @@ def _exchange(pgconn: pq.abc.PGconn, begin: bytes, first: Statement, then: State
     while pgconn.flush():
         yield selectors.EVENT_WRITE
     failure = last = None
+    resetting = len(reset) + 1 if reset else 0  # results still to come from the reset and its COMMIT
+    reset_failed = False
     while True:
         pgconn.consume_input()
         while not pgconn.is_busy():
@@ -151,9 +185,11 @@ def _exchange(pgconn: pq.abc.PGconn, begin: bytes, first: Statement, then: State
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
                 pgconn.exit_pipeline_mode()
-                return failure, last
+                return failure, last, failure if reset_failed else None
             if failure is None and result.status in _FAILED:
                 failure = result
+                reset_failed = resetting > 0
+            resetting -= 1
             last = result
         yield selectors.EVENT_READ
 

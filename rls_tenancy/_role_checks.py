@@ -3,6 +3,9 @@
 Row level security is silently inert for superusers, BYPASSRLS roles and
 table owners that can switch it off; these checks turn that misconfiguration
 into :class:`~rls_tenancy.InsecureRoleError` on first use instead of a leak.
+So is a default for the tenant setting (``ALTER ROLE rls_app SET
+app.current_tenant``, which the app role may run on itself): every session
+would start acting for that tenant, and a reset only returns to it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ SELECT who.name || ' has ' || p.privilege || ' on '
        (VALUES ('TRUNCATE'), ('REFERENCES'), ('TRIGGER')) p (privilege)
  WHERE c.relrowsecurity
    AND pg_catalog.has_table_privilege(who.name, c.oid, p.privilege)
+UNION ALL
+SELECT 'sessions of ' || session_user || ' start with ' || setting || ' (a default set by ALTER '
+       || CASE WHEN s.setrole = 0 THEN 'DATABASE' ELSE 'ROLE' END
+       || ' ... SET: work outside a bound transaction would act for it; RESET it)'
+  FROM pg_catalog.pg_db_role_setting s, LATERAL pg_catalog.unnest(s.setconfig) AS setting
+ WHERE s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
+   AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user))
+   AND pg_catalog.split_part(setting, '=', 1) IN ('app.current_tenant', 'app.current_user_id')
 """
 
 _BYPASS_UNFIT = """

@@ -26,20 +26,31 @@ Changing the tenant in context while a transaction is open raises
 :class:`~rls_tenancy.TenantChangedError` before the next statement runs,
 rather than re-binding: objects already loaded into a Session belong to the
 first tenant, and a silent switch would mix them with the second.
+
+Nothing a tenant's transactions leave in the session (temp tables, holdable
+cursors, ``LISTEN``, session settings, prepared statements, advisory locks,
+sequence values) reaches another tenant's: before a connection serves
+another tenant than its last one (no tenant included), or its first, the
+binding discards that state in the same round trip (:data:`SESSION_RESET`).
+psycopg's automatic preparation is off on bound connections, so the driver
+never runs a statement by a name that SQL could have re-prepared. One DBAPI
+connection serves one transaction at a time: pools that share one
+(``StaticPool``, ``SingletonThreadPool``) are refused.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import psycopg
 from psycopg import pq
 from sqlalchemy import Connection, Engine, SQLColumnExpression, Text, event, func, literal, true
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.engine import ExecutionContext, RootTransaction
+from sqlalchemy.engine import ExecutionContext, NestedTransaction, RootTransaction
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
@@ -63,12 +74,50 @@ _BIND_TEMPLATE = (
 _BIND = _BIND_TEMPLATE.format("%s", "%s", local="true")  # psycopg's placeholders
 _BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", local="true").encode()  # libpq's, for the pipeline
 _REBIND_USER = "SELECT pg_catalog.set_config('app.current_user_id', %s, true)"
-#: conn.info: (the transaction bound, tenant id, user id). A weak reference:
-#: the info belongs to the pooled connection, and a strong one would keep a
-#: Connection abandoned mid-request (and so its pooled connection) alive in
-#: a reference cycle, instead of returning it to the pool when dropped.
+
+#: What a session keeps from one transaction to the next, discarded before a
+#: connection serves another tenant: ``DISCARD ALL`` but its ``DISCARD
+#: PLANS``, which would make every PL/pgSQL function plan again (measured:
+#: +300 µs of CPU on the next audited event). ``RESET ALL`` also ends a
+#: session-wide ``app.current_tenant``; role defaults for it are refused at
+#: connect (:mod:`rls_tenancy._role_checks`).
+SESSION_RESET = (
+    b"CLOSE ALL",
+    b"UNLISTEN *",
+    b"SELECT pg_catalog.pg_advisory_unlock_all()",
+    b"DISCARD TEMP",
+    b"DISCARD SEQUENCES",
+    b"DEALLOCATE ALL",
+    b"RESET ROLE",
+    b"RESET ALL",
+)
+#: The same as one script, for a round trip of its own (an autocommit
+#: connection) and for PgBouncer's ``server_reset_query``.
+SESSION_RESET_SCRIPT = b"; ".join(SESSION_RESET)
+
+
+class _Binding(NamedTuple):
+    """What conn.info records of the binding of one transaction.
+
+    Weak references: the info belongs to the pooled connection, and a strong
+    one would keep a Connection abandoned mid-request (and so its pooled
+    connection) alive in a reference cycle, instead of returning it to the
+    pool when dropped.
+    """
+
+    transaction: weakref.ref[RootTransaction]
+    tenant: int | None
+    user: int | None
+    #: The savepoint the user was bound in, if any: a ROLLBACK TO it undoes that.
+    savepoint: weakref.ref[NestedTransaction] | None = None
+
+
 _BOUND = "rls_tenancy.bound_tenant"
-_Binding = tuple["weakref.ref[RootTransaction]", int | None, int | None]
+#: conn.info: the tenant whose transactions the session last served, since its last reset.
+_SERVED = "rls_tenancy.served_tenant"
+_NEVER = object()  # a new connection: its session is reset before it serves anyone
+_SHARING_POOLS = (StaticPool, SingletonThreadPool)
+_resetting = True  # off only under --rls-break=binding
 
 _E = TypeVar("_E", Engine, "AsyncEngine")
 
@@ -88,6 +137,11 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
         raise UsageError(
             f"rls_tenancy binds PostgreSQL engines using psycopg 3 "
             f"(postgresql+psycopg://...), not {sync.dialect.name}+{sync.dialect.driver}"
+        )
+    if isinstance(sync.pool, _SHARING_POOLS):
+        raise UsageError(
+            f"{type(sync.pool).__name__} hands one DBAPI connection to several Connections at once, whose "
+            "transactions then share one binding; give the engine a QueuePool (the default) or a NullPool"
         )
     if not is_bound(sync):
         # insert=True: bound before any other listener of the dialect sees the statement.
@@ -124,7 +178,7 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     bound = _binding_of(conn.info, conn.get_transaction())
     if bound is None:
         raise UsageError("adopt_user() needs a transaction already bound to a tenant")
-    conn.info[_BOUND] = (bound[0], bound[1], user_id)
+    conn.info[_BOUND] = bound._replace(user=user_id, savepoint=_savepoint_of(conn))
 
 
 def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes | None]) -> pq.abc.PGresult | None:
@@ -146,8 +200,10 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     if _binding_of(conn.info, transaction) is not None:
         return None
     current = acting()
+    _refuse_sharing(conn.info, transaction)
+    reset = _needs_reset(conn.info, current[0])
     try:
-        result = _send_binding(driver, current, then=(statement, values))
+        result = _send_binding(driver, current, then=(statement, values), reset=reset)
     except psycopg.Error as error:
         invalidated = bool(driver.closed)
         if invalidated:
@@ -155,7 +211,8 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
         raise DBAPIError.instance(
             statement.decode(), None, error, psycopg.Error, connection_invalidated=invalidated
         ) from error
-    conn.info[_BOUND] = (weakref.ref(transaction), *current)
+    conn.info[_SERVED] = current[0]
+    conn.info[_BOUND] = _Binding(weakref.ref(transaction), *current)
     return result
 
 
@@ -176,21 +233,22 @@ def _bind_or_check(conn: Connection) -> None:
     transaction = conn.get_transaction()
     bound = _binding_of(info, transaction)
     if bound is None:  # this transaction's first statement
-        _bind(conn, _BIND, current)
+        _refuse_sharing(info, transaction)
+        _bind(conn, _BIND, current, reset=_needs_reset(info, current[0]))
         if transaction is not None:
-            info[_BOUND] = (weakref.ref(transaction), *current)
-    elif bound[1] != current[0]:
+            info[_BOUND] = _Binding(weakref.ref(transaction), *current)
+    elif bound.tenant != current[0]:
         raise TenantChangedError(
-            f"this transaction is bound to tenant {_describe(bound[1])} but the tenant "
+            f"this transaction is bound to tenant {_describe(bound.tenant)} but the tenant "
             f"in context is now {_describe(current[0])}; commit or roll back before "
             "switching tenants, or use a separate Session"
         )
-    elif bound[2] != current[1]:
+    elif bound.user != current[1] or not _still_holds(bound.savepoint):
         _bind(conn, _REBIND_USER, current[1:])
-        info[_BOUND] = (bound[0], *current)
+        info[_BOUND] = bound._replace(user=current[1], savepoint=_savepoint_of(conn))
 
 
-def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None:
+def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...], reset: bool = False) -> None:
     pooled = conn.connection
     driver = pooled.driver_connection
     # The usual case first, doing no more than it needs: it runs for every
@@ -198,7 +256,9 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None
     # handling (the dialect event runs inside it), which invalidates a dead
     # connection.
     if statement is _BIND and can_begin_with(driver):  # not in autocommit, either
-        _send_binding(driver, ids)
+        _send_binding(driver, ids, reset=reset)
+        if reset:
+            pooled.info[_SERVED] = ids[0]
         return
     raw = pooled.dbapi_connection
     assert raw is not None
@@ -208,13 +268,60 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...]) -> None
                 "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
                 "use a transactional isolation level on bound engines"
             )
+        if reset:  # a round trip of its own: there is no BEGIN to ride with
+            _forget_prepared(driver)
+            _execute(raw, SESSION_RESET_SCRIPT)
+            pooled.info[_SERVED] = None
         return
-    values = tuple("" if value is None else str(value) for value in ids)
+    if reset:
+        # A transaction the driver began itself: reset inside it, which a
+        # rollback would undo, so the next transaction resets again.
+        _forget_prepared(driver)
+        _execute(raw, SESSION_RESET_SCRIPT)
+    _execute(raw, statement, tuple("" if value is None else str(value) for value in ids))
+
+
+def _execute(raw: Any, statement: str | bytes, values: Sequence[str] | None = None) -> None:
     cursor = raw.cursor()
     try:
         cursor.execute(statement, values)
     finally:
         cursor.close()
+
+
+def _needs_reset(info: dict[Any, Any], tenant: int | None) -> bool:
+    """Whether the session must be discarded before it serves ``tenant``: it last served another, or none yet."""
+    return _resetting and bool(info.get(_SERVED, _NEVER) != tenant)
+
+
+def _refuse_sharing(info: dict[Any, Any], transaction: RootTransaction | None) -> None:
+    """Refuse a transaction on a DBAPI connection that another open transaction is bound on."""
+    bound: _Binding | None = info.get(_BOUND)
+    other = None if bound is None else bound.transaction()
+    if other is not None and other is not transaction and bool(other.is_active):
+        raise UsageError(
+            "this DBAPI connection is in another Connection's open transaction (a pool that shares "
+            "connections?): the two would share one binding; use a QueuePool or a NullPool"
+        )
+
+
+def _savepoint_of(conn: Connection) -> weakref.ref[NestedTransaction] | None:
+    savepoint = conn.get_nested_transaction()
+    return None if savepoint is None else weakref.ref(savepoint)
+
+
+def _still_holds(savepoint: weakref.ref[NestedTransaction] | None) -> bool:
+    """Whether a user bound in ``savepoint`` is still bound: not once it ended (a ROLLBACK TO undoes it)."""
+    if savepoint is None:
+        return True
+    alive = savepoint()
+    return alive is not None and bool(alive.is_active)
+
+
+def _forget_prepared(driver: Any) -> None:
+    """psycopg never prepares on a bound connection: no statement of its runs by a name SQL can re-``PREPARE``."""
+    if isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):
+        driver.prepare_threshold = None
 
 
 def _binding_of(info: dict[Any, Any], transaction: RootTransaction | None) -> _Binding | None:
@@ -224,7 +331,7 @@ def _binding_of(info: dict[Any, Any], transaction: RootTransaction | None) -> _B
     binding: it never passes for this one's.
     """
     bound: _Binding | None = info.get(_BOUND)
-    if bound is None or transaction is None or bound[0]() is not transaction:
+    if bound is None or transaction is None or bound.transaction() is not transaction:
         return None
     return bound
 
@@ -233,22 +340,31 @@ def _send_binding(
     driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
     ids: tuple[int | None, ...],
     then: Statement | None = None,
+    reset: bool = False,
 ) -> pq.abc.PGresult | None:
-    """``BEGIN`` and the binding of ``ids`` (and ``then``) in one round trip, on either kind of driver."""
+    """``BEGIN`` and the binding of ``ids`` (and ``then``) in one round trip, on either kind of driver.
+
+    With ``reset``, the session's state is discarded first, in the same round trip.
+    """
     wire = [("" if value is None else str(value)).encode() for value in ids]
+    before: Sequence[bytes] = ()
+    if reset:
+        _forget_prepared(driver)
+        before = SESSION_RESET
     if isinstance(driver, psycopg.AsyncConnection):
-        return await_only(begin_with_async(driver, _BIND_WIRE, wire, then))
-    return begin_with(driver, _BIND_WIRE, wire, then)
+        return await_only(begin_with_async(driver, _BIND_WIRE, wire, then, before))
+    return begin_with(driver, _BIND_WIRE, wire, then, before)
 
 
 def _bind_session_wide(session_wide: bool) -> None:
-    """Bind for the rest of the session instead of the transaction, or (False) again not.
+    """Bind for the rest of the session instead of the transaction, and reset no session, or (False) again not.
 
-    The peers' classic leak, planted on purpose by ``--rls-break=binding``
+    The peers' classic leaks, planted on purpose by ``--rls-break=binding``
     (:mod:`rls_tenancy.testing`) so the tests guarding this layer can show
     they fail without it. Never call it outside a test run.
     """
-    global _BIND, _BIND_WIRE
+    global _BIND, _BIND_WIRE, _resetting
+    _resetting = not session_wide
     local = "false" if session_wide else "true"
     _BIND = _BIND_TEMPLATE.format("%s", "%s", local=local)
     _BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", local=local).encode()

@@ -160,6 +160,23 @@ def test_changing_only_the_user_rebinds_it_before_the_next_statement(
     ]
 
 
+def test_a_user_bound_in_a_savepoint_that_rolled_back_is_bound_again(
+    app_engine: Engine, bypass_engine: Engine, world: World, people: People
+) -> None:
+    """ROLLBACK TO SAVEPOINT undoes the user's binding made inside it; the next event must still name the user."""
+    with as_tenant(world.a, user=people.a1), app_engine.connect() as conn:
+        conn.execute(USER_SETTING).scalar()
+        savepoint = conn.begin_nested()
+        with as_tenant(world.a, user=people.a2):
+            assert conn.execute(USER_SETTING).scalar() == str(people.a2)  # bound inside the savepoint
+            savepoint.rollback()  # the database is back to a1
+            after = log_event(conn, "test.after_savepoint")
+            assert conn.execute(USER_SETTING).scalar() == str(people.a2)
+        conn.commit()
+    (written,) = events(bypass_engine, AuditEvent.id == after)
+    assert (written.tenant_id, written.user_id) == (world.a, people.a2)
+
+
 def test_changing_the_tenant_mid_transaction_is_still_refused(app_engine: Engine, world: World, people: People) -> None:
     """A user may change inside a transaction; the tenant may not, with or without a user."""
     with as_tenant(world.a, user=people.a1), app_engine.connect() as conn:

@@ -13,6 +13,12 @@ temporary directory, on a free loopback port.
 Settings that matter for this library (see the README):
 
 - ``pool_mode = transaction`` works: the tenant is bound per transaction.
+- ``server_reset_query`` set to :data:`rls_tenancy.binding.SESSION_RESET_SCRIPT`
+  and ``server_reset_query_always = 1``: what one client's transaction leaves
+  in the server session (a temp table, a holdable cursor, a setting) is
+  discarded before the connection serves another client. The library resets
+  a session when it changes tenants, but behind PgBouncer it cannot see who
+  used the server connection last.
 - Prepared statements: PgBouncer before 1.21 cannot follow them in
   transaction mode, so psycopg's automatic preparation must be off
   (``connect_args={"prepare_threshold": None}``); from 1.21 on, set
@@ -34,6 +40,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
+from rls_tenancy.binding import SESSION_RESET_SCRIPT
 from rls_tenancy.testing.server import _free_port, _stop, _unprivileged_user, _user_kwargs
 
 _SEARCH = ("/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/opt/homebrew/bin")
@@ -69,12 +76,16 @@ def find_pgbouncer() -> str | None:
 
 
 @contextmanager
-def pgbouncer(server: URL, logins: Mapping[str, str], *, server_connections: int = 4) -> Iterator[PgBouncer]:
+def pgbouncer(
+    server: URL, logins: Mapping[str, str], *, server_connections: int = 4, reset: bool = True
+) -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode in front of ``server``'s host and port.
 
     ``logins`` maps each role that will connect to its password (PgBouncer
     logs in to the server with it); clients connect to PgBouncer without one.
     At most ``server_connections`` server connections per database and role.
+    ``reset=False`` leaves out the session reset between clients, to show
+    what it prevents.
     """
     binary = find_pgbouncer()
     if binary is None:
@@ -86,7 +97,7 @@ def pgbouncer(server: URL, logins: Mapping[str, str], *, server_connections: int
         (root / "userlist.txt").write_text(
             "".join(f'"{_quoted(role)}" "{_quoted(password)}"\n' for role, password in logins.items())
         )
-        (root / "pgbouncer.ini").write_text(_config(server, root, port, server_connections))
+        (root / "pgbouncer.ini").write_text(_config(server, root, port, server_connections, reset))
         if run_as is not None:
             for path in (root, *root.iterdir()):
                 os.chown(path, run_as.pw_uid, run_as.pw_gid)
@@ -108,7 +119,7 @@ def pgbouncer(server: URL, logins: Mapping[str, str], *, server_connections: int
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _config(server: URL, root: Path, port: int, server_connections: int) -> str:
+def _config(server: URL, root: Path, port: int, server_connections: int, reset: bool) -> str:
     return "\n".join(
         [
             "[databases]",
@@ -124,7 +135,8 @@ def _config(server: URL, root: Path, port: int, server_connections: int) -> str:
             "max_client_conn = 500",
             f"logfile = {root / 'pgbouncer.log'}",
             f"pidfile = {root / 'pgbouncer.pid'}",
-            "server_reset_query =",
+            f"server_reset_query = {SESSION_RESET_SCRIPT.decode() if reset else ''}",
+            f"server_reset_query_always = {int(reset)}",
             "ignore_startup_parameters = extra_float_digits",
             "",
         ]

@@ -14,7 +14,7 @@ from rls_tenancy.testing.server import postgres_server
 
 _CLAIMS = {
     "policy": "the row level security policies",
-    "binding": "transaction-local binding of the tenant",
+    "binding": "the per-transaction binding: the tenant transaction-local, the session reset between tenants",
     "orm": "the ORM tenant filter",
 }
 

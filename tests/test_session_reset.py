@@ -1,0 +1,254 @@
+"""Nothing a tenant's transactions leave in a session reaches another tenant's.
+
+A pool of one connection (the same backend, asserted) serves tenant A, then
+B, then A. What A's transaction leaves behind (temp tables and views, holdable
+cursors, ``LISTEN``, session settings, prepared statements, advisory locks,
+sequence values), by an ordinary app's code or by SQL injected as the app
+role, is gone before B's transaction runs its first statement, at no round
+trip of its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+from psycopg import sql
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
+
+from rls_tenancy import InsecureRoleError, UsageError, as_tenant, bind_engine
+from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
+from tests.conftest import World, ddl
+
+PID = text("SELECT pg_backend_pid()")
+NAMES = text("SELECT name FROM projects ORDER BY name")
+
+
+@pytest.fixture()
+def one(db: TenancyDatabase) -> Iterator[Engine]:
+    """A bound engine with a pool of exactly one connection."""
+    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
+    yield engine
+    engine.dispose()
+
+
+def _as(engine: Engine, tenant: int | None, work: Callable[[Connection], object], *, commit: bool = True) -> object:
+    """``work`` in one transaction of ``tenant`` (or none); returns what it returns, with the backend pid checked."""
+    with as_tenant(tenant) if tenant is not None else _nothing(), engine.connect() as conn:
+        result = work(conn)
+        _PIDS.add(conn.execute(PID).scalar_one())
+        if commit:
+            conn.commit()
+        return result
+
+
+_PIDS: set[int] = set()
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _one_backend() -> Iterator[None]:
+    _PIDS.clear()
+    yield
+    assert len(_PIDS) <= 1, "every transaction ran on the same backend"
+
+
+def _scalar(sql: str, **values: object) -> Callable[[Connection], object]:
+    return lambda conn: conn.execute(text(sql), values).scalar()
+
+
+def _run(sql: str, **values: object) -> Callable[[Connection], object]:
+    return lambda conn: conn.execute(text(sql), values)
+
+
+def _names(conn: Connection) -> set[str]:
+    return set(conn.execute(NAMES).scalars())
+
+
+@pytest.mark.rls_binding
+@pytest.mark.parametrize("ending", ["commit", "rollback"])
+def test_a_temp_table_made_for_one_tenant_is_gone_for_the_next(one: Engine, world: World, ending: str) -> None:
+    report = "CREATE TEMP TABLE IF NOT EXISTS report AS SELECT name FROM projects"
+
+    def make_and_read(conn: Connection) -> set[str]:
+        conn.execute(text(report))
+        return set(conn.execute(text("SELECT name FROM report")).scalars())
+
+    _as(one, world.a, _run(report))  # an ordinary app's code, committed
+    # B's transaction, however it ends, never sees A's table, and makes its own.
+    assert _as(one, world.b, _scalar("SELECT to_regclass('pg_temp.report')"), commit=ending == "commit") is None
+    assert _as(one, world.b, make_and_read) == world.projects[world.b]
+    assert _as(one, world.a, make_and_read) == world.projects[world.a]
+
+
+@pytest.mark.rls_binding
+def test_a_temp_view_cannot_shadow_a_table_for_the_next_tenant(one: Engine, world: World) -> None:
+    _as(one, world.a, _run("CREATE TEMP VIEW projects AS SELECT 'planted'::text AS name"))
+    assert _as(one, world.b, _names) == world.projects[world.b]
+
+
+@pytest.mark.rls_binding
+def test_a_holdable_cursor_is_closed_before_the_next_tenant(one: Engine, world: World) -> None:
+    _as(one, world.a, _run("DECLARE leak CURSOR WITH HOLD FOR SELECT name FROM projects"))
+    with pytest.raises(DBAPIError, match='cursor "leak" does not exist'):
+        _as(one, world.b, _run("FETCH ALL FROM leak"))
+
+
+@pytest.mark.rls_binding
+def test_listen_registrations_end_before_the_next_tenant(one: Engine, world: World) -> None:
+    _as(one, world.a, _run("LISTEN tenant_a_events"))
+    assert _as(one, world.b, _scalar("SELECT count(*) FROM pg_listening_channels()")) == 0
+
+
+@pytest.mark.rls_binding
+@pytest.mark.parametrize(
+    ("plant", "check", "default"),
+    [
+        ("SET search_path = pg_temp, public", "SHOW search_path", '"$user", public'),
+        ("SET default_transaction_read_only = on", "SHOW default_transaction_read_only", "off"),
+        ("SET enable_indexscan = off", "SHOW enable_indexscan", "on"),
+        ("SELECT set_config('app.anything', 'planted', false)", "SELECT current_setting('app.anything', true)", ""),
+    ],
+    ids=["search_path", "read_only", "planner", "custom"],
+)
+def test_session_settings_are_reset_before_the_next_tenant(
+    one: Engine, world: World, plant: str, check: str, default: str
+) -> None:
+    _as(one, world.a, _run(plant))
+    assert _as(one, world.b, _scalar(check)) == default
+
+
+# A transaction without a tenant binds the empty one over any session value;
+# only autocommit work, which has no transaction to bind, rests on the reset.
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", pytest.param("AUTOCOMMIT", marks=pytest.mark.rls_binding)])
+def test_a_session_wide_tenant_set_by_sql_is_gone_for_work_without_a_tenant(
+    one: Engine, world: World, isolation: str
+) -> None:
+    injected = _run("SELECT set_config('app.current_tenant', :b, false)", b=str(world.b))
+    _as(one, world.a, injected)  # committed: session-wide from here on
+    plain = one.execution_options(isolation_level=isolation)
+    assert _as(plain, None, _names) == set()
+    with pytest.raises(DBAPIError, match="row-level security"):
+        _as(plain, None, _run("INSERT INTO projects (name) VALUES ('lands in B?')"))
+    assert _as(one, world.b, _names) == world.projects[world.b]  # B's rows are all still B's and nothing more
+
+
+@pytest.mark.rls_binding
+def test_prepared_statements_never_reach_the_next_tenant(one: Engine, world: World) -> None:
+    def many(conn: Connection) -> object:
+        for _ in range(8):  # past psycopg's threshold for preparing, were it on
+            conn.execute(NAMES).all()
+        return conn.execute(text("SELECT array_agg(name ORDER BY name) FROM pg_prepared_statements")).scalar()
+
+    assert _as(one, world.a, many) is None  # the driver prepares nothing on a bound connection
+    _as(one, world.a, _run("PREPARE _pg3_0 AS SELECT 'planted'::text AS name"))
+    assert _as(one, world.b, many) is None
+    assert _as(one, world.b, _names) == world.projects[world.b]
+
+
+@pytest.mark.rls_binding
+def test_session_advisory_locks_are_released_before_the_next_tenant(
+    one: Engine, db: TenancyDatabase, world: World
+) -> None:
+    key = secrets.randbelow(2**31)
+    _as(one, world.a, _scalar("SELECT pg_advisory_lock(:key)", key=key))
+    _as(one, world.b, _scalar("SELECT 1"))
+    other = create_engine(db.app_url)
+    try:
+        with other.connect() as conn:
+            assert conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar() is True
+    finally:
+        other.dispose()
+
+
+@pytest.mark.rls_binding
+def test_lastval_does_not_tell_the_next_tenant_what_the_last_one_inserted(one: Engine, world: World) -> None:
+    _as(one, world.a, _run("INSERT INTO projects (name) VALUES ('a new one')"))
+    with pytest.raises(DBAPIError, match="lastval is not yet defined"):
+        _as(one, world.b, _scalar("SELECT lastval()"))
+
+
+def test_a_tenant_keeps_its_own_session_state_between_its_transactions(one: Engine, world: World) -> None:
+    """The reset happens when the tenant changes, not before every transaction."""
+    _as(one, world.a, _run("CREATE TEMP TABLE mine AS SELECT 1 AS x"))
+    assert _as(one, world.a, _scalar("SELECT count(*) FROM mine")) == 1
+
+
+@pytest.mark.parametrize("setting", ["app.current_tenant", "app.current_user_id"])
+def test_a_default_for_the_tenant_setting_is_refused_at_connect(
+    db: TenancyDatabase, superuser_engine: Engine, world: World, setting: str
+) -> None:
+    """The app role cannot give itself one (PostgreSQL 15 refuses); a DBA's is refused on every new connection."""
+    name, value = sql.Identifier(*setting.split(".")), sql.Literal(str(world.b))
+    plain = create_engine(db.app_url)
+    try:
+        with plain.begin() as conn, pytest.raises(DBAPIError, match="permission denied to set parameter"):
+            conn.exec_driver_sql(sql.SQL("ALTER ROLE CURRENT_USER SET {} = {}").format(name, value).as_string(None))
+        with superuser_engine.begin() as conn:
+            role = sql.Identifier(db.roles.app)
+            conn.exec_driver_sql(sql.SQL("ALTER ROLE {} SET {} = {}").format(role, name, value).as_string(None))
+        engine = bind_engine(create_engine(db.app_url))
+        with pytest.raises(InsecureRoleError, match=f"start with {setting}={world.b}"), engine.connect():
+            pass
+        engine.dispose()
+    finally:
+        plain.dispose()
+        with superuser_engine.begin() as conn:
+            conn.exec_driver_sql(ddl("ALTER ROLE {} RESET ALL", db.roles.app))
+
+
+@pytest.mark.parametrize("pool", [StaticPool, SingletonThreadPool])
+def test_pools_that_share_one_connection_are_refused(db: TenancyDatabase, pool: type) -> None:
+    engine = create_engine(db.app_url, poolclass=pool)
+    try:
+        with pytest.raises(UsageError, match=pool.__name__):
+            bind_engine(engine)
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_shared_by_two_open_transactions_is_refused(db: TenancyDatabase, world: World) -> None:
+    engine = bind_engine(create_engine(db.app_url))
+    engine.pool = StaticPool(engine.pool._creator)  # type: ignore[attr-defined]  # as a custom sharing pool would
+    try:
+        with as_tenant(world.a), engine.connect() as first:
+            first.execute(NAMES).all()
+            with as_tenant(world.b), engine.connect() as second, pytest.raises(UsageError, match="open transaction"):
+                second.execute(NAMES).all()
+            # Closing the refused Connection rolled the shared DBAPI connection back: the
+            # first one's work is gone with it, and it sees no tenant's rows, never B's.
+            assert set(first.execute(NAMES).scalars()) <= world.projects[world.a]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["readme-settings", "without-the-reset"])
+def test_through_pgbouncer_two_client_engines_share_no_session_state(
+    db: TenancyDatabase, world: World, reset: bool
+) -> None:
+    """Two apps behind PgBouncer in transaction mode, one server connection: only PgBouncer knows who used it last."""
+    if find_pgbouncer() is None:
+        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
+    logins = {str(db.app_url.username): str(db.app_url.password)}
+    with pgbouncer(db.superuser_url, logins, server_connections=1, reset=reset) as bouncer:
+        url = bouncer.url(db.app_url)
+        x, y = (bind_engine(create_engine(url, pool_size=1)) for _ in range(2))
+        try:
+            _as(y, world.b, _names)  # y has served B: it sees no reason to reset before serving B again
+            _as(x, world.a, _run("CREATE TEMP TABLE IF NOT EXISTS report AS SELECT name FROM projects"))
+            seen = _as(y, world.b, _scalar("SELECT to_regclass('pg_temp.report')"))
+        finally:
+            x.dispose()
+            y.dispose()
+    assert (seen is None) is reset  # without the reset, B's app finds A's table on the shared connection
