@@ -1,0 +1,252 @@
+"""The tenant and generators: decorated ones run as their tenant, suspended ones put nothing back.
+
+What a tenant is observed to be is what a transaction as the app role sees:
+the names of the projects visible to it (none without a tenant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import Engine, text
+
+from rls_tenancy import as_tenant, current_tenant_id
+from tests.conftest import World
+
+Seen = Callable[[], set[str]]
+
+
+@pytest.fixture()
+def seen(app_engine: Engine) -> Seen:
+    """The project names a fresh transaction of the app role sees, as the code calling it acts now."""
+
+    def names() -> set[str]:
+        with app_engine.begin() as conn:
+            return set(conn.execute(text("SELECT name FROM projects")).scalars())
+
+    return names
+
+
+def test_a_decorated_generator_runs_as_its_tenant_and_its_caller_keeps_its_own(world: World, seen: Seen) -> None:
+    @as_tenant(world.a)
+    def names_of_a() -> Iterator[set[str]]:
+        for _ in range(3):
+            yield seen()
+
+    rounds = 0
+    with as_tenant(world.b):
+        for names in names_of_a():
+            assert names == world.projects[world.a]
+            assert seen() == world.projects[world.b]
+            rounds += 1
+    assert rounds == 3
+    assert seen() == set()
+
+
+def test_send_throw_and_close_reach_a_decorated_generator_as_its_tenant(world: World, seen: Seen) -> None:
+    observed: list[tuple[str, set[str]]] = []
+
+    @as_tenant(world.a)
+    def conversation() -> Generator[set[str], str, None]:
+        try:
+            while True:
+                try:
+                    sent = yield seen()
+                    observed.append((sent, seen()))
+                except LookupError:
+                    observed.append(("thrown", seen()))
+        finally:
+            observed.append(("closed", seen()))
+
+    a, b = world.projects[world.a], world.projects[world.b]
+    with as_tenant(world.b):
+        talk = conversation()
+        assert next(talk) == a
+        assert seen() == b
+        assert talk.send("hello") == a
+        assert seen() == b
+        assert talk.throw(LookupError("thrown in")) == a
+        assert seen() == b
+        talk.close()
+        assert seen() == b
+    assert observed == [("hello", a), ("thrown", a), ("closed", a)]
+
+
+def test_leaving_a_decorated_generator_early_closes_it_as_its_tenant(world: World, seen: Seen) -> None:
+    at_close: list[set[str]] = []
+
+    @as_tenant(world.a)
+    def names_of_a() -> Iterator[set[str]]:
+        try:
+            while True:
+                yield seen()
+        finally:
+            at_close.append(seen())
+
+    with as_tenant(world.b):
+        for _names in names_of_a():
+            break
+        assert seen() == world.projects[world.b]
+    assert at_close == [world.projects[world.a]]
+
+
+def test_a_decorated_generator_keeps_the_blocks_of_its_own_across_yields(world: World, seen: Seen) -> None:
+    @as_tenant(world.a)
+    def both() -> Iterator[set[str]]:
+        with as_tenant(world.b):
+            yield seen()
+            yield seen()
+        yield seen()
+
+    with as_tenant(world.b):
+        assert list(both()) == [world.projects[world.b]] * 2 + [world.projects[world.a]]
+
+
+def test_a_decorated_async_generator_runs_as_its_tenant_in_each_task(world: World, seen: Seen) -> None:
+    observed: list[tuple[str, set[str]]] = []
+
+    @as_tenant(world.a)
+    async def names_of_a() -> AsyncGenerator[set[str], None]:
+        try:
+            while True:
+                await asyncio.sleep(0)
+                try:
+                    yield seen()
+                except LookupError:
+                    observed.append(("thrown", seen()))
+        finally:
+            observed.append(("closed", seen()))
+
+    async def caller(tenant: int) -> list[bool]:
+        mine = world.projects[tenant]
+        right: list[bool] = []
+        with as_tenant(tenant):
+            talk = names_of_a()
+            for _ in range(3):
+                right.append(await talk.__anext__() == world.projects[world.a])
+                await asyncio.sleep(0)
+                right.append(seen() == mine)
+            right.append(await talk.athrow(LookupError("thrown in")) == world.projects[world.a])
+            right.append(seen() == mine)
+            await talk.aclose()
+            right.append(seen() == mine)
+        return right
+
+    async def main() -> list[list[bool]]:
+        return list(await asyncio.gather(caller(world.b), caller(world.b)))
+
+    assert asyncio.run(main()) == [[True] * 9] * 2
+    assert observed == [("thrown", world.projects[world.a])] * 2 + [("closed", world.projects[world.a])] * 2
+
+
+def _suspended_in_block(tenant: int, seen: Seen) -> Generator[set[str], None, None]:
+    with as_tenant(tenant):
+        yield seen()
+        yield seen()
+
+
+def test_a_generator_finalized_after_the_block_ended_leaves_no_tenant(world: World, seen: Seen) -> None:
+    with as_tenant(world.b):
+        kept = _suspended_in_block(world.a, seen)
+        next(kept)
+    assert seen() == set()
+    del kept
+    gc.collect()
+    assert current_tenant_id() is None
+    assert seen() == set()
+
+
+def test_a_generator_left_by_one_job_puts_no_tenant_into_the_next(world: World, seen: Seen) -> None:
+    def first_job() -> Generator[set[str], None, None]:
+        with as_tenant(world.b):
+            kept = _suspended_in_block(world.a, seen)
+            next(kept)
+        return kept
+
+    def next_job(kept: Generator[set[str], None, None]) -> set[str]:
+        del kept  # the last reference: finalized here, in the worker
+        gc.collect()
+        return seen()
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        assert worker.submit(next_job, worker.submit(first_job).result()).result() == set()
+
+
+def test_a_generator_closed_in_another_thread_changes_nothing_there(world: World, seen: Seen) -> None:
+    with as_tenant(world.b):
+        kept = _suspended_in_block(world.a, seen)
+        next(kept)
+    there: list[object] = []
+
+    def close_it() -> None:
+        with as_tenant(world.b):
+            try:
+                kept.close()
+            except Exception as error:  # any error at all is the failure under test
+                there.append(error)
+            there.append(seen() == world.projects[world.b])
+        there.append(current_tenant_id())
+
+    thread = threading.Thread(target=close_it)
+    thread.start()
+    thread.join()
+    assert there == [True, None]
+    assert seen() == set()
+
+
+def test_an_async_generator_closed_in_another_task_changes_nothing_there(world: World, seen: Seen) -> None:
+    async def suspended() -> AsyncGenerator[set[str], None]:
+        with as_tenant(world.a):
+            yield seen()
+            yield seen()
+
+    async def start() -> AsyncGenerator[set[str], None]:
+        with as_tenant(world.b):
+            kept = suspended()
+            await kept.__anext__()
+        return kept
+
+    async def close(kept: AsyncGenerator[set[str], None]) -> tuple[bool, int | None]:
+        with as_tenant(world.b):
+            await kept.aclose()
+            right = seen() == world.projects[world.b]
+        return right, current_tenant_id()
+
+    async def main() -> tuple[bool, int | None]:
+        kept = await asyncio.create_task(start())
+        return await asyncio.create_task(close(kept))
+
+    assert asyncio.run(main()) == (True, None)
+    assert seen() == set()
+
+
+@contextmanager
+def _acting_for(tenant: int) -> Iterator[int]:
+    with as_tenant(tenant):
+        yield tenant
+
+
+def test_a_contextmanager_around_as_tenant_still_shows_its_tenant_to_the_with_body(world: World, seen: Seen) -> None:
+    with as_tenant(world.b):
+        with _acting_for(world.a):
+            assert seen() == world.projects[world.a]
+        assert seen() == world.projects[world.b]
+    assert seen() == set()
+
+
+@pytest.fixture()
+def acting_for_a(world: World) -> Iterator[int]:
+    with as_tenant(world.a):
+        yield world.a
+
+
+def test_a_fixture_around_as_tenant_still_shows_its_tenant_to_the_test(
+    acting_for_a: int, world: World, seen: Seen
+) -> None:
+    assert seen() == world.projects[acting_for_a]
