@@ -1,6 +1,6 @@
 """``doctor``: the isolation gaps the database reports about itself, as a table or JSON.
 
-The checks live in SQL (``rls_tenancy.findings()``, ``sql/011_doctor.sql``)
+The checks live in SQL (``rls_tenancy.findings()``, ``sql/012_doctor.sql``)
 so a DBA can run them from psql; this module prints them and turns them
 into an exit status that can gate CI and deploys: 1 when any finding is an
 error, else 0.

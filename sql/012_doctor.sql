@@ -40,6 +40,18 @@ INSERT INTO rls_tenancy.doctor_exemptions (object_name, check_name, reason) VALU
      'override ids come from the identity column; the library never lets a caller choose one')
 ON CONFLICT (object_name, check_name) DO NOTHING;
 
+-- The library's primary keys on id alone. Its ids come from identity columns
+-- that every tenant draws from, so a tenant's own ids already show how many
+-- rows the others added between them; EXPLAIN ANALYZE over an id range adds
+-- how many of those still exist (docs/threat-model.md).
+INSERT INTO rls_tenancy.doctor_exemptions (object_name, check_name, reason)
+SELECT index_name, 'index_not_leading_with_tenant',
+       'ids come from an identity every tenant draws from: the gaps in a tenant''s own ids already tell how many rows '
+       'the others added; EXPLAIN ANALYZE over an id range adds how many of them still exist'
+  FROM unnest(ARRAY['rls_tenancy.users_pkey', 'rls_tenancy.api_tokens_pkey', 'rls_tenancy.audit_log_pkey',
+                    'rls_tenancy.feature_overrides_pkey']) AS index_name
+ON CONFLICT (object_name, check_name) DO NOTHING;
+
 -- Whether a policy expression is exactly the isolation condition (no OR, no
 -- other terms): anything else may widen access. Either spelling counts: the
 -- one tenant_condition() writes, or a call of current_tenant_id() (policies
@@ -330,6 +342,87 @@ BEGIN
          WHERE i.indisunique
            AND NOT (a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))  -- key columns, not INCLUDE ones
            AND (c.app_insert OR c.app_update)
+        UNION ALL
+        -- Exclusion constraints across tenants: a range another tenant's row overlaps is refused, which tells
+        -- that one is there (the error leaves the other row's values out under row level security, but a few
+        -- tries narrow the range down). Across tenants unless tenant_id is a key column compared with =.
+        SELECT 'warning', 'exclusion_without_tenant', format('%s', i.indexrelid::regclass),
+               format('exclusion constraint %I on %s spans tenants: a row that conflicts with another tenant''s row is refused, which tells that one is there',
+                      k.conname, c.table_name),
+               format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I EXCLUDE USING ... (tenant_id WITH =, ...); -- btree_gist gives = to GiST',
+                      c.table_name, k.conname, k.conname)
+          FROM pg_index i
+          JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.contype = 'x'
+          JOIN rls_tenancy.coverage c ON c.table_oid = i.indrelid
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'tenant_id'
+         WHERE i.indisexclusion
+           AND NOT EXISTS (SELECT 1 FROM unnest(k.conkey, k.conexclop) AS pair(att, op)
+                             JOIN pg_operator o ON o.oid = pair.op
+                            WHERE pair.att = a.attnum AND o.oprname = '=')
+           AND (c.app_insert OR c.app_update)
+        UNION ALL
+        -- Indexes that do not lead with tenant_id. When one serves a query's condition, the policy is
+        -- checked as a Filter after it, and EXPLAIN ANALYZE's "Rows Removed by Filter" counts the other
+        -- tenants' rows in whatever range the caller asks for. An index on (tenant_id, c) beside it does
+        -- not help: the planner switches and cost settings any role may SET steer the plan onto this one.
+        SELECT 'warning', 'index_not_leading_with_tenant', format('%s', i.indexrelid::regclass),
+               format('%s does not lead with tenant_id: a query it serves checks the tenant after the index, and EXPLAIN ANALYZE (Rows Removed by Filter) then counts other tenants'' rows in any range of its columns',
+                      pg_get_indexdef(i.indexrelid)),
+               format('lead it with tenant_id, e.g. (tenant_id, %s); for a primary key: PRIMARY KEY (tenant_id, id)',
+                      pg_get_indexdef(i.indexrelid, 1, true))
+          FROM pg_index i
+          JOIN rls_tenancy.coverage c ON c.table_oid = i.indrelid
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'tenant_id'
+         WHERE i.indkey[0] <> a.attnum
+           AND c.app_select
+        UNION ALL
+        -- What the application role may do outside any table.
+        -- TEMPORARY (granted to PUBLIC by default): temporary tables, views and functions outlive the
+        -- transaction, and pg_temp is searched first for tables, so a request can leave state, or a table
+        -- named like a tenant table, for whichever request uses the connection next.
+        SELECT 'warning', 'app_role_temporary', format('%I', current_database()),
+               format('the application role %I may create temporary objects in database %I%s: they outlive the transaction and act in the next request on the same connection',
+                      app_role, current_database(),
+                      CASE WHEN has_database_privilege('public', current_database(), 'TEMPORARY') THEN ' (granted to PUBLIC)' ELSE '' END),
+               format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, %I; -- then GRANT TEMPORARY ON DATABASE %I TO the roles that need it',
+                      current_database(), app_role, current_database())
+         WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_database_privilege(ar.oid, current_database(), 'TEMPORARY'))
+        UNION ALL
+        -- Defaults applied at login (ALTER ROLE / ALTER DATABASE ... SET): the app role may set its own
+        -- for any ordinary parameter, and no privilege stops it. One for the tenant or the user would bind
+        -- work that binds nothing itself; others can break every later login, or change how queries run.
+        SELECT CASE WHEN split_part(setting, '=', 1) IN ('app.current_tenant', 'app.current_user_id') THEN 'error' ELSE 'warning' END,
+               'app_role_setting',
+               concat_ws(' ', CASE WHEN s.setrole <> 0 THEN format('role %I', app_role) ELSE 'every role' END,
+                         CASE WHEN s.setdatabase <> 0 THEN format('in database %I', current_database()) END,
+                         'setting', split_part(setting, '=', 1)),
+               format('%s applies to the application role %I at login: %s',
+                      CASE WHEN s.setrole <> 0 THEN 'a role default' WHEN s.setdatabase <> 0 THEN 'a database default'
+                           ELSE 'a default for every role' END, app_role,
+                      CASE WHEN split_part(setting, '=', 1) IN ('app.current_tenant', 'app.current_user_id')
+                           THEN format('%s, so work that binds no tenant or user of its own runs as that one', setting)
+                           ELSE setting END),
+               CASE WHEN s.setrole = 0 AND s.setdatabase = 0 THEN format('ALTER ROLE ALL RESET %s;', split_part(setting, '=', 1))
+                    WHEN s.setrole = 0 THEN format('ALTER DATABASE %I RESET %s;', current_database(), split_part(setting, '=', 1))
+                    WHEN s.setdatabase = 0 THEN format('ALTER ROLE %I RESET %s;', app_role, split_part(setting, '=', 1))
+                    ELSE format('ALTER ROLE %I IN DATABASE %I RESET %s;', app_role, current_database(), split_part(setting, '=', 1)) END
+          FROM pg_db_role_setting s
+          CROSS JOIN LATERAL unnest(s.setconfig) setting
+         WHERE s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = app_role))
+           AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+        UNION ALL
+        -- Functions PUBLIC may run that reach past a tenant: signalling another session of the same role
+        -- (any other tenant's request), and creating large objects (owned by the role, so every tenant
+        -- can read them; row level security does not apply). sql/014_side_channels.sql revokes them.
+        SELECT 'warning', 'app_role_cross_tenant_function', format('%s', f::regprocedure),
+               format('the application role may run %s: %s', f::regprocedure,
+                      CASE WHEN f::regprocedure::text LIKE 'pg\_%' THEN 'it cancels or ends any session of its own role, i.e. another tenant''s request'
+                           ELSE 'a large object belongs to the role that creates it, so every tenant can read it' END),
+               format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, %I;', f::regprocedure, app_role)
+          FROM unnest(ARRAY['pg_catalog.pg_cancel_backend(integer)', 'pg_catalog.pg_terminate_backend(integer, bigint)',
+                            'pg_catalog.lo_creat(integer)', 'pg_catalog.lo_create(oid)',
+                            'pg_catalog.lo_from_bytea(oid, bytea)']::regprocedure[]) AS f
+         WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f, 'EXECUTE'))
     )
     SELECT CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END,
            raw.check_name, raw.object_name,
