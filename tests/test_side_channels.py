@@ -1,0 +1,252 @@
+"""Side channels around row level security, measured as the application role (docs/threat-model.md).
+
+Each test here either proves a channel closed (it fails if the privilege
+comes back) or measures one that PostgreSQL leaves open, so that what the
+threat model says about it stays true.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from rls_tenancy import as_tenant
+from rls_tenancy.testing import TenancyDatabase
+from tests.conftest import World
+
+# A table of its own, shaped as the demo's projects (a primary key on id beside UNIQUE (tenant_id, id)), with
+# one large tenant B and a small tenant A whose rows lie among B's: 198 of A's among 19,602 of B's.
+NOTES = """
+CREATE TABLE public.side_channel_notes (
+    id serial PRIMARY KEY,
+    tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id),
+    name text NOT NULL,
+    UNIQUE (tenant_id, id)
+);
+SELECT rls_tenancy.enable_tenant_isolation('public.side_channel_notes');
+"""
+INTERLEAVED = text(
+    "INSERT INTO side_channel_notes (tenant_id, name) "
+    "SELECT CASE WHEN g % 100 = 0 THEN :a ELSE :b END, 'note ' || g FROM generate_series(1, 19800) g"
+)
+IN_RANGE = "SELECT name FROM side_channel_notes WHERE id BETWEEN {lo} AND {hi}"
+LO, HI = 5001, 6000  # 10 of A's, 990 of B's
+# Planner settings any role may SET: random pages made dear, so the index whose order follows the
+# table's (ids grow as rows are added) looks cheapest; then no sequential scan, no bitmap.
+STEER_TO_ID = {"random_page_cost": "1000", "enable_seqscan": "off", "enable_bitmapscan": "off"}
+LEADING_WITH_TENANT = "side_channel_notes_tenant_id_id_key"
+
+
+@pytest.fixture()
+def notes(world: World, superuser_engine: Engine) -> Iterator[None]:
+    with superuser_engine.connect() as conn:
+        conn.exec_driver_sql(NOTES, execution_options={"no_parameters": True})
+        conn.execute(INTERLEAVED, {"a": world.a, "b": world.b})
+        conn.commit()
+        conn.execute(text("ANALYZE side_channel_notes"))
+        conn.commit()
+    yield
+    with superuser_engine.begin() as conn:
+        conn.execute(text("DROP TABLE side_channel_notes"))
+
+
+@pytest.fixture()
+def raw_app(db: TenancyDatabase) -> Iterator[Engine]:
+    """The application role without the library's binding: what injected SQL has."""
+    engine = create_engine(db.app_url)
+    yield engine
+    engine.dispose()
+
+
+def _libpq(db: TenancyDatabase) -> str:
+    return db.app_url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _explain(app_engine: Engine, tenant: int, query: str, settings: dict[str, str]) -> list[dict[str, Any]]:
+    """EXPLAIN ANALYZE's plan nodes for ``query``, run as the app role bound to ``tenant`` under ``settings``."""
+    with as_tenant(tenant), app_engine.connect() as conn, conn.begin():
+        for name, value in settings.items():
+            conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+        plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + query).scalar_one()
+    return list(_nodes(plan[0]["Plan"]))
+
+
+def _refused(conn: Connection, statement: str) -> str | None:
+    """The SQLSTATE ``statement`` fails with, in a transaction rolled back afterwards; None if it succeeds."""
+    try:
+        with conn.begin_nested() if conn.in_transaction() else conn.begin() as transaction:
+            conn.exec_driver_sql(statement)
+            transaction.rollback()
+    except DBAPIError as error:
+        return getattr(error.orig, "sqlstate", None)
+    return None
+
+
+# --- class 8: EXPLAIN ANALYZE ---------------------------------------------------------------------------
+
+
+def test_planner_switches_put_the_primary_key_under_a_range_and_explain_counts_the_other_tenants_rows_in_it(
+    app_engine: Engine, world: World, notes: None
+) -> None:
+    default = _explain(app_engine, world.a, IN_RANGE.format(lo=LO, hi=HI), {})
+    assert [n["Index Name"] for n in default if n.get("Index Name")] == [LEADING_WITH_TENANT]
+    (scan,) = [n for n in _explain(app_engine, world.a, IN_RANGE.format(lo=LO, hi=HI), STEER_TO_ID) if "Filter" in n]
+    assert (scan["Node Type"], scan["Index Name"]) == ("Index Scan", "side_channel_notes_pkey")
+    assert scan["Actual Rows"] == 10  # A's own
+    assert scan["Rows Removed by Filter"] == 990  # B's, in the range A chose
+
+
+def test_an_index_leading_with_tenant_id_counts_no_other_tenants_rows(
+    app_engine: Engine, world: World, notes: None
+) -> None:
+    for settings in ({}, {"enable_indexscan": "off"}):
+        nodes = _explain(app_engine, world.a, IN_RANGE.format(lo=LO, hi=HI), settings)
+        (scan,) = [n for n in nodes if n.get("Index Name")]
+        assert scan["Index Name"] == LEADING_WITH_TENANT
+        assert "tenant_id =" in scan["Index Cond"]
+        assert scan.get("Rows Removed by Filter", 0) == 0
+        assert nodes[0]["Actual Rows"] == 10
+
+
+def test_a_sequential_scan_counts_every_row_of_the_table(app_engine: Engine, world: World, notes: None) -> None:
+    settings = {"enable_indexscan": "off", "enable_bitmapscan": "off", "enable_indexonlyscan": "off"}
+    (scan,) = [n for n in _explain(app_engine, world.a, IN_RANGE.format(lo=LO, hi=HI), settings) if "Filter" in n]
+    assert scan["Node Type"] == "Seq Scan"
+    assert (scan["Actual Rows"], scan["Rows Removed by Filter"]) == (10, 19790)
+
+
+# --- class 9: what is closed ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", ["pg_cancel_backend({pid})", "pg_terminate_backend({pid})"])
+def test_the_app_role_may_not_signal_another_session_of_its_own_role(raw_app: Engine, function: str) -> None:
+    with raw_app.connect() as victim, raw_app.connect() as attacker:
+        pid = victim.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert _refused(attacker, "SELECT " + function.format(pid=int(pid))) == "42501"
+        assert victim.execute(text("SELECT 1")).scalar_one() == 1
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["SELECT lo_from_bytea(0, 'a tenant''s file')", "SELECT lo_create(0)", "SELECT lo_creat(-1)"],
+)
+def test_the_app_role_may_not_create_large_objects(raw_app: Engine, statement: str) -> None:
+    with raw_app.connect() as conn:
+        assert _refused(conn, statement) == "42501"
+
+
+@pytest.mark.parametrize("setting", ["app.current_tenant", "app.current_user_id"])
+def test_the_app_role_may_not_give_itself_a_default_tenant_or_user(raw_app: Engine, setting: str) -> None:
+    """PostgreSQL's own rule: only a superuser sets defaults for parameters it does not know (app.*)."""
+    with raw_app.connect() as conn:
+        conn.execute(text("SELECT set_config(:s, '1', false)"), {"s": setting})  # known to this session now
+        assert _refused(conn, f"ALTER ROLE CURRENT_USER SET {setting} = '1'") == "42501"
+
+
+# --- class 9: what stays open, measured ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ALTER ROLE CURRENT_USER SET statement_timeout = '1ms'",
+        "ALTER ROLE CURRENT_USER SET default_transaction_read_only = on",
+        "ALTER ROLE CURRENT_USER PASSWORD 'changed'",
+    ],
+)
+def test_the_app_role_may_change_its_own_defaults_and_password(raw_app: Engine, statement: str) -> None:
+    """No privilege stops it; rolled back here. A committed one is the doctor's app_role_setting."""
+    with raw_app.connect() as conn:
+        assert _refused(conn, statement) is None
+
+
+def test_a_serial_sequence_shows_every_tenants_inserts_and_so_does_an_identity(
+    app_engine: Engine, bypass_engine: Engine, world: World
+) -> None:
+    def drawn_by_a() -> int:
+        with as_tenant(world.a), app_engine.connect() as conn, conn.begin() as transaction:
+            drawn = conn.execute(text("INSERT INTO projects (name) VALUES ('probe') RETURNING id")).scalar_one()
+            shown = conn.execute(text("SELECT last_value FROM pg_sequences WHERE sequencename = 'projects_id_seq'"))
+            assert shown.scalar_one() == drawn  # USAGE (needed for the default) shows last_value
+            user_seq = conn.execute(text("SELECT last_value FROM pg_sequences WHERE sequencename = 'users_id_seq'"))
+            assert user_seq.scalar_one() is None  # an identity needs no privilege, and shows nothing here
+            transaction.rollback()
+        return int(drawn)
+
+    first = drawn_by_a()
+    with bypass_engine.begin() as conn:
+        for n in range(5):
+            conn.execute(text("INSERT INTO projects (tenant_id, name) VALUES (:b, :n)"), {"b": world.b, "n": f"b{n}"})
+    assert drawn_by_a() - first - 1 == 5  # B's five inserts, seen by A through a rolled-back insert of its own
+
+
+def test_table_statistics_count_every_tenants_rows(
+    raw_app: Engine, bypass_engine: Engine, superuser_engine: Engine, world: World
+) -> None:
+    def inserted() -> int:
+        with raw_app.connect() as conn:
+            shown = conn.execute(text("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'tasks'"))
+            return int(shown.scalar_one())
+
+    before = inserted()
+    with bypass_engine.connect() as conn:
+        project = world.project_ids[world.b][0]
+        insert = text("INSERT INTO tasks (tenant_id, project_id, title) VALUES (:b, :p, 'counted')")
+        for _ in range(7):
+            conn.execute(insert, {"b": world.b, "p": project})
+        conn.commit()
+        conn.execute(text("SELECT pg_stat_force_next_flush()"))
+        conn.commit()
+    deadline = time.monotonic() + 5
+    while inserted() < before + 7 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert inserted() >= before + 7
+    with superuser_engine.connect() as conn:
+        conn.execute(text("ANALYZE tasks"))
+        conn.commit()
+        total = conn.execute(text("SELECT count(*) FROM tasks")).scalar_one()
+    with raw_app.connect() as conn:
+        assert conn.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'tasks'")).scalar_one() == total
+
+
+def test_notify_reaches_a_session_of_another_tenant(db: TenancyDatabase, world: World) -> None:
+    with psycopg.connect(_libpq(db), autocommit=True) as a, psycopg.connect(_libpq(db), autocommit=True) as b:
+        a.execute("LISTEN side_channel")
+        with b.transaction():
+            b.execute("SELECT set_config('app.current_tenant', %s, true)", (str(world.b),))
+            b.execute("SELECT pg_notify('side_channel', 'from tenant b')")
+        received = [n.payload for n in a.notifies(timeout=5, stop_after=1)]
+    assert received == ["from tenant b"]
+
+
+def test_advisory_locks_are_shared_by_every_tenant(db: TenancyDatabase, world: World) -> None:
+    with psycopg.connect(_libpq(db), autocommit=True) as a, psycopg.connect(_libpq(db), autocommit=True) as b:
+        a.execute("SELECT set_config('app.current_tenant', %s, false)", (str(world.a),))
+        b.execute("SELECT set_config('app.current_tenant', %s, false)", (str(world.b),))
+        a.execute("SELECT pg_advisory_lock(2121)")
+        taken = b.execute("SELECT pg_try_advisory_lock(2121)").fetchone()
+        a.execute("SELECT pg_advisory_unlock(2121)")
+    assert taken == (False,)
+
+
+def test_gaps_in_a_tenants_audit_ids_count_the_other_tenants_events(app_engine: Engine, world: World) -> None:
+    def logged(tenant: int) -> int:
+        with as_tenant(tenant), app_engine.begin() as conn:
+            return int(conn.execute(text("SELECT rls_tenancy.log_event('test.side_channel')")).scalar_one())
+
+    first = logged(world.a)
+    for _ in range(4):
+        logged(world.b)
+    assert logged(world.a) - first - 1 == 4
