@@ -40,6 +40,7 @@ connection serves one transaction at a time: pools that share one
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
@@ -54,6 +55,7 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
+from rls_tenancy import _driver_guard
 from rls_tenancy._begin import Statement, begin_with, begin_with_async, can_begin_with
 from rls_tenancy._role_checks import verify_app_role
 from rls_tenancy.context import acting
@@ -203,7 +205,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     _refuse_sharing(conn.info, transaction)
     reset = _needs_reset(conn.info, current[0])
     try:
-        result = _send_binding(driver, current, then=(statement, values), reset=reset)
+        result = _send_binding(driver, current, conn.info if reset else None, then=(statement, values))
     except psycopg.Error as error:
         invalidated = bool(driver.closed)
         if invalidated:
@@ -256,7 +258,7 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...], reset: 
     # handling (the dialect event runs inside it), which invalidates a dead
     # connection.
     if statement is _BIND and can_begin_with(driver):  # not in autocommit, either
-        _send_binding(driver, ids, reset=reset)
+        _send_binding(driver, ids, pooled.info if reset else None)
         if reset:
             pooled.info[_SERVED] = ids[0]
         return
@@ -269,14 +271,14 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...], reset: 
                 "use a transactional isolation level on bound engines"
             )
         if reset:  # a round trip of its own: there is no BEGIN to ride with
-            _forget_prepared(driver)
+            _prepare_driver(driver, pooled.info)
             _execute(raw, SESSION_RESET_SCRIPT)
             pooled.info[_SERVED] = None
         return
     if reset:
         # A transaction the driver began itself: reset inside it, which a
         # rollback would undo, so the next transaction resets again.
-        _forget_prepared(driver)
+        _prepare_driver(driver, pooled.info)
         _execute(raw, SESSION_RESET_SCRIPT)
     _execute(raw, statement, tuple("" if value is None else str(value) for value in ids))
 
@@ -318,10 +320,24 @@ def _still_holds(savepoint: weakref.ref[NestedTransaction] | None) -> bool:
     return alive is not None and bool(alive.is_active)
 
 
-def _forget_prepared(driver: Any) -> None:
-    """psycopg never prepares on a bound connection: no statement of its runs by a name SQL can re-``PREPARE``."""
+def _prepare_driver(driver: Any, info: dict[Any, Any]) -> None:
+    """Before a bound connection's first transaction: the driver held to the binding.
+
+    psycopg never prepares on it, so no statement of its runs by a name SQL
+    can re-``PREPARE``; its own cursors check the tenant (:mod:`rls_tenancy._driver_guard`).
+    """
     if isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):
         driver.prepare_threshold = None
+        _driver_guard.guard(driver, functools.partial(_open_binding_tenant, info))
+
+
+def _open_binding_tenant(info: dict[Any, Any]) -> object:
+    """The tenant of the binding of the SQLAlchemy transaction open on this connection, if one is."""
+    bound: _Binding | None = info.get(_BOUND)
+    transaction = None if bound is None else bound.transaction()
+    if transaction is None or not transaction.is_active:
+        return _driver_guard.UNBOUND
+    return bound.tenant  # type: ignore[union-attr]
 
 
 def _binding_of(info: dict[Any, Any], transaction: RootTransaction | None) -> _Binding | None:
@@ -339,17 +355,18 @@ def _binding_of(info: dict[Any, Any], transaction: RootTransaction | None) -> _B
 def _send_binding(
     driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
     ids: tuple[int | None, ...],
+    reset_for: dict[Any, Any] | None = None,
     then: Statement | None = None,
-    reset: bool = False,
 ) -> pq.abc.PGresult | None:
     """``BEGIN`` and the binding of ``ids`` (and ``then``) in one round trip, on either kind of driver.
 
-    With ``reset``, the session's state is discarded first, in the same round trip.
+    With ``reset_for`` (the pooled connection's info), the session's state
+    is discarded first, in the same round trip.
     """
     wire = [("" if value is None else str(value)).encode() for value in ids]
     before: Sequence[bytes] = ()
-    if reset:
-        _forget_prepared(driver)
+    if reset_for is not None:
+        _prepare_driver(driver, reset_for)
         before = SESSION_RESET
     if isinstance(driver, psycopg.AsyncConnection):
         return await_only(begin_with_async(driver, _BIND_WIRE, wire, then, before))

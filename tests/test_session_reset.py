@@ -220,7 +220,7 @@ def test_pools_that_share_one_connection_are_refused(db: TenancyDatabase, pool: 
 
 def test_a_connection_shared_by_two_open_transactions_is_refused(db: TenancyDatabase, world: World) -> None:
     engine = bind_engine(create_engine(db.app_url))
-    engine.pool = StaticPool(engine.pool._creator)  # type: ignore[attr-defined]  # as a custom sharing pool would
+    engine.pool = StaticPool(engine.pool._creator)  # as a custom sharing pool would
     try:
         with as_tenant(world.a), engine.connect() as first:
             first.execute(NAMES).all()
