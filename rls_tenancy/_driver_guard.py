@@ -67,11 +67,23 @@ def _guarded(cursor_class: type[Any]) -> type[Any]:
     return found
 
 
-class _Guard:
-    """Mixed in before a sync cursor class."""
+class _Checked:
+    """What sync and asyncio cursors share: ``copy`` and ``stream`` return before they send anything."""
 
     _rls_tenancy_guarded = True
     connection: Any
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        _check(self.connection)
+        return super().copy(*args, **kwargs)  # type: ignore[misc]
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        _check(self.connection)
+        return super().stream(*args, **kwargs)  # type: ignore[misc]
+
+
+class _Guard(_Checked):
+    """Mixed in before a sync cursor class."""
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         _check(self.connection)
@@ -81,20 +93,9 @@ class _Guard:
         _check(self.connection)
         return super().executemany(*args, **kwargs)  # type: ignore[misc]
 
-    def copy(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
-        return super().copy(*args, **kwargs)  # type: ignore[misc]
 
-    def stream(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
-        return super().stream(*args, **kwargs)  # type: ignore[misc]
-
-
-class _AsyncGuard:
+class _AsyncGuard(_Checked):
     """Mixed in before an asyncio cursor class."""
-
-    _rls_tenancy_guarded = True
-    connection: Any
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         _check(self.connection)
@@ -103,11 +104,3 @@ class _AsyncGuard:
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
         _check(self.connection)
         return await super().executemany(*args, **kwargs)  # type: ignore[misc]
-
-    def copy(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
-        return super().copy(*args, **kwargs)  # type: ignore[misc]
-
-    def stream(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
-        return super().stream(*args, **kwargs)  # type: ignore[misc]

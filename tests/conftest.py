@@ -94,6 +94,14 @@ def app_engine(db: TenancyDatabase) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture()
+def pinned_engine(db: TenancyDatabase) -> Iterator[Engine]:
+    """A pool of exactly one connection: every checkout is the same backend."""
+    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def bypass_engine(db: TenancyDatabase) -> Iterator[Engine]:
     engine = create_engine(db.bypass_url)

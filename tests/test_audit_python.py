@@ -8,12 +8,11 @@ when used directly), or as the application role under a tenant.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import pytest
-from sqlalchemy import ColumnElement, Engine, create_engine, func, select, text
+from sqlalchemy import ColumnElement, Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -24,7 +23,6 @@ from rls_tenancy import (
     UnsafeBypass,
     UsageError,
     as_tenant,
-    bind_engine,
     current_user_id,
     log_event,
     log_security_event,
@@ -93,14 +91,6 @@ def people(app_engine: Engine, world: World) -> People:
         a2=add_user(app_engine, world.a, "a2"),
         b1=add_user(app_engine, world.b, "b1"),
     )
-
-
-@pytest.fixture()
-def pinned_engine(db: TenancyDatabase) -> Iterator[Engine]:
-    """A pool of exactly one connection: every checkout is the same backend."""
-    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
-    yield engine
-    engine.dispose()
 
 
 def raw_user_setting(engine: Engine) -> str | None:

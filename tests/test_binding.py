@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, event, select, text
@@ -21,14 +20,6 @@ from tests.conftest import World, run_in_threads
 
 SETTING = text("SELECT current_setting('app.current_tenant', true)")
 PID = text("SELECT pg_backend_pid()")
-
-
-@pytest.fixture()
-def pinned_engine(db: TenancyDatabase) -> Iterator[Engine]:
-    """A pool of exactly one connection: every checkout is the same backend."""
-    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
-    yield engine
-    engine.dispose()
 
 
 def _raw_setting(engine: Engine) -> tuple[int, str | None]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from rls_tenancy import TenantChangedError, as_tenant, bind_engine
@@ -15,13 +14,6 @@ from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
 
 NAMES = "SELECT name FROM projects ORDER BY name"
-
-
-@pytest.fixture()
-def one(db: TenancyDatabase) -> Iterator[Engine]:
-    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
-    yield engine
-    engine.dispose()
 
 
 def _copied(driver: object) -> set[str]:
@@ -33,8 +25,8 @@ def _copied(driver: object) -> set[str]:
 
 
 @pytest.mark.rls_binding
-def test_the_driver_refuses_to_run_for_the_old_tenant_after_a_switch(one: Engine, world: World) -> None:
-    with as_tenant(world.a), one.connect() as conn:
+def test_the_driver_refuses_to_run_for_the_old_tenant_after_a_switch(pinned_engine: Engine, world: World) -> None:
+    with as_tenant(world.a), pinned_engine.connect() as conn:
         conn.execute(text(NAMES)).all()  # bound to A
         driver = conn.connection.driver_connection
         assert _copied(driver) == world.projects[world.a]  # the driver in A's context: A's rows, as before

@@ -28,14 +28,6 @@ PID = text("SELECT pg_backend_pid()")
 NAMES = text("SELECT name FROM projects ORDER BY name")
 
 
-@pytest.fixture()
-def one(db: TenancyDatabase) -> Iterator[Engine]:
-    """A bound engine with a pool of exactly one connection."""
-    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
-    yield engine
-    engine.dispose()
-
-
 def _as(engine: Engine, tenant: int | None, work: Callable[[Connection], object], *, commit: bool = True) -> object:
     """``work`` in one transaction of ``tenant`` (or none); returns what it returns, with the backend pid checked."""
     with as_tenant(tenant) if tenant is not None else _nothing(), engine.connect() as conn:
@@ -78,37 +70,41 @@ def _names(conn: Connection) -> set[str]:
 
 @pytest.mark.rls_binding
 @pytest.mark.parametrize("ending", ["commit", "rollback"])
-def test_a_temp_table_made_for_one_tenant_is_gone_for_the_next(one: Engine, world: World, ending: str) -> None:
+def test_a_temp_table_made_for_one_tenant_is_gone_for_the_next(
+    pinned_engine: Engine, world: World, ending: str
+) -> None:
     report = "CREATE TEMP TABLE IF NOT EXISTS report AS SELECT name FROM projects"
 
     def make_and_read(conn: Connection) -> set[str]:
         conn.execute(text(report))
         return set(conn.execute(text("SELECT name FROM report")).scalars())
 
-    _as(one, world.a, _run(report))  # an ordinary app's code, committed
+    _as(pinned_engine, world.a, _run(report))  # an ordinary app's code, committed
     # B's transaction, however it ends, never sees A's table, and makes its own.
-    assert _as(one, world.b, _scalar("SELECT to_regclass('pg_temp.report')"), commit=ending == "commit") is None
-    assert _as(one, world.b, make_and_read) == world.projects[world.b]
-    assert _as(one, world.a, make_and_read) == world.projects[world.a]
+    assert (
+        _as(pinned_engine, world.b, _scalar("SELECT to_regclass('pg_temp.report')"), commit=ending == "commit") is None
+    )
+    assert _as(pinned_engine, world.b, make_and_read) == world.projects[world.b]
+    assert _as(pinned_engine, world.a, make_and_read) == world.projects[world.a]
 
 
 @pytest.mark.rls_binding
-def test_a_temp_view_cannot_shadow_a_table_for_the_next_tenant(one: Engine, world: World) -> None:
-    _as(one, world.a, _run("CREATE TEMP VIEW projects AS SELECT 'planted'::text AS name"))
-    assert _as(one, world.b, _names) == world.projects[world.b]
+def test_a_temp_view_cannot_shadow_a_table_for_the_next_tenant(pinned_engine: Engine, world: World) -> None:
+    _as(pinned_engine, world.a, _run("CREATE TEMP VIEW projects AS SELECT 'planted'::text AS name"))
+    assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
 
 
 @pytest.mark.rls_binding
-def test_a_holdable_cursor_is_closed_before_the_next_tenant(one: Engine, world: World) -> None:
-    _as(one, world.a, _run("DECLARE leak CURSOR WITH HOLD FOR SELECT name FROM projects"))
+def test_a_holdable_cursor_is_closed_before_the_next_tenant(pinned_engine: Engine, world: World) -> None:
+    _as(pinned_engine, world.a, _run("DECLARE leak CURSOR WITH HOLD FOR SELECT name FROM projects"))
     with pytest.raises(DBAPIError, match='cursor "leak" does not exist'):
-        _as(one, world.b, _run("FETCH ALL FROM leak"))
+        _as(pinned_engine, world.b, _run("FETCH ALL FROM leak"))
 
 
 @pytest.mark.rls_binding
-def test_listen_registrations_end_before_the_next_tenant(one: Engine, world: World) -> None:
-    _as(one, world.a, _run("LISTEN tenant_a_events"))
-    assert _as(one, world.b, _scalar("SELECT count(*) FROM pg_listening_channels()")) == 0
+def test_listen_registrations_end_before_the_next_tenant(pinned_engine: Engine, world: World) -> None:
+    _as(pinned_engine, world.a, _run("LISTEN tenant_a_events"))
+    assert _as(pinned_engine, world.b, _scalar("SELECT count(*) FROM pg_listening_channels()")) == 0
 
 
 @pytest.mark.rls_binding
@@ -123,47 +119,47 @@ def test_listen_registrations_end_before_the_next_tenant(one: Engine, world: Wor
     ids=["search_path", "read_only", "planner", "custom"],
 )
 def test_session_settings_are_reset_before_the_next_tenant(
-    one: Engine, world: World, plant: str, check: str, default: str
+    pinned_engine: Engine, world: World, plant: str, check: str, default: str
 ) -> None:
-    _as(one, world.a, _run(plant))
-    assert _as(one, world.b, _scalar(check)) == default
+    _as(pinned_engine, world.a, _run(plant))
+    assert _as(pinned_engine, world.b, _scalar(check)) == default
 
 
 # A transaction without a tenant binds the empty one over any session value;
 # only autocommit work, which has no transaction to bind, rests on the reset.
 @pytest.mark.parametrize("isolation", ["READ COMMITTED", pytest.param("AUTOCOMMIT", marks=pytest.mark.rls_binding)])
 def test_a_session_wide_tenant_set_by_sql_is_gone_for_work_without_a_tenant(
-    one: Engine, world: World, isolation: str
+    pinned_engine: Engine, world: World, isolation: str
 ) -> None:
     injected = _run("SELECT set_config('app.current_tenant', :b, false)", b=str(world.b))
-    _as(one, world.a, injected)  # committed: session-wide from here on
-    plain = one.execution_options(isolation_level=isolation)
+    _as(pinned_engine, world.a, injected)  # committed: session-wide from here on
+    plain = pinned_engine.execution_options(isolation_level=isolation)
     assert _as(plain, None, _names) == set()
     with pytest.raises(DBAPIError, match="row-level security"):
         _as(plain, None, _run("INSERT INTO projects (name) VALUES ('lands in B?')"))
-    assert _as(one, world.b, _names) == world.projects[world.b]  # B's rows are all still B's and nothing more
+    assert _as(pinned_engine, world.b, _names) == world.projects[world.b]  # B's rows are all still B's and nothing more
 
 
 @pytest.mark.rls_binding
-def test_prepared_statements_never_reach_the_next_tenant(one: Engine, world: World) -> None:
+def test_prepared_statements_never_reach_the_next_tenant(pinned_engine: Engine, world: World) -> None:
     def many(conn: Connection) -> object:
         for _ in range(8):  # past psycopg's threshold for preparing, were it on
             conn.execute(NAMES).all()
         return conn.execute(text("SELECT array_agg(name ORDER BY name) FROM pg_prepared_statements")).scalar()
 
-    assert _as(one, world.a, many) is None  # the driver prepares nothing on a bound connection
-    _as(one, world.a, _run("PREPARE _pg3_0 AS SELECT 'planted'::text AS name"))
-    assert _as(one, world.b, many) is None
-    assert _as(one, world.b, _names) == world.projects[world.b]
+    assert _as(pinned_engine, world.a, many) is None  # the driver prepares nothing on a bound connection
+    _as(pinned_engine, world.a, _run("PREPARE _pg3_0 AS SELECT 'planted'::text AS name"))
+    assert _as(pinned_engine, world.b, many) is None
+    assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
 
 
 @pytest.mark.rls_binding
 def test_session_advisory_locks_are_released_before_the_next_tenant(
-    one: Engine, db: TenancyDatabase, world: World
+    pinned_engine: Engine, db: TenancyDatabase, world: World
 ) -> None:
     key = secrets.randbelow(2**31)
-    _as(one, world.a, _scalar("SELECT pg_advisory_lock(:key)", key=key))
-    _as(one, world.b, _scalar("SELECT 1"))
+    _as(pinned_engine, world.a, _scalar("SELECT pg_advisory_lock(:key)", key=key))
+    _as(pinned_engine, world.b, _scalar("SELECT 1"))
     other = create_engine(db.app_url)
     try:
         with other.connect() as conn:
@@ -173,16 +169,16 @@ def test_session_advisory_locks_are_released_before_the_next_tenant(
 
 
 @pytest.mark.rls_binding
-def test_lastval_does_not_tell_the_next_tenant_what_the_last_one_inserted(one: Engine, world: World) -> None:
-    _as(one, world.a, _run("INSERT INTO projects (name) VALUES ('a new one')"))
+def test_lastval_does_not_tell_the_next_tenant_what_the_last_one_inserted(pinned_engine: Engine, world: World) -> None:
+    _as(pinned_engine, world.a, _run("INSERT INTO projects (name) VALUES ('a new one')"))
     with pytest.raises(DBAPIError, match="lastval is not yet defined"):
-        _as(one, world.b, _scalar("SELECT lastval()"))
+        _as(pinned_engine, world.b, _scalar("SELECT lastval()"))
 
 
-def test_a_tenant_keeps_its_own_session_state_between_its_transactions(one: Engine, world: World) -> None:
+def test_a_tenant_keeps_its_own_session_state_between_its_transactions(pinned_engine: Engine, world: World) -> None:
     """The reset happens when the tenant changes, not before every transaction."""
-    _as(one, world.a, _run("CREATE TEMP TABLE mine AS SELECT 1 AS x"))
-    assert _as(one, world.a, _scalar("SELECT count(*) FROM mine")) == 1
+    _as(pinned_engine, world.a, _run("CREATE TEMP TABLE mine AS SELECT 1 AS x"))
+    assert _as(pinned_engine, world.a, _scalar("SELECT count(*) FROM mine")) == 1
 
 
 @pytest.mark.parametrize("setting", ["app.current_tenant", "app.current_user_id"])
