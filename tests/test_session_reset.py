@@ -10,6 +10,7 @@ trip of its own.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Iterator
 
@@ -17,6 +18,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from rls_tenancy import InsecureRoleError, UsageError, as_tenant, bind_engine
@@ -248,3 +250,20 @@ def test_through_pgbouncer_two_client_engines_share_no_session_state(
             x.dispose()
             y.dispose()
     assert (seen is None) is reset  # without the reset, B's app finds A's table on the shared connection
+
+
+@pytest.mark.rls_binding
+def test_an_asyncio_engine_resets_the_session_between_tenants_too(db: TenancyDatabase, world: World) -> None:
+    async def scenario() -> object:
+        engine = bind_engine(create_async_engine(db.app_url, pool_size=1, max_overflow=0))
+        try:
+            with as_tenant(world.a):
+                async with engine.begin() as conn:
+                    await conn.execute(text("CREATE TEMP TABLE report AS SELECT name FROM projects"))
+            with as_tenant(world.b):
+                async with engine.connect() as conn:
+                    return (await conn.execute(text("SELECT to_regclass('pg_temp.report')"))).scalar()
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(scenario()) is None
