@@ -8,7 +8,13 @@ as the application role. Then the same transactions through a proxy that
 holds every packet 1 ms each way, as a network between app and database
 would, timed interleaved; that proxy runs in a process of its own, so that
 the client's work never delays its forwarding (a network does not share the
-app's interpreter lock). Counted for sync and asyncio engines alike.
+app's interpreter lock). Counted for sync and asyncio engines alike. The
+"through a Session" rows run the one-query transaction as an ORM app
+would (``with Session() as s, s.begin(): s.scalars(select(Item)...)``):
+the baseline a plain ``sessionmaker`` and model with its explicit ``WHERE
+tenant_id``, rls_tenancy a ``sessionmaker(query_cls=TenantQuery)`` given
+to ``scope_sessions``, a ``TenantBoundMixin`` model and no ``WHERE`` of its
+own.
 """
 
 from __future__ import annotations
@@ -18,34 +24,68 @@ import multiprocessing
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from multiprocessing.connection import Connection as Pipe
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import BigInteger, DateTime, Engine, Text, create_engine, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from benchmarks import dataset as data
 from benchmarks.context import Context
 from benchmarks.harness import Row, Section, Target, side_by_side
-from rls_tenancy import as_tenant, bind_engine
+from rls_tenancy import TenantBoundMixin, TenantQuery, as_tenant, bind_engine, scope_sessions
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
 
 NO_EXTRA = Target("added", "<=", 0, "round trips")
 LATENCY = Target("ratio", "<=", 1.02)
+DATASET = "trips"  # data.build names its tables after it
+SESSION = "1-query transaction through a Session"
+
+
+class _PlainBase(DeclarativeBase):
+    pass
+
+
+class PlainItem(_PlainBase):
+    """The baseline's model of the items table: no tenancy, ``tenant_id`` an ordinary column."""
+
+    __tablename__ = f"{DATASET}_items"
+    tenant_id: Mapped[int] = mapped_column(BigInteger)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    title: Mapped[str] = mapped_column(Text)
+
+
+class _TenancyBase(DeclarativeBase):
+    pass
+
+
+class TenantItem(TenantBoundMixin, _TenancyBase):
+    """The same table as an app adopting rls_tenancy maps it."""
+
+    __tablename__ = f"{DATASET}_items"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    title: Mapped[str] = mapped_column(Text)
 
 
 def run(ctx: Context) -> Section:
     transactions = ctx.pick(5, 200, 1_000)
     section = Section("Round trips per transaction", __doc__.split("\n\n", 1)[1].replace("\n", " ").strip())
     with ctx.library_database() as db:
-        items = data.build(db.superuser_url, name="trips", tenants=10, rows=10_000)
+        items = data.build(db.superuser_url, name=DATASET, tenants=10, rows=10_000)
         for queries in (1, 5):
             with RoundTripProxy(str(db.app_url.host), int(db.app_url.port or 5432)) as proxy:
                 base, rls = (_counted(proxy, url, items, queries, bound) for url, bound in _sides(db, proxy.port))
                 section.add(Row(f"{queries}-query transaction", base, rls, "round trips", NO_EXTRA))
                 base, rls = (_counted_async(proxy, url, items, queries, bound) for url, bound in _sides(db, proxy.port))
                 section.add(Row(f"{queries}-query transaction, asyncio", base, rls, "round trips", NO_EXTRA))
+                if queries == 1:
+                    base, rls = (_counted_session(proxy, url, items, bound) for url, bound in _sides(db, proxy.port))
+                    section.add(Row(SESSION, base, rls, "round trips", NO_EXTRA))
         for queries in (1, 5):
             with _proxy_process(str(db.app_url.host), int(db.app_url.port or 5432), delay=0.001) as port:
                 engines = [_engine(url, bound) for url, bound in _sides(db, port)]
@@ -55,6 +95,12 @@ def run(ctx: Context) -> Section:
                         for engine, bound in zip(engines, (False, True), strict=True)
                     ]
                     base_s, rls_s = side_by_side(work[0], work[1], repeats=transactions)
+                    if queries == 1:
+                        orm = [
+                            session_transaction(engine, items, bound)
+                            for engine, bound in zip(engines, (False, True), strict=True)
+                        ]
+                        orm_s = side_by_side(orm[0], orm[1], repeats=transactions)
                 finally:
                     for engine in engines:
                         engine.dispose()
@@ -62,6 +108,9 @@ def run(ctx: Context) -> Section:
                     Row(f"{queries}-query transaction, 1 ms each way", base_s * 1e3, rls_s * 1e3, "ms", LATENCY)
                 )
                 ctx.log(f"{queries} queries at 1 ms: ratio {rls_s / base_s:.3f}")
+                if queries == 1:
+                    section.add(Row(f"{SESSION}, 1 ms each way", orm_s[0] * 1e3, orm_s[1] * 1e3, "ms", LATENCY))
+                    ctx.log(f"one query through a Session at 1 ms: ratio {orm_s[1] / orm_s[0]:.3f}")
     return section
 
 
@@ -118,16 +167,51 @@ def _transaction(engine: Engine, items: data.Dataset, queries: int, bound: bool)
     return one
 
 
+def session_transaction(engine: Engine, items: data.Dataset, bound: bool) -> Callable[[], None]:
+    """One ORM transaction reading one item: the baseline's (``bound`` False) or an adopter's, scoped."""
+    rng = random.Random(11)
+    tenant = items.small_tenants(1)[0]
+    if not bound:
+        plain = sessionmaker(engine)
+
+        def baseline() -> None:
+            with as_tenant(tenant), plain() as session, session.begin():
+                wanted = PlainItem.id == rng.randint(1, items.rows)
+                session.scalars(select(PlainItem).where(wanted, PlainItem.tenant_id == tenant)).all()
+
+        return baseline
+    scoped = sessionmaker(engine, query_cls=TenantQuery)
+    scope_sessions(scoped)
+
+    def tenancy() -> None:
+        with as_tenant(tenant), scoped() as session, session.begin():
+            session.scalars(select(TenantItem).where(TenantItem.id == rng.randint(1, items.rows))).all()
+
+    return tenancy
+
+
+def _counted_session(proxy: RoundTripProxy, url: URL, items: data.Dataset, bound: bool) -> float:
+    engine = _engine(url, bound)
+    try:
+        return _count(proxy, session_transaction(engine, items, bound))
+    finally:
+        engine.dispose()
+
+
+def _count(proxy: RoundTripProxy, work: Callable[[], None]) -> float:
+    """Round trips per call of ``work``, once psycopg has connected and prepared what it will."""
+    for _ in range(7):
+        work()
+    proxy.reset()
+    for _ in range(10):
+        work()
+    return proxy.round_trips / 10
+
+
 def _counted(proxy: RoundTripProxy, url: URL, items: data.Dataset, queries: int, bound: bool) -> float:
     engine = _engine(url, bound)
     try:
-        work = _transaction(engine, items, queries, bound)
-        for _ in range(7):  # connect, and let psycopg prepare what it will
-            work()
-        proxy.reset()
-        for _ in range(10):
-            work()
-        return proxy.round_trips / 10
+        return _count(proxy, _transaction(engine, items, queries, bound))
     finally:
         engine.dispose()
 

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from benchmarks.audit_parts import BATCHED, STEPS, find_pgbench
+from benchmarks.session_parts import VARIANTS
 
 ROOT = Path(__file__).parent.parent
 
@@ -73,7 +74,7 @@ def test_every_section_reports_with_the_run_described(report: str) -> None:
 
 def test_a_bound_transaction_adds_no_round_trip_on_the_wire(report: str) -> None:
     counted = {row[0]: row for row in _rows(report, "Round trips per transaction") if row[3] == "round trips"}
-    for queries in ("1-query transaction", "5-query transaction"):
+    for queries in ("1-query transaction", "5-query transaction", "1-query transaction through a Session"):
         assert counted[queries][1] == counted[queries][2]
         assert counted[queries][6] == "yes"
 
@@ -85,6 +86,16 @@ def test_every_rls_query_returns_the_baselines_rows_through_a_tenant_index(repor
     assert not [row[0] for row in shapes if "wrong:" in row[0]]
     explain = next(row for row in rows if row[0].startswith("shapes whose RLS query"))
     assert explain[2] == "6" and explain[6] == "yes"
+
+
+def test_the_orm_transaction_taken_apart_counts_the_same_round_trips_in_every_variant(rls_postgres_url: URL) -> None:
+    """``python -m benchmarks.session_parts`` at toy size: binding and scoping add no round trip in any combination."""
+    printed = _run(rls_postgres_url, ["benchmarks.session_parts", "--transactions", "3", "--runs", "1"], timeout=120)
+    for variant in VARIANTS:
+        counted = re.search(r"round trips +" + re.escape(variant.name) + r" +([\d.]+)", printed)
+        assert counted is not None, printed
+        assert float(counted.group(1)) == 3
+    assert "run 1: 3 transactions per variant" in printed
 
 
 def test_the_audit_seal_taken_apart_runs_every_step(rls_postgres_url: URL) -> None:
