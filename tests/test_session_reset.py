@@ -143,16 +143,24 @@ def test_a_session_wide_tenant_set_by_sql_is_gone_for_work_without_a_tenant(
 
 
 @pytest.mark.rls_binding
-def test_prepared_statements_never_reach_the_next_tenant(pinned_engine: Engine, world: World) -> None:
-    def many(conn: Connection) -> object:
-        for _ in range(8):  # past psycopg's threshold for preparing, were it on
-            conn.execute(NAMES).all()
-        return conn.execute(text("SELECT array_agg(name ORDER BY name) FROM pg_prepared_statements")).scalar()
+def test_a_drivers_statement_re_prepared_by_sql_never_runs_for_the_next_tenant(
+    pinned_engine: Engine, world: World
+) -> None:
+    def prepared(conn: Connection) -> list[tuple[str, str]]:
+        return [(row[0], row[1]) for row in conn.execute(text("SELECT name, statement FROM pg_prepared_statements"))]
 
-    assert _as(pinned_engine, world.a, many) is None  # the driver prepares nothing on a bound connection
-    _as(pinned_engine, world.a, _run("PREPARE _pg3_0 AS SELECT 'planted'::text AS name"))
-    assert _as(pinned_engine, world.b, many) is None
+    for _ in range(6):  # psycopg prepares a statement on its fifth execution
+        _as(pinned_engine, world.a, _names)
+    (name,) = [name for name, statement in _as(pinned_engine, world.a, prepared) if "FROM projects" in statement]
+
+    def swap(conn: Connection) -> None:  # A's injected SQL puts its own text under the driver's name
+        conn.exec_driver_sql(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)).as_string(None))
+        planted = sql.SQL("PREPARE {} AS SELECT 'planted'::text AS name").format(sql.Identifier(name))
+        conn.exec_driver_sql(planted.as_string(None))
+
+    _as(pinned_engine, world.a, swap)
     assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
+    assert not any("planted" in statement for _, statement in _as(pinned_engine, world.b, prepared))
 
 
 @pytest.mark.rls_binding
