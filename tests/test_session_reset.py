@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from psycopg import sql
@@ -27,10 +28,11 @@ from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
 from tests.conftest import World, ddl
 
 PID = text("SELECT pg_backend_pid()")
+T = TypeVar("T")
 NAMES = text("SELECT name FROM projects ORDER BY name")
 
 
-def _as(engine: Engine, tenant: int | None, work: Callable[[Connection], object], *, commit: bool = True) -> object:
+def _as(engine: Engine, tenant: int | None, work: Callable[[Connection], T], *, commit: bool = True) -> T:
     """``work`` in one transaction of ``tenant`` (or none); returns what it returns, with the backend pid checked."""
     with as_tenant(tenant) if tenant is not None else _nothing(), engine.connect() as conn:
         result = work(conn)
