@@ -171,6 +171,9 @@ def _b_project(world: World) -> int:
     return world.project_ids[world.b][0]
 
 
+#: What PostgreSQL says to an INSERT naming an id of a GENERATED ALWAYS identity column.
+CHOSEN_ID = 'cannot insert a non-DEFAULT value into column "id"'
+
 WRITES: dict[str, tuple[Write, str | None]] = {
     # (the write, what PostgreSQL says; None: no error, nothing happens)
     "UPDATE B's row": (
@@ -186,24 +189,32 @@ WRITES: dict[str, tuple[Write, str | None]] = {
         lambda s, w: s.execute(insert(Project).values(tenant_id=w.b, name="planted")),
         "new row violates row-level security policy",
     ),
-    "INSERT ... ON CONFLICT (id) DO UPDATE at B's key": (
+    # An id cannot be chosen at all: the demo's ids are GENERATED ALWAYS, and its keys lead with tenant_id, so
+    # no unique index spans tenants; the refusal is the same whether B holds the id or nobody does
+    # (test_an_id_cannot_be_chosen_so_no_key_is_an_existence_oracle).
+    "INSERT ... ON CONFLICT (tenant_id, id) DO UPDATE at B's key": (
         lambda s, w: s.execute(
             text(
                 "INSERT INTO projects (id, tenant_id, name) VALUES (:id, :a, 'pwned')"
-                " ON CONFLICT (id) DO UPDATE SET name = 'pwned'"
+                " ON CONFLICT (tenant_id, id) DO UPDATE SET name = 'pwned'"
             ),
             {"id": _b_project(w), "a": w.a},
         ),
-        "violates row-level security policy",
+        CHOSEN_ID,
     ),
     "INSERT with B's primary key": (
         lambda s, w: s.execute(
             text("INSERT INTO projects (id, tenant_id, name) VALUES (:id, :a, 'pwned')"),
             {"id": _b_project(w), "a": w.a},
         ),
-        # An existence oracle PostgreSQL cannot hide: unique checks see every row. It
-        # needs a client that picks ids; the demo's come from a sequence. See the README.
-        "duplicate key value violates unique constraint",
+        CHOSEN_ID,
+    ),
+    "INSERT OVERRIDING SYSTEM VALUE with B's primary key": (
+        lambda s, w: s.execute(
+            text("INSERT INTO projects (id, tenant_id, name) OVERRIDING SYSTEM VALUE VALUES (:id, :a, 'pwned')"),
+            {"id": _b_project(w), "a": w.a},
+        ),
+        "permission denied for table projects",  # INSERT is granted on every column but id
     ),
     "a child pointing at B's parent": (
         lambda s, w: s.execute(insert(Task).values(tenant_id=w.a, project_id=_b_project(w), title="dangling")),
@@ -229,8 +240,14 @@ def _snapshot(bypass: UnsafeBypass, tenant: int) -> set[tuple[Any, ...]]:
         return {tuple(row) for row in [*projects, *tasks]}
 
 
-#: Walls other than the policies: a unique index, a composite foreign key, COPY's refusal of RLS tables.
-NOT_THE_POLICY = {"INSERT with B's primary key", "a child pointing at B's parent", "COPY FROM rows claiming B"}
+#: Walls other than the policies: identity columns and their grants, a composite foreign key, COPY's refusal.
+NOT_THE_POLICY = {
+    "INSERT ... ON CONFLICT (tenant_id, id) DO UPDATE at B's key",
+    "INSERT with B's primary key",
+    "INSERT OVERRIDING SYSTEM VALUE with B's primary key",
+    "a child pointing at B's parent",
+    "COPY FROM rows claiming B",
+}
 
 
 @pytest.mark.parametrize(
@@ -277,6 +294,38 @@ def test_a_foreign_key_into_another_tenant_is_no_existence_oracle(
         missing = _fk_error(session, world, 2_000_000_000)
     FIGURES.add("vectors tried", 2)
     assert foreign == missing
+
+
+CHOOSING_AN_ID = {
+    "INSERT": "INSERT INTO projects (id, tenant_id, name) VALUES (:id, :a, 'probe')",
+    "ON CONFLICT DO UPDATE": "INSERT INTO projects (id, tenant_id, name) VALUES (:id, :a, 'probe')"
+    " ON CONFLICT (tenant_id, id) DO UPDATE SET name = 'probe'",
+    "OVERRIDING SYSTEM VALUE": "INSERT INTO projects (id, tenant_id, name) OVERRIDING SYSTEM VALUE"
+    " VALUES (:id, :a, 'probe')",
+}
+
+
+def _refusal(session: Session, world: World, statement: str, project_id: int) -> tuple[Any, ...]:
+    with pytest.raises(DBAPIError) as caught:
+        session.execute(text(statement), {"id": project_id, "a": world.a})
+    session.rollback()
+    orig = caught.value.orig
+    diag = getattr(orig, "diag", None)
+    assert diag is not None
+    return getattr(orig, "sqlstate", None), diag.message_primary, diag.message_detail, diag.constraint_name
+
+
+@pytest.mark.parametrize("statement", CHOOSING_AN_ID.values(), ids=CHOOSING_AN_ID.keys())
+def test_an_id_cannot_be_chosen_so_no_key_is_an_existence_oracle(
+    raw_factory: sessionmaker[Session], world: World, statement: str
+) -> None:
+    """B's id and an id nobody holds get the same refusal, field for field: none names a key or an id."""
+    with as_tenant(world.a), raw_factory() as session:
+        foreign = _refusal(session, world, statement, _b_project(world))
+        free = _refusal(session, world, statement, 2_000_000_000)
+    FIGURES.add("vectors tried", 2)
+    assert foreign == free
+    assert foreign[0] in {"428C9", "42501"}  # generated always; no INSERT privilege on id
 
 
 def test_an_update_of_another_tenants_row_is_no_existence_oracle(

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 from alembic import command
-from alembic.autogenerate import produce_migrations, render_python_code
+from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -208,6 +208,75 @@ def test_autogenerate_adds_isolation_for_new_tenant_tables(db: object, superuser
     # Tables already isolated in the database are left alone.
     assert "projects" not in upgrade_code
     assert "tasks" not in upgrade_code
+
+
+def test_autogenerate_finds_nothing_to_change_in_the_migrated_demo(db: object, superuser_engine: Engine) -> None:
+    """The demo's models and its migrations agree: identity columns, keys, constraints, defaults."""
+    demo = set(Base.metadata.tables)
+
+    def only_demo(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+        return type_ != "table" or name in demo
+
+    with superuser_engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"include_object": only_demo, "compare_server_default": True, "compare_type": True}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+
+
+DEMO_KEYS = text(
+    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE conrelid IN ('public.projects'::regclass, 'public.tasks'::regclass) AND contype IN ('p', 'u', 'f') "
+    "AND conname NOT LIKE '%tenant_id_fkey' ORDER BY conname"
+)
+DEMO_EXEMPTIONS = text(
+    "SELECT object_name, check_name, reason FROM rls_tenancy.doctor_exemptions "
+    "WHERE object_name LIKE 'public.%' ORDER BY object_name, check_name"
+)
+NEW_PROJECT = text("INSERT INTO projects (tenant_id, name) VALUES (:t, 'new') RETURNING id")
+
+
+def test_saas_0004_keys_by_tenant_continues_the_ids_and_its_downgrade_restores_serial_keys(empty_db: URL) -> None:
+    config = Config(DEMO_ALEMBIC_INI)
+    roles = RoleNames(owner="keys_owner", app="keys_app", bypass="keys_admin")
+    upgrade(empty_db, roles=roles, config=config, revision="saas_0003")
+    engine = create_engine(empty_db)
+    try:
+        with engine.begin() as conn:
+            tenant = conn.execute(text("INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('k', 'K') RETURNING id"))
+            t = tenant.scalar_one()
+            conn.execute(
+                text("INSERT INTO projects (tenant_id, name) SELECT :t, 'p' || g FROM generate_series(1, 3) g"),
+                {"t": t},
+            )
+            conn.execute(text("DELETE FROM projects WHERE name = 'p3'"))  # id 3 was given: never again
+            conn.execute(
+                text("INSERT INTO tasks (tenant_id, project_id, title) SELECT tenant_id, id, name FROM projects")
+            )
+            serial_keys, old_exemptions = conn.execute(DEMO_KEYS).all(), conn.execute(DEMO_EXEMPTIONS).all()
+        upgrade(empty_db, roles=roles, config=config)
+        with engine.begin() as conn:
+            assert conn.execute(DEMO_KEYS).all() == [
+                ("projects_pkey", "PRIMARY KEY (tenant_id, id)"),
+                ("tasks_pkey", "PRIMARY KEY (tenant_id, id)"),
+                ("tasks_project_fkey", "FOREIGN KEY (tenant_id, project_id) REFERENCES projects(tenant_id, id)"),
+            ]
+            assert conn.execute(DEMO_EXEMPTIONS).all() == []
+            assert conn.execute(NEW_PROJECT, {"t": t}).scalar_one() == 4
+            task = text("INSERT INTO tasks (tenant_id, project_id, title) VALUES (:t, 4, 'new') RETURNING id")
+            assert conn.execute(task, {"t": t}).scalar_one() == 3
+        downgrade(empty_db, roles=roles, config=config, revision="saas_0003")
+        with engine.begin() as conn:
+            assert conn.execute(DEMO_KEYS).all() == serial_keys
+            assert serial_keys[0] == ("projects_pkey", "PRIMARY KEY (id)")
+            assert conn.execute(DEMO_EXEMPTIONS).all() == old_exemptions != []
+            assert conn.execute(NEW_PROJECT, {"t": t}).scalar_one() == 5
+            usage = text("SELECT has_sequence_privilege('keys_app', 'public.projects_id_seq', 'USAGE')")
+            assert conn.execute(usage).scalar_one() is True
+            insert = text("SELECT has_table_privilege('keys_app', 'public.projects', 'INSERT')")
+            assert conn.execute(insert).scalar_one() is True
+    finally:
+        engine.dispose()
 
 
 def test_versions_path_is_the_shipped_directory() -> None:

@@ -123,10 +123,15 @@ def test_bulk_update_by_primary_key_cannot_reach_another_tenant(
     # Loader criteria do not apply to it: row level security alone stops it, and nothing is written.
     mine, theirs = world.project_ids[world.a][0], world.project_ids[world.b][0]
     with as_tenant(world.a), scoped_factory() as session:
-        rows = [{"id": mine, "name": "bulk mine"}, {"id": theirs, "name": "bulk theirs"}]
-        with pytest.raises(orm_exc.StaleDataError):
-            session.execute(update(Project), rows)
-        session.rollback()
+        # Per row, the table's key (tenant_id, id): B's row named by its own key, or by A's tenant, is 0 rows.
+        for tenant in (world.b, world.a):
+            rows = [
+                {"tenant_id": world.a, "id": mine, "name": "bulk mine"},
+                {"tenant_id": tenant, "id": theirs, "name": "bulk theirs"},
+            ]
+            with pytest.raises(orm_exc.StaleDataError):
+                session.execute(update(Project), rows)
+            session.rollback()
         assert not set(session.scalars(select(Project.name))) & {"bulk mine", "bulk theirs"}
 
 

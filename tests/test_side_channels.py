@@ -20,8 +20,9 @@ from rls_tenancy import as_tenant
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
 
-# A table of its own, shaped as the demo's projects (a primary key on id beside UNIQUE (tenant_id, id)), with
-# one large tenant B and a small tenant A whose rows lie among B's: 198 of A's among 19,602 of B's.
+# A table of its own, shaped as the demo's projects were before saas_0004 (a primary key on id beside
+# UNIQUE (tenant_id, id)), with one large tenant B and a small tenant A whose rows lie among B's: 198 of A's
+# among 19,602 of B's.
 NOTES = """
 CREATE TABLE public.side_channel_notes (
     id serial PRIMARY KEY,
@@ -127,6 +128,55 @@ def test_a_sequential_scan_counts_every_row_of_the_table(app_engine: Engine, wor
     assert (scan["Actual Rows"], scan["Rows Removed by Filter"]) == (10, 19790)
 
 
+# The demo's own projects, keyed (tenant_id, id) since saas_0004: 20 of A's among 1,980 of B's, ids interleaved.
+DEMO_ROWS = text(
+    "INSERT INTO projects (tenant_id, name) "
+    "SELECT CASE WHEN g % 100 = 0 THEN :a ELSE :b END, 'explain probe ' || g FROM generate_series(1, 2000) g "
+    "RETURNING id, tenant_id"
+)
+DEMO_IN_RANGE = "SELECT name FROM projects WHERE id BETWEEN {lo} AND {hi}"
+# With keys on id (before saas_0004) the last one is the leak: ordered by id with sorting switched off, the
+# planner took the primary key on id and reported 990 of B's rows removed by the filter.
+DEMO_PLANS = [
+    (DEMO_IN_RANGE, {}),
+    (DEMO_IN_RANGE, STEER_TO_ID),
+    (DEMO_IN_RANGE, {"enable_indexscan": "off"}),
+    (DEMO_IN_RANGE + " ORDER BY id", {**STEER_TO_ID, "enable_sort": "off"}),
+]
+
+
+@pytest.fixture()
+def demo_rows(world: World, bypass_engine: Engine, superuser_engine: Engine) -> Iterator[list[tuple[int, int]]]:
+    """(id, tenant_id) of the rows planted in the demo's projects, with fresh statistics."""
+    with bypass_engine.begin() as conn:
+        rows = [(int(i), int(t)) for i, t in conn.execute(DEMO_ROWS, {"a": world.a, "b": world.b})]
+    with superuser_engine.connect() as conn:
+        conn.execute(text("ANALYZE projects"))
+        conn.commit()
+    yield rows
+    with bypass_engine.begin() as conn:
+        conn.execute(text("DELETE FROM projects WHERE name LIKE 'explain probe %'"))
+
+
+@pytest.mark.rls_policy
+def test_explain_over_an_id_range_of_the_demos_projects_never_counts_another_tenants_rows(
+    app_engine: Engine, world: World, demo_rows: list[tuple[int, int]]
+) -> None:
+    """Every index of the demo's tables leads with tenant_id: whatever the planner switches, B's rows never
+    reach a scan of A's, so neither Actual Rows nor Rows Removed by Filter counts them."""
+    ids = sorted(i for i, _ in demo_rows)
+    lo, hi = ids[500], ids[1499]  # 1,000 rows: 10 of A's, 990 of B's
+    own = sum(1 for i, t in demo_rows if t == world.a and lo <= i <= hi)
+    own_anywhere = sum(1 for _, t in demo_rows if t == world.a) + len(world.projects[world.a])
+    for query, settings in DEMO_PLANS:
+        nodes = _explain(app_engine, world.a, query.format(lo=lo, hi=hi), settings)
+        scans = [n for n in nodes if n["Node Type"].endswith("Scan")]
+        assert scans and all("tenant_id =" in n.get("Index Cond", n.get("Recheck Cond", "")) for n in scans)
+        assert nodes[0]["Actual Rows"] == own == 10
+        for scan in scans:  # only A's rows were read: its own in the range, and at most its own outside it
+            assert scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) <= own_anywhere, (query, settings)
+
+
 # --- class 9: what is closed ----------------------------------------------------------------------------
 
 
@@ -172,23 +222,40 @@ def test_the_app_role_may_change_its_own_defaults_and_password(raw_app: Engine, 
         assert _refused(conn, statement) is None
 
 
+# Per table: A's probe (rolled back), B's insert, and the sequence behind id: a serial's, then an identity's.
+DRAWS = {
+    "serial": (
+        "INSERT INTO side_channel_notes (name) VALUES ('probe') RETURNING id",
+        "INSERT INTO side_channel_notes (tenant_id, name) VALUES (:b, 'b')",
+        "side_channel_notes_id_seq",
+    ),
+    "identity": (
+        "INSERT INTO projects (name) VALUES ('probe') RETURNING id",
+        "INSERT INTO projects (tenant_id, name) VALUES (:b, 'b')",
+        "projects_id_seq",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", DRAWS)
 def test_a_serial_sequence_shows_every_tenants_inserts_and_so_does_an_identity(
-    app_engine: Engine, bypass_engine: Engine, world: World
+    app_engine: Engine, bypass_engine: Engine, world: World, notes: None, kind: str
 ) -> None:
+    probe, by_b, sequence = DRAWS[kind]
+
     def drawn_by_a() -> int:
         with as_tenant(world.a), app_engine.connect() as conn, conn.begin() as transaction:
-            drawn = conn.execute(text("INSERT INTO projects (name) VALUES ('probe') RETURNING id")).scalar_one()
-            shown = conn.execute(text("SELECT last_value FROM pg_sequences WHERE sequencename = 'projects_id_seq'"))
-            assert shown.scalar_one() == drawn  # USAGE (needed for the default) shows last_value
-            user_seq = conn.execute(text("SELECT last_value FROM pg_sequences WHERE sequencename = 'users_id_seq'"))
-            assert user_seq.scalar_one() is None  # an identity needs no privilege, and shows nothing here
+            drawn = conn.execute(text(probe)).scalar_one()
+            shown = conn.execute(text("SELECT last_value FROM pg_sequences WHERE sequencename = :s"), {"s": sequence})
+            # USAGE (a serial's default needs it) shows last_value; an identity needs no privilege, shows nothing
+            assert shown.scalar_one() == (drawn if kind == "serial" else None)
             transaction.rollback()
         return int(drawn)
 
     first = drawn_by_a()
     with bypass_engine.begin() as conn:
-        for n in range(5):
-            conn.execute(text("INSERT INTO projects (tenant_id, name) VALUES (:b, :n)"), {"b": world.b, "n": f"b{n}"})
+        for _ in range(5):
+            conn.execute(text(by_b), {"b": world.b})
     assert drawn_by_a() - first - 1 == 5  # B's five inserts, seen by A through a rolled-back insert of its own
 
 

@@ -112,11 +112,20 @@ def test_isolated_tables_have_policy_grants_and_index(superuser_engine: Engine, 
                     t=table,
                     p=p,
                 )
-                for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+                for p in ("SELECT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
             }
+            # INSERT on every column but id (saas_0004): ids are generated, never chosen, by any role but the owner.
+            for role in (db.roles.app, db.roles.bypass):
+                inserts = conn.execute(
+                    text(
+                        "SELECT attname, has_column_privilege(:r, attrelid, attnum, 'INSERT') FROM pg_attribute "
+                        "WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 AND NOT attisdropped"
+                    ),
+                    {"r": role, "t": table},
+                ).all()
+                assert {name for name, granted in inserts if not granted} == {"id"}
             assert privileges == {
                 "SELECT": True,
-                "INSERT": True,
                 "UPDATE": True,
                 "DELETE": True,
                 "TRUNCATE": False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -29,11 +30,20 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column, relationship
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    configure_mappers,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -41,7 +51,7 @@ from rls_tenancy import Tenant, TenantBoundMixin, UsageError, User, as_tenant
 from rls_tenancy.alembic_ops import AddTenantForeignKeyOp
 from rls_tenancy.tenant_keys import tenant_foreign_key, tenant_key
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
-from saas_demo.models import Base
+from saas_demo.models import Base, Project, Task
 from tests.conftest import World, ddl
 
 Refusal = tuple[str | None, str | None, str | None, str | None]  # sqlstate, message, detail, constraint
@@ -99,6 +109,7 @@ def test_a_plain_foreign_key_would_let_tenants_point_across_and_tell_ids_apart(
         transaction = conn.begin()
         try:
             conn.execute(text("ALTER TABLE tasks DROP CONSTRAINT tasks_project_fkey"))
+            conn.execute(text("ALTER TABLE projects ADD UNIQUE (id)"))  # what a plain key needs, and the oracle
             conn.execute(text("ALTER TABLE tasks ADD FOREIGN KEY (project_id) REFERENCES projects (id)"))
             conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.app))
             conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
@@ -120,11 +131,15 @@ def _ddl(table: Table) -> str:
     return " ".join(str(CreateTable(table).compile(dialect=POSTGRESQL)).split())
 
 
-def test_demo_models_declare_the_composite_key_and_what_it_points_at() -> None:
-    assert "CONSTRAINT projects_tenant_id_id_key UNIQUE (tenant_id, id)" in _ddl(Base.metadata.tables["projects"])
+def test_demo_models_declare_keys_leading_with_tenant_id_and_ids_generated_always() -> None:
+    projects, tasks = _ddl(Base.metadata.tables["projects"]), _ddl(Base.metadata.tables["tasks"])
+    assert "CONSTRAINT projects_pkey PRIMARY KEY (tenant_id, id)" in projects
+    assert "CONSTRAINT tasks_pkey PRIMARY KEY (tenant_id, id)" in tasks
+    assert "id INTEGER GENERATED ALWAYS AS IDENTITY" in projects
+    assert "id INTEGER GENERATED ALWAYS AS IDENTITY" in tasks
+    assert "UNIQUE" not in projects + tasks
     assert (
-        "CONSTRAINT tasks_project_fkey FOREIGN KEY(tenant_id, project_id) REFERENCES projects (tenant_id, id)"
-        in _ddl(Base.metadata.tables["tasks"])
+        "CONSTRAINT tasks_project_fkey FOREIGN KEY(tenant_id, project_id) REFERENCES projects (tenant_id, id)" in tasks
     )
 
 
@@ -154,18 +169,66 @@ def test_helpers_take_column_name_and_on_delete() -> None:
 
 def test_migrated_constraints_are_what_the_models_declare(superuser_engine: Engine) -> None:
     with superuser_engine.connect() as conn:
-        definitions: dict[str, str] = dict(
-            conn.execute(
+        definitions: dict[str, tuple[str, str]] = {
+            name: (definition, index)
+            for name, definition, index in conn.execute(
                 text(
-                    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                    "WHERE conname IN ('tasks_project_fkey', 'projects_tenant_id_id_key')"
+                    "SELECT conname, pg_get_constraintdef(oid), conindid::regclass::text FROM pg_constraint "
+                    "WHERE conrelid IN ('public.projects'::regclass, 'public.tasks'::regclass) "
+                    "AND contype IN ('p', 'u', 'f') AND conname NOT LIKE '%tenant_id_fkey'"
                 )
-            ).all()
-        )
+            )
+        }
+        identities = conn.execute(
+            text(
+                "SELECT table_name, identity_generation FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND table_name IN ('projects', 'tasks') AND column_name = 'id'"
+            )
+        ).all()
     assert definitions == {
-        "tasks_project_fkey": "FOREIGN KEY (tenant_id, project_id) REFERENCES projects(tenant_id, id)",
-        "projects_tenant_id_id_key": "UNIQUE (tenant_id, id)",
+        "projects_pkey": ("PRIMARY KEY (tenant_id, id)", "projects_pkey"),
+        "tasks_pkey": ("PRIMARY KEY (tenant_id, id)", "tasks_pkey"),
+        # The key it points at is the primary key: no UNIQUE (tenant_id, id) beside it.
+        "tasks_project_fkey": (
+            "FOREIGN KEY (tenant_id, project_id) REFERENCES projects(tenant_id, id)",
+            "projects_pkey",
+        ),
     }
+    assert sorted(identities) == [("projects", "ALWAYS"), ("tasks", "ALWAYS")]
+
+
+ID_CHOSEN = {
+    "INSERT": "INSERT INTO projects (id, tenant_id, name) VALUES (:id, :t, 'chosen')",
+    "OVERRIDING SYSTEM VALUE": "INSERT INTO projects (id, tenant_id, name) OVERRIDING SYSTEM VALUE "
+    "VALUES (:id, :t, 'chosen')",
+    "UPDATE": "UPDATE projects SET id = :id WHERE tenant_id = :t",
+}
+
+
+@pytest.mark.parametrize("statement", ID_CHOSEN.values(), ids=ID_CHOSEN.keys())
+def test_neither_the_app_role_nor_the_bypass_role_can_choose_an_id(
+    app_engine: Engine, bypass_engine: Engine, world: World, statement: str
+) -> None:
+    """Ids are unique across tenants in fact, with no index that says so: nobody but the owner picks one."""
+    theirs = world.project_ids[world.b][0]
+    with as_tenant(world.a), app_engine.connect() as conn, pytest.raises(DBAPIError) as by_app:
+        conn.execute(text(statement), {"id": theirs, "t": world.a})
+    with bypass_engine.connect() as conn, pytest.raises(DBAPIError) as by_bypass:
+        conn.execute(text(statement), {"id": theirs, "t": world.a})
+    for refused in (by_app.value, by_bypass.value):
+        # 428C9: generated always; 42501: no INSERT privilege on id (OVERRIDING SYSTEM VALUE needs none of its own)
+        assert getattr(refused.orig, "sqlstate", None) == ("42501" if "OVERRIDING" in statement else "428C9")
+
+
+def test_the_bypass_role_cannot_copy_an_id_in_either(bypass_engine: Engine, world: World) -> None:
+    """COPY FROM ignores GENERATED ALWAYS; the column's missing INSERT privilege still stops it."""
+    with bypass_engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with raw.cursor() as cursor, cursor.copy("COPY projects (id, tenant_id, name) FROM STDIN") as copy:
+                copy.write_row((world.project_ids[world.b][0], world.a, "copied"))
+        conn.rollback()
 
 
 class _Blog(DeclarativeBase):
@@ -476,3 +539,34 @@ def test_op_renders_offline_as_a_call_of_the_sql_function() -> None:
         "SELECT rls_tenancy.add_tenant_foreign_key(CAST(quote_ident('documents') AS REGCLASS), 'box_label', "
         "CAST(quote_ident('archive') || '.' || quote_ident('boxes') AS REGCLASS), 'label', NULL, 'NO ACTION')"
     )
+
+
+# --- the ORM on keys that lead with tenant_id -------------------------------------------------------------
+
+
+def test_the_orm_still_identifies_a_project_by_its_id_alone(
+    scoped_factory: sessionmaker[Session], world: World
+) -> None:
+    """The mapper's primary key is id: get(), relationships, inserts with RETURNING, bulk updates by key."""
+    own, theirs = world.project_ids[world.a][0], world.project_ids[world.b][0]
+    with as_tenant(world.a), scoped_factory() as session:
+        project = session.get(Project, own)
+        assert project is not None and project.name in world.projects[world.a]
+        assert session.get(Project, theirs) is None
+        assert [task.title for task in project.tasks] == [f"task of {project.name}"]
+        assert project.tasks[0].project is project
+        added = Project(name="keyed by id", tasks=[Task(title="first")])
+        session.add(added)
+        session.flush()  # the ids come back from INSERT ... RETURNING
+        assert added.id > 0 and added.tasks[0].id > 0 and added.tenant_id == world.a
+        assert session.get(Project, added.id) is added
+        # The statements the ORM writes name the whole table key: per-row bulk UPDATE takes tenant_id too.
+        rows = [{"tenant_id": world.a, "id": i, "name": name} for i, name in ((own, "renamed"), (added.id, "again"))]
+        session.execute(update(Project), rows)
+        with pytest.raises(InvalidRequestError, match="projects.tenant_id"):
+            session.execute(update(Project), [{"id": own, "name": "by id alone"}])
+        session.expire_all()
+        assert [session.get(Project, i).name for i in (own, added.id)] == ["renamed", "again"]  # type: ignore[union-attr]
+        session.rollback()
+    with as_tenant(world.b), scoped_factory() as session:
+        assert session.get(Project, theirs) is not None  # and B's row is its own still
