@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from benchmarks.audit_parts import BATCHED, STEPS, find_pgbench
+from benchmarks.reset_parts import VARIANTS as RESET_VARIANTS
 from benchmarks.session_parts import VARIANTS
 
 ROOT = Path(__file__).parent.parent
@@ -96,6 +97,13 @@ def test_the_orm_transaction_taken_apart_counts_the_same_round_trips_in_every_va
         assert counted is not None, printed
         assert float(counted.group(1)) == 3
     assert "run 1: 3 transactions per variant" in printed
+
+
+def test_the_session_reset_taken_apart_runs_every_variant(rls_postgres_url: URL) -> None:
+    """``python -m benchmarks.reset_parts`` at toy size: each variant's statements run (their cost is not judged)."""
+    printed = _run(rls_postgres_url, ["benchmarks.reset_parts", "--transactions", "3", "--rounds", "1"], timeout=120)
+    for name in RESET_VARIANTS:
+        assert re.search(re.escape(name) + r" +[+-][\d.]+ +[+-][\d.]+", printed), printed
 
 
 def test_the_audit_seal_taken_apart_runs_every_step(rls_postgres_url: URL) -> None:
