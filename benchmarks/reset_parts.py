@@ -2,7 +2,10 @@
 
 Each variant sends what a bound transaction sends (``BEGIN``, the binding, a
 ``SELECT 1``, ``ROLLBACK``, one sync) with something in front of it, on a
-connection of its own, the variants taking turns. Printed per transaction,
+connection of its own (the application role's, in a database with the
+library installed), the variants taking turns. The connection that calls
+``rls_tenancy.reset_session()`` (the shipped reset) has prepared three
+statements through the protocol first, as psycopg would, and keeps them. Printed per transaction,
 beside the variant with nothing in front: the CPU its PostgreSQL backend
 spent (``/proc/<pid>/stat``) and this client's. CPU, not time: the machine
 may be busy.
@@ -20,30 +23,36 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import pq
 
-from rls_tenancy.binding import SESSION_RESET
+from rls_tenancy.binding import _RESET_WIRE, SESSION_RESET
+from rls_tenancy.testing.database import tenancy_database
 from rls_tenancy.testing.server import postgres_server
 
 _BIND = (
     b"SELECT pg_catalog.set_config('app.current_tenant', $1, true),"
     b" pg_catalog.set_config('app.current_user_id', $2, true)"
 )
+_KEPT = (b"_pg3_0", b"_pg3_1", b"_pg3_2")
+#: A statement and its values.
+_Statement = tuple[bytes, "Sequence[bytes] | None"]
 #: What goes in front of BEGIN; the reset's statements are committed by a COMMIT in the same sync.
-VARIANTS: dict[str, Sequence[bytes]] = {
+VARIANTS: dict[str, Sequence[_Statement]] = {
     "nothing": (),
-    "a COMMIT alone": (b"COMMIT",),
-    "the shipped reset": (*SESSION_RESET, b"COMMIT"),
-    "DISCARD TEMP, RESET ALL": (b"DISCARD TEMP", b"RESET ALL", b"COMMIT"),
-    "DISCARD ALL (in a sync of its own)": (b"DISCARD ALL",),
+    "a COMMIT alone": ((b"COMMIT", None),),
+    "the shipped reset (reset_session)": ((_RESET_WIRE, [b"{" + b",".join(_KEPT) + b"}"]), (b"COMMIT", None)),
+    "its statements one by one": (*((statement, None) for statement in SESSION_RESET), (b"COMMIT", None)),
+    "DISCARD TEMP, RESET ALL": ((b"DISCARD TEMP", None), (b"RESET ALL", None), (b"COMMIT", None)),
+    "DISCARD ALL (in a sync of its own)": ((b"DISCARD ALL", None),),
 }
 _OWN_SYNC = {"DISCARD ALL (in a sync of its own)"}
+_KEEPS = "the shipped reset (reset_session)"
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _transaction(conn: psycopg.Connection[object], front: Sequence[bytes], own_sync: bool) -> None:
+def _transaction(conn: psycopg.Connection[object], front: Sequence[_Statement], own_sync: bool) -> None:
     pgconn = conn.pgconn
     pgconn.enter_pipeline_mode()
-    for statement in front:
-        pgconn.send_query_params(statement, None)
+    for statement, values in front:
+        pgconn.send_query_params(statement, values)
     if own_sync:
         pgconn.pipeline_sync()
     for statement, values in ((b"BEGIN", None), (_BIND, [b"1", b""]), (b"SELECT 1", None), (b"ROLLBACK", None)):
@@ -80,9 +89,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--transactions", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
-    with postgres_server() as url:
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conns = {name: psycopg.connect(dsn) for name in VARIANTS}
+    with postgres_server() as url, tenancy_database(url) as db:
+        dsn = db.app_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conns = {name: psycopg.connect(dsn, autocommit=True) for name in VARIANTS}
+        for number, kept in enumerate(_KEPT):
+            conns[_KEEPS].pgconn.prepare(kept, b"SELECT $1::int + %d" % number)
         spent: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
         try:
             for _ in range(args.rounds):

@@ -13,9 +13,11 @@ round trip fewer than it would without tenancy.
 
 A connection about to serve another tenant than its last one first
 discards what earlier transactions left in its session (temp tables,
-holdable cursors, settings...): those statements go out in the same sync,
-ahead of ``BEGIN``, and are committed before it, so they take effect
-whatever becomes of the transaction, and still cost no round trip.
+holdable cursors, settings...): that statement goes out in the same sync,
+ahead of ``BEGIN``, and is committed before it, so it takes effect
+whatever becomes of the transaction, and still costs no round trip. Its
+result is read back with the rest, before any statement of the caller's
+goes out.
 
 The exchange is written once, as a generator that yields what it waits for;
 :func:`begin_with` drives it with ``selectors`` for psycopg's sync
@@ -32,7 +34,7 @@ import functools
 import select
 import selectors
 from collections.abc import Generator, Sequence
-from typing import Any, TypeGuard, cast
+from typing import Any, NamedTuple, TypeGuard, cast
 
 import psycopg
 from psycopg import IsolationLevel, pq
@@ -43,13 +45,27 @@ _OFF = pq.PipelineStatus.OFF
 _FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
 _POLL_SECONDS = 1.0  # sync waits wake up this often, so signals are handled
 
-#: What the exchange waits for: readable or writable (selectors' event bits).
-#: It ends with the first failure, the last statement's result, and the
-#: failure again when it was the reset's.
-_Outcome = tuple["pq.abc.PGresult | None", "pq.abc.PGresult | None", "pq.abc.PGresult | None"]
-_Wait = Generator[int, None, _Outcome]
 #: A statement and its values, text format; None is SQL NULL.
 Statement = tuple[bytes, Sequence[bytes | None]]
+
+
+class Begun(NamedTuple):
+    """What a transaction begun with :func:`begin_with` answered."""
+
+    #: The last statement's result (``then``'s, when given).
+    result: pq.abc.PGresult | None
+    #: The reset's result, when there was one.
+    reset: pq.abc.PGresult | None
+
+
+class _Outcome(NamedTuple):
+    failure: pq.abc.PGresult | None  # the first one
+    last: pq.abc.PGresult | None
+    reset: pq.abc.PGresult | None  # the reset statement's result, failed or not
+
+
+#: What the exchange waits for: readable or writable (selectors' event bits).
+_Wait = Generator[int, None, _Outcome]
 
 Connection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 #: Exactly psycopg's classes: a subclass may send a BEGIN of its own.
@@ -97,16 +113,15 @@ def begin_with(
     statement: bytes,
     values: Sequence[bytes],
     then: Statement | None = None,
-    reset: Sequence[bytes] = (),
-) -> pq.abc.PGresult | None:
+    reset: Statement | None = None,
+) -> Begun:
     """Begin a transaction on ``raw`` and run ``statement`` (and ``then``) in the same round trip.
 
-    Only when :func:`can_begin_with` says so. ``reset`` statements run
-    first, outside the transaction. Returns the last statement's
-    result (``then``'s, when given). A statement that fails raises the
+    Only when :func:`can_begin_with` says so. A ``reset`` statement runs
+    first, outside the transaction. A statement that fails raises the
     ``psycopg.Error`` psycopg would have raised; the ones after it do not
     run. A failure of the exchange itself (a lost connection, an interrupt
-    mid-wait) or of a reset closes the connection, as its state is then
+    mid-wait) or of the reset closes the connection, as its state is then
     unknown, so the pool discards it.
     """
     with raw.lock:
@@ -121,10 +136,9 @@ def begin_with(
         except BaseException:  # the protocol state is unknown: never reuse it
             raw.close()
             raise
-    if outcome[2] is not None:  # its session is not known to be clean: never reuse it
+    if _reset_failed(outcome):  # its session is not known to be clean: never reuse it
         raw.close()
-    _raise_for(raw, outcome[0] if outcome[2] is None else outcome[2])
-    return outcome[1]
+    return _begun(raw, outcome)
 
 
 async def begin_with_async(
@@ -132,8 +146,8 @@ async def begin_with_async(
     statement: bytes,
     values: Sequence[bytes],
     then: Statement | None = None,
-    reset: Sequence[bytes] = (),
-) -> pq.abc.PGresult | None:
+    reset: Statement | None = None,
+) -> Begun:
     """:func:`begin_with` for psycopg's asyncio connections."""
     async with raw.lock:
         exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then, reset)
@@ -147,23 +161,18 @@ async def begin_with_async(
         except BaseException:  # cancelled mid-wait, say: never reuse it
             raw.pgconn.finish()
             raise
-    if outcome[2] is not None:
+    if _reset_failed(outcome):
         raw.pgconn.finish()
-    _raise_for(raw, outcome[0] if outcome[2] is None else outcome[2])
-    return outcome[1]
+    return _begun(raw, outcome)
 
 
 def _exchange(
-    pgconn: pq.abc.PGconn, begin: bytes, first: Statement, then: Statement | None, reset: Sequence[bytes]
+    pgconn: pq.abc.PGconn, begin: bytes, first: Statement, then: Statement | None, reset: Statement | None
 ) -> _Wait:
-    """Send ``reset`` and its COMMIT, BEGIN, ``first`` and ``then`` in one sync; read through it.
-
-    The first failure, the last result, and the failure if it was the reset's.
-    """
+    """Send ``reset`` and its COMMIT, BEGIN, ``first`` and ``then`` in one sync; read through it."""
     pgconn.enter_pipeline_mode()
-    for statement in reset:
-        pgconn.send_query_params(statement, None)
-    if reset:
+    if reset is not None:
+        pgconn.send_query_params(*reset)
         # The reset runs in an implicit transaction, which this commits: a
         # ROLLBACK of the transaction below cannot undo it. (A sync of its
         # own would do the same, but libpq flushes at each sync.)
@@ -174,9 +183,8 @@ def _exchange(
     pgconn.pipeline_sync()
     while pgconn.flush():
         yield selectors.EVENT_WRITE
-    failure = last = None
-    resetting = len(reset) + 1 if reset else 0  # results still to come from the reset and its COMMIT
-    reset_failed = False
+    failure = last = reset_result = None
+    index = 0  # of the statement whose results come next
     while True:
         pgconn.consume_input()
         while not pgconn.is_busy():
@@ -185,18 +193,25 @@ def _exchange(
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
                 pgconn.exit_pipeline_mode()
-                return failure, last, failure if reset_failed else None
+                return _Outcome(failure, last, reset_result)
             if failure is None and result.status in _FAILED:
                 failure = result
-                reset_failed = resetting > 0
-            resetting -= 1
+            if reset is not None and index == 0:
+                reset_result = result
+            index += 1
             last = result
         yield selectors.EVENT_READ
 
 
-def _raise_for(raw: Connection, failure: pq.abc.PGresult | None) -> None:
-    if failure is not None:
-        raise error_from_result(failure, encoding=raw.info.encoding)
+def _reset_failed(outcome: _Outcome) -> bool:
+    return outcome.reset is not None and outcome.reset.status in _FAILED
+
+
+def _begun(raw: Connection, outcome: _Outcome) -> Begun:
+    if outcome.failure is not None:
+        failure = outcome.reset if _reset_failed(outcome) else outcome.failure
+        raise error_from_result(failure, encoding=raw.info.encoding)  # type: ignore[arg-type]
+    return Begun(outcome.last, outcome.reset)
 
 
 def _wait(pgconn: pq.abc.PGconn, events: int) -> None:

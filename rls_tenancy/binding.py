@@ -31,9 +31,11 @@ Nothing a tenant's transactions leave in the session (temp tables, holdable
 cursors, ``LISTEN``, session settings, prepared statements, advisory locks,
 sequence values) reaches another tenant's: before a connection serves
 another tenant than its last one (no tenant included), or its first, the
-binding discards that state in the same round trip (:data:`SESSION_RESET`).
-psycopg forgets its prepared statements then too, so the driver never runs
-one by a name that another tenant's SQL could have re-prepared. One DBAPI
+binding discards that state in the same round trip
+(``rls_tenancy.reset_session()``, sql/015_session_reset.sql). psycopg's own
+prepared statements are kept while intact; if SQL deallocated or replaced
+one, all go and psycopg forgets its names, so the driver never runs a
+statement by a name that another tenant's SQL could have re-prepared. One DBAPI
 connection serves one transaction at a time: pools that share one
 (``StaticPool``, ``SingletonThreadPool``) are refused.
 """
@@ -56,6 +58,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
 from rls_tenancy import _driver_guard
+from rls_tenancy._affinity import NEVER as _NEVER
+from rls_tenancy._affinity import SERVED as _SERVED
+from rls_tenancy._affinity import prefer_last_tenant
 from rls_tenancy._begin import Statement, begin_with, begin_with_async, can_begin_with
 from rls_tenancy._role_checks import verify_app_role
 from rls_tenancy.context import acting
@@ -82,7 +87,9 @@ _REBIND_USER = "SELECT pg_catalog.set_config('app.current_user_id', %s, true)"
 #: PLANS``, which would make every PL/pgSQL function plan again (measured:
 #: +300 µs of CPU on the next audited event). ``RESET ALL`` also ends a
 #: session-wide ``app.current_tenant``; role defaults for it are refused at
-#: connect (:mod:`rls_tenancy._role_checks`).
+#: connect (:mod:`rls_tenancy._role_checks`). In front of a bound
+#: transaction's ``BEGIN`` the same is one call, :data:`_RESET_WIRE`, which
+#: keeps psycopg's intact prepared statements.
 SESSION_RESET = (
     b"CLOSE ALL",
     b"UNLISTEN *",
@@ -96,6 +103,9 @@ SESSION_RESET = (
 #: The same as one script, for a round trip of its own (an autocommit
 #: connection) and for PgBouncer's ``server_reset_query``.
 SESSION_RESET_SCRIPT = b"; ".join(SESSION_RESET)
+#: The reset sent in front of ``BEGIN``: its argument is the names of
+#: psycopg's prepared statements; it answers false when psycopg must forget them.
+_RESET_WIRE = b"SELECT rls_tenancy.reset_session($1)"
 
 
 class _Binding(NamedTuple):
@@ -115,9 +125,6 @@ class _Binding(NamedTuple):
 
 
 _BOUND = "rls_tenancy.bound_tenant"
-#: conn.info: the tenant whose transactions the session last served, since its last reset.
-_SERVED = "rls_tenancy.served_tenant"
-_NEVER = object()  # a new connection: its session is reset before it serves anyone
 _SHARING_POOLS = (StaticPool, SingletonThreadPool)
 _resetting = True  # off only under --rls-break=binding
 
@@ -128,7 +135,9 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
     """Bind the tenant in context to every transaction ``engine`` runs.
 
     The hook is on the engine's dialect, which engines derived with
-    ``execution_options()`` share: they are bound too. With ``verify_role``
+    ``execution_options()`` share: they are bound too. A plain ``QueuePool``
+    (the default) then hands an idle connection back to the tenant it last
+    served, when there is one (:mod:`rls_tenancy._affinity`). With ``verify_role``
     (the default), each new connection first checks that its login role
     cannot escape row level security, and raises
     :class:`~rls_tenancy.InsecureRoleError` if it can. Idempotent; returns
@@ -145,6 +154,7 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
             f"{type(sync.pool).__name__} hands one DBAPI connection to several Connections at once, whose "
             "transactions then share one binding; give the engine a QueuePool (the default) or a NullPool"
         )
+    prefer_last_tenant(sync.pool)
     if not is_bound(sync):
         # insert=True: bound before any other listener of the dialect sees the statement.
         event.listen(sync.dialect, "do_execute", _on_execute, insert=True)
@@ -321,36 +331,68 @@ def _still_holds(savepoint: weakref.ref[NestedTransaction] | None) -> bool:
 
 
 def _prepare_driver(driver: Any, info: dict[Any, Any]) -> None:
-    """As the session is reset: the driver held to the binding, and its prepared statements forgotten.
-
-    The reset deallocates every prepared statement; psycopg forgets the names
-    it gave its own, so none of its statements runs by a name that another
-    tenant's SQL could have re-``PREPARE``d. Its cursors check the tenant
-    (:mod:`rls_tenancy._driver_guard`).
-    """
+    """As :data:`SESSION_RESET` runs: the driver held to the binding, its prepared statements forgotten."""
     if isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):
         _forget_prepared(driver)
         _driver_guard.guard(driver, functools.partial(_open_binding_tenant, info))
 
 
-def _forget_prepared(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
-    """Empty psycopg's cache of prepared statements, as its own ``clear()`` does, minus its DEALLOCATE ALL.
+def _prepared_caches(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> list[Any] | None:
+    """psycopg's cache of prepared statements (names, counts, deallocations due), if it is what this expects.
 
-    psycopg has no public call for it: its rollback clears the cache and
-    sends a DEALLOCATE ALL of its own, a round trip, which the reset has
-    already done. Where its internals are not what this expects, its
-    automatic preparation is turned off instead, which is always safe.
-    (Turning it off for good would cost the statements psycopg prepares:
-    measured, 110 to 180 µs of PostgreSQL's CPU per one-query transaction
-    that a plain app's reuse of a prepared statement saves.)
+    psycopg has no public call to read or clear it; where its internals
+    differ, the caller turns its automatic preparation off instead, which is
+    always safe. (Off for good, it would cost the statements psycopg
+    prepares: measured, 110 to 180 µs of PostgreSQL's CPU per one-query
+    transaction that a plain app's reuse of a prepared statement saves.)
     """
     manager = getattr(driver, "_prepared", None)
     caches = [getattr(manager, name, None) for name in ("_names", "_counts", "_to_flush")]
     if all(callable(getattr(cache, "clear", None)) for cache in caches):
-        for cache in caches:
-            cache.clear()  # type: ignore[union-attr]
-    else:
+        return caches
+    return None
+
+
+def _forget_prepared(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Empty psycopg's cache of prepared statements, as its own ``clear()`` does, minus its DEALLOCATE ALL.
+
+    Its rollback clears the cache and sends a DEALLOCATE ALL of its own, a
+    round trip, which the reset has already done.
+    """
+    caches = _prepared_caches(driver)
+    if caches is None:
         driver.prepare_threshold = None
+        return
+    for cache in caches:
+        cache.clear()
+
+
+def _kept_statements(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bytes:
+    """The names of psycopg's prepared statements, a ``text[]`` literal: the reset keeps them while intact."""
+    caches = _prepared_caches(driver)
+    if caches is None:
+        driver.prepare_threshold = None
+        return b"{}"
+    names: dict[Any, bytes] = caches[0]
+    return b"{" + b",".join(_array_element(name) for name in names.values()) + b"}"
+
+
+def _array_element(name: bytes) -> bytes:
+    """``name`` quoted as an element of an array literal (psycopg's names need no quotes, but may one day)."""
+    return b'"' + name.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _after_reset(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], kept: bool) -> None:
+    """psycopg's cache made to match what the reset left: its statements, or (not ``kept``) none.
+
+    The reset deallocated whatever psycopg had yet to deallocate itself.
+    """
+    if not kept:
+        _forget_prepared(driver)
+        return
+    caches = _prepared_caches(driver)
+    if caches is not None:
+        caches[2].clear()
 
 
 def _open_binding_tenant(info: dict[Any, Any]) -> object:
@@ -386,13 +428,26 @@ def _send_binding(
     is discarded first, in the same round trip.
     """
     wire = [("" if value is None else str(value)).encode() for value in ids]
-    before: Sequence[bytes] = ()
+    reset: Statement | None = None
     if reset_for is not None:
-        _prepare_driver(driver, reset_for)
-        before = SESSION_RESET
-    if isinstance(driver, psycopg.AsyncConnection):
-        return await_only(begin_with_async(driver, _BIND_WIRE, wire, then, before))
-    return begin_with(driver, _BIND_WIRE, wire, then, before)
+        _driver_guard.guard(driver, functools.partial(_open_binding_tenant, reset_for))
+        reset = (_RESET_WIRE, [_kept_statements(driver)])
+    try:
+        if isinstance(driver, psycopg.AsyncConnection):
+            begun = await_only(begin_with_async(driver, _BIND_WIRE, wire, then, reset))
+        else:
+            begun = begin_with(driver, _BIND_WIRE, wire, then, reset)
+    except psycopg.errors.UndefinedFunction as error:
+        if reset is None or "reset_session" not in str(error):
+            raise
+        # The same class, so SQLAlchemy wraps it and discards the connection (the exchange closed it).
+        raise psycopg.errors.UndefinedFunction(
+            "this database has no rls_tenancy.reset_session(), which bound engines call between "
+            "tenants: upgrade it to the library's head (rls-tenancy migrate, or alembic upgrade heads)"
+        ) from error
+    if begun.reset is not None:
+        _after_reset(driver, begun.reset.get_value(0, 0) == b"t")
+    return begun.result
 
 
 def _bind_session_wide(session_wide: bool) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from benchmarks.audit_parts import BATCHED, STEPS, find_pgbench
 from benchmarks.reset_parts import VARIANTS as RESET_VARIANTS
+from benchmarks.reset_requests import WAYS as REQUEST_WAYS
 from benchmarks.session_parts import VARIANTS
 
 ROOT = Path(__file__).parent.parent
@@ -104,6 +105,15 @@ def test_the_session_reset_taken_apart_runs_every_variant(rls_postgres_url: URL)
     printed = _run(rls_postgres_url, ["benchmarks.reset_parts", "--transactions", "3", "--rounds", "1"], timeout=120)
     for name in RESET_VARIANTS:
         assert re.search(re.escape(name) + r" +[+-][\d.]+ +[+-][\d.]+", printed), printed
+
+
+def test_the_reset_per_request_runs_every_way(rls_postgres_url: URL) -> None:
+    """``python -m benchmarks.reset_requests`` at toy size: every way serves its requests (their cost is not judged)."""
+    printed = _run(rls_postgres_url, ["benchmarks.reset_requests", "--requests", "3", "--rounds", "1"], timeout=180)
+    for method in ("GET", "POST"):
+        ways = printed.split(f"{method} /api/projects", 1)[1]
+        for name in REQUEST_WAYS:
+            assert re.search(re.escape(name) + r" +\d+ +\d+", ways), printed
 
 
 def test_the_audit_seal_taken_apart_runs_every_step(rls_postgres_url: URL) -> None:

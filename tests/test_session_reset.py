@@ -18,12 +18,14 @@ from typing import TypeVar
 import pytest
 from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from rls_tenancy import InsecureRoleError, UsageError, as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import tenancy_database
 from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
 from tests.conftest import World, ddl
 
@@ -165,6 +167,48 @@ def test_a_drivers_statement_re_prepared_by_sql_never_runs_for_the_next_tenant(
     assert not any("planted" in statement for _, statement in _as(pinned_engine, world.b, prepared))
 
 
+def _prepared(conn: Connection) -> dict[str, tuple[str, bool, int]]:
+    query = "SELECT name, statement, from_sql, generic_plans + custom_plans FROM pg_prepared_statements"
+    rows = conn.execute(text(query))
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def _drivers_name_for_names(engine: Engine, tenant: int) -> str:
+    """The name psycopg prepared the NAMES query under, after running it enough times for ``tenant``."""
+    for _ in range(6):  # psycopg prepares a statement on its fifth execution
+        _as(engine, tenant, _names)
+    (name,) = [name for name, row in _as(engine, tenant, _prepared).items() if "FROM projects" in row[0]]
+    return name
+
+
+def test_the_drivers_intact_statements_survive_a_change_of_tenant(pinned_engine: Engine, world: World) -> None:
+    """The reset keeps what psycopg prepared through the protocol: B runs A's plan by name, not a new one."""
+    name = _drivers_name_for_names(pinned_engine, world.a)
+    runs = _as(pinned_engine, world.a, _prepared)[name][2]
+    assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
+    after = _as(pinned_engine, world.b, _prepared)
+    assert after[name][2] == runs + 1  # executed by its name, for B, with B's rows
+    assert not any(from_sql for _, from_sql, _ in after.values())
+
+
+@pytest.mark.rls_binding
+def test_a_statement_prepared_by_sql_is_gone_for_the_next_tenant(pinned_engine: Engine, world: World) -> None:
+    _as(pinned_engine, world.a, _run("PREPARE mine AS SELECT name FROM projects"))
+    assert "mine" in _as(pinned_engine, world.a, _prepared)  # a tenant keeps it between its own transactions
+    assert "mine" not in _as(pinned_engine, world.b, _prepared)
+
+
+def test_a_drivers_statement_deallocated_by_sql_is_prepared_again_for_the_next_tenant(
+    pinned_engine: Engine, world: World
+) -> None:
+    """psycopg forgets its names when one is gone: the next tenant's statement runs, it does not fail."""
+    name = _drivers_name_for_names(pinned_engine, world.a)
+    _as(pinned_engine, world.a, _run(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)).as_string(None)))
+    for _ in range(6):
+        assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
+    assert _as(pinned_engine, world.a, _names) == world.projects[world.a]
+
+
 @pytest.mark.rls_binding
 def test_session_advisory_locks_are_released_before_the_next_tenant(
     pinned_engine: Engine, db: TenancyDatabase, world: World
@@ -277,3 +321,20 @@ def test_an_asyncio_engine_resets_the_session_between_tenants_too(db: TenancyDat
             await engine.dispose()
 
     assert asyncio.run(scenario()) is None
+
+
+def test_a_database_without_the_reset_function_fails_with_a_clear_error(rls_postgres_url: URL) -> None:
+    """A database not upgraded to rls_tenancy_0008: the reset fails, nothing runs, and the error says why."""
+    with tenancy_database(rls_postgres_url) as database:
+        superuser = create_engine(database.superuser_url)
+        engine = bind_engine(create_engine(database.app_url))
+        try:
+            with superuser.begin() as conn:
+                conn.execute(text("DROP FUNCTION rls_tenancy.reset_session(text[])"))
+            with pytest.raises(ProgrammingError, match=r"no rls_tenancy\.reset_session\(\).*upgrade") as raised:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            assert raised.value.connection_invalidated  # closed, never pooled again
+        finally:
+            engine.dispose()
+            superuser.dispose()

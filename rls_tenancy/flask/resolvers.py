@@ -104,12 +104,13 @@ def _authenticate(engine: Engine, request_session: Session | None, claimed: int,
         # instead of three (BEGIN, the lookup, ROLLBACK).
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return authenticate_parsed(connection, claimed, digest)
-    identity = _in_request_transaction(
-        request_session,
-        lambda: authenticate_in_transaction(
-            request_session.connection(bind_arguments={"bind": engine}), claimed, digest
-        ),
-    )
+
+    def check() -> TokenIdentity:
+        with as_tenant(claimed):  # the pool then prefers a connection that last served the claimed tenant
+            connection = request_session.connection(bind_arguments={"bind": engine})
+        return authenticate_in_transaction(connection, claimed, digest)
+
+    identity = _in_request_transaction(request_session, check)
     assert identity is not None  # a token that does not hold raises
     return identity
 
@@ -188,8 +189,8 @@ def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int
             return connection.scalar(select(User.id).where(User.id == user_id)) is not None
 
     def check() -> int | None:
-        connection = request_session.connection(bind_arguments={"bind": engine})
-        with as_tenant(tenant_id):
+        with as_tenant(tenant_id):  # the pool then prefers a connection that last served the tenant
+            connection = request_session.connection(bind_arguments={"bind": engine})
             result = begin_bound_with(connection, _USER_WIRE, [str(user_id).encode()])
             if result is not None:
                 found = result.ntuples > 0
