@@ -21,6 +21,7 @@ from benchmarks.audit_parts import BATCHED, STEPS, find_pgbench
 from benchmarks.reset_parts import VARIANTS as RESET_VARIANTS
 from benchmarks.reset_requests import WAYS as REQUEST_WAYS
 from benchmarks.session_parts import VARIANTS
+from benchmarks.signed_context import POLICIES as SIGNED_POLICIES
 
 ROOT = Path(__file__).parent.parent
 
@@ -114,6 +115,13 @@ def test_the_reset_per_request_runs_every_way(rls_postgres_url: URL) -> None:
         ways = printed.split(f"{method} /api/projects", 1)[1]
         for name in REQUEST_WAYS:
             assert re.search(re.escape(name) + r" +\d+ +\d+", ways), printed
+
+
+def test_the_signed_context_prototype_runs_every_verifier(rls_postgres_url: URL) -> None:
+    """``python -m benchmarks.signed_context`` at toy size: each verifier lets a proof in, a forged one not."""
+    printed = _run(rls_postgres_url, ["benchmarks.signed_context", "--loops", "3", "--samples", "1"], timeout=180)
+    for name in SIGNED_POLICIES:
+        assert re.search(re.escape(name) + r" +[\d.]+ \( *[+-][\d.]+\)", printed), printed
 
 
 def test_the_audit_seal_taken_apart_runs_every_step(rls_postgres_url: URL) -> None:
