@@ -61,6 +61,31 @@ BEGIN
              WHERE k.id = ('x' || substr(proof, 1, 4))::bit(16)::int AND length(proof) = 68);
 END $$;
 
+-- The same without the SET search_path clause, every name and operator qualified instead.
+CREATE FUNCTION rls_tenancy.bench_verified_qualified() RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER AS $$
+DECLARE proof text := pg_catalog.current_setting('app.context_proof', true);
+BEGIN
+    RETURN (SELECT pg_catalog.sha256(k.outer_pad OPERATOR(pg_catalog.||) pg_catalog.sha256(
+                       k.inner_pad OPERATOR(pg_catalog.||) pg_catalog.convert_to(
+                       pg_catalog.current_setting('app.current_tenant', true) OPERATOR(pg_catalog.||) '|'
+                       OPERATOR(pg_catalog.||) pg_catalog.current_setting('app.current_user_id', true)
+                       OPERATOR(pg_catalog.||) '|' OPERATOR(pg_catalog.||) pg_catalog.pg_backend_pid(), 'UTF8')))
+                   OPERATOR(pg_catalog.=) pg_catalog.decode(pg_catalog.substr(proof, 5), 'hex')
+              FROM rls_tenancy.bench_context_keys k
+             WHERE k.id OPERATOR(pg_catalog.=)
+                   ('x' OPERATOR(pg_catalog.||) pg_catalog.substr(proof, 1, 4))::bit(16)::int
+               AND pg_catalog.length(proof) OPERATOR(pg_catalog.=) 68);
+END $$;
+
+-- The hashing alone, with a constant key: what reading the key costs is the rest. Verifies nothing.
+CREATE FUNCTION rls_tenancy.bench_hash_only() RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN length(sha256(decode('5c', 'hex') || sha256(decode('36', 'hex') || convert_to(
+               current_setting('app.current_tenant', true) || '|'
+               || current_setting('app.current_user_id', true) || '|' || pg_backend_pid(), 'UTF8')))) = 32;
+END $$;
+
 CREATE FUNCTION rls_tenancy.bench_verified_pgcrypto() RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE proof text := current_setting('app.context_proof', true);
@@ -79,9 +104,11 @@ POLICIES: dict[str, str] = {
     "+ a definer function returning true": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_nothing())",
     "+ HMAC from core sha256()": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_core()) IS TRUE",
     "+ HMAC from pgcrypto's hmac()": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_pgcrypto()) IS TRUE",
+    "+ core HMAC, no SET search_path": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_qualified()) IS TRUE",
+    "+ the hashing alone, no key read": _SHIPPED + " AND (SELECT rls_tenancy.bench_hash_only())",
 }
 #: The variants that check a proof: a forged one must see no row under each.
-VERIFYING = ("+ HMAC from core sha256()", "+ HMAC from pgcrypto's hmac()")
+VERIFYING = ("+ HMAC from core sha256()", "+ HMAC from pgcrypto's hmac()", "+ core HMAC, no SET search_path")
 #: name: a statement of the tenant's, in a loop over i
 SHAPES: dict[str, str] = {
     "primary-key lookup": "SELECT * INTO r FROM public.signed_items WHERE id = 100 * (i % 1900) + 6",
