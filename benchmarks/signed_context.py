@@ -77,6 +77,23 @@ BEGIN
                AND pg_catalog.length(proof) OPERATOR(pg_catalog.=) 68);
 END $$;
 
+-- The key in two sequences only the owner may read (128 bits), read without SPI; a nested hash
+-- sha256(K || 0x01 || sha256(K || 0x00 || message)), which needs no XOR and resists length extension.
+CREATE SEQUENCE rls_tenancy.bench_context_key_1a MINVALUE -9223372036854775808;
+CREATE SEQUENCE rls_tenancy.bench_context_key_1b MINVALUE -9223372036854775808;
+CREATE FUNCTION rls_tenancy.bench_verified_sequences() RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    proof text := current_setting('app.context_proof', true);
+    k bytea := int8send(pg_sequence_last_value('rls_tenancy.bench_context_key_1a'))
+               || int8send(pg_sequence_last_value('rls_tenancy.bench_context_key_1b'));
+BEGIN
+    RETURN sha256(k || decode('01', 'hex') || sha256(k || decode('00', 'hex') || convert_to(
+               current_setting('app.current_tenant', true) || '|'
+               || current_setting('app.current_user_id', true) || '|' || pg_backend_pid(), 'UTF8')))
+           = decode(substr(proof, 5), 'hex') AND substr(proof, 1, 4) = '0001';
+END $$;
+
 -- The hashing alone, with a constant key: what reading the key costs is the rest. Verifies nothing.
 CREATE FUNCTION rls_tenancy.bench_hash_only() RETURNS boolean LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -105,10 +122,16 @@ POLICIES: dict[str, str] = {
     "+ HMAC from core sha256()": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_core()) IS TRUE",
     "+ HMAC from pgcrypto's hmac()": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_pgcrypto()) IS TRUE",
     "+ core HMAC, no SET search_path": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_qualified()) IS TRUE",
+    "+ nested hash, key in sequences": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_sequences()) IS TRUE",
     "+ the hashing alone, no key read": _SHIPPED + " AND (SELECT rls_tenancy.bench_hash_only())",
 }
 #: The variants that check a proof: a forged one must see no row under each.
-VERIFYING = ("+ HMAC from core sha256()", "+ HMAC from pgcrypto's hmac()", "+ core HMAC, no SET search_path")
+VERIFYING = (
+    "+ HMAC from core sha256()",
+    "+ HMAC from pgcrypto's hmac()",
+    "+ core HMAC, no SET search_path",
+    "+ nested hash, key in sequences",
+)
 #: name: a statement of the tenant's, in a loop over i
 SHAPES: dict[str, str] = {
     "primary-key lookup": "SELECT * INTO r FROM public.signed_items WHERE id = 100 * (i % 1900) + 6",
@@ -125,8 +148,17 @@ _ALTER = sql.SQL("ALTER POLICY tenant_isolation ON public.signed_items USING ({0
 _LOOP = sql.SQL("DO $$ DECLARE r record; BEGIN FOR i IN 1..{loops} LOOP {statement}; END LOOP; END $$")
 
 
-def _proof(key: bytes, pid: int) -> str:
-    return "0001" + hmac.new(key, f"{_TENANT}|{_USER}|{pid}".encode(), hashlib.sha256).hexdigest()
+#: The variants whose proof is the nested hash under the sequences' 128 bits, not HMAC under the table's key.
+_NESTED = {"+ nested hash, key in sequences"}
+
+
+def _proof(key: bytes, pid: int, policy: str) -> str:
+    message = f"{_TENANT}|{_USER}|{pid}".encode()
+    if policy in _NESTED:
+        short = key[:16]
+        inner = hashlib.sha256(short + b"\x00" + message).digest()
+        return "0001" + hashlib.sha256(short + b"\x01" + inner).hexdigest()
+    return "0001" + hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -144,15 +176,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             owner.execute(_SETUP)
             owner.execute(_VERIFIERS)
             owner.execute("INSERT INTO rls_tenancy.bench_context_keys VALUES (1, %s, %s, %s)", (key, inner, outer))
+            for part, sequence in ((key[:8], "bench_context_key_1a"), (key[8:16], "bench_context_key_1b")):
+                bits = int.from_bytes(part, "big", signed=True)
+                owner.execute("SELECT pg_catalog.setval(%s::regclass, %s)", (f"rls_tenancy.{sequence}", bits))
             owner.execute("SELECT rls_tenancy.enable_tenant_isolation('public.signed_items')")
             owner.execute(_GRANT.format(sql.Identifier(str(db.app_url.username))))
-            proof = _proof(key, conn.info.backend_pid)
             times: dict[tuple[str, str], list[float]] = {}
             for _ in range(args.samples):
                 for policy, condition in POLICIES.items():
                     owner.execute(_ALTER.format(sql.SQL(condition)))
                     for shape, statement in SHAPES.items():
-                        conn.execute(_BIND, (str(_TENANT), str(_USER), proof))
+                        conn.execute(_BIND, (str(_TENANT), str(_USER), _proof(key, conn.info.backend_pid, policy)))
                         seen = conn.execute("SELECT count(*) FROM public.signed_items").fetchone()
                         if seen is None or seen[0] != 2000:
                             raise RuntimeError(f"{policy}: the tenant sees {seen} rows, not 2000")
