@@ -337,8 +337,16 @@ def _prepare_driver(driver: Any, info: dict[Any, Any]) -> None:
         _driver_guard.guard(driver, functools.partial(_open_binding_tenant, info))
 
 
-def _prepared_caches(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> list[Any] | None:
-    """psycopg's cache of prepared statements (names, counts, deallocations due), if it is what this expects.
+class _PreparedCache(NamedTuple):
+    """psycopg's cache of prepared statements: its names, its counts, the deallocations it has yet to send."""
+
+    names: dict[Any, bytes]
+    counts: dict[Any, int]
+    to_flush: Any  # a deque
+
+
+def _prepared_cache(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> _PreparedCache | None:
+    """psycopg's cache of prepared statements, if its internals are what this expects.
 
     psycopg has no public call to read or clear it; where its internals
     differ, the caller turns its automatic preparation off instead, which is
@@ -347,9 +355,10 @@ def _prepared_caches(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[A
     transaction that a plain app's reuse of a prepared statement saves.)
     """
     manager = getattr(driver, "_prepared", None)
-    caches = [getattr(manager, name, None) for name in ("_names", "_counts", "_to_flush")]
-    if all(callable(getattr(cache, "clear", None)) for cache in caches):
-        return caches
+    parts: list[Any] = [getattr(manager, name, None) for name in ("_names", "_counts", "_to_flush")]
+    if all(callable(getattr(part, "clear", None)) for part in parts):
+        return _PreparedCache(*parts)
+    driver.prepare_threshold = None
     return None
 
 
@@ -359,22 +368,17 @@ def _forget_prepared(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[A
     Its rollback clears the cache and sends a DEALLOCATE ALL of its own, a
     round trip, which the reset has already done.
     """
-    caches = _prepared_caches(driver)
-    if caches is None:
-        driver.prepare_threshold = None
-        return
-    for cache in caches:
-        cache.clear()
+    cache = _prepared_cache(driver)
+    if cache is not None:
+        for part in cache:
+            part.clear()
 
 
 def _kept_statements(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bytes:
     """The names of psycopg's prepared statements, a ``text[]`` literal: the reset keeps them while intact."""
-    caches = _prepared_caches(driver)
-    if caches is None:
-        driver.prepare_threshold = None
-        return b"{}"
-    names: dict[Any, bytes] = caches[0]
-    return b"{" + b",".join(_array_element(name) for name in names.values()) + b"}"
+    cache = _prepared_cache(driver)
+    names = () if cache is None else cache.names.values()
+    return b"{" + b",".join(_array_element(name) for name in names) + b"}"
 
 
 def _array_element(name: bytes) -> bytes:
@@ -390,9 +394,9 @@ def _after_reset(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
     if not kept:
         _forget_prepared(driver)
         return
-    caches = _prepared_caches(driver)
-    if caches is not None:
-        caches[2].clear()
+    cache = _prepared_cache(driver)
+    if cache is not None:
+        cache.to_flush.clear()
 
 
 def _open_binding_tenant(info: dict[Any, Any]) -> object:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -147,8 +147,11 @@ class _Found:
     status: str
 
 
-def authenticate_in_transaction(connection: Connection, tenant_id: int, digest: bytes) -> TokenIdentity:
+def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: int, digest: bytes) -> TokenIdentity:
     """:func:`authenticate_parsed` as the first statement of a transaction it binds for the token.
+
+    ``connect`` gives the connection; it is called as the claimed tenant, so
+    a bound engine's pool prefers one that last served that tenant.
 
     The transaction is bound to the tenant the token names, and the same
     statement binds the token's user once the hash matches: a request then
@@ -159,6 +162,7 @@ def authenticate_in_transaction(connection: Connection, tenant_id: int, digest: 
     back before anything else runs in it.
     """
     with as_tenant(tenant_id):
+        connection = connect()
         wire = [str(tenant_id).encode(), b"\\x" + digest.hex().encode()]
         result = begin_bound_with(connection, _AUTHENTICATE_WIRE, wire)
         if result is None:  # the transaction had begun, or cannot begin that way

@@ -104,13 +104,12 @@ def _authenticate(engine: Engine, request_session: Session | None, claimed: int,
         # instead of three (BEGIN, the lookup, ROLLBACK).
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return authenticate_parsed(connection, claimed, digest)
-
-    def check() -> TokenIdentity:
-        with as_tenant(claimed):  # the pool then prefers a connection that last served the claimed tenant
-            connection = request_session.connection(bind_arguments={"bind": engine})
-        return authenticate_in_transaction(connection, claimed, digest)
-
-    identity = _in_request_transaction(request_session, check)
+    identity = _in_request_transaction(
+        request_session,
+        lambda: authenticate_in_transaction(
+            lambda: request_session.connection(bind_arguments={"bind": engine}), claimed, digest
+        ),
+    )
     assert identity is not None  # a token that does not hold raises
     return identity
 
