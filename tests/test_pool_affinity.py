@@ -7,6 +7,7 @@ connection may do does not change (tests/test_session_reset.py).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -110,3 +111,44 @@ def test_other_pools_keep_their_own_order(db: TenancyDatabase, pool: type) -> No
             assert type(engine.pool._pool) is sqla_queue.Queue  # noqa: SLF001
     finally:
         engine.dispose()
+
+
+def test_threads_sharing_the_pool_each_see_their_own_tenant_and_stay_within_its_limits(
+    db: TenancyDatabase, world: World
+) -> None:
+    """Eight threads, two tenants and none, a pool of three plus one overflow: rows, and the pool's limits, hold."""
+    name = "affinity-threads"
+    engine = bind_engine(
+        create_engine(db.app_url, pool_size=3, max_overflow=1, pool_timeout=30, connect_args={"application_name": name})
+    )
+    sessions = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name")
+    most: list[int] = []
+    wrong: list[str] = []
+
+    def work(number: int) -> None:
+        for turn in range(60):
+            tenant = (world.a, world.b, None)[(number + turn) % 3]
+            with as_tenant(tenant) if tenant is not None else _no_tenant(), engine.connect() as conn:
+                names = set(conn.execute(text("SELECT name FROM projects")).scalars())
+                most.append(int(conn.execute(sessions, {"name": name}).scalar_one()))
+                if names != (world.projects[tenant] if tenant is not None else set()):
+                    wrong.append(f"{tenant}: {sorted(names)}")
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(work, range(8)))
+        assert wrong == []
+        assert max(most) <= 4  # pool_size + max_overflow: opening for a tenant never passes them
+        queue_pool = engine.pool
+        assert isinstance(queue_pool, QueuePool)
+        assert queue_pool.checkedout() == 0 and queue_pool.checkedin() <= 3
+    finally:
+        engine.dispose()
+
+
+class _no_tenant:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
