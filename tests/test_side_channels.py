@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -202,7 +203,8 @@ def test_the_app_role_may_not_give_itself_a_default_tenant_or_user(raw_app: Engi
     """PostgreSQL's own rule: only a superuser sets defaults for parameters it does not know (app.*)."""
     with raw_app.connect() as conn:
         conn.execute(text("SELECT set_config(:s, '1', false)"), {"s": setting})  # known to this session now
-        assert _refused(conn, f"ALTER ROLE CURRENT_USER SET {setting} = '1'") == "42501"
+        statement = sql.SQL("ALTER ROLE CURRENT_USER SET {} = '1'").format(sql.Identifier(*setting.split(".")))
+        assert _refused(conn, statement.as_string(None)) == "42501"
 
 
 # --- class 9: what stays open, measured ------------------------------------------------------------------
