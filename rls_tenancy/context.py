@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextvars import ContextVar, Token
+from types import FrameType
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from rls_tenancy.errors import NoTenantError, UsageError
@@ -20,42 +22,141 @@ Acting = tuple[int | None, int | None]  # (tenant id, user id)
 
 
 class _Entry(tuple[int | None, int | None]):
-    """An :data:`Acting` as one entry set it, told apart from equal ones by identity.
+    """An :data:`Acting` as one block set it, told apart from equal ones by identity.
 
     ``hid`` is what it hid, restored when it ends; ``token`` is how
-    :func:`leave_request_tenant` finds it.
+    :func:`leave_request_tenant` finds it. ``key`` is the entry as the block
+    made it: itself, or the one a relinked copy stands for (see
+    :func:`_leave`). ``key.owner``: the frame of the generator whose body
+    entered the block, when iteration may suspend it at a ``yield`` (the
+    block is then in effect only while that frame runs); ``None`` for a
+    block in effect until it ends; ``_ENDED`` once it ended in a context it
+    was not entered in (in effect nowhere). ``mixed``: it or an entry it
+    hides is a generator's, so what is in effect depends on the stack.
     """
 
     hid: Acting
     token: Token[Acting]
+    key: _Entry
+    owner: FrameType | None
+    mixed: bool
 
 
 _acting: ContextVar[Acting] = ContextVar("rls_tenancy.acting", default=(None, None))
 
+_GENERATOR = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+# Modules that run a generator up to its first yield as a context manager:
+# the block it enters is the with-body's (or the test's), as it means to be.
+_DRIVERS = frozenset({"contextlib", "_pytest.fixtures", "pytest_asyncio.plugin", "anyio.pytest_plugin"})
+_ENDED = sys._getframe()  # a frame that never runs again (this module's body, once imported)
+_CALLS = 3  # how far up a block's owner is looked for: its body, a context manager, one more call
 
-def _enter(tenant_id: int | None, user_id: int | None) -> _Entry:
+
+def _owner(depth: int) -> FrameType | None:
+    """The generator frame whose body, ``depth`` calls up, enters or leaves a block; ``None`` outside one.
+
+    Looked for through ``_CALLS`` calls (a ``with`` in the body, a context
+    manager class's ``__enter__`` or a helper it calls), past contextlib's
+    frames and the generators it, or pytest, runs as context managers.
+    """
+    frame: FrameType | None = sys._getframe(depth + 1)
+    calls = 0
+    while frame is not None and calls < _CALLS:
+        if frame.f_code.co_flags & _GENERATOR:
+            driver = frame.f_back
+            while driver is not None and driver.f_code.co_flags & _GENERATOR:  # `yield from` delegation
+                driver = driver.f_back
+            if driver is None or driver.f_globals.get("__name__") not in _DRIVERS:
+                return frame
+            frame = driver
+        elif frame.f_globals.get("__name__") != "contextlib":  # ExitStack enters and exits for its caller
+            calls += 1
+        frame = frame.f_back
+    return None
+
+
+def _enter(tenant_id: int | None, user_id: int | None, depth: int) -> _Entry:
+    """Put a new entry in effect for the code ``depth`` calls up."""
     entry = _Entry((tenant_id, user_id))
-    entry.hid = _acting.get()
+    entry.key = entry
+    entry.hid = hid = _acting.get()
+    entry.owner = _owner(depth + 1)
+    entry.mixed = entry.owner is not None or (isinstance(hid, _Entry) and hid.mixed)
     entry.token = _acting.set(entry)
     return entry
 
 
+def _effective() -> Acting:
+    """What is in effect here, read once.
+
+    A generator suspended at a ``yield`` inside ``with as_tenant(A)`` shares
+    its caller's context, so its block's entry stays there while the caller
+    runs on. The block is in effect only while the generator runs, and then
+    over the blocks of the code that resumed it: the semantics PEP 568
+    proposed. Among blocks in effect, the one whose generator is newest on
+    the stack, then the newest entered. Without generators' blocks in the
+    context, the newest entry, at once.
+    """
+    value = _acting.get()
+    if not (isinstance(value, _Entry) and value.mixed):
+        return value
+    stack: dict[int, int] = {}
+    walk: FrameType | None = sys._getframe()
+    while walk is not None:
+        stack[id(walk)] = len(stack)
+        walk = walk.f_back
+    outside = len(stack)  # a block outside any generator is older than every running one
+    best: Acting | None = None
+    best_at = outside + 1
+    while isinstance(value, _Entry):
+        owner = value.key.owner
+        at = outside if owner is None else stack.get(id(owner), -1)  # -1: suspended, or _ENDED
+        if 0 <= at < best_at:
+            best, best_at = value, at
+        if not value.mixed:
+            break
+        value = value.hid
+    return value if best is None else best
+
+
 def _leave(mine: Callable[[_Entry], bool]) -> _Entry | None:
-    """End the newest entry in effect in this context that ``mine`` accepts: restore what it hid.
+    """End the newest block in this context that ``mine`` accepts: restore what it hid; its entry's key.
 
     Not ``ContextVar.reset``: a generator suspended inside a block may end
     after it, in another thread or after the code around it moved on, and
-    reset() then put back a stale tenant or raised ``ValueError``. Here an
-    entry no longer in effect changes nothing, and entries above the one
-    ending (generators suspended in blocks of their own) end with it.
+    reset() then put back a stale tenant or raised ``ValueError``. Here a
+    block no longer in this context changes nothing, and the blocks above
+    the one ending are relinked over what it hid: the blocks of generators
+    suspended in them (which resume in them) and, when a generator's block
+    ends, the blocks its caller entered since. Other blocks above a plain
+    one (never left) end with it.
     """
     walk = _acting.get()
+    above: list[_Entry] = []
     while isinstance(walk, _Entry):
         if mine(walk):
-            _acting.set(walk.hid)
-            return walk
+            ending_generators = walk.key.owner is not None
+            rest = walk.hid
+            for kept in reversed(above):
+                if _generators(kept) or (ending_generators and kept.key.owner is None):
+                    rest = _relinked(kept, rest)
+            _acting.set(rest)
+            return walk.key
+        above.append(walk)
         walk = walk.hid
     return None
+
+
+def _generators(entry: _Entry) -> bool:
+    return entry.key.owner is not None and entry.key.owner is not _ENDED
+
+
+def _relinked(entry: _Entry, hid: Acting) -> _Entry:
+    """A copy of ``entry`` over ``hid``: what stands for its block in this context from now on."""
+    copy = _Entry(entry)
+    copy.key, copy.hid, copy.token, copy.owner = entry.key, hid, entry.token, None
+    copy.mixed = entry.key.owner is not None or (isinstance(hid, _Entry) and hid.mixed)
+    return copy
 
 
 @runtime_checkable
@@ -91,8 +192,9 @@ class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
     ``__enter__`` returns the tenant id. Also a decorator, for plain,
     ``async``, generator and async generator functions (each call, or each
     resumption of a generator's body, runs as the tenant). A block around a
-    ``yield`` shows its tenant to the code iterating, between iterations, as
-    ``contextlib.contextmanager`` needs: decorate a generator instead.
+    ``yield`` in a generator stays the generator's: the code iterating does
+    not see it between iterations. Generators run as context managers
+    (``contextlib``, pytest fixtures) show it to the block they wrap.
     """
 
     def __init__(self, tenant: TenantRef, *, user: TenantRef | None = None) -> None:
@@ -101,15 +203,24 @@ class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
         self._entries: list[_Entry] = []
 
     def __enter__(self) -> int:
-        self._entries.append(_enter(self.tenant_id, self.user_id))
+        self._entries.append(_enter(self.tenant_id, self.user_id, 1))
         return self.tenant_id
 
     def __exit__(self, *_exc: object) -> None:
         # Any of this instance's entries, by identity: one instance may be
         # entered in several threads at once, or by generators.
-        ended = _leave(lambda found: any(found is mine for mine in self._entries))
+        ended = _leave(lambda found: any(found.key is mine for mine in self._entries))
         if ended is not None:
             self._entries = [mine for mine in self._entries if mine is not ended]
+        elif self._entries:
+            # Ended in a context it was never entered in (a generator closed
+            # by another thread or task, or by the garbage collector): the
+            # entry left behind in its own context must never act again.
+            owner = _owner(1)
+            for mine in self._entries:
+                if owner is not None and mine.owner is owner:
+                    mine.owner = _ENDED
+            self._entries = [mine for mine in self._entries if mine.owner is not _ENDED]
 
     def __call__(self, function: _F) -> _F:
         tenant_id, user_id = acting = (self.tenant_id, self.user_id)
@@ -218,8 +329,8 @@ def enter_request_tenant(tenant_id: int | None, user_id: int | None = None) -> T
     if tenant_id is None:
         if user_id is not None:
             raise UsageError("a user is always a user of some tenant; give the tenant too")
-        return _enter(None, None).token
-    return _enter(_id_of(tenant_id), None if user_id is None else _id_of(user_id, "user")).token
+        return _enter(None, None, 1).token
+    return _enter(_id_of(tenant_id), None if user_id is None else _id_of(user_id, "user"), 1).token
 
 
 def leave_request_tenant(token: Token[Acting]) -> None:
@@ -232,22 +343,22 @@ def leave_request_tenant(token: Token[Acting]) -> None:
 
 def acting() -> Acting:
     """(tenant id, user id) in context, read once: what every statement's binding check needs."""
-    return _acting.get()
+    return _effective()
 
 
 def current_tenant_id() -> int | None:
     """The tenant id in context, or ``None``."""
-    return _acting.get()[0]
+    return _effective()[0]
 
 
 def current_user_id() -> int | None:
     """The user id in context, or ``None``."""
-    return _acting.get()[1]
+    return _effective()[1]
 
 
 def require_tenant_id() -> int:
     """The tenant id in context; :class:`NoTenantError` when there is none."""
-    tenant_id = _acting.get()[0]
+    tenant_id = _effective()[0]
     if tenant_id is None:
         raise NoTenantError("no tenant in context: act for one with `with as_tenant(tenant):`")
     return tenant_id

@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 
 import pytest
 from sqlalchemy import Engine, text
 
-from rls_tenancy import as_tenant, current_tenant_id
+from rls_tenancy import NoTenantError, as_tenant, current_tenant_id, require_tenant_id
 from tests.conftest import World
 
 Seen = Callable[[], set[str]]
@@ -149,6 +150,160 @@ def _suspended_in_block(tenant: int, seen: Seen) -> Generator[set[str], None, No
     with as_tenant(tenant):
         yield seen()
         yield seen()
+
+
+def test_a_block_around_a_yield_stays_the_generators_and_the_caller_keeps_its_own(world: World, seen: Seen) -> None:
+    a, b = world.projects[world.a], world.projects[world.b]
+    between: list[set[str]] = []
+    with as_tenant(world.b):
+        for names in _suspended_in_block(world.a, seen):
+            assert names == a
+            between.append(seen())
+        assert seen() == b
+    assert between == [b, b]
+    assert seen() == set()
+
+
+def test_without_a_tenant_of_its_own_the_caller_has_none_between_steps(world: World, seen: Seen) -> None:
+    steps = _suspended_in_block(world.a, seen)
+    assert next(steps) == world.projects[world.a]
+    assert current_tenant_id() is None
+    assert seen() == set()
+    with pytest.raises(NoTenantError):
+        require_tenant_id()
+    assert next(steps) == world.projects[world.a]
+    steps.close()
+
+
+def test_a_block_the_caller_enters_around_a_step_does_not_replace_the_generators_own(world: World, seen: Seen) -> None:
+    steps = _suspended_in_block(world.a, seen)
+    with as_tenant(world.b):
+        assert next(steps) == world.projects[world.a]
+        assert seen() == world.projects[world.b]
+    with as_tenant(world.b):
+        assert next(steps) == world.projects[world.a]  # resumed inside B's block: still A's
+        assert seen() == world.projects[world.b]
+    assert seen() == set()
+
+
+def test_a_block_entered_inside_the_step_wins_over_the_generators(world: World, seen: Seen) -> None:
+    def nested() -> Iterator[set[str]]:
+        with as_tenant(world.a):
+            yield seen()
+            with as_tenant(world.b):
+                yield seen()
+            yield seen()
+
+    with as_tenant(world.b):
+        assert [(names, seen()) for names in nested()] == [
+            (world.projects[world.a], world.projects[world.b]),
+            (world.projects[world.b], world.projects[world.b]),
+            (world.projects[world.a], world.projects[world.b]),
+        ]
+
+
+def test_yield_from_and_exitstack_blocks_stay_inside_the_generator(world: World, seen: Seen) -> None:
+    def stacked() -> Iterator[set[str]]:
+        with ExitStack() as stack:
+            stack.enter_context(as_tenant(world.a))
+            yield seen()
+
+    def delegating() -> Iterator[set[str]]:
+        yield from stacked()
+        yield from _suspended_in_block(world.a, seen)
+
+    with as_tenant(world.b):
+        for names in delegating():
+            assert names == world.projects[world.a]
+            assert seen() == world.projects[world.b]
+
+
+class _Scope:
+    """A context manager class around ``as_tenant``, as apps write them."""
+
+    def __init__(self, tenant: int) -> None:
+        self.block = as_tenant(tenant)
+
+    def __enter__(self) -> None:
+        self.block.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.block.__exit__(*exc)
+
+
+def test_blocks_a_generator_enters_through_context_managers_stay_inside_it(world: World, seen: Seen) -> None:
+    def through_contextmanager() -> Iterator[set[str]]:
+        with _acting_for(world.a):
+            yield seen()
+
+    def through_a_class() -> Iterator[set[str]]:
+        with _Scope(world.a):
+            yield seen()
+
+    for steps in (through_contextmanager(), through_a_class()):
+        with as_tenant(world.b):
+            for names in steps:
+                assert names == world.projects[world.a]
+                assert seen() == world.projects[world.b]
+        assert seen() == set()
+
+
+def test_an_async_generators_block_stays_inside_it(world: World, seen: Seen) -> None:
+    async def suspended() -> AsyncGenerator[set[str], None]:
+        with as_tenant(world.a):
+            for _ in range(3):
+                await asyncio.sleep(0)
+                yield seen()
+
+    async def caller() -> list[tuple[set[str], set[str]]]:
+        with as_tenant(world.b):
+            return [(names, seen()) async for names in suspended()]
+
+    async def main() -> list[list[tuple[set[str], set[str]]]]:
+        return list(await asyncio.gather(caller(), caller()))
+
+    step = (world.projects[world.a], world.projects[world.b])
+    assert asyncio.run(main()) == [[step] * 3] * 2
+
+
+def test_an_asynccontextmanager_around_as_tenant_shows_its_tenant_to_the_body(world: World, seen: Seen) -> None:
+    @asynccontextmanager
+    async def acting_for(tenant: int) -> AsyncGenerator[None, None]:
+        with as_tenant(tenant):
+            yield
+
+    async def main() -> tuple[set[str], set[str]]:
+        with as_tenant(world.b):
+            async with acting_for(world.a):
+                inside = seen()
+            return inside, seen()
+
+    assert asyncio.run(main()) == (world.projects[world.a], world.projects[world.b])
+
+
+def test_a_generator_closed_elsewhere_leaves_nothing_of_it_held_in_the_callers_context(
+    world: World, seen: Seen
+) -> None:
+    class Held:
+        pass
+
+    def holding(held: Held) -> Generator[set[str], None, None]:
+        with as_tenant(world.a):
+            yield seen()
+            yield seen()
+
+    held = Held()
+    alive = weakref.ref(held)
+    steps = holding(held)
+    next(steps)  # its block's entry is now in this thread's context
+    del held
+    closer = threading.Thread(target=steps.close)  # ends in the other thread's context
+    closer.start()
+    closer.join()
+    del steps
+    gc.collect()
+    assert alive() is None
+    assert current_tenant_id() is None
 
 
 def test_a_generator_finalized_after_the_block_ended_leaves_no_tenant(world: World, seen: Seen) -> None:
