@@ -160,6 +160,26 @@ def test_an_invalid_email_at_registration_is_a_400_and_nothing_is_written(naive:
     assert ok.status_code == 201 and _rows(naive, db) == (before[0], before[1] + 1)
 
 
+def test_a_duplicate_is_a_409_naming_the_constraint_and_nothing_is_written(naive: Naive, db: TenancyDatabase) -> None:
+    email = f"{secrets.token_hex(3)}@naive.example"
+    assert naive.client.post("/register", json={"email": email}, headers=bearer(naive.token)).status_code == 201
+    before = _rows(naive, db)
+    response = naive.client.post("/register", json={"email": email.upper()}, headers=bearer(naive.token))
+    assert response.status_code == 409, response.data[:300]
+    body = response.json
+    assert isinstance(body, dict) and body["error"] == "conflict", body
+    assert "unique violation (users_tenant_email_key)" in body["message"]
+    assert email.split("@")[0] not in body["message"].lower()  # the condition, never the stored value
+    assert _rows(naive, db) == before
+
+
+def test_a_missing_value_is_a_400_and_nothing_is_written(naive: Naive, db: TenancyDatabase) -> None:
+    before = _rows(naive, db)
+    response = naive.client.post("/projects", json={"name": None}, headers=bearer(naive.token))
+    assert "not null violation" in _invalid(response)
+    assert _rows(naive, db) == before
+
+
 def test_the_apps_own_handler_for_those_errors_wins(db: TenancyDatabase) -> None:
     from sqlalchemy import exc
 

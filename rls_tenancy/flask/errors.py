@@ -1,4 +1,4 @@
-"""The library's errors as JSON responses: 401, 403, 404, 400; never a 500.
+"""The library's errors as JSON responses: 401, 403, 404, 409, 400; never a 500.
 
 Registered by :class:`~rls_tenancy.flask.Tenancy` for its own error classes,
 and for SQLAlchemy's ``OperationalError`` and pool ``TimeoutError``: a lost
@@ -11,8 +11,11 @@ into a model) answers hostile input as the client's mistake: SQLAlchemy's
 ``DataError`` (SQLSTATE class 22, and psycopg's own refusal of NUL
 characters), text with a lone surrogate (valid JSON, but no UTF-8 encodes
 it), and a :class:`~rls_tenancy.UsageError` raised while the request is
-handled (a model's validator refusing an email, say). The 400 names the
-database's condition, never its message, which may quote stored values.
+handled (a model's validator refusing an email, say). A constraint the
+row breaks (SQLAlchemy's ``IntegrityError``) is a 409 ``conflict`` for a
+unique or exclusion constraint, a 400 for the rest (a missing value, a
+check, a reference to no row of the tenant's). Each names the database's
+condition and constraint, never its message, which may quote stored values.
 
 A handler the app registered itself for one of these classes, before or
 after ``init_app``, is left in place.
@@ -108,6 +111,21 @@ def _bad_value(error: exc.DataError) -> Response:
     return _json(400, "invalid_request", f"the database cannot take a value of this request: {reason}")
 
 
+# Conflicts with a row that exists; the rest of class 23 is the request's own value.
+_CONFLICTS = frozenset({"23505", "23P01"})  # unique_violation, exclusion_violation
+
+
+def _constraint_broken(error: exc.IntegrityError) -> Response:
+    current_app.logger.warning("request refused for a constraint it breaks: %s", error.orig)
+    diagnostic = getattr(error.orig, "diag", None)
+    constraint = getattr(diagnostic, "constraint_name", None)
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    reason = _words(type(error.orig).__name__) + (f" ({constraint})" if constraint else "")
+    if sqlstate in _CONFLICTS:
+        return _json(409, "conflict", f"this conflicts with a row that exists: {reason}")
+    return _json(400, "invalid_request", f"the database refuses a row of this request: {reason}")
+
+
 def _words(condition: str) -> str:
     """``NumericValueOutOfRange`` -> ``numeric value out of range``: psycopg names its classes after conditions."""
     return re.sub(r"(?<!^)(?=[A-Z])", " ", condition).lower()
@@ -130,6 +148,7 @@ _HANDLERS: list[tuple[type[Exception], Callable[[Any], Response]]] = [
     (exc.OperationalError, _unavailable),
     (exc.TimeoutError, _unavailable),
     (exc.DataError, _bad_value),
+    (exc.IntegrityError, _constraint_broken),
     (UnicodeEncodeError, _unencodable),
 ]
 
