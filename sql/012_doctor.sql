@@ -53,7 +53,7 @@ SELECT index_name, 'index_not_leading_with_tenant',
 ON CONFLICT (object_name, check_name) DO NOTHING;
 
 -- Whether a policy expression is exactly the isolation condition (no OR, no
--- other terms): anything else may widen access. Either spelling counts: the
+-- other terms), signed or not: anything else may widen access. Either spelling counts: the
 -- one tenant_condition() writes, or a call of current_tenant_id() (policies
 -- written by hand, or by versions before rls_tenancy_0005). Schema prefixes
 -- are optional because pg_get_expr() leaves out those on the search_path.
@@ -61,7 +61,9 @@ CREATE OR REPLACE FUNCTION rls_tenancy.is_tenant_condition(expression text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 RETURN coalesce(expression ~ '^\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\)$'
-                OR expression ~ '^\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\)$',
+                OR expression ~ '^\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\)$'
+                -- signed (sql/016_signed_context.sql): the same condition, then the proof's check
+                OR expression ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(\( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\) IS NOT NULL\)\)$',
                 false);
 REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_condition(text) FROM PUBLIC;
 

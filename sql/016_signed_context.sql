@@ -1,0 +1,272 @@
+-- rls_tenancy: a signed tenant context, checked by PostgreSQL.
+--
+-- Any SQL the application role runs may call set_config('app.current_tenant',
+-- ...). With signing required, the policies and the functions that act for
+-- "the bound tenant" or "the bound user" trust the settings only with a proof
+-- beside them, app.context_proof, that the application made with a key the
+-- application role cannot read:
+--
+--     <slot>:<issued, Unix ms>:<backend pid, or 0>:<hex of the MAC>
+--     MAC = sha256(K || 0x01 || sha256(K || 0x00 || message))
+--     message = '<app.current_tenant>|<app.current_user_id>|<issued>|<pid>'
+--
+-- A nested hash of core PostgreSQL (no contrib module), which resists length
+-- extension as HMAC does. K is 128 bits in two sequences of the owner role
+-- that no other role may read (pg_sequences shows them NULL and
+-- pg_sequence_last_value() refuses): a function body, a SET clause or a
+-- setting would show it to every role. Two slots, so that a key can be
+-- rotated: install the new key in the free slot, move the applications to
+-- it, retire the old one. A proof is worth five minutes around its issue
+-- (against the server's clock, at the start of the transaction), and, when
+-- it names a backend, on that backend only.
+--
+-- rls_tenancy.require_signed_context(true) makes it required: it rewrites
+-- the isolation policies (the bound tenant's condition, then an InitPlan
+-- that checks the proof once per statement) and makes current_tenant_id()
+-- and current_user_id() answer the verified ids only. false undoes it.
+-- Idempotent; installs nothing that changes behaviour until then.
+
+DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
+
+CREATE SEQUENCE IF NOT EXISTS rls_tenancy.context_key_1a AS bigint MINVALUE -9223372036854775808;
+CREATE SEQUENCE IF NOT EXISTS rls_tenancy.context_key_1b AS bigint MINVALUE -9223372036854775808;
+CREATE SEQUENCE IF NOT EXISTS rls_tenancy.context_key_2a AS bigint MINVALUE -9223372036854775808;
+CREATE SEQUENCE IF NOT EXISTS rls_tenancy.context_key_2b AS bigint MINVALUE -9223372036854775808;
+REVOKE ALL ON SEQUENCE rls_tenancy.context_key_1a, rls_tenancy.context_key_1b,
+                       rls_tenancy.context_key_2a, rls_tenancy.context_key_2b FROM PUBLIC;
+
+CREATE TABLE IF NOT EXISTS rls_tenancy.context_signing (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    required boolean NOT NULL DEFAULT false
+);
+INSERT INTO rls_tenancy.context_signing DEFAULT VALUES ON CONFLICT DO NOTHING;
+REVOKE ALL ON rls_tenancy.context_signing FROM PUBLIC;
+
+-- The key in a slot; NULL while the slot holds none (a sequence never set reads NULL).
+CREATE OR REPLACE FUNCTION rls_tenancy.context_key(slot integer)
+RETURNS bytea
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN CASE slot
+    WHEN 1 THEN pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1a'::regclass))
+                OPERATOR(pg_catalog.||)
+                pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1b'::regclass))
+    WHEN 2 THEN pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_2a'::regclass))
+                OPERATOR(pg_catalog.||)
+                pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_2b'::regclass))
+END;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.context_mac(key bytea, message text)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.sha256(key OPERATOR(pg_catalog.||) '\x01'::bytea OPERATOR(pg_catalog.||)
+                         pg_catalog.sha256(key OPERATOR(pg_catalog.||) '\x00'::bytea OPERATOR(pg_catalog.||)
+                                           pg_catalog.convert_to(message, 'UTF8')));
+
+-- The bound tenant when app.context_proof proves it (and the bound user), else NULL. Never an error:
+-- a bare or forged setting is no tenant. Called once per statement, as an InitPlan of the policies.
+-- Answers the tenant rather than a boolean (a boolean InitPlan is estimated to pass half the rows),
+-- and is PARALLEL RESTRICTED (the leader runs it; UNSAFE would take parallel plans away).
+CREATE OR REPLACE FUNCTION rls_tenancy.verified_tenant()
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    proof text := current_setting('app.context_proof', true);
+    tenant text := current_setting('app.current_tenant', true);
+    issued text;
+    pid text;
+BEGIN
+    IF tenant IS NULL OR tenant = '' OR proof IS NULL
+       OR proof !~ '^[12]:[0-9]{1,15}:[0-9]{1,10}:[0-9a-f]{64}$' THEN
+        RETURN NULL;
+    END IF;
+    issued := split_part(proof, ':', 2);
+    pid := split_part(proof, ':', 3);
+    IF abs(extract(epoch FROM now()) * 1000 - issued::numeric) > 300000
+       OR (pid <> '0' AND pid::bigint <> pg_backend_pid()) THEN
+        RETURN NULL;
+    END IF;
+    IF rls_tenancy.context_mac(rls_tenancy.context_key(split_part(proof, ':', 1)::integer),
+                               tenant || '|' || coalesce(current_setting('app.current_user_id', true), '')
+                               || '|' || issued || '|' || pid)
+       IS DISTINCT FROM decode(split_part(proof, ':', 4), 'hex') THEN
+        RETURN NULL;
+    END IF;
+    RETURN tenant::bigint;  -- signed by the application, which signs only ids
+END
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.verified_tenant() IS
+    'The bound tenant (app.current_tenant) when app.context_proof proves it and the bound user; NULL otherwise.';
+
+CREATE OR REPLACE FUNCTION rls_tenancy.verified_user()
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN CASE WHEN rls_tenancy.verified_tenant() IS NOT NULL
+            THEN nullif(pg_catalog.current_setting('app.current_user_id', true), '')::bigint END;
+COMMENT ON FUNCTION rls_tenancy.verified_user() IS
+    'The bound user (app.current_user_id) when app.context_proof proves it with the tenant; NULL otherwise.';
+
+-- Signs the settings bound now, for this backend: for the library's SECURITY DEFINER functions that
+-- bind what they have proved themselves (a token's tenant and user). Granted to no role.
+CREATE OR REPLACE FUNCTION rls_tenancy.sign_context()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    slot integer := CASE WHEN rls_tenancy.context_key(1) IS NOT NULL THEN 1 ELSE 2 END;
+    issued text := floor(extract(epoch FROM now()) * 1000)::bigint::text;
+BEGIN
+    IF rls_tenancy.context_key(slot) IS NULL THEN
+        RETURN;  -- no key installed: nothing can be signed, nor verified
+    END IF;
+    PERFORM set_config('app.context_proof', concat_ws(':', slot, issued, pg_backend_pid(),
+        encode(rls_tenancy.context_mac(rls_tenancy.context_key(slot),
+                   coalesce(current_setting('app.current_tenant', true), '') || '|'
+                   || coalesce(current_setting('app.current_user_id', true), '') || '|' || issued || '|'
+                   || pg_backend_pid()), 'hex')), true);
+END
+$fn$;
+
+-- A slot's key, for the application to check its own against at connect: 8 bytes of a hash, which
+-- tell nothing of the key. NULL for an empty slot.
+CREATE OR REPLACE FUNCTION rls_tenancy.context_key_fingerprint(slot integer)
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+RETURN encode(substr(sha256(rls_tenancy.context_key(slot) || '\x02'::bytea), 1, 8), 'hex');
+
+CREATE OR REPLACE FUNCTION rls_tenancy.context_signing_required()
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT s.required FROM rls_tenancy.context_signing s);
+
+-- Big-endian 8 bytes as a bigint (PostgreSQL has int8send but no function for the way back).
+CREATE OR REPLACE FUNCTION rls_tenancy.int8recv_bytes(bytes bytea)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ('x' OPERATOR(pg_catalog.||) pg_catalog.encode(bytes, 'hex'))::bit(64)::bigint;
+
+-- The owner (or a superuser) installs and retires keys; no other role may.
+CREATE OR REPLACE FUNCTION rls_tenancy.install_context_key(slot integer, key bytea)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF slot IS NULL OR slot NOT IN (1, 2) THEN
+        RAISE EXCEPTION 'rls_tenancy: a context key goes in slot 1 or 2, not %', slot;
+    END IF;
+    IF key IS NULL OR length(key) <> 16 THEN
+        RAISE EXCEPTION 'rls_tenancy: a context key is 16 bytes (128 bits), got %', coalesce(length(key), 0);
+    END IF;
+    PERFORM setval(format('rls_tenancy.context_key_%sa', slot)::regclass, rls_tenancy.int8recv_bytes(substr(key, 1, 8)), true);
+    PERFORM setval(format('rls_tenancy.context_key_%sb', slot)::regclass, rls_tenancy.int8recv_bytes(substr(key, 9, 8)), true);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.retire_context_key(slot integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF slot IS NULL OR slot NOT IN (1, 2) THEN
+        RAISE EXCEPTION 'rls_tenancy: context key slots are 1 and 2, not %', slot;
+    END IF;
+    -- is_called false: pg_sequence_last_value() reads NULL, as for a slot never set.
+    PERFORM setval(format('rls_tenancy.context_key_%sa', slot)::regclass, 1, false);
+    PERFORM setval(format('rls_tenancy.context_key_%sb', slot)::regclass, 1, false);
+END
+$fn$;
+
+
+-- The isolation condition on a tenant column; signed: then an InitPlan that checks the proof once
+-- per statement. The condition on the setting stays first, so custom plans still fold the bound
+-- tenant into their estimates.
+CREATE OR REPLACE FUNCTION rls_tenancy.tenant_condition_on(tenant_column name, signed boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.format('%I = (NULLIF(pg_catalog.current_setting(''app.current_tenant'', true), ''''))::bigint',
+                         tenant_column)
+       OPERATOR(pg_catalog.||)
+       CASE WHEN signed THEN ' AND (SELECT rls_tenancy.verified_tenant()) IS NOT NULL' ELSE '' END;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.tenant_condition()
+RETURNS text
+LANGUAGE sql STABLE
+RETURN rls_tenancy.tenant_condition_on('tenant_id', rls_tenancy.context_signing_required());
+COMMENT ON FUNCTION rls_tenancy.tenant_condition() IS
+    'The condition of the tenant_isolation policies: tenant_id equals the tenant bound to the transaction '
+    '(and, when signing is required, the binding is proved).';
+
+-- Require (or stop requiring) a signed context: every isolation policy of the owner's tables and of the
+-- library's own, and the functions that answer the bound tenant and user. Run as the owner or a superuser.
+CREATE OR REPLACE FUNCTION rls_tenancy.require_signed_context(required boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    target regclass;
+BEGIN
+    IF required IS NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: require_signed_context() takes true or false, not NULL';
+    END IF;
+    UPDATE rls_tenancy.context_signing SET required = require_signed_context.required;
+    FOR target IN
+        SELECT p.polrelid::regclass
+          FROM pg_policy p
+          JOIN pg_class c ON c.oid = p.polrelid
+         WHERE p.polname = 'tenant_isolation'
+           AND c.relowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = rls_tenancy.role_name('owner'))
+           AND rls_tenancy.is_tenant_condition(pg_get_expr(p.polqual, p.polrelid))
+           AND rls_tenancy.is_tenant_condition(pg_get_expr(p.polwithcheck, p.polrelid))
+         ORDER BY 1
+    LOOP
+        EXECUTE format('ALTER POLICY tenant_isolation ON %s USING (%s) WITH CHECK (%s)',
+                       target, rls_tenancy.tenant_condition(), rls_tenancy.tenant_condition());
+    END LOOP;
+    EXECUTE format('ALTER POLICY tenant_self ON rls_tenancy.tenants USING (%s)',
+                   rls_tenancy.tenant_condition_on('id', required));
+    EXECUTE format('ALTER POLICY audit_tenant_read ON rls_tenancy.audit_log USING (%s)',
+                   rls_tenancy.tenant_condition_on('tenant_id', required));
+    EXECUTE format('ALTER POLICY tenant_overrides ON rls_tenancy.feature_overrides USING (%s) WITH CHECK (%s)',
+                   rls_tenancy.tenant_condition_on('tenant_id', required),
+                   rls_tenancy.tenant_condition_on('tenant_id', required));
+    IF required THEN
+        CREATE OR REPLACE FUNCTION rls_tenancy.current_tenant_id() RETURNS bigint
+            LANGUAGE sql STABLE PARALLEL RESTRICTED RETURN rls_tenancy.verified_tenant();
+        CREATE OR REPLACE FUNCTION rls_tenancy.current_user_id() RETURNS bigint
+            LANGUAGE sql STABLE PARALLEL RESTRICTED RETURN rls_tenancy.verified_user();
+    ELSE
+        CREATE OR REPLACE FUNCTION rls_tenancy.current_tenant_id() RETURNS bigint
+            LANGUAGE sql STABLE PARALLEL SAFE
+            RETURN nullif(pg_catalog.current_setting('app.current_tenant', true), '')::bigint;
+        CREATE OR REPLACE FUNCTION rls_tenancy.current_user_id() RETURNS bigint
+            LANGUAGE sql STABLE PARALLEL SAFE
+            RETURN nullif(pg_catalog.current_setting('app.current_user_id', true), '')::bigint;
+    END IF;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION rls_tenancy.context_key(integer), rls_tenancy.context_mac(bytea, text),
+                       rls_tenancy.verified_tenant(), rls_tenancy.verified_user(), rls_tenancy.sign_context(),
+                       rls_tenancy.context_key_fingerprint(integer), rls_tenancy.context_signing_required(),
+                       rls_tenancy.int8recv_bytes(bytea), rls_tenancy.install_context_key(integer, bytea),
+                       rls_tenancy.retire_context_key(integer), rls_tenancy.tenant_condition_on(name, boolean),
+                       rls_tenancy.tenant_condition(), rls_tenancy.require_signed_context(boolean)
+    FROM PUBLIC;
+DO $grant$
+BEGIN
+    -- The policies call verified_tenant() as whoever queries.
+    EXECUTE pg_catalog.format(
+        'GRANT EXECUTE ON FUNCTION rls_tenancy.verified_tenant(), rls_tenancy.verified_user(), '
+        'rls_tenancy.context_key_fingerprint(integer), rls_tenancy.context_signing_required() TO %I, %I',
+        rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
+END
+$grant$;
+
+RESET ROLE;
