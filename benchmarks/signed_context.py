@@ -1,11 +1,11 @@
 """What checking a signed tenant context would cost per statement: ``python -m benchmarks.signed_context``.
 
-Groundwork for a binding that carries a proof (an HMAC of the tenant, the
-user and the backend, under a key only the owner role can read), checked by
-the policies rather than trusting the bare ``app.current_tenant``. Nothing
-here is installed by a migration: the verifiers below are candidates,
-created in a scratch database, and the policy of one table is switched
-between them. The shipped condition stays first in each, so custom plans
+A binding that carries a proof (a MAC of the tenant, the user and the
+backend, under a key only the owner role can read), checked by the policies
+rather than trusting the bare ``app.current_tenant``. The last variant is
+the one sql/016_signed_context.sql installs (``rls_tenancy.verified_tenant()``);
+the others were candidates, created in a scratch database, and the policy of
+one table is switched between them. The shipped condition stays first in each, so custom plans
 still fold the setting for estimates; the check is an uncorrelated
 ``(SELECT ...)``, an InitPlan run once per statement (its one-time filter
 gates the scan).
@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
+from rls_tenancy.context_key import ContextKey
 from rls_tenancy.testing.database import tenancy_database
 from rls_tenancy.testing.server import postgres_server
 
@@ -129,6 +130,7 @@ POLICIES: dict[str, str] = {
     "+ core HMAC, no SET search_path": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_qualified()) IS TRUE",
     "+ nested hash, key in sequences": _SHIPPED + " AND (SELECT rls_tenancy.bench_verified_sequences()) IS NOT NULL",
     "+ the hashing alone, no key read": _SHIPPED + " AND (SELECT rls_tenancy.bench_hash_only())",
+    "+ shipped: verified_tenant() (016)": _SHIPPED + " AND (SELECT rls_tenancy.verified_tenant()) IS NOT NULL",
 }
 #: The variants that check a proof: a forged one must see no row under each.
 VERIFYING = (
@@ -136,6 +138,7 @@ VERIFYING = (
     "+ HMAC from pgcrypto's hmac()",
     "+ core HMAC, no SET search_path",
     "+ nested hash, key in sequences",
+    "+ shipped: verified_tenant() (016)",
 )
 #: name: a statement of the tenant's, in a loop over i
 SHAPES: dict[str, str] = {
@@ -158,6 +161,8 @@ _NESTED = {"+ nested hash, key in sequences"}
 
 
 def _proof(key: bytes, pid: int, policy: str) -> str:
+    if policy in VERIFYING[-1:]:  # the library's own proof, its key in slot 1
+        return ContextKey(1, key[:16]).proof(_TENANT, _USER, pid=pid)
     message = f"{_TENANT}|{_USER}|{pid}".encode()
     if policy in _NESTED:
         short = key[:16]
@@ -184,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for part, sequence in ((key[:8], "bench_context_key_1a"), (key[8:16], "bench_context_key_1b")):
                 bits = int.from_bytes(part, "big", signed=True)
                 owner.execute("SELECT pg_catalog.setval(%s::regclass, %s)", (f"rls_tenancy.{sequence}", bits))
+            owner.execute("SELECT rls_tenancy.install_context_key(1, %s)", (key[:16],))
             owner.execute("SELECT rls_tenancy.enable_tenant_isolation('public.signed_items')")
             owner.execute(_GRANT.format(sql.Identifier(str(db.app_url.username))))
             times: dict[tuple[str, str], list[float]] = {}

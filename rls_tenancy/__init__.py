@@ -8,7 +8,9 @@ from rls_tenancy.audit import AuditEvent, log_event, log_security_event
 from rls_tenancy.binding import SETTING, USER_SETTING, bind_engine
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant, current_tenant_id, current_user_id, require_tenant_id
+from rls_tenancy.context_key import ContextKey
 from rls_tenancy.errors import (
+    ContextKeyError,
     InsecureRoleError,
     NoTenantError,
     TenancyError,
@@ -31,6 +33,8 @@ __all__ = [
     "UNCONSTRAINED",
     "USER_SETTING",
     "AuditEvent",
+    "ContextKey",
+    "ContextKeyError",
     "InsecureRoleError",
     "NoTenantError",
     "RoleNames",

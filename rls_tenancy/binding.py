@@ -57,13 +57,14 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
-from rls_tenancy import _driver_guard
+from rls_tenancy import _driver_guard, _signing
 from rls_tenancy._affinity import NEVER as _NEVER
 from rls_tenancy._affinity import SERVED as _SERVED
 from rls_tenancy._affinity import prefer_last_tenant
 from rls_tenancy._begin import Statement, begin_with, begin_with_async, can_begin_with
 from rls_tenancy._role_checks import verify_app_role
 from rls_tenancy.context import acting
+from rls_tenancy.context_key import ContextKey
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
 
 if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
@@ -74,13 +75,18 @@ SETTING = "app.current_tenant"
 #: The setting the audit log reads, through ``rls_tenancy.current_user_id()``.
 USER_SETTING = "app.current_user_id"
 
+# The proof beside the ids (:mod:`rls_tenancy.context_key`): empty when the engine has no key.
 _BIND_TEMPLATE = (
     "SELECT pg_catalog.set_config('app.current_tenant', {0}, {local}),"
-    " pg_catalog.set_config('app.current_user_id', {1}, {local})"
+    " pg_catalog.set_config('app.current_user_id', {1}, {local}),"
+    " pg_catalog.set_config('app.context_proof', {2}, {local})"
 )
-_BIND = _BIND_TEMPLATE.format("%s", "%s", local="true")  # psycopg's placeholders
-_BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", local="true").encode()  # libpq's, for the pipeline
-_REBIND_USER = "SELECT pg_catalog.set_config('app.current_user_id', %s, true)"
+_BIND = _BIND_TEMPLATE.format("%s", "%s", "%s", local="true")  # psycopg's placeholders
+_BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", "$3", local="true").encode()  # libpq's, for the pipeline
+_REBIND_USER = (
+    "SELECT pg_catalog.set_config('app.current_user_id', %s, true),"
+    " pg_catalog.set_config('app.context_proof', %s, true)"
+)
 
 #: What a session keeps from one transaction to the next, discarded before a
 #: connection serves another tenant: ``DISCARD ALL`` but its ``DISCARD
@@ -131,7 +137,7 @@ _resetting = True  # off only under --rls-break=binding
 _E = TypeVar("_E", Engine, "AsyncEngine")
 
 
-def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
+def bind_engine(engine: _E, *, verify_role: bool = True, context_key: ContextKey | str | None = None) -> _E:
     """Bind the tenant in context to every transaction ``engine`` runs.
 
     The hook is on the engine's dialect, which engines derived with
@@ -140,8 +146,13 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
     served, when there is one (:mod:`rls_tenancy._affinity`). With ``verify_role``
     (the default), each new connection first checks that its login role
     cannot escape row level security, and raises
-    :class:`~rls_tenancy.InsecureRoleError` if it can. Idempotent; returns
-    ``engine``.
+    :class:`~rls_tenancy.InsecureRoleError` if it can. With ``context_key``
+    (or ``RLS_TENANCY_CONTEXT_KEY`` in the environment), every binding
+    carries a proof made with it, which a database requiring a signed
+    context checks (:mod:`rls_tenancy.context_key`); each new connection
+    checks the key against the database's first, and raises
+    :class:`~rls_tenancy.ContextKeyError` when it does not fit. Idempotent;
+    returns ``engine``.
     """
     sync = cast(Engine, getattr(engine, "sync_engine", engine))
     if sync.dialect.name != "postgresql" or sync.dialect.driver != "psycopg":
@@ -155,6 +166,9 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
             "transactions then share one binding; give the engine a QueuePool (the default) or a NullPool"
         )
     prefer_last_tenant(sync.pool)
+    key = _signing.configured_key(context_key)
+    if key is not None:  # binding again without one keeps the key given before
+        _signing.set_key(sync.dialect, key)
     if not is_bound(sync):
         # insert=True: bound before any other listener of the dialect sees the statement.
         event.listen(sync.dialect, "do_execute", _on_execute, insert=True)
@@ -162,6 +176,7 @@ def bind_engine(engine: _E, *, verify_role: bool = True) -> _E:
         event.listen(sync.dialect, "do_execute_no_params", _on_execute_no_params, insert=True)
         if verify_role:
             event.listen(sync, "connect", verify_app_role)
+        event.listen(sync, "connect", _signing.check_key(sync.dialect))
     return engine
 
 
@@ -214,8 +229,9 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     current = acting()
     _refuse_sharing(conn.info, transaction)
     reset = _needs_reset(conn.info, current[0])
+    proof = _signing.proof(conn.dialect, conn.info, current)
     try:
-        result = _send_binding(driver, current, conn.info if reset else None, then=(statement, values))
+        result = _send_binding(driver, current, proof, conn.info if reset else None, then=(statement, values))
     except psycopg.Error as error:
         invalidated = bool(driver.closed)
         if invalidated:
@@ -256,19 +272,23 @@ def _bind_or_check(conn: Connection) -> None:
             "switching tenants, or use a separate Session"
         )
     elif bound.user != current[1] or not _still_holds(bound.savepoint):
-        _bind(conn, _REBIND_USER, current[1:])
+        _bind(conn, _REBIND_USER, current[1:], proof=_signing.proof(conn.dialect, info, current))
         info[_BOUND] = bound._replace(user=current[1], savepoint=_savepoint_of(conn))
 
 
-def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...], reset: bool = False) -> None:
+def _bind(
+    conn: Connection, statement: str, ids: tuple[int | None, ...], reset: bool = False, proof: str | None = None
+) -> None:
     pooled = conn.connection
     driver = pooled.driver_connection
+    if proof is None:
+        proof = _signing.proof(conn.dialect, pooled.info, ids)
     # The usual case first, doing no more than it needs: it runs for every
     # transaction. A driver error raised here is wrapped by SQLAlchemy's own
     # handling (the dialect event runs inside it), which invalidates a dead
     # connection.
     if statement is _BIND and can_begin_with(driver):  # not in autocommit, either
-        _send_binding(driver, ids, pooled.info if reset else None)
+        _send_binding(driver, ids, proof, pooled.info if reset else None)
         if reset:
             pooled.info[_SERVED] = ids[0]
         return
@@ -290,7 +310,7 @@ def _bind(conn: Connection, statement: str, ids: tuple[int | None, ...], reset: 
         # rollback would undo, so the next transaction resets again.
         _prepare_driver(driver, pooled.info)
         _execute(raw, SESSION_RESET_SCRIPT)
-    _execute(raw, statement, tuple("" if value is None else str(value) for value in ids))
+    _execute(raw, statement, (*("" if value is None else str(value) for value in ids), proof))
 
 
 def _execute(raw: Any, statement: str | bytes, values: Sequence[str] | None = None) -> None:
@@ -423,15 +443,16 @@ def _binding_of(info: dict[Any, Any], transaction: RootTransaction | None) -> _B
 def _send_binding(
     driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
     ids: tuple[int | None, ...],
+    proof: str,
     reset_for: dict[Any, Any] | None = None,
     then: Statement | None = None,
 ) -> pq.abc.PGresult | None:
-    """``BEGIN`` and the binding of ``ids`` (and ``then``) in one round trip, on either kind of driver.
+    """``BEGIN`` and the binding of ``ids`` and ``proof`` (and ``then``) in one round trip, on either kind of driver.
 
     With ``reset_for`` (the pooled connection's info), the session's state
     is discarded first, in the same round trip.
     """
-    wire = [("" if value is None else str(value)).encode() for value in ids]
+    wire = [*(("" if value is None else str(value)).encode() for value in ids), proof.encode()]
     reset: Statement | None = None
     if reset_for is not None:
         _driver_guard.guard(driver, functools.partial(_open_binding_tenant, reset_for))
@@ -464,8 +485,8 @@ def _bind_session_wide(session_wide: bool) -> None:
     global _BIND, _BIND_WIRE, _resetting
     _resetting = not session_wide
     local = "false" if session_wide else "true"
-    _BIND = _BIND_TEMPLATE.format("%s", "%s", local=local)
-    _BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", local=local).encode()
+    _BIND = _BIND_TEMPLATE.format("%s", "%s", "%s", local=local)
+    _BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", "$3", local=local).encode()
 
 
 def _describe(tenant: int | None) -> str:

@@ -5,6 +5,7 @@ rls-tenancy migrate --sql > install.sql      # for review by a DBA
 rls-tenancy audit-verify --database-url postgresql://rls_admin@host/app [--anchors heads.json]
 rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.json
 rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json]
+rls-tenancy context-key new | install | retire | require | optional | status   (see --help)
 
 Exit status: 0 success; 1 the database refused a migration, audit-verify
 found a broken chain or anchor, or doctor found an error; 2 bad usage, or the
@@ -23,6 +24,7 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
+from rls_tenancy import _context_key_cli
 from rls_tenancy.audit_chain import chain_heads, dump_anchors, load_anchors, verification_report
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.doctor import as_json, as_table, exit_status, findings
@@ -52,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="report isolation gaps; exit 1 on any error-level finding")
     doctor.add_argument("--database-url", help="the bypass role's (or a superuser's) URL (default: $DATABASE_URL)")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _context_key_cli.add_command(commands)
     return parser
 
 
@@ -88,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit(args)
         if args.command == "doctor":
             return _doctor(args)
+        if args.command == "context-key":
+            return _context_key_cli.run(args)
         roles = RoleNames.from_env()
         if args.command == "migrate" and args.sql:
             command.upgrade(alembic_config(), args.revision, sql=True)
@@ -101,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DBAPIError as error:
         print(f"rls-tenancy: database error: {error.orig}", file=sys.stderr)
         # For the audit checks, 1 means "problems found"; not being able to look is another answer.
-        return 2 if args.command.startswith("audit-") or args.command == "doctor" else 1
+        return 2 if args.command.startswith("audit-") or args.command in ("doctor", "context-key") else 1
     return 0
 
 

@@ -40,6 +40,16 @@ class InsecureRoleError(TenancyError):
     """
 
 
+class ContextKeyError(TenancyError):
+    """A bound engine's context key does not fit its database.
+
+    The database requires a signed tenant context and the engine has no key,
+    or the engine's key is not the one installed in its slot, or the
+    database predates signing. Raised when a connection is made: without it,
+    every query would see no rows.
+    """
+
+
 class UsageError(TenancyError, ValueError):
     """The library was called with an invalid argument or configuration."""
 

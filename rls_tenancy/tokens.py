@@ -18,12 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from psycopg.pq.abc import PGresult
-from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, case, func, literal, select
+from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 from sqlalchemy.types import Text
 
 from rls_tenancy.audit import Executor, log_event
-from rls_tenancy.binding import adopt_user, begin_bound_with, user_setting_from
+from rls_tenancy.binding import adopt_user, begin_bound_with
 from rls_tenancy.context import as_tenant, require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.models import storable
@@ -117,9 +117,11 @@ _FOUND = func.rls_tenancy.authenticate_token(
     bindparam("tenant_id", type_=BigInteger), bindparam("digest", type_=BYTEA)
 ).table_valued("token_id", "user_id", "scopes", "status")
 _AUTHENTICATE = select(_FOUND)
-_AUTHENTICATE_BINDING_USER = select(
-    _FOUND, case((_FOUND.c.status == "ok", user_setting_from(_FOUND.c.user_id))).label("user_bound")
-)
+#: The same, binding the token's user when it holds, in the database, which signs it for the transaction.
+_BINDING = func.rls_tenancy.authenticate_token_binding(
+    bindparam("tenant_id", type_=BigInteger), bindparam("digest", type_=BYTEA)
+).table_valued("token_id", "user_id", "scopes", "status")
+_AUTHENTICATE_BINDING_USER = select(_BINDING)
 
 
 def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> TokenIdentity:
@@ -132,10 +134,8 @@ def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> To
 #: (:func:`~rls_tenancy.binding.begin_bound_with`) and read here: the scopes
 #: come as JSON text, which needs no array parser.
 _AUTHENTICATE_WIRE = (
-    b"SELECT f.token_id, f.user_id, pg_catalog.array_to_json(f.scopes)::text, f.status,"
-    b" CASE WHEN f.status = 'ok' THEN pg_catalog.set_config('app.current_user_id',"
-    b" coalesce(f.user_id::text, ''), true) END"
-    b" FROM rls_tenancy.authenticate_token($1::bigint, $2::bytea) AS f"
+    b"SELECT f.token_id, f.user_id, pg_catalog.array_to_json(f.scopes)::text, f.status"
+    b" FROM rls_tenancy.authenticate_token_binding($1::bigint, $2::bytea) AS f"
 )
 
 

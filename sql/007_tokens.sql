@@ -71,7 +71,9 @@ $fn$;
 -- Check a token. The tenant comes from the token itself and is bound for the
 -- duration of this call only (the caller's value is put back before
 -- returning; an error aborts the caller's statement anyway), so even this
--- lookup runs under the tenant's row level security. No row: unknown token.
+-- lookup runs under the tenant's row level security, signed for the call
+-- when a context key is installed (sql/016_signed_context.sql). No row:
+-- unknown token.
 CREATE OR REPLACE FUNCTION rls_tenancy.authenticate_token(tenant_id bigint, token_hash bytea)
 RETURNS TABLE (token_id bigint, user_id bigint, scopes text[], status text)
 LANGUAGE plpgsql
@@ -80,8 +82,12 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     callers_tenant text := pg_catalog.current_setting('app.current_tenant', true);
+    callers_proof text := pg_catalog.current_setting('app.context_proof', true);
 BEGIN
     PERFORM pg_catalog.set_config('app.current_tenant', authenticate_token.tenant_id::text, true);
+    IF pg_catalog.to_regprocedure('rls_tenancy.sign_context()') IS NOT NULL THEN
+        PERFORM rls_tenancy.sign_context();
+    END IF;
     RETURN QUERY
         SELECT t.id, t.user_id, t.scopes,
                CASE WHEN t.revoked_at IS NOT NULL THEN 'revoked'
@@ -90,6 +96,7 @@ BEGIN
           FROM rls_tenancy.api_tokens t
          WHERE t.tenant_id = authenticate_token.tenant_id AND t.token_hash = authenticate_token.token_hash;
     PERFORM pg_catalog.set_config('app.current_tenant', coalesce(callers_tenant, ''), true);
+    PERFORM pg_catalog.set_config('app.context_proof', coalesce(callers_proof, ''), true);
 END
 $fn$;
 

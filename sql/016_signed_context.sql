@@ -269,4 +269,41 @@ BEGIN
 END
 $grant$;
 
+
+-- A request's token check: authenticate_token(), and, when the token holds for the tenant bound to the
+-- transaction (verified, when signing is required), its user bound and the context signed again for
+-- this backend. It needs the token's hash: it signs what a token proves, never what its caller names.
+CREATE OR REPLACE FUNCTION rls_tenancy.authenticate_token_binding(tenant_id bigint, token_hash bytea)
+RETURNS TABLE (token_id bigint, user_id bigint, scopes text[], status text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    token record;
+BEGIN
+    SELECT f.token_id AS id, f.user_id AS who, f.scopes AS granted, f.status AS state INTO token
+      FROM rls_tenancy.authenticate_token(authenticate_token_binding.tenant_id,
+                                          authenticate_token_binding.token_hash) AS f;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF token.state = 'ok' AND rls_tenancy.current_tenant_id() = authenticate_token_binding.tenant_id THEN
+        PERFORM set_config('app.current_user_id', coalesce(token.who::text, ''), true);
+        PERFORM rls_tenancy.sign_context();
+    END IF;
+    token_id := token.id;
+    user_id := token.who;
+    scopes := token.granted;
+    status := token.state;
+    RETURN NEXT;
+END
+$fn$;
+REVOKE ALL ON FUNCTION rls_tenancy.authenticate_token_binding(bigint, bytea) FROM PUBLIC;
+DO $grant$
+BEGIN
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.authenticate_token_binding(bigint, bytea) TO %I',
+                              rls_tenancy.role_name('app'));
+END
+$grant$;
 RESET ROLE;

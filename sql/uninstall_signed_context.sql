@@ -11,6 +11,7 @@ BEGIN
 END
 $unsign$;
 
+DROP FUNCTION IF EXISTS rls_tenancy.authenticate_token_binding(bigint, bytea);
 DROP FUNCTION IF EXISTS rls_tenancy.require_signed_context(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.tenant_condition();
 DROP FUNCTION IF EXISTS rls_tenancy.tenant_condition_on(name, boolean);

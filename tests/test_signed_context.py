@@ -14,11 +14,18 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 from alembic.config import Config
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
+from rls_tenancy import ContextKeyError, as_tenant, bind_engine
+from rls_tenancy.cli import main
 from rls_tenancy.context_key import ContextKey
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import tenancy_database
+from rls_tenancy.tokens import issue_token
+from saas_demo.app import create_app
 from tests.conftest import DEMO_ALEMBIC_INI
 
 
@@ -70,7 +77,8 @@ def signed(rls_postgres_url: URL) -> Iterator[Signed]:
                     (ids[-1], f"{label}-one", ids[-1], f"{label}-two"),
                 )
             user = conn.execute(
-                "INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (%s, 'a@signed.example') RETURNING id",
+                "INSERT INTO rls_tenancy.users (tenant_id, email, roles)"
+                " VALUES (%s, 'a@signed.example', '{projects:read}') RETURNING id",
                 (ids[0],),
             ).fetchone()
             assert user is not None
@@ -206,3 +214,133 @@ def test_not_requiring_it_trusts_the_setting_again(signed: Signed) -> None:
     with signed.connect() as conn:
         _bind(conn, signed.b, None, None)
         assert _names(conn) == set()
+
+
+# Through the library: a bound engine with the key signs every binding.
+
+
+@pytest.fixture(scope="module")
+def signed_engine(signed: Signed) -> Iterator[Engine]:
+    engine = bind_engine(create_engine(signed.db.app_url, pool_size=1, max_overflow=0), context_key=signed.key)
+    yield engine
+    engine.dispose()
+
+
+def test_a_bound_engine_with_the_key_acts_for_the_tenant_and_user(signed: Signed, signed_engine: Engine) -> None:
+    for tenant in (signed.a, signed.b, signed.a):  # one connection, tenants taking turns
+        with as_tenant(tenant), signed_engine.connect() as conn:
+            assert set(conn.execute(text("SELECT name FROM projects")).scalars()) == signed.names[tenant]
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        ids = conn.execute(text("SELECT rls_tenancy.current_tenant_id(), rls_tenancy.current_user_id()")).one()
+        assert tuple(ids) == (signed.a, signed.user_a)
+
+
+def test_injected_sql_cannot_switch_the_tenant_or_the_user(signed: Signed, signed_engine: Engine) -> None:
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        conn.execute(text("SELECT set_config('app.current_tenant', :b, false)"), {"b": str(signed.b)})
+        assert set(conn.execute(text("SELECT name FROM projects")).scalars()) == set()
+        conn.rollback()
+        conn.execute(text("SELECT set_config('app.current_user_id', :u, true)"), {"u": str(signed.user_a + 1)})
+        assert conn.execute(text("SELECT rls_tenancy.current_user_id()")).scalar() is None
+        assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0
+
+
+def test_injected_sql_cannot_mint_a_token_or_log_in_another_tenants_name(signed: Signed, signed_engine: Engine) -> None:
+    with as_tenant(signed.a), signed_engine.connect() as conn:
+        conn.execute(text("SELECT set_config('app.current_tenant', :b, true)"), {"b": str(signed.b)})
+        with pytest.raises(DBAPIError):
+            conn.execute(text("SELECT rls_tenancy.issue_token('stolen', '\\x00'::bytea, ARRAY[]::text[], NULL, NULL)"))
+        conn.rollback()
+        conn.execute(text("SELECT set_config('app.current_tenant', :b, true)"), {"b": str(signed.b)})
+        conn.execute(text("SELECT rls_tenancy.log_event('forged', 'in B''s name', '{}', NULL, NULL)"))
+        conn.commit()
+    with signed.owner() as owner:
+        logged = owner.execute("SELECT tenant_id FROM rls_tenancy.audit_log WHERE action = 'forged'").fetchall()
+    assert logged and all(row[0] != signed.b for row in logged)
+
+
+def test_a_proof_seen_in_one_transaction_is_worth_nothing_on_another_backend(signed: Signed) -> None:
+    with signed.connect() as seen_on:
+        pid = seen_on.info.backend_pid
+        proof = signed.key.proof(signed.b, None, pid=pid)  # what SQL in B's transaction could read
+        _bind(seen_on, signed.b, None, proof)
+        assert seen_on.execute("SELECT current_setting('app.context_proof')").fetchone() == (proof,)
+    with signed.connect() as elsewhere:
+        _bind(elsewhere, signed.b, None, proof)
+        assert _names(elsewhere) == set()
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        (None, "requires a signed tenant context"),
+        (ContextKey.generate(1), "is not the one in slot 1"),
+        (ContextKey.generate(2), "slot 2, which holds no key"),
+    ],
+    ids=["no key", "another key", "an empty slot"],
+)
+def test_a_key_that_does_not_fit_fails_at_connect(signed: Signed, key: ContextKey | None, says: str) -> None:
+    engine = bind_engine(create_engine(signed.db.app_url), context_key=key)
+    try:
+        with pytest.raises(ContextKeyError, match=says), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
+def test_a_key_in_the_environment_is_the_engines(signed: Signed, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLS_TENANCY_CONTEXT_KEY", str(signed.key))
+    engine = bind_engine(create_engine(signed.db.app_url))
+    try:
+        with as_tenant(signed.b), engine.connect() as conn:
+            assert set(conn.execute(text("SELECT name FROM projects")).scalars()) == signed.names[signed.b]
+    finally:
+        engine.dispose()
+
+
+def test_a_flask_request_with_a_token_is_signed_by_the_database(
+    signed: Signed, signed_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with as_tenant(signed.a), Session(signed_engine) as session, session.begin():
+        token = issue_token(session, name="signed", scopes=["projects:read"], user_id=signed.user_a).token
+    monkeypatch.setenv("RLS_TENANCY_CONTEXT_KEY", str(signed.key))
+    app = create_app(signed.db.app_url, signed.db.bypass_url)
+    try:
+        response = app.test_client().get("/api/projects", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.data[:300]
+        body = response.json
+        assert isinstance(body, dict)
+        assert {project["name"] for project in body["projects"]} == signed.names[signed.a]
+    finally:
+        state = app.extensions["rls_tenancy"]
+        for engine in (state.engine, state.audit_engine, state.bypass.engine if state.bypass else None):
+            if engine is not None:
+                engine.dispose()
+
+
+def test_the_cli_makes_installs_rotates_and_requires_keys(
+    signed: Signed, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RLS_TENANCY_CONTEXT_KEY", raising=False)
+    url = ["--database-url", signed.db.superuser_url.render_as_string(hide_password=False)]
+    assert main(["context-key", "new", "--slot", "2"]) == 0
+    fresh = ContextKey.parse(capsys.readouterr().out)
+    assert fresh.slot == 2
+    try:
+        assert main(["context-key", "install", "--key", str(fresh), *url]) == 0
+        shown = capsys.readouterr().out
+        assert "signed context: required" in shown
+        assert f"slot 1: key with fingerprint {signed.key.fingerprint()}" in shown
+        assert f"slot 2: key with fingerprint {fresh.fingerprint()}" in shown
+        assert fresh.key.hex() not in shown and signed.key.key.hex() not in shown
+        with signed.connect() as conn:
+            _bind(conn, signed.a, None, fresh.proof(signed.a, None))
+            assert _names(conn) == signed.names[signed.a]
+        assert main(["context-key", "optional", *url]) == 0
+        assert "signed context: not required" in capsys.readouterr().out
+    finally:
+        assert main(["context-key", "require", *url]) == 0
+        assert main(["context-key", "retire", "--slot", "2", *url]) == 0
+    assert "slot 2: empty" in capsys.readouterr().out
+    assert main(["context-key", "install", *url]) == 2  # no key given, none in the environment
+    assert "needs --key" in capsys.readouterr().err

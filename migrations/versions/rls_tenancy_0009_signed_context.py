@@ -1,6 +1,7 @@
 """A signed tenant context: key slots, the proof's check, and the switch that requires it.
 
-Runs sql/016_signed_context.sql, after sql/012_doctor.sql again (its
+Runs sql/016_signed_context.sql, after sql/007_tokens.sql and
+sql/012_doctor.sql again (``authenticate_token()`` signs its own lookup,
 ``is_tenant_condition()`` knows the signed condition). Nothing changes behaviour until
 ``rls_tenancy.require_signed_context(true)``. The downgrade stops requiring
 it, removes what the script installed and restores ``tenant_condition()``
@@ -22,7 +23,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    install("012_doctor.sql", "016_signed_context.sql")
+    install("007_tokens.sql", "012_doctor.sql", "016_signed_context.sql")
 
 
 def downgrade() -> None:

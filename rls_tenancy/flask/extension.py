@@ -159,13 +159,15 @@ class Tenancy:
         config.setdefault("RLS_TENANCY_DEFAULT_LANGUAGE", "en")
         config.setdefault("RLS_TENANCY_BYPASS_DATABASE_URL", None)
         config.setdefault("RLS_TENANCY_REQUEST_ID_HEADER", "X-Request-ID")
+        config.setdefault("RLS_TENANCY_CONTEXT_KEY", None)  # None: RLS_TENANCY_CONTEXT_KEY in the environment
 
         if options.get("resolvers") is not None:
             config["RLS_TENANCY_RESOLVERS"] = list(options["resolvers"])  # so app.config shows what is used
-        engine, sessions = _engine_and_sessions(app, options)
-        bind_engine(engine)
+        key = config["RLS_TENANCY_CONTEXT_KEY"]
+        engine, sessions = _engine_and_sessions(app, options, key)
+        bind_engine(engine, context_key=key)
         audit_engine = options.get("audit_engine") or _audit_engine_for(engine)
-        bind_engine(audit_engine)
+        bind_engine(audit_engine, context_key=key)
         scope_sessions(sessions)
         bypass_engine = options.get("bypass_engine")
         if bypass_engine is None and config["RLS_TENANCY_BYPASS_DATABASE_URL"]:
@@ -213,7 +215,7 @@ def state() -> TenancyState:
     return found
 
 
-def _engine_and_sessions(app: Flask, options: dict[str, Any]) -> tuple[Engine, SessionSource]:
+def _engine_and_sessions(app: Flask, options: dict[str, Any], key: str | None) -> tuple[Engine, SessionSource]:
     db = options.get("db")
     if db is not None:
         if options.get("engine") is not None or options.get("session") is not None:
@@ -224,7 +226,7 @@ def _engine_and_sessions(app: Flask, options: dict[str, Any]) -> tuple[Engine, S
             for engine in db.engines.values():
                 # Other binds (a SQLite cache, say) hold no tenant tables.
                 if engine is db.engine or engine.dialect.name == "postgresql":
-                    bind_engine(engine)
+                    bind_engine(engine, context_key=key)
             return db.engine, db.session
     engine = options.get("engine")
     if engine is None:

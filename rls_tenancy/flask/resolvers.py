@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
 from rls_tenancy.audit import log_security_event
-from rls_tenancy.binding import adopt_user, begin_bound_with, user_setting_from
+from rls_tenancy.binding import begin_bound_with
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.models import SLUG_PATTERN
@@ -174,12 +174,10 @@ def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = 
 
 
 #: The cookie's check for libpq, sent with the transaction's BEGIN and binding
-#: (:func:`~rls_tenancy.binding.begin_bound_with`): row level security on
-#: users finds the user only in the tenant bound, and binds them as it does.
-_USER_WIRE = (
-    b"SELECT pg_catalog.set_config('app.current_user_id', u.id::text, true)"
-    b" FROM rls_tenancy.users AS u WHERE u.id = $1::bigint"
-)
+#: (:func:`~rls_tenancy.binding.begin_bound_with`), which binds the cookie's
+#: user beside its tenant (and signs both, with a context key): row level
+#: security on users finds the user only in the tenant bound.
+_USER_WIRE = b"SELECT u.id FROM rls_tenancy.users AS u WHERE u.id = $1::bigint"
 
 
 def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int, user_id: int) -> bool:
@@ -188,18 +186,15 @@ def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int
             return connection.scalar(select(User.id).where(User.id == user_id)) is not None
 
     def check() -> int | None:
-        with as_tenant(tenant_id):  # the pool then prefers a connection that last served the tenant
+        # The pool then prefers a connection that last served the tenant.
+        with as_tenant(tenant_id, user=user_id):
             connection = request_session.connection(bind_arguments={"bind": engine})
             result = begin_bound_with(connection, _USER_WIRE, [str(user_id).encode()])
             if result is not None:
                 found = result.ntuples > 0
             else:  # the transaction had begun, or cannot begin that way
-                statement = select(User.id, user_setting_from(User.id)).where(User.id == user_id)
-                found = connection.execute(statement).first() is not None
-        if not found:
-            return None
-        adopt_user(connection, user_id)
-        return user_id
+                found = connection.execute(select(User.id).where(User.id == user_id)).first() is not None
+        return user_id if found else None
 
     return _in_request_transaction(request_session, check) is not None
 
