@@ -65,7 +65,7 @@ class ContextKey:
         of its issue, against the server's clock at the transaction's start.
         """
         issued = int(time.time() * 1000) if issued_ms is None else issued_ms
-        message = f"{'' if tenant is None else tenant}|{'' if user is None else user}|{issued}|{pid}".encode()
+        message = f"{'' if tenant is None else tenant}|{'' if user is None else user}|{issued}:{pid}".encode()
         inner = hashlib.sha256(self.key + b"\x00" + message).digest()
         mac = hashlib.sha256(self.key + b"\x01" + inner).hexdigest()
         return f"{self.slot}:{issued}:{pid}:{mac}"
