@@ -39,6 +39,7 @@ test-sabotage: $(STAMP)
 	$(PYTEST) -q -rfE --rls-break=policy
 	$(PYTEST) -q -rfE --rls-break=binding
 	$(PYTEST) -q -rfE --rls-break=orm
+	$(PYTEST) -q -rfE --rls-break=signing
 
 # Tools the suite uses beside Python: pgTAP and pg_prove (the SQL tests in
 # sql/tests) and PgBouncer (the concurrency suite in transaction pooling).

@@ -111,6 +111,20 @@ SELECT pg_catalog.format('%I.%I', t.nspname, t.relname) AS table_name,
 COMMENT ON VIEW rls_tenancy.coverage IS
     'Every table with a tenant_id column and how row level security covers it.';
 
+-- What the doctor reports of the signed tenant context. sql/016_signed_context.sql defines it; this
+-- stub, created only where it is missing, keeps findings() whole before that (and after its removal).
+DO $stub$
+BEGIN
+    IF pg_catalog.to_regprocedure('rls_tenancy.signing_findings()') IS NULL THEN
+        CREATE FUNCTION rls_tenancy.signing_findings()
+        RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
+        LANGUAGE sql STABLE
+        AS 'SELECT NULL::text, NULL::text, NULL::text, NULL::text, NULL::text WHERE false';
+        REVOKE ALL ON FUNCTION rls_tenancy.signing_findings() FROM PUBLIC;
+    END IF;
+END
+$stub$;
+
 CREATE OR REPLACE FUNCTION rls_tenancy.findings()
 RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
 LANGUAGE plpgsql STABLE
@@ -425,6 +439,8 @@ BEGIN
                             'pg_catalog.lo_creat(integer)', 'pg_catalog.lo_create(oid)',
                             'pg_catalog.lo_from_bytea(oid, bytea)']::regprocedure[]) AS f
          WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f, 'EXECUTE'))
+        UNION ALL
+        SELECT * FROM rls_tenancy.signing_findings()
     )
     SELECT CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END,
            raw.check_name, raw.object_name,

@@ -267,6 +267,42 @@ END
 $grant$;
 
 
+-- What the doctor reports of it (rls_tenancy.findings() includes these rows).
+CREATE OR REPLACE FUNCTION rls_tenancy.signing_findings()
+RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT 'warning', 'context_not_signed', current_database()::text,
+           'the database does not require a signed tenant context: SQL run as the application role (injected, '
+           'say) can set app.current_tenant itself and act as any tenant for the rest of its transaction',
+           CASE WHEN rls_tenancy.context_key_fingerprint(1) IS NULL AND rls_tenancy.context_key_fingerprint(2) IS NULL
+                THEN 'rls-tenancy context-key new; rls-tenancy context-key install --key <it>; give the apps '
+                     'RLS_TENANCY_CONTEXT_KEY and deploy them; then rls-tenancy context-key require'
+                ELSE 'deploy the apps with RLS_TENANCY_CONTEXT_KEY (a key is installed); then '
+                     'rls-tenancy context-key require' END
+     WHERE NOT rls_tenancy.context_signing_required()
+    UNION ALL
+    SELECT 'error', 'context_key_missing', current_database()::text,
+           'a signed tenant context is required but no key is installed: no binding can be proved, and every '
+           'tenant sees nothing',
+           'rls-tenancy context-key install --key <the apps'' key>'
+     WHERE rls_tenancy.context_signing_required()
+       AND rls_tenancy.context_key_fingerprint(1) IS NULL AND rls_tenancy.context_key_fingerprint(2) IS NULL
+    UNION ALL
+    SELECT 'error', 'tenant_policy_unsigned', format('%s', p.polrelid::regclass),
+           format('policy %I on %s trusts the bare app.current_tenant while a signed context is required: SQL '
+                  'that sets it reaches that tenant''s rows', p.polname, p.polrelid::regclass),
+           format('ALTER POLICY %I ON %s USING (%s) WITH CHECK (%s);', p.polname, p.polrelid::regclass,
+                  rls_tenancy.tenant_condition(), rls_tenancy.tenant_condition())
+      FROM pg_policy p
+     WHERE rls_tenancy.context_signing_required()
+       AND p.polname = 'tenant_isolation'
+       AND (pg_get_expr(p.polqual, p.polrelid) NOT LIKE '%verified_tenant()%'
+            OR pg_get_expr(p.polwithcheck, p.polrelid) NOT LIKE '%verified_tenant()%')
+$fn$;
+REVOKE ALL ON FUNCTION rls_tenancy.signing_findings() FROM PUBLIC;
+
 -- A request's token check: authenticate_token(), and, when the token holds for the tenant bound to the
 -- transaction (verified, when signing is required), its user bound and the context signed again for
 -- this backend. It needs the token's hash: it signs what a token proves, never what its caller names.

@@ -1,6 +1,7 @@
 -- rls_tenancy: remove what sql/016_signed_context.sql installed. Signing stops being required first,
 -- which puts back the unsigned policies and functions; tenant_condition() goes with what it calls, and
--- the downgrade then runs sql/004_isolation.sql again for its earlier definition.
+-- the downgrade then runs sql/004_isolation.sql again for its earlier definition, and
+-- sql/012_doctor.sql for the doctor's stub of signing_findings().
 DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
 DO $unsign$
@@ -11,6 +12,7 @@ BEGIN
 END
 $unsign$;
 
+DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
 DROP FUNCTION IF EXISTS rls_tenancy.authenticate_token_binding(bigint, bytea);
 DROP FUNCTION IF EXISTS rls_tenancy.require_signed_context(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.tenant_condition();

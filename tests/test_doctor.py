@@ -53,12 +53,13 @@ EXPECTED_CLEAN = {
     ("info", "unique_without_tenant", "rls_tenancy.users_pkey"),
 }
 TEMPORARY = ("warning", "app_role_temporary")
+UNSIGNED = ("warning", "context_not_signed")  # signing is opt-in: tests/test_signed_context.py requires it
 INFOS = len(EXPECTED_CLEAN)
 
 
 def _clean(database: str) -> set[Key]:
-    """EXPECTED_CLEAN and the TEMPORARY warning, which names the database (the test databases' names need no quotes)."""
-    return EXPECTED_CLEAN | {(*TEMPORARY, database)}
+    """EXPECTED_CLEAN and the warnings that name the database (the test databases' names need no quotes)."""
+    return EXPECTED_CLEAN | {(*TEMPORARY, database), (*UNSIGNED, database)}
 
 
 # A new tenant table isolated as the library does it; its primary key
@@ -166,7 +167,7 @@ def test_migrated_database_reports_only_its_recorded_exemptions(superuser_engine
         found = _findings(conn)
         database = conn.execute(text("SELECT current_database()")).scalar_one()
     assert {_key(row) for row in found} == _clean(database)
-    assert len(found) == len(EXPECTED_CLEAN) + 1
+    assert len(found) == len(EXPECTED_CLEAN) + 2
     for row in found:
         assert ("(exempt: " in row[3]) == (row[0] == "info")
         assert row[4].strip()
@@ -555,7 +556,7 @@ def test_well_made_objects_add_no_finding(
         found = [row for row in _findings(conn) if row[0] != "info"]
     before = [row for row in baseline if row[0] != "info"]
     assert found == before
-    assert [row[:2] for row in before] == [TEMPORARY]
+    assert sorted(row[:2] for row in before) == sorted([TEMPORARY, UNSIGNED])
 
 
 # Subtler ways around the policies, each once missed by the doctor.
@@ -712,12 +713,12 @@ def test_cli_doctor_on_the_clean_database_exits_0_and_prints_a_table(
     assert status == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[-1] == f"0 error(s), 1 warning(s), {INFOS} info(s)"
+    assert lines[-1] == f"0 error(s), 2 warning(s), {INFOS} info(s)"
     assert any(
         line.startswith("INFO ") and "unique_without_tenant" in line and "rls_tenancy.users_pkey" in line
         for line in lines
     )
-    assert sum(line.strip().startswith("fix: ") for line in lines) == INFOS + 1
+    assert sum(line.strip().startswith("fix: ") for line in lines) == INFOS + 2
 
 
 @pytest.mark.parametrize(
@@ -731,7 +732,7 @@ def test_cli_doctor_json_has_counts_and_findings(
     status = main(["doctor", "--database-url", _url(url), "--json"])
     assert status == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"] == {"error": 0, "warning": 1, "info": INFOS}
+    assert report["counts"] == {"error": 0, "warning": 2, "info": INFOS}
     assert {(f["severity"], f["check"], f["object"]) for f in report["findings"]} == _clean(db.name)
     assert all(set(f) == {"severity", "check", "object", "message", "fix"} for f in report["findings"])
 
@@ -749,7 +750,7 @@ def test_cli_doctor_exits_1_and_names_a_committed_error(
     out = capsys.readouterr().out
     assert any(line.split()[:3] == ["ERROR", "rls_not_forced", "public.projects"] for line in out.splitlines()), out
     assert "fix: ALTER TABLE public.projects FORCE ROW LEVEL SECURITY;" in out
-    assert out.splitlines()[-1].startswith("1 error(s), 1 warning(s)")
+    assert out.splitlines()[-1].startswith("1 error(s), 2 warning(s)")
     status = main(["doctor", "--database-url", _url(url), "--json"])
     assert status == 1
     report = json.loads(capsys.readouterr().out)
@@ -777,7 +778,7 @@ def test_cli_doctor_exits_2_for_a_role_that_may_not_run_it(
 def test_flask_tenancy_doctor_exits_0_on_the_demo_app(demo_app: Flask) -> None:
     result = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == f"0 error(s), 1 warning(s), {INFOS} info(s)"
+    assert result.output.splitlines()[-1] == f"0 error(s), 2 warning(s), {INFOS} info(s)"
     machine = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor", "--json"])
     assert machine.exit_code == 0, machine.output
-    assert json.loads(machine.output)["counts"] == {"error": 0, "warning": 1, "info": INFOS}
+    assert json.loads(machine.output)["counts"] == {"error": 0, "warning": 2, "info": INFOS}

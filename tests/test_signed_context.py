@@ -8,6 +8,7 @@ policies must show a tenant's rows only beside a proof made with the key.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,13 +18,16 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
 from rls_tenancy import ContextKeyError, as_tenant, bind_engine
 from rls_tenancy.cli import main
 from rls_tenancy.context_key import ContextKey
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing._sabotage import skip_signature_check
 from rls_tenancy.testing.database import tenancy_database
+from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
 from rls_tenancy.tokens import issue_token
 from saas_demo.app import create_app
 from tests.conftest import DEMO_ALEMBIC_INI
@@ -59,7 +63,7 @@ def _names(conn: psycopg.Connection[tuple[object, ...]]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def signed(rls_postgres_url: URL) -> Iterator[Signed]:
+def signed(rls_postgres_url: URL, pytestconfig: pytest.Config) -> Iterator[Signed]:
     with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI)) as db:
         key = ContextKey.generate(1)
         signed = Signed(db, key, 0, 0, 0, {})
@@ -84,6 +88,8 @@ def signed(rls_postgres_url: URL) -> Iterator[Signed]:
             assert user is not None
             conn.execute("SELECT rls_tenancy.install_context_key(1, %s)", (key.key,))
             conn.execute("SELECT rls_tenancy.require_signed_context(true)")
+        if pytestconfig.getoption("rls_break") == "signing":
+            skip_signature_check(db.superuser_url)
         names = {ids[0]: {"a-one", "a-two"}, ids[1]: {"b-one", "b-two"}}
         yield Signed(db, key, ids[0], ids[1], int(str(user[0])), names)
 
@@ -99,6 +105,7 @@ def test_a_proof_made_with_the_key_shows_the_tenant_its_rows_and_ids(signed: Sig
             conn.rollback()
 
 
+@pytest.mark.rls_signing
 @pytest.mark.parametrize("session_wide", [False, True], ids=["local", "session-wide"])
 def test_a_bare_setting_is_no_tenant(signed: Signed, session_wide: bool) -> None:
     with signed.connect() as conn:
@@ -116,6 +123,7 @@ def test_a_bare_setting_is_no_tenant(signed: Signed, session_wide: bool) -> None
             conn.execute("SELECT set_config('app.current_tenant', %s, %s)", (str(signed.b), not session_wide))
 
 
+@pytest.mark.rls_signing
 def test_a_proof_of_one_tenant_or_user_proves_no_other(signed: Signed) -> None:
     proof = signed.key.proof(signed.a, signed.user_a)
     with signed.connect() as conn:
@@ -126,6 +134,7 @@ def test_a_proof_of_one_tenant_or_user_proves_no_other(signed: Signed) -> None:
             conn.rollback()
 
 
+@pytest.mark.rls_signing
 def test_forged_stale_and_misplaced_proofs_prove_nothing(signed: Signed) -> None:
     other_key = ContextKey.generate(1)
     with signed.connect() as conn:
@@ -181,6 +190,7 @@ def test_the_check_runs_once_per_statement(signed: Signed) -> None:
         assert "rows=2 loops=1" in plan[0], plan  # the scan: A's two projects
 
 
+@pytest.mark.rls_signing
 def test_a_key_rotates_through_the_other_slot(signed: Signed) -> None:
     new = ContextKey.generate(2)
     with signed.owner() as owner:
@@ -201,6 +211,7 @@ def test_a_key_rotates_through_the_other_slot(signed: Signed) -> None:
             owner.execute("SELECT rls_tenancy.retire_context_key(2)")
 
 
+@pytest.mark.rls_signing
 def test_not_requiring_it_trusts_the_setting_again(signed: Signed) -> None:
     with signed.owner() as owner:
         owner.execute("SELECT rls_tenancy.require_signed_context(false)")
@@ -235,6 +246,7 @@ def test_a_bound_engine_with_the_key_acts_for_the_tenant_and_user(signed: Signed
         assert tuple(ids) == (signed.a, signed.user_a)
 
 
+@pytest.mark.rls_signing
 def test_injected_sql_cannot_switch_the_tenant_or_the_user(signed: Signed, signed_engine: Engine) -> None:
     with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
         conn.execute(text("SELECT set_config('app.current_tenant', :b, false)"), {"b": str(signed.b)})
@@ -245,6 +257,7 @@ def test_injected_sql_cannot_switch_the_tenant_or_the_user(signed: Signed, signe
         assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0
 
 
+@pytest.mark.rls_signing
 def test_injected_sql_cannot_mint_a_token_or_log_in_another_tenants_name(signed: Signed, signed_engine: Engine) -> None:
     with as_tenant(signed.a), signed_engine.connect() as conn:
         conn.execute(text("SELECT set_config('app.current_tenant', :b, true)"), {"b": str(signed.b)})
@@ -259,6 +272,7 @@ def test_injected_sql_cannot_mint_a_token_or_log_in_another_tenants_name(signed:
     assert logged and all(row[0] != signed.b for row in logged)
 
 
+@pytest.mark.rls_signing
 def test_a_proof_seen_in_one_transaction_is_worth_nothing_on_another_backend(signed: Signed) -> None:
     with signed.connect() as seen_on:
         pid = seen_on.info.backend_pid
@@ -344,3 +358,74 @@ def test_the_cli_makes_installs_rotates_and_requires_keys(
     assert "slot 2: empty" in capsys.readouterr().out
     assert main(["context-key", "install", *url]) == 2  # no key given, none in the environment
     assert "needs --key" in capsys.readouterr().err
+
+
+def _signing_findings(signed: Signed) -> list[tuple[str, str, str, str]]:
+    with signed.owner() as owner:
+        rows = owner.execute(
+            "SELECT severity, check_name, object_name, fix FROM rls_tenancy.findings()"
+            " WHERE check_name IN ('context_not_signed', 'context_key_missing', 'tenant_policy_unsigned')"
+        ).fetchall()
+    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+@pytest.mark.rls_signing
+def test_the_doctor_reports_a_policy_left_unsigned_and_its_fix_closes_it(signed: Signed) -> None:
+    assert _signing_findings(signed) == []
+    unsigned = "tenant_id = (NULLIF(current_setting('app.current_tenant', true), ''))::bigint"
+    with signed.owner() as owner:
+        owner.execute(f"ALTER POLICY tenant_isolation ON projects USING ({unsigned}) WITH CHECK ({unsigned})")
+    with signed.connect() as conn:
+        _bind(conn, signed.b, None, None)
+        assert _names(conn) == signed.names[signed.b]  # the leak the finding describes
+    [(severity, check, table, fix)] = _signing_findings(signed)
+    assert (severity, check, table.removeprefix("public.")) == ("error", "tenant_policy_unsigned", "projects")
+    with signed.owner() as owner:
+        owner.execute(fix)
+    assert _signing_findings(signed) == []
+    with signed.connect() as conn:
+        _bind(conn, signed.b, None, None)
+        assert _names(conn) == set()
+
+
+def test_the_doctor_reports_a_required_context_without_a_key(signed: Signed) -> None:
+    with signed.owner() as owner:
+        owner.execute("SELECT rls_tenancy.retire_context_key(1)")
+    try:
+        assert [row[:2] for row in _signing_findings(signed)] == [("error", "context_key_missing")]
+    finally:
+        with signed.owner() as owner:
+            owner.execute("SELECT rls_tenancy.install_context_key(1, %s)", (signed.key.key,))
+    assert _signing_findings(signed) == []
+
+
+def test_an_asyncio_engine_signs_too(signed: Signed) -> None:
+    async def scenario() -> tuple[set[str], set[str]]:
+        engine = bind_engine(create_async_engine(signed.db.app_url, pool_size=1), context_key=signed.key)
+        try:
+            with as_tenant(signed.b):
+                async with engine.connect() as conn:
+                    own = set((await conn.execute(text("SELECT name FROM projects"))).scalars())
+                    await conn.execute(text("SELECT set_config('app.current_tenant', :a, true)"), {"a": str(signed.a)})
+                    injected = set((await conn.execute(text("SELECT name FROM projects"))).scalars())
+            return own, injected
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(scenario()) == (signed.names[signed.b], set())
+
+
+def test_behind_pgbouncer_proofs_name_no_backend_and_still_prove_the_tenant(signed: Signed) -> None:
+    if find_pgbouncer() is None:
+        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
+    logins = {str(signed.db.app_url.username): str(signed.db.app_url.password)}
+    with pgbouncer(signed.db.superuser_url, logins, server_connections=1) as bouncer:
+        engine = bind_engine(create_engine(bouncer.url(signed.db.app_url), pool_size=2), context_key=signed.key)
+        try:
+            for tenant in (signed.a, signed.b):
+                with as_tenant(tenant), engine.connect() as conn:
+                    assert set(conn.execute(text("SELECT name FROM projects")).scalars()) == signed.names[tenant]
+                    proof = conn.execute(text("SELECT current_setting('app.context_proof')")).scalar()
+                    assert str(proof).split(":")[2] == "0"  # PgBouncer hides which backend serves it
+        finally:
+            engine.dispose()

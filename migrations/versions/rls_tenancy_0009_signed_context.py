@@ -5,7 +5,8 @@ sql/012_doctor.sql again (``authenticate_token()`` signs its own lookup,
 ``is_tenant_condition()`` knows the signed condition). Nothing changes behaviour until
 ``rls_tenancy.require_signed_context(true)``. The downgrade stops requiring
 it, removes what the script installed and restores ``tenant_condition()``
-(sql/004_isolation.sql).
+(sql/004_isolation.sql) and the doctor's stub of ``signing_findings()``
+(sql/012_doctor.sql).
 
 Revision ID: rls_tenancy_0009
 Revises: rls_tenancy_0008
@@ -28,4 +29,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     uninstall("uninstall_signed_context.sql")
-    install("004_isolation.sql")
+    install("004_isolation.sql", "012_doctor.sql")

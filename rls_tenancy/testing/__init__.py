@@ -18,10 +18,12 @@ Fixtures (registered automatically when ``rls-tenancy[testing]`` is installed):
 
 The sabotage runs: ``--rls-break=policy`` (every policy in ``rls_database``
 lets everything through), ``--rls-break=binding`` (the tenant bound
-session-wide) or ``--rls-break=orm`` (the ORM tenant filter off) breaks one
+session-wide), ``--rls-break=orm`` (the ORM tenant filter off) or
+``--rls-break=signing`` (the bound tenant taken without its proof) breaks one
 layer on purpose and runs only the tests marked ``rls_policy``,
-``rls_binding`` or ``rls_orm`` respectively, as strict xfails: a test that
-passes anyway does not rest on that layer, and fails the run.
+``rls_binding``, ``rls_orm`` or ``rls_signing`` respectively, as strict
+xfails: a test that passes anyway does not rest on that layer, and fails the
+run.
 """
 
 from __future__ import annotations

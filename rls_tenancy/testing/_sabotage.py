@@ -2,8 +2,8 @@
 
 A test that claims a layer keeps tenants apart proves it only if it fails
 once that layer is gone; the plugin breaks the layer and expects exactly
-that. The policies are broken in the test database, the binding and the
-ORM filter in this process.
+that. The policies and the signed context's check are broken in the test
+database, the binding and the ORM filter in this process.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rls_tenancy import binding, scoping
 from rls_tenancy.testing.database import _connect
 
 #: Each layer that can be broken, and the marker of the tests guarding it.
-MARKERS = {"policy": "rls_policy", "binding": "rls_binding", "orm": "rls_orm"}
+MARKERS = {"policy": "rls_policy", "binding": "rls_binding", "orm": "rls_orm", "signing": "rls_signing"}
 
 
 class _Policy(NamedTuple):
@@ -63,6 +63,21 @@ def open_every_policy(database_url: URL) -> None:
                     _EVERYTHING[policy.command],
                 )
             )
+
+
+# The signed context's check taken out: the bound tenant as set, proved or not.
+_UNCHECKED = """
+CREATE OR REPLACE FUNCTION rls_tenancy.verified_tenant() RETURNS bigint
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+RETURN nullif(pg_catalog.current_setting('app.current_tenant', true), '')::bigint
+"""
+
+
+def skip_signature_check(database_url: URL) -> None:
+    """Make the database take ``app.current_tenant`` without its proof, where it has a signed context at all."""
+    with _connect(database_url) as conn, conn.transaction():
+        if conn.execute("SELECT pg_catalog.to_regprocedure('rls_tenancy.verified_tenant()')").fetchone() != (None,):
+            conn.execute(_UNCHECKED)
 
 
 def break_process(layer: str | None) -> None:

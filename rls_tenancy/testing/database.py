@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +13,13 @@ from alembic.config import Config
 from psycopg import sql
 from sqlalchemy.engine import URL
 
+from rls_tenancy._signing import ENVIRONMENT, configured_key
+from rls_tenancy.context_key import ContextKey
 from rls_tenancy.migrate import upgrade
 from rls_tenancy.roles import RoleNames
+
+#: Set (to anything but 0 or empty) to make every test database require a signed context.
+SIGNED_ENVIRONMENT = "RLS_TENANCY_TEST_SIGNED"
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,11 @@ def empty_database(server_url: URL, *, prefix: str = "rls_empty") -> Iterator[UR
 
 @contextmanager
 def tenancy_database(
-    server_url: URL, *, roles: RoleNames | None = None, alembic_config: Config | None = None
+    server_url: URL,
+    *,
+    roles: RoleNames | None = None,
+    alembic_config: Config | None = None,
+    signed: bool | None = None,
 ) -> Iterator[TenancyDatabase]:
     """Create a database on ``server_url``, migrate it, and drop it afterwards.
 
@@ -56,6 +66,11 @@ def tenancy_database(
     By default the roles get names unique to this database (``rls_app_<hex>``
     ...), so concurrent test runs on one server do not meet; roles this
     function created are dropped with the database, others are left alone.
+
+    ``signed`` (default: ``$RLS_TENANCY_TEST_SIGNED``) makes the database
+    require a signed tenant context, with the key of
+    ``$RLS_TENANCY_CONTEXT_KEY``, which is set to a fresh one when unset: every
+    engine the process binds then signs with it.
     """
     suffix = secrets.token_hex(4)
     roles = roles or RoleNames(owner=f"rls_owner_{suffix}", app=f"rls_app_{suffix}", bypass=f"rls_admin_{suffix}")
@@ -66,6 +81,8 @@ def tenancy_database(
         try:
             with empty_database(server_url, prefix="rls_test") as database_url:
                 upgrade(database_url, roles=roles, config=alembic_config)
+                if signed if signed is not None else os.environ.get(SIGNED_ENVIRONMENT, "") not in ("", "0"):
+                    _require_signing(database_url)
                 for role, password in passwords.items():
                     admin.execute(
                         sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
@@ -80,3 +97,13 @@ def tenancy_database(
         finally:
             for role in created:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def _require_signing(database_url: URL) -> None:
+    key = configured_key(None)
+    if key is None:
+        key = ContextKey.generate()
+        os.environ[ENVIRONMENT] = str(key)
+    with _connect(database_url) as conn:
+        conn.execute("SELECT rls_tenancy.install_context_key(%s, %s)", (key.slot, key.key))
+        conn.execute("SELECT rls_tenancy.require_signed_context(true)")

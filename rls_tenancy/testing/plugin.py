@@ -8,7 +8,13 @@ import pytest
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
-from rls_tenancy.testing._sabotage import MARKERS, break_process, open_every_policy, restore_process
+from rls_tenancy.testing._sabotage import (
+    MARKERS,
+    break_process,
+    open_every_policy,
+    restore_process,
+    skip_signature_check,
+)
 from rls_tenancy.testing.database import TenancyDatabase, tenancy_database
 from rls_tenancy.testing.server import postgres_server
 
@@ -16,6 +22,7 @@ _CLAIMS = {
     "policy": "the row level security policies",
     "binding": "the per-transaction binding: the tenant transaction-local, the session reset between tenants",
     "orm": "the ORM tenant filter",
+    "signing": "the signed tenant context: PostgreSQL checks the proof beside the bound tenant",
 }
 
 
@@ -82,9 +89,12 @@ def rls_database(
 ) -> Iterator[TenancyDatabase]:
     """A fresh, migrated database with the owner, app and bypass roles.
 
-    Under ``--rls-break=policy`` every policy in it lets everything through.
+    Under ``--rls-break=policy`` every policy in it lets everything through;
+    under ``--rls-break=signing`` it takes the bound tenant without its proof.
     """
     with tenancy_database(rls_postgres_url, alembic_config=rls_alembic_config) as database:
         if pytestconfig.getoption("rls_break") == "policy":
             open_every_policy(database.superuser_url)
+        if pytestconfig.getoption("rls_break") == "signing":
+            skip_signature_check(database.superuser_url)
         yield database
