@@ -31,10 +31,15 @@ from sqlalchemy.exc import DBAPIError
 
 _CURRENT = text(
     "SELECT pg_catalog.current_setting('role') AS role, "
-    "pg_catalog.current_setting('app.current_tenant', true) AS tenant"
+    "pg_catalog.current_setting('app.current_tenant', true) AS tenant, "
+    "pg_catalog.current_setting('app.context_proof', true) AS proof, "
+    "pg_catalog.to_regprocedure('rls_tenancy.sign_context()') IS NOT NULL AS signable"
 )
 _SET_ROLE = text("SELECT pg_catalog.set_config('role', :role, true)")
 _SET_TENANT = text("SELECT pg_catalog.set_config('app.current_tenant', :tenant, true)")
+# As the owner, which holds the key: a database requiring a signed context takes the tenant with its proof.
+_SIGN = text("SELECT rls_tenancy.sign_context()")
+_SET_PROOF = text("SELECT pg_catalog.set_config('app.context_proof', :proof, true)")
 _ROLE = text("SELECT rls_tenancy.role_name(:purpose)")
 # A write, also at the end of a WITH: "WITH moved AS (...) UPDATE ...".
 _WRITE = re.compile(r"\s*(?:--[^\n]*\n\s*)*(?:with\b.*?)?\b(insert|update|delete|merge)\b", re.IGNORECASE | re.DOTALL)
@@ -62,6 +67,8 @@ def each_tenant(bind: Connection | None = None) -> Iterator[int]:
         connection.execute(_SET_ROLE, {"role": owner})
         for tenant_id in tenant_ids:
             connection.execute(_SET_TENANT, {"tenant": str(tenant_id)})
+            if before.signable:
+                connection.execute(_SIGN)
             yield int(tenant_id)
     finally:
         _restore(connection, before)
@@ -92,6 +99,7 @@ def _restore(connection: Connection, before: Any) -> None:
         return
     try:
         connection.execute(_SET_TENANT, {"tenant": before.tenant or ""})
+        connection.execute(_SET_PROOF, {"proof": before.proof or ""})
         connection.execute(_SET_ROLE, {"role": before.role})
     except DBAPIError:
         pass  # the transaction has failed; its rollback restores both

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from rls_tenancy import ContextKeyError, as_tenant, bind_engine
 from rls_tenancy.cli import main
 from rls_tenancy.context_key import ContextKey
+from rls_tenancy.migration_data import each_tenant
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing._sabotage import skip_signature_check
 from rls_tenancy.testing.database import tenancy_database
@@ -429,3 +430,18 @@ def test_behind_pgbouncer_proofs_name_no_backend_and_still_prove_the_tenant(sign
                     assert str(proof).split(":")[2] == "0"  # PgBouncer hides which backend serves it
         finally:
             engine.dispose()
+
+
+def test_a_data_migration_per_tenant_signs_each_tenant_it_binds(signed: Signed) -> None:
+    engine = create_engine(signed.db.superuser_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            seen = {
+                tenant: set(conn.execute(text("SELECT name FROM projects")).scalars()) for tenant in each_tenant(conn)
+            }
+            proof = conn.execute(text("SELECT current_setting('app.context_proof', true)")).scalar()
+            conn.rollback()
+    finally:
+        engine.dispose()
+    assert {tenant: seen[tenant] for tenant in (signed.a, signed.b)} == signed.names
+    assert not proof  # the migration's own (none) put back
