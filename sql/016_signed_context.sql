@@ -146,25 +146,9 @@ RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN ('x' OPERATOR(pg_catalog.||) pg_catalog.encode(bytes, 'hex'))::bit(64)::bigint;
 
--- The owner (or a superuser) installs and retires keys; no other role may.
+-- The owner (or a superuser) installs and retires keys; no other role may. A NULL key empties the
+-- slot: pg_sequence_last_value() then reads NULL (is_called false), as for a slot never set.
 CREATE OR REPLACE FUNCTION rls_tenancy.install_context_key(slot integer, key bytea)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF slot IS NULL OR slot NOT IN (1, 2) THEN
-        RAISE EXCEPTION 'rls_tenancy: a context key goes in slot 1 or 2, not %', slot;
-    END IF;
-    IF key IS NULL OR length(key) <> 16 THEN
-        RAISE EXCEPTION 'rls_tenancy: a context key is 16 bytes (128 bits), got %', coalesce(length(key), 0);
-    END IF;
-    PERFORM setval(format('rls_tenancy.context_key_%sa', slot)::regclass, rls_tenancy.int8recv_bytes(substr(key, 1, 8)), true);
-    PERFORM setval(format('rls_tenancy.context_key_%sb', slot)::regclass, rls_tenancy.int8recv_bytes(substr(key, 9, 8)), true);
-END
-$fn$;
-
-CREATE OR REPLACE FUNCTION rls_tenancy.retire_context_key(slot integer)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -173,11 +157,22 @@ BEGIN
     IF slot IS NULL OR slot NOT IN (1, 2) THEN
         RAISE EXCEPTION 'rls_tenancy: context key slots are 1 and 2, not %', slot;
     END IF;
-    -- is_called false: pg_sequence_last_value() reads NULL, as for a slot never set.
-    PERFORM setval(format('rls_tenancy.context_key_%sa', slot)::regclass, 1, false);
-    PERFORM setval(format('rls_tenancy.context_key_%sb', slot)::regclass, 1, false);
+    IF length(key) <> 16 THEN
+        RAISE EXCEPTION 'rls_tenancy: a context key is 16 bytes (128 bits), got %', length(key);
+    END IF;
+    PERFORM setval(format('rls_tenancy.context_key_%sa', slot)::regclass,
+                   coalesce(rls_tenancy.int8recv_bytes(substr(key, 1, 8)), 1), key IS NOT NULL);
+    PERFORM setval(format('rls_tenancy.context_key_%sb', slot)::regclass,
+                   coalesce(rls_tenancy.int8recv_bytes(substr(key, 9, 8)), 1), key IS NOT NULL);
 END
 $fn$;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.retire_context_key(slot integer)
+RETURNS void
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+    SELECT rls_tenancy.install_context_key(slot, NULL);
+END;
 
 
 -- The isolation condition on a tenant column; signed: then an InitPlan that checks the proof once
