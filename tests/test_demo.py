@@ -30,6 +30,8 @@ def test_demo_shows_two_isolated_tenants(
     assert "globex sees: Secret lab, Payroll\n" in out
     assert re.search(r"acme asks for globex's project #\d+: 404 no such project", out)
     assert "acme batch-updates all of globex's project ids: updated []" in out
+    assert "sets app.current_tenant to globex: sees 0 projects" in out
+    assert "RLS_TENANCY_CONTEXT_KEY" not in os.environ  # the demo's key stays the demo's
 
 
 def _databases(url: URL) -> set[str]:

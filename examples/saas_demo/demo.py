@@ -2,7 +2,8 @@
 
 Uses ``$DATABASE_URL`` (a superuser URL) when set, else starts a throwaway
 PostgreSQL. Creates a database of its own there, migrates it (the app's
-migrations with rls_tenancy's as a branch), seeds two tenants, shows what each
+migrations with rls_tenancy's as a branch), requires a signed tenant context
+(with a key made for the run), seeds two tenants, shows what each
 can reach, prints ``curl`` lines, and serves until Ctrl-C (or SIGTERM), after
 which it drops the database and stops the server it started.
 """
@@ -22,15 +23,16 @@ from types import FrameType
 
 from alembic.config import Config
 from flask import Flask
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import URL
 from werkzeug.serving import make_server
 
-from rls_tenancy import UnsafeBypass, bind_engine
+from rls_tenancy import ContextKey, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.audit_chain import verification_report
 from rls_tenancy.testing import postgres_server, tenancy_database
 from rls_tenancy.urls import database_url
 from saas_demo.app import create_app
+from saas_demo.models import Project
 from saas_demo.seed import PASSWORD, Seeded, seed
 
 ALEMBIC_INI = Path(__file__).parent / "alembic.ini"
@@ -71,6 +73,26 @@ def show_isolation(app: Flask, seeded: Seeded) -> None:
         "/api/projects/batch-update", headers=acme, json={"ids": seeded.projects["globex"], "status": "archived"}
     )
     print(f"  acme batch-updates all of globex's project ids: updated {batch.json['updated']}")  # type: ignore[index]
+
+
+def show_injection(engine: Engine, seeded: Seeded) -> None:
+    """SQL injected into acme's transaction that names globex as the tenant: the setting alone is no tenant."""
+    with as_tenant(seeded.tenants["acme"]), engine.connect() as conn:
+        conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(seeded.tenants["globex"])})
+        seen = conn.execute(select(func.count()).select_from(Project)).scalar_one()
+    print(f"  SQL injected into acme's transaction sets app.current_tenant to globex: sees {seen} projects")
+
+
+def _sign(db_superuser: URL, key: ContextKey) -> None:
+    """What `rls-tenancy context-key install` and `require` do: the demo's database takes no bare tenant."""
+    engine = create_engine(db_superuser)
+    try:
+        with engine.begin() as conn:
+            install = text("SELECT rls_tenancy.install_context_key(:slot, :key)")
+            conn.execute(install, {"slot": key.slot, "key": key.key})
+            conn.execute(text("SELECT rls_tenancy.require_signed_context(true)"))
+    finally:
+        engine.dispose()
 
 
 def show_audit(app: Flask, bypass: UnsafeBypass) -> None:
@@ -154,16 +176,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="  [log] %(name)s: %(message)s")
     _stop_on_signals()
     with _server() as (server_url, where), tenancy_database(server_url, alembic_config=Config(ALEMBIC_INI)) as db:
-        print(f"rls_tenancy demo on {where}; database {db.name}")
-        engines = [bind_engine(create_engine(db.app_url)), create_engine(db.bypass_url)]
+        print(f"rls_tenancy demo on {where}; database {db.name}, requiring a signed tenant context")
+        key = ContextKey.generate()  # in production: rls-tenancy context-key new, kept as a secret
+        _sign(db.superuser_url, key)
+        engines = [bind_engine(create_engine(db.app_url), context_key=key), create_engine(db.bypass_url)]
         bypass = UnsafeBypass(engines[1])
         seeded = seed(engines[0], bypass)
-        app = create_app(db.app_url, db.bypass_url)
+        app = create_app(db.app_url, db.bypass_url, RLS_TENANCY_CONTEXT_KEY=str(key))
         tenancy = app.extensions["rls_tenancy"]
         engines += [tenancy.engine, tenancy.audit_engine] + ([] if tenancy.bypass is None else [tenancy.bypass.engine])
         try:
             print("Two tenants, isolated by PostgreSQL row level security:")
             show_isolation(app, seeded)
+            show_injection(engines[0], seeded)
             print("Acme's audit log, as its admin reads it (GET /api/audit):")
             show_audit(app, bypass)
             if not args.no_serve:
