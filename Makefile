@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-sabotage test-oldest test-tools lint format clean bench bench-full bench-smoke soak
+.PHONY: install demo test test-signed test-sabotage test-oldest test-tools lint format clean bench bench-full bench-smoke soak
 
 # The PostgreSQL major version of the local binaries (for the pgTAP package name).
 PG_MAJOR ?= $(shell ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
@@ -28,12 +28,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	PYTHONPATH=examples $(BIN)/python -m saas_demo
 
-# The suite, then the sabotage runs: with one layer broken on purpose, every
-# test marked as guarding that layer must fail (the plugin runs them alone, as
-# strict xfails).
+# The suite, then the suite again against databases that require a signed
+# tenant context, then the sabotage runs: with one layer broken on purpose,
+# every test marked as guarding that layer must fail (the plugin runs them
+# alone, as strict xfails).
 test: $(STAMP) test-tools
 	$(PYTEST)
+	$(MAKE) --no-print-directory test-signed
 	$(MAKE) --no-print-directory test-sabotage
+
+test-signed: $(STAMP) test-tools
+	RLS_TENANCY_TEST_SIGNED=1 $(PYTEST) -q
 
 test-sabotage: $(STAMP)
 	$(PYTEST) -q -rfE --rls-break=policy

@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     pgbench = find_pgbench()
     if pgbench is None:
         raise SystemExit("pgbench is needed: install PostgreSQL's client tools (Debian: postgresql-client)")
-    with postgres_server() as server_url, tenancy_database(server_url) as db, tempfile.TemporaryDirectory() as tmp:
+    # Unsigned, always: the pgbench scripts bind with a bare set_config, and what is measured is the seal.
+    with (
+        postgres_server() as server_url,
+        tenancy_database(server_url, signed=False) as db,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         later = _later_script(Path(tmp))
         with _connect(db.superuser_url) as su:
             shipped = su.execute("SELECT pg_get_functiondef('rls_tenancy.seal_audit_event()'::regprocedure)").fetchone()

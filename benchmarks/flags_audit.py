@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from benchmarks.context import Context
 from benchmarks.dataset import connect
 from benchmarks.harness import Row, Section, Target, side_by_side
+from benchmarks.shapes import session_proof
 from rls_tenancy import Tenant, UnsafeBypass, as_tenant, bind_engine, log_event
 from rls_tenancy.audit_chain import verify_chains
 from rls_tenancy.feature_overrides import set_global_override, set_override
@@ -213,7 +214,10 @@ def _audit_on_the_server(ctx: Context, section: Section, app_url: URL, tenant: i
     """Server time per committed event, as the application role: what the chain costs PostgreSQL."""
     times: dict[str, list[float]] = {"plain": [], "audited": []}
     with connect(app_url) as conn:
-        conn.execute("SELECT set_config('bench.tenant', %s, false)", (str(tenant),))
+        conn.execute(
+            "SELECT set_config('bench.tenant', %s, false), set_config('app.context_proof', %s, false)",
+            (str(tenant), session_proof(conn, tenant)),
+        )
         for block in (SERVER_PLAIN, SERVER_AUDITED):  # warm: plans cached, chain head created
             conn.execute(block)
         for number in range(ctx.pick(2, 8, 20)):

@@ -21,6 +21,7 @@ from benchmarks import dataset as data
 from benchmarks.context import Context
 from benchmarks.harness import Row, Section, Target
 from benchmarks.shapes import SHAPES, Shape, bind_session, index_conditions, measure, plan, results
+from rls_tenancy.context_key import ContextKey
 
 OVERHEAD = Target("ratio", "<=", 1.05)
 
@@ -57,6 +58,7 @@ def run(ctx: Context) -> Section:
                     Target("value", "==", len(SHAPES)),
                 )
             )
+            _signed_rows(ctx, section, db.superuser_url, items, rls_conn, base_conn, samples)
             # RLS is applied while planning: a query PostgreSQL plans afresh for
             # each execution (a custom plan) pays it each time. With generic plans
             # (planned once per connection) what is left is the execution.
@@ -72,6 +74,59 @@ def run(ctx: Context) -> Section:
                 base, rls, ratio = measure(shape, items, rls_conn, table, base_conn, samples=2, loop=1)
                 section.add(Row(name, base * 1e3, rls * 1e3, "ms", None, "anti-pattern", paired_ratio=ratio))
     return section
+
+
+def _signed_rows(
+    ctx: Context,
+    section: Section,
+    superuser_url: Any,
+    items: data.Dataset,
+    rls_conn: psycopg.Connection[Any],
+    base_conn: psycopg.Connection[Any],
+    samples: int,
+) -> None:
+    """Each shape again with a signed context required, beside the baseline and the unsigned policy.
+
+    The unsigned and signed sides take turns against the same baseline; a
+    row's ``added`` is the signed side's server time over the unsigned one's
+    per query, against 10 µs for each isolated table the query reads.
+    """
+    key = ContextKey.generate()
+    with data.connect(superuser_url) as conn:
+        conn.execute("SELECT rls_tenancy.install_context_key(%s, %s)", (key.slot, key.key))
+    for shape in SHAPES:
+        unsigned, signed = _unsigned_then_signed(shape, items, rls_conn, base_conn, superuser_url, key, samples)
+        base, rls, ratio = signed
+        section.add(Row(f"{shape.name}, signed context", base * 1e3, rls * 1e3, "ms", None, paired_ratio=ratio))
+        section.add(
+            Row(
+                f"{shape.name}: signed over unsigned, per query",
+                unsigned[1] * 1e6,
+                signed[1] * 1e6,
+                "µs",
+                Target("added", "<=", 10.0 * shape.tables),
+            )
+        )
+        ctx.log(f"{shape.name}, signed: ratio {ratio:.3f}, +{(signed[1] - unsigned[1]) * 1e6:.1f} µs over unsigned")
+
+
+def _unsigned_then_signed(
+    shape: Shape,
+    items: data.Dataset,
+    rls_conn: psycopg.Connection[Any],
+    base_conn: psycopg.Connection[Any],
+    superuser_url: Any,
+    key: ContextKey,
+    samples: int,
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    measured = []
+    for required in (False, True):
+        with data.connect(superuser_url) as conn:
+            conn.execute("SELECT rls_tenancy.require_signed_context(%s)", (required,))
+        measured.append(measure(shape, items, rls_conn, items, base_conn, samples=samples, key=key))
+    with data.connect(superuser_url) as conn:
+        conn.execute("SELECT rls_tenancy.require_signed_context(false)")
+    return measured[0], measured[1]
 
 
 def _check(

@@ -21,6 +21,8 @@ import psycopg
 from psycopg import sql
 
 from benchmarks.dataset import LARGE_TENANT, Dataset
+from rls_tenancy._signing import configured_key
+from rls_tenancy.context_key import ContextKey
 
 Params = dict[str, Any]
 
@@ -35,6 +37,11 @@ class Shape:
     large: bool = False  # run as the large tenant rather than small ones
     weight: float = 1.0  # of the run's samples, for shapes much slower than the others
     scans_tenant: bool = False  # its cost grows with the tenant's rows (a COUNT, a text search)
+
+    @property
+    def tables(self) -> int:
+        """How many isolated tables the query reads: each checks a signed context's proof once."""
+        return 1 + ("{notes}" in self.rls)
 
     def statement(self, dataset: Dataset, rls: bool, *, in_loop: bool = False) -> sql.Composed:
         """The query for a client (psycopg placeholders) or for :func:`measure`'s loop (``p->>name``)."""
@@ -131,9 +138,24 @@ SHAPES = (
 )
 
 
-def bind_session(conn: psycopg.Connection[Any], tenant: int) -> None:
-    """Session-wide, for the benchmark connection only: the query cost is what is measured here."""
-    conn.execute("SELECT pg_catalog.set_config('app.current_tenant', %s, false)", (str(tenant),))
+def bind_session(conn: psycopg.Connection[Any], tenant: int, key: ContextKey | None = None) -> None:
+    """Session-wide, for the benchmark connection only: the query cost is what is measured here.
+
+    With ``key`` (or ``$RLS_TENANCY_CONTEXT_KEY``, a run against signing
+    databases), the proof too: a database that requires one checks it in
+    every statement.
+    """
+    conn.execute(
+        "SELECT pg_catalog.set_config('app.current_tenant', %s, false),"
+        " pg_catalog.set_config('app.context_proof', %s, false)",
+        (str(tenant), session_proof(conn, tenant, key)),
+    )
+
+
+def session_proof(conn: psycopg.Connection[Any], tenant: int, key: ContextKey | None = None) -> str:
+    """A proof of ``tenant`` (no user) for this connection's backend, good for five minutes; empty without a key."""
+    key = key or configured_key(None)
+    return "" if key is None else key.proof(tenant, None, pid=conn.info.backend_pid)
 
 
 def measure(
@@ -146,6 +168,7 @@ def measure(
     samples: int,
     seed: int = 7,
     loop: int | None = None,
+    key: ContextKey | None = None,
 ) -> tuple[float, float, float]:
     """Median server-side seconds per query (baseline, RLS) and the median of the per-sample ratios.
 
@@ -172,7 +195,7 @@ def measure(
         for index in range(samples + 1):  # the first warms caches and plans
             tenant = tenants[index % len(tenants)]
             params = json.dumps([shape.params(dataset, tenant, rng) for _ in range(loop)])
-            bind_session(rls_conn, tenant)
+            bind_session(rls_conn, tenant, key)
             # Warm: whichever side ran second would otherwise find the tenant's
             # pages in shared buffers that the first had to read.
             # Both warm, in the timed order, so each timed run follows the other side's.

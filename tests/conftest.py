@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from alembic.config import Config
 from psycopg import sql
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +37,24 @@ def run_in_threads(work: Callable[..., object], arguments: Iterable[tuple[object
         thread.start()
     for thread in threads:
         thread.join()
+
+
+_BIND_BARE = text(
+    "SELECT set_config('app.current_tenant', :tenant, true), set_config('app.current_user_id', :user, true)"
+)
+# As a superuser or the owner role: sign_context() is the owner's, and reads the key.
+SIGN_WHERE_REQUIRED = text("SELECT rls_tenancy.sign_context() WHERE rls_tenancy.context_signing_required()")
+
+
+def bind_then_become(conn: Connection, tenant: int, role: str, user: int | None = None) -> None:
+    """Bind ``tenant`` (and ``user``) by hand, signed where the database requires it, then ``SET LOCAL ROLE``.
+
+    For tests that act as the app role inside a superuser's transaction
+    (DDL first, then the app role's view of it).
+    """
+    conn.execute(_BIND_BARE, {"tenant": str(tenant), "user": "" if user is None else str(user)})
+    conn.execute(SIGN_WHERE_REQUIRED)
+    conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", role))
 
 
 def ddl(template: str, *names: str) -> str:

@@ -42,8 +42,8 @@ from rls_tenancy.audit_chain import (
     verify_chains,
 )
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.testing.database import tenancy_database
-from tests.conftest import World, ddl, run_in_threads
+from rls_tenancy.testing.database import signing_requested, tenancy_database
+from tests.conftest import World, bind_then_become, ddl, run_in_threads
 
 # Every column, with data in its jsonb text form: what event_hash() needs.
 EVENT_COLUMNS = (
@@ -409,8 +409,7 @@ def test_db_role_is_the_login_role_not_the_current_one(
         conn.begin()
         try:
             login = conn.execute(text("SELECT session_user")).scalar_one()
-            conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.app))
-            conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
+            bind_then_become(conn, world.a, db.roles.app)
             event_id = conn.execute(text("SELECT rls_tenancy.log_event('test.disguised')")).scalar_one()
             written = conn.execute(
                 text("SELECT db_role FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
@@ -440,9 +439,23 @@ def test_user_of_another_tenant_is_refused_and_nothing_is_written(
     else:
         with as_tenant(world.a), app_engine.begin() as conn:
             conn.execute(text("SELECT set_config('app.current_user_id', :u, true)"), {"u": str(people.b_user)})
+            if signing_requested():
+                _logged_as_nobody(conn, bypass_engine)
+                return
             caught = _log_in_savepoint(conn)
     _refused_with(caught, "42501", f"the bound user {people.b_user} is not a user of tenant {world.a}")
     assert _written_since(bypass_engine, last) == 0
+
+
+def _logged_as_nobody(conn: Connection, bypass_engine: Engine) -> None:
+    """Under a signed context, a user set by SQL breaks the proof: the event names no tenant and no user."""
+    event_id = log_event(conn, "test.forged", "no proof holds")
+    conn.commit()
+    with bypass_engine.connect() as reader:
+        stamped = reader.execute(
+            text("SELECT tenant_id, user_id FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
+        ).one()
+    assert tuple(stamped) == (None, None)
 
 
 def test_unknown_user_of_the_bound_tenant_is_refused(app_engine: Engine, bypass_engine: Engine, world: World) -> None:
@@ -466,6 +479,9 @@ def test_user_without_tenant_is_refused(app_engine: Engine, bypass_engine: Engin
     last = _last_id(bypass_engine)
     with app_engine.begin() as conn:
         conn.execute(text("SELECT set_config('app.current_user_id', :u, true)"), {"u": str(people.a_user)})
+        if signing_requested():
+            _logged_as_nobody(conn, bypass_engine)
+            return
         caught = _log_in_savepoint(conn)
     _refused_with(caught, "42501", "is bound without a tenant")
     assert _written_since(bypass_engine, last) == 0

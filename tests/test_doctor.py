@@ -27,6 +27,7 @@ from rls_tenancy.cli import main
 from rls_tenancy.doctor import Finding, findings
 from rls_tenancy.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import signing_requested
 from tests.conftest import ddl
 
 DOCTOR_DOCS = Path(__file__).parent.parent / "docs" / "doctor.md"
@@ -53,13 +54,14 @@ EXPECTED_CLEAN = {
     ("info", "unique_without_tenant", "rls_tenancy.users_pkey"),
 }
 TEMPORARY = ("warning", "app_role_temporary")
-UNSIGNED = ("warning", "context_not_signed")  # signing is opt-in: tests/test_signed_context.py requires it
+UNSIGNED = ("warning", "context_not_signed")  # unless RLS_TENANCY_TEST_SIGNED: then the database requires it
+WARNINGS = [TEMPORARY] if signing_requested() else [TEMPORARY, UNSIGNED]
 INFOS = len(EXPECTED_CLEAN)
 
 
 def _clean(database: str) -> set[Key]:
     """EXPECTED_CLEAN and the warnings that name the database (the test databases' names need no quotes)."""
-    return EXPECTED_CLEAN | {(*TEMPORARY, database), (*UNSIGNED, database)}
+    return EXPECTED_CLEAN | {(*warning, database) for warning in WARNINGS}
 
 
 # A new tenant table isolated as the library does it; its primary key
@@ -167,7 +169,7 @@ def test_migrated_database_reports_only_its_recorded_exemptions(superuser_engine
         found = _findings(conn)
         database = conn.execute(text("SELECT current_database()")).scalar_one()
     assert {_key(row) for row in found} == _clean(database)
-    assert len(found) == len(EXPECTED_CLEAN) + 2
+    assert len(found) == len(EXPECTED_CLEAN) + len(WARNINGS)
     for row in found:
         assert ("(exempt: " in row[3]) == (row[0] == "info")
         assert row[4].strip()
@@ -556,7 +558,7 @@ def test_well_made_objects_add_no_finding(
         found = [row for row in _findings(conn) if row[0] != "info"]
     before = [row for row in baseline if row[0] != "info"]
     assert found == before
-    assert sorted(row[:2] for row in before) == sorted([TEMPORARY, UNSIGNED])
+    assert sorted(row[:2] for row in before) == sorted(WARNINGS)
 
 
 # Subtler ways around the policies, each once missed by the doctor.
@@ -713,12 +715,12 @@ def test_cli_doctor_on_the_clean_database_exits_0_and_prints_a_table(
     assert status == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[-1] == f"0 error(s), 2 warning(s), {INFOS} info(s)"
+    assert lines[-1] == f"0 error(s), {len(WARNINGS)} warning(s), {INFOS} info(s)"
     assert any(
         line.startswith("INFO ") and "unique_without_tenant" in line and "rls_tenancy.users_pkey" in line
         for line in lines
     )
-    assert sum(line.strip().startswith("fix: ") for line in lines) == INFOS + 2
+    assert sum(line.strip().startswith("fix: ") for line in lines) == INFOS + len(WARNINGS)
 
 
 @pytest.mark.parametrize(
@@ -732,7 +734,7 @@ def test_cli_doctor_json_has_counts_and_findings(
     status = main(["doctor", "--database-url", _url(url), "--json"])
     assert status == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"] == {"error": 0, "warning": 2, "info": INFOS}
+    assert report["counts"] == {"error": 0, "warning": len(WARNINGS), "info": INFOS}
     assert {(f["severity"], f["check"], f["object"]) for f in report["findings"]} == _clean(db.name)
     assert all(set(f) == {"severity", "check", "object", "message", "fix"} for f in report["findings"])
 
@@ -750,7 +752,7 @@ def test_cli_doctor_exits_1_and_names_a_committed_error(
     out = capsys.readouterr().out
     assert any(line.split()[:3] == ["ERROR", "rls_not_forced", "public.projects"] for line in out.splitlines()), out
     assert "fix: ALTER TABLE public.projects FORCE ROW LEVEL SECURITY;" in out
-    assert out.splitlines()[-1].startswith("1 error(s), 2 warning(s)")
+    assert out.splitlines()[-1].startswith(f"1 error(s), {len(WARNINGS)} warning(s)")
     status = main(["doctor", "--database-url", _url(url), "--json"])
     assert status == 1
     report = json.loads(capsys.readouterr().out)
@@ -778,7 +780,7 @@ def test_cli_doctor_exits_2_for_a_role_that_may_not_run_it(
 def test_flask_tenancy_doctor_exits_0_on_the_demo_app(demo_app: Flask) -> None:
     result = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == f"0 error(s), 2 warning(s), {INFOS} info(s)"
+    assert result.output.splitlines()[-1] == f"0 error(s), {len(WARNINGS)} warning(s), {INFOS} info(s)"
     machine = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor", "--json"])
     assert machine.exit_code == 0, machine.output
-    assert json.loads(machine.output)["counts"] == {"error": 0, "warning": 2, "info": INFOS}
+    assert json.loads(machine.output)["counts"] == {"error": 0, "warning": len(WARNINGS), "info": INFOS}

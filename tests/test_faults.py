@@ -32,6 +32,7 @@ from rls_tenancy import RoleNames, UnsafeBypass, as_tenant, bind_engine, unavail
 from rls_tenancy.audit_chain import verify_chains
 from rls_tenancy.migrate import upgrade
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import require_signing, signing_requested
 from rls_tenancy.testing.proxy import RoundTripProxy
 from rls_tenancy.testing.server import LocalCluster, find_bindir, local_cluster
 from saas_demo.app import create_app
@@ -309,6 +310,8 @@ def test_a_real_server_restart_under_load_loses_nothing_acknowledged(restartable
     roles = RoleNames()
     passwords = {roles.app: secrets.token_urlsafe(12), roles.bypass: secrets.token_urlsafe(12)}
     upgrade(restartable.url, roles=roles, config=Config(DEMO_ALEMBIC_INI))
+    if signing_requested():
+        require_signing(restartable.url)
     conninfo = restartable.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as admin:
         for role, password in passwords.items():

@@ -20,17 +20,21 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from rls_tenancy import as_tenant
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import signing_requested
 from saas_demo.models import Project
 from tests.conftest import World
 
 SWITCH = text("SELECT set_config('app.current_tenant', :tenant, :session_wide)")
 
 
-def test_injected_sql_can_switch_the_tenant_for_its_transaction(app_engine: Engine, world: World) -> None:
+def test_injected_sql_switches_the_tenant_only_where_the_context_is_unsigned(app_engine: Engine, world: World) -> None:
     with as_tenant(world.a), app_engine.connect() as conn:
         conn.execute(SWITCH, {"tenant": str(world.b), "session_wide": False})
         stolen = set(conn.execute(text("SELECT name FROM projects")).scalars())
-    assert stolen == world.projects[world.b]  # the boundary: see the README's "does not protect against"
+    if signing_requested():  # RLS_TENANCY_TEST_SIGNED: the setting alone is no tenant
+        assert stolen == set()
+    else:  # the boundary: see the README's "does not protect against"
+        assert stolen == world.projects[world.b]
 
 
 @pytest.mark.parametrize("session_wide", [False, True], ids=["set_config local", "set_config session-wide"])

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from rls_tenancy.migrate import upgrade
 from rls_tenancy.migration_data import UntenantedWriteWarning, as_bypass_role, each_tenant, watch_untenanted_writes
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
-from tests.conftest import DEMO_ALEMBIC_INI, ddl
+from tests.conftest import DEMO_ALEMBIC_INI, SIGN_WHERE_REQUIRED, ddl
 
 ARCHIVE_ALL = text("UPDATE projects SET status = 'archived' WHERE status = 'active'")
 WHO = text(
@@ -203,6 +203,7 @@ def test_no_warning_for_writes_that_changed_rows_or_escape_rls(
     # The owner with a tenant bound: rows changed, or none (that tenant has nothing to change).
     for tenant, count in scratch.projects.items():
         migration.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(tenant)})
+        migration.execute(SIGN_WHERE_REQUIRED)  # as the owner, which holds the key
         assert migration.execute(ARCHIVE_ALL).rowcount == count
     assert _untenanted(recorded) == []
     # The same statement as the owner without a tenant is the one that warns.

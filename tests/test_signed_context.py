@@ -294,7 +294,10 @@ def test_a_proof_seen_in_one_transaction_is_worth_nothing_on_another_backend(sig
     ],
     ids=["no key", "another key", "an empty slot"],
 )
-def test_a_key_that_does_not_fit_fails_at_connect(signed: Signed, key: ContextKey | None, says: str) -> None:
+def test_a_key_that_does_not_fit_fails_at_connect(
+    signed: Signed, key: ContextKey | None, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RLS_TENANCY_CONTEXT_KEY", raising=False)
     engine = bind_engine(create_engine(signed.db.app_url), context_key=key)
     try:
         with pytest.raises(ContextKeyError, match=says), engine.connect():

@@ -14,11 +14,18 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from rls_tenancy import InsecureRoleError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy._resources import install_scripts, sql_script
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import signing_requested
 from rls_tenancy.tokens import issue_token, parse_token, revoke_token
 from tests.conftest import World, ddl
 
 #: What the tenant policies say, as pg_get_expr() shows them (rls_tenancy.tenant_condition()).
-POLICY_CONDITION = "(tenant_id = (NULLIF(current_setting('app.current_tenant'::text, true), ''::text))::bigint)"
+UNSIGNED_CONDITION = "(tenant_id = (NULLIF(current_setting('app.current_tenant'::text, true), ''::text))::bigint)"
+# With RLS_TENANCY_TEST_SIGNED, the database requires a signed context: the proof's check follows.
+POLICY_CONDITION = (
+    f"({UNSIGNED_CONDITION} AND (( SELECT rls_tenancy.verified_tenant() AS verified_tenant) IS NOT NULL))"
+    if signing_requested()
+    else UNSIGNED_CONDITION
+)
 
 
 def _scalar(conn: Connection, query: str, **params: object) -> object:

@@ -52,7 +52,7 @@ from rls_tenancy.alembic_ops import AddTenantForeignKeyOp
 from rls_tenancy.tenant_keys import tenant_foreign_key, tenant_key
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
 from saas_demo.models import Base, Project, Task
-from tests.conftest import World, ddl
+from tests.conftest import World, bind_then_become
 
 Refusal = tuple[str | None, str | None, str | None, str | None]  # sqlstate, message, detail, constraint
 
@@ -111,8 +111,7 @@ def test_a_plain_foreign_key_would_let_tenants_point_across_and_tell_ids_apart(
             conn.execute(text("ALTER TABLE tasks DROP CONSTRAINT tasks_project_fkey"))
             conn.execute(text("ALTER TABLE projects ADD UNIQUE (id)"))  # what a plain key needs, and the oracle
             conn.execute(text("ALTER TABLE tasks ADD FOREIGN KEY (project_id) REFERENCES projects (id)"))
-            conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.app))
-            conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
+            bind_then_become(conn, world.a, db.roles.app)
             conn.execute(INSERT_TASK, {"project_id": theirs})  # tenant A's task now points into tenant B
             with pytest.raises(IntegrityError) as refused, conn.begin_nested():
                 conn.execute(INSERT_TASK, {"project_id": nowhere})  # while a free id is refused: an oracle
@@ -289,8 +288,7 @@ def test_a_post_cannot_name_another_tenants_user(tables: Connection, db: Tenancy
         for tenant in (world.a, world.b)
     }
     nowhere = max(authors.values()) + 1000
-    tables.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.app))
-    tables.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(world.a)})
+    bind_then_become(tables, world.a, db.roles.app)
     insert = text("INSERT INTO key_posts (author_id) VALUES (:author)")
     tables.execute(insert, {"author": authors[world.a]})
 

@@ -175,7 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="  [log] %(name)s: %(message)s")
     _stop_on_signals()
-    with _server() as (server_url, where), tenancy_database(server_url, alembic_config=Config(ALEMBIC_INI)) as db:
+    with (
+        _server() as (server_url, where),
+        tenancy_database(server_url, alembic_config=Config(ALEMBIC_INI), signed=False) as db,  # signed below
+    ):
         print(f"rls_tenancy demo on {where}; database {db.name}, requiring a signed tenant context")
         key = ContextKey.generate()  # in production: rls-tenancy context-key new, kept as a secret
         _sign(db.superuser_url, key)

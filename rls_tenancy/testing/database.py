@@ -81,8 +81,8 @@ def tenancy_database(
         try:
             with empty_database(server_url, prefix="rls_test") as database_url:
                 upgrade(database_url, roles=roles, config=alembic_config)
-                if signed if signed is not None else os.environ.get(SIGNED_ENVIRONMENT, "") not in ("", "0"):
-                    _require_signing(database_url)
+                if signed if signed is not None else signing_requested():
+                    require_signing(database_url)
                 for role, password in passwords.items():
                     admin.execute(
                         sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
@@ -99,7 +99,13 @@ def tenancy_database(
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
-def _require_signing(database_url: URL) -> None:
+def signing_requested() -> bool:
+    """Whether ``$RLS_TENANCY_TEST_SIGNED`` asks test databases to require a signed context."""
+    return os.environ.get(SIGNED_ENVIRONMENT, "") not in ("", "0")
+
+
+def require_signing(database_url: URL) -> None:
+    """Install ``$RLS_TENANCY_CONTEXT_KEY`` (set to a fresh key when unset) and require a signed context."""
     key = configured_key(None)
     if key is None:
         key = ContextKey.generate()
