@@ -1189,3 +1189,19 @@ def test_purge_cuts_only_a_prefix_that_is_old_throughout(scratch: Scratch) -> No
 def test_no_tenant_can_have_id_0_which_names_the_chain_without_a_tenant(bypass_engine: Engine) -> None:
     with bypass_engine.connect() as conn, pytest.raises(DBAPIError, match="tenants_id_positive"):
         conn.execute(text("INSERT INTO rls_tenancy.tenants (id, slug, name) VALUES (0, 'zero', 'Zero')"))
+
+
+def test_injected_sql_names_another_user_of_its_tenant_only_where_the_context_is_unsigned(
+    app_engine: Engine, bypass_engine: Engine, world: World, people: People
+) -> None:
+    """The user filters no rows, it attributes: unsigned, SQL that sets it is believed within its tenant."""
+    other = _add_user(app_engine, world.a)
+    with as_tenant(world.a, user=people.a_user), app_engine.begin() as conn:
+        conn.execute(text("SELECT set_config('app.current_user_id', :u, true)"), {"u": str(other)})
+        event_id = log_event(conn, "test.impersonated", "as another user of A")
+    with bypass_engine.connect() as reader:
+        stamped = reader.execute(
+            text("SELECT tenant_id, user_id FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
+        ).one()
+    expected = (None, None) if signing_requested() else (world.a, other)  # signed: the proof no longer holds
+    assert tuple(stamped) == expected
