@@ -27,7 +27,7 @@ from rls_tenancy.context_key import ContextKey
 from rls_tenancy.migration_data import each_tenant
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing._sabotage import skip_signature_check
-from rls_tenancy.testing.database import tenancy_database
+from rls_tenancy.testing.database import require_signing, tenancy_database
 from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
 from rls_tenancy.tokens import issue_token
 from saas_demo.app import create_app
@@ -87,8 +87,7 @@ def signed(rls_postgres_url: URL, pytestconfig: pytest.Config) -> Iterator[Signe
                 (ids[0],),
             ).fetchone()
             assert user is not None
-            conn.execute("SELECT rls_tenancy.install_context_key(1, %s)", (key.key,))
-            conn.execute("SELECT rls_tenancy.require_signed_context(true)")
+        require_signing(db.superuser_url, key)
         if pytestconfig.getoption("rls_break") == "signing":
             skip_signature_check(db.superuser_url)
         names = {ids[0]: {"a-one", "a-two"}, ids[1]: {"b-one", "b-two"}}
@@ -114,12 +113,12 @@ def test_a_bare_setting_is_no_tenant(signed: Signed, session_wide: bool) -> None
         assert _names(conn) == set()
         assert conn.execute("SELECT rls_tenancy.current_tenant_id()").fetchone() == (None,)
         # The default tenant is the verified one (none), and naming B is refused too.
-        for statement in (
-            "INSERT INTO projects (name) VALUES ('planted')",
-            f"INSERT INTO projects (tenant_id, name) VALUES ({signed.b}, 'planted')",
+        for statement, values in (
+            ("INSERT INTO projects (name) VALUES ('planted')", ()),
+            ("INSERT INTO projects (tenant_id, name) VALUES (%s, 'planted')", (signed.b,)),
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-                conn.execute(statement)
+                conn.execute(statement, values)
             conn.rollback()
             conn.execute("SELECT set_config('app.current_tenant', %s, %s)", (str(signed.b), not session_wide))
 
@@ -368,6 +367,14 @@ def test_the_cli_makes_installs_rotates_and_requires_keys(
     assert "needs --key" in capsys.readouterr().err
 
 
+# A policy left trusting the bare setting, as one written by hand would.
+UNSIGNED_POLICY = (
+    "ALTER POLICY tenant_isolation ON projects"
+    " USING (tenant_id = (NULLIF(current_setting('app.current_tenant', true), ''))::bigint)"
+    " WITH CHECK (tenant_id = (NULLIF(current_setting('app.current_tenant', true), ''))::bigint)"
+)
+
+
 def _signing_findings(signed: Signed) -> list[tuple[str, str, str, str]]:
     with signed.owner() as owner:
         rows = owner.execute(
@@ -380,9 +387,8 @@ def _signing_findings(signed: Signed) -> list[tuple[str, str, str, str]]:
 @pytest.mark.rls_signing
 def test_the_doctor_reports_a_policy_left_unsigned_and_its_fix_closes_it(signed: Signed) -> None:
     assert _signing_findings(signed) == []
-    unsigned = "tenant_id = (NULLIF(current_setting('app.current_tenant', true), ''))::bigint"
     with signed.owner() as owner:
-        owner.execute(f"ALTER POLICY tenant_isolation ON projects USING ({unsigned}) WITH CHECK ({unsigned})")
+        owner.execute(UNSIGNED_POLICY)
     with signed.connect() as conn:
         _bind(conn, signed.b, None, None)
         assert _names(conn) == signed.names[signed.b]  # the leak the finding describes

@@ -30,6 +30,7 @@ from werkzeug.serving import make_server
 from rls_tenancy import ContextKey, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.audit_chain import verification_report
 from rls_tenancy.testing import postgres_server, tenancy_database
+from rls_tenancy.testing.database import require_signing
 from rls_tenancy.urls import database_url
 from saas_demo.app import create_app
 from saas_demo.models import Project
@@ -81,18 +82,6 @@ def show_injection(engine: Engine, seeded: Seeded) -> None:
         conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(seeded.tenants["globex"])})
         seen = conn.execute(select(func.count()).select_from(Project)).scalar_one()
     print(f"  SQL injected into acme's transaction sets app.current_tenant to globex: sees {seen} projects")
-
-
-def _sign(db_superuser: URL, key: ContextKey) -> None:
-    """What `rls-tenancy context-key install` and `require` do: the demo's database takes no bare tenant."""
-    engine = create_engine(db_superuser)
-    try:
-        with engine.begin() as conn:
-            install = text("SELECT rls_tenancy.install_context_key(:slot, :key)")
-            conn.execute(install, {"slot": key.slot, "key": key.key})
-            conn.execute(text("SELECT rls_tenancy.require_signed_context(true)"))
-    finally:
-        engine.dispose()
 
 
 def show_audit(app: Flask, bypass: UnsafeBypass) -> None:
@@ -181,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         print(f"rls_tenancy demo on {where}; database {db.name}, requiring a signed tenant context")
         key = ContextKey.generate()  # in production: rls-tenancy context-key new, kept as a secret
-        _sign(db.superuser_url, key)
+        require_signing(db.superuser_url, key)  # what rls-tenancy context-key install and require do
         engines = [bind_engine(create_engine(db.app_url), context_key=key), create_engine(db.bypass_url)]
         bypass = UnsafeBypass(engines[1])
         seeded = seed(engines[0], bypass)

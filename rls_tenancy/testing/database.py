@@ -104,9 +104,14 @@ def signing_requested() -> bool:
     return os.environ.get(SIGNED_ENVIRONMENT, "") not in ("", "0")
 
 
-def require_signing(database_url: URL) -> None:
-    """Install ``$RLS_TENANCY_CONTEXT_KEY`` (set to a fresh key when unset) and require a signed context."""
-    key = configured_key(None)
+def require_signing(database_url: URL, key: ContextKey | None = None) -> None:
+    """Install ``key`` and require a signed context: what ``rls-tenancy context-key install`` and ``require`` do.
+
+    Without ``key``, the one of ``$RLS_TENANCY_CONTEXT_KEY``, which is set to
+    a fresh one when unset.
+    """
+    if key is None:
+        key = configured_key(None)
     if key is None:
         key = ContextKey.generate()
         os.environ[ENVIRONMENT] = str(key)
