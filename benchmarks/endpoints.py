@@ -13,7 +13,9 @@ request in flight, as with one client of either app; each app's throughput
 is its requests over the time they took), and 16 clients load each app in
 turn in short rounds, back to back. The throughput ratio is the median of
 the rounds' ratios; p99 is over all of an app's requests together; memory
-is each server's peak over all of them.
+is each server's peak over all of them. Then the same rows with the
+database requiring a signed tenant context and the demo app signing with
+its key (a fresh server process), against the same baseline.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from benchmarks.dataset import connect
 from benchmarks.endpoints_baseline import create_baseline_app
 from benchmarks.harness import Row, Section, Target, percentile
 from benchmarks.load import Load, Served, run_alternating, run_load
-from rls_tenancy import UnsafeBypass, bind_engine
+from rls_tenancy import ContextKey, UnsafeBypass, bind_engine
+from rls_tenancy._signing import ENVIRONMENT
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import require_signing, signing_requested
 from saas_demo.app import create_app
 from saas_demo.seed import Seeded, seed
 
@@ -50,35 +54,59 @@ def run(ctx: Context) -> Section:
     with ctx.demo_database() as db:
         seeded = prepare(db)
         tokens = [seeded.tokens["acme/ci"], seeded.tokens["globex/ci"]]
-        tenancy = Served(create_app, db.app_url, db.bypass_url)
         baseline = Served(create_baseline_app, db.bypass_url)
         try:
-            for method, label in (("GET", "read: GET /api/projects"), ("POST", "write: POST /api/projects")):
-                for clients in (1, 16):
-                    runs: dict[str, list[Load]] = {"baseline": [], "tenancy": []}
-                    for number in range(rounds):
-                        if clients == 1:
-                            ports = (baseline.port, tenancy.port)
-                            loads = run_alternating(ports, method, "/api/projects", tokens, 2 * seconds)
-                        else:
-                            order = (baseline, tenancy) if number % 2 == 0 else (tenancy, baseline)
-                            done = {
-                                served: run_load(served.port, method, "/api/projects", tokens, clients, seconds)
-                                for served in order
-                            }
-                            loads = (done[baseline], done[tenancy])
-                        runs["baseline"].append(loads[0])
-                        runs["tenancy"].append(loads[1])
-                    _rows(section, f"{label}, {clients} client{'s' if clients > 1 else ''}", runs)
-                    ctx.log(f"{label}, {clients} clients done")
-            base_rss, rls_rss = baseline.peak_rss_kib(), tenancy.peak_rss_kib()
-            section.add(
-                Row("peak resident memory of the server process", base_rss / 1024, rls_rss / 1024, "MiB", MEMORY)
-            )
+            tenancy = Served(create_app, db.app_url, db.bypass_url)
+            try:
+                _loads(ctx, section, baseline, tenancy, tokens, rounds, seconds, "")
+                base_rss, rls_rss = baseline.peak_rss_kib(), tenancy.peak_rss_kib()
+                section.add(
+                    Row("peak resident memory of the server process", base_rss / 1024, rls_rss / 1024, "MiB", MEMORY)
+                )
+            finally:
+                tenancy.stop()
+            if not signing_requested():  # else the rows above are signed already
+                key = ContextKey.generate()
+                require_signing(db.superuser_url, key)
+                signed = Served(create_app, db.app_url, db.bypass_url, environment={ENVIRONMENT: str(key)})
+                try:
+                    _loads(ctx, section, baseline, signed, tokens, rounds, seconds, ", signed context")
+                finally:
+                    signed.stop()
         finally:
-            tenancy.stop()
             baseline.stop()
     return section
+
+
+def _loads(
+    ctx: Context,
+    section: Section,
+    baseline: Served,
+    tenancy: Served,
+    tokens: list[str],
+    rounds: int,
+    seconds: float,
+    suffix: str,
+) -> None:
+    """The read and write rows, 1 and 16 clients, ``tenancy`` against ``baseline``."""
+    for method, label in (("GET", "read: GET /api/projects"), ("POST", "write: POST /api/projects")):
+        for clients in (1, 16):
+            runs: dict[str, list[Load]] = {"baseline": [], "tenancy": []}
+            for number in range(rounds):
+                if clients == 1:
+                    ports = (baseline.port, tenancy.port)
+                    loads = run_alternating(ports, method, "/api/projects", tokens, 2 * seconds)
+                else:
+                    order = (baseline, tenancy) if number % 2 == 0 else (tenancy, baseline)
+                    done = {
+                        served: run_load(served.port, method, "/api/projects", tokens, clients, seconds)
+                        for served in order
+                    }
+                    loads = (done[baseline], done[tenancy])
+                runs["baseline"].append(loads[0])
+                runs["tenancy"].append(loads[1])
+            _rows(section, f"{label}, {clients} client{'s' if clients > 1 else ''}{suffix}", runs)
+            ctx.log(f"{label}, {clients} clients{suffix} done")
 
 
 def prepare(db: TenancyDatabase) -> Seeded:

@@ -43,8 +43,11 @@ class _KeepAlive(WSGIRequestHandler):
 NO_RESET = "RLS_TENANCY_BENCH_NO_RESET"
 
 
-def _serve(factory: Callable[..., Flask], args: tuple[Any, ...], ready: Connection) -> None:
+def _serve(
+    factory: Callable[..., Flask], args: tuple[Any, ...], environment: dict[str, str], ready: Connection
+) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    os.environ.update(environment)
     if os.environ.get(NO_RESET):
         binding._resetting = False  # a measurement only: never outside a benchmark
     app = factory(*args)
@@ -56,9 +59,10 @@ def _serve(factory: Callable[..., Flask], args: tuple[Any, ...], ready: Connecti
 class Served:
     """An app served in a child process; ``port`` once it is listening."""
 
-    def __init__(self, factory: Callable[..., Flask], *args: Any) -> None:
+    def __init__(self, factory: Callable[..., Flask], *args: Any, environment: dict[str, str] | None = None) -> None:
+        """``environment``: variables set in the server process before ``factory`` runs."""
         receiving, sending = _SPAWN.Pipe(duplex=False)
-        self.process = _SPAWN.Process(target=_serve, args=(factory, args, sending), daemon=True)
+        self.process = _SPAWN.Process(target=_serve, args=(factory, args, environment or {}, sending), daemon=True)
         self.process.start()
         if not receiving.poll(60):
             self.stop()

@@ -68,6 +68,9 @@ def run(ctx: Context) -> Section:
                 base, rls, ratio = measure(shape, items, rls_conn, items, base_conn, samples=max(2, samples // 2))
                 what = f"{shape.name}, generic plans"
                 section.add(Row(what, base * 1e3, rls * 1e3, "ms", None, "planning excluded", paired_ratio=ratio))
+            _signed_rows(
+                ctx, section, db.superuser_url, items, rls_conn, base_conn, max(2, samples // 2), ", generic plans"
+            )
             for conn in (rls_conn, base_conn):
                 conn.execute("RESET plan_cache_mode")
             for name, shape, table in _anti_patterns(ctx, db.superuser_url, items):
@@ -84,12 +87,14 @@ def _signed_rows(
     rls_conn: psycopg.Connection[Any],
     base_conn: psycopg.Connection[Any],
     samples: int,
+    plans: str = "",
 ) -> None:
     """Each shape again with a signed context required, beside the baseline and the unsigned policy.
 
     The unsigned and signed policies are each timed against the baseline,
     sample by sample; a row's ``added`` is what the signed one adds per query
     over the unsigned one, against 10 µs for each isolated table it reads.
+    ``plans`` names the connections' plan cache mode, when not the default.
     """
     key = ContextKey.generate()
     with data.connect(superuser_url) as conn:
@@ -97,13 +102,13 @@ def _signed_rows(
     for shape in SHAPES:
         unsigned, signed = _unsigned_then_signed(shape, items, rls_conn, base_conn, superuser_url, key, samples)
         base, rls, ratio = signed
-        section.add(Row(f"{shape.name}, signed context", base * 1e3, rls * 1e3, "ms", None, paired_ratio=ratio))
+        section.add(Row(f"{shape.name}, signed context{plans}", base * 1e3, rls * 1e3, "ms", None, paired_ratio=ratio))
         # Each side's ratio is paired with the baseline sample by sample; the baseline's time
         # turns their difference into µs (two runs' medians would differ by their drift).
         before, after = base * unsigned[2] * 1e6, base * ratio * 1e6
         section.add(
             Row(
-                f"{shape.name}: signed over unsigned, per query",
+                f"{shape.name}: signed over unsigned, per query{plans}",
                 before,
                 after,
                 "µs",
@@ -111,7 +116,8 @@ def _signed_rows(
                 f"{shape.tables} isolated table(s)",
             )
         )
-        ctx.log(f"{shape.name}, signed: ratio {ratio:.3f} (unsigned {unsigned[2]:.3f}), +{after - before:.1f} µs")
+        added = after - before
+        ctx.log(f"{shape.name}, signed{plans}: ratio {ratio:.3f} (unsigned {unsigned[2]:.3f}), +{added:.1f} µs")
 
 
 def _unsigned_then_signed(

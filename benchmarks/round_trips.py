@@ -14,7 +14,8 @@ would (``with Session() as s, s.begin(): s.scalars(select(Item)...)``):
 the baseline a plain ``sessionmaker`` and model with its explicit ``WHERE
 tenant_id``, rls_tenancy a ``sessionmaker(query_cls=TenantQuery)`` given
 to ``scope_sessions``, a ``TenantBoundMixin`` model and no ``WHERE`` of its
-own.
+own. The one-query rows are then counted and timed again with the
+database requiring a signed tenant context and the bound engines signing.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from benchmarks import dataset as data
 from benchmarks.context import Context
 from benchmarks.harness import Row, Section, Target, side_by_side
-from rls_tenancy import TenantBoundMixin, TenantQuery, as_tenant, bind_engine, scope_sessions
+from rls_tenancy import ContextKey, TenantBoundMixin, TenantQuery, as_tenant, bind_engine, scope_sessions
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import require_signing, signing_requested
 from rls_tenancy.testing.proxy import RoundTripProxy
 
 NO_EXTRA = Target("added", "<=", 0, "round trips")
@@ -111,7 +113,42 @@ def run(ctx: Context) -> Section:
                 if queries == 1:
                     section.add(Row(f"{SESSION}, 1 ms each way", orm_s[0] * 1e3, orm_s[1] * 1e3, "ms", LATENCY))
                     ctx.log(f"one query through a Session at 1 ms: ratio {orm_s[1] / orm_s[0]:.3f}")
+        if not signing_requested():  # else the rows above are signed already
+            _signed_rows(ctx, section, db, items, transactions)
     return section
+
+
+def _signed_rows(ctx: Context, section: Section, db: TenancyDatabase, items: data.Dataset, transactions: int) -> None:
+    """The one-query rows again, the database requiring a signed context and the engines signing."""
+    key = ContextKey.generate()
+    require_signing(db.superuser_url, key)
+    suffix = ", signed context"
+    with RoundTripProxy(str(db.app_url.host), int(db.app_url.port or 5432)) as proxy:
+        base, rls = (_counted(proxy, url, items, 1, bound, key) for url, bound in _sides(db, proxy.port))
+        section.add(Row(f"1-query transaction{suffix}", base, rls, "round trips", NO_EXTRA))
+        base, rls = (_counted_async(proxy, url, items, 1, bound, key) for url, bound in _sides(db, proxy.port))
+        section.add(Row(f"1-query transaction, asyncio{suffix}", base, rls, "round trips", NO_EXTRA))
+        base, rls = (_counted_session(proxy, url, items, bound, key) for url, bound in _sides(db, proxy.port))
+        section.add(Row(f"{SESSION}{suffix}", base, rls, "round trips", NO_EXTRA))
+    with _proxy_process(str(db.app_url.host), int(db.app_url.port or 5432), delay=0.001) as port:
+        engines = [_engine(url, bound, key) for url, bound in _sides(db, port)]
+        try:
+            base_s, rls_s = side_by_side(
+                _transaction(engines[0], items, 1, False),
+                _transaction(engines[1], items, 1, True),
+                repeats=transactions,
+            )
+            orm_s = side_by_side(
+                session_transaction(engines[0], items, False),
+                session_transaction(engines[1], items, True),
+                repeats=transactions,
+            )
+        finally:
+            for engine in engines:
+                engine.dispose()
+    section.add(Row(f"1-query transaction, 1 ms each way{suffix}", base_s * 1e3, rls_s * 1e3, "ms", LATENCY))
+    section.add(Row(f"{SESSION}, 1 ms each way{suffix}", orm_s[0] * 1e3, orm_s[1] * 1e3, "ms", LATENCY))
+    ctx.log(f"signed at 1 ms: ratio {rls_s / base_s:.3f}, through a Session {orm_s[1] / orm_s[0]:.3f}")
 
 
 @contextmanager
@@ -142,9 +179,9 @@ def _sides(db: TenancyDatabase, port: int) -> list[tuple[URL, bool]]:
     ]
 
 
-def _engine(url: URL, bound: bool) -> Engine:
+def _engine(url: URL, bound: bool, key: ContextKey | None = None) -> Engine:
     engine = create_engine(url, pool_size=1, max_overflow=0)
-    return bind_engine(engine) if bound else engine
+    return bind_engine(engine, context_key=key) if bound else engine
 
 
 def _statements(items: data.Dataset, queries: int, bound: bool, rng: random.Random) -> list[tuple[str, dict[str, int]]]:
@@ -190,8 +227,10 @@ def session_transaction(engine: Engine, items: data.Dataset, bound: bool) -> Cal
     return tenancy
 
 
-def _counted_session(proxy: RoundTripProxy, url: URL, items: data.Dataset, bound: bool) -> float:
-    engine = _engine(url, bound)
+def _counted_session(
+    proxy: RoundTripProxy, url: URL, items: data.Dataset, bound: bool, key: ContextKey | None = None
+) -> float:
+    engine = _engine(url, bound, key)
     try:
         return _count(proxy, session_transaction(engine, items, bound))
     finally:
@@ -208,19 +247,23 @@ def _count(proxy: RoundTripProxy, work: Callable[[], None]) -> float:
     return proxy.round_trips / 10
 
 
-def _counted(proxy: RoundTripProxy, url: URL, items: data.Dataset, queries: int, bound: bool) -> float:
-    engine = _engine(url, bound)
+def _counted(
+    proxy: RoundTripProxy, url: URL, items: data.Dataset, queries: int, bound: bool, key: ContextKey | None = None
+) -> float:
+    engine = _engine(url, bound, key)
     try:
         return _count(proxy, _transaction(engine, items, queries, bound))
     finally:
         engine.dispose()
 
 
-def _counted_async(proxy: RoundTripProxy, url: URL, items: data.Dataset, queries: int, bound: bool) -> float:
+def _counted_async(
+    proxy: RoundTripProxy, url: URL, items: data.Dataset, queries: int, bound: bool, key: ContextKey | None = None
+) -> float:
     async def measure() -> float:
         engine: AsyncEngine = create_async_engine(url, pool_size=1, max_overflow=0)
         if bound:
-            bind_engine(engine)
+            bind_engine(engine, context_key=key)
         rng = random.Random(11)
         tenant = items.small_tenants(1)[0]
 

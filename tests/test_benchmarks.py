@@ -35,8 +35,10 @@ def report(rls_postgres_url: URL, tmp_path_factory: pytest.TempPathFactory) -> s
 
 def _run(server: URL, module_and_args: list[str], *, timeout: int) -> str:
     """``python -m <module_and_args>`` on ``server``, as ``make`` would run it; its output."""
+    # Each section measures unsigned and signed itself: a signed suite's settings would merge the two.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("RLS_TENANCY_TEST_SIGNED", "RLS_TENANCY_CONTEXT_KEY")}
     env = {
-        **os.environ,
+        **inherited,
         "RLS_TENANCY_TEST_DATABASE_URL": server.render_as_string(hide_password=False),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), str(ROOT)]),
     }
@@ -80,6 +82,17 @@ def test_a_bound_transaction_adds_no_round_trip_on_the_wire(report: str) -> None
     for queries in ("1-query transaction", "5-query transaction", "1-query transaction through a Session"):
         assert counted[queries][1] == counted[queries][2]
         assert counted[queries][6] == "yes"
+    for queries in ("1-query transaction", "1-query transaction, asyncio", "1-query transaction through a Session"):
+        signed = counted[f"{queries}, signed context"]
+        assert signed[1] == signed[2]
+        assert signed[6] == "yes"
+
+
+def test_the_flask_rows_are_measured_signed_too_and_every_request_answers(report: str) -> None:
+    rows = _rows(report, "End to end through Flask")
+    signed = [row for row in rows if "signed context" in row[0]]
+    assert len(signed) == 8  # GET and POST, 1 and 16 clients, throughput and p99
+    assert not [row[0] for row in rows if "FAILED" in " ".join(row)]
 
 
 def test_every_rls_query_returns_the_baselines_rows_through_a_tenant_index(report: str) -> None:

@@ -277,6 +277,44 @@ def test_injected_sql_cannot_mint_a_token_or_log_in_another_tenants_name(signed:
 
 
 @pytest.mark.rls_signing
+def test_injected_sql_cannot_read_or_set_another_tenants_overrides_or_users(
+    signed: Signed, signed_engine: Engine
+) -> None:
+    with signed.owner() as owner:
+        owner.execute(
+            "INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (%s, 'b@signed.example') ON CONFLICT DO NOTHING",
+            (signed.b,),
+        )
+        owner.execute(
+            "INSERT INTO rls_tenancy.feature_overrides (tenant_id, feature, scope, enabled)"
+            " VALUES (%s, 'b.secret', '*', true) ON CONFLICT DO NOTHING",
+            (signed.b,),
+        )
+    switch = text("SELECT set_config('app.current_tenant', :b, true)")
+    with as_tenant(signed.a), signed_engine.connect() as conn:
+        conn.execute(switch, {"b": str(signed.b)})
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM rls_tenancy.feature_overrides WHERE tenant_id = :b"), {"b": signed.b}
+            ).scalar()
+            == 0
+        )
+        assert conn.execute(text("SELECT count(*) FROM rls_tenancy.users")).scalar() == 0
+        with pytest.raises(DBAPIError, match="row-level security"):
+            conn.execute(
+                text(
+                    "INSERT INTO rls_tenancy.feature_overrides (tenant_id, feature, scope, enabled)"
+                    " VALUES (:b, 'planted', '*', true)"
+                ),
+                {"b": signed.b},
+            )
+        conn.rollback()
+    with signed.owner() as owner:
+        planted = owner.execute("SELECT count(*) FROM rls_tenancy.feature_overrides WHERE feature = 'planted'")
+        assert planted.fetchone() == (0,)
+
+
+@pytest.mark.rls_signing
 def test_a_proof_seen_in_one_transaction_is_worth_nothing_on_another_backend(signed: Signed) -> None:
     with signed.connect() as seen_on:
         pid = seen_on.info.backend_pid
