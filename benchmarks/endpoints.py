@@ -13,9 +13,10 @@ request in flight, as with one client of either app; each app's throughput
 is its requests over the time they took), and 16 clients load each app in
 turn in short rounds, back to back. The throughput ratio is the median of
 the rounds' ratios; p99 is over all of an app's requests together; memory
-is each server's peak over all of them. Then the same rows with the
-database requiring a signed tenant context and the demo app signing with
-its key (a fresh server process), against the same baseline.
+is each server's peak over all of them. Each method's rows are then
+measured again with the database requiring a signed tenant context and a
+second server of the demo app signing with its key, against the same
+baseline.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from benchmarks.load import Load, Served, run_alternating, run_load
 from rls_tenancy import ContextKey, UnsafeBypass, bind_engine
 from rls_tenancy._signing import ENVIRONMENT
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.testing.database import require_signing, signing_requested
+from rls_tenancy.testing.database import signing_requested
 from saas_demo.app import create_app
 from saas_demo.seed import Seeded, seed
 
@@ -54,59 +55,56 @@ def run(ctx: Context) -> Section:
     with ctx.demo_database() as db:
         seeded = prepare(db)
         tokens = [seeded.tokens["acme/ci"], seeded.tokens["globex/ci"]]
+        signing = not signing_requested()  # else the database requires it and every app signs already
+        key = ContextKey.generate()
+        if signing:
+            with connect(db.superuser_url) as conn:
+                conn.execute("SELECT rls_tenancy.install_context_key(%s, %s)", (key.slot, key.key))
         baseline = Served(create_baseline_app, db.bypass_url)
+        apps = [("", Served(create_app, db.app_url, db.bypass_url), False)]
         try:
-            tenancy = Served(create_app, db.app_url, db.bypass_url)
-            try:
-                _loads(ctx, section, baseline, tenancy, tokens, rounds, seconds, "")
-                base_rss, rls_rss = baseline.peak_rss_kib(), tenancy.peak_rss_kib()
-                section.add(
-                    Row("peak resident memory of the server process", base_rss / 1024, rls_rss / 1024, "MiB", MEMORY)
-                )
-            finally:
-                tenancy.stop()
-            if not signing_requested():  # else the rows above are signed already
-                key = ContextKey.generate()
-                require_signing(db.superuser_url, key)
+            if signing:
                 signed = Served(create_app, db.app_url, db.bypass_url, environment={ENVIRONMENT: str(key)})
-                try:
-                    _loads(ctx, section, baseline, signed, tokens, rounds, seconds, ", signed context")
-                finally:
-                    signed.stop()
+                apps.append((", signed context", signed, True))
+            # Each method's rows, unsigned then signed, before the next method: the reads see the same
+            # projects whichever app serves them (the writes add some).
+            for method, label in (("GET", "read: GET /api/projects"), ("POST", "write: POST /api/projects")):
+                for suffix, tenancy, required in apps:
+                    if signing:
+                        with connect(db.superuser_url) as conn:
+                            conn.execute("SELECT rls_tenancy.require_signed_context(%s)", (required,))
+                    for clients in (1, 16):
+                        what = f"{label}, {clients} client{'s' if clients > 1 else ''}{suffix}"
+                        _rows(section, what, _load(baseline, tenancy, method, tokens, clients, rounds, seconds))
+                        ctx.log(f"{what} done")
+            base_rss, rls_rss = baseline.peak_rss_kib(), apps[0][1].peak_rss_kib()
+            section.add(
+                Row("peak resident memory of the server process", base_rss / 1024, rls_rss / 1024, "MiB", MEMORY)
+            )
         finally:
+            for _, served, _ in apps:
+                served.stop()
             baseline.stop()
     return section
 
 
-def _loads(
-    ctx: Context,
-    section: Section,
-    baseline: Served,
-    tenancy: Served,
-    tokens: list[str],
-    rounds: int,
-    seconds: float,
-    suffix: str,
-) -> None:
-    """The read and write rows, 1 and 16 clients, ``tenancy`` against ``baseline``."""
-    for method, label in (("GET", "read: GET /api/projects"), ("POST", "write: POST /api/projects")):
-        for clients in (1, 16):
-            runs: dict[str, list[Load]] = {"baseline": [], "tenancy": []}
-            for number in range(rounds):
-                if clients == 1:
-                    ports = (baseline.port, tenancy.port)
-                    loads = run_alternating(ports, method, "/api/projects", tokens, 2 * seconds)
-                else:
-                    order = (baseline, tenancy) if number % 2 == 0 else (tenancy, baseline)
-                    done = {
-                        served: run_load(served.port, method, "/api/projects", tokens, clients, seconds)
-                        for served in order
-                    }
-                    loads = (done[baseline], done[tenancy])
-                runs["baseline"].append(loads[0])
-                runs["tenancy"].append(loads[1])
-            _rows(section, f"{label}, {clients} client{'s' if clients > 1 else ''}{suffix}", runs)
-            ctx.log(f"{label}, {clients} clients{suffix} done")
+def _load(
+    baseline: Served, tenancy: Served, method: str, tokens: list[str], clients: int, rounds: int, seconds: float
+) -> dict[str, list[Load]]:
+    """``rounds`` loads of both apps by ``clients`` clients, taking turns."""
+    runs: dict[str, list[Load]] = {"baseline": [], "tenancy": []}
+    for number in range(rounds):
+        if clients == 1:
+            loads = run_alternating((baseline.port, tenancy.port), method, "/api/projects", tokens, 2 * seconds)
+        else:
+            order = (baseline, tenancy) if number % 2 == 0 else (tenancy, baseline)
+            done = {
+                served: run_load(served.port, method, "/api/projects", tokens, clients, seconds) for served in order
+            }
+            loads = (done[baseline], done[tenancy])
+        runs["baseline"].append(loads[0])
+        runs["tenancy"].append(loads[1])
+    return runs
 
 
 def prepare(db: TenancyDatabase) -> Seeded:
