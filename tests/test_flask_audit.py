@@ -314,6 +314,7 @@ def probe_app(db: TenancyDatabase, seeded: Seeded) -> Iterator[Flask]:
         SECRET_KEY="probe secret",
         RLS_TENANCY_RESOLVERS=["token", "session", "subdomain"],
         RLS_TENANCY_SUBDOMAIN_OF=PROBE_DOMAIN,
+        RLS_TENANCY_REJECTION_WINDOW=0,
     )
     app.register_blueprint(probe)
     yield app

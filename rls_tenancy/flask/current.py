@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import request, session
+from flask import current_app, request, session
 from sqlalchemy import func, literal, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -22,9 +22,10 @@ from werkzeug.datastructures import LanguageAccept
 from rls_tenancy.audit import log_security_event
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
-from rls_tenancy.flask.extension import request_state, state
+from rls_tenancy.flask.extension import rejection_window, request_state, state
 from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution, is_row_id
 from rls_tenancy.models import SLUG_PATTERN, Tenant, storable
+from rls_tenancy.rejections import log_rejection
 from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -235,10 +236,12 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
 
 
 def _login_failed(tenant_id: int | None, reason: str, **data: Any) -> None:
-    log_security_event(
+    log_rejection(
         state().audit_engine,
         "auth.login_failed",
         reason.replace("_", " "),
         tenant_id=tenant_id,
+        reason=reason,
         data={"reason": reason, **data},
+        window=rejection_window(current_app.config),
     )

@@ -47,6 +47,7 @@ from rls_tenancy.flask.resolvers import (
     token_resolver,
 )
 from rls_tenancy.query import TenantQuery
+from rls_tenancy.rejections import WINDOW
 from rls_tenancy.scoping import scope_sessions
 from rls_tenancy.urls import database_url
 
@@ -160,6 +161,8 @@ class Tenancy:
         config.setdefault("RLS_TENANCY_BYPASS_DATABASE_URL", None)
         config.setdefault("RLS_TENANCY_REQUEST_ID_HEADER", "X-Request-ID")
         config.setdefault("RLS_TENANCY_CONTEXT_KEY", None)  # None: RLS_TENANCY_CONTEXT_KEY in the environment
+        config.setdefault("RLS_TENANCY_REJECTION_WINDOW", WINDOW)
+        rejection_window(config)  # a bad value fails here, not at the first rejection
 
         if options.get("resolvers") is not None:
             config["RLS_TENANCY_RESOLVERS"] = list(options["resolvers"])  # so app.config shows what is used
@@ -283,7 +286,14 @@ def _resolvers(
         if callable(name):
             resolvers.append(name)
         elif name == "token":
-            resolvers.append(token_resolver(engine, audit_engine=audit_engine, session=_request_session))
+            resolvers.append(
+                token_resolver(
+                    engine,
+                    audit_engine=audit_engine,
+                    session=_request_session,
+                    rejection_window=rejection_window(config),
+                )
+            )
         elif name == "session":
             resolvers.append(session_resolver(engine, session=_request_session))
         elif name == "subdomain":
@@ -294,6 +304,14 @@ def _resolvers(
         else:
             raise UsageError(f"unknown resolver {name!r}: use 'token', 'session', 'subdomain' or a callable")
     return resolvers, host_resolver
+
+
+def rejection_window(config: Any) -> float:
+    """``RLS_TENANCY_REJECTION_WINDOW``: seconds over which one source's repeated rejections are counted."""
+    window = config["RLS_TENANCY_REJECTION_WINDOW"]
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window <= 86_400:
+        raise UsageError(f"RLS_TENANCY_REJECTION_WINDOW is seconds from 0 to 86400, not {window!r}")
+    return float(window)
 
 
 def _request_session() -> Session:

@@ -20,11 +20,11 @@ from sqlalchemy import Engine, exc, func, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
-from rls_tenancy.audit import log_security_event
 from rls_tenancy.binding import begin_bound_with
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.models import SLUG_PATTERN
+from rls_tenancy.rejections import WINDOW, log_rejection
 from rls_tenancy.tokens import (
     MAX_TOKEN_LENGTH,
     TokenIdentity,
@@ -55,7 +55,11 @@ Resolver = Callable[[Request], Resolution | None]
 
 
 def token_resolver(
-    engine: Engine, *, audit_engine: Engine | None = None, session: Callable[[], Session] | None = None
+    engine: Engine,
+    *,
+    audit_engine: Engine | None = None,
+    session: Callable[[], Session] | None = None,
+    rejection_window: float = WINDOW,
 ) -> Resolver:
     """``Authorization: Bearer rlst_...``; other schemes are left to others.
 
@@ -63,7 +67,9 @@ def token_resolver(
     token's tenant when the token is real but expired or revoked, else of
     the chain without a tenant (the tenant a forged token names is only a
     claim, kept in the event's data). Events go through ``audit_engine``
-    (default: ``engine``).
+    (default: ``engine``). Repeated rejections from one source are one event
+    and a count per ``rejection_window`` seconds (:mod:`rls_tenancy.rejections`;
+    0 writes each).
 
     ``session`` gives the request's Session (the extension passes it): the
     lookup is then the first statement of the request's own transaction
@@ -74,13 +80,14 @@ def token_resolver(
     is already in a transaction, the lookup runs alone in autocommit.
     """
     audit = engine if audit_engine is None else audit_engine
+    window = rejection_window
 
     def resolve(request: Request) -> Resolution | None:
         header = request.headers.get("Authorization")
         if header is None:
             return None
         if len(header) > _MAX_AUTHORIZATION or not header.isascii() or not header.isprintable():
-            _reject(audit, AuthenticationError("malformed", "the Authorization header is malformed"), None)
+            _reject(audit, AuthenticationError("malformed", "the Authorization header is malformed"), None, window)
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer":
             return None
@@ -88,11 +95,11 @@ def token_resolver(
         try:
             claimed, digest = parse_token(token)
         except AuthenticationError as error:
-            _reject(audit, error, None)
+            _reject(audit, error, None, window)
         try:
             identity = _authenticate(engine, None if session is None else session(), claimed, digest)
         except AuthenticationError as error:
-            _reject(audit, error, claimed)
+            _reject(audit, error, claimed, window)
         return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
 
     return resolve
@@ -136,14 +143,16 @@ def _roll_back(request_session: Session) -> None:
         request_session.rollback()
 
 
-def _reject(engine: Engine, error: AuthenticationError, claimed_tenant: int | None) -> NoReturn:
+def _reject(engine: Engine, error: AuthenticationError, claimed_tenant: int | None, window: float) -> NoReturn:
     proven = error.reason in ("expired", "revoked")  # the hash matched: the token is that tenant's
-    log_security_event(
+    log_rejection(
         engine,
         "auth.token_rejected",
         str(error),
         tenant_id=claimed_tenant if proven else None,
+        reason=error.reason,
         data={"reason": error.reason} if proven else {"reason": error.reason, "claimed_tenant": claimed_tenant},
+        window=window,
     )
     raise error
 
