@@ -20,7 +20,7 @@ from benchmarks.harness import Section, render
 from rls_tenancy.testing.server import postgres_server
 
 #: Section modules, in report order; each has ``run(ctx) -> Section``.
-SECTIONS = ("queries", "growth", "round_trips", "endpoints", "request_cpu", "flags_audit")
+SECTIONS = ("queries", "growth", "round_trips", "endpoints", "request_cpu", "flags_audit", "flood")
 RESULTS = Path(__file__).parent / "RESULTS.md"
 FINDINGS = Path(__file__).parent / "FINDINGS.md"
 

@@ -92,10 +92,16 @@ class Load:
     first_failure: str
 
 
-def run_load(port: int, method: str, path: str, tokens: list[str], clients: int, seconds: float) -> Load:
-    """``clients`` keep-alive clients for ``seconds``, in a process of their own."""
+def run_load(
+    port: int, method: str, path: str, tokens: list[str], clients: int, seconds: float, *, expected: int = 0
+) -> Load:
+    """``clients`` keep-alive clients for ``seconds``, in a process of their own.
+
+    A token ``""`` sends no ``Authorization``; ``expected`` is the status an
+    answer must have to count (0: any 2xx).
+    """
     receiving, sending = _SPAWN.Pipe(duplex=False)
-    process = _SPAWN.Process(target=_load, args=(port, method, path, tokens, clients, seconds, sending))
+    process = _SPAWN.Process(target=_load, args=(port, method, path, tokens, clients, seconds, expected, sending))
     process.start()
     result: Load = receiving.recv()
     process.join(30)
@@ -103,15 +109,25 @@ def run_load(port: int, method: str, path: str, tokens: list[str], clients: int,
 
 
 def run_alternating(
-    ports: tuple[int, int], method: str, path: str, tokens: list[str], seconds: float
+    ports: tuple[int, int],
+    method: str,
+    path: str,
+    tokens: list[str],
+    seconds: float,
+    *,
+    second_tokens: list[str] | None = None,
+    expected: int = 0,
 ) -> tuple[Load, Load]:
     """One keep-alive client per app, taking turns for ``seconds``, in a process of its own.
 
     Only one request is in flight at any time, as with one client of one
     app; each app's throughput is its requests over the time they took.
+    ``second_tokens`` (default: ``tokens``) are the second port's; tokens
+    and ``expected`` as for :func:`run_load`.
     """
+    both = (tokens, tokens if second_tokens is None else second_tokens)
     receiving, sending = _SPAWN.Pipe(duplex=False)
-    process = _SPAWN.Process(target=_alternate, args=(ports, method, path, tokens, seconds, sending))
+    process = _SPAWN.Process(target=_alternate, args=(ports, method, path, both, seconds, expected, sending))
     process.start()
     result: tuple[Load, Load] = receiving.recv()
     process.join(30)
@@ -119,7 +135,13 @@ def run_alternating(
 
 
 def _alternate(
-    ports: tuple[int, int], method: str, path: str, tokens: list[str], seconds: float, out: Connection
+    ports: tuple[int, int],
+    method: str,
+    path: str,
+    tokens: tuple[list[str], list[str]],
+    seconds: float,
+    expected: int,
+    out: Connection,
 ) -> None:
     rng = random.Random(0)
     conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for port in ports]
@@ -129,7 +151,7 @@ def _alternate(
     turn = 0
     while time.perf_counter() < deadline:
         for which in (0, 1) if turn % 2 == 0 else (1, 0):  # ABBA: neither always goes first
-            took, failure = _request(conns[which], method, path, rng.choice(tokens), f"load {turn}")
+            took, failure = _request(conns[which], method, path, rng.choice(tokens[which]), f"load {turn}", expected)
             if failure:
                 failures[which].append(failure)
             else:
@@ -144,7 +166,9 @@ def _alternate(
     out.send(loads)
 
 
-def _load(port: int, method: str, path: str, tokens: list[str], clients: int, seconds: float, out: Connection) -> None:
+def _load(
+    port: int, method: str, path: str, tokens: list[str], clients: int, seconds: float, expected: int, out: Connection
+) -> None:
     latencies: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
@@ -156,7 +180,7 @@ def _load(port: int, method: str, path: str, tokens: list[str], clients: int, se
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine: list[float] = []
         while time.perf_counter() < deadline:
-            took, failure = _request(conn, method, path, rng.choice(tokens), f"load {seed}")
+            took, failure = _request(conn, method, path, rng.choice(tokens), f"load {seed}", expected)
             if failure:
                 with lock:
                     failures.append(failure)
@@ -175,13 +199,18 @@ def _load(port: int, method: str, path: str, tokens: list[str], clients: int, se
     out.send(Load(len(latencies) / elapsed, latencies, len(failures), failures[0] if failures else ""))
 
 
-def _request(conn: http.client.HTTPConnection, method: str, path: str, token: str, name: str) -> tuple[float, str]:
+def _request(
+    conn: http.client.HTTPConnection, method: str, path: str, token: str, name: str, expected: int = 0
+) -> tuple[float, str]:
     """One request as ``token`` (a POST creates ``name``): its seconds, or why it failed."""
     body = json.dumps({"name": name}) if method == "POST" else None
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     sent = time.perf_counter()
     conn.request(method, path, body=body, headers=headers)
     answer = conn.getresponse()
     answer.read()
     took = time.perf_counter() - sent
-    return (took, "") if 200 <= answer.status < 300 else (took, f"{answer.status} {answer.reason}")
+    ok = answer.status == expected if expected else 200 <= answer.status < 300
+    return (took, "") if ok else (took, f"{answer.status} {answer.reason}")

@@ -70,6 +70,7 @@ def test_every_section_reports_with_the_run_described(report: str) -> None:
         "End to end through Flask",
         "CPU per request, in process",
         "Feature flags",
+        "The audit log under a flood of junk tokens",
     ):
         assert f"## {title}" in report
     assert re.search(r"- PostgreSQL: PostgreSQL \d+", report)
@@ -86,6 +87,13 @@ def test_a_bound_transaction_adds_no_round_trip_on_the_wire(report: str) -> None
         signed = counted[f"{queries}, signed context"]
         assert signed[1] == signed[2]
         assert signed[6] == "yes"
+
+
+def test_a_flood_of_junk_tokens_writes_a_bounded_number_of_rows(report: str) -> None:
+    rows = _rows(report, "The audit log under a flood of junk tokens")
+    assert not [row[0] for row in rows if "FAILED" in " ".join(row)]
+    written = next(row for row in rows if row[0].startswith("audit rows per reason"))
+    assert written[6] == "yes", written
 
 
 def test_the_flask_rows_are_measured_signed_too_and_every_request_answers(report: str) -> None:

@@ -1,0 +1,119 @@
+"""The audit log under a flood of junk tokens: the rate it leaves, and the rows it writes.
+
+The demo app (repeated rejections counted per source and minute, the
+default) is loaded from one address with bearer tokens that hold for no
+tenant, well-formed ones (each looked up in the database) and malformed ones
+(refused before any lookup), and, taking turns with them, with no
+credentials at all; both answer 401. The ratio is the flood's rate over the
+rate without credentials, 1 client (request by request) and 16 (rounds
+back to back). A second server of the demo app writes every rejection
+(``RLS_TENANCY_REJECTION_WINDOW=0``, as before the counting), shown for
+comparison. Then the rows the counted flood wrote to the audit log, per
+reason and started minute.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+import time
+
+from psycopg import sql
+
+from benchmarks.context import Context
+from benchmarks.dataset import connect
+from benchmarks.endpoints import prepare
+from benchmarks.harness import Row, Section, Target
+from benchmarks.load import Load, Served, run_alternating, run_load
+from saas_demo.app import create_app
+
+RATE = Target("ratio", ">=", 0.9)
+ROWS = Target("value", "<=", 2, "rows")
+PATH = "/api/projects"
+FLOODS = {
+    "well-formed tokens of no tenant": [f"rlst_{n}_" + "A" * 43 for n in range(1, 200)],
+    "malformed tokens": ["rlst_not-a-token", "rlst_1_short", "x" * 80],
+}
+_REJECTED = sql.SQL(
+    "SELECT count(*) FROM rls_tenancy.audit_log"
+    " WHERE action = 'auth.token_rejected' AND id > %s AND id <= %s AND ip = '127.0.0.1'"
+)
+
+
+def run(ctx: Context) -> Section:
+    seconds = {"smoke": 0.3, "quick": 0.8, "full": 2.0}[ctx.scale]
+    rounds = ctx.pick(1, 5, 15)
+    section = Section(
+        "The audit log under a flood of junk tokens",
+        __doc__.split("\n\n", 1)[1].replace("\n", " ").strip() + f" {rounds} rounds of {seconds} s per side.",
+    )
+    with ctx.demo_database() as db:
+        prepare(db)
+        with connect(db.superuser_url) as conn:
+            first = conn.execute("SELECT coalesce(max(id), 0) FROM rls_tenancy.audit_log").fetchone()
+        last = int(str(first[0])) if first else 0
+        app = Served(create_app, db.app_url, db.bypass_url)
+        each = Served(functools.partial(create_app, RLS_TENANCY_REJECTION_WINDOW=0), db.app_url, db.bypass_url)
+        started, requests = time.monotonic(), 0
+        try:
+            for kind, junk in FLOODS.items():
+                for clients in (1, 16):
+                    what = f"{kind}, {clients} client{'s' if clients > 1 else ''}"
+                    runs = _flood(app.port, junk, clients, rounds, seconds)
+                    requests += sum(len(load.latencies) + load.failures for load in runs["flood"])
+                    _rows(section, what, runs, RATE)
+                    ctx.log(f"flood of {what} done")
+            elapsed = time.monotonic() - started
+            with connect(db.superuser_url) as conn:
+                row = conn.execute("SELECT coalesce(max(id), 0) FROM rls_tenancy.audit_log").fetchone()
+            last_counted = int(str(row[0])) if row else 0
+            for clients in (1, 16):
+                what = f"{next(iter(FLOODS))}, {clients} client{'s' if clients > 1 else ''}, every rejection written"
+                _rows(section, what, _flood(each.port, next(iter(FLOODS.values())), clients, rounds, seconds), None)
+        finally:
+            app.stop()
+            each.stop()
+        minutes = math.ceil(elapsed / 60)
+        with connect(db.superuser_url) as conn:  # the counted flood's rows (the other server's come after)
+            counted = conn.execute(_REJECTED, (last, last_counted)).fetchone()
+        written = int(str(counted[0])) if counted else 0
+        section.add(
+            Row(
+                "audit rows per reason and started minute of the flood",
+                None,
+                written / len(FLOODS) / minutes,
+                "rows",
+                ROWS,
+                f"{written} rows for {requests:,} junk requests over {minutes} minute(s)",
+            )
+        )
+    return section
+
+
+def _flood(port: int, junk: list[str], clients: int, rounds: int, seconds: float) -> dict[str, list[Load]]:
+    runs: dict[str, list[Load]] = {"none": [], "flood": []}
+    for number in range(rounds):
+        if clients == 1:
+            none, flood = run_alternating(
+                (port, port), "GET", PATH, [""], 2 * seconds, second_tokens=junk, expected=401
+            )
+        else:
+            order = (("none", [""]), ("flood", junk)) if number % 2 == 0 else (("flood", junk), ("none", [""]))
+            done = {name: run_load(port, "GET", PATH, tokens, clients, seconds, expected=401) for name, tokens in order}
+            none, flood = done["none"], done["flood"]
+        runs["none"].append(none)
+        runs["flood"].append(flood)
+    return runs
+
+
+def _rows(section: Section, what: str, runs: dict[str, list[Load]], target: Target | None) -> None:
+    failed = sum(load.failures for loads in runs.values() for load in loads)
+    firsts = [load.first_failure for loads in runs.values() for load in loads if load.first_failure]
+    note = f"FAILED requests: {failed} ({firsts[0]})" if failed else ""
+    rate = {name: statistics.median(load.throughput for load in loads) for name, loads in runs.items()}
+    paired = statistics.median(
+        flood.throughput / none.throughput if none.throughput else 0.0
+        for none, flood in zip(runs["none"], runs["flood"], strict=True)
+    )
+    section.add(Row(f"{what}: rate", rate["none"], rate["flood"], "req/s", target, note, paired_ratio=paired))
