@@ -142,6 +142,37 @@ BEGIN
     WITH RECURSIVE
     -- The app role and every role it can SET ROLE to: their privileges are its privileges.
     app_roles AS (SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER')),
+    -- Every role the app role is a member of, by each chain of memberships (the first hop is the one it holds).
+    memberships (role_oid, chain, first_hop, names) AS (
+        SELECT m.roleid, ARRAY[m.member, m.roleid], m.roleid, quote_ident(a.rolname) || ' -> ' || quote_ident(r.rolname)
+          FROM pg_auth_members m JOIN pg_roles a ON a.oid = m.member JOIN pg_roles r ON r.oid = m.roleid
+         WHERE a.rolname = app_role
+        UNION ALL
+        SELECT m.roleid, ms.chain || m.roleid, ms.first_hop, ms.names || ' -> ' || quote_ident(r.rolname)
+          FROM memberships ms JOIN pg_auth_members m ON m.member = ms.role_oid JOIN pg_roles r ON r.oid = m.roleid
+         WHERE m.roleid <> ALL (ms.chain)
+    ),
+    -- Roles whose rights read or write around row level security, and why.
+    privileged (oid, rolname, why) AS (
+        SELECT r.oid, r.rolname,
+               CASE WHEN r.rolsuper THEN 'is a superuser'
+                    WHEN r.rolbypassrls THEN 'has BYPASSRLS'
+                    WHEN r.rolcreaterole THEN 'has CREATEROLE'
+                    WHEN r.rolreplication THEN 'has REPLICATION (logical decoding reads every tenant''s changes)'
+                    WHEN r.rolname = owner_role THEN 'owns the tenant tables'
+                    WHEN r.rolname = bypass_role THEN 'is the bypass role'
+                    WHEN r.rolname = 'pg_read_all_data'
+                        THEN 'reads every table and sequence (the context key''s included)'
+                    WHEN r.rolname = 'pg_write_all_data'
+                        THEN 'writes every table and sequence (the context key''s included)'
+                    WHEN r.rolname = 'pg_read_server_files' THEN 'reads the server''s files, its data directory included'
+                    WHEN r.rolname = 'pg_write_server_files' THEN 'writes the server''s files'
+                    ELSE 'runs programs on the server as its operating system user (COPY ... PROGRAM)' END
+          FROM pg_roles r
+         WHERE r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolreplication
+            OR r.rolname IN (owner_role, bypass_role, 'pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files',
+                             'pg_write_server_files', 'pg_execute_server_program')
+    ),
     -- SECURITY DEFINER functions outside the system schemas and extensions, with their search_path entries.
     definers AS (
         SELECT f.oid, f.proowner, f.proacl,
@@ -182,18 +213,21 @@ BEGIN
                format('ALTER ROLE %I NOCREATEROLE;', app_role)
           FROM pg_roles r WHERE r.rolname = app_role AND r.rolcreaterole
         UNION ALL
+        SELECT 'error', 'app_role_replication', app_role::text,
+               format('the application role %I has REPLICATION: logical decoding reads every tenant''s changes',
+                      app_role),
+               format('ALTER ROLE %I NOREPLICATION;', app_role)
+          FROM pg_roles r WHERE r.rolname = app_role AND r.rolreplication
+        UNION ALL
+        -- One finding per privileged role, naming a shortest chain; the fix revokes the memberships the app
+        -- role holds that lead to it (revoking the privileged role from the app role does nothing to a chain).
         SELECT 'error', 'app_role_member_of_privileged', app_role::text,
-               format('the application role %I is a member of %I, which %s', app_role, r.rolname,
-                      CASE WHEN r.rolsuper THEN 'is a superuser'
-                           WHEN r.rolbypassrls THEN 'has BYPASSRLS'
-                           WHEN r.rolcreaterole THEN 'has CREATEROLE'
-                           WHEN r.rolname = owner_role THEN 'owns the tenant tables'
-                           ELSE 'is the bypass role' END),
-               format('REVOKE %I FROM %I;', r.rolname, app_role)
-          FROM pg_roles r
-         WHERE r.rolname <> app_role
-           AND (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolname IN (owner_role, bypass_role))
-           AND pg_has_role(app_role, r.oid, 'MEMBER')
+               format('the application role %I is a member of %I (%s), which %s', app_role, p.rolname,
+                      (array_agg(ms.names ORDER BY cardinality(ms.chain), ms.names))[1], p.why),
+               (SELECT string_agg(format('REVOKE %I FROM %I;', h.rolname, app_role), ' ' ORDER BY h.rolname)
+                  FROM pg_roles h WHERE h.oid = ANY (array_agg(DISTINCT ms.first_hop)))
+          FROM privileged p JOIN memberships ms ON ms.role_oid = p.oid
+         GROUP BY p.oid, p.rolname, p.why
         UNION ALL
         -- Tenant tables.
         SELECT 'error', 'app_role_owns_table', c.table_name,

@@ -116,6 +116,19 @@ def _member_of_new_role(roles: RoleNames, attributes: str, *, owning: str | None
     return statements
 
 
+def _chain(roles: RoleNames, attributes: str, suffix: str | None = None) -> list[str]:
+    """app -> doctor_analysts_<hex> -> doctor_reporting_<hex> (with ``attributes``), rolled back with the rest."""
+    suffix = suffix or secrets.token_hex(4)
+    analysts, reporting = f"doctor_analysts_{suffix}", f"doctor_reporting_{suffix}"
+    create = sql.SQL("CREATE ROLE {} NOLOGIN {}").format(sql.Identifier(reporting), sql.SQL(attributes))
+    return [
+        ddl("CREATE ROLE {} NOLOGIN", analysts),
+        create.as_string(None),
+        ddl("GRANT {} TO {}", reporting, analysts),
+        ddl("GRANT {} TO {}", analysts, roles.app),
+    ]
+
+
 def _grant(privilege: str) -> Callable[[RoleNames], list[str]]:
     grant = sql.SQL("GRANT {} ON public.projects TO {}")
     return lambda r: [grant.format(sql.SQL(privilege), sql.Identifier(r.app)).as_string(None)]
@@ -257,6 +270,39 @@ PLANTS = {
         "app_role_member_of_privileged",
         "{app}",
         "owns the tenant tables",
+    ),
+    "app role REPLICATION": Plant(
+        lambda r: [ddl("ALTER ROLE {} REPLICATION", r.app)], "error", "app_role_replication", "{app}", "REPLICATION"
+    ),
+    **{
+        f"app role member of {predefined}": Plant(
+            lambda r, predefined=predefined: [ddl("GRANT {} TO {}", predefined, r.app)],
+            "error",
+            "app_role_member_of_privileged",
+            "{app}",
+            f"is a member of {predefined} ",
+        )
+        for predefined in (
+            "pg_read_all_data",
+            "pg_write_all_data",
+            "pg_read_server_files",
+            "pg_write_server_files",
+            "pg_execute_server_program",
+        )
+    },
+    "app role member of a BYPASSRLS role through another role": Plant(
+        lambda r: _chain(r, "BYPASSRLS"),
+        "error",
+        "app_role_member_of_privileged",
+        "{app}",
+        "-> doctor_analysts_",
+    ),
+    "app role member of a REPLICATION role through another role": Plant(
+        lambda r: _chain(r, "REPLICATION"),
+        "error",
+        "app_role_member_of_privileged",
+        "{app}",
+        "has REPLICATION",
     ),
     "tenant table owned by the app role": Plant(
         lambda r: [ddl("ALTER TABLE public.projects OWNER TO {}", r.app)],
@@ -784,3 +830,48 @@ def test_flask_tenancy_doctor_exits_0_on_the_demo_app(demo_app: Flask) -> None:
     machine = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor", "--json"])
     assert machine.exit_code == 0, machine.output
     assert json.loads(machine.output)["counts"] == {"error": 0, "warning": len(WARNINGS), "info": INFOS}
+
+
+def _can(conn: Connection, role: str, statement: str) -> bool:
+    """Whether ``statement`` runs as ``role`` (a savepoint keeps the planted transaction alive)."""
+    savepoint = conn.begin_nested()
+    try:
+        # As the session user: SET ROLE asks what the session user, not the current role, is a member of.
+        _run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", role))
+        _run(conn, statement)
+        return True
+    except DBAPIError:
+        return False
+    finally:
+        savepoint.rollback()
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_membership_chain_is_named_whole_and_its_fix_revokes_the_membership_the_app_role_holds(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    suffix = secrets.token_hex(4)
+    analysts, reporting = f"doctor_analysts_{suffix}", f"doctor_reporting_{suffix}"
+    with _planted(superuser_engine, _chain(db.roles, "BYPASSRLS", suffix)) as conn:
+        (found,) = [row for row in _findings(conn) if row[1] == "app_role_member_of_privileged"]
+        assert f"({db.roles.app} -> {analysts} -> {reporting}), which has BYPASSRLS" in found[3]
+        assert found[4] == f"REVOKE {analysts} FROM {db.roles.app};"
+        become = ddl("SET LOCAL ROLE {}", reporting)
+        assert _can(conn, db.roles.app, become)  # the leak: the app role becomes a BYPASSRLS role
+        _run(conn, found[4])
+        assert not _can(conn, db.roles.app, become)
+        assert "app_role_member_of_privileged" not in {row[1] for row in _findings(conn)}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_pg_read_all_data_reads_the_context_key_until_its_fix_is_applied(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    # The app role is NOINHERIT: it reaches the predefined role's rights by SET ROLE, as injected SQL would.
+    peek = "SET LOCAL ROLE pg_read_all_data; SELECT pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1a')"
+    with _planted(superuser_engine, [ddl("GRANT pg_read_all_data TO {}", db.roles.app)]) as conn:
+        assert _can(conn, db.roles.app, peek)
+        (found,) = [row for row in _findings(conn) if row[1] == "app_role_member_of_privileged"]
+        assert "the context key's included" in found[3]
+        _run(conn, found[4])
+        assert not _can(conn, db.roles.app, peek)
