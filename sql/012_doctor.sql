@@ -137,7 +137,22 @@ DECLARE
     app_role    name := rls_tenancy.role_name('app');
     bypass_role name := rls_tenancy.role_name('bypass');
     owner_role  name := rls_tenancy.role_name('owner');
+    -- Exemptions count only while the application role cannot write them (else it could exempt any error).
+    exemptions_trusted boolean;
 BEGIN
+    -- The doctor's inputs: a roles table naming roles that do not exist is a tampered one, and no report
+    -- made from it can be trusted.
+    IF (SELECT count(*) FROM pg_roles r WHERE r.rolname IN (app_role, bypass_role, owner_role)) < 3 THEN
+        RAISE EXCEPTION 'rls_tenancy doctor: rls_tenancy.roles names roles that do not exist (owner %, app %, bypass %)',
+                        owner_role, app_role, bypass_role
+            USING HINT = 'restore rls_tenancy.roles (rls-tenancy migrate re-creates it) before trusting any report';
+    END IF;
+    exemptions_trusted := NOT EXISTS (
+        SELECT 1 FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
+         WHERE t.oid = 'rls_tenancy.doctor_exemptions'::regclass
+           AND (pg_has_role(app_role, t.relowner, 'MEMBER')
+                OR (acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND acl.grantee <> t.relowner
+                    AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER')))));
     RETURN QUERY
     WITH RECURSIVE
     -- The app role and every role it can SET ROLE to: their privileges are its privileges.
@@ -474,6 +489,30 @@ BEGIN
                             'pg_catalog.lo_from_bytea(oid, bytea)']::regprocedure[]) AS f
          WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f, 'EXECUTE'))
         UNION ALL
+        -- The doctor's own inputs and the library's schema, within the application role's reach.
+        SELECT 'error', 'doctor_input_writable', format('%s', t.oid::regclass),
+               format('%s, which the doctor trusts, may be changed by %s: %s', t.oid::regclass,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,
+                      CASE WHEN t.relname = 'roles'
+                           THEN 'naming another role as the application role would hide every finding about it'
+                           ELSE 'an exemption turns any error into info (exemptions are ignored until this is fixed)' END),
+               format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM %s;', t.oid::regclass,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END)
+          FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
+         WHERE t.oid IN ('rls_tenancy.roles'::regclass, 'rls_tenancy.doctor_exemptions'::regclass)
+           AND acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND acl.grantee <> t.relowner
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+         GROUP BY t.oid, t.relname, acl.grantee
+        UNION ALL
+        SELECT 'error', 'library_schema_create', 'rls_tenancy',
+               format('%s may create objects in the schema rls_tenancy, beside the functions the policies and the doctor call',
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END),
+               format('REVOKE CREATE ON SCHEMA rls_tenancy FROM %s;',
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END)
+          FROM pg_namespace n CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl
+         WHERE n.nspname = 'rls_tenancy' AND acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+        UNION ALL
         SELECT * FROM rls_tenancy.signing_findings()
     )
     SELECT CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END,
@@ -482,7 +521,7 @@ BEGIN
            raw.fix
       FROM raw
       LEFT JOIN rls_tenancy.doctor_exemptions e
-             ON e.object_name = raw.object_name AND e.check_name = raw.check_name
+             ON e.object_name = raw.object_name AND e.check_name = raw.check_name AND exemptions_trusted
      ORDER BY CASE CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END
                    WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
               raw.object_name, raw.check_name, raw.message;

@@ -304,6 +304,34 @@ PLANTS = {
         "{app}",
         "has REPLICATION",
     ),
+    "CREATE on the library's schema to PUBLIC": Plant(
+        lambda r: ["GRANT CREATE ON SCHEMA rls_tenancy TO PUBLIC"],
+        "error",
+        "library_schema_create",
+        "rls_tenancy",
+        "PUBLIC may create objects",
+    ),
+    "ALL on the library's schema to the app role": Plant(
+        lambda r: [ddl("GRANT ALL ON SCHEMA rls_tenancy TO {}", r.app)],
+        "error",
+        "library_schema_create",
+        "rls_tenancy",
+        "may create objects in the schema rls_tenancy",
+    ),
+    "the doctor's exemptions writable by the app role": Plant(
+        lambda r: [ddl("GRANT INSERT ON rls_tenancy.doctor_exemptions TO {}", r.app)],
+        "error",
+        "doctor_input_writable",
+        "rls_tenancy.doctor_exemptions",
+        "an exemption turns any error into info",
+    ),
+    "the doctor's roles table writable by PUBLIC": Plant(
+        lambda r: ["GRANT UPDATE ON rls_tenancy.roles TO PUBLIC"],
+        "error",
+        "doctor_input_writable",
+        "rls_tenancy.roles",
+        "naming another role as the application role",
+    ),
     "tenant table owned by the app role": Plant(
         lambda r: [ddl("ALTER TABLE public.projects OWNER TO {}", r.app)],
         "error",
@@ -875,3 +903,27 @@ def test_pg_read_all_data_reads_the_context_key_until_its_fix_is_applied(
         assert "the context key's included" in found[3]
         _run(conn, found[4])
         assert not _can(conn, db.roles.app, peek)
+
+
+EXEMPT_OPEN_TABLE = [
+    "ALTER TABLE public.projects DISABLE ROW LEVEL SECURITY",
+    "INSERT INTO rls_tenancy.doctor_exemptions VALUES ('public.projects', 'rls_disabled', 'planted by the app role')",
+]
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize("writable", [False, True], ids=["only the owner writes them", "the app role writes them"])
+def test_exemptions_the_app_role_could_write_are_ignored(
+    superuser_engine: Engine, db: TenancyDatabase, writable: bool
+) -> None:
+    grant = [ddl("GRANT INSERT ON rls_tenancy.doctor_exemptions TO {}", db.roles.app)] if writable else []
+    with _planted(superuser_engine, [*grant, *EXEMPT_OPEN_TABLE]) as conn:
+        severities = {row[0] for row in _findings(conn) if row[1] == "rls_disabled" and row[2] == "public.projects"}
+    assert severities == ({"error"} if writable else {"info"})
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_roles_table_naming_no_role_makes_the_doctor_fail_loudly(superuser_engine: Engine) -> None:
+    tampered = ["UPDATE rls_tenancy.roles SET role_name = 'no_such_role_' || md5(random()::text) WHERE purpose = 'app'"]
+    with _planted(superuser_engine, tampered) as conn, pytest.raises(DBAPIError, match="rls_tenancy.roles names roles"):
+        _findings(conn)
