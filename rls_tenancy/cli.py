@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="report isolation gaps; exit 1 on any error-level finding")
     doctor.add_argument("--database-url", help="the bypass role's (or a superuser's) URL (default: $DATABASE_URL)")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    doctor.add_argument("--info", action="store_true", help="also print info findings (recorded exemptions)")
     _context_key_cli.add_command(commands)
     return parser
 
@@ -65,7 +66,7 @@ def _doctor(args: argparse.Namespace) -> int:
             found = findings(connection)
     finally:
         engine.dispose()
-    print(as_json(found) if args.json else as_table(found), end="" if not args.json else "\n")
+    print(as_json(found) if args.json else as_table(found, info=args.info), end="" if not args.json else "\n")
     return exit_status(found)
 
 

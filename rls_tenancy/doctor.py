@@ -44,15 +44,24 @@ def as_json(found: Sequence[Finding]) -> str:
     return json.dumps({"counts": counts, "findings": [asdict(f) for f in found]}, indent=2)
 
 
-def as_table(found: Sequence[Finding]) -> str:
-    """A readable report: one block per finding, then the counts."""
+def as_table(found: Sequence[Finding], *, info: bool = False) -> str:
+    """A readable report: one block per finding, then the counts.
+
+    Info findings (exemptions recorded on purpose) are counted but printed
+    only with ``info``: a report read at every deploy shows what needs a look.
+    """
     if not found:
         return "no findings: every table with a tenant_id is covered\n"
     lines = []
     for finding in found:
+        if finding.severity == "info" and not info:
+            continue
         lines.append(f"{finding.severity.upper():8} {finding.check:38} {finding.object}")
         lines.append(f"         {finding.message}")
         lines.append(f"         fix: {finding.fix}")
+    hidden = sum(f.severity == "info" for f in found) if not info else 0
+    if hidden:
+        lines.append(f"({hidden} info finding(s), exemptions recorded on purpose, not shown: --info shows them)")
     counts = ", ".join(f"{sum(f.severity == s for f in found)} {s}(s)" for s in SEVERITIES)
     lines.append(counts)
     return "\n".join(lines) + "\n"

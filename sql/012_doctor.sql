@@ -37,7 +37,10 @@ INSERT INTO rls_tenancy.doctor_exemptions (object_name, check_name, reason) VALU
     ('rls_tenancy.users_pkey', 'unique_without_tenant',
      'user ids come from the identity column; the library never lets a caller choose one'),
     ('rls_tenancy.feature_overrides_pkey', 'unique_without_tenant',
-     'override ids come from the identity column; the library never lets a caller choose one')
+     'override ids come from the identity column; the library never lets a caller choose one'),
+    ('rls_tenancy.audit_log policy audit_owner', 'owner_policy_opens_table',
+     'the audit log''s own functions (log_event, the seal at commit) run as the owner and pick the chain '
+     'themselves; none returns another tenant''s events to its caller')
 ON CONFLICT (object_name, check_name) DO NOTHING;
 
 -- The library's primary keys on id alone. Its ids come from identity columns
@@ -147,6 +150,15 @@ BEGIN
                         owner_role, app_role, bypass_role
             USING HINT = 'restore rls_tenancy.roles (rls-tenancy migrate re-creates it) before trusting any report';
     END IF;
+    -- A superuser application role is one cause: row level security does not apply to it at all, and every
+    -- other check would report a consequence of it (one finding, not thirty).
+    IF (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = app_role) THEN
+        RETURN QUERY SELECT 'error'::text, 'app_role_superuser'::text, app_role::text,
+               format('the application role %I is a superuser: row level security does not apply to it (fix this '
+                      'first: other findings are not reported until then)', app_role),
+               format('ALTER ROLE %I NOSUPERUSER;', app_role);
+        RETURN;
+    END IF;
     exemptions_trusted := NOT EXISTS (
         SELECT 1 FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
          WHERE t.oid = 'rls_tenancy.doctor_exemptions'::regclass
@@ -213,11 +225,6 @@ BEGIN
     ),
     raw (severity, check_name, object_name, message, fix) AS (
         -- The application role itself.
-        SELECT 'error', 'app_role_superuser', app_role::text,
-               format('the application role %I is a superuser: row level security does not apply to it', app_role),
-               format('ALTER ROLE %I NOSUPERUSER;', app_role)
-          FROM pg_roles r WHERE r.rolname = app_role AND r.rolsuper
-        UNION ALL
         SELECT 'error', 'app_role_bypassrls', app_role::text,
                format('the application role %I has BYPASSRLS: every policy is ignored', app_role),
                format('ALTER ROLE %I NOBYPASSRLS;', app_role)
@@ -369,6 +376,31 @@ BEGIN
          WHERE schema IS NOT NULL
            AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_schema_privilege(ar.oid, schema, 'CREATE'))
         UNION ALL
+        -- The owner role must stay bound by FORCE ROW LEVEL SECURITY: the library's SECURITY DEFINER functions
+        -- run as it and rely on the policies to see the bound tenant only.
+        SELECT 'error', 'owner_role_escapes_rls', owner_role::text,
+               format('the owner role %I %s: FORCE ROW LEVEL SECURITY no longer binds it, so every SECURITY DEFINER '
+                      'function it owns (the library''s own: audit log, tokens, users) reads and writes every tenant''s rows',
+                      owner_role, CASE WHEN r.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END),
+               concat_ws(' ', CASE WHEN r.rolsuper THEN format('ALTER ROLE %I NOSUPERUSER;', owner_role) END,
+                              CASE WHEN r.rolbypassrls THEN format('ALTER ROLE %I NOBYPASSRLS;', owner_role) END)
+          FROM pg_roles r WHERE r.rolname = owner_role AND (r.rolsuper OR r.rolbypassrls)
+        UNION ALL
+        -- A permissive policy for the owner role (and not the app role, which policy_not_tenant_keyed covers)
+        -- that is not the tenant condition opens the table to everything that runs as the owner.
+        SELECT 'error', 'owner_policy_opens_table', format('%s policy %I', p.polrelid::regclass, p.polname),
+               format('policy %I on %s applies to the owner role %I and is not keyed on the bound tenant: every SECURITY '
+                      'DEFINER function the owner role owns (the library''s own) reads that table across tenants',
+                      p.polname, p.polrelid::regclass, owner_role),
+               format('DROP POLICY %I ON %s;', p.polname, p.polrelid::regclass)
+          FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
+         WHERE p.polpermissive
+           AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid <> 0 AND pg_has_role(owner_role, r.oid, 'USAGE'))
+           AND NOT EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
+           AND NOT (rls_tenancy.is_tenant_condition(pg_get_expr(p.polqual, p.polrelid))
+                    AND (p.polwithcheck IS NULL
+                         OR rls_tenancy.is_tenant_condition(pg_get_expr(p.polwithcheck, p.polrelid))))
+        UNION ALL
         -- A definer that runs without row level security, callable by the app role.
         SELECT 'error', 'definer_escapes_rls', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s runs as %I, which %s: whatever tenant tables it reads, it reads them whole, for the application role',
@@ -377,6 +409,7 @@ BEGIN
           FROM definers f
           JOIN pg_roles o ON o.oid = f.proowner
          WHERE (o.rolsuper OR o.rolbypassrls)
+           AND o.rolname <> owner_role  -- owner_role_escapes_rls: one cause, one finding
            AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
         UNION ALL
         -- Tables without tenant_id that every tenant can write: shared by all, isolated from none.

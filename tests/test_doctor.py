@@ -52,6 +52,7 @@ EXPECTED_CLEAN = {
     ("info", "policy_not_tenant_keyed", "rls_tenancy.feature_overrides policy global_overrides_read"),
     ("info", "unique_without_tenant", "rls_tenancy.feature_overrides_pkey"),
     ("info", "unique_without_tenant", "rls_tenancy.users_pkey"),
+    ("info", "owner_policy_opens_table", "rls_tenancy.audit_log policy audit_owner"),
 }
 TEMPORARY = ("warning", "app_role_temporary")
 UNSIGNED = ("warning", "context_not_signed")  # unless RLS_TENANCY_TEST_SIGNED: then the database requires it
@@ -231,7 +232,7 @@ class Plant:
     setup: Callable[[RoleNames], list[str]]
     severity: str
     check: str
-    object: str  # "{app}" is the application role's name, "{database}" the database's
+    object: str  # "{app}" and "{owner}" are those roles' names, "{database}" the database's
     says: str = ""  # a fragment the message must contain
     fix_is_sql: bool = True  # the fix can be run as it is, and clears the finding
 
@@ -331,6 +332,23 @@ PLANTS = {
         "doctor_input_writable",
         "rls_tenancy.roles",
         "naming another role as the application role",
+    ),
+    "owner role BYPASSRLS": Plant(
+        lambda r: [ddl("ALTER ROLE {} BYPASSRLS", r.owner)],
+        "error",
+        "owner_role_escapes_rls",
+        "{owner}",
+        "FORCE ROW LEVEL SECURITY no longer binds it",
+    ),
+    "owner role SUPERUSER": Plant(
+        lambda r: [ddl("ALTER ROLE {} SUPERUSER", r.owner)], "error", "owner_role_escapes_rls", "{owner}", "superuser"
+    ),
+    "a policy for the owner role that opens a tenant table": Plant(
+        lambda r: [ddl("CREATE POLICY doctor_owner_all ON public.projects TO {} USING (true)", r.owner)],
+        "error",
+        "owner_policy_opens_table",
+        "public.projects policy doctor_owner_all",
+        "applies to the owner role",
     ),
     "tenant table owned by the app role": Plant(
         lambda r: [ddl("ALTER TABLE public.projects OWNER TO {}", r.app)],
@@ -580,7 +598,8 @@ PLANTS = {
     [pytest.param(plant, id=name) for name, plant in PLANTS.items()],
 )
 def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: TenancyDatabase, plant: Plant) -> None:
-    expected = (plant.severity, plant.check, plant.object.format(app=db.roles.app, database=db.name))
+    name = plant.object.format(app=db.roles.app, owner=db.roles.owner, database=db.name)
+    expected = (plant.severity, plant.check, name)
     with _planted(superuser_engine, plant.setup(db.roles)) as conn:
         found = _findings(conn)
         matching = [row for row in found if _key(row) == expected]
@@ -787,8 +806,13 @@ def test_cli_doctor_on_the_clean_database_exits_0_and_prints_a_table(
     url = db.superuser_url if role == "superuser" else db.bypass_url
     status = main(["doctor", "--database-url", _url(url)])
     assert status == 0
-    out = capsys.readouterr().out
-    lines = out.splitlines()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"0 error(s), {len(WARNINGS)} warning(s), {INFOS} info(s)"
+    assert lines[-2] == f"({INFOS} info finding(s), exemptions recorded on purpose, not shown: --info shows them)"
+    assert not [line for line in lines if line.startswith("INFO ")]
+    assert sum(line.strip().startswith("fix: ") for line in lines) == len(WARNINGS)
+    assert main(["doctor", "--database-url", _url(url), "--info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == f"0 error(s), {len(WARNINGS)} warning(s), {INFOS} info(s)"
     assert any(
         line.startswith("INFO ") and "unique_without_tenant" in line and "rls_tenancy.users_pkey" in line
@@ -927,3 +951,24 @@ def test_a_roles_table_naming_no_role_makes_the_doctor_fail_loudly(superuser_eng
     tampered = ["UPDATE rls_tenancy.roles SET role_name = 'no_such_role_' || md5(random()::text) WHERE purpose = 'app'"]
     with _planted(superuser_engine, tampered) as conn, pytest.raises(DBAPIError, match="rls_tenancy.roles names roles"):
         _findings(conn)
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize(
+    ("attribute", "role", "check"),
+    [
+        ("SUPERUSER", "app", "app_role_superuser"),
+        ("BYPASSRLS", "owner", "owner_role_escapes_rls"),
+        ("SUPERUSER", "owner", "owner_role_escapes_rls"),
+    ],
+)
+def test_one_cause_is_one_finding(
+    superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row], attribute: str, role: str, check: str
+) -> None:
+    name = db.roles.app if role == "app" else db.roles.owner
+    with _planted(superuser_engine, [ddl(f"ALTER ROLE {{}} {attribute}", name)]) as conn:
+        errors = [row for row in _findings(conn) if row[0] == "error"]
+        found = {_key(row) for row in _findings(conn)}
+    assert [(row[1], row[2]) for row in errors] == [(check, name)]  # not one per function, table or role it reaches
+    if role == "owner":  # the rest of the report is what it was
+        assert found - {("error", check, name)} == {_key(row) for row in baseline}

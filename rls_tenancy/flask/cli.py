@@ -301,8 +301,9 @@ def features_clear(key: str, slug: str | None, is_global: bool, scope: str) -> N
 
 @tenancy_commands.command("doctor")
 @click.option("--json", "as_machine", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--info", "with_info", is_flag=True, help="Also print info findings (recorded exemptions).")
 @with_appcontext
-def doctor(as_machine: bool) -> None:
+def doctor(as_machine: bool, with_info: bool) -> None:
     """Report isolation gaps found in the database; exit 1 on any error-level finding."""
     try:
         with _bypass().connect(reason="cli: doctor") as connection:
@@ -310,6 +311,6 @@ def doctor(as_machine: bool) -> None:
     except DBAPIError as error:
         click.echo(f"Error: the check could not run: {str(error.orig).splitlines()[0]}", err=True)
         raise SystemExit(2) from error
-    click.echo(as_json(found) if as_machine else as_table(found), nl=as_machine)
+    click.echo(as_json(found) if as_machine else as_table(found, info=with_info), nl=as_machine)
     if exit_status(found):
         raise SystemExit(1)
