@@ -70,6 +70,35 @@ RETURN coalesce(expression ~ '^\(tenant_id = (rls_tenancy\.)?current_tenant_id\(
                 false);
 REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_condition(text) FROM PUBLIC;
 
+-- Whether a policy expression is the isolation condition, or that condition AND more at its top level
+-- (pg_get_expr() writes a top-level AND as "((first) AND ...)"; an OR above it, or around the condition,
+-- starts otherwise): such a permissive policy can only narrow what the tenant sees. Signed, the condition
+-- is the signed one (two conjuncts) or current_tenant_id(), which then answers the verified tenant only.
+CREATE OR REPLACE FUNCTION rls_tenancy.is_tenant_conjunction(expression text, signed boolean)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN coalesce(rls_tenancy.is_tenant_condition(expression)
+                OR expression ~ '^\(\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\) AND '
+                OR (NOT signed AND expression ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND ')
+                OR expression ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(\( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\) IS NOT NULL\) AND ',
+                false);
+REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_conjunction(text, boolean) FROM PUBLIC;
+
+-- Whether a permissive policy keeps to the bound tenant, for the command it serves: SELECT and DELETE by
+-- their USING, INSERT by its WITH CHECK, UPDATE and ALL by both (a missing WITH CHECK reuses USING).
+CREATE OR REPLACE FUNCTION rls_tenancy.policy_is_tenant_keyed(command "char", using_expr text, check_expr text,
+                                                               signed boolean)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+RETURN CASE command
+           WHEN 'a' THEN coalesce(rls_tenancy.is_tenant_conjunction(check_expr, signed), false)
+           WHEN 'r' THEN coalesce(rls_tenancy.is_tenant_conjunction(using_expr, signed), false)
+           WHEN 'd' THEN coalesce(rls_tenancy.is_tenant_conjunction(using_expr, signed), false)
+           ELSE coalesce(rls_tenancy.is_tenant_conjunction(using_expr, signed)
+                         AND (check_expr IS NULL OR rls_tenancy.is_tenant_conjunction(check_expr, signed)), false)
+       END;
+REVOKE ALL ON FUNCTION rls_tenancy.policy_is_tenant_keyed("char", text, text, boolean) FROM PUBLIC;
+
 -- One row per tenant table: how it is protected.
 CREATE OR REPLACE VIEW rls_tenancy.coverage AS
 WITH app AS (SELECT rls_tenancy.role_name('app') AS role_name),
@@ -142,6 +171,8 @@ DECLARE
     owner_role  name := rls_tenancy.role_name('owner');
     -- Exemptions count only while the application role cannot write them (else it could exempt any error).
     exemptions_trusted boolean;
+    -- Signed (sql/016): a condition on the bare setting is no longer enough, even ANDed with more.
+    signing_required boolean := false;
 BEGIN
     -- The doctor's inputs: a roles table naming roles that do not exist is a tampered one, and no report
     -- made from it can be trusted.
@@ -165,6 +196,9 @@ BEGIN
            AND (pg_has_role(app_role, t.relowner, 'MEMBER')
                 OR (acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND acl.grantee <> t.relowner
                     AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER')))));
+    IF pg_catalog.to_regprocedure('rls_tenancy.context_signing_required()') IS NOT NULL THEN  -- sql/016
+        EXECUTE 'SELECT coalesce(rls_tenancy.context_signing_required(), false)' INTO signing_required;
+    END IF;
     RETURN QUERY
     WITH RECURSIVE
     -- The app role and every role it can SET ROLE to: their privileges are its privileges.
@@ -286,9 +320,8 @@ BEGIN
           FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
          WHERE p.polpermissive
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
-           AND NOT (rls_tenancy.is_tenant_condition(pg_get_expr(p.polqual, p.polrelid))
-                    AND (p.polwithcheck IS NULL
-                         OR rls_tenancy.is_tenant_condition(pg_get_expr(p.polwithcheck, p.polrelid))))
+           AND NOT rls_tenancy.policy_is_tenant_keyed(p.polcmd, pg_get_expr(p.polqual, p.polrelid),
+                                                     pg_get_expr(p.polwithcheck, p.polrelid), signing_required)
         UNION ALL
         SELECT 'warning', 'policy_without_with_check', format('%s policy %I', p.polrelid::regclass, p.polname),
                format('policy %I on %s has no WITH CHECK: new rows are checked against its USING, which is easy to widen by accident',
@@ -317,7 +350,12 @@ BEGIN
         UNION ALL
         -- Views and materialized views reading tenant tables, directly or through other views.
         SELECT DISTINCT ON (v.oid)
-               CASE WHEN EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, v.oid, 'SELECT'))
+               CASE WHEN v.relkind = 'v' AND NOT vo.rolsuper AND NOT vo.rolbypassrls
+                         AND NOT EXISTS (SELECT 1 FROM reaching r2 JOIN pg_class b ON b.oid = r2.base
+                                          WHERE r2.rel = v.oid
+                                            AND NOT (b.relrowsecurity AND (b.relforcerowsecurity OR b.relowner <> v.relowner)))
+                    THEN 'warning'  -- its owner is bound by the policies, which filter on the session's tenant
+                    WHEN EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, v.oid, 'SELECT'))
                     THEN 'error' ELSE 'warning' END,
                CASE WHEN v.relkind = 'm' THEN 'materialized_view_over_tenant_table' ELSE 'view_not_security_invoker' END,
                format('%s', v.oid::regclass),
@@ -329,6 +367,7 @@ BEGIN
                     ELSE format('ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass) END
           FROM reaching r
           JOIN pg_class v ON v.oid = r.rel
+          JOIN pg_roles vo ON vo.oid = v.relowner
          WHERE v.relkind = 'm'
             OR (v.relkind = 'v' AND NOT coalesce(
                    (SELECT o.option_value::boolean FROM pg_options_to_table(v.reloptions) o
@@ -397,9 +436,8 @@ BEGIN
          WHERE p.polpermissive
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid <> 0 AND pg_has_role(owner_role, r.oid, 'USAGE'))
            AND NOT EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
-           AND NOT (rls_tenancy.is_tenant_condition(pg_get_expr(p.polqual, p.polrelid))
-                    AND (p.polwithcheck IS NULL
-                         OR rls_tenancy.is_tenant_condition(pg_get_expr(p.polwithcheck, p.polrelid))))
+           AND NOT rls_tenancy.policy_is_tenant_keyed(p.polcmd, pg_get_expr(p.polqual, p.polrelid),
+                                                     pg_get_expr(p.polwithcheck, p.polrelid), signing_required)
         UNION ALL
         -- A definer that runs without row level security, callable by the app role.
         SELECT 'error', 'definer_escapes_rls', format('%s', f.oid::regprocedure),

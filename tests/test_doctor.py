@@ -972,3 +972,75 @@ def test_one_cause_is_one_finding(
     assert [(row[1], row[2]) for row in errors] == [(check, name)]  # not one per function, table or role it reaches
     if role == "owner":  # the rest of the report is what it was
         assert found - {("error", check, name)} == {_key(row) for row in baseline}
+
+
+TENANT = "tenant_id = rls_tenancy.current_tenant_id()"
+PER_COMMAND = [
+    "CREATE TABLE public.doctor_commands (id integer, tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id),"
+    " PRIMARY KEY (tenant_id, id))",
+    "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_commands')",
+    "DROP POLICY tenant_isolation ON public.doctor_commands",
+    f"CREATE POLICY doctor_read ON public.doctor_commands FOR SELECT USING ({TENANT})",
+    f"CREATE POLICY doctor_add ON public.doctor_commands FOR INSERT WITH CHECK ({TENANT})",
+    f"CREATE POLICY doctor_change ON public.doctor_commands FOR UPDATE USING ({TENANT}) WITH CHECK ({TENANT})",
+    f"CREATE POLICY doctor_remove ON public.doctor_commands FOR DELETE USING ({TENANT})",
+]
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize(
+    "statements",
+    [
+        pytest.param(PER_COMMAND, id="a policy per command, each the tenant condition"),
+        pytest.param(
+            [f"CREATE POLICY doctor_named ON public.projects FOR SELECT USING ({TENANT} AND name <> '')"],
+            id="a permissive policy that is the tenant condition AND a business rule",
+        ),
+    ],
+)
+def test_policies_that_narrow_the_tenant_condition_are_no_finding(
+    superuser_engine: Engine, baseline: list[Row], statements: list[str]
+) -> None:
+    with _planted(superuser_engine, statements) as conn:
+        found = [row for row in _findings(conn) if row[0] != "info"]
+    assert found == [row for row in baseline if row[0] != "info"]
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize(
+    "using",
+    [
+        f"{TENANT} OR name = 'x'",
+        f"({TENANT} AND name <> '') OR true",
+        f"name <> '' AND {TENANT} OR true",
+        f"{TENANT} AND (true OR name <> '') OR tenant_id > 0",
+    ],
+)
+def test_a_policy_that_widens_the_tenant_condition_is_still_an_error(superuser_engine: Engine, using: str) -> None:
+    policy = f"CREATE POLICY doctor_wide ON public.projects FOR SELECT USING ({using})"
+    with _planted(superuser_engine, [policy]) as conn:
+        found = {_key(row) for row in _findings(conn)}
+    assert ("error", "policy_not_tenant_keyed", "public.projects policy doctor_wide") in found
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_view_whose_owner_the_policies_bind_is_a_warning_and_shows_the_bound_tenant_only(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    owned = [VIEW, ddl("ALTER VIEW public.doctor_view OWNER TO {}", db.roles.owner)]
+    granted = ddl("GRANT SELECT ON public.doctor_view TO {}", db.roles.app)
+    with _planted(superuser_engine, [*owned, granted]) as conn:
+        found = {_key(row) for row in _findings(conn)}
+        assert ("warning", "view_not_security_invoker", "public.doctor_view") in found
+        if not signing_requested():  # the claim behind the downgrade: the view filters as the policies do
+            tenant, mine, every = conn.execute(
+                text(
+                    "SELECT t, count(*) FILTER (WHERE tenant_id = t), count(*)"
+                    " FROM public.projects, (SELECT min(tenant_id) AS t FROM public.projects) AS one GROUP BY t"
+                )
+            ).one()
+            assert 0 < mine < every  # else the check below proves nothing
+            _run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", db.roles.app))
+            assert conn.execute(text("SELECT count(*) FROM public.doctor_view")).scalar() == 0  # no tenant bound
+            conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(tenant)})
+            assert conn.execute(text("SELECT count(*) FROM public.doctor_view")).scalar() == mine

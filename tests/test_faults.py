@@ -60,8 +60,14 @@ def proxy(db: TenancyDatabase) -> Iterator[RoundTripProxy]:
         yield running
 
 
+# Each rejection written at once: the load below checks that every acknowledged one survives the fault.
+EACH_REJECTION = {"RLS_TENANCY_REJECTION_WINDOW": 0}
+
+
 def _app(db: TenancyDatabase, url: Any = None, **engine_options: Any) -> Flask:
-    return create_app(url or db.app_url, db.bypass_url, engine_options=engine_options, TESTING=True, SECRET_KEY="x")
+    return create_app(
+        url or db.app_url, db.bypass_url, engine_options=engine_options, TESTING=True, SECRET_KEY="x", **EACH_REJECTION
+    )
 
 
 def _body(response: Any) -> dict[str, Any]:
@@ -323,7 +329,9 @@ def test_a_real_server_restart_under_load_loses_nothing_acknowledged(restartable
         seeder = bind_engine(create_engine(app_url))
         seeded = seed(seeder, bypass)
         seeder.dispose()
-        app = create_app(app_url, bypass_url, engine_options={"pool_timeout": 2}, TESTING=True, SECRET_KEY="x")
+        app = create_app(
+            app_url, bypass_url, engine_options={"pool_timeout": 2}, TESTING=True, SECRET_KEY="x", **EACH_REJECTION
+        )
 
         def restart() -> None:
             restartable.stop()
