@@ -463,6 +463,10 @@ BEGIN
            AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
            AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
            AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_class'::regclass AND x.objid = t.oid AND x.deptype = 'e')
+           -- reported as tenant_table_by_another_name, its cause
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = t.oid AND k.contype = 'f'
+                              AND (k.confrelid = 'rls_tenancy.tenants'::regclass
+                                   OR EXISTS (SELECT 1 FROM rls_tenancy.coverage c WHERE c.table_oid = k.confrelid)))
            AND EXISTS (SELECT 1 FROM app_roles ar
                         WHERE (has_any_column_privilege(ar.oid, t.oid, 'INSERT') OR has_any_column_privilege(ar.oid, t.oid, 'UPDATE')
                               OR has_table_privilege(ar.oid, t.oid, 'DELETE') OR has_table_privilege(ar.oid, t.oid, 'TRUNCATE')))
@@ -559,6 +563,88 @@ BEGIN
                             'pg_catalog.lo_creat(integer)', 'pg_catalog.lo_create(oid)',
                             'pg_catalog.lo_from_bytea(oid, bytea)']::regprocedure[]) AS f
          WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f, 'EXECUTE'))
+        UNION ALL
+        -- Rules run their actions with the rights of the owner of the table they are on. A rule on a tenant
+        -- table, or one whose actions reach a tenant table, acts past the caller's policies.
+        SELECT DISTINCT ON (rw.oid) 'error', 'rule_reaches_tenant_table', format('%s rule %I', rw.ev_class::regclass, rw.rulename),
+               format('rule %I on %s runs its actions with the rights of the table''s owner, and it %s',
+                      rw.rulename, rw.ev_class::regclass,
+                      CASE WHEN on_tenant.table_oid IS NOT NULL THEN 'is on a tenant table'
+                           ELSE format('reaches tenant table %s', reached.table_name) END),
+               format('DROP RULE %I ON %s; -- a trigger runs with the caller''s rights', rw.rulename, rw.ev_class::regclass)
+          FROM pg_rewrite rw
+          JOIN pg_class t ON t.oid = rw.ev_class AND t.relkind IN ('r', 'p')
+          LEFT JOIN rls_tenancy.coverage on_tenant ON on_tenant.table_oid = rw.ev_class
+          LEFT JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+                                AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class
+          LEFT JOIN rls_tenancy.coverage reached ON reached.table_oid = d.refobjid
+         WHERE rw.rulename <> '_RETURN'
+           AND (on_tenant.table_oid IS NOT NULL OR reached.table_oid IS NOT NULL)
+        UNION ALL
+        -- Foreign tables read another server as the user their user mapping names: that server's policies
+        -- (if any) judge that user, not the application's tenant. Pointing back at this database, they are a
+        -- way around its policies.
+        SELECT CASE WHEN srv.loopback THEN 'error' ELSE 'warning' END, 'foreign_table_readable', format('%s', f.oid::regclass),
+               format('the application role may read foreign table %s of server %I, which %s as the user of its user mapping, past the policies of this database',
+                      f.oid::regclass, srv.srvname,
+                      CASE WHEN srv.loopback THEN 'reads this very database' ELSE 'reads another database' END),
+               format('REVOKE ALL ON %s FROM PUBLIC, %I; -- or DROP FOREIGN TABLE %s;', f.oid::regclass, app_role, f.oid::regclass)
+          FROM pg_class f
+          JOIN pg_foreign_table ft ON ft.ftrelid = f.oid
+          JOIN LATERAL (SELECT s.srvname,
+                               coalesce((SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'dbname=%'),
+                                        current_database()) = current_database()
+                               AND coalesce((SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'host=%'),
+                                            'localhost') IN ('localhost', '127.0.0.1', '::1', '')
+                                   AS loopback
+                          FROM pg_foreign_server s WHERE s.oid = ft.ftserver) srv ON true
+         WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, f.oid, 'SELECT'))
+        UNION ALL
+        -- Default privileges that grant the tables created later to the application role: a new table is
+        -- open to it from its first moment, before anyone isolates it.
+        SELECT 'warning', 'default_privileges_grant_app',
+               format('default privileges of %I%s', pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' in schema %I', d.defaclnamespace::regnamespace::text) ELSE '' END),
+               format('tables %I creates%s are granted %s to %s at creation, before anyone isolates them',
+                      pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' in schema %I', d.defaclnamespace::regnamespace::text) ELSE '' END,
+                      string_agg(DISTINCT acl.privilege_type, ', '),
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END),
+               format('ALTER DEFAULT PRIVILEGES FOR ROLE %I%s REVOKE ALL ON TABLES FROM %s; -- grant each table when it is isolated',
+                      pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' IN SCHEMA %I', d.defaclnamespace::regnamespace::text) ELSE '' END,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END)
+          FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) acl
+         WHERE d.defaclobjtype = 'r'
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+         GROUP BY d.oid, d.defaclrole, d.defaclnamespace, acl.grantee
+        UNION ALL
+        -- Tenant tables by another name: rows keyed to a tenant by a column that is not tenant_id (the
+        -- library's policies and these checks look for tenant_id), or by a key into a tenant table.
+        SELECT 'error', 'tenant_table_by_another_name', format('%s', t.oid::regclass),
+               format('%s belongs to tenants through %s, but has no tenant_id: no policy of the library covers it, and the application role may %s it',
+                      t.oid::regclass,
+                      (array_agg(CASE WHEN k.confrelid = 'rls_tenancy.tenants'::regclass
+                                      THEN format('column %I (a key to rls_tenancy.tenants)', a.attname)
+                                      ELSE format('foreign key %I into tenant table %s', k.conname, k.confrelid::regclass) END
+                                 ORDER BY k.conname))[1],
+                      CASE WHEN bool_or(EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, t.oid, 'SELECT')))
+                           THEN 'read' ELSE 'write' END),
+               format('add tenant_id (filled from the key, with a composite foreign key), then SELECT rls_tenancy.enable_tenant_isolation(%L);',
+                      t.oid::regclass::text)
+          FROM pg_class t
+          JOIN pg_namespace n ON n.oid = t.relnamespace
+          JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'f'
+          JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.conkey[1]
+         WHERE t.relkind IN ('r', 'p') AND NOT t.relrowsecurity
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'rls_tenancy')
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute x WHERE x.attrelid = t.oid AND x.attname = 'tenant_id' AND NOT x.attisdropped)
+           AND (k.confrelid = 'rls_tenancy.tenants'::regclass
+                OR EXISTS (SELECT 1 FROM rls_tenancy.coverage c WHERE c.table_oid = k.confrelid))
+           AND EXISTS (SELECT 1 FROM app_roles ar
+                        WHERE has_table_privilege(ar.oid, t.oid, 'SELECT') OR has_any_column_privilege(ar.oid, t.oid, 'INSERT')
+                              OR has_any_column_privilege(ar.oid, t.oid, 'UPDATE') OR has_table_privilege(ar.oid, t.oid, 'DELETE'))
+         GROUP BY t.oid
         UNION ALL
         -- The doctor's own inputs and the library's schema, within the application role's reach.
         SELECT 'error', 'doctor_input_writable', format('%s', t.oid::regclass),

@@ -350,6 +350,75 @@ PLANTS = {
         "public.projects policy doctor_owner_all",
         "applies to the owner role",
     ),
+    "a rule on a tenant table": Plant(
+        lambda r: [
+            "CREATE TABLE public.doctor_copies (source bigint, name text)",
+            "CREATE RULE doctor_copy AS ON INSERT TO public.projects"
+            " DO ALSO INSERT INTO public.doctor_copies VALUES (NEW.tenant_id, NEW.name)",
+        ],
+        "error",
+        "rule_reaches_tenant_table",
+        "public.projects rule doctor_copy",
+        "is on a tenant table",
+    ),
+    "a rule on another table whose action reaches a tenant table": Plant(
+        lambda r: [
+            "CREATE TABLE public.doctor_pokes (x int)",
+            "CREATE RULE doctor_poke AS ON INSERT TO public.doctor_pokes"
+            " DO ALSO UPDATE public.projects SET name = name WHERE false",
+        ],
+        "error",
+        "rule_reaches_tenant_table",
+        "public.doctor_pokes rule doctor_poke",
+        "reaches tenant table public.projects",
+    ),
+    "default privileges granting future tables to the app role": Plant(
+        lambda r: [ddl("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT ON TABLES TO {}", r.app)],
+        "warning",
+        "default_privileges_grant_app",
+        "default privileges of {superuser} in schema public",
+        "are granted INSERT, SELECT to",
+    ),
+    "a foreign table onto this database, readable by the app role": Plant(
+        lambda r: [
+            "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
+            "CREATE SERVER doctor_loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'localhost')",
+            ddl("CREATE USER MAPPING FOR {} SERVER doctor_loop OPTIONS (user 'postgres')", r.app),
+            "CREATE FOREIGN TABLE public.doctor_remote (id integer, name text) SERVER doctor_loop"
+            " OPTIONS (table_name 'projects')",
+            ddl("GRANT SELECT ON public.doctor_remote TO {}", r.app),
+        ],
+        "error",
+        "foreign_table_readable",
+        "public.doctor_remote",
+        "reads this very database",
+        fix_is_sql=False,  # REVOKE ... FROM PUBLIC, app; or DROP: two statements, either clears it
+    ),
+    "a table keyed to tenants by a column not named tenant_id": Plant(
+        lambda r: [
+            "CREATE TABLE public.doctor_bills (id int, org bigint REFERENCES rls_tenancy.tenants (id))",
+            ddl("GRANT SELECT ON public.doctor_bills TO {}", r.app),
+        ],
+        "error",
+        "tenant_table_by_another_name",
+        "public.doctor_bills",
+        "column org (a key to rls_tenancy.tenants)",
+        fix_is_sql=False,
+    ),
+    "a child of a tenant table without tenant_id": Plant(
+        lambda r: [
+            "CREATE TABLE public.doctor_orders (id integer UNIQUE, tenant_id bigint NOT NULL"
+            " REFERENCES rls_tenancy.tenants (id), PRIMARY KEY (tenant_id, id))",
+            "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_orders')",
+            "CREATE TABLE public.doctor_lines (id integer, order_id integer REFERENCES public.doctor_orders (id))",
+            ddl("GRANT SELECT, INSERT ON public.doctor_lines TO {}", r.app),
+        ],
+        "error",
+        "tenant_table_by_another_name",
+        "public.doctor_lines",
+        "foreign key doctor_lines_order_id_fkey into tenant table public.doctor_orders",
+        fix_is_sql=False,
+    ),
     "tenant table owned by the app role": Plant(
         lambda r: [ddl("ALTER TABLE public.projects OWNER TO {}", r.app)],
         "error",
@@ -598,7 +667,9 @@ PLANTS = {
     [pytest.param(plant, id=name) for name, plant in PLANTS.items()],
 )
 def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: TenancyDatabase, plant: Plant) -> None:
-    name = plant.object.format(app=db.roles.app, owner=db.roles.owner, database=db.name)
+    name = plant.object.format(
+        app=db.roles.app, owner=db.roles.owner, database=db.name, superuser=db.superuser_url.username
+    )
     expected = (plant.severity, plant.check, name)
     with _planted(superuser_engine, plant.setup(db.roles)) as conn:
         found = _findings(conn)
@@ -1044,3 +1115,11 @@ def test_a_view_whose_owner_the_policies_bind_is_a_warning_and_shows_the_bound_t
             assert conn.execute(text("SELECT count(*) FROM public.doctor_view")).scalar() == 0  # no tenant bound
             conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(tenant)})
             assert conn.execute(text("SELECT count(*) FROM public.doctor_view")).scalar() == mine
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_child_table_is_reported_by_its_cause_only(superuser_engine: Engine, db: TenancyDatabase) -> None:
+    child = PLANTS["a child of a tenant table without tenant_id"]
+    with _planted(superuser_engine, child.setup(db.roles)) as conn:
+        about = [row[1] for row in _findings(conn) if row[2] == "public.doctor_lines"]
+    assert about == ["tenant_table_by_another_name"]  # not also table_not_isolated, its symptom
