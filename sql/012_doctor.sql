@@ -235,12 +235,30 @@ BEGIN
                              'pg_write_server_files', 'pg_execute_server_program')
     ),
     -- SECURITY DEFINER functions outside the system schemas and extensions, with their search_path entries.
-    definers AS (
-        SELECT f.oid, f.proowner, f.proacl,
+    definers_raw AS (
+        SELECT f.oid, f.proowner, f.proacl, n.nspname,
                (SELECT substr(setting, 13) FROM unnest(f.proconfig) setting WHERE setting LIKE 'search\_path=%') AS path
           FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
          WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+    ),
+    -- With the search_path a fix should give it: its own schemas (or, without any, pg_catalog and the
+    -- function's schema), less pg_temp and those the app role may create in, then pg_temp last, so that
+    -- the names it uses still resolve and none resolves to a temporary object.
+    definers AS (
+        SELECT d.oid, d.proowner, d.proacl, d.path,
+               (SELECT string_agg(quote_ident(kept.name), ', ' ORDER BY kept.n)
+                  FROM (SELECT DISTINCT ON (e.name) e.name, e.n
+                          FROM unnest(CASE WHEN d.path IS NULL THEN ARRAY['pg_catalog', d.nspname]
+                                           ELSE ARRAY['pg_catalog'] || string_to_array(d.path, ',') END)
+                               WITH ORDINALITY AS raw_element (element, n)
+                          CROSS JOIN LATERAL (SELECT btrim(raw_element.element, ' "') AS name, raw_element.n) e
+                         WHERE e.name NOT IN ('pg_temp', '$user', '')
+                           AND NOT EXISTS (SELECT 1 FROM app_roles ar
+                                            WHERE to_regnamespace(quote_ident(e.name)) IS NOT NULL
+                                              AND has_schema_privilege(ar.oid, to_regnamespace(quote_ident(e.name)), 'CREATE'))
+                         ORDER BY e.name, e.n) kept) || ', pg_temp' AS safe_path
+          FROM definers_raw d
     ),
     reaching (base, rel) AS (
         -- Every view or materialized view that reads a tenant table, however many views deep.
@@ -290,7 +308,9 @@ BEGIN
                CASE WHEN c.owner = app_role
                     THEN format('%s is owned by the application role, which can therefore drop its policies', c.table_name)
                     ELSE format('%s is owned by %I, whose rights the application role has: it can drop the policies', c.table_name, c.owner) END,
-               format('ALTER TABLE %s OWNER TO %I;', c.table_name, owner_role)
+               -- The app keeps the access it had as (a member of) the owner, now through grants the policies bind.
+               format('ALTER TABLE %s OWNER TO %I; GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I;',
+                      c.table_name, owner_role, c.table_name, app_role)
           FROM rls_tenancy.coverage c WHERE pg_has_role(app_role, c.owner, 'MEMBER')
         UNION ALL
         SELECT 'error', 'rls_disabled', c.table_name,
@@ -377,7 +397,8 @@ BEGIN
         SELECT 'error', 'definer_without_search_path', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s has no search_path ending in pg_temp: a caller can plant objects it will use (pg_temp is searched first unless it is named last)',
                       f.oid::regprocedure),
-               format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp;', f.oid::regprocedure)
+               format('ALTER FUNCTION %s SET search_path = %s; -- then qualify the names it uses',
+                      f.oid::regprocedure, f.safe_path)
           FROM definers f
          WHERE btrim(reverse(split_part(reverse(f.path), ',', 1)), ' "') IS DISTINCT FROM 'pg_temp'
         UNION ALL
@@ -408,7 +429,8 @@ BEGIN
         SELECT DISTINCT 'error', 'definer_search_path_writable', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s searches schema %I, where the application role can create objects it will then use',
                       f.oid::regprocedure, btrim(element, ' "')),
-               format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp; -- and qualify the names it uses', f.oid::regprocedure)
+               format('ALTER FUNCTION %s SET search_path = %s; -- then qualify the names it uses',
+                      f.oid::regprocedure, f.safe_path)
           FROM definers f
           CROSS JOIN LATERAL unnest(string_to_array(f.path, ',')) element
           CROSS JOIN LATERAL to_regnamespace(quote_ident(btrim(element, ' "'))) schema
@@ -448,7 +470,13 @@ BEGIN
           JOIN pg_roles o ON o.oid = f.proowner
          WHERE (o.rolsuper OR o.rolbypassrls)
            AND o.rolname <> owner_role  -- owner_role_escapes_rls: one cause, one finding
-           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+           AND (EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+                -- a trigger fires it on the app's writes whatever its EXECUTE grants say
+                OR EXISTS (SELECT 1 FROM pg_trigger tg, app_roles ar
+                            WHERE tg.tgfoid = f.oid AND NOT tg.tgisinternal
+                              AND (has_table_privilege(ar.oid, tg.tgrelid, 'INSERT')
+                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'UPDATE')
+                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'DELETE'))))
         UNION ALL
         -- Tables without tenant_id that every tenant can write: shared by all, isolated from none.
         SELECT 'warning', 'table_not_isolated', format('%s', t.oid::regclass),

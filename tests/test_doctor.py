@@ -419,6 +419,19 @@ PLANTS = {
         "foreign key doctor_lines_order_id_fkey into tenant table public.doctor_orders",
         fix_is_sql=False,
     ),
+    "a SECURITY DEFINER trigger function of a superuser, on a table the app role writes": Plant(
+        lambda r: [
+            "CREATE FUNCTION public.doctor_stamp() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+            " SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NEW; END $$",
+            "REVOKE EXECUTE ON FUNCTION public.doctor_stamp() FROM PUBLIC",
+            "CREATE TRIGGER doctor_stamp BEFORE INSERT ON public.projects FOR EACH ROW"
+            " EXECUTE FUNCTION public.doctor_stamp()",
+        ],
+        "error",
+        "definer_escapes_rls",
+        "public.doctor_stamp()",
+        "runs as",
+    ),
     "tenant table owned by the app role": Plant(
         lambda r: [ddl("ALTER TABLE public.projects OWNER TO {}", r.app)],
         "error",
@@ -1123,3 +1136,37 @@ def test_a_child_table_is_reported_by_its_cause_only(superuser_engine: Engine, d
     with _planted(superuser_engine, child.setup(db.roles)) as conn:
         about = [row[1] for row in _findings(conn) if row[2] == "public.doctor_lines"]
     assert about == ["tenant_table_by_another_name"]  # not also table_not_isolated, its symptom
+
+
+COUNTING = (
+    "CREATE FUNCTION public.doctor_count() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER"
+    " AS $$ BEGIN RETURN (SELECT count(*) FROM projects); END $$"
+)
+
+
+@pytest.mark.usefixtures("stays_clean", "seeded")
+def test_the_search_path_fix_keeps_the_names_a_definer_uses_and_never_reaches_a_temporary_table(
+    superuser_engine: Engine,
+) -> None:
+    with _planted(superuser_engine, [COUNTING, CLOSED.replace("doctor_definer", "doctor_count")]) as conn:
+        (found,) = [row for row in _findings(conn) if row[1] == "definer_without_search_path"]
+        fix = "ALTER FUNCTION public.doctor_count() SET search_path = pg_catalog, public, pg_temp;"
+        assert found[4].startswith(fix)
+        _run(conn, found[4])
+        every = conn.execute(text("SELECT count(*) FROM public.projects")).scalar()
+        assert every  # else the decoy's count would match it
+        _run(conn, "CREATE TEMPORARY TABLE projects AS SELECT * FROM public.projects LIMIT 0")  # a planted decoy
+        assert conn.execute(text("SELECT public.doctor_count()")).scalar() == every  # public's, not the decoy's
+        assert "definer_without_search_path" not in {row[1] for row in _findings(conn)}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_the_ownership_fix_leaves_the_app_role_its_access(superuser_engine: Engine, db: TenancyDatabase) -> None:
+    owned = [ddl("ALTER TABLE public.projects OWNER TO {}", db.roles.app)]
+    with _planted(superuser_engine, owned) as conn:
+        (found,) = [row for row in _findings(conn) if row[1] == "app_role_owns_table"]
+        _run(conn, found[4])
+        can = text("SELECT has_table_privilege(:r, 'public.projects', :p)")
+        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            assert conn.execute(can, {"r": db.roles.app, "p": privilege}).scalar(), privilege
+        assert "app_role_owns_table" not in {row[1] for row in _findings(conn)}
