@@ -1,8 +1,10 @@
 """Login-role checks run on each new pooled connection.
 
 Row level security is silently inert for superusers, BYPASSRLS roles and
-table owners that can switch it off; these checks turn that misconfiguration
-into :class:`~rls_tenancy.InsecureRoleError` on first use instead of a leak.
+table owners that can switch it off, and is read around by REPLICATION
+(logical decoding) and the predefined roles that reach every table and
+sequence or the server's files; these checks turn that misconfiguration into
+:class:`~rls_tenancy.InsecureRoleError` on first use instead of a leak.
 So is a default for the tenant setting (``ALTER ROLE rls_app SET
 app.current_tenant``, which the app role may run on itself): every session
 would start acting for that tenant, and a reset only returns to it.
@@ -25,9 +27,13 @@ WITH who (name) AS (SELECT DISTINCT u FROM (VALUES (current_user), (session_user
 SELECT who.name || ' is or can become ' || r.rolname || CASE
          WHEN r.rolsuper THEN ' (superuser)'
          WHEN r.rolbypassrls THEN ' (BYPASSRLS)'
-         ELSE ' (CREATEROLE: can grant itself any role)' END
+         WHEN r.rolcreaterole THEN ' (CREATEROLE: can grant itself any role)'
+         WHEN r.rolreplication THEN ' (REPLICATION: logical decoding reads every tenant''s changes)'
+         ELSE ' (reads or writes around row level security: every table and sequence, or the server''s files)' END
   FROM who JOIN pg_catalog.pg_roles r
-    ON (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole)
+    ON (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolreplication
+        OR r.rolname IN ('pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files', 'pg_write_server_files',
+                         'pg_execute_server_program'))
    AND pg_catalog.pg_has_role(who.name, r.oid, 'MEMBER')
 UNION ALL
 SELECT who.name || ' owns (or is a member of the owner of) '

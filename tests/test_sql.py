@@ -281,6 +281,31 @@ def test_bound_engine_refuses_a_member_of_the_table_owner(superuser_engine: Engi
             conn.exec_driver_sql(ddl("DROP ROLE {}", member))
 
 
+@pytest.mark.parametrize(
+    ("grant", "says"),
+    [
+        ("ALTER ROLE {} REPLICATION", "REPLICATION"),
+        ("GRANT pg_read_all_data TO {}", "pg_read_all_data"),
+        ("GRANT pg_execute_server_program TO {}", "pg_execute_server_program"),
+    ],
+)
+def test_bound_engine_refuses_a_role_that_reads_around_rls(
+    superuser_engine: Engine, db: TenancyDatabase, grant: str, says: str
+) -> None:
+    reader = f"{db.roles.app}_reader"
+    with superuser_engine.begin() as conn:
+        conn.exec_driver_sql(ddl("CREATE ROLE {} LOGIN NOINHERIT PASSWORD 'pw'", reader))
+        conn.exec_driver_sql(ddl(grant, reader))
+    engine = bind_engine(create_engine(db.app_url.set(username=reader, password="pw")))
+    try:
+        with pytest.raises(InsecureRoleError, match=says), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+        with superuser_engine.begin() as conn:
+            conn.exec_driver_sql(ddl("DROP ROLE {}", reader))
+
+
 def test_shared_tables_are_readable_by_all_and_writable_by_none(
     app_engine: Engine, bypass: UnsafeBypass, world: World
 ) -> None:
