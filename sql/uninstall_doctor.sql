@@ -5,6 +5,8 @@
 DROP FUNCTION IF EXISTS rls_tenancy.findings();
 DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
 DROP VIEW IF EXISTS rls_tenancy.coverage;
+DROP FUNCTION IF EXISTS rls_tenancy.policy_is_tenant_keyed("char", text, text, boolean);
+DROP FUNCTION IF EXISTS rls_tenancy.is_tenant_conjunction(text, boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.is_tenant_condition(text);
 DROP TABLE IF EXISTS rls_tenancy.doctor_exemptions;
 DO $revoke$
