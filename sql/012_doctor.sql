@@ -678,13 +678,15 @@ BEGIN
         SELECT 'error', 'doctor_input_writable', format('%s', t.oid::regclass),
                format('%s, which the doctor trusts, may be changed by %s: %s', t.oid::regclass,
                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,
-                      CASE WHEN t.relname = 'roles'
-                           THEN 'naming another role as the application role would hide every finding about it'
+                      CASE t.relname
+                           WHEN 'roles' THEN 'naming another role as the application role would hide every finding about it'
+                           WHEN 'context_signing' THEN 'turning the signed context''s requirement off in the doctor''s eyes hides unsigned policies'
                            ELSE 'an exemption turns any error into info (exemptions are ignored until this is fixed)' END),
                format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM %s;', t.oid::regclass,
                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END)
           FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
-         WHERE t.oid IN ('rls_tenancy.roles'::regclass, 'rls_tenancy.doctor_exemptions'::regclass)
+         WHERE t.oid IN ('rls_tenancy.roles'::regclass, 'rls_tenancy.doctor_exemptions'::regclass,
+                         coalesce(to_regclass('rls_tenancy.context_signing'), 0))
            AND acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND acl.grantee <> t.relowner
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
          GROUP BY t.oid, t.relname, acl.grantee

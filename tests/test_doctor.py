@@ -326,6 +326,13 @@ PLANTS = {
         "rls_tenancy.doctor_exemptions",
         "an exemption turns any error into info",
     ),
+    "the signing switch writable by the app role": Plant(
+        lambda r: [ddl("GRANT UPDATE ON rls_tenancy.context_signing TO {}", r.app)],
+        "error",
+        "doctor_input_writable",
+        "rls_tenancy.context_signing",
+        "signed context",
+    ),
     "the doctor's roles table writable by PUBLIC": Plant(
         lambda r: ["GRANT UPDATE ON rls_tenancy.roles TO PUBLIC"],
         "error",
