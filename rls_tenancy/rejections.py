@@ -169,20 +169,6 @@ def rejection_log(engine: Engine) -> RejectionLog:
         return found
 
 
-def log_rejection(
-    engine: Engine,
-    action: str,
-    message: str | None,
-    *,
-    tenant_id: int | None,
-    reason: str,
-    data: Mapping[str, Any],
-    window: float = WINDOW,
-) -> None:
-    """A rejection (a junk token, a failed login) as an audit event, repeated ones counted per window."""
-    rejection_log(engine).record(action, message, tenant_id=tenant_id, reason=reason, data=data, window=window)
-
-
 @atexit.register
 def _flush_all() -> None:
     for log in list(_LOGS.values()):

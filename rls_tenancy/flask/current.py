@@ -25,7 +25,7 @@ from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
 from rls_tenancy.flask.extension import rejection_window, request_state, state
 from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution, is_row_id
 from rls_tenancy.models import SLUG_PATTERN, Tenant, storable
-from rls_tenancy.rejections import log_rejection
+from rls_tenancy.rejections import rejection_log
 from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -236,8 +236,7 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
 
 
 def _login_failed(tenant_id: int | None, reason: str, **data: Any) -> None:
-    log_rejection(
-        state().audit_engine,
+    rejection_log(state().audit_engine).record(
         "auth.login_failed",
         reason.replace("_", " "),
         tenant_id=tenant_id,

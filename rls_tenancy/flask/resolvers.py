@@ -24,7 +24,7 @@ from rls_tenancy.binding import begin_bound_with
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.models import SLUG_PATTERN
-from rls_tenancy.rejections import WINDOW, log_rejection
+from rls_tenancy.rejections import WINDOW, rejection_log
 from rls_tenancy.tokens import (
     MAX_TOKEN_LENGTH,
     TokenIdentity,
@@ -145,8 +145,7 @@ def _roll_back(request_session: Session) -> None:
 
 def _reject(engine: Engine, error: AuthenticationError, claimed_tenant: int | None, window: float) -> NoReturn:
     proven = error.reason in ("expired", "revoked")  # the hash matched: the token is that tenant's
-    log_rejection(
-        engine,
+    rejection_log(engine).record(
         "auth.token_rejected",
         str(error),
         tenant_id=claimed_tenant if proven else None,
