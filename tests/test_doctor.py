@@ -130,6 +130,10 @@ def _chain(roles: RoleNames, attributes: str, suffix: str | None = None) -> list
     ]
 
 
+def _granted_to_app(role: str) -> Callable[[RoleNames], list[str]]:
+    return lambda r: [ddl("GRANT {} TO {}", role, r.app)]
+
+
 def _grant(privilege: str) -> Callable[[RoleNames], list[str]]:
     grant = sql.SQL("GRANT {} ON public.projects TO {}")
     return lambda r: [grant.format(sql.SQL(privilege), sql.Identifier(r.app)).as_string(None)]
@@ -277,7 +281,7 @@ PLANTS = {
     ),
     **{
         f"app role member of {predefined}": Plant(
-            lambda r, predefined=predefined: [ddl("GRANT {} TO {}", predefined, r.app)],
+            _granted_to_app(predefined),
             "error",
             "app_role_member_of_privileged",
             "{app}",

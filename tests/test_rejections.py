@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -26,7 +27,7 @@ from saas_demo.seed import PASSWORD, Seeded
 JUNK = "Bearer rlst_{claimed}_" + "A" * 43  # well formed, matching no token
 
 
-def _app(db: TenancyDatabase, **config: object) -> Flask:
+def _app(db: TenancyDatabase, **config: Any) -> Flask:
     return create_app(db.app_url, db.bypass_url, TESTING=True, SECRET_KEY="flood", **config)
 
 
@@ -106,7 +107,7 @@ def test_each_reason_has_its_own_window(flood_app: Flask, bypass_engine: Engine)
         answer = client.get("/api/me", headers={"Authorization": header}, environ_overrides={"REMOTE_ADDR": ip})
         assert answer.status_code == 401
     _flush(flood_app)
-    found = [(e.data or {}).get("reason") for e in _events(bypass_engine, ip)]
+    found = [str((e.data or {}).get("reason")) for e in _events(bypass_engine, ip)]
     assert sorted(found) == ["malformed", "malformed", "unknown", "unknown"]  # a first and a count each
 
 
