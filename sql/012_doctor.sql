@@ -480,8 +480,17 @@ BEGIN
         UNION ALL
         -- Tables without tenant_id that every tenant can write: shared by all, isolated from none.
         SELECT 'warning', 'table_not_isolated', format('%s', t.oid::regclass),
-               format('%s has no tenant_id and no row level security, and the application role can write it: every tenant shares its rows',
-                      t.oid::regclass),
+               format('%s has no tenant_id and no row level security, and the application role can write it: every tenant shares its rows%s',
+                      t.oid::regclass,
+                      -- its cause, when the grant came with the table: default privileges of its owner
+                      (SELECT format(' (granted at creation by the default privileges of %I%s)', pg_get_userbyid(d.defaclrole),
+                                     CASE WHEN d.defaclnamespace <> 0 THEN format(' in schema %I', n.nspname) ELSE '' END)
+                         FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) acl
+                        WHERE d.defaclobjtype = 'r' AND d.defaclrole = t.relowner
+                          AND d.defaclnamespace IN (0, t.relnamespace)
+                          AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+                          AND acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+                        ORDER BY d.defaclnamespace DESC LIMIT 1)),
                format('add tenant_id and SELECT rls_tenancy.enable_tenant_isolation(%L); or, for reference data, SELECT rls_tenancy.share_table(%L);',
                       t.oid::regclass::text, t.oid::regclass::text)
           FROM pg_class t

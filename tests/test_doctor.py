@@ -1181,3 +1181,15 @@ def test_the_ownership_fix_leaves_the_app_role_its_access(superuser_engine: Engi
         for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
             assert conn.execute(can, {"r": db.roles.app, "p": privilege}).scalar(), privilege
         assert "app_role_owns_table" not in {row[1] for row in _findings(conn)}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_table_granted_by_default_privileges_names_them_as_its_cause(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    default = ddl("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT ON TABLES TO {}", db.roles.app)
+    with _planted(superuser_engine, [default, "CREATE TABLE public.doctor_scratch (id int, note text)"]) as conn:
+        (found,) = [row for row in _findings(conn) if row[2] == "public.doctor_scratch"]
+    assert found[1] == "table_not_isolated"
+    user = db.superuser_url.username
+    assert found[3].endswith(f"(granted at creation by the default privileges of {user} in schema public)")
