@@ -346,9 +346,12 @@ BEGIN
         SELECT 'warning', 'policy_without_with_check', format('%s policy %I', p.polrelid::regclass, p.polname),
                format('policy %I on %s has no WITH CHECK: new rows are checked against its USING, which is easy to widen by accident',
                       p.polname, p.polrelid::regclass),
-               format('ALTER POLICY %I ON %s WITH CHECK (%s);', p.polname, p.polrelid::regclass, rls_tenancy.tenant_condition())
+               -- Spelled out as the USING it reuses: the fix changes nothing the policy allows, business rules included.
+               format('ALTER POLICY %I ON %s WITH CHECK (%s);', p.polname, p.polrelid::regclass,
+                      pg_get_expr(p.polqual, p.polrelid))
           FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
-         WHERE p.polwithcheck IS NULL AND p.polcmd IN ('*', 'w')
+         -- A restrictive policy only narrows: reusing its USING for new rows narrows them too.
+         WHERE p.polwithcheck IS NULL AND p.polcmd IN ('*', 'w') AND p.polpermissive
         UNION ALL
         SELECT 'warning', 'no_tenant_index', c.table_name,
                format('no index of %s leads with tenant_id: every policy check scans the table', c.table_name),

@@ -1091,6 +1091,10 @@ PER_COMMAND = [
             [f"CREATE POLICY doctor_named ON public.projects FOR SELECT USING ({TENANT} AND name <> '')"],
             id="a permissive policy that is the tenant condition AND a business rule",
         ),
+        pytest.param(
+            ["CREATE POLICY doctor_rule ON public.projects AS RESTRICTIVE USING (name <> '')"],
+            id="a restrictive business rule without WITH CHECK",
+        ),
     ],
 )
 def test_policies_that_narrow_the_tenant_condition_are_no_finding(
@@ -1193,3 +1197,16 @@ def test_a_table_granted_by_default_privileges_names_them_as_its_cause(
     assert found[1] == "table_not_isolated"
     user = db.superuser_url.username
     assert found[3].endswith(f"(granted at creation by the default privileges of {user} in schema public)")
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_the_with_check_fix_keeps_the_business_rule(superuser_engine: Engine) -> None:
+    rule = f"CREATE POLICY doctor_named ON public.projects USING ({TENANT} AND name <> '')"
+    using = "SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polname = 'doctor_named'"
+    with _planted(superuser_engine, [rule]) as conn:
+        (found,) = [row for row in _findings(conn) if row[1] == "policy_without_with_check"]
+        before = conn.execute(text(using)).scalar()
+        _run(conn, found[4])
+        checked = "SELECT pg_get_expr(polwithcheck, polrelid) FROM pg_policy WHERE polname = 'doctor_named'"
+        assert conn.execute(text(checked)).scalar() == before  # new rows keep "name <> ''"
+        assert "policy_without_with_check" not in {row[1] for row in _findings(conn)}
