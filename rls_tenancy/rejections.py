@@ -65,6 +65,7 @@ class RejectionLog:
         self._lock = threading.Lock()
         self._open: dict[_Key, _Window] = {}
         self._timer: threading.Timer | None = None
+        self._next_sweep = 0.0
 
     def record(
         self,
@@ -87,12 +88,20 @@ class RejectionLog:
             opened = self._open.get(key)
             if opened is not None and now < opened.ends:
                 opened.repeated += 1
-                sample = json.dumps(dict(data), sort_keys=True, default=str)
-                if len(opened.samples) < MAX_SAMPLES and sample not in opened.samples:
-                    opened.samples.append(sample)
+                if len(opened.samples) < MAX_SAMPLES:
+                    sample = json.dumps(dict(data), sort_keys=True, default=str)
+                    if sample not in opened.samples:
+                        opened.samples.append(sample)
                 self._schedule(opened.ends - now)
                 return
-            due = self._take_due(now)
+            due: list[tuple[_Key, _Window]] = []
+            if opened is not None:  # its window has ended: its count goes out now, and it opens anew
+                del self._open[key]
+                if opened.repeated:
+                    due.append((key, opened))
+            if now >= self._next_sweep:  # the other ended windows, at most once a second (not per request)
+                due += self._take_due(now)
+                self._next_sweep = now + 1.0
             kept = len(self._open) < MAX_SOURCES  # else no room: written below, not counted
             if kept:
                 self._open[key] = _Window(message, ip, time.time(), now + window, window)
