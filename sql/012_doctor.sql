@@ -157,6 +157,13 @@ BEGIN
 END
 $stub$;
 
+-- A grantee as GRANT and REVOKE spell it: PUBLIC for 0, else the role's quoted name.
+CREATE OR REPLACE FUNCTION rls_tenancy.grantee_name(grantee oid)
+RETURNS text
+LANGUAGE sql STABLE
+RETURN CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(grantee)) END;
+REVOKE ALL ON FUNCTION rls_tenancy.grantee_name(oid) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION rls_tenancy.findings()
 RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
 LANGUAGE plpgsql STABLE
@@ -169,8 +176,6 @@ DECLARE
     app_role    name := rls_tenancy.role_name('app');
     bypass_role name := rls_tenancy.role_name('bypass');
     owner_role  name := rls_tenancy.role_name('owner');
-    -- Exemptions count only while the application role cannot write them (else it could exempt any error).
-    exemptions_trusted boolean;
     -- Signed (sql/016): a condition on the bare setting is no longer enough, even ANDed with more.
     signing_required boolean := false;
 BEGIN
@@ -190,12 +195,6 @@ BEGIN
                format('ALTER ROLE %I NOSUPERUSER;', app_role);
         RETURN;
     END IF;
-    exemptions_trusted := NOT EXISTS (
-        SELECT 1 FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
-         WHERE t.oid = 'rls_tenancy.doctor_exemptions'::regclass
-           AND (pg_has_role(app_role, t.relowner, 'MEMBER')
-                OR (acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND acl.grantee <> t.relowner
-                    AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER')))));
     IF pg_catalog.to_regprocedure('rls_tenancy.context_signing_required()') IS NOT NULL THEN  -- sql/016
         EXECUTE 'SELECT coalesce(rls_tenancy.context_signing_required(), false)' INTO signing_required;
     END IF;
@@ -212,6 +211,21 @@ BEGIN
         SELECT m.roleid, ms.chain || m.roleid, ms.first_hop, ms.names || ' -> ' || quote_ident(r.rolname)
           FROM memberships ms JOIN pg_auth_members m ON m.member = ms.role_oid JOIN pg_roles r ON r.oid = m.roleid
          WHERE m.roleid <> ALL (ms.chain)
+    ),
+    -- The tables the doctor trusts that PUBLIC or a role the app role can become may write.
+    input_writers (table_oid, relname, grantee) AS (
+        SELECT DISTINCT t.oid, t.relname, acl.grantee
+          FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
+         WHERE t.oid IN ('rls_tenancy.roles'::regclass, 'rls_tenancy.doctor_exemptions'::regclass,
+                         coalesce(to_regclass('rls_tenancy.context_signing'), 0))
+           AND acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND acl.grantee <> t.relowner
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+    ),
+    -- Exemptions count only while the application role cannot write them (else it could exempt any error).
+    exemptions_trusted (trusted) AS (
+        SELECT NOT EXISTS (SELECT 1 FROM input_writers w WHERE w.table_oid = 'rls_tenancy.doctor_exemptions'::regclass)
+               AND NOT pg_has_role(app_role, t.relowner, 'MEMBER')
+          FROM pg_class t WHERE t.oid = 'rls_tenancy.doctor_exemptions'::regclass
     ),
     -- Roles whose rights read or write around row level security, and why.
     privileged (oid, rolname, why) AS (
@@ -649,11 +663,11 @@ BEGIN
                       pg_get_userbyid(d.defaclrole),
                       CASE WHEN d.defaclnamespace <> 0 THEN format(' in schema %I', d.defaclnamespace::regnamespace::text) ELSE '' END,
                       string_agg(DISTINCT acl.privilege_type, ', '),
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END),
+                      rls_tenancy.grantee_name(acl.grantee)),
                format('ALTER DEFAULT PRIVILEGES FOR ROLE %I%s REVOKE ALL ON TABLES FROM %s; -- grant each table when it is isolated',
                       pg_get_userbyid(d.defaclrole),
                       CASE WHEN d.defaclnamespace <> 0 THEN format(' IN SCHEMA %I', d.defaclnamespace::regnamespace::text) ELSE '' END,
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END)
+                      rls_tenancy.grantee_name(acl.grantee))
           FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) acl
          WHERE d.defaclobjtype = 'r'
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
@@ -687,27 +701,22 @@ BEGIN
          GROUP BY t.oid
         UNION ALL
         -- The doctor's own inputs and the library's schema, within the application role's reach.
-        SELECT 'error', 'doctor_input_writable', format('%s', t.oid::regclass),
-               format('%s, which the doctor trusts, may be changed by %s: %s', t.oid::regclass,
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,
-                      CASE t.relname
+        SELECT 'error', 'doctor_input_writable', format('%s', w.table_oid::regclass),
+               format('%s, which the doctor trusts, may be changed by %s: %s', w.table_oid::regclass,
+                      rls_tenancy.grantee_name(w.grantee),
+                      CASE w.relname
                            WHEN 'roles' THEN 'naming another role as the application role would hide every finding about it'
                            WHEN 'context_signing' THEN 'turning the signed context''s requirement off in the doctor''s eyes hides unsigned policies'
                            ELSE 'an exemption turns any error into info (exemptions are ignored until this is fixed)' END),
-               format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM %s;', t.oid::regclass,
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END)
-          FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
-         WHERE t.oid IN ('rls_tenancy.roles'::regclass, 'rls_tenancy.doctor_exemptions'::regclass,
-                         coalesce(to_regclass('rls_tenancy.context_signing'), 0))
-           AND acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND acl.grantee <> t.relowner
-           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
-         GROUP BY t.oid, t.relname, acl.grantee
+               format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM %s;', w.table_oid::regclass,
+                      rls_tenancy.grantee_name(w.grantee))
+          FROM input_writers w
         UNION ALL
         SELECT 'error', 'library_schema_create', 'rls_tenancy',
                format('%s may create objects in the schema rls_tenancy, beside the functions the policies and the doctor call',
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END),
+                      rls_tenancy.grantee_name(acl.grantee)),
                format('REVOKE CREATE ON SCHEMA rls_tenancy FROM %s;',
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END)
+                      rls_tenancy.grantee_name(acl.grantee))
           FROM pg_namespace n CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl
          WHERE n.nspname = 'rls_tenancy' AND acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
@@ -720,7 +729,8 @@ BEGIN
            raw.fix
       FROM raw
       LEFT JOIN rls_tenancy.doctor_exemptions e
-             ON e.object_name = raw.object_name AND e.check_name = raw.check_name AND exemptions_trusted
+             ON e.object_name = raw.object_name AND e.check_name = raw.check_name
+            AND (SELECT trusted FROM exemptions_trusted)
      ORDER BY CASE CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END
                    WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
               raw.object_name, raw.check_name, raw.message;
