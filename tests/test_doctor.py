@@ -1061,7 +1061,8 @@ def test_one_cause_is_one_finding(
     superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row], attribute: str, role: str, check: str
 ) -> None:
     name = db.roles.app if role == "app" else db.roles.owner
-    with _planted(superuser_engine, [ddl(f"ALTER ROLE {{}} {attribute}", name)]) as conn:
+    alter = sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(name), sql.SQL(attribute)).as_string(None)
+    with _planted(superuser_engine, [alter]) as conn:
         errors = [row for row in _findings(conn) if row[0] == "error"]
         found = {_key(row) for row in _findings(conn)}
     assert [(row[1], row[2]) for row in errors] == [(check, name)]  # not one per function, table or role it reaches
@@ -1070,15 +1071,24 @@ def test_one_cause_is_one_finding(
 
 
 TENANT = "tenant_id = rls_tenancy.current_tenant_id()"
+
+
+def _with_tenant(template: str) -> str:
+    """``template`` with the tenant condition in place of each ``{tenant}``."""
+    return sql.SQL(template).format(tenant=sql.SQL(TENANT)).as_string(None)
+
+
 PER_COMMAND = [
     "CREATE TABLE public.doctor_commands (id integer, tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id),"
     " PRIMARY KEY (tenant_id, id))",
     "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_commands')",
     "DROP POLICY tenant_isolation ON public.doctor_commands",
-    f"CREATE POLICY doctor_read ON public.doctor_commands FOR SELECT USING ({TENANT})",
-    f"CREATE POLICY doctor_add ON public.doctor_commands FOR INSERT WITH CHECK ({TENANT})",
-    f"CREATE POLICY doctor_change ON public.doctor_commands FOR UPDATE USING ({TENANT}) WITH CHECK ({TENANT})",
-    f"CREATE POLICY doctor_remove ON public.doctor_commands FOR DELETE USING ({TENANT})",
+    _with_tenant("CREATE POLICY doctor_read ON public.doctor_commands FOR SELECT USING ({tenant})"),
+    _with_tenant("CREATE POLICY doctor_add ON public.doctor_commands FOR INSERT WITH CHECK ({tenant})"),
+    _with_tenant(
+        "CREATE POLICY doctor_change ON public.doctor_commands FOR UPDATE USING ({tenant}) WITH CHECK ({tenant})"
+    ),
+    _with_tenant("CREATE POLICY doctor_remove ON public.doctor_commands FOR DELETE USING ({tenant})"),
 ]
 
 
@@ -1088,7 +1098,7 @@ PER_COMMAND = [
     [
         pytest.param(PER_COMMAND, id="a policy per command, each the tenant condition"),
         pytest.param(
-            [f"CREATE POLICY doctor_named ON public.projects FOR SELECT USING ({TENANT} AND name <> '')"],
+            [_with_tenant("CREATE POLICY doctor_named ON public.projects FOR SELECT USING ({tenant} AND name <> '')")],
             id="a permissive policy that is the tenant condition AND a business rule",
         ),
         pytest.param(
@@ -1109,14 +1119,14 @@ def test_policies_that_narrow_the_tenant_condition_are_no_finding(
 @pytest.mark.parametrize(
     "using",
     [
-        f"{TENANT} OR name = 'x'",
-        f"({TENANT} AND name <> '') OR true",
-        f"name <> '' AND {TENANT} OR true",
-        f"{TENANT} AND (true OR name <> '') OR tenant_id > 0",
+        "{tenant} OR name = 'x'",
+        "({tenant} AND name <> '') OR true",
+        "name <> '' AND {tenant} OR true",
+        "{tenant} AND (true OR name <> '') OR tenant_id > 0",
     ],
 )
 def test_a_policy_that_widens_the_tenant_condition_is_still_an_error(superuser_engine: Engine, using: str) -> None:
-    policy = f"CREATE POLICY doctor_wide ON public.projects FOR SELECT USING ({using})"
+    policy = _with_tenant("CREATE POLICY doctor_wide ON public.projects FOR SELECT USING (" + using + ")")
     with _planted(superuser_engine, [policy]) as conn:
         found = {_key(row) for row in _findings(conn)}
     assert ("error", "policy_not_tenant_keyed", "public.projects policy doctor_wide") in found
@@ -1201,7 +1211,7 @@ def test_a_table_granted_by_default_privileges_names_them_as_its_cause(
 
 @pytest.mark.usefixtures("stays_clean")
 def test_the_with_check_fix_keeps_the_business_rule(superuser_engine: Engine) -> None:
-    rule = f"CREATE POLICY doctor_named ON public.projects USING ({TENANT} AND name <> '')"
+    rule = _with_tenant("CREATE POLICY doctor_named ON public.projects USING ({tenant} AND name <> '')")
     using = "SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polname = 'doctor_named'"
     with _planted(superuser_engine, [rule]) as conn:
         (found,) = [row for row in _findings(conn) if row[1] == "policy_without_with_check"]
