@@ -46,7 +46,7 @@ from saas_demo.seed import seed
 CHECK = Target("value", "<=", 5.0, "µs")
 ONE_QUERY = Target("value", "==", 1)
 ONE_TENANT = Target("ratio", ">=", 0.5)
-# The seal stays at commit (decided); across tenants it is judged at 0.6 of plain inserts (issue 23).
+# The seal stays at commit (decided); across tenants it is judged at 0.6 of plain inserts.
 MANY_TENANTS = Target("ratio", ">=", 0.6)
 WRITERS = 8
 
