@@ -17,7 +17,9 @@ from psycopg import pq
 
 from benchmarks.context import Context
 from benchmarks.harness import Section, render
+from rls_tenancy import token_key
 from rls_tenancy.testing.server import postgres_server
+from rls_tenancy.token_key import TokenKey
 
 #: Section modules, in report order; each has ``run(ctx) -> Section``.
 SECTIONS = ("queries", "growth", "round_trips", "endpoints", "request_cpu", "flags_audit", "flood")
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"the Markdown report (default {RESULTS})")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    # Configured as the demo is: the tokens seeded and the apps served share a token key.
+    os.environ.setdefault(token_key.ENVIRONMENT, str(TokenKey.generate()))
     sections: list[Section] = []
     with postgres_server() as server_url:
         ctx = Context(scale=args.scale, server_url=server_url, started=started)

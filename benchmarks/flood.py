@@ -1,15 +1,17 @@
 """The audit log under a flood of junk tokens: the rate it leaves, and the rows it writes.
 
 The demo app (repeated rejections counted per source and minute, the
-default) is loaded from one address with bearer tokens that hold for no
-tenant, well-formed ones (each looked up in the database) and malformed ones
-(refused before any lookup), and, taking turns with them, with no
-credentials at all; both answer 401. The ratio is the flood's rate over the
-rate without credentials, 1 client (request by request) and 16 (rounds
-back to back). A second server of the demo app writes every rejection
-(``RLS_TENANCY_REJECTION_WINDOW=0``, as before the counting), shown for
-comparison. Then the rows the counted flood wrote to the audit log, per
-reason and started minute.
+default; tokens marked by a token key, as the demo configures it) is loaded
+from one address with bearer tokens that hold for no tenant, well-formed
+made-up ones (without the key's mark, refused before any lookup) and
+malformed ones, and, taking turns with them, with no credentials at all;
+both answer 401. The ratio is the flood's rate over the rate without
+credentials, 1 client (request by request) and 16 (rounds back to back).
+Two more servers of the demo app, shown for comparison: one writes every
+rejection (``RLS_TENANCY_REJECTION_WINDOW=0``, as before the counting), one
+has no token key (``RLS_TENANCY_TOKEN_KEYS=""``), so each well-formed token
+is looked up in the database. Then the rows the counted flood wrote to the
+audit log, per reason and started minute.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def run(ctx: Context) -> Section:
         last = int(str(first[0])) if first else 0
         app = Served(create_app, db.app_url, db.bypass_url)
         each = Served(functools.partial(create_app, RLS_TENANCY_REJECTION_WINDOW=0), db.app_url, db.bypass_url)
+        unkeyed = Served(functools.partial(create_app, RLS_TENANCY_TOKEN_KEYS=""), db.app_url, db.bypass_url)
         started, requests = time.monotonic(), 0
         try:
             for kind, junk in FLOODS.items():
@@ -68,12 +71,15 @@ def run(ctx: Context) -> Section:
             with connect(db.superuser_url) as conn:
                 row = conn.execute("SELECT coalesce(max(id), 0) FROM rls_tenancy.audit_log").fetchone()
             last_counted = int(str(row[0])) if row else 0
-            for clients in (1, 16):
-                what = f"{next(iter(FLOODS))}, {clients} client{'s' if clients > 1 else ''}, every rejection written"
-                _rows(section, what, _flood(each.port, next(iter(FLOODS.values())), clients, rounds, seconds), None)
+            well_formed = next(iter(FLOODS.values()))
+            for server, how in ((each, "every rejection written"), (unkeyed, "no token key: each looked up")):
+                for clients in (1, 16):
+                    what = f"{next(iter(FLOODS))}, {clients} client{'s' if clients > 1 else ''}, {how}"
+                    _rows(section, what, _flood(server.port, well_formed, clients, rounds, seconds), None)
         finally:
             app.stop()
             each.stop()
+            unkeyed.stop()
         minutes = math.ceil(elapsed / 60)
         with connect(db.superuser_url) as conn:  # the counted flood's rows (the other server's come after)
             counted = conn.execute(_REJECTED, (last, last_counted)).fetchone()

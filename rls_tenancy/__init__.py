@@ -23,6 +23,7 @@ from rls_tenancy.models import Tenant
 from rls_tenancy.query import UNCONSTRAINED, TenantQuery
 from rls_tenancy.roles import RoleNames
 from rls_tenancy.scoping import scope_sessions
+from rls_tenancy.token_key import TokenKey
 from rls_tenancy.unavailable import unavailable_reason
 from rls_tenancy.users import User
 
@@ -44,6 +45,7 @@ __all__ = [
     "TenantChangedError",
     "TenantMismatchError",
     "TenantQuery",
+    "TokenKey",
     "UnsafeBypass",
     "UsageError",
     "User",

@@ -6,6 +6,7 @@ rls-tenancy audit-verify --database-url postgresql://rls_admin@host/app [--ancho
 rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.json
 rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json]
 rls-tenancy context-key new | install | retire | require | optional | status   (see --help)
+rls-tenancy token-key new                     # a key that marks API tokens (RLS_TENANCY_TOKEN_KEYS)
 
 Exit status: 0 success; 1 the database refused a migration, audit-verify
 found a broken chain or anchor, or doctor found an error; 2 bad usage, or the
@@ -31,6 +32,7 @@ from rls_tenancy.doctor import as_json, as_table, exit_status, findings
 from rls_tenancy.errors import TenancyError
 from rls_tenancy.migrate import alembic_config, downgrade, upgrade
 from rls_tenancy.roles import RoleNames
+from rls_tenancy.token_key import TokenKey
 from rls_tenancy.urls import database_url
 
 
@@ -56,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
     doctor.add_argument("--info", action="store_true", help="also print info findings (recorded exemptions)")
     _context_key_cli.add_command(commands)
+    token_key = commands.add_parser("token-key", help="make a key that marks the API tokens the app issues")
+    token_key.add_argument("action", choices=("new",))
     return parser
 
 
@@ -94,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _doctor(args)
         if args.command == "context-key":
             return _context_key_cli.run(args)
+        if args.command == "token-key":
+            print(TokenKey.generate())
+            return 0
         roles = RoleNames.from_env()
         if args.command == "migrate" and args.sql:
             command.upgrade(alembic_config(), args.revision, sql=True)

@@ -57,8 +57,9 @@ class UsageError(TenancyError, ValueError):
 class AuthenticationError(TenancyError):
     """The request's credentials are missing, malformed, unknown, expired or revoked.
 
-    ``reason`` is one of ``"missing"``, ``"malformed"``, ``"unknown"``,
-    ``"expired"``, ``"revoked"``. In Flask: 401 with ``WWW-Authenticate``.
+    ``reason`` is one of ``"missing"``, ``"malformed"``, ``"forged"`` (no
+    mark of the application's token keys), ``"unknown"``, ``"expired"``,
+    ``"revoked"``. In Flask: 401 with ``WWW-Authenticate``.
     """
 
     def __init__(self, reason: str, message: str) -> None:

@@ -3,7 +3,8 @@
 A token reads ``rlst_<tenant id>_<43 random characters>``. Only its SHA-256
 reaches the database, and only through the ``SECURITY DEFINER`` functions of
 ``sql/007_tokens.sql``: the application role can neither read the hashes nor
-list another tenant's tokens.
+list another tenant's tokens. Issued under a :class:`~rls_tenancy.token_key.TokenKey`,
+a token carries a mark that the application checks before any lookup.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from rls_tenancy.binding import adopt_user, begin_bound_with
 from rls_tenancy.context import as_tenant, require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.models import storable
+from rls_tenancy.token_key import TokenKey
 from rls_tenancy.users import check_scopes
 
 _TOKEN = re.compile(r"rlst_([1-9][0-9]{0,18})_([A-Za-z0-9_-]{43})\Z")
@@ -64,15 +66,21 @@ def issue_token(
     scopes: Iterable[str],
     user_id: int | None = None,
     expires_at: datetime | None = None,
+    key: TokenKey | None = None,
 ) -> IssuedToken:
-    """Issue a token for the tenant in context, optionally for one of its users."""
+    """Issue a token for the tenant in context, optionally for one of its users.
+
+    ``key``: the application's first token key, which marks the token (the
+    Flask extension's ``issue-token`` command passes it).
+    """
     tenant_id = require_tenant_id()
     if not isinstance(name, str) or not 1 <= len(name) <= 100 or not storable(name):
         raise UsageError("a token needs a name: text of 1 to 100 characters")
     if expires_at is not None and expires_at.tzinfo is None:
         raise UsageError("expires_at must be timezone-aware")
     granted = check_scopes(scopes)
-    token = "rlst_" + str(tenant_id) + "_" + secrets.token_urlsafe(32)
+    secret = secrets.token_urlsafe(32) if key is None else key.secret(tenant_id)
+    token = "rlst_" + str(tenant_id) + "_" + secret
     call = func.rls_tenancy.issue_token(
         literal(name, Text),
         literal(_hash(token), BYTEA),
@@ -99,17 +107,28 @@ def revoke_token(executor: Executor, token_id: int) -> bool:
     return revoked
 
 
-def parse_token(token: str) -> tuple[int, bytes]:
-    """The tenant id and hash of a well-formed token; AuthenticationError otherwise."""
+def parse_token(token: str, keys: Sequence[TokenKey] = (), *, accept_unmarked: bool = False) -> tuple[int, bytes]:
+    """The tenant id and hash of a well-formed token; AuthenticationError otherwise.
+
+    With ``keys``, the token must also carry the mark of one of them
+    (reason ``"forged"`` when it does not), unless ``accept_unmarked``: then
+    a token without the mark is looked up as before, for the time it takes
+    to replace tokens issued before the keys.
+    """
     match = _TOKEN.match(token) if len(token) <= MAX_TOKEN_LENGTH else None
     if match is None or int(match.group(1)) > _BIGINT_MAX:
         raise AuthenticationError("malformed", "the bearer token is malformed")
-    return int(match.group(1)), _hash(token)
+    tenant_id = int(match.group(1))
+    if keys and not accept_unmarked and not any(key.marked(tenant_id, match.group(2)) for key in keys):
+        raise AuthenticationError("forged", "the bearer token was not issued by this application")
+    return tenant_id, _hash(token)
 
 
-def authenticate_token(executor: Executor, token: str) -> TokenIdentity:
-    """The identity behind ``token``, or AuthenticationError (unknown, expired, revoked)."""
-    return authenticate_parsed(executor, *parse_token(token))
+def authenticate_token(
+    executor: Executor, token: str, keys: Sequence[TokenKey] = (), *, accept_unmarked: bool = False
+) -> TokenIdentity:
+    """The identity behind ``token``, or AuthenticationError (forged, unknown, expired, revoked)."""
+    return authenticate_parsed(executor, *parse_token(token, keys, accept_unmarked=accept_unmarked))
 
 
 #: The lookup, built once: the tenant and hash are bound per call.

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import URL
 from werkzeug.serving import make_server
 
-from rls_tenancy import ContextKey, UnsafeBypass, as_tenant, bind_engine
+from rls_tenancy import ContextKey, TokenKey, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.audit_chain import verification_report
 from rls_tenancy.testing import postgres_server, tenancy_database
 from rls_tenancy.testing.database import require_signing
@@ -173,8 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_signing(db.superuser_url, key)  # what rls-tenancy context-key install and require do
         engines = [bind_engine(create_engine(db.app_url), context_key=key), create_engine(db.bypass_url)]
         bypass = UnsafeBypass(engines[1])
-        seeded = seed(engines[0], bypass)
-        app = create_app(db.app_url, db.bypass_url, RLS_TENANCY_CONTEXT_KEY=str(key))
+        token_key = TokenKey.generate()  # in production: rls-tenancy token-key new, kept as a secret
+        seeded = seed(engines[0], bypass, token_key)
+        app = create_app(
+            db.app_url, db.bypass_url, RLS_TENANCY_CONTEXT_KEY=str(key), RLS_TENANCY_TOKEN_KEYS=str(token_key)
+        )
         tenancy = app.extensions["rls_tenancy"]
         engines += [tenancy.engine, tenancy.audit_engine] + ([] if tenancy.bypass is None else [tenancy.bypass.engine])
         try:

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from rls_tenancy import Tenant, UnsafeBypass, as_tenant
+from rls_tenancy.token_key import TokenKey, token_keys
 from rls_tenancy.tokens import issue_token
 from rls_tenancy.users import User
 from saas_demo.models import Plan, Project, Task
@@ -45,7 +46,14 @@ class Seeded:
     projects: dict[str, list[int]] = field(default_factory=dict)
 
 
-def seed(app_engine: Engine, bypass: UnsafeBypass) -> Seeded:
+def seed(app_engine: Engine, bypass: UnsafeBypass, token_key: TokenKey | None = None) -> Seeded:
+    """The tenants, as the demo app configured the same way sees them.
+
+    ``token_key`` marks the tokens; by default the first of ``$RLS_TENANCY_TOKEN_KEYS``, if any.
+    """
+    if token_key is None:
+        configured = token_keys(None)
+        token_key = configured[0] if configured else None
     seeded = Seeded()
     with bypass.session(reason="demo: create tenants and plans") as session:
         session.add_all([Plan(name="Free"), Plan(name="Pro")])
@@ -70,8 +78,10 @@ def seed(app_engine: Engine, bypass: UnsafeBypass) -> Seeded:
             for project in projects[:-1]:
                 session.add_all(Task(project_id=project.id, title=title) for title in spec.projects[project.name])
             seeded.projects[slug] = [project.id for project in projects]
-            full = issue_token(session, name="ci", scopes=["projects:read", "projects:write"], user_id=users[0].id)
-            read_only = issue_token(session, name="dashboard", scopes=["projects:read"])
+            full = issue_token(
+                session, name="ci", scopes=["projects:read", "projects:write"], user_id=users[0].id, key=token_key
+            )
+            read_only = issue_token(session, name="dashboard", scopes=["projects:read"], key=token_key)
             seeded.tokens[f"{slug}/ci"] = full.token
             seeded.tokens[f"{slug}/dashboard"] = read_only.token
     return seeded

@@ -142,7 +142,10 @@ def issue(slug: str, name: str, scopes: tuple[str, ...], email: str | None, expi
                 if user is None:
                     raise click.ClickException(f"{slug} has no user {email!r}")
                 user_id = user.id
-            issued = issue_token(session, name=name, scopes=scopes, user_id=user_id, expires_at=expires)
+            keys = state().token_keys
+            issued = issue_token(
+                session, name=name, scopes=scopes, user_id=user_id, expires_at=expires, key=keys[0] if keys else None
+            )
     except (TenancyError, IntegrityError) as error:
         raise _fail(error) from error
     click.echo(f"token {issued.id} for {slug} (shown once, keep it secret):")

@@ -49,6 +49,7 @@ from rls_tenancy.flask.resolvers import (
 from rls_tenancy.query import TenantQuery
 from rls_tenancy.rejections import WINDOW
 from rls_tenancy.scoping import scope_sessions
+from rls_tenancy.token_key import TokenKey, token_keys
 from rls_tenancy.urls import database_url
 
 EXTENSION_KEY = "rls_tenancy"
@@ -74,6 +75,8 @@ class TenancyState:
     host_resolver: Resolver | None = None
     #: The declared feature flags this app evaluates.
     features: FeatureRegistry = REGISTRY
+    #: ``RLS_TENANCY_TOKEN_KEYS``: the first marks the tokens ``issue-token`` prints.
+    token_keys: tuple[TokenKey, ...] = ()
 
     def session(self) -> Session:
         """The app's ORM session for this request (the scoped one, or one made for it)."""
@@ -162,7 +165,10 @@ class Tenancy:
         config.setdefault("RLS_TENANCY_REQUEST_ID_HEADER", "X-Request-ID")
         config.setdefault("RLS_TENANCY_CONTEXT_KEY", None)  # None: RLS_TENANCY_CONTEXT_KEY in the environment
         config.setdefault("RLS_TENANCY_REJECTION_WINDOW", WINDOW)
+        config.setdefault("RLS_TENANCY_TOKEN_KEYS", None)  # None: RLS_TENANCY_TOKEN_KEYS in the environment
+        config.setdefault("RLS_TENANCY_ACCEPT_UNMARKED_TOKENS", False)
         rejection_window(config)  # a bad value fails here, not at the first rejection
+        keys = token_keys(config["RLS_TENANCY_TOKEN_KEYS"])
 
         if options.get("resolvers") is not None:
             config["RLS_TENANCY_RESOLVERS"] = list(options["resolvers"])  # so app.config shows what is used
@@ -178,7 +184,7 @@ class Tenancy:
         languages = list(config["RLS_TENANCY_LANGUAGES"])
         if config["RLS_TENANCY_DEFAULT_LANGUAGE"] not in languages:
             raise UsageError("RLS_TENANCY_DEFAULT_LANGUAGE must be one of RLS_TENANCY_LANGUAGES")
-        resolvers, host_resolver = _resolvers(config["RLS_TENANCY_RESOLVERS"], engine, audit_engine, config)
+        resolvers, host_resolver = _resolvers(config["RLS_TENANCY_RESOLVERS"], engine, audit_engine, config, keys)
         app.extensions[EXTENSION_KEY] = TenancyState(
             engine=engine,
             audit_engine=audit_engine,
@@ -189,6 +195,7 @@ class Tenancy:
             bypass=None if bypass_engine is None else UnsafeBypass(bypass_engine),
             host_resolver=host_resolver,
             features=REGISTRY if options.get("features") is None else options["features"],
+            token_keys=keys,
         )
         # Each request runs in a contextvars context of its own (WSGI middleware,
         # Flask's documented way): whatever a request leaves in context, even
@@ -278,7 +285,7 @@ def _follow_disposal(audit: Engine, source: weakref.ref[Engine]) -> None:
 
 
 def _resolvers(
-    names: Sequence[str | Resolver], engine: Engine, audit_engine: Engine, config: Any
+    names: Sequence[str | Resolver], engine: Engine, audit_engine: Engine, config: Any, keys: tuple[TokenKey, ...]
 ) -> tuple[list[Resolver], Resolver | None]:
     resolvers: list[Resolver] = []
     host_resolver: Resolver | None = None
@@ -292,6 +299,8 @@ def _resolvers(
                     audit_engine=audit_engine,
                     session=_request_session,
                     rejection_window=rejection_window(config),
+                    token_keys=keys,
+                    accept_unmarked=bool(config["RLS_TENANCY_ACCEPT_UNMARKED_TOKENS"]),
                 )
             )
         elif name == "session":

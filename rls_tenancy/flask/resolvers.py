@@ -10,7 +10,7 @@ falling through: the request said who it was, and that was not true.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeGuard, TypeVar
 
@@ -25,6 +25,7 @@ from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.models import SLUG_PATTERN
 from rls_tenancy.rejections import WINDOW, rejection_log
+from rls_tenancy.token_key import TokenKey
 from rls_tenancy.tokens import (
     MAX_TOKEN_LENGTH,
     TokenIdentity,
@@ -60,6 +61,8 @@ def token_resolver(
     audit_engine: Engine | None = None,
     session: Callable[[], Session] | None = None,
     rejection_window: float = WINDOW,
+    token_keys: Sequence[TokenKey] = (),
+    accept_unmarked: bool = False,
 ) -> Resolver:
     """``Authorization: Bearer rlst_...``; other schemes are left to others.
 
@@ -78,6 +81,11 @@ def token_resolver(
     begins its transaction; a token that does
     not hold rolls that transaction back. Without it, or when that Session
     is already in a transaction, the lookup runs alone in autocommit.
+
+    ``token_keys``: a token must carry the mark of one of them
+    (:mod:`rls_tenancy.token_key`), checked before any lookup, so made-up
+    tokens cost no round trip; ``accept_unmarked`` looks up tokens without
+    it too, while tokens issued before the keys are replaced.
     """
     audit = engine if audit_engine is None else audit_engine
     window = rejection_window
@@ -93,9 +101,10 @@ def token_resolver(
             return None
         token = credentials.strip()
         try:
-            claimed, digest = parse_token(token)
+            claimed, digest = parse_token(token, token_keys, accept_unmarked=accept_unmarked)
         except AuthenticationError as error:
-            _reject(audit, error, None, window)
+            # A forged token is well-formed: the tenant it claims is kept in the event.
+            _reject(audit, error, parse_token(token)[0] if error.reason == "forged" else None, window)
         try:
             identity = _authenticate(engine, None if session is None else session(), claimed, digest)
         except AuthenticationError as error:
