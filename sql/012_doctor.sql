@@ -242,11 +242,13 @@ BEGIN
                         THEN 'writes every table and sequence (the context key''s included)'
                     WHEN r.rolname = 'pg_read_server_files' THEN 'reads the server''s files, its data directory included'
                     WHEN r.rolname = 'pg_write_server_files' THEN 'writes the server''s files'
+                    WHEN r.rolname = 'pg_read_all_stats'
+                        THEN 'reads every session''s query text (other tenants'' requests in flight, their literals included)'
                     ELSE 'runs programs on the server as its operating system user (COPY ... PROGRAM)' END
           FROM pg_roles r
          WHERE r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolreplication
             OR r.rolname IN (owner_role, bypass_role, 'pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files',
-                             'pg_write_server_files', 'pg_execute_server_program')
+                             'pg_write_server_files', 'pg_execute_server_program', 'pg_read_all_stats')
     ),
     -- SECURITY DEFINER functions outside the system schemas and extensions, with their search_path entries.
     definers_raw AS (
@@ -607,16 +609,24 @@ BEGIN
         UNION ALL
         -- Functions PUBLIC may run that reach past a tenant: signalling another session of the same role
         -- (any other tenant's request), and creating large objects (owned by the role, so every tenant
-        -- can read them; row level security does not apply). sql/014_side_channels.sql revokes them.
+        -- can read them; row level security does not apply). sql/014_side_channels.sql revokes them;
+        -- sql/017_query_text.sql the query text of other sessions.
         SELECT 'warning', 'app_role_cross_tenant_function', format('%s', f::regprocedure),
                format('the application role may run %s: %s', f::regprocedure,
-                      CASE WHEN f::regprocedure::text LIKE 'pg\_%' THEN 'it cancels or ends any session of its own role, i.e. another tenant''s request'
+                      CASE WHEN f::regprocedure::text LIKE 'pg\_stat\_%'
+                               THEN 'it shows the query text of every session of its own role, i.e. other tenants'' requests in flight'
+                           WHEN f::regprocedure::text LIKE 'pg\_%' THEN 'it cancels or ends any session of its own role, i.e. another tenant''s request'
                            ELSE 'a large object belongs to the role that creates it, so every tenant can read it' END),
                format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, %I;', f::regprocedure, app_role)
           FROM unnest(ARRAY['pg_catalog.pg_cancel_backend(integer)', 'pg_catalog.pg_terminate_backend(integer, bigint)',
                             'pg_catalog.lo_creat(integer)', 'pg_catalog.lo_create(oid)',
-                            'pg_catalog.lo_from_bytea(oid, bytea)']::regprocedure[]) AS f
+                            'pg_catalog.lo_from_bytea(oid, bytea)', 'pg_catalog.pg_stat_get_activity(integer)',
+                            'pg_catalog.pg_stat_get_backend_activity(integer)']::regprocedure[]) AS f
          WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f, 'EXECUTE'))
+           -- Through pg_read_all_stats it is that membership's finding (app_role_member_of_privileged).
+           AND NOT (f::regprocedure::text LIKE 'pg\_stat\_%'
+                    AND EXISTS (SELECT 1 FROM memberships ms JOIN pg_roles s ON s.oid = ms.role_oid
+                                 WHERE s.rolname = 'pg_read_all_stats'))
         UNION ALL
         -- Rules run their actions with the rights of the owner of the table they are on. A rule on a tenant
         -- table, or one whose actions reach a tenant table, acts past the caller's policies.

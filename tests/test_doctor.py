@@ -675,6 +675,13 @@ PLANTS = {
         "lo_from_bytea(oid,bytea)",
         "every tenant can read it",
     ),
+    "pg_stat_get_activity granted back to PUBLIC": Plant(
+        lambda r: ["GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO PUBLIC"],
+        "warning",
+        "app_role_cross_tenant_function",
+        "pg_stat_get_activity(integer)",
+        "other tenants' requests in flight",
+    ),
     "app role member of pg_signal_backend": Plant(
         lambda r: [ddl("GRANT pg_signal_backend TO {}", r.app)],
         "warning",
@@ -1022,6 +1029,29 @@ def test_pg_read_all_data_reads_the_context_key_until_its_fix_is_applied(
         assert "the context key's included" in found[3]
         _run(conn, found[4])
         assert not _can(conn, db.roles.app, peek)
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_pg_monitor_reads_other_tenants_query_text_until_its_fix_is_applied(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    """One cause, one finding: the membership, not the functions it grants as well."""
+    peek = "SET LOCAL ROLE pg_monitor; SELECT count(query) FROM pg_catalog.pg_stat_activity"
+    with _planted(superuser_engine, [ddl("GRANT pg_monitor TO {}", db.roles.app)]) as conn:
+        assert _can(conn, db.roles.app, peek)
+        found = [
+            row
+            for row in _findings(conn)
+            if row[1] in ("app_role_member_of_privileged", "app_role_cross_tenant_function")
+        ]
+        assert [row[1] for row in found] == ["app_role_member_of_privileged"], found
+        assert (
+            f"({db.roles.app} -> pg_monitor -> pg_read_all_stats), which reads every session's query text"
+            in found[0][3]
+        )
+        _run(conn, found[0][4])
+        assert not _can(conn, db.roles.app, peek)
+        assert not _can(conn, db.roles.app, "SELECT count(query) FROM pg_catalog.pg_stat_activity")
 
 
 EXEMPT_OPEN_TABLE = [

@@ -7,6 +7,7 @@ threat model says about it stays true.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -187,6 +188,35 @@ def test_the_app_role_may_not_signal_another_session_of_its_own_role(raw_app: En
         pid = victim.execute(text("SELECT pg_backend_pid()")).scalar_one()
         assert _refused(attacker, "SELECT " + function.format(pid=int(pid))) == "42501"
         assert victim.execute(text("SELECT 1")).scalar_one() == 1
+
+
+_OTHERS_QUERY = [
+    "SELECT query FROM pg_stat_activity WHERE pid = {pid}",
+    "SELECT a.query FROM pg_stat_get_activity({pid}) AS a",
+    "SELECT pg_stat_get_backend_activity(b) FROM pg_stat_get_backend_idset() AS b"
+    " WHERE pg_stat_get_backend_pid(b) = {pid}",
+]
+
+
+@pytest.mark.parametrize("statement", _OTHERS_QUERY, ids=["view", "function", "backend-function"])
+def test_the_app_role_may_not_read_another_sessions_query_text(
+    raw_app: Engine, app_engine: Engine, superuser_engine: Engine, world: World, statement: str
+) -> None:
+    """Every session of the one app role is "its own" to PostgreSQL: B's literals in flight, read by A."""
+    secret = "tenant B secret " + secrets.token_hex(4)
+    with as_tenant(world.b), app_engine.connect() as victim:
+        victim.exec_driver_sql(sql.SQL("SELECT {}").format(sql.Literal(secret)).as_string(None))  # stays its last query
+        pid = int(victim.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        victim.exec_driver_sql(sql.SQL("SELECT {}").format(sql.Literal(secret)).as_string(None))
+        with superuser_engine.connect() as monitor:  # the control: the statement does find it
+            assert secret in str(monitor.exec_driver_sql(statement.format(pid=pid)).all())
+        with raw_app.connect() as attacker:
+            try:
+                seen = str(attacker.exec_driver_sql(statement.format(pid=pid)).all())
+            except DBAPIError as error:
+                assert getattr(error.orig, "sqlstate", None) == "42501"
+            else:
+                assert secret not in seen
 
 
 @pytest.mark.parametrize(

@@ -118,9 +118,7 @@ def test_a_marked_token_works_and_a_made_up_one_is_refused_without_a_lookup(
     assert len(taken) == 1
 
 
-def test_the_mark_is_the_tenants_own(
-    keyed_app: Flask, unkeyed_app: Flask, app_engine: Engine, seeded: Seeded
-) -> None:
+def test_the_mark_is_the_tenants_own(keyed_app: Flask, unkeyed_app: Flask, app_engine: Engine, seeded: Seeded) -> None:
     """A real token's secret under another tenant's id carries no mark for it."""
     acme, globex = seeded.tenants["acme"], seeded.tenants["globex"]
     moved = _issue(app_engine, acme, KEY).replace(f"rlst_{acme}_", f"rlst_{globex}_", 1)
