@@ -131,6 +131,17 @@ class _Binding(NamedTuple):
 
 
 _BOUND = "rls_tenancy.bound_tenant"
+#: conn.info: the user the session last served; with a context key the user
+#: is a boundary too, and a change of user resets the session like a change
+#: of tenant.
+_SERVED_USER = "rls_tenancy.served_user"
+#: Reset at this transaction's start, before the user it serves was known
+#: (a token lookup binds its user itself): whoever that turns out to be.
+_CLEAN = object()
+#: A transaction switched users: the next one resets whoever it serves.
+_MIXED = object()
+#: :func:`begin_bound_with`'s default: the user is the one in context.
+_IN_CONTEXT = object()
 _SHARING_POOLS = (StaticPool, SingletonThreadPool)
 _resetting = True  # off only under --rls-break=binding
 
@@ -202,13 +213,34 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     ``user_id``: the next statement's check then finds the binding matching
     a context acting for that user, and rebinds nothing.
     """
-    bound = _binding_of(conn.info, conn.get_transaction())
+    info = conn.info
+    bound = _binding_of(info, conn.get_transaction())
     if bound is None:
         raise UsageError("adopt_user() needs a transaction already bound to a tenant")
-    conn.info[_BOUND] = bound._replace(user=user_id, savepoint=_savepoint_of(conn))
+    served = info.get(_SERVED_USER, _NEVER)
+    if served is not _CLEAN and served != user_id and _resetting and _signing.key_of(conn.dialect) is not None:
+        # The session was kept for another user (the guess of begin_bound_with
+        # was wrong): discarded now, inside the transaction, and bound again
+        # after it (RESET ALL takes the binding too); a rollback would undo
+        # part of it, so the next transaction resets again.
+        pooled = conn.connection
+        _prepare_driver(pooled.driver_connection, info)
+        raw = pooled.dbapi_connection
+        ids = (bound.tenant, user_id)
+        _execute(raw, SESSION_RESET_SCRIPT)
+        _execute(
+            raw,
+            _BIND,
+            (*("" if value is None else str(value) for value in ids), _signing.proof(conn.dialect, info, ids)),
+        )
+        info[_SERVED] = _NEVER
+    info[_SERVED_USER] = user_id
+    info[_BOUND] = bound._replace(user=user_id, savepoint=_savepoint_of(conn))
 
 
-def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes | None]) -> pq.abc.PGresult | None:
+def begin_bound_with(
+    conn: Connection, statement: bytes, values: Sequence[bytes | None], *, serves_user: object = _IN_CONTEXT
+) -> pq.abc.PGresult | None:
     """Run ``statement`` first in ``conn``'s transaction, in the round trip that begins and binds it.
 
     For a statement of the library's own whose result it reads itself (the
@@ -218,6 +250,12 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     this way (it already ran a statement; autocommit; another driver; a
     libpq without pipeline mode): the caller then runs the statement as
     usual. A failure raises SQLAlchemy's wrapping of psycopg's error.
+
+    ``serves_user``: the user the transaction will act for once
+    ``statement`` has bound one itself (the user a token was last found to
+    belong to), so that the session is reset only if that is another user
+    than its last; anything else (unknown) resets it. :func:`adopt_user`
+    then checks the guess.
     """
     driver = conn.connection.driver_connection
     if not can_begin_with(driver):  # psycopg's own connection, idle, not in autocommit
@@ -228,7 +266,8 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
         return None
     current = acting()
     _refuse_sharing(conn.info, transaction)
-    reset = _needs_reset(conn.info, current[0])
+    serving = current[1] if serves_user is _IN_CONTEXT else serves_user
+    reset = _needs_reset(conn.info, conn.dialect, current[0], serving)
     proof = _signing.proof(conn.dialect, conn.info, current)
     try:
         result = _send_binding(driver, current, proof, conn.info if reset else None, then=(statement, values))
@@ -240,6 +279,8 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
             statement.decode(), None, error, psycopg.Error, connection_invalidated=invalidated
         ) from error
     conn.info[_SERVED] = current[0]
+    if reset:
+        conn.info[_SERVED_USER] = current[1] if serves_user is _IN_CONTEXT else _CLEAN
     conn.info[_BOUND] = _Binding(weakref.ref(transaction), *current)
     return result
 
@@ -262,7 +303,7 @@ def _bind_or_check(conn: Connection) -> None:
     bound = _binding_of(info, transaction)
     if bound is None:  # this transaction's first statement
         _refuse_sharing(info, transaction)
-        _bind(conn, _BIND, current, reset=_needs_reset(info, current[0]))
+        _bind(conn, _BIND, current, reset=_needs_reset(info, conn.dialect, current[0], current[1]))
         if transaction is not None:
             info[_BOUND] = _Binding(weakref.ref(transaction), *current)
     elif bound.tenant != current[0]:
@@ -274,6 +315,7 @@ def _bind_or_check(conn: Connection) -> None:
     elif bound.user != current[1] or not _still_holds(bound.savepoint):
         _bind(conn, _REBIND_USER, current[1:], proof=_signing.proof(conn.dialect, info, current))
         info[_BOUND] = bound._replace(user=current[1], savepoint=_savepoint_of(conn))
+        info[_SERVED_USER] = _MIXED
 
 
 def _bind(
@@ -291,6 +333,7 @@ def _bind(
         _send_binding(driver, ids, proof, pooled.info if reset else None)
         if reset:
             pooled.info[_SERVED] = ids[0]
+            pooled.info[_SERVED_USER] = ids[1]
         return
     raw = pooled.dbapi_connection
     assert raw is not None
@@ -303,7 +346,7 @@ def _bind(
         if reset:  # a round trip of its own: there is no BEGIN to ride with
             _prepare_driver(driver, pooled.info)
             _execute(raw, SESSION_RESET_SCRIPT)
-            pooled.info[_SERVED] = None
+            pooled.info[_SERVED] = pooled.info[_SERVED_USER] = None
         return
     if reset:
         # A transaction the driver began itself: reset inside it, which a
@@ -321,9 +364,20 @@ def _execute(raw: Any, statement: str | bytes, values: Sequence[str] | None = No
         cursor.close()
 
 
-def _needs_reset(info: dict[Any, Any], tenant: int | None) -> bool:
-    """Whether the session must be discarded before it serves ``tenant``: it last served another, or none yet."""
-    return _resetting and bool(info.get(_SERVED, _NEVER) != tenant)
+def _needs_reset(info: dict[Any, Any], dialect: Any, tenant: int | None, user: object) -> bool:
+    """Whether the session must be discarded before it serves ``tenant`` (and ``user``).
+
+    It last served another tenant, or none yet; with a context key, also
+    when it last served another user: signed, the user is a boundary SQL
+    cannot cross, and what one user's SQL left in the session (a prepared
+    statement of psycopg's swapped for its own, say) would otherwise run in
+    the next user's transaction, with that user's proof.
+    """
+    if not _resetting:
+        return False
+    if info.get(_SERVED, _NEVER) != tenant:
+        return True
+    return _signing.key_of(dialect) is not None and bool(info.get(_SERVED_USER, _NEVER) != user)
 
 
 def _refuse_sharing(info: dict[Any, Any], transaction: RootTransaction | None) -> None:

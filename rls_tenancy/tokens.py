@@ -70,6 +70,10 @@ def issue_token(
 ) -> IssuedToken:
     """Issue a token for the tenant in context, optionally for one of its users.
 
+    The database issues a token only for the user bound to the statement, so
+    SQL cannot issue one that acts as somebody else; this binds ``user_id``
+    for that statement, and the audit event names the user in context.
+
     ``key``: the application's first token key, which marks the token (the
     Flask extension's ``issue-token`` command passes it).
     """
@@ -88,7 +92,10 @@ def issue_token(
         literal(user_id, BigInteger),
         literal(expires_at, DateTime(timezone=True)),
     )
-    token_id = int(executor.execute(select(call)).scalar_one())
+    # The token acts for the user bound as it is issued (sql/018_token_user.sql):
+    # bound for this one statement, the event below names who issued it.
+    with as_tenant(tenant_id, user=user_id):
+        token_id = int(executor.execute(select(call)).scalar_one())
     log_event(
         executor,
         "token.issued",
@@ -183,14 +190,26 @@ def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: in
     with as_tenant(tenant_id):
         connection = connect()
         wire = [str(tenant_id).encode(), b"\\x" + digest.hex().encode()]
-        result = begin_bound_with(connection, _AUTHENTICATE_WIRE, wire)
+        # The user this token was found to act for before (a token's user never
+        # changes): a session that last served that user needs no reset.
+        result = begin_bound_with(connection, _AUTHENTICATE_WIRE, wire, serves_user=_USERS.get(digest, _UNKNOWN))
         if result is None:  # the transaction had begun, or cannot begin that way
             found = connection.execute(_AUTHENTICATE_BINDING_USER, {"tenant_id": tenant_id, "digest": digest})
             identity = _identity(found.one_or_none(), tenant_id)
         else:
             identity = _identity(_read(result), tenant_id)
-    adopt_user(connection, identity.user_id)
+        if len(_USERS) >= _MAX_USERS:
+            _USERS.clear()
+        _USERS[digest] = identity.user_id
+        adopt_user(connection, identity.user_id)
     return identity
+
+
+#: The user each token this process authenticated acts for, by hash (a guess
+#: :func:`~rls_tenancy.binding.adopt_user` checks; bounded, cleared when full).
+_USERS: dict[bytes, int | None] = {}
+_MAX_USERS = 10_000
+_UNKNOWN = object()
 
 
 def _read(result: PGresult) -> _Found | None:

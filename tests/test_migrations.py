@@ -367,7 +367,7 @@ def test_new_revisions_go_on_the_apps_branch_not_the_librarys(empty_db: URL, tmp
     scripts = ScriptDirectory.from_config(config)
     second = scripts.get_revision("app@head")
     first = scripts.get_revision(str(second.down_revision))
-    assert (first.down_revision, first.branch_labels, first.dependencies) == (None, {"app"}, "rls_tenancy_0011")
+    assert (first.down_revision, first.branch_labels, first.dependencies) == (None, {"app"}, "rls_tenancy_0012")
     assert Path(first.path).parent == Path(second.path).parent == tmp_path / "versions"
     assert "op.enable_tenant_isolation('notes')" in Path(first.path).read_text()
 

@@ -9,19 +9,21 @@ policies must show a tenant's rows only beside a proof made with the key.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 import pytest
 from alembic.config import Config
+from psycopg import sql
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
-from rls_tenancy import ContextKeyError, as_tenant, bind_engine
+from rls_tenancy import ContextKeyError, as_tenant, bind_engine, tokens
 from rls_tenancy.cli import main
 from rls_tenancy.context_key import ContextKey
 from rls_tenancy.migration_data import each_tenant
@@ -29,7 +31,7 @@ from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing._sabotage import skip_signature_check
 from rls_tenancy.testing.database import require_signing, tenancy_database
 from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
-from rls_tenancy.tokens import issue_token
+from rls_tenancy.tokens import authenticate_in_transaction, issue_token, parse_token
 from saas_demo.app import create_app
 from tests.conftest import DEMO_ALEMBIC_INI
 
@@ -496,3 +498,138 @@ def test_a_data_migration_per_tenant_signs_each_tenant_it_binds(signed: Signed) 
         engine.dispose()
     assert {tenant: seen[tenant] for tenant in (signed.a, signed.b)} == signed.names
     assert not proof  # the migration's own (none) put back
+
+
+@pytest.fixture(scope="module")
+def admin_a(signed: Signed) -> int:
+    """A second user of tenant A, with more rights than ``user_a``."""
+    with signed.owner() as owner:
+        row = owner.execute(
+            "INSERT INTO rls_tenancy.users (tenant_id, email, roles)"
+            " VALUES (%s, 'admin@signed.example', '{admin,projects:read,projects:write}') RETURNING id",
+            (signed.a,),
+        ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+_MINT = text("SELECT rls_tenancy.issue_token('stolen', :digest, ARRAY['admin']::text[], :user, NULL)")
+
+
+@pytest.mark.rls_signing
+def test_injected_sql_mints_tokens_only_for_the_user_it_is_bound_to(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """A token for another user of the tenant would act as that user in every later request."""
+    pretend = text("SELECT set_config('app.current_user_id', :user, true)")
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        for forged, user in ((None, admin_a), (None, None), (str(admin_a), admin_a), ("", None)):
+            with pytest.raises(DBAPIError), conn.begin_nested():
+                if forged is not None:
+                    conn.execute(pretend, {"user": forged})
+                conn.execute(_MINT, {"digest": secrets.token_bytes(32), "user": user})
+        own = conn.execute(_MINT, {"digest": secrets.token_bytes(32), "user": signed.user_a}).scalar_one()
+        assert own is not None  # its own user's token: what the app may issue for it
+        conn.rollback()
+
+
+def test_the_app_issues_a_token_for_another_user_and_the_event_names_who_issued_it(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
+        for_user = issue_token(session, name="for a", scopes=["projects:read"], user_id=signed.user_a)
+        for_tenant = issue_token(session, name="for the tenant", scopes=["projects:read"])
+        ids = session.execute(text("SELECT rls_tenancy.current_tenant_id(), rls_tenancy.current_user_id()")).one()
+        assert tuple(ids) == (signed.a, admin_a)  # the transaction acts for the admin again
+    with signed.owner() as owner:
+        tokens = owner.execute(
+            "SELECT id, user_id FROM rls_tenancy.api_tokens WHERE id IN (%s, %s) ORDER BY id",
+            (for_user.id, for_tenant.id),
+        ).fetchall()
+        issuers = owner.execute(
+            "SELECT user_id FROM rls_tenancy.audit_log WHERE action = 'token.issued'"
+            " AND (data->>'token_id')::bigint IN (%s, %s)",
+            (for_user.id, for_tenant.id),
+        ).fetchall()
+    assert tokens == [(for_user.id, signed.user_a), (for_tenant.id, None)]
+    assert issuers == [(admin_a,), (admin_a,)]
+
+
+_STASH = (
+    "DEALLOCATE {name}; PREPARE {name} (text) AS SELECT name FROM projects WHERE name <> $1"
+    " AND set_config('planted.proof', current_setting('app.current_user_id') || ':'"
+    " || current_setting('app.context_proof'), false) IS NOT NULL"
+)
+
+
+@pytest.mark.rls_binding
+def test_state_one_user_plants_never_runs_in_another_users_transaction(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """A statement of psycopg's, swapped by one user's SQL on a pooled connection, never runs for the next user.
+
+    Swapped, it would run in the admin's transaction and keep the admin's
+    proof in a session setting for the swapper to replay on that backend.
+    """
+    query = text("SELECT name FROM projects WHERE name <> :x")
+    with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:  # psycopg prepares it
+        for _ in range(8):
+            conn.execute(query, {"x": ""}).all()
+        conn.commit()
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        prepared = conn.execute(
+            text("SELECT name FROM pg_prepared_statements WHERE statement LIKE '%FROM projects WHERE name <>%'")
+        ).scalar_one()
+        conn.exec_driver_sql(
+            sql.SQL(_STASH).format(name=sql.Identifier(prepared)).as_string(None),
+            execution_options={"no_parameters": True},
+        )
+        conn.commit()
+    with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:
+        assert set(conn.execute(query, {"x": ""}).scalars()) == signed.names[signed.a]
+        conn.commit()
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        stash = conn.execute(text("SELECT current_setting('planted.proof', true)")).scalar()
+        if stash:  # the attack: replay the admin's proof on this backend
+            user, proof = str(stash).split(":", 1)
+            conn.execute(text("SELECT set_config('app.current_user_id', :u, true)"), {"u": user})
+            conn.execute(text("SELECT set_config('app.context_proof', :p, true)"), {"p": proof})
+        assert conn.execute(text("SELECT rls_tenancy.current_user_id()")).scalar() != admin_a
+        assert not stash
+
+
+_PLANT = text("SELECT set_config('planted.by', 'user a', false)")
+_PLANTED = text("SELECT current_setting('planted.by', true)")
+
+
+@pytest.mark.rls_binding
+@pytest.mark.parametrize("guess", ["none", "right", "wrong"])
+def test_a_token_lookup_resets_a_session_another_user_left(
+    signed: Signed, signed_engine: Engine, admin_a: int, guess: str
+) -> None:
+    """The token's user is known only once the lookup has bound it: a wrong guess is caught after it."""
+    with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
+        admin_token = issue_token(session, name="admin", scopes=["projects:read"], user_id=admin_a).token
+    _, digest = parse_token(admin_token)
+    tokens._USERS.pop(digest, None)
+    if guess != "none":
+        tokens._USERS[digest] = admin_a if guess == "right" else signed.user_a
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:  # the pool's one connection
+        conn.execute(_PLANT)
+        conn.commit()
+    if guess == "right":  # the session last served the admin, whose own setting it may keep
+        with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:
+            assert conn.execute(_PLANTED).scalar() in (None, "")  # reset: user a's is gone
+            conn.execute(_PLANT)
+            conn.commit()
+    with Session(signed_engine) as session:
+        identity = authenticate_in_transaction(lambda: session.connection(), signed.a, digest)
+        assert identity.user_id == admin_a
+        with as_tenant(signed.a, user=admin_a):
+            kept = session.execute(_PLANTED).scalar()
+            assert kept == "user a" if guess == "right" else kept in (None, "")
+            ids = session.execute(text("SELECT rls_tenancy.current_tenant_id(), rls_tenancy.current_user_id()")).one()
+            assert tuple(ids) == (signed.a, admin_a)
+            assert set(session.execute(text("SELECT name FROM projects")).scalars()) == signed.names[signed.a]
+        session.commit()
+    assert tokens._USERS[digest] == admin_a
