@@ -128,6 +128,8 @@ class _Binding(NamedTuple):
     user: int | None
     #: The savepoint the user was bound in, if any: a ROLLBACK TO it undoes that.
     savepoint: weakref.ref[NestedTransaction] | None = None
+    #: The session was reset as this transaction began: no user's state is left in it.
+    fresh: bool = False
 
 
 _BOUND = "rls_tenancy.bound_tenant"
@@ -135,9 +137,6 @@ _BOUND = "rls_tenancy.bound_tenant"
 #: is a boundary too, and a change of user resets the session like a change
 #: of tenant.
 _SERVED_USER = "rls_tenancy.served_user"
-#: Reset at this transaction's start, before the user it serves was known
-#: (a token lookup binds its user itself): whoever that turns out to be.
-_CLEAN = object()
 #: A transaction switched users: the next one resets whoever it serves.
 _MIXED = object()
 #: :func:`begin_bound_with`'s default: the user is the one in context.
@@ -218,7 +217,7 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     if bound is None:
         raise UsageError("adopt_user() needs a transaction already bound to a tenant")
     served = info.get(_SERVED_USER, _NEVER)
-    if served is not _CLEAN and served != user_id and _resetting and _signing.key_of(conn.dialect) is not None:
+    if not bound.fresh and served != user_id and _resetting and _signing.key_of(conn.dialect) is not None:
         # The session was kept for another user (the guess of begin_bound_with
         # was wrong): discarded now, inside the transaction, and bound again
         # after it (RESET ALL takes the binding too); a rollback would undo
@@ -280,8 +279,8 @@ def begin_bound_with(
         ) from error
     conn.info[_SERVED] = current[0]
     if reset:
-        conn.info[_SERVED_USER] = current[1] if serves_user is _IN_CONTEXT else _CLEAN
-    conn.info[_BOUND] = _Binding(weakref.ref(transaction), *current)
+        conn.info[_SERVED_USER] = current[1]
+    conn.info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
     return result
 
 
@@ -303,9 +302,10 @@ def _bind_or_check(conn: Connection) -> None:
     bound = _binding_of(info, transaction)
     if bound is None:  # this transaction's first statement
         _refuse_sharing(info, transaction)
-        _bind(conn, _BIND, current, reset=_needs_reset(info, conn.dialect, current[0], current[1]))
+        reset = _needs_reset(info, conn.dialect, current[0], current[1])
+        _bind(conn, _BIND, current, reset=reset)
         if transaction is not None:
-            info[_BOUND] = _Binding(weakref.ref(transaction), *current)
+            info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
     elif bound.tenant != current[0]:
         raise TenantChangedError(
             f"this transaction is bound to tenant {_describe(bound.tenant)} but the tenant "

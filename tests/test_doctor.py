@@ -1018,40 +1018,37 @@ def test_a_membership_chain_is_named_whole_and_its_fix_revokes_the_membership_th
 
 
 @pytest.mark.usefixtures("stays_clean")
-def test_pg_read_all_data_reads_the_context_key_until_its_fix_is_applied(
-    superuser_engine: Engine, db: TenancyDatabase
-) -> None:
-    # The app role is NOINHERIT: it reaches the predefined role's rights by SET ROLE, as injected SQL would.
-    peek = "SET LOCAL ROLE pg_read_all_data; SELECT pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1a')"
-    with _planted(superuser_engine, [ddl("GRANT pg_read_all_data TO {}", db.roles.app)]) as conn:
-        assert _can(conn, db.roles.app, peek)
-        (found,) = [row for row in _findings(conn) if row[1] == "app_role_member_of_privileged"]
-        assert "the context key's included" in found[3]
-        _run(conn, found[4])
-        assert not _can(conn, db.roles.app, peek)
-
-
-@pytest.mark.usefixtures("stays_clean")
-def test_pg_monitor_reads_other_tenants_query_text_until_its_fix_is_applied(
-    superuser_engine: Engine, db: TenancyDatabase
+@pytest.mark.parametrize(
+    ("granted", "peek", "says"),
+    [
+        (
+            "pg_read_all_data",
+            "SELECT pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1a')",
+            "the context key's included",
+        ),
+        (
+            "pg_monitor",
+            "SELECT count(query) FROM pg_catalog.pg_stat_activity",
+            " -> pg_monitor -> pg_read_all_stats), which reads every session's query text",
+        ),
+    ],
+    ids=["pg_read_all_data reads the context key", "pg_monitor reads other tenants' query text"],
+)
+def test_a_predefined_role_reads_around_rls_until_its_fix_is_applied(
+    superuser_engine: Engine, db: TenancyDatabase, granted: str, peek: str, says: str
 ) -> None:
     """One cause, one finding: the membership, not the functions it grants as well."""
-    peek = "SET LOCAL ROLE pg_monitor; SELECT count(query) FROM pg_catalog.pg_stat_activity"
-    with _planted(superuser_engine, [ddl("GRANT pg_monitor TO {}", db.roles.app)]) as conn:
-        assert _can(conn, db.roles.app, peek)
-        found = [
-            row
-            for row in _findings(conn)
-            if row[1] in ("app_role_member_of_privileged", "app_role_cross_tenant_function")
-        ]
+    # The app role is NOINHERIT: it reaches the predefined role's rights by SET ROLE, as injected SQL would.
+    become = ddl("SET LOCAL ROLE {}; ", granted) + peek
+    with _planted(superuser_engine, [ddl("GRANT {} TO {}", granted, db.roles.app)]) as conn:
+        assert _can(conn, db.roles.app, become)
+        checks = ("app_role_member_of_privileged", "app_role_cross_tenant_function")
+        found = [row for row in _findings(conn) if row[1] in checks]
         assert [row[1] for row in found] == ["app_role_member_of_privileged"], found
-        assert (
-            f"({db.roles.app} -> pg_monitor -> pg_read_all_stats), which reads every session's query text"
-            in found[0][3]
-        )
+        assert says in found[0][3]
         _run(conn, found[0][4])
+        assert not _can(conn, db.roles.app, become)
         assert not _can(conn, db.roles.app, peek)
-        assert not _can(conn, db.roles.app, "SELECT count(query) FROM pg_catalog.pg_stat_activity")
 
 
 EXEMPT_OPEN_TABLE = [
