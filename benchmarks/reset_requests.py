@@ -14,6 +14,11 @@ ways, in blocks that take turns:
 - ``one connection, no reset``: the same with the reset turned off, as
   before it existed (a measurement only: it lets sessions leak).
 
+``--signed``: the database requires a signed tenant context and the apps
+sign, and, for ``GET`` only, one tenant's two tokens take turns instead, its
+user's and its token of no user: signed, a connection is reset between
+users too (``one user`` serves the first token only).
+
 Printed per request: this thread's CPU and the CPU of the PostgreSQL
 backends of the apps' roles (``/proc/<pid>/schedstat``), medians over the
 blocks. CPU, not time:
@@ -39,17 +44,28 @@ from sqlalchemy.engine import URL
 from benchmarks.context import Context
 from benchmarks.endpoints import prepare
 from benchmarks.endpoints_baseline import create_baseline_app
-from rls_tenancy import binding
+from rls_tenancy import ContextKey, binding
+from rls_tenancy.testing.database import require_signing
 from rls_tenancy.testing.server import postgres_server
 from saas_demo.app import create_app
 
-#: name: (engine options, tenants by turn, reset on); None: the baseline app
-WAYS: dict[str, tuple[dict[str, Any] | None, tuple[int, ...], bool]] = {
-    "baseline app": (None, (0, 1), True),
-    "same tenant": ({}, (0,), True),
-    "pooled": ({}, (0, 1), True),
-    "one connection": ({"pool_size": 1, "max_overflow": 0}, (0, 1), True),
-    "one connection, no reset": ({"pool_size": 1, "max_overflow": 0}, (0, 1), False),
+_ONE = {"pool_size": 1, "max_overflow": 0}
+_TENANTS = ("acme/ci", "globex/ci")
+_USERS = ("acme/ci", "acme/dashboard")  # alice's token, and the tenant's token of no user
+#: name: (engine options, the tokens taking turns, reset on); None: the baseline app
+WAYS: dict[str, tuple[dict[str, Any] | None, tuple[str, ...], bool]] = {
+    "baseline app": (None, _TENANTS, True),
+    "same tenant": ({}, _TENANTS[:1], True),
+    "pooled": ({}, _TENANTS, True),
+    "one connection": (_ONE, _TENANTS, True),
+    "one connection, no reset": (_ONE, _TENANTS, False),
+}
+SIGNED_WAYS: dict[str, tuple[dict[str, Any] | None, tuple[str, ...], bool]] = {
+    "baseline app": (None, _USERS, True),
+    "one user": ({}, _USERS[:1], True),
+    "two users of one tenant, pooled": ({}, _USERS, True),
+    "two users of one tenant, one connection": (_ONE, _USERS, True),
+    "two users, one connection, no reset": (_ONE, _USERS, False),
 }
 
 
@@ -108,24 +124,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=1000, help="per block")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--signed", action="store_true", help="a signed context; two users of one tenant")
     args = parser.parse_args(argv)
+    ways = SIGNED_WAYS if args.signed else WAYS
     with postgres_server() as url, Context("quick", url, time.monotonic()).demo_database() as db, ExitStack() as stack:
         postmaster = _postmaster(url)
         roles = [str(db.app_url.username), str(db.bypass_url.username)]
         tokens = prepare(db).tokens
+        config: dict[str, Any] = {}
+        if args.signed:
+            key = ContextKey.generate()
+            require_signing(db.superuser_url, key)
+            config["RLS_TENANCY_CONTEXT_KEY"] = str(key)
         apps: dict[str, Flask] = {}
-        for name, (options, _, _) in WAYS.items():
+        for name, (options, _, _) in ways.items():
             if options is None:
                 apps[name] = create_baseline_app(db.bypass_url)
                 stack.callback(apps[name].extensions["baseline_engine"].dispose)
             else:
-                apps[name] = create_app(db.app_url, db.bypass_url, engine_options=options)
+                apps[name] = create_app(db.app_url, db.bypass_url, engine_options=options, **config)
                 stack.callback(apps[name].extensions["rls_tenancy"].engine.dispose)
-        for method in ("GET", "POST"):
-            spent: dict[str, list[tuple[float, float]]] = {name: [] for name in WAYS}
+        for method in ("GET",) if args.signed else ("GET", "POST"):
+            spent: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
             for _ in range(args.rounds):
-                for name, (_, turns, reset) in WAYS.items():
-                    request = _request(method, [tokens[("acme/ci", "globex/ci")[turn]] for turn in turns])
+                for name, (_, turns, reset) in ways.items():
+                    request = _request(method, [tokens[turn] for turn in turns])
                     client = apps[name].test_client()
                     binding._resetting = reset  # a measurement only: never outside a benchmark
                     try:

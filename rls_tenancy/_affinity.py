@@ -10,7 +10,9 @@ pool holds fewer than ``pool_size`` connections, it opens one rather than
 reset another tenant's (an app serving one request at a time would otherwise
 keep one connection and reset it at every change); otherwise it takes the
 one it would have taken. Only the choice changes: every connection is still
-reset before it serves another tenant.
+reset before it serves another tenant. With a context key, where a change of
+user resets the session too, an idle connection that last served the same
+user of that tenant comes first.
 
 Exactly SQLAlchemy's ``QueuePool`` (the default of ``create_engine``); a
 subclass of it, another pool class and asyncio engines' pools keep their
@@ -19,17 +21,42 @@ own order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
+from rls_tenancy._signing import key_of
 from rls_tenancy.context import acting
 
 #: conn.info: the tenant whose transactions the session last served, since its last reset.
 SERVED = "rls_tenancy.served_tenant"
+#: conn.info: the user whose transactions it last served (a boundary too, with a context key).
+SERVED_USER = "rls_tenancy.served_user"
 #: A new connection: its session is reset before it serves anyone.
 NEVER = object()
+#: The user a checkout is for when the context binds none yet (a token's, as last found).
+_FOR_USER: ContextVar[object] = ContextVar("rls_tenancy_checkout_user", default=NEVER)
+
+
+@contextmanager
+def checkout_for_user(user: object) -> Iterator[None]:
+    """Inside the block, checkouts prefer a connection that last served ``user`` of the tenant in context."""
+    token = _FOR_USER.set(user)
+    try:
+        yield
+    finally:
+        _FOR_USER.reset(token)
+
+
+def _wanted() -> tuple[int | None, object]:
+    """The tenant in context, and the user the checkout is for."""
+    tenant, in_context = acting()
+    hinted = _FOR_USER.get()
+    return tenant, in_context if hinted is NEVER else hinted
 
 
 class _AffineQueue(sqla_queue.Queue[ConnectionPoolEntry]):
@@ -38,19 +65,30 @@ class _AffineQueue(sqla_queue.Queue[ConnectionPoolEntry]):
     def _get(self) -> ConnectionPoolEntry:
         queue = self.queue
         if len(queue) > 1:  # called with the queue's lock held
-            tenant = acting()[0]
+            tenant, user = _wanted()
+            found = None
             # In the order the queue would have taken them: newest first when LIFO.
             for index in range(len(queue) - 1, -1, -1) if self.use_lifo else range(len(queue)):
-                record = queue[index]
-                if record.info.get(SERVED, NEVER) == tenant:
-                    del queue[index]
-                    return record
+                info = queue[index].info
+                if info.get(SERVED, NEVER) == tenant:
+                    if info.get(SERVED_USER, NEVER) == user:
+                        found = index
+                        break
+                    found = index if found is None else found
+            if found is not None:
+                record = queue[found]
+                del queue[found]
+                return record
         return super()._get()
 
-    def holds(self, tenant: object) -> bool:
-        """Whether an idle connection last served ``tenant``."""
+    def holds(self, tenant: object, user: object = NEVER) -> bool:
+        """Whether an idle connection last served ``tenant`` (and ``user``, unless NEVER)."""
         with self.mutex:
-            return any(record.info.get(SERVED, NEVER) == tenant for record in self.queue)
+            return any(
+                record.info.get(SERVED, NEVER) == tenant
+                and (user is NEVER or record.info.get(SERVED_USER, NEVER) == user)
+                for record in self.queue
+            )
 
 
 class _AffinePool(QueuePool):
@@ -60,7 +98,10 @@ class _AffinePool(QueuePool):
     _pool: _AffineQueue
 
     def _do_get(self) -> ConnectionPoolEntry:
-        if self._overflow < 0 and not self._pool.holds(acting()[0]) and self._grow():
+        tenant, user = _wanted()
+        # Signed, a change of user resets the session too (rls_tenancy.binding).
+        by_user = key_of(self._dialect) is not None
+        if self._overflow < 0 and not self._pool.holds(tenant, user if by_user else NEVER) and self._grow():
             try:
                 return self._create_connection()
             except BaseException:

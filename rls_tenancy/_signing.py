@@ -43,7 +43,7 @@ def set_key(dialect: Dialect, key: ContextKey | None) -> None:
     setattr(dialect, _ATTRIBUTE, key)
 
 
-def key_of(dialect: Dialect) -> ContextKey | None:
+def key_of(dialect: object) -> ContextKey | None:
     key: ContextKey | None = getattr(dialect, _ATTRIBUTE, None)
     return key
 

@@ -60,6 +60,7 @@ from sqlalchemy.util import await_only
 from rls_tenancy import _driver_guard, _signing
 from rls_tenancy._affinity import NEVER as _NEVER
 from rls_tenancy._affinity import SERVED as _SERVED
+from rls_tenancy._affinity import SERVED_USER as _SERVED_USER
 from rls_tenancy._affinity import prefer_last_tenant
 from rls_tenancy._begin import Statement, begin_with, begin_with_async, can_begin_with
 from rls_tenancy._role_checks import verify_app_role
@@ -133,10 +134,6 @@ class _Binding(NamedTuple):
 
 
 _BOUND = "rls_tenancy.bound_tenant"
-#: conn.info: the user the session last served; with a context key the user
-#: is a boundary too, and a change of user resets the session like a change
-#: of tenant.
-_SERVED_USER = "rls_tenancy.served_user"
 #: A transaction switched users: the next one resets whoever it serves.
 _MIXED = object()
 #: :func:`begin_bound_with`'s default: the user is the one in context.

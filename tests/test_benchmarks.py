@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from benchmarks.audit_parts import BATCHED, STEPS, find_pgbench
 from benchmarks.reset_parts import VARIANTS as RESET_VARIANTS
+from benchmarks.reset_requests import SIGNED_WAYS as SIGNED_REQUEST_WAYS
 from benchmarks.reset_requests import WAYS as REQUEST_WAYS
 from benchmarks.session_parts import VARIANTS
 from benchmarks.signed_context import POLICIES as SIGNED_POLICIES
@@ -129,12 +130,14 @@ def test_the_session_reset_taken_apart_runs_every_variant(rls_postgres_url: URL)
         assert re.search(re.escape(name) + r" +[+-][\d.]+ +[+-][\d.]+", printed), printed
 
 
-def test_the_reset_per_request_runs_every_way(rls_postgres_url: URL) -> None:
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_the_reset_per_request_runs_every_way(rls_postgres_url: URL, signed: bool) -> None:
     """``python -m benchmarks.reset_requests`` at toy size: every way serves its requests (their cost is not judged)."""
-    printed = _run(rls_postgres_url, ["benchmarks.reset_requests", "--requests", "3", "--rounds", "1"], timeout=180)
-    for method in ("GET", "POST"):
+    arguments = ["benchmarks.reset_requests", "--requests", "3", "--rounds", "1", *(["--signed"] if signed else [])]
+    printed = _run(rls_postgres_url, arguments, timeout=180)
+    for method in ("GET",) if signed else ("GET", "POST"):
         ways = printed.split(f"{method} /api/projects", 1)[1]
-        for name in REQUEST_WAYS:
+        for name in SIGNED_REQUEST_WAYS if signed else REQUEST_WAYS:
             assert re.search(re.escape(name) + r" +\d+ +\d+", ways), printed
 
 

@@ -633,3 +633,18 @@ def test_a_token_lookup_resets_a_session_another_user_left(
             assert set(session.execute(text("SELECT name FROM projects")).scalars()) == signed.names[signed.a]
         session.commit()
     assert tokens._USERS[digest] == admin_a
+
+
+def test_signed_the_pool_gives_each_user_of_a_tenant_the_connection_it_last_used(signed: Signed, admin_a: int) -> None:
+    """A change of user resets a signed session, so the pool avoids one where it can."""
+    engine = bind_engine(create_engine(signed.db.app_url, pool_size=3, max_overflow=0), context_key=signed.key)
+    try:
+        backends: dict[int, set[int]] = {signed.user_a: set(), admin_a: set()}
+        for _ in range(3):
+            for user, seen in backends.items():
+                with as_tenant(signed.a, user=user), engine.connect() as conn:
+                    seen.add(int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one()))
+        assert [len(seen) for seen in backends.values()] == [1, 1]
+        assert backends[signed.user_a] != backends[admin_a]
+    finally:
+        engine.dispose()
