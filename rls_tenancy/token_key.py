@@ -18,7 +18,6 @@ once the tokens it marked have expired or been revoked.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import secrets
@@ -73,7 +72,7 @@ class TokenKey:
 
     def _mark(self, tenant_id: int, random: bytes) -> bytes:
         message = _LABEL + str(tenant_id).encode("ascii") + b"\x00" + random
-        return hmac.new(self.key, message, hashlib.sha256).digest()[:_MARK_BYTES]
+        return hmac.digest(self.key, message, "sha256")[:_MARK_BYTES]
 
 
 def token_keys(given: str | TokenKey | Iterable[str | TokenKey] | None) -> tuple[TokenKey, ...]:

@@ -12,7 +12,7 @@ never mix.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -99,34 +99,30 @@ def _made_up(tenant_id: int) -> str:
     return f"rlst_{tenant_id}_" + base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
 
 
-def test_a_marked_token_works_and_a_made_up_one_is_refused_without_a_lookup(
-    keyed_app: Flask, unkeyed_app: Flask, app_engine: Engine, seeded: Seeded
+@pytest.mark.parametrize(
+    "forged",
+    [
+        lambda marked, acme, globex: _made_up(acme),
+        # A real token's secret under another tenant's id carries no mark for it.
+        lambda marked, acme, globex: marked.replace(f"rlst_{acme}_", f"rlst_{globex}_", 1),
+    ],
+    ids=["made up", "a real secret under another tenant"],
+)
+def test_a_marked_token_works_and_one_without_the_mark_is_refused_without_a_lookup(
+    keyed_app: Flask, unkeyed_app: Flask, app_engine: Engine, seeded: Seeded, forged: Callable[[str, int, int], str]
 ) -> None:
-    acme = seeded.tenants["acme"]
+    acme, globex = seeded.tenants["acme"], seeded.tenants["globex"]
     marked = _issue(app_engine, acme, KEY)
     status, body = _me(keyed_app, marked, "198.51.100.40")
     assert (status, body["tenant"]["id"]) == (200, acme)
-
+    token = forged(marked, acme, globex)
     with _checkouts(keyed_app) as taken:
-        status, body = _me(keyed_app, _made_up(acme), "198.51.100.40")
-    assert (status, body["error"]) == (401, "invalid_token")
+        status, body = _me(keyed_app, token, "198.51.100.40")
+    assert (status, body["error"], taken) == (401, "invalid_token", [])
     assert body["message"] == "the bearer token was not issued by this application"
-    assert taken == []
     with _checkouts(unkeyed_app) as taken:  # the control: without keys, the same token is looked up
-        status, body = _me(unkeyed_app, _made_up(acme), "198.51.100.40")
-    assert (status, body["message"]) == (401, "the bearer token is not known")
-    assert len(taken) == 1
-
-
-def test_the_mark_is_the_tenants_own(keyed_app: Flask, unkeyed_app: Flask, app_engine: Engine, seeded: Seeded) -> None:
-    """A real token's secret under another tenant's id carries no mark for it."""
-    acme, globex = seeded.tenants["acme"], seeded.tenants["globex"]
-    moved = _issue(app_engine, acme, KEY).replace(f"rlst_{acme}_", f"rlst_{globex}_", 1)
-    with _checkouts(keyed_app) as taken:
-        status, body = _me(keyed_app, moved, "198.51.100.41")
-    assert (status, body["message"], taken) == (401, "the bearer token was not issued by this application", [])
-    status, body = _me(unkeyed_app, moved, "198.51.100.41")
-    assert (status, body["message"]) == (401, "the bearer token is not known")
+        status, body = _me(unkeyed_app, token, "198.51.100.40")
+    assert (status, body["message"], len(taken)) == (401, "the bearer token is not known", 1)
 
 
 def test_a_token_issued_without_the_key_is_refused_unless_unmarked_tokens_are_accepted(
