@@ -291,6 +291,69 @@ def test_a_serial_sequence_shows_every_tenants_inserts_and_so_does_an_identity(
     assert drawn_by_a() - first - 1 == 5  # B's five inserts, seen by A through a rolled-back insert of its own
 
 
+ESTIMATED = """
+CREATE TABLE public.side_channel_deals (
+    tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id),
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    name text NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+SELECT rls_tenancy.enable_tenant_isolation('public.side_channel_deals');
+"""
+# B's deals, a fifth of them one secret name; A's own, a third of the table, names of its own.
+DEALS = text(
+    "INSERT INTO side_channel_deals (tenant_id, name)"
+    " SELECT :b, CASE WHEN g % 5 = 0 THEN 'merger with initech' ELSE 'deal ' || g END FROM generate_series(1, 2000) g"
+    " UNION ALL SELECT :a, 'own deal ' || g FROM generate_series(1, 1000) g"
+)
+
+
+# A target of 0 keeps ANALYZE from collecting a column's statistics, not from keeping those it has.
+FORGET_STATISTICS = (
+    "DELETE FROM pg_statistic WHERE starelid = CAST(:table AS regclass) AND staattnum = "
+    "(SELECT attnum FROM pg_attribute WHERE attrelid = CAST(:table AS regclass) AND attname = :column)"
+)
+
+
+def _estimate(app_engine: Engine, tenant: int, name: str) -> float:
+    with as_tenant(tenant), app_engine.connect() as conn:
+        query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT * FROM side_channel_deals WHERE name = {}").format(
+            sql.Literal(name)
+        )
+        plan = conn.exec_driver_sql(query.as_string(None)).scalar_one()
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def test_plan_estimates_tell_whether_a_value_is_common_among_every_tenants_rows(
+    raw_app: Engine, app_engine: Engine, superuser_engine: Engine, world: World
+) -> None:
+    """The planner estimates from all tenants' statistics; equality is leakproof, so it may use them under RLS."""
+    with superuser_engine.connect() as conn:
+        conn.exec_driver_sql(ESTIMATED, execution_options={"no_parameters": True})
+        conn.execute(DEALS, {"a": world.a, "b": world.b})
+        conn.commit()
+        conn.execute(text("ANALYZE side_channel_deals"))
+        conn.commit()
+    try:
+        with as_tenant(world.a), app_engine.connect() as conn:
+            seen = conn.execute(text("SELECT count(*) FROM side_channel_deals WHERE name = 'merger with initech'"))
+            assert seen.scalar_one() == 0  # A reads none of B's rows
+        with raw_app.connect() as conn:  # and pg_stats hides the table's statistics from it
+            hidden = conn.execute(text("SELECT count(*) FROM pg_stats WHERE tablename = 'side_channel_deals'"))
+            assert hidden.scalar_one() == 0
+        secret, absent = (_estimate(app_engine, world.a, name) for name in ("merger with initech", "no such deal"))
+        assert secret > 20 * absent  # but the estimate tells that B's common value exists
+        with superuser_engine.connect() as conn:  # the mitigation: no statistics kept for that column
+            conn.execute(text("ALTER TABLE side_channel_deals ALTER COLUMN name SET STATISTICS 0"))
+            conn.execute(text(FORGET_STATISTICS), {"table": "side_channel_deals", "column": "name"})
+            conn.execute(text("ANALYZE side_channel_deals"))
+            conn.commit()
+        assert _estimate(app_engine, world.a, "merger with initech") == _estimate(app_engine, world.a, "no such deal")
+    finally:
+        with superuser_engine.begin() as conn:
+            conn.execute(text("DROP TABLE side_channel_deals"))
+
+
 def test_table_statistics_count_every_tenants_rows(
     raw_app: Engine, bypass_engine: Engine, superuser_engine: Engine, world: World
 ) -> None:
