@@ -4,8 +4,8 @@ The demo app (repeated rejections counted per source and minute, the
 default; tokens marked by a token key, as the demo configures it) is loaded
 from one address with bearer tokens that hold for no tenant, well-formed
 made-up ones (without the key's mark, refused before any lookup) and
-malformed ones, and, taking turns with them, with no credentials at all;
-both answer 401. The ratio is the flood's rate over the rate without
+malformed ones, and one real token, revoked, sent again and again, and,
+taking turns with them, with no credentials at all; all answer 401. The ratio is the flood's rate over the rate without
 credentials, 1 client (request by request) and 16 (rounds back to back).
 Two more servers of the demo app, shown for comparison: one writes every
 rejection (``RLS_TENANCY_REJECTION_WINDOW=0``, as before the counting), one
@@ -22,12 +22,18 @@ import statistics
 import time
 
 from psycopg import sql
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
 
 from benchmarks.context import Context
 from benchmarks.dataset import connect
 from benchmarks.endpoints import prepare
 from benchmarks.harness import Row, Section, Target
 from benchmarks.load import Load, Served, run_alternating, run_load
+from rls_tenancy import as_tenant, bind_engine
+from rls_tenancy.token_key import token_keys
+from rls_tenancy.tokens import issue_token, revoke_token
 from saas_demo.app import create_app
 
 RATE = Target("ratio", ">=", 0.9)
@@ -51,7 +57,8 @@ def run(ctx: Context) -> Section:
         __doc__.split("\n\n", 1)[1].replace("\n", " ").strip() + f" {rounds} rounds of {seconds} s per side.",
     )
     with ctx.demo_database() as db:
-        prepare(db)
+        seeded = prepare(db)
+        floods = {**FLOODS, "a revoked token, replayed": [_revoked(db.app_url, seeded.tenants["acme"])]}
         with connect(db.superuser_url) as conn:
             first = conn.execute("SELECT coalesce(max(id), 0) FROM rls_tenancy.audit_log").fetchone()
         last = int(str(first[0])) if first else 0
@@ -60,7 +67,7 @@ def run(ctx: Context) -> Section:
         unkeyed = Served(functools.partial(create_app, RLS_TENANCY_TOKEN_KEYS=""), db.app_url, db.bypass_url)
         started, requests = time.monotonic(), 0
         try:
-            for kind, junk in FLOODS.items():
+            for kind, junk in floods.items():
                 for clients in (1, 16):
                     what = f"{kind}, {clients} client{'s' if clients > 1 else ''}"
                     runs = _flood(app.port, junk, clients, rounds, seconds)
@@ -88,13 +95,26 @@ def run(ctx: Context) -> Section:
             Row(
                 "audit rows per reason and started minute of the flood",
                 None,
-                written / len(FLOODS) / minutes,
+                written / len(floods) / minutes,
                 "rows",
                 ROWS,
                 f"{written} rows for {requests:,} junk requests over {minutes} minute(s)",
             )
         )
     return section
+
+
+def _revoked(app_url: URL, tenant: int) -> str:
+    """A real token of ``tenant``, marked by the configured key, and revoked."""
+    keys = token_keys(None)
+    engine = bind_engine(create_engine(app_url))
+    try:
+        with as_tenant(tenant), Session(engine) as session, session.begin():
+            issued = issue_token(session, name="revoked", scopes=["projects:read"], key=keys[0] if keys else None)
+            revoke_token(session, issued.id)
+    finally:
+        engine.dispose()
+    return issued.token
 
 
 def _flood(port: int, junk: list[str], clients: int, rounds: int, seconds: float) -> dict[str, list[Load]]:

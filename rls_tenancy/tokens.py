@@ -151,6 +151,28 @@ _BINDING = func.rls_tenancy.authenticate_token_binding(
 _AUTHENTICATE_BINDING_USER = select(_BINDING)
 
 
+#: Hashes of tokens this process found revoked or expired, with which: neither
+#: state ends (no call un-revokes a token or extends it), so they are refused
+#: in memory after the first lookup. Bounded; cleared when full.
+_ENDED: dict[bytes, str] = {}
+_MAX_ENDED = 10_000
+
+
+def refuse_ended(digest: bytes) -> None:
+    """AuthenticationError for a token this process already found revoked or expired; nothing otherwise."""
+    status = _ENDED.get(digest)
+    if status is not None:
+        raise AuthenticationError(status, f"the bearer token is {status}")
+
+
+def remember_ended(digest: bytes, error: AuthenticationError) -> None:
+    """Remember a lookup's answer that the token is revoked or expired, for :func:`refuse_ended`."""
+    if error.reason in ("revoked", "expired"):
+        if len(_ENDED) >= _MAX_ENDED:
+            _ENDED.clear()
+        _ENDED[digest] = error.reason
+
+
 def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> TokenIdentity:
     """:func:`authenticate_token` for a token already through :func:`parse_token`."""
     found = executor.execute(_AUTHENTICATE, {"tenant_id": tenant_id, "digest": digest}).one_or_none()

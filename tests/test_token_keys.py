@@ -27,7 +27,7 @@ from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.rejections import rejection_log
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.token_key import ENVIRONMENT, token_keys
-from rls_tenancy.tokens import authenticate_token, issue_token
+from rls_tenancy.tokens import authenticate_token, issue_token, revoke_token
 from saas_demo.app import create_app
 from saas_demo.seed import Seeded
 from tests.fix_flask import bearer
@@ -219,3 +219,24 @@ def test_the_cli_makes_a_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["token-key", "new"]) == 0
     printed = capsys.readouterr().out.strip()
     assert str(TokenKey.parse(printed)) == printed and len(printed) == 64
+
+
+def test_a_token_found_revoked_is_refused_in_memory_after(
+    keyed_app: Flask, app_engine: Engine, seeded: Seeded, bypass_engine: Engine
+) -> None:
+    """Revoked (or expired) stays so: a replayed revoked token costs one lookup per process, not one a request."""
+    acme = seeded.tenants["acme"]
+    with as_tenant(acme), Session(app_engine) as session, session.begin():
+        issued = issue_token(session, name="to revoke", scopes=["projects:read"], key=KEY)
+        assert revoke_token(session, issued.id)
+    ip = "198.51.100.45"
+    taken_each: list[int] = []
+    for _ in range(3):
+        with _checkouts(keyed_app) as taken:
+            status, body = _me(keyed_app, issued.token, ip)
+        assert (status, body["message"]) == (401, "the bearer token is revoked")
+        taken_each.append(len(taken))
+    assert taken_each == [1, 0, 0]
+    rejection_log(keyed_app.extensions["rls_tenancy"].audit_engine).flush()
+    counted = _events(bypass_engine, ip)  # every refusal still counted, in the tenant's chain
+    assert [(e.tenant_id, (e.data or {}).get("repeated")) for e in counted] == [(acme, None), (acme, 2)]

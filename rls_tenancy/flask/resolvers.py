@@ -32,6 +32,8 @@ from rls_tenancy.tokens import (
     authenticate_in_transaction,
     authenticate_parsed,
     parse_token,
+    refuse_ended,
+    remember_ended,
 )
 from rls_tenancy.users import User
 
@@ -115,6 +117,15 @@ def token_resolver(
 
 
 def _authenticate(engine: Engine, request_session: Session | None, claimed: int, digest: bytes) -> TokenIdentity:
+    refuse_ended(digest)  # a token found revoked or expired before stays so: no lookup
+    try:
+        return _look_up(engine, request_session, claimed, digest)
+    except AuthenticationError as error:
+        remember_ended(digest, error)
+        raise
+
+
+def _look_up(engine: Engine, request_session: Session | None, claimed: int, digest: bytes) -> TokenIdentity:
     if request_session is None or request_session.in_transaction():
         # One statement, no tenant: in autocommit it is one round trip
         # instead of three (BEGIN, the lookup, ROLLBACK).
