@@ -108,7 +108,7 @@ def token_resolver(
             # A forged token is well-formed: the tenant it claims is kept in the event.
             _reject(audit, error, parse_token(token)[0] if error.reason == "forged" else None, window)
         try:
-            identity = _authenticate(engine, None if session is None else session(), claimed, digest)
+            identity = _authenticate(engine, session, claimed, digest)
         except AuthenticationError as error:
             _reject(audit, error, claimed, window)
         return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
@@ -116,10 +116,10 @@ def token_resolver(
     return resolve
 
 
-def _authenticate(engine: Engine, request_session: Session | None, claimed: int, digest: bytes) -> TokenIdentity:
-    refuse_ended(digest)  # a token found revoked or expired before stays so: no lookup
+def _authenticate(engine: Engine, session: Callable[[], Session] | None, claimed: int, digest: bytes) -> TokenIdentity:
+    refuse_ended(digest)  # a token found revoked or expired before stays so: no lookup, no Session
     try:
-        return _look_up(engine, request_session, claimed, digest)
+        return _look_up(engine, None if session is None else session(), claimed, digest)
     except AuthenticationError as error:
         remember_ended(digest, error)
         raise
