@@ -10,12 +10,13 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, TextClause, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy import as_tenant
@@ -46,17 +47,27 @@ STEER_TO_ID = {"random_page_cost": "1000", "enable_seqscan": "off", "enable_bitm
 LEADING_WITH_TENANT = "side_channel_notes_tenant_id_id_key"
 
 
+@contextmanager
+def _analyzed(superuser_engine: Engine, table: str, create: str, fill: TextClause, world: World) -> Iterator[None]:
+    """``table`` made by ``create``, filled for tenants A and B and analyzed; dropped afterwards."""
+    name = sql.Identifier(table)
+    with superuser_engine.connect() as conn:
+        conn.exec_driver_sql(create, execution_options={"no_parameters": True})
+        conn.execute(fill, {"a": world.a, "b": world.b})
+        conn.commit()
+        conn.exec_driver_sql(sql.SQL("ANALYZE {}").format(name).as_string(None))
+        conn.commit()
+    try:
+        yield
+    finally:
+        with superuser_engine.begin() as conn:
+            conn.exec_driver_sql(sql.SQL("DROP TABLE {}").format(name).as_string(None))
+
+
 @pytest.fixture()
 def notes(world: World, superuser_engine: Engine) -> Iterator[None]:
-    with superuser_engine.connect() as conn:
-        conn.exec_driver_sql(NOTES, execution_options={"no_parameters": True})
-        conn.execute(INTERLEAVED, {"a": world.a, "b": world.b})
-        conn.commit()
-        conn.execute(text("ANALYZE side_channel_notes"))
-        conn.commit()
-    yield
-    with superuser_engine.begin() as conn:
-        conn.execute(text("DROP TABLE side_channel_notes"))
+    with _analyzed(superuser_engine, "side_channel_notes", NOTES, INTERLEAVED, world):
+        yield
 
 
 @pytest.fixture()
@@ -328,13 +339,7 @@ def test_plan_estimates_tell_whether_a_value_is_common_among_every_tenants_rows(
     raw_app: Engine, app_engine: Engine, superuser_engine: Engine, world: World
 ) -> None:
     """The planner estimates from all tenants' statistics; equality is leakproof, so it may use them under RLS."""
-    with superuser_engine.connect() as conn:
-        conn.exec_driver_sql(ESTIMATED, execution_options={"no_parameters": True})
-        conn.execute(DEALS, {"a": world.a, "b": world.b})
-        conn.commit()
-        conn.execute(text("ANALYZE side_channel_deals"))
-        conn.commit()
-    try:
+    with _analyzed(superuser_engine, "side_channel_deals", ESTIMATED, DEALS, world):
         with as_tenant(world.a), app_engine.connect() as conn:
             seen = conn.execute(text("SELECT count(*) FROM side_channel_deals WHERE name = 'merger with initech'"))
             assert seen.scalar_one() == 0  # A reads none of B's rows
@@ -349,9 +354,6 @@ def test_plan_estimates_tell_whether_a_value_is_common_among_every_tenants_rows(
             conn.execute(text("ANALYZE side_channel_deals"))
             conn.commit()
         assert _estimate(app_engine, world.a, "merger with initech") == _estimate(app_engine, world.a, "no such deal")
-    finally:
-        with superuser_engine.begin() as conn:
-            conn.execute(text("DROP TABLE side_channel_deals"))
 
 
 def test_table_statistics_count_every_tenants_rows(
