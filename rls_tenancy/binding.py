@@ -213,22 +213,12 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     bound = _binding_of(info, conn.get_transaction())
     if bound is None:
         raise UsageError("adopt_user() needs a transaction already bound to a tenant")
-    served = info.get(_SERVED_USER, _NEVER)
-    if not bound.fresh and served != user_id and _resetting and _signing.key_of(conn.dialect) is not None:
+    if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id):
         # The session was kept for another user (the guess of begin_bound_with
-        # was wrong): discarded now, inside the transaction, and bound again
-        # after it (RESET ALL takes the binding too); a rollback would undo
-        # part of it, so the next transaction resets again.
-        pooled = conn.connection
-        _prepare_driver(pooled.driver_connection, info)
-        raw = pooled.dbapi_connection
-        ids = (bound.tenant, user_id)
-        _execute(raw, SESSION_RESET_SCRIPT)
-        _execute(
-            raw,
-            _BIND,
-            (*("" if value is None else str(value) for value in ids), _signing.proof(conn.dialect, info, ids)),
-        )
+        # was wrong): reset now, inside the transaction, and bound again (RESET
+        # ALL takes the binding too); a rollback would undo part of it, so the
+        # next transaction resets again.
+        _bind(conn, _BIND, (bound.tenant, user_id), reset=True)
         info[_SERVED] = _NEVER
     info[_SERVED_USER] = user_id
     info[_BOUND] = bound._replace(user=user_id, savepoint=_savepoint_of(conn))

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg.pq.abc import PGresult
 from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, func, literal, select
@@ -155,7 +155,9 @@ _AUTHENTICATE_BINDING_USER = select(_BINDING)
 #: state ends (no call un-revokes a token or extends it), so they are refused
 #: in memory after the first lookup. Bounded; cleared when full.
 _ENDED: dict[bytes, str] = {}
-_MAX_ENDED = 10_000
+#: How many tokens each memory holds at most.
+_MEMORY = 10_000
+_V = TypeVar("_V")
 
 
 def refuse_ended(digest: bytes) -> None:
@@ -168,9 +170,14 @@ def refuse_ended(digest: bytes) -> None:
 def remember_ended(digest: bytes, error: AuthenticationError) -> None:
     """Remember a lookup's answer that the token is revoked or expired, for :func:`refuse_ended`."""
     if error.reason in ("revoked", "expired"):
-        if len(_ENDED) >= _MAX_ENDED:
-            _ENDED.clear()
-        _ENDED[digest] = error.reason
+        _remember(_ENDED, digest, error.reason)
+
+
+def _remember(memory: dict[bytes, _V], digest: bytes, value: _V) -> None:
+    """Keep ``value`` for ``digest`` in one of this module's memories of tokens, cleared when full."""
+    if len(memory) >= _MEMORY:
+        memory.clear()
+    memory[digest] = value
 
 
 def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> TokenIdentity:
@@ -223,9 +230,7 @@ def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: in
             identity = _identity(found.one_or_none(), tenant_id)
         else:
             identity = _identity(_read(result), tenant_id)
-        if len(_USERS) >= _MAX_USERS:
-            _USERS.clear()
-        _USERS[digest] = identity.user_id
+        _remember(_USERS, digest, identity.user_id)
         adopt_user(connection, identity.user_id)
     return identity
 
@@ -233,7 +238,6 @@ def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: in
 #: The user each token this process authenticated acts for, by hash (a guess
 #: :func:`~rls_tenancy.binding.adopt_user` checks; bounded, cleared when full).
 _USERS: dict[bytes, int | None] = {}
-_MAX_USERS = 10_000
 _UNKNOWN = object()
 
 
