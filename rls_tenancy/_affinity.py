@@ -43,8 +43,12 @@ _FOR_USER: ContextVar[object] = ContextVar("rls_tenancy_checkout_user", default=
 
 
 @contextmanager
-def checkout_for_user(user: object) -> Iterator[None]:
-    """Inside the block, checkouts prefer a connection that last served ``user`` of the tenant in context."""
+def serving_user(user: object) -> Iterator[None]:
+    """Inside the block, work binds no user yet but will serve ``user`` (a token's, as last found).
+
+    Checkouts prefer a connection that last served that user of the tenant
+    in context, and the binding resets a session only if it served another.
+    """
     token = _FOR_USER.set(user)
     try:
         yield
@@ -52,11 +56,16 @@ def checkout_for_user(user: object) -> Iterator[None]:
         _FOR_USER.reset(token)
 
 
+def served_user(in_context: int | None) -> object:
+    """The user the work in hand will serve: ``in_context``, unless :func:`serving_user` says whom."""
+    hinted = _FOR_USER.get()
+    return in_context if hinted is NEVER else hinted
+
+
 def _wanted() -> tuple[int | None, object]:
     """The tenant in context, and the user the checkout is for."""
-    tenant, in_context = acting()
-    hinted = _FOR_USER.get()
-    return tenant, in_context if hinted is NEVER else hinted
+    tenant, user = acting()
+    return tenant, served_user(user)
 
 
 class _AffineQueue(sqla_queue.Queue[ConnectionPoolEntry]):

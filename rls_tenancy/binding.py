@@ -61,7 +61,7 @@ from rls_tenancy import _driver_guard, _signing
 from rls_tenancy._affinity import NEVER as _NEVER
 from rls_tenancy._affinity import SERVED as _SERVED
 from rls_tenancy._affinity import SERVED_USER as _SERVED_USER
-from rls_tenancy._affinity import prefer_last_tenant
+from rls_tenancy._affinity import prefer_last_tenant, served_user
 from rls_tenancy._begin import Statement, begin_with, begin_with_async, can_begin_with
 from rls_tenancy._role_checks import verify_app_role
 from rls_tenancy.context import acting
@@ -136,8 +136,6 @@ class _Binding(NamedTuple):
 _BOUND = "rls_tenancy.bound_tenant"
 #: A transaction switched users: the next one resets whoever it serves.
 _MIXED = object()
-#: :func:`begin_bound_with`'s default: the user is the one in context.
-_IN_CONTEXT = object()
 _SHARING_POOLS = (StaticPool, SingletonThreadPool)
 _resetting = True  # off only under --rls-break=binding
 
@@ -224,9 +222,7 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     info[_BOUND] = bound._replace(user=user_id, savepoint=_savepoint_of(conn))
 
 
-def begin_bound_with(
-    conn: Connection, statement: bytes, values: Sequence[bytes | None], *, serves_user: object = _IN_CONTEXT
-) -> pq.abc.PGresult | None:
+def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes | None]) -> pq.abc.PGresult | None:
     """Run ``statement`` first in ``conn``'s transaction, in the round trip that begins and binds it.
 
     For a statement of the library's own whose result it reads itself (the
@@ -237,11 +233,10 @@ def begin_bound_with(
     libpq without pipeline mode): the caller then runs the statement as
     usual. A failure raises SQLAlchemy's wrapping of psycopg's error.
 
-    ``serves_user``: the user the transaction will act for once
-    ``statement`` has bound one itself (the user a token was last found to
-    belong to), so that the session is reset only if that is another user
-    than its last; anything else (unknown) resets it. :func:`adopt_user`
-    then checks the guess.
+    Inside :func:`~rls_tenancy._affinity.serving_user` (the user a token
+    was last found to belong to, which ``statement`` binds itself), the
+    session is reset only if it last served another user;
+    :func:`adopt_user` then checks the guess.
     """
     driver = conn.connection.driver_connection
     if not can_begin_with(driver):  # psycopg's own connection, idle, not in autocommit
@@ -252,8 +247,7 @@ def begin_bound_with(
         return None
     current = acting()
     _refuse_sharing(conn.info, transaction)
-    serving = current[1] if serves_user is _IN_CONTEXT else serves_user
-    reset = _needs_reset(conn.info, conn.dialect, current[0], serving)
+    reset = _needs_reset(conn.info, conn.dialect, current[0], served_user(current[1]))
     proof = _signing.proof(conn.dialect, conn.info, current)
     try:
         result = _send_binding(driver, current, proof, conn.info if reset else None, then=(statement, values))
@@ -289,7 +283,7 @@ def _bind_or_check(conn: Connection) -> None:
     bound = _binding_of(info, transaction)
     if bound is None:  # this transaction's first statement
         _refuse_sharing(info, transaction)
-        reset = _needs_reset(info, conn.dialect, current[0], current[1])
+        reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]))
         _bind(conn, _BIND, current, reset=reset)
         if transaction is not None:
             info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)

@@ -23,7 +23,7 @@ from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, func, l
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 from sqlalchemy.types import Text
 
-from rls_tenancy._affinity import checkout_for_user
+from rls_tenancy._affinity import serving_user
 from rls_tenancy.audit import Executor, log_event
 from rls_tenancy.binding import adopt_user, begin_bound_with
 from rls_tenancy.context import as_tenant, require_tenant_id
@@ -219,12 +219,10 @@ def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: in
     """
     # The user this token was found to act for before (a token's user never
     # changes): a session that last served that user needs no reset.
-    guess = _USERS.get(digest, _UNKNOWN)
-    with as_tenant(tenant_id):
-        with checkout_for_user(guess):
-            connection = connect()
+    with as_tenant(tenant_id), serving_user(_USERS.get(digest, _UNKNOWN)):
+        connection = connect()
         wire = [str(tenant_id).encode(), b"\\x" + digest.hex().encode()]
-        result = begin_bound_with(connection, _AUTHENTICATE_WIRE, wire, serves_user=guess)
+        result = begin_bound_with(connection, _AUTHENTICATE_WIRE, wire)
         if result is None:  # the transaction had begun, or cannot begin that way
             found = connection.execute(_AUTHENTICATE_BINDING_USER, {"tenant_id": tenant_id, "digest": digest})
             identity = _identity(found.one_or_none(), tenant_id)

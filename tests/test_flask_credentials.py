@@ -170,7 +170,7 @@ def test_without_a_begin_to_ride_with_the_check_is_an_ordinary_statement(
 ) -> None:
     """Where the BEGIN cannot carry the check (another driver, say), it costs its own round trip and holds the same."""
     for module in (tokens, resolvers):
-        monkeypatch.setattr(module, "begin_bound_with", lambda *_, **__: None)
+        monkeypatch.setattr(module, "begin_bound_with", lambda *_: None)
     app, _ = _app(engine)
     client = app.test_client()
     alice = _user_id(superuser_engine, "alice@acme.example")

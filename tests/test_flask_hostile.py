@@ -268,11 +268,11 @@ def test_hostile_values_travel_only_as_bound_parameters(
         statements.append(statement)
         parameters.append(repr(params))
 
-    def folded(conn: Any, statement: bytes, values: Any, **options: Any) -> Any:
+    def folded(conn: Any, statement: bytes, values: Any) -> Any:
         # The token lookup goes out with the transaction's BEGIN, past SQLAlchemy's events.
         statements.append(statement.decode())
         parameters.append(repr(values))
-        return begin_bound_with(conn, statement, values, **options)
+        return begin_bound_with(conn, statement, values)
 
     monkeypatch.setattr(tokens, "begin_bound_with", folded)
     engines = [app.extensions["rls_tenancy"].engine for app in (demo_app, subdomain_app)]
