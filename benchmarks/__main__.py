@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
+from benchmarks import chart
 from benchmarks.context import Context
 from benchmarks.harness import Section, render
 from rls_tenancy import token_key
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if FINDINGS.exists():  # what the numbers mean, and why a missed target is missed
         report += "\n" + FINDINGS.read_text()
     args.output.write_text(report + "\n")
+    chart.write(args.output, args.output.with_suffix(".svg"))  # the docs' performance page shows it
     print(report)
     return 0
 

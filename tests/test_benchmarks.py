@@ -28,10 +28,15 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
-def report(rls_postgres_url: URL, tmp_path_factory: pytest.TempPathFactory) -> str:
+def report_path(rls_postgres_url: URL, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("bench") / "RESULTS.md"
     _run(rls_postgres_url, ["benchmarks", "--scale", "smoke", "--output", str(output)], timeout=240)
-    return output.read_text()
+    return output
+
+
+@pytest.fixture(scope="module")
+def report(report_path: Path) -> str:
+    return report_path.read_text()
 
 
 def _run(server: URL, module_and_args: list[str], *, timeout: int) -> str:
@@ -77,6 +82,18 @@ def test_every_section_reports_with_the_run_described(report: str) -> None:
     assert re.search(r"- PostgreSQL: PostgreSQL \d+", report)
     assert "reproduce with `make bench-smoke`" in report
     assert re.search(r"\*\*\d+ of \d+ targets met\.\*\*", report)
+
+
+def test_the_chart_beside_the_report_draws_every_ratio_it_judged(report_path: Path) -> None:
+    """The docs' performance chart: one bar per row judged on a ratio, a missed one in the other colour."""
+    report = report_path.read_text()
+    judged = re.findall(r"^\| [^\n]* \| ([0-9.]+) \| ratio (?:<=|>=|==) [0-9.]+ \| (yes|\*\*no\*\*) \|$", report, re.M)
+    assert judged
+    chart = report_path.with_suffix(".svg").read_text()
+    assert chart.count("<rect x=") == len(judged)
+    assert chart.count('fill="#d9822b"') == sum(met != "yes" for _, met in judged)
+    for ratio, _ in judged:
+        assert f">{float(ratio):.3f}</text>" in chart
 
 
 def test_a_bound_transaction_adds_no_round_trip_on_the_wire(report: str) -> None:
