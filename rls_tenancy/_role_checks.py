@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import sql
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from rls_tenancy import _settings
 from rls_tenancy.errors import InsecureRoleError
 
 # Ways the application's roles could escape RLS: both the login role
@@ -57,8 +59,11 @@ SELECT 'sessions of ' || session_user || ' start with ' || setting || ' (a defau
   FROM pg_catalog.pg_db_role_setting s, LATERAL pg_catalog.unnest(s.setconfig) AS setting
  WHERE s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
    AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user))
-   AND pg_catalog.split_part(setting, '=', 1) IN ('app.current_tenant', 'app.current_user_id')
+   AND pg_catalog.split_part(setting, '=', 1) IN ({tenant}, {user})
 """
+_APP_ESCAPES = (
+    sql.SQL(_APP_ESCAPES).format(tenant=sql.Literal(_settings.TENANT), user=sql.Literal(_settings.USER)).as_string(None)
+)
 
 _BYPASS_UNFIT = """
 SELECT current_user || CASE WHEN rolsuper THEN ' is a superuser' ELSE ' lacks BYPASSRLS' END

@@ -57,7 +57,7 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
-from rls_tenancy import _driver_guard, _signing
+from rls_tenancy import _driver_guard, _settings, _signing
 from rls_tenancy._affinity import NEVER as _NEVER
 from rls_tenancy._affinity import SERVED as _SERVED
 from rls_tenancy._affinity import SERVED_USER as _SERVED_USER
@@ -72,22 +72,15 @@ if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 #: The setting the policies read, through ``rls_tenancy.current_tenant_id()``.
-SETTING = "app.current_tenant"
+SETTING = _settings.TENANT
 #: The setting the audit log reads, through ``rls_tenancy.current_user_id()``.
-USER_SETTING = "app.current_user_id"
+USER_SETTING = _settings.USER
 
 # The proof beside the ids (:mod:`rls_tenancy.context_key`): empty when the engine has no key.
-_BIND_TEMPLATE = (
-    "SELECT pg_catalog.set_config('app.current_tenant', {0}, {local}),"
-    " pg_catalog.set_config('app.current_user_id', {1}, {local}),"
-    " pg_catalog.set_config('app.context_proof', {2}, {local})"
-)
-_BIND = _BIND_TEMPLATE.format("%s", "%s", "%s", local="true")  # psycopg's placeholders
-_BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", "$3", local="true").encode()  # libpq's, for the pipeline
-_REBIND_USER = (
-    "SELECT pg_catalog.set_config('app.current_user_id', %s, true),"
-    " pg_catalog.set_config('app.context_proof', %s, true)"
-)
+_BOUND_SETTINGS = (_settings.TENANT, _settings.USER, _settings.PROOF)
+_BIND = _settings.set_configs(_BOUND_SETTINGS, ("%s", "%s", "%s"))  # psycopg's placeholders
+_BIND_WIRE = _settings.set_configs(_BOUND_SETTINGS, ("$1", "$2", "$3")).encode()  # libpq's, for the pipeline
+_REBIND_USER = _settings.set_configs(_BOUND_SETTINGS[1:], ("%s", "%s"))
 
 #: What a session keeps from one transaction to the next, discarded before a
 #: connection serves another tenant: ``DISCARD ALL`` but its ``DISCARD
@@ -519,9 +512,8 @@ def _bind_session_wide(session_wide: bool) -> None:
     """
     global _BIND, _BIND_WIRE, _resetting
     _resetting = not session_wide
-    local = "false" if session_wide else "true"
-    _BIND = _BIND_TEMPLATE.format("%s", "%s", "%s", local=local)
-    _BIND_WIRE = _BIND_TEMPLATE.format("$1", "$2", "$3", local=local).encode()
+    _BIND = _settings.set_configs(_BOUND_SETTINGS, ("%s", "%s", "%s"), local=not session_wide)
+    _BIND_WIRE = _settings.set_configs(_BOUND_SETTINGS, ("$1", "$2", "$3"), local=not session_wide).encode()
 
 
 def _describe(tenant: int | None) -> str:

@@ -16,9 +16,10 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from rls_tenancy import _settings
 from rls_tenancy.errors import UsageError
 
-SETTING = "app.context_proof"
+SETTING = _settings.PROOF
 SLOTS = (1, 2)
 _KEY_BYTES = 16
 

@@ -26,20 +26,28 @@ from contextlib import contextmanager
 from typing import Any
 
 from alembic import op
+from psycopg import sql
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError
 
+from rls_tenancy import _settings
+
 _CURRENT = text(
-    "SELECT pg_catalog.current_setting('role') AS role, "
-    "pg_catalog.current_setting('app.current_tenant', true) AS tenant, "
-    "pg_catalog.current_setting('app.context_proof', true) AS proof, "
-    "pg_catalog.to_regprocedure('rls_tenancy.sign_context()') IS NOT NULL AS signable"
+    sql.SQL(
+        "SELECT pg_catalog.current_setting('role') AS role,"
+        " pg_catalog.current_setting({tenant}, true) AS tenant,"
+        " pg_catalog.current_setting({proof}, true) AS proof,"
+        " pg_catalog.to_regprocedure('rls_tenancy.sign_context()') IS NOT NULL AS signable"
+    )
+    .format(tenant=sql.Literal(_settings.TENANT), proof=sql.Literal(_settings.PROOF))
+    .as_string(None)
 )
+_CURRENT_TENANT = "SELECT " + _settings.current_setting(_settings.TENANT)
 _SET_ROLE = text("SELECT pg_catalog.set_config('role', :role, true)")
-_SET_TENANT = text("SELECT pg_catalog.set_config('app.current_tenant', :tenant, true)")
+_SET_TENANT = text(_settings.set_configs((_settings.TENANT,), (":tenant",)))
 # As the owner, which holds the key: a database requiring a signed context takes the tenant with its proof.
 _SIGN = text("SELECT rls_tenancy.sign_context()")
-_SET_PROOF = text("SELECT pg_catalog.set_config('app.context_proof', :proof, true)")
+_SET_PROOF = text(_settings.set_configs((_settings.PROOF,), (":proof",)))
 _ROLE = text("SELECT rls_tenancy.role_name(:purpose)")
 # A write, also at the end of a WITH: "WITH moved AS (...) UPDATE ...".
 _WRITE = re.compile(r"\s*(?:--[^\n]*\n\s*)*(?:with\b.*?)?\b(insert|update|delete|merge)\b", re.IGNORECASE | re.DOTALL)
@@ -126,7 +134,7 @@ def _check_write(
     try:
         check.execute(_RLS_APPLIES.text)
         applies = check.fetchone()
-        check.execute("SELECT pg_catalog.current_setting('app.current_tenant', true)")
+        check.execute(_CURRENT_TENANT)
         tenant = check.fetchone()
     finally:
         check.close()

@@ -15,7 +15,7 @@ from psycopg.rows import class_row
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import ORMExecuteState
 
-from rls_tenancy import binding, scoping
+from rls_tenancy import _settings, binding, scoping
 from rls_tenancy.testing.database import _connect
 
 #: Each layer that can be broken, and the marker of the tests guarding it.
@@ -66,11 +66,11 @@ def open_every_policy(database_url: URL) -> None:
 
 
 # The signed context's check taken out: the bound tenant as set, proved or not.
-_UNCHECKED = """
-CREATE OR REPLACE FUNCTION rls_tenancy.verified_tenant() RETURNS bigint
-LANGUAGE sql STABLE PARALLEL RESTRICTED
-RETURN nullif(pg_catalog.current_setting('app.current_tenant', true), '')::bigint
-"""
+_UNCHECKED = sql.SQL(
+    "CREATE OR REPLACE FUNCTION rls_tenancy.verified_tenant() RETURNS bigint"
+    " LANGUAGE sql STABLE PARALLEL RESTRICTED"
+    " RETURN nullif(pg_catalog.current_setting({}, true), '')::bigint"
+).format(sql.Literal(_settings.TENANT))
 
 
 def skip_signature_check(database_url: URL) -> None:
