@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from rls_tenancy.audit import current_origin
 from rls_tenancy.context import current_tenant_id, current_user_id
@@ -180,12 +182,31 @@ class Feature:
 
     def evaluate(self) -> bool:
         """The seed's spelling: this feature's value for the current request or unit of work."""
-        from rls_tenancy.flags import current_flags
-
-        return current_flags().is_enabled(self)
+        return values_in_context().is_enabled(self)
 
     def __repr__(self) -> str:
         return f"<Feature {self.key!r}>"
+
+
+class FeatureValues(Protocol):
+    """What answers for features in a context: :class:`rls_tenancy.flags.Flags`."""
+
+    def is_enabled(self, feature: Feature, /) -> bool: ...
+
+
+#: Where :meth:`Feature.evaluate` finds the values of the current request or
+#: ``flags_for`` block. :mod:`rls_tenancy.flags` sets it; it lives here so
+#: that a feature can evaluate itself without importing what evaluates it.
+VALUES: ContextVar[Callable[[], FeatureValues] | None] = ContextVar("rls_tenancy.flags", default=None)
+NO_VALUES = "no feature flags in context: evaluate inside a request, or in `with flags_for(session):`"
+
+
+def values_in_context() -> FeatureValues:
+    """The values of the current request or ``flags_for`` block; :class:`UsageError` outside one."""
+    source = VALUES.get()
+    if source is None:
+        raise UsageError(NO_VALUES)
+    return source()
 
 
 def check_scope(value: object, *, what: str = "a scope is") -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sqlalchemy import Text, bindparam, text
@@ -33,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from rls_tenancy.audit import Executor
 from rls_tenancy.errors import UsageError
-from rls_tenancy.features import EVERY_SCOPE, REGISTRY, Feature, FeatureRegistry
+from rls_tenancy.features import EVERY_SCOPE, REGISTRY, VALUES, Feature, FeatureRegistry, values_in_context
 
 # Row level security shows the tenant's overrides and the global ones; the
 # condition on tenant_id says the same again (defence in depth).
@@ -116,28 +115,25 @@ def _scope_or_error(feature: Feature) -> str | None | Exception:
         return error
 
 
-_source: ContextVar[Callable[[], Flags] | None] = ContextVar("rls_tenancy.flags", default=None)
-
-
 def current_flags() -> Flags:
     """The :class:`Flags` of the current request or ``flags_for`` block."""
-    source = _source.get()
-    if source is None:
-        raise UsageError("no feature flags in context: evaluate inside a request, or in `with flags_for(session):`")
-    return source()
+    flags = values_in_context()
+    if not isinstance(flags, Flags):  # only this module and the Flask extension set the source
+        raise UsageError(f"the feature values in context are {flags!r}, not Flags")
+    return flags
 
 
 @contextmanager
 def flags_for(executor: Executor, registry: FeatureRegistry = REGISTRY) -> Iterator[Flags]:
     """Evaluate features inside the block against ``executor`` (a Session or Connection)."""
     flags = Flags(executor, registry)
-    token = _source.set(lambda: flags)
+    token = VALUES.set(lambda: flags)
     try:
         yield flags
     finally:
-        _source.reset(token)
+        VALUES.reset(token)
 
 
 def set_flags_source(source: Callable[[], Flags]) -> None:
     """Make ``source`` answer :func:`current_flags` in this context (a web request's own)."""
-    _source.set(source)
+    VALUES.set(source)

@@ -14,8 +14,9 @@ from rls_tenancy.flask.current import (
     logout,
     require_scopes,
 )
-from rls_tenancy.flask.extension import Tenancy, TenancyState, state
+from rls_tenancy.flask.extension import Tenancy
 from rls_tenancy.flask.resolvers import Resolution, Resolver
+from rls_tenancy.flask.state import TenancyState, state
 from rls_tenancy.users import User
 
 __all__ = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from rls_tenancy import audit
-from rls_tenancy.flask.extension import state
+from rls_tenancy.flask.state import state
 
 
 def log(action: str, message: str | None = None, **data: Any) -> int:

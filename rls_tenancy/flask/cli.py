@@ -33,7 +33,7 @@ from rls_tenancy.feature_overrides import (
     set_override,
 )
 from rls_tenancy.features import EVERY_SCOPE
-from rls_tenancy.flask.extension import state
+from rls_tenancy.flask.state import state
 from rls_tenancy.models import Tenant
 from rls_tenancy.tokens import issue_token, revoke_token
 from rls_tenancy.users import User, email_matches

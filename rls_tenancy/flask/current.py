@@ -22,8 +22,8 @@ from werkzeug.datastructures import LanguageAccept
 from rls_tenancy.audit import log_security_event
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
-from rls_tenancy.flask.extension import rejection_window, request_state, state
 from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution, is_row_id
+from rls_tenancy.flask.state import rejection_window, request_state, state
 from rls_tenancy.models import SLUG_PATTERN, Tenant, storable
 from rls_tenancy.rejections import rejection_log
 from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches

@@ -21,11 +21,9 @@ import functools
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from contextvars import Token
-from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, Response, current_app, has_request_context, request
+from flask import Flask, Response, current_app, request
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry as PoolEntry
@@ -33,12 +31,14 @@ from sqlalchemy.pool import ConnectionPoolEntry as PoolEntry
 from rls_tenancy.audit import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
 from rls_tenancy.binding import bind_engine
 from rls_tenancy.bypass import UnsafeBypass
-from rls_tenancy.context import Acting, enter_request_tenant, leave_request_tenant
+from rls_tenancy.context import enter_request_tenant, leave_request_tenant
 from rls_tenancy.errors import AuthenticationError, UsageError
-from rls_tenancy.features import REGISTRY, FeatureRegistry
-from rls_tenancy.flags import Flags, set_flags_source
+from rls_tenancy.features import REGISTRY
+from rls_tenancy.flags import set_flags_source
+from rls_tenancy.flask.cli import tenancy_commands
 from rls_tenancy.flask.converters import CONVERTERS
 from rls_tenancy.flask.errors import register_error_handlers
+from rls_tenancy.flask.features import feature_enabled
 from rls_tenancy.flask.resolvers import (
     Resolution,
     Resolver,
@@ -46,87 +46,22 @@ from rls_tenancy.flask.resolvers import (
     subdomain_resolver,
     token_resolver,
 )
+from rls_tenancy.flask.state import (
+    EXTENSION_KEY,
+    REQUEST_KEY,
+    RequestState,
+    SessionSource,
+    TenancyState,
+    rejection_window,
+    request_flags,
+    request_state,
+    state,
+)
 from rls_tenancy.query import TenantQuery
 from rls_tenancy.rejections import WINDOW
 from rls_tenancy.scoping import scope_sessions
 from rls_tenancy.token_key import TokenKey, token_keys
 from rls_tenancy.urls import database_url
-
-EXTENSION_KEY = "rls_tenancy"
-
-SessionSource = sessionmaker[Any] | scoped_session[Any]
-
-
-@dataclass
-class TenancyState:
-    """What the extension keeps per app, in ``app.extensions["rls_tenancy"]``."""
-
-    engine: Engine
-    #: Security events are written on this engine's own pool, so a request
-    #: holding a connection of the main pool never waits for a second one.
-    audit_engine: Engine
-    sessions: SessionSource
-    resolvers: list[Resolver]
-    languages: list[str]
-    default_language: str
-    bypass: UnsafeBypass | None = None
-    #: The subdomain resolver, when configured: it names the tenant the host
-    #: belongs to, which credentials must then agree with.
-    host_resolver: Resolver | None = None
-    #: The declared feature flags this app evaluates.
-    features: FeatureRegistry = REGISTRY
-    #: ``RLS_TENANCY_TOKEN_KEYS``: the first marks the tokens ``issue-token`` prints.
-    token_keys: tuple[TokenKey, ...] = ()
-
-    def session(self) -> Session:
-        """The app's ORM session for this request (the scoped one, or one made for it)."""
-        if isinstance(self.sessions, scoped_session):
-            scoped: Session = self.sessions()
-            return scoped
-        current = request_state()
-        if current.session is None:
-            current.session = self.sessions()
-        return current.session
-
-
-@dataclass
-class RequestState:
-    """What one request knows about itself; kept in the WSGI environ, never in ``g``.
-
-    ``g`` belongs to the app context, which an app may keep pushed across
-    requests; the environ belongs to exactly one request.
-    """
-
-    resolution: Resolution | None = None
-    context: Token[Acting] | None = None
-    #: The contextvars context the request runs in (made by the WSGI wrapper),
-    #: until its own teardown; teardowns elsewhere leave the request alone.
-    running_in: contextvars.Context | None = None
-    request_id: str | None = None
-    session: Session | None = None
-    cache: dict[str, Any] = field(default_factory=dict)
-
-
-_REQUEST_KEY = "rls_tenancy.request"
-
-
-def request_flags() -> Flags:
-    """This request's :class:`~rls_tenancy.flags.Flags`, made on first use."""
-    if not has_request_context():
-        raise UsageError("no feature flags in context: evaluate inside a request, or in `with flags_for(session):`")
-    cache = request_state().cache
-    flags = cache.get("flags")
-    if not isinstance(flags, Flags):
-        flags = cache["flags"] = Flags(state().session(), state().features)
-    return flags
-
-
-def request_state() -> RequestState:
-    """This request's :class:`RequestState` (an empty one before resolution ran)."""
-    found = request.environ.get(_REQUEST_KEY)
-    if not isinstance(found, RequestState):
-        found = request.environ[_REQUEST_KEY] = RequestState()
-    return found
 
 
 class Tenancy:
@@ -207,22 +142,8 @@ class Tenancy:
         register_error_handlers(app)
         for name, converter in CONVERTERS.items():
             app.url_map.converters.setdefault(name, converter)
-        from rls_tenancy.flask.cli import tenancy_commands
-        from rls_tenancy.flask.features import feature_enabled
-
         app.cli.add_command(tenancy_commands)
         app.jinja_env.globals["feature_enabled"] = feature_enabled
-
-
-def state() -> TenancyState:
-    """The extension's state for the current app, with a helpful error when missing."""
-    try:
-        found: TenancyState = current_app.extensions[EXTENSION_KEY]
-    except KeyError:
-        raise RuntimeError(
-            "rls_tenancy is not registered on this app. Did you forget to call Tenancy.init_app(app)?"
-        ) from None
-    return found
 
 
 def _engine_and_sessions(app: Flask, options: dict[str, Any], key: str | None) -> tuple[Engine, SessionSource]:
@@ -315,14 +236,6 @@ def _resolvers(
     return resolvers, host_resolver
 
 
-def rejection_window(config: Any) -> float:
-    """``RLS_TENANCY_REJECTION_WINDOW``: seconds over which one source's repeated rejections are counted."""
-    window = config["RLS_TENANCY_REJECTION_WINDOW"]
-    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window <= 86_400:
-        raise UsageError(f"RLS_TENANCY_REJECTION_WINDOW is seconds from 0 to 86400, not {window!r}")
-    return float(window)
-
-
 def _request_session() -> Session:
     return state().session()
 
@@ -339,7 +252,7 @@ def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], An
     @functools.wraps(wsgi_app)
     def run(environ: Any, start_response: Any) -> Any:
         context = contextvars.copy_context()
-        environ[_REQUEST_KEY] = RequestState(running_in=context)
+        environ[REQUEST_KEY] = RequestState(running_in=context)
         try:
             return context.run(serve, environ, start_response)
         except BaseException:
@@ -375,7 +288,7 @@ def _close_abandoned_session(environ: Any) -> None:
     a transaction holding whatever locks the request took, until a cycle
     collection happened to run.
     """
-    current = environ.get(_REQUEST_KEY)
+    current = environ.get(REQUEST_KEY)
     if isinstance(current, RequestState) and current.session is not None:
         session, current.session = current.session, None
         session.close()

@@ -13,7 +13,7 @@ from rls_tenancy.errors import InvalidRequestError, UnknownFeatureError, UsageEr
 from rls_tenancy.feature_overrides import Override, clear_override, set_override
 from rls_tenancy.features import Feature
 from rls_tenancy.flask.current import get_current_scopes
-from rls_tenancy.flask.extension import request_flags, state
+from rls_tenancy.flask.state import request_flags, state
 
 __all__ = ["clear_feature_override", "feature_enabled", "request_flags", "set_feature_override"]
 

@@ -1,0 +1,120 @@
+"""What the extension keeps per app and per request, and how code finds it.
+
+Its own module so that everything the extension registers (the CLI, the
+feature helpers, the current-request accessors) can read the state without
+importing the extension that registers it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from contextvars import Token
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app, has_request_context, request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from rls_tenancy.bypass import UnsafeBypass
+from rls_tenancy.context import Acting
+from rls_tenancy.errors import UsageError
+from rls_tenancy.features import NO_VALUES, REGISTRY, FeatureRegistry
+from rls_tenancy.flags import Flags
+from rls_tenancy.flask.resolvers import Resolution, Resolver
+from rls_tenancy.token_key import TokenKey
+
+EXTENSION_KEY = "rls_tenancy"
+
+SessionSource = sessionmaker[Any] | scoped_session[Any]
+
+
+@dataclass
+class TenancyState:
+    """What the extension keeps per app, in ``app.extensions["rls_tenancy"]``."""
+
+    engine: Engine
+    #: Security events are written on this engine's own pool, so a request
+    #: holding a connection of the main pool never waits for a second one.
+    audit_engine: Engine
+    sessions: SessionSource
+    resolvers: list[Resolver]
+    languages: list[str]
+    default_language: str
+    bypass: UnsafeBypass | None = None
+    #: The subdomain resolver, when configured: it names the tenant the host
+    #: belongs to, which credentials must then agree with.
+    host_resolver: Resolver | None = None
+    #: The declared feature flags this app evaluates.
+    features: FeatureRegistry = REGISTRY
+    #: ``RLS_TENANCY_TOKEN_KEYS``: the first marks the tokens ``issue-token`` prints.
+    token_keys: tuple[TokenKey, ...] = ()
+
+    def session(self) -> Session:
+        """The app's ORM session for this request (the scoped one, or one made for it)."""
+        if isinstance(self.sessions, scoped_session):
+            scoped: Session = self.sessions()
+            return scoped
+        current = request_state()
+        if current.session is None:
+            current.session = self.sessions()
+        return current.session
+
+
+@dataclass
+class RequestState:
+    """What one request knows about itself; kept in the WSGI environ, never in ``g``.
+
+    ``g`` belongs to the app context, which an app may keep pushed across
+    requests; the environ belongs to exactly one request.
+    """
+
+    resolution: Resolution | None = None
+    context: Token[Acting] | None = None
+    #: The contextvars context the request runs in (made by the WSGI wrapper),
+    #: until its own teardown; teardowns elsewhere leave the request alone.
+    running_in: contextvars.Context | None = None
+    request_id: str | None = None
+    session: Session | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+REQUEST_KEY = "rls_tenancy.request"
+
+
+def request_flags() -> Flags:
+    """This request's :class:`~rls_tenancy.flags.Flags`, made on first use."""
+    if not has_request_context():
+        raise UsageError(NO_VALUES)
+    cache = request_state().cache
+    flags = cache.get("flags")
+    if not isinstance(flags, Flags):
+        flags = cache["flags"] = Flags(state().session(), state().features)
+    return flags
+
+
+def request_state() -> RequestState:
+    """This request's :class:`RequestState` (an empty one before resolution ran)."""
+    found = request.environ.get(REQUEST_KEY)
+    if not isinstance(found, RequestState):
+        found = request.environ[REQUEST_KEY] = RequestState()
+    return found
+
+
+def state() -> TenancyState:
+    """The extension's state for the current app, with a helpful error when missing."""
+    try:
+        found: TenancyState = current_app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "rls_tenancy is not registered on this app. Did you forget to call Tenancy.init_app(app)?"
+        ) from None
+    return found
+
+
+def rejection_window(config: Any) -> float:
+    """``RLS_TENANCY_REJECTION_WINDOW``: seconds over which one source's repeated rejections are counted."""
+    window = config["RLS_TENANCY_REJECTION_WINDOW"]
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window <= 86_400:
+        raise UsageError(f"RLS_TENANCY_REJECTION_WINDOW is seconds from 0 to 86400, not {window!r}")
+    return float(window)
