@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from rls_tenancy import UsageError, as_tenant, current_tenant_id
 from rls_tenancy.flask import Resolution, Tenancy, TenancyState, get_current_language, get_current_tenant, state
@@ -80,16 +81,37 @@ def test_state_without_init_app_says_what_to_do() -> None:
         ({"resolvers": ["cookie"]}, {}, "unknown resolver 'cookie'"),
         ({"resolvers": ["subdomain"]}, {}, "RLS_TENANCY_SUBDOMAIN_OF"),
         ({}, {"RLS_TENANCY_DEFAULT_LANGUAGE": "xx"}, "must be one of RLS_TENANCY_LANGUAGES"),
-        ({"colour": "blue"}, {}, "unknown Tenancy options"),
     ],
 )
 def test_misconfiguration_is_a_clear_error(
-    engine: Engine, options: dict[str, object], config: dict[str, object], message: str
+    engine: Engine, options: dict[str, Any], config: dict[str, object], message: str
 ) -> None:
     if "engine" not in options and "db" not in options and message != "needs db=... .* or engine=":
         options = {**options, "engine": engine}
     with pytest.raises(UsageError, match=message):
         Tenancy(_app(engine, **config), **options)
+
+
+def test_an_option_it_does_not_have_is_refused_by_name(engine: Engine) -> None:
+    options: dict[str, Any] = {"engine": engine, "colour": "blue"}
+    with pytest.raises(TypeError, match="colour"):
+        Tenancy(_app(engine), **options)
+    with pytest.raises(TypeError, match="colour"):
+        Tenancy().init_app(_app(engine), **options)
+
+
+def test_init_app_options_replace_the_constructors_and_the_session_is_the_requests(engine: Engine) -> None:
+    """The app-factory pattern: options given to init_app win; ``tenancy.session`` is the request's session."""
+    chosen = sessionmaker(engine)
+    tenancy = Tenancy(session=sessionmaker(engine), resolvers=["token"])
+    app = _app(engine)
+    tenancy.init_app(app, engine=engine, session=chosen, resolvers=["session"])
+    assert app.config["RLS_TENANCY_RESOLVERS"] == ["session"]
+    with app.test_request_context("/"):
+        assert tenancy.session is state().session()
+        assert isinstance(tenancy.session, Session)
+        assert isinstance(tenancy.session, chosen.class_)
+        assert tenancy.session.bind is engine
 
 
 def test_flask_sqlalchemy_must_be_initialised_first(engine: Engine) -> None:

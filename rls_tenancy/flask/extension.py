@@ -21,7 +21,7 @@ import functools
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Flask, Response, current_app, request
 from sqlalchemy import Engine, create_engine, event, exc
@@ -33,7 +33,7 @@ from rls_tenancy.binding import bind_engine
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import enter_request_tenant, leave_request_tenant
 from rls_tenancy.errors import AuthenticationError, UsageError
-from rls_tenancy.features import REGISTRY
+from rls_tenancy.features import REGISTRY, FeatureRegistry
 from rls_tenancy.flags import set_flags_source
 from rls_tenancy.flask.cli import tenancy_commands
 from rls_tenancy.flask.converters import CONVERTERS
@@ -63,6 +63,21 @@ from rls_tenancy.scoping import scope_sessions
 from rls_tenancy.token_key import TokenKey, token_keys
 from rls_tenancy.urls import database_url
 
+if TYPE_CHECKING:  # an optional dependency (extra flask-sqlalchemy)
+    from flask_sqlalchemy import SQLAlchemy as FlaskSQLAlchemy
+
+
+class TenancyOptions(NamedTuple):
+    """What an app gives :class:`Tenancy`, to the constructor or to ``init_app``; None: not given."""
+
+    db: FlaskSQLAlchemy | None
+    engine: Engine | None
+    session: SessionSource | None
+    bypass_engine: Engine | None
+    audit_engine: Engine | None
+    resolvers: Sequence[str | Resolver] | None
+    features: FeatureRegistry | None
+
 
 class Tenancy:
     """Tenant, user, scopes and language for each request; see the module docs.
@@ -79,18 +94,44 @@ class Tenancy:
     constructor or to :meth:`init_app`, for the app-factory pattern.
     """
 
-    def __init__(self, app: Flask | None = None, **options: Any) -> None:
-        self._options = options
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: FlaskSQLAlchemy | None = None,
+        engine: Engine | None = None,
+        session: SessionSource | None = None,
+        bypass_engine: Engine | None = None,
+        audit_engine: Engine | None = None,
+        resolvers: Sequence[str | Resolver] | None = None,
+        features: FeatureRegistry | None = None,
+    ) -> None:
+        self._options = TenancyOptions(db, engine, session, bypass_engine, audit_engine, resolvers, features)
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask, **options: Any) -> None:
+    @property
+    def session(self) -> Session:
+        """The current app's ORM session for this request, as ``db.session`` is Flask-SQLAlchemy's."""
+        return state().session()
+
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        db: FlaskSQLAlchemy | None = None,
+        engine: Engine | None = None,
+        session: SessionSource | None = None,
+        bypass_engine: Engine | None = None,
+        audit_engine: Engine | None = None,
+        resolvers: Sequence[str | Resolver] | None = None,
+        features: FeatureRegistry | None = None,
+    ) -> None:
+        """Register on ``app``; each option given here replaces the constructor's."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("rls_tenancy is already registered on this app; call init_app once per app")
-        options = {**self._options, **options}
-        unknown = set(options) - {"db", "engine", "session", "bypass_engine", "audit_engine", "resolvers", "features"}
-        if unknown:
-            raise UsageError(f"unknown Tenancy options: {sorted(unknown)}")
+        given = TenancyOptions(db, engine, session, bypass_engine, audit_engine, resolvers, features)
+        options = self._options._replace(**{name: v for name, v in given._asdict().items() if v is not None})
         config = app.config
         config.setdefault("RLS_TENANCY_RESOLVERS", ["token", "session"])
         config.setdefault("RLS_TENANCY_SUBDOMAIN_OF", None)
@@ -105,17 +146,17 @@ class Tenancy:
         rejection_window(config)  # a bad value fails here, not at the first rejection
         keys = token_keys(config["RLS_TENANCY_TOKEN_KEYS"])
 
-        if options.get("resolvers") is not None:
-            config["RLS_TENANCY_RESOLVERS"] = list(options["resolvers"])  # so app.config shows what is used
+        if options.resolvers is not None:
+            config["RLS_TENANCY_RESOLVERS"] = list(options.resolvers)  # so app.config shows what is used
         key = config["RLS_TENANCY_CONTEXT_KEY"]
         engine, sessions = _engine_and_sessions(app, options, key)
         bind_engine(engine, context_key=key)
-        audit_engine = options.get("audit_engine") or _audit_engine_for(engine)
+        audit_engine = options.audit_engine or _audit_engine_for(engine)
         bind_engine(audit_engine, context_key=key)
         scope_sessions(sessions)
-        bypass_engine = options.get("bypass_engine")
-        if bypass_engine is None and config["RLS_TENANCY_BYPASS_DATABASE_URL"]:
-            bypass_engine = create_engine(database_url(config["RLS_TENANCY_BYPASS_DATABASE_URL"]))
+        bypass = options.bypass_engine
+        if bypass is None and config["RLS_TENANCY_BYPASS_DATABASE_URL"]:
+            bypass = create_engine(database_url(config["RLS_TENANCY_BYPASS_DATABASE_URL"]))
         languages = list(config["RLS_TENANCY_LANGUAGES"])
         if config["RLS_TENANCY_DEFAULT_LANGUAGE"] not in languages:
             raise UsageError("RLS_TENANCY_DEFAULT_LANGUAGE must be one of RLS_TENANCY_LANGUAGES")
@@ -127,9 +168,9 @@ class Tenancy:
             resolvers=resolvers,
             languages=languages,
             default_language=config["RLS_TENANCY_DEFAULT_LANGUAGE"],
-            bypass=None if bypass_engine is None else UnsafeBypass(bypass_engine),
+            bypass=None if bypass is None else UnsafeBypass(bypass),
             host_resolver=host_resolver,
-            features=REGISTRY if options.get("features") is None else options["features"],
+            features=REGISTRY if options.features is None else options.features,
             token_keys=keys,
         )
         # Each request runs in a contextvars context of its own (WSGI middleware,
@@ -146,23 +187,23 @@ class Tenancy:
         app.jinja_env.globals["feature_enabled"] = feature_enabled
 
 
-def _engine_and_sessions(app: Flask, options: dict[str, Any], key: str | None) -> tuple[Engine, SessionSource]:
-    db = options.get("db")
+def _engine_and_sessions(app: Flask, options: TenancyOptions, key: str | None) -> tuple[Engine, SessionSource]:
+    db = options.db
     if db is not None:
-        if options.get("engine") is not None or options.get("session") is not None:
+        if options.engine is not None or options.session is not None:
             raise UsageError("give Tenancy either db=... (Flask-SQLAlchemy) or engine=/session=, not both")
         if "sqlalchemy" not in app.extensions:
             raise RuntimeError("call db.init_app(app) before tenancy.init_app(app)")
         with app.app_context():
-            for engine in db.engines.values():
+            for each in db.engines.values():
                 # Other binds (a SQLite cache, say) hold no tenant tables.
-                if engine is db.engine or engine.dialect.name == "postgresql":
-                    bind_engine(engine, context_key=key)
+                if each is db.engine or each.dialect.name == "postgresql":
+                    bind_engine(each, context_key=key)
             return db.engine, db.session
-    engine = options.get("engine")
+    engine = options.engine
     if engine is None:
         raise UsageError("Tenancy needs db=... (Flask-SQLAlchemy) or engine=... (SQLAlchemy)")
-    sessions = options.get("session") or sessionmaker(engine, query_cls=TenantQuery)
+    sessions = options.session or sessionmaker(engine, query_cls=TenantQuery)
     return engine, sessions
 
 
