@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-signed test-sabotage test-oldest test-tools lint format clean bench bench-full bench-smoke soak
+.PHONY: install demo docs test test-signed test-sabotage test-oldest test-tools lint format clean bench bench-full bench-smoke soak
 
 # The PostgreSQL major version of the local binaries (for the pgTAP package name).
 PG_MAJOR ?= $(shell ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
@@ -91,10 +91,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory docs
+
+# The documentation site from docs/ (MyST Markdown, the API reference from the
+# docstrings), warnings as errors: a broken link or include fails the build.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .venv-oldest .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	rm -rf $(VENV) .venv-oldest docs/_build .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
