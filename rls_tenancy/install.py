@@ -15,7 +15,7 @@ from alembic import op
 from psycopg import sql
 from sqlalchemy import text as sa_text
 
-from rls_tenancy._resources import UNINSTALL_SCRIPT, sql_script
+from rls_tenancy._resources import UNINSTALL_SCRIPT, install_scripts, sql_script
 from rls_tenancy.roles import RoleNames
 
 #: ``Config.attributes`` key through which a program passes :class:`RoleNames`.
@@ -38,12 +38,19 @@ def execute_script(text: str) -> None:
         op.get_bind().exec_driver_sql(text, execution_options={"no_parameters": True})
 
 
-def install(*scripts: str) -> None:
-    """Run ``scripts`` from ``sql/`` (idempotent), after setting the role names.
+def install_specification() -> None:
+    """Run the whole specification: every install script of ``sql/``, in order (idempotent).
 
-    Each revision names the scripts it introduces or changes, so a revision
-    stays the same step whatever later versions of the library add.
+    The library's first revision does this, and so does every later one
+    before its own delta script (``sql/deltas/<revision>.sql``): the
+    specification says what the schema is, a delta only what re-running it
+    cannot do.
     """
+    install(*install_scripts())
+
+
+def install(*scripts: str) -> None:
+    """Run ``scripts`` from ``sql/`` (idempotent), after setting the role names."""
     settings = sql.SQL("\n").join(
         sql.SQL("SELECT pg_catalog.set_config({}, {}, true);").format(sql.Literal(key), sql.Literal(value))
         for key, value in role_names().settings().items()

@@ -93,7 +93,7 @@ def issue_token(
         literal(user_id, BigInteger),
         literal(expires_at, DateTime(timezone=True)),
     )
-    # The token acts for the user bound as it is issued (sql/018_token_user.sql):
+    # The token acts for the user bound as it is issued (sql/007_tokens.sql):
     # bound for this one statement, the event below names who issued it.
     with as_tenant(tenant_id, user=user_id):
         token_id = int(executor.execute(select(call)).scalar_one())

@@ -30,8 +30,15 @@ COMMENT ON TABLE rls_tenancy.api_tokens IS
 
 SELECT rls_tenancy.enable_tenant_isolation('rls_tenancy.api_tokens');
 
--- Issue a token for the tenant bound to this transaction; returns its id.
+-- Issue a token for the tenant and the user bound to this transaction; returns its id.
 -- The caller hashes the token; the secret itself never reaches the database.
+-- A token acts as its user in every later request, so its user must be the
+-- user bound (no user: a token of no user): SQL run for one user cannot issue
+-- a token that acts as another, an administrator say, and in a signed
+-- context (sql/016_signed_context.sql) it cannot choose the bound user
+-- either. The library's issue_token() binds the user it names for that one
+-- statement: the application, which holds the key, decides. Which scopes a
+-- token carries is the application's to check.
 CREATE OR REPLACE FUNCTION rls_tenancy.issue_token(
     name text, token_hash bytea, scopes text[], user_id bigint DEFAULT NULL, expires_at timestamptz DEFAULT NULL
 )
@@ -41,14 +48,21 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    issued bigint;
+    tenant  bigint := rls_tenancy.current_tenant_id();
+    bound   bigint := rls_tenancy.current_user_id();
+    issued  bigint;
 BEGIN
-    IF rls_tenancy.current_tenant_id() IS NULL THEN
-        RAISE EXCEPTION 'rls_tenancy: issue_token needs a tenant bound to the transaction';
+    IF tenant IS NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: issue_token needs a tenant bound to the transaction' USING ERRCODE = '42501';
+    END IF;
+    IF issue_token.user_id IS DISTINCT FROM bound THEN
+        RAISE EXCEPTION 'rls_tenancy: a token for user % is issued only while that user is bound (bound now: %)',
+                        coalesce(issue_token.user_id::text, 'none'), coalesce(bound::text, 'none')
+            USING ERRCODE = '42501',
+                  HINT = 'rls_tenancy.tokens.issue_token() binds the user it is given for the one statement.';
     END IF;
     INSERT INTO rls_tenancy.api_tokens (tenant_id, user_id, name, token_hash, scopes, expires_at)
-    VALUES (rls_tenancy.current_tenant_id(), issue_token.user_id, issue_token.name,
-            issue_token.token_hash, issue_token.scopes, issue_token.expires_at)
+    VALUES (tenant, bound, issue_token.name, issue_token.token_hash, issue_token.scopes, issue_token.expires_at)
     RETURNING id INTO issued;
     RETURN issued;
 END

@@ -58,7 +58,7 @@ ON CONFLICT (object_name, check_name) DO NOTHING;
 -- Whether a policy expression is exactly the isolation condition (no OR, no
 -- other terms), signed or not: anything else may widen access. Either spelling counts: the
 -- one tenant_condition() writes, or a call of current_tenant_id() (policies
--- written by hand, or by versions before rls_tenancy_0005). Schema prefixes
+-- written by hand). Schema prefixes
 -- are optional because pg_get_expr() leaves out those on the search_path.
 CREATE OR REPLACE FUNCTION rls_tenancy.is_tenant_condition(expression text)
 RETURNS boolean

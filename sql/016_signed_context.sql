@@ -295,6 +295,28 @@ AS $fn$
        AND p.polname = 'tenant_isolation'
        AND (pg_get_expr(p.polqual, p.polrelid) NOT LIKE '%verified_tenant()%'
             OR pg_get_expr(p.polwithcheck, p.polrelid) NOT LIKE '%verified_tenant()%')
+    UNION ALL
+    -- The library's own tenant policies and the functions that answer the bound ids: a script of the
+    -- specification run again on its own (not the whole, which ends by requiring it again) writes them unsigned.
+    SELECT 'error', 'library_context_unsigned', object_name,
+           format('%s trusts the bare app.current_tenant or app.current_user_id while a signed context is '
+                  'required: SQL that sets them acts as that tenant or user there', object_name),
+           'SELECT rls_tenancy.require_signed_context(true);'
+      FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::regclass) AS object_name
+              FROM pg_policy p
+             WHERE (p.polrelid, p.polname) IN (('rls_tenancy.tenants'::regclass, 'tenant_self'),
+                                               ('rls_tenancy.audit_log'::regclass, 'audit_tenant_read'),
+                                               ('rls_tenancy.feature_overrides'::regclass, 'tenant_overrides'))
+               AND (pg_get_expr(p.polqual, p.polrelid) NOT LIKE '%verified_tenant()%'
+                    OR coalesce(pg_get_expr(p.polwithcheck, p.polrelid), 'verified_tenant()')
+                       NOT LIKE '%verified_tenant()%')
+            UNION ALL
+            SELECT format('function %s', f.oid::regprocedure)
+              FROM pg_proc f
+             WHERE f.oid IN ('rls_tenancy.current_tenant_id()'::regprocedure,
+                             'rls_tenancy.current_user_id()'::regprocedure)
+               AND coalesce(pg_get_function_sqlbody(f.oid), f.prosrc) NOT LIKE '%verified_%') AS unsigned
+     WHERE rls_tenancy.context_signing_required()
 $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.signing_findings() FROM PUBLIC;
 
@@ -334,4 +356,9 @@ BEGIN
                               rls_tenancy.role_name('app'));
 END
 $grant$;
+-- The specification runs again on a database that requires a signed context (every later revision
+-- re-runs it): the earlier scripts have just written the unsigned policies and functions again, in this
+-- same transaction, so the requirement is applied again before anyone sees them.
+SELECT rls_tenancy.require_signed_context(true) FROM rls_tenancy.context_signing WHERE required;
+
 RESET ROLE;

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from rls_tenancy._resources import install_scripts
+
 ROOT = Path(__file__).parent.parent
 PAGES = sorted([ROOT / "README.md", *(page for page in (ROOT / "docs").rglob("*.md") if "_build" not in page.parts)])
 _TEST = re.compile(r"(tests/[\w/]+\.py)(?:::(\w+))?")
@@ -49,6 +51,11 @@ def test_the_guarantees_table_names_a_test_in_every_row() -> None:
     assert len(rows) >= 20
     for row in rows:
         assert _TEST.search(row) and "::" in row, row
+
+
+def test_the_psql_install_on_the_sql_page_runs_the_whole_specification() -> None:
+    page = (ROOT / "docs" / "sql.md").read_text()
+    assert re.findall(r"^\\i sql/(\d{3}_\w+\.sql)$", page, re.M) == install_scripts()
 
 
 def test_the_readme_stays_a_front_page() -> None:

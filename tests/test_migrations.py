@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from alembic import command
@@ -16,18 +14,17 @@ from alembic.autogenerate import compare_metadata, produce_migrations, render_py
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from psycopg import sql
 from sqlalchemy import BigInteger, Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, text
 from sqlalchemy.engine import URL
 
 from rls_tenancy import RoleNames
+from rls_tenancy._resources import install_scripts, sql_script
 from rls_tenancy.alembic_ops import DisableTenantIsolationOp, EnableTenantIsolationOp, ShareTableOp, UnshareTableOp
 from rls_tenancy.migrate import downgrade, upgrade, versions_path
 from rls_tenancy.models import TenancyBase
 from rls_tenancy.testing import empty_database, tenancy_database
 from saas_demo.models import Base
 from tests.conftest import DEMO_ALEMBIC_INI
-from tests.test_sql import UNSIGNED_CONDITION
 
 ROOT = Path(__file__).parent.parent
 
@@ -367,104 +364,82 @@ def test_new_revisions_go_on_the_apps_branch_not_the_librarys(empty_db: URL, tmp
     scripts = ScriptDirectory.from_config(config)
     second = scripts.get_revision("app@head")
     first = scripts.get_revision(str(second.down_revision))
-    assert (first.down_revision, first.branch_labels, first.dependencies) == (None, {"app"}, "rls_tenancy_0012")
+    assert (first.down_revision, first.branch_labels, first.dependencies) == (None, {"app"}, "rls_tenancy_0001")
     assert Path(first.path).parent == Path(second.path).parent == tmp_path / "versions"
     assert "op.enable_tenant_isolation('notes')" in Path(first.path).read_text()
 
 
-OLD_SPELLING = (
-    "ALTER POLICY tenant_isolation ON legacy USING (tenant_id = rls_tenancy.current_tenant_id()) "
-    "WITH CHECK (tenant_id = rls_tenancy.current_tenant_id())"
-)
-WIDENED_BY_HAND = (
-    "ALTER POLICY tenant_isolation ON widened USING (tenant_id = rls_tenancy.current_tenant_id() OR true) "
-    "WITH CHECK (tenant_id = rls_tenancy.current_tenant_id())"
+# What the schema is, read from the catalogs: every policy, function definition and privilege of the
+# library's schema and of the tables it isolated, and every setting the specification keeps in tables.
+_SCHEMA = text(
+    """
+    SELECT 'policy ' || polrelid::regclass || ' ' || polname || ' ' || polcmd::text || ' '
+           || coalesce(pg_get_expr(polqual, polrelid), '') || ' ' || coalesce(pg_get_expr(polwithcheck, polrelid), '')
+      FROM pg_policy
+    UNION ALL
+    SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_functiondef(p.oid) || coalesce(p.proacl::text, '')
+      FROM pg_proc p WHERE p.pronamespace = 'rls_tenancy'::regnamespace AND p.prokind IN ('f', 'p')
+    UNION ALL
+    SELECT 'relation ' || c.oid::regclass || ' ' || c.relkind::text || ' ' || c.relrowsecurity::text
+           || c.relforcerowsecurity::text || ' ' || coalesce(c.relacl::text, '') || ' ' || pg_get_userbyid(c.relowner)
+      FROM pg_class c WHERE c.relnamespace IN ('rls_tenancy'::regnamespace, 'public'::regnamespace)
+       AND c.relkind IN ('r', 'v', 'S')
+    UNION ALL
+    SELECT 'trigger ' || tgrelid::regclass || ' ' || pg_get_triggerdef(oid)
+      FROM pg_trigger WHERE NOT tgisinternal
+    UNION ALL
+    SELECT 'public function ' || p.oid::regprocedure || ' ' || coalesce(p.proacl::text, '')
+      FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace
+       AND p.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity', 'pg_cancel_backend',
+                         'pg_terminate_backend', 'lo_creat', 'lo_create', 'lo_from_bytea')
+    ORDER BY 1
+    """
 )
 
 
-def test_0005_respells_old_tenant_policies_and_leaves_others_alone(empty_db: URL) -> None:
-    roles = RoleNames(owner="respell_owner", app="respell_app", bypass="respell_admin")
-    upgrade(empty_db, roles=roles, revision="rls_tenancy_0004")
-    engine = create_engine(empty_db)
-    policies = text(
-        "SELECT polrelid::regclass::text, pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid) "
-        "FROM pg_policy WHERE polname = 'tenant_isolation' AND polrelid::regclass::text IN ('legacy', 'widened')"
+def _schema(url: URL) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(_SCHEMA).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_the_library_is_one_revision_that_runs_the_whole_specification() -> None:
+    """One revision, whose upgrade is the specification; any later one re-runs it, then a delta of its own."""
+    revisions = list(
+        ScriptDirectory(str(versions_path().parent), version_locations=[str(versions_path())]).walk_revisions()
     )
+    assert [revision.revision for revision in revisions] == ["rls_tenancy_0001"]
+    out = subprocess.run(
+        [sys.executable, "-m", "rls_tenancy.cli", "migrate", "--sql"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=_env(URL.create("postgresql+psycopg", host="localhost", database="offline")),
+    ).stdout
+    positions = [out.index(sql_script(name).strip()) for name in install_scripts()]
+    assert positions == sorted(positions)  # every script of sql/, each verbatim, in its order
+
+
+def test_running_the_specification_again_changes_nothing(empty_db: URL) -> None:
+    """What a later revision does first: the schema it leaves is the schema a fresh install has."""
+    roles = RoleNames(owner="again_owner", app="again_app", bypass="again_admin")
+    upgrade(empty_db, roles=roles)
+    engine = create_engine(empty_db)
     try:
         with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE legacy (id bigint PRIMARY KEY, tenant_id bigint NOT NULL)"))
-            conn.execute(text("CREATE TABLE widened (id bigint PRIMARY KEY, tenant_id bigint NOT NULL)"))
-            for table in ("legacy", "widened"):
-                conn.execute(text("SELECT rls_tenancy.enable_tenant_isolation(CAST(:t AS regclass))"), {"t": table})
-            # As rls_tenancy_0004 wrote it, and a policy someone widened by hand.
-            conn.execute(text(OLD_SPELLING))
-            conn.execute(text(WIDENED_BY_HAND))
-            before = {row[0]: row[1:] for row in conn.execute(policies)}
-        upgrade(empty_db, roles=roles)
-        with engine.connect() as conn:
-            after = {row[0]: row[1:] for row in conn.execute(policies)}
+            conn.execute(text("CREATE TABLE notes (id bigint PRIMARY KEY, tenant_id bigint NOT NULL)"))
+            conn.execute(text("SELECT rls_tenancy.enable_tenant_isolation('notes')"))
+        fresh = _schema(empty_db)
+        with engine.begin() as conn:
+            for key, value in roles.settings().items():
+                conn.execute(text("SELECT set_config(:k, :v, true)"), {"k": key, "v": value})
+            for name in install_scripts():
+                conn.exec_driver_sql(sql_script(name), execution_options={"no_parameters": True})
     finally:
         engine.dispose()
-    assert before["legacy"] == ("(tenant_id = rls_tenancy.current_tenant_id())",) * 2
-    assert after["legacy"] == (UNSIGNED_CONDITION, UNSIGNED_CONDITION)  # upgrade() alone signs nothing
-    assert after["widened"] == before["widened"]  # not the library's condition: left for the doctor to report
-
-
-AUDIT_CHECKS = text(
-    "SELECT conname FROM pg_constraint WHERE conrelid = 'rls_tenancy.audit_log'::regclass AND contype = 'c' "
-    "ORDER BY conname"
-)
-LOG_TWO_EVENTS = (
-    "BEGIN; SELECT set_config('app.current_tenant', '1', true); SELECT rls_tenancy.log_event('test.migrated'); COMMIT;"
-    "BEGIN; SELECT set_config('app.current_tenant', '1', true); SELECT rls_tenancy.log_event('test.migrated'); COMMIT;"
-)
-
-
-def _revision_0006() -> ModuleType:
-    path = versions_path() / "rls_tenancy_0006_audit_checked_once.py"
-    spec = importlib.util.spec_from_file_location("rls_tenancy_0006", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_0006_checks_events_once_and_chains_continue_across_it(empty_db: URL) -> None:
-    """Events sealed before and after the upgrade form one intact chain; the downgrade restores the constraints."""
-    roles = RoleNames(owner="checks_owner", app="checks_app", bypass="checks_admin")
-    upgrade(empty_db, roles=roles, revision="rls_tenancy_0005")
-    engine = create_engine(empty_db, isolation_level="AUTOCOMMIT")
-    chains = text("SELECT tenant_id, events, problem FROM rls_tenancy.verify_audit_chains()")
-    try:
-        with engine.connect() as conn:
-            # The scripts are today's: put back the constraints rls_tenancy_0005's table had.
-            for name, condition in _revision_0006().CHECKS.items():
-                statement = sql.SQL("ALTER TABLE rls_tenancy.audit_log ADD CONSTRAINT {} CHECK ({})")
-                conn.exec_driver_sql(statement.format(sql.Identifier(name), sql.SQL(condition)).as_string(None))
-            conn.execute(text("INSERT INTO rls_tenancy.tenants (id, slug, name) VALUES (1, 'one', 'One')"))
-            conn.exec_driver_sql(LOG_TWO_EVENTS)
-            before = list(conn.execute(AUDIT_CHECKS).scalars())
-        upgrade(empty_db, roles=roles)
-        with engine.connect() as conn:
-            conn.exec_driver_sql(LOG_TWO_EVENTS)
-            after = list(conn.execute(AUDIT_CHECKS).scalars())
-            upgraded_chains = conn.execute(chains).all()
-        downgrade(empty_db, roles=roles, revision="rls_tenancy_0005")
-        with engine.connect() as conn:
-            conn.exec_driver_sql(LOG_TWO_EVENTS)
-            downgraded = list(conn.execute(AUDIT_CHECKS).scalars())
-            downgraded_chains = conn.execute(chains).all()
-    finally:
-        engine.dispose()
-    content_checks = [
-        "audit_log_action_format",
-        "audit_log_data_object",
-        "audit_log_message_length",
-        "audit_log_request_id_format",
-    ]
-    kept = ["audit_log_sealed", "audit_log_user_needs_tenant"]
-    assert before == sorted(content_checks + kept)
-    assert after == kept
-    assert downgraded == before
-    assert [tuple(row) for row in upgraded_chains] == [(1, 4, None)]
-    assert [tuple(row) for row in downgraded_chains] == [(1, 6, None)]
+    assert _schema(empty_db) == fresh
+    assert any(line.startswith("policy notes tenant_isolation") for line in fresh)

@@ -198,7 +198,7 @@ def test_the_alembic_command_line_puts_an_apps_revisions_on_its_own_branch(
     mine = sorted((adopter / "migrations" / "versions").glob("*.py"), key=lambda p: p.stat().st_mtime_ns)
     assert len(mine) == 3
     texts = [path.read_text() for path in mine]
-    assert "branch_labels = ('blog',)" in texts[0] and "depends_on = 'rls_tenancy_0012'" in texts[0]
+    assert "branch_labels = ('blog',)" in texts[0] and "depends_on = 'rls_tenancy_0001'" in texts[0]
     assert "op.enable_tenant_isolation('posts')" in texts[0]
     assert (
         "sa.ForeignKeyConstraint(['tenant_id', 'author_id'], ['rls_tenancy.users.tenant_id', 'rls_tenancy.users.id']"
@@ -217,7 +217,7 @@ def test_the_alembic_command_line_puts_an_apps_revisions_on_its_own_branch(
         ids[2] and ids[2].group(1),
         "(blog)",
         "(head)",
-        "rls_tenancy_0012",
+        "rls_tenancy_0001",
         "(rls_tenancy)",
         "(effective",
         "head)",

@@ -324,7 +324,7 @@ def test_an_asyncio_engine_resets_the_session_between_tenants_too(db: TenancyDat
 
 
 def test_a_database_without_the_reset_function_fails_with_a_clear_error(rls_postgres_url: URL) -> None:
-    """A database not upgraded to rls_tenancy_0008: the reset fails, nothing runs, and the error says why."""
+    """A database without the reset function (an older schema): the reset fails, nothing runs, the error says why."""
     with tenancy_database(rls_postgres_url) as database:
         superuser = create_engine(database.superuser_url)
         engine = bind_engine(create_engine(database.app_url))

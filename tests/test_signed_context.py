@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
 from rls_tenancy import ContextKeyError, as_tenant, bind_engine, tokens
+from rls_tenancy._resources import install_scripts, sql_script
 from rls_tenancy.cli import main
 from rls_tenancy.context_key import ContextKey
 from rls_tenancy.migration_data import each_tenant
@@ -415,11 +416,12 @@ UNSIGNED_POLICY = (
 )
 
 
-def _signing_findings(signed: Signed) -> list[tuple[str, str, str, str]]:
+def _signing_findings(signed: Signed, *checks: str) -> list[tuple[str, str, str, str]]:
+    wanted = list(checks or ("context_not_signed", "context_key_missing", "tenant_policy_unsigned"))
     with signed.owner() as owner:
         rows = owner.execute(
-            "SELECT severity, check_name, object_name, fix FROM rls_tenancy.findings()"
-            " WHERE check_name IN ('context_not_signed', 'context_key_missing', 'tenant_policy_unsigned')"
+            "SELECT severity, check_name, object_name, fix FROM rls_tenancy.findings() WHERE check_name = ANY(%s)",
+            (wanted,),
         ).fetchall()
     return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 
@@ -440,6 +442,58 @@ def test_the_doctor_reports_a_policy_left_unsigned_and_its_fix_closes_it(signed:
     with signed.connect() as conn:
         _bind(conn, signed.b, None, None)
         assert _names(conn) == set()
+
+
+def _run_scripts(signed: Signed, *names: str) -> None:
+    """Run ``names`` from ``sql/`` again as the superuser, as a later revision re-runs the specification."""
+    with signed.owner() as owner:
+        for key, value in signed.db.roles.settings().items():
+            owner.execute("SELECT set_config(%s, %s, false)", (key, value))
+        for name in names:
+            owner.execute(sql_script(name))
+
+
+def _what_a_bare_setting_reaches(signed: Signed) -> dict[str, object]:
+    """As the app role with tenant B and A's user set bare: what the library's own objects answer."""
+    with signed.connect() as conn:
+        _bind(conn, signed.b, signed.user_a, None)
+        found: dict[str, object] = {
+            "tenants": conn.execute("SELECT count(*) FROM rls_tenancy.tenants").fetchone(),
+            "audit": conn.execute("SELECT count(*) FROM rls_tenancy.audit_log").fetchone(),
+            "overrides": conn.execute("SELECT count(*) FROM rls_tenancy.feature_overrides").fetchone(),
+            "ids": conn.execute("SELECT rls_tenancy.current_tenant_id(), rls_tenancy.current_user_id()").fetchone(),
+        }
+        conn.rollback()
+    return found
+
+
+NOTHING = {"tenants": (0,), "audit": (0,), "overrides": (0,), "ids": (None, None)}
+
+
+@pytest.mark.rls_signing
+def test_running_the_specification_again_keeps_a_required_signed_context(signed: Signed) -> None:
+    """Every later revision re-runs sql/ whole: its earlier scripts rewrite the unsigned definitions, the last signs."""
+    assert _what_a_bare_setting_reaches(signed) == NOTHING
+    _run_scripts(signed, *install_scripts())
+    assert _what_a_bare_setting_reaches(signed) == NOTHING
+    assert [row for row in _signing_findings(signed, "library_context_unsigned")] == []
+
+
+@pytest.mark.rls_signing
+def test_the_doctor_reports_the_librarys_own_context_left_unsigned_and_its_fix_closes_it(signed: Signed) -> None:
+    """One script of the specification run alone (the tenants' policy, the context functions) writes them unsigned."""
+    _run_scripts(signed, "002_context.sql", "003_tenants.sql")
+    reached = _what_a_bare_setting_reaches(signed)
+    assert reached["tenants"] == (1,) and reached["ids"] == (signed.b, None)  # the leak the finding describes
+    findings = _signing_findings(signed, "library_context_unsigned")
+    assert {(severity, name) for severity, _, name, _ in findings} == {
+        ("error", "policy tenant_self on rls_tenancy.tenants"),
+        ("error", "function rls_tenancy.current_tenant_id()"),
+    }
+    with signed.owner() as owner:
+        owner.execute(findings[0][3])
+    assert _signing_findings(signed, "library_context_unsigned") == []
+    assert _what_a_bare_setting_reaches(signed) == NOTHING
 
 
 def test_the_doctor_reports_a_required_context_without_a_key(signed: Signed) -> None:

@@ -454,7 +454,7 @@ import rls_tenancy.alembic_ops  # noqa: F401
 revision = "keys_0001"
 down_revision = None
 branch_labels = ("keys",)
-depends_on = "rls_tenancy_0004"
+depends_on = "rls_tenancy_0001"
 
 
 def _tenant_id():

@@ -19,7 +19,7 @@ revision = "saas_0002"
 down_revision = "saas_0001"
 branch_labels = None
 # The doctor's tables.
-depends_on = "rls_tenancy_0004"
+depends_on = "rls_tenancy_0001"
 
 REASON = "ids come from a sequence; the API never accepts a client's id on insert"
 EXEMPTIONS = sa.table(

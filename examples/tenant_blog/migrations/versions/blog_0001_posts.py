@@ -16,7 +16,7 @@ from alembic import op
 revision = "blog_0001"
 down_revision = None
 branch_labels = ("tenant_blog",)  # app_branch("tenant_blog") starts the blog's own branch here
-depends_on = "rls_tenancy_0012"  # the library's schema (tenants, users, the isolation functions) first
+depends_on = "rls_tenancy_0001"  # the library's schema (tenants, users, the isolation functions) first
 
 # tutorial: grants
 # posts.id is GENERATED ALWAYS, but OVERRIDING SYSTEM VALUE lets any role with INSERT on it choose one:
