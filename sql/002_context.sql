@@ -20,7 +20,22 @@ RETURN nullif(pg_catalog.current_setting('app.current_tenant', true), '')::bigin
 COMMENT ON FUNCTION rls_tenancy.current_tenant_id() IS
     'Tenant bound to the current transaction (app.current_tenant), NULL when none.';
 
+-- The isolation condition on a tenant column, written once: every tenant policy (the library's own and
+-- enable_tenant_isolation()'s) is this text. The condition on the setting stays first and bare, so
+-- custom plans fold the bound tenant into their estimates; signed (sql/016_signed_context.sql), an
+-- InitPlan beside it checks the proof once per statement.
+CREATE OR REPLACE FUNCTION rls_tenancy.tenant_condition_on(tenant_column name, signed boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.format('%I = (NULLIF(pg_catalog.current_setting(''app.current_tenant'', true), ''''))::bigint',
+                         tenant_column)
+       OPERATOR(pg_catalog.||)
+       CASE WHEN signed THEN ' AND (SELECT rls_tenancy.verified_tenant()) IS NOT NULL' ELSE '' END;
+COMMENT ON FUNCTION rls_tenancy.tenant_condition_on(name, boolean) IS
+    'The isolation condition on a tenant column, as policies are written: unsigned, or with the signed check.';
+
 REVOKE ALL ON FUNCTION rls_tenancy.current_tenant_id() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.tenant_condition_on(name, boolean) FROM PUBLIC;
 DO $grant$
 BEGIN
     EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.current_tenant_id() TO %I, %I',

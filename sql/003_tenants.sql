@@ -24,9 +24,12 @@ COMMENT ON TABLE rls_tenancy.tenants IS
 ALTER TABLE rls_tenancy.tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rls_tenancy.tenants FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenant_self ON rls_tenancy.tenants;
-CREATE POLICY tenant_self ON rls_tenancy.tenants
-    FOR SELECT
-    USING (id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint);
+DO $policy$
+BEGIN
+    EXECUTE pg_catalog.format('CREATE POLICY tenant_self ON rls_tenancy.tenants FOR SELECT USING (%s)',
+                              rls_tenancy.tenant_condition_on('id', false));
+END
+$policy$;
 -- The owner role never logs in; this lets the SECURITY DEFINER lookup below
 -- (which runs as the owner) find a tenant before any tenant is bound.
 DO $policy$

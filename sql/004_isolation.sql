@@ -28,14 +28,17 @@
 DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
 -- The condition of every tenant policy: what current_tenant_id() returns,
--- spelled out. A policy calling that SQL function makes the planner inline it
--- again for each table of each query it plans (about 30 µs each, measured in
+-- spelled out (rls_tenancy.tenant_condition_on(), sql/002_context.sql). A
+-- policy calling that SQL function makes the planner inline it again for
+-- each table of each query it plans (about 30 µs each, measured in
 -- benchmarks/); this expression it uses as it is. The id still reaches the
--- index as a value computed once per scan.
+-- index as a value computed once per scan. sql/016_signed_context.sql
+-- replaces this definition with one that adds the signed check when it is
+-- required.
 CREATE OR REPLACE FUNCTION rls_tenancy.tenant_condition()
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN 'tenant_id = (NULLIF(pg_catalog.current_setting(''app.current_tenant'', true), ''''))::bigint';
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN rls_tenancy.tenant_condition_on('tenant_id', false);
 COMMENT ON FUNCTION rls_tenancy.tenant_condition() IS
     'The condition of the tenant_isolation policies: tenant_id equals the tenant bound to the transaction.';
 

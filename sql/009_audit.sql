@@ -87,9 +87,12 @@ REVOKE ALL ON rls_tenancy.audit_chain_heads FROM PUBLIC;
 ALTER TABLE rls_tenancy.audit_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rls_tenancy.audit_log FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS audit_tenant_read ON rls_tenancy.audit_log;
-CREATE POLICY audit_tenant_read ON rls_tenancy.audit_log
-    FOR SELECT
-    USING (tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint);
+DO $policy$
+BEGIN
+    EXECUTE pg_catalog.format('CREATE POLICY audit_tenant_read ON rls_tenancy.audit_log FOR SELECT USING (%s)',
+                              rls_tenancy.tenant_condition_on('tenant_id', false));
+END
+$policy$;
 -- The owner never logs in; this is for the functions below, which run as it.
 DO $policy$
 BEGIN

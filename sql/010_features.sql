@@ -36,9 +36,13 @@ COMMENT ON TABLE rls_tenancy.feature_overrides IS
 ALTER TABLE rls_tenancy.feature_overrides ENABLE ROW LEVEL SECURITY;
 ALTER TABLE rls_tenancy.feature_overrides FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenant_overrides ON rls_tenancy.feature_overrides;
-CREATE POLICY tenant_overrides ON rls_tenancy.feature_overrides
-    USING (tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint)
-    WITH CHECK (tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint);
+DO $policy$
+BEGIN
+    EXECUTE pg_catalog.format('CREATE POLICY tenant_overrides ON rls_tenancy.feature_overrides USING (%s) WITH CHECK (%s)',
+                              rls_tenancy.tenant_condition_on('tenant_id', false),
+                              rls_tenancy.tenant_condition_on('tenant_id', false));
+END
+$policy$;
 DROP POLICY IF EXISTS global_overrides_read ON rls_tenancy.feature_overrides;
 CREATE POLICY global_overrides_read ON rls_tenancy.feature_overrides
     FOR SELECT

@@ -175,17 +175,6 @@ BEGIN ATOMIC
 END;
 
 
--- The isolation condition on a tenant column; signed: then an InitPlan that checks the proof once
--- per statement. The condition on the setting stays first, so custom plans still fold the bound
--- tenant into their estimates.
-CREATE OR REPLACE FUNCTION rls_tenancy.tenant_condition_on(tenant_column name, signed boolean)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN pg_catalog.format('%I = (NULLIF(pg_catalog.current_setting(''app.current_tenant'', true), ''''))::bigint',
-                         tenant_column)
-       OPERATOR(pg_catalog.||)
-       CASE WHEN signed THEN ' AND (SELECT rls_tenancy.verified_tenant()) IS NOT NULL' ELSE '' END;
-
 CREATE OR REPLACE FUNCTION rls_tenancy.tenant_condition()
 RETURNS text
 LANGUAGE sql STABLE
@@ -248,7 +237,7 @@ REVOKE ALL ON FUNCTION rls_tenancy.context_key(integer), rls_tenancy.context_mac
                        rls_tenancy.verified_tenant(), rls_tenancy.verified_user(), rls_tenancy.sign_context(),
                        rls_tenancy.context_key_fingerprint(integer), rls_tenancy.context_signing_required(),
                        rls_tenancy.int8recv_bytes(bytea), rls_tenancy.install_context_key(integer, bytea),
-                       rls_tenancy.retire_context_key(integer), rls_tenancy.tenant_condition_on(name, boolean),
+                       rls_tenancy.retire_context_key(integer),
                        rls_tenancy.tenant_condition(), rls_tenancy.require_signed_context(boolean)
     FROM PUBLIC;
 DO $grant$

@@ -35,6 +35,7 @@ DROP FUNCTION IF EXISTS rls_tenancy.require_plain_table(regclass, text);
 DROP FUNCTION IF EXISTS rls_tenancy.tenant_id_for_slug(text);
 DROP TABLE IF EXISTS rls_tenancy.tenants;
 DROP FUNCTION IF EXISTS rls_tenancy.current_tenant_id();
+DROP FUNCTION IF EXISTS rls_tenancy.tenant_condition_on(name, boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.role_name(text);
 DROP TABLE IF EXISTS rls_tenancy.roles;
 DROP SCHEMA IF EXISTS rls_tenancy;

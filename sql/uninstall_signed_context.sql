@@ -1,7 +1,8 @@
 -- rls_tenancy: remove what sql/016_signed_context.sql installed. Signing stops being required first,
 -- which puts back the unsigned policies and functions; tenant_condition() goes with what it calls, and
--- the downgrade then runs sql/004_isolation.sql again for its earlier definition, and
--- sql/012_doctor.sql for the doctor's stub of signing_findings().
+-- the downgrade then runs sql/004_isolation.sql again for its unsigned definition, and
+-- sql/012_doctor.sql for the doctor's stub of signing_findings(). tenant_condition_on() stays: it is
+-- sql/002_context.sql's.
 DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
 DO $unsign$
@@ -16,7 +17,6 @@ DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
 DROP FUNCTION IF EXISTS rls_tenancy.authenticate_token_binding(bigint, bytea);
 DROP FUNCTION IF EXISTS rls_tenancy.require_signed_context(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.tenant_condition();
-DROP FUNCTION IF EXISTS rls_tenancy.tenant_condition_on(name, boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.retire_context_key(integer);
 DROP FUNCTION IF EXISTS rls_tenancy.install_context_key(integer, bytea);
 DROP FUNCTION IF EXISTS rls_tenancy.int8recv_bytes(bytea);

@@ -27,7 +27,7 @@ LAYERS = (
     ("transaction binding", "rls_tenancy.bind_engine"),
 )
 _CONDITION = re.compile(
-    r"FUNCTION rls_tenancy\.tenant_condition\(\).*?RETURN '((?:[^']|'')*)';",
+    r"FUNCTION rls_tenancy\.tenant_condition_on\(.*?RETURN pg_catalog\.format\('((?:[^']|'')*)'",
     re.DOTALL,
 )
 
@@ -44,11 +44,11 @@ def _summary(obj: object) -> str:
 
 
 def policy_condition() -> str:
-    """The unsigned policy condition as ``sql/004_isolation.sql`` installs it."""
-    found = _CONDITION.search((ROOT / "sql" / "004_isolation.sql").read_text())
+    """The unsigned policy condition on ``tenant_id``, as ``sql/002_context.sql`` writes it."""
+    found = _CONDITION.search((ROOT / "sql" / "002_context.sql").read_text())
     if found is None:
-        raise RuntimeError("sql/004_isolation.sql no longer defines rls_tenancy.tenant_condition()")
-    return found.group(1).replace("''", "'")
+        raise RuntimeError("sql/002_context.sql no longer defines rls_tenancy.tenant_condition_on()")
+    return found.group(1).replace("''", "'").replace("%I", "tenant_id")
 
 
 def diagram() -> str:
