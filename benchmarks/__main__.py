@@ -18,9 +18,9 @@ from psycopg import pq
 from benchmarks import chart
 from benchmarks.context import Context
 from benchmarks.harness import Section, render
-from rls_tenancy import token_key
+from rls_tenancy.identity import token_key
+from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.testing.server import postgres_server
-from rls_tenancy.token_key import TokenKey
 
 #: Section modules, in report order; each has ``run(ctx) -> Section``.
 SECTIONS = ("queries", "growth", "round_trips", "endpoints", "request_cpu", "flags_audit", "flood")

@@ -32,8 +32,8 @@ from benchmarks.endpoints import prepare
 from benchmarks.harness import Row, Section, Target
 from benchmarks.load import Load, Served, run_alternating, run_load
 from rls_tenancy import as_tenant, bind_engine
-from rls_tenancy.token_key import token_keys
-from rls_tenancy.tokens import issue_token, revoke_token
+from rls_tenancy.identity.token_key import token_keys
+from rls_tenancy.identity.tokens import issue_token, revoke_token
 from saas_demo.app import create_app
 
 RATE = Target("ratio", ">=", 0.9)

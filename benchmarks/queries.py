@@ -21,7 +21,7 @@ from benchmarks import dataset as data
 from benchmarks.context import Context
 from benchmarks.harness import Row, Section, Target
 from benchmarks.shapes import SHAPES, Shape, bind_session, index_conditions, measure, plan, results
-from rls_tenancy.context_key import ContextKey
+from rls_tenancy.binding.context_key import ContextKey
 
 OVERHEAD = Target("ratio", "<=", 1.05)
 

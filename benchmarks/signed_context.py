@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
-from rls_tenancy.context_key import ContextKey
+from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.testing.database import tenancy_database
 from rls_tenancy.testing.server import postgres_server
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-import rls_tenancy.alembic_ops  # noqa: F401  (registers op.enable_tenant_isolation)
-from rls_tenancy.migration_data import watch_untenanted_writes
-from rls_tenancy.urls import database_url
+import rls_tenancy.schema.alembic_ops  # noqa: F401  (registers op.enable_tenant_isolation)
+from rls_tenancy.binding.urls import database_url
+from rls_tenancy.schema.migration_data import watch_untenanted_writes
 
 VERSION_TABLE = "alembic_version_rls_tenancy"
 config = context.config

@@ -5,10 +5,9 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from rls_tenancy.audit import AuditEvent, log_event, log_security_event
-from rls_tenancy.binding import SETTING, USER_SETTING, bind_engine
+from rls_tenancy.binding import SETTING, USER_SETTING, ContextKey, bind_engine, unavailable_reason
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant, current_tenant_id, current_user_id, require_tenant_id
-from rls_tenancy.context_key import ContextKey
 from rls_tenancy.errors import (
     ContextKeyError,
     InsecureRoleError,
@@ -18,14 +17,9 @@ from rls_tenancy.errors import (
     TenantMismatchError,
     UsageError,
 )
-from rls_tenancy.mixin import TenantBoundMixin
-from rls_tenancy.models import Tenant
-from rls_tenancy.query import UNCONSTRAINED, TenantQuery
-from rls_tenancy.roles import RoleNames
-from rls_tenancy.scoping import scope_sessions
-from rls_tenancy.token_key import TokenKey
-from rls_tenancy.unavailable import unavailable_reason
-from rls_tenancy.users import User
+from rls_tenancy.identity import TokenKey, User
+from rls_tenancy.orm import UNCONSTRAINED, Tenant, TenantBoundMixin, TenantQuery, scope_sessions
+from rls_tenancy.schema import RoleNames
 
 __version__ = version("rls-tenancy")
 

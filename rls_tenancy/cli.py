@@ -25,15 +25,15 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
-from rls_tenancy import _context_key_cli
-from rls_tenancy.audit_chain import chain_heads, dump_anchors, load_anchors, verification_report
+from rls_tenancy.audit.chain import chain_heads, dump_anchors, load_anchors, verification_report
+from rls_tenancy.binding import _context_key_cli
+from rls_tenancy.binding.urls import database_url
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.doctor import as_json, as_table, exit_status, findings
 from rls_tenancy.errors import TenancyError
-from rls_tenancy.migrate import alembic_config, downgrade, upgrade
-from rls_tenancy.roles import RoleNames
-from rls_tenancy.token_key import TokenKey
-from rls_tenancy.urls import database_url
+from rls_tenancy.identity.token_key import TokenKey
+from rls_tenancy.schema.migrate import alembic_config, downgrade, upgrade
+from rls_tenancy.schema.roles import RoleNames
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -27,8 +27,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from rls_tenancy import UsageError, as_tenant, bind_engine
-from rls_tenancy.audit import log_event
-from rls_tenancy.audit_chain import (
+from rls_tenancy.audit._events import log_event
+from rls_tenancy.audit.chain import (
     ChainHead,
     ChainStatus,
     chain_heads,

@@ -26,10 +26,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from rls_tenancy import Tenant, UnsafeBypass, as_tenant
-from rls_tenancy.audit_chain import verify_chains
+from rls_tenancy.audit.chain import verify_chains
+from rls_tenancy.identity.tokens import issue_token
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.pgbouncer import APPLICATION_NAME, NoPgBouncerError, PgBouncer, find_pgbouncer, pgbouncer
-from rls_tenancy.tokens import issue_token
 from saas_demo.app import create_app
 from saas_demo.models import Project
 from tests.conftest import run_in_threads

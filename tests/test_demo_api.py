@@ -9,7 +9,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from rls_tenancy import UnsafeBypass, as_tenant
-from rls_tenancy.users import User
+from rls_tenancy.identity.users import User
 from saas_demo.seed import PASSWORD, Seeded
 from tests.fix_flask import bearer
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rls_tenancy._resources import install_scripts
+from rls_tenancy.schema._resources import install_scripts
 
 ROOT = Path(__file__).parent.parent
 PAGES = sorted([ROOT / "README.md", *(page for page in (ROOT / "docs").rglob("*.md") if "_build" not in page.parts)])

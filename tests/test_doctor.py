@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy.cli import main
 from rls_tenancy.doctor import Finding, findings
-from rls_tenancy.roles import RoleNames
+from rls_tenancy.schema.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
 from tests.conftest import ddl
@@ -1071,7 +1071,10 @@ def test_exemptions_the_app_role_could_write_are_ignored(
 @pytest.mark.usefixtures("stays_clean")
 def test_a_roles_table_naming_no_role_makes_the_doctor_fail_loudly(superuser_engine: Engine) -> None:
     tampered = ["UPDATE rls_tenancy.roles SET role_name = 'no_such_role_' || md5(random()::text) WHERE purpose = 'app'"]
-    with _planted(superuser_engine, tampered) as conn, pytest.raises(DBAPIError, match="rls_tenancy.roles names roles"):
+    with (
+        _planted(superuser_engine, tampered) as conn,
+        pytest.raises(DBAPIError, match="rls_tenancy.roles names roles"),
+    ):
         _findings(conn)
 
 

@@ -29,8 +29,8 @@ from sqlalchemy.exc import OperationalError, TimeoutError
 from sqlalchemy.orm import Session
 
 from rls_tenancy import RoleNames, UnsafeBypass, as_tenant, bind_engine, unavailable_reason
-from rls_tenancy.audit_chain import verify_chains
-from rls_tenancy.migrate import upgrade
+from rls_tenancy.audit.chain import verify_chains
+from rls_tenancy.schema.migrate import upgrade
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import require_signing, signing_requested
 from rls_tenancy.testing.proxy import RoundTripProxy

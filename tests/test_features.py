@@ -12,9 +12,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from rls_tenancy import UnsafeBypass, as_tenant
-from rls_tenancy.audit import event_origin
+from rls_tenancy.audit._events import event_origin
 from rls_tenancy.errors import NoTenantError, OverrideNotAllowedError, UnknownFeatureError, UsageError
-from rls_tenancy.feature_overrides import (
+from rls_tenancy.features._declare import EVERY_SCOPE, Feature, FeatureRegistry, rollout_position
+from rls_tenancy.features.flags import Flags, current_flags, flags_for
+from rls_tenancy.features.overrides import (
     clear_global_override,
     clear_override,
     list_overrides,
@@ -22,9 +24,7 @@ from rls_tenancy.feature_overrides import (
     set_global_override,
     set_override,
 )
-from rls_tenancy.features import EVERY_SCOPE, Feature, FeatureRegistry, rollout_position
-from rls_tenancy.flags import Flags, current_flags, flags_for
-from rls_tenancy.users import User
+from rls_tenancy.identity.users import User
 from tests.conftest import World
 
 # (key, scope, first 8 bytes of SHA-256(key 0x00 scope)): if these change, every rollout reshuffles.

@@ -31,10 +31,10 @@ from rls_tenancy import AuditEvent, UnsafeBypass, as_tenant, bind_engine, log_ev
 from rls_tenancy.cli import main as rls_tenancy_main
 from rls_tenancy.flask import log, require_scopes, state
 from rls_tenancy.flask import log_security_event as flask_log_security_event
-from rls_tenancy.models import Tenant
+from rls_tenancy.identity.tokens import issue_token, revoke_token
+from rls_tenancy.identity.users import User, email_matches
+from rls_tenancy.orm.models import Tenant
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
-from rls_tenancy.tokens import issue_token, revoke_token
-from rls_tenancy.users import User, email_matches
 from saas_demo.app import create_app
 from saas_demo.models import Project
 from saas_demo.seed import PASSWORD, Seeded

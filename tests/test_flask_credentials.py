@@ -11,10 +11,10 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import sessionmaker
 
-from rls_tenancy import tokens
 from rls_tenancy.errors import AuthenticationError
 from rls_tenancy.flask import Tenancy, get_current_tenant, get_current_user, resolvers, state
-from rls_tenancy.models import TenancyBase
+from rls_tenancy.identity import tokens
+from rls_tenancy.orm.models import TenancyBase
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
 from saas_demo.models import Base

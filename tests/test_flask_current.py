@@ -21,9 +21,9 @@ from rls_tenancy.flask import (
     login,
     require_scopes,
 )
+from rls_tenancy.identity.tokens import issue_token
+from rls_tenancy.identity.users import User
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.tokens import issue_token
-from rls_tenancy.users import User
 from saas_demo.seed import Seeded
 from tests.fix_flask import bearer
 

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 
 from rls_tenancy import as_tenant
 from rls_tenancy.errors import UnknownFeatureError
-from rls_tenancy.features import Feature, FeatureRegistry
+from rls_tenancy.features._declare import Feature, FeatureRegistry
+from rls_tenancy.features.openfeature import TenancyFlagProvider
 from rls_tenancy.flask import Tenancy
 from rls_tenancy.flask.features import feature_enabled, request_flags
-from rls_tenancy.openfeature import TenancyFlagProvider
+from rls_tenancy.identity.tokens import issue_token
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.tokens import issue_token
 from saas_demo.features import BETA_REPORTS, NEW_DASHBOARD, NEW_SIGN_IN_FLOW
 from saas_demo.seed import PASSWORD, Seeded
 from tests.fix_flask import bearer

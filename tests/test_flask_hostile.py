@@ -21,10 +21,11 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from rls_tenancy import Tenant, UnsafeBypass, as_tenant, tokens
-from rls_tenancy.binding import begin_bound_with
+from rls_tenancy import Tenant, UnsafeBypass, as_tenant
+from rls_tenancy.binding._engine import begin_bound_with
+from rls_tenancy.identity import tokens
+from rls_tenancy.identity.tokens import issue_token, revoke_token
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.tokens import issue_token, revoke_token
 from saas_demo.app import create_app
 from saas_demo.models import Project
 from saas_demo.seed import Seeded

@@ -20,8 +20,8 @@ from werkzeug.test import TestResponse
 
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, User, as_tenant, bind_engine
 from rls_tenancy.flask import Tenancy, require_scopes
+from rls_tenancy.identity.tokens import issue_token
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.tokens import issue_token
 from saas_demo.models import Project
 from tests.fix_flask import bearer
 

@@ -11,8 +11,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy import RoleNames
-from rls_tenancy._resources import install_scripts, sql_script
-from rls_tenancy.migrate import upgrade
+from rls_tenancy.schema._resources import install_scripts, sql_script
+from rls_tenancy.schema.migrate import upgrade
 from rls_tenancy.testing import empty_database
 from tests.conftest import ddl
 

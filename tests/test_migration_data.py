@@ -18,8 +18,13 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL
 
-from rls_tenancy.migrate import upgrade
-from rls_tenancy.migration_data import UntenantedWriteWarning, as_bypass_role, each_tenant, watch_untenanted_writes
+from rls_tenancy.schema.migrate import upgrade
+from rls_tenancy.schema.migration_data import (
+    UntenantedWriteWarning,
+    as_bypass_role,
+    each_tenant,
+    watch_untenanted_writes,
+)
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
 from tests.conftest import DEMO_ALEMBIC_INI, SIGN_WHERE_REQUIRED, ddl
 
@@ -217,7 +222,7 @@ def test_no_warning_for_writes_that_changed_rows_or_escape_rls(
 REVISION = """
 from alembic import op
 
-from rls_tenancy.migration_data import as_bypass_role, each_tenant
+from rls_tenancy.schema.migration_data import as_bypass_role, each_tenant
 
 revision = "data_0001"
 down_revision = "saas_0002"

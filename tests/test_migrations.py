@@ -18,10 +18,15 @@ from sqlalchemy import BigInteger, Column, Engine, ForeignKey, Integer, MetaData
 from sqlalchemy.engine import URL
 
 from rls_tenancy import RoleNames
-from rls_tenancy._resources import install_scripts, sql_script
-from rls_tenancy.alembic_ops import DisableTenantIsolationOp, EnableTenantIsolationOp, ShareTableOp, UnshareTableOp
-from rls_tenancy.migrate import downgrade, upgrade, versions_path
-from rls_tenancy.models import TenancyBase
+from rls_tenancy.orm.models import TenancyBase
+from rls_tenancy.schema._resources import install_scripts, sql_script
+from rls_tenancy.schema.alembic_ops import (
+    DisableTenantIsolationOp,
+    EnableTenantIsolationOp,
+    ShareTableOp,
+    UnshareTableOp,
+)
+from rls_tenancy.schema.migrate import downgrade, upgrade, versions_path
 from rls_tenancy.testing import empty_database, tenancy_database
 from saas_demo.models import Base
 from tests.conftest import DEMO_ALEMBIC_INI
@@ -298,7 +303,7 @@ APP_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-import rls_tenancy.alembic_ops  # noqa: F401
+import rls_tenancy.schema.alembic_ops  # noqa: F401
 
 revision = "app_0001"
 down_revision = None
@@ -322,7 +327,7 @@ from sqlalchemy import create_engine, pool
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rls_tenancy import TenantBoundMixin
-from rls_tenancy.alembic_branch import app_branch
+from rls_tenancy.schema.alembic_branch import app_branch
 
 
 class Base(DeclarativeBase):

@@ -63,8 +63,8 @@ def test_installed_wheel_finds_its_files(wheel: Path, tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(tmp_path)
     probe = (
         "from alembic.util import coerce_resource_to_filename as resource\n"
-        "from rls_tenancy._resources import data_dir, sql_script\n"
-        "from rls_tenancy.migrate import versions_path\n"
+        "from rls_tenancy.schema._resources import data_dir, sql_script\n"
+        "from rls_tenancy.schema.migrate import versions_path\n"
         "print(data_dir('sql')); print(versions_path())\n"
         "print(resource('rls_tenancy:migrations/versions'))\n"
         "assert 'current_tenant_id' in sql_script('002_context.sql')\n"
@@ -96,8 +96,8 @@ ADOPTER_ENV = """
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-import rls_tenancy.alembic_ops
-from rls_tenancy.alembic_branch import app_branch
+import rls_tenancy.schema.alembic_ops
+from rls_tenancy.schema.alembic_branch import app_branch
 from models import Base
 
 config = context.config
@@ -115,7 +115,7 @@ from sqlalchemy import BigInteger, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rls_tenancy import TenantBoundMixin
-from rls_tenancy.tenant_keys import tenant_foreign_key
+from rls_tenancy.orm.tenant_keys import tenant_foreign_key
 
 
 class Base(DeclarativeBase):

@@ -45,7 +45,7 @@ scope_sessions(NoteSession)
 ENV = """
 from alembic import context
 
-import rls_tenancy.alembic_ops  # noqa: F401
+import rls_tenancy.schema.alembic_ops  # noqa: F401
 
 context.configure(connection=context.config.attributes["connection"], transactional_ddl=True)
 with context.begin_transaction():
@@ -82,7 +82,7 @@ from sqlalchemy.orm import sessionmaker
 
 from notes_app import NoteSession
 from rls_tenancy import bind_engine
-from rls_tenancy.migrate import versions_path
+from rls_tenancy.schema.migrate import versions_path
 
 HERE = Path(__file__).parent
 

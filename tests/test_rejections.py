@@ -18,8 +18,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from rls_tenancy import AuditEvent
+from rls_tenancy.audit.rejections import rejection_log
 from rls_tenancy.errors import UsageError
-from rls_tenancy.rejections import rejection_log
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.app import create_app
 from saas_demo.seed import PASSWORD, Seeded

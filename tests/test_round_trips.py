@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
 from rls_tenancy import as_tenant, bind_engine
-from rls_tenancy._begin import begin_command, begin_with, begin_with_async, can_begin_with
-from rls_tenancy.binding import begin_bound_with
+from rls_tenancy.binding._begin import begin_command, begin_with, begin_with_async, can_begin_with
+from rls_tenancy.binding._engine import begin_bound_with
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
 from saas_demo.models import Project, Task

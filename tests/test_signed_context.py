@@ -23,16 +23,17 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
-from rls_tenancy import ContextKeyError, as_tenant, bind_engine, tokens
-from rls_tenancy._resources import install_scripts, sql_script
+from rls_tenancy import ContextKeyError, as_tenant, bind_engine
+from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.cli import main
-from rls_tenancy.context_key import ContextKey
-from rls_tenancy.migration_data import each_tenant
+from rls_tenancy.identity import tokens
+from rls_tenancy.identity.tokens import authenticate_in_transaction, issue_token, parse_token
+from rls_tenancy.schema._resources import install_scripts, sql_script
+from rls_tenancy.schema.migration_data import each_tenant
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing._sabotage import skip_signature_check
 from rls_tenancy.testing.database import require_signing, tenancy_database
 from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
-from rls_tenancy.tokens import authenticate_in_transaction, issue_token, parse_token
 from saas_demo.app import create_app
 from tests.conftest import DEMO_ALEMBIC_INI
 

@@ -12,10 +12,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from rls_tenancy import InsecureRoleError, UnsafeBypass, as_tenant, bind_engine
-from rls_tenancy._resources import install_scripts, sql_script
+from rls_tenancy.identity.tokens import issue_token, parse_token, revoke_token
+from rls_tenancy.schema._resources import install_scripts, sql_script
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
-from rls_tenancy.tokens import issue_token, parse_token, revoke_token
 from tests.conftest import World, ddl
 
 #: What the tenant policies say, as pg_get_expr() shows them (rls_tenancy.tenant_condition()).

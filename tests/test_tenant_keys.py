@@ -48,8 +48,8 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.expression import ClauseElement
 
 from rls_tenancy import Tenant, TenantBoundMixin, UsageError, User, as_tenant
-from rls_tenancy.alembic_ops import AddTenantForeignKeyOp
-from rls_tenancy.tenant_keys import tenant_foreign_key, tenant_key
+from rls_tenancy.orm.tenant_keys import tenant_foreign_key, tenant_key
+from rls_tenancy.schema.alembic_ops import AddTenantForeignKeyOp
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
 from saas_demo.models import Base, Project, Task
 from tests.conftest import World, bind_then_become
@@ -449,7 +449,7 @@ REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-import rls_tenancy.alembic_ops  # noqa: F401
+import rls_tenancy.schema.alembic_ops  # noqa: F401
 
 revision = "keys_0001"
 down_revision = None

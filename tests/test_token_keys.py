@@ -22,12 +22,12 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 from rls_tenancy import AuditEvent, TokenKey, as_tenant
+from rls_tenancy.audit.rejections import rejection_log
 from rls_tenancy.cli import main as cli_main
 from rls_tenancy.errors import AuthenticationError, UsageError
-from rls_tenancy.rejections import rejection_log
+from rls_tenancy.identity.token_key import ENVIRONMENT, token_keys
+from rls_tenancy.identity.tokens import authenticate_token, issue_token, revoke_token
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.token_key import ENVIRONMENT, token_keys
-from rls_tenancy.tokens import authenticate_token, issue_token, revoke_token
 from saas_demo.app import create_app
 from saas_demo.seed import Seeded
 from tests.fix_flask import bearer

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from rls_tenancy.audit import ACTION_PATTERN, MAX_PAGE, read_events
 from rls_tenancy.errors import UnknownFeatureError
-from rls_tenancy.feature_overrides import list_overrides
 from rls_tenancy.features import EVERY_SCOPE, Feature
+from rls_tenancy.features.overrides import list_overrides
 from rls_tenancy.flask import (
     authenticate_user,
     get_current_language,
@@ -26,7 +26,7 @@ from rls_tenancy.flask import (
     state,
 )
 from rls_tenancy.flask.features import clear_feature_override, request_flags, set_feature_override
-from rls_tenancy.models import storable
+from rls_tenancy.orm.models import storable
 from saas_demo.models import STATUSES, Plan, Project
 
 api = Blueprint("api", __name__, url_prefix="/api")

@@ -28,10 +28,10 @@ from sqlalchemy.engine import URL
 from werkzeug.serving import make_server
 
 from rls_tenancy import ContextKey, TokenKey, UnsafeBypass, as_tenant, bind_engine
-from rls_tenancy.audit_chain import verification_report
+from rls_tenancy.audit.chain import verification_report
+from rls_tenancy.binding import database_url
 from rls_tenancy.testing import postgres_server, tenancy_database
 from rls_tenancy.testing.database import require_signing
-from rls_tenancy.urls import database_url
 from saas_demo.app import create_app
 from saas_demo.models import Project
 from saas_demo.seed import PASSWORD, Seeded, seed

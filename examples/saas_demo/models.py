@@ -6,7 +6,7 @@ from sqlalchemy import CheckConstraint, Identity, Integer, PrimaryKeyConstraint,
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from rls_tenancy import TenantBoundMixin
-from rls_tenancy.tenant_keys import tenant_foreign_key
+from rls_tenancy.orm.tenant_keys import tenant_foreign_key
 
 
 class Base(DeclarativeBase):

@@ -8,9 +8,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from rls_tenancy import Tenant, UnsafeBypass, as_tenant
-from rls_tenancy.token_key import TokenKey, token_keys
-from rls_tenancy.tokens import issue_token
-from rls_tenancy.users import User
+from rls_tenancy.identity import User
+from rls_tenancy.identity.token_key import TokenKey, token_keys
+from rls_tenancy.identity.tokens import issue_token
 from saas_demo.models import Plan, Project, Task
 
 PASSWORD = "correct horse battery staple"

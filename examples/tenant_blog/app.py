@@ -12,8 +12,8 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from rls_tenancy import TenantQuery
+from rls_tenancy.binding import database_url
 from rls_tenancy.flask import Tenancy
-from rls_tenancy.urls import database_url
 from tenant_blog import auth, blog
 
 tenancy = Tenancy()

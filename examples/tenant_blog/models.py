@@ -13,7 +13,7 @@ from sqlalchemy import BigInteger, DateTime, Identity, Integer, PrimaryKeyConstr
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from rls_tenancy import TenantBoundMixin, User
-from rls_tenancy.tenant_keys import tenant_foreign_key
+from rls_tenancy.orm.tenant_keys import tenant_foreign_key
 
 
 class Base(DeclarativeBase):

@@ -17,7 +17,7 @@ from rls_tenancy.flask.current import (
 from rls_tenancy.flask.extension import Tenancy
 from rls_tenancy.flask.resolvers import Resolution, Resolver
 from rls_tenancy.flask.state import TenancyState, state
-from rls_tenancy.users import User
+from rls_tenancy.identity.users import User
 
 __all__ = [
     "CONVERTERS",

@@ -19,24 +19,24 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
-from rls_tenancy.audit import log_event
-from rls_tenancy.audit_chain import chain_heads, dump_anchors, load_anchors, purge, verification_report
+from rls_tenancy.audit._events import log_event
+from rls_tenancy.audit.chain import chain_heads, dump_anchors, load_anchors, purge, verification_report
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant
 from rls_tenancy.doctor import as_json, as_table, exit_status, findings
 from rls_tenancy.errors import TenancyError
-from rls_tenancy.feature_overrides import (
+from rls_tenancy.features._declare import EVERY_SCOPE
+from rls_tenancy.features.overrides import (
     clear_global_override,
     clear_override,
     list_overrides,
     set_global_override,
     set_override,
 )
-from rls_tenancy.features import EVERY_SCOPE
 from rls_tenancy.flask.state import state
-from rls_tenancy.models import Tenant
-from rls_tenancy.tokens import issue_token, revoke_token
-from rls_tenancy.users import User, email_matches
+from rls_tenancy.identity.tokens import issue_token, revoke_token
+from rls_tenancy.identity.users import User, email_matches
+from rls_tenancy.orm.models import Tenant
 
 
 @click.group("tenancy")

@@ -19,14 +19,14 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 from werkzeug.datastructures import LanguageAccept
 
-from rls_tenancy.audit import log_security_event
+from rls_tenancy.audit._events import log_security_event
+from rls_tenancy.audit.rejections import rejection_log
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
 from rls_tenancy.flask.resolvers import SESSION_KEY, Resolution, is_row_id
 from rls_tenancy.flask.state import rejection_window, request_state, state
-from rls_tenancy.models import SLUG_PATTERN, Tenant, storable
-from rls_tenancy.rejections import rejection_log
-from rls_tenancy.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches
+from rls_tenancy.identity.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches
+from rls_tenancy.orm.models import SLUG_PATTERN, Tenant, storable
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 ANONYMOUS = frozenset({"anonymous"})

@@ -3,7 +3,7 @@
 Registered by :class:`~rls_tenancy.flask.Tenancy` for its own error classes,
 and for SQLAlchemy's ``OperationalError`` and pool ``TimeoutError``: a lost
 connection, a restarting server, a full pool or a statement timeout is a 503
-with ``Retry-After``, not a 500 (see :mod:`rls_tenancy.unavailable`).
+with ``Retry-After``, not a 500 (see :mod:`rls_tenancy.binding.unavailable`).
 
 Input the database cannot take is a 400, not a 500, so that a view written
 naively (``<int:id>`` against an ``integer`` column, a form's text straight
@@ -30,6 +30,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify
 from sqlalchemy import exc
 
+from rls_tenancy.binding.unavailable import unavailable_reason
 from rls_tenancy.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -39,7 +40,6 @@ from rls_tenancy.errors import (
     UnknownTenantError,
     UsageError,
 )
-from rls_tenancy.unavailable import unavailable_reason
 
 REALM = "api"
 

@@ -3,15 +3,15 @@
 ``feature_enabled("new-dashboard")`` in a view or a template (a template
 global) evaluates a declared feature for the request's scopes; the first
 evaluation in a request loads the overrides for all of them at once, the
-rest are in memory (:class:`~rls_tenancy.flags.Flags`). ``Feature.evaluate()``
+rest are in memory (:class:`~rls_tenancy.features.flags.Flags`). ``Feature.evaluate()``
 works the same inside a request.
 """
 
 from __future__ import annotations
 
 from rls_tenancy.errors import InvalidRequestError, UnknownFeatureError, UsageError
-from rls_tenancy.feature_overrides import Override, clear_override, set_override
-from rls_tenancy.features import Feature
+from rls_tenancy.features._declare import Feature
+from rls_tenancy.features.overrides import Override, clear_override, set_override
 from rls_tenancy.flask.current import get_current_scopes
 from rls_tenancy.flask.state import request_flags, state
 

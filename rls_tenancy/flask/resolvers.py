@@ -20,13 +20,12 @@ from sqlalchemy import Engine, exc, func, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
-from rls_tenancy.binding import begin_bound_with
+from rls_tenancy.audit.rejections import WINDOW, rejection_log
+from rls_tenancy.binding._engine import begin_bound_with
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
-from rls_tenancy.models import SLUG_PATTERN
-from rls_tenancy.rejections import WINDOW, rejection_log
-from rls_tenancy.token_key import TokenKey
-from rls_tenancy.tokens import (
+from rls_tenancy.identity.token_key import TokenKey
+from rls_tenancy.identity.tokens import (
     MAX_TOKEN_LENGTH,
     TokenIdentity,
     authenticate_in_transaction,
@@ -35,7 +34,8 @@ from rls_tenancy.tokens import (
     refuse_ended,
     remember_ended,
 )
-from rls_tenancy.users import User
+from rls_tenancy.identity.users import User
+from rls_tenancy.orm.models import SLUG_PATTERN
 
 #: The key under which :func:`~rls_tenancy.flask.login` keeps the user in the session.
 SESSION_KEY = "rls_tenancy"
@@ -73,19 +73,19 @@ def token_resolver(
     the chain without a tenant (the tenant a forged token names is only a
     claim, kept in the event's data). Events go through ``audit_engine``
     (default: ``engine``). Repeated rejections from one source are one event
-    and a count per ``rejection_window`` seconds (:mod:`rls_tenancy.rejections`;
+    and a count per ``rejection_window`` seconds (:mod:`rls_tenancy.audit.rejections`;
     0 writes each).
 
     ``session`` gives the request's Session (the extension passes it): the
     lookup is then the first statement of the request's own transaction
-    (:func:`~rls_tenancy.tokens.authenticate_in_transaction`), which costs
+    (:func:`~rls_tenancy.identity.tokens.authenticate_in_transaction`), which costs
     the request no connection of its own and rides in the round trip that
     begins its transaction; a token that does
     not hold rolls that transaction back. Without it, or when that Session
     is already in a transaction, the lookup runs alone in autocommit.
 
     ``token_keys``: a token must carry the mark of one of them
-    (:mod:`rls_tenancy.token_key`), checked before any lookup, so made-up
+    (:mod:`rls_tenancy.identity.token_key`), checked before any lookup, so made-up
     tokens cost no round trip; ``accept_unmarked`` looks up tokens without
     it too, while tokens issued before the keys are replaced.
     """
@@ -202,7 +202,7 @@ def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = 
 
 
 #: The cookie's check for libpq, sent with the transaction's BEGIN and binding
-#: (:func:`~rls_tenancy.binding.begin_bound_with`), which binds the cookie's
+#: (:func:`~rls_tenancy.binding._engine.begin_bound_with`), which binds the cookie's
 #: user beside its tenant (and signs both, with a context key): row level
 #: security on users finds the user only in the tenant bound.
 _USER_WIRE = b"SELECT u.id FROM rls_tenancy.users AS u WHERE u.id = $1::bigint"

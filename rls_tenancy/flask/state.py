@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import Acting
 from rls_tenancy.errors import UsageError
-from rls_tenancy.features import NO_VALUES, REGISTRY, FeatureRegistry
-from rls_tenancy.flags import Flags
+from rls_tenancy.features._declare import NO_VALUES, REGISTRY, FeatureRegistry
+from rls_tenancy.features.flags import Flags
 from rls_tenancy.flask.resolvers import Resolution, Resolver
-from rls_tenancy.token_key import TokenKey
+from rls_tenancy.identity.token_key import TokenKey
 
 EXTENSION_KEY = "rls_tenancy"
 
@@ -83,7 +83,7 @@ REQUEST_KEY = "rls_tenancy.request"
 
 
 def request_flags() -> Flags:
-    """This request's :class:`~rls_tenancy.flags.Flags`, made on first use."""
+    """This request's :class:`~rls_tenancy.features.flags.Flags`, made on first use."""
     if not has_request_context():
         raise UsageError(NO_VALUES)
     cache = request_state().cache

@@ -13,10 +13,10 @@ from alembic.config import Config
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from rls_tenancy._signing import ENVIRONMENT, configured_key
-from rls_tenancy.context_key import ContextKey
-from rls_tenancy.migrate import upgrade
-from rls_tenancy.roles import RoleNames
+from rls_tenancy.binding._signing import ENVIRONMENT, configured_key
+from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.schema.migrate import upgrade
+from rls_tenancy.schema.roles import RoleNames
 
 #: Set (to anything but 0 or empty) to make every test database require a signed context.
 SIGNED_ENVIRONMENT = "RLS_TENANCY_TEST_SIGNED"

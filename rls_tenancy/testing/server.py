@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from rls_tenancy.urls import database_url
+from rls_tenancy.binding.urls import database_url
 
 ENV_URL = "RLS_TENANCY_TEST_DATABASE_URL"
 ENV_ORDER = "RLS_TENANCY_TEST_POSTGRES"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-import rls_tenancy.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation
-from rls_tenancy.alembic_branch import app_branch
-from rls_tenancy.migration_data import watch_untenanted_writes
-from rls_tenancy.urls import database_url
+import rls_tenancy.schema.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation
+from rls_tenancy.binding import database_url
+from rls_tenancy.schema import app_branch
+from rls_tenancy.schema.migration_data import watch_untenanted_writes
 from saas_demo.models import Base
 
 config = context.config

@@ -6,9 +6,9 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 # tutorial: env
-import rls_tenancy.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation & co.
-from rls_tenancy.alembic_branch import app_branch
-from rls_tenancy.urls import database_url
+import rls_tenancy.schema.alembic_ops  # noqa: F401  rls_tenancy: registers op.enable_tenant_isolation & co.
+from rls_tenancy.binding import database_url
+from rls_tenancy.schema import app_branch
 from tenant_blog.models import Base
 
 
@@ -27,7 +27,7 @@ def run(connection: Connection) -> None:
 
 
 def main() -> None:
-    given = context.config.attributes.get("connection")  # rls_tenancy.migrate.upgrade() passes one
+    given = context.config.attributes.get("connection")  # rls_tenancy.schema.migrate.upgrade() passes one
     if isinstance(given, Connection):
         run(given)
         return

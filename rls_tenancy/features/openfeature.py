@@ -1,7 +1,7 @@
 """An OpenFeature provider for rls_tenancy's feature flags (extra ``openfeature``).
 
     from openfeature import api
-    from rls_tenancy.openfeature import TenancyFlagProvider
+    from rls_tenancy.features.openfeature import TenancyFlagProvider
 
     api.set_provider(TenancyFlagProvider())
     api.get_client().get_boolean_value("new-dashboard", False)   # inside a request or flags_for()
@@ -25,7 +25,7 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Re
 from openfeature.provider import AbstractProvider, Metadata
 
 from rls_tenancy.errors import UnknownFeatureError, UsageError
-from rls_tenancy.flags import Flags, current_flags
+from rls_tenancy.features.flags import Flags, current_flags
 
 _REASONS = {
     "global-override": Reason.TARGETING_MATCH,
@@ -36,7 +36,7 @@ _REASONS = {
 
 
 class TenancyFlagProvider(AbstractProvider):
-    """Boolean flags from :mod:`rls_tenancy.features`, for the OpenFeature SDK."""
+    """Boolean flags from :mod:`rls_tenancy.features._declare`, for the OpenFeature SDK."""
 
     def __init__(self, flags: Callable[[], Flags] = current_flags) -> None:
         super().__init__()

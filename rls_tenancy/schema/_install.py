@@ -15,8 +15,8 @@ from alembic import op
 from psycopg import sql
 from sqlalchemy import text as sa_text
 
-from rls_tenancy._resources import UNINSTALL_SCRIPT, install_scripts, sql_script
-from rls_tenancy.roles import RoleNames
+from rls_tenancy.schema._resources import UNINSTALL_SCRIPT, install_scripts, sql_script
+from rls_tenancy.schema.roles import RoleNames
 
 #: ``Config.attributes`` key through which a program passes :class:`RoleNames`.
 ROLES_ATTRIBUTE = "rls_tenancy.roles"

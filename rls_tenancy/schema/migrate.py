@@ -2,7 +2,7 @@
 
 Standalone::
 
-    from rls_tenancy.migrate import upgrade
+    from rls_tenancy.schema.migrate import upgrade
     upgrade("postgresql://dba@host/app")
 
 Inside an application's Alembic setup, list ``rls_tenancy:migrations/versions``
@@ -19,10 +19,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, create_engine, pool
 
-from rls_tenancy._resources import data_dir
-from rls_tenancy.install import ROLES_ATTRIBUTE
-from rls_tenancy.roles import RoleNames
-from rls_tenancy.urls import database_url
+from rls_tenancy.binding.urls import database_url
+from rls_tenancy.schema._install import ROLES_ATTRIBUTE
+from rls_tenancy.schema._resources import data_dir
+from rls_tenancy.schema.roles import RoleNames
 
 
 def versions_path() -> Path:

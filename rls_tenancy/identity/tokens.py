@@ -3,7 +3,7 @@
 A token reads ``rlst_<tenant id>_<43 random characters>``. Only its SHA-256
 reaches the database, and only through the ``SECURITY DEFINER`` functions of
 ``sql/007_tokens.sql``: the application role can neither read the hashes nor
-list another tenant's tokens. Issued under a :class:`~rls_tenancy.token_key.TokenKey`,
+list another tenant's tokens. Issued under a :class:`~rls_tenancy.identity.token_key.TokenKey`,
 a token carries a mark that the application checks before any lookup.
 """
 
@@ -23,14 +23,14 @@ from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, func, l
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 from sqlalchemy.types import Text
 
-from rls_tenancy._affinity import serving_user
-from rls_tenancy.audit import Executor, log_event
-from rls_tenancy.binding import adopt_user, begin_bound_with
+from rls_tenancy.audit._events import Executor, log_event
+from rls_tenancy.binding._affinity import serving_user
+from rls_tenancy.binding._engine import adopt_user, begin_bound_with
 from rls_tenancy.context import as_tenant, require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
-from rls_tenancy.models import storable
-from rls_tenancy.token_key import TokenKey
-from rls_tenancy.users import check_scopes
+from rls_tenancy.identity.token_key import TokenKey
+from rls_tenancy.identity.users import check_scopes
+from rls_tenancy.orm.models import storable
 
 _TOKEN = re.compile(r"rlst_([1-9][0-9]{0,18})_([A-Za-z0-9_-]{43})\Z")
 _BIGINT_MAX = 2**63 - 1
@@ -187,7 +187,7 @@ def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> To
 
 
 #: The same lookup for libpq, sent with the transaction's BEGIN and binding
-#: (:func:`~rls_tenancy.binding.begin_bound_with`) and read here: the scopes
+#: (:func:`~rls_tenancy.binding._engine.begin_bound_with`) and read here: the scopes
 #: come as JSON text, which needs no array parser.
 _AUTHENTICATE_WIRE = (
     b"SELECT f.token_id, f.user_id, pg_catalog.array_to_json(f.scopes)::text, f.status"
@@ -234,7 +234,7 @@ def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: in
 
 
 #: The user each token this process authenticated acts for, by hash (a guess
-#: :func:`~rls_tenancy.binding.adopt_user` checks; bounded, cleared when full).
+#: :func:`~rls_tenancy.binding._engine.adopt_user` checks; bounded, cleared when full).
 _USERS: dict[bytes, int | None] = {}
 _UNKNOWN = object()
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from rls_tenancy.context_key import ContextKey
+from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.errors import ContextKeyError
 
 #: Where configuration gives the key: ``<slot>:<32 hex digits>``.

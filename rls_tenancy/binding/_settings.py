@@ -13,7 +13,7 @@ from psycopg import sql
 TENANT = "app.current_tenant"
 #: The acting user the audit log and the user functions read (``rls_tenancy.current_user_id()``).
 USER = "app.current_user_id"
-#: The proof beside both, where the database requires a signed context (:mod:`rls_tenancy.context_key`).
+#: The proof beside both, where the database requires a signed context (:mod:`rls_tenancy.binding.context_key`).
 PROOF = "app.context_proof"
 
 

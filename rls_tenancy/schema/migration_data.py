@@ -4,7 +4,7 @@ Tenant tables force row level security on their owner too, so a data
 migration running as the owner with no tenant bound sees no rows and changes
 none, silently. In a migration, say which it should be::
 
-    from rls_tenancy.migration_data import as_bypass_role, each_tenant
+    from rls_tenancy.schema.migration_data import as_bypass_role, each_tenant
 
     def upgrade():
         for tenant_id in each_tenant():          # as the owner role, one tenant bound at a time
@@ -30,7 +30,7 @@ from psycopg import sql
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError
 
-from rls_tenancy import _settings
+from rls_tenancy.binding import _settings
 
 _CURRENT = text(
     sql.SQL(
@@ -141,7 +141,7 @@ def _check_write(
     if applies and applies[0] and not (tenant and tenant[0]):
         warnings.warn(
             "this write changed no row while no tenant was bound; under FORCE ROW LEVEL SECURITY a "
-            "migration sees no tenant's rows. Use rls_tenancy.migration_data.each_tenant() or "
+            "migration sees no tenant's rows. Use rls_tenancy.schema.migration_data.each_tenant() or "
             f"as_bypass_role(): {statement.strip()[:120]}",
             UntenantedWriteWarning,
             stacklevel=2,

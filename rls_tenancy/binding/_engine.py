@@ -12,7 +12,7 @@ string, which the policies read as "no rows". A user changed mid-transaction
 (the tenant staying the same) is bound again before the next statement.
 
 The binding costs no round trip of its own: it goes out with the
-transaction's ``BEGIN`` in one libpq pipeline sync (:mod:`rls_tenancy._begin`),
+transaction's ``BEGIN`` in one libpq pipeline sync (:mod:`rls_tenancy.binding._begin`),
 on sync and asyncio engines alike.
 
 The hook is a dialect event (``do_execute`` and its two siblings), not a
@@ -57,15 +57,15 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
-from rls_tenancy import _driver_guard, _settings, _signing
-from rls_tenancy._affinity import NEVER as _NEVER
-from rls_tenancy._affinity import SERVED as _SERVED
-from rls_tenancy._affinity import SERVED_USER as _SERVED_USER
-from rls_tenancy._affinity import prefer_last_tenant, served_user
-from rls_tenancy._begin import Statement, begin_with, begin_with_async, can_begin_with
-from rls_tenancy._role_checks import verify_app_role
+from rls_tenancy.binding import _driver_guard, _settings, _signing
+from rls_tenancy.binding._affinity import NEVER as _NEVER
+from rls_tenancy.binding._affinity import SERVED as _SERVED
+from rls_tenancy.binding._affinity import SERVED_USER as _SERVED_USER
+from rls_tenancy.binding._affinity import prefer_last_tenant, served_user
+from rls_tenancy.binding._begin import Statement, begin_with, begin_with_async, can_begin_with
+from rls_tenancy.binding._role_checks import verify_app_role
+from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.context import acting
-from rls_tenancy.context_key import ContextKey
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
 
 if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
@@ -76,7 +76,7 @@ SETTING = _settings.TENANT
 #: The setting the audit log reads, through ``rls_tenancy.current_user_id()``.
 USER_SETTING = _settings.USER
 
-# The proof beside the ids (:mod:`rls_tenancy.context_key`): empty when the engine has no key.
+# The proof beside the ids (:mod:`rls_tenancy.binding.context_key`): empty when the engine has no key.
 _BOUND_SETTINGS = (_settings.TENANT, _settings.USER, _settings.PROOF)
 _BIND = _settings.set_configs(_BOUND_SETTINGS, ("%s", "%s", "%s"))  # psycopg's placeholders
 _BIND_WIRE = _settings.set_configs(_BOUND_SETTINGS, ("$1", "$2", "$3")).encode()  # libpq's, for the pipeline
@@ -87,7 +87,7 @@ _REBIND_USER = _settings.set_configs(_BOUND_SETTINGS[1:], ("%s", "%s"))
 #: PLANS``, which would make every PL/pgSQL function plan again (measured:
 #: +300 µs of CPU on the next audited event). ``RESET ALL`` also ends a
 #: session-wide ``app.current_tenant``; role defaults for it are refused at
-#: connect (:mod:`rls_tenancy._role_checks`). In front of a bound
+#: connect (:mod:`rls_tenancy.binding._role_checks`). In front of a bound
 #: transaction's ``BEGIN`` the same is one call, :data:`_RESET_WIRE`, which
 #: keeps psycopg's intact prepared statements.
 SESSION_RESET = (
@@ -141,13 +141,13 @@ def bind_engine(engine: _E, *, verify_role: bool = True, context_key: ContextKey
     The hook is on the engine's dialect, which engines derived with
     ``execution_options()`` share: they are bound too. A plain ``QueuePool``
     (the default) then hands an idle connection back to the tenant it last
-    served, when there is one (:mod:`rls_tenancy._affinity`). With ``verify_role``
+    served, when there is one (:mod:`rls_tenancy.binding._affinity`). With ``verify_role``
     (the default), each new connection first checks that its login role
     cannot escape row level security, and raises
     :class:`~rls_tenancy.InsecureRoleError` if it can. With ``context_key``
     (or ``RLS_TENANCY_CONTEXT_KEY`` in the environment), every binding
     carries a proof made with it, which a database requiring a signed
-    context checks (:mod:`rls_tenancy.context_key`); each new connection
+    context checks (:mod:`rls_tenancy.binding.context_key`); each new connection
     checks the key against the database's first, and raises
     :class:`~rls_tenancy.ContextKeyError` when it does not fit. Idempotent;
     returns ``engine``.
@@ -226,7 +226,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     libpq without pipeline mode): the caller then runs the statement as
     usual. A failure raises SQLAlchemy's wrapping of psycopg's error.
 
-    Inside :func:`~rls_tenancy._affinity.serving_user` (the user a token
+    Inside :func:`~rls_tenancy.binding._affinity.serving_user` (the user a token
     was last found to belong to, which ``statement`` binds itself), the
     session is reset only if it last served another user;
     :func:`adopt_user` then checks the guess.

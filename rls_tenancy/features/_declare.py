@@ -7,7 +7,7 @@
 
 A feature's *scope* names who it is decided for: ``"ip:10.0.0.1"``,
 ``"user:42"``, ``"tenant:7"``, or whatever a custom scope function returns.
-The value is decided, in this order (see :class:`~rls_tenancy.flags.Flags`):
+The value is decided, in this order (see :class:`~rls_tenancy.features.flags.Flags`):
 an override stored in the database for this feature and scope (or for
 every scope, ``*``), else the rollout (``enable_chance``), else ``default``.
 A request without the scope (no user on an anonymous request) gets the
@@ -27,10 +27,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rls_tenancy.audit import current_origin
+from rls_tenancy.audit._events import current_origin
 from rls_tenancy.context import current_tenant_id, current_user_id
 from rls_tenancy.errors import UnknownFeatureError, UsageError
-from rls_tenancy.models import storable
+from rls_tenancy.orm.models import storable
 
 #: A feature key: 1 to 64 characters, lower-case letters, digits, ``_ . -``, starting with a letter.
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
@@ -56,7 +56,7 @@ def rollout_position(key: str, scope: str) -> float:
 
 
 def ip_scope(_feature: Feature) -> str | None:
-    """``ip:<address>``: the client address of the request (or of :func:`~rls_tenancy.audit.event_origin`)."""
+    """``ip:<address>``: the client address of the request (or of :func:`~rls_tenancy.audit._events.event_origin`)."""
     ip = current_origin().ip
     return None if ip is None else f"ip:{ip}"
 
@@ -189,13 +189,13 @@ class Feature:
 
 
 class FeatureValues(Protocol):
-    """What answers for features in a context: :class:`rls_tenancy.flags.Flags`."""
+    """What answers for features in a context: :class:`rls_tenancy.features.flags.Flags`."""
 
     def is_enabled(self, feature: Feature, /) -> bool: ...
 
 
 #: Where :meth:`Feature.evaluate` finds the values of the current request or
-#: ``flags_for`` block. :mod:`rls_tenancy.flags` sets it; it lives here so
+#: ``flags_for`` block. :mod:`rls_tenancy.features.flags` sets it; it lives here so
 #: that a feature can evaluate itself without importing what evaluates it.
 VALUES: ContextVar[Callable[[], FeatureValues] | None] = ContextVar("rls_tenancy.flags", default=None)
 NO_VALUES = "no feature flags in context: evaluate inside a request, or in `with flags_for(session):`"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rls_tenancy.errors import TenancyError
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # rls_tenancy/
 
 UNINSTALL_SCRIPT = "uninstall.sql"
 

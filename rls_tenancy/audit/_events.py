@@ -30,7 +30,7 @@ from sqlalchemy import BigInteger, Connection, DateTime, Engine, Identity, Text,
 from sqlalchemy.dialects.postgresql import BYTEA, INET, JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from rls_tenancy.binding import is_bound
+from rls_tenancy.binding._engine import is_bound
 from rls_tenancy.context import (
     current_tenant_id,
     current_user_id,
@@ -39,7 +39,7 @@ from rls_tenancy.context import (
     require_tenant_id,
 )
 from rls_tenancy.errors import UsageError
-from rls_tenancy.models import TenancyBase, storable
+from rls_tenancy.orm.models import TenancyBase, storable
 
 #: 1 to 64 characters: lower-case letters, digits, ``_ . : -``, starting with a letter.
 ACTION_PATTERN = re.compile(r"[a-z][a-z0-9_.:-]{0,63}\Z")

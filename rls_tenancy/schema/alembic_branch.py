@@ -26,7 +26,7 @@ from alembic.operations.ops import MigrationScript
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError, coerce_resource_to_filename
 
-from rls_tenancy._resources import data_dir
+from rls_tenancy.schema._resources import data_dir
 
 LIBRARY_BRANCH = "rls_tenancy"
 

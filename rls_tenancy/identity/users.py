@@ -13,8 +13,8 @@ from sqlalchemy.orm import Mapped, mapped_column, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from rls_tenancy.errors import UsageError
-from rls_tenancy.mixin import TenantBoundMixin
-from rls_tenancy.models import TenancyBase, storable
+from rls_tenancy.orm._mixin import TenantBoundMixin
+from rls_tenancy.orm.models import TenancyBase, storable
 
 #: A role or scope name; the same rule as ``rls_tenancy.valid_scopes()``.
 SCOPE_PATTERN = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")

@@ -20,7 +20,7 @@ The library's own ``rls_tenancy.users`` is a referent like any other
 its table lives in the library's ``MetaData``, so the constraint points at
 its columns instead of at a name the application's ``MetaData`` cannot
 resolve. Alembic's autogenerate renders both as ordinary constraints. For tables
-made elsewhere, ``op.add_tenant_foreign_key(...)`` (``rls_tenancy.alembic_ops``)
+made elsewhere, ``op.add_tenant_foreign_key(...)`` (``rls_tenancy.schema.alembic_ops``)
 and the SQL function ``rls_tenancy.add_tenant_foreign_key(...)`` do the same.
 """
 
@@ -30,9 +30,9 @@ from typing import Any
 
 from sqlalchemy import Column, ForeignKeyConstraint, Table, UniqueConstraint
 
-import rls_tenancy.users  # noqa: F401  (puts rls_tenancy.users in the library's MetaData)
+import rls_tenancy.identity.users  # noqa: F401  (puts rls_tenancy.identity.users in the library's MetaData)
 from rls_tenancy.errors import UsageError
-from rls_tenancy.models import TenancyBase
+from rls_tenancy.orm.models import TenancyBase
 
 
 def tenant_key(table: str, column: str = "id", *, name: str | None = None) -> UniqueConstraint:

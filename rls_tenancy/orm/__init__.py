@@ -1,0 +1,23 @@
+"""ORM scoping: the second wall, in front of row level security.
+
+Models marked with :class:`TenantBoundMixin` get ``tenant_id``; sessions
+given to :func:`scope_sessions` filter every statement on them by the
+tenant in context and refuse to flush another tenant's objects. Keys
+between tenant tables: :mod:`rls_tenancy.orm.tenant_keys`.
+"""
+
+from __future__ import annotations
+
+from rls_tenancy.orm._mixin import TenantBoundMixin
+from rls_tenancy.orm._query import UNCONSTRAINED, TenantQuery
+from rls_tenancy.orm._scoping import scope_sessions
+from rls_tenancy.orm.models import TenancyBase, Tenant
+
+__all__ = [
+    "UNCONSTRAINED",
+    "TenancyBase",
+    "Tenant",
+    "TenantBoundMixin",
+    "TenantQuery",
+    "scope_sessions",
+]
