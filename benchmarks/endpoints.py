@@ -33,7 +33,7 @@ from benchmarks.endpoints_baseline import create_baseline_app
 from benchmarks.harness import Row, Section, Target, percentile
 from benchmarks.load import Load, Served, run_alternating, run_load
 from rls_tenancy import ContextKey, UnsafeBypass, bind_engine
-from rls_tenancy.binding._signing import ENVIRONMENT
+from rls_tenancy.binding.signing import ENVIRONMENT
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
 from saas_demo.app import create_app

@@ -37,7 +37,7 @@ from benchmarks.harness import Row, Section, Target, side_by_side
 from benchmarks.shapes import session_proof
 from rls_tenancy import Tenant, UnsafeBypass, as_tenant, bind_engine, log_event
 from rls_tenancy.audit.chain import verify_chains
-from rls_tenancy.features._declare import Feature, FeatureRegistry
+from rls_tenancy.features.declare import Feature, FeatureRegistry
 from rls_tenancy.features.flags import Flags
 from rls_tenancy.features.overrides import set_global_override, set_override
 from saas_demo.app import create_app

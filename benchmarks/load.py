@@ -26,7 +26,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from rls_tenancy.binding import _engine as binding
+from rls_tenancy.binding import engine as binding
 
 _SPAWN = multiprocessing.get_context("spawn")
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import pq
 
-from rls_tenancy.binding._engine import _RESET_WIRE, SESSION_RESET
+from rls_tenancy.binding.engine import _RESET_WIRE, SESSION_RESET
 from rls_tenancy.testing.database import tenancy_database
 from rls_tenancy.testing.server import postgres_server
 

@@ -45,7 +45,7 @@ from benchmarks.context import Context
 from benchmarks.endpoints import prepare
 from benchmarks.endpoints_baseline import create_baseline_app
 from rls_tenancy import ContextKey
-from rls_tenancy.binding import _engine as binding
+from rls_tenancy.binding import engine as binding
 from rls_tenancy.testing.database import require_signing
 from rls_tenancy.testing.server import postgres_server
 from saas_demo.app import create_app

@@ -21,8 +21,8 @@ import psycopg
 from psycopg import sql
 
 from benchmarks.dataset import LARGE_TENANT, Dataset
-from rls_tenancy.binding._signing import configured_key
 from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.binding.signing import configured_key
 
 Params = dict[str, Any]
 

@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session
 
-from rls_tenancy.audit._events import log_event
-from rls_tenancy.binding._role_checks import verify_bypass_role
+from rls_tenancy.audit.events import log_event
+from rls_tenancy.binding.role_checks import verify_bypass_role
 from rls_tenancy.context import current_tenant_id, current_user_id
 from rls_tenancy.errors import UsageError
-from rls_tenancy.orm._scoping import BYPASS_REASON
 from rls_tenancy.orm.models import storable
+from rls_tenancy.orm.scoping import BYPASS_REASON
 
 logger = logging.getLogger("rls_tenancy.bypass")
 

@@ -26,7 +26,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy.audit.chain import chain_heads, dump_anchors, load_anchors, verification_report
-from rls_tenancy.binding import _context_key_cli
+from rls_tenancy.binding import context_key_cli as _context_key_cli
 from rls_tenancy.binding.urls import database_url
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.doctor import as_json, as_table, exit_status, findings

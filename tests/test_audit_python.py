@@ -27,7 +27,7 @@ from rls_tenancy import (
     log_event,
     log_security_event,
 )
-from rls_tenancy.audit._events import current_origin, event_origin, read_events
+from rls_tenancy.audit.events import current_origin, event_origin, read_events
 from rls_tenancy.identity.tokens import authenticate_token, issue_token, revoke_token
 from rls_tenancy.identity.users import User
 from rls_tenancy.testing import TenancyDatabase

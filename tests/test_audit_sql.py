@@ -27,7 +27,6 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from rls_tenancy import UsageError, as_tenant, bind_engine
-from rls_tenancy.audit._events import log_event
 from rls_tenancy.audit.chain import (
     ChainHead,
     ChainStatus,
@@ -41,6 +40,7 @@ from rls_tenancy.audit.chain import (
     verify_chain,
     verify_chains,
 )
+from rls_tenancy.audit.events import log_event
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested, tenancy_database
 from tests.conftest import World, bind_then_become, ddl, run_in_threads

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from rls_tenancy import InsecureRoleError, NoTenantError, UnsafeBypass, UsageError, as_tenant, scope_sessions
-from rls_tenancy.orm._scoping import _check_flush, _scope_statement
+from rls_tenancy.orm.scoping import _check_flush, _scope_statement
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project, Task
 from tests.conftest import World

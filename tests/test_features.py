@@ -12,9 +12,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from rls_tenancy import UnsafeBypass, as_tenant
-from rls_tenancy.audit._events import event_origin
+from rls_tenancy.audit.events import event_origin
 from rls_tenancy.errors import NoTenantError, OverrideNotAllowedError, UnknownFeatureError, UsageError
-from rls_tenancy.features._declare import EVERY_SCOPE, Feature, FeatureRegistry, rollout_position
+from rls_tenancy.features.declare import EVERY_SCOPE, Feature, FeatureRegistry, rollout_position
 from rls_tenancy.features.flags import Flags, current_flags, flags_for
 from rls_tenancy.features.overrides import (
     clear_global_override,

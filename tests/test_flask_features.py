@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from rls_tenancy import as_tenant
 from rls_tenancy.errors import UnknownFeatureError
-from rls_tenancy.features._declare import Feature, FeatureRegistry
+from rls_tenancy.features.declare import Feature, FeatureRegistry
 from rls_tenancy.features.openfeature import TenancyFlagProvider
 from rls_tenancy.flask import Tenancy
 from rls_tenancy.flask.features import feature_enabled, request_flags

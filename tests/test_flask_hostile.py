@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from rls_tenancy import Tenant, UnsafeBypass, as_tenant
-from rls_tenancy.binding._engine import begin_bound_with
+from rls_tenancy.binding.engine import begin_bound_with
 from rls_tenancy.identity import tokens
 from rls_tenancy.identity.tokens import issue_token, revoke_token
 from rls_tenancy.testing import TenancyDatabase

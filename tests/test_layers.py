@@ -83,3 +83,16 @@ def test_no_module_of_the_package_imports_itself_back() -> None:
     # The package's __init__ re-exports its modules; a module importing a name
     # from the package instead of from its module would close a cycle here.
     assert cycles(graph) == []
+
+
+def test_a_private_module_is_used_only_inside_its_own_package() -> None:
+    """``_name.py`` means "this package's own": no other package of the library, nor its migration, imports it."""
+    modules = _modules()
+    versions = PACKAGE.parent / "migrations" / "versions"
+    importers = {**modules, **{f"migrations.{path.stem}": path for path in versions.glob("*.py")}}
+    for name, path in importers.items():
+        for target in imports_of(path, modules):
+            leaf = target.rsplit(".", 1)[-1]
+            if leaf.startswith("_") and not leaf.startswith("__"):
+                owner = target.rsplit(".", 1)[0]
+                assert name == owner or name.startswith(owner + "."), f"{name} imports {target}"

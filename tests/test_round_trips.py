@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from rls_tenancy import as_tenant, bind_engine
 from rls_tenancy.binding._begin import begin_command, begin_with, begin_with_async, can_begin_with
-from rls_tenancy.binding._engine import begin_bound_with
+from rls_tenancy.binding.engine import begin_bound_with
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.proxy import RoundTripProxy
 from saas_demo.models import Project, Task

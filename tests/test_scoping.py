@@ -16,7 +16,7 @@ from sqlalchemy.orm import exc as orm_exc
 
 from rls_tenancy import NoTenantError, Tenant, TenantMismatchError, TenantQuery, as_tenant, scope_sessions
 from rls_tenancy.bypass import UnsafeBypass
-from rls_tenancy.orm._scoping import _CRITERIA, TENANT_PARAMETER
+from rls_tenancy.orm.scoping import _CRITERIA, TENANT_PARAMETER
 from saas_demo.models import Project, Task
 from tests.conftest import World
 

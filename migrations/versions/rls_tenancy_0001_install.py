@@ -18,7 +18,7 @@ Create Date: 2026-11-23
 
 from __future__ import annotations
 
-from rls_tenancy.schema._install import install, install_specification, uninstall
+from rls_tenancy.schema.install import install, install_specification, uninstall
 
 revision = "rls_tenancy_0001"
 down_revision = None

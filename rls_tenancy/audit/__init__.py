@@ -7,7 +7,7 @@ rejections to one event and a count.
 
 from __future__ import annotations
 
-from rls_tenancy.audit._events import (
+from rls_tenancy.audit.events import (
     ACTION_PATTERN,
     MAX_PAGE,
     AuditEvent,

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Interval, func, literal, select
 
-from rls_tenancy.audit._events import AuditEvent
+from rls_tenancy.audit.events import AuditEvent
 from rls_tenancy.errors import UsageError
 
 ENCODING_VERSION = b"rls_tenancy.audit.v1"

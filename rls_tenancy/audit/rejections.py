@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from rls_tenancy.audit._events import current_origin, log_security_event
+from rls_tenancy.audit.events import current_origin, log_security_event
 
 #: The default window, in seconds: rows per source per minute stay bounded.
 WINDOW = 60.0

@@ -9,8 +9,8 @@ serves another tenant.
 
 from __future__ import annotations
 
-from rls_tenancy.binding._engine import SETTING, USER_SETTING, bind_engine, is_bound
 from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.binding.engine import SETTING, USER_SETTING, bind_engine, is_bound
 from rls_tenancy.binding.unavailable import unavailable_reason
 from rls_tenancy.binding.urls import database_url
 

@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from rls_tenancy.binding import _settings
+from rls_tenancy.binding import settings as _settings
 from rls_tenancy.errors import UsageError
 
 SETTING = _settings.PROOF

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rls_tenancy.features._declare import EVERY_SCOPE, REGISTRY, Feature, FeatureRegistry, rollout_position
+from rls_tenancy.features.declare import EVERY_SCOPE, REGISTRY, Feature, FeatureRegistry, rollout_position
 from rls_tenancy.features.flags import Flags, current_flags, flags_for
 
 __all__ = [

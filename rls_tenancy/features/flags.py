@@ -12,7 +12,7 @@ Which value wins, for a feature and the context's scope:
 2. one stored for the tenant in context (the database shows a tenant only
    its own);
    within each, the exact scope beats ``*``;
-3. the rollout: on when the scope's :func:`~rls_tenancy.features._declare.rollout_position`
+3. the rollout: on when the scope's :func:`~rls_tenancy.features.declare.rollout_position`
    is below ``enable_chance``;
 4. the default (called when it is a function).
 
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from rls_tenancy.audit._events import Executor
+from rls_tenancy.audit.events import Executor
 from rls_tenancy.errors import UsageError
-from rls_tenancy.features._declare import EVERY_SCOPE, REGISTRY, VALUES, Feature, FeatureRegistry, values_in_context
+from rls_tenancy.features.declare import EVERY_SCOPE, REGISTRY, VALUES, Feature, FeatureRegistry, values_in_context
 
 # Row level security shows the tenant's overrides and the global ones; the
 # condition on tenant_id says the same again (defence in depth).

@@ -36,7 +36,7 @@ _REASONS = {
 
 
 class TenancyFlagProvider(AbstractProvider):
-    """Boolean flags from :mod:`rls_tenancy.features._declare`, for the OpenFeature SDK."""
+    """Boolean flags from :mod:`rls_tenancy.features.declare`, for the OpenFeature SDK."""
 
     def __init__(self, flags: Callable[[], Flags] = current_flags) -> None:
         super().__init__()

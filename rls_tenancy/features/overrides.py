@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from rls_tenancy.audit._events import Executor, log_event
+from rls_tenancy.audit.events import Executor, log_event
 from rls_tenancy.context import current_user_id, require_tenant_id
 from rls_tenancy.errors import OverrideNotAllowedError, UsageError
-from rls_tenancy.features._declare import EVERY_SCOPE, REGISTRY, Feature, FeatureRegistry, check_scope
+from rls_tenancy.features.declare import EVERY_SCOPE, REGISTRY, Feature, FeatureRegistry, check_scope
 
 _UPSERT = text(
     "INSERT INTO rls_tenancy.feature_overrides AS o (tenant_id, feature, scope, enabled, set_by) "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rls_tenancy.audit import _events as audit
+from rls_tenancy.audit import events as audit
 from rls_tenancy.flask.state import state
 
 

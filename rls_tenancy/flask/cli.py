@@ -19,13 +19,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
-from rls_tenancy.audit._events import log_event
 from rls_tenancy.audit.chain import chain_heads, dump_anchors, load_anchors, purge, verification_report
+from rls_tenancy.audit.events import log_event
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant
 from rls_tenancy.doctor import as_json, as_table, exit_status, findings
 from rls_tenancy.errors import TenancyError
-from rls_tenancy.features._declare import EVERY_SCOPE
+from rls_tenancy.features.declare import EVERY_SCOPE
 from rls_tenancy.features.overrides import (
     clear_global_override,
     clear_override,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 from werkzeug.datastructures import LanguageAccept
 
-from rls_tenancy.audit._events import log_security_event
+from rls_tenancy.audit.events import log_security_event
 from rls_tenancy.audit.rejections import rejection_log
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError

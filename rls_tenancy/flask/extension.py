@@ -28,14 +28,14 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry as PoolEntry
 
-from rls_tenancy.audit._events import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
+from rls_tenancy.audit.events import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
 from rls_tenancy.audit.rejections import WINDOW
-from rls_tenancy.binding._engine import bind_engine
+from rls_tenancy.binding.engine import bind_engine
 from rls_tenancy.binding.urls import database_url
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import enter_request_tenant, leave_request_tenant
 from rls_tenancy.errors import AuthenticationError, UsageError
-from rls_tenancy.features._declare import REGISTRY, FeatureRegistry
+from rls_tenancy.features.declare import REGISTRY, FeatureRegistry
 from rls_tenancy.features.flags import set_flags_source
 from rls_tenancy.flask.cli import tenancy_commands
 from rls_tenancy.flask.converters import CONVERTERS
@@ -60,8 +60,8 @@ from rls_tenancy.flask.state import (
     state,
 )
 from rls_tenancy.identity.token_key import TokenKey, token_keys
-from rls_tenancy.orm._query import TenantQuery
-from rls_tenancy.orm._scoping import scope_sessions
+from rls_tenancy.orm.query import TenantQuery
+from rls_tenancy.orm.scoping import scope_sessions
 
 if TYPE_CHECKING:  # an optional dependency (extra flask-sqlalchemy)
     from flask_sqlalchemy import SQLAlchemy as FlaskSQLAlchemy
@@ -89,7 +89,7 @@ class Tenancy:
     ``audit_engine`` writes security events (default: the app's engine
     settings on a pool of its own). ``resolvers``
     overrides config ``RLS_TENANCY_RESOLVERS``. ``features`` is the
-    :class:`~rls_tenancy.features._declare.FeatureRegistry` to evaluate (default: the
+    :class:`~rls_tenancy.features.declare.FeatureRegistry` to evaluate (default: the
     one every ``Feature`` joins unless told otherwise). All can be given to the
     constructor or to :meth:`init_app`, for the app-factory pattern.
     """

@@ -10,7 +10,7 @@ works the same inside a request.
 from __future__ import annotations
 
 from rls_tenancy.errors import InvalidRequestError, UnknownFeatureError, UsageError
-from rls_tenancy.features._declare import Feature
+from rls_tenancy.features.declare import Feature
 from rls_tenancy.features.overrides import Override, clear_override, set_override
 from rls_tenancy.flask.current import get_current_scopes
 from rls_tenancy.flask.state import request_flags, state

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
 from rls_tenancy.audit.rejections import WINDOW, rejection_log
-from rls_tenancy.binding._engine import begin_bound_with
+from rls_tenancy.binding.engine import begin_bound_with
 from rls_tenancy.context import as_tenant
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.identity.token_key import TokenKey
@@ -202,7 +202,7 @@ def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = 
 
 
 #: The cookie's check for libpq, sent with the transaction's BEGIN and binding
-#: (:func:`~rls_tenancy.binding._engine.begin_bound_with`), which binds the cookie's
+#: (:func:`~rls_tenancy.binding.engine.begin_bound_with`), which binds the cookie's
 #: user beside its tenant (and signs both, with a context key): row level
 #: security on users finds the user only in the tenant bound.
 _USER_WIRE = b"SELECT u.id FROM rls_tenancy.users AS u WHERE u.id = $1::bigint"

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import Acting
 from rls_tenancy.errors import UsageError
-from rls_tenancy.features._declare import NO_VALUES, REGISTRY, FeatureRegistry
+from rls_tenancy.features.declare import NO_VALUES, REGISTRY, FeatureRegistry
 from rls_tenancy.features.flags import Flags
 from rls_tenancy.flask.resolvers import Resolution, Resolver
 from rls_tenancy.identity.token_key import TokenKey

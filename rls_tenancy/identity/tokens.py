@@ -23,9 +23,9 @@ from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, func, l
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 from sqlalchemy.types import Text
 
-from rls_tenancy.audit._events import Executor, log_event
-from rls_tenancy.binding._affinity import serving_user
-from rls_tenancy.binding._engine import adopt_user, begin_bound_with
+from rls_tenancy.audit.events import Executor, log_event
+from rls_tenancy.binding.affinity import serving_user
+from rls_tenancy.binding.engine import adopt_user, begin_bound_with
 from rls_tenancy.context import as_tenant, require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.identity.token_key import TokenKey
@@ -187,7 +187,7 @@ def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> To
 
 
 #: The same lookup for libpq, sent with the transaction's BEGIN and binding
-#: (:func:`~rls_tenancy.binding._engine.begin_bound_with`) and read here: the scopes
+#: (:func:`~rls_tenancy.binding.engine.begin_bound_with`) and read here: the scopes
 #: come as JSON text, which needs no array parser.
 _AUTHENTICATE_WIRE = (
     b"SELECT f.token_id, f.user_id, pg_catalog.array_to_json(f.scopes)::text, f.status"
@@ -234,7 +234,7 @@ def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: in
 
 
 #: The user each token this process authenticated acts for, by hash (a guess
-#: :func:`~rls_tenancy.binding._engine.adopt_user` checks; bounded, cleared when full).
+#: :func:`~rls_tenancy.binding.engine.adopt_user` checks; bounded, cleared when full).
 _USERS: dict[bytes, int | None] = {}
 _UNKNOWN = object()
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from rls_tenancy.errors import UsageError
-from rls_tenancy.orm._mixin import TenantBoundMixin
+from rls_tenancy.orm.mixin import TenantBoundMixin
 from rls_tenancy.orm.models import TenancyBase, storable
 
 #: A role or scope name; the same rule as ``rls_tenancy.valid_scopes()``.

@@ -8,10 +8,10 @@ between tenant tables: :mod:`rls_tenancy.orm.tenant_keys`.
 
 from __future__ import annotations
 
-from rls_tenancy.orm._mixin import TenantBoundMixin
-from rls_tenancy.orm._query import UNCONSTRAINED, TenantQuery
-from rls_tenancy.orm._scoping import scope_sessions
+from rls_tenancy.orm.mixin import TenantBoundMixin
 from rls_tenancy.orm.models import TenancyBase, Tenant
+from rls_tenancy.orm.query import UNCONSTRAINED, TenantQuery
+from rls_tenancy.orm.scoping import scope_sessions
 
 __all__ = [
     "UNCONSTRAINED",

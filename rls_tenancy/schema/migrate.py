@@ -20,8 +20,8 @@ from alembic.config import Config
 from sqlalchemy import URL, create_engine, pool
 
 from rls_tenancy.binding.urls import database_url
-from rls_tenancy.schema._install import ROLES_ATTRIBUTE
 from rls_tenancy.schema._resources import data_dir
+from rls_tenancy.schema.install import ROLES_ATTRIBUTE
 from rls_tenancy.schema.roles import RoleNames
 
 

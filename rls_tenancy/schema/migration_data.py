@@ -30,7 +30,7 @@ from psycopg import sql
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import DBAPIError
 
-from rls_tenancy.binding import _settings
+from rls_tenancy.binding import settings as _settings
 
 _CURRENT = text(
     sql.SQL(

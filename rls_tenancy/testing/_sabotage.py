@@ -15,9 +15,9 @@ from psycopg.rows import class_row
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import ORMExecuteState
 
-from rls_tenancy.binding import _engine as binding
-from rls_tenancy.binding import _settings
-from rls_tenancy.orm import _scoping as scoping
+from rls_tenancy.binding import engine as binding
+from rls_tenancy.binding import settings as _settings
+from rls_tenancy.orm import scoping
 from rls_tenancy.testing.database import _connect
 
 #: Each layer that can be broken, and the marker of the tests guarding it.

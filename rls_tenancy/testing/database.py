@@ -13,8 +13,8 @@ from alembic.config import Config
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from rls_tenancy.binding._signing import ENVIRONMENT, configured_key
 from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.binding.signing import ENVIRONMENT, configured_key
 from rls_tenancy.schema.migrate import upgrade
 from rls_tenancy.schema.roles import RoleNames
 

@@ -13,7 +13,7 @@ temporary directory, on a free loopback port.
 Settings that matter for this library (see the README):
 
 - ``pool_mode = transaction`` works: the tenant is bound per transaction.
-- ``server_reset_query`` set to :data:`rls_tenancy.binding._engine.SESSION_RESET_SCRIPT`
+- ``server_reset_query`` set to :data:`rls_tenancy.binding.engine.SESSION_RESET_SCRIPT`
   and ``server_reset_query_always = 1``: what one client's transaction leaves
   in the server session (a temp table, a holdable cursor, a setting) is
   discarded before the connection serves another client. The library resets
@@ -40,7 +40,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from rls_tenancy.binding._engine import SESSION_RESET_SCRIPT
+from rls_tenancy.binding.engine import SESSION_RESET_SCRIPT
 from rls_tenancy.testing.server import _free_port, _stop, _unprivileged_user, _user_kwargs
 
 _SEARCH = ("/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/opt/homebrew/bin")

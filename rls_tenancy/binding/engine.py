@@ -57,14 +57,16 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
-from rls_tenancy.binding import _driver_guard, _settings, _signing
-from rls_tenancy.binding._affinity import NEVER as _NEVER
-from rls_tenancy.binding._affinity import SERVED as _SERVED
-from rls_tenancy.binding._affinity import SERVED_USER as _SERVED_USER
-from rls_tenancy.binding._affinity import prefer_last_tenant, served_user
+from rls_tenancy.binding import _driver_guard
+from rls_tenancy.binding import settings as _settings
+from rls_tenancy.binding import signing as _signing
 from rls_tenancy.binding._begin import Statement, begin_with, begin_with_async, can_begin_with
-from rls_tenancy.binding._role_checks import verify_app_role
+from rls_tenancy.binding.affinity import NEVER as _NEVER
+from rls_tenancy.binding.affinity import SERVED as _SERVED
+from rls_tenancy.binding.affinity import SERVED_USER as _SERVED_USER
+from rls_tenancy.binding.affinity import prefer_last_tenant, served_user
 from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.binding.role_checks import verify_app_role
 from rls_tenancy.context import acting
 from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
 
@@ -87,7 +89,7 @@ _REBIND_USER = _settings.set_configs(_BOUND_SETTINGS[1:], ("%s", "%s"))
 #: PLANS``, which would make every PL/pgSQL function plan again (measured:
 #: +300 µs of CPU on the next audited event). ``RESET ALL`` also ends a
 #: session-wide ``app.current_tenant``; role defaults for it are refused at
-#: connect (:mod:`rls_tenancy.binding._role_checks`). In front of a bound
+#: connect (:mod:`rls_tenancy.binding.role_checks`). In front of a bound
 #: transaction's ``BEGIN`` the same is one call, :data:`_RESET_WIRE`, which
 #: keeps psycopg's intact prepared statements.
 SESSION_RESET = (
@@ -141,7 +143,7 @@ def bind_engine(engine: _E, *, verify_role: bool = True, context_key: ContextKey
     The hook is on the engine's dialect, which engines derived with
     ``execution_options()`` share: they are bound too. A plain ``QueuePool``
     (the default) then hands an idle connection back to the tenant it last
-    served, when there is one (:mod:`rls_tenancy.binding._affinity`). With ``verify_role``
+    served, when there is one (:mod:`rls_tenancy.binding.affinity`). With ``verify_role``
     (the default), each new connection first checks that its login role
     cannot escape row level security, and raises
     :class:`~rls_tenancy.InsecureRoleError` if it can. With ``context_key``
@@ -226,7 +228,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     libpq without pipeline mode): the caller then runs the statement as
     usual. A failure raises SQLAlchemy's wrapping of psycopg's error.
 
-    Inside :func:`~rls_tenancy.binding._affinity.serving_user` (the user a token
+    Inside :func:`~rls_tenancy.binding.affinity.serving_user` (the user a token
     was last found to belong to, which ``statement`` binds itself), the
     session is reset only if it last served another user;
     :func:`adopt_user` then checks the guess.

@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rls_tenancy.audit._events import current_origin
+from rls_tenancy.audit.events import current_origin
 from rls_tenancy.context import current_tenant_id, current_user_id
 from rls_tenancy.errors import UnknownFeatureError, UsageError
 from rls_tenancy.orm.models import storable
@@ -56,7 +56,7 @@ def rollout_position(key: str, scope: str) -> float:
 
 
 def ip_scope(_feature: Feature) -> str | None:
-    """``ip:<address>``: the client address of the request (or of :func:`~rls_tenancy.audit._events.event_origin`)."""
+    """``ip:<address>``: the client address of the request (or of :func:`~rls_tenancy.audit.events.event_origin`)."""
     ip = current_origin().ip
     return None if ip is None else f"ip:{ip}"
 

@@ -30,7 +30,7 @@ from sqlalchemy import BigInteger, Connection, DateTime, Engine, Identity, Text,
 from sqlalchemy.dialects.postgresql import BYTEA, INET, JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from rls_tenancy.binding._engine import is_bound
+from rls_tenancy.binding.engine import is_bound
 from rls_tenancy.context import (
     current_tenant_id,
     current_user_id,

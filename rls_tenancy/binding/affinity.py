@@ -1,7 +1,7 @@
 """An idle pooled connection goes back to the tenant it last served, when there is one.
 
 A connection about to serve another tenant than its last pays the session
-reset (:mod:`rls_tenancy.binding._engine`): about 100 µs of CPU, on both sides of
+reset (:mod:`rls_tenancy.binding.engine`): about 100 µs of CPU, on both sides of
 the wire, per change. SQLAlchemy's ``QueuePool`` hands out whichever idle
 connection comes next, so with a handful of tenants nearly every other
 checkout changes tenant. A bound engine's ``QueuePool`` takes, among its idle
@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
-from rls_tenancy.binding._signing import key_of
+from rls_tenancy.binding.signing import key_of
 from rls_tenancy.context import acting
 
 #: conn.info: the tenant whose transactions the session last served, since its last reset.
@@ -108,7 +108,7 @@ class _AffinePool(QueuePool):
 
     def _do_get(self) -> ConnectionPoolEntry:
         tenant, user = _wanted()
-        # Signed, a change of user resets the session too (rls_tenancy.binding._engine).
+        # Signed, a change of user resets the session too (rls_tenancy.binding.engine).
         by_user = key_of(self._dialect) is not None
         if self._overflow < 0 and not self._pool.holds(tenant, user if by_user else NEVER) and self._grow():
             try:

@@ -16,8 +16,8 @@ import argparse
 
 from sqlalchemy import create_engine, text
 
-from rls_tenancy.binding._signing import ENVIRONMENT, configured_key
 from rls_tenancy.binding.context_key import SLOTS, ContextKey
+from rls_tenancy.binding.signing import ENVIRONMENT, configured_key
 from rls_tenancy.binding.urls import database_url
 from rls_tenancy.errors import UsageError
 

@@ -32,8 +32,8 @@ from sqlalchemy.sql.visitors import ExternallyTraversible
 
 from rls_tenancy.context import current_tenant_id, require_tenant_id
 from rls_tenancy.errors import NoTenantError, TenantMismatchError
-from rls_tenancy.orm._mixin import TenantBoundMixin, is_tenant_table
-from rls_tenancy.orm._query import UNCONSTRAINED
+from rls_tenancy.orm.mixin import TenantBoundMixin, is_tenant_table
+from rls_tenancy.orm.query import UNCONSTRAINED
 
 #: ``Session.info`` key marking a session of the unsafe bypass.
 BYPASS_REASON = "rls_tenancy.bypass_reason"

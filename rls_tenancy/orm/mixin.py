@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 from sqlalchemy import BigInteger, ForeignKey, Table, text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
-from rls_tenancy.orm._query import TenantQuery
 from rls_tenancy.orm.models import Tenant
+from rls_tenancy.orm.query import TenantQuery
 
 _TENANTS_ID = "rls_tenancy.tenants.id"
 

@@ -18,7 +18,7 @@ from psycopg import sql
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from rls_tenancy.binding import _settings
+from rls_tenancy.binding import settings as _settings
 from rls_tenancy.errors import InsecureRoleError
 
 # Ways the application's roles could escape RLS: both the login role
