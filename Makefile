@@ -65,7 +65,7 @@ test-tools:
 
 # Benchmarks: each cost measured beside a baseline in the same run, written to
 # benchmarks/RESULTS.md. `bench` takes a few minutes, `bench-full` longer;
-# `bench-smoke` runs every section at toy sizes (tests/test_benchmarks.py
+# `bench-smoke` runs every section at toy sizes (tests/package/test_benchmarks.py
 # does that in `make test`, asserting nothing about time).
 bench: $(STAMP)
 	PYTHONPATH=examples $(BIN)/python -m benchmarks --scale quick

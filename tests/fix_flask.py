@@ -23,7 +23,7 @@ def seeded(db: TenancyDatabase, app_engine: Engine, bypass: UnsafeBypass) -> See
 
 @pytest.fixture(scope="session")
 def demo_app(db: TenancyDatabase, seeded: Seeded) -> Iterator[Flask]:
-    # Every rejection an event of its own: tests look at each one (tests/test_rejections.py counts repeats).
+    # Every rejection an event of its own: tests look at each one (tests/audit/test_rejections.py counts repeats).
     app = create_app(db.app_url, db.bypass_url, TESTING=True, SECRET_KEY="test secret", RLS_TENANCY_REJECTION_WINDOW=0)
     yield app
     tenancy = app.extensions["rls_tenancy"]

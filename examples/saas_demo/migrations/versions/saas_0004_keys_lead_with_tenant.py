@@ -5,7 +5,7 @@ tenant's id failed with "duplicate key", which told that it exists, and when
 the planner was steered onto it (settings any role may SET), EXPLAIN ANALYZE
 counted other tenants' rows in an id range ("Rows Removed by Filter"). With
 PRIMARY KEY (tenant_id, id) no index spans tenants, so neither remains
-(tests/test_side_channels.py, tests/test_leak_matrix.py), and the doctor's
+(tests/isolation/test_side_channels.py, tests/isolation/test_leak_matrix.py), and the doctor's
 exemptions for the old keys (saas_0002, saas_0003) go.
 
 Ids stay unique across tenants in fact, without an index that says so to

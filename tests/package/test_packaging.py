@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 
 from rls_tenancy.testing import empty_database
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from rls_tenancy.testing import TenancyDatabase, tenancy_database
 from tenant_blog import create_app
 from tenant_blog.models import Base
 
-BLOG_ALEMBIC_INI = Path(__file__).parent.parent / "examples" / "tenant_blog" / "alembic.ini"
+BLOG_ALEMBIC_INI = Path(__file__).parents[2] / "examples" / "tenant_blog" / "alembic.ini"
 PASSWORD = "correct horse battery staple"
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 
 from saas_demo import demo
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def test_demo_shows_two_isolated_tenants(

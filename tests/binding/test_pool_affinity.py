@@ -1,7 +1,7 @@
 """A bound engine's QueuePool hands an idle connection back to the tenant it last served.
 
 What it saves is the session reset a change of tenant costs; what a
-connection may do does not change (tests/test_session_reset.py).
+connection may do does not change (tests/binding/test_session_reset.py).
 """
 
 from __future__ import annotations

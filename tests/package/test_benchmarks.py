@@ -24,7 +24,7 @@ from benchmarks.reset_requests import WAYS as REQUEST_WAYS
 from benchmarks.session_parts import VARIANTS
 from benchmarks.signed_context import POLICIES as SIGNED_POLICIES
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")

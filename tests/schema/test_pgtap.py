@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 
 from rls_tenancy.testing import TenancyDatabase
 
-SQL_TESTS = sorted((Path(__file__).parent.parent / "sql" / "tests").glob("*.sql"))
+SQL_TESTS = sorted((Path(__file__).parents[2] / "sql" / "tests").glob("*.sql"))
 PACKAGES = "postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl"
 
 

@@ -31,7 +31,7 @@ from rls_tenancy.testing import empty_database, tenancy_database
 from saas_demo.models import Base
 from tests.conftest import DEMO_ALEMBIC_INI
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture()

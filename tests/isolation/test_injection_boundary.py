@@ -5,7 +5,7 @@ call ``set_config('app.current_tenant', ...)`` and read and write another
 tenant's rows for the rest of that transaction, in a database that does not
 require a signed context (the default, and this suite's database): the
 policies trust the setting. The first test documents it; with a signed
-context required, tests/test_signed_context.py turns it and the other
+context required, tests/binding/test_signed_context.py turns it and the other
 limits into refusals. Everything else here is what
 such an attacker still cannot do: turn the policies off, become the bypass
 role, write the audit log directly, or make a switched tenant outlive the

@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from rls_tenancy.testing import server
 from rls_tenancy.testing.server import ENV_ORDER, ENV_URL, NoPostgresError, postgres_server
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def _connect(url: URL) -> psycopg.Connection[tuple[object, ...]]:

@@ -30,7 +30,7 @@ from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
 from tests.conftest import ddl
 
-DOCTOR_DOCS = Path(__file__).parent.parent / "docs" / "doctor.md"
+DOCTOR_DOCS = Path(__file__).parents[2] / "docs" / "doctor.md"
 
 Row = tuple[str, str, str, str, str]  # severity, check_name, object_name, message, fix
 Key = tuple[str, str, str]  # severity, check_name, object_name
@@ -603,7 +603,7 @@ PLANTS = {
         fix_is_sql=False,  # advice: which columns to lead with is the table's designer's choice
     ),
     "a primary key on id beside UNIQUE (tenant_id, id)": Plant(
-        # The planner can be steered onto it all the same (tests/test_side_channels.py).
+        # The planner can be steered onto it all the same (tests/isolation/test_side_channels.py).
         lambda r: [
             NOTES,
             "ALTER TABLE public.doctor_notes DROP CONSTRAINT doctor_notes_pkey",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).parent.parent / "rls_tenancy"
+PACKAGE = Path(__file__).parents[2] / "rls_tenancy"
 
 
 def _module_name(path: Path) -> str:
