@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Connection, Interval, func, literal, select
 
@@ -219,7 +219,14 @@ def _jsonb_text(data: object) -> str:
     return data
 
 
-def verification_report(connection: Connection, anchors: Sequence[ChainHead] | None = None) -> tuple[list[str], int]:
+class VerificationReport(NamedTuple):
+    """What ``audit verify`` prints, and how many problems it found (its exit status is 1 when any)."""
+
+    lines: list[str]
+    problems: int
+
+
+def verification_report(connection: Connection, anchors: Sequence[ChainHead] | None = None) -> VerificationReport:
     """Every chain checked (and ``anchors``, when given): printable lines, and the number of problems."""
     statuses = verify_chains(connection)
     mismatches = [] if anchors is None else check_anchors(connection, anchors)
@@ -234,7 +241,7 @@ def verification_report(connection: Connection, anchors: Sequence[ChainHead] | N
     else:
         checked = "" if anchors is None else f", {len(anchors)} anchor(s) match"
         lines.append(f"{len(statuses)} chain(s) intact{checked}")
-    return lines, problems
+    return VerificationReport(lines, problems)
 
 
 def _chain_name(tenant_id: int | None) -> str:
@@ -251,6 +258,7 @@ __all__ = [
     "postgres_host",
     "load_anchors",
     "purge",
+    "VerificationReport",
     "verification_report",
     "verify_chain",
     "verify_chains",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import text
 
@@ -154,9 +155,15 @@ def list_overrides(executor: Executor) -> list[Override]:
     return [Override(row.tenant_id, row.feature, row.scope, row.enabled) for row in rows]
 
 
-def _checked(
-    feature: Feature | str, scope: str | None, granted: Iterable[str], registry: FeatureRegistry
-) -> tuple[Feature, str, int]:
+class _Checked(NamedTuple):
+    """An override request that may be carried out: the feature, the scope, the tenant it is for."""
+
+    feature: Feature
+    scope: str
+    tenant_id: int
+
+
+def _checked(feature: Feature | str, scope: str | None, granted: Iterable[str], registry: FeatureRegistry) -> _Checked:
     found = registry.get(feature)
     tenant_id = require_tenant_id()
     if scope is None:
@@ -174,4 +181,4 @@ def _checked(
             else "it takes the admin scope, or a user's own user scope"
         )
         raise OverrideNotAllowedError(f"you may not override feature {found.key!r} for {chosen}: {why}")
-    return found, chosen, tenant_id
+    return _Checked(found, chosen, tenant_id)

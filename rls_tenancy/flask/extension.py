@@ -246,9 +246,16 @@ def _follow_disposal(audit: Engine, source: weakref.ref[Engine]) -> None:
     event.listen(audit, "checkout", checkout)
 
 
+class _Resolvers(NamedTuple):
+    """The credential resolvers in their order, and the host's, which credentials must agree with."""
+
+    credentials: list[Resolver]
+    host: Resolver | None
+
+
 def _resolvers(
     names: Sequence[str | Resolver], engine: Engine, audit_engine: Engine, config: Any, keys: tuple[TokenKey, ...]
-) -> tuple[list[Resolver], Resolver | None]:
+) -> _Resolvers:
     resolvers: list[Resolver] = []
     host_resolver: Resolver | None = None
     for name in names:
@@ -274,7 +281,7 @@ def _resolvers(
             host_resolver = subdomain_resolver(engine, parent)
         else:
             raise UsageError(f"unknown resolver {name!r}: use 'token', 'session', 'subdomain' or a callable")
-    return resolvers, host_resolver
+    return _Resolvers(resolvers, host_resolver)
 
 
 def _request_session() -> Session:

@@ -106,7 +106,7 @@ def token_resolver(
             claimed, digest = parse_token(token, token_keys, accept_unmarked=accept_unmarked)
         except AuthenticationError as error:
             # A forged token is well-formed: the tenant it claims is kept in the event.
-            _reject(audit, error, parse_token(token)[0] if error.reason == "forged" else None, window)
+            _reject(audit, error, parse_token(token).tenant_id if error.reason == "forged" else None, window)
         try:
             identity = _authenticate(engine, session, claimed, digest)
         except AuthenticationError as error:

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from psycopg.pq.abc import PGresult
 from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, func, literal, select
@@ -115,7 +115,14 @@ def revoke_token(executor: Executor, token_id: int) -> bool:
     return revoked
 
 
-def parse_token(token: str, keys: Sequence[TokenKey] = (), *, accept_unmarked: bool = False) -> tuple[int, bytes]:
+class ParsedToken(NamedTuple):
+    """What a well-formed token says before any lookup: the tenant it claims, and the hash stored for it."""
+
+    tenant_id: int
+    digest: bytes
+
+
+def parse_token(token: str, keys: Sequence[TokenKey] = (), *, accept_unmarked: bool = False) -> ParsedToken:
     """The tenant id and hash of a well-formed token; AuthenticationError otherwise.
 
     With ``keys``, the token must also carry the mark of one of them
@@ -129,7 +136,7 @@ def parse_token(token: str, keys: Sequence[TokenKey] = (), *, accept_unmarked: b
     tenant_id = int(match.group(1))
     if keys and not accept_unmarked and not any(key.marked(tenant_id, match.group(2)) for key in keys):
         raise AuthenticationError("forged", "the bearer token was not issued by this application")
-    return tenant_id, _hash(token)
+    return ParsedToken(tenant_id, _hash(token))
 
 
 def authenticate_token(
