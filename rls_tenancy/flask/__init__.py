@@ -1,17 +1,23 @@
-"""Flask integration: tenant, user, scopes and language from each request."""
+"""Flask integration: tenant, user, scopes and language from each request.
+
+By job: :mod:`.extension` (``Tenancy`` and its options), :mod:`.state`
+(what it keeps per app and request), :mod:`.lifecycle` (the request's own
+context, resolution first, teardown last), :mod:`.resolvers` (where the
+tenant comes from), :mod:`.current` (the request's tenant, user, scopes,
+language), :mod:`.auth` (login and logout), :mod:`.errors` (JSON answers),
+:mod:`.cli` (``flask tenancy``).
+"""
 
 from __future__ import annotations
 
 from rls_tenancy.flask.audit import log, log_security_event
+from rls_tenancy.flask.auth import authenticate_user, login, logout
 from rls_tenancy.flask.converters import CONVERTERS, Int4Converter, Int8Converter
 from rls_tenancy.flask.current import (
-    authenticate_user,
     get_current_language,
     get_current_scopes,
     get_current_tenant,
     get_current_user,
-    login,
-    logout,
     require_scopes,
 )
 from rls_tenancy.flask.extension import Tenancy

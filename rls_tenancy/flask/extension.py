@@ -16,33 +16,27 @@ carries it. The user, the scopes and the language are looked up on first use.
 
 from __future__ import annotations
 
-import contextvars
-import functools
-import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from flask import Flask, Response, current_app, request
+from flask import Flask
 from sqlalchemy import Engine, create_engine, event, exc
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry as PoolEntry
 
-from rls_tenancy.audit.events import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
 from rls_tenancy.audit.rejections import WINDOW
 from rls_tenancy.binding.engine import bind_engine
 from rls_tenancy.binding.urls import database_url
 from rls_tenancy.bypass import UnsafeBypass
-from rls_tenancy.context import enter_request_tenant, leave_request_tenant
-from rls_tenancy.errors import AuthenticationError, UsageError
+from rls_tenancy.errors import UsageError
 from rls_tenancy.features.declare import REGISTRY, FeatureRegistry
-from rls_tenancy.features.flags import set_flags_source
 from rls_tenancy.flask.cli import tenancy_commands
 from rls_tenancy.flask.converters import CONVERTERS
 from rls_tenancy.flask.errors import register_error_handlers
 from rls_tenancy.flask.features import feature_enabled
+from rls_tenancy.flask.lifecycle import begin_request, echo_request_id, end_request, own_context, request_session
 from rls_tenancy.flask.resolvers import (
-    Resolution,
     Resolver,
     session_resolver,
     subdomain_resolver,
@@ -50,13 +44,9 @@ from rls_tenancy.flask.resolvers import (
 )
 from rls_tenancy.flask.state import (
     EXTENSION_KEY,
-    REQUEST_KEY,
-    RequestState,
     SessionSource,
     TenancyState,
     rejection_window,
-    request_flags,
-    request_state,
     state,
 )
 from rls_tenancy.identity.token_key import TokenKey, token_keys
@@ -176,10 +166,10 @@ class Tenancy:
         # Each request runs in a contextvars context of its own (WSGI middleware,
         # Flask's documented way): whatever a request leaves in context, even
         # when a teardown function fails, dies with it.
-        app.wsgi_app = _own_context(app.wsgi_app)  # type: ignore[method-assign,assignment]
-        app.before_request_funcs.setdefault(None, []).insert(0, _begin_request)
-        app.after_request(_echo_request_id)
-        app.teardown_request(_end_request)
+        app.wsgi_app = own_context(app.wsgi_app)  # type: ignore[method-assign,assignment]
+        app.before_request_funcs.setdefault(None, []).insert(0, begin_request)
+        app.after_request(echo_request_id)
+        app.teardown_request(end_request)
         register_error_handlers(app)
         for name, converter in CONVERTERS.items():
             app.url_map.converters.setdefault(name, converter)
@@ -266,14 +256,14 @@ def _resolvers(
                 token_resolver(
                     engine,
                     audit_engine=audit_engine,
-                    session=_request_session,
+                    session=request_session,
                     rejection_window=rejection_window(config),
                     token_keys=keys,
                     accept_unmarked=bool(config["RLS_TENANCY_ACCEPT_UNMARKED_TOKENS"]),
                 )
             )
         elif name == "session":
-            resolvers.append(session_resolver(engine, session=_request_session))
+            resolvers.append(session_resolver(engine, session=request_session))
         elif name == "subdomain":
             parent = config["RLS_TENANCY_SUBDOMAIN_OF"]
             if not parent:
@@ -282,151 +272,3 @@ def _resolvers(
         else:
             raise UsageError(f"unknown resolver {name!r}: use 'token', 'session', 'subdomain' or a callable")
     return _Resolvers(resolvers, host_resolver)
-
-
-def _request_session() -> Session:
-    return state().session()
-
-
-def _own_context(wsgi_app: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def serve(environ: Any, start_response: Any) -> Any:
-        # No tenant and no user from the app's first line (converters, url
-        # value preprocessors) to its last teardown, whatever surrounds the
-        # request: a test client inside as_tenant(), a request made in a view.
-        # The context dies with the request, so the token is never needed.
-        enter_request_tenant(None)
-        return wsgi_app(environ, start_response)
-
-    @functools.wraps(wsgi_app)
-    def run(environ: Any, start_response: Any) -> Any:
-        context = contextvars.copy_context()
-        environ[REQUEST_KEY] = RequestState(running_in=context)
-        try:
-            return context.run(serve, environ, start_response)
-        except BaseException:
-            # A teardown function that raises stops the rest (ours too) and
-            # leaves Flask's wsgi_app with that error: only then is a Session left.
-            context.run(_close_abandoned_session, environ)
-            raise
-
-    return run
-
-
-_PROBE: contextvars.ContextVar[object] = contextvars.ContextVar("rls_tenancy.flask.probe")
-
-
-def _runs_in(context: contextvars.Context) -> bool:
-    """Whether the caller runs in ``context`` itself, not in a copy of it or another context.
-
-    A value set here shows in ``context`` only if it is the current one;
-    the marker is new each time, so another thread probing at once cannot
-    be mistaken for this one.
-    """
-    marker = object()
-    token = _PROBE.set(marker)
-    found = context.get(_PROBE) is marker
-    _PROBE.reset(token)
-    return found
-
-
-def _close_abandoned_session(environ: Any) -> None:
-    """Close the request's Session when its teardown never ran (an app's teardown raised before it).
-
-    Left to the garbage collector, its connection would stay checked out, in
-    a transaction holding whatever locks the request took, until a cycle
-    collection happened to run.
-    """
-    current = environ.get(REQUEST_KEY)
-    if isinstance(current, RequestState) and current.session is not None:
-        session, current.session = current.session, None
-        session.close()
-
-
-def _begin_request() -> None:
-    current = request_state()
-    # No tenant until one is found, whatever surrounded this request.
-    current.context = enter_request_tenant(None)
-    given = request.headers.get(current_app.config["RLS_TENANCY_REQUEST_ID_HEADER"], "")
-    current.request_id = given if REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
-    set_event_origin(_client_ip(), current.request_id)
-    set_flags_source(request_flags)
-    tenancy = state()
-    resolution: Resolution | None = None
-    for resolve in tenancy.resolvers:
-        resolution = resolve(request)
-        if resolution is not None:
-            break
-    if tenancy.host_resolver is not None:
-        host = tenancy.host_resolver(request)
-        if host is not None and resolution is not None and host.tenant_id != resolution.tenant_id:
-            log_security_event(
-                tenancy.audit_engine,
-                "auth.wrong_tenant",
-                "credentials used on another tenant's host",
-                tenant_id=resolution.tenant_id,
-                user_id=resolution.user_id,
-                data={"host_tenant": host.tenant_id, "source": resolution.source},
-            )
-            tenancy.session().rollback()  # the resolver may have bound it to the credentials' tenant
-            raise AuthenticationError("wrong_tenant", "these credentials belong to another tenant than this host")
-        resolution = resolution or host
-    current.resolution = resolution
-    if resolution is not None:
-        leave_request_tenant(current.context)
-        current.context = enter_request_tenant(resolution.tenant_id, resolution.user_id)
-
-
-def _client_ip() -> str | None:
-    try:
-        return normal_ip(request.remote_addr or "")
-    except ValueError:  # no address, or a unix socket's path
-        return None
-
-
-def _echo_request_id(response: Response) -> Response:
-    request_id = request_state().request_id
-    header = current_app.config["RLS_TENANCY_REQUEST_ID_HEADER"]
-    if request_id is not None and header not in response.headers:
-        response.headers[header] = request_id
-    return response
-
-
-def _end_request(_error: BaseException | None) -> None:
-    current = request_state()
-    if current.running_in is not None:
-        if not _runs_in(current.running_in):
-            # A copy of the request context popped elsewhere while the request
-            # runs (copy_current_request_context in a thread): the tenant's
-            # token and the Session it would end are the running request's.
-            return
-        current.running_in = None  # ended: later pops (a stream's) close what was opened since
-    if current.context is not None:
-        leave_request_tenant(current.context)
-        current.context = None
-    if current.session is not None:
-        _closing_despite_outage(current.session.close)
-        current.session = None
-    tenancy = current_app.extensions.get(EXTENSION_KEY)
-    if tenancy is not None and isinstance(tenancy.sessions, scoped_session):
-        # Also Flask-SQLAlchemy's db.session: an app context kept pushed
-        # across requests must not carry one request's Session into the next.
-        if not _closing_despite_outage(tenancy.sessions.remove):
-            tenancy.sessions.registry.clear()  # remove() stopped before forgetting it
-
-
-def _closing_despite_outage(close: Callable[[], None]) -> bool:
-    """Close a Session whose connection may have died after the response was made.
-
-    The rollback that closing sends then fails with the connection already
-    invalidated (the server rolled the transaction back itself), and the
-    response must not turn into a 500 for it. Any other failure is raised.
-    Whether ``close`` ran to its end.
-    """
-    try:
-        close()
-    except exc.DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-        current_app.logger.warning("database connection lost while ending the request: %s", error.orig)
-        return False
-    return True
