@@ -32,13 +32,17 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sub.add_argument("--database-url", help="a superuser's URL (default: $DATABASE_URL)")
 
 
+#: What ``rls-tenancy context-key require`` runs (and the test databases, when signing is asked for).
+REQUIRE = "SELECT rls_tenancy.require_signed_context(true)"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "new":
         print(ContextKey.generate(args.slot or 1))
         return 0
     statements = {
         "retire": ("SELECT rls_tenancy.retire_context_key(:slot)", {"slot": args.slot}),
-        "require": ("SELECT rls_tenancy.require_signed_context(true)", {}),
+        "require": (REQUIRE, {}),
         "optional": ("SELECT rls_tenancy.require_signed_context(false)", {}),
     }
     if args.action == "retire" and args.slot is None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, session
-from sqlalchemy import func, literal, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from sqlalchemy.types import Text
 
 from rls_tenancy.audit.events import log_security_event
 from rls_tenancy.audit.rejections import rejection_log
@@ -19,7 +18,7 @@ from rls_tenancy.context import as_tenant
 from rls_tenancy.flask.resolvers import SESSION_KEY, is_row_id
 from rls_tenancy.flask.state import rejection_window, state
 from rls_tenancy.identity.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches
-from rls_tenancy.orm.models import SLUG_PATTERN, storable
+from rls_tenancy.orm.models import SLUG_PATTERN, storable, tenant_id_for_slug
 
 
 def login(user: User) -> None:
@@ -76,7 +75,7 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
         return None
     # A Session of its own, so the request's Session and its transaction are left alone.
     with Session(state().engine) as sessions:
-        tenant_id = sessions.scalar(select(func.rls_tenancy.tenant_id_for_slug(literal(tenant_slug, Text))))
+        tenant_id = tenant_id_for_slug(sessions, tenant_slug)
         sessions.rollback()
         if tenant_id is None:
             check_password_of_nobody(password)

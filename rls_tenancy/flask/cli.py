@@ -14,10 +14,9 @@ from typing import Any
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import func, literal, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.types import Text
 
 from rls_tenancy.audit.chain import chain_heads, dump_anchors, load_anchors, purge, verification_report
 from rls_tenancy.audit.events import log_event
@@ -36,7 +35,7 @@ from rls_tenancy.features.overrides import (
 from rls_tenancy.flask.state import state
 from rls_tenancy.identity.tokens import issue_token, revoke_token
 from rls_tenancy.identity.users import User, email_matches
-from rls_tenancy.orm.models import Tenant
+from rls_tenancy.orm.models import Tenant, tenant_id_for_slug
 
 
 @click.group("tenancy")
@@ -55,7 +54,7 @@ def _bypass() -> UnsafeBypass:
 
 def _tenant_id(slug: str) -> int:
     with Session(state().engine) as session:
-        found = session.scalar(select(func.rls_tenancy.tenant_id_for_slug(literal(slug, Text))))
+        found = tenant_id_for_slug(session, slug)
     if found is None:
         raise click.ClickException(f"there is no tenant {slug!r}")
     return int(found)

@@ -16,9 +16,8 @@ from typing import Any, NoReturn, TypeGuard, TypeVar
 
 from flask import Request
 from flask import session as cookie
-from sqlalchemy import Engine, exc, func, literal, select
+from sqlalchemy import Engine, exc, select
 from sqlalchemy.orm import Session
-from sqlalchemy.types import Text
 
 from rls_tenancy.audit.rejections import WINDOW, rejection_log
 from rls_tenancy.binding.engine import begin_bound_with
@@ -35,7 +34,7 @@ from rls_tenancy.identity.tokens import (
     remember_ended,
 )
 from rls_tenancy.identity.users import User
-from rls_tenancy.orm.models import SLUG_PATTERN
+from rls_tenancy.orm.models import SLUG_PATTERN, tenant_id_for_slug
 
 #: The key under which :func:`~rls_tenancy.flask.login` keeps the user in the session.
 SESSION_KEY = "rls_tenancy"
@@ -249,7 +248,7 @@ def subdomain_resolver(engine: Engine, parent_domain: str) -> Resolver:
         if not SLUG_PATTERN.match(slug):
             raise InvalidRequestError(f"{slug!r} cannot be a tenant's subdomain")
         with engine.connect() as connection:
-            tenant_id = connection.execute(select(func.rls_tenancy.tenant_id_for_slug(literal(slug, Text)))).scalar()
+            tenant_id = tenant_id_for_slug(connection, slug)
         if tenant_id is None:
             raise UnknownTenantError(f"there is no tenant {slug!r}")
         return Resolution(int(tenant_id), None, None, source="subdomain")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, MetaData, Text, func
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+from sqlalchemy import BigInteger, Connection, DateTime, Identity, MetaData, Text, func, literal, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, validates
 
 from rls_tenancy.errors import UsageError
 
@@ -63,3 +63,14 @@ class Tenant(TenancyBase):
 
     def __repr__(self) -> str:
         return f"<Tenant id={self.id!r} slug={self.slug!r}>"
+
+
+def tenant_id_for_slug(executor: Session | Connection, slug: str) -> int | None:
+    """The id of the tenant with ``slug``, before any tenant is bound; None when there is none.
+
+    ``rls_tenancy.tenant_id_for_slug()`` (``SECURITY DEFINER``) finds one
+    tenant by its slug and shows the application role nothing else of the
+    tenants table.
+    """
+    found = executor.execute(select(func.rls_tenancy.tenant_id_for_slug(literal(slug, Text)))).scalar()
+    return None if found is None else int(found)

@@ -14,6 +14,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.binding.context_key_cli import REQUIRE
 from rls_tenancy.binding.signing import ENVIRONMENT, configured_key
 from rls_tenancy.schema.migrate import upgrade
 from rls_tenancy.schema.roles import RoleNames
@@ -117,4 +118,4 @@ def require_signing(database_url: URL, key: ContextKey | None = None) -> None:
         os.environ[ENVIRONMENT] = str(key)
     with _connect(database_url) as conn:
         conn.execute("SELECT rls_tenancy.install_context_key(%s, %s)", (key.slot, key.key))
-        conn.execute("SELECT rls_tenancy.require_signed_context(true)")
+        conn.execute(REQUIRE)
