@@ -40,6 +40,7 @@ from rls_tenancy.errors import (
     UnknownTenantError,
     UsageError,
 )
+from rls_tenancy.flask.state import request_state, state
 
 REALM = "api"
 
@@ -65,6 +66,11 @@ def _unauthenticated(error: AuthenticationError) -> Response:
 
 
 def _no_tenant(_error: NoTenantError) -> Response:
+    # On an app whose hosts name tenants, a request that resolved nothing came to a host that names
+    # none (the bare domain): no such page, whatever credentials would add.
+    if state().host_resolver is not None and request_state().resolution is None:
+        parent = current_app.config["RLS_TENANCY_SUBDOMAIN_OF"]
+        return _json(404, "no_tenant", f"this host names no tenant: use <tenant>.{parent}")
     return _unauthenticated(AuthenticationError("missing", "this needs credentials: a bearer token or a login"))
 
 

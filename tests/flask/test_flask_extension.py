@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from rls_tenancy import UsageError, as_tenant, current_tenant_id
 from rls_tenancy.flask import Resolution, Tenancy, TenancyState, get_current_language, get_current_tenant, state
 from rls_tenancy.testing import TenancyDatabase
+from saas_demo.models import Project
 from saas_demo.seed import Seeded
 from tests.fix_flask import bearer
 
@@ -160,3 +161,32 @@ def test_a_given_scoped_session_is_removed_after_each_request(engine: Engine, se
     Tenancy(app, engine=engine, session=sessions)
     app.test_client().get("/whoami", headers=bearer(seeded.tokens["acme/ci"]))
     assert not sessions.registry.has()
+
+
+@pytest.mark.parametrize(
+    ("resolvers", "host", "status", "error"),
+    [
+        (["session", "subdomain"], "example.test", 404, "no_tenant"),  # the bare domain names no tenant
+        (["session", "subdomain"], "acme.example.test", 200, None),
+        (["token", "session"], "example.test", 401, "unauthorized"),  # no hosts: credentials are what is missing
+    ],
+)
+def test_a_tenant_query_without_a_tenant_is_a_404_where_hosts_name_tenants(
+    engine: Engine, seeded: Seeded, resolvers: list[str], host: str, status: int, error: str | None
+) -> None:
+    """A query of tenant rows with no tenant: never an empty list; 404 on a host naming none, else 401."""
+    app = _app(engine, RLS_TENANCY_RESOLVERS=resolvers, RLS_TENANCY_SUBDOMAIN_OF="example.test")
+
+    @app.get("/projects")
+    def projects() -> ResponseReturnValue:
+        return jsonify(sorted(p.id for p in state().session().scalars(select(Project))))
+
+    Tenancy(app, engine=engine)
+    answer = app.test_client().get("/projects", headers={"Host": host})
+    assert answer.status_code == status, answer.json
+    body = answer.json
+    assert body is not None
+    if error is None:
+        assert set(seeded.projects["acme"]) <= set(body) and not set(seeded.projects["globex"]) & set(body)
+    else:
+        assert body["error"] == error
