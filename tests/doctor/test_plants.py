@@ -1,69 +1,34 @@
-"""The doctor: ``rls_tenancy.findings()`` finds each misconfiguration planted, and only those.
+"""Each misconfiguration the doctor knows, planted and rolled back: it is found, and its SQL fix clears it.
 
-Every misconfiguration is planted inside a transaction on the superuser
-engine that is rolled back afterwards (catalog changes are transactional, so
-the shared database stays clean; each test checks that it did), and
-``findings()`` is called inside that same transaction. Where a finding's
-``fix`` is plain SQL it is applied there too, and the finding must go away.
+Also the subtler gaps it once missed, the well-made objects that must add no finding, and exemptions.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from flask import Flask
 from psycopg import sql
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, text
 
-from rls_tenancy.cli import main
-from rls_tenancy.doctor import Finding, findings
 from rls_tenancy.schema.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.testing.database import signing_requested
 from tests.conftest import ddl
-
-DOCTOR_DOCS = Path(__file__).parents[2] / "docs" / "doctor.md"
-
-Row = tuple[str, str, str, str, str]  # severity, check_name, object_name, message, fix
-Key = tuple[str, str, str]  # severity, check_name, object_name
-
-FINDINGS = "SELECT severity, check_name, object_name, message, fix FROM rls_tenancy.findings()"
-
-# What the migrated demo database reports: the exemptions recorded by the
-# library (sql/012_doctor.sql), as info, and one warning: the app role's
-# TEMPORARY, which PostgreSQL grants to PUBLIC and the migrations leave to the
-# DBA (TEMPORARY below). The demo's own keys lead with tenant_id (saas_0004):
-# nothing of public.* is reported, not even as info.
-EXPECTED_CLEAN = {
-    ("info", "index_not_leading_with_tenant", "rls_tenancy.api_tokens_pkey"),
-    ("info", "index_not_leading_with_tenant", "rls_tenancy.audit_log_pkey"),
-    ("info", "index_not_leading_with_tenant", "rls_tenancy.feature_overrides_pkey"),
-    ("info", "index_not_leading_with_tenant", "rls_tenancy.users_pkey"),
-    ("info", "tenant_id_nullable", "rls_tenancy.audit_log"),
-    ("info", "tenant_id_nullable", "rls_tenancy.feature_overrides"),
-    ("info", "policy_not_tenant_keyed", "rls_tenancy.feature_overrides policy global_overrides_read"),
-    ("info", "unique_without_tenant", "rls_tenancy.feature_overrides_pkey"),
-    ("info", "unique_without_tenant", "rls_tenancy.users_pkey"),
-    ("info", "owner_policy_opens_table", "rls_tenancy.audit_log policy audit_owner"),
-}
-TEMPORARY = ("warning", "app_role_temporary")
-UNSIGNED = ("warning", "context_not_signed")  # unless RLS_TENANCY_TEST_SIGNED: then the database requires it
-WARNINGS = [TEMPORARY] if signing_requested() else [TEMPORARY, UNSIGNED]
-INFOS = len(EXPECTED_CLEAN)
-
-
-def _clean(database: str) -> set[Key]:
-    """EXPECTED_CLEAN and the warnings that name the database (the test databases' names need no quotes)."""
-    return EXPECTED_CLEAN | {(*warning, database) for warning in WARNINGS}
-
+from tests.doctor.support import (
+    CLOSED,
+    VIEW,
+    WARNINGS,
+    Key,
+    Row,
+    chain,
+    child_without_tenant,
+    finding_rows,
+    key_of,
+    planted_in,
+    run,
+)
 
 # A new tenant table isolated as the library does it; its primary key
 # leads with tenant_id, so enable_tenant_isolation adds no index of its own.
@@ -76,7 +41,6 @@ CREATE TABLE public.doctor_notes (
 );
 SELECT rls_tenancy.enable_tenant_isolation('public.doctor_notes');
 """
-VIEW = "CREATE VIEW public.doctor_view AS SELECT id, name FROM public.projects"
 INVOKER_VIEW = "CREATE VIEW public.doctor_view WITH (security_invoker = true) AS SELECT id, name FROM public.projects"
 MATVIEW = "CREATE MATERIALIZED VIEW public.doctor_matview AS SELECT id, name FROM public.projects"
 DEFINER = (
@@ -84,7 +48,6 @@ DEFINER = (
     "AS $$ SELECT count(*) FROM public.projects $$"
 )
 PINNED = "SET search_path = pg_catalog, pg_temp"
-CLOSED = "REVOKE EXECUTE ON FUNCTION public.doctor_definer() FROM PUBLIC"
 BOOKINGS = (
     "CREATE TABLE public.doctor_bookings (id integer, tenant_id bigint NOT NULL, during int4range, "
     "PRIMARY KEY (tenant_id, id), CONSTRAINT doctor_bookings_during_excl {}); "
@@ -117,19 +80,6 @@ def _member_of_new_role(roles: RoleNames, attributes: str, *, owning: str | None
     return statements
 
 
-def _chain(roles: RoleNames, attributes: str, suffix: str | None = None) -> list[str]:
-    """app -> doctor_analysts_<hex> -> doctor_reporting_<hex> (with ``attributes``), rolled back with the rest."""
-    suffix = suffix or secrets.token_hex(4)
-    analysts, reporting = f"doctor_analysts_{suffix}", f"doctor_reporting_{suffix}"
-    create = sql.SQL("CREATE ROLE {} NOLOGIN {}").format(sql.Identifier(reporting), sql.SQL(attributes))
-    return [
-        ddl("CREATE ROLE {} NOLOGIN", analysts),
-        create.as_string(None),
-        ddl("GRANT {} TO {}", reporting, analysts),
-        ddl("GRANT {} TO {}", analysts, roles.app),
-    ]
-
-
 def _granted_to_app(role: str) -> Callable[[RoleNames], list[str]]:
     return lambda r: [ddl("GRANT {} TO {}", role, r.app)]
 
@@ -137,98 +87,6 @@ def _granted_to_app(role: str) -> Callable[[RoleNames], list[str]]:
 def _grant(privilege: str) -> Callable[[RoleNames], list[str]]:
     grant = sql.SQL("GRANT {} ON public.projects TO {}")
     return lambda r: [grant.format(sql.SQL(privilege), sql.Identifier(r.app)).as_string(None)]
-
-
-def _key(row: Row) -> Key:
-    return row[0], row[1], row[2]
-
-
-def _findings(conn: Connection) -> list[Row]:
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(text(FINDINGS))]
-
-
-def _run(conn: Connection, script: str) -> None:
-    conn.exec_driver_sql(script, execution_options={"no_parameters": True})
-
-
-@contextmanager
-def _planted(engine: Engine, statements: Sequence[str]) -> Iterator[Connection]:
-    """A superuser connection inside a transaction holding ``statements``, rolled back afterwards."""
-    with engine.connect() as conn:
-        transaction = conn.begin()
-        try:
-            for statement in statements:
-                _run(conn, statement)
-            yield conn
-        finally:
-            transaction.rollback()
-
-
-@pytest.fixture(scope="module")
-def baseline(superuser_engine: Engine) -> list[Row]:
-    with superuser_engine.connect() as conn:
-        return _findings(conn)
-
-
-@pytest.fixture()
-def stays_clean(superuser_engine: Engine, baseline: list[Row]) -> Iterator[None]:
-    """After the test, the shared database reports exactly what it did before: the rollback undid it all."""
-    yield
-    with superuser_engine.connect() as conn:
-        assert _findings(conn) == baseline
-
-
-# --- the clean database -------------------------------------------------------------------------------
-
-
-@pytest.mark.rls_policy  # the policies replaced by USING (true) are policy_not_tenant_keyed errors
-def test_migrated_database_reports_only_its_recorded_exemptions(superuser_engine: Engine) -> None:
-    with superuser_engine.connect() as conn:
-        found = _findings(conn)
-        database = conn.execute(text("SELECT current_database()")).scalar_one()
-    assert {_key(row) for row in found} == _clean(database)
-    assert len(found) == len(EXPECTED_CLEAN) + len(WARNINGS)
-    for row in found:
-        assert ("(exempt: " in row[3]) == (row[0] == "info")
-        assert row[4].strip()
-
-
-def test_the_docs_name_the_columns_findings_returns(bypass_engine: Engine) -> None:
-    """docs/doctor.md's first query, as a DBA copies it, names what comes back."""
-    documented = next(line for line in DOCTOR_DOCS.read_text().splitlines() if "FROM rls_tenancy.findings()" in line)
-    with bypass_engine.connect() as conn:
-        columns = list(conn.execute(text("SELECT * FROM rls_tenancy.findings() LIMIT 0")).keys())
-    assert documented.split("--")[1].split(":")[1].replace(",", " ").split() == columns
-
-
-def test_bypass_role_reads_the_same_report_through_doctor_findings(bypass_engine: Engine) -> None:
-    with bypass_engine.connect() as conn:
-        found = findings(conn)
-        covered = set(conn.execute(text("SELECT table_name FROM rls_tenancy.coverage")).scalars())
-    assert {(f.severity, f.check, f.object) for f in found} == _clean(conn.engine.url.database or "")
-    assert all(isinstance(f, Finding) and f.fix.strip() for f in found)
-    assert {"public.projects", "public.tasks"} <= covered
-
-
-def test_owner_role_may_run_findings(superuser_engine: Engine, db: TenancyDatabase) -> None:
-    with superuser_engine.connect() as conn, conn.begin():
-        _run(conn, ddl("SET LOCAL ROLE {}", db.roles.owner))
-        assert conn.execute(text("SELECT current_user")).scalar() == db.roles.owner
-        assert {_key(row) for row in _findings(conn)} == _clean(db.name)
-
-
-def test_app_role_may_not_run_findings(app_engine: Engine) -> None:
-    with app_engine.connect() as conn, pytest.raises(DBAPIError) as refused:
-        conn.execute(text(FINDINGS))
-    assert getattr(refused.value.orig, "sqlstate", None) == "42501"
-    # Refused at the door (findings() itself), not somewhere inside it.
-    assert "permission denied for function findings" in str(refused.value.orig)
-    with app_engine.connect() as conn, pytest.raises(DBAPIError) as refused:
-        conn.execute(text("SELECT * FROM rls_tenancy.coverage"))
-    assert getattr(refused.value.orig, "sqlstate", None) == "42501"
-
-
-# --- each misconfiguration, planted -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -296,14 +154,14 @@ PLANTS = {
         )
     },
     "app role member of a BYPASSRLS role through another role": Plant(
-        lambda r: _chain(r, "BYPASSRLS"),
+        lambda r: chain(r, "BYPASSRLS"),
         "error",
         "app_role_member_of_privileged",
         "{app}",
         "-> doctor_analysts_",
     ),
     "app role member of a REPLICATION role through another role": Plant(
-        lambda r: _chain(r, "REPLICATION"),
+        lambda r: chain(r, "REPLICATION"),
         "error",
         "app_role_member_of_privileged",
         "{app}",
@@ -417,13 +275,7 @@ PLANTS = {
         fix_is_sql=False,
     ),
     "a child of a tenant table without tenant_id": Plant(
-        lambda r: [
-            "CREATE TABLE public.doctor_orders (id integer UNIQUE, tenant_id bigint NOT NULL"
-            " REFERENCES rls_tenancy.tenants (id), PRIMARY KEY (tenant_id, id))",
-            "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_orders')",
-            "CREATE TABLE public.doctor_lines (id integer, order_id integer REFERENCES public.doctor_orders (id))",
-            ddl("GRANT SELECT, INSERT ON public.doctor_lines TO {}", r.app),
-        ],
+        child_without_tenant,
         "error",
         "tenant_table_by_another_name",
         "public.doctor_lines",
@@ -702,15 +554,15 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
         app=db.roles.app, owner=db.roles.owner, database=db.name, superuser=db.superuser_url.username
     )
     expected = (plant.severity, plant.check, name)
-    with _planted(superuser_engine, plant.setup(db.roles)) as conn:
-        found = _findings(conn)
-        matching = [row for row in found if _key(row) == expected]
-        assert matching, f"{expected} not in {[_key(row) for row in found]}"
+    with planted_in(superuser_engine, plant.setup(db.roles)) as conn:
+        found = finding_rows(conn)
+        matching = [row for row in found if key_of(row) == expected]
+        assert matching, f"{expected} not in {[key_of(row) for row in found]}"
         assert plant.says in matching[0][3]
         assert all(row[4].strip() for row in found), "every finding says how to fix it"
         if plant.fix_is_sql:
-            _run(conn, matching[0][4])
-            after = {_key(row) for row in _findings(conn)}
+            run(conn, matching[0][4])
+            after = {key_of(row) for row in finding_rows(conn)}
             assert expected not in after, f"the fix {matching[0][4]!r} left the finding"
 
 
@@ -749,8 +601,8 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
 def test_well_made_objects_add_no_finding(
     superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row], setup: Callable[[RoleNames], list[str]]
 ) -> None:
-    with _planted(superuser_engine, setup(db.roles)) as conn:
-        found = [row for row in _findings(conn) if row[0] != "info"]
+    with planted_in(superuser_engine, setup(db.roles)) as conn:
+        found = [row for row in finding_rows(conn) if row[0] != "info"]
     before = [row for row in baseline if row[0] != "info"]
     assert found == before
     assert sorted(row[:2] for row in before) == sorted(WARNINGS)
@@ -867,386 +719,25 @@ def test_subtle_gaps_are_reported(
     expected: Key,
 ) -> None:
     key = (expected[0], expected[1], expected[2].format(app=db.roles.app))
-    with _planted(superuser_engine, setup(db.roles)) as conn:
-        assert key in {_key(row) for row in _findings(conn)}
+    with planted_in(superuser_engine, setup(db.roles)) as conn:
+        assert key in {key_of(row) for row in finding_rows(conn)}
 
 
 @pytest.mark.usefixtures("stays_clean")
 def test_an_exemption_turns_a_finding_into_info_with_its_reason(superuser_engine: Engine) -> None:
     planted = ["ALTER TABLE public.projects NO FORCE ROW LEVEL SECURITY"]
-    with _planted(superuser_engine, planted) as conn:
-        assert ("error", "rls_not_forced", "public.projects") in {_key(row) for row in _findings(conn)}
+    with planted_in(superuser_engine, planted) as conn:
+        assert ("error", "rls_not_forced", "public.projects") in {key_of(row) for row in finding_rows(conn)}
         conn.execute(
             text(
                 "INSERT INTO rls_tenancy.doctor_exemptions (object_name, check_name, reason) "
                 "VALUES ('public.projects', 'rls_not_forced', 'doctor test: a reason of our own')"
             )
         )
-        found = _findings(conn)
-    keys = [_key(row) for row in found]
+        found = finding_rows(conn)
+    keys = [key_of(row) for row in found]
     assert ("error", "rls_not_forced", "public.projects") not in keys
     (exempt,) = [row for row in found if row[1] == "rls_not_forced"]
     assert exempt[0] == "info"
     assert exempt[3].endswith("(exempt: doctor test: a reason of our own)")
     assert exempt[4] == "ALTER TABLE public.projects FORCE ROW LEVEL SECURITY;"
-
-
-# --- the command lines --------------------------------------------------------------------------------
-
-
-def _url(url: URL) -> str:
-    return url.render_as_string(hide_password=False)
-
-
-@pytest.mark.parametrize(
-    "role",
-    ["superuser", "bypass"],
-)
-def test_cli_doctor_on_the_clean_database_exits_0_and_prints_a_table(
-    db: TenancyDatabase, role: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    url = db.superuser_url if role == "superuser" else db.bypass_url
-    status = main(["doctor", "--database-url", _url(url)])
-    assert status == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == f"0 error(s), {len(WARNINGS)} warning(s), {INFOS} info(s)"
-    assert lines[-2] == f"({INFOS} info finding(s), exemptions recorded on purpose, not shown: --info shows them)"
-    assert not [line for line in lines if line.startswith("INFO ")]
-    assert sum(line.strip().startswith("fix: ") for line in lines) == len(WARNINGS)
-    assert main(["doctor", "--database-url", _url(url), "--info"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == f"0 error(s), {len(WARNINGS)} warning(s), {INFOS} info(s)"
-    assert any(
-        line.startswith("INFO ") and "unique_without_tenant" in line and "rls_tenancy.users_pkey" in line
-        for line in lines
-    )
-    assert sum(line.strip().startswith("fix: ") for line in lines) == INFOS + len(WARNINGS)
-
-
-@pytest.mark.parametrize(
-    "role",
-    ["superuser", "bypass"],
-)
-def test_cli_doctor_json_has_counts_and_findings(
-    db: TenancyDatabase, role: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    url = db.superuser_url if role == "superuser" else db.bypass_url
-    status = main(["doctor", "--database-url", _url(url), "--json"])
-    assert status == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["counts"] == {"error": 0, "warning": len(WARNINGS), "info": INFOS}
-    assert {(f["severity"], f["check"], f["object"]) for f in report["findings"]} == _clean(db.name)
-    assert all(set(f) == {"severity", "check", "object", "message", "fix"} for f in report["findings"])
-
-
-@pytest.mark.parametrize(
-    "role",
-    ["superuser", "bypass"],
-)
-def test_cli_doctor_exits_1_and_names_a_committed_error(
-    unforced_database: TenancyDatabase, role: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    url = unforced_database.superuser_url if role == "superuser" else unforced_database.bypass_url
-    status = main(["doctor", "--database-url", _url(url)])
-    assert status == 1
-    out = capsys.readouterr().out
-    assert any(line.split()[:3] == ["ERROR", "rls_not_forced", "public.projects"] for line in out.splitlines()), out
-    assert "fix: ALTER TABLE public.projects FORCE ROW LEVEL SECURITY;" in out
-    assert out.splitlines()[-1].startswith(f"1 error(s), {len(WARNINGS)} warning(s)")
-    status = main(["doctor", "--database-url", _url(url), "--json"])
-    assert status == 1
-    report = json.loads(capsys.readouterr().out)
-    assert report["counts"]["error"] == 1
-    assert [f["check"] for f in report["findings"] if f["severity"] == "error"] == ["rls_not_forced"]
-
-
-def test_cli_doctor_exits_2_when_it_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
-    unreachable = "postgresql://nobody:secret@127.0.0.1:1/nowhere"
-    assert main(["doctor", "--database-url", unreachable]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.startswith("rls-tenancy: database error:")
-    assert "Traceback" not in captured.err
-
-
-def test_cli_doctor_exits_2_for_a_role_that_may_not_run_it(
-    db: TenancyDatabase, capsys: pytest.CaptureFixture[str]
-) -> None:
-    status = main(["doctor", "--database-url", _url(db.app_url)])
-    assert status == 2
-    assert "permission denied" in capsys.readouterr().err
-
-
-def test_flask_tenancy_doctor_exits_0_on_the_demo_app(demo_app: Flask) -> None:
-    result = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor"])
-    assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == f"0 error(s), {len(WARNINGS)} warning(s), {INFOS} info(s)"
-    machine = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor", "--json"])
-    assert machine.exit_code == 0, machine.output
-    assert json.loads(machine.output)["counts"] == {"error": 0, "warning": len(WARNINGS), "info": INFOS}
-
-
-def _can(conn: Connection, role: str, statement: str) -> bool:
-    """Whether ``statement`` runs as ``role`` (a savepoint keeps the planted transaction alive)."""
-    savepoint = conn.begin_nested()
-    try:
-        # As the session user: SET ROLE asks what the session user, not the current role, is a member of.
-        _run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", role))
-        _run(conn, statement)
-        return True
-    except DBAPIError:
-        return False
-    finally:
-        savepoint.rollback()
-
-
-@pytest.mark.usefixtures("stays_clean")
-def test_a_membership_chain_is_named_whole_and_its_fix_revokes_the_membership_the_app_role_holds(
-    superuser_engine: Engine, db: TenancyDatabase
-) -> None:
-    suffix = secrets.token_hex(4)
-    analysts, reporting = f"doctor_analysts_{suffix}", f"doctor_reporting_{suffix}"
-    with _planted(superuser_engine, _chain(db.roles, "BYPASSRLS", suffix)) as conn:
-        (found,) = [row for row in _findings(conn) if row[1] == "app_role_member_of_privileged"]
-        assert f"({db.roles.app} -> {analysts} -> {reporting}), which has BYPASSRLS" in found[3]
-        assert found[4] == f"REVOKE {analysts} FROM {db.roles.app};"
-        become = ddl("SET LOCAL ROLE {}", reporting)
-        assert _can(conn, db.roles.app, become)  # the leak: the app role becomes a BYPASSRLS role
-        _run(conn, found[4])
-        assert not _can(conn, db.roles.app, become)
-        assert "app_role_member_of_privileged" not in {row[1] for row in _findings(conn)}
-
-
-@pytest.mark.usefixtures("stays_clean")
-@pytest.mark.parametrize(
-    ("granted", "peek", "says"),
-    [
-        (
-            "pg_read_all_data",
-            "SELECT pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1a')",
-            "the context key's included",
-        ),
-        (
-            "pg_monitor",
-            "SELECT count(query) FROM pg_catalog.pg_stat_activity",
-            " -> pg_monitor -> pg_read_all_stats), which reads every session's query text",
-        ),
-    ],
-    ids=["pg_read_all_data reads the context key", "pg_monitor reads other tenants' query text"],
-)
-def test_a_predefined_role_reads_around_rls_until_its_fix_is_applied(
-    superuser_engine: Engine, db: TenancyDatabase, granted: str, peek: str, says: str
-) -> None:
-    """One cause, one finding: the membership, not the functions it grants as well."""
-    # The app role is NOINHERIT: it reaches the predefined role's rights by SET ROLE, as injected SQL would.
-    become = ddl("SET LOCAL ROLE {}; ", granted) + peek
-    with _planted(superuser_engine, [ddl("GRANT {} TO {}", granted, db.roles.app)]) as conn:
-        assert _can(conn, db.roles.app, become)
-        checks = ("app_role_member_of_privileged", "app_role_cross_tenant_function")
-        found = [row for row in _findings(conn) if row[1] in checks]
-        assert [row[1] for row in found] == ["app_role_member_of_privileged"], found
-        assert says in found[0][3]
-        _run(conn, found[0][4])
-        assert not _can(conn, db.roles.app, become)
-        assert not _can(conn, db.roles.app, peek)
-
-
-EXEMPT_OPEN_TABLE = [
-    "ALTER TABLE public.projects DISABLE ROW LEVEL SECURITY",
-    "INSERT INTO rls_tenancy.doctor_exemptions VALUES ('public.projects', 'rls_disabled', 'planted by the app role')",
-]
-
-
-@pytest.mark.usefixtures("stays_clean")
-@pytest.mark.parametrize("writable", [False, True], ids=["only the owner writes them", "the app role writes them"])
-def test_exemptions_the_app_role_could_write_are_ignored(
-    superuser_engine: Engine, db: TenancyDatabase, writable: bool
-) -> None:
-    grant = [ddl("GRANT INSERT ON rls_tenancy.doctor_exemptions TO {}", db.roles.app)] if writable else []
-    with _planted(superuser_engine, [*grant, *EXEMPT_OPEN_TABLE]) as conn:
-        severities = {row[0] for row in _findings(conn) if row[1] == "rls_disabled" and row[2] == "public.projects"}
-    assert severities == ({"error"} if writable else {"info"})
-
-
-@pytest.mark.usefixtures("stays_clean")
-def test_a_roles_table_naming_no_role_makes_the_doctor_fail_loudly(superuser_engine: Engine) -> None:
-    tampered = ["UPDATE rls_tenancy.roles SET role_name = 'no_such_role_' || md5(random()::text) WHERE purpose = 'app'"]
-    with (
-        _planted(superuser_engine, tampered) as conn,
-        pytest.raises(DBAPIError, match="rls_tenancy.roles names roles"),
-    ):
-        _findings(conn)
-
-
-@pytest.mark.usefixtures("stays_clean")
-@pytest.mark.parametrize(
-    ("attribute", "role", "check"),
-    [
-        ("SUPERUSER", "app", "app_role_superuser"),
-        ("BYPASSRLS", "owner", "owner_role_escapes_rls"),
-        ("SUPERUSER", "owner", "owner_role_escapes_rls"),
-    ],
-)
-def test_one_cause_is_one_finding(
-    superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row], attribute: str, role: str, check: str
-) -> None:
-    name = db.roles.app if role == "app" else db.roles.owner
-    alter = sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(name), sql.SQL(attribute)).as_string(None)
-    with _planted(superuser_engine, [alter]) as conn:
-        errors = [row for row in _findings(conn) if row[0] == "error"]
-        found = {_key(row) for row in _findings(conn)}
-    assert [(row[1], row[2]) for row in errors] == [(check, name)]  # not one per function, table or role it reaches
-    if role == "owner":  # the rest of the report is what it was
-        assert found - {("error", check, name)} == {_key(row) for row in baseline}
-
-
-TENANT = "tenant_id = rls_tenancy.current_tenant_id()"
-
-
-def _with_tenant(template: str) -> str:
-    """``template`` with the tenant condition in place of each ``{tenant}``."""
-    return sql.SQL(template).format(tenant=sql.SQL(TENANT)).as_string(None)
-
-
-PER_COMMAND = [
-    "CREATE TABLE public.doctor_commands (id integer, tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id),"
-    " PRIMARY KEY (tenant_id, id))",
-    "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_commands')",
-    "DROP POLICY tenant_isolation ON public.doctor_commands",
-    _with_tenant("CREATE POLICY doctor_read ON public.doctor_commands FOR SELECT USING ({tenant})"),
-    _with_tenant("CREATE POLICY doctor_add ON public.doctor_commands FOR INSERT WITH CHECK ({tenant})"),
-    _with_tenant(
-        "CREATE POLICY doctor_change ON public.doctor_commands FOR UPDATE USING ({tenant}) WITH CHECK ({tenant})"
-    ),
-    _with_tenant("CREATE POLICY doctor_remove ON public.doctor_commands FOR DELETE USING ({tenant})"),
-]
-
-
-@pytest.mark.usefixtures("stays_clean")
-@pytest.mark.parametrize(
-    "statements",
-    [
-        pytest.param(PER_COMMAND, id="a policy per command, each the tenant condition"),
-        pytest.param(
-            [_with_tenant("CREATE POLICY doctor_named ON public.projects FOR SELECT USING ({tenant} AND name <> '')")],
-            id="a permissive policy that is the tenant condition AND a business rule",
-        ),
-        pytest.param(
-            ["CREATE POLICY doctor_rule ON public.projects AS RESTRICTIVE USING (name <> '')"],
-            id="a restrictive business rule without WITH CHECK",
-        ),
-    ],
-)
-def test_policies_that_narrow_the_tenant_condition_are_no_finding(
-    superuser_engine: Engine, baseline: list[Row], statements: list[str]
-) -> None:
-    with _planted(superuser_engine, statements) as conn:
-        found = [row for row in _findings(conn) if row[0] != "info"]
-    assert found == [row for row in baseline if row[0] != "info"]
-
-
-@pytest.mark.usefixtures("stays_clean")
-@pytest.mark.parametrize(
-    "using",
-    [
-        "{tenant} OR name = 'x'",
-        "({tenant} AND name <> '') OR true",
-        "name <> '' AND {tenant} OR true",
-        "{tenant} AND (true OR name <> '') OR tenant_id > 0",
-    ],
-)
-def test_a_policy_that_widens_the_tenant_condition_is_still_an_error(superuser_engine: Engine, using: str) -> None:
-    policy = _with_tenant("CREATE POLICY doctor_wide ON public.projects FOR SELECT USING (" + using + ")")
-    with _planted(superuser_engine, [policy]) as conn:
-        found = {_key(row) for row in _findings(conn)}
-    assert ("error", "policy_not_tenant_keyed", "public.projects policy doctor_wide") in found
-
-
-@pytest.mark.usefixtures("stays_clean")
-def test_a_view_whose_owner_the_policies_bind_is_a_warning_and_shows_the_bound_tenant_only(
-    superuser_engine: Engine, db: TenancyDatabase
-) -> None:
-    owned = [VIEW, ddl("ALTER VIEW public.doctor_view OWNER TO {}", db.roles.owner)]
-    granted = ddl("GRANT SELECT ON public.doctor_view TO {}", db.roles.app)
-    with _planted(superuser_engine, [*owned, granted]) as conn:
-        found = {_key(row) for row in _findings(conn)}
-        assert ("warning", "view_not_security_invoker", "public.doctor_view") in found
-        if not signing_requested():  # the claim behind the downgrade: the view filters as the policies do
-            tenant, mine, every = conn.execute(
-                text(
-                    "SELECT t, count(*) FILTER (WHERE tenant_id = t), count(*)"
-                    " FROM public.projects, (SELECT min(tenant_id) AS t FROM public.projects) AS one GROUP BY t"
-                )
-            ).one()
-            assert 0 < mine < every  # else the check below proves nothing
-            _run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", db.roles.app))
-            assert conn.execute(text("SELECT count(*) FROM public.doctor_view")).scalar() == 0  # no tenant bound
-            conn.execute(text("SELECT set_config('app.current_tenant', :t, true)"), {"t": str(tenant)})
-            assert conn.execute(text("SELECT count(*) FROM public.doctor_view")).scalar() == mine
-
-
-@pytest.mark.usefixtures("stays_clean")
-def test_a_child_table_is_reported_by_its_cause_only(superuser_engine: Engine, db: TenancyDatabase) -> None:
-    child = PLANTS["a child of a tenant table without tenant_id"]
-    with _planted(superuser_engine, child.setup(db.roles)) as conn:
-        about = [row[1] for row in _findings(conn) if row[2] == "public.doctor_lines"]
-    assert about == ["tenant_table_by_another_name"]  # not also table_not_isolated, its symptom
-
-
-COUNTING = (
-    "CREATE FUNCTION public.doctor_count() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER"
-    " AS $$ BEGIN RETURN (SELECT count(*) FROM projects); END $$"
-)
-
-
-@pytest.mark.usefixtures("stays_clean", "seeded")
-def test_the_search_path_fix_keeps_the_names_a_definer_uses_and_never_reaches_a_temporary_table(
-    superuser_engine: Engine,
-) -> None:
-    with _planted(superuser_engine, [COUNTING, CLOSED.replace("doctor_definer", "doctor_count")]) as conn:
-        (found,) = [row for row in _findings(conn) if row[1] == "definer_without_search_path"]
-        fix = "ALTER FUNCTION public.doctor_count() SET search_path = pg_catalog, public, pg_temp;"
-        assert found[4].startswith(fix)
-        _run(conn, found[4])
-        every = conn.execute(text("SELECT count(*) FROM public.projects")).scalar()
-        assert every  # else the decoy's count would match it
-        _run(conn, "CREATE TEMPORARY TABLE projects AS SELECT * FROM public.projects LIMIT 0")  # a planted decoy
-        assert conn.execute(text("SELECT public.doctor_count()")).scalar() == every  # public's, not the decoy's
-        assert "definer_without_search_path" not in {row[1] for row in _findings(conn)}
-
-
-@pytest.mark.usefixtures("stays_clean")
-def test_the_ownership_fix_leaves_the_app_role_its_access(superuser_engine: Engine, db: TenancyDatabase) -> None:
-    owned = [ddl("ALTER TABLE public.projects OWNER TO {}", db.roles.app)]
-    with _planted(superuser_engine, owned) as conn:
-        (found,) = [row for row in _findings(conn) if row[1] == "app_role_owns_table"]
-        _run(conn, found[4])
-        can = text("SELECT has_table_privilege(:r, 'public.projects', :p)")
-        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-            assert conn.execute(can, {"r": db.roles.app, "p": privilege}).scalar(), privilege
-        assert "app_role_owns_table" not in {row[1] for row in _findings(conn)}
-
-
-@pytest.mark.usefixtures("stays_clean")
-def test_a_table_granted_by_default_privileges_names_them_as_its_cause(
-    superuser_engine: Engine, db: TenancyDatabase
-) -> None:
-    default = ddl("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT ON TABLES TO {}", db.roles.app)
-    with _planted(superuser_engine, [default, "CREATE TABLE public.doctor_scratch (id int, note text)"]) as conn:
-        (found,) = [row for row in _findings(conn) if row[2] == "public.doctor_scratch"]
-    assert found[1] == "table_not_isolated"
-    user = db.superuser_url.username
-    assert found[3].endswith(f"(granted at creation by the default privileges of {user} in schema public)")
-
-
-@pytest.mark.usefixtures("stays_clean")
-def test_the_with_check_fix_keeps_the_business_rule(superuser_engine: Engine) -> None:
-    rule = _with_tenant("CREATE POLICY doctor_named ON public.projects USING ({tenant} AND name <> '')")
-    using = "SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polname = 'doctor_named'"
-    with _planted(superuser_engine, [rule]) as conn:
-        (found,) = [row for row in _findings(conn) if row[1] == "policy_without_with_check"]
-        before = conn.execute(text(using)).scalar()
-        _run(conn, found[4])
-        checked = "SELECT pg_get_expr(polwithcheck, polrelid) FROM pg_policy WHERE polname = 'doctor_named'"
-        assert conn.execute(text(checked)).scalar() == before  # new rows keep "name <> ''"
-        assert "policy_without_with_check" not in {row[1] for row in _findings(conn)}
