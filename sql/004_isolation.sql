@@ -99,6 +99,7 @@ DECLARE
     bypass_role name := rls_tenancy.role_name('bypass');
     column_info record;
     others      text;
+    insertable  text;
     index_name  text;
 BEGIN
     PERFORM rls_tenancy.require_plain_table(target, 'enable_tenant_isolation');
@@ -136,7 +137,21 @@ BEGIN
         target, rls_tenancy.tenant_condition(), rls_tenancy.tenant_condition());
     EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT rls_tenancy.current_tenant_id()', target);
 
-    EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I, %I', target, app_role, bypass_role);
+    EXECUTE pg_catalog.format('GRANT SELECT, UPDATE, DELETE ON %s TO %I, %I', target, app_role, bypass_role);
+    -- A GENERATED ALWAYS identity column is the database's to fill: OVERRIDING SYSTEM VALUE lets any role
+    -- with INSERT on it choose a value, so ids would stop being unique in fact and a chosen id would probe
+    -- for another tenant's. Such a table gets INSERT on its other columns only (run this again after
+    -- adding a column); any other table, INSERT on the table.
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO insertable
+      FROM pg_attribute a
+     WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> 'a';
+    IF EXISTS (SELECT 1 FROM pg_attribute a
+                WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a') THEN
+        EXECUTE pg_catalog.format('REVOKE INSERT ON %s FROM %I, %I', target, app_role, bypass_role);
+        EXECUTE pg_catalog.format('GRANT INSERT (%s) ON %s TO %I, %I', insertable, target, app_role, bypass_role);
+    ELSE
+        EXECUTE pg_catalog.format('GRANT INSERT ON %s TO %I, %I', target, app_role, bypass_role);
+    END IF;
     EXECUTE pg_catalog.format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %I', target, app_role);
     PERFORM rls_tenancy.grant_sequence_usage(target, app_role, bypass_role);
 

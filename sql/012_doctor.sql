@@ -539,6 +539,18 @@ BEGIN
            AND NOT (a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))  -- key columns, not INCLUDE ones
            AND (c.app_insert OR c.app_update)
         UNION ALL
+        -- A GENERATED ALWAYS id the application role may choose: INSERT ... OVERRIDING SYSTEM VALUE writes it.
+        -- enable_tenant_isolation() grants INSERT on the other columns of such a table only.
+        SELECT 'warning', 'generated_id_insertable', format('%s.%I', c.table_name, a.attname),
+               format('the application role may choose %I of %s (INSERT ... OVERRIDING SYSTEM VALUE): ids stop '
+                      'being unique across tenants in fact, and a chosen id probes for another tenant''s wherever '
+                      'a key or a lookup spans tenants', a.attname, c.table_name),
+               format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
+          FROM rls_tenancy.coverage c
+          JOIN pg_attribute a ON a.attrelid = c.table_oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a'
+         WHERE c.tenant_policies IS NOT NULL
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_column_privilege(ar.oid, c.table_oid, a.attnum, 'INSERT'))
+        UNION ALL
         -- Exclusion constraints across tenants: a range another tenant's row overlaps is refused, which tells
         -- that one is there (the error leaves the other row's values out under row level security, but a few
         -- tries narrow the range down). Across tenants unless tenant_id is a key column compared with =.

@@ -100,6 +100,18 @@ class Plant:
 
 
 PLANTS = {
+    "a generated-always id the app role may insert": Plant(
+        lambda r: [
+            "CREATE TABLE public.doctor_ids (id integer GENERATED ALWAYS AS IDENTITY, "
+            "tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id), PRIMARY KEY (tenant_id, id))",
+            "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_ids')",
+            ddl("GRANT INSERT ON public.doctor_ids TO {}", r.app),
+        ],
+        "warning",
+        "generated_id_insertable",
+        "public.doctor_ids.id",
+        "OVERRIDING SYSTEM VALUE",
+    ),
     "a partitioned tenant table": Plant(
         lambda r: [
             "CREATE TABLE public.doctor_events (id int, tenant_id bigint NOT NULL) PARTITION BY LIST (tenant_id)",
@@ -571,6 +583,14 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
     "setup",
     [
         pytest.param(lambda r: [NOTES], id="a new table isolated by enable_tenant_isolation"),
+        pytest.param(
+            lambda r: [
+                "CREATE TABLE public.doctor_ids (id integer GENERATED ALWAYS AS IDENTITY, "
+                "tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id), PRIMARY KEY (tenant_id, id))",
+                "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_ids')",
+            ],
+            id="a generated-always id isolated by enable_tenant_isolation",
+        ),
         pytest.param(
             lambda r: [INVOKER_VIEW, ddl("GRANT SELECT ON public.doctor_view TO {}", r.app)],
             id="a security_invoker view granted to the app role",

@@ -182,6 +182,26 @@ def test_enable_refuses_tables_it_cannot_protect(scratch: Connection, ddl: str, 
         _enable(scratch, "scratch")
 
 
+def test_enable_lets_no_role_choose_a_generated_always_id(scratch: Connection, db: TenancyDatabase) -> None:
+    """OVERRIDING SYSTEM VALUE would let an inserter choose the id: the app and bypass roles get the other columns."""
+    scratch.exec_driver_sql(
+        "CREATE TABLE scratch (id integer GENERATED ALWAYS AS IDENTITY, tenant_id bigint NOT NULL, "
+        "PRIMARY KEY (tenant_id, id))"
+    )
+    _enable(scratch, "scratch")
+    may = "SELECT has_column_privilege(:r, 'scratch', :c, 'INSERT')"
+    for role in (db.roles.app, db.roles.bypass):
+        assert (_scalar(scratch, may, r=role, c="id"), _scalar(scratch, may, r=role, c="tenant_id")) == (False, True)
+    scratch.exec_driver_sql("ALTER TABLE scratch ADD COLUMN note text")
+    assert _scalar(scratch, may, r=db.roles.app, c="note") is False  # a column added later: until enable runs again
+    _enable(scratch, "scratch")
+    assert _scalar(scratch, may, r=db.roles.app, c="note") is True
+    assert _scalar(scratch, may, r=db.roles.app, c="id") is False
+    scratch.exec_driver_sql(ddl("SET LOCAL ROLE {}", db.roles.app))
+    with pytest.raises(DBAPIError, match="permission denied"):
+        scratch.exec_driver_sql("INSERT INTO scratch (id, tenant_id) OVERRIDING SYSTEM VALUE VALUES (1, 1)")
+
+
 def test_enable_is_idempotent_and_disable_closes_the_table(scratch: Connection, db: TenancyDatabase) -> None:
     scratch.exec_driver_sql("CREATE TABLE scratch (id serial, tenant_id bigint NOT NULL)")
     _enable(scratch, "scratch")

@@ -11,10 +11,11 @@ exemptions for the old keys (saas_0002, saas_0003) go.
 Ids stay unique across tenants in fact, without an index that says so to
 every tenant: they come from identity columns, GENERATED ALWAYS, continuing
 after the serial sequences they replace, and neither the app role nor the
-bypass role may write the column (INSERT is granted on the other columns
-only), so OVERRIDING SYSTEM VALUE, which GENERATED ALWAYS lets any inserter
-use, is refused too; UPDATE can set an id only to DEFAULT, a fresh value.
-A column added to these tables later needs its own INSERT grant.
+bypass role may write the column (enable_tenant_isolation, run again here,
+grants INSERT on the other columns only), so OVERRIDING SYSTEM VALUE, which
+GENERATED ALWAYS lets any inserter use, is refused too; UPDATE can set an
+id only to DEFAULT, a fresh value. A column added to these tables later is
+insertable once op.enable_tenant_isolation runs again.
 
 UNIQUE (tenant_id, id) duplicated the new primary key: tasks_project_fkey
 points at the primary key instead. ix_<table>_tenant_id, a prefix of the
@@ -106,31 +107,6 @@ $do$
 """
 
 # INSERT on every column but id, for the app and bypass roles (a table-wide REVOKE takes column grants too).
-INSERT_WITHOUT_ID = """
-DO $do$
-BEGIN
-    EXECUTE pg_catalog.format('REVOKE INSERT ON public.projects, public.tasks FROM %I, %I',
-                              rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
-    EXECUTE pg_catalog.format('GRANT INSERT (tenant_id, name, status) ON public.projects TO %I, %I',
-                              rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
-    EXECUTE pg_catalog.format('GRANT INSERT (tenant_id, project_id, title) ON public.tasks TO %I, %I',
-                              rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
-END
-$do$
-"""
-
-INSERT_EVERY_COLUMN = """
-DO $do$
-BEGIN
-    EXECUTE pg_catalog.format('REVOKE INSERT ON public.projects, public.tasks FROM %I, %I',
-                              rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
-    EXECUTE pg_catalog.format('GRANT INSERT ON public.projects, public.tasks TO %I, %I',
-                              rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
-END
-$do$
-"""
-
-
 def upgrade() -> None:
     op.drop_constraint("tasks_project_fkey", "tasks", type_="foreignkey")
     for table, key in KEYS:
@@ -139,7 +115,8 @@ def upgrade() -> None:
     op.drop_constraint("projects_tenant_id_id_key", "projects", type_="unique")
     op.create_foreign_key("tasks_project_fkey", "tasks", "projects", ["tenant_id", "project_id"], ["tenant_id", "id"])
     op.execute(SERIAL_TO_IDENTITY)
-    op.execute(INSERT_WITHOUT_ID)
+    for table, _key in KEYS:  # again: now INSERT on every column but the generated-always id
+        op.enable_tenant_isolation(table)
     op.execute(EXEMPTIONS.delete().where(EXEMPTIONS.c.object_name.in_(INDEXES)))
 
 
@@ -152,8 +129,9 @@ def downgrade() -> None:
             for index in INDEXES
         ],
     )
-    op.execute(INSERT_EVERY_COLUMN)
     op.execute(IDENTITY_TO_SERIAL)
+    for table, _key in KEYS:  # again: INSERT on the table, its ids serial once more
+        op.enable_tenant_isolation(table)
     op.drop_constraint("tasks_project_fkey", "tasks", type_="foreignkey")
     op.create_unique_constraint("projects_tenant_id_id_key", "projects", ["tenant_id", "id"])
     for table, key in KEYS:

@@ -1,7 +1,7 @@
 """posts, isolated by tenant
 
-Written by `alembic revision --autogenerate -m posts --rev-id blog_0001`;
-only the grants at the end were added by hand.
+Written by `alembic revision --autogenerate -m posts --rev-id blog_0001`,
+unchanged.
 
 Revision ID: blog_0001
 Revises:
@@ -18,21 +18,6 @@ down_revision = None
 branch_labels = ("tenant_blog",)  # app_branch("tenant_blog") starts the blog's own branch here
 depends_on = "rls_tenancy_0001"  # the library's schema (tenants, users, the isolation functions) first
 
-# tutorial: grants
-# posts.id is GENERATED ALWAYS, but OVERRIDING SYSTEM VALUE lets any role with INSERT on it choose one:
-# the app and bypass roles get INSERT on every other column only. The roles' names differ per database
-# (RLS_TENANCY_APP_ROLE...), so they are looked up; %I quotes them.
-INSERT_WITHOUT_ID = """
-DO $do$
-BEGIN
-    EXECUTE pg_catalog.format('REVOKE INSERT ON public.posts FROM %I, %I',
-                              rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
-    EXECUTE pg_catalog.format('GRANT INSERT (tenant_id, author_id, created, title, body) ON public.posts TO %I, %I',
-                              rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
-END
-$do$
-"""
-# tutorial: end grants
 
 
 # tutorial: upgrade
@@ -57,7 +42,6 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_posts_tenant_id"), "posts", ["tenant_id"], unique=False)
     op.enable_tenant_isolation("posts")  # written by autogenerate: FORCE row level security, the policy, grants
-    op.execute(INSERT_WITHOUT_ID)
 
 
 def downgrade() -> None:
