@@ -106,6 +106,7 @@ END
 $do$
 """
 
+
 # INSERT on every column but id, for the app and bypass roles (a table-wide REVOKE takes column grants too).
 def upgrade() -> None:
     op.drop_constraint("tasks_project_fkey", "tasks", type_="foreignkey")

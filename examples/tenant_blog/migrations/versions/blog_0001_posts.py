@@ -19,7 +19,6 @@ branch_labels = ("tenant_blog",)  # app_branch("tenant_blog") starts the blog's 
 depends_on = "rls_tenancy_0001"  # the library's schema (tenants, users, the isolation functions) first
 
 
-
 # tutorial: upgrade
 def upgrade() -> None:
     op.create_table(
