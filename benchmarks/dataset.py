@@ -16,12 +16,15 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 LARGE_TENANT = 1
+#: The partitioned copy of the items: hash partitions by tenant_id, as a SaaS might shard its biggest table.
+PARTITIONS = 16
 
 
 @dataclass(frozen=True)
 class Dataset:
     items: str  # table names, in the public schema
     notes: str
+    parted: str  # the items again, hash-partitioned by tenant_id ("" when not built)
     tenants: int
     rows: int
     large_rows: int
@@ -39,8 +42,13 @@ def connect(url: URL, *, autocommit: bool = True) -> psycopg.Connection[tuple[ob
     )
 
 
-def build(superuser_url: URL, *, name: str, tenants: int, rows: int, large_share: float = 0.10) -> Dataset:
-    """Create and fill ``<name>_items`` and ``<name>_notes`` (one note per two items), isolated."""
+def build(
+    superuser_url: URL, *, name: str, tenants: int, rows: int, large_share: float = 0.10, parted: bool = False
+) -> Dataset:
+    """Create and fill ``<name>_items`` and ``<name>_notes`` (one note per two items), isolated.
+
+    ``parted``: ``<name>_parted`` too, the items again in hash partitions by tenant_id.
+    """
     large_rows = int(rows * large_share) if tenants > 1 else rows
     items, notes = sql.Identifier(f"{name}_items"), sql.Identifier(f"{name}_notes")
     with connect(superuser_url) as conn:
@@ -81,14 +89,35 @@ def build(superuser_url: URL, *, name: str, tenants: int, rows: int, large_share
                 index=sql.Identifier(f"{name}_notes_item"), notes=notes
             )
         )
-        for table in (items, notes):
+        copy = sql.Identifier(f"{name}_parted")
+        tables = [items, notes, copy] if parted else [items, notes]
+        if parted:
+            conn.execute(
+                sql.SQL("CREATE TABLE {parted} (LIKE {items} INCLUDING ALL) PARTITION BY HASH (tenant_id)").format(
+                    parted=copy, items=items
+                )
+            )
+            for remainder in range(PARTITIONS):
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {part} PARTITION OF {parted} FOR VALUES WITH (MODULUS {m}, REMAINDER {r})"
+                    ).format(
+                        part=sql.Identifier(f"{name}_parted_{remainder}"),
+                        parted=copy,
+                        m=sql.Literal(PARTITIONS),
+                        r=sql.Literal(remainder),
+                    )
+                )
+            conn.execute(sql.SQL("INSERT INTO {parted} SELECT * FROM {items}").format(parted=copy, items=items))
+        for table in tables:
             conn.execute(
                 sql.SQL("SELECT rls_tenancy.enable_tenant_isolation({})").format(sql.Literal(table.as_string()))
             )
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(table))
-    return Dataset(f"{name}_items", f"{name}_notes", tenants, rows, large_rows)
+    return Dataset(f"{name}_items", f"{name}_notes", f"{name}_parted" if parted else "", tenants, rows, large_rows)
 
 
 def drop(superuser_url: URL, dataset: Dataset) -> None:
     with connect(superuser_url) as conn:
-        conn.execute(sql.SQL("DROP TABLE {}, {}").format(sql.Identifier(dataset.notes), sql.Identifier(dataset.items)))
+        names = [name for name in (dataset.parted, dataset.notes, dataset.items) if name]
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.SQL(", ").join(map(sql.Identifier, names))))

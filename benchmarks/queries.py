@@ -40,7 +40,7 @@ def run(ctx: Context) -> Section:
     )
     with ctx.library_database() as db:
         ctx.log(f"building {rows:,} rows")
-        items = data.build(db.superuser_url, name="bench", tenants=tenants, rows=rows)
+        items = data.build(db.superuser_url, name="bench", tenants=tenants, rows=rows, parted=True)
         with data.connect(db.app_url) as rls_conn, data.connect(db.bypass_url) as base_conn:
             indexed = 0
             for shape in SHAPES:
@@ -191,8 +191,12 @@ def _anti_patterns(ctx: Context, superuser_url: Any, items: data.Dataset) -> lis
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(str(name))))
         for suffix in ("volatile", "unindexed"):
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(f"{items.items}_{suffix}")))
-    volatile = data.Dataset(f"{items.items}_volatile", items.notes, items.tenants, items.rows, items.large_rows)
-    unindexed = data.Dataset(f"{items.items}_unindexed", items.notes, items.tenants, items.rows, items.large_rows)
+    volatile = data.Dataset(
+        f"{items.items}_volatile", items.notes, items.parted, items.tenants, items.rows, items.large_rows
+    )
+    unindexed = data.Dataset(
+        f"{items.items}_unindexed", items.notes, items.parted, items.tenants, items.rows, items.large_rows
+    )
     return [
         ("primary-key lookup, policy through a VOLATILE function", lookup, volatile),
         ("COUNT over one small tenant, policy through a VOLATILE function", count, volatile),

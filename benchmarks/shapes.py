@@ -30,7 +30,7 @@ Params = dict[str, Any]
 @dataclass(frozen=True)
 class Shape:
     name: str
-    rls: str  # templates: {items} and {notes} become the dataset's tables
+    rls: str  # templates: {items}, {notes} and {parted} become the dataset's tables
     baseline: str
     params: Callable[[Dataset, int, random.Random], Params]
     batch: int = 20
@@ -48,7 +48,10 @@ class Shape:
         template = self.rls if rls else self.baseline
         values = {name: (_loop_value if in_loop else _client_value)(name, kind) for name, kind in _TYPES.items()}
         return sql.SQL(template).format(
-            items=sql.Identifier(dataset.items), notes=sql.Identifier(dataset.notes), **values
+            items=sql.Identifier(dataset.items),
+            notes=sql.Identifier(dataset.notes),
+            parted=sql.Identifier(dataset.parted or dataset.items),
+            **values,
         )
 
 
@@ -91,6 +94,19 @@ SHAPES = (
         "primary-key lookup",
         "SELECT title FROM {items} WHERE id = {id}",
         "SELECT title FROM {items} WHERE tenant_id = {t} AND id = {id}",
+        _an_item,
+    ),
+    Shape(
+        "primary-key lookup, hash-partitioned by tenant (pruned to one partition)",
+        "SELECT title FROM {parted} WHERE id = {id}",
+        "SELECT title FROM {parted} WHERE tenant_id = {t} AND id = {id}",
+        _an_item,
+    ),
+    # What the ORM filter sends (scope_sessions adds tenant_id = :param): the planner prunes at planning.
+    Shape(
+        "primary-key lookup, hash-partitioned, with the ORM filter's tenant_id",
+        "SELECT title FROM {parted} WHERE tenant_id = {t} AND id = {id}",
+        "SELECT title FROM {parted} WHERE tenant_id = {t} AND id = {id}",
         _an_item,
     ),
     Shape(

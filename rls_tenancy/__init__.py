@@ -9,16 +9,22 @@ from rls_tenancy.binding import SETTING, USER_SETTING, ContextKey, bind_engine, 
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant, current_tenant_id, current_user_id, require_tenant_id
 from rls_tenancy.errors import (
+    AuthenticationError,
     ContextKeyError,
     InsecureRoleError,
+    InvalidRequestError,
     NoTenantError,
+    OverrideNotAllowedError,
+    PermissionDeniedError,
     TenancyError,
     TenantChangedError,
     TenantMismatchError,
+    UnknownFeatureError,
+    UnknownTenantError,
     UsageError,
 )
 from rls_tenancy.identity import TokenKey, User
-from rls_tenancy.orm import UNCONSTRAINED, Tenant, TenantBoundMixin, TenantQuery, scope_sessions
+from rls_tenancy.orm import UNCONSTRAINED, Tenant, TenantBoundMixin, TenantQuery, scope_sessions, tenant_id_for_slug
 from rls_tenancy.schema import RoleNames
 
 __version__ = version("rls-tenancy")
@@ -28,10 +34,14 @@ __all__ = [
     "UNCONSTRAINED",
     "USER_SETTING",
     "AuditEvent",
+    "AuthenticationError",
     "ContextKey",
     "ContextKeyError",
     "InsecureRoleError",
+    "InvalidRequestError",
     "NoTenantError",
+    "OverrideNotAllowedError",
+    "PermissionDeniedError",
     "RoleNames",
     "TenancyError",
     "Tenant",
@@ -40,6 +50,8 @@ __all__ = [
     "TenantMismatchError",
     "TenantQuery",
     "TokenKey",
+    "UnknownFeatureError",
+    "UnknownTenantError",
     "UnsafeBypass",
     "UsageError",
     "User",
@@ -51,5 +63,6 @@ __all__ = [
     "log_security_event",
     "require_tenant_id",
     "scope_sessions",
+    "tenant_id_for_slug",
     "unavailable_reason",
 ]

@@ -7,6 +7,7 @@ rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.j
 rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json]
 rls-tenancy context-key new | install | retire | require | optional | status   (see --help)
 rls-tenancy token-key new                     # a key that marks API tokens (RLS_TENANCY_TOKEN_KEYS)
+rls-tenancy postgres                          # a throwaway PostgreSQL for development; prints its URL
 
 Exit status: 0 success; 1 the database refused a migration, audit-verify
 found a broken chain or anchor, or doctor found an error; 2 bad usage, or the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from rls_tenancy.errors import TenancyError
 from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.schema.migrate import alembic_config, downgrade, upgrade
 from rls_tenancy.schema.roles import RoleNames
+from rls_tenancy.testing.server import NoPostgresError, postgres_server
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +63,24 @@ def _parser() -> argparse.ArgumentParser:
     _context_key_cli.add_command(commands)
     token_key = commands.add_parser("token-key", help="make a key that marks the API tokens the app issues")
     token_key.add_argument("action", choices=("new",))
+    commands.add_parser(
+        "postgres",
+        help="start a throwaway PostgreSQL as the test plugin does (Docker, local binaries, pgserver), "
+        "print its superuser URL, and stop and remove it on Ctrl-C",
+    )
     return parser
+
+
+def _postgres() -> int:
+    """A development server for an app's migrations and its dev server; gone with its data on Ctrl-C."""
+    with postgres_server() as url:
+        print(url.render_as_string(hide_password=False), flush=True)
+        print("rls-tenancy: serving until Ctrl-C (everything in it goes then)", file=sys.stderr, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -98,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _doctor(args)
         if args.command == "context-key":
             return _context_key_cli.run(args)
+        if args.command == "postgres":
+            return _postgres()
         if args.command == "token-key":
             print(TokenKey.generate())
             return 0
@@ -108,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             upgrade(args.database_url, roles=roles, revision=args.revision)
         else:
             downgrade(args.database_url, roles=roles, revision=args.revision)
-    except (TenancyError, CommandError, OSError) as error:
+    except (TenancyError, CommandError, OSError, NoPostgresError) as error:
         print(f"rls-tenancy: {error}", file=sys.stderr)
         return 2
     except DBAPIError as error:

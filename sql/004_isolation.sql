@@ -42,7 +42,7 @@ RETURN rls_tenancy.tenant_condition_on('tenant_id', false);
 COMMENT ON FUNCTION rls_tenancy.tenant_condition() IS
     'The condition of the tenant_isolation policies: tenant_id equals the tenant bound to the transaction.';
 
--- The functions below work on plain tables only.
+-- share_table() works on plain tables only; enable_tenant_isolation() on partitioned ones too.
 CREATE OR REPLACE FUNCTION rls_tenancy.require_plain_table(target regclass, caller text)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -53,16 +53,29 @@ BEGIN
         RAISE EXCEPTION 'rls_tenancy: % needs a table, got NULL', caller;
     END IF;
     IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
-        -- RLS on a partitioned table guards only access through the parent;
-        -- each partition is a table of its own that would stay open.
-        RAISE EXCEPTION 'rls_tenancy: % is a partitioned table, which % does not support yet', target, caller
-            USING HINT = 'Isolate each partition with enable_tenant_isolation(), and revoke the app role''s access to the parent.';
+        RAISE EXCEPTION 'rls_tenancy: % is a partitioned table, which % does not support', target, caller
+            USING HINT = 'Reference data every tenant reads is rarely worth partitioning; share a plain table.';
     END IF;
     IF (SELECT relkind FROM pg_class WHERE oid = target) <> 'r' THEN
         RAISE EXCEPTION 'rls_tenancy: % is not a table', target;
     END IF;
 END
 $fn$;
+CREATE OR REPLACE FUNCTION rls_tenancy.require_table(target regclass, caller text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF target IS NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: % needs a table, got NULL', caller;
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = target) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'rls_tenancy: % is not a table', target;
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION rls_tenancy.require_table(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_tenancy.require_plain_table(regclass, text) FROM PUBLIC;
 
 -- serial columns need USAGE on their sequence to insert (identity columns do not).
@@ -100,9 +113,10 @@ DECLARE
     column_info record;
     others      text;
     insertable  text;
+    partition   regclass;
     index_name  text;
 BEGIN
-    PERFORM rls_tenancy.require_plain_table(target, 'enable_tenant_isolation');
+    PERFORM rls_tenancy.require_table(target, 'enable_tenant_isolation');
 
     SELECT a.attnum, a.attnotnull, a.atttypid INTO column_info
       FROM pg_attribute a
@@ -159,6 +173,13 @@ BEGIN
         index_name := pg_catalog.left((SELECT relname FROM pg_class WHERE oid = target), 48) || '_tenant_id_idx';
         EXECUTE pg_catalog.format('CREATE INDEX %I ON %s (tenant_id)', index_name, target);
     END IF;
+
+    -- A partitioned table's policy guards access through it only: each partition is a table of its own,
+    -- which a query may name directly. Every partition gets the same isolation, at every level; those
+    -- created or attached later get it from the event trigger below.
+    FOR partition IN SELECT i.inhrelid::regclass FROM pg_inherits i WHERE i.inhparent = target ORDER BY 1 LOOP
+        PERFORM rls_tenancy.enable_tenant_isolation(partition);
+    END LOOP;
 END
 $fn$;
 
@@ -167,8 +188,10 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    partition regclass;
 BEGIN
-    PERFORM rls_tenancy.require_plain_table(target, 'disable_tenant_isolation');
+    PERFORM rls_tenancy.require_table(target, 'disable_tenant_isolation');
     EXECUTE pg_catalog.format('REVOKE SELECT, INSERT, UPDATE, DELETE ON %s FROM %I', target, rls_tenancy.role_name('app'));
     EXECUTE pg_catalog.format('DROP POLICY IF EXISTS tenant_isolation ON %s', target);
     EXECUTE pg_catalog.format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', target);
@@ -176,6 +199,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = 'tenant_id' AND NOT attisdropped) THEN
         EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', target);
     END IF;
+    FOR partition IN SELECT i.inhrelid::regclass FROM pg_inherits i WHERE i.inhparent = target ORDER BY 1 LOOP
+        PERFORM rls_tenancy.disable_tenant_isolation(partition);
+    END LOOP;
 END
 $fn$;
 
@@ -188,4 +214,51 @@ REVOKE ALL ON FUNCTION rls_tenancy.enable_tenant_isolation(regclass) FROM PUBLIC
 REVOKE ALL ON FUNCTION rls_tenancy.tenant_condition() FROM PUBLIC;
 REVOKE ALL ON FUNCTION rls_tenancy.disable_tenant_isolation(regclass) FROM PUBLIC;
 
+-- A partition created (CREATE TABLE ... PARTITION OF) or attached (ALTER TABLE ... ATTACH PARTITION) under
+-- an isolated table is isolated in the same statement: nobody has to remember to. Runs as whoever ran
+-- the DDL (a migration's superuser, or a member of the owner role, as enable_tenant_isolation needs).
+CREATE OR REPLACE FUNCTION rls_tenancy.isolate_new_partitions()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    root   regclass;
+    member regclass;
+BEGIN
+    IF pg_catalog.current_setting('rls_tenancy.isolating_partitions', true) = 'on' THEN
+        RETURN;  -- the DDL enable_tenant_isolation() runs below fires this trigger again
+    END IF;
+    FOR root IN
+        SELECT DISTINCT pg_catalog.pg_partition_root(c.objid)::regclass
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.classid = 'pg_catalog.pg_class'::regclass AND c.object_type IN ('table', 'table column')
+           AND pg_catalog.pg_partition_root(c.objid) IS NOT NULL
+    LOOP
+        -- Only under a root the library isolated: its policy, forced.
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_policy p JOIN pg_class r ON r.oid = p.polrelid
+                                   WHERE p.polrelid = root AND p.polname = 'tenant_isolation' AND r.relforcerowsecurity);
+        FOR member IN
+            SELECT t.relid FROM pg_catalog.pg_partition_tree(root) t JOIN pg_class m ON m.oid = t.relid
+             WHERE m.relkind IN ('r', 'p')
+               AND (NOT m.relforcerowsecurity
+                    OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = t.relid AND p.polname = 'tenant_isolation'))
+             ORDER BY t.level
+        LOOP
+            PERFORM pg_catalog.set_config('rls_tenancy.isolating_partitions', 'on', true);
+            PERFORM rls_tenancy.enable_tenant_isolation(member);
+            PERFORM pg_catalog.set_config('rls_tenancy.isolating_partitions', '', true);
+        END LOOP;
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION rls_tenancy.isolate_new_partitions() FROM PUBLIC;
+
 RESET ROLE;
+
+-- Event triggers are a superuser's to create (managed services: their superuser role).
+
+DROP EVENT TRIGGER IF EXISTS rls_tenancy_isolate_new_partitions;
+CREATE EVENT TRIGGER rls_tenancy_isolate_new_partitions ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+    EXECUTE FUNCTION rls_tenancy.isolate_new_partitions();

@@ -331,11 +331,8 @@ BEGIN
         UNION ALL
         SELECT 'error', 'rls_disabled', c.table_name,
                format('%s has a tenant_id but row level security is off: every tenant sees every row', c.table_name),
-               CASE WHEN c.partitioned
-                    -- enable_tenant_isolation() refuses partitioned parents: each partition is a table of its own.
-                    THEN format('isolate each partition with rls_tenancy.enable_tenant_isolation(), and REVOKE ALL ON %s FROM %I; (or enable, force and add the tenant policy on the parent by hand)',
-                                c.table_name, app_role)
-                    ELSE format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name) END
+               -- A partitioned table's partitions too: enable_tenant_isolation() isolates every one of them.
+               format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
           FROM rls_tenancy.coverage c WHERE NOT c.rls_enabled
         UNION ALL
         SELECT 'error', 'rls_not_forced', c.table_name,

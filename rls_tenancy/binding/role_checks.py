@@ -76,10 +76,10 @@ def verify_app_role(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     problems = _query_column(dbapi_connection, _APP_ESCAPES)
     if problems:
         dbapi_connection.close()  # useless, and the pool would not close it
+        # What to do first: the reasons can run long (a superuser's name every table it owns).
         raise InsecureRoleError(
-            "the application engine's login role escapes row level security: "
-            + "; ".join(problems)
-            + ". Connect as the application role (rls_app by default)."
+            "the application engine's login role escapes row level security; connect as the application "
+            "role (rls_app by default), not a superuser or the tables' owner. Why: " + "; ".join(problems) + "."
         )
 
 

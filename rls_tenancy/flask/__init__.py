@@ -21,7 +21,7 @@ from rls_tenancy.flask.current import (
     require_scopes,
 )
 from rls_tenancy.flask.extension import Tenancy
-from rls_tenancy.flask.resolvers import Resolution, Resolver
+from rls_tenancy.flask.resolvers import Resolution, Resolver, session_resolver, subdomain_resolver, token_resolver
 from rls_tenancy.flask.state import TenancyState, state
 from rls_tenancy.identity.users import User
 
@@ -44,5 +44,8 @@ __all__ = [
     "login",
     "logout",
     "require_scopes",
+    "session_resolver",
     "state",
+    "subdomain_resolver",
+    "token_resolver",
 ]

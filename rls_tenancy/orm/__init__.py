@@ -9,7 +9,7 @@ between tenant tables: :mod:`rls_tenancy.orm.tenant_keys`.
 from __future__ import annotations
 
 from rls_tenancy.orm.mixin import TenantBoundMixin
-from rls_tenancy.orm.models import TenancyBase, Tenant
+from rls_tenancy.orm.models import TenancyBase, Tenant, tenant_id_for_slug
 from rls_tenancy.orm.query import UNCONSTRAINED, TenantQuery
 from rls_tenancy.orm.scoping import scope_sessions
 
@@ -20,4 +20,5 @@ __all__ = [
     "TenantBoundMixin",
     "TenantQuery",
     "scope_sessions",
+    "tenant_id_for_slug",
 ]

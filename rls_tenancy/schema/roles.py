@@ -42,8 +42,9 @@ class RoleNames:
             raise UsageError("the owner, app and bypass roles must be three different roles")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> RoleNames:
-        """Names from ``RLS_TENANCY_{OWNER,APP,BYPASS}_ROLE``, defaults otherwise."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RoleNames:
+        """Names from ``RLS_TENANCY_{OWNER,APP,BYPASS}_ROLE`` (``environ``: the process's by default)."""
+        environ = os.environ if environ is None else environ
         given = {purpose: environ[var] for purpose, var in _ENV.items() if environ.get(var)}
         return cls(**given)
 

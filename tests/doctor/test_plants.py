@@ -121,7 +121,6 @@ PLANTS = {
         "rls_disabled",
         "public.doctor_events",
         "row level security is off",
-        fix_is_sql=False,  # enable_tenant_isolation() refuses parents: the fix says to isolate each partition
     ),
     "app role SUPERUSER": Plant(
         lambda r: [ddl("ALTER ROLE {} SUPERUSER", r.app)], "error", "app_role_superuser", "{app}", "superuser"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import URL
 
+from rls_tenancy.binding import database_url
 from rls_tenancy.testing import server
 from rls_tenancy.testing.server import ENV_ORDER, ENV_URL, NoPostgresError, postgres_server
 
@@ -120,3 +124,22 @@ def test_docker_compose_file_runs_postgres_and_the_demo() -> None:
     assert url.startswith("postgresql://postgres:") and "@postgres:5432/" in url
     assert "python -m saas_demo" in demo["command"][-1]
     assert any(str(port).endswith(":5000") for port in demo["ports"])
+
+
+def test_the_postgres_command_serves_a_throwaway_server_until_interrupted() -> None:
+    """``rls-tenancy postgres``: a development server found or started as the plugin does, gone on Ctrl-C."""
+    env = {key: value for key, value in os.environ.items() if key not in (ENV_URL, "DATABASE_URL")}
+    command = [sys.executable, "-m", "rls_tenancy.cli", "postgres"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().strip()
+            assert url.startswith("postgresql"), process.stderr.read() if process.stderr else url
+            plain = database_url(url).set(drivername="postgresql")
+            with psycopg.connect(plain.render_as_string(hide_password=False)) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(plain.render_as_string(hide_password=False), connect_timeout=3)
