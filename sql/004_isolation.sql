@@ -42,25 +42,7 @@ RETURN rls_tenancy.tenant_condition_on('tenant_id', false);
 COMMENT ON FUNCTION rls_tenancy.tenant_condition() IS
     'The condition of the tenant_isolation policies: tenant_id equals the tenant bound to the transaction.';
 
--- share_table() works on plain tables only; enable_tenant_isolation() on partitioned ones too.
-CREATE OR REPLACE FUNCTION rls_tenancy.require_plain_table(target regclass, caller text)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF target IS NULL THEN
-        RAISE EXCEPTION 'rls_tenancy: % needs a table, got NULL', caller;
-    END IF;
-    IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
-        RAISE EXCEPTION 'rls_tenancy: % is a partitioned table, which % does not support', target, caller
-            USING HINT = 'Reference data every tenant reads is rarely worth partitioning; share a plain table.';
-    END IF;
-    IF (SELECT relkind FROM pg_class WHERE oid = target) <> 'r' THEN
-        RAISE EXCEPTION 'rls_tenancy: % is not a table', target;
-    END IF;
-END
-$fn$;
+-- enable_tenant_isolation() works on ordinary and partitioned tables; share_table() on ordinary ones only.
 CREATE OR REPLACE FUNCTION rls_tenancy.require_table(target regclass, caller text)
 RETURNS void
 LANGUAGE plpgsql STABLE
@@ -75,8 +57,21 @@ BEGIN
     END IF;
 END
 $fn$;
-REVOKE ALL ON FUNCTION rls_tenancy.require_table(regclass, text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION rls_tenancy.require_plain_table(target regclass, caller text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM rls_tenancy.require_table(target, caller);
+    IF (SELECT relkind FROM pg_class WHERE oid = target) = 'p' THEN
+        RAISE EXCEPTION 'rls_tenancy: % is a partitioned table, which % does not support', target, caller
+            USING HINT = 'Reference data every tenant reads is rarely worth partitioning; share a plain table.';
+    END IF;
+END
+$fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.require_plain_table(regclass, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.require_table(regclass, text) FROM PUBLIC;
 
 -- serial columns need USAGE on their sequence to insert (identity columns do not).
 CREATE OR REPLACE FUNCTION rls_tenancy.grant_sequence_usage(target regclass, VARIADIC grantees name[])
