@@ -6,7 +6,7 @@
     api.set_provider(TenancyFlagProvider())
     api.get_client().get_boolean_value("new-dashboard", False)   # inside a request or flags_for()
 
-Flags are evaluated exactly as :func:`~rls_tenancy.flask.feature_enabled`
+Flags are evaluated exactly as :func:`~rls_tenancy.flask.features.feature_enabled`
 would: for the request's (or ``flags_for`` block's) tenant, user and
 address, with the overrides loaded once. The OpenFeature evaluation context
 is not used to choose a scope: the request's own identity is the only one a

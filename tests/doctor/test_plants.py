@@ -714,14 +714,14 @@ SUBTLE = {
         ("error", "app_role_member_of_privileged", "{app}"),
         "once missed: sql/012_doctor.sql (app_role_member_of_privileged) considers superuser, BYPASSRLS, owner "
         "and bypass roles, not CREATEROLE ones (which can grant the app role the bypass role); the engine's own "
-        "check (rls_tenancy/_role_checks.py) does refuse it",
+        "check (rls_tenancy/binding/role_checks.py) does refuse it",
     ),
     "app role member of another role that owns a tenant table": (
         lambda r: _member_of_new_role(r, "NOLOGIN", owning="public.projects"),
         ("error", "app_role_owns_table", "public.projects"),
         "once missed: sql/012_doctor.sql (app_role_owns_table) compares the owner with the app role's name only; "
         "membership in the owning role (which can ALTER TABLE ... NO FORCE) goes unreported, while "
-        "rls_tenancy/_role_checks.py refuses it with pg_has_role(who, relowner, 'MEMBER')",
+        "rls_tenancy/binding/role_checks.py refuses it with pg_has_role(who, relowner, 'MEMBER')",
     ),
 }
 

@@ -18,7 +18,7 @@ from rls_tenancy.schema._resources import install_scripts
 ROOT = Path(__file__).parents[2]
 PAGES = sorted([ROOT / "README.md", *(page for page in (ROOT / "docs").rglob("*.md") if "_build" not in page.parts)])
 _TEST = re.compile(r"(tests/[\w/]+\.py)(?:::(\w+))?")
-_FILE = re.compile(r"\b((?:sql|examples|benchmarks)/[\w/.-]+\.(?:sql|py|md|svg))\b")
+_FILE = re.compile(r"\b((?:sql|examples|benchmarks|rls_tenancy)/[\w/.-]+\.(?:sql|py|md|svg))\b")
 
 
 def _test_names(path: Path) -> set[str]:
