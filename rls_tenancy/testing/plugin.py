@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from alembic.config import Config
@@ -83,18 +83,35 @@ def rls_alembic_config() -> Config | None:
     return None
 
 
+def break_database(config: pytest.Config, database_url: URL) -> None:
+    """Break ``database_url`` as this run's ``--rls-break`` says; the other layers break in the process.
+
+    ``policy``: every policy in it lets everything through; ``signing``: it
+    takes the bound tenant without its proof.
+    """
+    layer = config.getoption("rls_break")
+    if layer == "policy":
+        open_every_policy(database_url)
+    if layer == "signing":
+        skip_signature_check(database_url)
+
+
+@pytest.fixture(scope="session")
+def rls_break_database(pytestconfig: pytest.Config) -> Callable[[URL], None]:
+    """For a database your fixtures make themselves: ``rls_break_database(db.superuser_url)`` once migrated.
+
+    ``rls_database`` is broken this way already; a second database (another
+    app's, one per module) is not unless its fixture calls this, and the
+    tests marked for a layer would then pass under its break and fail the run.
+    """
+    return lambda database_url: break_database(pytestconfig, database_url)
+
+
 @pytest.fixture(scope="session")
 def rls_database(
     rls_postgres_url: URL, rls_alembic_config: Config | None, pytestconfig: pytest.Config
 ) -> Iterator[TenancyDatabase]:
-    """A fresh, migrated database with the owner, app and bypass roles.
-
-    Under ``--rls-break=policy`` every policy in it lets everything through;
-    under ``--rls-break=signing`` it takes the bound tenant without its proof.
-    """
+    """A fresh, migrated database with the owner, app and bypass roles, broken as ``--rls-break`` says."""
     with tenancy_database(rls_postgres_url, alembic_config=rls_alembic_config) as database:
-        if pytestconfig.getoption("rls_break") == "policy":
-            open_every_policy(database.superuser_url)
-        if pytestconfig.getoption("rls_break") == "signing":
-            skip_signature_check(database.superuser_url)
+        break_database(pytestconfig, database.superuser_url)
         yield database

@@ -8,7 +8,7 @@ unprivileged role, in the database itself.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,10 @@ PASSWORD = "correct horse battery staple"
 
 # tutorial: fixtures
 @pytest.fixture(scope="module")
-def blog_db(rls_postgres_url: URL) -> Iterator[TenancyDatabase]:
+def blog_db(rls_postgres_url: URL, rls_break_database: Callable[[URL], None]) -> Iterator[TenancyDatabase]:
     """A fresh database on the plugin's server, upgraded to heads: the blog's revisions and the library's."""
     with tenancy_database(rls_postgres_url, alembic_config=Config(BLOG_ALEMBIC_INI)) as database:
+        rls_break_database(database.superuser_url)  # under --rls-break=policy: its policies opened too
         yield database
 
 
@@ -246,6 +247,7 @@ def test_logged_out_is_read_only(acme: Blog) -> None:
 
 
 # tutorial: database
+@pytest.mark.rls_policy  # plain SQL as the app role: only the policy stands in the way
 def test_the_database_hides_other_tenants_posts_from_the_app_role(
     acme: Blog, globex: Blog, app_role_engine: Engine
 ) -> None:
@@ -264,6 +266,7 @@ def test_the_database_hides_other_tenants_posts_from_the_app_role(
         assert [tuple(row) for row in rows] == [(i, f"Globex post {n}") for n, i in enumerate(sorted(theirs))]
 
 
+@pytest.mark.rls_policy
 def test_the_database_refuses_a_row_for_another_tenant(acme: Blog, globex: Blog, app_role_engine: Engine) -> None:
     acme_id, globex_id = (tenant_id(app_role_engine, blog.slug) for blog in (acme, globex))
     author = globex.write("Globex author's")["author_id"]

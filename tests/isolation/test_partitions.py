@@ -10,7 +10,7 @@ by time (every tenant in each partition).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -21,7 +21,6 @@ from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy import as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
-from rls_tenancy.testing._sabotage import open_every_policy
 
 # By list: one partition per tenant; tenant_id leads every key, so no index spans tenants.
 BY_TENANT = """
@@ -65,7 +64,7 @@ class Partitioned:
 
 
 @pytest.fixture(scope="module")
-def partitioned(rls_postgres_url: URL, pytestconfig: pytest.Config) -> Iterator[Partitioned]:
+def partitioned(rls_postgres_url: URL, rls_break_database: Callable[[URL], None]) -> Iterator[Partitioned]:
     with tenancy_database(rls_postgres_url) as db:
         owner = create_engine(db.superuser_url)
         app = bind_engine(create_engine(db.app_url))
@@ -90,8 +89,7 @@ def partitioned(rls_postgres_url: URL, pytestconfig: pytest.Config) -> Iterator[
                     conn.execute(
                         text("INSERT INTO readings VALUES (:t, '2026-11-15', 1), (:t, '2026-12-15', 2)"), {"t": tenant}
                     )
-            if pytestconfig.getoption("rls_break") == "policy":  # a database of its own: break it too
-                open_every_policy(db.superuser_url)
+            rls_break_database(db.superuser_url)  # a database of its own: broken as the run says too
             yield Partitioned(db, owner, app, int(a), int(b), int(c))
         finally:
             app.dispose()
