@@ -108,6 +108,7 @@ DECLARE
     column_info record;
     others      text;
     insertable  text;
+    generated_id boolean;
     partition   regclass;
     index_name  text;
 BEGIN
@@ -151,11 +152,13 @@ BEGIN
     -- with INSERT on it choose a value, so ids would stop being unique in fact and a chosen id would probe
     -- for another tenant's. Such a table gets INSERT on its other columns only (run this again after
     -- adding a column); any other table, INSERT on the table.
-    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO insertable
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+               FILTER (WHERE a.attidentity <> 'a'),
+           pg_catalog.bool_or(a.attidentity = 'a')
+      INTO insertable, generated_id
       FROM pg_attribute a
-     WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> 'a';
-    IF EXISTS (SELECT 1 FROM pg_attribute a
-                WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a') THEN
+     WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped;
+    IF generated_id THEN
         EXECUTE pg_catalog.format('REVOKE INSERT ON %s FROM %I, %I', target, app_role, bypass_role);
         EXECUTE pg_catalog.format('GRANT INSERT (%s) ON %s TO %I, %I', insertable, target, app_role, bypass_role);
     ELSE
@@ -224,6 +227,7 @@ BEGIN
     IF pg_catalog.current_setting('rls_tenancy.isolating_partitions', true) = 'on' THEN
         RETURN;  -- the DDL enable_tenant_isolation() runs below fires this trigger again
     END IF;
+    PERFORM pg_catalog.set_config('rls_tenancy.isolating_partitions', 'on', true);
     FOR root IN
         SELECT DISTINCT pg_catalog.pg_partition_root(c.objid)::regclass
           FROM pg_catalog.pg_event_trigger_ddl_commands() c
@@ -240,11 +244,10 @@ BEGIN
                     OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = t.relid AND p.polname = 'tenant_isolation'))
              ORDER BY t.level
         LOOP
-            PERFORM pg_catalog.set_config('rls_tenancy.isolating_partitions', 'on', true);
             PERFORM rls_tenancy.enable_tenant_isolation(member);
-            PERFORM pg_catalog.set_config('rls_tenancy.isolating_partitions', '', true);
         END LOOP;
     END LOOP;
+    PERFORM pg_catalog.set_config('rls_tenancy.isolating_partitions', '', true);  -- the next DDL is watched again
 END
 $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.isolate_new_partitions() FROM PUBLIC;
