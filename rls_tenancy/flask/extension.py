@@ -65,6 +65,7 @@ class TenancyOptions(NamedTuple):
     session: SessionSource | None
     bypass_engine: Engine | None
     audit_engine: Engine | None
+    read_engine: Engine | None
     resolvers: Sequence[str | Resolver] | None
     features: FeatureRegistry | None
 
@@ -77,7 +78,9 @@ class Tenancy:
     from the engine otherwise). ``bypass_engine`` (or config
     ``RLS_TENANCY_BYPASS_DATABASE_URL``) serves the admin CLI.
     ``audit_engine`` writes security events (default: the app's engine
-    settings on a pool of its own). ``resolvers``
+    settings on a pool of its own). ``read_engine`` (or config
+    ``RLS_TENANCY_READ_DATABASE_URL``), a hot standby's, serves
+    :attr:`read_session`; credentials are still checked on ``engine``. ``resolvers``
     overrides config ``RLS_TENANCY_RESOLVERS``. ``features`` is the
     :class:`~rls_tenancy.features.declare.FeatureRegistry` to evaluate (default: the
     one every ``Feature`` joins unless told otherwise). All can be given to the
@@ -93,10 +96,13 @@ class Tenancy:
         session: SessionSource | None = None,
         bypass_engine: Engine | None = None,
         audit_engine: Engine | None = None,
+        read_engine: Engine | None = None,
         resolvers: Sequence[str | Resolver] | None = None,
         features: FeatureRegistry | None = None,
     ) -> None:
-        self._options = TenancyOptions(db, engine, session, bypass_engine, audit_engine, resolvers, features)
+        self._options = TenancyOptions(
+            db, engine, session, bypass_engine, audit_engine, read_engine, resolvers, features
+        )
         if app is not None:
             self.init_app(app)
 
@@ -104,6 +110,15 @@ class Tenancy:
     def session(self) -> Session:
         """The current app's ORM session for this request, as ``db.session`` is Flask-SQLAlchemy's."""
         return state().session()
+
+    @property
+    def read_session(self) -> Session:
+        """This request's read-only Session on the read engine (a hot standby), bound to the same tenant.
+
+        Without a read engine, the request's own :attr:`session`: code
+        written for a standby runs unchanged where there is none.
+        """
+        return state().read_session()
 
     def init_app(
         self,
@@ -114,13 +129,14 @@ class Tenancy:
         session: SessionSource | None = None,
         bypass_engine: Engine | None = None,
         audit_engine: Engine | None = None,
+        read_engine: Engine | None = None,
         resolvers: Sequence[str | Resolver] | None = None,
         features: FeatureRegistry | None = None,
     ) -> None:
         """Register on ``app``; each option given here replaces the constructor's."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("rls_tenancy is already registered on this app; call init_app once per app")
-        given = TenancyOptions(db, engine, session, bypass_engine, audit_engine, resolvers, features)
+        given = TenancyOptions(db, engine, session, bypass_engine, audit_engine, read_engine, resolvers, features)
         options = self._options._replace(**{name: v for name, v in given._asdict().items() if v is not None})
         config = app.config
         config.setdefault("RLS_TENANCY_RESOLVERS", ["token", "session"])
@@ -128,6 +144,7 @@ class Tenancy:
         config.setdefault("RLS_TENANCY_LANGUAGES", ["en"])
         config.setdefault("RLS_TENANCY_DEFAULT_LANGUAGE", "en")
         config.setdefault("RLS_TENANCY_BYPASS_DATABASE_URL", None)
+        config.setdefault("RLS_TENANCY_READ_DATABASE_URL", None)
         config.setdefault("RLS_TENANCY_REQUEST_ID_HEADER", "X-Request-ID")
         config.setdefault("RLS_TENANCY_CONTEXT_KEY", None)  # None: RLS_TENANCY_CONTEXT_KEY in the environment
         config.setdefault("RLS_TENANCY_REJECTION_WINDOW", WINDOW)
@@ -144,6 +161,7 @@ class Tenancy:
         audit_engine = options.audit_engine or _audit_engine_for(engine)
         bind_engine(audit_engine, context_key=key)
         scope_sessions(sessions)
+        read_sessions = _read_sessions(options.read_engine, config["RLS_TENANCY_READ_DATABASE_URL"], key)
         bypass = options.bypass_engine
         if bypass is None and config["RLS_TENANCY_BYPASS_DATABASE_URL"]:
             bypass = create_engine(database_url(config["RLS_TENANCY_BYPASS_DATABASE_URL"]))
@@ -162,6 +180,7 @@ class Tenancy:
             host_resolver=host_resolver,
             features=REGISTRY if options.features is None else options.features,
             token_keys=keys,
+            read_sessions=read_sessions,
         )
         # Each request runs in a contextvars context of its own (WSGI middleware,
         # Flask's documented way): whatever a request leaves in context, even
@@ -195,6 +214,22 @@ def _engine_and_sessions(app: Flask, options: TenancyOptions, key: str | None) -
         raise UsageError("Tenancy needs db=... (Flask-SQLAlchemy) or engine=... (SQLAlchemy)")
     sessions = options.session or sessionmaker(engine, query_cls=TenantQuery)
     return engine, sessions
+
+
+def _read_sessions(engine: Engine | None, url: str | None, key: str | None) -> sessionmaker[Session] | None:
+    """Sessions for a request's reads: bound as the app's engine is, read-only, with the ORM filter.
+
+    Read-only at ``BEGIN`` (``postgresql_readonly``): a write refused on a
+    standby is refused the same way on a read engine that is the primary.
+    """
+    if engine is None and url:
+        engine = create_engine(database_url(url))
+    if engine is None:
+        return None
+    bind_engine(engine, context_key=key)
+    sessions = sessionmaker(engine.execution_options(postgresql_readonly=True), query_cls=TenantQuery)
+    scope_sessions(sessions)
+    return sessions
 
 
 _AUDIT_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()

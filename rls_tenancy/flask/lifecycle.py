@@ -91,9 +91,11 @@ def _close_abandoned_session(environ: Any) -> None:
     collection happened to run.
     """
     current = environ.get(REQUEST_KEY)
-    if isinstance(current, RequestState) and current.session is not None:
-        session, current.session = current.session, None
-        session.close()
+    if isinstance(current, RequestState):
+        for session in (current.session, current.read_session):
+            if session is not None:
+                session.close()
+        current.session = current.read_session = None
 
 
 def begin_request() -> None:
@@ -157,9 +159,10 @@ def end_request(_error: BaseException | None) -> None:
     if current.context is not None:
         leave_request_tenant(current.context)
         current.context = None
-    if current.session is not None:
-        _closing_despite_outage(current.session.close)
-        current.session = None
+    for session in (current.session, current.read_session):
+        if session is not None:
+            _closing_despite_outage(session.close)
+    current.session = current.read_session = None
     tenancy = current_app.extensions.get(EXTENSION_KEY)
     if tenancy is not None and isinstance(tenancy.sessions, scoped_session):
         # Also Flask-SQLAlchemy's db.session: an app context kept pushed

@@ -49,6 +49,8 @@ class TenancyState:
     features: FeatureRegistry = REGISTRY
     #: ``RLS_TENANCY_TOKEN_KEYS``: the first marks the tokens ``issue-token`` prints.
     token_keys: tuple[TokenKey, ...] = ()
+    #: Read-only Sessions on the read engine (a hot standby), when one is configured.
+    read_sessions: sessionmaker[Session] | None = None
 
     def session(self) -> Session:
         """The app's ORM session for this request (the scoped one, or one made for it)."""
@@ -59,6 +61,22 @@ class TenancyState:
         if current.session is None:
             current.session = self.sessions()
         return current.session
+
+    def read_session(self) -> Session:
+        """This request's read-only Session on the read engine; the request's :meth:`session` without one.
+
+        Made on first use and closed with the request. The request's
+        credentials were checked on the app's engine (the primary) before
+        the view runs, so a standby behind on a revocation admits nobody.
+        """
+        if self.read_sessions is None:
+            return self.session()
+        if not has_request_context():
+            raise UsageError("read_session() belongs to a request: outside one, make a Session on the read engine")
+        current = request_state()
+        if current.read_session is None:
+            current.read_session = self.read_sessions()
+        return current.read_session
 
 
 @dataclass
@@ -76,6 +94,7 @@ class RequestState:
     running_in: contextvars.Context | None = None
     request_id: str | None = None
     session: Session | None = None
+    read_session: Session | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
 

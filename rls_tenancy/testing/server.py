@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
 from rls_tenancy.binding.urls import database_url
@@ -212,6 +213,48 @@ class LocalCluster:
         self.stop()
         self.start()
 
+    def wal_position(self) -> str:
+        """The primary's current WAL position, for :meth:`wait_for_replay` on a standby of it.
+
+        Where the last record was inserted: with ``synchronous_commit=off``
+        (the throwaway clusters') a commit may not be written out yet.
+        """
+        with _superuser(self) as conn:
+            return str(_one(conn, "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"))
+
+    def wait_for_replay(self, position: str, timeout: float = 30) -> None:
+        """Wait until this standby has replayed the primary's WAL up to ``position``."""
+        deadline = time.monotonic() + timeout
+        with _superuser(self) as conn:
+            while not _one(conn, "SELECT pg_catalog.pg_last_wal_replay_lsn() >= %s::pg_lsn", (position,)):
+                if time.monotonic() > deadline:
+                    raise NoPostgresError(f"the standby did not replay up to {position} in {timeout} s")
+                time.sleep(0.02)
+
+    def pause_replay(self) -> None:
+        """Stop applying the primary's changes (as a lagging standby would), until :meth:`resume_replay`."""
+        with _superuser(self) as conn:
+            conn.execute("SELECT pg_catalog.pg_wal_replay_pause()")
+            while _one(conn, "SELECT pg_catalog.pg_get_wal_replay_pause_state()") != "paused":
+                time.sleep(0.02)
+
+    def resume_replay(self) -> None:
+        with _superuser(self) as conn:
+            conn.execute("SELECT pg_catalog.pg_wal_replay_resume()")
+
+
+def _superuser(cluster: LocalCluster) -> psycopg.Connection[tuple[Any, ...]]:
+    url = cluster.url
+    return psycopg.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password, dbname="postgres", autocommit=True
+    )
+
+
+def _one(conn: psycopg.Connection[tuple[Any, ...]], query: str, params: tuple[Any, ...] = ()) -> Any:
+    row = conn.execute(query.encode(), params).fetchone()
+    assert row is not None
+    return row[0]
+
 
 @contextmanager
 def local_cluster(bindir: Path | None = None) -> Iterator[LocalCluster]:
@@ -253,6 +296,54 @@ def local_cluster(bindir: Path | None = None) -> Iterator[LocalCluster]:
             cluster.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def standby_cluster(primary: LocalCluster) -> Iterator[LocalCluster]:
+    """A hot standby streaming from ``primary`` (``pg_basebackup``), running for the block, deleted after.
+
+    It holds what the primary holds (databases, roles, passwords) and answers
+    read-only transactions; the primary's later changes reach it as its WAL
+    is replayed (:meth:`LocalCluster.wait_for_replay`).
+    """
+    run_as = primary._run_as
+    root = Path(tempfile.mkdtemp(prefix="rls-tenancy-standby-"))
+    try:
+        if run_as is not None:
+            os.chown(root, run_as.pw_uid, run_as.pw_gid)
+        url = primary.url
+        conninfo = make_conninfo(host=url.host, port=url.port, user=url.username, password=url.password)
+        _as_user(
+            [
+                str(_tool(primary._bindir, "pg_basebackup")),
+                "--pgdata",
+                str(root / "data"),
+                "--dbname",
+                conninfo,
+                "--write-recovery-conf",  # standby.signal, and primary_conninfo with the password
+                "--checkpoint=fast",
+                "--wal-method=stream",
+                "--no-sync",
+            ],
+            run_as,
+            log=root / "basebackup.log",
+        )
+        standby = LocalCluster(primary._bindir, root, run_as, primary._password)
+        standby.start()
+        try:
+            yield standby
+        finally:
+            standby.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _tool(bindir: Path, name: str) -> Path:
+    """``name`` beside ``postgres``: in ``bindir``, or where its ``postgres`` links to (``/usr/local/bin``...)."""
+    for directory in (bindir, (bindir / "postgres").resolve().parent):
+        if (directory / name).is_file():
+            return directory / name
+    raise NoPostgresError(f"no {name} beside {bindir / 'postgres'}")
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
