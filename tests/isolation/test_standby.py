@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 from alembic.config import Config
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine, create_engine, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
-from rls_tenancy import UnsafeBypass, UsageError, as_tenant, bind_engine
+from rls_tenancy import ContextKeyError, UnsafeBypass, UsageError, as_tenant, bind_engine
+from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.flask import Tenancy
 from rls_tenancy.identity.tokens import issue_token, revoke_token
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
@@ -52,6 +55,16 @@ class Replicated:
     def replayed(self) -> None:
         """Wait until the standby holds everything the primary committed so far."""
         self.standby.wait_for_replay(self.primary.wal_position())
+
+    @contextmanager
+    def primary_superuser(self) -> Iterator[Connection]:
+        """A superuser's transaction in the test database on the primary, committed when the block ends."""
+        engine = create_engine(self.db.superuser_url, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
 
     def names(self, slug: str) -> set[str]:
         """The names of ``slug``'s projects the seed made (the invisible one included)."""
@@ -275,3 +288,27 @@ def test_the_read_engine_can_come_from_the_config(replicated: Replicated) -> Non
             _ = tenancy.read_session
     finally:
         _dispose(app)
+
+
+def test_a_key_the_standby_has_not_replayed_fails_at_connect_not_with_empty_answers(replicated: Replicated) -> None:
+    """Rotation (docs/signed-context.md): a new key in slot 2 reaches the standby as replay does."""
+    key = ContextKey.generate(slot=2)
+    engine = bind_engine(create_engine(on(replicated.standby, replicated.db.app_url)), context_key=key)
+    install = text("SELECT rls_tenancy.install_context_key(:slot, :key)")
+    replicated.standby.pause_replay()
+    try:
+        with replicated.primary_superuser() as conn:
+            conn.execute(install, {"slot": key.slot, "key": key.key})
+        with pytest.raises(ContextKeyError, match="slot 2, which holds no key"), engine.connect():
+            pass
+    finally:
+        replicated.standby.resume_replay()
+    replicated.replayed()
+    try:
+        with as_tenant(replicated.seeded.tenants["acme"]), engine.connect() as conn:
+            assert set(conn.execute(text("SELECT name FROM projects")).scalars()) == replicated.names("acme")
+    finally:
+        engine.dispose()
+        with replicated.primary_superuser() as conn:
+            conn.execute(text("SELECT rls_tenancy.retire_context_key(2)"))
+        replicated.replayed()
