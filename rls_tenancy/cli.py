@@ -4,7 +4,7 @@ rls-tenancy migrate --database-url postgresql://dba@host/app
 rls-tenancy migrate --sql > install.sql      # for review by a DBA
 rls-tenancy audit-verify --database-url postgresql://rls_admin@host/app [--anchors heads.json]
 rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.json
-rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json]
+rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json] [--info] [--distributed]
 rls-tenancy context-key new | install | retire | require | optional | status   (see --help)
 rls-tenancy token-key new                     # a key that marks API tokens (RLS_TENANCY_TOKEN_KEYS)
 rls-tenancy postgres                          # a throwaway PostgreSQL for development; prints its URL
@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--database-url", help="the bypass role's (or a superuser's) URL (default: $DATABASE_URL)")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of a table")
     doctor.add_argument("--info", action="store_true", help="also print info findings (recorded exemptions)")
+    doctor.add_argument(
+        "--distributed",
+        action="store_true",
+        help="report the distribution checks (sharding by tenant_id in Citus) as warnings, not info; "
+        "warnings never change the exit status",
+    )
     _context_key_cli.add_command(commands)
     token_key = commands.add_parser("token-key", help="make a key that marks the API tokens the app issues")
     token_key.add_argument("action", choices=("new",))
@@ -87,7 +93,7 @@ def _doctor(args: argparse.Namespace) -> int:
     engine = create_engine(database_url(args.database_url))
     try:
         with engine.connect() as connection:
-            found = findings(connection)
+            found = findings(connection, distributed=args.distributed)
     finally:
         engine.dispose()
     print(as_json(found) if args.json else as_table(found, info=args.info), end="" if not args.json else "\n")

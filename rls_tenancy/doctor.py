@@ -3,7 +3,9 @@
 The checks live in SQL (``rls_tenancy.findings()``, ``sql/012_doctor.sql``)
 so a DBA can run them from psql; this module prints them and turns them
 into an exit status that can gate CI and deploys: 1 when any finding is an
-error, else 0.
+error, else 0. The distribution checks (could each tenant table be sharded
+by ``tenant_id`` in Citus, docs/citus.md) are info unless asked for with
+``distributed=True``; as warnings they do not change the exit status either.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from sqlalchemy import Connection, text
 
 SEVERITIES = ("error", "warning", "info")
 _FINDINGS = text("SELECT severity, check_name, object_name, message, fix FROM rls_tenancy.findings()")
+# findings(true) needs EXECUTE on findings(boolean) too: only asked for when wanted.
+_DISTRIBUTED = text("SELECT severity, check_name, object_name, message, fix FROM rls_tenancy.findings(true)")
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,13 @@ class Finding:
     fix: str
 
 
-def findings(connection: Connection) -> list[Finding]:
-    """Every finding, errors first (needs the bypass role, the owner, or a superuser)."""
-    return [Finding(*row) for row in connection.execute(_FINDINGS)]
+def findings(connection: Connection, *, distributed: bool = False) -> list[Finding]:
+    """Every finding, errors first (needs the bypass role, the owner, or a superuser).
+
+    ``distributed`` reports the distribution checks (``distribution_*``) as
+    warnings instead of info: for a database about to move to Citus.
+    """
+    return [Finding(*row) for row in connection.execute(_DISTRIBUTED if distributed else _FINDINGS)]
 
 
 def exit_status(found: Sequence[Finding]) -> int:
@@ -47,8 +55,9 @@ def as_json(found: Sequence[Finding]) -> str:
 def as_table(found: Sequence[Finding], *, info: bool = False) -> str:
     """A readable report: one block per finding, then the counts.
 
-    Info findings (exemptions recorded on purpose) are counted but printed
-    only with ``info``: a report read at every deploy shows what needs a look.
+    Info findings (exemptions recorded on purpose, and the distribution
+    checks unless asked for as warnings) are counted but printed only with
+    ``info``: a report read at every deploy shows what needs a look.
     """
     if not found:
         return "no findings: every table with a tenant_id is covered\n"
@@ -61,7 +70,7 @@ def as_table(found: Sequence[Finding], *, info: bool = False) -> str:
         lines.append(f"         fix: {finding.fix}")
     hidden = sum(f.severity == "info" for f in found) if not info else 0
     if hidden:
-        lines.append(f"({hidden} info finding(s), exemptions recorded on purpose, not shown: --info shows them)")
+        lines.append(f"({hidden} info finding(s), exemptions and notes, not shown: --info shows them)")
     counts = ", ".join(f"{sum(f.severity == s for f in found)} {s}(s)" for s in SEVERITIES)
     lines.append(counts)
     return "\n".join(lines) + "\n"

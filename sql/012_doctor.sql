@@ -2,12 +2,14 @@
 --
 --   SELECT * FROM rls_tenancy.coverage;     -- one row per table with a tenant_id column
 --   SELECT * FROM rls_tenancy.findings();   -- one row per problem, with a fix
+--   SELECT * FROM rls_tenancy.findings(true);   -- the same, the distribution checks (Citus) as warnings
 --
 -- A "tenant table" is any ordinary or partitioned table outside the system
 -- schemas with a column named tenant_id. Findings have a severity:
 --   error    a leak, or a way around the policies: fix before deploying;
 --   warning  a weakness (an existence oracle, a slow policy) or an unusual setup;
---   info     an exemption recorded in rls_tenancy.doctor_exemptions.
+--   info     an exemption recorded in rls_tenancy.doctor_exemptions, or a distribution check (whether
+--            the schema could be sharded by tenant_id in Citus) unless asked for as warnings.
 -- Exemptions name an object and a check, with the reason it is fine; the
 -- library records its own (its audit log and feature overrides are shaped on
 -- purpose), and a DBA may add theirs. An exempted finding is reported as info.
@@ -53,6 +55,22 @@ SELECT index_name, 'index_not_leading_with_tenant',
        'the others added; EXPLAIN ANALYZE over an id range adds how many of them still exist'
   FROM unnest(ARRAY['rls_tenancy.users_pkey', 'rls_tenancy.api_tokens_pkey', 'rls_tenancy.audit_log_pkey',
                     'rls_tenancy.feature_overrides_pkey']) AS index_name
+ON CONFLICT (object_name, check_name) DO NOTHING;
+
+-- The library's tables are not distributed when the database moves to Citus: they stay on the coordinator
+-- as Citus local tables (citus_add_local_table_to_metadata), since their keys are on id alone and the audit
+-- log and feature overrides hold rows without a tenant (docs/citus.md).
+INSERT INTO rls_tenancy.doctor_exemptions (object_name, check_name, reason)
+SELECT index_name, 'distribution_key_without_tenant',
+       'the library''s tables stay on the coordinator as Citus local tables, not distributed: its ids come from '
+       'an identity and are keyed on id alone (docs/citus.md)'
+  FROM unnest(ARRAY['rls_tenancy.users_pkey', 'rls_tenancy.api_tokens_pkey', 'rls_tenancy.audit_log_pkey',
+                    'rls_tenancy.feature_overrides_pkey']) AS index_name
+UNION ALL
+SELECT table_name, 'distribution_tenant_id_nullable',
+       'the library''s tables stay on the coordinator as Citus local tables, not distributed: rows without a '
+       'tenant are part of its design (events of no tenant, global overrides) (docs/citus.md)'
+  FROM unnest(ARRAY['rls_tenancy.audit_log', 'rls_tenancy.feature_overrides']) AS table_name
 ON CONFLICT (object_name, check_name) DO NOTHING;
 
 -- Whether a policy expression is exactly the isolation condition (no OR, no
@@ -164,7 +182,226 @@ LANGUAGE sql STABLE
 RETURN CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(grantee)) END;
 REVOKE ALL ON FUNCTION rls_tenancy.grantee_name(oid) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION rls_tenancy.findings()
+-- Ready to shard by tenant (docs/citus.md): whether every tenant table could be distributed by tenant_id
+-- in Citus, every shared table made a reference table, and the library's own tables kept on the
+-- coordinator as Citus local tables. Citus is not needed to run it: it reads this database's catalogs for
+-- what Citus would refuse, or would keep only while every write goes through the coordinator.
+--
+--   distribution_key_without_tenant           a primary key, unique or exclusion constraint without tenant_id
+--   distribution_foreign_key_without_tenant   a foreign key between tenant tables not paired on tenant_id
+--   distribution_foreign_key_to_local         a foreign key from a tenant table to a table that stays local
+--   distribution_shared_references_tenant     a foreign key from a shared (reference) table to a tenant table
+--   distribution_reference_too_large          a shared table over the size a reference table should have
+--   distribution_sequence_unique_across_shards  an integer or smallint sequence a key needs unique across tenants
+--   distribution_tenant_id_nullable           a tenant_id that may be NULL (no shard holds such a row)
+--
+-- Tenant tables are those of rls_tenancy.coverage; partitions follow their parent (Citus distributes a
+-- partitioned table whole), so an index, a constraint or a table that is a partition of another is left out.
+-- Shared tables are those rls_tenancy.share_table() leaves: ordinary tables without tenant_id or row level
+-- security, owned by the owner role, that the application role may read; rls_tenancy.tenants (one row per
+-- tenant, the parent of every tenant_id) is the other reference table. The library's tables stay on the
+-- coordinator: a tenant table of the schema rls_tenancy is reported (and exempt, see below), but what it
+-- references is its own business, since a local table may reference local and reference tables.
+--
+-- The size of a reference table: at most 100 MB (pg_total_relation_size: heap, TOAST and indexes). Every
+-- node holds a whole copy, every node added is sent one before it takes shards, and every join of a
+-- distributed table with it reads the worker's copy; 100 MB stays within PostgreSQL's default
+-- shared_buffers (128 MB) of an untuned worker. A larger table may still work as one: record an exemption
+-- saying why (docs/citus.md).
+--
+-- Severity: info, unless as_warnings (findings(true), rls-tenancy doctor --distributed); exemptions in
+-- rls_tenancy.doctor_exemptions apply as to every other check (findings() applies them).
+CREATE OR REPLACE FUNCTION rls_tenancy.distribution_findings(as_warnings boolean)
+RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+WITH
+roles AS (SELECT rls_tenancy.role_name('app') AS app, rls_tenancy.role_name('owner') AS owner),
+level AS (SELECT CASE WHEN as_warnings THEN 'warning' ELSE 'info' END AS severity),
+-- Tenant tables, less partitions: what create_distributed_table would be given.
+tenant AS (
+    SELECT c.table_oid AS oid, c.table_name, n.nspname = 'rls_tenancy' AS library, c.tenant_id_not_null,
+           (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = c.table_oid AND a.attname = 'tenant_id') AS tenant_att
+      FROM rls_tenancy.coverage c
+      JOIN pg_class t ON t.oid = c.table_oid
+      JOIN pg_namespace n ON n.oid = t.relnamespace
+     WHERE NOT t.relispartition
+),
+shared AS (
+    SELECT t.oid
+      FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace, roles
+     WHERE t.relkind = 'r' AND NOT t.relrowsecurity
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'rls_tenancy')
+       AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+       AND t.relowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = roles.owner)
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+       AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_class'::regclass AND x.objid = t.oid AND x.deptype = 'e')
+       AND has_table_privilege(roles.app, t.oid, 'SELECT')
+),
+-- Unique and exclusion indexes of tenant tables (an index attached to a partitioned parent's is the parent's).
+keys AS (
+    SELECT i.indexrelid, i.indrelid, i.indisunique, i.indisexclusion, i.indisprimary, i.indpred, k.oid AS con_oid,
+           k.conname, k.contype, t.table_name, t.tenant_att,
+           (i.indkey::int2[])[0:i.indnkeyatts - 1] AS key_atts,
+           (SELECT string_agg(pg_get_indexdef(i.indexrelid, n, true), ', ' ORDER BY n)
+              FROM generate_series(1, i.indnkeyatts) n) AS columns
+      FROM pg_index i
+      JOIN tenant t ON t.oid = i.indrelid
+      LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u', 'x')
+     WHERE (i.indisunique OR i.indisexclusion)
+       AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
+),
+keys_without_tenant AS (
+    SELECT * FROM keys
+     WHERE (indisunique AND NOT (tenant_att = ANY (key_atts)))
+        OR (indisexclusion AND NOT EXISTS (
+                SELECT 1 FROM pg_constraint x
+                  CROSS JOIN LATERAL unnest(x.conkey, x.conexclop) AS pair(att, op)
+                  JOIN pg_operator o ON o.oid = pair.op
+                 WHERE x.oid = keys.con_oid AND pair.att = keys.tenant_att AND o.oprname = '='))
+),
+-- Foreign keys from the tenant tables that would be distributed (the library's stay local).
+references_out AS (
+    SELECT k.oid, k.conname, k.conrelid, k.confrelid, k.conkey, k.confkey, k.confdeltype, t.table_name,
+           parent.oid IS NOT NULL AND NOT parent.library AS to_distributed,
+           parent.library AS to_library,
+           parent.oid IS NULL AND k.confrelid <> 'rls_tenancy.tenants'::regclass
+               AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.oid = k.confrelid) AS to_plain,
+           EXISTS (SELECT 1 FROM unnest(k.conkey, k.confkey) AS pair(child_att, parent_att)
+                     JOIN pg_attribute ca ON ca.attrelid = k.conrelid AND ca.attnum = pair.child_att
+                     JOIN pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = pair.parent_att
+                    WHERE ca.attname = 'tenant_id' AND pa.attname = 'tenant_id') AS paired
+      FROM pg_constraint k
+      JOIN tenant t ON t.oid = k.conrelid AND NOT t.library
+      LEFT JOIN tenant parent ON parent.oid = k.confrelid
+     WHERE k.contype = 'f' AND k.conparentid = 0
+),
+-- Columns a sequence fills: serial (OWNED BY, or a default calling nextval) and identity columns.
+sequence_columns AS (
+    SELECT DISTINCT s.oid AS seq, q.seqtypid, t.oid AS table_oid, t.table_name, t.tenant_att, a.attnum, a.attname,
+           a.attidentity <> '' AS identity
+      FROM tenant t
+      JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+      LEFT JOIN pg_attrdef ad ON ad.adrelid = t.oid AND ad.adnum = a.attnum
+      JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass
+                      AND ((d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                            AND d.refobjid = t.oid AND d.refobjsubid = a.attnum)
+                           OR (d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid))
+      JOIN pg_class s ON s.oid = CASE WHEN d.classid = 'pg_class'::regclass THEN d.objid ELSE d.refobjid END
+                     AND s.relkind = 'S'
+      JOIN pg_sequence q ON q.seqrelid = s.oid
+)
+SELECT level.severity, 'distribution_key_without_tenant', format('%s', k.indexrelid::regclass),
+       format('%s %s: Citus distributes %s by tenant_id and refuses a primary key, unique or exclusion '
+              'constraint that could hold only across shards (each shard checks its own rows)',
+              pg_get_indexdef(k.indexrelid),
+              CASE WHEN k.indisexclusion THEN 'does not compare tenant_id with =' ELSE 'does not include tenant_id' END,
+              k.table_name),
+       CASE WHEN k.contype = 'p'
+                THEN format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I PRIMARY KEY (tenant_id, %s); '
+                            '-- foreign keys that point at it first point at (tenant_id, %s)',
+                            k.table_name, k.conname, k.conname, k.columns, k.columns)
+            WHEN k.contype = 'u'
+                THEN format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I UNIQUE (tenant_id, %s); '
+                            '-- foreign keys that point at it first point at (tenant_id, %s)',
+                            k.table_name, k.conname, k.conname, k.columns, k.columns)
+            WHEN k.contype = 'x'
+                THEN format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I EXCLUDE USING ... (tenant_id WITH =, ...); '
+                            '-- btree_gist gives = to GiST', k.table_name, k.conname, k.conname)
+            ELSE format('DROP INDEX %s; CREATE UNIQUE INDEX %I ON %s (tenant_id, %s)%s;',
+                        k.indexrelid::regclass, (SELECT relname FROM pg_class WHERE oid = k.indexrelid), k.table_name,
+                        k.columns, CASE WHEN k.indpred IS NOT NULL THEN ' WHERE ' || pg_get_expr(k.indpred, k.indrelid) ELSE '' END)
+       END
+  FROM keys_without_tenant k, level
+UNION ALL
+SELECT level.severity, 'distribution_foreign_key_without_tenant', format('%s constraint %I', r.conrelid::regclass, r.conname),
+       format('foreign key %I from %s to %s does not pair tenant_id with tenant_id: Citus refuses a foreign key '
+              'between distributed tables that does not include the distribution column on both sides',
+              r.conname, r.conrelid::regclass, r.confrelid::regclass),
+       CASE WHEN cardinality(r.conkey) = 1 AND r.confdeltype IN ('a', 'r', 'c')
+                THEN format('ALTER TABLE %s DROP CONSTRAINT %I; SELECT rls_tenancy.add_tenant_foreign_key(%L, %L, %L, %L, %L, %L);',
+                            r.conrelid::regclass, r.conname, r.conrelid::regclass::text,
+                            (SELECT attname FROM pg_attribute WHERE attrelid = r.conrelid AND attnum = r.conkey[1]),
+                            r.confrelid::regclass::text,
+                            (SELECT attname FROM pg_attribute WHERE attrelid = r.confrelid AND attnum = r.confkey[1]),
+                            r.conname,
+                            CASE r.confdeltype WHEN 'r' THEN 'RESTRICT' WHEN 'c' THEN 'CASCADE' ELSE 'NO ACTION' END)
+            ELSE format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I FOREIGN KEY (tenant_id, ...) REFERENCES %s (tenant_id, ...);',
+                        r.conrelid::regclass, r.conname, r.conname, r.confrelid::regclass)
+       END
+  FROM references_out r, level
+ WHERE r.to_distributed AND NOT r.paired
+UNION ALL
+SELECT level.severity, 'distribution_foreign_key_to_local', format('%s constraint %I', r.conrelid::regclass, r.conname),
+       format('foreign key %I from %s points at %s, which %s: Citus refuses a foreign key from a distributed table '
+              'to a local one', r.conname, r.conrelid::regclass, r.confrelid::regclass,
+              CASE WHEN r.to_library THEN 'is one of the library''s tables and stays on the coordinator (a Citus local table)'
+                   ELSE 'has no tenant_id and is not shared, so it would stay on the coordinator' END),
+       CASE WHEN r.to_library
+                THEN format('ALTER TABLE %s DROP CONSTRAINT %I; -- the application checks the reference instead, '
+                            'or %s stays on the coordinator too (docs/citus.md)', r.conrelid::regclass, r.conname, r.conrelid::regclass)
+            ELSE format('SELECT rls_tenancy.share_table(%L); -- reference data, a reference table in Citus; or give %s a tenant_id and isolate it',
+                        r.confrelid::regclass::text, r.confrelid::regclass)
+       END
+  FROM references_out r, level
+ WHERE r.to_library OR r.to_plain
+UNION ALL
+SELECT level.severity, 'distribution_shared_references_tenant', format('%s constraint %I', k.conrelid::regclass, k.conname),
+       format('shared table %s has foreign key %I into tenant table %s: a reference table is copied whole to every '
+              'node, and Citus refuses a foreign key from it into a distributed (or local) table',
+              k.conrelid::regclass, k.conname, k.confrelid::regclass),
+       format('ALTER TABLE %s DROP CONSTRAINT %I; -- or give %s a tenant_id and isolate it: its rows belong to tenants',
+              k.conrelid::regclass, k.conname, k.conrelid::regclass)
+  FROM pg_constraint k
+  JOIN shared s ON s.oid = k.conrelid
+  JOIN rls_tenancy.coverage parent ON parent.table_oid = k.confrelid,
+       level
+ WHERE k.contype = 'f'
+UNION ALL
+SELECT level.severity, 'distribution_reference_too_large', format('%s', t.oid::regclass),
+       format('%s is %s: as a reference table every node holds all of it, and every node added is sent a copy; '
+              'the limit for a reference table here is 100 MB (docs/citus.md)',
+              t.oid::regclass, pg_size_pretty(pg_total_relation_size(t.oid))),
+       format('if its rows belong to tenants, give %s a tenant_id and distribute it; else keep it on the coordinator '
+              '(SELECT citus_add_local_table_to_metadata(%L);), where no distributed table may reference it, or '
+              'record an exemption saying why every node should hold it', t.oid::regclass, t.oid::regclass::text)
+  FROM pg_class t, level
+ WHERE (t.oid IN (SELECT oid FROM shared) OR t.oid = 'rls_tenancy.tenants'::regclass)
+   AND pg_total_relation_size(t.oid) > 100 * 1024 * 1024
+UNION ALL
+(SELECT DISTINCT ON (c.seq) level.severity, 'distribution_sequence_unique_across_shards', format('%s', c.seq::regclass),
+       format('%s (%s) fills %s.%I, which %s requires unique across all tenants: distributed by tenant_id no key can '
+              'hold that, and then only the sequence keeps the values apart; Citus gives a bigint sequence a range '
+              'of its own on each node, but an integer or smallint one works on the coordinator alone (nextval() '
+              'on a worker is refused), so every insert would have to go through the coordinator',
+              c.seq::regclass, format_type(c.seqtypid, NULL), c.table_name, c.attname, k.indexrelid::regclass),
+       CASE WHEN c.identity
+                THEN format('ALTER TABLE %s ALTER COLUMN %I TYPE bigint; -- its identity sequence follows; and every column that references it',
+                            c.table_name, c.attname)
+            ELSE format('ALTER TABLE %s ALTER COLUMN %I TYPE bigint; ALTER SEQUENCE %s AS bigint; -- and every column that references it',
+                        c.table_name, c.attname, c.seq::regclass)
+       END
+  FROM sequence_columns c
+  JOIN keys_without_tenant k ON k.indrelid = c.table_oid AND k.indisunique AND c.attnum = ANY (k.key_atts),
+       level
+ WHERE c.seqtypid IN ('smallint'::regtype, 'integer'::regtype)
+ ORDER BY c.seq, k.indexrelid::regclass::text)
+UNION ALL
+SELECT level.severity, 'distribution_tenant_id_nullable', t.table_name,
+       format('%s.tenant_id allows NULL: a distributed table''s rows are placed by tenant_id, and Citus refuses a '
+              'row without one', t.table_name),
+       format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL; -- after moving the rows without a tenant elsewhere',
+              t.table_name)
+  FROM tenant t, level
+ WHERE NOT t.tenant_id_not_null
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.distribution_findings(boolean) IS
+    'What would keep a tenant table from being distributed by tenant_id in Citus; info, or warnings when asked.';
+REVOKE ALL ON FUNCTION rls_tenancy.distribution_findings(boolean) FROM PUBLIC;
+
+-- findings(true) reports the distribution checks as warnings; findings() is findings(false).
+CREATE OR REPLACE FUNCTION rls_tenancy.findings(distributed boolean)
 RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
 LANGUAGE plpgsql STABLE
 -- It only reads the catalogs; as the owner it needs no grant but EXECUTE on itself.
@@ -741,6 +978,8 @@ BEGIN
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
         UNION ALL
         SELECT * FROM rls_tenancy.signing_findings()
+        UNION ALL
+        SELECT * FROM rls_tenancy.distribution_findings(coalesce(distributed, false))
     )
     SELECT CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END,
            raw.check_name, raw.object_name,
@@ -755,17 +994,29 @@ BEGIN
               raw.object_name, raw.check_name, raw.message;
 END
 $fn$;
+COMMENT ON FUNCTION rls_tenancy.findings(boolean) IS
+    'Every isolation gap found in the catalogs, with the distribution checks as warnings when distributed.';
+
+-- The report as a DBA asks for it, and as every grant of it names it.
+CREATE OR REPLACE FUNCTION rls_tenancy.findings()
+RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT * FROM rls_tenancy.findings(false) $fn$;
 COMMENT ON FUNCTION rls_tenancy.findings() IS
     'Every isolation gap found in the catalogs: severity (error, warning, info), check, object, message, fix.';
 
 REVOKE ALL ON FUNCTION rls_tenancy.findings() FROM PUBLIC;
+REVOKE ALL ON FUNCTION rls_tenancy.findings(boolean) FROM PUBLIC;
 REVOKE ALL ON rls_tenancy.coverage FROM PUBLIC;
 DO $grant$
 BEGIN
     EXECUTE pg_catalog.format('GRANT SELECT ON rls_tenancy.coverage, rls_tenancy.doctor_exemptions TO %I',
                               rls_tenancy.role_name('bypass'));
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.findings(), rls_tenancy.is_tenant_condition(text), '
-                              'rls_tenancy.role_name(text) TO %I', rls_tenancy.role_name('bypass'));
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.findings(), rls_tenancy.findings(boolean), '
+                              'rls_tenancy.is_tenant_condition(text), rls_tenancy.role_name(text) TO %I',
+                              rls_tenancy.role_name('bypass'));
     -- Which roles the library uses is no secret, and the checks need it.
     EXECUTE pg_catalog.format('GRANT SELECT ON rls_tenancy.roles TO %I', rls_tenancy.role_name('bypass'));
 END

@@ -3,6 +3,8 @@
 -- 012_doctor.sql). Foreign keys the helper added stay: they are the tables'.
 
 DROP FUNCTION IF EXISTS rls_tenancy.findings();
+DROP FUNCTION IF EXISTS rls_tenancy.findings(boolean);
+DROP FUNCTION IF EXISTS rls_tenancy.distribution_findings(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.grantee_name(oid);
 DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
 DROP VIEW IF EXISTS rls_tenancy.coverage;

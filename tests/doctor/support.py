@@ -25,13 +25,23 @@ Row = tuple[str, str, str, str, str]  # severity, check_name, object_name, messa
 Key = tuple[str, str, str]  # severity, check_name, object_name
 
 FINDINGS = "SELECT severity, check_name, object_name, message, fix FROM rls_tenancy.findings()"
+DISTRIBUTED = "SELECT severity, check_name, object_name, message, fix FROM rls_tenancy.findings(true)"
 
 # What the migrated demo database reports: the exemptions recorded by the
 # library (sql/012_doctor.sql), as info, and one warning: the app role's
 # TEMPORARY, which PostgreSQL grants to PUBLIC and the migrations leave to the
 # DBA (TEMPORARY below). The demo's own keys lead with tenant_id (saas_0004):
-# nothing of public.* is reported, not even as info.
-EXPECTED_CLEAN = {
+# nothing of public.* is reported, not even as info, nor by the distribution
+# checks (DISTRIBUTION_EXEMPT: the library's tables stay on the coordinator).
+DISTRIBUTION_EXEMPT = {
+    ("info", "distribution_key_without_tenant", "rls_tenancy.api_tokens_pkey"),
+    ("info", "distribution_key_without_tenant", "rls_tenancy.audit_log_pkey"),
+    ("info", "distribution_key_without_tenant", "rls_tenancy.feature_overrides_pkey"),
+    ("info", "distribution_key_without_tenant", "rls_tenancy.users_pkey"),
+    ("info", "distribution_tenant_id_nullable", "rls_tenancy.audit_log"),
+    ("info", "distribution_tenant_id_nullable", "rls_tenancy.feature_overrides"),
+}
+EXPECTED_CLEAN = DISTRIBUTION_EXEMPT | {
     ("info", "index_not_leading_with_tenant", "rls_tenancy.api_tokens_pkey"),
     ("info", "index_not_leading_with_tenant", "rls_tenancy.audit_log_pkey"),
     ("info", "index_not_leading_with_tenant", "rls_tenancy.feature_overrides_pkey"),
@@ -88,8 +98,8 @@ def key_of(row: Row) -> Key:
     return row[0], row[1], row[2]
 
 
-def finding_rows(conn: Connection) -> list[Row]:
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(text(FINDINGS))]
+def finding_rows(conn: Connection, *, distributed: bool = False) -> list[Row]:
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(text(DISTRIBUTED if distributed else FINDINGS))]
 
 
 def run(conn: Connection, script: str) -> None:

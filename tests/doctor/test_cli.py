@@ -29,7 +29,7 @@ def test_cli_doctor_on_the_clean_database_exits_0_and_prints_a_table(
     assert status == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1] == f"0 error(s), {len(WARNINGS)} warning(s), {INFOS} info(s)"
-    assert lines[-2] == f"({INFOS} info finding(s), exemptions recorded on purpose, not shown: --info shows them)"
+    assert lines[-2] == f"({INFOS} info finding(s), exemptions and notes, not shown: --info shows them)"
     assert not [line for line in lines if line.startswith("INFO ")]
     assert sum(line.strip().startswith("fix: ") for line in lines) == len(WARNINGS)
     assert main(["doctor", "--database-url", _url(url), "--info"]) == 0
