@@ -304,12 +304,17 @@ def features_clear(key: str, slug: str | None, is_global: bool, scope: str) -> N
 @tenancy_commands.command("doctor")
 @click.option("--json", "as_machine", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--info", "with_info", is_flag=True, help="Also print info findings (recorded exemptions).")
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Report what keeps tenant tables from being distributed by tenant_id (Citus) as warnings.",
+)
 @with_appcontext
-def doctor(as_machine: bool, with_info: bool) -> None:
+def doctor(as_machine: bool, with_info: bool, distributed: bool) -> None:
     """Report isolation gaps found in the database; exit 1 on any error-level finding."""
     try:
         with _bypass().connect(reason="cli: doctor") as connection:
-            found = findings(connection)
+            found = findings(connection, distributed=distributed)
     except DBAPIError as error:
         click.echo(f"Error: the check could not run: {str(error.orig).splitlines()[0]}", err=True)
         raise SystemExit(2) from error

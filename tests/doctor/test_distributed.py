@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL
 from rls_tenancy.cli import main
 from rls_tenancy.doctor import findings
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
+from saas_demo.app import create_app
 from tests.conftest import DEMO_ALEMBIC_INI, ddl
 from tests.doctor.support import (
     DISTRIBUTION_EXEMPT,
@@ -338,3 +339,19 @@ def test_cli_doctor_distributed_still_exits_1_on_an_error(
 ) -> None:
     assert main(["doctor", "--database-url", _url(unforced_database.bypass_url), "--distributed"]) == 1
     assert "rls_not_forced" in capsys.readouterr().out
+
+
+def test_flask_tenancy_doctor_distributed_reports_the_same_warning(undistributable_database: TenancyDatabase) -> None:
+    app = create_app(undistributable_database.app_url, undistributable_database.bypass_url)
+    try:
+        runner = app.test_cli_runner()
+        default = runner.invoke(args=["tenancy", "doctor", "--json"])
+        distributed = runner.invoke(args=["tenancy", "doctor", "--json", "--distributed"])
+        assert (default.exit_code, distributed.exit_code) == (0, 0), (default.output, distributed.output)
+        as_info = {(f["severity"], f["check"], f["object"]) for f in json.loads(default.output)["findings"]}
+        as_warning = {(f["severity"], f["check"], f["object"]) for f in json.loads(distributed.output)["findings"]}
+        assert COMMITTED not in as_info and COMMITTED in as_warning
+    finally:
+        state = app.extensions["rls_tenancy"]
+        for engine in (state.engine, state.audit_engine, state.bypass.engine):
+            engine.dispose()
