@@ -6,7 +6,9 @@ costs a round trip of its own. Here ``BEGIN`` (built from the connection's
 isolation level, read-only and deferrable settings, as psycopg would) and the
 binding statement go out together in one libpq pipeline, with one sync, and
 are read back together: the transaction costs the round trips it would cost
-without tenancy. The values stay bound parameters. A statement of the
+without tenancy. The values stay bound parameters (a binding spelled as
+``SET LOCAL`` statements, which take none, goes out as several statements in
+the same sync). A statement of the
 library's own whose result it reads itself (the request's token lookup) can
 go out in the same sync, after the binding: that transaction then costs one
 round trip fewer than it would without tenancy.
@@ -114,18 +116,21 @@ def begin_with(
     values: Sequence[bytes],
     then: Statement | None = None,
     reset: Statement | None = None,
+    *,
+    also: Sequence[Statement] = (),
 ) -> Begun:
     """Begin a transaction on ``raw`` and run ``statement`` (and ``then``) in the same round trip.
 
     Only when :func:`can_begin_with` says so. A ``reset`` statement runs
-    first, outside the transaction. A statement that fails raises the
+    first, outside the transaction; ``also`` runs right after ``statement``,
+    before ``then``. A statement that fails raises the
     ``psycopg.Error`` psycopg would have raised; the ones after it do not
     run. A failure of the exchange itself (a lost connection, an interrupt
     mid-wait) or of the reset closes the connection, as its state is then
     unknown, so the pool discards it.
     """
     with raw.lock:
-        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then, reset)
+        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then, reset, also)
         try:
             events = next(exchange)
             while True:
@@ -147,10 +152,12 @@ async def begin_with_async(
     values: Sequence[bytes],
     then: Statement | None = None,
     reset: Statement | None = None,
+    *,
+    also: Sequence[Statement] = (),
 ) -> Begun:
     """:func:`begin_with` for psycopg's asyncio connections."""
     async with raw.lock:
-        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then, reset)
+        exchange = _exchange(raw.pgconn, begin_command(raw), (statement, values), then, reset, also)
         try:
             events = next(exchange)
             while True:
@@ -167,9 +174,14 @@ async def begin_with_async(
 
 
 def _exchange(
-    pgconn: pq.abc.PGconn, begin: bytes, first: Statement, then: Statement | None, reset: Statement | None
+    pgconn: pq.abc.PGconn,
+    begin: bytes,
+    first: Statement,
+    then: Statement | None,
+    reset: Statement | None,
+    also: Sequence[Statement] = (),
 ) -> _Wait:
-    """Send ``reset`` and its COMMIT, BEGIN, ``first`` and ``then`` in one sync; read through it."""
+    """Send ``reset`` and its COMMIT, BEGIN, ``first``, ``also`` and ``then`` in one sync; read through it."""
     pgconn.enter_pipeline_mode()
     if reset is not None:
         pgconn.send_query_params(*reset)
@@ -178,8 +190,11 @@ def _exchange(
         # own would do the same, but libpq flushes at each sync.)
         pgconn.send_query_params(b"COMMIT", None)
     pgconn.send_query_params(begin, None)
-    for statement, values in (first, then) if then else (first,):
+    pgconn.send_query_params(*first)
+    for statement, values in also:
         pgconn.send_query_params(statement, values)
+    if then:
+        pgconn.send_query_params(*then)
     pgconn.pipeline_sync()
     while pgconn.flush():
         yield selectors.EVENT_WRITE

@@ -15,6 +15,15 @@ The binding costs no round trip of its own: it goes out with the
 transaction's ``BEGIN`` in one libpq pipeline sync (:mod:`rls_tenancy.binding._begin`),
 on sync and asyncio engines alike.
 
+An engine bound with ``set_local=True`` spells the same binding as ``SET
+LOCAL`` statements, one per setting, because Citus forwards those to its
+workers and not a ``set_config()`` call (docs/citus.md). ``SET`` takes no
+bound parameters: the values are quoted literals in the statements' text
+(the ids are integers, the proof digits, colons and hexadecimal), which
+monitoring roles and the server's log then see. They still travel in
+``BEGIN``'s sync, as three statements, or as one script where a statement
+binds on its own.
+
 The hook is a dialect event (``do_execute`` and its two siblings), not a
 connection event: any connection event listener makes SQLAlchemy dispatch
 every event of every statement and transaction, about 50 µs of CPU per
@@ -83,6 +92,9 @@ _BOUND_SETTINGS = (_settings.TENANT, _settings.USER, _settings.PROOF)
 _BIND = _settings.set_configs(_BOUND_SETTINGS, ("%s", "%s", "%s"))  # psycopg's placeholders
 _BIND_WIRE = _settings.set_configs(_BOUND_SETTINGS, ("$1", "$2", "$3")).encode()  # libpq's, for the pipeline
 _REBIND_USER = _settings.set_configs(_BOUND_SETTINGS[1:], ("%s", "%s"))
+#: On a bound engine's dialect, as its context key is: the binding is spelled as ``SET LOCAL`` statements.
+_SET_LOCAL = "_rls_tenancy_set_local"
+_local = True  # off only under --rls-break=binding: SET LOCAL then spells SET, as _BIND binds session-wide
 
 #: What a session keeps from one transaction to the next, discarded before a
 #: connection serves another tenant: ``DISCARD ALL`` but its ``DISCARD
@@ -137,7 +149,9 @@ _resetting = True  # off only under --rls-break=binding
 _E = TypeVar("_E", Engine, "AsyncEngine")
 
 
-def bind_engine(engine: _E, *, verify_role: bool = True, context_key: ContextKey | str | None = None) -> _E:
+def bind_engine(
+    engine: _E, *, verify_role: bool = True, context_key: ContextKey | str | None = None, set_local: bool = False
+) -> _E:
     """Bind the tenant in context to every transaction ``engine`` runs.
 
     The hook is on the engine's dialect, which engines derived with
@@ -151,8 +165,14 @@ def bind_engine(engine: _E, *, verify_role: bool = True, context_key: ContextKey
     carries a proof made with it, which a database requiring a signed
     context checks (:mod:`rls_tenancy.binding.context_key`); each new connection
     checks the key against the database's first, and raises
-    :class:`~rls_tenancy.ContextKeyError` when it does not fit. Idempotent;
-    returns ``engine``.
+    :class:`~rls_tenancy.ContextKeyError` when it does not fit. With
+    ``set_local``, the binding is spelled as ``SET LOCAL`` statements instead
+    of ``set_config()`` calls, with the values as quoted literals, still in
+    ``BEGIN``'s round trip: Citus (``citus.propagate_set_commands = 'local'``)
+    forwards only those to the workers that hold the shards (docs/citus.md).
+    Idempotent; returns ``engine``. Binding again without ``context_key`` or
+    ``set_local`` keeps what was given before, so bind an engine with
+    ``set_local=True`` before handing it to the Flask extension.
     """
     sync = cast(Engine, getattr(engine, "sync_engine", engine))
     if sync.dialect.name != "postgresql" or sync.dialect.driver != "psycopg":
@@ -169,6 +189,8 @@ def bind_engine(engine: _E, *, verify_role: bool = True, context_key: ContextKey
     key = _signing.configured_key(context_key)
     if key is not None:  # binding again without one keeps the key given before
         _signing.set_key(sync.dialect, key)
+    if set_local:  # likewise
+        setattr(sync.dialect, _SET_LOCAL, True)
     if not is_bound(sync):
         # insert=True: bound before any other listener of the dialect sees the statement.
         event.listen(sync.dialect, "do_execute", _on_execute, insert=True)
@@ -183,6 +205,10 @@ def bind_engine(engine: _E, *, verify_role: bool = True, context_key: ContextKey
 def is_bound(engine: Engine) -> bool:
     """Whether :func:`bind_engine` was applied to ``engine``."""
     return event.contains(engine.dialect, "do_execute", _on_execute)
+
+
+def _spells_set_local(dialect: object) -> bool:
+    return bool(getattr(dialect, _SET_LOCAL, False))
 
 
 def user_setting_from(user_id: SQLColumnExpression[Any]) -> ColumnElement[Any]:
@@ -245,7 +271,14 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     reset = _needs_reset(conn.info, conn.dialect, current[0], served_user(current[1]))
     proof = _signing.proof(conn.dialect, conn.info, current)
     try:
-        result = _send_binding(driver, current, proof, conn.info if reset else None, then=(statement, values))
+        result = _send_binding(
+            driver,
+            current,
+            proof,
+            conn.info if reset else None,
+            then=(statement, values),
+            set_local=_spells_set_local(conn.dialect),
+        )
     except psycopg.Error as error:
         invalidated = bool(driver.closed)
         if invalidated:
@@ -306,7 +339,7 @@ def _bind(
     # handling (the dialect event runs inside it), which invalidates a dead
     # connection.
     if statement is _BIND and can_begin_with(driver):  # not in autocommit, either
-        _send_binding(driver, ids, proof, pooled.info if reset else None)
+        _send_binding(driver, ids, proof, pooled.info if reset else None, set_local=_spells_set_local(conn.dialect))
         if reset:
             pooled.info[_SERVED] = ids[0]
             pooled.info[_SERVED_USER] = ids[1]
@@ -329,7 +362,17 @@ def _bind(
         # rollback would undo, so the next transaction resets again.
         _prepare_driver(driver, pooled.info)
         _execute(raw, SESSION_RESET_SCRIPT)
-    _execute(raw, statement, (*("" if value is None else str(value) for value in ids), proof))
+    values = (*_texts(ids), proof)
+    if _spells_set_local(conn.dialect):  # one script, in the simple protocol: SET takes no parameters
+        names = _BOUND_SETTINGS if statement is _BIND else _BOUND_SETTINGS[1:]
+        _execute(raw, b"; ".join(_settings.set_locals(names, values, local=_local or statement is not _BIND)))
+    else:
+        _execute(raw, statement, values)
+
+
+def _texts(ids: tuple[int | None, ...]) -> tuple[str, ...]:
+    """The settings' text for ``ids``: no id is the empty string."""
+    return tuple("" if value is None else str(value) for value in ids)
 
 
 def _execute(raw: Any, statement: str | bytes, values: Sequence[str] | None = None) -> None:
@@ -476,22 +519,29 @@ def _send_binding(
     proof: str,
     reset_for: dict[Any, Any] | None = None,
     then: Statement | None = None,
+    set_local: bool = False,
 ) -> pq.abc.PGresult | None:
     """``BEGIN`` and the binding of ``ids`` and ``proof`` (and ``then``) in one round trip, on either kind of driver.
 
     With ``reset_for`` (the pooled connection's info), the session's state
-    is discarded first, in the same round trip.
+    is discarded first, in the same round trip. With ``set_local``, the
+    binding is three ``SET LOCAL`` statements in that round trip.
     """
-    wire = [*(("" if value is None else str(value)).encode() for value in ids), proof.encode()]
+    statement = _BIND_WIRE
+    wire: Sequence[bytes] = [*(("" if value is None else str(value)).encode() for value in ids), proof.encode()]
+    also: Sequence[Statement] = ()
+    if set_local:
+        statement, *rest = _settings.set_locals(_BOUND_SETTINGS, (*_texts(ids), proof), local=_local)
+        wire, also = (), [(each, ()) for each in rest]
     reset: Statement | None = None
     if reset_for is not None:
         _driver_guard.guard(driver, functools.partial(_open_binding_tenant, reset_for))
         reset = (_RESET_WIRE, [_kept_statements(driver)])
     try:
         if isinstance(driver, psycopg.AsyncConnection):
-            begun = await_only(begin_with_async(driver, _BIND_WIRE, wire, then, reset))
+            begun = await_only(begin_with_async(driver, statement, wire, then, reset, also=also))
         else:
-            begun = begin_with(driver, _BIND_WIRE, wire, then, reset)
+            begun = begin_with(driver, statement, wire, then, reset, also=also)
     except psycopg.errors.UndefinedFunction as error:
         if reset is None or "reset_session" not in str(error):
             raise
@@ -508,12 +558,14 @@ def _send_binding(
 def _bind_session_wide(session_wide: bool) -> None:
     """Bind for the rest of the session instead of the transaction, and reset no session, or (False) again not.
 
+    A ``set_local`` engine then spells ``SET`` where it spelled ``SET LOCAL``.
+
     The peers' classic leaks, planted on purpose by ``--rls-break=binding``
     (:mod:`rls_tenancy.testing`) so the tests guarding this layer can show
     they fail without it. Never call it outside a test run.
     """
-    global _BIND, _BIND_WIRE, _resetting
-    _resetting = not session_wide
+    global _BIND, _BIND_WIRE, _local, _resetting
+    _resetting = _local = not session_wide
     _BIND = _settings.set_configs(_BOUND_SETTINGS, ("%s", "%s", "%s"), local=not session_wide)
     _BIND_WIRE = _settings.set_configs(_BOUND_SETTINGS, ("$1", "$2", "$3"), local=not session_wide).encode()
 

@@ -31,6 +31,21 @@ def set_configs(names: tuple[str, ...], placeholders: tuple[str, ...], *, local:
     return sql.SQL("SELECT {}").format(calls).as_string(None)
 
 
+def set_locals(names: tuple[str, ...], values: tuple[str, ...], *, local: bool = True) -> tuple[bytes, ...]:
+    """``SET LOCAL name = 'value'``, one statement per name: the spelling Citus propagates to its workers.
+
+    Citus forwards ``SET LOCAL`` statements, never a ``set_config()`` call.
+    ``SET`` takes no bound parameters, so each value is a quoted literal.
+    ``local=False`` spells ``SET``, for the rest of the session: only the
+    sabotage of the binding layer (:mod:`rls_tenancy.testing`) asks for that.
+    """
+    verb = sql.SQL("SET LOCAL" if local else "SET")
+    return tuple(
+        sql.SQL("{} {} = {}").format(verb, sql.Identifier(*name.split(".")), sql.Literal(value)).as_bytes(None)
+        for name, value in zip(names, values, strict=True)
+    )
+
+
 def current_setting(name: str) -> str:
     """``pg_catalog.current_setting(name, true)``: the setting, or NULL where it was never set."""
     return sql.SQL("pg_catalog.current_setting({}, true)").format(sql.Literal(name)).as_string(None)

@@ -8,7 +8,9 @@ the way a network between an app and its database would.
 
 It is a measuring tool for tests and benchmarks, not a pooler: plain TCP,
 no TLS, threads per connection. :meth:`RoundTripProxy.sever` and
-:meth:`RoundTripProxy.outage` play network failures and restarts.
+:meth:`RoundTripProxy.outage` play network failures and restarts. With
+``record=True`` it also keeps the bytes it forwards, to show what a client
+really sent and what the server answered.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class _Link:
             while data := source.recv(_CHUNK):
                 # Counted on receipt, before forwarding: the other side cannot
                 # answer before this is forwarded, so the flag is never stale.
-                self.proxy._observe(self, upstream)
+                self.proxy._observe(self, upstream, data)
                 if delay:
                     with ready:
                         queue.append((time.perf_counter() + delay, data))
@@ -96,9 +98,11 @@ class RoundTripProxy:
     Use as a context manager; ``port`` is where clients connect.
     """
 
-    def __init__(self, target_host: str, target_port: int, *, delay: float = 0.0) -> None:
+    def __init__(self, target_host: str, target_port: int, *, delay: float = 0.0, record: bool = False) -> None:
         self.target = (target_host, target_port)
         self.delay = delay
+        self.record = record
+        self._recorded: list[tuple[int, bool, bytes]] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -113,9 +117,20 @@ class RoundTripProxy:
         with self._lock:
             return self._round_trips
 
+    @property
+    def recorded(self) -> list[tuple[int, bool, bytes]]:
+        """With ``record``: (round trip, from the client?, bytes) for each chunk forwarded since the last :meth:`reset`.
+
+        Every connection's chunks, in the order they arrived; the round trip
+        is the count a client's chunk began or continued.
+        """
+        with self._lock:
+            return list(self._recorded)
+
     def reset(self) -> None:
         with self._lock:
             self._round_trips = 0
+            self._recorded.clear()
 
     def sever(self) -> None:
         """Cut every open connection, as a network failure would."""
@@ -146,11 +161,13 @@ class RoundTripProxy:
         self._listener.close()
         self.sever()
 
-    def _observe(self, link: _Link, upstream: bool) -> None:
+    def _observe(self, link: _Link, upstream: bool, data: bytes) -> None:
         with self._lock:
             if upstream and not link.client_spoke_last:
                 self._round_trips += 1
             link.client_spoke_last = upstream
+            if self.record:
+                self._recorded.append((self._round_trips, upstream, data))
 
     def _accept(self) -> None:
         while not self._closed:
