@@ -23,7 +23,16 @@ from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.testing.server import postgres_server
 
 #: Section modules, in report order; each has ``run(ctx) -> Section``.
-SECTIONS = ("queries", "growth", "round_trips", "endpoints", "request_cpu", "flags_audit", "flood")
+SECTIONS = (
+    "queries",
+    "growth",
+    "round_trips",
+    "endpoints",
+    "request_cpu",
+    "flags_audit",
+    "flood",
+    "audit_growth",
+)
 RESULTS = Path(__file__).parent / "RESULTS.md"
 FINDINGS = Path(__file__).parent / "FINDINGS.md"
 

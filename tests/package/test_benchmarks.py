@@ -78,6 +78,7 @@ def test_every_section_reports_with_the_run_described(report: str) -> None:
         "CPU per request, in process",
         "Feature flags",
         "The audit log under a flood of junk tokens",
+        "The audit log under growth",
     ):
         assert f"## {title}" in report
     assert re.search(r"- PostgreSQL: PostgreSQL \d+", report)
@@ -113,6 +114,14 @@ def test_a_flood_of_junk_tokens_writes_a_bounded_number_of_rows(report: str) -> 
     assert not [row[0] for row in rows if "FAILED" in " ".join(row)]
     written = next(row for row in rows if row[0].startswith("audit rows per reason"))
     assert written[6] == "yes", written
+
+
+def test_every_copy_of_the_growing_audit_log_purges_the_same_events_and_stays_verifiable(report: str) -> None:
+    rows = _rows(report, "The audit log under growth")
+    purged = [row for row in rows if row[0].startswith("purge the oldest month, alone: wall time")]
+    assert len(purged) == 2 and not [row[0] for row in purged if "NOT THE SAME" in row[0]], purged
+    verified = next(row for row in rows if row[0].startswith("verify one chain after the purges"))
+    assert "intact in all three copies" in verified[0], verified
 
 
 def test_the_flask_rows_are_measured_signed_too_and_every_request_answers(report: str) -> None:
