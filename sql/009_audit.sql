@@ -258,9 +258,20 @@ CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON rls_tenancy.audit_log
     FOR EACH ROW
     WHEN (OLD.hash IS NOT NULL OR NEW.hash IS NULL)
     EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
+-- DELETE is refused unless purge_audit_log runs it: as the owner role (its SECURITY DEFINER), with
+-- rls_tenancy.purging set for its transaction. Whoever else could delete (a superuser, a role granted
+-- DELETE by mistake) is refused whatever it sets; the owner could disable the trigger anyway. In the
+-- WHEN condition, so a purge's deletes call no function, and no ALTER TABLE locks writers out.
 DROP TRIGGER IF EXISTS audit_log_no_delete ON rls_tenancy.audit_log;
-CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON rls_tenancy.audit_log
-    FOR EACH ROW EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
+DO $trigger$
+BEGIN
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON rls_tenancy.audit_log FOR EACH ROW '
+        'WHEN (pg_catalog.current_setting(''rls_tenancy.purging'', true) IS DISTINCT FROM ''on'' '
+        'OR CURRENT_USER <> %L) EXECUTE FUNCTION rls_tenancy.audit_log_append_only()',
+        rls_tenancy.role_name('owner'));
+END
+$trigger$;
 DROP TRIGGER IF EXISTS audit_log_no_truncate ON rls_tenancy.audit_log;
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON rls_tenancy.audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION rls_tenancy.audit_log_append_only();
@@ -426,62 +437,77 @@ $fn$;
 
 -- Remove events older than retention (at least one day), chain by chain
 -- from the start, and record each cut as an 'audit.purged' event of that
--- chain. Locks the log against writers while it runs.
+-- chain. Writers are not locked out: the cuts, their anchors and the events
+-- to remove are read first, holding no lock a writer waits for; then the
+-- heads are updated (a writer of a purged chain waits for that at its
+-- commit, as for another writer's seal) and the events deleted by id, which
+-- costs what is removed. Purges run one at a time (an advisory lock).
 CREATE OR REPLACE FUNCTION rls_tenancy.purge_audit_log(retention interval)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-#variable_conflict use_column
 DECLARE
     cutoff  timestamptz;
-    cut     record;
-    cuts    jsonb := '[]';
+    cuts    jsonb;
+    doomed  bigint[];
+    counts  jsonb;
     removed bigint;
-    total   bigint := 0;
 BEGIN
     IF retention IS NULL OR retention < interval '1 day' THEN
         RAISE EXCEPTION 'rls_tenancy: the audit retention must be at least one day, not %', retention
             USING ERRCODE = '22023';
     END IF;
     cutoff := pg_catalog.now() - retention;
-    ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_no_delete;
-    -- Per chain, the longest prefix whose events are all older than the cutoff: seq is
-    -- commit order and created_at insert time, so a newer event can sit below an older one.
-    FOR cut IN
-        SELECT h.chain,
-               coalesce((SELECT min(l.seq) - 1 FROM rls_tenancy.audit_log l
-                          WHERE (l.tenant_id = h.chain OR (h.chain = 0 AND l.tenant_id IS NULL))
-                            AND l.seq IS NOT NULL AND l.created_at >= cutoff),
-                        h.seq) AS through_seq,
-               h.anchor_seq
-          FROM rls_tenancy.audit_chain_heads h
-         ORDER BY h.chain
-    LOOP
-        CONTINUE WHEN cut.through_seq <= cut.anchor_seq;
-        UPDATE rls_tenancy.audit_chain_heads h
-           SET anchor_seq = cut.through_seq,
-               anchor_hash = (SELECT l.hash FROM rls_tenancy.audit_log l
-                               WHERE (l.tenant_id = cut.chain OR (cut.chain = 0 AND l.tenant_id IS NULL))
-                                 AND l.seq = cut.through_seq)
-         WHERE h.chain = cut.chain;
-        DELETE FROM rls_tenancy.audit_log l
-         WHERE (l.tenant_id = cut.chain OR (cut.chain = 0 AND l.tenant_id IS NULL)) AND l.seq <= cut.through_seq;
-        GET DIAGNOSTICS removed = ROW_COUNT;
-        total := total + removed;
-        cuts := cuts || pg_catalog.jsonb_build_object('chain', cut.chain, 'through_seq', cut.through_seq, 'removed', removed);
-    END LOOP;
-    ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER audit_log_no_delete;
-    -- After re-enabling: ALTER TABLE refuses while this transaction has events waiting to be sealed.
+    -- Two purges at once would both cut a chain; the second would then anchor on an event the first removed.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('rls_tenancy.purge_audit_log'));
+    -- Per chain, the longest prefix whose events are all older than the cutoff: seq is commit order and
+    -- created_at insert time, so a newer event can sit below an older one. Sealed events never change,
+    -- and an event sealed after this read gets a seq above the head read here: the cut stays true.
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'chain', c.chain, 'from_seq', c.anchor_seq, 'through_seq', c.through_seq,
+               'hash', pg_catalog.encode(c.hash, 'hex')) ORDER BY c.chain), '[]')
+      INTO cuts
+      FROM (SELECT h.chain, h.anchor_seq, t.through_seq,
+                   (SELECT l.hash FROM rls_tenancy.audit_log l
+                     WHERE (l.tenant_id = h.chain OR (h.chain = 0 AND l.tenant_id IS NULL))
+                       AND l.seq = t.through_seq) AS hash
+              FROM rls_tenancy.audit_chain_heads h
+             CROSS JOIN LATERAL (
+                   SELECT coalesce((SELECT min(l.seq) - 1 FROM rls_tenancy.audit_log l
+                                     WHERE (l.tenant_id = h.chain OR (h.chain = 0 AND l.tenant_id IS NULL))
+                                       AND l.seq IS NOT NULL AND l.created_at >= cutoff),
+                                   h.seq) AS through_seq) AS t
+             WHERE t.through_seq > h.anchor_seq) AS c;
+    SELECT pg_catalog.array_agg(l.id) INTO doomed
+      FROM pg_catalog.jsonb_array_elements(cuts) AS c
+      JOIN rls_tenancy.audit_log l
+        ON (l.tenant_id = (c ->> 'chain')::bigint OR ((c ->> 'chain')::bigint = 0 AND l.tenant_id IS NULL))
+       AND l.seq > (c ->> 'from_seq')::bigint AND l.seq <= (c ->> 'through_seq')::bigint;
+    IF doomed IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE rls_tenancy.audit_chain_heads h
+       SET anchor_seq = (c ->> 'through_seq')::bigint, anchor_hash = pg_catalog.decode(c ->> 'hash', 'hex')
+      FROM pg_catalog.jsonb_array_elements(cuts) AS c
+     WHERE h.chain = (c ->> 'chain')::bigint;
+    PERFORM pg_catalog.set_config('rls_tenancy.purging', 'on', true);
+    WITH gone AS (
+        DELETE FROM rls_tenancy.audit_log l WHERE l.id = ANY (doomed) RETURNING coalesce(l.tenant_id, 0) AS chain
+    )
+    SELECT coalesce(pg_catalog.jsonb_object_agg(g.chain, g.n), '{}') INTO counts
+      FROM (SELECT gone.chain, count(*) AS n FROM gone GROUP BY gone.chain) AS g;
+    PERFORM pg_catalog.set_config('rls_tenancy.purging', '', true);
     INSERT INTO rls_tenancy.audit_log (tenant_id, user_id, db_role, action, message, data)
     SELECT nullif((c ->> 'chain')::bigint, 0), NULL, session_user, 'audit.purged',
-           pg_catalog.format('%s events older than %s removed', c ->> 'removed', cutoff),
-           pg_catalog.jsonb_build_object('removed', (c ->> 'removed')::bigint,
-                                         'through_seq', (c ->> 'through_seq')::bigint,
+           pg_catalog.format('%s events older than %s removed', n, cutoff),
+           pg_catalog.jsonb_build_object('removed', n, 'through_seq', (c ->> 'through_seq')::bigint,
                                          'older_than', cutoff, 'retention', retention::text)
-      FROM pg_catalog.jsonb_array_elements(cuts) AS c;
-    RETURN total;
+      FROM pg_catalog.jsonb_array_elements(cuts) AS c
+     CROSS JOIN LATERAL (SELECT coalesce((counts ->> (c ->> 'chain'))::bigint, 0) AS n) AS counted;
+    SELECT coalesce(sum(value::bigint), 0) INTO removed FROM pg_catalog.jsonb_each_text(counts);
+    RETURN removed;
 END
 $fn$;
 COMMENT ON FUNCTION rls_tenancy.purge_audit_log(interval) IS

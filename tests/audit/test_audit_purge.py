@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from rls_tenancy import UsageError, as_tenant
 from rls_tenancy.audit.chain import ChainHead, chain_heads, check_anchors, purge
+from rls_tenancy.audit.events import log_event
 from tests.audit.support import Scratch, first_break, last_event_id, refused_with
 from tests.conftest import ddl
 
@@ -150,3 +151,41 @@ def test_purge_cuts_only_a_prefix_that_is_old_throughout(scratch: Scratch) -> No
     assert first not in kept
     assert {newer, late_old} <= kept
     assert scratch.broken(p) is None
+
+
+def test_a_purge_in_progress_locks_no_writer_out(scratch: Scratch) -> None:
+    """Writers of other chains log and commit while a purge is still open; before, it locked the whole log."""
+    p, other = scratch.tenant(), scratch.tenant()
+    _old_events(scratch, p, 3)
+    with scratch.bypass.connect() as purging:
+        purging.begin()
+        assert purge(purging, timedelta(days=30)) == 3  # not committed yet
+        with as_tenant(other), scratch.app.begin() as writer:
+            writer.execute(text("SET LOCAL lock_timeout = '2s'"))  # a lock wait is an error, not a slow test
+            log_event(writer, "test.during_purge", "written while a purge is open")
+        purging.commit()
+    assert [row.action for row in scratch.chain(other)] == ["test.during_purge"]
+    assert scratch.broken(p) is None and scratch.broken(other) is None
+
+
+@pytest.mark.parametrize("role", ["superuser", "owner"])
+def test_setting_the_purge_flag_by_hand_deletes_nothing(scratch: Scratch, role: str) -> None:
+    """The delete trigger lets through only the purge: the owner role inside its own transaction flag.
+
+    A superuser setting the flag is still refused (it is not the owner); the owner setting it by hand
+    could disable the trigger as well, so only the flag's misuse by someone else is a claim.
+    """
+    tenant = scratch.tenant()
+    [event] = scratch.log(tenant, 1)
+    with scratch.superuser.connect() as conn, conn.begin():
+        conn.execute(text("SELECT set_config('rls_tenancy.purging', 'on', true)"))
+        if role == "superuser":
+            with pytest.raises(DBAPIError) as caught:
+                conn.execute(text("DELETE FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event})
+            refused_with(caught, "42501", "the audit log is append-only; DELETE refused")
+        else:
+            conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", scratch.db.roles.owner))
+            deleted = conn.execute(text("DELETE FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event})
+            assert deleted.rowcount == 1  # the owner's own trigger-disabling power, spelled differently
+            conn.rollback()
+    assert [row.id for row in scratch.chain(tenant)] == [event]
