@@ -400,6 +400,33 @@ COMMENT ON FUNCTION rls_tenancy.distribution_findings(boolean) IS
     'What would keep a tenant table from being distributed by tenant_id in Citus; info, or warnings when asked.';
 REVOKE ALL ON FUNCTION rls_tenancy.distribution_findings(boolean) FROM PUBLIC;
 
+-- The audit log's guards (sql/009_audit.sql): a trigger missing, disabled, or firing only in replica mode
+-- lets events be edited, deleted or truncated, or written unchecked or unsealed, and the chains then prove
+-- nothing. ENABLE ALWAYS ('A') still guards; a DISABLE left behind by hand is what this catches.
+CREATE OR REPLACE FUNCTION rls_tenancy.audit_findings()
+RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+SELECT 'error', 'audit_trigger_disabled', 'rls_tenancy.audit_log ' || expected.name,
+       format('the audit log''s trigger %I is %s: %s', expected.name,
+              CASE WHEN tg.oid IS NULL THEN 'missing' WHEN tg.tgenabled = 'D' THEN 'disabled'
+                   ELSE 'set to fire only in replica mode' END,
+              expected.guards),
+       CASE WHEN tg.oid IS NULL
+            THEN 'install the library again: rls-tenancy migrate (or sql/009_audit.sql from psql, as a superuser)'
+            ELSE format('ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER %I;', expected.name) END
+  FROM (VALUES ('audit_log_stamp', 'events are written without their time, role and checks'),
+               ('audit_log_content_fixed', 'a sealed event''s content can be changed'),
+               ('audit_log_append_only', 'a sealed event''s chain fields can be changed'),
+               ('audit_log_no_delete', 'events can be deleted outside purge_audit_log'),
+               ('audit_log_no_truncate', 'the whole log can be truncated'),
+               ('audit_log_seal', 'events are committed unsealed, outside every chain')) AS expected (name, guards)
+  LEFT JOIN pg_trigger tg ON tg.tgrelid = to_regclass('rls_tenancy.audit_log') AND tg.tgname = expected.name
+ WHERE to_regclass('rls_tenancy.audit_log') IS NOT NULL AND (tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A'))
+$fn$;
+REVOKE ALL ON FUNCTION rls_tenancy.audit_findings() FROM PUBLIC;
+
 -- findings(true) reports the distribution checks as warnings; findings() is findings(false).
 CREATE OR REPLACE FUNCTION rls_tenancy.findings(distributed boolean)
 RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
@@ -978,6 +1005,8 @@ BEGIN
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
         UNION ALL
         SELECT * FROM rls_tenancy.signing_findings()
+        UNION ALL
+        SELECT * FROM rls_tenancy.audit_findings()
         UNION ALL
         SELECT * FROM rls_tenancy.distribution_findings(coalesce(distributed, false))
     )

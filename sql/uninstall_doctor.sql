@@ -7,6 +7,7 @@ DROP FUNCTION IF EXISTS rls_tenancy.findings(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.distribution_findings(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.grantee_name(oid);
 DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
+DROP FUNCTION IF EXISTS rls_tenancy.audit_findings();
 DROP VIEW IF EXISTS rls_tenancy.coverage;
 DROP FUNCTION IF EXISTS rls_tenancy.policy_is_tenant_keyed("char", text, text, boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.is_tenant_conjunction(text, boolean);

@@ -122,6 +122,28 @@ PLANTS = {
         "public.doctor_events",
         "row level security is off",
     ),
+    "the audit log's delete guard disabled (a manual purge's leftover)": Plant(
+        lambda r: ["ALTER TABLE rls_tenancy.audit_log DISABLE TRIGGER audit_log_no_delete"],
+        "error",
+        "audit_trigger_disabled",
+        "rls_tenancy.audit_log audit_log_no_delete",
+        "is disabled: events can be deleted outside purge_audit_log",
+    ),
+    "the audit log's seal firing only in replica mode": Plant(
+        lambda r: ["ALTER TABLE rls_tenancy.audit_log ENABLE REPLICA TRIGGER audit_log_seal"],
+        "error",
+        "audit_trigger_disabled",
+        "rls_tenancy.audit_log audit_log_seal",
+        "only in replica mode: events are committed unsealed",
+    ),
+    "the audit log's truncate guard dropped": Plant(
+        lambda r: ["DROP TRIGGER audit_log_no_truncate ON rls_tenancy.audit_log"],
+        "error",
+        "audit_trigger_disabled",
+        "rls_tenancy.audit_log audit_log_no_truncate",
+        "is missing: the whole log can be truncated",
+        fix_is_sql=False,  # the installation again
+    ),
     "app role SUPERUSER": Plant(
         lambda r: [ddl("ALTER ROLE {} SUPERUSER", r.app)], "error", "app_role_superuser", "{app}", "superuser"
     ),
