@@ -527,12 +527,12 @@ def _send_binding(
     is discarded first, in the same round trip. With ``set_local``, the
     binding is three ``SET LOCAL`` statements in that round trip.
     """
-    statement = _BIND_WIRE
-    wire: Sequence[bytes] = [*(("" if value is None else str(value)).encode() for value in ids), proof.encode()]
-    also: Sequence[Statement] = ()
-    if set_local:
-        statement, *rest = _settings.set_locals(_BOUND_SETTINGS, (*_texts(ids), proof), local=_local)
-        wire, also = (), [(each, ()) for each in rest]
+    texts = (*_texts(ids), proof)
+    statement, wire = _BIND_WIRE, [text.encode() for text in texts]
+    also: list[Statement] = []
+    if set_local:  # no parameters: each value a literal of its own statement
+        statement, *rest = _settings.set_locals(_BOUND_SETTINGS, texts, local=_local)
+        wire, also = [], [(each, ()) for each in rest]
     reset: Statement | None = None
     if reset_for is not None:
         _driver_guard.guard(driver, functools.partial(_open_binding_tenant, reset_for))
