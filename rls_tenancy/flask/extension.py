@@ -161,10 +161,10 @@ class Tenancy:
         audit_engine = options.audit_engine or _audit_engine_for(engine)
         bind_engine(audit_engine, context_key=key)
         scope_sessions(sessions)
-        read_sessions = _read_sessions(options.read_engine, config["RLS_TENANCY_READ_DATABASE_URL"], key)
+        read_sessions = _read_sessions(options.read_engine or _configured_engine(config, "READ"), key)
         bypass = options.bypass_engine
-        if bypass is None and config["RLS_TENANCY_BYPASS_DATABASE_URL"]:
-            bypass = create_engine(database_url(config["RLS_TENANCY_BYPASS_DATABASE_URL"]))
+        if bypass is None:
+            bypass = _configured_engine(config, "BYPASS")
         languages = list(config["RLS_TENANCY_LANGUAGES"])
         if config["RLS_TENANCY_DEFAULT_LANGUAGE"] not in languages:
             raise UsageError("RLS_TENANCY_DEFAULT_LANGUAGE must be one of RLS_TENANCY_LANGUAGES")
@@ -216,14 +216,24 @@ def _engine_and_sessions(app: Flask, options: TenancyOptions, key: str | None) -
     return engine, sessions
 
 
-def _read_sessions(engine: Engine | None, url: str | None, key: str | None) -> sessionmaker[Session] | None:
+def _configured_engine(config: Any, which: str) -> Engine | None:
+    """An engine for ``RLS_TENANCY_<which>_DATABASE_URL``, if set; a value that is no URL fails here, named."""
+    name = f"RLS_TENANCY_{which}_DATABASE_URL"
+    url = config[name]
+    if not url:
+        return None
+    try:
+        return create_engine(database_url(url))
+    except exc.ArgumentError as error:
+        raise UsageError(f"{name} is not a database URL ({error})") from None
+
+
+def _read_sessions(engine: Engine | None, key: str | None) -> sessionmaker[Session] | None:
     """Sessions for a request's reads: bound as the app's engine is, read-only, with the ORM filter.
 
     Read-only at ``BEGIN`` (``postgresql_readonly``): a write refused on a
     standby is refused the same way on a read engine that is the primary.
     """
-    if engine is None and url:
-        engine = create_engine(database_url(url))
     if engine is None:
         return None
     bind_engine(engine, context_key=key)

@@ -82,6 +82,9 @@ def test_state_without_init_app_says_what_to_do() -> None:
         ({"resolvers": ["cookie"]}, {}, "unknown resolver 'cookie'"),
         ({"resolvers": ["subdomain"]}, {}, "RLS_TENANCY_SUBDOMAIN_OF"),
         ({}, {"RLS_TENANCY_DEFAULT_LANGUAGE": "xx"}, "must be one of RLS_TENANCY_LANGUAGES"),
+        ({}, {"RLS_TENANCY_READ_DATABASE_URL": "standby:5432"}, "RLS_TENANCY_READ_DATABASE_URL is not a database URL"),
+        ({}, {"RLS_TENANCY_BYPASS_DATABASE_URL": "admin@db"}, "RLS_TENANCY_BYPASS_DATABASE_URL is not a database URL"),
+        ({}, {"RLS_TENANCY_READ_DATABASE_URL": "sqlite:///cache.db"}, "needs PostgreSQL, not sqlite"),
     ],
 )
 def test_misconfiguration_is_a_clear_error(
