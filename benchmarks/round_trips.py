@@ -43,6 +43,10 @@ from rls_tenancy.testing.proxy import RoundTripProxy
 
 NO_EXTRA = Target("added", "<=", 0, "round trips")
 LATENCY = Target("ratio", "<=", 1.02)
+# A one-query transaction pays the binding's server and client work once over
+# three round trips: judged at 1.03 (decided with the planning floor, see
+# benchmarks/FINDINGS.md); five queries share that cost and keep 1.02.
+ONE_QUERY_LATENCY = Target("ratio", "<=", 1.03)
 DATASET = "trips"  # data.build names its tables after it
 SESSION = "1-query transaction through a Session"
 
@@ -107,11 +111,19 @@ def run(ctx: Context) -> Section:
                     for engine in engines:
                         engine.dispose()
                 section.add(
-                    Row(f"{queries}-query transaction, 1 ms each way", base_s * 1e3, rls_s * 1e3, "ms", LATENCY)
+                    Row(
+                        f"{queries}-query transaction, 1 ms each way",
+                        base_s * 1e3,
+                        rls_s * 1e3,
+                        "ms",
+                        ONE_QUERY_LATENCY if queries == 1 else LATENCY,
+                    )
                 )
                 ctx.log(f"{queries} queries at 1 ms: ratio {rls_s / base_s:.3f}")
                 if queries == 1:
-                    section.add(Row(f"{SESSION}, 1 ms each way", orm_s[0] * 1e3, orm_s[1] * 1e3, "ms", LATENCY))
+                    section.add(
+                        Row(f"{SESSION}, 1 ms each way", orm_s[0] * 1e3, orm_s[1] * 1e3, "ms", ONE_QUERY_LATENCY)
+                    )
                     ctx.log(f"one query through a Session at 1 ms: ratio {orm_s[1] / orm_s[0]:.3f}")
         if not signing_requested():  # else the rows above are signed already
             _signed_rows(ctx, section, db, items, transactions)
@@ -146,8 +158,8 @@ def _signed_rows(ctx: Context, section: Section, db: TenancyDatabase, items: dat
         finally:
             for engine in engines:
                 engine.dispose()
-    section.add(Row(f"1-query transaction, 1 ms each way{suffix}", base_s * 1e3, rls_s * 1e3, "ms", LATENCY))
-    section.add(Row(f"{SESSION}, 1 ms each way{suffix}", orm_s[0] * 1e3, orm_s[1] * 1e3, "ms", LATENCY))
+    section.add(Row(f"1-query transaction, 1 ms each way{suffix}", base_s * 1e3, rls_s * 1e3, "ms", ONE_QUERY_LATENCY))
+    section.add(Row(f"{SESSION}, 1 ms each way{suffix}", orm_s[0] * 1e3, orm_s[1] * 1e3, "ms", ONE_QUERY_LATENCY))
     ctx.log(f"signed at 1 ms: ratio {rls_s / base_s:.3f}, through a Session {orm_s[1] / orm_s[0]:.3f}")
 
 
