@@ -7,7 +7,8 @@ rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.j
 rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json] [--info] [--distributed]
 rls-tenancy context-key new | install | retire | require | optional | status   (see --help)
 rls-tenancy token-key new                     # a key that marks API tokens (RLS_TENANCY_TOKEN_KEYS)
-rls-tenancy postgres                          # a throwaway PostgreSQL for development; prints its URL
+rls-tenancy postgres                          # a throwaway PostgreSQL for development; prints its URL;
+                                              # Ctrl-C or kill (SIGTERM) stops it and removes its data
 
 Exit status: 0 success; 1 the database refused a migration, audit-verify
 found a broken chain or anchor, or doctor found an error; 2 bad usage, or the
@@ -17,6 +18,7 @@ check could not run.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -72,21 +74,35 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "postgres",
         help="start a throwaway PostgreSQL as the test plugin does (Docker, local binaries, pgserver), "
-        "print its superuser URL, and stop and remove it on Ctrl-C",
+        "print its superuser URL, and stop and remove it on Ctrl-C or SIGTERM",
     )
     return parser
 
 
 def _postgres() -> int:
-    """A development server for an app's migrations and its dev server; gone with its data on Ctrl-C."""
+    """A development server for an app's migrations and its dev server; gone with its data when stopped.
+
+    Stopped by Ctrl-C, ``kill`` (SIGTERM) or a closed terminal (SIGHUP) alike,
+    also when started in the background (``&``), where a shell ignores SIGINT:
+    each of them ends the wait below, so the server and its data are removed
+    rather than left behind by a wrapper that died.
+    """
+    stop = threading.Event()
+    for number in _STOP_SIGNALS:
+        signal.signal(number, lambda _number, _frame: stop.set())
     with postgres_server() as url:
         print(url.render_as_string(hide_password=False), flush=True)
-        print("rls-tenancy: serving until Ctrl-C (everything in it goes then)", file=sys.stderr, flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
+        libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        print(f"rls-tenancy: for psql and createdb: {libpq}", file=sys.stderr, flush=True)
+        print("rls-tenancy: serving until Ctrl-C or SIGTERM (everything in it goes then)", file=sys.stderr, flush=True)
+        while not stop.wait(_POLL_SECONDS):  # wakes up now and then: signals run between waits
             pass
     return 0
+
+
+#: What stops ``rls-tenancy postgres`` cleanly (SIGHUP: the terminal closed; not on Windows).
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+_POLL_SECONDS = 1.0
 
 
 def _doctor(args: argparse.Namespace) -> int:

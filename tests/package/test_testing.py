@@ -126,20 +126,47 @@ def test_docker_compose_file_runs_postgres_and_the_demo() -> None:
     assert any(str(port).endswith(":5000") for port in demo["ports"])
 
 
-def test_the_postgres_command_serves_a_throwaway_server_until_interrupted() -> None:
-    """``rls-tenancy postgres``: a development server found or started as the plugin does, gone on Ctrl-C."""
+@pytest.mark.parametrize(
+    ("stop", "sigint_ignored"),
+    [
+        pytest.param(signal.SIGINT, False, id="ctrl-c"),
+        pytest.param(signal.SIGTERM, False, id="kill"),
+        pytest.param(signal.SIGHUP, False, id="terminal-closed"),
+        # A job started with `&` by a non-interactive shell inherits SIGINT ignored.
+        pytest.param(signal.SIGINT, True, id="background-job-interrupted"),
+    ],
+)
+def test_the_postgres_command_serves_a_throwaway_server_until_stopped(stop: int, sigint_ignored: bool) -> None:
+    """``rls-tenancy postgres``: a development server found or started as the plugin does, gone when stopped.
+
+    Before SIGTERM and SIGHUP were handled, they killed the command and left
+    its server running with its data; so did SIGINT where it was ignored.
+    """
     env = {key: value for key, value in os.environ.items() if key not in (ENV_URL, "DATABASE_URL")}
     command = [sys.executable, "-m", "rls_tenancy.cli", "postgres"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=ignore_sigint if sigint_ignored else None,  # noqa: PLW1509 - no threads started here
+    ) as process:
         try:
-            assert process.stdout is not None
+            assert process.stdout is not None and process.stderr is not None
             url = process.stdout.readline().strip()
-            assert url.startswith("postgresql"), process.stderr.read() if process.stderr else url
-            plain = database_url(url).set(drivername="postgresql")
-            with psycopg.connect(plain.render_as_string(hide_password=False)) as conn:
+            assert url.startswith("postgresql"), process.stderr.read()
+            plain = database_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+            hint = process.stderr.readline()
+            assert hint.strip() == f"rls-tenancy: for psql and createdb: {plain}"  # what psql takes as it is
+            with psycopg.connect(plain) as conn:
                 assert conn.execute("SELECT 1").fetchone() == (1,)
         finally:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop)
             assert process.wait(timeout=60) == 0
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(plain.render_as_string(hide_password=False), connect_timeout=3)
+        psycopg.connect(plain, connect_timeout=3)
