@@ -5,6 +5,7 @@ By job: :mod:`.extension` (``Tenancy`` and its options), :mod:`.state`
 context, resolution first, teardown last), :mod:`.resolvers` (where the
 tenant comes from), :mod:`.current` (the request's tenant, user, scopes,
 language), :mod:`.auth` (login and logout), :mod:`.errors` (JSON answers),
+:mod:`.features` (flags in views), :mod:`.streaming` (streamed bodies),
 :mod:`.cli` (``flask tenancy``).
 """
 
@@ -21,8 +22,10 @@ from rls_tenancy.flask.current import (
     require_scopes,
 )
 from rls_tenancy.flask.extension import Tenancy
+from rls_tenancy.flask.features import clear_feature_override, feature_enabled, set_feature_override
 from rls_tenancy.flask.resolvers import Resolution, Resolver, session_resolver, subdomain_resolver, token_resolver
 from rls_tenancy.flask.state import TenancyState, state
+from rls_tenancy.flask.streaming import stream_with_tenant
 from rls_tenancy.identity.users import User
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
     "TenancyState",
     "User",
     "authenticate_user",
+    "clear_feature_override",
+    "feature_enabled",
     "get_current_language",
     "get_current_scopes",
     "get_current_tenant",
@@ -45,7 +50,9 @@ __all__ = [
     "logout",
     "require_scopes",
     "session_resolver",
+    "set_feature_override",
     "state",
+    "stream_with_tenant",
     "subdomain_resolver",
     "token_resolver",
 ]
