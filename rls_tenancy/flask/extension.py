@@ -161,7 +161,8 @@ class Tenancy:
         audit_engine = options.audit_engine or _audit_engine_for(engine)
         bind_engine(audit_engine, context_key=key)
         scope_sessions(sessions)
-        read_sessions = _read_sessions(options.read_engine or _configured_engine(config, "READ"), key)
+        read_engine = options.read_engine or _configured_engine(config, "READ")
+        read_sessions = _read_sessions(read_engine, key)
         bypass = options.bypass_engine
         if bypass is None:
             bypass = _configured_engine(config, "BYPASS")
@@ -181,6 +182,7 @@ class Tenancy:
             features=REGISTRY if options.features is None else options.features,
             token_keys=keys,
             read_sessions=read_sessions,
+            read_engine=read_engine,
         )
         # Each request runs in a contextvars context of its own (WSGI middleware,
         # Flask's documented way): whatever a request leaves in context, even

@@ -51,6 +51,20 @@ class TenancyState:
     token_keys: tuple[TokenKey, ...] = ()
     #: Read-only Sessions on the read engine (a hot standby), when one is configured.
     read_sessions: sessionmaker[Session] | None = None
+    #: The read engine itself, when one is configured.
+    read_engine: Engine | None = None
+
+    def dispose(self) -> None:
+        """Close the pooled connections of every engine the extension uses: the app's, audit, bypass and read ones.
+
+        For a test's teardown, before the plugin drops its database (open
+        connections would make that wait, then fail noisily), and for a
+        process about to fork workers. Each engine opens new connections
+        when it is used again.
+        """
+        bypass = None if self.bypass is None else self.bypass.engine
+        for engine in dict.fromkeys(e for e in (self.engine, self.audit_engine, self.read_engine, bypass) if e):
+            engine.dispose()
 
     def session(self) -> Session:
         """The app's ORM session for this request (the scoped one, or one made for it)."""

@@ -193,3 +193,34 @@ def test_a_tenant_query_without_a_tenant_is_a_404_where_hosts_name_tenants(
         assert set(seeded.projects["acme"]) <= set(body) and not set(seeded.projects["globex"]) & set(body)
     else:
         assert body["error"] == error
+
+
+def test_dispose_closes_the_pooled_connections_of_every_engine_it_uses(db: TenancyDatabase, seeded: Seeded) -> None:
+    """``state().dispose()``: what a test's teardown calls before its database is dropped."""
+    engine = create_engine(db.app_url)
+    app = _app(
+        engine,
+        RLS_TENANCY_BYPASS_DATABASE_URL=db.bypass_url.render_as_string(hide_password=False),
+        RLS_TENANCY_READ_DATABASE_URL=db.app_url.render_as_string(hide_password=False),
+    )
+    Tenancy(app, engine=engine)
+
+    @app.get("/read")
+    def read() -> ResponseReturnValue:
+        return jsonify(projects=len(state().read_session().scalars(select(Project)).all()))
+
+    client = app.test_client()
+    assert client.get("/read", headers=bearer(seeded.tokens["acme/ci"])).json == {
+        "projects": len(seeded.projects["acme"])
+    }
+    assert client.get("/whoami", headers=bearer("rlst_1_" + "x" * 43)).status_code == 401  # audited: the audit engine
+    tenancy: TenancyState = app.extensions["rls_tenancy"]
+    assert tenancy.bypass is not None and tenancy.read_engine is not None
+    with tenancy.bypass.connect(reason="test") as connection:
+        connection.execute(select(1))
+    engines = [tenancy.engine, tenancy.audit_engine, tenancy.bypass.engine, tenancy.read_engine]
+    pools = [engine.pool for engine in engines]
+    assert all(pool.checkedin() > 0 for pool in pools)  # type: ignore[attr-defined]
+    tenancy.dispose()
+    assert all(pool.checkedin() == 0 for pool in pools)  # type: ignore[attr-defined]
+    assert all(engine.pool is not pool for engine, pool in zip(engines, pools, strict=True))
