@@ -7,8 +7,13 @@ site-packages) and chain it onto the library's branch. Later, with two heads,
 every ``alembic revision`` would need ``--head``. Pass
 ``process_revision_directives=app_branch("myapp")`` to ``context.configure()``
 in ``env.py`` and neither happens: revisions made without ``--head`` go on
-branch ``myapp``, the first one starting it (from base, depending on the
-library's head, in your own versions directory).
+branch ``myapp``, in your own versions directory. The first one starts the
+branch, depending on the library's head: from base when the application has
+no revisions yet, or, when it already has a chain of its own (revisions made
+before adopting the library, without the label), on top of that chain's one
+head, so that the new revision runs after the ones that created its tables.
+With more than one such head there is no telling which to continue:
+``CommandError``, asking for ``--head``.
 
 Alembic runs ``env.py``, and so this hook, for ``alembic revision
 --autogenerate`` and, only when ``revision_environment = true`` is in
@@ -50,7 +55,7 @@ def app_branch(label: str) -> Directives:
             if _branch_exists(script_directory, label):
                 script.head = f"{label}@head"
                 continue
-            script.head = "base"
+            script.head = _start_of_branch(script_directory, label)
             script.branch_label = label
             script.depends_on = script_directory.get_revision(f"{LIBRARY_BRANCH}@head").revision
             if script.version_path is None:
@@ -60,15 +65,35 @@ def app_branch(label: str) -> Directives:
 
 
 def _branch_exists(script_directory: ScriptDirectory, label: str) -> bool:
-    try:
-        script_directory.get_revision(f"{label}@head")
-    except CommandError:
-        return False
-    return True
+    # A label only: resolving "label@head" would also take "label" as the prefix of a revision id
+    # (branch "app" and an unlabelled revision "app_0001").
+    return any(label in script.branch_labels for script in script_directory.walk_revisions())
+
+
+def _start_of_branch(script_directory: ScriptDirectory, label: str) -> str:
+    """What a new branch ``label`` continues: the app's own head if it has one, else base."""
+    library = _library_versions()
+    own = [
+        head.revision
+        for head in script_directory.get_revisions("heads")
+        if head is not None and not Path(head.path).resolve().is_relative_to(library)
+    ]
+    if not own:
+        return "base"
+    if len(own) > 1:
+        raise CommandError(
+            f"your revisions have {len(own)} heads ({', '.join(sorted(own))}): pass --head with the one "
+            f"branch {label!r} should continue (or merge them first)"
+        )
+    return own[0]
+
+
+def _library_versions() -> Path:
+    return (data_dir("migrations") / "versions").resolve()
 
 
 def _own_location(locations: Sequence[str] | None) -> Path:
-    library = (data_dir("migrations") / "versions").resolve()
+    library = _library_versions()
     for location in locations or ():
         path = Path(coerce_resource_to_filename(location)).resolve()
         if path != library:
