@@ -78,13 +78,27 @@ ON CONFLICT (object_name, check_name) DO NOTHING;
 -- one tenant_condition() writes, or a call of current_tenant_id() (policies
 -- written by hand). Schema prefixes
 -- are optional because pg_get_expr() leaves out those on the search_path.
+-- The spellings of the tenant condition that mean the same as the ones below, rewritten to them:
+-- current_tenant_id() as an InitPlan, ( SELECT current_tenant_id() AS current_tenant_id), a common
+-- idiom that evaluates it once per statement, and either side of the = first (a reversed comparison,
+-- parenthesised whole by pg_get_expr()). Each rewrite replaces an expression by an equal one wherever it
+-- stands, so no expression that widens access becomes the condition.
+CREATE OR REPLACE FUNCTION rls_tenancy.tenant_expression_normalized(expression text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN regexp_replace(
+           regexp_replace(expression, '\( SELECT ((rls_tenancy\.)?current_tenant_id\(\)) AS current_tenant_id\)', '\1', 'g'),
+           '\(((rls_tenancy\.)?current_tenant_id\(\)|\(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint) = tenant_id\)',
+           '(tenant_id = \1)', 'g');
+REVOKE ALL ON FUNCTION rls_tenancy.tenant_expression_normalized(text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION rls_tenancy.is_tenant_condition(expression text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
-RETURN coalesce(expression ~ '^\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\)$'
-                OR expression ~ '^\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\)$'
+RETURN coalesce(rls_tenancy.tenant_expression_normalized(expression) ~ '^\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\)$'
+                OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\)$'
                 -- signed (sql/016_signed_context.sql): the same condition, then the proof's check
-                OR expression ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(\( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\) IS NOT NULL\)\)$',
+                OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(\( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\) IS NOT NULL\)\)$',
                 false);
 REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_condition(text) FROM PUBLIC;
 
@@ -96,9 +110,9 @@ CREATE OR REPLACE FUNCTION rls_tenancy.is_tenant_conjunction(expression text, si
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 RETURN coalesce(rls_tenancy.is_tenant_condition(expression)
-                OR expression ~ '^\(\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\) AND '
-                OR (NOT signed AND expression ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND ')
-                OR expression ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(\( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\) IS NOT NULL\) AND ',
+                OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\) AND '
+                OR (NOT signed AND rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND ')
+                OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(\( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\) IS NOT NULL\) AND ',
                 false);
 REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_conjunction(text, boolean) FROM PUBLIC;
 
@@ -427,6 +441,40 @@ SELECT 'error', 'audit_trigger_disabled', 'rls_tenancy.audit_log ' || expected.n
 $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.audit_findings() FROM PUBLIC;
 
+-- The library's objects in the hands of another role than the owner role: the library's functions run
+-- as the owner role and rely on what these are; whoever owns one may change, drop or re-grant it. An
+-- error when the application role has that role's rights (then it can, say, turn off row level security
+-- on rls_tenancy.tenants, or read the context key), else a warning. Sequences that belong to a table's
+-- column follow that table's owner and are left out. app_role NULL: the roles are unknown (the doctor
+-- could not read rls_tenancy.roles), every one an error.
+CREATE OR REPLACE FUNCTION rls_tenancy.library_owner_findings(owner_role name, app_role name)
+RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN app_role IS NULL OR pg_has_role(app_role, o.owner_oid, 'MEMBER') THEN 'error' ELSE 'warning' END,
+       'library_object_owner', o.object_name,
+       format('%s %s is owned by %I, not the owner role %I: %s', lower(o.kind), o.object_name,
+              pg_get_userbyid(o.owner_oid), owner_role,
+              CASE WHEN app_role IS NULL THEN 'the owner role, as which the library''s functions and this report run, may not read it'
+                   WHEN pg_has_role(app_role, o.owner_oid, 'MEMBER')
+                   THEN 'the application role has that role''s rights, and may change, drop or re-grant it (row level security, policies, the context key and the library''s functions included)'
+                   ELSE 'whoever has that role''s rights may change, drop or re-grant what the library''s functions rely on' END),
+       format('ALTER %s %s OWNER TO %I;', o.kind, o.object_name, owner_role)
+  FROM (SELECT format('%s', c.oid::regclass) AS object_name, c.relowner AS owner_oid,
+               CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END AS kind
+          FROM pg_class c
+         WHERE c.relnamespace = 'rls_tenancy'::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+        UNION ALL
+        SELECT format('%s', f.oid::regprocedure), f.proowner, 'ROUTINE'
+          FROM pg_proc f
+         WHERE f.pronamespace = 'rls_tenancy'::regnamespace AND f.prokind IN ('f', 'p')) o
+ WHERE o.owner_oid IS DISTINCT FROM (SELECT r.oid FROM pg_roles r WHERE r.rolname = owner_role)
+$fn$;
+REVOKE ALL ON FUNCTION rls_tenancy.library_owner_findings(name, name) FROM PUBLIC;
+
 -- findings(true) reports the distribution checks as warnings; findings() is findings(false).
 CREATE OR REPLACE FUNCTION rls_tenancy.findings(distributed boolean)
 RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
@@ -437,12 +485,35 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    app_role    name := rls_tenancy.role_name('app');
-    bypass_role name := rls_tenancy.role_name('bypass');
-    owner_role  name := rls_tenancy.role_name('owner');
+    app_role    name;
+    bypass_role name;
+    owner_role  name;
     -- Signed (sql/016): a condition on the bare setting is no longer enough, even ANDed with more.
     signing_required boolean := false;
 BEGIN
+    -- The library's schema in another role's hands: the owner role, as which this runs, may not even look
+    -- in it (and whoever owns it may drop and replace any of its functions). Nothing else can be checked.
+    IF NOT has_schema_privilege('rls_tenancy', 'USAGE') THEN
+        RETURN QUERY
+            SELECT 'error'::text, 'library_object_owner'::text, 'rls_tenancy'::text,
+                   format('schema rls_tenancy is owned by %I, not the owner role %I, which may not use it: the library''s '
+                          'functions and this report run as the owner role, and whoever owns the schema may drop and '
+                          'replace any function in it (nothing else could be checked)', pg_get_userbyid(n.nspowner), current_user),
+                   format('ALTER SCHEMA rls_tenancy OWNER TO %I;', current_user)
+              FROM pg_namespace n WHERE n.nspname = 'rls_tenancy';
+        RETURN;
+    END IF;
+    -- Likewise a table or sequence of the library the owner role may no longer read (handed to another
+    -- role): report whose it is, and nothing that would read it.
+    IF EXISTS (SELECT 1 FROM pg_class c
+                WHERE c.relnamespace = 'rls_tenancy'::regnamespace AND c.relkind IN ('r', 'S')
+                  AND NOT has_table_privilege(c.oid, 'SELECT')) THEN
+        RETURN QUERY SELECT * FROM rls_tenancy.library_owner_findings(current_user, NULL);
+        RETURN;
+    END IF;
+    app_role := rls_tenancy.role_name('app');
+    bypass_role := rls_tenancy.role_name('bypass');
+    owner_role := rls_tenancy.role_name('owner');
     -- The doctor's inputs: a roles table naming roles that do not exist is a tampered one, and no report
     -- made from it can be trusted.
     IF (SELECT count(*) FROM pg_roles r WHERE r.rolname IN (app_role, bypass_role, owner_role)) < 3 THEN
@@ -539,6 +610,15 @@ BEGIN
                                               AND has_schema_privilege(ar.oid, to_regnamespace(quote_ident(e.name)), 'CREATE'))
                          ORDER BY e.name, e.n) kept) || ', pg_temp' AS safe_path
           FROM definers_raw d
+    ),
+    -- Foreign servers, and whether each is this database (no dbname, or this one, on localhost).
+    servers (oid, srvname, srvowner, srvacl, loopback) AS (
+        SELECT s.oid, s.srvname, s.srvowner, s.srvacl,
+               coalesce((SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'dbname=%'),
+                        current_database()) = current_database()
+               AND coalesce((SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'host=%'),
+                            'localhost') IN ('localhost', '127.0.0.1', '::1', '')
+          FROM pg_foreign_server s
     ),
     reaching (base, rel) AS (
         -- Every view or materialized view that reads a tenant table, however many views deep.
@@ -645,7 +725,18 @@ BEGIN
                       concat_ws(', ', CASE WHEN c.app_truncate THEN 'TRUNCATE' END,
                                       CASE WHEN c.app_references THEN 'REFERENCES' END,
                                       CASE WHEN c.app_trigger THEN 'TRIGGER' END), c.table_name),
-               format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %I;', c.table_name, app_role)
+               -- from every grantee the app role has the rights of (a group role's grant is not the app role's)
+               format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %s;', c.table_name,
+                      coalesce((SELECT string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', ')
+                                  FROM (SELECT acl.grantee, acl.privilege_type
+                                          FROM pg_class t CROSS JOIN LATERAL aclexplode(t.relacl) acl WHERE t.oid = c.table_oid
+                                        UNION ALL
+                                        SELECT acl.grantee, acl.privilege_type
+                                          FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl
+                                         WHERE a.attrelid = c.table_oid) g
+                                 WHERE g.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')
+                                   AND (g.grantee = 0 OR pg_has_role(app_role, g.grantee, 'MEMBER'))),
+                               quote_ident(app_role)))
           FROM rls_tenancy.coverage c WHERE c.app_truncate OR c.app_references OR c.app_trigger
         UNION ALL
         -- Views and materialized views reading tenant tables, directly or through other views.
@@ -860,7 +951,13 @@ BEGIN
         -- Defaults applied at login (ALTER ROLE / ALTER DATABASE ... SET): the app role may set its own
         -- for any ordinary parameter, and no privilege stops it. One for the tenant or the user would bind
         -- work that binds nothing itself; others can break every later login, or change how queries run.
-        SELECT CASE WHEN split_part(setting, '=', 1) IN ('app.current_tenant', 'app.current_user_id') THEN 'error' ELSE 'warning' END,
+        SELECT CASE WHEN split_part(setting, '=', 1) IN ('app.current_tenant', 'app.current_user_id') THEN 'error'
+                    -- replica mode: the audit log's guards (and foreign key checks) do not fire
+                    WHEN split_part(setting, '=', 1) = 'session_replication_role' AND split_part(setting, '=', 2) <> 'origin' THEN 'error'
+                    -- every large object readable and writable by every role, past its grants
+                    WHEN split_part(setting, '=', 1) = 'lo_compat_privileges'
+                         AND lower(split_part(setting, '=', 2)) IN ('on', 'true', 'yes', '1') THEN 'error'
+                    ELSE 'warning' END,
                'app_role_setting',
                concat_ws(' ', CASE WHEN s.setrole <> 0 THEN format('role %I', app_role) ELSE 'every role' END,
                          CASE WHEN s.setdatabase <> 0 THEN format('in database %I', current_database()) END,
@@ -928,13 +1025,7 @@ BEGIN
                format('REVOKE ALL ON %s FROM PUBLIC, %I; -- or DROP FOREIGN TABLE %s;', f.oid::regclass, app_role, f.oid::regclass)
           FROM pg_class f
           JOIN pg_foreign_table ft ON ft.ftrelid = f.oid
-          JOIN LATERAL (SELECT s.srvname,
-                               coalesce((SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'dbname=%'),
-                                        current_database()) = current_database()
-                               AND coalesce((SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'host=%'),
-                                            'localhost') IN ('localhost', '127.0.0.1', '::1', '')
-                                   AS loopback
-                          FROM pg_foreign_server s WHERE s.oid = ft.ftserver) srv ON true
+          JOIN servers srv ON srv.oid = ft.ftserver
          WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, f.oid, 'SELECT'))
         UNION ALL
         -- Default privileges that grant the tables created later to the application role: a new table is
@@ -1004,6 +1095,130 @@ BEGIN
          WHERE n.nspname = 'rls_tenancy' AND acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
         UNION ALL
+        SELECT * FROM rls_tenancy.library_owner_findings(owner_role, app_role)
+        UNION ALL
+        -- rls_tenancy.tenants (keyed by id, not tenant_id, so no tenant table above): the app role sees only
+        -- the bound tenant's row (tenant_self), the owner role every row (owner_lookup).
+        SELECT 'error', 'tenants_not_isolated', 'rls_tenancy.tenants',
+               'rls_tenancy.tenants has row level security off: every tenant sees every tenant''s name and slug',
+               'ALTER TABLE rls_tenancy.tenants ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;'
+          FROM pg_class t
+         WHERE t.oid = 'rls_tenancy.tenants'::regclass AND NOT t.relrowsecurity
+        UNION ALL
+        SELECT 'error', 'policy_not_tenant_keyed', format('rls_tenancy.tenants policy %I', p.polname),
+               format('policy %I on rls_tenancy.tenants is not keyed on the bound tenant (%s): %s', p.polname,
+                      rls_tenancy.tenant_condition_on('id', signing_required),
+                      coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)')),
+               CASE WHEN p.polname = 'tenant_self'
+                    THEN format('ALTER POLICY tenant_self ON rls_tenancy.tenants TO PUBLIC USING (%s);',
+                                rls_tenancy.tenant_condition_on('id', signing_required))
+                    ELSE format('DROP POLICY %I ON rls_tenancy.tenants;', p.polname) END
+          FROM pg_policy p
+         WHERE p.polrelid = 'rls_tenancy.tenants'::regclass AND p.polpermissive
+           AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
+           -- the id column spelled as tenant_id, so that the tenant tables' test applies
+           AND NOT rls_tenancy.policy_is_tenant_keyed(
+                   p.polcmd, regexp_replace(pg_get_expr(p.polqual, p.polrelid), '^\((\(?)id = ', '(\1tenant_id = '),
+                   regexp_replace(pg_get_expr(p.polwithcheck, p.polrelid), '^\((\(?)id = ', '(\1tenant_id = '),
+                   signing_required)
+        UNION ALL
+        -- The signed context's key: whoever reads a key slot's sequences signs any tenant and user.
+        SELECT 'error', 'context_key_readable', format('%s', s.oid::regclass),
+               format('%s holds %s on %s, which holds the signed context''s key: with it, SQL run as the application '
+                      'role signs any tenant and user as its own (and UPDATE sets a key of its choosing)',
+                      rls_tenancy.grantee_name(acl.grantee), string_agg(DISTINCT acl.privilege_type, ', '), s.oid::regclass),
+               format('REVOKE ALL ON SEQUENCE %s FROM %s;', s.oid::regclass, rls_tenancy.grantee_name(acl.grantee))
+          FROM pg_class s CROSS JOIN LATERAL aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) acl
+         WHERE s.relnamespace = 'rls_tenancy'::regnamespace AND s.relkind = 'S' AND s.relname LIKE 'context\_key\_%'
+           AND acl.grantee <> s.relowner AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+         GROUP BY s.oid, acl.grantee
+        UNION ALL
+        -- System catalogs that hold other tenants' values or credentials, closed to all but superusers by default.
+        SELECT 'error', 'app_role_reads_catalog', format('%s', t.oid::regclass),
+               format('%s may read %s, %s', rls_tenancy.grantee_name(g.grantee), t.oid::regclass,
+                      CASE t.relname
+                           WHEN 'pg_statistic' THEN 'whose most common values and histograms are every tenant''s column values (pg_stats leaves out tables under row level security; pg_statistic does not)'
+                           WHEN 'pg_statistic_ext_data' THEN 'whose extended statistics hold every tenant''s most common value combinations'
+                           WHEN 'pg_largeobject' THEN 'the contents of every large object'
+                           ELSE 'which holds other roles'' passwords (the bypass role''s included)' END),
+               format('REVOKE ALL ON %s FROM %s;', t.oid::regclass, rls_tenancy.grantee_name(g.grantee))
+          FROM pg_class t
+          CROSS JOIN LATERAL (SELECT acl.grantee FROM aclexplode(t.relacl) acl WHERE acl.privilege_type = 'SELECT'
+                              UNION
+                              SELECT acl.grantee FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl
+                               WHERE a.attrelid = t.oid AND acl.privilege_type = 'SELECT') g
+         WHERE t.oid IN ('pg_catalog.pg_statistic'::regclass, 'pg_catalog.pg_statistic_ext_data'::regclass,
+                         'pg_catalog.pg_largeobject'::regclass, 'pg_catalog.pg_authid'::regclass,
+                         'pg_catalog.pg_user_mapping'::regclass)
+           AND g.grantee <> t.relowner AND (g.grantee = 0 OR pg_has_role(app_role, g.grantee, 'MEMBER'))
+        UNION ALL
+        -- LEAKPROOF lets the planner run a function on rows before the policies have filtered them.
+        SELECT 'error', 'leakproof_function', format('%s', f.oid::regprocedure),
+               format('%s is marked LEAKPROOF and the application role may call it: PostgreSQL may run it on rows '
+                      'before the policies filter them, so whatever it lets out (an error, a notice, a write) shows '
+                      'other tenants'' rows', f.oid::regprocedure),
+               format('ALTER FUNCTION %s NOT LEAKPROOF;', f.oid::regprocedure)
+          FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
+         WHERE f.proleakproof AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+        UNION ALL
+        -- A foreign server the app role may use, with a user mapping for it: dblink('server', ...) or a foreign
+        -- table of its own runs queries there as the mapping's user.
+        SELECT CASE WHEN srv.loopback THEN 'error' ELSE 'warning' END, 'foreign_server_usable', format('%I', srv.srvname),
+               format('the application role may use foreign server %I (USAGE granted to %s), which has a user mapping for it: '
+                      'through dblink or a foreign table of its own it runs queries on %s as the mapping''s user, past the policies',
+                      srv.srvname, string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '),
+                      CASE WHEN srv.loopback THEN 'this very database' ELSE 'another database' END),
+               format('REVOKE USAGE ON FOREIGN SERVER %I FROM %s;', srv.srvname,
+                      string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '))
+          FROM servers srv CROSS JOIN LATERAL aclexplode(srv.srvacl) acl
+         WHERE acl.privilege_type = 'USAGE' AND acl.grantee <> srv.srvowner
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+           AND EXISTS (SELECT 1 FROM pg_user_mappings um
+                        WHERE um.srvid = srv.oid AND (um.umuser = 0 OR pg_has_role(app_role, um.umuser, 'MEMBER')))
+         GROUP BY srv.oid, srv.srvname, srv.loopback
+        UNION ALL
+        -- Schemas that hold tenant tables (the library's too): their owner may drop any table in them and put
+        -- its own in its place, and whoever may create there plants functions that privileged sessions call.
+        SELECT 'error', 'app_role_owns_schema', format('%I', n.nspname),
+               format('schema %I holds tenant tables and is owned by %s, whose rights the application role has: a '
+                      'schema''s owner may drop any table in it, and create one of its own under the same name, '
+                      'without row level security', n.nspname,
+                      CASE WHEN n.nspowner = 'pg_database_owner'::regrole
+                           THEN format('pg_database_owner (the owner of database %I, %I)', current_database(),
+                                       (SELECT pg_get_userbyid(d.datdba) FROM pg_database d WHERE d.datname = current_database()))
+                           ELSE quote_ident(pg_get_userbyid(n.nspowner)) END),
+               CASE WHEN n.nspowner = 'pg_database_owner'::regrole
+                    THEN format('ALTER DATABASE %I OWNER TO CURRENT_USER; -- as the DBA, or another role the application role is not',
+                                current_database())
+                    ELSE format('ALTER SCHEMA %I OWNER TO %s;', n.nspname,
+                                CASE WHEN n.nspname = 'public' THEN 'pg_database_owner' ELSE quote_ident(owner_role) END) END
+          FROM pg_namespace n
+         WHERE EXISTS (SELECT 1 FROM rls_tenancy.coverage c JOIN pg_class t ON t.oid = c.table_oid WHERE t.relnamespace = n.oid)
+           AND pg_has_role(app_role, n.nspowner, 'MEMBER')
+        UNION ALL
+        SELECT 'error', 'app_role_schema_create', format('%I', n.nspname),
+               format('%s may create objects in schema %I, which holds tenant tables: a function or operator it '
+                      'creates there that fits a call better than the built-in one (lower(varchar) beside '
+                      'lower(text)) runs with the rights of whoever makes the call: a migration, the owner role, '
+                      'a superuser', rls_tenancy.grantee_name(acl.grantee), n.nspname),
+               format('REVOKE CREATE ON SCHEMA %I FROM %s;', n.nspname, rls_tenancy.grantee_name(acl.grantee))
+          FROM pg_namespace n CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl
+         WHERE n.nspname <> 'rls_tenancy'  -- library_schema_create
+           AND EXISTS (SELECT 1 FROM rls_tenancy.coverage c JOIN pg_class t ON t.oid = c.table_oid WHERE t.relnamespace = n.oid)
+           AND acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+        UNION ALL
+        -- Large objects are outside row level security: one granted to PUBLIC or the app role is every tenant's.
+        SELECT 'error', 'large_object_readable', format('large object %s', lo.oid),
+               format('%s holds %s on large object %s, which row level security does not cover: every tenant reads it',
+                      rls_tenancy.grantee_name(acl.grantee), string_agg(DISTINCT acl.privilege_type, ', '), lo.oid),
+               format('REVOKE ALL ON LARGE OBJECT %s FROM %s;', lo.oid, rls_tenancy.grantee_name(acl.grantee))
+          FROM pg_largeobject_metadata lo CROSS JOIN LATERAL aclexplode(lo.lomacl) acl
+         WHERE acl.grantee <> lo.lomowner AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+         GROUP BY lo.oid, acl.grantee
+        UNION ALL
         SELECT * FROM rls_tenancy.signing_findings()
         UNION ALL
         SELECT * FROM rls_tenancy.audit_findings()
@@ -1026,13 +1241,28 @@ $fn$;
 COMMENT ON FUNCTION rls_tenancy.findings(boolean) IS
     'Every isolation gap found in the catalogs, with the distribution checks as warnings when distributed.';
 
--- The report as a DBA asks for it, and as every grant of it names it.
+-- The report as a DBA asks for it, and as every grant of it names it. PL/pgSQL, so that a schema the
+-- owner role may not use is reported rather than fails (findings(boolean) is not reached then).
 CREATE OR REPLACE FUNCTION rls_tenancy.findings()
 RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $fn$ SELECT * FROM rls_tenancy.findings(false) $fn$;
+AS $fn$
+BEGIN
+    IF NOT has_schema_privilege('rls_tenancy', 'USAGE') THEN
+        RETURN QUERY
+        SELECT 'error'::text, 'library_object_owner'::text, 'rls_tenancy'::text,
+               format('schema rls_tenancy is owned by %I, not the owner role %I, which may not use it: the library''s '
+                      'functions and this report run as the owner role, and whoever owns the schema may drop and '
+                      'replace any function in it (nothing else could be checked)', pg_get_userbyid(n.nspowner), current_user),
+               format('ALTER SCHEMA rls_tenancy OWNER TO %I;', current_user)
+          FROM pg_namespace n WHERE n.nspname = 'rls_tenancy';
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM rls_tenancy.findings(false);
+END
+$fn$;
 COMMENT ON FUNCTION rls_tenancy.findings() IS
     'Every isolation gap found in the catalogs: severity (error, warning, info), check, object, message, fix.';
 

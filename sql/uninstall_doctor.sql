@@ -8,10 +8,12 @@ DROP FUNCTION IF EXISTS rls_tenancy.distribution_findings(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.grantee_name(oid);
 DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
 DROP FUNCTION IF EXISTS rls_tenancy.audit_findings();
+DROP FUNCTION IF EXISTS rls_tenancy.library_owner_findings(name, name);
 DROP VIEW IF EXISTS rls_tenancy.coverage;
 DROP FUNCTION IF EXISTS rls_tenancy.policy_is_tenant_keyed("char", text, text, boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.is_tenant_conjunction(text, boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.is_tenant_condition(text);
+DROP FUNCTION IF EXISTS rls_tenancy.tenant_expression_normalized(text);
 DROP TABLE IF EXISTS rls_tenancy.doctor_exemptions;
 DO $revoke$
 BEGIN

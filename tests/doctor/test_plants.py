@@ -539,6 +539,31 @@ PLANTS = {
         "role {app} setting statement_timeout",
         "statement_timeout=1ms",
     ),
+    "a role default putting the app role's sessions in replica mode": Plant(
+        lambda r: [ddl("ALTER ROLE {} SET session_replication_role = replica", r.app)],
+        "error",
+        "app_role_setting",
+        "role {app} setting session_replication_role",
+        "session_replication_role=replica",
+    ),
+    "a database default opening every large object (lo_compat_privileges)": Plant(
+        lambda r: [ON_THIS_DATABASE.format("ALTER DATABASE %I SET lo_compat_privileges = on")],
+        "error",
+        "app_role_setting",
+        "every role in database {database} setting lo_compat_privileges",
+        "lo_compat_privileges=on",
+    ),
+    "TRUNCATE held through a role the app role can SET ROLE to (the fix revokes it there)": Plant(
+        lambda r: [
+            "CREATE ROLE doctor_writers NOLOGIN",
+            "GRANT ALL ON public.projects TO doctor_writers",
+            ddl("GRANT doctor_writers TO {}", r.app),
+        ],
+        "error",
+        "app_role_dangerous_privilege",
+        "public.projects",
+        "TRUNCATE",
+    ),
     "a database default for a planner switch": Plant(
         lambda r: [ON_THIS_DATABASE.format("ALTER DATABASE %I SET enable_seqscan = off")],
         "warning",
@@ -629,6 +654,51 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
                 "SELECT rls_tenancy.add_tenant_foreign_key('public.doctor_children', 'project_id', 'public.projects')",
             ],
             id="a tenant foreign key made by add_tenant_foreign_key",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE POLICY doctor_reversed ON public.projects USING (rls_tenancy.current_tenant_id() = tenant_id)"
+                " WITH CHECK (rls_tenancy.current_tenant_id() = tenant_id)"
+            ],
+            id="a policy with the tenant condition reversed",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE POLICY doctor_once ON public.projects"
+                " USING (tenant_id = (SELECT rls_tenancy.current_tenant_id()) AND name <> '')"
+                " WITH CHECK ((SELECT rls_tenancy.current_tenant_id()) = tenant_id)"
+            ],
+            id="a policy with the tenant condition as an InitPlan (evaluated once per statement)",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE FUNCTION public.doctor_same(a text, b text) RETURNS boolean LANGUAGE sql IMMUTABLE LEAKPROOF"
+                " AS 'SELECT a = b'",
+                "REVOKE ALL ON FUNCTION public.doctor_same(text, text) FROM PUBLIC",
+            ],
+            id="a LEAKPROOF function the app role may not call",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE ROLE doctor_monitor NOLOGIN",
+                "GRANT SELECT ON pg_catalog.pg_statistic TO doctor_monitor",
+            ],
+            id="pg_statistic readable by a role the app role cannot become",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE ROLE doctor_reporting NOLOGIN BYPASSRLS",
+                ddl("GRANT {} TO doctor_reporting", r.app),
+            ],
+            id="the app role granted to a BYPASSRLS role (not the other way round)",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
+                "CREATE SERVER doctor_elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'localhost')",
+                "CREATE USER MAPPING FOR PUBLIC SERVER doctor_elsewhere OPTIONS (user 'nobody')",
+            ],
+            id="a foreign server with a user mapping the app role may not use (no USAGE)",
         ),
         pytest.param(
             lambda r: [
