@@ -105,6 +105,13 @@ _local = True  # off only under --rls-break=binding: SET LOCAL then spells SET, 
 #: transaction's ``BEGIN`` the same is one call, :data:`_RESET_WIRE`, which
 #: keeps psycopg's intact prepared statements.
 SESSION_RESET = (
+    # First: a session-wide timeout the last client set could otherwise cancel
+    # the reset partway (a DISCARD TEMP made slow by thousands of temp tables),
+    # and the script, one implicit transaction, would undo all of it; PgBouncer
+    # keeps its server connection all the same. RESET ALL at the end restores
+    # the role's own timeouts.
+    b"SET statement_timeout = 0",
+    b"SET lock_timeout = 0",
     b"CLOSE ALL",
     b"UNLISTEN *",
     b"SELECT pg_catalog.pg_advisory_unlock_all()",

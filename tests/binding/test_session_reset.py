@@ -306,6 +306,39 @@ def test_through_pgbouncer_two_client_engines_share_no_session_state(
     assert (seen is None) is reset  # without the reset, B's app finds A's table on the shared connection
 
 
+# A's SQL: a temp view shadowing projects that copies what it shows, padding that makes DISCARD TEMP slow,
+# and a session-wide timeout that would cancel the reset partway, rolling all of it back.
+SLOW_RESET_PLANT = """
+CREATE TEMP TABLE loot (name text);
+CREATE FUNCTION pg_temp.grab(n text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO pg_temp.loot VALUES (n); RETURN true; END $$;
+CREATE TEMP VIEW projects AS SELECT * FROM public.projects p WHERE pg_temp.grab(p.name);
+DO $$ BEGIN FOR i IN 1..3000 LOOP EXECUTE 'CREATE TEMP TABLE pad_' || i || ' (a int, b text)'; END LOOP; END $$;
+SELECT pg_catalog.set_config('statement_timeout', '30ms', false);
+"""
+
+
+def test_through_pgbouncer_a_timeout_set_by_sql_cannot_make_the_reset_fail(db: TenancyDatabase, world: World) -> None:
+    """Before the reset script disarmed the timeouts, its DISCARD TEMP was cancelled, and B's rows went to A."""
+    if find_pgbouncer() is None:
+        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
+    logins = {str(db.app_url.username): str(db.app_url.password)}
+    with pgbouncer(db.superuser_url, logins, server_connections=1, reset=True) as bouncer:
+        url = bouncer.url(db.app_url)
+        attacker, victim = (
+            bind_engine(create_engine(url, pool_size=1, connect_args={"prepare_threshold": None})) for _ in range(2)
+        )
+        try:
+            _as(victim, world.b, _names)  # B's client connection has served B: it sees no reason to reset
+            _as(attacker, world.a, lambda conn: conn.exec_driver_sql(SLOW_RESET_PLANT))  # several statements
+            assert _as(victim, world.b, _names) == world.projects[world.b]
+            loot = _as(attacker, world.a, _scalar("SELECT to_regclass('pg_temp.loot')"))
+        finally:
+            attacker.dispose()
+            victim.dispose()
+    assert loot is None  # the reset ran whole: A's temp objects, and what they copied of B's, are gone
+
+
 @pytest.mark.rls_binding
 def test_an_asyncio_engine_resets_the_session_between_tenants_too(db: TenancyDatabase, world: World) -> None:
     async def scenario() -> object:
