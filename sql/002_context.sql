@@ -22,15 +22,20 @@ COMMENT ON FUNCTION rls_tenancy.current_tenant_id() IS
 
 -- The isolation condition on a tenant column, written once: every tenant policy (the library's own and
 -- enable_tenant_isolation()'s) is this text. The condition on the setting stays first and bare, so
--- custom plans fold the bound tenant into their estimates; signed (sql/016_signed_context.sql), an
--- InitPlan beside it checks the proof once per statement.
+-- custom plans fold the bound tenant into their estimates; signed (sql/016_signed_context.sql), each
+-- row's tenant must also equal the tenant an InitPlan proved, once per statement. Equal, not merely
+-- "proved, so not NULL": the setting is read again for every row and at every rescan, and SQL can
+-- change it partway through its own statement, after the proof was checked (===: sql/016).
 CREATE OR REPLACE FUNCTION rls_tenancy.tenant_condition_on(tenant_column name, signed boolean)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN pg_catalog.format('%I = (NULLIF(pg_catalog.current_setting(''app.current_tenant'', true), ''''))::bigint',
                          tenant_column)
        OPERATOR(pg_catalog.||)
-       CASE WHEN signed THEN ' AND (SELECT rls_tenancy.verified_tenant()) IS NOT NULL' ELSE '' END;
+       CASE WHEN signed
+            THEN pg_catalog.format(' AND %I OPERATOR(rls_tenancy.===) (SELECT rls_tenancy.verified_tenant())',
+                                   tenant_column)
+            ELSE '' END;
 COMMENT ON FUNCTION rls_tenancy.tenant_condition_on(name, boolean) IS
     'The isolation condition on a tenant column, as policies are written: unsigned, or with the signed check.';
 

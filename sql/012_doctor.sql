@@ -97,8 +97,9 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE
 RETURN coalesce(rls_tenancy.tenant_expression_normalized(expression) ~ '^\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\)$'
                 OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\)$'
-                -- signed (sql/016_signed_context.sql): the same condition, then the proof's check
-                OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(\( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\) IS NOT NULL\)\)$',
+                -- signed (sql/016_signed_context.sql): the same condition, then each row's tenant equal to the
+                -- proved one (the earlier "proved, so not NULL" form let SQL switch the setting mid-statement)
+                OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(tenant_id OPERATOR\(rls_tenancy\.===\) \( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\)\)\)$',
                 false);
 REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_condition(text) FROM PUBLIC;
 
@@ -109,10 +110,12 @@ REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_condition(text) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION rls_tenancy.is_tenant_conjunction(expression text, signed boolean)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
-RETURN coalesce(rls_tenancy.is_tenant_condition(expression)
+RETURN coalesce((rls_tenancy.is_tenant_condition(expression)
+                 -- signed, the bare setting proves nothing: SQL may set it
+                 AND NOT (signed AND rls_tenancy.tenant_expression_normalized(expression) ~ '^\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\)$'))
                 OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = (rls_tenancy\.)?current_tenant_id\(\)\) AND '
                 OR (NOT signed AND rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND ')
-                OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(\( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\) IS NOT NULL\) AND ',
+                OR rls_tenancy.tenant_expression_normalized(expression) ~ '^\(\(tenant_id = \(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint\) AND \(tenant_id OPERATOR\(rls_tenancy\.===\) \( SELECT (rls_tenancy\.)?verified_tenant\(\) AS verified_tenant\)\) AND ',
                 false);
 REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_conjunction(text, boolean) FROM PUBLIC;
 
@@ -1118,8 +1121,10 @@ BEGIN
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
            -- the id column spelled as tenant_id, so that the tenant tables' test applies
            AND NOT rls_tenancy.policy_is_tenant_keyed(
-                   p.polcmd, regexp_replace(pg_get_expr(p.polqual, p.polrelid), '^\((\(?)id = ', '(\1tenant_id = '),
-                   regexp_replace(pg_get_expr(p.polwithcheck, p.polrelid), '^\((\(?)id = ', '(\1tenant_id = '),
+                   p.polcmd, regexp_replace(regexp_replace(pg_get_expr(p.polqual, p.polrelid), '^\((\(?)id = ', '(\1tenant_id = '),
+                                            '\) AND \(id OPERATOR\(rls_tenancy\.===\) ', ') AND (tenant_id OPERATOR(rls_tenancy.===) '),
+                   regexp_replace(regexp_replace(pg_get_expr(p.polwithcheck, p.polrelid), '^\((\(?)id = ', '(\1tenant_id = '),
+                                  '\) AND \(id OPERATOR\(rls_tenancy\.===\) ', ') AND (tenant_id OPERATOR(rls_tenancy.===) '),
                    signing_required)
         UNION ALL
         -- The signed context's key: whoever reads a key slot's sequences signs any tenant and user.

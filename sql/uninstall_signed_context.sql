@@ -25,6 +25,7 @@ DROP FUNCTION IF EXISTS rls_tenancy.context_key_fingerprint(integer);
 DROP FUNCTION IF EXISTS rls_tenancy.sign_context();
 DROP FUNCTION IF EXISTS rls_tenancy.verified_user();
 DROP FUNCTION IF EXISTS rls_tenancy.verified_tenant();
+DROP OPERATOR IF EXISTS rls_tenancy.=== (bigint, bigint);
 DROP FUNCTION IF EXISTS rls_tenancy.context_mac(bytea, text);
 DROP FUNCTION IF EXISTS rls_tenancy.context_key(integer);
 DROP TABLE IF EXISTS rls_tenancy.context_signing;

@@ -192,9 +192,9 @@ def test_the_check_runs_once_per_statement_and_leaves_the_estimates_to_the_setti
     assert plan[initplan + 1].endswith("(actual rows=1 loops=1)"), plan  # run once
     assert plan[initplan + 2] == "Output: rls_tenancy.verified_tenant()", plan
     # The scan's condition is the setting's, which custom plans fold into their estimates; the
-    # check's result is a parameter tested per row ($0 IS NOT NULL), never a call per row.
+    # check's result is a parameter each row's tenant is compared with, never a call per row.
     assert "current_setting('app.current_tenant'" in next(line for line in plan if line.startswith("Index Cond:"))
-    assert "Filter: ($0 IS NOT NULL)" in plan, plan
+    assert "Filter: (projects.tenant_id OPERATOR(rls_tenancy.===) $0)" in plan, plan
     assert "actual rows=2 loops=1" in plan[0], plan  # the scan: A's two projects
 
 

@@ -99,7 +99,37 @@ class Plant:
     fix_is_sql: bool = True  # the fix can be run as it is, and clears the finding
 
 
+# The signed condition as it was first written: "proved, so not NULL", while each row was compared with
+# the setting alone, which SQL may change partway through its own statement.
+_PROVED_NOT_NULL = (
+    "tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint"
+    " AND (SELECT rls_tenancy.verified_tenant()) IS NOT NULL"
+)
+_BARE_SETTING = "tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint"
+
 PLANTS = {
+    "signed: a policy that checks the proof but compares rows with the setting alone": Plant(
+        lambda r: [
+            "SELECT rls_tenancy.require_signed_context(true)",
+            sql.SQL("ALTER POLICY tenant_isolation ON public.projects USING ({c}) WITH CHECK ({c})")
+            .format(c=sql.SQL(_PROVED_NOT_NULL))
+            .as_string(None),
+        ],
+        "error",
+        "policy_not_tenant_keyed",
+        "public.projects policy tenant_isolation",
+    ),
+    "signed: a second policy on the bare setting": Plant(
+        lambda r: [
+            "SELECT rls_tenancy.require_signed_context(true)",
+            sql.SQL("CREATE POLICY doctor_bare ON public.projects USING ({c}) WITH CHECK ({c})")
+            .format(c=sql.SQL(_BARE_SETTING))
+            .as_string(None),
+        ],
+        "error",
+        "policy_not_tenant_keyed",
+        "public.projects policy doctor_bare",
+    ),
     "a generated-always id the app role may insert": Plant(
         lambda r: [
             "CREATE TABLE public.doctor_ids (id integer GENERATED ALWAYS AS IDENTITY, "

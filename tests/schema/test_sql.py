@@ -20,9 +20,11 @@ from tests.conftest import World, ddl
 
 #: What the tenant policies say, as pg_get_expr() shows them (rls_tenancy.tenant_condition()).
 UNSIGNED_CONDITION = "(tenant_id = (NULLIF(current_setting('app.current_tenant'::text, true), ''::text))::bigint)"
-# With RLS_TENANCY_TEST_SIGNED, the database requires a signed context: the proof's check follows.
+# With RLS_TENANCY_TEST_SIGNED, the database requires a signed context: each row's tenant is also compared
+# with the tenant the proof proved.
 POLICY_CONDITION = (
-    f"({UNSIGNED_CONDITION} AND (( SELECT rls_tenancy.verified_tenant() AS verified_tenant) IS NOT NULL))"
+    f"({UNSIGNED_CONDITION} AND (tenant_id OPERATOR(rls_tenancy.===) ( SELECT rls_tenancy.verified_tenant()"
+    " AS verified_tenant)))"
     if signing_requested()
     else UNSIGNED_CONDITION
 )
