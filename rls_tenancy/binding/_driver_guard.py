@@ -8,6 +8,19 @@ transaction began with. On a bound connection psycopg makes its cursors from
 subclasses that run the same check first, so such a statement (a ``COPY``,
 say) raises instead. Only libpq itself (``pgconn``) is below it.
 
+Rows fetched from a server-side cursor come from the server in the
+transaction's binding too: its fetches are checked the same way, so a cursor
+opened for one tenant and read on after the context changed raises instead of
+handing that tenant's rows to another's code.
+
+Work on the driver outside any binding (before SQLAlchemy's first statement
+of a transaction, on ``engine.raw_connection()``) is bound to nobody, and
+would still see what the last tenant's SQL left in the session (a
+session-wide ``app.current_tenant``, a temp view named like a table): before
+its first statement, a session that served another tenant (or user) than the
+one in context is reset, as the binding does before it serves another
+tenant, and that reset is committed.
+
 The check costs about a microsecond per statement; SQLAlchemy's statements
 pass it too, just after the binding's own.
 """
@@ -16,40 +29,109 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, NamedTuple
 
 import psycopg
 
 from rls_tenancy.context import acting
-from rls_tenancy.errors import TenantChangedError
+from rls_tenancy.errors import TenantChangedError, UsageError
 
 #: What a bound connection's open SQLAlchemy transaction is bound to, or :data:`UNBOUND`.
 TenantOf = Callable[[], object]
 UNBOUND = object()
-_tenant_of: weakref.WeakKeyDictionary[Any, TenantOf] = weakref.WeakKeyDictionary()
 
 
-def guard(driver: Any, tenant_of: TenantOf) -> None:
+class Hooks(NamedTuple):
+    """What the binding tells the guard about one driver connection."""
+
+    #: The tenant the SQLAlchemy transaction open on it is bound to, or :data:`UNBOUND`.
+    tenant_of: TenantOf
+    #: Whether its session may hold what another tenant's (or user's) transactions left than the context's.
+    served: Callable[[], bool]
+    #: Called as the reset starts: from then on the session counts as serving no tenant.
+    resetting: Callable[[], None]
+    #: The reset, one script.
+    reset: bytes
+
+
+_hooks: weakref.WeakKeyDictionary[Any, Hooks] = weakref.WeakKeyDictionary()
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+#: Set while SQLAlchemy pings a connection it is checking out (``pool_pre_ping``): its ``SELECT 1``
+#: reads nothing, and the binding resets the session, if it must, in the round trip that begins
+#: the transaction; a reset here would only run twice.
+_PINGING: ContextVar[bool] = ContextVar("rls_tenancy_pinging", default=False)
+
+
+def quiet_ping(dialect: Any) -> None:
+    """Exempt ``dialect``'s ``do_ping`` from the reset before unbound work. Idempotent."""
+    original = dialect.do_ping
+    if getattr(original, "_rls_tenancy_quiet", False):
+        return
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        token = _PINGING.set(True)
+        try:
+            return bool(original(dbapi_connection))
+        finally:
+            _PINGING.reset(token)
+
+    do_ping._rls_tenancy_quiet = True  # type: ignore[attr-defined]
+    dialect.do_ping = do_ping
+
+
+def guard(driver: Any, hooks: Hooks) -> None:
     """Make ``driver``'s cursors (a psycopg connection's) check the tenant before each statement.
 
-    ``tenant_of`` says which tenant the transaction open on it is bound to,
-    as the binding knows it: a transaction the driver began on its own is
-    bound to nobody, and checks nothing. Idempotent.
+    A transaction the driver began on its own is bound to nobody, and checks
+    nothing; before the first statement of such work, a session that served
+    a tenant is reset. Idempotent.
     """
-    _tenant_of[driver] = tenant_of
+    _hooks[driver] = hooks
     driver.cursor_factory = _guarded(driver.cursor_factory)
     driver.server_cursor_factory = _guarded(driver.server_cursor_factory)
 
 
-def _check(driver: Any) -> None:
-    tenant_of = _tenant_of.get(driver)
-    tenant = UNBOUND if tenant_of is None else tenant_of()
-    if tenant is not UNBOUND and tenant != acting()[0]:
+def _check(driver: Any) -> bool:
+    """Raise if the transaction is bound to another tenant; whether unbound work needs the reset first."""
+    hooks = _hooks.get(driver)
+    if hooks is None:
+        return False
+    tenant = hooks.tenant_of()
+    if tenant is UNBOUND:
+        return driver.pgconn.transaction_status == _IDLE and hooks.served() and not _PINGING.get()
+    if tenant != acting()[0]:
         raise TenantChangedError(
             f"this connection's transaction is bound to tenant {'(none)' if tenant is None else tenant} "
             f"but the tenant in context is now {acting()[0] or '(none)'}; commit or roll back before "
             "switching tenants, also for statements sent through the driver"
         )
+    return False
+
+
+def _reset(driver: psycopg.Connection[Any]) -> None:
+    """The session reset, committed, before unbound work; a connection it fails on is closed, never reused."""
+    hooks = _hooks[driver]
+    hooks.resetting()  # first: the reset's own statement passes the check
+    try:
+        driver.execute(hooks.reset, prepare=False)
+        if not driver.autocommit:
+            driver.commit()
+    except BaseException:
+        driver.close()
+        raise
+
+
+async def _reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
+    hooks = _hooks[driver]
+    hooks.resetting()
+    try:
+        await driver.execute(hooks.reset, prepare=False)
+        if not driver.autocommit:
+            await driver.commit()
+    except BaseException:
+        await driver.close()
+        raise
 
 
 #: One subclass per cursor class, however many connections use it.
@@ -62,7 +144,8 @@ def _guarded(cursor_class: type[Any]) -> type[Any]:
     found = _subclasses.get(cursor_class)
     if found is None:
         is_async = issubclass(cursor_class, psycopg.AsyncCursor | psycopg.AsyncServerCursor)
-        mixin = _AsyncGuard if is_async else _Guard
+        server = issubclass(cursor_class, psycopg.ServerCursor | psycopg.AsyncServerCursor)
+        mixin = (_AsyncServerGuard if server else _AsyncGuard) if is_async else (_ServerGuard if server else _Guard)
         found = _subclasses[cursor_class] = type(cursor_class.__name__, (mixin, cursor_class), {})
     return found
 
@@ -74,23 +157,34 @@ class _Checked:
     connection: Any
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
+        self._before_statement()
         return super().copy(*args, **kwargs)  # type: ignore[misc]
 
     def stream(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
+        self._before_statement()
         return super().stream(*args, **kwargs)  # type: ignore[misc]
+
+    def _before_statement(self) -> None:
+        if _check(self.connection):
+            if isinstance(self.connection, psycopg.AsyncConnection):
+                raise UsageError(
+                    "this asyncio connection last served a tenant and must be reset before work bound to "
+                    "nobody: run a statement with execute() first, or the work through SQLAlchemy"
+                )
+            _reset(self.connection)
 
 
 class _Guard(_Checked):
     """Mixed in before a sync cursor class."""
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
+        if _check(self.connection):
+            _reset(self.connection)
         return super().execute(*args, **kwargs)  # type: ignore[misc]
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
+        if _check(self.connection):
+            _reset(self.connection)
         return super().executemany(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -98,9 +192,66 @@ class _AsyncGuard(_Checked):
     """Mixed in before an asyncio cursor class."""
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
+        if _check(self.connection):
+            await _reset_async(self.connection)
         return await super().execute(*args, **kwargs)  # type: ignore[misc]
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        _check(self.connection)
+        if _check(self.connection):
+            await _reset_async(self.connection)
         return await super().executemany(*args, **kwargs)  # type: ignore[misc]
+
+
+class _ServerGuard(_Guard):
+    """A server-side cursor's fetches read rows from the server in the transaction's binding: checked too.
+
+    Refused, the cursor is closed: its rows are not for the context any more.
+    """
+
+    def _before_fetch(self) -> None:
+        try:
+            _check(self.connection)
+        except TenantChangedError:
+            self.close()  # type: ignore[attr-defined]
+            raise
+
+    def fetchone(self) -> Any:
+        self._before_fetch()
+        return super().fetchone()  # type: ignore[misc]
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+        self._before_fetch()
+        return super().fetchmany(*args, **kwargs)  # type: ignore[misc]
+
+    def fetchall(self) -> Any:
+        self._before_fetch()
+        return super().fetchall()  # type: ignore[misc]
+
+    def __next__(self) -> Any:  # psycopg's cursors are their own iterators
+        self._before_fetch()
+        return super().__next__()  # type: ignore[misc]
+
+
+class _AsyncServerGuard(_AsyncGuard):
+    async def _before_fetch(self) -> None:
+        try:
+            _check(self.connection)
+        except TenantChangedError:
+            await self.close()  # type: ignore[attr-defined]
+            raise
+
+    async def fetchone(self) -> Any:
+        await self._before_fetch()
+        return await super().fetchone()  # type: ignore[misc]
+
+    async def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+        await self._before_fetch()
+        return await super().fetchmany(*args, **kwargs)  # type: ignore[misc]
+
+    async def fetchall(self) -> Any:
+        await self._before_fetch()
+        return await super().fetchall()  # type: ignore[misc]
+
+    async def __anext__(self) -> Any:
+        await self._before_fetch()
+        return await super().__anext__()  # type: ignore[misc]

@@ -62,7 +62,7 @@ from sqlalchemy import Connection, Engine, SQLColumnExpression, Text, event, fun
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import ExecutionContext, NestedTransaction, RootTransaction
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import SingletonThreadPool, StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
@@ -206,6 +206,8 @@ def bind_engine(
         if verify_role:
             event.listen(sync, "connect", verify_app_role)
         event.listen(sync, "connect", _signing.check_key(sync.dialect))
+        event.listen(sync, "connect", _guard_on_connect)  # its first cursors too, made before any binding
+        _driver_guard.quiet_ping(sync.dialect)
     return engine
 
 
@@ -434,7 +436,47 @@ def _prepare_driver(driver: Any, info: dict[Any, Any]) -> None:
     """As :data:`SESSION_RESET` runs: the driver held to the binding, its prepared statements forgotten."""
     if isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):
         _forget_prepared(driver)
-        _driver_guard.guard(driver, functools.partial(_open_binding_tenant, info))
+        _guard(driver, info)
+
+
+def _guard(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info: dict[Any, Any]) -> None:
+    """Hold ``driver`` to the binding, and reset its session before work on it that no binding covers."""
+    _driver_guard.guard(
+        driver,
+        _driver_guard.Hooks(
+            tenant_of=functools.partial(_open_binding_tenant, info),
+            served=functools.partial(_served_another, info),
+            resetting=functools.partial(_unbound_reset, driver, info),
+            reset=SESSION_RESET_SCRIPT,
+        ),
+    )
+
+
+def _guard_on_connect(_dbapi: object, record: ConnectionPoolEntry) -> None:
+    driver = record.driver_connection
+    if isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):
+        _guard(driver, record.info)
+
+
+def _served_another(info: dict[Any, Any]) -> bool:
+    """Whether the session may hold what another tenant's (or user's) transactions left than the context's.
+
+    Unbound work in the context of the tenant and user the session last
+    served sees only what their own SQL left, as their next bound
+    transaction would. (Without a context key a change of user alone resets
+    here, where the binding would not: this path is rare.)
+    """
+    served = info.get(_SERVED, _NEVER)
+    if not _resetting or served is None:  # None: reset since, and no tenant served
+        return False
+    current = acting()
+    return bool(served != current[0] or info.get(_SERVED_USER, _NEVER) != current[1])
+
+
+def _unbound_reset(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info: dict[Any, Any]) -> None:
+    """The guard resets the session before unbound work: psycopg forgets its statements, the session no tenant."""
+    _forget_prepared(driver)
+    info[_SERVED] = info[_SERVED_USER] = None
 
 
 class _PreparedCache(NamedTuple):
@@ -542,7 +584,7 @@ def _send_binding(
         wire, also = [], [(each, ()) for each in rest]
     reset: Statement | None = None
     if reset_for is not None:
-        _driver_guard.guard(driver, functools.partial(_open_binding_tenant, reset_for))
+        _guard(driver, reset_for)
         reset = (_RESET_WIRE, [_kept_statements(driver)])
     try:
         if isinstance(driver, psycopg.AsyncConnection):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 
+import psycopg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from rls_tenancy import TenantChangedError, as_tenant, bind_engine
+from rls_tenancy import TenantChangedError, UnsafeBypass, as_tenant, bind_engine
+from rls_tenancy.binding import _driver_guard
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
 
@@ -63,3 +65,96 @@ def test_the_asyncio_driver_refuses_too(db: TenancyDatabase, world: World) -> No
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+# A's injected SQL: its own binding (and, signed, its proof) left session-wide, past its transaction.
+LEAVE_MY_BINDING = text(
+    "SELECT set_config('app.current_tenant', current_setting('app.current_tenant'), false),"
+    " set_config('app.current_user_id', current_setting('app.current_user_id', true), false),"
+    " set_config('app.context_proof', current_setting('app.context_proof', true), false)"
+)
+
+
+def _plant(engine: Engine, world: World) -> None:
+    with as_tenant(world.a), engine.connect() as conn:
+        conn.execute(LEAVE_MY_BINDING)
+        conn.commit()
+
+
+@pytest.mark.rls_binding
+def test_the_driver_used_before_sqlalchemys_first_statement_sees_nothing_another_tenant_left(
+    pinned_engine: Engine, world: World
+) -> None:
+    """Before the guard reset the session for unbound work, B's driver read A's rows with A's planted binding."""
+    _plant(pinned_engine, world)
+    with as_tenant(world.b), pinned_engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        seen = {row[0] for row in driver.execute(NAMES).fetchall()}
+        planted = driver.execute("SELECT current_setting('app.current_tenant', true)").fetchone()
+        driver.rollback()
+        assert seen == set()  # bound to nobody: no tenant's rows
+        assert planted in ((None,), ("",))
+        assert set(conn.execute(text(NAMES)).scalars()) == world.projects[world.b]  # then bound to B as usual
+        conn.rollback()
+
+
+@pytest.mark.rls_binding
+def test_raw_connection_work_writes_nothing_into_the_tenant_that_left_its_binding(
+    pinned_engine: Engine, world: World, bypass: UnsafeBypass
+) -> None:
+    _plant(pinned_engine, world)
+    with as_tenant(world.b):
+        raw = pinned_engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            with pytest.raises(psycopg.errors.Error):  # no tenant bound: the tenant_id default is NULL
+                cursor.execute("INSERT INTO projects (name) VALUES ('written-raw')")
+            raw.rollback()
+        finally:
+            raw.close()
+    with bypass.session(reason="test: where the raw row went") as session:
+        assert session.execute(text("SELECT count(*) FROM projects WHERE name = 'written-raw'")).scalar_one() == 0
+
+
+def test_a_server_side_cursor_opened_for_one_tenant_fetches_nothing_for_another(
+    pinned_engine: Engine, world: World
+) -> None:
+    """Statements were refused after a switch, but a stream's rows kept coming: its fetches are checked too."""
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, max_row_buffer=1).execute(text(NAMES))
+        first = result.fetchone()
+        assert first is not None and first[0] in world.projects[world.a]
+        with as_tenant(world.b), pytest.raises(TenantChangedError):
+            result.fetchall()
+        conn.rollback()
+        named = conn.connection.driver_connection.cursor("rows")  # type: ignore[union-attr]
+        conn.execute(text("SELECT 1")).scalar()  # bound to A again
+        named.execute(NAMES)
+        with as_tenant(world.b), pytest.raises(TenantChangedError):
+            next(iter(named))
+        assert named.closed  # refused: its rows are not for this context any more
+        conn.rollback()
+
+
+def test_a_pre_ping_at_checkout_leaves_the_reset_to_the_binding(
+    db: TenancyDatabase, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pool_pre_ping's SELECT 1 is unbound work: it must not reset the session a second time."""
+    resets: list[object] = []
+    original = _driver_guard._reset
+
+    def counted(driver: psycopg.Connection[object]) -> None:
+        resets.append(driver)
+        original(driver)
+
+    monkeypatch.setattr(_driver_guard, "_reset", counted)
+    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0, pool_pre_ping=True))
+    try:
+        for tenant in (world.a, world.b, world.a):
+            with as_tenant(tenant), engine.connect() as conn:
+                assert set(conn.execute(text(NAMES)).scalars()) == world.projects[tenant]
+                conn.commit()
+    finally:
+        engine.dispose()
+    assert resets == []
