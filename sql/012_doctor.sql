@@ -623,6 +623,44 @@ BEGIN
                             'localhost') IN ('localhost', '127.0.0.1', '::1', '')
           FROM pg_foreign_server s
     ),
+    -- pg_stat_statements, where the extension is installed (in whichever schema the app role may use): its
+    -- view, and the function under it, which the view calls with the caller's rights; with the grantees
+    -- through which the app role holds SELECT on the one (or on a column of it) or EXECUTE on the other:
+    -- PUBLIC or a role it is a member of, other than the owner and the roles with pg_read_all_stats' rights
+    -- (app_role_member_of_privileged reports the membership in those).
+    statement_texts (extension, kind, oid, name, grantees) AS (
+        SELECT e.oid, 'view', c.oid, format('%s', c.oid::regclass),
+               ARRAY(SELECT DISTINCT g.grantee
+                       FROM (SELECT acl.grantee FROM aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) acl
+                              WHERE acl.privilege_type = 'SELECT'
+                             UNION
+                             SELECT acl.grantee FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl
+                              WHERE a.attrelid = c.oid AND acl.privilege_type = 'SELECT') g
+                      WHERE g.grantee <> c.relowner
+                        AND (g.grantee = 0 OR (pg_has_role(app_role, g.grantee, 'MEMBER')
+                                               AND NOT pg_has_role(g.grantee, 'pg_read_all_stats', 'MEMBER')))
+                      ORDER BY g.grantee)
+          FROM pg_extension e
+          JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.deptype = 'e'
+                          AND d.classid = 'pg_class'::regclass
+          JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'v' AND c.relname = 'pg_stat_statements'
+         WHERE e.extname = 'pg_stat_statements'
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_schema_privilege(ar.oid, c.relnamespace, 'USAGE'))
+        UNION ALL
+        SELECT e.oid, 'function', f.oid, format('%s', f.oid::regprocedure),
+               ARRAY(SELECT DISTINCT acl.grantee
+                       FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) acl
+                      WHERE acl.privilege_type = 'EXECUTE' AND acl.grantee <> f.proowner
+                        AND (acl.grantee = 0 OR (pg_has_role(app_role, acl.grantee, 'MEMBER')
+                                                 AND NOT pg_has_role(acl.grantee, 'pg_read_all_stats', 'MEMBER')))
+                      ORDER BY acl.grantee)
+          FROM pg_extension e
+          JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.deptype = 'e'
+                          AND d.classid = 'pg_proc'::regclass
+          JOIN pg_proc f ON f.oid = d.objid AND f.proname = 'pg_stat_statements'
+         WHERE e.extname = 'pg_stat_statements'
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_schema_privilege(ar.oid, f.pronamespace, 'USAGE'))
+    ),
     reaching (base, rel) AS (
         -- Every view or materialized view that reads a tenant table, however many views deep.
         SELECT t.oid, rw.ev_class
@@ -944,9 +982,14 @@ BEGIN
         -- transaction, and pg_temp is searched first for tables, so a request can leave state, or a table
         -- named like a tenant table, for whichever request uses the connection next.
         SELECT 'warning', 'app_role_temporary', format('%I', current_database()),
-               format('the application role %I may create temporary objects in database %I%s: they outlive the transaction and act in the next request on the same connection',
+               format('the application role %I may create temporary objects in database %I%s: they outlive the transaction and act in the next request on the same connection. '
+                      'The library''s session reset (rls_tenancy.reset_session(), DISCARD TEMP) already drops them before a connection '
+                      'serves another tenant (and, with a context key, another user); an app that uses temporary tables in its requests '
+                      'may keep TEMPORARY and record an exemption instead: INSERT INTO rls_tenancy.doctor_exemptions '
+                      '(object_name, check_name, reason) VALUES (%L, ''app_role_temporary'', ''<why>'');',
                       app_role, current_database(),
-                      CASE WHEN has_database_privilege('public', current_database(), 'TEMPORARY') THEN ' (granted to PUBLIC)' ELSE '' END),
+                      CASE WHEN has_database_privilege('public', current_database(), 'TEMPORARY') THEN ' (granted to PUBLIC)' ELSE '' END,
+                      format('%I', current_database())),
                format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, %I; -- then GRANT TEMPORARY ON DATABASE %I TO the roles that need it',
                       current_database(), app_role, current_database())
          WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_database_privilege(ar.oid, current_database(), 'TEMPORARY'))
@@ -1000,6 +1043,40 @@ BEGIN
            AND NOT (f::regprocedure::text LIKE 'pg\_stat\_%'
                     AND EXISTS (SELECT 1 FROM memberships ms JOIN pg_roles s ON s.oid = ms.role_oid
                                  WHERE s.rolname = 'pg_read_all_stats'))
+        UNION ALL
+        -- pg_stat_statements readable by the app role: the text of every statement its role ran, i.e. every
+        -- tenant's (sql/017_query_text.sql closes it; an extension created later reopens it). The view's fix
+        -- closes the function under it too; the function is reported on its own when granted separately.
+        SELECT CASE WHEN signing_required THEN 'error' ELSE 'warning' END, 'query_text_readable', t.name,
+               format('%s may %s %s: it shows the application role %I the text of every statement '
+                      'its role ran, that is every tenant''s requests, %s',
+                      (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g) FROM unnest(t.grantees) g),
+                      CASE t.kind WHEN 'view' THEN 'read' ELSE 'run' END, t.name, app_role,
+                      CASE WHEN signing_required
+                           THEN 'and, where an engine is bound with set_local=True, the SET LOCAL statements that bind '
+                                'each request, kept verbatim: another tenant''s signed context proof, which SQL run for '
+                                'this tenant replays within its lifetime on the backend it names'
+                           ELSE 'normalised (their shape, how often and how long they ran), but SET LOCAL and other '
+                                'utility statements verbatim' END),
+               concat_ws(' ',
+                   format('REVOKE %s ON %s%s FROM %s;', CASE t.kind WHEN 'view' THEN 'SELECT' ELSE 'EXECUTE' END,
+                          CASE t.kind WHEN 'view' THEN '' ELSE 'FUNCTION ' END, t.name,
+                          (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g)
+                             FROM (SELECT 0::oid UNION SELECT unnest(t.grantees)) AS revoked (g))),
+                   (SELECT string_agg(format('REVOKE EXECUTE ON FUNCTION %s FROM %s;', f.name,
+                                             (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g)
+                                                FROM (SELECT 0::oid UNION SELECT unnest(f.grantees)) AS revoked (g))),
+                                      ' ' ORDER BY f.name)
+                      FROM statement_texts f WHERE t.kind = 'view' AND f.kind = 'function' AND f.extension = t.extension),
+                   format('GRANT %s ON %s%s TO pg_read_all_stats;', CASE t.kind WHEN 'view' THEN 'SELECT' ELSE 'EXECUTE' END,
+                          CASE t.kind WHEN 'view' THEN '' ELSE 'FUNCTION ' END, t.name),
+                   (SELECT string_agg(format('GRANT EXECUTE ON FUNCTION %s TO pg_read_all_stats;', f.name), ' ' ORDER BY f.name)
+                      FROM statement_texts f WHERE t.kind = 'view' AND f.kind = 'function' AND f.extension = t.extension))
+          FROM statement_texts t
+         WHERE cardinality(t.grantees) > 0
+           AND (t.kind = 'view' OR NOT EXISTS (SELECT 1 FROM statement_texts v
+                                                WHERE v.kind = 'view' AND v.extension = t.extension
+                                                  AND cardinality(v.grantees) > 0))
         UNION ALL
         -- Rules run their actions with the rights of the owner of the table they are on. A rule on a tenant
         -- table, or one whose actions reach a tenant table, acts past the caller's policies.

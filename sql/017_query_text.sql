@@ -23,3 +23,48 @@ REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO pg_read_all_stats;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) TO pg_read_all_stats;
+
+-- pg_stat_statements, where the extension is installed in this database (in
+-- whichever schema): its view, and pg_stat_statements(boolean) under it,
+-- show a role the text of every statement its role ran, that is every
+-- tenant's. They are normalised, except utility statements: an engine bound
+-- with set_local=True sends the tenant, the user and the signed context's
+-- proof as literals of SET LOCAL statements, kept verbatim, and a proof
+-- names its backend, where SQL run for another tenant would replay it. The
+-- extension grants them to PUBLIC. This revokes SELECT on its views and
+-- EXECUTE on its functions from PUBLIC, and grants the views and the
+-- functions behind them to pg_read_all_stats (pg_monitor keeps them);
+-- pg_stat_statements_reset() stays closed to pg_read_all_stats, as the
+-- extension itself has it. An extension created after this ran is reported
+-- by rls_tenancy.findings() (query_text_readable) until this runs again or
+-- its fix is applied.
+DO $statements$
+DECLARE
+    member record;
+BEGIN
+    FOR member IN
+        SELECT pg_catalog.format('TABLE %I.%I', n.nspname, c.relname) AS object, 'SELECT' AS privilege, true AS monitored
+          FROM pg_catalog.pg_extension e
+          JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                                     AND d.refobjid = e.oid AND d.deptype = 'e'
+                                     AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          JOIN pg_catalog.pg_class c ON c.oid = d.objid AND c.relkind = 'v'
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE e.extname = 'pg_stat_statements'
+        UNION ALL
+        SELECT pg_catalog.format('FUNCTION %s', f.oid::pg_catalog.regprocedure), 'EXECUTE',
+               f.proname <> 'pg_stat_statements_reset'
+          FROM pg_catalog.pg_extension e
+          JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                                     AND d.refobjid = e.oid AND d.deptype = 'e'
+                                     AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+          JOIN pg_catalog.pg_proc f ON f.oid = d.objid
+         WHERE e.extname = 'pg_stat_statements'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE %s ON %s FROM PUBLIC', member.privilege, member.object);
+        IF member.monitored THEN
+            EXECUTE pg_catalog.format('GRANT %s ON %s TO pg_read_all_stats', member.privilege, member.object);
+        END IF;
+    END LOOP;
+END
+$statements$;
