@@ -28,6 +28,7 @@ from sqlalchemy.engine import URL
 from rls_tenancy import RoleNames, as_tenant, bind_engine
 from rls_tenancy.schema.migrate import downgrade, upgrade
 from rls_tenancy.testing import empty_database
+from rls_tenancy.testing.database import require_signing, signing_requested
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "existing_tables"
@@ -88,6 +89,8 @@ def test_the_documented_migration_converts_tables_holding_rows(before: URL, monk
     # The connection upgrade() hands env.py comes first: an exported DATABASE_URL changes nothing.
     monkeypatch.setenv("DATABASE_URL", ELSEWHERE)
     upgrade(before, roles=ROLES, config=Config(INI))
+    if signing_requested():  # as every test database of the signed run: the bound engine signs
+        require_signing(before)
 
     superuser = create_engine(before)
     try:
