@@ -454,7 +454,7 @@ def _guard(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info:
 
 def _guard_on_connect(_dbapi: object, record: ConnectionPoolEntry) -> None:
     driver = record.driver_connection
-    if isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):
+    if _resetting and isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):  # off with the binding
         _guard(driver, record.info)
 
 
