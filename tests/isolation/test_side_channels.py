@@ -414,3 +414,19 @@ def test_gaps_in_a_tenants_audit_ids_count_the_other_tenants_events(app_engine: 
     for _ in range(4):
         logged(world.b)
     assert logged(world.a) - first - 1 == 4
+
+
+def test_a_tenant_may_lock_a_shared_table_and_stall_every_other_tenant(app_engine: Engine, world: World) -> None:
+    """Availability, not a read: the lock holds until the holder's transaction ends (its timeouts bound it)."""
+    with as_tenant(world.a), app_engine.connect() as holder:
+        holder.execute(text("LOCK TABLE projects IN ACCESS EXCLUSIVE MODE"))
+        with as_tenant(world.b), app_engine.connect() as other:
+            other.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            with pytest.raises(DBAPIError) as waited:
+                other.execute(text("SELECT count(*) FROM projects")).scalar()
+            assert isinstance(waited.value.orig, psycopg.errors.LockNotAvailable)
+            other.rollback()
+        holder.rollback()
+    with as_tenant(world.b), app_engine.connect() as other:  # released with the holder's transaction
+        assert other.execute(text("SELECT count(*) FROM projects")).scalar_one() > 0
+        other.rollback()
