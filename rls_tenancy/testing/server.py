@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -257,8 +258,39 @@ def _one(conn: psycopg.Connection[tuple[Any, ...]], query: str, params: tuple[An
 
 
 @contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """Inside the block, SIGTERM (a cancelled CI job, ``kill``) interrupts as Ctrl-C does.
+
+    Its default action ends the process at once, and the cluster, started in
+    a session of its own, would outlive it with its data. As an interrupt,
+    the blocks that started it stop and remove it on the way out (pytest
+    also runs its teardowns, and stops). Only where nothing handles SIGTERM
+    yet, in the main thread (where Python runs signal handlers); the default
+    comes back after the block.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(_number: int, _frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
 def local_cluster(bindir: Path | None = None) -> Iterator[LocalCluster]:
-    """A new cluster from local binaries, running for the block, deleted after."""
+    """A new cluster from local binaries, running for the block, deleted after (also when SIGTERM ends it)."""
+    with _terminated_as_interrupted(), _new_local_cluster(bindir) as cluster:
+        yield cluster
+
+
+@contextmanager
+def _new_local_cluster(bindir: Path | None) -> Iterator[LocalCluster]:
     bindir = bindir or find_bindir()
     if bindir is None:
         raise NoPostgresError("no local PostgreSQL binaries (initdb, postgres)")

@@ -170,3 +170,36 @@ def test_the_postgres_command_serves_a_throwaway_server_until_stopped(stop: int,
             assert process.wait(timeout=60) == 0
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(plain, connect_timeout=3)
+
+
+# A process holding a throwaway cluster: it prints the cluster's data directory and URL, then waits.
+_HOLDER = """
+import sys, time
+from rls_tenancy.testing.server import local_cluster
+with local_cluster() as cluster:
+    print(cluster._root, flush=True)
+    print(cluster.url.set(drivername="postgresql").render_as_string(hide_password=False), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_process_ended_by_sigterm_removes_its_throwaway_cluster() -> None:
+    """SIGTERM (a cancelled CI job) used to end the process at once, leaving the server running with its data."""
+    if server.find_bindir() is None:
+        pytest.fail(
+            "this test needs local PostgreSQL binaries (initdb, postgres); `make test` installs nothing for them"
+        )
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLDER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        root = Path(process.stdout.readline().strip())
+        url = process.stdout.readline().strip()
+        assert root.is_dir() and url.startswith("postgresql://"), process.stderr.read()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert not root.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=3)
