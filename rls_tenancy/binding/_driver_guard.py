@@ -92,6 +92,11 @@ def guard(driver: Any, hooks: Hooks) -> None:
     driver.server_cursor_factory = _guarded(driver.server_cursor_factory)
 
 
+def is_guarded(driver: Any) -> bool:
+    """Whether :func:`guard` was applied to ``driver``."""
+    return driver in _hooks
+
+
 def _check(driver: Any) -> bool:
     """Raise if the transaction is bound to another tenant; whether unbound work needs the reset first."""
     hooks = _hooks.get(driver)

@@ -440,7 +440,14 @@ def _prepare_driver(driver: Any, info: dict[Any, Any]) -> None:
 
 
 def _guard(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info: dict[Any, Any]) -> None:
-    """Hold ``driver`` to the binding, and reset its session before work on it that no binding covers."""
+    """Hold ``driver`` to the binding, and reset its session before work on it that no binding covers.
+
+    Once per connection (from its connect, or its first reset where it was
+    opened before the engine was bound): its hooks read its pool record's
+    info, which lives as long as it does.
+    """
+    if _driver_guard.is_guarded(driver):
+        return
     _driver_guard.guard(
         driver,
         _driver_guard.Hooks(
