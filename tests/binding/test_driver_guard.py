@@ -158,3 +158,26 @@ def test_a_pre_ping_at_checkout_leaves_the_reset_to_the_binding(
     finally:
         engine.dispose()
     assert resets == []
+
+
+@pytest.mark.rls_binding
+def test_the_asyncio_driver_used_before_sqlalchemys_first_statement_sees_nothing_another_tenant_left(
+    db: TenancyDatabase, world: World
+) -> None:
+    async def scenario() -> set[str]:
+        engine = bind_engine(create_async_engine(db.app_url, pool_size=1, max_overflow=0))
+        try:
+            with as_tenant(world.a):
+                async with engine.connect() as conn:
+                    await conn.execute(LEAVE_MY_BINDING)
+                    await conn.commit()
+            with as_tenant(world.b):
+                async with engine.connect() as conn:
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    rows = await (await driver.execute(NAMES)).fetchall()  # type: ignore[union-attr]
+                    await driver.rollback()  # type: ignore[union-attr]
+                    return {row[0] for row in rows}
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(scenario()) == set()  # A's rows before the guard reset the session
