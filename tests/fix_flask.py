@@ -26,11 +26,7 @@ def demo_app(db: TenancyDatabase, seeded: Seeded) -> Iterator[Flask]:
     # Every rejection an event of its own: tests look at each one (tests/audit/test_rejections.py counts repeats).
     app = create_app(db.app_url, db.bypass_url, TESTING=True, SECRET_KEY="test secret", RLS_TENANCY_REJECTION_WINDOW=0)
     yield app
-    tenancy = app.extensions["rls_tenancy"]
-    tenancy.engine.dispose()
-    tenancy.audit_engine.dispose()
-    if tenancy.bypass is not None:
-        tenancy.bypass.engine.dispose()
+    app.extensions["rls_tenancy"].dispose()
 
 
 @pytest.fixture()

@@ -53,9 +53,7 @@ def blog_app(blog_db: TenancyDatabase) -> Iterator[Flask]:
         }
     )
     yield app
-    tenancy = app.extensions["rls_tenancy"]
-    for engine in (tenancy.engine, tenancy.audit_engine, tenancy.bypass.engine):
-        engine.dispose()
+    app.extensions["rls_tenancy"].dispose()  # every engine's pooled connections, before the database is dropped
 
 
 @pytest.fixture()
