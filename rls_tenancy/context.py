@@ -16,6 +16,8 @@ from contextvars import ContextVar, Token
 from types import FrameType
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
+from sqlalchemy.util import greenlet_spawn
+
 from rls_tenancy.errors import NoTenantError, UsageError
 
 Acting = tuple[int | None, int | None]  # (tenant id, user id)
@@ -49,6 +51,7 @@ _GENERATOR = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 # the block it enters is the with-body's (or the test's), as it means to be.
 _DRIVERS = frozenset({"contextlib", "_pytest.fixtures", "pytest_asyncio.plugin", "anyio.pytest_plugin"})
 _ENDED = sys._getframe()  # a frame that never runs again (this module's body, once imported)
+_SPAWN = greenlet_spawn.__code__  # SQLAlchemy's asyncio layer runs sync code in a greenlet from here
 _CALLS = 3  # how far up a block's owner is looked for: its body, a context manager, one more call
 
 
@@ -100,11 +103,7 @@ def _effective() -> Acting:
     value = _acting.get()
     if not (isinstance(value, _Entry) and value.mixed):
         return value
-    stack: dict[int, int] = {}
-    walk: FrameType | None = sys._getframe()
-    while walk is not None:
-        stack[id(walk)] = len(stack)
-        walk = walk.f_back
+    stack = _stack(sys._getframe())
     outside = len(stack)  # a block outside any generator is older than every running one
     best: Acting | None = None
     best_at = outside + 1
@@ -117,6 +116,37 @@ def _effective() -> Acting:
             break
         value = value.hid
     return value if best is None else best
+
+
+def _stack(frame: FrameType) -> dict[int, int]:
+    """The frames of the code running here, by id, each with its depth (0 the newest).
+
+    One stack across SQLAlchemy's asyncio greenlets, as the code would have
+    without them: the sync work an ``AsyncConnection`` or ``AsyncSession``
+    runs in a greenlet goes on, past its bottom, into the coroutine awaiting
+    it; a driver call that coroutine awaits for the greenlet has the
+    greenlet's frames below it. Otherwise a generator's block around such a
+    call looked suspended on one side and bound another tenant.
+    """
+    stack: dict[int, int] = {}
+    _walk(frame, stack)
+    greenlet = sys.modules.get("greenlet")
+    if greenlet is not None:
+        current = greenlet.getcurrent()
+        while getattr(current, "__sqlalchemy_greenlet_provider__", False) and current.parent is not None:
+            current = current.parent  # suspended in greenlet_spawn(), waiting for this one
+            _walk(current.gr_frame, stack)
+    return stack
+
+
+def _walk(frame: FrameType | None, stack: dict[int, int]) -> None:
+    while frame is not None:
+        stack[id(frame)] = len(stack)
+        if frame.f_code is _SPAWN:  # awaiting a driver call for a greenlet suspended in await_()
+            for value in list(frame.f_locals.values()):
+                if getattr(value, "__sqlalchemy_greenlet_provider__", False) and value.gr_frame is not None:
+                    _walk(value.gr_frame, stack)
+        frame = frame.f_back
 
 
 def _leave(mine: Callable[[_Entry], bool]) -> _Entry | None:

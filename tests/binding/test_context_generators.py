@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import secrets
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
@@ -15,9 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from rls_tenancy import NoTenantError, as_tenant, current_tenant_id, require_tenant_id
+from rls_tenancy import NoTenantError, as_tenant, bind_engine, current_tenant_id, require_tenant_id
+from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
 
 Seen = Callable[[], set[str]]
@@ -264,6 +267,75 @@ def test_an_async_generators_block_stays_inside_it(world: World, seen: Seen) -> 
 
     step = (world.projects[world.a], world.projects[world.b])
     assert asyncio.run(main()) == [[step] * 3] * 2
+
+
+async def _async_names(conn: AsyncConnection) -> set[str]:
+    return set((await conn.execute(text("SELECT name FROM projects"))).scalars())
+
+
+@pytest.mark.parametrize("caller", [None, "b"])
+def test_an_async_generators_block_reaches_an_async_engines_statements(
+    db: TenancyDatabase, world: World, caller: str | None
+) -> None:
+    # The AsyncEngine runs the binding in a greenlet, whose stack holds no generator frame.
+    marker = f"written for a {secrets.token_hex(3)}"
+
+    async def main() -> tuple[list[set[str]], list[set[str]], set[str], set[str]]:
+        engine = bind_engine(create_async_engine(db.app_url))
+
+        async def rows_of_a() -> AsyncGenerator[set[str], None]:
+            with as_tenant(world.a):
+                async with engine.begin() as conn:
+                    await conn.execute(text("INSERT INTO projects (name) VALUES (:n)"), {"n": marker})
+                for _ in range(2):
+                    async with engine.connect() as conn:
+                        yield await _async_names(conn)
+
+        async def between() -> set[str]:  # the caller's own statements while the generator is suspended
+            async with engine.connect() as conn:
+                return await _async_names(conn)
+
+        try:
+            with as_tenant(world.b) if caller else ExitStack():
+                steps, others = [], []
+                async for names in rows_of_a():
+                    steps.append(names)
+                    others.append(await between())
+            with as_tenant(world.a):
+                in_a = await between()
+            with as_tenant(world.b):
+                in_b = await between()
+            return steps, others, in_a, in_b
+        finally:
+            await engine.dispose()
+
+    steps, others, in_a, in_b = asyncio.run(main())
+    assert steps == [world.projects[world.a] | {marker}] * 2
+    assert others == [world.projects[world.b] if caller else set()] * 2
+    assert marker in in_a and marker not in in_b
+
+
+def test_a_generators_block_reaches_statements_inside_run_sync(db: TenancyDatabase, world: World) -> None:
+    # The generator runs in the greenlet; psycopg's guarded cursor in the coroutine awaiting it.
+    def names_of_a(conn: Connection) -> Iterator[str]:
+        with as_tenant(world.a):
+            yield from conn.execute(text("SELECT name FROM projects")).scalars().all()
+
+    async def main() -> tuple[set[str], set[str]]:
+        engine = bind_engine(create_async_engine(db.app_url))
+        try:
+            async with engine.connect() as conn:
+                mine = await conn.run_sync(lambda sync: set(names_of_a(sync)))
+                await conn.rollback()
+                with as_tenant(world.b):
+                    theirs = await conn.run_sync(
+                        lambda sync: set(sync.execute(text("SELECT name FROM projects")).scalars())
+                    )
+            return mine, theirs
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(main()) == (world.projects[world.a], world.projects[world.b])
 
 
 def test_an_asynccontextmanager_around_as_tenant_shows_its_tenant_to_the_body(world: World, seen: Seen) -> None:
