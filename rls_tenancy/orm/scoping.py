@@ -72,6 +72,10 @@ def _scope_statement(state: ORMExecuteState) -> None:
     if state.session.info.get(BYPASS_REASON) is not None:
         return
     if not (state.is_select or state.is_update or state.is_delete):
+        # An ORM insert without a tenant: NoTenantError, as add() and flush()
+        # give, rather than the policy's refusal of a row of no tenant.
+        if state.is_insert and current_tenant_id() is None and _mentions_tenant_table(state.statement):
+            require_tenant_id()
         return
     tenant_id = current_tenant_id()
     if tenant_id is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine, delete, exc, func, select, text, union_all, update
+from sqlalchemy import Engine, delete, exc, func, insert, select, text, union_all, update
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
 from sqlalchemy.orm import exc as orm_exc
 
@@ -145,6 +145,8 @@ NO_TENANT_STATEMENTS: dict[str, Callable[[Session], object]] = {
     "get": lambda s: s.get(Project, 1),
     "bulk-update": lambda s: s.execute(update(Project).values(name="x")),
     "bulk-delete": lambda s: s.execute(delete(Task)),
+    "insert": lambda s: s.execute(insert(Project).values(name="x")),
+    "bulk-insert": lambda s: s.execute(insert(Project), [{"name": "x"}, {"name": "y"}]),
 }
 
 
