@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy import BigInteger, Connection, Table, bindparam, event
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
 from sqlalchemy.orm import (
     LoaderCriteriaOption,
     Mapper,
@@ -31,7 +32,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.visitors import ExternallyTraversible
 
 from rls_tenancy.context import current_tenant_id, require_tenant_id
-from rls_tenancy.errors import NoTenantError, TenantMismatchError
+from rls_tenancy.errors import NoTenantError, TenantMismatchError, UsageError
 from rls_tenancy.orm.mixin import TenantBoundMixin, is_tenant_table
 from rls_tenancy.orm.query import UNCONSTRAINED
 
@@ -39,7 +40,14 @@ from rls_tenancy.orm.query import UNCONSTRAINED
 BYPASS_REASON = "rls_tenancy.bypass_reason"
 _SCOPED = "rls_tenancy.scoped"
 
-ScopeTarget = type[Session] | sessionmaker[Any] | scoped_session[Any]
+ScopeTarget = (
+    type[Session]
+    | sessionmaker[Any]
+    | scoped_session[Any]
+    | type[AsyncSession]
+    | async_sessionmaker[Any]
+    | async_scoped_session[Any]
+)
 
 #: The Session classes scope_sessions() listened on. SQLAlchemy's own record
 #: (``event.contains``) is keyed by ``id()``: a new sessionmaker's class at the
@@ -52,11 +60,12 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     """Scope every ORM statement and flush of sessions made by ``target``.
 
     ``target`` is a ``sessionmaker``, a ``scoped_session`` or a ``Session``
-    subclass (the default, ``Session``, covers all sessions). Idempotent.
+    subclass (the default, ``Session``, covers all sessions), or their
+    asyncio counterparts: an ``AsyncSession`` runs its statements through
+    its ``sync_session_class``, which is what gets scoped (``Session``
+    unless one of its own was given). Idempotent.
     """
-    if isinstance(target, scoped_session):
-        target = target.session_factory
-    session_class = target.class_ if isinstance(target, sessionmaker) else target
+    session_class = _session_class(target)
     # Both: _scoped says it is this very class, event.contains that nobody
     # removed the listeners since.
     if session_class not in _scoped or not event.contains(session_class, "do_orm_execute", _scope_statement):
@@ -66,6 +75,24 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     for row_event in ("before_insert", "before_update"):
         if not event.contains(TenantBoundMixin, row_event, _check_row):
             event.listen(TenantBoundMixin, row_event, _check_row, propagate=True)
+
+
+def _session_class(target: ScopeTarget) -> type[Session]:
+    """The Session class whose events reach ``target``'s sessions."""
+    if isinstance(target, scoped_session | async_scoped_session):
+        target = target.session_factory
+    if isinstance(target, sessionmaker):
+        return cast(type[Session], target.class_)
+    if isinstance(target, async_sessionmaker):
+        return cast(type[Session], target.kw.get("sync_session_class") or target.class_.sync_session_class)
+    if isinstance(target, type) and issubclass(target, AsyncSession):
+        return target.sync_session_class
+    if isinstance(target, type) and issubclass(target, Session):
+        return target
+    raise UsageError(
+        f"scope_sessions() takes a sessionmaker, a scoped_session or a Session class, "
+        f"or their asyncio counterparts; got {target!r}"
+    )
 
 
 def _scope_statement(state: ORMExecuteState) -> None:

@@ -7,16 +7,27 @@ filter alone. The application role is used where the error paths matter.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, delete, exc, func, insert, select, text, union_all, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
 from sqlalchemy.orm import exc as orm_exc
 
-from rls_tenancy import NoTenantError, Tenant, TenantMismatchError, TenantQuery, as_tenant, scope_sessions
+from rls_tenancy import (
+    NoTenantError,
+    Tenant,
+    TenantMismatchError,
+    TenantQuery,
+    UsageError,
+    as_tenant,
+    scope_sessions,
+)
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.orm.scoping import _CRITERIA, TENANT_PARAMETER
+from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project, Task
 from tests.conftest import World
 
@@ -234,3 +245,50 @@ def test_the_tenant_relationship_cannot_point_elsewhere(orm_only: sessionmaker[O
         session.add(Project(tenant=other, name="elsewhere"))
         with pytest.raises(TenantMismatchError, match=f"tenant_id={world.b}"):
             session.flush()
+
+
+class OwnAsyncSyncSession(Session):
+    """The sync_session_class of the async sessions below: scoping it leaves other sessions alone."""
+
+
+@pytest.mark.rls_orm
+@pytest.mark.parametrize("given", ["async_sessionmaker", "async_scoped_session", "AsyncSession-class"])
+def test_async_sessions_are_scoped_through_their_sync_session_class(
+    db: TenancyDatabase, world: World, given: str
+) -> None:
+    # A superuser: PostgreSQL applies no policy, so what stays hidden, the ORM filter hid.
+    async def main() -> tuple[set[str], set[str]]:
+        engine = create_async_engine(db.superuser_url)
+
+        class OwnAsyncSession(AsyncSession):
+            sync_session_class = OwnAsyncSyncSession
+
+        factory = async_sessionmaker(engine, class_=OwnAsyncSession)
+        target = {
+            "async_sessionmaker": factory,
+            "async_scoped_session": async_scoped_session(factory, scopefunc=asyncio.current_task),
+            "AsyncSession-class": OwnAsyncSession,
+        }[given]
+        scope_sessions(target)
+        try:
+            async with factory() as session:
+                with as_tenant(world.a):
+                    mine = set((await session.scalars(select(Project.name))).all())
+                await session.rollback()
+                with pytest.raises(NoTenantError):
+                    await session.scalars(select(Project))
+            async with AsyncSession(engine) as session:  # another sync_session_class: not scoped
+                with as_tenant(world.a):
+                    unscoped = set((await session.scalars(select(Project.name))).all())
+            return mine, unscoped
+        finally:
+            await engine.dispose()
+
+    mine, unscoped = asyncio.run(main())
+    assert mine == world.projects[world.a]
+    assert world.projects[world.b] <= unscoped
+
+
+def test_scope_sessions_names_what_it_takes() -> None:
+    with pytest.raises(UsageError, match="sessionmaker"):
+        scope_sessions(object())  # type: ignore[arg-type]
