@@ -1,4 +1,4 @@
-"""The library's errors as JSON responses: 401, 403, 404, 409, 400; never a 500.
+"""The library's errors as JSON responses: 401, 403, 404, 409, 400; never an HTML 500.
 
 Registered by :class:`~rls_tenancy.flask.Tenancy` for its own error classes,
 and for SQLAlchemy's ``OperationalError`` and pool ``TimeoutError``: a lost
@@ -17,8 +17,17 @@ unique or exclusion constraint, a 400 for the rest (a missing value, a
 check, a reference to no row of the tenant's). Each names the database's
 condition and constraint, never its message, which may quote stored values.
 
+A write that row level security refuses, or any other refusal with SQLSTATE
+42501 (``insufficient_privilege``, also raised by the library's own SQL
+functions), is a 403; an exception an app's trigger or function raises
+without a SQLSTATE of its own (``P0001``) is a 400. A JSON body nested too
+deeply to parse (Python's ``RecursionError``) is a 400. Any other database
+or library failure is a bug of the server: it goes on to Flask's 500
+handling (logged, and raised in testing), whose answer is JSON.
+
 A handler the app registered itself for one of these classes, before or
-after ``init_app``, is left in place.
+after ``init_app``, is left in place; so is one for a broader class, such
+as ``Exception``, for the failures that are bugs.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
+from flask.typing import ResponseReturnValue
 from sqlalchemy import exc
+from werkzeug.exceptions import InternalServerError
 
 from rls_tenancy.binding.unavailable import unavailable_reason
 from rls_tenancy.errors import (
@@ -36,6 +47,7 @@ from rls_tenancy.errors import (
     InvalidRequestError,
     NoTenantError,
     PermissionDeniedError,
+    TenancyError,
     TenantMismatchError,
     UnknownTenantError,
     UsageError,
@@ -137,13 +149,82 @@ def _words(condition: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", condition).lower()
 
 
-def _unencodable(error: UnicodeEncodeError) -> Response:
+def _unencodable(error: UnicodeEncodeError) -> ResponseReturnValue:
     if error.reason != "surrogates not allowed":  # not the client's text: a bug, a 500 as before
-        raise error
+        return _passed_on(error, UnicodeEncodeError)
     return _json(400, "invalid_request", "text must be valid Unicode: a lone surrogate cannot be stored")
 
 
-_HANDLERS: list[tuple[type[Exception], Callable[[Any], Response]]] = [
+def _refused(error: exc.DBAPIError) -> ResponseReturnValue:
+    """A refusal the database names by SQLSTATE; the classes handled above are more specific and win.
+
+    Neither answer quotes the database's message: a policy's or a function's
+    may name rows, ids or values of any tenant.
+    """
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate == "42501":  # insufficient_privilege: a row level security WITH CHECK, a library function
+        current_app.logger.warning("request refused by the database's access rules: %s", error.orig)
+        return _json(403, "forbidden", "the database refuses this request: its access rules forbid it")
+    if sqlstate == "P0001":  # raise_exception: the app's own trigger or function said no, as a check would
+        current_app.logger.warning("request refused by a database function: %s", error.orig)
+        return _json(400, "invalid_request", "the database refuses this request: a database function raised an error")
+    return _passed_on(error, exc.DBAPIError)
+
+
+def _too_deep(error: RecursionError) -> ResponseReturnValue:
+    """A JSON document nested deeper than Python's recursion limit, as ``get_json(silent=True)`` lets through."""
+    if not _raised_decoding_json(error):
+        return _passed_on(error, RecursionError)
+    return _json(400, "invalid_request", "the JSON body is nested too deeply")
+
+
+def _raised_decoding_json(error: BaseException) -> bool:
+    """Whether ``error`` came out of the standard library's JSON decoder (not its encoder, not the app)."""
+    trace = error.__traceback__
+    if trace is None:
+        return False
+    while trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace.tb_frame.f_globals.get("__name__") in ("json.decoder", "json.scanner")
+
+
+def _passed_on(error: Exception, handled_as: type[Exception]) -> ResponseReturnValue:
+    """``error`` to the app's own handler for a class broader than ``handled_as``, else on as a 500.
+
+    Raised again, it reaches Flask's 500 handling as if unhandled: logged
+    with its traceback, sent to ``got_request_exception`` (error
+    trackers), raised in testing, and answered by :func:`_server_error`.
+    """
+    handler = _broader_handler(type(error), handled_as)
+    if handler is None:
+        raise error
+    return current_app.ensure_sync(handler)(error)  # type: ignore[no-any-return]
+
+
+def _broader_handler(error_class: type[Exception], handled_as: type[Exception]) -> Callable[..., Any] | None:
+    """The app's own handler for the first class of ``error_class`` broader than ``handled_as``, if any."""
+    own = current_app.error_handler_spec[None][None]
+    classes = error_class.__mro__
+    return next(
+        (own[broader] for broader in classes[classes.index(handled_as) + 1 :] if broader in own),
+        None,
+    )
+
+
+def _server_error(error: InternalServerError) -> ResponseReturnValue:
+    """JSON for a 500 a database or library failure caused; for the rest, what Flask answers without it.
+
+    Registered only when the app has no 500 handler of its own; one the
+    app registers later replaces it.
+    """
+    if isinstance(error.original_exception, exc.SQLAlchemyError | TenancyError):
+        return _json(500, "internal_error", "the server failed to handle this request")
+    if _broader_handler(InternalServerError, InternalServerError) is None:
+        return error  # Flask's own page, as before
+    return _passed_on(error, InternalServerError)
+
+
+_HANDLERS: list[tuple[type[Exception], Callable[[Any], ResponseReturnValue]]] = [
     (AuthenticationError, _unauthenticated),
     (NoTenantError, _no_tenant),
     (PermissionDeniedError, _forbidden),
@@ -156,6 +237,8 @@ _HANDLERS: list[tuple[type[Exception], Callable[[Any], Response]]] = [
     (exc.DataError, _bad_value),
     (exc.IntegrityError, _constraint_broken),
     (UnicodeEncodeError, _unencodable),
+    (exc.DBAPIError, _refused),
+    (RecursionError, _too_deep),
 ]
 
 
@@ -165,3 +248,5 @@ def register_error_handlers(app: Flask) -> None:
     for error_class, handler in _HANDLERS:
         if error_class not in own:
             app.register_error_handler(error_class, handler)
+    if not app.error_handler_spec[None][500]:
+        app.register_error_handler(500, _server_error)

@@ -152,6 +152,29 @@ def test_not_json_is_a_400(client: FlaskClient, seeded: Seeded) -> None:
     assert answer.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/projects"),
+        ("POST", "/api/projects/batch-update"),
+        ("POST", "/api/login"),
+        ("PATCH", "/api/projects/{project}"),
+        ("PUT", "/api/features/beta-reports"),
+    ],
+)
+def test_json_nested_too_deeply_to_parse_is_a_400(client: FlaskClient, seeded: Seeded, method: str, path: str) -> None:
+    """5 KB nested 2500 deep: Python's JSON decoder raises RecursionError, not the ValueError of bad JSON."""
+    deep = b"[" * 2500 + b"]" * 2500
+    answer = client.open(
+        path.format(project=seeded.projects["acme"][0]),
+        method=method,
+        data=deep,
+        headers={**bearer(seeded.tokens["acme/ci"]), "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.data[:200]
+    assert answer.json == {"error": "invalid_request", "message": "the JSON body is nested too deeply"}
+
+
 def test_login_with_the_session(client: FlaskClient, seeded: Seeded) -> None:
     wrong = client.post("/api/login", json={"tenant": "acme", "email": "alice@acme.example", "password": "nope"})
     assert wrong.status_code == 401

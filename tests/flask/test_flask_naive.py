@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask, abort, request
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine, exc, func, insert, select, text
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from werkzeug.test import TestResponse
 
@@ -26,6 +26,15 @@ from saas_demo.models import Project
 from tests.fix_flask import bearer
 
 INT4_MAX = 2**31 - 1
+#: Refusals the database raises after the view wrote a row: each must leave nothing written.
+RAISING = {
+    "raise-exception": "DO $$BEGIN RAISE EXCEPTION 'budget of 1234 exceeded'; END$$",
+    "insufficient-privilege": "DO $$BEGIN RAISE EXCEPTION 'tenant 99 says no' USING ERRCODE = '42501'; END$$",
+    "internal-error": "DO $$BEGIN RAISE EXCEPTION 'broken' USING ERRCODE = 'XX000'; END$$",
+    "not-supported": "DO $$BEGIN RAISE EXCEPTION 'unsupported' USING ERRCODE = '0A000'; END$$",
+}
+#: 5 KB of JSON nested beyond Python's recursion limit.
+DEEP_JSON = b"[" * 2500 + b"]" * 2500
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,48 @@ def _naive_app(engine: Engine) -> Flask:
         answer = {"id": project.id, "name": project.name}
         sessions.commit()
         return answer, 201
+
+    @app.post("/import")
+    @require_scopes("projects:write")
+    def import_project() -> tuple[dict[str, object], int]:
+        # A Core insert with the tenant taken from the body: row level security checks it.
+        sessions.execute(insert(Project).values(tenant_id=request.json["tenant_id"], name="Imported"))
+        sessions.commit()
+        return {"imported": True}, 201
+
+    @app.post("/raise/<case>")
+    @require_scopes("projects:write")
+    def write_then_raise(case: str) -> dict[str, object]:
+        sessions.add(Project(name="Written before the error"))
+        sessions.flush()
+        if case == "failed-transaction":  # an error swallowed: the transaction can run nothing more
+            try:
+                sessions.execute(text("SELECT 1 / 0"))
+            except exc.DataError:
+                pass
+            sessions.execute(text("SELECT 1"))
+        elif case == "pending-rollback":  # a failed flush swallowed: the Session needs a rollback first
+            try:
+                sessions.add(Project(name=None))
+                sessions.flush()
+            except exc.IntegrityError:
+                pass
+            sessions.execute(text("SELECT 1"))
+        else:
+            sessions.execute(text(RAISING[case]))
+        sessions.commit()
+        return {"raised": False}
+
+    @app.post("/silent")
+    def silent_json() -> dict[str, object]:
+        return {"body": request.get_json(silent=True) is not None}
+
+    @app.post("/recurse")
+    def recurse() -> dict[str, object]:
+        def deeper(n: int) -> int:
+            return deeper(n + 1)
+
+        return {"depth": deeper(0)}
 
     @app.post("/register")
     @require_scopes("admin")
@@ -189,6 +240,112 @@ def test_the_apps_own_handler_for_those_errors_wins(db: TenancyDatabase) -> None
     try:
         Tenancy().init_app(app, engine=engine)
         assert app.error_handler_spec[None][None][exc.DataError].__name__ == "<lambda>"
+    finally:
+        app.extensions["rls_tenancy"].audit_engine.dispose()
+        engine.dispose()
+
+
+@pytest.fixture()
+def in_production(naive: Naive) -> Iterator[Naive]:
+    """The naive app answering a 500 as in production, where Flask does not raise it to the test client."""
+    app = naive.client.application
+    app.testing = False
+    yield naive
+    app.testing = True
+
+
+def _other_tenant(bypass: UnsafeBypass) -> int:
+    with bypass.session(reason="test setup: a tenant to write into") as session:
+        tenant = Tenant(slug=f"victim-{secrets.token_hex(4)}", name="Victim")
+        session.add(tenant)
+        session.flush()
+        return tenant.id
+
+
+def test_a_write_row_level_security_refuses_is_a_403_json_and_nothing_is_written(
+    naive: Naive, db: TenancyDatabase, bypass: UnsafeBypass
+) -> None:
+    victim = _other_tenant(bypass)
+    before = _rows(naive, db)
+    response = naive.client.post("/import", json={"tenant_id": victim}, headers=bearer(naive.token))
+    assert response.status_code == 403, response.data[:300]
+    assert response.json == {
+        "error": "forbidden",
+        "message": "the database refuses this request: its access rules forbid it",
+    }
+    assert _rows(naive, db) == before
+    with bypass.session(reason="test check: nothing written into the other tenant") as session:
+        assert not session.scalar(select(func.count()).select_from(Project).where(Project.tenant_id == victim))
+
+
+def test_a_library_or_app_function_raising_42501_is_a_403_without_its_message(
+    naive: Naive, db: TenancyDatabase
+) -> None:
+    before = _rows(naive, db)
+    response = naive.client.post("/raise/insufficient-privilege", headers=bearer(naive.token))
+    assert response.status_code == 403 and response.json is not None
+    assert response.json["error"] == "forbidden" and "99" not in response.json["message"]
+    assert _rows(naive, db) == before
+
+
+def test_an_exception_an_app_trigger_raises_is_a_400_without_its_message(naive: Naive, db: TenancyDatabase) -> None:
+    before = _rows(naive, db)
+    message = _invalid(naive.client.post("/raise/raise-exception", headers=bearer(naive.token)))
+    assert "database function" in message and "1234" not in message
+    assert _rows(naive, db) == before
+
+
+@pytest.mark.parametrize("case", ["internal-error", "not-supported", "failed-transaction", "pending-rollback"])
+def test_a_database_failure_that_is_a_bug_is_a_500_in_json_and_nothing_is_written(
+    in_production: Naive, db: TenancyDatabase, case: str
+) -> None:
+    before = _rows(in_production, db)
+    response = in_production.client.post(f"/raise/{case}", headers=bearer(in_production.token))
+    assert response.status_code == 500 and response.json == {
+        "error": "internal_error",
+        "message": "the server failed to handle this request",
+    }
+    assert _rows(in_production, db) == before
+
+
+def test_in_testing_a_database_bug_is_raised_to_the_test_client(naive: Naive) -> None:
+    with pytest.raises(exc.InternalError):
+        naive.client.post("/raise/internal-error", headers=bearer(naive.token))
+
+
+@pytest.mark.parametrize("path", ["/projects", "/silent"])
+def test_json_nested_too_deeply_to_parse_is_a_400(naive: Naive, db: TenancyDatabase, path: str) -> None:
+    before = _rows(naive, db)
+    headers = {**bearer(naive.token), "Content-Type": "application/json"}
+    assert _invalid(naive.client.post(path, data=DEEP_JSON, headers=headers)) == "the JSON body is nested too deeply"
+    assert _rows(naive, db) == before
+
+
+def test_a_recursion_error_of_the_apps_own_stays_a_500(in_production: Naive) -> None:
+    response = in_production.client.post("/recurse", json={})
+    assert response.status_code == 500 and not response.is_json  # not the client's: Flask's own page, as before
+
+
+def test_the_apps_broader_handler_answers_the_database_failures_that_are_bugs(db: TenancyDatabase) -> None:
+    app = Flask(__name__)
+    engine = create_engine(db.app_url)
+    try:
+        Tenancy().init_app(app, engine=engine)
+        app.register_error_handler(Exception, lambda error: ({"mine": type(error).__name__}, 500))
+
+        @app.get("/broken")
+        def broken() -> dict[str, object]:
+            app.extensions["rls_tenancy"].session().execute(text(RAISING["internal-error"]))
+            return {}
+
+        @app.get("/denied")
+        def denied() -> dict[str, object]:
+            app.extensions["rls_tenancy"].session().execute(text(RAISING["insufficient-privilege"]))
+            return {}
+
+        client = app.test_client()
+        assert client.get("/broken").json == {"mine": "InternalError"}
+        assert client.get("/denied").status_code == 403
     finally:
         app.extensions["rls_tenancy"].audit_engine.dispose()
         engine.dispose()
