@@ -202,7 +202,8 @@ def _int_arg(name: str, default: int | None, most: int) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
+    # Longer than the bound's digits is out of range, and int() refuses more than 4300 digits anyway.
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(most)) or not 1 <= int(raw) <= most:
         abort(400, f"{name} must be a whole number from 1 to {most}")
     return int(raw)
 
