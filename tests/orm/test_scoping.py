@@ -26,7 +26,7 @@ from rls_tenancy import (
     scope_sessions,
 )
 from rls_tenancy.bypass import UnsafeBypass
-from rls_tenancy.orm.scoping import _CRITERIA, TENANT_PARAMETER
+from rls_tenancy.orm.scoping import _CRITERIA, TENANT_PARAMETER, ScopeTarget
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project, Task
 from tests.conftest import World
@@ -264,12 +264,12 @@ def test_async_sessions_are_scoped_through_their_sync_session_class(
             sync_session_class = OwnAsyncSyncSession
 
         factory = async_sessionmaker(engine, class_=OwnAsyncSession)
-        target = {
+        targets: dict[str, ScopeTarget] = {
             "async_sessionmaker": factory,
             "async_scoped_session": async_scoped_session(factory, scopefunc=asyncio.current_task),
             "AsyncSession-class": OwnAsyncSession,
-        }[given]
-        scope_sessions(target)
+        }
+        scope_sessions(targets[given])
         try:
             async with factory() as session:
                 with as_tenant(world.a):
@@ -277,9 +277,9 @@ def test_async_sessions_are_scoped_through_their_sync_session_class(
                 await session.rollback()
                 with pytest.raises(NoTenantError):
                     await session.scalars(select(Project))
-            async with AsyncSession(engine) as session:  # another sync_session_class: not scoped
+            async with AsyncSession(engine) as other:  # another sync_session_class: not scoped
                 with as_tenant(world.a):
-                    unscoped = set((await session.scalars(select(Project.name))).all())
+                    unscoped = set((await other.scalars(select(Project.name))).all())
             return mine, unscoped
         finally:
             await engine.dispose()
