@@ -53,6 +53,8 @@ class Hooks(NamedTuple):
     resetting: Callable[[], None]
     #: The reset, one script.
     reset: bytes
+    #: Called as a statement is refused: the transaction it was refused in may not commit.
+    refused: Callable[[], None]
 
 
 _hooks: weakref.WeakKeyDictionary[Any, Hooks] = weakref.WeakKeyDictionary()
@@ -106,6 +108,7 @@ def _check(driver: Any) -> bool:
     if tenant is UNBOUND:
         return driver.pgconn.transaction_status == _IDLE and hooks.served() and not _PINGING.get()
     if tenant != acting()[0]:
+        hooks.refused()
         raise TenantChangedError(
             f"this connection's transaction is bound to tenant {'(none)' if tenant is None else tenant} "
             f"but the tenant in context is now {acting()[0] or '(none)'}; commit or roll back before "

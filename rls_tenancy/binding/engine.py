@@ -34,7 +34,9 @@ never passes for a later transaction's.
 Changing the tenant in context while a transaction is open raises
 :class:`~rls_tenancy.TenantChangedError` before the next statement runs,
 rather than re-binding: objects already loaded into a Session belong to the
-first tenant, and a silent switch would mix them with the second.
+first tenant, and a silent switch would mix them with the second. Its
+commit then rolls back and raises instead: the refused statement may have
+been the one undoing part of it.
 
 Nothing a tenant's transactions leave in the session (temp tables, holdable
 cursors, ``LISTEN``, session settings, prepared statements, advisory locks,
@@ -145,6 +147,8 @@ class _Binding(NamedTuple):
     savepoint: weakref.ref[NestedTransaction] | None = None
     #: The session was reset as this transaction began: no user's state is left in it.
     fresh: bool = False
+    #: A statement of it was refused: its commit rolls back and raises, as PostgreSQL's after an error.
+    refused: bool = False
 
 
 _BOUND = "rls_tenancy.bound_tenant"
@@ -208,6 +212,7 @@ def bind_engine(
         event.listen(sync, "connect", _signing.check_key(sync.dialect))
         event.listen(sync, "connect", _guard_on_connect)  # its first cursors too, made before any binding
         _driver_guard.quiet_ping(sync.dialect)
+        _no_commit_after_refusal(sync.dialect)
     return engine
 
 
@@ -325,6 +330,7 @@ def _bind_or_check(conn: Connection) -> None:
         if transaction is not None:
             info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
     elif bound.tenant != current[0]:
+        _refused(info)
         raise TenantChangedError(
             f"this transaction is bound to tenant {_describe(bound.tenant)} but the tenant "
             f"in context is now {_describe(current[0])}; commit or roll back before "
@@ -408,6 +414,51 @@ def _needs_reset(info: dict[Any, Any], dialect: Any, tenant: int | None, user: o
     return _signing.key_of(dialect) is not None and bool(info.get(_SERVED_USER, _NEVER) != user)
 
 
+_refusals = False  # whether any statement was refused yet: until then a commit checks nothing
+
+
+def _refused(info: dict[Any, Any]) -> None:
+    """Record that a statement of the open transaction was refused: its commit must not persist the rest."""
+    global _refusals
+    bound: _Binding | None = info.get(_BOUND)
+    if bound is not None:
+        info[_BOUND] = bound._replace(refused=True)
+        _refusals = True
+
+
+def _no_commit_after_refusal(dialect: Any) -> None:
+    """A transaction that had a statement refused is rolled back at its commit, which raises. Idempotent.
+
+    The refused statement may have been the one meant to undo work (a ROLLBACK
+    TO SAVEPOINT sent from another tenant's context): committing the rest
+    would persist what the code asked to undo. PostgreSQL does the same after
+    an error. Wraps ``do_commit``, not a connection event (see above).
+    """
+    original = dialect.do_commit
+    if getattr(original, "_rls_tenancy_checked", False):
+        return
+
+    def do_commit(connection: Any) -> None:
+        if _refusals and _refused_transaction(connection.info):
+            dialect.do_rollback(connection)
+            raise TenantChangedError(
+                "a statement of this transaction was refused because the tenant in context changed; "
+                "it was rolled back, not committed: commit or roll back before switching tenants"
+            )
+        original(connection)
+
+    do_commit._rls_tenancy_checked = True  # type: ignore[attr-defined]
+    dialect.do_commit = do_commit
+
+
+def _refused_transaction(info: dict[Any, Any]) -> bool:
+    bound: _Binding | None = info.get(_BOUND)
+    if bound is None or not bound.refused:
+        return False
+    transaction = bound.transaction()
+    return transaction is not None and bool(transaction.is_active)
+
+
 def _refuse_sharing(info: dict[Any, Any], transaction: RootTransaction | None) -> None:
     """Refuse a transaction on a DBAPI connection that another open transaction is bound on."""
     bound: _Binding | None = info.get(_BOUND)
@@ -454,6 +505,7 @@ def _guard(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info:
             tenant_of=functools.partial(_open_binding_tenant, info),
             served=functools.partial(_served_another, info),
             resetting=functools.partial(_unbound_reset, driver, info),
+            refused=functools.partial(_refused, info),
             reset=SESSION_RESET_SCRIPT,
         ),
     )

@@ -155,6 +155,50 @@ def test_switching_tenant_inside_a_transaction_is_refused(pinned_engine: Engine,
             assert conn.execute(SETTING).scalar() == str(world.b)
 
 
+def _names_of(engine: Engine, tenant: int) -> set[str]:
+    with as_tenant(tenant), engine.connect() as conn:
+        return set(conn.execute(text("SELECT name FROM projects")).scalars())
+
+
+def test_a_transaction_that_had_a_statement_refused_does_not_commit(
+    pinned_engine: Engine, app_engine: Engine, world: World
+) -> None:
+    # The refused statement was the one undoing work: committing the rest would keep what it undid.
+    with as_tenant(world.a):
+        conn = pinned_engine.connect()
+        conn.begin()
+        savepoint = conn.begin_nested()
+        conn.execute(text("UPDATE projects SET name = name || ' undone'"))
+    try:
+        with as_tenant(world.b):
+            with pytest.raises(TenantChangedError):
+                savepoint.rollback()
+            with pytest.raises(TenantChangedError, match="rolled back, not committed"):
+                conn.commit()
+            conn.rollback()  # what SQLAlchemy asks of a connection whose savepoint failed
+        assert _names_of(app_engine, world.a) == world.projects[world.a]
+        with as_tenant(world.a):  # the connection goes on, in a transaction of its own
+            conn.execute(text("UPDATE projects SET name = name || ' kept'"))
+            conn.commit()
+        assert _names_of(app_engine, world.a) == {f"{name} kept" for name in world.projects[world.a]}
+    finally:
+        conn.close()
+
+
+def test_a_refused_statement_is_not_committed_by_returning_to_the_tenant(pinned_engine: Engine, world: World) -> None:
+    factory = sessionmaker(pinned_engine)
+    with factory() as session:
+        with as_tenant(world.a):
+            session.execute(text("UPDATE projects SET name = name || ' half'"))
+        with as_tenant(world.b), pytest.raises(TenantChangedError):
+            session.execute(text("UPDATE projects SET name = name || ' other half'"))
+        with as_tenant(world.a):
+            with pytest.raises(TenantChangedError, match="rolled back"):
+                session.commit()
+            session.rollback()
+    assert _names_of(pinned_engine, world.a) == world.projects[world.a]
+
+
 def test_leaving_the_context_inside_a_transaction_is_refused(pinned_engine: Engine, world: World) -> None:
     factory = sessionmaker(pinned_engine)
     with factory() as session:

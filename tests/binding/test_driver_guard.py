@@ -48,6 +48,20 @@ def test_the_driver_refuses_to_run_for_the_old_tenant_after_a_switch(pinned_engi
             assert driver.execute(NAMES).fetchall() == []  # type: ignore[union-attr]
 
 
+def test_a_transaction_the_driver_refused_a_statement_in_does_not_commit(
+    pinned_engine: Engine, app_engine: Engine, world: World
+) -> None:
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        conn.execute(text("UPDATE projects SET name = name || ' half'"))
+        driver = conn.connection.driver_connection
+        with as_tenant(world.b), pytest.raises(TenantChangedError):
+            driver.execute("UPDATE projects SET name = name || ' other half'")  # type: ignore[union-attr]
+        with pytest.raises(TenantChangedError, match="rolled back, not committed"):
+            conn.commit()
+    with as_tenant(world.a), app_engine.connect() as check:
+        assert set(check.execute(text(NAMES)).scalars()) == world.projects[world.a]
+
+
 def test_the_asyncio_driver_refuses_too(db: TenancyDatabase, world: World) -> None:
     async def scenario() -> None:
         engine = bind_engine(create_async_engine(db.app_url, pool_size=1, max_overflow=0))
