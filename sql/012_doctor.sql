@@ -1025,22 +1025,38 @@ BEGIN
         UNION ALL
         -- Functions PUBLIC may run that reach past a tenant: signalling another session of the same role
         -- (any other tenant's request), and creating large objects (owned by the role, so every tenant
-        -- can read them; row level security does not apply). sql/014_side_channels.sql revokes them;
-        -- sql/017_query_text.sql the query text of other sessions.
-        SELECT 'warning', 'app_role_cross_tenant_function', format('%s', f::regprocedure),
-               format('the application role may run %s: %s', f::regprocedure,
-                      CASE WHEN f::regprocedure::text LIKE 'pg\_stat\_%'
+        -- can read them; row level security does not apply). sql/014_side_channels.sql revokes them, and
+        -- what the other sessions of the role are doing (pg_stat_get_backend_*, progress) and every
+        -- session's locks (pg_locks); sql/017_query_text.sql the query text of other sessions.
+        SELECT 'warning', 'app_role_cross_tenant_function', format('%s', f.oid::regprocedure),
+               format('the application role may run %s: %s', f.oid::regprocedure,
+                      CASE WHEN f.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity')
                                THEN 'it shows the query text of every session of its own role, i.e. other tenants'' requests in flight'
-                           WHEN f::regprocedure::text LIKE 'pg\_%' THEN 'it cancels or ends any session of its own role, i.e. another tenant''s request'
+                           WHEN f.proname IN ('pg_lock_status', 'pg_blocking_pids', 'pg_safe_snapshot_blocking_pids',
+                                              'pg_isolation_test_session_is_blocked')
+                               THEN 'it reads the locks of every session (pg_locks): which tables other tenants'' requests '
+                                    'in flight write, the keys of their advisory locks, which of them waits on which'
+                           WHEN f.proname LIKE 'pg\_stat\_%'
+                               THEN 'it shows, for every session of its own role, when its transaction and statement '
+                                    'started, what it waits on, its client address, its progress: what other tenants'' '
+                                    'requests in flight are doing'
+                           WHEN f.proname LIKE 'pg\_%' THEN 'it cancels or ends any session of its own role, i.e. another tenant''s request'
                            ELSE 'a large object belongs to the role that creates it, so every tenant can read it' END),
-               format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, %I;', f::regprocedure, app_role)
-          FROM unnest(ARRAY['pg_catalog.pg_cancel_backend(integer)', 'pg_catalog.pg_terminate_backend(integer, bigint)',
-                            'pg_catalog.lo_creat(integer)', 'pg_catalog.lo_create(oid)',
-                            'pg_catalog.lo_from_bytea(oid, bytea)', 'pg_catalog.pg_stat_get_activity(integer)',
-                            'pg_catalog.pg_stat_get_backend_activity(integer)']::regprocedure[]) AS f
-         WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f, 'EXECUTE'))
-           -- Through pg_read_all_stats it is that membership's finding (app_role_member_of_privileged).
-           AND NOT (f::regprocedure::text LIKE 'pg\_stat\_%'
+               format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, %I;', f.oid::regprocedure, app_role)
+          FROM pg_proc f
+         WHERE f.pronamespace = 'pg_catalog'::regnamespace
+           AND (f.oid = ANY (ARRAY['pg_catalog.pg_cancel_backend(integer)', 'pg_catalog.pg_terminate_backend(integer, bigint)',
+                                   'pg_catalog.lo_creat(integer)', 'pg_catalog.lo_create(oid)',
+                                   'pg_catalog.lo_from_bytea(oid, bytea)',
+                                   'pg_catalog.pg_stat_get_activity(integer)']::regprocedure[])
+                -- by name: a later PostgreSQL adds functions under these names (sql/014_side_channels.sql)
+                OR f.proname LIKE 'pg\_stat\_get\_backend\_%'
+                OR f.proname IN ('pg_stat_get_progress_info', 'pg_lock_status', 'pg_blocking_pids',
+                                 'pg_safe_snapshot_blocking_pids', 'pg_isolation_test_session_is_blocked'))
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+           -- Granted to pg_read_all_stats: through that membership it is the membership's finding
+           -- (app_role_member_of_privileged).
+           AND NOT (f.proname NOT IN ('pg_cancel_backend', 'pg_terminate_backend') AND f.proname NOT LIKE 'lo\_%'
                     AND EXISTS (SELECT 1 FROM memberships ms JOIN pg_roles s ON s.oid = ms.role_oid
                                  WHERE s.rolname = 'pg_read_all_stats'))
         UNION ALL

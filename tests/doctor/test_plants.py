@@ -622,6 +622,27 @@ PLANTS = {
         "pg_stat_get_activity(integer)",
         "other tenants' requests in flight",
     ),
+    "pg_lock_status granted back to PUBLIC": Plant(
+        lambda r: ["GRANT EXECUTE ON FUNCTION pg_catalog.pg_lock_status() TO PUBLIC"],
+        "warning",
+        "app_role_cross_tenant_function",
+        "pg_lock_status()",
+        "which tables other tenants' requests in flight write",
+    ),
+    "pg_stat_get_backend_xact_start granted to the app role": Plant(
+        lambda r: [ddl("GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_xact_start(integer) TO {}", r.app)],
+        "warning",
+        "app_role_cross_tenant_function",
+        "pg_stat_get_backend_xact_start(integer)",
+        "what other tenants' requests in flight are doing",
+    ),
+    "pg_stat_get_progress_info granted back to PUBLIC": Plant(
+        lambda r: ["GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_progress_info(text) TO PUBLIC"],
+        "warning",
+        "app_role_cross_tenant_function",
+        "pg_stat_get_progress_info(text)",
+        "its progress",
+    ),
     "app role member of pg_signal_backend": Plant(
         lambda r: [ddl("GRANT pg_signal_backend TO {}", r.app)],
         "warning",

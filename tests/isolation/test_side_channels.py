@@ -20,8 +20,9 @@ from sqlalchemy import Connection, Engine, TextClause, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy import as_tenant
+from rls_tenancy.schema._resources import sql_script
 from rls_tenancy.testing import TenancyDatabase
-from tests.conftest import World
+from tests.conftest import World, ddl
 
 # A table of its own, shaped as the demo's projects were before saas_0004 (a primary key on id beside
 # UNIQUE (tenant_id, id)), with one large tenant B and a small tenant A whose rows lie among B's: 198 of A's
@@ -230,6 +231,112 @@ def test_the_app_role_may_not_read_another_sessions_query_text(
                 assert secret not in seen
 
 
+# What B's open request is doing, as (what it shows, statement naming B's backend by {pid}): each found by a
+# superuser, refused to the app role in A's transaction.
+_OTHERS_ACTIVITY = {
+    "timings": "SELECT pg_stat_get_backend_xact_start(b), pg_stat_get_backend_activity_start(b),"
+    " pg_stat_get_backend_start(b) FROM pg_stat_get_backend_idset() AS b WHERE pg_stat_get_backend_pid(b) = {pid}",
+    "wait-event": "SELECT pg_stat_get_backend_wait_event_type(b), pg_stat_get_backend_wait_event(b)"
+    " FROM pg_stat_get_backend_idset() AS b WHERE pg_stat_get_backend_pid(b) = {pid}",
+    "client-address": "SELECT pg_stat_get_backend_client_addr(b), pg_stat_get_backend_client_port(b)"
+    " FROM pg_stat_get_backend_idset() AS b WHERE pg_stat_get_backend_pid(b) = {pid}",
+    "session": "SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b)"
+    " FROM pg_stat_get_backend_idset() AS b WHERE pg_stat_get_backend_pid(b) = {pid}",
+    "locks": "SELECT relation::regclass::text, mode, objid FROM pg_locks WHERE pid = {pid} ORDER BY 1, 2, 3",
+    "lock-waits": "SELECT pg_blocking_pids({pid}), pg_safe_snapshot_blocking_pids({pid})",
+    "progress": "SELECT relid FROM pg_stat_progress_copy WHERE pid = {pid}",
+}
+_ADVISORY_KEY = 7_770_001
+
+
+@contextmanager
+def _open_request(app_engine: Engine, tenant: int) -> Iterator[int]:
+    """``tenant``'s request in flight: a transaction that wrote ``projects`` and holds an advisory lock, left
+    open (rolled back afterwards); yields its backend's pid."""
+    with as_tenant(tenant), app_engine.connect() as victim:
+        victim.execute(text("INSERT INTO projects (name) VALUES ('in flight')"))
+        victim.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+        pid = int(victim.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        try:
+            yield pid
+        finally:
+            victim.rollback()
+
+
+def _about(statement: str, pid: int) -> str:
+    return sql.SQL(statement).format(pid=sql.Literal(pid)).as_string(None)
+
+
+@pytest.mark.parametrize("shows", _OTHERS_ACTIVITY)
+def test_the_app_role_may_not_read_what_another_tenants_request_in_flight_is_doing(
+    app_engine: Engine, superuser_engine: Engine, world: World, shows: str
+) -> None:
+    """B's transaction and statement start, wait event, client address, locks: tenant A, as the app role in its
+    own transaction, is refused every one of them while B's transaction is open."""
+    with _open_request(app_engine, world.b) as pid:
+        statement = _about(_OTHERS_ACTIVITY[shows], pid)
+        with superuser_engine.connect() as monitor:  # the control: the statement does read B's backend
+            seen = [tuple(row) for row in monitor.exec_driver_sql(statement)]
+            if shows == "locks":  # the table B writes, and its advisory lock's key
+                assert {("projects", "RowExclusiveLock", None), (None, "ExclusiveLock", _ADVISORY_KEY)} <= set(seen)
+            elif shows not in ("lock-waits", "progress"):  # B waits on no lock and copies nothing
+                assert len(seen) == 1, seen  # over a Unix socket a client has no address
+                assert shows == "client-address" or None not in seen[0], seen
+        with as_tenant(world.a), app_engine.connect() as attacker:
+            assert _refused(attacker, statement) == "42501"
+
+
+def test_monitoring_roles_keep_pg_locks_and_the_backend_statistics(
+    app_engine: Engine, superuser_engine: Engine, world: World
+) -> None:
+    """What PostgreSQL's monitoring role is for: a role granted pg_monitor still reads both."""
+    with _open_request(app_engine, world.b) as pid, superuser_engine.connect() as conn, conn.begin() as transaction:
+        monitor = "side_channel_monitor_" + secrets.token_hex(4)
+        conn.exec_driver_sql(ddl("CREATE ROLE {} NOLOGIN IN ROLE pg_monitor", monitor))
+        conn.exec_driver_sql(ddl("SET LOCAL ROLE {}", monitor))
+        locks = conn.exec_driver_sql(_about(_OTHERS_ACTIVITY["locks"], pid)).all()
+        assert ("projects", "RowExclusiveLock", None) in locks
+        (started,) = conn.exec_driver_sql(_about(_OTHERS_ACTIVITY["timings"], pid)).all()
+        assert None not in started
+        transaction.rollback()
+
+
+# The functions sql/014_side_channels.sql closes beside cancel, terminate and large objects, with the
+# privileges on each as (grantee, privilege); PUBLIC for grantee 0.
+_CLOSED_BY_NAME = text(
+    """
+    SELECT p.oid::regprocedure::text,
+           array_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
+                     ORDER BY a.grantee) FILTER (WHERE a.grantee <> p.proowner)
+      FROM pg_proc p
+     CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+     WHERE p.pronamespace = 'pg_catalog'::regnamespace
+       AND (p.proname LIKE 'pg\\_stat\\_get\\_backend\\_%' AND p.proname <> 'pg_stat_get_backend_activity'
+            OR p.proname IN ('pg_stat_get_progress_info', 'pg_lock_status', 'pg_blocking_pids',
+                             'pg_safe_snapshot_blocking_pids', 'pg_isolation_test_session_is_blocked'))
+     GROUP BY 1 ORDER BY 1
+    """
+)
+
+
+def _grantees(conn: Connection) -> dict[str, tuple[str, ...]]:
+    return {name: tuple(who or ()) for name, who in conn.execute(_CLOSED_BY_NAME)}
+
+
+def test_the_downgrade_gives_pg_locks_and_the_backend_statistics_back_to_public(superuser_engine: Engine) -> None:
+    """sql/uninstall_side_channels.sql restores PostgreSQL's defaults; the specification closes them again.
+    In a superuser transaction, rolled back."""
+    with superuser_engine.connect() as conn, conn.begin() as transaction:
+        closed = _grantees(conn)
+        assert {"pg_lock_status()", "pg_stat_get_backend_xact_start(integer)"} <= closed.keys()
+        assert set(closed.values()) == {("pg_read_all_stats",)}, closed
+        conn.exec_driver_sql(sql_script("uninstall_side_channels.sql"), execution_options={"no_parameters": True})
+        assert set(_grantees(conn).values()) == {("PUBLIC",)}  # PostgreSQL's own: EXECUTE to PUBLIC, nothing else
+        conn.exec_driver_sql(sql_script("014_side_channels.sql"), execution_options={"no_parameters": True})
+        assert _grantees(conn) == closed
+        transaction.rollback()
+
+
 @pytest.mark.parametrize(
     "statement",
     ["SELECT lo_from_bytea(0, 'a tenant''s file')", "SELECT lo_create(0)", "SELECT lo_creat(-1)"],
@@ -414,6 +521,23 @@ def test_gaps_in_a_tenants_audit_ids_count_the_other_tenants_events(app_engine: 
     for _ in range(4):
         logged(world.b)
     assert logged(world.a) - first - 1 == 4
+
+
+def test_a_tenant_can_tell_whether_another_tenants_open_transaction_writes_a_table(
+    app_engine: Engine, world: World
+) -> None:
+    """What stays open with pg_locks closed: a lock that conflicts with writers, taken with NOWAIT, fails while
+    any other transaction writes the table. One bit per table per probe; who writes, and what, it does not tell."""
+
+    def someone_writes_projects() -> bool:
+        with as_tenant(world.a), app_engine.connect() as probe:
+            refused = _refused(probe, "LOCK TABLE projects IN SHARE MODE NOWAIT")
+            assert refused in (None, "55P03")
+            return refused == "55P03"
+
+    with _open_request(app_engine, world.b):
+        assert someone_writes_projects()
+    assert not someone_writes_projects()
 
 
 def test_a_tenant_may_lock_a_shared_table_and_stall_every_other_tenant(app_engine: Engine, world: World) -> None:
