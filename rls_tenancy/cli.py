@@ -18,6 +18,7 @@ check could not run.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -27,14 +28,14 @@ from pathlib import Path
 from alembic import command
 from alembic.util import CommandError
 from sqlalchemy import create_engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from rls_tenancy.audit.chain import chain_heads, dump_anchors, load_anchors, verification_report
+from rls_tenancy.audit.chain import chain_heads, dump_anchors, read_anchors, verification_report
 from rls_tenancy.binding import context_key_cli as _context_key_cli
 from rls_tenancy.binding.urls import database_url
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.doctor import as_json, as_table, exit_status, findings
-from rls_tenancy.errors import TenancyError
+from rls_tenancy.errors import TenancyError, UsageError
 from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.schema.migrate import alembic_config, downgrade, upgrade
 from rls_tenancy.schema.roles import RoleNames
@@ -117,7 +118,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    anchors = None if getattr(args, "anchors", None) is None else load_anchors(args.anchors.read_text("utf-8"))
+    anchors = None if getattr(args, "anchors", None) is None else read_anchors(args.anchors)
     engine = create_engine(database_url(args.database_url))
     try:
         with UnsafeBypass(engine).connect(reason=f"rls-tenancy {args.command}") as connection:
@@ -131,9 +132,30 @@ def _audit(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _check_url(args: argparse.Namespace) -> None:
+    """A URL the command would use that is none is a usage error up front, not a parser's traceback.
+
+    The message leaves the value out: it may hold a password.
+    """
+    if not hasattr(args, "database_url") or getattr(args, "sql", False) or getattr(args, "action", None) == "new":
+        return  # no database: token-key, postgres, migrate --sql, context-key new
+    given, where = args.database_url, "--database-url"
+    if given is None:
+        given, where = os.environ.get("DATABASE_URL"), "$DATABASE_URL"
+    if not given:
+        return  # database_url() says that none is given
+    try:
+        database_url(given)
+    except UsageError:
+        raise
+    except (ArgumentError, ValueError):
+        raise UsageError(f"{where} is not a database URL (postgresql://user:password@host:port/database)") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _check_url(args)
         if args.command.startswith("audit-"):
             return _audit(args)
         if args.command == "doctor":

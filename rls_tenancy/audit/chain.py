@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Connection, Interval, func, literal, select
@@ -129,6 +130,15 @@ def load_anchors(text: str) -> list[ChainHead]:
         ]
     except (ValueError, KeyError, TypeError) as error:
         raise UsageError(f"cannot read the anchors: {error}") from None
+
+
+def read_anchors(path: Path) -> list[ChainHead]:
+    """:func:`load_anchors` of a file; :class:`UsageError` also when it cannot be read or is not UTF-8."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the anchors from {path}: {error}") from None
+    return load_anchors(text)
 
 
 def check_anchors(connection: Connection, anchors: Iterable[ChainHead]) -> list[str]:
@@ -258,6 +268,7 @@ __all__ = [
     "postgres_host",
     "load_anchors",
     "purge",
+    "read_anchors",
     "VerificationReport",
     "verification_report",
     "verify_chain",

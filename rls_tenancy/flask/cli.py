@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from rls_tenancy.audit.chain import chain_heads, dump_anchors, load_anchors, purge, verification_report
+from rls_tenancy.audit.chain import chain_heads, dump_anchors, purge, read_anchors, verification_report
 from rls_tenancy.audit.events import log_event
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant
@@ -178,7 +178,7 @@ def audit_commands() -> None:
 def audit_verify(anchors: Path | None) -> None:
     """Check every hash chain; exit 1 on any broken link or mismatched anchor."""
     try:
-        anchored = None if anchors is None else load_anchors(anchors.read_text(encoding="utf-8"))
+        anchored = None if anchors is None else read_anchors(anchors)
     except TenancyError as error:
         raise _fail(error) from error
     with _bypass().connect(reason="cli: verify the audit log") as connection:

@@ -80,6 +80,14 @@ def test_unreadable_anchors_are_a_clean_error(demo_app: Flask, tmp_path: Path) -
     assert "Traceback" not in result.output
 
 
+def test_anchors_that_are_not_utf8_are_a_clean_error(demo_app: Flask, tmp_path: Path) -> None:
+    anchors = tmp_path / "heads.json"
+    anchors.write_bytes(b"\xff\xfe")
+    result = flask_audit(demo_app, "verify", "--anchors", str(anchors))
+    assert result.exit_code == 1 and result.output.startswith("Error: cannot read the anchors from ")
+    assert "Traceback" not in result.output
+
+
 def test_flask_audit_purge(demo_app: Flask, bypass_engine: Engine) -> None:
     before = len(events(bypass_engine, AuditEvent.action != "bypass.used"))
     declined = flask_audit(demo_app, "purge", "--older-than-days", "3650", input="n\n")
