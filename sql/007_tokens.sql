@@ -59,7 +59,19 @@ BEGIN
         RAISE EXCEPTION 'rls_tenancy: a token for user % is issued only while that user is bound (bound now: %)',
                         coalesce(issue_token.user_id::text, 'none'), coalesce(bound::text, 'none')
             USING ERRCODE = '42501',
-                  HINT = 'rls_tenancy.tokens.issue_token() binds the user it is given for the one statement.';
+                  HINT = 'rls_tenancy.identity.tokens.issue_token() binds the user it is given for the one statement.';
+    END IF;
+    -- A token of no user carries its scopes alone. In a signed context it needs the application's
+    -- grant of its hash and scopes (sql/016_signed_context.sql): SQL run for the tenant's anonymous
+    -- requests would otherwise issue itself one with every scope.
+    IF bound IS NULL AND pg_catalog.to_regprocedure('rls_tenancy.granted(text)') IS NOT NULL THEN
+        IF rls_tenancy.context_signing_required()
+           AND NOT rls_tenancy.granted('token|' || tenant || '|' || pg_catalog.encode(issue_token.token_hash, 'hex') || '|'
+                                       || rls_tenancy.grant_field(pg_catalog.array_to_string(issue_token.scopes, ',', '*'))) THEN
+            RAISE EXCEPTION 'rls_tenancy: a token of no user is issued only with the application''s grant in a signed context'
+                USING ERRCODE = '42501',
+                      HINT = 'rls_tenancy.identity.tokens.issue_token() adds the grant; SQL alone cannot issue such a token.';
+        END IF;
     END IF;
     INSERT INTO rls_tenancy.api_tokens (tenant_id, user_id, name, token_hash, scopes, expires_at)
     VALUES (tenant, bound, issue_token.name, issue_token.token_hash, issue_token.scopes, issue_token.expires_at)

@@ -326,6 +326,19 @@ AS $fn$
                              'rls_tenancy.current_user_id()'::regprocedure)
                AND coalesce(pg_get_function_sqlbody(f.oid), f.prosrc) NOT LIKE '%verified_%') AS unsigned
      WHERE rls_tenancy.context_signing_required()
+    UNION ALL
+    -- The grants' guard on users (below): without it, SQL run for a user writes any user's roles and password.
+    SELECT 'error', 'users_grant_trigger_disabled', 'rls_tenancy.users users_write_granted',
+           format('the trigger users_write_granted on rls_tenancy.users is %s while a signed context is required: '
+                  'SQL run for a user can give itself any role, or set another user''s password or email',
+                  CASE WHEN tg.oid IS NULL THEN 'missing' WHEN tg.tgenabled = 'D' THEN 'disabled'
+                       ELSE 'set to fire only in replica mode' END),
+           CASE WHEN tg.oid IS NULL
+                THEN 'install the library again: rls-tenancy migrate (or sql/016_signed_context.sql from psql, as a superuser)'
+                ELSE 'ALTER TABLE rls_tenancy.users ENABLE TRIGGER users_write_granted;' END
+      FROM (SELECT 1) AS one
+      LEFT JOIN pg_trigger tg ON tg.tgrelid = 'rls_tenancy.users'::regclass AND tg.tgname = 'users_write_granted'
+     WHERE rls_tenancy.context_signing_required() AND (tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A'))
 $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.signing_findings() FROM PUBLIC;
 
@@ -365,6 +378,98 @@ BEGIN
                               rls_tenancy.role_name('app'));
 END
 $grant$;
+-- Grants: the application's consent to one write that the bound tenant and user alone do not cover.
+-- Signed, SQL run for a user could otherwise make itself the tenant's administrator by a detour: give
+-- its own user more roles, set another user's password or email (and log in as them later), add an
+-- administrator, or issue a token of no user with any scopes. Such writes need a grant in
+-- app.grants beside them, made with the context key by the application:
+--
+--     <slot>:<issued, Unix ms, 13 digits>:<backend pid, or 0>:<hex of the MAC>, comma-separated
+--     MAC as for a proof, of 'grant|<issued>:<pid>|<what is granted>'
+--
+-- ('grant|' keeps it apart from every proof's message, which starts with a tenant id or '|'). What is
+-- granted names each value written (below), so a grant seen by SQL in its own transaction writes
+-- nothing but what the application was writing anyway; like a proof, it is worth five minutes, on its
+-- backend. Granted to the application role: it answers whether a grant is there, and signs nothing.
+CREATE OR REPLACE FUNCTION rls_tenancy.granted(what text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    given text;
+    key   bytea;
+BEGIN
+    FOREACH given IN ARRAY coalesce(string_to_array(nullif(current_setting('app.grants', true), ''), ','), '{}') LOOP
+        key := CASE WHEN length(given) BETWEEN 82 AND 91
+                    THEN rls_tenancy.context_key(CASE left(given, 2) WHEN '1:' THEN 1 WHEN '2:' THEN 2 END) END;
+        IF key IS NOT NULL
+           AND encode(rls_tenancy.context_mac(key, 'grant|' || substr(given, 3, length(given) - 67) || '|' || what),
+                      'hex') = right(given, 64)
+           AND substr(given, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::text
+                                        AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::text
+           AND substr(given, 17, length(given) - 81) IN ('0', pg_backend_pid()::text) THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$fn$;
+COMMENT ON FUNCTION rls_tenancy.granted(text) IS
+    'Whether app.grants holds the application''s grant, made with the context key, for this write.';
+
+-- One value of what is granted: its length and itself ('-' for NULL), so that no value can end early.
+CREATE OR REPLACE FUNCTION rls_tenancy.grant_field(value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce(pg_catalog.length(value)::text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) value, '-');
+
+-- A user's email, roles and password hash are what acting as them rests on: written by the
+-- application role in a signed database only with a grant of the row's tenant, id (an update; an id
+-- never changes) and those three values. Roles that bypass row level security, and the owner, write
+-- as they like (the bypass role's admin paths, data migrations).
+CREATE OR REPLACE FUNCTION rls_tenancy.user_write_granted()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT rls_tenancy.context_signing_required()
+       OR EXISTS (SELECT 1 FROM pg_roles r
+                   WHERE r.rolname = current_user
+                     AND (r.rolsuper OR r.rolbypassrls OR r.oid = (SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID))) THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
+        RAISE EXCEPTION 'rls_tenancy: a user''s id never changes' USING ERRCODE = '42501';
+    END IF;
+    IF NOT rls_tenancy.granted('users.' || lower(TG_OP) || '|' || NEW.tenant_id || '|'
+                               || CASE WHEN TG_OP = 'UPDATE' THEN NEW.id::text ELSE '' END || '|'
+                               || rls_tenancy.grant_field(NEW.email)
+                               || rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*'))
+                               || rls_tenancy.grant_field(NEW.password_hash)) THEN
+        RAISE EXCEPTION 'rls_tenancy: a user''s email, roles and password are written only with the application''s grant in a signed context'
+            USING ERRCODE = '42501',
+                  HINT = 'Write users through the User model in an ORM Session (it adds the grant), or call '
+                         'rls_tenancy.identity.users.grant_user_write() on the connection first.';
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+DROP TRIGGER IF EXISTS users_write_granted ON rls_tenancy.users;
+CREATE TRIGGER users_write_granted BEFORE INSERT OR UPDATE OF id, email, roles, password_hash ON rls_tenancy.users
+    FOR EACH ROW EXECUTE FUNCTION rls_tenancy.user_write_granted();
+
+REVOKE ALL ON FUNCTION rls_tenancy.granted(text), rls_tenancy.grant_field(text), rls_tenancy.user_write_granted()
+    FROM PUBLIC;
+DO $grant$
+BEGIN
+    EXECUTE pg_catalog.format(
+        'GRANT EXECUTE ON FUNCTION rls_tenancy.granted(text), rls_tenancy.grant_field(text), '
+        'rls_tenancy.user_write_granted() TO %I', rls_tenancy.role_name('app'));
+END
+$grant$;
+
 -- The specification runs again on a database that requires a signed context (every later revision
 -- re-runs it): the earlier scripts have just written the unsigned policies and functions again, in this
 -- same transaction, so the requirement is applied again before anyone sees them.

@@ -13,6 +13,10 @@ BEGIN
 END
 $unsign$;
 
+DROP TRIGGER IF EXISTS users_write_granted ON rls_tenancy.users;
+DROP FUNCTION IF EXISTS rls_tenancy.user_write_granted();
+DROP FUNCTION IF EXISTS rls_tenancy.grant_field(text);
+DROP FUNCTION IF EXISTS rls_tenancy.granted(text);
 DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
 DROP FUNCTION IF EXISTS rls_tenancy.authenticate_token_binding(bigint, bytea);
 DROP FUNCTION IF EXISTS rls_tenancy.require_signed_context(boolean);

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
 from sqlalchemy.types import Text
 
 from rls_tenancy.audit.events import Executor, log_event
+from rls_tenancy.binding import grants
 from rls_tenancy.binding.affinity import serving_user
 from rls_tenancy.binding.engine import adopt_user, begin_bound_with
 from rls_tenancy.context import as_tenant, require_tenant_id
@@ -104,6 +105,9 @@ def issue_token(
         data={"token_id": token_id, "name": name, "scopes": sorted(set(granted)), "for_user": user_id},
     )
     return IssuedToken(id=token_id, token=token)
+        if user_id is None:  # a token of no user: signed, the database asks for the application's grant
+            connection = executor if isinstance(executor, Connection) else executor.connection()
+            grants.add(connection, f"token|{tenant_id}|{_hash(token).hex()}|{grants.field(grants.names(granted))}")
 
 
 def revoke_token(executor: Executor, token_id: int) -> bool:

@@ -6,12 +6,16 @@ import functools
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, DateTime, Identity, Text, func, literal
+from sqlalchemy import BigInteger, ColumnElement, Connection, DateTime, Identity, Text, event, func, inspect, literal
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Mapped, mapped_column, validates
+from sqlalchemy.orm import Mapped, Session, mapped_column, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from rls_tenancy.binding import grants
+from rls_tenancy.binding.signing import key_of
+from rls_tenancy.context import require_tenant_id
 from rls_tenancy.errors import UsageError
 from rls_tenancy.orm.mixin import TenantBoundMixin
 from rls_tenancy.orm.models import TenancyBase, storable
@@ -84,6 +88,60 @@ class User(TenantBoundMixin, TenancyBase):
 
     def __repr__(self) -> str:
         return f"<User {self.email!r} tenant={self.tenant_id}>"
+
+
+#: What acting as a user rests on: written only with the application's grant in a signed context.
+CREDENTIALS = ("email", "roles", "password_hash")
+
+
+def grant_user_write(
+    connection: Connection,
+    *,
+    email: str,
+    roles: Iterable[str] = (),
+    password_hash: str | None = None,
+    user_id: int | None = None,
+) -> None:
+    """Let this transaction write one user of the tenant in context with exactly these values.
+
+    A signed database (sql/016_signed_context.sql) writes a user's email,
+    roles and password hash only with the application's grant, so that SQL
+    run for a user cannot make it an administrator or take over another
+    user. ``user_id`` ``None``: a new user (``INSERT``); else an ``UPDATE``
+    of that user, naming its whole row's new values. The :class:`User`
+    model's flushes add their own; Core statements writing
+    ``rls_tenancy.users`` call this first. Without a context key it sends
+    nothing.
+    """
+    what = _user_write(require_tenant_id(), user_id, email, list(roles), password_hash)
+    grants.add(connection, what)
+
+
+def _user_write(tenant_id: int, user_id: int | None, email: str, roles: list[str], password_hash: str | None) -> str:
+    operation = "insert" if user_id is None else "update"
+    head = f"users.{operation}|{tenant_id}|{'' if user_id is None else user_id}|"
+    return head + grants.field(email) + grants.field(grants.names(roles)) + grants.field(password_hash)
+
+
+def _credentials_changed(user: User) -> bool:
+    attributes = inspect(user).attrs
+    return any(attributes[name].history.has_changes() for name in CREDENTIALS)
+
+
+@event.listens_for(Session, "before_flush")
+def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None:
+    """The grants a flush of :class:`User` rows needs in a signed database: one statement per row written."""
+    created = [user for user in session.new if isinstance(user, User)]
+    changed = [user for user in session.dirty if isinstance(user, User) and _credentials_changed(user)]
+    if not created and not changed:
+        return
+    connection = session.connection(bind_arguments={"mapper": inspect(User)})
+    if key_of(connection.dialect) is None:
+        return
+    for user in created + changed:
+        tenant = require_tenant_id() if user.tenant_id is None else user.tenant_id
+        user_id = None if user in created else user.id
+        grants.add(connection, _user_write(tenant, user_id, user.email, user.roles or [], user.password_hash))
 
 
 def email_matches(email: str) -> ColumnElement[bool]:

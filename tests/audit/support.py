@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from rls_tenancy import as_tenant
 from rls_tenancy.audit.chain import ChainStatus, event_hash, verify_chains
 from rls_tenancy.audit.events import log_event
+from rls_tenancy.identity.users import grant_user_write
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import ddl
 
@@ -91,12 +92,14 @@ def rolled_back_connection(superuser_engine: Engine, role: str | None = None) ->
 
 
 def add_user(app_engine: Engine, tenant_id: int) -> int:
-    """A user of ``tenant_id``, created as the application role."""
+    """A user of ``tenant_id``, created as the application role (with its grant, where signed)."""
+    email = f"audit-{secrets.token_hex(4)}@example.com"
     with as_tenant(tenant_id), app_engine.begin() as conn:
+        grant_user_write(conn, email=email)
         return int(
             conn.execute(
                 text("INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (:t, :e) RETURNING id"),
-                {"t": tenant_id, "e": f"audit-{secrets.token_hex(4)}@example.com"},
+                {"t": tenant_id, "e": email},
             ).scalar_one()
         )
 

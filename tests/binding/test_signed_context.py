@@ -23,11 +23,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
-from rls_tenancy import ContextKeyError, as_tenant, bind_engine
+from rls_tenancy import ContextKeyError, User, as_tenant, bind_engine
 from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.cli import main
 from rls_tenancy.identity import tokens
 from rls_tenancy.identity.tokens import authenticate_in_transaction, issue_token, parse_token
+from rls_tenancy.identity.users import grant_user_write
 from rls_tenancy.schema._resources import install_scripts, sql_script
 from rls_tenancy.schema.migration_data import each_tenant
 from rls_tenancy.testing import TenancyDatabase
@@ -703,3 +704,111 @@ def test_signed_the_pool_gives_each_user_of_a_tenant_the_connection_it_last_used
         assert backends[signed.user_a] != backends[admin_a]
     finally:
         engine.dispose()
+
+
+_CREDENTIAL_WRITES = {
+    "roles of its own user": "UPDATE rls_tenancy.users SET roles = '{admin}' WHERE id = :me",
+    "another user's password": "UPDATE rls_tenancy.users SET password_hash = 'known' WHERE id = :admin",
+    "another user's email": "UPDATE rls_tenancy.users SET email = 'reset@attacker.example' WHERE id = :admin",
+    "a new administrator": "INSERT INTO rls_tenancy.users (tenant_id, email, roles) "
+    "VALUES (rls_tenancy.current_tenant_id(), 'new@attacker.example', '{admin}')",
+}
+
+
+@pytest.mark.rls_signing
+@pytest.mark.parametrize("write", list(_CREDENTIAL_WRITES))
+def test_injected_sql_cannot_write_what_acting_as_a_user_rests_on(
+    signed: Signed, signed_engine: Engine, admin_a: int, write: str
+) -> None:
+    """Its own user made an administrator, or another user's password or email set, acts as them later."""
+    values = {"me": signed.user_a, "admin": admin_a}
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        forged = signed.key.grant("anything", pid=0)[:-64] + secrets.token_hex(32)  # a grant's shape, not its MAC
+        conn.execute(text("SELECT set_config('app.grants', :g, true)"), {"g": forged})
+        with pytest.raises(DBAPIError, match="application's grant"):
+            conn.execute(text(_CREDENTIAL_WRITES[write]), values)
+        conn.rollback()
+    with signed.owner() as owner:
+        rows = owner.execute(
+            "SELECT id, email, roles, password_hash FROM rls_tenancy.users WHERE tenant_id = %s ORDER BY id",
+            (signed.a,),
+        ).fetchall()
+    assert [(row[0], row[1]) for row in rows] == [
+        (signed.user_a, "a@signed.example"),
+        (admin_a, "admin@signed.example"),
+    ]
+    assert [row[2] for row in rows] == [["projects:read"], ["admin", "projects:read", "projects:write"]]
+    assert all(row[3] is None for row in rows)
+
+
+def test_a_users_id_never_changes_in_a_signed_database(signed: Signed, signed_engine: Engine, admin_a: int) -> None:
+    """Tokens and events name users by id: SQL would otherwise swap two users."""
+    with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:
+        with pytest.raises(DBAPIError, match="id never changes"):
+            conn.execute(text("UPDATE rls_tenancy.users SET id = id + 1000000 WHERE id = :id"), {"id": signed.user_a})
+        conn.rollback()
+
+
+@pytest.mark.rls_signing
+def test_an_anonymous_request_cannot_issue_itself_a_token_of_no_user(signed: Signed, signed_engine: Engine) -> None:
+    """A token of no user carries its scopes alone: issued by SQL, it would hold every scope of the tenant."""
+    with as_tenant(signed.a), signed_engine.connect() as conn:
+        with pytest.raises(DBAPIError, match="application's grant"):
+            conn.execute(_MINT, {"digest": secrets.token_bytes(32), "user": None})
+        conn.rollback()
+
+
+def test_the_app_writes_users_and_tokens_of_no_user_with_its_grants(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """The model's flushes and issue_token() add the grants; a grant covers its own values and no others."""
+    with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
+        user = User(email="new@signed.example", roles=["projects:read"])
+        user.set_password("first")
+        session.add(user)
+        session.flush()
+        user.roles = ["admin", "projects:read"]
+        user.email = "renamed@signed.example"
+        user.set_password("second")
+        session.flush()
+        user.language = "de"  # no credential: no grant needed, none sent
+        session.flush()
+        created, kept = user.id, user.password_hash
+        issue_token(session, name="for the tenant", scopes=["projects:read"])
+    with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:
+        change = text("UPDATE rls_tenancy.users SET roles = :roles WHERE id = :id")
+        grant_user_write(conn, user_id=created, email="renamed@signed.example", roles=["projects:read"])
+        with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
+            conn.execute(change, {"roles": ["admin"], "id": created})  # granted: other roles, and a password kept
+        grant_user_write(
+            conn,
+            user_id=created,
+            email="renamed@signed.example",
+            roles=["projects:read"],
+            password_hash=kept,
+        )
+        conn.execute(change, {"roles": ["projects:read"], "id": created})
+        conn.commit()
+    with signed.owner() as owner:
+        row = owner.execute("SELECT email, roles, language FROM rls_tenancy.users WHERE id = %s", (created,)).fetchone()
+    assert row == ("renamed@signed.example", ["projects:read"], "de")
+
+
+def test_the_doctor_reports_the_users_grant_trigger_disabled_and_its_fix_restores_it(
+    signed: Signed, signed_engine: Engine
+) -> None:
+    with signed.owner() as owner:
+        owner.execute("ALTER TABLE rls_tenancy.users DISABLE TRIGGER users_write_granted")
+    found = _signing_findings(signed, "users_grant_trigger_disabled")
+    assert [row[:2] for row in found] == [("error", "users_grant_trigger_disabled")]
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:  # what it lets through
+        raised = text("UPDATE rls_tenancy.users SET roles = '{admin}' WHERE id = :me RETURNING roles")
+        assert conn.execute(raised, {"me": signed.user_a}).scalar_one() == ["admin"]
+        conn.rollback()
+    with signed.owner() as owner:
+        owner.execute(found[0][3])
+    assert _signing_findings(signed, "users_grant_trigger_disabled") == []
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        with pytest.raises(DBAPIError, match="application's grant"):
+            conn.execute(text("UPDATE rls_tenancy.users SET roles = '{admin}' WHERE id = :me"), {"me": signed.user_a})
+        conn.rollback()

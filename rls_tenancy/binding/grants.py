@@ -1,0 +1,44 @@
+"""Grants: the application's consent, signed with the context key, to a write SQL alone may not make.
+
+In a database that requires a signed context, a user's email, roles and
+password hash, and a token of no user, are written only beside a grant in
+``app.grants`` that names the write and each value it writes
+(``rls_tenancy.granted()``, sql/016_signed_context.sql). The bound tenant
+and user prove who the transaction acts for; a grant proves that the
+application, not SQL run for that user, chose to make them an administrator
+or set their password. Without a key (unsigned), nothing is added: the
+database asks for no grant then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, Text, bindparam, text
+
+from rls_tenancy.binding.signing import PINNED, key_of
+
+SETTING = "app.grants"
+_ADD = text(
+    "SELECT pg_catalog.set_config('app.grants', pg_catalog.concat_ws(',',"
+    " NULLIF(pg_catalog.current_setting('app.grants', true), ''), CAST(:grant AS text)), true)"
+).bindparams(bindparam("grant", type_=Text))
+
+
+def field(value: str | None) -> str:
+    """One value of what is granted, as ``rls_tenancy.grant_field()`` writes it: its length, then itself."""
+    return "-" if value is None else f"{len(value)}:{value}"
+
+
+def names(values: Iterable[str]) -> str:
+    """Roles or scopes as ``array_to_string(values, ',', '*')`` writes them (valid names hold no ',' or '*')."""
+    return ",".join(values)
+
+
+def add(connection: Connection, what: str) -> bool:
+    """Add a grant of ``what`` to this transaction, on its backend; False (and nothing sent) without a key."""
+    key = key_of(connection.dialect)
+    if key is None:
+        return False
+    connection.execute(_ADD, {"grant": key.grant(what, pid=connection.info.get(PINNED, 0))})
+    return True
