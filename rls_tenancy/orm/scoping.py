@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Connection, Table, bindparam, event
+from sqlalchemy import BigInteger, Connection, Result, Table, bindparam, event
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
 from sqlalchemy.orm import (
     LoaderCriteriaOption,
@@ -95,26 +95,57 @@ def _session_class(target: ScopeTarget) -> type[Session]:
     )
 
 
-def _scope_statement(state: ORMExecuteState) -> None:
+def _scope_statement(state: ORMExecuteState) -> Result[Any] | None:
     if state.session.info.get(BYPASS_REASON) is not None:
-        return
+        return None
     if not (state.is_select or state.is_update or state.is_delete):
         # An ORM insert without a tenant: NoTenantError, as add() and flush()
         # give, rather than the policy's refusal of a row of no tenant.
         if state.is_insert and current_tenant_id() is None and _mentions_tenant_table(state.statement):
             require_tenant_id()
-        return
+        return None
     tenant_id = current_tenant_id()
     if tenant_id is None:
         if _mentions_tenant_table(state.statement):
             require_tenant_id()
-        return
+        return None
     if not state.is_orm_statement or state.execution_options.get(UNCONSTRAINED):
-        return  # a Core statement (a Table, a function) gets no ORM criteria: only RLS applies
+        return None  # a Core statement (a Table, a function) gets no ORM criteria: only RLS applies
     state.statement = state.statement.options(_CRITERIA)
     given = state.parameters
     if given is None or isinstance(given, Mapping):  # a list is bulk UPDATE by primary key: no criteria reach it
         state.parameters = {**(given or {}), TENANT_PARAMETER: tenant_id}
+    info = state.session.info
+    if info.setdefault(_ACTED_FOR, tenant_id) != tenant_id:
+        info[_ACTED_FOR] = _SEVERAL  # from now on, never equal to a tenant
+        if state.is_column_load:
+            return _refreshed(state, tenant_id)
+    return None
+
+
+#: ``Session.info``: the tenant the session's ORM statements acted for, or
+#: :data:`_SEVERAL` once they acted for more than one.
+_ACTED_FOR = "rls_tenancy.acted_for"
+_SEVERAL = object()
+
+
+def _refreshed(state: ORMExecuteState, tenant_id: int) -> Result[Any]:
+    """A refresh in a session that acted for several tenants: a typed error when the row is not visible.
+
+    The object may have been loaded for another tenant (and expired by a
+    commit): SQLAlchemy would report it deleted, though it exists. Only such
+    sessions pay for looking at the result first; it costs no round trip.
+    """
+    frozen = state.invoke_statement().freeze()
+    if not frozen.data:
+        refreshing = state.load_options._refresh_state
+        what = "the object" if refreshing is None else f"{refreshing.class_.__name__} {refreshing.identity}"
+        raise TenantMismatchError(
+            f"{what} is not visible to tenant {tenant_id}: this session also acted for other tenants, and it was "
+            "loaded for one of them (or deleted since); load it again acting for its tenant, or use a Session "
+            "per tenant"
+        )
+    return frozen()
 
 
 #: The criteria's value, passed with each statement's parameters. The name

@@ -292,3 +292,24 @@ def test_async_sessions_are_scoped_through_their_sync_session_class(
 def test_scope_sessions_names_what_it_takes() -> None:
     with pytest.raises(UsageError, match="sessionmaker"):
         scope_sessions(object())  # type: ignore[arg-type]
+
+
+def test_refreshing_an_object_of_another_tenant_is_a_tenancy_error(
+    scoped_factory: sessionmaker[Session], world: World
+) -> None:
+    # SQLAlchemy reported the row deleted: it exists, for the tenant the object was loaded for.
+    with scoped_factory() as session:
+        with as_tenant(world.a):
+            project = session.scalars(select(Project).order_by(Project.name)).first()
+            assert project is not None
+            session.commit()  # expires it
+        with as_tenant(world.b):
+            theirs = session.scalars(select(Project).order_by(Project.name)).first()
+            assert theirs is not None
+            session.commit()
+            with pytest.raises(TenantMismatchError, match=f"not visible to tenant {world.b}"):
+                project.name  # noqa: B018
+            assert theirs.name in world.projects[world.b]  # the session's own refreshes still load
+        session.rollback()
+        with as_tenant(world.a):
+            assert project.name in world.projects[world.a]
