@@ -278,6 +278,8 @@ def _encode_data(data: Mapping[str, Any] | None) -> str | None:
         text = _JSON.encode(dict(data))
     except (TypeError, ValueError) as error:
         raise UsageError(f"audit data must be JSON: {error}") from None
+    except RecursionError:
+        raise UsageError("audit data is nested too deeply") from None
     if "\\u0000" in text or not storable(text):
         raise UsageError("audit data cannot hold NUL characters or unpaired surrogates")
     # jsonb's text form is near this size; the database checks the exact one.

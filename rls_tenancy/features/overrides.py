@@ -164,6 +164,12 @@ class _Checked(NamedTuple):
 
 
 def _checked(feature: Feature | str, scope: str | None, granted: Iterable[str], registry: FeatureRegistry) -> _Checked:
+    # A string is iterable too: "admin" would be read as its letters.
+    if isinstance(granted, str) or not isinstance(granted, Iterable):
+        raise UsageError(f"granted must be a list of scopes, got {granted!r}")
+    granted = tuple(granted)  # read once: an iterator would be empty by the time it is checked
+    if not all(isinstance(name, str) for name in granted):
+        raise UsageError(f"granted must be a list of scopes, got {granted!r}")
     found = registry.get(feature)
     tenant_id = require_tenant_id()
     if scope is None:

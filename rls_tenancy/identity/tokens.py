@@ -82,8 +82,16 @@ def issue_token(
     tenant_id = require_tenant_id()
     if not isinstance(name, str) or not 1 <= len(name) <= 100 or not storable(name):
         raise UsageError("a token needs a name: text of 1 to 100 characters")
-    if expires_at is not None and expires_at.tzinfo is None:
-        raise UsageError("expires_at must be timezone-aware")
+    if not isinstance(scopes, Iterable):
+        raise UsageError(f"scopes must be a list of names like 'projects:write', got {scopes!r}")
+    if user_id is not None and (
+        not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id <= _BIGINT_MAX
+    ):
+        raise UsageError(f"user_id must be a user's id or None, got {user_id!r}")
+    if expires_at is not None and (not isinstance(expires_at, datetime) or expires_at.tzinfo is None):
+        raise UsageError("expires_at must be a timezone-aware datetime")
+    if key is not None and not isinstance(key, TokenKey):
+        raise UsageError("key must be a TokenKey")
     granted = check_scopes(scopes)
     secret = secrets.token_urlsafe(32) if key is None else key.secret(tenant_id)
     token = "rlst_" + str(tenant_id) + "_" + secret
@@ -97,6 +105,9 @@ def issue_token(
     # The token acts for the user bound as it is issued (sql/007_tokens.sql):
     # bound for this one statement, the event below names who issued it.
     with as_tenant(tenant_id, user=user_id):
+        if user_id is None:  # a token of no user: signed, the database asks for the application's grant
+            connection = executor if isinstance(executor, Connection) else executor.connection()
+            grants.add(connection, f"token|{tenant_id}|{_hash(token).hex()}|{grants.field(grants.names(granted))}")
         token_id = int(executor.execute(select(call)).scalar_one())
     log_event(
         executor,
@@ -105,14 +116,14 @@ def issue_token(
         data={"token_id": token_id, "name": name, "scopes": sorted(set(granted)), "for_user": user_id},
     )
     return IssuedToken(id=token_id, token=token)
-        if user_id is None:  # a token of no user: signed, the database asks for the application's grant
-            connection = executor if isinstance(executor, Connection) else executor.connection()
-            grants.add(connection, f"token|{tenant_id}|{_hash(token).hex()}|{grants.field(grants.names(granted))}")
 
 
 def revoke_token(executor: Executor, token_id: int) -> bool:
     """Revoke one of the tenant's tokens; False when there is no such live token."""
     require_tenant_id()
+    # Exactly an id: PostgreSQL would round 1.5 to token 2 and read "3" as token 3.
+    if not isinstance(token_id, int) or isinstance(token_id, bool) or not 0 < token_id <= _BIGINT_MAX:
+        raise UsageError(f"token_id must be a token's id, got {token_id!r}")
     revoked = bool(executor.execute(select(func.rls_tenancy.revoke_token(literal(token_id, BigInteger)))).scalar_one())
     if revoked:
         log_event(executor, "token.revoked", f"API token {token_id} revoked", data={"token_id": token_id})
@@ -134,6 +145,8 @@ def parse_token(token: str, keys: Sequence[TokenKey] = (), *, accept_unmarked: b
     a token without the mark is looked up as before, for the time it takes
     to replace tokens issued before the keys.
     """
+    if not isinstance(token, str):  # a caller's bug, not a client's malformed token
+        raise UsageError(f"a token is text, got {type(token).__name__}")
     match = _TOKEN.match(token) if len(token) <= MAX_TOKEN_LENGTH else None
     if match is None or int(match.group(1)) > _BIGINT_MAX:
         raise AuthenticationError("malformed", "the bearer token is malformed")

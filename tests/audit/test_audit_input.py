@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy import UsageError, as_tenant
-from rls_tenancy.audit.events import log_event
+from rls_tenancy.audit.events import log_event, log_security_event
 from rls_tenancy.testing import TenancyDatabase
 from tests.audit.support import LOG_EVENT, VALID, last_event_id, refused_with, rolled_back_connection, written_since
 from tests.conftest import World
@@ -97,6 +97,13 @@ def test_log_event_accepts_input_at_the_limits(app_engine: Engine, world: World)
     )
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"k": 1}
+    for _ in range(depth):
+        data = {"k": data}
+    return data
+
+
 PYTHON_BAD_INPUT: dict[str, dict[str, Any]] = {
     "action-empty": {"action": ""},
     "action-none": {"action": None},
@@ -113,6 +120,7 @@ PYTHON_BAD_INPUT: dict[str, dict[str, Any]] = {
     "data-nan": {"data": {"k": float("nan")}},
     "data-nul": {"data": {"k": "a\x00b"}},
     "data-16385-bytes": {"data": {"k": "x" * 16376}},
+    "data-nested-2000-deep": {"data": _nested(2000)},  # Python's encoder raises RecursionError
     "ip-network": {"ip": "10.0.0.0/8"},
     "ip-garbage": {"ip": "not-an-address"},
     "request-id-with-space": {"request_id": "req 1"},
@@ -130,6 +138,11 @@ def test_python_log_event_refuses_bad_input_before_the_database(app_engine: Engi
             log_event(conn, action, **arguments)
         # Any statement would have begun a transaction: none was sent.
         assert not conn.in_transaction()
+
+
+def test_log_security_event_refuses_data_nested_too_deeply(app_engine: Engine, world: World) -> None:
+    with as_tenant(world.a), pytest.raises(UsageError, match="nested too deeply"):
+        log_security_event(app_engine, "test.deep", data=_nested(2000))
 
 
 def test_python_and_sql_agree_on_the_data_size_limit(app_engine: Engine, world: World) -> None:

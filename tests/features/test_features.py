@@ -300,6 +300,11 @@ def test_bad_override_input(world: World, registry: FeatureRegistry, session: Se
                 set_override(session, feature, True, scope=scope, granted={"admin"}, registry=registry)
         with pytest.raises(UsageError, match="on .True. or off"):
             set_override(session, feature, "yes", scope="*", granted={"admin"}, registry=registry)  # type: ignore[arg-type]
+        for granted in (None, "admin", 3, [None], [["admin"]]):
+            with pytest.raises(UsageError, match="granted must be a list of scopes"):
+                set_override(session, feature, True, scope="*", granted=granted, registry=registry)  # type: ignore[arg-type]
+            with pytest.raises(UsageError, match="granted must be a list of scopes"):
+                clear_override(session, feature, scope="*", granted=granted, registry=registry)  # type: ignore[arg-type]
         assert [o for o in list_overrides(session) if o.feature == "inputs"] == []
         session.rollback()
 
