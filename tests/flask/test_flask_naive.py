@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from werkzeug.test import TestResponse
 
 from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, User, as_tenant, bind_engine
-from rls_tenancy.flask import Tenancy, require_scopes
+from rls_tenancy.flask import Resolution, Tenancy, require_scopes
 from rls_tenancy.identity.tokens import issue_token
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project
@@ -346,6 +346,37 @@ def test_the_apps_broader_handler_answers_the_database_failures_that_are_bugs(db
         client = app.test_client()
         assert client.get("/broken").json == {"mine": "InternalError"}
         assert client.get("/denied").status_code == 403
+    finally:
+        app.extensions["rls_tenancy"].audit_engine.dispose()
+        engine.dispose()
+
+
+def test_a_resolver_naming_no_tenant_reads_empty_and_its_write_is_a_400(db: TenancyDatabase) -> None:
+    """An app's own resolver is trusted with the id: the database finds no rows and refuses writes by foreign key."""
+    missing = 2**62 + 123_456_789
+    app = Flask(__name__)
+    engine = create_engine(db.app_url)
+    sessions = scoped_session(sessionmaker(engine, query_cls=TenantQuery))
+    try:
+        Tenancy().init_app(app, engine=engine, session=sessions, resolvers=[lambda _request: Resolution(missing)])
+
+        @app.get("/projects")
+        def listed() -> dict[str, object]:
+            return {"projects": [project.name for project in sessions.scalars(select(Project))]}
+
+        @app.post("/projects")
+        def create() -> dict[str, object]:
+            sessions.add(Project(name="orphan"))
+            sessions.commit()
+            return {"created": True}
+
+        client = app.test_client()
+        assert client.get("/projects").json == {"projects": []}
+        response = client.post("/projects")
+        assert response.status_code == 400 and response.json == {
+            "error": "invalid_request",
+            "message": "the database refuses a row of this request: foreign key violation (projects_tenant_id_fkey)",
+        }
     finally:
         app.extensions["rls_tenancy"].audit_engine.dispose()
         engine.dispose()
