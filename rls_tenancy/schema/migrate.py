@@ -13,6 +13,9 @@ in ``version_locations`` (or :func:`versions_path`) and run
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -48,12 +51,33 @@ def _run(url: str | URL | None, roles: RoleNames | None, config: Config | None, 
     config.set_main_option("sqlalchemy.url", target.render_as_string(hide_password=False).replace("%", "%%"))
     engine = create_engine(target, poolclass=pool.NullPool)
     try:
-        with engine.begin() as connection:
+        with engine.begin() as connection, _library_loggers_kept():
             config.attributes["connection"] = connection
             getattr(command, action)(config, revision)
     finally:
         config.attributes.pop("connection", None)
         engine.dispose()
+
+
+@contextmanager
+def _library_loggers_kept() -> Iterator[None]:
+    """The library's loggers as they were, after an ``env.py`` from Alembic's template ran.
+
+    Its ``fileConfig()`` disables every logger made before it: an app that
+    migrates at start-up would lose the unsafe bypass's warnings for good.
+    """
+    manager = logging.Logger.manager
+    loggers = [
+        logger
+        for name, logger in list(manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and (name == "rls_tenancy" or name.startswith("rls_tenancy."))
+    ]
+    disabled = [logger.disabled for logger in loggers]
+    try:
+        yield
+    finally:
+        for logger, was in zip(loggers, disabled, strict=True):
+            logger.disabled = was
 
 
 def upgrade(

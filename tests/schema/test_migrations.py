@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -297,6 +298,8 @@ def test_an_unmodified_alembic_template_env_works(empty_db: URL, tmp_path: Path)
     (tmp_path / "migrations" / "versions" / "app_0001.py").write_text(APP_REVISION)
     upgrade(empty_db, roles=RoleNames(owner="tpl_owner", app="tpl_app", bypass="tpl_admin"), config=config)
     assert _facts(empty_db)["isolated"] == {"invoices"}
+    # The template's fileConfig() disables the loggers made before it: the bypass's warnings stay on.
+    assert not logging.getLogger("rls_tenancy.bypass").disabled
 
 
 APP_REVISION = """
