@@ -242,7 +242,16 @@ BEGIN
             LANGUAGE sql STABLE PARALLEL RESTRICTED RETURN rls_tenancy.verified_tenant();
         CREATE OR REPLACE FUNCTION rls_tenancy.current_user_id() RETURNS bigint
             LANGUAGE sql STABLE PARALLEL RESTRICTED RETURN rls_tenancy.verified_user();
+        -- Every column of users but the password hash, which password_hash_of() reads with a grant.
+        EXECUTE format('REVOKE SELECT ON rls_tenancy.users FROM %I', rls_tenancy.role_name('app'));
+        EXECUTE format('GRANT SELECT (%s) ON rls_tenancy.users TO %I',
+                       (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                          FROM pg_attribute a
+                         WHERE a.attrelid = 'rls_tenancy.users'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                           AND a.attname <> 'password_hash'),
+                       rls_tenancy.role_name('app'));
     ELSE
+        EXECUTE format('GRANT SELECT ON rls_tenancy.users TO %I', rls_tenancy.role_name('app'));
         CREATE OR REPLACE FUNCTION rls_tenancy.current_tenant_id() RETURNS bigint
             LANGUAGE sql STABLE PARALLEL SAFE
             RETURN nullif(pg_catalog.current_setting('app.current_tenant', true), '')::bigint;
@@ -327,6 +336,15 @@ AS $fn$
                AND coalesce(pg_get_function_sqlbody(f.oid), f.prosrc) NOT LIKE '%verified_%') AS unsigned
      WHERE rls_tenancy.context_signing_required()
     UNION ALL
+    -- The password hashes, read by the app role past password_hash_of() (a grant given back by hand).
+    SELECT 'error', 'password_hash_readable', 'rls_tenancy.users password_hash',
+           format('%I may read rls_tenancy.users.password_hash while a signed context is required: SQL run for a '
+                  'user reads its tenant''s password hashes and tries passwords offline', rls_tenancy.role_name('app')),
+           format('REVOKE SELECT ON rls_tenancy.users FROM %I; SELECT rls_tenancy.require_signed_context(true);',
+                  rls_tenancy.role_name('app'))
+     WHERE rls_tenancy.context_signing_required()
+       AND has_column_privilege(rls_tenancy.role_name('app'), 'rls_tenancy.users', 'password_hash', 'SELECT')
+    UNION ALL
     -- The grants' guard on users (below): without it, SQL run for a user writes any user's roles and password.
     SELECT 'error', 'users_grant_trigger_disabled', 'rls_tenancy.users users_write_granted',
            format('the trigger users_write_granted on rls_tenancy.users is %s while a signed context is required: '
@@ -391,30 +409,31 @@ $grant$;
 -- granted names each value written (below), so a grant seen by SQL in its own transaction writes
 -- nothing but what the application was writing anyway; like a proof, it is worth five minutes, on its
 -- backend. Granted to the application role: it answers whether a grant is there, and signs nothing.
-CREATE OR REPLACE FUNCTION rls_tenancy.granted(what text)
+-- One grant, checked: made with a slot's key for what, within five minutes, on this backend (or any).
+CREATE OR REPLACE FUNCTION rls_tenancy.grant_valid(given text, what text)
 RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    given text;
-    key   bytea;
+    key bytea := CASE WHEN length(given) BETWEEN 82 AND 91
+                      THEN rls_tenancy.context_key(CASE left(given, 2) WHEN '1:' THEN 1 WHEN '2:' THEN 2 END) END;
 BEGIN
-    FOREACH given IN ARRAY coalesce(string_to_array(nullif(current_setting('app.grants', true), ''), ','), '{}') LOOP
-        key := CASE WHEN length(given) BETWEEN 82 AND 91
-                    THEN rls_tenancy.context_key(CASE left(given, 2) WHEN '1:' THEN 1 WHEN '2:' THEN 2 END) END;
-        IF key IS NOT NULL
-           AND encode(rls_tenancy.context_mac(key, 'grant|' || substr(given, 3, length(given) - 67) || '|' || what),
-                      'hex') = right(given, 64)
-           AND substr(given, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::text
-                                        AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::text
-           AND substr(given, 17, length(given) - 81) IN ('0', pg_backend_pid()::text) THEN
-            RETURN true;
-        END IF;
-    END LOOP;
-    RETURN false;
+    RETURN key IS NOT NULL
+       AND encode(rls_tenancy.context_mac(key, 'grant|' || substr(given, 3, length(given) - 67) || '|' || what),
+                  'hex') = right(given, 64)
+       AND substr(given, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::text
+                                    AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::text
+       AND substr(given, 17, length(given) - 81) IN ('0', pg_backend_pid()::text);
 END
 $fn$;
+
+CREATE OR REPLACE FUNCTION rls_tenancy.granted(what text)
+RETURNS boolean
+LANGUAGE sql STABLE
+RETURN EXISTS (SELECT FROM pg_catalog.unnest(pg_catalog.string_to_array(
+                   NULLIF(pg_catalog.current_setting('app.grants', true), ''), ',')) AS given
+                WHERE rls_tenancy.grant_valid(given, what));
 COMMENT ON FUNCTION rls_tenancy.granted(text) IS
     'Whether app.grants holds the application''s grant, made with the context key, for this write.';
 
@@ -426,13 +445,15 @@ RETURN coalesce(pg_catalog.length(value)::text OPERATOR(pg_catalog.||) ':' OPERA
 
 -- A user's email, roles and password hash are what acting as them rests on: written by the
 -- application role in a signed database only with a grant of the row's tenant, id (an update; an id
--- never changes) and those three values. Roles that bypass row level security, and the owner, write
+-- never changes) and those three values ('=' for one an update leaves as it was). Roles that bypass row level security, and the owner, write
 -- as they like (the bypass role's admin paths, data migrations).
 CREATE OR REPLACE FUNCTION rls_tenancy.user_write_granted()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    what text;
 BEGIN
     IF NOT rls_tenancy.context_signing_required()
        OR EXISTS (SELECT 1 FROM pg_roles r
@@ -443,11 +464,19 @@ BEGIN
     IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
         RAISE EXCEPTION 'rls_tenancy: a user''s id never changes' USING ERRCODE = '42501';
     END IF;
-    IF NOT rls_tenancy.granted('users.' || lower(TG_OP) || '|' || NEW.tenant_id || '|'
-                               || CASE WHEN TG_OP = 'UPDATE' THEN NEW.id::text ELSE '' END || '|'
-                               || rls_tenancy.grant_field(NEW.email)
-                               || rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*'))
-                               || rls_tenancy.grant_field(NEW.password_hash)) THEN
+    IF TG_OP = 'INSERT' THEN
+        what := 'users.insert|' || NEW.tenant_id || '||' || rls_tenancy.grant_field(NEW.email)
+                || rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*'))
+                || rls_tenancy.grant_field(NEW.password_hash);
+    ELSE  -- '=' for a value the update leaves as it was: the application need not know (or read) it
+        what := 'users.update|' || NEW.tenant_id || '|' || NEW.id || '|'
+                || CASE WHEN NEW.email IS NOT DISTINCT FROM OLD.email THEN '=' ELSE rls_tenancy.grant_field(NEW.email) END
+                || CASE WHEN NEW.roles IS NOT DISTINCT FROM OLD.roles THEN '='
+                        ELSE rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*')) END
+                || CASE WHEN NEW.password_hash IS NOT DISTINCT FROM OLD.password_hash THEN '='
+                        ELSE rls_tenancy.grant_field(NEW.password_hash) END;
+    END IF;
+    IF NOT rls_tenancy.granted(what) THEN
         RAISE EXCEPTION 'rls_tenancy: a user''s email, roles and password are written only with the application''s grant in a signed context'
             USING ERRCODE = '42501',
                   HINT = 'Write users through the User model in an ORM Session (it adds the grant), or call '
@@ -456,17 +485,42 @@ BEGIN
     RETURN NEW;
 END
 $fn$;
+-- A user's password hash, for the application's password check. Signed, the application role reads
+-- every column of users but this one (require_signed_context() below), and this needs the application's
+-- grant of 'password.read|<tenant>|<user id>' as its argument: SQL run for a user would otherwise read
+-- the tenant's hashes and try passwords offline. The bound tenant's users only (FORCE: the owner too).
+CREATE OR REPLACE FUNCTION rls_tenancy.password_hash_of(user_id bigint, given text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    hashed text;
+BEGIN
+    IF rls_tenancy.context_signing_required()
+       AND NOT coalesce(rls_tenancy.grant_valid(given, 'password.read|' || rls_tenancy.current_tenant_id()
+                                                       || '|' || password_hash_of.user_id), false) THEN
+        RAISE EXCEPTION 'rls_tenancy: a user''s password hash is read only with the application''s grant in a signed context'
+            USING ERRCODE = '42501', HINT = 'User.check_password() and load_password_hash() add it.';
+    END IF;
+    SELECT u.password_hash INTO hashed FROM rls_tenancy.users u WHERE u.id = password_hash_of.user_id;
+    RETURN hashed;
+END
+$fn$;
+
 DROP TRIGGER IF EXISTS users_write_granted ON rls_tenancy.users;
 CREATE TRIGGER users_write_granted BEFORE INSERT OR UPDATE OF id, email, roles, password_hash ON rls_tenancy.users
     FOR EACH ROW EXECUTE FUNCTION rls_tenancy.user_write_granted();
 
-REVOKE ALL ON FUNCTION rls_tenancy.granted(text), rls_tenancy.grant_field(text), rls_tenancy.user_write_granted()
+REVOKE ALL ON FUNCTION rls_tenancy.grant_valid(text, text), rls_tenancy.granted(text), rls_tenancy.grant_field(text),
+                       rls_tenancy.user_write_granted(), rls_tenancy.password_hash_of(bigint, text)
     FROM PUBLIC;
 DO $grant$
 BEGIN
     EXECUTE pg_catalog.format(
-        'GRANT EXECUTE ON FUNCTION rls_tenancy.granted(text), rls_tenancy.grant_field(text), '
-        'rls_tenancy.user_write_granted() TO %I', rls_tenancy.role_name('app'));
+        'GRANT EXECUTE ON FUNCTION rls_tenancy.grant_valid(text, text), rls_tenancy.granted(text), '
+        'rls_tenancy.grant_field(text), rls_tenancy.user_write_granted(), '
+        'rls_tenancy.password_hash_of(bigint, text) TO %I', rls_tenancy.role_name('app'));
 END
 $grant$;
 

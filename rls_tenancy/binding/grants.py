@@ -35,10 +35,16 @@ def names(values: Iterable[str]) -> str:
     return ",".join(values)
 
 
+def make(connection: Connection, what: str) -> str | None:
+    """A grant of ``what`` on this connection's backend, to pass to a function; None without a key."""
+    key = key_of(connection.dialect)
+    return None if key is None else key.grant(what, pid=connection.info.get(PINNED, 0))
+
+
 def add(connection: Connection, what: str) -> bool:
     """Add a grant of ``what`` to this transaction, on its backend; False (and nothing sent) without a key."""
-    key = key_of(connection.dialect)
-    if key is None:
+    grant = make(connection, what)
+    if grant is None:
         return False
-    connection.execute(_ADD, {"grant": key.grant(what, pid=connection.info.get(PINNED, 0))})
+    connection.execute(_ADD, {"grant": grant})
     return True

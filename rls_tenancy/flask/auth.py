@@ -17,7 +17,13 @@ from rls_tenancy.audit.rejections import rejection_log
 from rls_tenancy.context import as_tenant
 from rls_tenancy.flask.resolvers import SESSION_KEY, is_row_id
 from rls_tenancy.flask.state import rejection_window, state
-from rls_tenancy.identity.users import EMAIL_PATTERN, User, check_password_of_nobody, email_matches
+from rls_tenancy.identity.users import (
+    EMAIL_PATTERN,
+    User,
+    check_password_of_nobody,
+    email_matches,
+    load_password_hash,
+)
 from rls_tenancy.orm.models import SLUG_PATTERN, storable, tenant_id_for_slug
 
 
@@ -87,6 +93,7 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
                 check_password_of_nobody(password)
                 _login_failed(tenant_id, "unknown_user", email=email)
                 return None
+            load_password_hash(sessions, user)  # in the tenant's transaction (signed: with the application's grant)
             sessions.expunge(user)  # stays readable after the transaction ends
             sessions.rollback()
     if not user.check_password(password):

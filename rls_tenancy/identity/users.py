@@ -6,11 +6,24 @@ import functools
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import BigInteger, ColumnElement, Connection, DateTime, Identity, Text, event, func, inspect, literal
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Identity,
+    Text,
+    event,
+    func,
+    inspect,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, Session, mapped_column, validates
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from rls_tenancy.binding import grants
@@ -55,7 +68,8 @@ class User(TenantBoundMixin, TenancyBase):
     email: Mapped[str] = mapped_column(Text)
     roles: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     language: Mapped[str | None] = mapped_column(Text)
-    password_hash: Mapped[str | None] = mapped_column(Text)
+    # Never loaded with the row: read through check_password() (signed, the column is closed to the app role).
+    password_hash: Mapped[str | None] = mapped_column(Text, deferred=True, deferred_raiseload=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     @validates("email")
@@ -80,68 +94,140 @@ class User(TenantBoundMixin, TenancyBase):
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:
-        """Whether ``password`` matches; always False for users without one."""
-        if self.password_hash is None or not isinstance(password, str) or not storable(password):
+        """Whether ``password`` matches; always False for users without one.
+
+        Reads the hash through ``rls_tenancy.password_hash_of()`` in the
+        user's Session (in the tenant's context), unless it is loaded already
+        (:func:`load_password_hash`, :meth:`set_password`).
+        """
+        state = inspect(self)
+        if "password_hash" in state.dict or state.key is None:
+            hashed = state.dict.get("password_hash")
+        elif state.session is not None:
+            hashed = load_password_hash(state.session, self)
+        else:
+            raise UsageError(
+                "check_password() reads the user's hash in its Session: call it there, in the tenant's context, "
+                "or load_password_hash() before the user leaves its Session"
+            )
+        if hashed is None or not isinstance(password, str) or not storable(password):
             check_password_of_nobody(password)
             return False
-        return check_password_hash(self.password_hash, password)
+        return check_password_hash(hashed, password)
 
     def __repr__(self) -> str:
         return f"<User {self.email!r} tenant={self.tenant_id}>"
+
+
+def load_password_hash(session: Session, user: User) -> str | None:
+    """Read ``user``'s password hash into it, in the tenant in context; one statement.
+
+    Signed, the application role cannot read the column, and
+    ``rls_tenancy.password_hash_of()`` answers only with the application's
+    grant for this user: SQL run for a user cannot read its tenant's hashes.
+    """
+    connection = session.connection(bind_arguments={"mapper": inspect(User)})
+    given = grants.make(connection, f"password.read|{require_tenant_id()}|{user.id}")
+    call = func.rls_tenancy.password_hash_of(literal(user.id, BigInteger), literal(given, Text))
+    hashed: str | None = connection.execute(select(call)).scalar()
+    set_committed_value(user, "password_hash", hashed)
+    return hashed
 
 
 #: What acting as a user rests on: written only with the application's grant in a signed context.
 CREDENTIALS = ("email", "roles", "password_hash")
 
 
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: For :func:`grant_user_write` of an update: a value the update leaves as it is.
+UNCHANGED: Final = _Unchanged()
+_KEPT = "="  # what a grant names for it, as the trigger does
+
+
 def grant_user_write(
     connection: Connection,
     *,
-    email: str,
-    roles: Iterable[str] = (),
-    password_hash: str | None = None,
     user_id: int | None = None,
+    email: str | _Unchanged = UNCHANGED,
+    roles: Iterable[str] | _Unchanged = UNCHANGED,
+    password_hash: str | None | _Unchanged = UNCHANGED,
 ) -> None:
     """Let this transaction write one user of the tenant in context with exactly these values.
 
     A signed database (sql/016_signed_context.sql) writes a user's email,
     roles and password hash only with the application's grant, so that SQL
     run for a user cannot make it an administrator or take over another
-    user. ``user_id`` ``None``: a new user (``INSERT``); else an ``UPDATE``
-    of that user, naming its whole row's new values. The :class:`User`
-    model's flushes add their own; Core statements writing
-    ``rls_tenancy.users`` call this first. Without a context key it sends
-    nothing.
+    user. ``user_id`` ``None``: a new user (``INSERT``: ``email`` needed,
+    no roles and no password unless given); else an ``UPDATE`` of that
+    user, naming the new values of what it changes (the rest
+    :data:`UNCHANGED`). The :class:`User` model's flushes add their own;
+    Core statements writing those columns of ``rls_tenancy.users`` call
+    this first. Without a context key it sends nothing.
     """
-    what = _user_write(require_tenant_id(), user_id, email, list(roles), password_hash)
-    grants.add(connection, what)
+    if user_id is None:
+        if isinstance(email, _Unchanged):
+            raise UsageError("a new user's grant names its email")
+        roles = () if isinstance(roles, _Unchanged) else roles
+        password_hash = None if isinstance(password_hash, _Unchanged) else password_hash
+    fields = (
+        _KEPT if isinstance(email, _Unchanged) else grants.field(email),
+        _KEPT if isinstance(roles, _Unchanged) else grants.field(grants.names(roles)),
+        _KEPT if isinstance(password_hash, _Unchanged) else grants.field(password_hash),
+    )
+    grants.add(connection, _user_write(require_tenant_id(), user_id, fields))
 
 
-def _user_write(tenant_id: int, user_id: int | None, email: str, roles: list[str], password_hash: str | None) -> str:
+def _user_write(tenant_id: int, user_id: int | None, fields: tuple[str, str, str]) -> str:
     operation = "insert" if user_id is None else "update"
-    head = f"users.{operation}|{tenant_id}|{'' if user_id is None else user_id}|"
-    return head + grants.field(email) + grants.field(grants.names(roles)) + grants.field(password_hash)
+    return f"users.{operation}|{tenant_id}|{'' if user_id is None else user_id}|" + "".join(fields)
 
 
-def _credentials_changed(user: User) -> bool:
+def _changed_fields(user: User) -> tuple[str, str, str] | None:
+    """The update's fields of a grant: each changed value, ``=`` for the rest; None when none changed."""
     attributes = inspect(user).attrs
-    return any(attributes[name].history.has_changes() for name in CREDENTIALS)
+    fields = []
+    for name in CREDENTIALS:
+        history = attributes[name].history
+        new = history.added[0] if history.added else None
+        if not history.added or (history.deleted and history.deleted[0] == new):
+            fields.append(_KEPT)
+        else:
+            fields.append(grants.field(grants.names(new or []) if name == "roles" else new))
+    return None if fields == [_KEPT] * 3 else (fields[0], fields[1], fields[2])
+
+
+def _new_fields(user: User) -> tuple[str, str, str]:
+    values = inspect(user).dict
+    roles = values.get("roles") or []
+    return (
+        grants.field(values.get("email")),
+        grants.field(grants.names(roles)),
+        grants.field(values.get("password_hash")),
+    )
 
 
 @event.listens_for(Session, "before_flush")
 def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None:
     """The grants a flush of :class:`User` rows needs in a signed database: one statement per row written."""
-    created = [user for user in session.new if isinstance(user, User)]
-    changed = [user for user in session.dirty if isinstance(user, User) and _credentials_changed(user)]
-    if not created and not changed:
+    writes: list[tuple[User, int | None, tuple[str, str, str]]] = [
+        (user, None, _new_fields(user)) for user in session.new if isinstance(user, User)
+    ]
+    for user in session.dirty:
+        changed = _changed_fields(user) if isinstance(user, User) else None
+        if changed is not None:
+            writes.append((user, user.id, changed))
+    if not writes:
         return
     connection = session.connection(bind_arguments={"mapper": inspect(User)})
     if key_of(connection.dialect) is None:
         return
-    for user in created + changed:
+    for user, user_id, fields in writes:
         tenant = require_tenant_id() if user.tenant_id is None else user.tenant_id
-        user_id = None if user in created else user.id
-        grants.add(connection, _user_write(tenant, user_id, user.email, user.roles or [], user.password_hash))
+        grants.add(connection, _user_write(tenant, user_id, fields))
 
 
 def email_matches(email: str) -> ColumnElement[bool]:

@@ -74,8 +74,12 @@ _UNCHECKED = sql.SQL(
     " RETURN nullif(pg_catalog.current_setting({}, true), '')::bigint"
 ).format(sql.Literal(_settings.TENANT))
 
-#: Every write a grant covers let through without one.
-_UNGRANTED = "CREATE OR REPLACE FUNCTION rls_tenancy.granted(what text) RETURNS boolean LANGUAGE sql STABLE RETURN true"
+#: Every write and read a grant covers let through without one.
+_UNGRANTED = (
+    "CREATE OR REPLACE FUNCTION rls_tenancy.granted(what text) RETURNS boolean LANGUAGE sql STABLE RETURN true;"
+    " CREATE OR REPLACE FUNCTION rls_tenancy.grant_valid(given text, what text) RETURNS boolean"
+    " LANGUAGE sql STABLE RETURN true"
+)
 
 
 def skip_signature_check(database_url: URL) -> None:

@@ -773,25 +773,58 @@ def test_the_app_writes_users_and_tokens_of_no_user_with_its_grants(
         session.flush()
         user.language = "de"  # no credential: no grant needed, none sent
         session.flush()
-        created, kept = user.id, user.password_hash
+        created = user.id
         issue_token(session, name="for the tenant", scopes=["projects:read"])
+    with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
+        found = session.get(User, created)
+        assert found is not None and found.check_password("second") and not found.check_password("first")
+        found.roles = ["projects:read"]  # its hash left as it is, unread: the grant says "unchanged"
+        session.flush()
     with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:
         change = text("UPDATE rls_tenancy.users SET roles = :roles WHERE id = :id")
-        grant_user_write(conn, user_id=created, email="renamed@signed.example", roles=["projects:read"])
+        grant_user_write(conn, user_id=created, roles=["admin"])
         with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
-            conn.execute(change, {"roles": ["admin"], "id": created})  # granted: other roles, and a password kept
-        grant_user_write(
-            conn,
-            user_id=created,
-            email="renamed@signed.example",
-            roles=["projects:read"],
-            password_hash=kept,
-        )
-        conn.execute(change, {"roles": ["projects:read"], "id": created})
+            conn.execute(change, {"roles": ["admin", "billing"], "id": created})  # granted: other roles
+        with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
+            conn.execute(
+                text("UPDATE rls_tenancy.users SET roles = '{admin}', email = 'x@y.z' WHERE id = :id"), {"id": created}
+            )
+        conn.execute(change, {"roles": ["admin"], "id": created})
         conn.commit()
     with signed.owner() as owner:
         row = owner.execute("SELECT email, roles, language FROM rls_tenancy.users WHERE id = %s", (created,)).fetchone()
-    assert row == ("renamed@signed.example", ["projects:read"], "de")
+    assert row == ("renamed@signed.example", ["admin"], "de")
+
+
+def test_the_app_role_reads_no_password_hash_in_a_signed_database(signed: Signed, signed_engine: Engine) -> None:
+    """Read by SQL run for a user, its tenant's hashes would be tried offline: the column is closed."""
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        with pytest.raises(DBAPIError, match="permission denied"):
+            conn.execute(text("SELECT password_hash FROM rls_tenancy.users"))
+        conn.rollback()
+        assert conn.execute(text("SELECT count(email) FROM rls_tenancy.users")).scalar_one() >= 1  # the rest stays
+
+
+@pytest.mark.rls_signing
+def test_injected_sql_cannot_read_a_password_hash_through_the_library(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        forged = signed.key.grant("anything", pid=0)[:-64] + secrets.token_hex(32)
+        for given in (None, forged):
+            with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
+                conn.execute(text("SELECT rls_tenancy.password_hash_of(:id, :g)"), {"id": admin_a, "g": given})
+        conn.rollback()
+
+
+def test_the_doctor_reports_password_hashes_readable_and_its_fix_closes_them(signed: Signed) -> None:
+    with signed.owner() as owner:
+        owner.execute(sql.SQL("GRANT SELECT ON rls_tenancy.users TO {}").format(sql.Identifier(signed.db.roles.app)))
+    found = _signing_findings(signed, "password_hash_readable")
+    assert [row[:2] for row in found] == [("error", "password_hash_readable")]
+    with signed.owner() as owner:
+        owner.execute(found[0][3])
+    assert _signing_findings(signed, "password_hash_readable") == []
 
 
 def test_the_doctor_reports_the_users_grant_trigger_disabled_and_its_fix_restores_it(
