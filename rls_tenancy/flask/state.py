@@ -57,8 +57,9 @@ class TenancyState:
     def dispose(self) -> None:
         """Close the pooled connections of every engine the extension uses: the app's, audit, bypass and read ones.
 
-        For a test's teardown, before the plugin drops its database (open
-        connections would make that wait, then fail noisily), and for a
+        For a test's teardown, before the plugin drops its database (the
+        drop ends the connections still open; one still checked out then
+        fails with ``AdminShutdown`` when next used or closed), and for a
         process about to fork workers. Each engine opens new connections
         when it is used again.
         """
