@@ -6,6 +6,10 @@ went wrong and how to fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.orm.exc import ObjectDeletedError
+
 
 class TenancyError(Exception):
     """Base class of every error raised by rls_tenancy."""
@@ -21,6 +25,22 @@ class NoTenantError(TenancyError):
 
 class TenantMismatchError(TenancyError):
     """An object belongs to a tenant other than the one in context."""
+
+
+class ObjectNotVisibleError(TenantMismatchError, ObjectDeletedError):
+    """A refresh found no row for an object, in a Session that acted for several tenants.
+
+    The row may belong to another tenant the object was loaded for, or it
+    was deleted since: the query cannot tell which without another round
+    trip. Also SQLAlchemy's ``ObjectDeletedError``, so the handlers written
+    for a deleted row keep catching it.
+    """
+
+    def __init__(self, state: Any, message: str) -> None:
+        ObjectDeletedError.__init__(self, state, message)
+
+    def __reduce__(self) -> Any:
+        return self.__class__, (None, self.args[0])
 
 
 class TenantChangedError(TenancyError):

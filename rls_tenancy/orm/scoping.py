@@ -32,7 +32,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.visitors import ExternallyTraversible
 
 from rls_tenancy.context import current_tenant_id, require_tenant_id
-from rls_tenancy.errors import NoTenantError, TenantMismatchError, UsageError
+from rls_tenancy.errors import NoTenantError, ObjectNotVisibleError, TenantMismatchError, UsageError
 from rls_tenancy.orm.mixin import TenantBoundMixin, is_tenant_table
 from rls_tenancy.orm.query import UNCONSTRAINED
 
@@ -133,17 +133,19 @@ def _refreshed(state: ORMExecuteState, tenant_id: int) -> Result[Any]:
     """A refresh in a session that acted for several tenants: a typed error when the row is not visible.
 
     The object may have been loaded for another tenant (and expired by a
-    commit): SQLAlchemy would report it deleted, though it exists. Only such
+    commit): SQLAlchemy would report it deleted, though it exists. The error
+    is also an ``ObjectDeletedError``: the row may as well have been deleted. Only such
     sessions pay for looking at the result first; it costs no round trip.
     """
     frozen = state.invoke_statement().freeze()
     if not frozen.data:
         refreshing = state.load_options._refresh_state
         what = "the object" if refreshing is None else f"{refreshing.class_.__name__} {refreshing.identity}"
-        raise TenantMismatchError(
+        raise ObjectNotVisibleError(
+            refreshing,
             f"{what} is not visible to tenant {tenant_id}: this session also acted for other tenants, and it was "
             "loaded for one of them (or deleted since); load it again acting for its tenant, or use a Session "
-            "per tenant"
+            "per tenant",
         )
     return frozen()
 
