@@ -403,12 +403,13 @@ $grant$;
 -- app.grants beside them, made with the context key by the application:
 --
 --     <slot>:<issued, Unix ms, 13 digits>:<backend pid, or 0>:<hex of the MAC>, comma-separated
---     MAC as for a proof, of 'grant|<issued>:<pid>|<what is granted>'
+--     MAC as for a proof, of 'grant|<issued>:<pid>|<the bound user, or nothing>|<what is granted>'
 --
 -- ('grant|' keeps it apart from every proof's message, which starts with a tenant id or '|'). What is
--- granted names each value written (below), so a grant seen by SQL in its own transaction writes
--- nothing but what the application was writing anyway; like a proof, it is worth five minutes, on its
--- backend. Granted to the application role: it answers whether a grant is there, and signs nothing.
+-- granted names each value written (below), and a grant is used up by the write it grants, so SQL
+-- run in the transaction after it finds nothing to copy; one the application added and did not use
+-- writes nothing but what the application was writing anyway, for the same user, for five minutes, on
+-- its backend. Granted to the application role: they answer whether a grant is there, and sign nothing.
 -- One grant, checked: made with a slot's key for what, within five minutes, on this backend (or any).
 CREATE OR REPLACE FUNCTION rls_tenancy.grant_valid(given text, what text)
 RETURNS boolean
@@ -420,7 +421,8 @@ DECLARE
                       THEN rls_tenancy.context_key(CASE left(given, 2) WHEN '1:' THEN 1 WHEN '2:' THEN 2 END) END;
 BEGIN
     RETURN key IS NOT NULL
-       AND encode(rls_tenancy.context_mac(key, 'grant|' || substr(given, 3, length(given) - 67) || '|' || what),
+       AND encode(rls_tenancy.context_mac(key, 'grant|' || substr(given, 3, length(given) - 67) || '|'
+                                               || coalesce(rls_tenancy.verified_user()::text, '') || '|' || what),
                   'hex') = right(given, 64)
        AND substr(given, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::text
                                     AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::text
@@ -428,20 +430,54 @@ BEGIN
 END
 $fn$;
 
+-- Whether app.grants holds a grant of what; the grant is used up: taken out of app.grants, so that
+-- SQL run later in the transaction finds nothing there to copy and replay.
 CREATE OR REPLACE FUNCTION rls_tenancy.granted(what text)
 RETURNS boolean
-LANGUAGE sql STABLE
-RETURN EXISTS (SELECT FROM pg_catalog.unnest(pg_catalog.string_to_array(
-                   NULLIF(pg_catalog.current_setting('app.grants', true), ''), ',')) AS given
-                WHERE rls_tenancy.grant_valid(given, what));
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    given  text;
+    others text[] := '{}';
+    found  boolean := false;
+BEGIN
+    FOREACH given IN ARRAY coalesce(string_to_array(nullif(current_setting('app.grants', true), ''), ','), '{}') LOOP
+        IF NOT found AND rls_tenancy.grant_valid(given, what) THEN
+            found := true;
+        ELSE
+            others := others || given;
+        END IF;
+    END LOOP;
+    IF found THEN
+        PERFORM set_config('app.grants', array_to_string(others, ','), true);
+    END IF;
+    RETURN found;
+END
+$fn$;
 COMMENT ON FUNCTION rls_tenancy.granted(text) IS
-    'Whether app.grants holds the application''s grant, made with the context key, for this write.';
+    'Whether app.grants holds the application''s grant, made with the context key, for this write; uses it up.';
 
 -- One value of what is granted: its length and itself ('-' for NULL), so that no value can end early.
 CREATE OR REPLACE FUNCTION rls_tenancy.grant_field(value text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN coalesce(pg_catalog.length(value)::text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) value, '-');
+
+-- Whether id is the last value this session drew from users' id sequence: the one a default drew for
+-- the row being inserted. The owner's, since the application role need not hold USAGE on an identity
+-- column's sequence; currval() is the session's whoever asks.
+CREATE OR REPLACE FUNCTION rls_tenancy.user_id_drawn(id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RETURN id = currval(pg_get_serial_sequence('rls_tenancy.users', 'id'));
+EXCEPTION WHEN object_not_in_prerequisite_state THEN  -- nothing drawn yet in this session
+    RETURN false;
+END
+$fn$;
 
 -- A user's email, roles and password hash are what acting as them rests on: written by the
 -- application role in a signed database only with a grant of the row's tenant, id (an update; an id
@@ -453,7 +489,12 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    what text;
+    emails text[];
+    roles  text[];
+    hashes text[];
+    email  text;
+    role   text;
+    hash   text;
 BEGIN
     IF NOT rls_tenancy.context_signing_required()
        OR EXISTS (SELECT 1 FROM pg_roles r
@@ -464,25 +505,39 @@ BEGIN
     IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
         RAISE EXCEPTION 'rls_tenancy: a user''s id never changes' USING ERRCODE = '42501';
     END IF;
+    -- A new user's id is the one its own INSERT drew: SQL could otherwise delete its own user and put
+    -- the granted email and roles back under its own id (its session names that id).
+    IF TG_OP = 'INSERT' AND NOT rls_tenancy.user_id_drawn(NEW.id) THEN
+        RAISE EXCEPTION 'rls_tenancy: a new user''s id is drawn by its INSERT in a signed context, not chosen'
+            USING ERRCODE = '42501', HINT = 'Leave users.id to its default.';
+    END IF;
     IF TG_OP = 'INSERT' THEN
-        what := 'users.insert|' || NEW.tenant_id || '||' || rls_tenancy.grant_field(NEW.email)
-                || rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*'))
-                || rls_tenancy.grant_field(NEW.password_hash);
-    ELSE  -- '=' for a value the update leaves as it was: the application need not know (or read) it
-        what := 'users.update|' || NEW.tenant_id || '|' || NEW.id || '|'
-                || CASE WHEN NEW.email IS NOT DISTINCT FROM OLD.email THEN '=' ELSE rls_tenancy.grant_field(NEW.email) END
-                || CASE WHEN NEW.roles IS NOT DISTINCT FROM OLD.roles THEN '='
-                        ELSE rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*')) END
-                || CASE WHEN NEW.password_hash IS NOT DISTINCT FROM OLD.password_hash THEN '='
-                        ELSE rls_tenancy.grant_field(NEW.password_hash) END;
+        emails := ARRAY[rls_tenancy.grant_field(NEW.email)];
+        roles := ARRAY[rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*'))];
+        hashes := ARRAY[rls_tenancy.grant_field(NEW.password_hash)];
+    ELSE  -- '=' for a value the update leaves as it was (the application need not know or read it), or the value
+        emails := ARRAY[rls_tenancy.grant_field(NEW.email)]
+                  || CASE WHEN NEW.email IS NOT DISTINCT FROM OLD.email THEN '{=}'::text[] ELSE '{}' END;
+        roles := ARRAY[rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*'))]
+                 || CASE WHEN NEW.roles IS NOT DISTINCT FROM OLD.roles THEN '{=}'::text[] ELSE '{}' END;
+        hashes := ARRAY[rls_tenancy.grant_field(NEW.password_hash)]
+                  || CASE WHEN NEW.password_hash IS NOT DISTINCT FROM OLD.password_hash THEN '{=}'::text[] ELSE '{}' END;
     END IF;
-    IF NOT rls_tenancy.granted(what) THEN
-        RAISE EXCEPTION 'rls_tenancy: a user''s email, roles and password are written only with the application''s grant in a signed context'
-            USING ERRCODE = '42501',
-                  HINT = 'Write users through the User model in an ORM Session (it adds the grant), or call '
-                         'rls_tenancy.identity.users.grant_user_write() on the connection first.';
-    END IF;
-    RETURN NEW;
+    FOREACH email IN ARRAY emails LOOP
+        FOREACH role IN ARRAY roles LOOP
+            FOREACH hash IN ARRAY hashes LOOP
+                IF rls_tenancy.granted('users.' || lower(TG_OP) || '|' || NEW.tenant_id || '|'
+                                       || CASE WHEN TG_OP = 'UPDATE' THEN NEW.id::text ELSE '' END || '|'
+                                       || email || role || hash) THEN
+                    RETURN NEW;
+                END IF;
+            END LOOP;
+        END LOOP;
+    END LOOP;
+    RAISE EXCEPTION 'rls_tenancy: a user''s email, roles and password are written only with the application''s grant in a signed context'
+        USING ERRCODE = '42501',
+              HINT = 'Write users through the User model in an ORM Session (it adds the grant), or call '
+                     'rls_tenancy.identity.users.grant_user_write() on the connection first.';
 END
 $fn$;
 -- A user's password hash, for the application's password check. Signed, the application role reads
@@ -513,13 +568,14 @@ CREATE TRIGGER users_write_granted BEFORE INSERT OR UPDATE OF id, email, roles, 
     FOR EACH ROW EXECUTE FUNCTION rls_tenancy.user_write_granted();
 
 REVOKE ALL ON FUNCTION rls_tenancy.grant_valid(text, text), rls_tenancy.granted(text), rls_tenancy.grant_field(text),
-                       rls_tenancy.user_write_granted(), rls_tenancy.password_hash_of(bigint, text)
+                       rls_tenancy.user_id_drawn(bigint), rls_tenancy.user_write_granted(),
+                       rls_tenancy.password_hash_of(bigint, text)
     FROM PUBLIC;
 DO $grant$
 BEGIN
     EXECUTE pg_catalog.format(
         'GRANT EXECUTE ON FUNCTION rls_tenancy.grant_valid(text, text), rls_tenancy.granted(text), '
-        'rls_tenancy.grant_field(text), rls_tenancy.user_write_granted(), '
+        'rls_tenancy.grant_field(text), rls_tenancy.user_id_drawn(bigint), rls_tenancy.user_write_granted(), '
         'rls_tenancy.password_hash_of(bigint, text) TO %I', rls_tenancy.role_name('app'));
 END
 $grant$;

@@ -15,6 +15,7 @@ $unsign$;
 
 DROP TRIGGER IF EXISTS users_write_granted ON rls_tenancy.users;
 DROP FUNCTION IF EXISTS rls_tenancy.user_write_granted();
+DROP FUNCTION IF EXISTS rls_tenancy.user_id_drawn(bigint);
 DROP FUNCTION IF EXISTS rls_tenancy.grant_field(text);
 DROP FUNCTION IF EXISTS rls_tenancy.password_hash_of(bigint, text);
 DROP FUNCTION IF EXISTS rls_tenancy.granted(text);

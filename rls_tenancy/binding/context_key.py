@@ -69,14 +69,16 @@ class ContextKey:
         message = f"{'' if tenant is None else tenant}|{'' if user is None else user}|{issued}:{pid}"
         return f"{self.slot}:{issued}:{pid}:{self._mac(message)}"
 
-    def grant(self, what: str, *, pid: int = 0, issued_ms: int | None = None) -> str:
+    def grant(self, what: str, *, user: int | None, pid: int = 0, issued_ms: int | None = None) -> str:
         """One grant of ``app.grants`` (``rls_tenancy.granted(what)``): consent to one write, for five minutes.
 
         ``what`` names the write and every value it writes
-        (:mod:`rls_tenancy.binding.grants`); ``pid`` as for :meth:`proof`.
+        (:mod:`rls_tenancy.binding.grants`); ``user``: the user the
+        transaction acts for (good for no other); ``pid`` as for :meth:`proof`.
         """
         issued = int(time.time() * 1000) if issued_ms is None else issued_ms
-        return f"{self.slot}:{issued}:{pid}:{self._mac(f'grant|{issued}:{pid}|{what}')}"
+        message = f"grant|{issued}:{pid}|{'' if user is None else user}|{what}"
+        return f"{self.slot}:{issued}:{pid}:{self._mac(message)}"
 
     def _mac(self, message: str) -> str:
         inner = hashlib.sha256(self.key + b"\x00" + message.encode()).digest()

@@ -3,8 +3,9 @@
 In a database that requires a signed context, a user's email, roles and
 password hash, and a token of no user, are written only beside a grant in
 ``app.grants`` that names the write and each value it writes
-(``rls_tenancy.granted()``, sql/016_signed_context.sql). The bound tenant
-and user prove who the transaction acts for; a grant proves that the
+(``rls_tenancy.granted()``, sql/016_signed_context.sql), for the user the
+transaction acts for, used up by the write it grants. The bound tenant and
+user prove who the transaction acts for; a grant proves that the
 application, not SQL run for that user, chose to make them an administrator
 or set their password. Without a key (unsigned), nothing is added: the
 database asks for no grant then.
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, Text, bindparam, text
 
 from rls_tenancy.binding.signing import PINNED, key_of
+from rls_tenancy.context import acting
 
 SETTING = "app.grants"
 _ADD = text(
@@ -38,7 +40,7 @@ def names(values: Iterable[str]) -> str:
 def make(connection: Connection, what: str) -> str | None:
     """A grant of ``what`` on this connection's backend, to pass to a function; None without a key."""
     key = key_of(connection.dialect)
-    return None if key is None else key.grant(what, pid=connection.info.get(PINNED, 0))
+    return None if key is None else key.grant(what, user=acting()[1], pid=connection.info.get(PINNED, 0))
 
 
 def add(connection: Connection, what: str) -> bool:

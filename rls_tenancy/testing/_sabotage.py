@@ -78,7 +78,8 @@ _UNCHECKED = sql.SQL(
 _UNGRANTED = (
     "CREATE OR REPLACE FUNCTION rls_tenancy.granted(what text) RETURNS boolean LANGUAGE sql STABLE RETURN true;"
     " CREATE OR REPLACE FUNCTION rls_tenancy.grant_valid(given text, what text) RETURNS boolean"
-    " LANGUAGE sql STABLE RETURN true"
+    " LANGUAGE sql STABLE RETURN true;"
+    " CREATE OR REPLACE FUNCTION rls_tenancy.user_id_drawn(id bigint) RETURNS boolean LANGUAGE sql RETURN true"
 )
 
 

@@ -723,7 +723,7 @@ def test_injected_sql_cannot_write_what_acting_as_a_user_rests_on(
     """Its own user made an administrator, or another user's password or email set, acts as them later."""
     values = {"me": signed.user_a, "admin": admin_a}
     with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
-        forged = signed.key.grant("anything", pid=0)[:-64] + secrets.token_hex(32)  # a grant's shape, not its MAC
+        forged = signed.key.grant("anything", user=None, pid=0)[:-64] + secrets.token_hex(32)  # the shape, not the MAC
         conn.execute(text("SELECT set_config('app.grants', :g, true)"), {"g": forged})
         with pytest.raises(DBAPIError, match="application's grant"):
             conn.execute(text(_CREDENTIAL_WRITES[write]), values)
@@ -810,7 +810,7 @@ def test_injected_sql_cannot_read_a_password_hash_through_the_library(
     signed: Signed, signed_engine: Engine, admin_a: int
 ) -> None:
     with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
-        forged = signed.key.grant("anything", pid=0)[:-64] + secrets.token_hex(32)
+        forged = signed.key.grant("anything", user=None, pid=0)[:-64] + secrets.token_hex(32)
         for given in (None, forged):
             with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
                 conn.execute(text("SELECT rls_tenancy.password_hash_of(:id, :g)"), {"id": admin_a, "g": given})
@@ -845,3 +845,64 @@ def test_the_doctor_reports_the_users_grant_trigger_disabled_and_its_fix_restore
         with pytest.raises(DBAPIError, match="application's grant"):
             conn.execute(text("UPDATE rls_tenancy.users SET roles = '{admin}' WHERE id = :me"), {"me": signed.user_a})
         conn.rollback()
+
+
+@pytest.mark.rls_signing
+def test_a_grant_is_used_up_by_its_write_and_good_for_its_user_only(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """Copied by SQL in the admin's transaction, a grant would undo a demotion from the intern's later."""
+    promote = text("UPDATE rls_tenancy.users SET roles = '{admin,projects:read}' WHERE id = :id")
+    with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:
+        grant_user_write(conn, user_id=signed.user_a, roles=["admin", "projects:read"])
+        conn.execute(promote, {"id": signed.user_a})
+        assert conn.execute(text("SELECT current_setting('app.grants', true)")).scalar() == ""  # used up
+        grant_user_write(conn, user_id=signed.user_a, roles=["admin", "projects:read"])  # one left unused
+        kept = conn.execute(text("SELECT current_setting('app.grants', true)")).scalar()
+        conn.rollback()
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:  # the same backend
+        conn.execute(text("SELECT set_config('app.grants', :g, true)"), {"g": kept})
+        with pytest.raises(DBAPIError, match="application's grant"):
+            conn.execute(promote, {"id": signed.user_a})
+        conn.rollback()
+
+
+@pytest.mark.rls_signing
+def test_a_new_users_grant_puts_its_values_under_a_drawn_id_only(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """SQL that deletes its own user could otherwise re-insert a granted administrator under its own id."""
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        grant_user_write(conn, email="invited@signed.example", roles=["admin"])  # the app, about to insert
+        conn.execute(text("DELETE FROM rls_tenancy.users WHERE id = :me"), {"me": signed.user_a})
+        with pytest.raises(DBAPIError, match="drawn by its INSERT"):
+            conn.execute(
+                text(
+                    "INSERT INTO rls_tenancy.users (id, tenant_id, email, roles)"
+                    " VALUES (:me, rls_tenancy.current_tenant_id(), 'invited@signed.example', '{admin}')"
+                ),
+                {"me": signed.user_a},
+            )
+        conn.rollback()
+
+
+def test_the_model_rewrites_a_value_unchanged_and_the_bypass_reads_a_hash(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """After a commit expires it, the same email or roles written again is no change: no grant names it so."""
+    with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session:
+        user = User(email="same@signed.example", roles=["projects:read"])
+        user.set_password("kept")
+        session.add(user)
+        session.commit()  # expires every attribute
+        user.email = "same@signed.example"
+        user.roles = ["projects:read"]
+        session.commit()
+        created = user.id
+    bypass = create_engine(signed.db.bypass_url)
+    try:
+        with Session(bypass) as session:
+            found = session.get(User, created)
+            assert found is not None and found.check_password("kept")
+    finally:
+        bypass.dispose()
