@@ -43,10 +43,10 @@ def make(connection: Connection, what: str) -> str | None:
     return None if key is None else key.grant(what, user=acting()[1], pid=connection.info.get(PINNED, 0))
 
 
-def add(connection: Connection, what: str) -> bool:
-    """Add a grant of ``what`` to this transaction, on its backend; False (and nothing sent) without a key."""
-    grant = make(connection, what)
-    if grant is None:
+def add(connection: Connection, *whats: str) -> bool:
+    """Add a grant of each of ``whats`` to this transaction, in one statement; False (nothing sent) without a key."""
+    made = [make(connection, what) for what in whats]
+    if not made or None in made:
         return False
-    connection.execute(_ADD, {"grant": grant})
+    connection.execute(_ADD, {"grant": ",".join(str(grant) for grant in made)})
     return True

@@ -218,7 +218,7 @@ def _new_fields(user: User) -> tuple[str, str, str]:
 
 @event.listens_for(Session, "before_flush")
 def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None:
-    """The grants a flush of :class:`User` rows needs in a signed database: one statement per row written."""
+    """The grants a flush of :class:`User` rows needs in a signed database: one statement for them all."""
     writes: list[tuple[User, int | None, tuple[str, str, str]]] = [
         (user, None, _new_fields(user)) for user in session.new if isinstance(user, User)
     ]
@@ -231,9 +231,11 @@ def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None
     connection = session.connection(bind_arguments={"mapper": inspect(User)})
     if key_of(connection.dialect) is None:
         return
-    for user, user_id, fields in writes:
-        tenant = require_tenant_id() if user.tenant_id is None else user.tenant_id
-        grants.add(connection, _user_write(tenant, user_id, fields))
+    whats = [
+        _user_write(require_tenant_id() if user.tenant_id is None else user.tenant_id, user_id, fields)
+        for user, user_id, fields in writes
+    ]
+    grants.add(connection, *whats)
 
 
 def email_matches(email: str) -> ColumnElement[bool]:

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from alembic.config import Config
 from psycopg import sql
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -906,3 +906,23 @@ def test_the_model_rewrites_a_value_unchanged_and_the_bypass_reads_a_hash(
             assert found is not None and found.check_password("kept")
     finally:
         bypass.dispose()
+
+
+def test_a_flush_of_several_users_sends_their_grants_in_one_statement(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    sent: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "app.grants" in statement:
+            sent.append(statement)
+
+    event.listen(signed_engine, "before_cursor_execute", count)
+    try:
+        with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
+            session.add_all(User(email=f"batch-{n}@signed.example", roles=["projects:read"]) for n in range(3))
+            session.flush()
+            assert len(sent) == 1
+            session.rollback()
+    finally:
+        event.remove(signed_engine, "before_cursor_execute", count)
