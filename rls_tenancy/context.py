@@ -8,9 +8,11 @@ is set and restored with it: entering another tenant never keeps a user.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import sys
+import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextvars import ContextVar, Token
 from types import FrameType
@@ -18,7 +20,7 @@ from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from sqlalchemy.util import greenlet_spawn
 
-from rls_tenancy.errors import NoTenantError, UsageError
+from rls_tenancy.errors import AmbiguousTenantError, NoTenantError, UsageError
 
 Acting = tuple[int | None, int | None]  # (tenant id, user id)
 
@@ -35,6 +37,7 @@ class _Entry(tuple[int | None, int | None]):
     block in effect until it ends; ``_ENDED`` once it ended in a context it
     was not entered in (in effect nowhere). ``mixed``: it or an entry it
     hides is a generator's, so what is in effect depends on the stack.
+    ``home``: the task (or thread) the generator's block was entered in.
     """
 
     hid: Acting
@@ -42,6 +45,7 @@ class _Entry(tuple[int | None, int | None]):
     key: _Entry
     owner: FrameType | None
     mixed: bool
+    home: object
 
 
 _acting: ContextVar[Acting] = ContextVar("rls_tenancy.acting", default=(None, None))
@@ -53,6 +57,36 @@ _DRIVERS = frozenset({"contextlib", "_pytest.fixtures", "pytest_asyncio.plugin",
 _ENDED = sys._getframe()  # a frame that never runs again (this module's body, once imported)
 _SPAWN = greenlet_spawn.__code__  # SQLAlchemy's asyncio layer runs sync code in a greenlet from here
 _CALLS = 3  # how far up a block's owner is looked for: its body, a context manager, one more call
+
+#: The open blocks of generators, by their generator's frame: what a
+#: generator resumed by a task or thread whose context never held its block
+#: finds. Looked at only while not empty.
+_open: dict[int, tuple[FrameType, dict[int, _Entry]]] = {}
+
+
+def _here() -> object:
+    """The asyncio task running, or else the thread: whose context this is."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running in this thread
+        task = None
+    return threading.current_thread() if task is None else task
+
+
+def _opened(entry: _Entry) -> None:
+    owner = entry.owner
+    if owner is not None:
+        entry.home = _here()
+        _open.setdefault(id(owner), (owner, {}))[1][id(entry)] = entry
+
+
+def _closed(key: _Entry) -> None:
+    owner = key.owner
+    held = None if owner is None else _open.get(id(owner))
+    if held is not None:
+        held[1].pop(id(key), None)
+        if not held[1]:
+            _open.pop(id(owner), None)
 
 
 def _owner(depth: int) -> FrameType | None:
@@ -86,6 +120,7 @@ def _enter(tenant_id: int | None, user_id: int | None, depth: int) -> _Entry:
     entry.owner = _owner(depth + 1)
     entry.mixed = entry.owner is not None or (isinstance(hid, _Entry) and hid.mixed)
     entry.token = _acting.set(entry)
+    _opened(entry)
     return entry
 
 
@@ -98,23 +133,58 @@ def _effective() -> Acting:
     over the blocks of the code that resumed it: the semantics PEP 568
     proposed. Among blocks in effect, the one whose generator is newest on
     the stack, then the newest entered. Without generators' blocks in the
-    context, the newest entry, at once.
+    context, or open anywhere, the newest entry, at once.
+
+    A generator resumed by another task or thread than the one its block was
+    entered in finds the block (``_open``). A task or thread started with a
+    copy of a context where a generator's block is suspended (its home's)
+    cannot tell whether it was started inside the block or by the code
+    iterating it between steps: :class:`AmbiguousTenantError`, unless a block
+    of its own decides.
     """
     value = _acting.get()
-    if not (isinstance(value, _Entry) and value.mixed):
+    if not _open and not (isinstance(value, _Entry) and value.mixed):
         return value
     stack = _stack(sys._getframe())
     outside = len(stack)  # a block outside any generator is older than every running one
     best: Acting | None = None
     best_at = outside + 1
+    for frame_id, (_frame, blocks) in list(_open.items()):
+        at = stack.get(frame_id, -1)
+        if 0 <= at < best_at:
+            newest = list(blocks.values())
+            if newest:
+                best, best_at = newest[-1], at
+    ambiguous: _Entry | None = None
+    ended: list[_Entry] = []
+    here: object = None
     while isinstance(value, _Entry):
-        owner = value.key.owner
+        key = value.key
+        owner = key.owner
         at = outside if owner is None else stack.get(id(owner), -1)  # -1: suspended, or _ENDED
         if 0 <= at < best_at:
             best, best_at = value, at
+        elif at < 0:
+            here = _here() if here is None else here
+            if key.home is not here:
+                if best is None and ambiguous is None:
+                    ambiguous = key  # in effect here if this context was copied inside the block
+            elif owner is _ENDED:
+                ended.append(key)
         if not value.mixed:
             break
         value = value.hid
+    for key in ended:  # ended elsewhere: out of its home context, so that nothing started here copies it
+        _leave(lambda found, key=key: found.key is key)  # type: ignore[misc]
+    if ambiguous is not None and best_at >= outside:  # nothing newer, nor a running generator's, decides
+        raise AmbiguousTenantError(
+            f"which tenant this code acts for is ambiguous: its task or thread was started with a copy of a "
+            f"context holding a generator's `with as_tenant({ambiguous[0]})` block, either inside that block or by "
+            "the code iterating the generator while it was suspended there, and the two cannot be told apart; "
+            "enter `with as_tenant(...)` inside the coroutine or function started, or decorate the generator "
+            "with `@as_tenant(...)` instead of a block around its yield, or close the generator first "
+            "(contextlib.aclosing)"
+        )
     return value if best is None else best
 
 
@@ -165,6 +235,7 @@ def _leave(mine: Callable[[_Entry], bool]) -> _Entry | None:
     above: list[_Entry] = []
     while isinstance(walk, _Entry):
         if mine(walk):
+            _closed(walk.key)
             ending_generators = walk.key.owner is not None
             rest = walk.hid
             for kept in reversed(above):
@@ -249,6 +320,7 @@ class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
             owner = _owner(1)
             for mine in self._entries:
                 if owner is not None and mine.owner is owner:
+                    _closed(mine)
                     mine.owner = _ENDED
             self._entries = [mine for mine in self._entries if mine.owner is not _ENDED]
 

@@ -74,6 +74,18 @@ class UsageError(TenancyError, ValueError):
     """The library was called with an invalid argument or configuration."""
 
 
+class AmbiguousTenantError(UsageError):
+    """The code could act for a generator's tenant or for its caller's, and nothing tells which.
+
+    Raised in a task or thread started with a copy of a context where a
+    generator's ``with as_tenant()`` block is suspended at a ``yield``:
+    started inside the block, it would act for the generator's tenant;
+    started by the code iterating the generator, for its own. Enter
+    ``with as_tenant(...)`` in the code started, or decorate the generator
+    with ``@as_tenant(...)``.
+    """
+
+
 class AuthenticationError(TenancyError):
     """The request's credentials are missing, malformed, unknown, expired or revoked.
 

@@ -7,6 +7,7 @@ the names of the projects visible to it (none without a tenant).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import secrets
 import threading
@@ -20,6 +21,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from rls_tenancy import NoTenantError, as_tenant, bind_engine, current_tenant_id, require_tenant_id
+from rls_tenancy import context as context_module
+from rls_tenancy.errors import AmbiguousTenantError
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
 
@@ -477,3 +480,200 @@ def test_a_fixture_around_as_tenant_still_shows_its_tenant_to_the_test(
     acting_for_a: int, world: World, seen: Seen
 ) -> None:
     assert seen() == world.projects[acting_for_a]
+
+
+async def _spawned(how: str, work: Callable[[], set[str]]) -> set[str]:
+    """Run ``work`` in a task or thread started here, as each asyncio way of starting one does."""
+
+    async def coroutine() -> set[str]:
+        return work()
+
+    if how == "create_task":
+        return await asyncio.create_task(coroutine())
+    if how == "gather":
+        (names,) = await asyncio.gather(coroutine())
+        return names
+    if how == "task_group":
+        try:
+            async with asyncio.TaskGroup() as group:
+                task = group.create_task(coroutine())
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return task.result()
+    if how == "wait_for":
+        return await asyncio.wait_for(coroutine(), timeout=30)
+    return await asyncio.to_thread(work)
+
+
+SPAWNS = ["create_task", "gather", "task_group", "wait_for", "to_thread"]
+
+
+@pytest.mark.parametrize("how", SPAWNS)
+def test_work_started_inside_a_generators_block_never_acts_for_the_caller(world: World, seen: Seen, how: str) -> None:
+    # Its context is a copy of the caller's, where the block is the generator's: it cannot act for the caller's B.
+    async def per_tenant_job() -> AsyncGenerator[set[str], None]:
+        with as_tenant(world.a):
+            yield await _spawned(how, seen)
+
+    async def main() -> None:
+        with as_tenant(world.b):
+            async for _ in per_tenant_job():
+                pass
+
+    with pytest.raises(AmbiguousTenantError, match=r"with as_tenant\(\.\.\.\)` inside the coroutine"):
+        asyncio.run(main())
+
+
+def test_a_write_started_inside_a_generators_block_is_refused_not_committed_for_the_caller(
+    db: TenancyDatabase, world: World, seen: Seen
+) -> None:
+    marker = f"meant for a {secrets.token_hex(3)}"
+
+    async def main() -> None:
+        engine = bind_engine(create_async_engine(db.app_url))
+
+        async def write() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO projects (name) VALUES (:n)"), {"n": marker})
+
+        async def per_tenant_job() -> AsyncGenerator[None, None]:
+            with as_tenant(world.a):
+                await asyncio.gather(write())
+                yield
+
+        try:
+            with as_tenant(world.b):
+                async for _ in per_tenant_job():
+                    pass
+        finally:
+            await engine.dispose()
+
+    with pytest.raises(AmbiguousTenantError):
+        asyncio.run(main())
+    with as_tenant(world.b):
+        assert marker not in seen()
+    with as_tenant(world.a):
+        assert marker not in seen()
+
+
+@pytest.mark.parametrize("how", SPAWNS)
+def test_work_the_caller_starts_while_a_generator_is_suspended_in_a_block_never_acts_for_the_generator(
+    world: World, seen: Seen, how: str
+) -> None:
+    async def suspended() -> AsyncGenerator[None, None]:
+        with as_tenant(world.a):
+            yield
+
+    async def main() -> None:
+        with as_tenant(world.b):
+            async for _ in suspended():
+                await _spawned(how, seen)  # a sibling: B's, but it looks like a child of A's block
+
+    with pytest.raises(AmbiguousTenantError):
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", SPAWNS)
+def test_a_decorated_generator_and_its_caller_each_pass_their_own_tenant_to_work_they_start(
+    world: World, seen: Seen, how: str
+) -> None:
+    @as_tenant(world.a)
+    async def per_tenant_job() -> AsyncGenerator[set[str], None]:
+        yield await _spawned(how, seen)
+
+    async def main() -> tuple[set[str], set[str]]:
+        with as_tenant(world.b):
+            async for inside in per_tenant_job():
+                return inside, await _spawned(how, seen)
+        raise AssertionError("no step")
+
+    assert asyncio.run(main()) == (world.projects[world.a], world.projects[world.b])
+
+
+@pytest.mark.parametrize("how", SPAWNS)
+def test_a_block_of_its_own_decides_for_work_started_inside_a_generators_block(
+    world: World, seen: Seen, how: str
+) -> None:
+    def as_a() -> set[str]:
+        with as_tenant(world.a):
+            return seen()
+
+    async def per_tenant_job() -> AsyncGenerator[set[str], None]:
+        with as_tenant(world.a):
+            yield await _spawned(how, as_a)
+
+    async def main() -> list[set[str]]:
+        with as_tenant(world.b):
+            return [names async for names in per_tenant_job()]
+
+    assert asyncio.run(main()) == [world.projects[world.a]]
+
+
+def test_a_thread_started_with_a_copy_inside_a_sync_generators_block_never_acts_for_the_caller(
+    world: World, seen: Seen
+) -> None:
+    def job() -> Iterator[set[str]]:
+        with as_tenant(world.a):
+            with ThreadPoolExecutor(max_workers=1) as worker:
+                yield worker.submit(contextvars.copy_context().run, seen).result()
+
+    with as_tenant(world.b):
+        with pytest.raises(AmbiguousTenantError):
+            list(job())
+        assert seen() == world.projects[world.b]
+
+
+def test_an_async_generators_block_stays_its_own_when_another_task_resumes_it(world: World, seen: Seen) -> None:
+    async def steps() -> AsyncGenerator[set[str], None]:
+        with as_tenant(world.a):
+            while True:
+                yield seen()
+
+    async def main() -> tuple[set[str], set[str], set[str]]:
+        shared = steps()
+
+        async def worker() -> set[str]:
+            return await anext(shared)
+
+        first = await asyncio.create_task(worker())  # the block is entered in the worker's context
+        with as_tenant(world.b):
+            second = await anext(shared)  # resumed here, where the block never was
+            between = seen()
+        await shared.aclose()
+        return first, second, between
+
+    a, b = world.projects[world.a], world.projects[world.b]
+    assert asyncio.run(main()) == (a, a, b)
+    assert not context_module._open
+
+
+def test_a_generators_block_stays_its_own_when_another_thread_resumes_it(world: World, seen: Seen) -> None:
+    def steps() -> Generator[set[str], None, None]:
+        with as_tenant(world.a):
+            while True:
+                yield seen()
+
+    shared = steps()
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        first = worker.submit(next, shared).result()
+    with as_tenant(world.b):
+        second = next(shared)
+        assert seen() == world.projects[world.b]
+    shared.close()
+    assert first == second == world.projects[world.a]
+    assert not context_module._open
+    assert seen() == set()
+
+
+def test_a_generator_closed_elsewhere_leaves_nothing_ambiguous_to_the_next_task(world: World, seen: Seen) -> None:
+    kept = _suspended_in_block(world.a, seen)
+    next(kept)  # suspended in the block, in this thread's context
+    closer = threading.Thread(target=kept.close)
+    closer.start()
+    closer.join()
+    assert seen() == set()  # this thread's first look drops the ended block from its context
+
+    async def task() -> int | None:
+        return current_tenant_id()
+
+    assert asyncio.run(task()) is None
