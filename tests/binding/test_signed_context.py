@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
 from rls_tenancy import ContextKeyError, User, as_tenant, bind_engine
+from rls_tenancy.binding import grants
 from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.cli import main
 from rls_tenancy.identity import tokens
@@ -926,3 +927,44 @@ def test_a_flush_of_several_users_sends_their_grants_in_one_statement(
             session.rollback()
     finally:
         event.remove(signed_engine, "before_cursor_execute", count)
+
+
+_MEMBERSHIPS = """
+CREATE TABLE public.memberships (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id),
+    user_id bigint NOT NULL,
+    admin boolean NOT NULL DEFAULT false
+);
+SELECT rls_tenancy.enable_tenant_isolation('public.memberships');
+CREATE FUNCTION public.memberships_granted() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF NOT rls_tenancy.granted('app.memberships|' || NEW.user_id || '|' || NEW.admin) THEN
+        RAISE EXCEPTION 'memberships are written with the application''s grant' USING ERRCODE = '42501';
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER memberships_granted BEFORE INSERT OR UPDATE ON public.memberships
+    FOR EACH ROW EXECUTE FUNCTION public.memberships_granted();
+"""
+
+
+@pytest.mark.rls_signing
+def test_an_apps_own_table_of_rights_takes_grants_the_same_way(signed: Signed, signed_engine: Engine) -> None:
+    """What signed-context.md tells an app whose own tables say who may do what."""
+    with signed.owner() as owner:
+        owner.execute(_MEMBERSHIPS)
+    insert = text(
+        "INSERT INTO memberships (tenant_id, user_id, admin) VALUES (rls_tenancy.current_tenant_id(), :u, true)"
+    )
+    try:
+        with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+            with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
+                conn.execute(insert, {"u": signed.user_a})  # SQL run for the user, making itself an admin
+            grants.add(conn, f"app.memberships|{signed.user_a}|true")  # the application deciding it
+            conn.execute(insert, {"u": signed.user_a})
+            conn.rollback()
+    finally:
+        with signed.owner() as owner:
+            owner.execute("DROP TABLE public.memberships; DROP FUNCTION public.memberships_granted()")
