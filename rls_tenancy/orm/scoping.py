@@ -9,12 +9,12 @@ this layer were bypassed, PostgreSQL still enforces the policy.
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import BigInteger, Connection, Result, Table, bindparam, event
-from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
 from sqlalchemy.orm import (
     LoaderCriteriaOption,
     Mapper,
@@ -40,14 +40,17 @@ from rls_tenancy.orm.query import UNCONSTRAINED
 BYPASS_REASON = "rls_tenancy.bypass_reason"
 _SCOPED = "rls_tenancy.scoped"
 
-ScopeTarget = (
-    type[Session]
-    | sessionmaker[Any]
-    | scoped_session[Any]
-    | type[AsyncSession]
-    | async_sessionmaker[Any]
-    | async_scoped_session[Any]
-)
+if TYPE_CHECKING:  # greenlet, which SQLAlchemy's asyncio needs, is optional: imported only where it is used
+    from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
+
+    ScopeTarget = (
+        type[Session]
+        | sessionmaker[Any]
+        | scoped_session[Any]
+        | type[AsyncSession]
+        | async_sessionmaker[Any]
+        | async_scoped_session[Any]
+    )
 
 #: The Session classes scope_sessions() listened on. SQLAlchemy's own record
 #: (``event.contains``) is keyed by ``id()``: a new sessionmaker's class at the
@@ -79,14 +82,16 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
 
 def _session_class(target: ScopeTarget) -> type[Session]:
     """The Session class whose events reach ``target``'s sessions."""
-    if isinstance(target, scoped_session | async_scoped_session):
+    # Whoever made an asyncio target imported SQLAlchemy's asyncio module: without it, there is none.
+    asyncio = sys.modules.get("sqlalchemy.ext.asyncio")
+    if isinstance(target, scoped_session) or (asyncio and isinstance(target, asyncio.async_scoped_session)):
         target = target.session_factory
     if isinstance(target, sessionmaker):
         return cast(type[Session], target.class_)
-    if isinstance(target, async_sessionmaker):
+    if asyncio and isinstance(target, asyncio.async_sessionmaker):
         return cast(type[Session], target.kw.get("sync_session_class") or target.class_.sync_session_class)
-    if isinstance(target, type) and issubclass(target, AsyncSession):
-        return target.sync_session_class
+    if asyncio and isinstance(target, type) and issubclass(target, asyncio.AsyncSession):
+        return cast("type[AsyncSession]", target).sync_session_class
     if isinstance(target, type) and issubclass(target, Session):
         return target
     raise UsageError(

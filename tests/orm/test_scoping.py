@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, delete, exc, func, insert, select, text, union_all, update
@@ -26,10 +27,13 @@ from rls_tenancy import (
     scope_sessions,
 )
 from rls_tenancy.bypass import UnsafeBypass
-from rls_tenancy.orm.scoping import _CRITERIA, TENANT_PARAMETER, ScopeTarget
+from rls_tenancy.orm.scoping import _CRITERIA, TENANT_PARAMETER
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project, Task
 from tests.conftest import World
+
+if TYPE_CHECKING:
+    from rls_tenancy.orm.scoping import ScopeTarget
 
 
 class OrmOnlySession(Session):

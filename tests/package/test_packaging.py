@@ -222,3 +222,32 @@ def test_the_alembic_command_line_puts_an_apps_revisions_on_its_own_branch(
         "(effective",
         "head)",
     ]
+
+
+_WITHOUT_GREENLET = """
+import sys
+
+
+class NoGreenlet:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "greenlet":
+            raise ImportError("greenlet is not installed")
+
+
+sys.meta_path.insert(0, NoGreenlet())
+from sqlalchemy.orm import sessionmaker
+
+import rls_tenancy.cli
+import rls_tenancy.flask
+import rls_tenancy.testing
+from rls_tenancy import scope_sessions
+
+scope_sessions(sessionmaker())
+print("ok")
+"""
+
+
+def test_the_library_imports_and_scopes_without_greenlet() -> None:
+    """SQLAlchemy 2.1 installs greenlet (its asyncio's) only with its asyncio extra, which a sync app need not have."""
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_GREENLET], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == "ok", done.stderr
