@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from alembic.config import Config
 from psycopg import sql
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, insert, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -968,3 +968,19 @@ def test_an_apps_own_table_of_rights_takes_grants_the_same_way(signed: Signed, s
     finally:
         with signed.owner() as owner:
             owner.execute("DROP TABLE public.memberships; DROP FUNCTION public.memberships_granted()")
+
+
+def test_the_docs_way_of_writing_users_yourself(signed: Signed, signed_engine: Engine, admin_a: int) -> None:
+    """signed-context.md, "Writing users yourself", as it reads."""
+    with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
+        connection = session.connection()
+        grant_user_write(connection, email="new@example.com", roles=["projects:read"])
+        session.execute(insert(User).values(email="new@example.com", roles=["projects:read"]))
+        grant_user_write(connection, user_id=signed.user_a, roles=["admin"])
+        session.execute(update(User).where(User.id == signed.user_a).values(roles=["admin"]))
+        written = session.execute(text("SELECT email, roles FROM rls_tenancy.users ORDER BY id")).all()
+        assert [tuple(row) for row in written][-1] == ("new@example.com", ["projects:read"])
+        assert session.execute(
+            text("SELECT roles FROM rls_tenancy.users WHERE id = :id"), {"id": signed.user_a}
+        ).scalar() == ["admin"]
+        session.rollback()
