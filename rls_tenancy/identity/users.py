@@ -22,7 +22,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Mapped, Session, mapped_column, validates
+from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, validates
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -142,6 +142,7 @@ def load_password_hash(session: Session, user: User) -> str | None:
 
 #: What acting as a user rests on: written only with the application's grant in a signed context.
 CREDENTIALS = ("email", "roles", "password_hash")
+_MAPPER = inspect(User)
 
 
 class _Unchanged:
@@ -235,6 +236,36 @@ def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None
         _user_write(require_tenant_id() if user.tenant_id is None else user.tenant_id, user_id, fields)
         for user, user_id, fields in writes
     ]
+    grants.add(connection, *whats)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _grant_bulk_user_writes(state: ORMExecuteState) -> None:
+    """The grants of ORM bulk statements on users (``session.execute(insert(User), [rows])``, by-key updates).
+
+    One statement for them all, in a signed database only; a bulk row
+    names its values as the statement writes them.
+    """
+    rows = state.parameters
+    if not (state.is_insert or state.is_update) or not isinstance(rows, list) or state.bind_mapper is not _MAPPER:
+        return
+    connection = state.session.connection(bind_arguments={"mapper": _MAPPER})
+    if key_of(connection.dialect) is None:
+        return
+    tenant = require_tenant_id()
+    whats = []
+    for row in rows:
+        values = [row.get(name, UNCHANGED) if state.is_update else row.get(name) for name in CREDENTIALS]
+        fields = tuple(
+            _KEPT
+            if isinstance(value, _Unchanged)
+            else grants.field(grants.names(value or []) if name == "roles" else value)
+            for name, value in zip(CREDENTIALS, values, strict=True)
+        )
+        if state.is_insert:
+            whats.append(_user_write(tenant, None, (fields[0], fields[1], fields[2])))
+        elif fields != (_KEPT, _KEPT, _KEPT):
+            whats.append(_user_write(tenant, row["id"], (fields[0], fields[1], fields[2])))
     grants.add(connection, *whats)
 
 

@@ -984,3 +984,26 @@ def test_the_docs_way_of_writing_users_yourself(signed: Signed, signed_engine: E
             text("SELECT roles FROM rls_tenancy.users WHERE id = :id"), {"id": signed.user_a}
         ).scalar() == ["admin"]
         session.rollback()
+
+
+def test_orm_bulk_statements_on_users_add_their_grants(signed: Signed, signed_engine: Engine, admin_a: int) -> None:
+    sent: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "app.grants" in statement:
+            sent.append(statement)
+
+    event.listen(signed_engine, "before_cursor_execute", count)
+    try:
+        with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
+            rows = [{"email": f"bulk-{n}@signed.example", "roles": ["projects:read"]} for n in range(3)]
+            session.execute(insert(User), rows)
+            session.execute(
+                update(User), [{"id": signed.user_a, "roles": ["admin"]}, {"id": admin_a, "language": "de"}]
+            )
+            emails = session.execute(text("SELECT count(*) FROM rls_tenancy.users WHERE email LIKE 'bulk-%'")).scalar()
+            roles = session.execute(text("SELECT roles FROM rls_tenancy.users WHERE id = :id"), {"id": signed.user_a})
+            assert (emails, roles.scalar(), len(sent)) == (3, ["admin"], 2)
+            session.rollback()
+    finally:
+        event.remove(signed_engine, "before_cursor_execute", count)
