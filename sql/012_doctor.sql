@@ -192,6 +192,20 @@ BEGIN
 END
 $stub$;
 
+-- What the doctor reports of the library's definitions changed since they were installed:
+-- sql/018_library_definitions.sql defines it; this stub keeps findings() whole before that.
+DO $stub$
+BEGIN
+    IF pg_catalog.to_regprocedure('rls_tenancy.library_definition_findings()') IS NULL THEN
+        CREATE FUNCTION rls_tenancy.library_definition_findings()
+        RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
+        LANGUAGE sql STABLE
+        AS 'SELECT NULL::text, NULL::text, NULL::text, NULL::text, NULL::text WHERE false';
+        REVOKE ALL ON FUNCTION rls_tenancy.library_definition_findings() FROM PUBLIC;
+    END IF;
+END
+$stub$;
+
 -- A grantee as GRANT and REVOKE spell it: PUBLIC for 0, else the role's quoted name.
 CREATE OR REPLACE FUNCTION rls_tenancy.grantee_name(grantee oid)
 RETURNS text
@@ -555,7 +569,8 @@ BEGIN
         SELECT DISTINCT t.oid, t.relname, acl.grantee
           FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
          WHERE t.oid IN ('rls_tenancy.roles'::regclass, 'rls_tenancy.doctor_exemptions'::regclass,
-                         coalesce(to_regclass('rls_tenancy.context_signing'), 0))
+                         coalesce(to_regclass('rls_tenancy.context_signing'), 0),
+                         coalesce(to_regclass('rls_tenancy.library_definitions'), 0))
            AND acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND acl.grantee <> t.relowner
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
     ),
@@ -1177,6 +1192,7 @@ BEGIN
                       CASE w.relname
                            WHEN 'roles' THEN 'naming another role as the application role would hide every finding about it'
                            WHEN 'context_signing' THEN 'turning the signed context''s requirement off in the doctor''s eyes hides unsigned policies'
+                           WHEN 'library_definitions' THEN 'a digest written over hides a library function or trigger changed since it was installed'
                            ELSE 'an exemption turns any error into info (exemptions are ignored until this is fixed)' END),
                format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM %s;', w.table_oid::regclass,
                       rls_tenancy.grantee_name(w.grantee))
@@ -1318,6 +1334,8 @@ BEGIN
          GROUP BY lo.oid, acl.grantee
         UNION ALL
         SELECT * FROM rls_tenancy.signing_findings()
+        UNION ALL
+        SELECT * FROM rls_tenancy.library_definition_findings()
         UNION ALL
         SELECT * FROM rls_tenancy.audit_findings()
         UNION ALL

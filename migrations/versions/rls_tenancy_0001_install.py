@@ -34,6 +34,7 @@ def downgrade() -> None:
     # Each part's uninstall script, last installed first; the signed context's
     # leaves the unsigned definitions it replaced, which the doctor's script
     # then refers to, until the doctor's own goes.
+    uninstall("uninstall_library_definitions.sql")
     uninstall("uninstall_query_text.sql")
     uninstall("uninstall_signed_context.sql")
     install("004_isolation.sql", "012_doctor.sql")

@@ -1,0 +1,134 @@
+"""The library's functions and triggers as installed: one changed, or a trigger added to its tables, is an error.
+
+A database of its own that requires a signed context. Each plant is made by a superuser in a transaction,
+reported as ``library_definition_changed``, and gone once the printed fix is applied (the install scripts
+run again, or the added trigger dropped); the transaction is rolled back afterwards. One plant is committed
+to show what it lets the application role do, and undone the way the doctor says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from alembic.config import Config
+from psycopg import sql
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
+
+from rls_tenancy import as_tenant, bind_engine
+from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.schema._resources import install_scripts, sql_script
+from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import require_signing, tenancy_database
+from tests.conftest import DEMO_ALEMBIC_INI
+
+CHECK = "library_definition_changed"
+REWRITE = (
+    "CREATE FUNCTION public.rewrite_roles() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN NEW.roles := '{admin}'; RETURN NEW; END $$;"
+    " CREATE TRIGGER zzz_rewrite BEFORE UPDATE ON rls_tenancy.users FOR EACH ROW"
+    " EXECUTE FUNCTION public.rewrite_roles()"
+)
+PLANTS = {
+    "a guard made to pass": (
+        "CREATE OR REPLACE FUNCTION rls_tenancy.granted(what text) RETURNS boolean LANGUAGE sql STABLE RETURN true",
+        "function rls_tenancy.granted(text)",
+    ),
+    "a trigger function made SECURITY DEFINER": (
+        "ALTER FUNCTION rls_tenancy.user_write_granted() SECURITY DEFINER",
+        "function rls_tenancy.user_write_granted()",
+    ),
+    "a guard's trigger made again WHEN (false)": (
+        "DROP TRIGGER users_write_granted ON rls_tenancy.users;"
+        " CREATE TRIGGER users_write_granted BEFORE INSERT OR UPDATE ON rls_tenancy.users FOR EACH ROW"
+        " WHEN (false) EXECUTE FUNCTION rls_tenancy.user_write_granted()",
+        "trigger users_write_granted on rls_tenancy.users",
+    ),
+    "a trigger added after the guard": (REWRITE, "trigger zzz_rewrite on rls_tenancy.users"),
+}
+
+
+@pytest.fixture(scope="module")
+def signed_db(rls_postgres_url: URL) -> Iterator[TenancyDatabase]:
+    with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI)) as db:
+        require_signing(db.superuser_url, ContextKey.generate(1))
+        yield db
+
+
+def _connect(url: URL) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+
+
+def _changed(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[str, str, str]]:
+    rows = conn.execute(
+        "SELECT severity, object_name, fix FROM rls_tenancy.findings() WHERE check_name = %s ORDER BY 2", (CHECK,)
+    ).fetchall()
+    return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+
+def _apply(conn: psycopg.Connection[tuple[object, ...]], fix: str, db: TenancyDatabase) -> None:
+    """The printed fix: a statement as it is, or the install scripts again (what "run ... again" says)."""
+    if fix.startswith("DROP "):
+        conn.execute(fix)
+        return
+    assert "install scripts again" in fix
+    for name, value in db.roles.settings().items():
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
+    for script in install_scripts():
+        conn.execute(sql_script(script))
+
+
+def test_a_database_as_installed_has_no_changed_definition(signed_db: TenancyDatabase) -> None:
+    with _connect(signed_db.superuser_url) as conn:
+        assert _changed(conn) == []
+
+
+@pytest.mark.parametrize("plant", list(PLANTS))
+def test_a_changed_library_definition_is_an_error_and_its_fix_restores_it(
+    signed_db: TenancyDatabase, plant: str
+) -> None:
+    statement, object_name = PLANTS[plant]
+    with _connect(signed_db.superuser_url) as conn:
+        try:
+            conn.execute(statement)
+            found = _changed(conn)
+            assert [row[:2] for row in found] == [("error", object_name)]
+            _apply(conn, found[0][2], signed_db)
+            assert _changed(conn) == []
+        finally:
+            conn.rollback()
+
+
+def test_a_trigger_added_to_a_library_table_lets_a_user_rewrite_its_roles_until_dropped(
+    signed_db: TenancyDatabase,
+) -> None:
+    """What the doctor reports, shown: SQL run for a user changes its language and comes out an administrator."""
+    key = ContextKey.generate(2)
+    with _connect(signed_db.superuser_url) as conn:
+        conn.execute("SELECT rls_tenancy.install_context_key(2, %s)", (key.key,))
+        tenant = conn.execute("INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('defs', 'defs') RETURNING id")
+        tenant_id = int(str(tenant.fetchone()[0]))  # type: ignore[index]
+        user = conn.execute(
+            "INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (%s, 'intern@defs.example') RETURNING id",
+            (tenant_id,),
+        )
+        user_id = int(str(user.fetchone()[0]))  # type: ignore[index]
+        conn.execute(REWRITE)
+    engine: Engine = bind_engine(create_engine(signed_db.app_url), context_key=key)
+    language = text("UPDATE rls_tenancy.users SET language = 'de' WHERE id = :id RETURNING roles")
+    try:
+        with as_tenant(tenant_id, user=user_id), engine.begin() as app:
+            assert app.execute(language, {"id": user_id}).scalar_one() == ["admin"]  # no grant asked for
+            app.rollback()
+        with _connect(signed_db.superuser_url) as conn:
+            (found,) = _changed(conn)
+            conn.execute(found[2])
+        with as_tenant(tenant_id, user=user_id), engine.begin() as app:
+            assert app.execute(language, {"id": user_id}).scalar_one() == []
+    finally:
+        engine.dispose()
+        with _connect(signed_db.superuser_url) as conn:
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS zzz_rewrite ON rls_tenancy.users"))
+            conn.execute("DROP FUNCTION IF EXISTS public.rewrite_roles()")
