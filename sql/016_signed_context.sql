@@ -336,14 +336,111 @@ AS $fn$
                AND coalesce(pg_get_function_sqlbody(f.oid), f.prosrc) NOT LIKE '%verified_%') AS unsigned
      WHERE rls_tenancy.context_signing_required()
     UNION ALL
-    -- The password hashes, read by the app role past password_hash_of() (a grant given back by hand).
+    -- The password hashes, read by the app role past password_hash_of(): a grant given back by hand on the
+    -- table or the column, to the app role, a role it can become (it is NOINHERIT: SET ROLE) or PUBLIC.
     SELECT 'error', 'password_hash_readable', 'rls_tenancy.users password_hash',
-           format('%I may read rls_tenancy.users.password_hash while a signed context is required: SQL run for a '
-                  'user reads its tenant''s password hashes and tries passwords offline', rls_tenancy.role_name('app')),
-           format('REVOKE SELECT ON rls_tenancy.users FROM %I; SELECT rls_tenancy.require_signed_context(true);',
-                  rls_tenancy.role_name('app'))
+           format('%s may read rls_tenancy.users.password_hash while a signed context is required (the app role '
+                  'is or can become each of them): SQL run for a user reads its tenant''s password hashes and '
+                  'tries passwords offline', string_agg(rls_tenancy.grantee_name(g.grantee), ', ' ORDER BY g.grantee)),
+           string_agg(CASE WHEN g.table_wide
+                           THEN format('REVOKE SELECT ON rls_tenancy.users FROM %s; ', rls_tenancy.grantee_name(g.grantee))
+                           ELSE format('REVOKE SELECT (password_hash) ON rls_tenancy.users FROM %s; ',
+                                       rls_tenancy.grantee_name(g.grantee)) END, '' ORDER BY g.grantee)
+           || 'SELECT rls_tenancy.require_signed_context(true);'
+      FROM (SELECT acl.grantee, bool_or(acl.table_wide) AS table_wide
+              FROM (SELECT t.grantee, true AS table_wide
+                      FROM pg_class u CROSS JOIN LATERAL aclexplode(coalesce(u.relacl, acldefault('r', u.relowner))) t
+                     WHERE u.oid = 'rls_tenancy.users'::regclass AND t.privilege_type = 'SELECT' AND t.grantee <> u.relowner
+                    UNION ALL
+                    SELECT c.grantee, false
+                      FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) c
+                     WHERE a.attrelid = 'rls_tenancy.users'::regclass AND a.attname = 'password_hash'
+                       AND c.privilege_type = 'SELECT'
+                       AND c.grantee <> (SELECT u.relowner FROM pg_class u WHERE u.oid = a.attrelid)) acl
+             WHERE acl.grantee = 0 OR pg_has_role(rls_tenancy.role_name('app'), acl.grantee, 'MEMBER')
+             GROUP BY acl.grantee) g
      WHERE rls_tenancy.context_signing_required()
-       AND has_column_privilege(rls_tenancy.role_name('app'), 'rls_tenancy.users', 'password_hash', 'SELECT')
+    HAVING count(*) > 0
+    UNION ALL
+    -- The same hashes through a view that reads the column with its owner's rights (no security_invoker) and
+    -- that the app role, a role it can become or PUBLIC may read. A materialized view holds them too.
+    SELECT 'error', 'password_hash_readable', format('%s', v.oid::regclass),
+           format('%s %s reads rls_tenancy.users.password_hash with its owner''s rights and %s may read it while a '
+                  'signed context is required: SQL run for a user reads its tenant''s password hashes through it and '
+                  'tries passwords offline',
+                  CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, v.oid::regclass,
+                  string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', ')),
+           format('REVOKE SELECT ON %s FROM %s;%s', v.oid::regclass,
+                  string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', '),
+                  CASE WHEN v.relkind = 'v'
+                       THEN format(' -- or ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass) ELSE '' END)
+      FROM pg_class v
+      CROSS JOIN LATERAL (SELECT acl.grantee FROM aclexplode(coalesce(v.relacl, acldefault('r', v.relowner))) acl
+                           WHERE acl.privilege_type = 'SELECT'
+                          UNION
+                          SELECT acl.grantee FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl
+                           WHERE a.attrelid = v.oid AND acl.privilege_type = 'SELECT') g
+     WHERE rls_tenancy.context_signing_required()
+       AND v.relkind IN ('v', 'm')
+       AND EXISTS (SELECT 1
+                     FROM pg_rewrite r
+                     JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                     JOIN pg_attribute h ON h.attrelid = d.refobjid AND h.attnum = d.refobjsubid
+                    WHERE r.ev_class = v.oid AND d.refclassid = 'pg_class'::regclass
+                      AND d.refobjid = 'rls_tenancy.users'::regclass AND h.attname = 'password_hash')
+       AND (v.relkind = 'm'
+            OR NOT coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(v.reloptions) o
+                              WHERE o.option_name = 'security_invoker'), false))
+       AND has_column_privilege(v.relowner, 'rls_tenancy.users', 'password_hash', 'SELECT')
+       AND g.grantee <> v.relowner
+       AND (g.grantee = 0 OR pg_has_role(rls_tenancy.role_name('app'), g.grantee, 'MEMBER'))
+     GROUP BY v.oid, v.relkind
+    UNION ALL
+    -- UPDATE on users' id sequence: setval() makes any id the one user_id_drawn() takes for drawn, and SQL
+    -- that deletes its own user puts a granted administrator back under its own id.
+    SELECT 'error', 'users_id_sequence_settable', format('%s', s.oid::regclass),
+           format('%s holds UPDATE on %s, the sequence of rls_tenancy.users.id, while a signed context is required: '
+                  'setval() makes any id look drawn by an INSERT, so SQL run for a user deletes its own user and puts '
+                  'a new user the application granted (an administrator, say) back under its own id',
+                  string_agg(rls_tenancy.grantee_name(acl.grantee), ', ' ORDER BY acl.grantee), s.oid::regclass),
+           format('REVOKE UPDATE ON SEQUENCE %s FROM %s;', s.oid::regclass,
+                  string_agg(rls_tenancy.grantee_name(acl.grantee), ', ' ORDER BY acl.grantee))
+      FROM pg_class s CROSS JOIN LATERAL aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) acl
+     WHERE rls_tenancy.context_signing_required()
+       AND s.oid = pg_get_serial_sequence('rls_tenancy.users', 'id')::regclass
+       AND acl.privilege_type = 'UPDATE' AND acl.grantee <> s.relowner
+       AND (acl.grantee = 0 OR pg_has_role(rls_tenancy.role_name('app'), acl.grantee, 'MEMBER'))
+     GROUP BY s.oid
+    UNION ALL
+    -- Signing half off: context_signing.required set false by hand, the policies and current_tenant_id() left
+    -- signed. The apps keep working, so nobody notices, while the users' grants guard and password_hash_of()
+    -- check nothing, the app role reads password_hash again at the next require_signed_context(), and every
+    -- check above is silent.
+    SELECT 'error', 'context_signing_half_off', 'rls_tenancy.context_signing',
+           format('a signed context is not required (rls_tenancy.context_signing.required is false), yet %s check '
+                  'the signed context: the apps keep working signed, while SQL run for a user writes any user''s '
+                  'email, roles and password hash without the application''s grant, reads password hashes through '
+                  'password_hash_of(), and the doctor''s signed checks are silent. Require it again, or turn it off '
+                  'wholly with SELECT rls_tenancy.require_signed_context(false);',
+                  string_agg(signed.object_name, ', ' ORDER BY signed.object_name)),
+           'SELECT rls_tenancy.require_signed_context(true); -- or (false), to turn signing off wholly'
+      FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::regclass) AS object_name
+              FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+             WHERE (p.polname = 'tenant_isolation'
+                    AND c.relowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = rls_tenancy.role_name('owner'))
+                    OR (p.polrelid, p.polname) IN (('rls_tenancy.tenants'::regclass, 'tenant_self'),
+                                                   ('rls_tenancy.audit_log'::regclass, 'audit_tenant_read'),
+                                                   ('rls_tenancy.feature_overrides'::regclass, 'tenant_overrides')))
+               AND (coalesce(pg_get_expr(p.polqual, p.polrelid), '') LIKE '%verified_tenant()%'
+                    OR coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') LIKE '%verified_tenant()%')
+            UNION ALL
+            SELECT format('function %s', f.oid::regprocedure)
+              FROM pg_proc f
+             WHERE f.oid IN ('rls_tenancy.current_tenant_id()'::regprocedure,
+                             'rls_tenancy.current_user_id()'::regprocedure)
+               AND coalesce(pg_get_function_sqlbody(f.oid), f.prosrc) LIKE '%verified_%') AS signed
+     WHERE NOT rls_tenancy.context_signing_required()
+    HAVING count(*) > 0
     UNION ALL
     -- The grants' guard on users (below): without it, SQL run for a user writes any user's roles and password.
     SELECT 'error', 'users_grant_trigger_disabled', 'rls_tenancy.users users_write_granted',

@@ -1007,3 +1007,153 @@ def test_orm_bulk_statements_on_users_add_their_grants(signed: Signed, signed_en
             session.rollback()
     finally:
         event.remove(signed_engine, "before_cursor_execute", count)
+
+
+def test_the_doctor_reports_password_hashes_readable_through_a_role_the_app_role_becomes_or_public(
+    signed: Signed,
+) -> None:
+    """The app role is NOINHERIT: a grant to a role it can SET ROLE to is its own, and PUBLIC's is everyone's."""
+    name = f"hash_reader_{secrets.token_hex(4)}"
+    member = sql.Identifier(name)
+    app = sql.Identifier(signed.db.roles.app)
+    with signed.owner() as owner:
+        owner.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(member))
+    try:
+        with signed.owner() as owner:
+            owner.execute(sql.SQL("GRANT {} TO {}").format(member, app))
+            owner.execute(sql.SQL("GRANT USAGE ON SCHEMA rls_tenancy TO {}").format(member))
+            owner.execute(sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA rls_tenancy TO {}").format(member))
+            owner.execute(sql.SQL("GRANT SELECT (tenant_id, password_hash) ON rls_tenancy.users TO {}").format(member))
+            owner.execute("GRANT SELECT (password_hash) ON rls_tenancy.users TO PUBLIC")
+        read = "SELECT count(*) FROM (SELECT password_hash FROM rls_tenancy.users) AS hashes"
+        as_member = sql.SQL("SET LOCAL ROLE {}").format(member)
+        with signed.connect() as conn:  # what it lets through: as the role, and as itself through PUBLIC
+            _bind(conn, signed.a, signed.user_a, signed.key.proof(signed.a, signed.user_a, pid=conn.info.backend_pid))
+            assert conn.execute(read).fetchone() == conn.execute("SELECT count(*) FROM rls_tenancy.users").fetchone()
+            conn.execute(as_member)
+            assert conn.execute(read).fetchone() == conn.execute("SELECT count(*) FROM rls_tenancy.users").fetchone()
+            conn.rollback()
+        found = _signing_findings(signed, "password_hash_readable")
+        assert [row[:3] for row in found] == [("error", "password_hash_readable", "rls_tenancy.users password_hash")]
+        assert "PUBLIC" in found[0][3] and name in found[0][3]
+        with signed.owner() as owner:
+            owner.execute(found[0][3])
+        assert _signing_findings(signed, "password_hash_readable") == []
+        for become in (None, as_member):
+            with signed.connect() as conn:
+                _bind(
+                    conn, signed.a, signed.user_a, signed.key.proof(signed.a, signed.user_a, pid=conn.info.backend_pid)
+                )
+                if become is not None:
+                    conn.execute(become)
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(read)
+                conn.rollback()
+    finally:
+        with signed.owner() as owner:
+            owner.execute("REVOKE SELECT (password_hash) ON rls_tenancy.users FROM PUBLIC")
+            owner.execute(sql.SQL("DROP OWNED BY {}").format(member))
+            owner.execute(sql.SQL("DROP ROLE {}").format(member))
+
+
+def test_the_doctor_reports_a_view_showing_password_hashes_and_its_fix_closes_it(signed: Signed) -> None:
+    """A view reads with its owner's rights: the owner's view of the column shows the bound tenant's hashes."""
+    view = sql.Identifier("public", "users_with_hashes")
+    with signed.owner() as owner:
+        owner.execute(sql.SQL("CREATE VIEW {} AS SELECT id, email, password_hash FROM rls_tenancy.users").format(view))
+        owner.execute(sql.SQL("ALTER VIEW {} OWNER TO {}").format(view, sql.Identifier(signed.db.roles.owner)))
+        owner.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(view, sql.Identifier(signed.db.roles.app)))
+    read = sql.SQL("SELECT count(*) FROM (SELECT password_hash FROM {}) AS hashes").format(view)
+    try:
+        with signed.connect() as conn:  # what it lets through
+            _bind(conn, signed.a, signed.user_a, signed.key.proof(signed.a, signed.user_a, pid=conn.info.backend_pid))
+            assert conn.execute(read).fetchone() == conn.execute("SELECT count(*) FROM rls_tenancy.users").fetchone()
+            conn.rollback()
+        found = _signing_findings(signed, "password_hash_readable")
+        assert [(severity, check, name.removeprefix("public.")) for severity, check, name, _ in found] == [
+            ("error", "password_hash_readable", "users_with_hashes")
+        ]
+        with signed.owner() as owner:
+            owner.execute(found[0][3])
+        assert _signing_findings(signed, "password_hash_readable") == []
+        with signed.connect() as conn:
+            _bind(conn, signed.a, signed.user_a, signed.key.proof(signed.a, signed.user_a, pid=conn.info.backend_pid))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(read)
+            conn.rollback()
+    finally:
+        with signed.owner() as owner:
+            owner.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+
+
+def test_the_doctor_reports_the_users_id_sequence_settable_and_its_fix_closes_it(
+    signed: Signed, signed_engine: Engine
+) -> None:
+    """setval() would make the id SQL chose look drawn: a granted administrator back under SQL's own user's id."""
+    with signed.owner() as owner:
+        row = owner.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.oid = pg_get_serial_sequence('rls_tenancy.users', 'id')::regclass"
+        ).fetchone()
+        assert row is not None
+        sequence = sql.Identifier(str(row[0]), str(row[1]))
+        owner.execute(
+            sql.SQL("GRANT UPDATE ON SEQUENCE {} TO {}").format(sequence, sql.Identifier(signed.db.roles.app))
+        )
+    reinsert = text(
+        "INSERT INTO rls_tenancy.users (id, tenant_id, email, roles)"
+        " VALUES (:me, rls_tenancy.current_tenant_id(), 'invited@signed.example', '{admin}') RETURNING roles"
+    )
+    set_drawn = text("SELECT setval(pg_get_serial_sequence('rls_tenancy.users', 'id'), :me)")
+    try:
+        with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:  # what it lets through
+            grant_user_write(conn, email="invited@signed.example", roles=["admin"])
+            conn.execute(text("DELETE FROM rls_tenancy.users WHERE id = :me"), {"me": signed.user_a})
+            conn.execute(set_drawn, {"me": signed.user_a})
+            assert conn.execute(reinsert, {"me": signed.user_a}).scalar_one() == ["admin"]
+            conn.rollback()
+        signed_engine.dispose()  # that backend keeps setval()'s id as its last drawn until its session is reset
+        found = _signing_findings(signed, "users_id_sequence_settable")
+        assert [row[:2] for row in found] == [("error", "users_id_sequence_settable")]
+        with signed.owner() as owner:
+            owner.execute(found[0][3])
+        assert _signing_findings(signed, "users_id_sequence_settable") == []
+        with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+            grant_user_write(conn, email="invited@signed.example", roles=["admin"])
+            conn.execute(text("DELETE FROM rls_tenancy.users WHERE id = :me"), {"me": signed.user_a})
+            with pytest.raises(DBAPIError, match="permission denied"), conn.begin_nested():
+                conn.execute(set_drawn, {"me": signed.user_a})
+            with pytest.raises(DBAPIError, match="drawn by its INSERT"):
+                conn.execute(reinsert, {"me": signed.user_a})
+            conn.rollback()
+    finally:
+        with signed.owner() as owner:
+            owner.execute(
+                sql.SQL("REVOKE UPDATE ON SEQUENCE {} FROM {}").format(sequence, sql.Identifier(signed.db.roles.app))
+            )
+
+
+def test_the_doctor_reports_signing_switched_off_by_hand_with_the_policies_left_signed(
+    signed: Signed, signed_engine: Engine
+) -> None:
+    """required = false by hand: the apps keep working signed, nothing checks the grants, the doctor only warned."""
+    with signed.owner() as owner:
+        owner.execute("UPDATE rls_tenancy.context_signing SET required = false")
+    raise_own = text("UPDATE rls_tenancy.users SET roles = '{admin}' WHERE id = :me RETURNING roles")
+    try:
+        with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:  # what it lets through
+            assert conn.execute(raise_own, {"me": signed.user_a}).scalar_one() == ["admin"]
+            conn.rollback()
+        found = _signing_findings(signed, "context_signing_half_off")
+        assert [row[:3] for row in found] == [("error", "context_signing_half_off", "rls_tenancy.context_signing")]
+        assert "require_signed_context(true)" in found[0][3] and "(false)" in found[0][3]
+        with signed.owner() as owner:
+            owner.execute(found[0][3])
+        assert _signing_findings(signed, "context_signing_half_off", "context_not_signed") == []
+        with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+            with pytest.raises(DBAPIError, match="application's grant"):
+                conn.execute(raise_own, {"me": signed.user_a})
+            conn.rollback()
+    finally:
+        with signed.owner() as owner:
+            owner.execute("SELECT rls_tenancy.require_signed_context(true)")
