@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -909,24 +910,31 @@ def test_the_model_rewrites_a_value_unchanged_and_the_bypass_reads_a_hash(
         bypass.dispose()
 
 
-def test_a_flush_of_several_users_sends_their_grants_in_one_statement(
-    signed: Signed, signed_engine: Engine, admin_a: int
-) -> None:
+@contextmanager
+def _grant_statements(engine: Engine) -> Iterator[list[str]]:
+    """The statements that add grants, as the engine sends them inside the block."""
     sent: list[str] = []
 
     def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
         if "app.grants" in statement:
             sent.append(statement)
 
-    event.listen(signed_engine, "before_cursor_execute", count)
+    event.listen(engine, "before_cursor_execute", count)
     try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_flush_of_several_users_sends_their_grants_in_one_statement(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    with _grant_statements(signed_engine) as sent:
         with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
             session.add_all(User(email=f"batch-{n}@signed.example", roles=["projects:read"]) for n in range(3))
             session.flush()
             assert len(sent) == 1
             session.rollback()
-    finally:
-        event.remove(signed_engine, "before_cursor_execute", count)
 
 
 _MEMBERSHIPS = """
@@ -987,14 +995,7 @@ def test_the_docs_way_of_writing_users_yourself(signed: Signed, signed_engine: E
 
 
 def test_orm_bulk_statements_on_users_add_their_grants(signed: Signed, signed_engine: Engine, admin_a: int) -> None:
-    sent: list[str] = []
-
-    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        if "app.grants" in statement:
-            sent.append(statement)
-
-    event.listen(signed_engine, "before_cursor_execute", count)
-    try:
+    with _grant_statements(signed_engine) as sent:
         with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
             rows = [{"email": f"bulk-{n}@signed.example", "roles": ["projects:read"]} for n in range(3)]
             session.execute(insert(User), rows)
@@ -1005,8 +1006,6 @@ def test_orm_bulk_statements_on_users_add_their_grants(signed: Signed, signed_en
             roles = session.execute(text("SELECT roles FROM rls_tenancy.users WHERE id = :id"), {"id": signed.user_a})
             assert (emails, roles.scalar(), len(sent)) == (3, ["admin"], 2)
             session.rollback()
-    finally:
-        event.remove(signed_engine, "before_cursor_execute", count)
 
 
 def test_the_doctor_reports_password_hashes_readable_through_a_role_the_app_role_becomes_or_public(
