@@ -477,7 +477,12 @@ SELECT CASE WHEN app_role IS NULL OR pg_has_role(app_role, o.owner_oid, 'MEMBER'
                    WHEN pg_has_role(app_role, o.owner_oid, 'MEMBER')
                    THEN 'the application role has that role''s rights, and may change, drop or re-grant it (row level security, policies, the context key and the library''s functions included)'
                    ELSE 'whoever has that role''s rights may change, drop or re-grant what the library''s functions rely on' END),
+       -- The old owner's grants move to the new one: the install scripts, run again, grant what they granted.
        format('ALTER %s %s OWNER TO %I;', o.kind, o.object_name, owner_role)
+       || CASE WHEN o.kind IN ('FUNCTION', 'PROCEDURE', 'ROUTINE')
+               THEN ' -- then the library''s install scripts again (every sql/NNN_*.sql in order, from psql, as a '
+                    'superuser; docs/sql.md), which grant what the old owner''s grants no longer do'
+               ELSE '' END
   FROM (SELECT format('%s', c.oid::regclass) AS object_name, c.relowner AS owner_oid,
                CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END AS kind
           FROM pg_class c
@@ -1043,7 +1048,11 @@ BEGIN
         -- can read them; row level security does not apply). sql/014_side_channels.sql revokes them, and
         -- what the other sessions of the role are doing (pg_stat_get_backend_*, progress) and every
         -- session's locks (pg_locks); sql/017_query_text.sql the query text of other sessions.
-        SELECT 'warning', 'app_role_cross_tenant_function', format('%s', f.oid::regprocedure),
+        -- Query text is an error where a signed context is required (SET LOCAL texts carry proofs), as for
+        -- query_text_readable; the rest tells what other requests do, never their values.
+        SELECT CASE WHEN signing_required AND f.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity')
+                    THEN 'error' ELSE 'warning' END,
+               'app_role_cross_tenant_function', format('%s', f.oid::regprocedure),
                format('the application role may run %s: %s', f.oid::regprocedure,
                       CASE WHEN f.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity')
                                THEN 'it shows the query text of every session of its own role, i.e. other tenants'' requests in flight'

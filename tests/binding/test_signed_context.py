@@ -1156,3 +1156,24 @@ def test_the_doctor_reports_signing_switched_off_by_hand_with_the_policies_left_
     finally:
         with signed.owner() as owner:
             owner.execute("SELECT rls_tenancy.require_signed_context(true)")
+
+
+def test_signed_query_text_granted_back_is_an_error(signed: Signed) -> None:
+    """A SET LOCAL text carries a proof: where signing is required, reading other sessions' texts is an error."""
+    grant = "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_backend_activity(integer) TO PUBLIC"
+    with signed.owner() as owner:
+        try:
+            owner.execute(grant)
+            rows = owner.execute(
+                "SELECT severity, fix FROM rls_tenancy.findings() WHERE check_name = 'app_role_cross_tenant_function'"
+                " AND object_name = 'pg_stat_get_backend_activity(integer)'"
+            ).fetchall()
+            assert [row[0] for row in rows] == ["error"]
+            owner.execute(str(rows[0][1]))
+            still = owner.execute(
+                "SELECT count(*) FROM rls_tenancy.findings()"
+                " WHERE object_name = 'pg_stat_get_backend_activity(integer)'"
+            ).fetchone()
+            assert still == (0,)
+        finally:
+            owner.rollback()

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 
 from rls_tenancy.schema.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import signing_requested
 from tests.conftest import ddl
 from tests.doctor.support import (
     CLOSED,
@@ -617,7 +618,7 @@ PLANTS = {
     ),
     "pg_stat_get_activity granted back to PUBLIC": Plant(
         lambda r: ["GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO PUBLIC"],
-        "warning",
+        "error" if signing_requested() else "warning",  # signed, query texts carry proofs
         "app_role_cross_tenant_function",
         "pg_stat_get_activity(integer)",
         "other tenants' requests in flight",
