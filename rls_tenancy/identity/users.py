@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -129,7 +129,7 @@ def load_password_hash(session: Session, user: User) -> str | None:
     An unbound engine (the bypass role's) reads the column. With an
     ``AsyncSession``: ``await session.run_sync(lambda s: load_password_hash(s, user))``.
     """
-    connection = session.connection(bind_arguments={"mapper": inspect(User)})
+    connection = session.connection(bind_arguments={"mapper": _MAPPER})
     if is_bound(connection.engine):
         given = grants.make(connection, f"password.read|{require_tenant_id()}|{user.id}")
         call = func.rls_tenancy.password_hash_of(literal(user.id, BigInteger), literal(given, Text))
@@ -175,16 +175,10 @@ def grant_user_write(
     Core statements writing those columns of ``rls_tenancy.users`` call
     this first. Without a context key it sends nothing.
     """
-    if user_id is None:
-        if isinstance(email, _Unchanged):
-            raise UsageError("a new user's grant names its email")
-        roles = () if isinstance(roles, _Unchanged) else roles
-        password_hash = None if isinstance(password_hash, _Unchanged) else password_hash
-    fields = (
-        _KEPT if isinstance(email, _Unchanged) else grants.field(email),
-        _KEPT if isinstance(roles, _Unchanged) else grants.field(grants.names(roles)),
-        _KEPT if isinstance(password_hash, _Unchanged) else grants.field(password_hash),
-    )
+    if user_id is None and isinstance(email, _Unchanged):
+        raise UsageError("a new user's grant names its email")
+    values = {"email": email, "roles": roles, "password_hash": password_hash}
+    fields = _fields(values if user_id is not None else {**_NEW_USER, **_given(values)})
     grants.add(connection, _user_write(require_tenant_id(), user_id, fields))
 
 
@@ -193,35 +187,43 @@ def _user_write(tenant_id: int, user_id: int | None, fields: tuple[str, str, str
     return f"users.{operation}|{tenant_id}|{'' if user_id is None else user_id}|" + "".join(fields)
 
 
+#: What a new user holds where nothing was given (the columns' defaults).
+_NEW_USER: dict[str, object] = {"email": None, "roles": [], "password_hash": None}
+
+
+def _given(values: Mapping[str, object]) -> dict[str, object]:
+    return {name: value for name, value in values.items() if not isinstance(value, _Unchanged)}
+
+
+def _fields(values: Mapping[str, object]) -> tuple[str, str, str]:
+    """A grant's fields for ``values`` by credential: each value as the trigger writes it, ``=`` where absent."""
+    email, roles, password_hash = (_field(name, values.get(name, UNCHANGED)) for name in CREDENTIALS)
+    return email, roles, password_hash
+
+
+def _field(name: str, value: object) -> str:
+    if isinstance(value, _Unchanged):
+        return _KEPT
+    if name == "roles":
+        return grants.field(grants.names(cast(Iterable[str], value or [])))
+    return grants.field(cast(str | None, value))
+
+
 def _changed_fields(user: User) -> tuple[str, str, str] | None:
     """The update's fields of a grant: each changed value, ``=`` for the rest; None when none changed."""
-    attributes = inspect(user).attrs
-    fields = []
-    for name in CREDENTIALS:
-        history = attributes[name].history
-        new = history.added[0] if history.added else None
-        if not history.added or (history.deleted and history.deleted[0] == new):
-            fields.append(_KEPT)
-        else:
-            fields.append(grants.field(grants.names(new or []) if name == "roles" else new))
-    return None if fields == [_KEPT] * 3 else (fields[0], fields[1], fields[2])
-
-
-def _new_fields(user: User) -> tuple[str, str, str]:
-    values = inspect(user).dict
-    roles = values.get("roles") or []
-    return (
-        grants.field(values.get("email")),
-        grants.field(grants.names(roles)),
-        grants.field(values.get("password_hash")),
-    )
+    changed = {}
+    for name, attribute in ((name, inspect(user).attrs[name]) for name in CREDENTIALS):
+        history = attribute.history
+        if history.added and not (history.deleted and history.deleted[0] == history.added[0]):
+            changed[name] = history.added[0]
+    return _fields(changed) if changed else None
 
 
 @event.listens_for(Session, "before_flush")
 def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None:
     """The grants a flush of :class:`User` rows needs in a signed database: one statement for them all."""
     writes: list[tuple[User, int | None, tuple[str, str, str]]] = [
-        (user, None, _new_fields(user)) for user in session.new if isinstance(user, User)
+        (user, None, _fields({**_NEW_USER, **inspect(user).dict})) for user in session.new if isinstance(user, User)
     ]
     for user in session.dirty:
         changed = _changed_fields(user) if isinstance(user, User) else None
@@ -229,7 +231,7 @@ def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None
             writes.append((user, user.id, changed))
     if not writes:
         return
-    connection = session.connection(bind_arguments={"mapper": inspect(User)})
+    connection = session.connection(bind_arguments={"mapper": _MAPPER})
     if key_of(connection.dialect) is None:
         return
     whats = [
@@ -253,19 +255,10 @@ def _grant_bulk_user_writes(state: ORMExecuteState) -> None:
     if key_of(connection.dialect) is None:
         return
     tenant = require_tenant_id()
-    whats = []
-    for row in rows:
-        values = [row.get(name, UNCHANGED) if state.is_update else row.get(name) for name in CREDENTIALS]
-        fields = tuple(
-            _KEPT
-            if isinstance(value, _Unchanged)
-            else grants.field(grants.names(value or []) if name == "roles" else value)
-            for name, value in zip(CREDENTIALS, values, strict=True)
-        )
-        if state.is_insert:
-            whats.append(_user_write(tenant, None, (fields[0], fields[1], fields[2])))
-        elif fields != (_KEPT, _KEPT, _KEPT):
-            whats.append(_user_write(tenant, row["id"], (fields[0], fields[1], fields[2])))
+    if state.is_insert:
+        whats = [_user_write(tenant, None, _fields({**_NEW_USER, **row})) for row in rows]
+    else:  # a by-id update names what it changes; a row naming no credential needs no grant
+        whats = [_user_write(tenant, row["id"], _fields(row)) for row in rows if set(row) & set(CREDENTIALS)]
     grants.add(connection, *whats)
 
 
