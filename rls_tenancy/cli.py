@@ -2,6 +2,8 @@
 
 rls-tenancy migrate --database-url postgresql://dba@host/app
 rls-tenancy migrate --sql > install.sql      # for review by a DBA
+rls-tenancy migrate --reinstall [--sql]       # the install scripts again at the head (the doctor's
+                                              # "install the library again"): restores guards, keeps data
 rls-tenancy audit-verify --database-url postgresql://rls_admin@host/app [--anchors heads.json]
 rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.json
 rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json] [--info] [--distributed]
@@ -38,6 +40,7 @@ from rls_tenancy.doctor import as_json, as_table, exit_status, findings
 from rls_tenancy.errors import TenancyError, UsageError
 from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.schema.migrate import alembic_config, downgrade, upgrade
+from rls_tenancy.schema.reinstall import reinstall, reinstall_sql
 from rls_tenancy.schema.roles import RoleNames
 from rls_tenancy.testing.server import NoPostgresError, postgres_server
 
@@ -51,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--revision", default="heads" if name == "migrate" else "base")
         if name == "migrate":
             sub.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+            sub.add_argument(
+                "--reinstall",
+                action="store_true",
+                help="run the library's install scripts again where it is installed already (the doctor's "
+                "'install the library again'): restores dropped or changed functions, triggers, policies "
+                "and grants; keeps data, keys and settings",
+            )
     for name, text in (
         ("audit-verify", "check every audit hash chain; exit 1 on a break"),
         ("audit-heads", "print the audit chain heads as JSON, for anchoring"),
@@ -117,6 +127,16 @@ def _doctor(args: argparse.Namespace) -> int:
     return exit_status(found)
 
 
+def _reinstall(args: argparse.Namespace, roles: RoleNames) -> None:
+    if args.revision != "heads":
+        raise UsageError("--reinstall runs the scripts of the library's head; it takes no --revision")
+    if args.sql:
+        reinstall_sql(sys.stdout, roles=roles)
+        return
+    reinstall(args.database_url, roles=roles)
+    print("rls-tenancy: the library's install scripts ran again", file=sys.stderr)
+
+
 def _audit(args: argparse.Namespace) -> int:
     anchors = None if getattr(args, "anchors", None) is None else read_anchors(args.anchors)
     engine = create_engine(database_url(args.database_url))
@@ -168,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(TokenKey.generate())
             return 0
         roles = RoleNames.from_env()
-        if args.command == "migrate" and args.sql:
+        if args.command == "migrate" and args.reinstall:
+            _reinstall(args, roles)
+        elif args.command == "migrate" and args.sql:
             command.upgrade(alembic_config(), args.revision, sql=True)
         elif args.command == "migrate":
             upgrade(args.database_url, roles=roles, revision=args.revision)

@@ -445,7 +445,7 @@ SELECT 'error', 'audit_trigger_disabled', 'rls_tenancy.audit_log ' || expected.n
                    ELSE 'set to fire only in replica mode' END,
               expected.guards),
        CASE WHEN tg.oid IS NULL
-            THEN 'install the library again: rls-tenancy migrate (or sql/009_audit.sql from psql, as a superuser)'
+            THEN 'install the library again: rls-tenancy migrate --reinstall, or its --sql output through psql -1, as a superuser'
             ELSE format('ALTER TABLE rls_tenancy.audit_log ENABLE TRIGGER %I;', expected.name) END
   FROM (VALUES ('audit_log_stamp', 'events are written without their time, role and checks'),
                ('audit_log_content_fixed', 'a sealed event''s content can be changed'),
@@ -480,8 +480,8 @@ SELECT CASE WHEN app_role IS NULL OR pg_has_role(app_role, o.owner_oid, 'MEMBER'
        -- The old owner's grants move to the new one: the install scripts, run again, grant what they granted.
        format('ALTER %s %s OWNER TO %I;', o.kind, o.object_name, owner_role)
        || CASE WHEN o.kind IN ('FUNCTION', 'PROCEDURE', 'ROUTINE')
-               THEN ' -- then the library''s install scripts again (every sql/NNN_*.sql in order, from psql, as a '
-                    'superuser; docs/sql.md), which grant what the old owner''s grants no longer do'
+               THEN ' -- then the library''s install scripts again (rls-tenancy migrate --reinstall, or its --sql output through psql -1, as a superuser), '
+                    'which grant what the old owner''s grants no longer do'
                ELSE '' END
   FROM (SELECT format('%s', c.oid::regclass) AS object_name, c.relowner AS owner_oid,
                CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END AS kind
@@ -541,7 +541,8 @@ BEGIN
     IF (SELECT count(*) FROM pg_roles r WHERE r.rolname IN (app_role, bypass_role, owner_role)) < 3 THEN
         RAISE EXCEPTION 'rls_tenancy doctor: rls_tenancy.roles names roles that do not exist (owner %, app %, bypass %)',
                         owner_role, app_role, bypass_role
-            USING HINT = 'restore rls_tenancy.roles (rls-tenancy migrate re-creates it) before trusting any report';
+            USING HINT = 'restore rls_tenancy.roles before trusting any report: as a superuser, DELETE FROM rls_tenancy.roles, '
+                          'then rls-tenancy migrate --reinstall with the role names the library was installed with';
     END IF;
     -- A superuser application role is one cause: row level security does not apply to it at all, and every
     -- other check would report a consequence of it (one finding, not thirty).

@@ -449,7 +449,7 @@ AS $fn$
                   CASE WHEN tg.oid IS NULL THEN 'missing' WHEN tg.tgenabled = 'D' THEN 'disabled'
                        ELSE 'set to fire only in replica mode' END),
            CASE WHEN tg.oid IS NULL
-                THEN 'install the library again: rls-tenancy migrate (or sql/016_signed_context.sql from psql, as a superuser)'
+                THEN 'install the library again: rls-tenancy migrate --reinstall, or its --sql output through psql -1, as a superuser'
                 ELSE 'ALTER TABLE rls_tenancy.users ENABLE TRIGGER users_write_granted;' END
       FROM (SELECT 1) AS one
       LEFT JOIN pg_trigger tg ON tg.tgrelid = 'rls_tenancy.users'::regclass AND tg.tgname = 'users_write_granted'

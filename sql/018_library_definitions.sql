@@ -51,8 +51,8 @@ AS $fn$
                             'do what its name says', recorded.object) END,
            CASE WHEN recorded.object IS NULL AND now.object LIKE 'trigger %'
                 THEN format('DROP TRIGGER %s;', substr(now.object, 9))
-                ELSE 'run the library''s install scripts again, as a superuser: every sql/NNN_*.sql in order, from psql '
-                     '(docs/sql.md; they are idempotent and record the definitions again at the end)' END
+                ELSE 'run the library''s install scripts again: rls-tenancy migrate --reinstall, or its --sql output through psql -1, as a superuser '
+                     '(idempotent; they record the definitions again at the end)' END
       FROM rls_tenancy.library_definitions recorded
       FULL JOIN rls_tenancy.library_definition_digests() now USING (object)
      WHERE recorded.digest IS DISTINCT FROM now.digest

@@ -10,6 +10,7 @@ from __future__ import annotations
 from rls_tenancy.schema import alembic_ops  # noqa: F401 - registers the operations
 from rls_tenancy.schema.alembic_branch import app_branch
 from rls_tenancy.schema.migrate import downgrade, upgrade
+from rls_tenancy.schema.reinstall import reinstall
 from rls_tenancy.schema.roles import RoleNames
 
-__all__ = ["RoleNames", "app_branch", "downgrade", "upgrade"]
+__all__ = ["RoleNames", "app_branch", "downgrade", "reinstall", "upgrade"]

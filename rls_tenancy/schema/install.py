@@ -23,9 +23,10 @@ ROLES_ATTRIBUTE = "rls_tenancy.roles"
 
 
 def role_names() -> RoleNames:
-    """Role names for this migration run: from the Alembic config, else the environment."""
-    given = op.get_context().config
-    names = given.attributes.get(ROLES_ATTRIBUTE) if given is not None else None
+    """Role names for this run: from the Alembic config or the context's options, else the environment."""
+    context = op.get_context()
+    given = context.config
+    names = given.attributes.get(ROLES_ATTRIBUTE) if given is not None else context.opts.get(ROLES_ATTRIBUTE)
     return names if isinstance(names, RoleNames) else RoleNames.from_env()
 
 

@@ -13,6 +13,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from rls_tenancy.schema.reinstall import reinstall_on
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
 from tests.conftest import ddl
@@ -102,13 +103,20 @@ def test_exemptions_the_app_role_could_write_are_ignored(
 
 
 @pytest.mark.usefixtures("stays_clean")
-def test_a_roles_table_naming_no_role_makes_the_doctor_fail_loudly(superuser_engine: Engine) -> None:
+def test_a_roles_table_naming_no_role_makes_the_doctor_fail_loudly_until_restored_as_its_hint_says(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
     tampered = ["UPDATE rls_tenancy.roles SET role_name = 'no_such_role_' || md5(random()::text) WHERE purpose = 'app'"]
-    with (
-        planted_in(superuser_engine, tampered) as conn,
-        pytest.raises(DBAPIError, match="rls_tenancy.roles names roles"),
-    ):
-        finding_rows(conn)
+    with planted_in(superuser_engine, tampered) as conn:
+        with pytest.raises(DBAPIError, match="rls_tenancy.roles names roles") as raised, conn.begin_nested():
+            finding_rows(conn)
+        hint = raised.value.orig.diag.message_hint or ""  # type: ignore[union-attr]
+        assert "DELETE FROM rls_tenancy.roles, then rls-tenancy migrate --reinstall" in hint
+        run(conn, "DELETE FROM rls_tenancy.roles")
+        reinstall_on(conn, roles=db.roles)
+        finding_rows(conn)  # reports again instead of raising
+        recorded = conn.execute(text("SELECT role_name FROM rls_tenancy.roles WHERE purpose = 'app'")).scalar_one()
+        assert recorded == db.roles.app
 
 
 @pytest.mark.usefixtures("stays_clean")

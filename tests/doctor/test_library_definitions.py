@@ -8,6 +8,7 @@ to show what it lets the application role do, and undone the way the doctor says
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import psycopg
@@ -16,10 +17,12 @@ from alembic.config import Config
 from psycopg import sql
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy import as_tenant, bind_engine
 from rls_tenancy.binding.context_key import ContextKey
-from rls_tenancy.schema._resources import install_scripts, sql_script
+from rls_tenancy.cli import main
+from rls_tenancy.schema.reinstall import reinstall_sql
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import require_signing, tenancy_database
 from tests.conftest import DEMO_ALEMBIC_INI
@@ -69,15 +72,14 @@ def _changed(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[str, st
 
 
 def _apply(conn: psycopg.Connection[tuple[object, ...]], fix: str, db: TenancyDatabase) -> None:
-    """The printed fix: a statement as it is, or the install scripts again (what "run ... again" says)."""
+    """The printed fix: a statement as it is, or the install scripts again through psql's route (the --sql output)."""
     if fix.startswith("DROP "):
         conn.execute(fix)
         return
-    assert "install scripts again" in fix
-    for name, value in db.roles.settings().items():
-        conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
-    for script in install_scripts():
-        conn.execute(sql_script(script))
+    assert "rls-tenancy migrate --reinstall, or its --sql output through psql" in fix
+    script = io.StringIO()
+    reinstall_sql(script, roles=db.roles)
+    conn.execute(script.getvalue().encode())
 
 
 def test_a_database_as_installed_has_no_changed_definition(signed_db: TenancyDatabase) -> None:
@@ -132,3 +134,52 @@ def test_a_trigger_added_to_a_library_table_lets_a_user_rewrite_its_roles_until_
         with _connect(signed_db.superuser_url) as conn:
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS zzz_rewrite ON rls_tenancy.users"))
             conn.execute("DROP FUNCTION IF EXISTS public.rewrite_roles()")
+
+
+def test_a_guard_replaced_and_committed_is_restored_by_the_reinstall_command(
+    signed_db: TenancyDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``migrate --reinstall`` (the printed fix) restores a replaced guard for good.
+
+    With the guard made to pass, SQL run for a user gives itself ``admin`` without a grant; after the command
+    the same write is refused again and the doctor has nothing to report.
+    """
+    key = ContextKey.generate(2)
+    for name, value in signed_db.roles.settings().items():
+        monkeypatch.setenv(f"RLS_TENANCY_{name.split('.')[1].upper()}", value)
+    url = signed_db.superuser_url.render_as_string(hide_password=False)
+    with _connect(signed_db.superuser_url) as conn:
+        conn.execute("SELECT rls_tenancy.install_context_key(2, %s)", (key.key,))
+        tenant = conn.execute("INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('again', 'again') RETURNING id")
+        tenant_id = int(str(tenant.fetchone()[0]))  # type: ignore[index]
+        user = conn.execute(
+            "INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (%s, 'intern@again.example') RETURNING id",
+            (tenant_id,),
+        )
+        user_id = int(str(user.fetchone()[0]))  # type: ignore[index]
+        conn.execute(PLANTS["a guard made to pass"][0])
+    engine: Engine = bind_engine(create_engine(signed_db.app_url), context_key=key)
+    promote = text("UPDATE rls_tenancy.users SET roles = '{admin}' WHERE id = :id")
+    try:
+        with as_tenant(tenant_id, user=user_id), engine.begin() as app:
+            app.execute(promote, {"id": user_id})  # the replaced guard lets it through
+            app.rollback()
+        with _connect(signed_db.superuser_url) as conn:
+            (found,) = _changed(conn)
+        assert "rls-tenancy migrate --reinstall" in found[2]
+        assert main(["migrate", "--reinstall", "--database-url", url]) == 0
+        with _connect(signed_db.superuser_url) as conn:
+            assert _changed(conn) == []
+        with pytest.raises(DBAPIError, match="grant"), as_tenant(tenant_id, user=user_id), engine.begin() as app:
+            app.execute(promote, {"id": user_id})
+    finally:
+        engine.dispose()
+        main(["migrate", "--reinstall", "--database-url", url])
+
+
+def test_the_reinstall_command_refuses_a_database_without_the_library(
+    rls_postgres_url: URL, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = rls_postgres_url.render_as_string(hide_password=False)
+    assert main(["migrate", "--reinstall", "--database-url", url]) == 2
+    assert "not installed in this database" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import Engine, text
 
+from rls_tenancy.schema.reinstall import reinstall_on
 from rls_tenancy.schema.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
@@ -98,6 +99,7 @@ class Plant:
     object: str  # "{app}" and "{owner}" are those roles' names, "{database}" the database's
     says: str = ""  # a fragment the message must contain
     fix_is_sql: bool = True  # the fix can be run as it is, and clears the finding
+    fix_reinstalls: bool = False  # the fix is "rls-tenancy migrate --reinstall", run here in the same transaction
 
 
 # The signed condition as it was first written: "proved, so not NULL", while each row was compared with
@@ -173,7 +175,8 @@ PLANTS = {
         "audit_trigger_disabled",
         "rls_tenancy.audit_log audit_log_no_truncate",
         "is missing: the whole log can be truncated",
-        fix_is_sql=False,  # the installation again
+        fix_is_sql=False,
+        fix_reinstalls=True,
     ),
     "app role SUPERUSER": Plant(
         lambda r: [ddl("ALTER ROLE {} SUPERUSER", r.app)], "error", "app_role_superuser", "{app}", "superuser"
@@ -670,8 +673,12 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
         assert matching, f"{expected} not in {[key_of(row) for row in found]}"
         assert plant.says in matching[0][3]
         assert all(row[4].strip() for row in found), "every finding says how to fix it"
-        if plant.fix_is_sql:
+        if plant.fix_reinstalls:
+            assert "rls-tenancy migrate --reinstall" in matching[0][4]
+            reinstall_on(conn, roles=db.roles)
+        elif plant.fix_is_sql:
             run(conn, matching[0][4])
+        if plant.fix_is_sql or plant.fix_reinstalls:
             after = {key_of(row) for row in finding_rows(conn)}
             assert expected not in after, f"the fix {matching[0][4]!r} left the finding"
 
