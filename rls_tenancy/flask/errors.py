@@ -11,7 +11,13 @@ into a model) answers hostile input as the client's mistake: SQLAlchemy's
 ``DataError`` (SQLSTATE class 22, and psycopg's own refusal of NUL
 characters), text with a lone surrogate (valid JSON, but no UTF-8 encodes
 it), and a :class:`~rls_tenancy.UsageError` raised while the request is
-handled (a model's validator refusing an email, say). A constraint the
+handled (a model's validator refusing an email, say), except an
+:class:`~rls_tenancy.AmbiguousTenantError`: the code's own mistake (a
+thread started while a generator's ``as_tenant`` block was suspended),
+whatever the client sent, so a 500 like the other bugs, and its message,
+which names the generator's tenant, stays in the server's log. A
+:class:`~rls_tenancy.UnknownFeatureError` stays a 400: an app may pass it a
+key the client sent, and its message quotes only that key. A constraint the
 row breaks (SQLAlchemy's ``IntegrityError``) is a 409 ``conflict`` for a
 unique or exclusion constraint, a 400 for the rest (a missing value, a
 check, a reference to no row of the tenant's). Each names the database's
@@ -43,6 +49,7 @@ from werkzeug.exceptions import InternalServerError
 
 from rls_tenancy.binding.unavailable import unavailable_reason
 from rls_tenancy.errors import (
+    AmbiguousTenantError,
     AuthenticationError,
     InvalidRequestError,
     NoTenantError,
@@ -114,7 +121,13 @@ def _unavailable(error: exc.OperationalError | exc.TimeoutError) -> Response:
     return response
 
 
-def _usage(error: UsageError) -> Response:
+#: Raised by the code, whatever the client sent: bugs of the server, whose messages may name other tenants.
+_PROGRAMMING_ERRORS: tuple[type[UsageError], ...] = (AmbiguousTenantError,)
+
+
+def _usage(error: UsageError) -> ResponseReturnValue:
+    if isinstance(error, _PROGRAMMING_ERRORS):  # a 500, its message only in the server's log
+        return _passed_on(error, UsageError)
     current_app.logger.warning("request refused for a usage error: %s", error)
     return _json(400, "invalid_request", str(error))
 

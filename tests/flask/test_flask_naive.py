@@ -7,9 +7,11 @@ nothing written, checked as the tenant under row level security.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from flask import Flask, abort, request
@@ -18,7 +20,16 @@ from sqlalchemy import Engine, create_engine, exc, func, insert, select, text
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from werkzeug.test import TestResponse
 
-from rls_tenancy import Tenant, TenantQuery, UnsafeBypass, User, as_tenant, bind_engine
+from rls_tenancy import (
+    AmbiguousTenantError,
+    TenancyError,
+    Tenant,
+    TenantQuery,
+    UnsafeBypass,
+    User,
+    as_tenant,
+    bind_engine,
+)
 from rls_tenancy.flask import Resolution, Tenancy, require_scopes
 from rls_tenancy.identity.tokens import issue_token
 from rls_tenancy.testing import TenancyDatabase
@@ -102,6 +113,33 @@ def _naive_app(engine: Engine) -> Flask:
             sessions.execute(text(RAISING[case]))
         sessions.commit()
         return {"raised": False}
+
+    @app.get("/ambiguous/<int:other>")
+    @require_scopes("projects:write")
+    def ambiguous(other: int) -> dict[str, object]:
+        # A thread started while a generator's block for another tenant is suspended at its yield.
+        def generator() -> Generator[int]:
+            with as_tenant(other):
+                yield 1
+                yield 2
+
+        suspended = generator()
+        next(suspended)
+        try:
+
+            def names() -> list[str]:
+                with Session(engine) as session:
+                    return [project.name for project in session.scalars(select(Project))]
+
+            return {"names": asyncio.run(asyncio.to_thread(names))}
+        finally:
+            suspended.close()
+
+    @app.get("/autocommit")
+    @require_scopes("projects:write")
+    def autocommit() -> dict[str, object]:
+        with Session(engine.execution_options(isolation_level="AUTOCOMMIT")) as session:
+            return {"names": [project.name for project in session.scalars(select(Project))]}
 
     @app.post("/silent")
     def silent_json() -> dict[str, object]:
@@ -306,6 +344,36 @@ def test_a_database_failure_that_is_a_bug_is_a_500_in_json_and_nothing_is_writte
         "message": "the server failed to handle this request",
     }
     assert _rows(in_production, db) == before
+
+
+def test_an_ambiguous_tenant_is_a_500_that_names_no_tenant(in_production: Naive, bypass: UnsafeBypass) -> None:
+    """A programming error, not the client's: the body tells nothing of it (its message names the other tenant)."""
+    other = _other_tenant(bypass)
+    response = in_production.client.get(f"/ambiguous/{other}", headers=bearer(in_production.token))
+    assert response.status_code == 500 and response.json == {
+        "error": "internal_error",
+        "message": "the server failed to handle this request",
+    }
+
+
+def test_in_testing_an_ambiguous_tenant_is_raised_to_the_test_client(naive: Naive, bypass: UnsafeBypass) -> None:
+    with pytest.raises(AmbiguousTenantError):
+        naive.client.get(f"/ambiguous/{_other_tenant(bypass)}", headers=bearer(naive.token))
+
+
+def test_an_autocommit_engine_is_a_500_and_its_refusal_is_documented(naive: Naive) -> None:
+    """A programming error: a 500, and docs/errors.md quotes the refusal that a log shows."""
+    with pytest.raises(TenancyError) as raised:
+        naive.client.get("/autocommit", headers=bearer(naive.token))
+    assert type(raised.value) is TenancyError
+    page = " ".join((Path(__file__).parents[2] / "docs" / "errors.md").read_text().split())
+    assert str(raised.value) in page
+    naive.client.application.testing = False
+    try:
+        response = naive.client.get("/autocommit", headers=bearer(naive.token))
+    finally:
+        naive.client.application.testing = True
+    assert response.status_code == 500 and response.json is not None and response.json["error"] == "internal_error"
 
 
 def test_in_testing_a_database_bug_is_raised_to_the_test_client(naive: Naive) -> None:
