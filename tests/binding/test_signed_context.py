@@ -656,6 +656,43 @@ def test_state_one_user_plants_never_runs_in_another_users_transaction(
         assert not stash
 
 
+# A temporary domain named text: an unqualified ``::TEXT`` cast (SQLAlchemy's bind casts) resolves to it before
+# pg_catalog's, and its check runs whatever the planter wrote, as whoever the transaction then acts for.
+_TRAP = (
+    "CREATE FUNCTION pg_temp.caught(v pg_catalog.text) RETURNS boolean LANGUAGE sql AS $$"
+    " SELECT rls_tenancy.log_event('trap.caught', pg_catalog.current_setting('app.current_user_id', true))"
+    " IS NOT NULL $$",
+    "CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.caught(VALUE))",
+)
+
+
+@pytest.mark.rls_binding
+@pytest.mark.parametrize("planted", ["in a transaction before", "earlier in the same transaction"])
+def test_a_trap_left_without_a_user_never_runs_for_the_user_bound_next(
+    signed: Signed, signed_engine: Engine, admin_a: int, planted: str
+) -> None:
+    """Bound to another user partway through a transaction, the session is reset first, as between transactions.
+
+    SQL run without a user plants a temporary domain ``text``; a later transaction of the same tenant on the
+    same connection is not reset (same tenant, same user: none), nor is the rest of its own transaction. Then
+    the app issues the admin a token, which binds the admin for its statement: the domain's check would run
+    with the admin's proof.
+    """
+    with as_tenant(signed.a), Session(signed_engine) as session:
+        session.execute(text("SELECT 1"))  # the transaction begins without a user
+        for statement in _TRAP:
+            session.connection().exec_driver_sql(statement, execution_options={"no_parameters": True})
+        if planted == "in a transaction before":
+            session.commit()
+            session.execute(text("SELECT 1"))
+        issued = issue_token(session, name="laptop", scopes=["projects:read"], user_id=admin_a)
+        session.commit()
+    with signed.owner() as owner:
+        caught = owner.execute("SELECT message FROM rls_tenancy.audit_log WHERE action = 'trap.caught'").fetchall()
+        owner.execute("DELETE FROM rls_tenancy.api_tokens WHERE id = %s", (issued.id,))
+    assert caught == []
+
+
 _PLANT = text("SELECT set_config('planted.by', 'user a', false)")
 _PLANTED = text("SELECT current_setting('planted.by', true)")
 
