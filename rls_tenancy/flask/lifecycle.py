@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import logging
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,9 @@ from rls_tenancy.flask.state import (
 
 if TYPE_CHECKING:  # an optional dependency (extra flask-sqlalchemy)
     pass
+
+#: Where the extension tells of audit events a request lost without failing.
+audit_logger = logging.getLogger("rls_tenancy.audit")
 
 
 def request_session() -> Session:
@@ -140,7 +144,9 @@ def _client_ip() -> str | None:
 
 
 def echo_request_id(response: Response) -> Response:
-    request_id = request_state().request_id
+    current = request_state()
+    current.status = response.status_code  # for end_request: whether the request failed
+    request_id = current.request_id
     header = current_app.config["RLS_TENANCY_REQUEST_ID_HEADER"]
     if request_id is not None and header not in response.headers:
         response.headers[header] = request_id
@@ -156,6 +162,7 @@ def end_request(_error: BaseException | None) -> None:
             # token and the Session it would end are the running request's.
             return
         current.running_in = None  # ended: later pops (a stream's) close what was opened since
+    _warn_of_uncommitted_events(current, failed=_error is not None)
     if current.context is not None:
         leave_request_tenant(current.context)
         current.context = None
@@ -169,6 +176,29 @@ def end_request(_error: BaseException | None) -> None:
         # across requests must not carry one request's Session into the next.
         if not _closing_despite_outage(tenancy.sessions.remove):
             tenancy.sessions.registry.clear()  # remove() stopped before forgetting it
+
+
+def _warn_of_uncommitted_events(current: RequestState, *, failed: bool) -> None:
+    """Warn of events ``log()`` wrote in a transaction still open, which closing the Session rolls back.
+
+    The view committed before them, or never: the response went out as if
+    they were recorded. A request that failed (an exception, a 4xx or 5xx
+    answer) or that rolled back itself loses them as documented, silently.
+    """
+    logged, current.logged = current.logged, []
+    if failed or current.status is None or current.status >= 400:
+        return
+    actions = [action for transaction, actions in logged if transaction.is_active for action in actions]
+    if actions:
+        audit_logger.warning(
+            "audit event(s) %s written by log() in %s %s are lost: the view neither committed nor rolled back "
+            "their transaction, and closing the request's Session rolls it back. log() commits with the view's "
+            "work, so call it before the view's last commit, or use log_security_event() for an event committed "
+            "at once",
+            ", ".join(actions),
+            request.method,
+            request.path,
+        )
 
 
 def _closing_despite_outage(close: Callable[[], None]) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import current_app, has_request_context, request
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
 
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import Acting
@@ -111,6 +111,11 @@ class RequestState:
     session: Session | None = None
     read_session: Session | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    #: The transactions ``log()`` wrote events in, each with their actions:
+    #: one still open when the request ends is rolled back, and its events with it.
+    logged: list[tuple[SessionTransaction, list[str]]] = field(default_factory=list)
+    #: The response's status, once the extension's ``after_request`` has seen it.
+    status: int | None = None
 
 
 REQUEST_KEY = "rls_tenancy.request"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 
-from rls_tenancy import as_tenant
+from rls_tenancy import UsageError, as_tenant
 from rls_tenancy.flask import log, require_scopes, state
 from rls_tenancy.flask import log_security_event as flask_log_security_event
 from rls_tenancy.testing import TenancyDatabase
@@ -65,6 +66,22 @@ def probe_commit(name: str) -> ResponseReturnValue:
     return jsonify(committed=True)
 
 
+@probe.post("/<name>/after-commit")
+@require_scopes("projects:read")
+def probe_after_commit(name: str) -> ResponseReturnValue:
+    _probe_work(name)
+    state().session().commit()
+    log("probe.after_commit", "in a transaction nothing commits", name=name)
+    return jsonify(committed=True)
+
+
+@probe.post("/<name>/refused")
+@require_scopes("projects:read")
+def probe_refused(name: str) -> ResponseReturnValue:
+    _probe_work(name)
+    raise UsageError("the view refused the request after logging")
+
+
 @probe.post("/anonymous")
 def probe_anonymous() -> ResponseReturnValue:
     return jsonify(id=flask_log_security_event("probe.anonymous", "no tenant in this request"))
@@ -116,6 +133,34 @@ def test_security_events_outlive_the_request_and_ordinary_ones_do_not(
         assert (each.tenant_id, each.user_id, str(each.ip), each.data) == (acme, alice, LOCALHOST, {"name": name})
         assert each.seq is not None
     assert project_named(app_engine, acme, name) is (ending == "commit")  # the event went with the work
+
+
+@pytest.mark.parametrize(
+    ("ending", "status"), [("after-commit", 200), ("fail", 500), ("refused", 400), ("rollback", 200), ("commit", 200)]
+)
+def test_an_event_logged_after_the_last_commit_is_a_warning_when_the_request_ends(
+    probe_app: Flask,
+    seeded: Seeded,
+    bypass_engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    ending: str,
+    status: int,
+) -> None:
+    """Dropped by the Session's close, with nothing else to tell; a view that failed or rolled back loses it as said."""
+    name, request_id = f"probe-{secrets.token_hex(4)}", new_request_id()
+    with caplog.at_level(logging.WARNING, logger="rls_tenancy.audit"):
+        answer = probe_app.test_client().post(
+            f"/probe/{name}/{ending}", headers=with_id(request_id, bearer(seeded.tokens["acme/ci"]))
+        )
+    assert answer.status_code == status
+    warnings = [record.getMessage() for record in caplog.records if record.name == "rls_tenancy.audit"]
+    if ending != "after-commit":
+        assert warnings == []
+        return
+    assert "probe.after_commit" not in [e.action for e in of_request(bypass_engine, request_id)]
+    assert len(warnings) == 1, warnings
+    assert "probe.after_commit" in warnings[0] and "probe.ordinary" not in warnings[0]
+    assert "before the view's last commit" in warnings[0] and "log_security_event()" in warnings[0]
 
 
 def test_security_event_of_an_anonymous_request_has_no_tenant(probe_app: Flask, bypass_engine: Engine) -> None:
