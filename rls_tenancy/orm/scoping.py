@@ -74,6 +74,7 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     if session_class not in _scoped or not event.contains(session_class, "do_orm_execute", _scope_statement):
         event.listen(session_class, "do_orm_execute", _scope_statement)
         event.listen(session_class, "before_flush", _check_flush)
+        event.listen(session_class, "transient_to_pending", _remember_tenant)
         _scoped.add(session_class)
     for row_event in ("before_insert", "before_update"):
         if not event.contains(TenantBoundMixin, row_event, _check_row):
@@ -120,6 +121,16 @@ def _scope_statement(state: ORMExecuteState) -> Result[Any] | None:
     given = state.parameters
     if given is None or isinstance(given, Mapping):  # a list is bulk UPDATE by primary key: no criteria reach it
         state.parameters = {**(given or {}), TENANT_PARAMETER: tenant_id}
+    parent = state.lazy_loaded_from if state.is_select else None
+    if parent is not None and parent.dict.get("tenant_id", tenant_id) != tenant_id:
+        # A relationship of an object loaded for another tenant: the criteria
+        # and RLS would answer "none", which SQLAlchemy then keeps as the
+        # relationship's value.
+        raise TenantMismatchError(
+            f"{parent.class_.__name__} {parent.identity} belongs to tenant {parent.dict['tenant_id']}: its "
+            f"relationships cannot be loaded acting for tenant {tenant_id}; load it again acting for its tenant, "
+            "or use a Session per tenant"
+        )
     info = state.session.info
     if info.setdefault(_ACTED_FOR, tenant_id) != tenant_id:
         info[_ACTED_FOR] = _SEVERAL  # from now on, never equal to a tenant
@@ -181,6 +192,23 @@ def _mentions_tenant_table(statement: Executable) -> bool:
     )
 
 
+#: The tenant in context when a new object was added to a Session: its flush must act for the same one.
+_ADDED_FOR = "rls_tenancy.added_for"
+
+
+def _remember_tenant(session: Session, obj: object) -> None:
+    """Note the tenant a new object was added for, so a flush under another tenant refuses it.
+
+    Its ``tenant_id`` is filled from the context at flush, which may come
+    after the block ended: a loop adding each tenant's rows in that tenant's
+    block and committing once would otherwise write them all to the last.
+    """
+    if isinstance(obj, TenantBoundMixin) and session.info.get(BYPASS_REASON) is None:
+        tenant_id = current_tenant_id()
+        if tenant_id is not None:
+            attributes.instance_state(obj).info[_ADDED_FOR] = tenant_id
+
+
 def _check_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
     session.info[_SCOPED] = True  # tells the row-level checks below this session is scoped
     bypass = session.info.get(BYPASS_REASON) is not None
@@ -212,6 +240,12 @@ def _check_new(obj: TenantBoundMixin, bypass: bool) -> None:
             obj.tenant_id = given
         return
     expected = require_tenant_id()
+    added_for = attributes.instance_state(obj).info.get(_ADDED_FOR, expected)
+    if given is None and added_for != expected:
+        raise TenantMismatchError(
+            f"new {type(obj).__name__} was added to the session acting for tenant {added_for} but is "
+            f"flushed acting for tenant {expected}; flush or commit inside the tenant's block"
+        )
     if given is None:
         obj.tenant_id = expected
     elif given != expected:

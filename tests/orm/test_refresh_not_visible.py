@@ -9,9 +9,9 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import ObjectDeletedError
 
-from rls_tenancy import TenantMismatchError, as_tenant
+from rls_tenancy import TenantMismatchError, as_tenant, scope_sessions
 from rls_tenancy.errors import ObjectNotVisibleError
-from saas_demo.models import Project
+from saas_demo.models import Project, Task
 from tests.conftest import World
 
 
@@ -51,3 +51,33 @@ def test_an_object_of_another_tenant_is_both_errors(scoped_factory: sessionmaker
                 project.name  # noqa: B018
         session.rollback()
     assert isinstance(info.value, TenantMismatchError) and isinstance(info.value, ObjectDeletedError)
+
+
+class KeptSession(Session):
+    pass
+
+
+def test_a_relationship_of_another_tenants_object_is_refused_not_loaded_empty(app_engine: Engine, world: World) -> None:
+    """Kept across a commit (``expire_on_commit=False``), an object's lazy relationships would load as "none".
+
+    SQLAlchemy then keeps that as the relationship's value: the project would have no tasks even back under
+    its own tenant.
+    """
+    factory = sessionmaker(app_engine, class_=KeptSession, expire_on_commit=False)
+    scope_sessions(factory)  # this class alone
+    first, second = world.project_ids[world.a][:2]
+    with factory() as session:
+        with as_tenant(world.a):
+            project = session.get(Project, first)
+            task = session.scalars(select(Task).where(Task.project_id == second)).one()
+            assert project is not None
+            session.commit()
+        with as_tenant(world.b):
+            with pytest.raises(TenantMismatchError, match=f"Project \\({first},\\) belongs to tenant {world.a}"):
+                project.tasks  # noqa: B018
+            with pytest.raises(TenantMismatchError, match=f"Task .* belongs to tenant {world.a}"):
+                task.project  # noqa: B018
+            session.rollback()
+        with as_tenant(world.a):
+            assert {t.title for t in project.tasks} <= world.tasks[world.a] and project.tasks
+            assert task.project.id == second

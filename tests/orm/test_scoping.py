@@ -24,6 +24,7 @@ from rls_tenancy import (
     TenantQuery,
     UsageError,
     as_tenant,
+    bind_engine,
     scope_sessions,
 )
 from rls_tenancy.bypass import UnsafeBypass
@@ -193,6 +194,45 @@ def test_new_objects_take_the_tenant_in_context(
     with bypass.session(reason="test: verify owner tenant") as admin:
         stored = admin.scalars(select(Project.tenant_id).where(Project.name == "from context")).all()
     assert world.a in stored
+
+
+class AddedForSyncSession(Session):
+    pass
+
+
+@pytest.mark.parametrize("flushed_by", ["a query's autoflush", "the commit", "async commit"])
+def test_an_object_added_for_one_tenant_is_never_flushed_into_another(
+    scoped_factory: sessionmaker[Session], db: TenancyDatabase, bypass: UnsafeBypass, world: World, flushed_by: str
+) -> None:
+    """A job adding each tenant's rows in that tenant's block and committing once would write them all to the last."""
+    name = f"meant for a, {flushed_by}"
+    if flushed_by == "async commit":
+
+        async def main() -> None:
+            engine = bind_engine(create_async_engine(db.app_url))
+            factory = async_sessionmaker(engine, sync_session_class=AddedForSyncSession)  # scopes this class only
+            scope_sessions(factory)
+            try:
+                async with factory() as session:
+                    with as_tenant(world.a):
+                        session.add(Project(name=name))
+                    with as_tenant(world.b), pytest.raises(TenantMismatchError, match="added to the session acting"):
+                        await session.commit()
+            finally:
+                await engine.dispose()
+
+        asyncio.run(main())
+    else:
+        with scoped_factory() as session:
+            with as_tenant(world.a):
+                session.add(Project(name=name))
+            with as_tenant(world.b), pytest.raises(TenantMismatchError, match="added to the session acting for"):
+                if flushed_by == "the commit":
+                    session.commit()
+                else:
+                    session.scalars(select(Project)).all()
+    with bypass.session(reason="test: nothing written anywhere") as admin:
+        assert admin.scalars(select(Project.tenant_id).where(Project.name == name)).all() == []
 
 
 def test_flush_without_tenant_raises(scoped_factory: sessionmaker[Session]) -> None:
