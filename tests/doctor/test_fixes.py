@@ -290,3 +290,54 @@ def test_the_with_check_fix_keeps_the_business_rule(superuser_engine: Engine) ->
         checked = "SELECT pg_get_expr(polwithcheck, polrelid) FROM pg_policy WHERE polname = 'doctor_named'"
         assert conn.execute(text(checked)).scalar() == before  # new rows keep "name <> ''"
         assert "policy_without_with_check" not in {row[1] for row in finding_rows(conn)}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_create_on_pg_catalog_is_one_finding_whose_fix_revokes_it(
+    superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row]
+) -> None:
+    """pg_catalog is searched first whatever a search_path says: no path leaves it out, the grant is the cause."""
+    with planted_in(superuser_engine, [ddl("GRANT CREATE ON SCHEMA pg_catalog TO {}", db.roles.app)]) as conn:
+        found = [row for row in finding_rows(conn) if row[0] == "error"]
+        assert [key_of(row) for row in found] == [("error", "app_role_schema_create", "pg_catalog")]
+        assert found[0][4] == f"REVOKE CREATE ON SCHEMA pg_catalog FROM {db.roles.app};"  # names need no quotes
+        assert not [row for row in finding_rows(conn) if "search_path = ;" in row[4]]
+        run(conn, found[0][4])
+        assert finding_rows(conn) == baseline
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_rule_on_a_view_stays_reported_once_the_view_is_made_security_invoker(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    """The view's fix covers what it reads; its INSTEAD rule still runs as its owner until dropped."""
+    planted = [
+        VIEW,
+        "CREATE RULE doctor_add AS ON INSERT TO public.doctor_view DO INSTEAD UPDATE public.projects"
+        " SET name = coalesce(NEW.name, projects.name) WHERE id = NEW.id RETURNING id, name",
+        ddl("GRANT SELECT, INSERT ON public.doctor_view TO {}", db.roles.app),
+    ]
+    view = ("error", "view_not_security_invoker", "public.doctor_view")
+    rule = ("error", "rule_reaches_tenant_table", "public.doctor_view rule doctor_add")
+    with planted_in(superuser_engine, planted) as conn:
+        found = {key_of(row): row for row in finding_rows(conn)}
+        assert view in found and rule in found
+        run(conn, found[view][4])
+        after = {key_of(row): row for row in finding_rows(conn)}
+        assert view not in after and rule in after
+        run(conn, after[rule][4])
+        assert rule not in {key_of(row) for row in finding_rows(conn)}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_the_signalling_functions_fix_revokes_the_membership_that_grants_them(
+    superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row]
+) -> None:
+    with planted_in(superuser_engine, [ddl("GRANT pg_signal_backend TO {}", db.roles.app)]) as conn:
+        found = [row for row in finding_rows(conn) if row[1] == "app_role_cross_tenant_function"]
+        assert found
+        assert all(f"REVOKE pg_signal_backend FROM {db.roles.app};" in row[4] for row in found)
+        assert _can(conn, db.roles.app, "SET LOCAL ROLE pg_signal_backend")
+        run(conn, found[0][4])
+        assert not _can(conn, db.roles.app, "SET LOCAL ROLE pg_signal_backend")
+        assert finding_rows(conn) == baseline

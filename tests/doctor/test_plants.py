@@ -57,6 +57,12 @@ BOOKINGS = (
 )
 # Statements naming the database the test runs in; %I is filled by format() inside PostgreSQL.
 ON_THIS_DATABASE = "DO $$ BEGIN EXECUTE format('{}', current_database()); END $$"
+# An upsert-ish INSTEAD rule on a view over projects: its action runs with the view owner's rights.
+RULE_ON_VIEW = (
+    "CREATE RULE doctor_add AS ON INSERT TO public.doctor_names DO INSTEAD UPDATE public.projects"
+    " SET name = coalesce(NEW.name, projects.name) WHERE id = NEW.id RETURNING id, name"
+)
+LARGE_OBJECT = 1_000_000 + secrets.randbelow(1_000_000_000)
 
 
 def _temporary_to(role: str) -> str:
@@ -69,6 +75,24 @@ def _role_setting_here(role: str, name: str, value: str) -> str:
         sql.Identifier(role), sql.SQL(name), sql.Literal(value)
     )
     return ON_THIS_DATABASE.format(alter.as_string(None).replace("'", "''"))
+
+
+def _on_this_database_to(template: str, role: str) -> str:
+    """``template`` (``%I`` the database, ``{}`` the role, or PUBLIC) run on the database the test runs in."""
+    grantee = sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role)
+    statement = sql.SQL(template).format(grantee).as_string(None)
+    return ON_THIS_DATABASE.format(statement.replace("'", "''"))
+
+
+def _chain_holding(grant: str) -> Callable[[RoleNames], list[str]]:
+    """app -> doctor_analysts_<hex> -> doctor_reporting_<hex>, the last holding ``grant`` (``{}`` is its name)."""
+
+    def setup(r: RoleNames) -> list[str]:
+        suffix = secrets.token_hex(4)
+        granted = sql.SQL(grant).format(sql.Identifier(f"doctor_reporting_{suffix}")).as_string(None)
+        return [*chain(r, "", suffix), granted]
+
+    return setup
 
 
 def _member_of_new_role(roles: RoleNames, attributes: str, *, owning: str | None = None) -> list[str]:
@@ -652,7 +676,129 @@ PLANTS = {
         "warning",
         "app_role_cross_tenant_function",
         "pg_terminate_backend(integer,bigint)",
-        fix_is_sql=False,  # held through the membership, which REVOKE ... FROM PUBLIC does not touch
+        "through pg_signal_backend",  # the fix revokes the membership, which REVOKE ... FROM PUBLIC did not touch
+    ),
+    "SET on session_replication_role to the app role": Plant(
+        lambda r: [ddl("GRANT SET ON PARAMETER session_replication_role TO {}", r.app)],
+        "error",
+        "app_role_sets_parameter",
+        "parameter session_replication_role",
+        "no trigger fires",
+    ),
+    "SET on lo_compat_privileges to PUBLIC": Plant(
+        lambda r: ["GRANT SET ON PARAMETER lo_compat_privileges TO PUBLIC"],
+        "error",
+        "app_role_sets_parameter",
+        "parameter lo_compat_privileges",
+        "every large object",
+    ),
+    "ALTER SYSTEM on archive_command to a role the app role can become": Plant(
+        _chain_holding("GRANT ALTER SYSTEM ON PARAMETER archive_command TO {}"),
+        "error",
+        "app_role_sets_parameter",
+        "parameter archive_command",
+        "ALTER SYSTEM",
+    ),
+    "SET on another superuser-only parameter to the app role": Plant(
+        lambda r: [ddl("GRANT SET ON PARAMETER log_statement TO {}", r.app)],
+        "warning",
+        "app_role_sets_parameter",
+        "parameter log_statement",
+    ),
+    "CREATE on the database to the app role": Plant(
+        lambda r: [_on_this_database_to("GRANT CREATE ON DATABASE %I TO {}", r.app)],
+        "error",
+        "app_role_database_create",
+        "{database}",
+        "may create schemas",
+    ),
+    "CREATE on the database to PUBLIC": Plant(
+        lambda r: [_on_this_database_to("GRANT CREATE ON DATABASE %I TO {}", "PUBLIC")],
+        "error",
+        "app_role_database_create",
+        "{database}",
+        "PUBLIC may create schemas",
+    ),
+    'a SECURITY DEFINER searching "$user" while the app role may create schemas': Plant(
+        lambda r: [
+            _on_this_database_to("GRANT CREATE ON DATABASE %I TO {}", r.app),
+            DEFINER.format('SET search_path = "$user", public, pg_temp'),
+            CLOSED,
+        ],
+        "error",
+        "definer_search_path_writable",
+        "public.doctor_definer()",
+        "schema $user",
+    ),
+    "a SECURITY DEFINER searching a schema not yet created while the app role may create schemas": Plant(
+        lambda r: [
+            _on_this_database_to("GRANT CREATE ON DATABASE %I TO {}", r.app),
+            DEFINER.format("SET search_path = doctor_util, pg_catalog, public, pg_temp"),
+            CLOSED,
+        ],
+        "error",
+        "definer_search_path_writable",
+        "public.doctor_definer()",
+        "which does not exist yet",
+    ),
+    "CREATE on a schema without tenant tables to the app role": Plant(
+        lambda r: ["CREATE SCHEMA doctor_rules", ddl("GRANT USAGE, CREATE ON SCHEMA doctor_rules TO {}", r.app)],
+        "error",
+        "app_role_schema_create",
+        "doctor_rules",
+        "may create objects in schema doctor_rules",
+    ),
+    "CREATE on a schema on the bypass role's search_path": Plant(
+        lambda r: [
+            "CREATE SCHEMA doctor_rules",
+            ddl("GRANT USAGE, CREATE ON SCHEMA doctor_rules TO {}", r.app),
+            _role_setting_here(r.bypass, "search_path", "doctor_rules, pg_catalog, public"),
+        ],
+        "error",
+        "app_role_schema_create",
+        "doctor_rules",
+    ),
+    "CREATE on pg_catalog to the app role": Plant(
+        lambda r: [ddl("GRANT CREATE ON SCHEMA pg_catalog TO {}", r.app)],
+        "error",
+        "app_role_schema_create",
+        "pg_catalog",
+        "which every session searches first",
+    ),
+    "a rule on a security_invoker view that reaches a tenant table": Plant(
+        lambda r: [
+            "CREATE VIEW public.doctor_names WITH (security_invoker = true) AS SELECT id, name FROM public.projects",
+            RULE_ON_VIEW,
+            ddl("GRANT SELECT, INSERT ON public.doctor_names TO {}", r.app),
+        ],
+        "error",
+        "rule_reaches_tenant_table",
+        "public.doctor_names rule doctor_add",
+        "reaches tenant table public.projects",
+    ),
+    "a rule on a view without security_invoker that reaches a tenant table": Plant(
+        lambda r: [
+            "CREATE VIEW public.doctor_names AS SELECT id, name FROM public.projects",
+            RULE_ON_VIEW,
+            ddl("GRANT SELECT, INSERT ON public.doctor_names TO {}", r.app),
+        ],
+        "error",
+        "rule_reaches_tenant_table",
+        "public.doctor_names rule doctor_add",
+    ),
+    "a large object owned by the app role": Plant(
+        lambda r: [
+            sql.SQL("SELECT lo_from_bytea({}, convert_to('doctor', 'UTF8'))")
+            .format(sql.Literal(LARGE_OBJECT))
+            .as_string(None),
+            sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}")
+            .format(sql.Literal(LARGE_OBJECT), sql.Identifier(r.app))
+            .as_string(None),
+        ],
+        "error",
+        "large_object_owned",
+        f"large object {LARGE_OBJECT}",
+        "owned by",
     ),
 }
 
@@ -766,6 +912,27 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
             ],
             id="an exclusion constraint keyed on tenant_id",
         ),
+        pytest.param(
+            lambda r: [
+                INVOKER_VIEW,
+                "CREATE VIEW public.doctor_outer AS SELECT * FROM public.doctor_view",
+                ddl("GRANT SELECT ON public.doctor_view, public.doctor_outer TO {}", r.app),
+            ],
+            # A security_invoker view checks what it reads as the current user even under a view with its
+            # owner's rights (test_reach.py shows the app role its own rows only through both).
+            id="a view without security_invoker over a security_invoker view over projects",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE SCHEMA doctor_rules",
+                ddl("GRANT USAGE ON SCHEMA doctor_rules TO {}", r.app),
+                _on_this_database_to("GRANT CONNECT ON DATABASE %I TO {}", r.app),
+                "CREATE FUNCTION public.doctor_definer() RETURNS bigint LANGUAGE sql SECURITY DEFINER"
+                ' SET search_path = "$user", doctor_missing, public, pg_temp AS $$ SELECT 1::bigint $$',
+                CLOSED,
+            ],
+            id='a SECURITY DEFINER searching "$user" and a missing schema while no one may create schemas',
+        ),
     ],
 )
 def test_well_made_objects_add_no_finding(
@@ -790,17 +957,6 @@ SUBTLE = {
         "once missed: sql/012_doctor.sql (policy_not_tenant_keyed, and coverage.tenant_policies) tests the policy "
         "text with a substring regex, so any expression containing 'tenant_id = rls_tenancy.current_tenant_id()' "
         "passes, here one OR-ed with true, which shows every tenant's rows",
-    ),
-    "a view over a security_invoker view over projects": (
-        lambda r: [
-            INVOKER_VIEW,
-            "CREATE VIEW public.doctor_outer AS SELECT * FROM public.doctor_view",
-            ddl("GRANT SELECT ON public.doctor_view, public.doctor_outer TO {}", r.app),
-        ],
-        ("error", "view_not_security_invoker", "public.doctor_outer"),
-        "once missed: sql/012_doctor.sql only inspects views whose pg_depend entries name a tenant table directly; "
-        "doctor_outer (owner's rights) reads the invoker view as its superuser owner, so the app role sees every "
-        "tenant's projects through it, unreported",
     ),
     "a unique index on (name) INCLUDE (tenant_id)": (
         lambda r: [NOTES, "CREATE UNIQUE INDEX doctor_notes_name ON public.doctor_notes (name) INCLUDE (tenant_id)"],

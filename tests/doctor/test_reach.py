@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy.schema.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
+from rls_tenancy.testing.database import signing_requested
 from tests.conftest import World, bind_then_become, ddl
 from tests.doctor.support import finding_rows, key_of, planted_in, run
 
@@ -47,6 +48,36 @@ PEEK = (
 )
 LARGE_OBJECT = 1_000_000 + secrets.randbelow(1_000_000_000)
 ROLE = f"doctor_group_{secrets.token_hex(4)}"
+# B's secret in a large object of the superuser's, granted to no one.
+SECRET_OBJECT = (
+    sql.SQL("SELECT lo_from_bytea({}, convert_to('b-secret', 'UTF8'))")
+    .format(sql.Literal(LARGE_OBJECT))
+    .as_string(None)
+)
+READ_OBJECT = (
+    sql.SQL("SELECT 'reached' WHERE convert_from(lo_get({}), 'UTF8') = 'b-secret'")
+    .format(sql.Literal(LARGE_OBJECT))
+    .as_string(None)
+)
+# A definer of the owner role's whose search_path names a schema nobody has created yet.
+COUNTING = [
+    "CREATE FUNCTION public.doctor_count(p text) RETURNS integer LANGUAGE plpgsql SECURITY DEFINER"
+    " SET search_path = doctor_util, public, pg_catalog, pg_temp AS $$ BEGIN RETURN length(lower(p)); END $$",
+    "REVOKE ALL ON FUNCTION public.doctor_count(text) FROM PUBLIC",
+]
+# As the app role: the schema created, and a lower() in it that the definer finds first and runs as its
+# owner, which binds (and, where required, signs) tenant B for the rest of the caller's transaction.
+HIJACK = [
+    "SELECT pg_catalog.set_config('doctor.b', CAST(:b AS text), false)",
+    "CREATE SCHEMA doctor_util",
+    "GRANT USAGE ON SCHEMA doctor_util TO PUBLIC",
+    "CREATE FUNCTION doctor_util.lower(t text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN"
+    " PERFORM pg_catalog.set_config('app.current_tenant', pg_catalog.current_setting('doctor.b'), true);"
+    " IF rls_tenancy.context_signing_required() THEN PERFORM rls_tenancy.sign_context(); END IF;"
+    " RETURN t; END $$",
+    "SELECT public.doctor_count('x')",
+    "SELECT 'reached' FROM public.doctor_secrets WHERE secret = 'b-secret'",
+]
 
 
 def _group(grant: str) -> Callable[[RoleNames], list[str]]:
@@ -63,6 +94,29 @@ def _on_this_database(template: str, **parts: sql.Composable) -> str:
     named = {"database": sql.SQL("%1$I"), "database_literal": sql.SQL("%1$L")}
     statement = sql.SQL(template).format(**named, **parts).as_string(None)
     return "DO $$ BEGIN EXECUTE format('" + statement.replace("'", "''") + "', current_database()); END $$"
+
+
+def _counting(d: TenancyDatabase) -> list[str]:
+    """COUNTING, owned by the owner role and granted to the app role, which may create schemas."""
+    return [
+        *COUNTING,
+        ddl("ALTER FUNCTION public.doctor_count(text) OWNER TO {}", d.roles.owner),
+        ddl("GRANT EXECUTE ON FUNCTION public.doctor_count(text) TO {}", d.roles.app),
+        _on_this_database("GRANT CREATE ON DATABASE {database} TO {role}", role=sql.Identifier(d.roles.app)),
+    ]
+
+
+def _policy_calling_the_apps_function(d: TenancyDatabase) -> list[str]:
+    """A restrictive policy calling a function the app role made in a schema it may create in."""
+    return [
+        "CREATE SCHEMA doctor_rules",
+        ddl("GRANT USAGE, CREATE ON SCHEMA doctor_rules TO {}", d.roles.app),
+        ddl("SET LOCAL ROLE {}", d.roles.app),
+        "CREATE FUNCTION doctor_rules.visible(s text) RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT s <> '' $$",
+        "RESET ROLE",
+        "CREATE POLICY doctor_visible ON public.doctor_secrets AS RESTRICTIVE FOR SELECT"
+        " USING (doctor_rules.visible(secret))",
+    ]
 
 
 @dataclass(frozen=True)
@@ -214,6 +268,65 @@ REACHES = {
         f"large object {LARGE_OBJECT}",
         [f"SELECT 'reached' WHERE convert_from(lo_get({LARGE_OBJECT}), 'UTF8') = 'b-secret'"],
     ),
+    "SET on lo_compat_privileges to the app role": Reach(
+        lambda d: [SECRET_OBJECT, ddl("GRANT SET ON PARAMETER lo_compat_privileges TO {}", d.roles.app)],
+        "app_role_sets_parameter",
+        "parameter lo_compat_privileges",
+        ["SET LOCAL lo_compat_privileges = on", READ_OBJECT],
+    ),
+    "a large object owned by a role the app role can become": Reach(
+        lambda d: [
+            SECRET_OBJECT,
+            ddl("CREATE ROLE {} NOLOGIN", ROLE),
+            sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}")
+            .format(sql.Literal(LARGE_OBJECT), sql.Identifier(ROLE))
+            .as_string(None),
+            ddl("GRANT {} TO {}", ROLE, d.roles.app),
+        ],
+        "large_object_owned",
+        f"large object {LARGE_OBJECT}",
+        [READ_OBJECT],
+        as_role=ROLE,
+    ),
+    "CREATE on the database: a schema a definer searches, created by the app role": Reach(
+        _counting, "app_role_database_create", "{database}", HIJACK
+    ),
+    "CREATE on the database: the definer's search_path fixed instead": Reach(
+        _counting, "definer_search_path_writable", "public.doctor_count(text)", HIJACK
+    ),
+    "a function of the app role's, called by a policy, in a schema it may create in": Reach(
+        _policy_calling_the_apps_function,
+        "app_role_schema_create",
+        "doctor_rules",
+        [
+            "CREATE OR REPLACE FUNCTION doctor_rules.visible(s text) RETURNS boolean LANGUAGE plpgsql"
+            " COST 0.0000001 AS $$ BEGIN IF s = 'b-secret' THEN RAISE EXCEPTION 'reached %', s; END IF;"
+            " RETURN true; END $$",
+            "SET LOCAL enable_indexscan = off",
+            "SET LOCAL enable_indexonlyscan = off",
+            "SET LOCAL enable_bitmapscan = off",
+            "SELECT count(*) FROM public.doctor_secrets",
+        ],
+    ),
+    "an INSTEAD rule on a security_invoker view, reaching the tenant table": Reach(
+        lambda d: [
+            "CREATE VIEW public.doctor_secret_view WITH (security_invoker = true)"
+            " AS SELECT tenant_id, secret FROM public.doctor_secrets",
+            "CREATE RULE doctor_add AS ON INSERT TO public.doctor_secret_view DO INSTEAD"
+            " UPDATE public.doctor_secrets SET secret = NEW.secret WHERE tenant_id = NEW.tenant_id"
+            " RETURNING tenant_id, secret",
+            ddl("GRANT SELECT, INSERT ON public.doctor_secret_view TO {}", d.roles.app),
+        ],
+        "rule_reaches_tenant_table",
+        "public.doctor_secret_view rule doctor_add",
+        # the rule runs as the view's owner (a superuser here): it overwrites B's row
+        # (B's id through a setting: a parameter would hide the rule's RETURNING from the statement's description)
+        [
+            "SELECT pg_catalog.set_config('doctor.b', CAST(:b AS text), false)",
+            "INSERT INTO public.doctor_secret_view"
+            " SELECT CAST(pg_catalog.current_setting('doctor.b') AS bigint), 'reached' RETURNING secret",
+        ],
+    ),
 }
 
 
@@ -252,7 +365,7 @@ def _own_rows(conn: Connection, db: TenancyDatabase, world: World) -> list[str]:
 def test_what_reaches_another_tenant_is_an_error_until_its_fix_is_applied(
     superuser_engine: Engine, db: TenancyDatabase, world: World, reach: Reach
 ) -> None:
-    expected = ("error", reach.check, reach.object.format(app=db.roles.app))
+    expected = ("error", reach.check, reach.object.format(app=db.roles.app, database=db.name))
     with planted_in(superuser_engine, []) as conn:
         for statement in SECRETS:
             conn.execute(text(statement), {"a": world.a, "b": world.b})
@@ -265,3 +378,63 @@ def test_what_reaches_another_tenant_is_an_error_until_its_fix_is_applied(
         assert expected not in {key_of(row) for row in finding_rows(conn)}, f"the fix {found[0][4]!r} left it"
         assert REACHED not in _peek(conn, db, world, reach)
         assert _own_rows(conn, db, world) == ["a-secret"]  # the app still works
+
+
+def _as_app(conn: Connection, db: TenancyDatabase, tenant: int, statements: list[str], user: int | None = None) -> str:
+    """What the last of ``statements`` returns (or the error it raises) as the app role, in a savepoint."""
+    savepoint = conn.begin_nested()
+    try:
+        bind_then_become(conn, tenant, db.roles.app, user)
+        run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", db.roles.app))
+        out = ""
+        for statement in statements:
+            result = conn.execute(text(statement))
+            out = repr(result.all()) if result.returns_rows else out
+        return out
+    except DBAPIError as error:
+        return str(error.orig)
+    finally:
+        savepoint.rollback()
+
+
+@pytest.mark.skipif(not signing_requested(), reason="the users' grants guard is a signed context's")
+@pytest.mark.usefixtures("stays_clean")
+def test_set_on_session_replication_role_turns_off_the_users_guard_until_its_fix_is_applied(
+    superuser_engine: Engine, db: TenancyDatabase, world: World
+) -> None:
+    grant = ddl("GRANT SET ON PARAMETER session_replication_role TO {}", db.roles.app)
+    with planted_in(superuser_engine, [grant]) as conn:
+        user = conn.execute(
+            text("INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (:a, 'intern@a.example') RETURNING id"),
+            {"a": world.a},
+        ).scalar_one()
+        promote = "UPDATE rls_tenancy.users SET roles = '{admin}' RETURNING 'reached'"
+        assert REACHED not in _as_app(conn, db, world.a, [promote], user)  # the guard refuses it
+        replica = ["SET LOCAL session_replication_role = replica", promote]
+        assert REACHED in _as_app(conn, db, world.a, replica, user)  # the user makes itself an administrator
+        expected = ("error", "app_role_sets_parameter", "parameter session_replication_role")
+        (found,) = [row for row in finding_rows(conn) if key_of(row) == expected]
+        run(conn, found[4])
+        assert expected not in {key_of(row) for row in finding_rows(conn)}
+        assert "permission denied" in _as_app(conn, db, world.a, replica, user)
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_view_with_its_owners_rights_over_a_security_invoker_view_shows_the_bound_tenant_only(
+    superuser_engine: Engine, db: TenancyDatabase, world: World
+) -> None:
+    """A security_invoker view checks what it reads as the current user, under any view: no finding."""
+    views = [
+        "CREATE VIEW public.doctor_inner WITH (security_invoker = true) AS SELECT secret FROM public.doctor_secrets",
+        "CREATE VIEW public.doctor_outer AS SELECT secret FROM public.doctor_inner",  # a superuser's, no invoker
+        ddl("GRANT SELECT ON public.doctor_inner, public.doctor_outer TO {}", db.roles.app),
+        # stored with its owner's rights at refresh: still reported
+        "CREATE MATERIALIZED VIEW public.doctor_stored AS SELECT secret FROM public.doctor_inner",
+    ]
+    with planted_in(superuser_engine, []) as conn:
+        for statement in [*SECRETS, *views]:
+            conn.execute(text(statement), {"a": world.a, "b": world.b})
+        assert _as_app(conn, db, world.a, ["SELECT secret FROM public.doctor_outer"]) == "[('a-secret',)]"
+        found = {key_of(row) for row in finding_rows(conn)}
+    assert not {key for key in found if key[2] in ("public.doctor_inner", "public.doctor_outer")}
+    assert ("warning", "materialized_view_over_tenant_table", "public.doctor_stored") in found
