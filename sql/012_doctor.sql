@@ -617,21 +617,43 @@ BEGIN
          WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
     ),
+    -- Whether the app role, or a role it can become, may create schemas in this database (CREATE on it):
+    -- then a schema that a search_path names but nobody has created yet is as good as its own.
+    schema_creators (any_creator) AS (
+        SELECT EXISTS (SELECT 1 FROM app_roles ar WHERE has_database_privilege(ar.oid, current_database(), 'CREATE'))
+    ),
+    -- Each entry of a definer's search_path: the schema it names ("$user": the function's owner, as which
+    -- it runs), whether that exists, and whether the app role can put objects there: CREATE on it, or, for
+    -- one not created yet, CREATE on the database. pg_catalog is searched first whatever the path says, so
+    -- leaving it out changes nothing: CREATE on it is app_role_schema_create's alone.
+    definer_paths AS (
+        SELECT d.oid, e.n, e.element, e.name, to_regnamespace(quote_ident(e.name)) IS NULL AS missing,
+               e.name <> 'pg_catalog' AND e.element NOT IN ('pg_temp', '')
+               AND CASE WHEN to_regnamespace(quote_ident(e.name)) IS NULL
+                        THEN (SELECT sc.any_creator FROM schema_creators sc)
+                        ELSE EXISTS (SELECT 1 FROM app_roles ar
+                                      WHERE has_schema_privilege(ar.oid, to_regnamespace(quote_ident(e.name)), 'CREATE')) END
+                   AS writable
+          FROM definers_raw d
+          CROSS JOIN LATERAL unnest(CASE WHEN d.path IS NULL THEN ARRAY['pg_catalog', d.nspname]
+                                         ELSE ARRAY['pg_catalog'] || string_to_array(d.path, ',') END)
+               WITH ORDINALITY AS raw_element (element, n)
+          CROSS JOIN LATERAL (SELECT btrim(raw_element.element, ' "') AS element, raw_element.n) trimmed
+          CROSS JOIN LATERAL (SELECT trimmed.element,
+                                     CASE WHEN trimmed.element = '$user' THEN pg_get_userbyid(d.proowner)::text
+                                          ELSE trimmed.element END AS name,
+                                     trimmed.n) e
+    ),
     -- With the search_path a fix should give it: its own schemas (or, without any, pg_catalog and the
-    -- function's schema), less pg_temp and those the app role may create in, then pg_temp last, so that
-    -- the names it uses still resolve and none resolves to a temporary object.
+    -- function's schema), less pg_temp, "$user" and those the app role can put objects in, then pg_temp
+    -- last, so that the names it uses still resolve and none resolves to a temporary object. pg_catalog is
+    -- always kept: the path is never empty.
     definers AS (
         SELECT d.oid, d.proowner, d.proacl, d.path,
                (SELECT string_agg(quote_ident(kept.name), ', ' ORDER BY kept.n)
                   FROM (SELECT DISTINCT ON (e.name) e.name, e.n
-                          FROM unnest(CASE WHEN d.path IS NULL THEN ARRAY['pg_catalog', d.nspname]
-                                           ELSE ARRAY['pg_catalog'] || string_to_array(d.path, ',') END)
-                               WITH ORDINALITY AS raw_element (element, n)
-                          CROSS JOIN LATERAL (SELECT btrim(raw_element.element, ' "') AS name, raw_element.n) e
-                         WHERE e.name NOT IN ('pg_temp', '$user', '')
-                           AND NOT EXISTS (SELECT 1 FROM app_roles ar
-                                            WHERE to_regnamespace(quote_ident(e.name)) IS NOT NULL
-                                              AND has_schema_privilege(ar.oid, to_regnamespace(quote_ident(e.name)), 'CREATE'))
+                          FROM definer_paths e
+                         WHERE e.oid = d.oid AND e.element NOT IN ('pg_temp', '$user', '') AND NOT e.writable
                          ORDER BY e.name, e.n) kept) || ', pg_temp' AS safe_path
           FROM definers_raw d
     ),
@@ -691,11 +713,19 @@ BEGIN
           JOIN pg_rewrite rw ON rw.oid = d.objid
          WHERE rw.ev_class <> t.oid
         UNION
+        -- Not up through a security_invoker view: it checks what it reads as the current user even when a
+        -- view with its owner's rights reads it, so that view reads no tenant table with its owner's rights
+        -- through it. A materialized view does: its refresh runs as its owner.
         SELECT r.base, rw.ev_class
           FROM reaching r
+          JOIN pg_class inner_rel ON inner_rel.oid = r.rel
           JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = r.rel AND d.classid = 'pg_rewrite'::regclass
           JOIN pg_rewrite rw ON rw.oid = d.objid
+          JOIN pg_class outer_rel ON outer_rel.oid = rw.ev_class
          WHERE rw.ev_class <> r.rel
+           AND (outer_rel.relkind = 'm' OR inner_rel.relkind <> 'v'
+                OR NOT coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(inner_rel.reloptions) o
+                                  WHERE o.option_name = 'security_invoker'), false))
     ),
     raw (severity, check_name, object_name, message, fix) AS (
         -- The application role itself.
@@ -858,17 +888,25 @@ BEGIN
                   JOIN pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = pair.parent_att
                  WHERE ca.attname = 'tenant_id' AND pa.attname = 'tenant_id')
         UNION ALL
-        -- A definer's search_path naming a schema the app role can create objects in.
+        -- A definer's search_path naming a schema the app role can create objects in, or one it can create
+        -- ("$user" among them) while nobody has.
         SELECT DISTINCT 'error', 'definer_search_path_writable', format('%s', f.oid::regprocedure),
-               format('SECURITY DEFINER function %s searches schema %I, where the application role can create objects it will then use',
-                      f.oid::regprocedure, btrim(element, ' "')),
+               CASE WHEN NOT e.missing
+                    THEN format('SECURITY DEFINER function %s searches schema %s, where the application role can create objects it will then use',
+                                f.oid::regprocedure,
+                                CASE WHEN e.element = '$user' THEN format('$user (%I)', e.name) ELSE quote_ident(e.name) END)
+                    ELSE format('SECURITY DEFINER function %s searches schema %s, which does not exist yet: the application '
+                                'role may create schemas in database %I, and the functions it puts in one of that name run '
+                                'as %I, the function''s owner, with every tenant''s rows and the signed context within reach',
+                                f.oid::regprocedure,
+                                CASE WHEN e.element = '$user' THEN format('$user (%I, its owner''s name)', e.name)
+                                     ELSE quote_ident(e.name) END,
+                                current_database(), pg_get_userbyid(f.proowner)) END,
                format('ALTER FUNCTION %s SET search_path = %s; -- then qualify the names it uses',
                       f.oid::regprocedure, f.safe_path)
           FROM definers f
-          CROSS JOIN LATERAL unnest(string_to_array(f.path, ',')) element
-          CROSS JOIN LATERAL to_regnamespace(quote_ident(btrim(element, ' "'))) schema
-         WHERE schema IS NOT NULL
-           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_schema_privilege(ar.oid, schema, 'CREATE'))
+          JOIN definer_paths e ON e.oid = f.oid
+         WHERE f.path IS NOT NULL AND e.n > 1 AND e.writable
         UNION ALL
         -- The owner role must stay bound by FORCE ROW LEVEL SECURITY: the library's SECURITY DEFINER functions
         -- run as it and rely on the policies to see the bound tenant only.
@@ -1054,7 +1092,12 @@ BEGIN
         SELECT CASE WHEN signing_required AND f.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity')
                     THEN 'error' ELSE 'warning' END,
                'app_role_cross_tenant_function', format('%s', f.oid::regprocedure),
-               format('the application role may run %s: %s', f.oid::regprocedure,
+               format('the application role may run %s%s: %s', f.oid::regprocedure,
+                      (SELECT format(' (through %s)', string_agg(DISTINCT quote_ident(g.rolname), ', '))
+                         FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) acl
+                         JOIN pg_roles g ON g.oid = acl.grantee
+                        WHERE acl.privilege_type = 'EXECUTE' AND g.rolname <> app_role
+                          AND pg_has_role(app_role, acl.grantee, 'MEMBER')),
                       CASE WHEN f.proname IN ('pg_stat_get_activity', 'pg_stat_get_backend_activity')
                                THEN 'it shows the query text of every session of its own role, i.e. other tenants'' requests in flight'
                            WHEN f.proname IN ('pg_lock_status', 'pg_blocking_pids', 'pg_safe_snapshot_blocking_pids',
@@ -1067,7 +1110,18 @@ BEGIN
                                     'requests in flight are doing'
                            WHEN f.proname LIKE 'pg\_%' THEN 'it cancels or ends any session of its own role, i.e. another tenant''s request'
                            ELSE 'a large object belongs to the role that creates it, so every tenant can read it' END),
-               format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, %I;', f.oid::regprocedure, app_role)
+               -- what PUBLIC or the app role holds, and each membership the app role holds on the way to a role
+               -- that holds it (REVOKE ... FROM PUBLIC leaves pg_signal_backend's grant and the membership)
+               concat_ws(' ',
+                   CASE WHEN EXISTS (SELECT 1 FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) acl
+                                      JOIN pg_roles a ON a.rolname = app_role
+                                     WHERE acl.privilege_type = 'EXECUTE' AND acl.grantee IN (0, a.oid))
+                        THEN format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, %I;', f.oid::regprocedure, app_role) END,
+                   (SELECT string_agg(DISTINCT format('REVOKE %I FROM %I;', h.rolname, app_role), ' ')
+                      FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) acl
+                      JOIN memberships ms ON ms.role_oid = acl.grantee
+                      JOIN pg_roles h ON h.oid = ms.first_hop
+                     WHERE acl.privilege_type = 'EXECUTE'))
           FROM pg_proc f
          WHERE f.pronamespace = 'pg_catalog'::regnamespace
            AND (f.oid = ANY (ARRAY['pg_catalog.pg_cancel_backend(integer)', 'pg_catalog.pg_terminate_backend(integer, bigint)',
@@ -1119,16 +1173,21 @@ BEGIN
                                                 WHERE v.kind = 'view' AND v.extension = t.extension
                                                   AND cardinality(v.grantees) > 0))
         UNION ALL
-        -- Rules run their actions with the rights of the owner of the table they are on. A rule on a tenant
-        -- table, or one whose actions reach a tenant table, acts past the caller's policies.
+        -- Rules run their actions with the rights of the owner of the table or view they are on. A rule on a
+        -- tenant table, or one whose actions reach a tenant table, acts past the caller's policies. On a view
+        -- too: security_invoker covers what its SELECT reads, not its rules' actions (its _RETURN rule is
+        -- view_not_security_invoker's).
         SELECT DISTINCT ON (rw.oid) 'error', 'rule_reaches_tenant_table', format('%s rule %I', rw.ev_class::regclass, rw.rulename),
-               format('rule %I on %s runs its actions with the rights of the table''s owner, and it %s',
-                      rw.rulename, rw.ev_class::regclass,
+               format('rule %I on %s runs its actions with the rights of the %s''s owner, and it %s',
+                      rw.rulename, rw.ev_class::regclass, CASE WHEN t.relkind = 'v' THEN 'view' ELSE 'table' END,
                       CASE WHEN on_tenant.table_oid IS NOT NULL THEN 'is on a tenant table'
-                           ELSE format('reaches tenant table %s', reached.table_name) END),
-               format('DROP RULE %I ON %s; -- a trigger runs with the caller''s rights', rw.rulename, rw.ev_class::regclass)
+                           ELSE format('reaches tenant table %s', reached.table_name) END)
+               || CASE WHEN t.relkind = 'v' THEN ' (security_invoker does not change whose rights a view''s rules use)' ELSE '' END,
+               format('DROP RULE %I ON %s; -- %s', rw.rulename, rw.ev_class::regclass,
+                      CASE WHEN t.relkind = 'v' THEN 'an INSTEAD OF trigger (not SECURITY DEFINER) runs with the caller''s rights'
+                           ELSE 'a trigger runs with the caller''s rights' END)
           FROM pg_rewrite rw
-          JOIN pg_class t ON t.oid = rw.ev_class AND t.relkind IN ('r', 'p')
+          JOIN pg_class t ON t.oid = rw.ev_class AND t.relkind IN ('r', 'p', 'v')
           LEFT JOIN rls_tenancy.coverage on_tenant ON on_tenant.table_oid = rw.ev_class
           LEFT JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
                                 AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class
@@ -1322,17 +1381,87 @@ BEGIN
          WHERE EXISTS (SELECT 1 FROM rls_tenancy.coverage c JOIN pg_class t ON t.oid = c.table_oid WHERE t.relnamespace = n.oid)
            AND pg_has_role(app_role, n.nspowner, 'MEMBER')
         UNION ALL
+        -- Any schema, tenant tables or not: the application role never needs to create schema objects
+        -- (sql/001_roles.sql), and which schemas privileged code calls into cannot be read from the catalogs
+        -- whole (policies and views record the functions they call, but a PL/pgSQL body, a migration or a
+        -- role's search_path name theirs as text). pg_catalog is searched first by every session.
         SELECT 'error', 'app_role_schema_create', format('%I', n.nspname),
-               format('%s may create objects in schema %I, which holds tenant tables: a function or operator it '
-                      'creates there that fits a call better than the built-in one (lower(varchar) beside '
-                      'lower(text)) runs with the rights of whoever makes the call: a migration, the owner role, '
-                      'a superuser', rls_tenancy.grantee_name(acl.grantee), n.nspname),
+               CASE WHEN n.nspname = 'pg_catalog'
+                    THEN format('%s may create objects in schema pg_catalog, which every session searches first, '
+                                'whatever its search_path: a function or operator it creates there runs with the rights '
+                                'of whoever makes the call: a migration, the owner role, every SECURITY DEFINER function, '
+                                'a superuser', rls_tenancy.grantee_name(acl.grantee))
+                    WHEN EXISTS (SELECT 1 FROM rls_tenancy.coverage c JOIN pg_class t ON t.oid = c.table_oid
+                                  WHERE t.relnamespace = n.oid)
+                    THEN format('%s may create objects in schema %I, which holds tenant tables: a function or operator it '
+                                'creates there that fits a call better than the built-in one (lower(varchar) beside '
+                                'lower(text)) runs with the rights of whoever makes the call: a migration, the owner role, '
+                                'a superuser', rls_tenancy.grantee_name(acl.grantee), n.nspname)
+                    ELSE format('%s may create objects in schema %I: a function it creates or replaces there runs with the '
+                                'rights, and sees the rows, of whatever calls it: a policy calling a function of that schema '
+                                '(on every tenant''s rows), a SECURITY DEFINER function, a migration, or the owner or bypass '
+                                'role with the schema on its search_path. The application role never needs to create '
+                                'schema objects', rls_tenancy.grantee_name(acl.grantee), n.nspname) END,
                format('REVOKE CREATE ON SCHEMA %I FROM %s;', n.nspname, rls_tenancy.grantee_name(acl.grantee))
           FROM pg_namespace n CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl
          WHERE n.nspname <> 'rls_tenancy'  -- library_schema_create
-           AND EXISTS (SELECT 1 FROM rls_tenancy.coverage c JOIN pg_class t ON t.oid = c.table_oid WHERE t.relnamespace = n.oid)
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
            AND acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+        UNION ALL
+        -- CREATE on the database: the app role creates schemas, under any name not taken yet: one a SECURITY
+        -- DEFINER function's search_path names but nobody created ("$user", the owner role's name, among
+        -- them; definer_search_path_writable names each), or one privileged sessions search.
+        SELECT 'error', 'app_role_database_create', format('%I', d.datname),
+               format('%s may create schemas in database %I (CREATE on the database): under a name a SECURITY DEFINER '
+                      'function''s search_path, a privileged role''s search_path or a policy names but nobody has '
+                      'created yet ("$user" is the owner role''s name inside its functions), with functions of its own '
+                      'that then run with the caller''s rights', rls_tenancy.grantee_name(acl.grantee), d.datname),
+               format('REVOKE CREATE ON DATABASE %I FROM %s;', d.datname, rls_tenancy.grantee_name(acl.grantee))
+          FROM pg_database d CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) acl
+         WHERE d.datname = current_database() AND acl.privilege_type = 'CREATE' AND acl.grantee <> d.datdba
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+        UNION ALL
+        -- SET or ALTER SYSTEM on a superuser's parameter (PostgreSQL 15: GRANT ... ON PARAMETER). An error for
+        -- those that turn off a guard or a check, and for ALTER SYSTEM on those that run programs or load
+        -- libraries as the server; a warning for the rest (no role of the application needs one).
+        SELECT CASE WHEN p.parname IN ('session_replication_role', 'lo_compat_privileges') THEN 'error'
+                    WHEN 'ALTER SYSTEM' = ANY (array_agg(acl.privilege_type))
+                         AND p.parname IN ('archive_command', 'archive_library', 'restore_command', 'archive_cleanup_command',
+                                           'recovery_end_command', 'ssl_passphrase_command', 'shared_preload_libraries',
+                                           'session_preload_libraries', 'local_preload_libraries', 'dynamic_library_path')
+                    THEN 'error' ELSE 'warning' END,
+               'app_role_sets_parameter', format('parameter %s', p.parname),
+               format('%s may %s parameter %s, which only superusers set otherwise: %s',
+                      string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '),
+                      string_agg(DISTINCT CASE acl.privilege_type WHEN 'SET' THEN 'SET' ELSE 'ALTER SYSTEM SET' END, ' and '),
+                      p.parname,
+                      CASE p.parname
+                           WHEN 'session_replication_role'
+                               THEN 'in replica mode no trigger fires, so the library''s guards (the users'' grants, the '
+                                    'audit log''s) and foreign key checks are off for its session: a user makes itself an '
+                                    'administrator'
+                           WHEN 'lo_compat_privileges'
+                               THEN 'on, it turns off the privilege checks of large objects: it reads and writes every '
+                                    'large object, every tenant''s'
+                           ELSE 'no role of the application needs it' END
+                      || CASE WHEN 'ALTER SYSTEM' = ANY (array_agg(acl.privilege_type))
+                              THEN ' (ALTER SYSTEM sets it for every session of the server from the next reload on)'
+                              ELSE '' END),
+               format('REVOKE %s ON PARAMETER %s FROM %s;',
+                      string_agg(DISTINCT acl.privilege_type, ', '), p.parname,
+                      string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '))
+          FROM pg_parameter_acl p CROSS JOIN LATERAL aclexplode(p.paracl) acl
+         WHERE acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER')
+         GROUP BY p.parname
+        UNION ALL
+        -- A large object belongs to its owner, who reads and writes it whatever its grants say.
+        SELECT 'error', 'large_object_owned', format('large object %s', lo.oid),
+               format('large object %s is owned by %I, whose rights the application role has: row level security does '
+                      'not cover large objects, so every tenant reads and writes it', lo.oid, pg_get_userbyid(lo.lomowner)),
+               format('ALTER LARGE OBJECT %s OWNER TO %I;', lo.oid, owner_role)
+          FROM pg_largeobject_metadata lo
+         WHERE pg_has_role(app_role, lo.lomowner, 'MEMBER')
         UNION ALL
         -- Large objects are outside row level security: one granted to PUBLIC or the app role is every tenant's.
         SELECT 'error', 'large_object_readable', format('large object %s', lo.oid),
