@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from rls_tenancy.audit import AuditEvent, log_event, log_security_event
-from rls_tenancy.binding import SETTING, USER_SETTING, ContextKey, bind_engine, unavailable_reason
+from rls_tenancy.binding import SETTING, USER_SETTING, ContextKey, bind_engine, driver_connection, unavailable_reason
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant, current_tenant_id, current_user_id, require_tenant_id
 from rls_tenancy.errors import (
@@ -63,6 +63,7 @@ __all__ = [
     "bind_engine",
     "current_tenant_id",
     "current_user_id",
+    "driver_connection",
     "log_event",
     "log_security_event",
     "require_tenant_id",

@@ -10,8 +10,18 @@ serves another tenant.
 from __future__ import annotations
 
 from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.binding.driver import driver_connection
 from rls_tenancy.binding.engine import SETTING, USER_SETTING, bind_engine, is_bound
 from rls_tenancy.binding.unavailable import unavailable_reason
 from rls_tenancy.binding.urls import database_url
 
-__all__ = ["SETTING", "USER_SETTING", "ContextKey", "bind_engine", "database_url", "is_bound", "unavailable_reason"]
+__all__ = [
+    "SETTING",
+    "USER_SETTING",
+    "ContextKey",
+    "bind_engine",
+    "database_url",
+    "driver_connection",
+    "is_bound",
+    "unavailable_reason",
+]

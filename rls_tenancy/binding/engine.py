@@ -315,6 +315,11 @@ def _on_execute_no_params(_cursor: object, _statement: str, context: ExecutionCo
     _bind_or_check(context.root_connection)
 
 
+def bind_transaction_now(conn: Connection) -> None:
+    """Bind ``conn``'s open transaction now, as its first statement would (or check the binding it has)."""
+    _bind_or_check(conn)
+
+
 def _bind_or_check(conn: Connection) -> None:
     try:
         info = conn.info
