@@ -597,7 +597,21 @@ BEGIN
        OR EXISTS (SELECT 1 FROM pg_roles r
                    WHERE r.rolname = current_user
                      AND (r.rolsuper OR r.rolbypassrls OR r.oid = (SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID))) THEN
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
         RETURN NEW;
+    END IF;
+    -- A user deleted takes its tokens with it: SQL run for an intern would otherwise delete the tenant's
+    -- administrators (and free their tokens' hashes for reuse).
+    IF TG_OP = 'DELETE' THEN
+        IF rls_tenancy.granted('users.delete|' || OLD.tenant_id || '|' || OLD.id || '|') THEN
+            RETURN OLD;
+        END IF;
+        RAISE EXCEPTION 'rls_tenancy: a user is deleted only with the application''s grant in a signed context'
+            USING ERRCODE = '42501',
+                  HINT = 'Delete users through the User model in an ORM Session (it adds the grant), or call '
+                         'rls_tenancy.identity.users.grant_user_delete() on the connection first.';
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.id IS DISTINCT FROM OLD.id THEN
         RAISE EXCEPTION 'rls_tenancy: a user''s id never changes' USING ERRCODE = '42501';
@@ -661,7 +675,7 @@ END
 $fn$;
 
 DROP TRIGGER IF EXISTS users_write_granted ON rls_tenancy.users;
-CREATE TRIGGER users_write_granted BEFORE INSERT OR UPDATE OF id, email, roles, password_hash ON rls_tenancy.users
+CREATE TRIGGER users_write_granted BEFORE INSERT OR UPDATE OF id, email, roles, password_hash OR DELETE ON rls_tenancy.users
     FOR EACH ROW EXECUTE FUNCTION rls_tenancy.user_write_granted();
 
 REVOKE ALL ON FUNCTION rls_tenancy.grant_valid(text, text), rls_tenancy.granted(text), rls_tenancy.grant_field(text),

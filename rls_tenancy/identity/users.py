@@ -182,6 +182,23 @@ def grant_user_write(
     grants.add(connection, _user_write(require_tenant_id(), user_id, fields))
 
 
+def grant_user_delete(connection: Connection, user_id: int) -> None:
+    """Let this transaction delete one user of the tenant in context (its tokens go with it).
+
+    A signed database deletes a user only with the application's grant, so
+    that SQL run for one user cannot delete the tenant's administrators.
+    ``session.delete(user)`` adds its own; a Core ``DELETE`` of users calls
+    this first, once per user. Without a context key it sends nothing.
+    """
+    if not isinstance(user_id, int) or isinstance(user_id, bool):
+        raise UsageError(f"grant_user_delete() takes a user id, not {user_id!r}")
+    grants.add(connection, _user_delete(require_tenant_id(), user_id))
+
+
+def _user_delete(tenant_id: int, user_id: int) -> str:
+    return f"users.delete|{tenant_id}|{user_id}|"
+
+
 def _user_write(tenant_id: int, user_id: int | None, fields: tuple[str, str, str]) -> str:
     operation = "insert" if user_id is None else "update"
     return f"users.{operation}|{tenant_id}|{'' if user_id is None else user_id}|" + "".join(fields)
@@ -221,7 +238,7 @@ def _changed_fields(user: User) -> tuple[str, str, str] | None:
 
 @event.listens_for(Session, "before_flush")
 def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None:
-    """The grants a flush of :class:`User` rows needs in a signed database: one statement for them all."""
+    """The grants a flush of new, changed and deleted :class:`User` rows needs when signed: one statement."""
     writes: list[tuple[User, int | None, tuple[str, str, str]]] = [
         (user, None, _fields({**_NEW_USER, **inspect(user).dict})) for user in session.new if isinstance(user, User)
     ]
@@ -229,7 +246,8 @@ def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None
         changed = _changed_fields(user) if isinstance(user, User) else None
         if changed is not None:
             writes.append((user, user.id, changed))
-    if not writes:
+    deleted = [user for user in session.deleted if isinstance(user, User)]
+    if not writes and not deleted:
         return
     connection = session.connection(bind_arguments={"mapper": _MAPPER})
     if key_of(connection.dialect) is None:
@@ -238,6 +256,7 @@ def _grant_user_writes(session: Session, _context: Any, _instances: Any) -> None
         _user_write(require_tenant_id() if user.tenant_id is None else user.tenant_id, user_id, fields)
         for user, user_id, fields in writes
     ]
+    whats += [_user_delete(user.tenant_id, user.id) for user in deleted]
     grants.add(connection, *whats)
 
 

@@ -30,7 +30,7 @@ from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.cli import main
 from rls_tenancy.identity import tokens
 from rls_tenancy.identity.tokens import authenticate_in_transaction, issue_token, parse_token
-from rls_tenancy.identity.users import grant_user_write
+from rls_tenancy.identity.users import grant_user_delete, grant_user_write
 from rls_tenancy.schema._resources import install_scripts, sql_script
 from rls_tenancy.schema.migration_data import each_tenant
 from rls_tenancy.testing import TenancyDatabase
@@ -907,12 +907,49 @@ def test_a_grant_is_used_up_by_its_write_and_good_for_its_user_only(
 
 
 @pytest.mark.rls_signing
+def test_injected_sql_cannot_delete_a_user_of_its_tenant(signed: Signed, signed_engine: Engine, admin_a: int) -> None:
+    """Deleted, the tenant's administrator would be gone with its tokens, by SQL run for an intern."""
+    delete = text("DELETE FROM rls_tenancy.users WHERE id = :id")
+    refused = pytest.raises(DBAPIError, match="deleted only with the application's grant")
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        for victim in (admin_a, signed.user_a):
+            with refused, conn.begin_nested():
+                conn.execute(delete, {"id": victim})
+        grant_user_delete(conn, signed.user_a)  # the app's grant for another user than the one SQL deletes
+        with refused:
+            conn.execute(delete, {"id": admin_a})
+        conn.rollback()
+    with signed.owner() as owner:
+        left = owner.execute("SELECT count(*) FROM rls_tenancy.users WHERE id = %s", (admin_a,)).fetchone()
+    assert left == (1,)
+
+
+def test_the_app_deletes_users_with_its_grants(signed: Signed, signed_engine: Engine) -> None:
+    """``session.delete(user)`` adds its grant; a Core ``DELETE`` after ``grant_user_delete()`` of that user."""
+    with as_tenant(signed.a, user=signed.user_a), Session(signed_engine) as session, session.begin():
+        users = [User(email=f"leaving-{n}@signed.example") for n in range(2)]
+        session.add_all(users)
+        session.flush()
+        ids = [user.id for user in users]
+    with as_tenant(signed.a, user=signed.user_a), Session(signed_engine) as session, session.begin():
+        session.delete(session.get_one(User, ids[0]))
+    with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+        grant_user_delete(conn, ids[1])
+        assert conn.execute(text("DELETE FROM rls_tenancy.users WHERE id = :id"), {"id": ids[1]}).rowcount == 1
+        conn.commit()
+    with signed.owner() as owner:
+        left = owner.execute("SELECT count(*) FROM rls_tenancy.users WHERE id = ANY(%s)", (ids,)).fetchone()
+    assert left == (0,)
+
+
+@pytest.mark.rls_signing
 def test_a_new_users_grant_puts_its_values_under_a_drawn_id_only(
     signed: Signed, signed_engine: Engine, admin_a: int
 ) -> None:
     """SQL that deletes its own user could otherwise re-insert a granted administrator under its own id."""
     with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
         grant_user_write(conn, email="invited@signed.example", roles=["admin"])  # the app, about to insert
+        grant_user_delete(conn, signed.user_a)  # a deletion the app granted: the attack begins after it
         conn.execute(text("DELETE FROM rls_tenancy.users WHERE id = :me"), {"me": signed.user_a})
         with pytest.raises(DBAPIError, match="drawn by its INSERT"):
             conn.execute(
@@ -1144,6 +1181,7 @@ def test_the_doctor_reports_the_users_id_sequence_settable_and_its_fix_closes_it
     try:
         with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:  # what it lets through
             grant_user_write(conn, email="invited@signed.example", roles=["admin"])
+            grant_user_delete(conn, signed.user_a)  # a deletion the app granted: the attack begins after it
             conn.execute(text("DELETE FROM rls_tenancy.users WHERE id = :me"), {"me": signed.user_a})
             conn.execute(set_drawn, {"me": signed.user_a})
             assert conn.execute(reinsert, {"me": signed.user_a}).scalar_one() == ["admin"]
@@ -1156,6 +1194,7 @@ def test_the_doctor_reports_the_users_id_sequence_settable_and_its_fix_closes_it
         assert _signing_findings(signed, "users_id_sequence_settable") == []
         with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
             grant_user_write(conn, email="invited@signed.example", roles=["admin"])
+            grant_user_delete(conn, signed.user_a)  # a deletion the app granted: the attack begins after it
             conn.execute(text("DELETE FROM rls_tenancy.users WHERE id = :me"), {"me": signed.user_a})
             with pytest.raises(DBAPIError, match="permission denied"), conn.begin_nested():
                 conn.execute(set_drawn, {"me": signed.user_a})

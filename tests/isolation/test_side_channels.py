@@ -540,6 +540,29 @@ def test_a_tenant_can_tell_whether_another_tenants_open_transaction_writes_a_tab
     assert not someone_writes_projects()
 
 
+def test_an_event_sealed_early_holds_its_chain_until_the_transaction_ends(app_engine: Engine, world: World) -> None:
+    """Availability, not a read: the tenantless chain's head, locked by SQL that seals its event early.
+
+    Every event without a tenant then waits for the holder (the unsafe bypass's ``bypass.used`` among them),
+    as any lock does, until its timeouts end the transaction.
+    """
+    with app_engine.connect() as holder:
+        with as_tenant(world.a):
+            holder.execute(text("SELECT set_config('app.current_tenant', '', true)"))  # its event goes to no tenant
+            holder.execute(text("SELECT rls_tenancy.log_event('early', NULL)"))
+            holder.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))  # the seal runs now, and locks the chain's head
+        with app_engine.connect() as other:  # no tenant: an event of the same chain
+            other.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            other.execute(text("SELECT rls_tenancy.log_event('waits', NULL)"))
+            with pytest.raises(DBAPIError) as waited:
+                other.commit()
+            assert isinstance(waited.value.orig, psycopg.errors.LockNotAvailable)
+        holder.rollback()
+    with app_engine.connect() as other:  # released with the holder's transaction
+        other.execute(text("SELECT rls_tenancy.log_event('sealed', NULL)"))
+        other.rollback()
+
+
 def test_a_tenant_may_lock_a_shared_table_and_stall_every_other_tenant(app_engine: Engine, world: World) -> None:
     """Availability, not a read: the lock holds until the holder's transaction ends (its timeouts bound it)."""
     with as_tenant(world.a), app_engine.connect() as holder:
