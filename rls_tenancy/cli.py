@@ -3,7 +3,8 @@
 rls-tenancy migrate --database-url postgresql://dba@host/app
 rls-tenancy migrate --sql > install.sql      # for review by a DBA
 rls-tenancy migrate --reinstall [--sql]       # the install scripts again at the head (the doctor's
-                                              # "install the library again"): restores guards, keeps data
+                                              # "install the library again"): restores guards, keeps data;
+                                              # role names as recorded in the database
 rls-tenancy audit-verify --database-url postgresql://rls_admin@host/app [--anchors heads.json]
 rls-tenancy audit-heads --database-url postgresql://rls_admin@host/app > heads.json
 rls-tenancy doctor --database-url postgresql://rls_admin@host/app [--json] [--info] [--distributed]
@@ -127,13 +128,14 @@ def _doctor(args: argparse.Namespace) -> int:
     return exit_status(found)
 
 
-def _reinstall(args: argparse.Namespace, roles: RoleNames) -> None:
+def _reinstall(args: argparse.Namespace) -> None:
+    """The role names: from the environment where set, else as the database recorded them (schema.reinstall)."""
     if args.revision != "heads":
         raise UsageError("--reinstall runs the scripts of the library's head; it takes no --revision")
     if args.sql:
-        reinstall_sql(sys.stdout, roles=roles)
+        reinstall_sql(sys.stdout, url=args.database_url or os.environ.get("DATABASE_URL") or None)
         return
-    reinstall(args.database_url, roles=roles)
+    reinstall(args.database_url)
     print("rls-tenancy: the library's install scripts ran again", file=sys.stderr)
 
 
@@ -157,7 +159,8 @@ def _check_url(args: argparse.Namespace) -> None:
 
     The message leaves the value out: it may hold a password.
     """
-    if not hasattr(args, "database_url") or getattr(args, "sql", False) or getattr(args, "action", None) == "new":
+    sql_only = getattr(args, "sql", False) and not getattr(args, "reinstall", False)
+    if not hasattr(args, "database_url") or sql_only or getattr(args, "action", None) == "new":
         return  # no database: token-key, postgres, migrate --sql, context-key new
     given, where = args.database_url, "--database-url"
     if given is None:
@@ -189,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         roles = RoleNames.from_env()
         if args.command == "migrate" and args.reinstall:
-            _reinstall(args, roles)
+            _reinstall(args)
         elif args.command == "migrate" and args.sql:
             command.upgrade(alembic_config(), args.revision, sql=True)
         elif args.command == "migrate":

@@ -48,6 +48,12 @@ class RoleNames:
         given = {purpose: environ[var] for purpose, var in _ENV.items() if environ.get(var)}
         return cls(**given)
 
+    @classmethod
+    def from_env_if_given(cls, environ: Mapping[str, str] | None = None) -> RoleNames | None:
+        """Names from the environment when any ``RLS_TENANCY_*_ROLE`` variable is set, else None."""
+        environ = os.environ if environ is None else environ
+        return cls.from_env(environ) if any(environ.get(var) for var in _ENV.values()) else None
+
     def settings(self) -> dict[str, str]:
         """The settings the SQL scripts read the names from."""
         return {

@@ -145,8 +145,8 @@ def test_a_guard_replaced_and_committed_is_restored_by_the_reinstall_command(
     the same write is refused again and the doctor has nothing to report.
     """
     key = ContextKey.generate(2)
-    for name, value in signed_db.roles.settings().items():
-        monkeypatch.setenv(f"RLS_TENANCY_{name.split('.')[1].upper()}", value)
+    for variable in ("RLS_TENANCY_OWNER_ROLE", "RLS_TENANCY_APP_ROLE", "RLS_TENANCY_BYPASS_ROLE"):
+        monkeypatch.delenv(variable, raising=False)  # its own role names, as the database recorded them
     url = signed_db.superuser_url.render_as_string(hide_password=False)
     with _connect(signed_db.superuser_url) as conn:
         conn.execute("SELECT rls_tenancy.install_context_key(2, %s)", (key.key,))
@@ -183,3 +183,38 @@ def test_the_reinstall_command_refuses_a_database_without_the_library(
     url = rls_postgres_url.render_as_string(hide_password=False)
     assert main(["migrate", "--reinstall", "--database-url", url]) == 2
     assert "not installed in this database" in capsys.readouterr().err
+
+
+def test_the_reinstall_script_names_the_roles_the_database_recorded(
+    signed_db: TenancyDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Printed for psql from a database installed with its own role names, it runs there as printed."""
+    for variable in ("RLS_TENANCY_OWNER_ROLE", "RLS_TENANCY_APP_ROLE", "RLS_TENANCY_BYPASS_ROLE"):
+        monkeypatch.delenv(variable, raising=False)
+    url = signed_db.superuser_url.render_as_string(hide_password=False)
+    assert main(["migrate", "--reinstall", "--sql", "--database-url", url]) == 0
+    script = capsys.readouterr().out
+    assert f"set_config('rls_tenancy.app_role', '{signed_db.roles.app}', true)" in script
+    with _connect(signed_db.superuser_url) as conn:
+        conn.execute(script.encode())
+        assert _changed(conn) == []
+        conn.rollback()
+
+
+def test_a_roles_table_naming_no_role_is_refused_by_the_reinstall(
+    signed_db: TenancyDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tampered, the record would have the scripts make and grant roles nobody chose: refused, with the way out."""
+    for variable in ("RLS_TENANCY_OWNER_ROLE", "RLS_TENANCY_APP_ROLE", "RLS_TENANCY_BYPASS_ROLE"):
+        monkeypatch.delenv(variable, raising=False)
+    url = signed_db.superuser_url.render_as_string(hide_password=False)
+    with _connect(signed_db.superuser_url) as conn:
+        conn.execute("UPDATE rls_tenancy.roles SET role_name = 'nobody_chose_this' WHERE purpose = 'app'")
+    try:
+        assert main(["migrate", "--reinstall", "--database-url", url]) == 2
+        assert "DELETE FROM rls_tenancy.roles" in capsys.readouterr().err
+        with _connect(signed_db.superuser_url) as conn:
+            assert not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'nobody_chose_this'").fetchall()
+    finally:
+        with _connect(signed_db.superuser_url) as conn:
+            conn.execute("UPDATE rls_tenancy.roles SET role_name = %s WHERE purpose = 'app'", (signed_db.roles.app,))
