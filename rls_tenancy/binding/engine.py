@@ -341,18 +341,18 @@ def _bind_or_check(conn: Connection) -> None:
             f"in context is now {_describe(current[0])}; commit or roll back before "
             "switching tenants, or use a separate Session"
         )
-    elif bound.user != current[1] and _needs_reset(info, conn.dialect, bound.tenant, current[1]):
-        # Signed, a user is a boundary: what SQL left in the session before
-        # (a temporary type that an unqualified cast resolves to, say) must
-        # not run with the new user's proof. Reset inside the transaction, as
-        # adopt_user() does; a rollback would undo part of it, so the next
-        # transaction resets again.
-        _bind(conn, _BIND, current, reset=True)
-        info[_SERVED] = _NEVER
-        info[_SERVED_USER] = _MIXED
-        info[_BOUND] = bound._replace(user=current[1], savepoint=_savepoint_of(conn))
     elif bound.user != current[1] or not _still_holds(bound.savepoint):
-        _bind(conn, _REBIND_USER, current[1:], proof=_signing.proof(conn.dialect, info, current))
+        if _needs_reset(info, conn.dialect, bound.tenant, current[1]):
+            # Signed, a user is a boundary: what SQL left in the session before
+            # (a temporary type that an unqualified cast resolves to, say) must
+            # not run with the new user's proof. Reset inside the transaction,
+            # as adopt_user() does. A rollback (to a savepoint too) may undo
+            # part of it, so from now on every rebinding of this transaction,
+            # and the next transaction, resets again (_NEVER).
+            _bind(conn, _BIND, current, reset=True)
+            info[_SERVED] = _NEVER
+        else:
+            _bind(conn, _REBIND_USER, current[1:], proof=_signing.proof(conn.dialect, info, current))
         info[_BOUND] = bound._replace(user=current[1], savepoint=_savepoint_of(conn))
         info[_SERVED_USER] = _MIXED
 

@@ -693,6 +693,29 @@ def test_a_trap_left_without_a_user_never_runs_for_the_user_bound_next(
     assert caught == []
 
 
+@pytest.mark.rls_binding
+def test_a_trap_a_rolled_back_savepoint_brings_back_never_runs_for_the_user_bound(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """The reset made for the admin inside a savepoint is undone by its rollback: the next rebinding resets again."""
+    with as_tenant(signed.a), Session(signed_engine) as session:
+        session.execute(text("SELECT 1"))
+        for statement in _TRAP:
+            session.connection().exec_driver_sql(statement, execution_options={"no_parameters": True})
+        with session.begin_nested() as savepoint:
+            session.execute(text("SELECT 1"))
+            with as_tenant(signed.a, user=admin_a):
+                session.execute(text("SELECT 1"))  # reset for the admin, inside the savepoint
+                savepoint.rollback()  # which undoes it: the trap is back
+        with as_tenant(signed.a, user=admin_a):
+            issued = issue_token(session, name="laptop", scopes=["projects:read"], user_id=admin_a)
+        session.commit()
+    with signed.owner() as owner:
+        caught = owner.execute("SELECT message FROM rls_tenancy.audit_log WHERE action = 'trap.caught'").fetchall()
+        owner.execute("DELETE FROM rls_tenancy.api_tokens WHERE id = %s", (issued.id,))
+    assert caught == []
+
+
 _PLANT = text("SELECT set_config('planted.by', 'user a', false)")
 _PLANTED = text("SELECT current_setting('planted.by', true)")
 
