@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from rls_tenancy.context import acting
-from rls_tenancy.errors import TenantChangedError, UsageError
+from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
 
 #: What a bound connection's open SQLAlchemy transaction is bound to, or :data:`UNBOUND`.
 TenantOf = Callable[[], object]
@@ -107,6 +107,16 @@ def _check(driver: Any) -> bool:
     tenant = hooks.tenant_of()
     if tenant is UNBOUND:
         return driver.pgconn.transaction_status == _IDLE and hooks.served() and not _PINGING.get()
+    if driver.pgconn.transaction_status == _IDLE and not driver.autocommit:
+        # The server's transaction ended under SQLAlchemy's (a COMMIT or ROLLBACK sent as SQL, or
+        # the driver's own commit()): its binding went with it, and the next statement would begin
+        # a transaction bound to nothing, or to a tenant SQL set session-wide.
+        hooks.refused()
+        raise TenancyError(
+            f"the transaction bound to tenant {'(none)' if tenant is None else tenant} was ended on the server "
+            "by a COMMIT or ROLLBACK that did not go through SQLAlchemy; end transactions with "
+            "commit() or rollback() of the Connection or Session, then start the next one there"
+        )
     if tenant != acting()[0]:
         hooks.refused()
         raise TenantChangedError(

@@ -7,10 +7,11 @@ import io
 
 import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from rls_tenancy import TenantChangedError, UnsafeBypass, as_tenant, bind_engine
+from rls_tenancy import TenancyError, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.binding import _driver_guard
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
@@ -195,3 +196,30 @@ def test_the_asyncio_driver_used_before_sqlalchemys_first_statement_sees_nothing
             await engine.dispose()
 
     assert asyncio.run(scenario()) == set()  # A's rows before the guard reset the session
+
+
+@pytest.mark.rls_binding
+@pytest.mark.parametrize("ended_by", ["COMMIT", "ROLLBACK"])
+def test_a_transaction_ended_by_sql_runs_nothing_more_under_what_that_sql_set(
+    pinned_engine: Engine, world: World, bypass: UnsafeBypass, ended_by: str
+) -> None:
+    """Injected ``...; COMMIT`` would leave the rest of the request running in a new transaction bound to nothing.
+
+    Unsigned, SQL that first sets another tenant session-wide would then have the app's own later statements
+    read and write that tenant's rows, beyond its own transaction.
+    """
+    inject = sql.SQL("SELECT set_config('app.current_tenant', {}, false); " + ended_by).format(
+        sql.Literal(str(world.b))
+    )
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        conn.exec_driver_sql(inject.as_string(None), execution_options={"no_parameters": True})
+        with pytest.raises(TenancyError, match="ended on the server"):
+            conn.execute(text(NAMES)).all()
+        with pytest.raises(TenancyError, match="ended on the server"):
+            conn.execute(text("INSERT INTO projects (name) VALUES ('meant for a')"))
+        conn.rollback()
+    with as_tenant(world.a), pinned_engine.connect() as conn:  # the next transaction is bound as usual
+        assert set(conn.execute(text(NAMES)).scalars()) == world.projects[world.a]
+        conn.rollback()
+    with bypass.connect(reason="test: nothing written") as admin:
+        assert admin.execute(text("SELECT count(*) FROM projects WHERE name = 'meant for a'")).scalar_one() == 0
