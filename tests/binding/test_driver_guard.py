@@ -217,7 +217,8 @@ def test_a_transaction_ended_by_sql_runs_nothing_more_under_what_that_sql_set(
             conn.execute(text(NAMES)).all()
         with pytest.raises(TenancyError, match="ended on the server"):
             conn.execute(text("INSERT INTO projects (name) VALUES ('meant for a')"))
-        conn.rollback()
+        with pytest.raises(TenancyError):
+            conn.commit()  # rolled back instead
     with as_tenant(world.a), pinned_engine.connect() as conn:  # the next transaction is bound as usual
         assert set(conn.execute(text(NAMES)).scalars()) == world.projects[world.a]
         conn.rollback()
