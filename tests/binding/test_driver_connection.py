@@ -6,23 +6,14 @@ binding: bound to nobody, its ``COPY`` exports nothing and its ``UPDATE`` change
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from rls_tenancy import NoTenantError, TenantChangedError, UsageError, as_tenant, driver_connection
 from rls_tenancy.testing import TenancyDatabase
+from tests.binding.test_driver_guard import _copied
 from tests.conftest import World
-
-
-def _exported(driver: object) -> set[str]:
-    out = io.StringIO()
-    with driver.cursor().copy("COPY (SELECT name FROM projects) TO STDOUT") as copy:  # type: ignore[attr-defined]
-        for chunk in copy:
-            out.write(bytes(chunk).decode())
-    return set(out.getvalue().split())
 
 
 def test_a_copy_as_the_first_statement_exports_the_tenants_rows(
@@ -30,9 +21,9 @@ def test_a_copy_as_the_first_statement_exports_the_tenants_rows(
 ) -> None:
     with as_tenant(world.a), scoped_factory() as session:
         raw = session.connection().connection.driver_connection
-        assert _exported(raw) == set()  # what the driver alone does: bound to nobody, silently empty
+        assert _copied(raw) == set()  # what the driver alone does: bound to nobody, silently empty
         session.rollback()
-        assert _exported(driver_connection(session)) == world.projects[world.a]
+        assert _copied(driver_connection(session)) == world.projects[world.a]
         assert set(session.scalars(text("SELECT name FROM projects"))) == world.projects[world.a]  # same binding
 
 
@@ -55,9 +46,9 @@ def test_a_connection_of_a_bound_engine_serves_it_too_and_stays_held_to_its_tena
 ) -> None:
     with as_tenant(world.a), app_engine.connect() as conn:
         driver = driver_connection(conn)
-        assert _exported(driver) == world.projects[world.a]
+        assert _copied(driver) == world.projects[world.a]
         with as_tenant(world.b), pytest.raises(TenantChangedError):
-            _exported(driver)
+            _copied(driver)
         conn.rollback()
 
 

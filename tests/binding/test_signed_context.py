@@ -666,6 +666,20 @@ _TRAP = (
 )
 
 
+def _plant_trap(session: Session) -> None:
+    session.execute(text("SELECT 1"))
+    for statement in _TRAP:
+        session.connection().exec_driver_sql(statement, execution_options={"no_parameters": True})
+
+
+def _trap_caught(signed: Signed, token_id: int) -> list[tuple[object, ...]]:
+    """What the trap recorded as it ran (the user bound then); the token issued is revoked."""
+    with signed.owner() as owner:
+        caught = owner.execute("SELECT message FROM rls_tenancy.audit_log WHERE action = 'trap.caught'").fetchall()
+        owner.execute("DELETE FROM rls_tenancy.api_tokens WHERE id = %s", (token_id,))
+    return caught
+
+
 @pytest.mark.rls_binding
 @pytest.mark.parametrize("planted", ["in a transaction before", "earlier in the same transaction"])
 def test_a_trap_left_without_a_user_never_runs_for_the_user_bound_next(
@@ -679,18 +693,13 @@ def test_a_trap_left_without_a_user_never_runs_for_the_user_bound_next(
     with the admin's proof.
     """
     with as_tenant(signed.a), Session(signed_engine) as session:
-        session.execute(text("SELECT 1"))  # the transaction begins without a user
-        for statement in _TRAP:
-            session.connection().exec_driver_sql(statement, execution_options={"no_parameters": True})
+        _plant_trap(session)  # the transaction begins without a user
         if planted == "in a transaction before":
             session.commit()
             session.execute(text("SELECT 1"))
         issued = issue_token(session, name="laptop", scopes=["projects:read"], user_id=admin_a)
         session.commit()
-    with signed.owner() as owner:
-        caught = owner.execute("SELECT message FROM rls_tenancy.audit_log WHERE action = 'trap.caught'").fetchall()
-        owner.execute("DELETE FROM rls_tenancy.api_tokens WHERE id = %s", (issued.id,))
-    assert caught == []
+    assert _trap_caught(signed, issued.id) == []
 
 
 @pytest.mark.rls_binding
@@ -699,9 +708,7 @@ def test_a_trap_a_rolled_back_savepoint_brings_back_never_runs_for_the_user_boun
 ) -> None:
     """The reset made for the admin inside a savepoint is undone by its rollback: the next rebinding resets again."""
     with as_tenant(signed.a), Session(signed_engine) as session:
-        session.execute(text("SELECT 1"))
-        for statement in _TRAP:
-            session.connection().exec_driver_sql(statement, execution_options={"no_parameters": True})
+        _plant_trap(session)
         with session.begin_nested() as savepoint:
             session.execute(text("SELECT 1"))
             with as_tenant(signed.a, user=admin_a):
@@ -710,10 +717,7 @@ def test_a_trap_a_rolled_back_savepoint_brings_back_never_runs_for_the_user_boun
         with as_tenant(signed.a, user=admin_a):
             issued = issue_token(session, name="laptop", scopes=["projects:read"], user_id=admin_a)
         session.commit()
-    with signed.owner() as owner:
-        caught = owner.execute("SELECT message FROM rls_tenancy.audit_log WHERE action = 'trap.caught'").fetchall()
-        owner.execute("DELETE FROM rls_tenancy.api_tokens WHERE id = %s", (issued.id,))
-    assert caught == []
+    assert _trap_caught(signed, issued.id) == []
 
 
 _PLANT = text("SELECT set_config('planted.by', 'user a', false)")
