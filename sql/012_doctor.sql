@@ -213,6 +213,19 @@ LANGUAGE sql STABLE
 RETURN CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(grantee)) END;
 REVOKE ALL ON FUNCTION rls_tenancy.grantee_name(oid) FROM PUBLIC;
 
+-- A REVOKE fix made from an ACL: a check (here or in signing_findings()) writes, where the statement goes,
+--     E'\x1e' || jsonb_build_array(privileges, on_object, acl, owner_oid, privilege_types, grantees, skip_owner,
+--                                   otherwise)::text || E'\x1e'
+-- and findings() writes the statements in its place, from the ACL's entries of privilege_types to grantees.
+-- A superuser's REVOKE acts as the object's owner and takes back only the grants the owner made; a grant
+-- made by a role that holds the privilege WITH GRANT OPTION is its grantor's (aclexplode's grantor), and
+-- only that grantor takes it back. So: one statement per grantor, the owner's plain, another's as
+-- SET ROLE <grantor>; REVOKE <what it granted> ON ...; RESET ROLE; CASCADE where a grantee may grant it on,
+-- so that what it granted goes too. owner_oid: the object's owner (for parameters the bootstrap superuser,
+-- 10, as which a superuser grants them); skip_owner leaves out the owner's own grants (a fix that revokes
+-- them otherwise); otherwise (or nothing): the text when no entry matches. Written out once, in findings(),
+-- rather than as a function of its own: the doctor adds no object its uninstall script does not drop.
+
 -- Ready to shard by tenant (docs/citus.md): whether every tenant table could be distributed by tenant_id
 -- in Citus, every shared table made a reference table, and the library's own tables kept on the
 -- coordinator as Citus local tables. Citus is not needed to run it: it reads this database's catalogs for
@@ -512,6 +525,8 @@ DECLARE
     owner_role  name;
     -- Signed (sql/016): a condition on the bare setting is no longer enough, even ANDed with more.
     signing_required boolean := false;
+    -- A fix holding REVOKE requests (see grantee_name() above), written out row by row below.
+    requested text;
 BEGIN
     -- The library's schema in another role's hands: the owner role, as which this runs, may not even look
     -- in it (and whoever owns it may drop and replace any of its functions). Nothing else can be checked.
@@ -556,7 +571,7 @@ BEGIN
     IF pg_catalog.to_regprocedure('rls_tenancy.context_signing_required()') IS NOT NULL THEN  -- sql/016
         EXECUTE 'SELECT coalesce(rls_tenancy.context_signing_required(), false)' INTO signing_required;
     END IF;
-    RETURN QUERY
+    FOR severity, check_name, object_name, message, fix IN
     WITH RECURSIVE
     -- The app role and every role it can SET ROLE to: their privileges are its privileges.
     app_roles AS (SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER')),
@@ -571,8 +586,8 @@ BEGIN
          WHERE m.roleid <> ALL (ms.chain)
     ),
     -- The tables the doctor trusts that PUBLIC or a role the app role can become may write.
-    input_writers (table_oid, relname, grantee) AS (
-        SELECT DISTINCT t.oid, t.relname, acl.grantee
+    input_writers (table_oid, relname, grantee, acl, owner_oid) AS (
+        SELECT DISTINCT t.oid, t.relname, acl.grantee, coalesce(t.relacl, acldefault('r', t.relowner)), t.relowner
           FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
          WHERE t.oid IN ('rls_tenancy.roles'::regclass, 'rls_tenancy.doctor_exemptions'::regclass,
                          coalesce(to_regclass('rls_tenancy.context_signing'), 0),
@@ -622,10 +637,43 @@ BEGIN
     schema_creators (any_creator) AS (
         SELECT EXISTS (SELECT 1 FROM app_roles ar WHERE has_database_privilege(ar.oid, current_database(), 'CREATE'))
     ),
+    -- What app_role_database_create reports: CREATE on this database granted to PUBLIC or a role the app
+    -- role can become (the owner's own grant is the owner's).
+    database_creates (grantee, acl, owner_oid, datname) AS (
+        SELECT acl.grantee, coalesce(d.datacl, acldefault('d', d.datdba)), d.datdba, d.datname
+          FROM pg_database d CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) acl
+         WHERE d.datname = current_database() AND acl.privilege_type = 'CREATE' AND acl.grantee <> d.datdba
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+    ),
+    -- What app_role_schema_create reports: CREATE on a schema granted to PUBLIC or a role the app role can
+    -- become, and a schema owned by such a role (its owner creates there whatever the grants say). Not the
+    -- library's schema (library_schema_create, library_object_owner), not a schema holding tenant tables
+    -- owned by one (app_role_owns_schema), nor one whose owner is a privileged role the app role can become
+    -- (app_role_member_of_privileged): each is its own finding.
+    schema_creates (nsp, grantee, owned) AS (
+        SELECT n.oid, acl.grantee, false
+          FROM pg_namespace n CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl
+         WHERE n.nspname <> 'rls_tenancy'
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+           AND acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+        UNION ALL
+        SELECT n.oid, n.nspowner, true
+          FROM pg_namespace n
+         WHERE n.nspname <> 'rls_tenancy'
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+           AND pg_has_role(app_role, n.nspowner, 'MEMBER')
+           AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = n.nspowner)
+           AND NOT EXISTS (SELECT 1 FROM rls_tenancy.coverage c JOIN pg_class t ON t.oid = c.table_oid
+                            WHERE t.relnamespace = n.oid)
+    ),
     -- Each entry of a definer's search_path: the schema it names ("$user": the function's owner, as which
     -- it runs), whether that exists, and whether the app role can put objects there: CREATE on it, or, for
     -- one not created yet, CREATE on the database. pg_catalog is searched first whatever the path says, so
-    -- leaving it out changes nothing: CREATE on it is app_role_schema_create's alone.
+    -- leaving it out changes nothing: CREATE on it is app_role_schema_create's alone. covered: the cause is
+    -- reported already, by app_role_schema_create (the schema) or app_role_database_create (one not created
+    -- yet), whose REVOKE closes it for every definer at once; the path then keeps that schema (dropping it
+    -- breaks a function that works).
     definer_paths AS (
         SELECT d.oid, e.n, e.element, e.name, to_regnamespace(quote_ident(e.name)) IS NULL AS missing,
                e.name <> 'pg_catalog' AND e.element NOT IN ('pg_temp', '')
@@ -633,7 +681,11 @@ BEGIN
                         THEN (SELECT sc.any_creator FROM schema_creators sc)
                         ELSE EXISTS (SELECT 1 FROM app_roles ar
                                       WHERE has_schema_privilege(ar.oid, to_regnamespace(quote_ident(e.name)), 'CREATE')) END
-                   AS writable
+                   AS writable,
+               CASE WHEN to_regnamespace(quote_ident(e.name)) IS NULL
+                    THEN EXISTS (SELECT 1 FROM database_creates dc)
+                    ELSE EXISTS (SELECT 1 FROM schema_creates sc WHERE sc.nsp = to_regnamespace(quote_ident(e.name))) END
+                   AS covered
           FROM definers_raw d
           CROSS JOIN LATERAL unnest(CASE WHEN d.path IS NULL THEN ARRAY['pg_catalog', d.nspname]
                                          ELSE ARRAY['pg_catalog'] || string_to_array(d.path, ',') END)
@@ -653,7 +705,8 @@ BEGIN
                (SELECT string_agg(quote_ident(kept.name), ', ' ORDER BY kept.n)
                   FROM (SELECT DISTINCT ON (e.name) e.name, e.n
                           FROM definer_paths e
-                         WHERE e.oid = d.oid AND e.element NOT IN ('pg_temp', '$user', '') AND NOT e.writable
+                         WHERE e.oid = d.oid AND e.element NOT IN ('pg_temp', '$user', '')
+                           AND NOT (e.writable AND NOT e.covered)
                          ORDER BY e.name, e.n) kept) || ', pg_temp' AS safe_path
           FROM definers_raw d
     ),
@@ -671,7 +724,7 @@ BEGIN
     -- through which the app role holds SELECT on the one (or on a column of it) or EXECUTE on the other:
     -- PUBLIC or a role it is a member of, other than the owner and the roles with pg_read_all_stats' rights
     -- (app_role_member_of_privileged reports the membership in those).
-    statement_texts (extension, kind, oid, name, grantees) AS (
+    statement_texts (extension, kind, oid, name, grantees, acl, owner_oid) AS (
         SELECT e.oid, 'view', c.oid, format('%s', c.oid::regclass),
                ARRAY(SELECT DISTINCT g.grantee
                        FROM (SELECT acl.grantee FROM aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) acl
@@ -682,7 +735,11 @@ BEGIN
                       WHERE g.grantee <> c.relowner
                         AND (g.grantee = 0 OR (pg_has_role(app_role, g.grantee, 'MEMBER')
                                                AND NOT pg_has_role(g.grantee, 'pg_read_all_stats', 'MEMBER')))
-                      ORDER BY g.grantee)
+                      ORDER BY g.grantee),
+               coalesce(c.relacl, acldefault('r', c.relowner))
+               || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item WHERE a.attrelid = c.oid),
+                           '{}'::aclitem[]),
+               c.relowner
           FROM pg_extension e
           JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.deptype = 'e'
                           AND d.classid = 'pg_class'::regclass
@@ -696,7 +753,8 @@ BEGIN
                       WHERE acl.privilege_type = 'EXECUTE' AND acl.grantee <> f.proowner
                         AND (acl.grantee = 0 OR (pg_has_role(app_role, acl.grantee, 'MEMBER')
                                                  AND NOT pg_has_role(acl.grantee, 'pg_read_all_stats', 'MEMBER')))
-                      ORDER BY acl.grantee)
+                      ORDER BY acl.grantee),
+               coalesce(f.proacl, acldefault('f', f.proowner)), f.proowner
           FROM pg_extension e
           JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.deptype = 'e'
                           AND d.classid = 'pg_proc'::regclass
@@ -818,17 +876,18 @@ BEGIN
                                       CASE WHEN c.app_references THEN 'REFERENCES' END,
                                       CASE WHEN c.app_trigger THEN 'TRIGGER' END), c.table_name),
                -- from every grantee the app role has the rights of (a group role's grant is not the app role's)
-               format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %s;', c.table_name,
-                      coalesce((SELECT string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', ')
-                                  FROM (SELECT acl.grantee, acl.privilege_type
-                                          FROM pg_class t CROSS JOIN LATERAL aclexplode(t.relacl) acl WHERE t.oid = c.table_oid
-                                        UNION ALL
-                                        SELECT acl.grantee, acl.privilege_type
-                                          FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl
-                                         WHERE a.attrelid = c.table_oid) g
-                                 WHERE g.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')
-                                   AND (g.grantee = 0 OR pg_has_role(app_role, g.grantee, 'MEMBER'))),
-                               quote_ident(app_role)))
+               -- (and by every grantor: a role holding them WITH GRANT OPTION takes back its own grants)
+               (SELECT E'\x1e' || jsonb_build_array('TRUNCATE, REFERENCES, TRIGGER', c.table_name, g.acl, t.relowner,
+                                                     ARRAY['TRUNCATE', 'REFERENCES', 'TRIGGER'],
+                                                     ARRAY(SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER'))
+                                                     || 0::oid, false,
+                                                     format('REVOKE TRUNCATE, REFERENCES, TRIGGER ON %s FROM %I;',
+                                                            c.table_name, app_role))::text || E'\x1e'
+                  FROM pg_class t
+                 CROSS JOIN LATERAL (SELECT coalesce(t.relacl, '{}'::aclitem[])
+                                            || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item
+                                                          WHERE a.attrelid = t.oid), '{}'::aclitem[]) AS acl) g
+                 WHERE t.oid = c.table_oid)
           FROM rls_tenancy.coverage c WHERE c.app_truncate OR c.app_references OR c.app_trigger
         UNION ALL
         -- Views and materialized views reading tenant tables, directly or through other views.
@@ -867,7 +926,11 @@ BEGIN
         UNION ALL
         SELECT 'error', 'definer_executable_by_public', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s can be run by every role (PUBLIC)', f.oid::regprocedure),
-               format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC;', f.oid::regprocedure)
+               E'\x1e' || jsonb_build_array('EXECUTE', format('FUNCTION %s', f.oid::regprocedure),
+                                            coalesce(f.proacl, acldefault('f', f.proowner)), f.proowner,
+                                            ARRAY['EXECUTE'], ARRAY[0::oid], false,
+                                            format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC;', f.oid::regprocedure))::text
+               || E'\x1e'
           FROM definers f
          WHERE (f.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(f.proacl) acl
                                              WHERE acl.grantee = 0 AND acl.privilege_type = 'EXECUTE'))
@@ -906,7 +969,7 @@ BEGIN
                       f.oid::regprocedure, f.safe_path)
           FROM definers f
           JOIN definer_paths e ON e.oid = f.oid
-         WHERE f.path IS NOT NULL AND e.n > 1 AND e.writable
+         WHERE f.path IS NOT NULL AND e.n > 1 AND e.writable AND NOT e.covered
         UNION ALL
         -- The owner role must stay bound by FORCE ROW LEVEL SECURITY: the library's SECURITY DEFINER functions
         -- run as it and rely on the policies to see the bound tenant only.
@@ -1028,9 +1091,32 @@ BEGIN
         SELECT 'warning', 'index_not_leading_with_tenant', format('%s', i.indexrelid::regclass),
                format('%s does not lead with tenant_id: a query it serves checks the tenant after the index, and EXPLAIN ANALYZE (Rows Removed by Filter) then counts other tenants'' rows in any range of its columns',
                       pg_get_indexdef(i.indexrelid)),
-               format('lead it with tenant_id, e.g. (tenant_id, %s); for a primary key: PRIMARY KEY (tenant_id, id)',
-                      pg_get_indexdef(i.indexrelid, 1, true))
+               CASE am.amname
+                    WHEN 'btree'
+                    THEN format('lead it with tenant_id, e.g. (tenant_id, %s); for a primary key: PRIMARY KEY (tenant_id, id)',
+                                pg_get_indexdef(i.indexrelid, 1, true))
+                    -- tenant_id (bigint) has no operator class of its own for GIN or GiST: btree_gin / btree_gist
+                    WHEN 'gin'
+                    THEN format('CREATE EXTENSION IF NOT EXISTS btree_gin; -- GIN has no operator class for tenant_id '
+                                'without it; then lead it with tenant_id: USING gin (tenant_id, %s)', keyed.columns)
+                    WHEN 'gist'
+                    THEN format('CREATE EXTENSION IF NOT EXISTS btree_gist; -- GiST has no operator class for tenant_id '
+                                'without it; then lead it with tenant_id: USING gist (tenant_id, %s)', keyed.columns)
+                    WHEN 'brin'
+                    THEN format('lead it with tenant_id: USING brin (tenant_id, %s)', keyed.columns)
+                    ELSE format('a %s index has one column: use a btree, GIN (with btree_gin) or GiST (with btree_gist) '
+                                'index led by tenant_id instead, e.g. (tenant_id, %s)', am.amname,
+                                pg_get_indexdef(i.indexrelid, 1, true)) END
           FROM pg_index i
+          JOIN pg_class ic ON ic.oid = i.indexrelid
+          JOIN pg_am am ON am.oid = ic.relam
+          -- its key columns with their operator classes where not the default (gin_trgm_ops)
+          CROSS JOIN LATERAL (
+              SELECT string_agg(pg_get_indexdef(i.indexrelid, k.n, true)
+                                || CASE WHEN opc.opcdefault THEN '' ELSE ' ' || quote_ident(opc.opcname) END,
+                                ', ' ORDER BY k.n) AS columns
+                FROM generate_series(1, i.indnkeyatts) AS k (n)
+                JOIN pg_opclass opc ON opc.oid = i.indclass[k.n - 1]) keyed
           JOIN rls_tenancy.coverage c ON c.table_oid = i.indrelid
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = 'tenant_id'
          WHERE i.indkey[0] <> a.attnum
@@ -1049,8 +1135,13 @@ BEGIN
                       app_role, current_database(),
                       CASE WHEN has_database_privilege('public', current_database(), 'TEMPORARY') THEN ' (granted to PUBLIC)' ELSE '' END,
                       format('%I', current_database())),
-               format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, %I; -- then GRANT TEMPORARY ON DATABASE %I TO the roles that need it',
-                      current_database(), app_role, current_database())
+               concat_ws(' ', format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, %I;', current_database(), app_role),
+                         (SELECT (E'\x1e' || jsonb_build_array('TEMPORARY', format('DATABASE %I', d.datname), d.datacl, d.datdba,
+                                                        ARRAY['TEMPORARY'],
+                                                        ARRAY(SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER'))
+                                                        || 0::oid, true, NULL)::text || E'\x1e')
+                            FROM pg_database d WHERE d.datname = current_database()),
+                         format('-- then GRANT TEMPORARY ON DATABASE %I TO the roles that need it', current_database()))
          WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_database_privilege(ar.oid, current_database(), 'TEMPORARY'))
         UNION ALL
         -- Defaults applied at login (ALTER ROLE / ALTER DATABASE ... SET): the app role may set its own
@@ -1117,6 +1208,10 @@ BEGIN
                                       JOIN pg_roles a ON a.rolname = app_role
                                      WHERE acl.privilege_type = 'EXECUTE' AND acl.grantee IN (0, a.oid))
                         THEN format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, %I;', f.oid::regprocedure, app_role) END,
+                   -- those granted by another grantor than the owner (who held it WITH GRANT OPTION)
+                   (E'\x1e' || jsonb_build_array('EXECUTE', format('FUNCTION %s', f.oid::regprocedure),
+                                          coalesce(f.proacl, acldefault('f', f.proowner)), f.proowner, ARRAY['EXECUTE'],
+                                          ARRAY[0::oid, (SELECT a.oid FROM pg_roles a WHERE a.rolname = app_role)], true, NULL)::text || E'\x1e'),
                    (SELECT string_agg(DISTINCT format('REVOKE %I FROM %I;', h.rolname, app_role), ' ')
                       FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) acl
                       JOIN memberships ms ON ms.role_oid = acl.grantee
@@ -1158,9 +1253,16 @@ BEGIN
                           CASE t.kind WHEN 'view' THEN '' ELSE 'FUNCTION ' END, t.name,
                           (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g)
                              FROM (SELECT 0::oid UNION SELECT unnest(t.grantees)) AS revoked (g))),
-                   (SELECT string_agg(format('REVOKE EXECUTE ON FUNCTION %s FROM %s;', f.name,
-                                             (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g)
-                                                FROM (SELECT 0::oid UNION SELECT unnest(f.grantees)) AS revoked (g))),
+                   -- a grant made by another grantor than the owner goes only at its grantor's REVOKE
+                   (E'\x1e' || jsonb_build_array(CASE t.kind WHEN 'view' THEN 'SELECT' ELSE 'EXECUTE' END,
+                                          CASE t.kind WHEN 'view' THEN t.name ELSE 'FUNCTION ' || t.name END, t.acl,
+                                          t.owner_oid, ARRAY['SELECT', 'EXECUTE'], t.grantees, true, NULL)::text || E'\x1e'),
+                   (SELECT string_agg(concat_ws(' ',
+                                          format('REVOKE EXECUTE ON FUNCTION %s FROM %s;', f.name,
+                                                 (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g)
+                                                    FROM (SELECT 0::oid UNION SELECT unnest(f.grantees)) AS revoked (g))),
+                                          (E'\x1e' || jsonb_build_array('EXECUTE', 'FUNCTION ' || f.name, f.acl, f.owner_oid,
+                                                                 ARRAY['EXECUTE'], f.grantees, true, NULL)::text || E'\x1e')),
                                       ' ' ORDER BY f.name)
                       FROM statement_texts f WHERE t.kind = 'view' AND f.kind = 'function' AND f.extension = t.extension),
                    format('GRANT %s ON %s%s TO pg_read_all_stats;', CASE t.kind WHEN 'view' THEN 'SELECT' ELSE 'EXECUTE' END,
@@ -1177,12 +1279,22 @@ BEGIN
         -- tenant table, or one whose actions reach a tenant table, acts past the caller's policies. On a view
         -- too: security_invoker covers what its SELECT reads, not its rules' actions (its _RETURN rule is
         -- view_not_security_invoker's).
-        SELECT DISTINCT ON (rw.oid) 'error', 'rule_reaches_tenant_table', format('%s rule %I', rw.ev_class::regclass, rw.rulename),
+        -- A warning when that owner is bound by the policies, as for view_not_security_invoker: not a superuser,
+        -- no BYPASSRLS, not a role the app role can become, and every tenant table the rule is on or reaches
+        -- under row level security that binds it (FORCEd, or owned by another role); its actions then see and
+        -- change the bound tenant's rows only.
+        SELECT DISTINCT ON (rw.oid)
+               CASE WHEN rule_owner.bound THEN 'warning' ELSE 'error' END,
+               'rule_reaches_tenant_table', format('%s rule %I', rw.ev_class::regclass, rw.rulename),
                format('rule %I on %s runs its actions with the rights of the %s''s owner, and it %s',
                       rw.rulename, rw.ev_class::regclass, CASE WHEN t.relkind = 'v' THEN 'view' ELSE 'table' END,
                       CASE WHEN on_tenant.table_oid IS NOT NULL THEN 'is on a tenant table'
                            ELSE format('reaches tenant table %s', reached.table_name) END)
-               || CASE WHEN t.relkind = 'v' THEN ' (security_invoker does not change whose rights a view''s rules use)' ELSE '' END,
+               || CASE WHEN t.relkind = 'v' THEN ' (security_invoker does not change whose rights a view''s rules use)' ELSE '' END
+               || CASE WHEN rule_owner.bound
+                       THEN format('; its owner %I is bound by the policies of what it reaches, so they act on the bound '
+                                   'tenant''s rows only', pg_get_userbyid(t.relowner))
+                       ELSE '' END,
                format('DROP RULE %I ON %s; -- %s', rw.rulename, rw.ev_class::regclass,
                       CASE WHEN t.relkind = 'v' THEN 'an INSTEAD OF trigger (not SECURITY DEFINER) runs with the caller''s rights'
                            ELSE 'a trigger runs with the caller''s rights' END)
@@ -1192,6 +1304,22 @@ BEGIN
           LEFT JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
                                 AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class
           LEFT JOIN rls_tenancy.coverage reached ON reached.table_oid = d.refobjid
+          CROSS JOIN LATERAL (
+              -- every relation it is on or acts on a tenant table outside the library's schema (whose tables'
+              -- guards exempt the owner role) under row level security that binds the rule's owner
+              SELECT NOT o.rolsuper AND NOT o.rolbypassrls AND NOT pg_has_role(app_role, o.oid, 'MEMBER')
+                     AND NOT EXISTS (SELECT 1
+                                       FROM pg_class b
+                                      WHERE (b.oid = rw.ev_class AND b.relkind <> 'v'
+                                             OR b.oid <> rw.ev_class
+                                                AND EXISTS (SELECT 1 FROM pg_depend rd
+                                                             WHERE rd.classid = 'pg_rewrite'::regclass AND rd.objid = rw.oid
+                                                               AND rd.refclassid = 'pg_class'::regclass AND rd.refobjid = b.oid))
+                                        AND NOT (b.relrowsecurity AND (b.relforcerowsecurity OR b.relowner <> o.oid)
+                                                 AND b.relnamespace <> 'rls_tenancy'::regnamespace
+                                                 AND EXISTS (SELECT 1 FROM rls_tenancy.coverage c WHERE c.table_oid = b.oid)))
+                     AS bound
+                FROM pg_roles o WHERE o.oid = t.relowner) rule_owner
          WHERE rw.rulename <> '_RETURN'
            AND (on_tenant.table_oid IS NOT NULL OR reached.table_oid IS NOT NULL)
         UNION ALL
@@ -1202,7 +1330,12 @@ BEGIN
                format('the application role may read foreign table %s of server %I, which %s as the user of its user mapping, past the policies of this database',
                       f.oid::regclass, srv.srvname,
                       CASE WHEN srv.loopback THEN 'reads this very database' ELSE 'reads another database' END),
-               format('REVOKE ALL ON %s FROM PUBLIC, %I; -- or DROP FOREIGN TABLE %s;', f.oid::regclass, app_role, f.oid::regclass)
+               concat_ws(' ', format('REVOKE ALL ON %s FROM PUBLIC, %I;', f.oid::regclass, app_role),
+                         (E'\x1e' || jsonb_build_array('ALL', format('%s', f.oid::regclass), f.relacl, f.relowner,
+                                                ARRAY['SELECT'],
+                                                ARRAY(SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER'))
+                                                || 0::oid, true, NULL)::text || E'\x1e'),
+                         format('-- or DROP FOREIGN TABLE %s;', f.oid::regclass))
           FROM pg_class f
           JOIN pg_foreign_table ft ON ft.ftrelid = f.oid
           JOIN servers srv ON srv.oid = ft.ftserver
@@ -1263,15 +1396,15 @@ BEGIN
                            WHEN 'context_signing' THEN 'turning the signed context''s requirement off in the doctor''s eyes hides unsigned policies'
                            WHEN 'library_definitions' THEN 'a digest written over hides a library function or trigger changed since it was installed'
                            ELSE 'an exemption turns any error into info (exemptions are ignored until this is fixed)' END),
-               format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM %s;', w.table_oid::regclass,
-                      rls_tenancy.grantee_name(w.grantee))
+               (E'\x1e' || jsonb_build_array('INSERT, UPDATE, DELETE, TRUNCATE', format('%s', w.table_oid::regclass), w.acl,
+                                      w.owner_oid, ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'], ARRAY[w.grantee], false, NULL)::text || E'\x1e')
           FROM input_writers w
         UNION ALL
         SELECT 'error', 'library_schema_create', 'rls_tenancy',
                format('%s may create objects in the schema rls_tenancy, beside the functions the policies and the doctor call',
                       rls_tenancy.grantee_name(acl.grantee)),
-               format('REVOKE CREATE ON SCHEMA rls_tenancy FROM %s;',
-                      rls_tenancy.grantee_name(acl.grantee))
+               (E'\x1e' || jsonb_build_array('CREATE', 'SCHEMA rls_tenancy', n.nspacl, n.nspowner, ARRAY['CREATE'],
+                                      ARRAY[acl.grantee], false, NULL)::text || E'\x1e')
           FROM pg_namespace n CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl
          WHERE n.nspname = 'rls_tenancy' AND acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
@@ -1310,7 +1443,9 @@ BEGIN
                format('%s holds %s on %s, which holds the signed context''s key: with it, SQL run as the application '
                       'role signs any tenant and user as its own (and UPDATE sets a key of its choosing)',
                       rls_tenancy.grantee_name(acl.grantee), string_agg(DISTINCT acl.privilege_type, ', '), s.oid::regclass),
-               format('REVOKE ALL ON SEQUENCE %s FROM %s;', s.oid::regclass, rls_tenancy.grantee_name(acl.grantee))
+               (E'\x1e' || jsonb_build_array('ALL', format('SEQUENCE %s', s.oid::regclass),
+                                      coalesce(s.relacl, acldefault('s', s.relowner)), s.relowner,
+                                      ARRAY['SELECT', 'USAGE', 'UPDATE'], ARRAY[acl.grantee], false, NULL)::text || E'\x1e')
           FROM pg_class s CROSS JOIN LATERAL aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) acl
          WHERE s.relnamespace = 'rls_tenancy'::regnamespace AND s.relkind = 'S' AND s.relname LIKE 'context\_key\_%'
            AND acl.grantee <> s.relowner AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
@@ -1324,7 +1459,11 @@ BEGIN
                            WHEN 'pg_statistic_ext_data' THEN 'whose extended statistics hold every tenant''s most common value combinations'
                            WHEN 'pg_largeobject' THEN 'the contents of every large object'
                            ELSE 'which holds other roles'' passwords (the bypass role''s included)' END),
-               format('REVOKE ALL ON %s FROM %s;', t.oid::regclass, rls_tenancy.grantee_name(g.grantee))
+               (E'\x1e' || jsonb_build_array('ALL', format('%s', t.oid::regclass),
+                                      coalesce(t.relacl, '{}'::aclitem[])
+                                      || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item
+                                                    WHERE a.attrelid = t.oid), '{}'::aclitem[]),
+                                      t.relowner, ARRAY['SELECT'], ARRAY[g.grantee], false, NULL)::text || E'\x1e')
           FROM pg_class t
           CROSS JOIN LATERAL (SELECT acl.grantee FROM aclexplode(t.relacl) acl WHERE acl.privilege_type = 'SELECT'
                               UNION
@@ -1353,14 +1492,15 @@ BEGIN
                       'through dblink or a foreign table of its own it runs queries on %s as the mapping''s user, past the policies',
                       srv.srvname, string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '),
                       CASE WHEN srv.loopback THEN 'this very database' ELSE 'another database' END),
-               format('REVOKE USAGE ON FOREIGN SERVER %I FROM %s;', srv.srvname,
-                      string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '))
+               (E'\x1e' || jsonb_build_array('USAGE', format('FOREIGN SERVER %I', srv.srvname),
+                                      (SELECT fs.srvacl FROM pg_foreign_server fs WHERE fs.oid = srv.oid), srv.srvowner,
+                                      ARRAY['USAGE'], array_agg(acl.grantee), false, NULL)::text || E'\x1e')
           FROM servers srv CROSS JOIN LATERAL aclexplode(srv.srvacl) acl
          WHERE acl.privilege_type = 'USAGE' AND acl.grantee <> srv.srvowner
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
            AND EXISTS (SELECT 1 FROM pg_user_mappings um
                         WHERE um.srvid = srv.oid AND (um.umuser = 0 OR pg_has_role(app_role, um.umuser, 'MEMBER')))
-         GROUP BY srv.oid, srv.srvname, srv.loopback
+         GROUP BY srv.oid, srv.srvname, srv.loopback, srv.srvowner
         UNION ALL
         -- Schemas that hold tenant tables (the library's too): their owner may drop any table in them and put
         -- its own in its place, and whoever may create there plants functions that privileged sessions call.
@@ -1386,41 +1526,59 @@ BEGIN
         -- whole (policies and views record the functions they call, but a PL/pgSQL body, a migration or a
         -- role's search_path name theirs as text). pg_catalog is searched first by every session.
         SELECT 'error', 'app_role_schema_create', format('%I', n.nspname),
-               CASE WHEN n.nspname = 'pg_catalog'
+               CASE WHEN sc.owned
+                    THEN format('%s owns schema %I, and the application role has its rights: a schema''s owner creates '
+                                'objects in it whatever its grants say, and a function it creates or replaces there runs '
+                                'with the rights, and sees the rows, of whatever calls it: a policy calling a function of '
+                                'that schema (on every tenant''s rows), a SECURITY DEFINER function searching it, a '
+                                'migration, or the owner or bypass role with the schema on its search_path. The '
+                                'application role never needs to create schema objects', quote_ident(pg_get_userbyid(sc.grantee)),
+                                n.nspname)
+                    WHEN n.nspname = 'pg_catalog'
                     THEN format('%s may create objects in schema pg_catalog, which every session searches first, '
                                 'whatever its search_path: a function or operator it creates there runs with the rights '
                                 'of whoever makes the call: a migration, the owner role, every SECURITY DEFINER function, '
-                                'a superuser', rls_tenancy.grantee_name(acl.grantee))
+                                'a superuser', rls_tenancy.grantee_name(sc.grantee))
                     WHEN EXISTS (SELECT 1 FROM rls_tenancy.coverage c JOIN pg_class t ON t.oid = c.table_oid
                                   WHERE t.relnamespace = n.oid)
                     THEN format('%s may create objects in schema %I, which holds tenant tables: a function or operator it '
                                 'creates there that fits a call better than the built-in one (lower(varchar) beside '
                                 'lower(text)) runs with the rights of whoever makes the call: a migration, the owner role, '
-                                'a superuser', rls_tenancy.grantee_name(acl.grantee), n.nspname)
+                                'a superuser', rls_tenancy.grantee_name(sc.grantee), n.nspname)
                     ELSE format('%s may create objects in schema %I: a function it creates or replaces there runs with the '
                                 'rights, and sees the rows, of whatever calls it: a policy calling a function of that schema '
                                 '(on every tenant''s rows), a SECURITY DEFINER function, a migration, or the owner or bypass '
                                 'role with the schema on its search_path. The application role never needs to create '
-                                'schema objects', rls_tenancy.grantee_name(acl.grantee), n.nspname) END,
-               format('REVOKE CREATE ON SCHEMA %I FROM %s;', n.nspname, rls_tenancy.grantee_name(acl.grantee))
-          FROM pg_namespace n CROSS JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl
-         WHERE n.nspname <> 'rls_tenancy'  -- library_schema_create
-           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
-           AND acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
-           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+                                'schema objects', rls_tenancy.grantee_name(sc.grantee), n.nspname) END,
+               -- Owned: to the owner role, the old owner keeping USAGE, so that the app still uses what is in it
+               -- (it can no longer create or replace anything there; what it owns there it may still drop).
+               CASE WHEN sc.owned AND n.nspowner = 'pg_database_owner'::regrole
+                    THEN format('ALTER DATABASE %I OWNER TO CURRENT_USER; -- as the DBA, or another role the application role is not',
+                                current_database())
+                    WHEN sc.owned
+                    THEN format('ALTER SCHEMA %I OWNER TO %I; GRANT USAGE ON SCHEMA %I TO %I;', n.nspname, owner_role,
+                                n.nspname, pg_get_userbyid(sc.grantee))
+                    ELSE (E'\x1e' || jsonb_build_array('CREATE', format('SCHEMA %I', n.nspname),
+                                                coalesce(n.nspacl, acldefault('n', n.nspowner)), n.nspowner,
+                                                ARRAY['CREATE'], ARRAY[sc.grantee], false, NULL)::text || E'\x1e') END
+          FROM schema_creates sc JOIN pg_namespace n ON n.oid = sc.nsp
         UNION ALL
         -- CREATE on the database: the app role creates schemas, under any name not taken yet: one a SECURITY
         -- DEFINER function's search_path names but nobody created ("$user", the owner role's name, among
-        -- them; definer_search_path_writable names each), or one privileged sessions search.
-        SELECT 'error', 'app_role_database_create', format('%I', d.datname),
+        -- them), or one privileged sessions search. The REVOKE closes it for every definer at once, so no
+        -- definer_search_path_writable is reported for such a schema.
+        SELECT 'error', 'app_role_database_create', format('%I', dc.datname),
                format('%s may create schemas in database %I (CREATE on the database): under a name a SECURITY DEFINER '
                       'function''s search_path, a privileged role''s search_path or a policy names but nobody has '
                       'created yet ("$user" is the owner role''s name inside its functions), with functions of its own '
-                      'that then run with the caller''s rights', rls_tenancy.grantee_name(acl.grantee), d.datname),
-               format('REVOKE CREATE ON DATABASE %I FROM %s;', d.datname, rls_tenancy.grantee_name(acl.grantee))
-          FROM pg_database d CROSS JOIN LATERAL aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) acl
-         WHERE d.datname = current_database() AND acl.privilege_type = 'CREATE' AND acl.grantee <> d.datdba
-           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+                      'that then run with the caller''s rights%s', rls_tenancy.grantee_name(dc.grantee), dc.datname,
+                      (SELECT format(' (SECURITY DEFINER functions searching one: %s)',
+                                     string_agg(DISTINCT format('%s', dp.oid::regprocedure), ', '))
+                         FROM definer_paths dp WHERE dp.missing AND dp.writable AND dp.n > 1
+                                                 AND dp.element NOT IN ('pg_temp', ''))),
+               (E'\x1e' || jsonb_build_array('CREATE', format('DATABASE %I', dc.datname), dc.acl, dc.owner_oid, ARRAY['CREATE'],
+                                      ARRAY[dc.grantee], false, NULL)::text || E'\x1e')
+          FROM database_creates dc
         UNION ALL
         -- SET or ALTER SYSTEM on a superuser's parameter (PostgreSQL 15: GRANT ... ON PARAMETER). An error for
         -- those that turn off a guard or a check, and for ALTER SYSTEM on those that run programs or load
@@ -1448,12 +1606,17 @@ BEGIN
                       || CASE WHEN 'ALTER SYSTEM' = ANY (array_agg(acl.privilege_type))
                               THEN ' (ALTER SYSTEM sets it for every session of the server from the next reload on)'
                               ELSE '' END),
-               format('REVOKE %s ON PARAMETER %s FROM %s;',
-                      string_agg(DISTINCT acl.privilege_type, ', '), p.parname,
-                      string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '))
+               -- a superuser grants them as the bootstrap superuser (10), their owner as far as REVOKE goes
+               (E'\x1e' || jsonb_build_array(string_agg(DISTINCT acl.privilege_type, ', '), format('PARAMETER %s', p.parname),
+                                      p.paracl, 10::oid, array_agg(acl.privilege_type), array_agg(acl.grantee), false, NULL)::text || E'\x1e')
           FROM pg_parameter_acl p CROSS JOIN LATERAL aclexplode(p.paracl) acl
          WHERE acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER')
-         GROUP BY p.parname
+         GROUP BY p.oid, p.parname
+         -- SET on a parameter every role may set anyway (context 'user': work_mem, statement_timeout) gives
+         -- nothing; ALTER SYSTEM on one still sets it for the whole server.
+        HAVING p.parname IN ('session_replication_role', 'lo_compat_privileges')
+            OR 'ALTER SYSTEM' = ANY (array_agg(acl.privilege_type))
+            OR NOT EXISTS (SELECT 1 FROM pg_settings ps WHERE ps.name = p.parname AND ps.context = 'user')
         UNION ALL
         -- A large object belongs to its owner, who reads and writes it whatever its grants say.
         SELECT 'error', 'large_object_owned', format('large object %s', lo.oid),
@@ -1467,7 +1630,8 @@ BEGIN
         SELECT 'error', 'large_object_readable', format('large object %s', lo.oid),
                format('%s holds %s on large object %s, which row level security does not cover: every tenant reads it',
                       rls_tenancy.grantee_name(acl.grantee), string_agg(DISTINCT acl.privilege_type, ', '), lo.oid),
-               format('REVOKE ALL ON LARGE OBJECT %s FROM %s;', lo.oid, rls_tenancy.grantee_name(acl.grantee))
+               (E'\x1e' || jsonb_build_array('ALL', format('LARGE OBJECT %s', lo.oid), lo.lomacl, lo.lomowner,
+                                      ARRAY['SELECT', 'UPDATE'], ARRAY[acl.grantee], false, NULL)::text || E'\x1e')
           FROM pg_largeobject_metadata lo CROSS JOIN LATERAL aclexplode(lo.lomacl) acl
          WHERE acl.grantee <> lo.lomowner AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
          GROUP BY lo.oid, acl.grantee
@@ -1490,7 +1654,49 @@ BEGIN
             AND (SELECT trusted FROM exemptions_trusted)
      ORDER BY CASE CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END
                    WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
-              raw.object_name, raw.check_name, raw.message;
+              raw.object_name, raw.check_name, raw.message
+    LOOP
+        -- The REVOKE fixes made from ACLs (see above, at grantee_name()): each request between two E'\x1e', one
+        -- statement per grantor in its place. A statement of its own, planned apart from the report's.
+        IF strpos(fix, E'\x1e') > 0 THEN
+            requested := fix;
+            fix := (
+                SELECT btrim(regexp_replace(string_agg(coalesce(statements.text, ''), '' ORDER BY part.n), ' {2,}', ' ', 'g'))
+                  FROM unnest(string_to_array(requested, E'\x1e')) WITH ORDINALITY AS part (segment, n)
+                  CROSS JOIN LATERAL (SELECT CASE WHEN part.n % 2 = 0 THEN part.segment::jsonb END AS request) r
+                  CROSS JOIN LATERAL (
+                      SELECT CASE WHEN r.request IS NULL THEN part.segment
+                                  ELSE coalesce(
+                                      (SELECT string_agg(by_grantor.statement, ' '
+                                                         ORDER BY by_grantor.grantor <> (r.request ->> 3)::oid, by_grantor.grantor_name)
+                                         FROM (SELECT g.grantor, pg_get_userbyid(g.grantor) AS grantor_name,
+                                                      CASE WHEN g.grantor = (r.request ->> 3)::oid THEN ''
+                                                           ELSE format('SET ROLE %I; ', pg_get_userbyid(g.grantor)) END
+                                                      || format('REVOKE %s ON %s FROM %s%s;',
+                                                                -- another grantor's REVOKE names what it granted: a
+                                                                -- privilege it never held fails on a table's columns
+                                                                CASE WHEN g.grantor = (r.request ->> 3)::oid THEN r.request ->> 0
+                                                                     ELSE string_agg(DISTINCT g.privilege_type, ', ') END,
+                                                                r.request ->> 1,
+                                                                string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', '),
+                                                                CASE WHEN bool_or(g.is_grantable) THEN ' CASCADE' ELSE '' END)
+                                                      || CASE WHEN g.grantor = (r.request ->> 3)::oid THEN '' ELSE ' RESET ROLE;' END
+                                                          AS statement
+                                                 FROM (SELECT ARRAY(SELECT jsonb_array_elements_text(
+                                                                           CASE WHEN jsonb_typeof(r.request -> 2) = 'array'
+                                                                                THEN r.request -> 2 ELSE '[]' END))::aclitem[]
+                                                                   AS items) acl
+                                                 -- (aclexplode refuses an empty array; NULL gives no row)
+                                                CROSS JOIN LATERAL aclexplode(CASE WHEN cardinality(acl.items) > 0 THEN acl.items END) g
+                                                WHERE g.privilege_type IN (SELECT jsonb_array_elements_text(r.request -> 4))
+                                                  AND g.grantee IN (SELECT jsonb_array_elements_text(r.request -> 5)::oid)
+                                                  AND NOT (coalesce((r.request ->> 6)::boolean, false)
+                                                           AND g.grantor = (r.request ->> 3)::oid)
+                                                GROUP BY g.grantor) by_grantor),
+                                      r.request ->> 7) END AS text) statements);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
 END
 $fn$;
 COMMENT ON FUNCTION rls_tenancy.findings(boolean) IS

@@ -342,10 +342,21 @@ AS $fn$
            format('%s may read rls_tenancy.users.password_hash while a signed context is required (the app role '
                   'is or can become each of them): SQL run for a user reads its tenant''s password hashes and '
                   'tries passwords offline', string_agg(rls_tenancy.grantee_name(g.grantee), ', ' ORDER BY g.grantee)),
+           -- by each grant's grantor (a REVOKE request that findings() writes out, sql/012_doctor.sql): a grant
+           -- made WITH GRANT OPTION by another role than the owner goes only at its grantor's REVOKE
            string_agg(CASE WHEN g.table_wide
-                           THEN format('REVOKE SELECT ON rls_tenancy.users FROM %s; ', rls_tenancy.grantee_name(g.grantee))
-                           ELSE format('REVOKE SELECT (password_hash) ON rls_tenancy.users FROM %s; ',
-                                       rls_tenancy.grantee_name(g.grantee)) END, '' ORDER BY g.grantee)
+                           THEN (E'\x1e' || jsonb_build_array('SELECT', 'rls_tenancy.users',
+                                                       (SELECT coalesce(u.relacl, acldefault('r', u.relowner)) FROM pg_class u
+                                                         WHERE u.oid = 'rls_tenancy.users'::regclass),
+                                                       (SELECT u.relowner FROM pg_class u WHERE u.oid = 'rls_tenancy.users'::regclass),
+                                                       ARRAY['SELECT'], ARRAY[g.grantee], false, NULL)::text || E'\x1e')
+                           ELSE (E'\x1e' || jsonb_build_array('SELECT (password_hash)', 'rls_tenancy.users',
+                                                       (SELECT a.attacl FROM pg_attribute a
+                                                         WHERE a.attrelid = 'rls_tenancy.users'::regclass
+                                                           AND a.attname = 'password_hash'),
+                                                       (SELECT u.relowner FROM pg_class u WHERE u.oid = 'rls_tenancy.users'::regclass),
+                                                       ARRAY['SELECT'], ARRAY[g.grantee], false, NULL)::text || E'\x1e') END
+                      || ' ', '' ORDER BY g.grantee)
            || 'SELECT rls_tenancy.require_signed_context(true);'
       FROM (SELECT acl.grantee, bool_or(acl.table_wide) AS table_wide
               FROM (SELECT t.grantee, true AS table_wide
@@ -370,10 +381,13 @@ AS $fn$
                   'tries passwords offline',
                   CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, v.oid::regclass,
                   string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', ')),
-           format('REVOKE SELECT ON %s FROM %s;%s', v.oid::regclass,
-                  string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', '),
-                  CASE WHEN v.relkind = 'v'
-                       THEN format(' -- or ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass) ELSE '' END)
+           (E'\x1e' || jsonb_build_array('SELECT', format('%s', v.oid::regclass),
+                                  coalesce(v.relacl, acldefault('r', v.relowner))
+                                  || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item
+                                                WHERE a.attrelid = v.oid), '{}'::aclitem[]),
+                                  v.relowner, ARRAY['SELECT'], array_agg(g.grantee), false, NULL)::text || E'\x1e')
+           || CASE WHEN v.relkind = 'v'
+                   THEN format(' -- or ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass) ELSE '' END
       FROM pg_class v
       CROSS JOIN LATERAL (SELECT acl.grantee FROM aclexplode(coalesce(v.relacl, acldefault('r', v.relowner))) acl
                            WHERE acl.privilege_type = 'SELECT'
@@ -403,8 +417,9 @@ AS $fn$
                   'setval() makes any id look drawn by an INSERT, so SQL run for a user deletes its own user and puts '
                   'a new user the application granted (an administrator, say) back under its own id',
                   string_agg(rls_tenancy.grantee_name(acl.grantee), ', ' ORDER BY acl.grantee), s.oid::regclass),
-           format('REVOKE UPDATE ON SEQUENCE %s FROM %s;', s.oid::regclass,
-                  string_agg(rls_tenancy.grantee_name(acl.grantee), ', ' ORDER BY acl.grantee))
+           (E'\x1e' || jsonb_build_array('UPDATE', format('SEQUENCE %s', s.oid::regclass),
+                                  coalesce(s.relacl, acldefault('s', s.relowner)), s.relowner, ARRAY['UPDATE'],
+                                  array_agg(acl.grantee), false, NULL)::text || E'\x1e')
       FROM pg_class s CROSS JOIN LATERAL aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) acl
      WHERE rls_tenancy.context_signing_required()
        AND s.oid = pg_get_serial_sequence('rls_tenancy.users', 'id')::regclass

@@ -106,6 +106,16 @@ def _counting(d: TenancyDatabase) -> list[str]:
     ]
 
 
+def _counting_in_own_database(d: TenancyDatabase) -> list[str]:
+    """COUNTING, owned by the owner role and granted to the app role, which owns the database."""
+    return [
+        *COUNTING,
+        ddl("ALTER FUNCTION public.doctor_count(text) OWNER TO {}", d.roles.owner),
+        ddl("GRANT EXECUTE ON FUNCTION public.doctor_count(text) TO {}", d.roles.app),
+        _on_this_database("ALTER DATABASE {database} OWNER TO {role}", role=sql.Identifier(d.roles.app)),
+    ]
+
+
 def _policy_calling_the_apps_function(d: TenancyDatabase) -> list[str]:
     """A restrictive policy calling a function the app role made in a schema it may create in."""
     return [
@@ -291,8 +301,10 @@ REACHES = {
     "CREATE on the database: a schema a definer searches, created by the app role": Reach(
         _counting, "app_role_database_create", "{database}", HIJACK
     ),
-    "CREATE on the database: the definer's search_path fixed instead": Reach(
-        _counting, "definer_search_path_writable", "public.doctor_count(text)", HIJACK
+    # CREATE on the database is app_role_database_create's alone (its REVOKE covers every definer); owning the
+    # database is app_role_owns_schema's, and a definer searching a schema not created yet is reported too.
+    "the database owned by the app role: the definer's search_path fixed": Reach(
+        _counting_in_own_database, "definer_search_path_writable", "public.doctor_count(text)", HIJACK
     ),
     "a function of the app role's, called by a policy, in a schema it may create in": Reach(
         _policy_calling_the_apps_function,
