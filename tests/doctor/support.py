@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from psycopg import sql
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy.schema.roles import RoleNames
 from rls_tenancy.testing.database import signing_requested
@@ -117,3 +118,17 @@ def planted_in(engine: Engine, statements: Sequence[str]) -> Iterator[Connection
             yield conn
         finally:
             transaction.rollback()
+
+
+def can(conn: Connection, role: str, statement: str) -> bool:
+    """Whether ``statement`` runs as ``role`` (a savepoint keeps the planted transaction alive)."""
+    savepoint = conn.begin_nested()
+    try:
+        # As the session user: SET ROLE asks what the session user, not the current role, is a member of.
+        run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", role))
+        run(conn, statement)
+        return True
+    except DBAPIError:
+        return False
+    finally:
+        savepoint.rollback()

@@ -10,28 +10,25 @@ import secrets
 
 import pytest
 from psycopg import sql
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy.schema.reinstall import reinstall_on
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
 from tests.conftest import ddl
-from tests.doctor.support import CLOSED, VIEW, Row, chain, child_without_tenant, finding_rows, key_of, planted_in, run
-
-
-def _can(conn: Connection, role: str, statement: str) -> bool:
-    """Whether ``statement`` runs as ``role`` (a savepoint keeps the planted transaction alive)."""
-    savepoint = conn.begin_nested()
-    try:
-        # As the session user: SET ROLE asks what the session user, not the current role, is a member of.
-        run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", role))
-        run(conn, statement)
-        return True
-    except DBAPIError:
-        return False
-    finally:
-        savepoint.rollback()
+from tests.doctor.support import (
+    CLOSED,
+    VIEW,
+    Row,
+    can,
+    chain,
+    child_without_tenant,
+    finding_rows,
+    key_of,
+    planted_in,
+    run,
+)
 
 
 @pytest.mark.usefixtures("stays_clean")
@@ -45,9 +42,9 @@ def test_a_membership_chain_is_named_whole_and_its_fix_revokes_the_membership_th
         assert f"({db.roles.app} -> {analysts} -> {reporting}), which has BYPASSRLS" in found[3]
         assert found[4] == f"REVOKE {analysts} FROM {db.roles.app};"
         become = ddl("SET LOCAL ROLE {}", reporting)
-        assert _can(conn, db.roles.app, become)  # the leak: the app role becomes a BYPASSRLS role
+        assert can(conn, db.roles.app, become)  # the leak: the app role becomes a BYPASSRLS role
         run(conn, found[4])
-        assert not _can(conn, db.roles.app, become)
+        assert not can(conn, db.roles.app, become)
         assert "app_role_member_of_privileged" not in {row[1] for row in finding_rows(conn)}
 
 
@@ -75,14 +72,14 @@ def test_a_predefined_role_reads_around_rls_until_its_fix_is_applied(
     # The app role is NOINHERIT: it reaches the predefined role's rights by SET ROLE, as injected SQL would.
     become = ddl("SET LOCAL ROLE {}; ", granted) + peek
     with planted_in(superuser_engine, [ddl("GRANT {} TO {}", granted, db.roles.app)]) as conn:
-        assert _can(conn, db.roles.app, become)
+        assert can(conn, db.roles.app, become)
         checks = ("app_role_member_of_privileged", "app_role_cross_tenant_function")
         found = [row for row in finding_rows(conn) if row[1] in checks]
         assert [row[1] for row in found] == ["app_role_member_of_privileged"], found
         assert says in found[0][3]
         run(conn, found[0][4])
-        assert not _can(conn, db.roles.app, become)
-        assert not _can(conn, db.roles.app, peek)
+        assert not can(conn, db.roles.app, become)
+        assert not can(conn, db.roles.app, peek)
 
 
 EXEMPT_OPEN_TABLE = [
@@ -337,7 +334,7 @@ def test_the_signalling_functions_fix_revokes_the_membership_that_grants_them(
         found = [row for row in finding_rows(conn) if row[1] == "app_role_cross_tenant_function"]
         assert found
         assert all(f"REVOKE pg_signal_backend FROM {db.roles.app};" in row[4] for row in found)
-        assert _can(conn, db.roles.app, "SET LOCAL ROLE pg_signal_backend")
+        assert can(conn, db.roles.app, "SET LOCAL ROLE pg_signal_backend")
         run(conn, found[0][4])
-        assert not _can(conn, db.roles.app, "SET LOCAL ROLE pg_signal_backend")
+        assert not can(conn, db.roles.app, "SET LOCAL ROLE pg_signal_backend")
         assert finding_rows(conn) == baseline

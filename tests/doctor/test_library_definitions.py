@@ -82,6 +82,22 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]], fix: str, db: TenancyDa
     conn.execute(script.getvalue().encode())
 
 
+def _an_intern(db: TenancyDatabase, slug: str, plant: str) -> tuple[ContextKey, int, int]:
+    """A key in slot 2, a tenant with one user of no roles, and ``plant`` committed: the key and both ids."""
+    key = ContextKey.generate(2)
+    with _connect(db.superuser_url) as conn:
+        conn.execute("SELECT rls_tenancy.install_context_key(2, %s)", (key.key,))
+        tenant = conn.execute("INSERT INTO rls_tenancy.tenants (slug, name) VALUES (%s, %s) RETURNING id", (slug, slug))
+        tenant_id = int(str(tenant.fetchone()[0]))  # type: ignore[index]
+        user = conn.execute(
+            "INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (%s, %s) RETURNING id",
+            (tenant_id, f"intern@{slug}.example"),
+        )
+        user_id = int(str(user.fetchone()[0]))  # type: ignore[index]
+        conn.execute(plant)
+    return key, tenant_id, user_id
+
+
 def test_a_database_as_installed_has_no_changed_definition(signed_db: TenancyDatabase) -> None:
     with _connect(signed_db.superuser_url) as conn:
         assert _changed(conn) == []
@@ -107,17 +123,7 @@ def test_a_trigger_added_to_a_library_table_lets_a_user_rewrite_its_roles_until_
     signed_db: TenancyDatabase,
 ) -> None:
     """What the doctor reports, shown: SQL run for a user changes its language and comes out an administrator."""
-    key = ContextKey.generate(2)
-    with _connect(signed_db.superuser_url) as conn:
-        conn.execute("SELECT rls_tenancy.install_context_key(2, %s)", (key.key,))
-        tenant = conn.execute("INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('defs', 'defs') RETURNING id")
-        tenant_id = int(str(tenant.fetchone()[0]))  # type: ignore[index]
-        user = conn.execute(
-            "INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (%s, 'intern@defs.example') RETURNING id",
-            (tenant_id,),
-        )
-        user_id = int(str(user.fetchone()[0]))  # type: ignore[index]
-        conn.execute(REWRITE)
+    key, tenant_id, user_id = _an_intern(signed_db, "defs", REWRITE)
     engine: Engine = bind_engine(create_engine(signed_db.app_url), context_key=key)
     language = text("UPDATE rls_tenancy.users SET language = 'de' WHERE id = :id RETURNING roles")
     try:
@@ -144,20 +150,10 @@ def test_a_guard_replaced_and_committed_is_restored_by_the_reinstall_command(
     With the guard made to pass, SQL run for a user gives itself ``admin`` without a grant; after the command
     the same write is refused again and the doctor has nothing to report.
     """
-    key = ContextKey.generate(2)
     for variable in ("RLS_TENANCY_OWNER_ROLE", "RLS_TENANCY_APP_ROLE", "RLS_TENANCY_BYPASS_ROLE"):
         monkeypatch.delenv(variable, raising=False)  # its own role names, as the database recorded them
     url = signed_db.superuser_url.render_as_string(hide_password=False)
-    with _connect(signed_db.superuser_url) as conn:
-        conn.execute("SELECT rls_tenancy.install_context_key(2, %s)", (key.key,))
-        tenant = conn.execute("INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('again', 'again') RETURNING id")
-        tenant_id = int(str(tenant.fetchone()[0]))  # type: ignore[index]
-        user = conn.execute(
-            "INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (%s, 'intern@again.example') RETURNING id",
-            (tenant_id,),
-        )
-        user_id = int(str(user.fetchone()[0]))  # type: ignore[index]
-        conn.execute(PLANTS["a guard made to pass"][0])
+    key, tenant_id, user_id = _an_intern(signed_db, "again", PLANTS["a guard made to pass"][0])
     engine: Engine = bind_engine(create_engine(signed_db.app_url), context_key=key)
     promote = text("UPDATE rls_tenancy.users SET roles = '{admin}' WHERE id = :id")
     try:

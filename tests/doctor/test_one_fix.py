@@ -20,7 +20,7 @@ from rls_tenancy.schema.roles import RoleNames
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
 from tests.conftest import World, bind_then_become, ddl
-from tests.doctor.support import Key, Row, finding_rows, key_of, planted_in, run
+from tests.doctor.support import Key, Row, can, finding_rows, key_of, planted_in, run
 
 
 def _on_this_database(template: str, *names: str) -> str:
@@ -32,18 +32,6 @@ def _on_this_database(template: str, *names: str) -> str:
 def _as(role: str, *statements: str) -> list[str]:
     """``statements`` run as ``role`` (SET ROLE, then back)."""
     return [ddl("SET ROLE {}", role), *statements, "RESET ROLE"]
-
-
-def _can(conn: Connection, role: str, statement: str) -> bool:
-    savepoint = conn.begin_nested()
-    try:
-        run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", role))
-        run(conn, statement)
-        return True
-    except DBAPIError:
-        return False
-    finally:
-        savepoint.rollback()
 
 
 # 2. Grants passed on WITH GRANT OPTION: the grantor's, which a superuser's REVOKE does not take back.
@@ -94,13 +82,13 @@ def test_a_grant_passed_on_with_grant_option_is_revoked_by_the_printed_fix(
     """A superuser's REVOKE acts as the owner and takes back the owner's grants only: the fix names the grantor."""
     key = (expected[0], expected[1], expected[2].format(database=db.name))
     with planted_in(superuser_engine, _passed_on(db.roles)) as conn:
-        assert _can(conn, db.roles.app, use)
+        assert can(conn, db.roles.app, use)
         (found,) = [row for row in finding_rows(conn) if key_of(row) == key]
         assert found[4].startswith(f"SET ROLE {DELEGATE}; REVOKE "), found[4]  # the names need no quotes
         assert found[4].endswith(f" FROM {db.roles.app}; RESET ROLE;"), found[4]
         run(conn, found[4])
         assert key not in {key_of(row) for row in finding_rows(conn)}, f"the fix {found[4]!r} left it"
-        assert not _can(conn, db.roles.app, use)
+        assert not can(conn, db.roles.app, use)
 
 
 def _delegated(grant: str, to: str = "{app}") -> Callable[[RoleNames], list[str]]:
@@ -178,7 +166,7 @@ def test_a_grant_both_the_owner_and_a_grantor_made_is_revoked_by_both(
         for row in found:
             run(conn, row[4])
         assert not [row for row in finding_rows(conn) if row[1] == "app_role_schema_create"]
-        assert not _can(conn, db.roles.app, "CREATE TABLE doctor_reports.planted (x int)")
+        assert not can(conn, db.roles.app, "CREATE TABLE doctor_reports.planted (x int)")
 
 
 def _as_owner_count(conn: Connection, db: TenancyDatabase) -> int:
@@ -299,7 +287,7 @@ def test_a_schema_the_app_role_owns_is_reported_and_its_fix_leaves_the_app_its_f
         plant_more, use = ddl("SET LOCAL ROLE {}; ", group) + plant_more, ddl("SET LOCAL ROLE {}; ", group) + use
     expected = ("error", "app_role_schema_create", "doctor_scratch")
     with planted_in(superuser_engine, planted) as conn:
-        assert _can(conn, db.roles.app, plant_more)
+        assert can(conn, db.roles.app, plant_more)
         (found,) = [row for row in finding_rows(conn) if key_of(row) == expected]
         assert "owns schema doctor_scratch" in found[3]
         assert found[4] == (
@@ -307,8 +295,8 @@ def test_a_schema_the_app_role_owns_is_reported_and_its_fix_leaves_the_app_its_f
         )
         run(conn, found[4])
         assert expected not in {key_of(row) for row in finding_rows(conn)}
-        assert not _can(conn, db.roles.app, plant_more)
-        assert _can(conn, db.roles.app, use)  # what it had there it still uses
+        assert not can(conn, db.roles.app, plant_more)
+        assert can(conn, db.roles.app, use)  # what it had there it still uses
 
 
 NAMES_VIEW = (
