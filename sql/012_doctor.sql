@@ -1485,6 +1485,71 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
            AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
         UNION ALL
+        -- A function owned by the app role (or a role it can become, not a privileged one: that membership is
+        -- app_role_member_of_privileged's). Its owner may DROP it with CASCADE, taking with it every policy,
+        -- trigger and view that calls it, and ALTER it (its search_path, SECURITY INVOKER); where it may still
+        -- create in the schema, CREATE OR REPLACE its body. An error where something runs it on others' behalf:
+        -- a policy (on every row, every tenant's, before the other policies have filtered them), a trigger or
+        -- event trigger (fired by every tenant's writes, and by the owner role's functions), a view or
+        -- materialized view, a SECURITY DEFINER function whose body depends on it, or when it is SECURITY
+        -- DEFINER itself (ALTER ... SECURITY INVOKER runs it with the rights of whoever calls it). Else a
+        -- warning: what calls it by name as text (a migration, a PL/pgSQL body) cannot be read here. The
+        -- library's functions are library_object_owner's, extensions' are left out.
+        SELECT CASE WHEN used.by IS NOT NULL OR f.prosecdef THEN 'error' ELSE 'warning' END,
+               'app_role_owns_function', format('%s', f.oid::regprocedure),
+               format('%s is owned by %s%s: its owner may drop it (DROP ... CASCADE drops whatever calls it) and '
+                      'change it (ALTER: its search_path, SECURITY INVOKER; CREATE OR REPLACE its body wherever it '
+                      'may create in schema %I)%s',
+                      f.oid::regprocedure,
+                      CASE WHEN o.rolname = app_role THEN 'the application role'
+                           ELSE format('%I, whose rights the application role has', o.rolname) END,
+                      CASE WHEN f.prosecdef THEN ' and is SECURITY DEFINER' ELSE '' END,
+                      n.nspname,
+                      CASE WHEN used.by IS NOT NULL
+                           THEN format(', and %s runs it: the application''s SQL then runs there, on other tenants'' '
+                                       'rows (a policy calls it before the other policies have filtered them; a cheap '
+                                       'COST runs it first)', used.by)
+                           WHEN f.prosecdef
+                           THEN ': SECURITY INVOKER makes it run with the rights of whoever calls it'
+                           ELSE ': whatever calls it runs the application''s SQL with the caller''s rights' END),
+               concat_ws(' ',
+                   format('ALTER %s %s OWNER TO %I;',
+                          CASE f.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+                          f.oid::regprocedure, owner_role),
+                   -- the old owner's own EXECUTE moves to the new owner: given back where nothing else gives it
+                   CASE WHEN NOT EXISTS (SELECT 1 FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) acl
+                                          WHERE acl.privilege_type = 'EXECUTE' AND acl.grantee <> f.proowner
+                                            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER')))
+                        THEN format('GRANT EXECUTE ON %s %s TO %I;', CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                                    f.oid::regprocedure, o.rolname) END)
+          FROM pg_proc f
+          JOIN pg_namespace n ON n.oid = f.pronamespace
+          JOIN pg_roles o ON o.oid = f.proowner
+          CROSS JOIN LATERAL (
+              SELECT string_agg(u.what, ', ' ORDER BY u.what) AS by
+                FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::regclass) AS what
+                        FROM pg_depend d JOIN pg_policy p ON p.oid = d.objid
+                       WHERE d.classid = 'pg_policy'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+                      UNION
+                      SELECT format('trigger %I on %s', tg.tgname, tg.tgrelid::regclass)
+                        FROM pg_trigger tg WHERE tg.tgfoid = f.oid AND NOT tg.tgisinternal
+                      UNION
+                      SELECT format('event trigger %I', et.evtname) FROM pg_event_trigger et WHERE et.evtfoid = f.oid
+                      UNION
+                      SELECT format('%s %s', CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, v.oid::regclass)
+                        FROM pg_depend d JOIN pg_rewrite rw ON rw.oid = d.objid JOIN pg_class v ON v.oid = rw.ev_class
+                       WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+                      UNION
+                      SELECT format('SECURITY DEFINER function %s', g.oid::regprocedure)
+                        FROM pg_depend d JOIN pg_proc g ON g.oid = d.objid
+                       WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+                         AND g.prosecdef AND g.oid <> f.oid) u) used
+         WHERE pg_has_role(app_role, f.proowner, 'MEMBER')
+           AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = f.proowner)
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'rls_tenancy')
+           AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+        UNION ALL
         -- A foreign server the app role may use, with a user mapping for it: dblink('server', ...) or a foreign
         -- table of its own runs queries there as the mapping's user.
         SELECT CASE WHEN srv.loopback THEN 'error' ELSE 'warning' END, 'foreign_server_usable', format('%I', srv.srvname),
@@ -1551,7 +1616,7 @@ BEGIN
                                 'role with the schema on its search_path. The application role never needs to create '
                                 'schema objects', rls_tenancy.grantee_name(sc.grantee), n.nspname) END,
                -- Owned: to the owner role, the old owner keeping USAGE, so that the app still uses what is in it
-               -- (it can no longer create or replace anything there; what it owns there it may still drop).
+               -- (it can no longer create or replace anything there; what it owns there it may still drop or alter: app_role_owns_function).
                CASE WHEN sc.owned AND n.nspowner = 'pg_database_owner'::regrole
                     THEN format('ALTER DATABASE %I OWNER TO CURRENT_USER; -- as the DBA, or another role the application role is not',
                                 current_database())

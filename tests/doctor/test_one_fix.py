@@ -414,3 +414,41 @@ def test_the_fix_for_a_gin_index_adds_btree_gin_which_leading_it_with_tenant_id_
         run(conn, led)
         run(conn, "DROP INDEX public.doctor_docs_body")
         assert not [row for row in finding_rows(conn) if row[2].startswith("public.doctor_docs")]
+
+
+# 7. A function the app role owns, in a schema it may not create in: it cannot replace it there, but it may drop it,
+# and DROP ... CASCADE drops the policy calling it. The fix hands it to the owner role and gives EXECUTE back.
+@pytest.mark.usefixtures("stays_clean")
+def test_a_function_the_app_role_owns_called_by_a_policy_is_reported_and_its_fix_keeps_it_callable(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    planted = [
+        "CREATE SCHEMA doctor_rules",
+        ddl("GRANT USAGE ON SCHEMA doctor_rules TO {}", db.roles.app),
+        "CREATE FUNCTION doctor_rules.visible(s text) RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT s <> '' $$",
+        "REVOKE ALL ON FUNCTION doctor_rules.visible(text) FROM PUBLIC",  # the app role's own grant only
+        ddl("ALTER FUNCTION doctor_rules.visible(text) OWNER TO {}", db.roles.app),
+        "CREATE POLICY doctor_visible ON public.projects AS RESTRICTIVE FOR SELECT USING (doctor_rules.visible(name))",
+    ]
+    drop = "DROP FUNCTION doctor_rules.visible(text) CASCADE"
+    policy = "SELECT 1 FROM pg_policy WHERE polname = 'doctor_visible'"
+    expected = ("error", "app_role_owns_function", "doctor_rules.visible(text)")
+    with planted_in(superuser_engine, planted) as conn:
+        savepoint = conn.begin_nested()
+        run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", db.roles.app))
+        run(conn, drop)
+        run(conn, "RESET SESSION AUTHORIZATION")
+        assert conn.execute(text(policy)).first() is None  # the app role dropped another role's policy
+        savepoint.rollback()
+        found = [row for row in finding_rows(conn) if row[1] in ("app_role_owns_function", "app_role_schema_create")]
+        assert [key_of(row) for row in found] == [expected]  # no CREATE on the schema: only this says it
+        assert "policy doctor_visible on public.projects runs it" in found[0][3]
+        assert found[0][4] == (
+            f"ALTER FUNCTION doctor_rules.visible(text) OWNER TO {db.roles.owner};"
+            f" GRANT EXECUTE ON FUNCTION doctor_rules.visible(text) TO {db.roles.app};"
+        )
+        run(conn, found[0][4])
+        assert expected not in {key_of(row) for row in finding_rows(conn)}
+        assert not can(conn, db.roles.app, drop)
+        assert conn.execute(text(policy)).first() is not None
+        assert can(conn, db.roles.app, "SELECT doctor_rules.visible('x')")  # the policy still runs for the app

@@ -801,6 +801,42 @@ PLANTS = {
         f"large object {LARGE_OBJECT}",
         "owned by",
     ),
+    "a trigger function owned by the app role, fired on a tenant table": Plant(
+        lambda r: [
+            "CREATE FUNCTION public.doctor_stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+            ddl("ALTER FUNCTION public.doctor_stamp() OWNER TO {}", r.app),
+            "CREATE TRIGGER doctor_stamp BEFORE INSERT ON public.projects"
+            " FOR EACH ROW EXECUTE FUNCTION public.doctor_stamp()",
+        ],
+        "error",
+        "app_role_owns_function",
+        "public.doctor_stamp()",
+        "trigger doctor_stamp on public.projects runs it",
+    ),
+    "a SECURITY DEFINER function owned by a role the app role can become": Plant(
+        lambda r: [
+            *chain(r, "", "owns"),
+            DEFINER.format(PINNED),
+            CLOSED,
+            ddl("ALTER FUNCTION public.doctor_definer() OWNER TO {}", "doctor_reporting_owns"),
+        ],
+        "error",
+        "app_role_owns_function",
+        "public.doctor_definer()",
+        "is SECURITY DEFINER",
+    ),
+    # Closed to PUBLIC and run by nothing the catalogs show: a warning, whose fix grants EXECUTE back.
+    "a function owned by the app role that nothing in the catalogs calls": Plant(
+        lambda r: [
+            "CREATE FUNCTION public.doctor_helper(s text) RETURNS text LANGUAGE sql AS 'SELECT s'",
+            "REVOKE ALL ON FUNCTION public.doctor_helper(text) FROM PUBLIC",
+            ddl("ALTER FUNCTION public.doctor_helper(text) OWNER TO {}", r.app),
+        ],
+        "warning",
+        "app_role_owns_function",
+        "public.doctor_helper(text)",
+        "owned by the application role",
+    ),
 }
 
 
@@ -933,6 +969,18 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
                 CLOSED,
             ],
             id='a SECURITY DEFINER searching "$user" and a missing schema while no one may create schemas',
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE SCHEMA doctor_rules",
+                ddl("GRANT USAGE ON SCHEMA doctor_rules TO {}", r.app),
+                "CREATE FUNCTION doctor_rules.visible(s text) RETURNS boolean LANGUAGE sql STABLE"
+                " AS $$ SELECT s <> '' $$",
+                ddl("ALTER FUNCTION doctor_rules.visible(text) OWNER TO {}", r.owner),
+                "CREATE POLICY doctor_visible ON public.projects AS RESTRICTIVE FOR SELECT"
+                " USING (doctor_rules.visible(name))",
+            ],
+            id="a restrictive policy calling a function the owner role owns",
         ),
     ],
 )

@@ -129,6 +129,19 @@ def _policy_calling_the_apps_function(d: TenancyDatabase) -> list[str]:
     ]
 
 
+# As the app role: the policy's function replaced by one that raises with what it sees, run first (cheap), on a
+# sequential scan (any role may SET these: the tenant's index would skip B's row).
+REPLACE_VISIBLE = [
+    "CREATE OR REPLACE FUNCTION doctor_rules.visible(s text) RETURNS boolean LANGUAGE plpgsql"
+    " COST 0.0000001 AS $$ BEGIN IF s = 'b-secret' THEN RAISE EXCEPTION 'reached %', s; END IF;"
+    " RETURN true; END $$",
+    "SET LOCAL enable_indexscan = off",
+    "SET LOCAL enable_indexonlyscan = off",
+    "SET LOCAL enable_bitmapscan = off",
+    "SELECT count(*) FROM public.doctor_secrets",
+]
+
+
 @dataclass(frozen=True)
 class Reach:
     setup: Callable[[TenancyDatabase], list[str]]
@@ -310,15 +323,15 @@ REACHES = {
         _policy_calling_the_apps_function,
         "app_role_schema_create",
         "doctor_rules",
-        [
-            "CREATE OR REPLACE FUNCTION doctor_rules.visible(s text) RETURNS boolean LANGUAGE plpgsql"
-            " COST 0.0000001 AS $$ BEGIN IF s = 'b-secret' THEN RAISE EXCEPTION 'reached %', s; END IF;"
-            " RETURN true; END $$",
-            "SET LOCAL enable_indexscan = off",
-            "SET LOCAL enable_indexonlyscan = off",
-            "SET LOCAL enable_bitmapscan = off",
-            "SELECT count(*) FROM public.doctor_secrets",
-        ],
+        REPLACE_VISIBLE,
+    ),
+    # Owning it is enough to replace it (given CREATE on the schema, app_role_schema_create's): after the fix the
+    # app role may still create in the schema, but no longer replace the function the policy calls.
+    "a function the app role owns, called by a policy": Reach(
+        _policy_calling_the_apps_function,
+        "app_role_owns_function",
+        "doctor_rules.visible(text)",
+        REPLACE_VISIBLE,
     ),
     "an INSTEAD rule on a security_invoker view, reaching the tenant table": Reach(
         lambda d: [
