@@ -98,6 +98,13 @@ def _an_intern(db: TenancyDatabase, slug: str, plant: str) -> tuple[ContextKey, 
     return key, tenant_id, user_id
 
 
+def _recorded_names_url(db: TenancyDatabase, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The superuser URL, with no role names in the environment: the command reads those the database recorded."""
+    for variable in ("RLS_TENANCY_OWNER_ROLE", "RLS_TENANCY_APP_ROLE", "RLS_TENANCY_BYPASS_ROLE"):
+        monkeypatch.delenv(variable, raising=False)
+    return db.superuser_url.render_as_string(hide_password=False)
+
+
 def test_a_database_as_installed_has_no_changed_definition(signed_db: TenancyDatabase) -> None:
     with _connect(signed_db.superuser_url) as conn:
         assert _changed(conn) == []
@@ -150,9 +157,7 @@ def test_a_guard_replaced_and_committed_is_restored_by_the_reinstall_command(
     With the guard made to pass, SQL run for a user gives itself ``admin`` without a grant; after the command
     the same write is refused again and the doctor has nothing to report.
     """
-    for variable in ("RLS_TENANCY_OWNER_ROLE", "RLS_TENANCY_APP_ROLE", "RLS_TENANCY_BYPASS_ROLE"):
-        monkeypatch.delenv(variable, raising=False)  # its own role names, as the database recorded them
-    url = signed_db.superuser_url.render_as_string(hide_password=False)
+    url = _recorded_names_url(signed_db, monkeypatch)
     key, tenant_id, user_id = _an_intern(signed_db, "again", PLANTS["a guard made to pass"][0])
     engine: Engine = bind_engine(create_engine(signed_db.app_url), context_key=key)
     promote = text("UPDATE rls_tenancy.users SET roles = '{admin}' WHERE id = :id")
@@ -185,9 +190,7 @@ def test_the_reinstall_script_names_the_roles_the_database_recorded(
     signed_db: TenancyDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Printed for psql from a database installed with its own role names, it runs there as printed."""
-    for variable in ("RLS_TENANCY_OWNER_ROLE", "RLS_TENANCY_APP_ROLE", "RLS_TENANCY_BYPASS_ROLE"):
-        monkeypatch.delenv(variable, raising=False)
-    url = signed_db.superuser_url.render_as_string(hide_password=False)
+    url = _recorded_names_url(signed_db, monkeypatch)
     assert main(["migrate", "--reinstall", "--sql", "--database-url", url]) == 0
     script = capsys.readouterr().out
     assert f"set_config('rls_tenancy.app_role', '{signed_db.roles.app}', true)" in script
@@ -201,9 +204,7 @@ def test_a_roles_table_naming_no_role_is_refused_by_the_reinstall(
     signed_db: TenancyDatabase, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Tampered, the record would have the scripts make and grant roles nobody chose: refused, with the way out."""
-    for variable in ("RLS_TENANCY_OWNER_ROLE", "RLS_TENANCY_APP_ROLE", "RLS_TENANCY_BYPASS_ROLE"):
-        monkeypatch.delenv(variable, raising=False)
-    url = signed_db.superuser_url.render_as_string(hide_password=False)
+    url = _recorded_names_url(signed_db, monkeypatch)
     with _connect(signed_db.superuser_url) as conn:
         conn.execute("UPDATE rls_tenancy.roles SET role_name = 'nobody_chose_this' WHERE purpose = 'app'")
     try:
