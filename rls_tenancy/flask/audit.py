@@ -30,12 +30,7 @@ def log(action: str, message: str | None = None, **data: Any) -> int:
     event_id = audit.log_event(session, action, message, data=data or None)
     transaction = session.get_transaction()
     if transaction is not None and has_request_context():  # remembered for the request's end: see end_request
-        logged = request_state().logged
-        if logged and logged[-1][0] is transaction:
-            if action not in logged[-1][1]:
-                logged[-1][1].append(action)
-        else:
-            logged.append((transaction, [action]))
+        request_state().logged.append((transaction, action))
     return event_id
 
 

@@ -188,7 +188,7 @@ def _warn_of_uncommitted_events(current: RequestState, *, failed: bool) -> None:
     logged, current.logged = current.logged, []
     if failed or current.status is None or current.status >= 400:
         return
-    actions = [action for transaction, actions in logged if transaction.is_active for action in actions]
+    actions = list(dict.fromkeys(action for transaction, action in logged if transaction.is_active))
     if actions:
         audit_logger.warning(
             "audit event(s) %s written by log() in %s %s are lost: the view neither committed nor rolled back "

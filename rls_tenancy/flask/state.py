@@ -111,9 +111,9 @@ class RequestState:
     session: Session | None = None
     read_session: Session | None = None
     cache: dict[str, Any] = field(default_factory=dict)
-    #: The transactions ``log()`` wrote events in, each with their actions:
-    #: one still open when the request ends is rolled back, and its events with it.
-    logged: list[tuple[SessionTransaction, list[str]]] = field(default_factory=list)
+    #: Each event ``log()`` wrote: its transaction and action; a transaction
+    #: still open when the request ends is rolled back, and its events with it.
+    logged: list[tuple[SessionTransaction, str]] = field(default_factory=list)
     #: The response's status, once the extension's ``after_request`` has seen it.
     status: int | None = None
 
