@@ -178,31 +178,24 @@ SELECT pg_catalog.format('%I.%I', t.nspname, t.relname) AS table_name,
 COMMENT ON VIEW rls_tenancy.coverage IS
     'Every table with a tenant_id column and how row level security covers it.';
 
--- What the doctor reports of the signed tenant context. sql/016_signed_context.sql defines it; this
--- stub, created only where it is missing, keeps findings() whole before that (and after its removal).
+-- What the doctor reports of the signed tenant context (signing_findings(), sql/016_signed_context.sql)
+-- and of the library's definitions changed since they were installed (library_definition_findings(),
+-- sql/018_library_definitions.sql): these stubs, created only where one is missing, keep findings()
+-- whole before those scripts run (and after their removal).
 DO $stub$
+DECLARE
+    name text;
 BEGIN
-    IF pg_catalog.to_regprocedure('rls_tenancy.signing_findings()') IS NULL THEN
-        CREATE FUNCTION rls_tenancy.signing_findings()
-        RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
-        LANGUAGE sql STABLE
-        AS 'SELECT NULL::text, NULL::text, NULL::text, NULL::text, NULL::text WHERE false';
-        REVOKE ALL ON FUNCTION rls_tenancy.signing_findings() FROM PUBLIC;
-    END IF;
-END
-$stub$;
-
--- What the doctor reports of the library's definitions changed since they were installed:
--- sql/018_library_definitions.sql defines it; this stub keeps findings() whole before that.
-DO $stub$
-BEGIN
-    IF pg_catalog.to_regprocedure('rls_tenancy.library_definition_findings()') IS NULL THEN
-        CREATE FUNCTION rls_tenancy.library_definition_findings()
-        RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)
-        LANGUAGE sql STABLE
-        AS 'SELECT NULL::text, NULL::text, NULL::text, NULL::text, NULL::text WHERE false';
-        REVOKE ALL ON FUNCTION rls_tenancy.library_definition_findings() FROM PUBLIC;
-    END IF;
+    FOREACH name IN ARRAY ARRAY['signing_findings', 'library_definition_findings'] LOOP
+        IF pg_catalog.to_regprocedure(pg_catalog.format('rls_tenancy.%I()', name)) IS NULL THEN
+            EXECUTE pg_catalog.format(
+                'CREATE FUNCTION rls_tenancy.%I() '
+                'RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text) '
+                'LANGUAGE sql STABLE '
+                'AS %L', name, 'SELECT NULL::text, NULL::text, NULL::text, NULL::text, NULL::text WHERE false');
+            EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION rls_tenancy.%I() FROM PUBLIC', name);
+        END IF;
+    END LOOP;
 END
 $stub$;
 

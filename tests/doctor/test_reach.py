@@ -7,7 +7,7 @@ reported as an error, and closed by the fix the doctor prints, after which the a
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -357,22 +357,7 @@ REACHES = {
 
 def _peek(conn: Connection, db: TenancyDatabase, world: World, reach: Reach) -> str:
     """What ``reach.peek`` returns (or raises) as the app role bound to tenant A, in a savepoint."""
-    savepoint = conn.begin_nested()
-    try:
-        bind_then_become(conn, world.a, db.roles.app)  # signed as the superuser where the database requires it
-        # As the session user: SET ROLE asks what the session user, not the current role, is a member of.
-        run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", db.roles.app))
-        if reach.as_role is not None:
-            run(conn, ddl("SET LOCAL ROLE {}", reach.as_role))
-        out = ""
-        for statement in reach.peek:
-            result = conn.execute(text(statement), {"a": world.a, "b": world.b})
-            out = repr(result.all()) if result.returns_rows else out
-        return out
-    except DBAPIError as error:
-        return str(error.orig)
-    finally:
-        savepoint.rollback()
+    return _as_app(conn, db, world.a, reach.peek, as_role=reach.as_role, values={"a": world.a, "b": world.b})
 
 
 def _own_rows(conn: Connection, db: TenancyDatabase, world: World) -> list[str]:
@@ -405,15 +390,31 @@ def test_what_reaches_another_tenant_is_an_error_until_its_fix_is_applied(
         assert _own_rows(conn, db, world) == ["a-secret"]  # the app still works
 
 
-def _as_app(conn: Connection, db: TenancyDatabase, tenant: int, statements: list[str], user: int | None = None) -> str:
-    """What the last of ``statements`` returns (or the error it raises) as the app role, in a savepoint."""
+def _as_app(
+    conn: Connection,
+    db: TenancyDatabase,
+    tenant: int,
+    statements: Sequence[str],
+    user: int | None = None,
+    *,
+    as_role: str | None = None,
+    values: dict[str, int] | None = None,
+) -> str:
+    """What the last of ``statements`` returns (or the error it raises) as the app role, in a savepoint.
+
+    Bound to ``tenant`` (signed as the superuser where the database requires it), then, where ``as_role``
+    is given, as a role the app role can become.
+    """
     savepoint = conn.begin_nested()
     try:
         bind_then_become(conn, tenant, db.roles.app, user)
+        # As the session user: SET ROLE asks what the session user, not the current role, is a member of.
         run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", db.roles.app))
+        if as_role is not None:
+            run(conn, ddl("SET LOCAL ROLE {}", as_role))
         out = ""
         for statement in statements:
-            result = conn.execute(text(statement))
+            result = conn.execute(text(statement), values or {})
             out = repr(result.all()) if result.returns_rows else out
         return out
     except DBAPIError as error:
