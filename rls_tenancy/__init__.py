@@ -11,6 +11,7 @@ from rls_tenancy.context import as_tenant, current_tenant_id, current_user_id, r
 from rls_tenancy.errors import (
     AmbiguousTenantError,
     AuthenticationError,
+    ConfigurationError,
     ContextKeyError,
     InsecureRoleError,
     InvalidRequestError,
@@ -37,6 +38,7 @@ __all__ = [
     "USER_SETTING",
     "AuditEvent",
     "AmbiguousTenantError",
+    "ConfigurationError",
     "AuthenticationError",
     "ContextKey",
     "ContextKeyError",

@@ -86,6 +86,16 @@ class AmbiguousTenantError(UsageError):
     """
 
 
+class ConfigurationError(UsageError):
+    """The app's own set-up cannot keep tenants apart: its engine, its pool, how it calls the binding.
+
+    A pool that hands one connection to two transactions, ``driver_connection()``
+    on an engine that is not bound, an asyncio connection's ``copy()`` before
+    its reset. The code's mistake whatever the client sent: in Flask a 500,
+    its message only in the log.
+    """
+
+
 class AuthenticationError(TenancyError):
     """The request's credentials are missing, malformed, unknown, expired or revoked.
 

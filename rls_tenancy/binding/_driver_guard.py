@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from rls_tenancy.context import acting
-from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
+from rls_tenancy.errors import ConfigurationError, TenancyError, TenantChangedError
 
 #: What a bound connection's open SQLAlchemy transaction is bound to, or :data:`UNBOUND`.
 TenantOf = Callable[[], object]
@@ -185,7 +185,7 @@ class _Checked:
     def _before_statement(self) -> None:
         if _check(self.connection):
             if isinstance(self.connection, psycopg.AsyncConnection):
-                raise UsageError(
+                raise ConfigurationError(
                     "this asyncio connection last served a tenant and must be reset before work bound to "
                     "nobody: run a statement with execute() first, or the work through SQLAlchemy"
                 )

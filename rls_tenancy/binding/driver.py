@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from rls_tenancy.binding.engine import bind_transaction_now, is_bound
 from rls_tenancy.context import require_tenant_id
-from rls_tenancy.errors import UsageError
+from rls_tenancy.errors import ConfigurationError
 
 
 def driver_connection(target: Session | Connection) -> psycopg.Connection[Any]:
@@ -33,14 +33,14 @@ def driver_connection(target: Session | Connection) -> psycopg.Connection[Any]:
     """
     connection = target.connection() if isinstance(target, Session) else target
     if not isinstance(connection, Connection):
-        raise UsageError(f"driver_connection() takes a Session or a Connection, not {type(target).__name__}")
+        raise ConfigurationError(f"driver_connection() takes a Session or a Connection, not {type(target).__name__}")
     if not is_bound(connection.engine):
-        raise UsageError("driver_connection() needs a bound engine (bind_engine); this one is not")
+        raise ConfigurationError("driver_connection() needs a bound engine (bind_engine); this one is not")
     require_tenant_id()
     if connection.get_transaction() is None:
         connection.begin()
     bind_transaction_now(connection)
     driver = connection.connection.driver_connection
     if not isinstance(driver, psycopg.Connection):
-        raise UsageError("driver_connection() serves psycopg's synchronous connections")
+        raise ConfigurationError("driver_connection() serves psycopg's synchronous connections")
     return driver

@@ -79,7 +79,7 @@ from rls_tenancy.binding.affinity import prefer_last_tenant, served_user
 from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.binding.role_checks import verify_app_role
 from rls_tenancy.context import acting
-from rls_tenancy.errors import TenancyError, TenantChangedError, UsageError
+from rls_tenancy.errors import ConfigurationError, TenancyError, TenantChangedError
 
 if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -187,12 +187,12 @@ def bind_engine(
     """
     sync = cast(Engine, getattr(engine, "sync_engine", engine))
     if sync.dialect.name != "postgresql" or sync.dialect.driver != "psycopg":
-        raise UsageError(
+        raise ConfigurationError(
             f"rls_tenancy binds PostgreSQL engines using psycopg 3 "
             f"(postgresql+psycopg://...), not {sync.dialect.name}+{sync.dialect.driver}"
         )
     if isinstance(sync.pool, _SHARING_POOLS):
-        raise UsageError(
+        raise ConfigurationError(
             f"{type(sync.pool).__name__} hands one DBAPI connection to several Connections at once, whose "
             "transactions then share one binding; give the engine a QueuePool (the default) or a NullPool"
         )
@@ -245,7 +245,7 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     info = conn.info
     bound = _binding_of(info, conn.get_transaction())
     if bound is None:
-        raise UsageError("adopt_user() needs a transaction already bound to a tenant")
+        raise ConfigurationError("adopt_user() needs a transaction already bound to a tenant")
     if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id):
         # The session was kept for another user (the guess of begin_bound_with
         # was wrong): reset now, inside the transaction, and bound again (RESET
@@ -479,7 +479,7 @@ def _refuse_sharing(info: dict[Any, Any], transaction: RootTransaction | None) -
     bound: _Binding | None = info.get(_BOUND)
     other = None if bound is None else bound.transaction()
     if other is not None and other is not transaction and bool(other.is_active):
-        raise UsageError(
+        raise ConfigurationError(
             "this DBAPI connection is in another Connection's open transaction (a pool that shares "
             "connections?): the two would share one binding; use a QueuePool or a NullPool"
         )

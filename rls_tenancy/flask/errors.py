@@ -12,10 +12,12 @@ into a model) answers hostile input as the client's mistake: SQLAlchemy's
 characters), text with a lone surrogate (valid JSON, but no UTF-8 encodes
 it), and a :class:`~rls_tenancy.UsageError` raised while the request is
 handled (a model's validator refusing an email, say), except an
-:class:`~rls_tenancy.AmbiguousTenantError`: the code's own mistake (a
-thread started while a generator's ``as_tenant`` block was suspended),
-whatever the client sent, so a 500 like the other bugs, and its message,
-which names the generator's tenant, stays in the server's log. A
+:class:`~rls_tenancy.AmbiguousTenantError` or a
+:class:`~rls_tenancy.ConfigurationError`: the code's own mistake (a
+thread started while a generator's ``as_tenant`` block was suspended, a
+pool that shares a connection), whatever the client sent, so a 500 like
+the other bugs, and its message, which may name another tenant, stays in
+the server's log. A
 :class:`~rls_tenancy.UnknownFeatureError` stays a 400: an app may pass it a
 key the client sent, and its message quotes only that key. A constraint the
 row breaks (SQLAlchemy's ``IntegrityError``) is a 409 ``conflict`` for a
@@ -51,6 +53,7 @@ from rls_tenancy.binding.unavailable import unavailable_reason
 from rls_tenancy.errors import (
     AmbiguousTenantError,
     AuthenticationError,
+    ConfigurationError,
     InvalidRequestError,
     NoTenantError,
     PermissionDeniedError,
@@ -122,7 +125,7 @@ def _unavailable(error: exc.OperationalError | exc.TimeoutError) -> Response:
 
 
 #: Raised by the code, whatever the client sent: bugs of the server, whose messages may name other tenants.
-_PROGRAMMING_ERRORS: tuple[type[UsageError], ...] = (AmbiguousTenantError,)
+_PROGRAMMING_ERRORS: tuple[type[UsageError], ...] = (AmbiguousTenantError, ConfigurationError)
 
 
 def _usage(error: UsageError) -> ResponseReturnValue:

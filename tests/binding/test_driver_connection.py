@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from rls_tenancy import NoTenantError, TenantChangedError, UsageError, as_tenant, driver_connection
+from rls_tenancy import ConfigurationError, NoTenantError, TenantChangedError, as_tenant, driver_connection
 from rls_tenancy.testing import TenancyDatabase
 from tests.binding.test_driver_guard import _copied
 from tests.conftest import World
@@ -59,9 +59,9 @@ def test_without_a_tenant_or_a_bound_engine_it_says_so(
         driver_connection(session)
     unbound = create_engine(db.app_url)
     try:
-        with as_tenant(world.a), unbound.connect() as conn, pytest.raises(UsageError, match="bound engine"):
+        with as_tenant(world.a), unbound.connect() as conn, pytest.raises(ConfigurationError, match="bound engine"):
             driver_connection(conn)
     finally:
         unbound.dispose()
-    with pytest.raises(UsageError, match="Session or a Connection"):
+    with pytest.raises(ConfigurationError, match="Session or a Connection"):
         driver_connection("postgresql://")  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from psycopg import sql
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from rls_tenancy import TenancyError, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
+from rls_tenancy import ConfigurationError, TenancyError, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.binding import _driver_guard
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
@@ -196,6 +196,29 @@ def test_the_asyncio_driver_used_before_sqlalchemys_first_statement_sees_nothing
             await engine.dispose()
 
     assert asyncio.run(scenario()) == set()  # A's rows before the guard reset the session
+
+
+def test_an_asyncio_copy_before_the_reset_is_a_configuration_error(db: TenancyDatabase, world: World) -> None:
+    """``copy()`` returns before it awaits anything, so it cannot reset first: refused, never run for A's session."""
+
+    async def scenario() -> None:
+        engine = bind_engine(create_async_engine(db.app_url, pool_size=1, max_overflow=0))
+        try:
+            with as_tenant(world.a):
+                async with engine.connect() as conn:
+                    await conn.execute(LEAVE_MY_BINDING)
+                    await conn.commit()
+            with as_tenant(world.b):
+                async with engine.connect() as conn:
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    cursor = driver.cursor()  # type: ignore[union-attr]
+                    with pytest.raises(ConfigurationError, match="must be reset"):
+                        async with cursor.copy("COPY (SELECT name FROM projects) TO STDOUT"):
+                            pass
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.rls_binding

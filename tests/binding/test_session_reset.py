@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from rls_tenancy import InsecureRoleError, TenancyError, UsageError, as_tenant, bind_engine
+from rls_tenancy import ConfigurationError, InsecureRoleError, TenancyError, as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import tenancy_database
 from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
@@ -264,7 +264,7 @@ def test_a_default_for_the_tenant_setting_is_refused_at_connect(
 def test_pools_that_share_one_connection_are_refused(db: TenancyDatabase, pool: type) -> None:
     engine = create_engine(db.app_url, poolclass=pool)
     try:
-        with pytest.raises(UsageError, match=pool.__name__):
+        with pytest.raises(ConfigurationError, match=pool.__name__):
             bind_engine(engine)
     finally:
         engine.dispose()
@@ -276,7 +276,11 @@ def test_a_connection_shared_by_two_open_transactions_is_refused(db: TenancyData
     try:
         with as_tenant(world.a), engine.connect() as first:
             first.execute(NAMES).all()
-            with as_tenant(world.b), engine.connect() as second, pytest.raises(UsageError, match="open transaction"):
+            with (
+                as_tenant(world.b),
+                engine.connect() as second,
+                pytest.raises(ConfigurationError, match="open transaction"),
+            ):
                 second.execute(NAMES).all()
             # Closing the refused Connection rolled the shared DBAPI connection back: the
             # first one's work is gone with it, and its next statement is refused, never run for B.

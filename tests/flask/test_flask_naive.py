@@ -18,10 +18,12 @@ from flask import Flask, abort, request
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, exc, func, insert, select, text
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.pool import StaticPool
 from werkzeug.test import TestResponse
 
 from rls_tenancy import (
     AmbiguousTenantError,
+    ConfigurationError,
     TenancyError,
     Tenant,
     TenantQuery,
@@ -134,6 +136,19 @@ def _naive_app(engine: Engine) -> Flask:
             return {"names": asyncio.run(asyncio.to_thread(names))}
         finally:
             suspended.close()
+
+    @app.get("/shared-pool")
+    @require_scopes("projects:write")
+    def shared_pool() -> dict[str, object]:
+        # A pool that hands one DBAPI connection to two open transactions, as a custom pool might.
+        shared = bind_engine(create_engine(engine.url))
+        shared.pool = StaticPool(shared.pool._creator)
+        try:
+            with shared.connect() as first, shared.connect() as second:
+                first.execute(select(Project.id)).all()
+                return {"ids": list(second.execute(select(Project.id)).scalars())}
+        finally:
+            shared.dispose()
 
     @app.get("/autocommit")
     @require_scopes("projects:write")
@@ -359,6 +374,20 @@ def test_an_ambiguous_tenant_is_a_500_that_names_no_tenant(in_production: Naive,
 def test_in_testing_an_ambiguous_tenant_is_raised_to_the_test_client(naive: Naive, bypass: UnsafeBypass) -> None:
     with pytest.raises(AmbiguousTenantError):
         naive.client.get(f"/ambiguous/{_other_tenant(bypass)}", headers=bearer(naive.token))
+
+
+def test_a_pool_sharing_one_connection_is_a_500_not_the_clients_400(in_production: Naive) -> None:
+    """The app's set-up, whatever the request: a ConfigurationError, answered as a bug is."""
+    response = in_production.client.get("/shared-pool", headers=bearer(in_production.token))
+    assert response.status_code == 500 and response.json == {
+        "error": "internal_error",
+        "message": "the server failed to handle this request",
+    }
+
+
+def test_in_testing_a_configuration_error_is_raised_to_the_test_client(naive: Naive) -> None:
+    with pytest.raises(ConfigurationError, match="open transaction"):
+        naive.client.get("/shared-pool", headers=bearer(naive.token))
 
 
 def test_an_autocommit_engine_is_a_500_and_its_refusal_is_documented(naive: Naive) -> None:
