@@ -55,6 +55,10 @@ class Hooks(NamedTuple):
     reset: bytes
     #: Called as a statement is refused: the transaction it was refused in may not commit.
     refused: Callable[[], None]
+    #: Whether SQLAlchemy began a transaction on it that no statement has bound yet.
+    begun: Callable[[], bool]
+    #: Bind that transaction now, for the tenant in context (a sync connection's).
+    bind: Callable[[], None]
 
 
 _hooks: weakref.WeakKeyDictionary[Any, Hooks] = weakref.WeakKeyDictionary()
@@ -99,14 +103,23 @@ def is_guarded(driver: Any) -> bool:
     return driver in _hooks
 
 
-def _check(driver: Any) -> bool:
-    """Raise if the transaction is bound to another tenant; whether unbound work needs the reset first."""
+#: What a statement needs before it runs, as :func:`_check` answers.
+_RESET = 1  # unbound work on a session that served another tenant: reset it first
+_BIND = 2  # the first statement of a transaction SQLAlchemy began: bind that transaction first
+
+
+def _check(driver: Any) -> int:
+    """Raise if the transaction is bound to another tenant; what the statement needs first (0: nothing)."""
     hooks = _hooks.get(driver)
     if hooks is None:
-        return False
+        return 0
     tenant = hooks.tenant_of()
     if tenant is UNBOUND:
-        return driver.pgconn.transaction_status == _IDLE and hooks.served() and not _PINGING.get()
+        if driver.pgconn.transaction_status != _IDLE or _PINGING.get():
+            return 0
+        if hooks.begun() and not driver.autocommit:
+            return _BIND
+        return _RESET if hooks.served() else 0
     if driver.pgconn.transaction_status == _IDLE and not driver.autocommit:
         # The server's transaction ended under SQLAlchemy's (a COMMIT or ROLLBACK sent as SQL, or
         # the driver's own commit()): its binding went with it, and the next statement would begin
@@ -124,7 +137,29 @@ def _check(driver: Any) -> bool:
             f"but the tenant in context is now {acting()[0] or '(none)'}; commit or roll back before "
             "switching tenants, also for statements sent through the driver"
         )
-    return False
+    return 0
+
+
+def _prepare(driver: psycopg.Connection[Any], needs: int) -> None:
+    """Do what :func:`_check` said a sync connection's statement needs first."""
+    if needs == _BIND:
+        _hooks[driver].bind()
+    elif needs:
+        _reset(driver)
+
+
+async def _prepare_async(driver: psycopg.AsyncConnection[Any], needs: int) -> None:
+    if needs == _BIND:
+        _refuse_async_binding()
+    elif needs:
+        await _reset_async(driver)
+
+
+def _refuse_async_binding() -> None:
+    raise ConfigurationError(
+        "a raw asyncio statement would run first in a transaction SQLAlchemy began, bound to no tenant: "
+        "run a statement through SQLAlchemy first (await conn.execute(...)), which binds the transaction"
+    )
 
 
 def _reset(driver: psycopg.Connection[Any]) -> None:
@@ -183,26 +218,26 @@ class _Checked:
         return super().stream(*args, **kwargs)  # type: ignore[misc]
 
     def _before_statement(self) -> None:
-        if _check(self.connection):
-            if isinstance(self.connection, psycopg.AsyncConnection):
-                raise ConfigurationError(
-                    "this asyncio connection last served a tenant and must be reset before work bound to "
-                    "nobody: run a statement with execute() first, or the work through SQLAlchemy"
-                )
-            _reset(self.connection)
+        needs = _check(self.connection)
+        if needs and isinstance(self.connection, psycopg.AsyncConnection):
+            if needs == _BIND:
+                _refuse_async_binding()
+            raise ConfigurationError(
+                "this asyncio connection last served a tenant and must be reset before work bound to "
+                "nobody: run a statement with execute() first, or the work through SQLAlchemy"
+            )
+        _prepare(self.connection, needs)
 
 
 class _Guard(_Checked):
     """Mixed in before a sync cursor class."""
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        if _check(self.connection):
-            _reset(self.connection)
+        _prepare(self.connection, _check(self.connection))
         return super().execute(*args, **kwargs)  # type: ignore[misc]
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        if _check(self.connection):
-            _reset(self.connection)
+        _prepare(self.connection, _check(self.connection))
         return super().executemany(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -210,13 +245,11 @@ class _AsyncGuard(_Checked):
     """Mixed in before an asyncio cursor class."""
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        if _check(self.connection):
-            await _reset_async(self.connection)
+        await _prepare_async(self.connection, _check(self.connection))
         return await super().execute(*args, **kwargs)  # type: ignore[misc]
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        if _check(self.connection):
-            await _reset_async(self.connection)
+        await _prepare_async(self.connection, _check(self.connection))
         return await super().executemany(*args, **kwargs)  # type: ignore[misc]
 
 

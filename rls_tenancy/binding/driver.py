@@ -1,11 +1,12 @@
 """The driver's own connection, bound: for raw cursors (``COPY``), whose statements the binding never sees.
 
 A bound engine binds a transaction at its first statement that goes
-through SQLAlchemy. A raw psycopg cursor's statement does not: run first,
-it ran with no tenant, and its rows were silently none (a ``COPY ... TO``
-exported nothing, an ``UPDATE`` changed nothing). :func:`driver_connection`
-binds the transaction first, in the round trip the first statement would
-have carried it in, and hands out the psycopg connection.
+through SQLAlchemy, or, where SQLAlchemy began the transaction, before a raw
+cursor's statement run first in it (the driver guard). A Connection not yet
+begun has no transaction to bind: a raw statement there runs for no tenant.
+:func:`driver_connection` begins and binds the transaction, in the round
+trip the first statement would have carried it in, and hands out the
+psycopg connection, or raises without a tenant in context.
 """
 
 from __future__ import annotations

@@ -31,6 +31,12 @@ transaction. The first statement of each SQLAlchemy transaction binds; the
 transaction object the binding was made for is kept with it, so a binding
 never passes for a later transaction's.
 
+A raw psycopg statement run first in a transaction SQLAlchemy began (a
+``COPY`` on ``session.connection().connection.driver_connection``) binds it
+the same way, in the round trip that statement would have begun it in: the
+dialect's ``do_begin`` marks the connection, and the driver guard binds on
+seeing the mark. SQLAlchemy's first statement then keeps that binding.
+
 Changing the tenant in context while a transaction is open raises
 :class:`~rls_tenancy.TenantChangedError` before the next statement runs,
 rather than re-binding: objects already loaded into a Session belong to the
@@ -152,6 +158,23 @@ class _Binding(NamedTuple):
 
 
 _BOUND = "rls_tenancy.bound_tenant"
+#: SQLAlchemy began a transaction on the connection that nothing has bound yet: the bound engine's dialect.
+_BEGUN = "rls_tenancy.begun"
+
+
+class _RawTransaction:
+    """What a binding made by a raw statement is for until SQLAlchemy's first statement adopts it."""
+
+    is_active = True
+
+
+_RAW = _RawTransaction()
+
+
+def _raw_transaction() -> Any:
+    return _RAW
+
+
 #: A transaction switched users: the next one resets whoever it serves.
 _MIXED = object()
 _SHARING_POOLS = (StaticPool, SingletonThreadPool)
@@ -212,7 +235,7 @@ def bind_engine(
         event.listen(sync, "connect", _signing.check_key(sync.dialect))
         event.listen(sync, "connect", _guard_on_connect)  # its first cursors too, made before any binding
         _driver_guard.quiet_ping(sync.dialect)
-        _no_commit_after_refusal(sync.dialect)
+        _track_transactions(sync.dialect)
     return engine
 
 
@@ -328,13 +351,16 @@ def _bind_or_check(conn: Connection) -> None:
     current = acting()
     transaction = conn.get_transaction()
     bound = _binding_of(info, transaction)
-    if bound is None:  # this transaction's first statement
-        _refuse_sharing(info, transaction)
-        reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]))
-        _bind(conn, _BIND, current, reset=reset)
-        if transaction is not None:
-            info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
-    elif bound.tenant != current[0]:
+    if bound is None:  # this transaction's first statement through SQLAlchemy
+        bound = _adopt_raw_binding(info, transaction)
+        if bound is None:
+            _refuse_sharing(info, transaction)
+            reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]))
+            _bind(conn, _BIND, current, reset=reset)
+            if transaction is not None:
+                info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
+            return
+    if bound.tenant != current[0]:
         _refused(info)
         raise TenantChangedError(
             f"this transaction is bound to tenant {_describe(bound.tenant)} but the tenant "
@@ -355,6 +381,32 @@ def _bind_or_check(conn: Connection) -> None:
             _bind(conn, _REBIND_USER, current[1:], proof=_signing.proof(conn.dialect, info, current))
         info[_BOUND] = bound._replace(user=current[1], savepoint=_savepoint_of(conn))
         info[_SERVED_USER] = _MIXED
+
+
+def _adopt_raw_binding(info: dict[Any, Any], transaction: RootTransaction | None) -> _Binding | None:
+    """The binding a raw statement made first in ``transaction``, now its own; None if there is none."""
+    bound: _Binding | None = info.get(_BOUND)
+    if bound is None or bound.transaction is not _raw_transaction or transaction is None:
+        return None
+    bound = info[_BOUND] = bound._replace(transaction=weakref.ref(transaction))
+    return bound
+
+
+def _bind_raw_first(driver: Any, info: dict[Any, Any]) -> None:
+    """Bind the transaction SQLAlchemy began, before a raw statement that would otherwise begin it unbound."""
+    dialect = info.pop(_BEGUN)
+    current = acting()
+    reset = _needs_reset(info, dialect, current[0], served_user(current[1]))
+    proof = _signing.proof(dialect, info, current)
+    if not can_begin_with(driver):  # a libpq without pipeline mode: the rare path
+        raise ConfigurationError(
+            "a raw statement ran first in a transaction SQLAlchemy began, and this libpq cannot bind it "
+            "in the same round trip: run a statement through SQLAlchemy first"
+        )
+    _send_binding(driver, current, proof, info if reset else None, set_local=_spells_set_local(dialect))
+    if reset:
+        info[_SERVED], info[_SERVED_USER] = current
+    info[_BOUND] = _Binding(_raw_transaction, *current, fresh=reset)  # type: ignore[arg-type]
 
 
 def _bind(
@@ -441,17 +493,26 @@ def _refused(info: dict[Any, Any]) -> None:
         _refusals = True
 
 
-def _no_commit_after_refusal(dialect: Any) -> None:
-    """A transaction that had a statement refused is rolled back at its commit, which raises. Idempotent.
+def _track_transactions(dialect: Any) -> None:
+    """Wrap the dialect's ``do_begin``, ``do_commit`` and ``do_rollback``, not connection events (above). Idempotent.
 
-    The refused statement may have been the one meant to undo work (a ROLLBACK
-    TO SAVEPOINT sent from another tenant's context): committing the rest
-    would persist what the code asked to undo. PostgreSQL does the same after
-    an error. Wraps ``do_commit``, not a connection event (see above).
+    ``do_begin`` marks the connection for the driver guard, which binds a raw
+    statement run first. A transaction that had a statement refused is rolled
+    back at its commit, which raises: the refused statement may have been the
+    one meant to undo work (a ROLLBACK TO SAVEPOINT sent from another tenant's
+    context), and committing the rest would persist what the code asked to
+    undo. PostgreSQL does the same after an error.
     """
-    original = dialect.do_commit
-    if getattr(original, "_rls_tenancy_checked", False):
+    begin, commit, rollback = dialect.do_begin, dialect.do_commit, dialect.do_rollback
+    if getattr(commit, "_rls_tenancy_checked", False):
         return
+
+    def do_begin(connection: Any) -> None:
+        begin(connection)
+        try:
+            connection.info[_BEGUN] = dialect
+        except NotImplementedError:  # the dialect's first-connect checks: no pool entry
+            pass
 
     def do_commit(connection: Any) -> None:
         if _refusals and _refused_transaction(connection.info):
@@ -460,10 +521,26 @@ def _no_commit_after_refusal(dialect: Any) -> None:
                 "a statement of this transaction was refused because the tenant in context changed; "
                 "it was rolled back, not committed: commit or roll back before switching tenants"
             )
-        original(connection)
+        _ended(connection.info)
+        commit(connection)
+
+    def do_rollback(connection: Any) -> None:
+        try:
+            _ended(connection.info)
+        except NotImplementedError:
+            pass
+        rollback(connection)
 
     do_commit._rls_tenancy_checked = True  # type: ignore[attr-defined]
-    dialect.do_commit = do_commit
+    dialect.do_begin, dialect.do_commit, dialect.do_rollback = do_begin, do_commit, do_rollback
+
+
+def _ended(info: dict[Any, Any]) -> None:
+    """SQLAlchemy ends its transaction: no mark of it is left, nor a raw statement's binding it never adopted."""
+    info.pop(_BEGUN, None)
+    bound: _Binding | None = info.get(_BOUND)
+    if bound is not None and bound.transaction is _raw_transaction:
+        del info[_BOUND]
 
 
 def _refused_transaction(info: dict[Any, Any]) -> bool:
@@ -522,6 +599,8 @@ def _guard(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info:
             resetting=functools.partial(_unbound_reset, driver, info),
             refused=functools.partial(_refused, info),
             reset=SESSION_RESET_SCRIPT,
+            begun=functools.partial(dict.__contains__, info, _BEGUN),
+            bind=functools.partial(_bind_raw_first, driver, info),
         ),
     )
 
