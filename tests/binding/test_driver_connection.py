@@ -1,6 +1,6 @@
 """Raw cursors (``COPY``) run for the tenant in context, even as a transaction's first statement.
 
-Taken from ``session.connection().connection.driver_connection``, such a statement ran before any binding:
+Taken from ``_driver_of(session.connection())``, such a statement ran before any binding:
 bound to nobody, its ``COPY`` exported nothing and its ``UPDATE`` changed nothing, without an error. The
 transaction SQLAlchemy began is now bound before it, as by ``driver_connection()``.
 """
@@ -8,9 +8,11 @@ transaction SQLAlchemy began is now bound before it, as by ``driver_connection()
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +31,13 @@ from tests.binding.test_driver_guard import NAMES, _copied
 from tests.conftest import World
 
 
+def _driver_of(connection: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection as an app takes it from SQLAlchemy, without driver_connection()."""
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    return driver
+
+
 def test_a_copy_as_the_first_statement_exports_the_tenants_rows(
     scoped_factory: sessionmaker[Session], world: World
 ) -> None:
@@ -42,7 +51,7 @@ def test_the_sessions_own_driver_connection_is_bound_before_its_first_raw_statem
     scoped_factory: sessionmaker[Session], world: World
 ) -> None:
     with as_tenant(world.a), scoped_factory() as session:
-        raw = session.connection().connection.driver_connection
+        raw = _driver_of(session.connection())
         assert _copied(raw) == world.projects[world.a]  # before: set(), bound to nobody
         assert set(session.scalars(text("SELECT name FROM projects"))) == world.projects[world.a]
         with as_tenant(world.b):  # the raw statement's binding is the transaction's: held to A
@@ -58,7 +67,7 @@ def test_a_raw_first_write_lands_in_the_tenant_and_commits_with_the_session(
     scoped_factory: sessionmaker[Session], world: World, bypass: UnsafeBypass
 ) -> None:
     with as_tenant(world.a), scoped_factory() as session:
-        raw = session.connection().connection.driver_connection
+        raw = _driver_of(session.connection())
         raw.execute("INSERT INTO projects (name) VALUES ('raw-first')")
         session.commit()
     with bypass.session(reason="test: where the raw row went") as session:
@@ -74,11 +83,11 @@ def test_a_raw_binding_ends_with_sqlalchemys_transaction(app_engine: Engine, wor
     try:
         with as_tenant(world.a), pinned.connect() as conn:
             conn.begin()
-            assert _copied(conn.connection.driver_connection) == world.projects[world.a]
+            assert _copied(_driver_of(conn)) == world.projects[world.a]
             conn.rollback()
             conn.begin()
             conn.commit()  # begun and ended with no statement: nothing left to bind a later raw one
-            driver = conn.connection.driver_connection
+            driver = _driver_of(conn)
             assert {row[0] for row in driver.execute(NAMES)} == set()  # the driver's own transaction: no one's
             driver.rollback()
         with as_tenant(world.b), pinned.connect() as conn:
@@ -92,7 +101,7 @@ def test_a_raw_first_statement_ended_by_the_driver_runs_nothing_more(
     scoped_factory: sessionmaker[Session], world: World
 ) -> None:
     with as_tenant(world.a), scoped_factory() as session:
-        raw = session.connection().connection.driver_connection
+        raw = _driver_of(session.connection())
         raw.execute(NAMES).fetchall()
         raw.commit()  # the driver's own: SQLAlchemy's transaction is still open
         with pytest.raises(TenancyError, match="ended on the server"):
