@@ -1536,7 +1536,20 @@ BEGIN
                       SELECT format('SECURITY DEFINER function %s', g.oid::regprocedure)
                         FROM pg_depend d JOIN pg_proc g ON g.oid = d.objid
                        WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
-                         AND g.prosecdef AND g.oid <> f.oid) u) used
+                         AND g.prosecdef AND g.oid <> f.oid
+                      UNION
+                      -- A body names what it calls as text (PL/pgSQL, EXECUTE): no dependency records it. A
+                      -- definer or trigger function of another owner naming this one as a word calls it, as far
+                      -- as the catalogs can tell; a name built from pieces at run time stays unseen.
+                      SELECT format('%s %s (naming it in its body)',
+                                    CASE WHEN g.prosecdef THEN 'SECURITY DEFINER function' ELSE 'trigger function' END,
+                                    g.oid::regprocedure)
+                        FROM pg_proc g
+                       WHERE g.oid <> f.oid AND g.proowner <> f.proowner
+                         AND g.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
+                         AND (g.prosecdef OR EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgfoid = g.oid AND NOT tg.tgisinternal)
+                                          OR EXISTS (SELECT 1 FROM pg_event_trigger et WHERE et.evtfoid = g.oid))
+                         AND g.prosrc ~* ('\m' || regexp_replace(f.proname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')) u) used
          WHERE pg_has_role(app_role, f.proowner, 'MEMBER')
            AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = f.proowner)
            AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'rls_tenancy')

@@ -825,6 +825,21 @@ PLANTS = {
         "public.doctor_definer()",
         "is SECURITY DEFINER",
     ),
+    # Called only by name in a definer's PL/pgSQL body: run as the owner role, whatever its owner puts in it.
+    "a function owned by the app role that a SECURITY DEFINER function calls by name": Plant(
+        lambda r: [
+            "CREATE FUNCTION public.doctor_pick() RETURNS bigint LANGUAGE sql AS 'SELECT 1'",
+            ddl("ALTER FUNCTION public.doctor_pick() OWNER TO {}", r.app),
+            "CREATE FUNCTION public.doctor_count() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER"
+            " SET search_path = public, pg_temp AS $$ DECLARE n bigint; BEGIN"
+            " EXECUTE 'SELECT Doctor_Pick()' INTO n; RETURN n; END $$",
+            ddl("ALTER FUNCTION public.doctor_count() OWNER TO {}", r.owner),
+        ],
+        "error",
+        "app_role_owns_function",
+        "public.doctor_pick()",
+        "SECURITY DEFINER function public.doctor_count() (naming it in its body) runs it",
+    ),
     # Closed to PUBLIC and run by nothing the catalogs show: a warning, whose fix grants EXECUTE back.
     "a function owned by the app role that nothing in the catalogs calls": Plant(
         lambda r: [
