@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from rls_tenancy.audit.events import log_security_event
 from rls_tenancy.audit.rejections import rejection_log
-from rls_tenancy.context import as_tenant
+from rls_tenancy.context import as_tenant_for_call
 from rls_tenancy.flask.resolvers import SESSION_KEY, is_row_id
 from rls_tenancy.flask.state import rejection_window, state
 from rls_tenancy.identity.users import (
@@ -87,7 +87,7 @@ def authenticate_user(tenant_slug: str, email: str, password: str) -> User | Non
             check_password_of_nobody(password)
             _login_failed(None, "unknown_tenant", tenant=tenant_slug)
             return None
-        with as_tenant(tenant_id):
+        with as_tenant_for_call(tenant_id):
             user = sessions.scalars(select(User).where(email_matches(email))).first()
             if user is None:
                 check_password_of_nobody(password)

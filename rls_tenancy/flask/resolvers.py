@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from rls_tenancy.audit.rejections import WINDOW, rejection_log
 from rls_tenancy.binding.engine import begin_bound_with
-from rls_tenancy.context import as_tenant
+from rls_tenancy.context import as_tenant_for_call
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.identity.tokens import (
@@ -209,12 +209,12 @@ _USER_WIRE = b"SELECT u.id FROM rls_tenancy.users AS u WHERE u.id = $1::bigint"
 
 def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int, user_id: int) -> bool:
     if request_session is None or request_session.in_transaction():
-        with as_tenant(tenant_id), engine.connect() as connection:
+        with as_tenant_for_call(tenant_id), engine.connect() as connection:
             return connection.scalar(select(User.id).where(User.id == user_id)) is not None
 
     def check() -> int | None:
         # The pool then prefers a connection that last served the tenant.
-        with as_tenant(tenant_id, user=user_id):
+        with as_tenant_for_call(tenant_id, user=user_id):
             connection = request_session.connection(bind_arguments={"bind": engine})
             result = begin_bound_with(connection, _USER_WIRE, [str(user_id).encode()])
             if result is not None:

@@ -19,7 +19,7 @@ from typing import AnyStr
 
 from flask import stream_with_context
 
-from rls_tenancy.context import as_tenant, current_user_id, require_tenant_id
+from rls_tenancy.context import as_tenant_for_call, current_user_id, require_tenant_id
 
 __all__ = ["stream_with_tenant"]
 
@@ -35,7 +35,7 @@ def stream_with_tenant(body: Iterable[AnyStr]) -> Iterator[AnyStr]:
     user = current_user_id()
 
     def acting() -> Iterator[AnyStr]:
-        with as_tenant(tenant, user=user):
+        with as_tenant_for_call(tenant, user=user):
             yield from body
 
     return stream_with_context(acting())

@@ -254,6 +254,68 @@ def test_blocks_a_generator_enters_through_context_managers_stay_inside_it(world
         assert seen() == set()
 
 
+class _Job:
+    """A job helper as apps write them: its ``__enter__`` reaches ``as_tenant`` through helpers of its own."""
+
+    def __init__(self, tenant: int) -> None:
+        self.tenant, self.stack = tenant, ExitStack()
+
+    def __enter__(self) -> None:
+        self._set_up()
+
+    def _set_up(self) -> None:
+        self._enter_tenant()
+
+    def _enter_tenant(self) -> None:
+        self.stack.enter_context(as_tenant(self.tenant))
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.__exit__(*exc)
+
+
+def _entered_through(calls: int, block: as_tenant) -> None:
+    if calls:
+        _entered_through(calls - 1, block)
+    else:
+        block.__enter__()
+
+
+def test_a_block_entered_through_many_helpers_stays_inside_the_generator(world: World, seen: Seen) -> None:
+    """Before, a block entered three calls or more below the generator's body was shown to its caller."""
+
+    def through_a_job() -> Iterator[set[str]]:
+        with _Job(world.a):
+            yield seen()
+            yield seen()
+
+    def through_calls(calls: int) -> Iterator[set[str]]:
+        block = as_tenant(world.a)
+        _entered_through(calls, block)
+        try:
+            yield seen()
+        finally:
+            block.__exit__(None, None, None)
+
+    async def through_calls_async(calls: int) -> AsyncGenerator[set[str], None]:
+        block = as_tenant(world.a)
+        _entered_through(calls, block)
+        try:
+            yield seen()
+        finally:
+            block.__exit__(None, None, None)
+
+    async def iterate_async(calls: int) -> list[tuple[set[str], set[str]]]:
+        with as_tenant(world.b):
+            return [(names, seen()) async for names in through_calls_async(calls)]
+
+    step = (world.projects[world.a], world.projects[world.b])
+    for steps in (through_a_job(), *(through_calls(calls) for calls in (0, 3, 12))):
+        with as_tenant(world.b):
+            assert [(names, seen()) for names in steps] in ([step], [step, step])
+    for calls in (0, 3, 12):
+        assert asyncio.run(iterate_async(calls)) == [step]
+
+
 def test_an_async_generators_block_stays_inside_it(world: World, seen: Seen) -> None:
     async def suspended() -> AsyncGenerator[set[str], None]:
         with as_tenant(world.a):
