@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Generator, Iterator
 
 import pytest
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
+from rls_tenancy.binding.signing import ENVIRONMENT
+from rls_tenancy.errors import ContextKeyError
 from rls_tenancy.testing._sabotage import (
     MARKERS,
     break_process,
@@ -15,7 +18,7 @@ from rls_tenancy.testing._sabotage import (
     restore_process,
     skip_signature_check,
 )
-from rls_tenancy.testing.database import TenancyDatabase, tenancy_database
+from rls_tenancy.testing.database import SIGNED_ENVIRONMENT, TenancyDatabase, signing_requested, tenancy_database
 from rls_tenancy.testing.server import postgres_server
 
 _CLAIMS = {
@@ -68,6 +71,60 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if others:
         config.hook.pytest_deselected(items=others)
         items[:] = guarding
+
+
+#: Added to a ContextKeyError raised in an unsigned run while the environment holds a context key.
+UNSIGNED_RUN_NOTE = (
+    f"rls_tenancy's pytest plugin: ${ENVIRONMENT} is set, so every engine the tests bind signs with it, "
+    f"but this run's test databases require no signed context and hold no key ({SIGNED_ENVIRONMENT} is not set). "
+    f"Unset {ENVIRONMENT} for an unsigned run, or set {SIGNED_ENVIRONMENT}=1 to run signed with that key."
+)
+
+
+def explain_context_key_error(error: BaseException) -> None:
+    """Add :data:`UNSIGNED_RUN_NOTE` to a ContextKeyError (or one it was raised from) when the run explains it.
+
+    The error's own advice (install the key in the database) fits a real
+    database, not one the plugin made for this run.
+    """
+    if not os.environ.get(ENVIRONMENT) or signing_requested():
+        return
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ContextKeyError):
+            if UNSIGNED_RUN_NOTE not in getattr(error, "__notes__", ()):  # a fixture's error is raised for each test
+                error.add_note(UNSIGNED_RUN_NOTE)
+            return
+        cause = cause.__cause__ or cause.__context__
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except Exception as error:
+        explain_context_key_error(error)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except Exception as error:
+        explain_context_key_error(error)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except Exception as error:
+        explain_context_key_error(error)
+        raise
 
 
 @pytest.fixture(scope="session")
