@@ -40,4 +40,14 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-run_migrations_online()
+def run_migrations_offline() -> None:
+    # `alembic upgrade heads --sql`: the SQL for review, written without a database.
+    context.configure(dialect_name="postgresql", target_metadata=Base.metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -31,6 +31,11 @@ def main() -> None:
     if isinstance(given, Connection):
         run(given)
         return
+    if context.is_offline_mode():  # `alembic upgrade heads --sql`: the SQL for review, written without a database
+        context.configure(dialect_name="postgresql", target_metadata=Base.metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
     # -x url=... or $DATABASE_URL: a superuser, since the library's first revision creates its roles.
     engine = create_engine(database_url(context.get_x_argument(as_dictionary=True).get("url")), poolclass=pool.NullPool)
     try:
