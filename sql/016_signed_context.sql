@@ -68,20 +68,20 @@ CREATE OR REPLACE FUNCTION rls_tenancy.context_key(slot integer)
 RETURNS bytea
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 RETURN CASE slot
-    WHEN 1 THEN pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1a'::regclass))
+    WHEN 1 THEN pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1a'::pg_catalog.regclass))
                 OPERATOR(pg_catalog.||)
-                pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1b'::regclass))
-    WHEN 2 THEN pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_2a'::regclass))
+                pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_1b'::pg_catalog.regclass))
+    WHEN 2 THEN pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_2a'::pg_catalog.regclass))
                 OPERATOR(pg_catalog.||)
-                pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_2b'::regclass))
+                pg_catalog.int8send(pg_catalog.pg_sequence_last_value('rls_tenancy.context_key_2b'::pg_catalog.regclass))
 END;
 
 -- STABLE, as convert_to() is, so that it is inlined.
 CREATE OR REPLACE FUNCTION rls_tenancy.context_mac(key bytea, message text)
 RETURNS bytea
 LANGUAGE sql STABLE PARALLEL SAFE
-RETURN pg_catalog.sha256(key OPERATOR(pg_catalog.||) '\x01'::bytea OPERATOR(pg_catalog.||)
-                         pg_catalog.sha256(key OPERATOR(pg_catalog.||) '\x00'::bytea OPERATOR(pg_catalog.||)
+RETURN pg_catalog.sha256(key OPERATOR(pg_catalog.||) '\x01'::pg_catalog.bytea OPERATOR(pg_catalog.||)
+                         pg_catalog.sha256(key OPERATOR(pg_catalog.||) '\x00'::pg_catalog.bytea OPERATOR(pg_catalog.||)
                                            pg_catalog.convert_to(message, 'UTF8')));
 
 -- The bound tenant when app.context_proof proves it (and the bound user), else NULL. Never an error:
@@ -106,9 +106,9 @@ BEGIN
        AND encode(rls_tenancy.context_mac(key, current_setting('app.current_tenant', true) || '|'
                                                || coalesce(current_setting('app.current_user_id', true), '') || '|'
                                                || substr(proof, 3, length(proof) - 67)), 'hex') = right(proof, 64)
-       AND substr(proof, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::text
-                                    AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::text
-       AND substr(proof, 17, length(proof) - 81) IN ('0', pg_backend_pid()::text) THEN
+       AND substr(proof, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::pg_catalog.text
+                                    AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::pg_catalog.text
+       AND substr(proof, 17, length(proof) - 81) IN ('0', pg_backend_pid()::pg_catalog.text) THEN
         RETURN nullif(current_setting('app.current_tenant', true), '')::bigint;  -- the application signs ids only
     END IF;
     RETURN NULL;
@@ -152,7 +152,7 @@ CREATE OR REPLACE FUNCTION rls_tenancy.context_key_fingerprint(slot integer)
 RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
-RETURN encode(substr(sha256(rls_tenancy.context_key(slot) || '\x02'::bytea), 1, 8), 'hex');
+RETURN encode(substr(sha256(rls_tenancy.context_key(slot) || '\x02'::pg_catalog.bytea), 1, 8), 'hex');
 
 CREATE OR REPLACE FUNCTION rls_tenancy.context_signing_required()
 RETURNS boolean
@@ -180,9 +180,9 @@ BEGIN
     IF length(key) <> 16 THEN
         RAISE EXCEPTION 'rls_tenancy: a context key is 16 bytes (128 bits), got %', length(key);
     END IF;
-    PERFORM setval(format('rls_tenancy.context_key_%sa', slot)::regclass,
+    PERFORM setval(format('rls_tenancy.context_key_%sa', slot)::pg_catalog.regclass,
                    coalesce(rls_tenancy.int8recv_bytes(substr(key, 1, 8)), 1), key IS NOT NULL);
-    PERFORM setval(format('rls_tenancy.context_key_%sb', slot)::regclass,
+    PERFORM setval(format('rls_tenancy.context_key_%sb', slot)::pg_catalog.regclass,
                    coalesce(rls_tenancy.int8recv_bytes(substr(key, 9, 8)), 1), key IS NOT NULL);
 END
 $fn$;
@@ -218,7 +218,7 @@ BEGIN
     END IF;
     UPDATE rls_tenancy.context_signing SET required = require_signed_context.required;
     FOR target IN
-        SELECT p.polrelid::regclass
+        SELECT p.polrelid::pg_catalog.regclass
           FROM pg_policy p
           JOIN pg_class c ON c.oid = p.polrelid
          WHERE p.polname = 'tenant_isolation'
@@ -247,7 +247,7 @@ BEGIN
         EXECUTE format('GRANT SELECT (%s) ON rls_tenancy.users TO %I',
                        (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
                           FROM pg_attribute a
-                         WHERE a.attrelid = 'rls_tenancy.users'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                         WHERE a.attrelid = 'rls_tenancy.users'::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped
                            AND a.attname <> 'password_hash'),
                        rls_tenancy.role_name('app'));
     ELSE
@@ -286,7 +286,7 @@ RETURNS TABLE (severity text, check_name text, object_name text, message text, f
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT 'warning', 'context_not_signed', current_database()::text,
+    SELECT 'warning', 'context_not_signed', current_database()::pg_catalog.text,
            'the database does not require a signed tenant context: SQL run as the application role (injected, '
            'say) can set app.current_tenant itself and act as any tenant for the rest of its transaction',
            CASE WHEN rls_tenancy.context_key_fingerprint(1) IS NULL AND rls_tenancy.context_key_fingerprint(2) IS NULL
@@ -296,17 +296,17 @@ AS $fn$
                      'rls-tenancy context-key require' END
      WHERE NOT rls_tenancy.context_signing_required()
     UNION ALL
-    SELECT 'error', 'context_key_missing', current_database()::text,
+    SELECT 'error', 'context_key_missing', current_database()::pg_catalog.text,
            'a signed tenant context is required but no key is installed: no binding can be proved, and every '
            'tenant sees nothing',
            'rls-tenancy context-key install --key <the apps'' key>'
      WHERE rls_tenancy.context_signing_required()
        AND rls_tenancy.context_key_fingerprint(1) IS NULL AND rls_tenancy.context_key_fingerprint(2) IS NULL
     UNION ALL
-    SELECT 'error', 'tenant_policy_unsigned', format('%s', p.polrelid::regclass),
+    SELECT 'error', 'tenant_policy_unsigned', format('%s', p.polrelid::pg_catalog.regclass),
            format('policy %I on %s trusts the bare app.current_tenant while a signed context is required: SQL '
-                  'that sets it reaches that tenant''s rows', p.polname, p.polrelid::regclass),
-           format('ALTER POLICY %I ON %s USING (%s) WITH CHECK (%s);', p.polname, p.polrelid::regclass,
+                  'that sets it reaches that tenant''s rows', p.polname, p.polrelid::pg_catalog.regclass),
+           format('ALTER POLICY %I ON %s USING (%s) WITH CHECK (%s);', p.polname, p.polrelid::pg_catalog.regclass,
                   rls_tenancy.tenant_condition(), rls_tenancy.tenant_condition())
       FROM pg_policy p
      WHERE rls_tenancy.context_signing_required()
@@ -320,19 +320,19 @@ AS $fn$
            format('%s trusts the bare app.current_tenant or app.current_user_id while a signed context is '
                   'required: SQL that sets them acts as that tenant or user there', object_name),
            'SELECT rls_tenancy.require_signed_context(true);'
-      FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::regclass) AS object_name
+      FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::pg_catalog.regclass) AS object_name
               FROM pg_policy p
-             WHERE (p.polrelid, p.polname) IN (('rls_tenancy.tenants'::regclass, 'tenant_self'),
-                                               ('rls_tenancy.audit_log'::regclass, 'audit_tenant_read'),
-                                               ('rls_tenancy.feature_overrides'::regclass, 'tenant_overrides'))
+             WHERE (p.polrelid, p.polname) IN (('rls_tenancy.tenants'::pg_catalog.regclass, 'tenant_self'),
+                                               ('rls_tenancy.audit_log'::pg_catalog.regclass, 'audit_tenant_read'),
+                                               ('rls_tenancy.feature_overrides'::pg_catalog.regclass, 'tenant_overrides'))
                AND (pg_get_expr(p.polqual, p.polrelid) NOT LIKE '%verified_tenant()%'
                     OR coalesce(pg_get_expr(p.polwithcheck, p.polrelid), 'verified_tenant()')
                        NOT LIKE '%verified_tenant()%')
             UNION ALL
-            SELECT format('function %s', f.oid::regprocedure)
+            SELECT format('function %s', f.oid::pg_catalog.regprocedure)
               FROM pg_proc f
-             WHERE f.oid IN ('rls_tenancy.current_tenant_id()'::regprocedure,
-                             'rls_tenancy.current_user_id()'::regprocedure)
+             WHERE f.oid IN ('rls_tenancy.current_tenant_id()'::pg_catalog.regprocedure,
+                             'rls_tenancy.current_user_id()'::pg_catalog.regprocedure)
                AND coalesce(pg_get_function_sqlbody(f.oid), f.prosrc) NOT LIKE '%verified_%') AS unsigned
      WHERE rls_tenancy.context_signing_required()
     UNION ALL
@@ -347,25 +347,25 @@ AS $fn$
            string_agg(CASE WHEN g.table_wide
                            THEN (E'\x1e' || jsonb_build_array('SELECT', 'rls_tenancy.users',
                                                        (SELECT coalesce(u.relacl, acldefault('r', u.relowner)) FROM pg_class u
-                                                         WHERE u.oid = 'rls_tenancy.users'::regclass),
-                                                       (SELECT u.relowner FROM pg_class u WHERE u.oid = 'rls_tenancy.users'::regclass),
-                                                       ARRAY['SELECT'], ARRAY[g.grantee], false, NULL)::text || E'\x1e')
+                                                         WHERE u.oid = 'rls_tenancy.users'::pg_catalog.regclass),
+                                                       (SELECT u.relowner FROM pg_class u WHERE u.oid = 'rls_tenancy.users'::pg_catalog.regclass),
+                                                       ARRAY['SELECT'], ARRAY[g.grantee], false, NULL)::pg_catalog.text || E'\x1e')
                            ELSE (E'\x1e' || jsonb_build_array('SELECT (password_hash)', 'rls_tenancy.users',
                                                        (SELECT a.attacl FROM pg_attribute a
-                                                         WHERE a.attrelid = 'rls_tenancy.users'::regclass
+                                                         WHERE a.attrelid = 'rls_tenancy.users'::pg_catalog.regclass
                                                            AND a.attname = 'password_hash'),
-                                                       (SELECT u.relowner FROM pg_class u WHERE u.oid = 'rls_tenancy.users'::regclass),
-                                                       ARRAY['SELECT'], ARRAY[g.grantee], false, NULL)::text || E'\x1e') END
+                                                       (SELECT u.relowner FROM pg_class u WHERE u.oid = 'rls_tenancy.users'::pg_catalog.regclass),
+                                                       ARRAY['SELECT'], ARRAY[g.grantee], false, NULL)::pg_catalog.text || E'\x1e') END
                       || ' ', '' ORDER BY g.grantee)
            || 'SELECT rls_tenancy.require_signed_context(true);'
       FROM (SELECT acl.grantee, bool_or(acl.table_wide) AS table_wide
               FROM (SELECT t.grantee, true AS table_wide
                       FROM pg_class u CROSS JOIN LATERAL aclexplode(coalesce(u.relacl, acldefault('r', u.relowner))) t
-                     WHERE u.oid = 'rls_tenancy.users'::regclass AND t.privilege_type = 'SELECT' AND t.grantee <> u.relowner
+                     WHERE u.oid = 'rls_tenancy.users'::pg_catalog.regclass AND t.privilege_type = 'SELECT' AND t.grantee <> u.relowner
                     UNION ALL
                     SELECT c.grantee, false
                       FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) c
-                     WHERE a.attrelid = 'rls_tenancy.users'::regclass AND a.attname = 'password_hash'
+                     WHERE a.attrelid = 'rls_tenancy.users'::pg_catalog.regclass AND a.attname = 'password_hash'
                        AND c.privilege_type = 'SELECT'
                        AND c.grantee <> (SELECT u.relowner FROM pg_class u WHERE u.oid = a.attrelid)) acl
              WHERE acl.grantee = 0 OR pg_has_role(rls_tenancy.role_name('app'), acl.grantee, 'MEMBER')
@@ -375,19 +375,19 @@ AS $fn$
     UNION ALL
     -- The same hashes through a view that reads the column with its owner's rights (no security_invoker) and
     -- that the app role, a role it can become or PUBLIC may read. A materialized view holds them too.
-    SELECT 'error', 'password_hash_readable', format('%s', v.oid::regclass),
+    SELECT 'error', 'password_hash_readable', format('%s', v.oid::pg_catalog.regclass),
            format('%s %s reads rls_tenancy.users.password_hash with its owner''s rights and %s may read it while a '
                   'signed context is required: SQL run for a user reads its tenant''s password hashes through it and '
                   'tries passwords offline',
-                  CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, v.oid::regclass,
+                  CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, v.oid::pg_catalog.regclass,
                   string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', ')),
-           (E'\x1e' || jsonb_build_array('SELECT', format('%s', v.oid::regclass),
+           (E'\x1e' || jsonb_build_array('SELECT', format('%s', v.oid::pg_catalog.regclass),
                                   coalesce(v.relacl, acldefault('r', v.relowner))
                                   || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item
-                                                WHERE a.attrelid = v.oid), '{}'::aclitem[]),
-                                  v.relowner, ARRAY['SELECT'], array_agg(g.grantee), false, NULL)::text || E'\x1e')
+                                                WHERE a.attrelid = v.oid), '{}'::pg_catalog.aclitem[]),
+                                  v.relowner, ARRAY['SELECT'], array_agg(g.grantee), false, NULL)::pg_catalog.text || E'\x1e')
            || CASE WHEN v.relkind = 'v'
-                   THEN format(' -- or ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass) ELSE '' END
+                   THEN format(' -- or ALTER VIEW %s SET (security_invoker = true);', v.oid::pg_catalog.regclass) ELSE '' END
       FROM pg_class v
       CROSS JOIN LATERAL (SELECT acl.grantee FROM aclexplode(coalesce(v.relacl, acldefault('r', v.relowner))) acl
                            WHERE acl.privilege_type = 'SELECT'
@@ -398,10 +398,10 @@ AS $fn$
        AND v.relkind IN ('v', 'm')
        AND EXISTS (SELECT 1
                      FROM pg_rewrite r
-                     JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                     JOIN pg_depend d ON d.classid = 'pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
                      JOIN pg_attribute h ON h.attrelid = d.refobjid AND h.attnum = d.refobjsubid
-                    WHERE r.ev_class = v.oid AND d.refclassid = 'pg_class'::regclass
-                      AND d.refobjid = 'rls_tenancy.users'::regclass AND h.attname = 'password_hash')
+                    WHERE r.ev_class = v.oid AND d.refclassid = 'pg_class'::pg_catalog.regclass
+                      AND d.refobjid = 'rls_tenancy.users'::pg_catalog.regclass AND h.attname = 'password_hash')
        AND (v.relkind = 'm'
             OR NOT coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(v.reloptions) o
                               WHERE o.option_name = 'security_invoker'), false))
@@ -412,17 +412,17 @@ AS $fn$
     UNION ALL
     -- UPDATE on users' id sequence: setval() makes any id the one user_id_drawn() takes for drawn, and SQL
     -- that deletes its own user puts a granted administrator back under its own id.
-    SELECT 'error', 'users_id_sequence_settable', format('%s', s.oid::regclass),
+    SELECT 'error', 'users_id_sequence_settable', format('%s', s.oid::pg_catalog.regclass),
            format('%s holds UPDATE on %s, the sequence of rls_tenancy.users.id, while a signed context is required: '
                   'setval() makes any id look drawn by an INSERT, so SQL run for a user deletes its own user and puts '
                   'a new user the application granted (an administrator, say) back under its own id',
-                  string_agg(rls_tenancy.grantee_name(acl.grantee), ', ' ORDER BY acl.grantee), s.oid::regclass),
-           (E'\x1e' || jsonb_build_array('UPDATE', format('SEQUENCE %s', s.oid::regclass),
+                  string_agg(rls_tenancy.grantee_name(acl.grantee), ', ' ORDER BY acl.grantee), s.oid::pg_catalog.regclass),
+           (E'\x1e' || jsonb_build_array('UPDATE', format('SEQUENCE %s', s.oid::pg_catalog.regclass),
                                   coalesce(s.relacl, acldefault('s', s.relowner)), s.relowner, ARRAY['UPDATE'],
-                                  array_agg(acl.grantee), false, NULL)::text || E'\x1e')
+                                  array_agg(acl.grantee), false, NULL)::pg_catalog.text || E'\x1e')
       FROM pg_class s CROSS JOIN LATERAL aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) acl
      WHERE rls_tenancy.context_signing_required()
-       AND s.oid = pg_get_serial_sequence('rls_tenancy.users', 'id')::regclass
+       AND s.oid = pg_get_serial_sequence('rls_tenancy.users', 'id')::pg_catalog.regclass
        AND acl.privilege_type = 'UPDATE' AND acl.grantee <> s.relowner
        AND (acl.grantee = 0 OR pg_has_role(rls_tenancy.role_name('app'), acl.grantee, 'MEMBER'))
      GROUP BY s.oid
@@ -439,20 +439,20 @@ AS $fn$
                   'wholly with SELECT rls_tenancy.require_signed_context(false);',
                   string_agg(signed.object_name, ', ' ORDER BY signed.object_name)),
            'SELECT rls_tenancy.require_signed_context(true); -- or (false), to turn signing off wholly'
-      FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::regclass) AS object_name
+      FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::pg_catalog.regclass) AS object_name
               FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
              WHERE (p.polname = 'tenant_isolation'
                     AND c.relowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = rls_tenancy.role_name('owner'))
-                    OR (p.polrelid, p.polname) IN (('rls_tenancy.tenants'::regclass, 'tenant_self'),
-                                                   ('rls_tenancy.audit_log'::regclass, 'audit_tenant_read'),
-                                                   ('rls_tenancy.feature_overrides'::regclass, 'tenant_overrides')))
+                    OR (p.polrelid, p.polname) IN (('rls_tenancy.tenants'::pg_catalog.regclass, 'tenant_self'),
+                                                   ('rls_tenancy.audit_log'::pg_catalog.regclass, 'audit_tenant_read'),
+                                                   ('rls_tenancy.feature_overrides'::pg_catalog.regclass, 'tenant_overrides')))
                AND (coalesce(pg_get_expr(p.polqual, p.polrelid), '') LIKE '%verified_tenant()%'
                     OR coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') LIKE '%verified_tenant()%')
             UNION ALL
-            SELECT format('function %s', f.oid::regprocedure)
+            SELECT format('function %s', f.oid::pg_catalog.regprocedure)
               FROM pg_proc f
-             WHERE f.oid IN ('rls_tenancy.current_tenant_id()'::regprocedure,
-                             'rls_tenancy.current_user_id()'::regprocedure)
+             WHERE f.oid IN ('rls_tenancy.current_tenant_id()'::pg_catalog.regprocedure,
+                             'rls_tenancy.current_user_id()'::pg_catalog.regprocedure)
                AND coalesce(pg_get_function_sqlbody(f.oid), f.prosrc) LIKE '%verified_%') AS signed
      WHERE NOT rls_tenancy.context_signing_required()
     HAVING count(*) > 0
@@ -467,7 +467,7 @@ AS $fn$
                 THEN 'install the library again: rls-tenancy migrate --reinstall, or its --sql output through psql -1, as a superuser'
                 ELSE 'ALTER TABLE rls_tenancy.users ENABLE TRIGGER users_write_granted;' END
       FROM (SELECT 1) AS one
-      LEFT JOIN pg_trigger tg ON tg.tgrelid = 'rls_tenancy.users'::regclass AND tg.tgname = 'users_write_granted'
+      LEFT JOIN pg_trigger tg ON tg.tgrelid = 'rls_tenancy.users'::pg_catalog.regclass AND tg.tgname = 'users_write_granted'
      WHERE rls_tenancy.context_signing_required() AND (tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A'))
 $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.signing_findings() FROM PUBLIC;
@@ -491,7 +491,7 @@ BEGIN
         RETURN;
     END IF;
     IF token.state = 'ok' AND rls_tenancy.current_tenant_id() = authenticate_token_binding.tenant_id THEN
-        PERFORM set_config('app.current_user_id', coalesce(token.who::text, ''), true);
+        PERFORM set_config('app.current_user_id', coalesce(token.who::pg_catalog.text, ''), true);
         PERFORM rls_tenancy.sign_context();
     END IF;
     token_id := token.id;
@@ -534,11 +534,11 @@ DECLARE
 BEGIN
     RETURN key IS NOT NULL
        AND encode(rls_tenancy.context_mac(key, 'grant|' || substr(given, 3, length(given) - 67) || '|'
-                                               || coalesce(rls_tenancy.verified_user()::text, '') || '|' || what),
+                                               || coalesce(rls_tenancy.verified_user()::pg_catalog.text, '') || '|' || what),
                   'hex') = right(given, 64)
-       AND substr(given, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::text
-                                    AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::text
-       AND substr(given, 17, length(given) - 81) IN ('0', pg_backend_pid()::text);
+       AND substr(given, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::pg_catalog.text
+                                    AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::pg_catalog.text
+       AND substr(given, 17, length(given) - 81) IN ('0', pg_backend_pid()::pg_catalog.text);
 END
 $fn$;
 
@@ -574,7 +574,7 @@ COMMENT ON FUNCTION rls_tenancy.granted(text) IS
 CREATE OR REPLACE FUNCTION rls_tenancy.grant_field(value text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN coalesce(pg_catalog.length(value)::text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) value, '-');
+RETURN coalesce(pg_catalog.length(value)::pg_catalog.text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) value, '-');
 
 -- Whether id is the last value this session drew from users' id sequence: the one a default drew for
 -- the row being inserted. The owner's, since the application role need not hold USAGE on an identity
@@ -643,17 +643,17 @@ BEGIN
         hashes := ARRAY[rls_tenancy.grant_field(NEW.password_hash)];
     ELSE  -- '=' for a value the update leaves as it was (the application need not know or read it), or the value
         emails := ARRAY[rls_tenancy.grant_field(NEW.email)]
-                  || CASE WHEN NEW.email IS NOT DISTINCT FROM OLD.email THEN '{=}'::text[] ELSE '{}' END;
+                  || CASE WHEN NEW.email IS NOT DISTINCT FROM OLD.email THEN '{=}'::pg_catalog.text[] ELSE '{}' END;
         roles := ARRAY[rls_tenancy.grant_field(array_to_string(NEW.roles, ',', '*'))]
-                 || CASE WHEN NEW.roles IS NOT DISTINCT FROM OLD.roles THEN '{=}'::text[] ELSE '{}' END;
+                 || CASE WHEN NEW.roles IS NOT DISTINCT FROM OLD.roles THEN '{=}'::pg_catalog.text[] ELSE '{}' END;
         hashes := ARRAY[rls_tenancy.grant_field(NEW.password_hash)]
-                  || CASE WHEN NEW.password_hash IS NOT DISTINCT FROM OLD.password_hash THEN '{=}'::text[] ELSE '{}' END;
+                  || CASE WHEN NEW.password_hash IS NOT DISTINCT FROM OLD.password_hash THEN '{=}'::pg_catalog.text[] ELSE '{}' END;
     END IF;
     FOREACH email IN ARRAY emails LOOP
         FOREACH role IN ARRAY roles LOOP
             FOREACH hash IN ARRAY hashes LOOP
                 IF rls_tenancy.granted('users.' || lower(TG_OP) || '|' || NEW.tenant_id || '|'
-                                       || CASE WHEN TG_OP = 'UPDATE' THEN NEW.id::text ELSE '' END || '|'
+                                       || CASE WHEN TG_OP = 'UPDATE' THEN NEW.id::pg_catalog.text ELSE '' END || '|'
                                        || email || role || hash) THEN
                     RETURN NEW;
                 END IF;

@@ -21,9 +21,10 @@ from rls_tenancy.binding.signing import PINNED, key_of
 from rls_tenancy.context import acting
 
 SETTING = "app.grants"
+# pg_catalog.text: a temporary domain "text" would see every grant added (rls_tenancy.identity._types).
 _ADD = text(
     "SELECT pg_catalog.set_config('app.grants', pg_catalog.concat_ws(',',"
-    " NULLIF(pg_catalog.current_setting('app.grants', true), ''), CAST(:grant AS text)), true)"
+    " NULLIF(pg_catalog.current_setting('app.grants', true), ''), CAST(:grant AS pg_catalog.text)), true)"
 ).bindparams(bindparam("grant", type_=Text))
 
 

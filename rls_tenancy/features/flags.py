@@ -27,12 +27,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Text, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, text
 
 from rls_tenancy.audit.events import Executor
 from rls_tenancy.errors import UsageError
 from rls_tenancy.features.declare import EVERY_SCOPE, REGISTRY, VALUES, Feature, FeatureRegistry, values_in_context
+from rls_tenancy.identity._types import TextArray
 
 # Row level security shows the tenant's overrides and the global ones; the
 # condition on tenant_id says the same again (defence in depth).
@@ -40,7 +40,7 @@ _LOAD = text(
     "SELECT o.tenant_id, o.feature, o.scope, o.enabled FROM rls_tenancy.feature_overrides o "
     "WHERE o.feature = ANY(:features) AND o.scope = ANY(:scopes) "
     "AND (o.tenant_id IS NULL OR o.tenant_id = rls_tenancy.current_tenant_id())"
-).bindparams(bindparam("features", type_=ARRAY(Text)), bindparam("scopes", type_=ARRAY(Text)))
+).bindparams(bindparam("features", type_=TextArray()), bindparam("scopes", type_=TextArray()))
 
 
 @dataclass(frozen=True)

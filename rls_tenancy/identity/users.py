@@ -21,7 +21,6 @@ from sqlalchemy import (
     literal,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column, validates
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -31,6 +30,7 @@ from rls_tenancy.binding.engine import is_bound
 from rls_tenancy.binding.signing import key_of
 from rls_tenancy.context import require_tenant_id
 from rls_tenancy.errors import UsageError
+from rls_tenancy.identity._types import TextArray
 from rls_tenancy.orm.mixin import TenantBoundMixin
 from rls_tenancy.orm.models import TenancyBase, storable
 
@@ -67,7 +67,8 @@ class User(TenantBoundMixin, TenancyBase):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     email: Mapped[str] = mapped_column(Text)
-    roles: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    # Its parameters cast as pg_catalog.text[]: no temporary domain runs on a user's roles as they are written.
+    roles: Mapped[list[str]] = mapped_column(TextArray(), default=list)
     language: Mapped[str | None] = mapped_column(Text)
     # Never loaded with the row: read through check_password() (signed, the column is closed to the app role).
     password_hash: Mapped[str | None] = mapped_column(Text, deferred=True, deferred_raiseload=True)
