@@ -57,7 +57,7 @@ BEGIN
     END IF;
     IF issue_token.user_id IS DISTINCT FROM bound THEN
         RAISE EXCEPTION 'rls_tenancy: a token for user % is issued only while that user is bound (bound now: %)',
-                        coalesce(issue_token.user_id::text, 'none'), coalesce(bound::text, 'none')
+                        coalesce(issue_token.user_id::pg_catalog.text, 'none'), coalesce(bound::pg_catalog.text, 'none')
             USING ERRCODE = '42501',
                   HINT = 'rls_tenancy.identity.tokens.issue_token() binds the user it is given for the one statement.';
     END IF;
@@ -80,14 +80,39 @@ BEGIN
 END
 $fn$;
 
--- Revoke a token of the bound tenant; false when there is no such live token.
+-- Revoke a token of the bound tenant; false when there is no such live token. No call un-revokes one,
+-- so in a signed context (sql/016_signed_context.sql) a token of another user than the one bound, or of
+-- no user, is revoked only with the application's grant of 'tokens.revoke|<tenant>|<token id>|':
+-- SQL run for an intern would otherwise revoke every token of its tenant, the administrators' included.
+-- The library's revoke_token() adds it, after the application decided. The bound user's own tokens
+-- need none: SQL run for a user may do what that user may (the grant is used up all the same).
 CREATE OR REPLACE FUNCTION rls_tenancy.revoke_token(token_id bigint)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    holder bigint;
 BEGIN
+    SELECT t.user_id INTO holder
+      FROM rls_tenancy.api_tokens t
+     WHERE t.id = revoke_token.token_id AND t.revoked_at IS NULL
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF pg_catalog.to_regprocedure('rls_tenancy.granted(text)') IS NOT NULL THEN
+        IF rls_tenancy.context_signing_required()
+           AND NOT rls_tenancy.granted('tokens.revoke|' || rls_tenancy.current_tenant_id()::pg_catalog.text || '|'
+                                       || revoke_token.token_id::pg_catalog.text || '|') THEN
+            IF holder IS NULL OR holder IS DISTINCT FROM rls_tenancy.current_user_id() THEN
+                RAISE EXCEPTION 'rls_tenancy: a token of another user (or of no user) is revoked only with the application''s grant in a signed context'
+                    USING ERRCODE = '42501',
+                          HINT = 'rls_tenancy.identity.tokens.revoke_token() adds the grant; SQL alone cannot revoke such a token.';
+            END IF;
+        END IF;
+    END IF;
     UPDATE rls_tenancy.api_tokens t SET revoked_at = pg_catalog.now()
      WHERE t.id = revoke_token.token_id AND t.revoked_at IS NULL;
     RETURN FOUND;
@@ -110,7 +135,7 @@ DECLARE
     callers_tenant text := pg_catalog.current_setting('app.current_tenant', true);
     callers_proof text := pg_catalog.current_setting('app.context_proof', true);
 BEGIN
-    PERFORM pg_catalog.set_config('app.current_tenant', authenticate_token.tenant_id::text, true);
+    PERFORM pg_catalog.set_config('app.current_tenant', authenticate_token.tenant_id::pg_catalog.text, true);
     IF pg_catalog.to_regprocedure('rls_tenancy.sign_context()') IS NOT NULL THEN
         PERFORM rls_tenancy.sign_context();
     END IF;

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from psycopg.pq.abc import PGresult
 from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, func, literal, select
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA
+from sqlalchemy.dialects.postgresql import BYTEA
 from sqlalchemy.types import Text
 
 from rls_tenancy.audit.events import Executor, log_event
@@ -29,6 +29,7 @@ from rls_tenancy.binding.affinity import serving_user
 from rls_tenancy.binding.engine import adopt_user, begin_bound_with
 from rls_tenancy.context import as_tenant, require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
+from rls_tenancy.identity._types import TextArray
 from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.identity.users import check_scopes
 from rls_tenancy.orm.models import storable
@@ -98,7 +99,7 @@ def issue_token(
     call = func.rls_tenancy.issue_token(
         literal(name, Text),
         literal(_hash(token), BYTEA),
-        literal(granted, ARRAY(Text)),
+        literal(granted, TextArray()),
         literal(user_id, BigInteger),
         literal(expires_at, DateTime(timezone=True)),
     )
@@ -119,15 +120,29 @@ def issue_token(
 
 
 def revoke_token(executor: Executor, token_id: int) -> bool:
-    """Revoke one of the tenant's tokens; False when there is no such live token."""
-    require_tenant_id()
+    """Revoke one of the tenant's tokens; False when there is no such live token.
+
+    A revocation cannot be undone, so a signed database revokes a token of
+    another user than the one bound (or of no user) only with the
+    application's grant, which this adds: SQL run for an intern cannot
+    revoke the administrators' tokens. Who may revoke which token is the
+    caller's to decide before calling this.
+    """
+    tenant_id = require_tenant_id()
     # Exactly an id: PostgreSQL would round 1.5 to token 2 and read "3" as token 3.
     if not isinstance(token_id, int) or isinstance(token_id, bool) or not 0 < token_id <= _BIGINT_MAX:
         raise UsageError(f"token_id must be a token's id, got {token_id!r}")
+    connection = executor if isinstance(executor, Connection) else executor.connection()
+    grants.add(connection, revoke_grant(tenant_id, token_id))
     revoked = bool(executor.execute(select(func.rls_tenancy.revoke_token(literal(token_id, BigInteger)))).scalar_one())
     if revoked:
         log_event(executor, "token.revoked", f"API token {token_id} revoked", data={"token_id": token_id})
     return revoked
+
+
+def revoke_grant(tenant_id: int, token_id: int) -> str:
+    """What a grant to revoke one token names, as ``rls_tenancy.revoke_token()`` asks for it."""
+    return f"tokens.revoke|{tenant_id}|{token_id}|"
 
 
 class ParsedToken(NamedTuple):
@@ -212,10 +227,12 @@ def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> To
 
 #: The same lookup for libpq, sent with the transaction's BEGIN and binding
 #: (:func:`~rls_tenancy.binding.engine.begin_bound_with`) and read here: the scopes
-#: come as JSON text, which needs no array parser.
+#: come as JSON text, which needs no array parser. Its types are named in
+#: ``pg_catalog``: a temporary domain ``bytea`` or ``text`` would run on the
+#: token's hash (rls_tenancy.identity._types).
 _AUTHENTICATE_WIRE = (
-    b"SELECT f.token_id, f.user_id, pg_catalog.array_to_json(f.scopes)::text, f.status"
-    b" FROM rls_tenancy.authenticate_token_binding($1::bigint, $2::bytea) AS f"
+    b"SELECT f.token_id, f.user_id, pg_catalog.array_to_json(f.scopes)::pg_catalog.text, f.status"
+    b" FROM rls_tenancy.authenticate_token_binding($1::pg_catalog.int8, $2::pg_catalog.bytea) AS f"
 )
 
 
