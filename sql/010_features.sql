@@ -11,7 +11,11 @@
 -- The application role reads its own tenant's overrides and the global ones,
 -- and writes only its own tenant's: global overrides are written through the
 -- bypass role alone. Who within a tenant may write which override is the
--- application's rule (allow_overrides), checked in Python before the write.
+-- application's rule (allow_overrides), checked in Python before the write;
+-- in a signed context (sql/016_signed_context.sql) the database holds the
+-- application role to it: a write needs the application's grant, which the
+-- library adds once the rule allowed it. Who set an override (set_by) is the
+-- user bound to the transaction, never what the writer names.
 
 DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
@@ -57,6 +61,90 @@ BEGIN
     -- (An identity column needs no grant on its sequence.)
     EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON rls_tenancy.feature_overrides TO %I, %I',
                               app_role, bypass_role);
+END
+$grant$;
+
+-- Whether the role writing is one that keeps what it writes here: a superuser, a role that bypasses row
+-- level security (the admin paths, global overrides) or the table's owner (data migrations, and the
+-- foreign key's ON DELETE SET NULL, which runs as the owner).
+CREATE OR REPLACE FUNCTION rls_tenancy.override_writer_trusted(target oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                WHERE r.rolname = CURRENT_USER
+                  AND (r.rolsuper OR r.rolbypassrls
+                       OR r.oid = (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = target)));
+
+-- set_by is the user bound to the transaction (the verified one, in a signed context), not the writer's
+-- word: SQL run for an intern would otherwise write a row naming the administrator as the one who set it.
+CREATE OR REPLACE FUNCTION rls_tenancy.override_set_by()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT rls_tenancy.override_writer_trusted(TG_RELID) THEN
+        NEW.set_by := rls_tenancy.current_user_id();
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+-- In a signed context the application role writes an override only beside the application's grant
+-- (rls_tenancy.granted(), sql/016_signed_context.sql) of 'overrides.set|<tenant>|<feature><scope>|on'
+-- (or off) or 'overrides.clear|<tenant>|<feature><scope>|', feature and scope as grant_field() writes
+-- them: the feature's allow_overrides rule is the application's, and SQL run for an intern would
+-- otherwise write the overrides it keeps for administrators. After the row is written, so that an
+-- upsert (INSERT ... ON CONFLICT DO UPDATE) asks for one grant, as it writes one row.
+CREATE OR REPLACE FUNCTION rls_tenancy.override_write_granted()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF pg_catalog.to_regprocedure('rls_tenancy.granted(text)') IS NULL
+       OR NOT rls_tenancy.context_signing_required()
+       OR rls_tenancy.override_writer_trusted(TG_RELID) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND (NEW.tenant_id, NEW.feature, NEW.scope) IS DISTINCT FROM (OLD.tenant_id, OLD.feature, OLD.scope) THEN
+        RAISE EXCEPTION 'rls_tenancy: an override''s tenant, feature and scope never change in a signed context'
+            USING ERRCODE = '42501', HINT = 'Clear the override and set the other one.';
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        IF rls_tenancy.granted('overrides.clear|' || OLD.tenant_id::pg_catalog.text || '|'
+                               || rls_tenancy.grant_field(OLD.feature) || rls_tenancy.grant_field(OLD.scope) || '|') THEN
+            RETURN NULL;
+        END IF;
+    ELSIF rls_tenancy.granted('overrides.set|' || NEW.tenant_id::pg_catalog.text || '|'
+                              || rls_tenancy.grant_field(NEW.feature) || rls_tenancy.grant_field(NEW.scope) || '|'
+                              || CASE WHEN NEW.enabled THEN 'on' ELSE 'off' END) THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'rls_tenancy: a feature override is written only with the application''s grant in a signed context'
+        USING ERRCODE = '42501',
+              HINT = 'Set and clear overrides through rls_tenancy.features.overrides (set_override(), clear_override()): '
+                     'they add the grant once the feature''s allow_overrides rule allowed the write.';
+END
+$fn$;
+
+DROP TRIGGER IF EXISTS feature_overrides_set_by ON rls_tenancy.feature_overrides;
+CREATE TRIGGER feature_overrides_set_by BEFORE INSERT OR UPDATE ON rls_tenancy.feature_overrides
+    FOR EACH ROW EXECUTE FUNCTION rls_tenancy.override_set_by();
+DROP TRIGGER IF EXISTS feature_overrides_write_granted ON rls_tenancy.feature_overrides;
+CREATE TRIGGER feature_overrides_write_granted AFTER INSERT OR UPDATE OR DELETE ON rls_tenancy.feature_overrides
+    FOR EACH ROW EXECUTE FUNCTION rls_tenancy.override_write_granted();
+
+REVOKE ALL ON FUNCTION rls_tenancy.override_writer_trusted(oid), rls_tenancy.override_set_by(),
+                       rls_tenancy.override_write_granted()
+    FROM PUBLIC;
+DO $grant$
+BEGIN
+    EXECUTE pg_catalog.format(
+        'GRANT EXECUTE ON FUNCTION rls_tenancy.override_writer_trusted(oid), rls_tenancy.override_set_by(), '
+        'rls_tenancy.override_write_granted() TO %I, %I',
+        rls_tenancy.role_name('app'), rls_tenancy.role_name('bypass'));
 END
 $grant$;
 

@@ -7,6 +7,14 @@ user set their own ``user:<id>`` scope; None lets nobody. Global overrides
 (for every tenant) can only be written on a bypass connection: the
 application role's policy refuses rows without a tenant. Every change is an
 audit event in the same transaction.
+
+In a signed database the rule is the database's too: the application role
+writes a tenant's override only beside the application's grant of that
+write (``rls_tenancy.override_write_granted()``, sql/010_features.sql), which
+:func:`set_override` and :func:`clear_override` add once the rule allowed
+it, so SQL run for an intern cannot write the overrides kept for
+administrators. Who set an override is the user bound to the transaction,
+stamped by the database whatever the writer names.
 """
 
 from __future__ import annotations
@@ -15,9 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from rls_tenancy.audit.events import Executor, log_event
+from rls_tenancy.binding import grants
 from rls_tenancy.context import current_user_id, require_tenant_id
 from rls_tenancy.errors import OverrideNotAllowedError, UsageError
 from rls_tenancy.features.declare import EVERY_SCOPE, REGISTRY, Feature, FeatureRegistry, check_scope
@@ -120,6 +129,9 @@ def _store(
     if not isinstance(enabled, bool):
         raise UsageError("an override turns a feature on (True) or off (False)")
     params = {"tenant_id": tenant_id, "feature": key, "scope": scope, "enabled": enabled, "set_by": set_by}
+    if tenant_id is not None:
+        state = "on" if enabled else "off"
+        _grant(executor, f"overrides.set|{tenant_id}|{grants.field(key)}{grants.field(scope)}|{state}")
     executor.execute(_UPSERT, params)
     where = "" if tenant_id is not None else " in every tenant"
     log_event(
@@ -133,6 +145,8 @@ def _store(
 
 def _remove(executor: Executor, tenant_id: int | None, key: str, scope: str) -> bool:
     """Delete one override, audited when there was one; False when there was none."""
+    if tenant_id is not None:
+        _grant(executor, f"overrides.clear|{tenant_id}|{grants.field(key)}{grants.field(scope)}|")
     removed = executor.execute(_DELETE, {"tenant_id": tenant_id, "feature": key, "scope": scope}).all()
     if removed:
         what = "override" if tenant_id is not None else "global override"
@@ -143,6 +157,11 @@ def _remove(executor: Executor, tenant_id: int | None, key: str, scope: str) -> 
             data={"feature": key, "scope": scope},
         )
     return bool(removed)
+
+
+def _grant(executor: Executor, what: str) -> None:
+    """The application's grant of one write of a tenant's override, after its rule allowed it; signed only."""
+    grants.add(executor if isinstance(executor, Connection) else executor.connection(), what)
 
 
 def _action(tenant_id: int | None, verb: str) -> str:
