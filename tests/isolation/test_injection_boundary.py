@@ -9,20 +9,36 @@ context required, tests/binding/test_signed_context.py turns it and the other
 limits into refusals. Everything else here is what
 such an attacker still cannot do: turn the policies off, become the bypass
 role, write the audit log directly, or make a switched tenant outlive the
-transaction it was injected into.
+transaction it was injected into; and, signed, within its own tenant:
+revoke another user's tokens, write the overrides the application keeps for
+administrators or name another user as their author, or see what the
+library sends in the next anonymous request through a temporary type.
 """
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import Engine, select, text
-from sqlalchemy.exc import DBAPIError, ProgrammingError
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from rls_tenancy import as_tenant
+import psycopg
+import pytest
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from rls_tenancy import User, as_tenant, bind_engine
+from rls_tenancy.binding import grants
+from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.errors import OverrideNotAllowedError
+from rls_tenancy.features.declare import Feature, FeatureRegistry
+from rls_tenancy.features.overrides import clear_override, set_override
+from rls_tenancy.identity.tokens import issue_token, revoke_grant, revoke_token
 from rls_tenancy.testing import TenancyDatabase
-from rls_tenancy.testing.database import signing_requested
+from rls_tenancy.testing.database import require_signing, signing_requested, tenancy_database
 from saas_demo.models import Project
-from tests.conftest import World
+from tests.conftest import DEMO_ALEMBIC_INI, World
 
 SWITCH = text("SELECT set_config('app.current_tenant', :tenant, :session_wide)")
 
@@ -85,3 +101,187 @@ def test_injected_sql_cannot_become_the_bypass_role(app_engine: Engine, db: Tena
             with pytest.raises(DBAPIError, match="permission denied"):
                 conn.execute(text("SELECT set_config('role', :role, true)"), {"role": role})
             conn.rollback()
+
+
+# Signed: what SQL run for one user may do within its own tenant. A database of its own, signing required,
+# broken under --rls-break=signing as the suite's is: one tenant, an intern and an administrator.
+
+
+@dataclass(frozen=True)
+class Staff:
+    db: TenancyDatabase
+    key: ContextKey
+    tenant: int
+    intern: int
+    admin: int
+
+
+@pytest.fixture(scope="module")
+def staff(rls_postgres_url: URL, rls_break_database: Callable[[URL], None]) -> Iterator[Staff]:
+    with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI), signed=False) as db:
+        key = ContextKey.generate(1)
+        url = db.superuser_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url) as owner:
+            tenant = owner.execute(
+                "INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('staff', 'Staff') RETURNING id"
+            ).fetchone()
+            assert tenant is not None
+            ids = [
+                owner.execute(
+                    "INSERT INTO rls_tenancy.users (tenant_id, email, roles) VALUES (%s, %s, %s) RETURNING id",
+                    (tenant[0], email, roles),
+                ).fetchone()
+                for email, roles in (("intern@staff.example", ["projects:read"]), ("boss@staff.example", ["admin"]))
+            ]
+        require_signing(db.superuser_url, key)
+        rls_break_database(db.superuser_url)
+        assert ids[0] is not None and ids[1] is not None
+        yield Staff(db, key, int(str(tenant[0])), int(str(ids[0][0])), int(str(ids[1][0])))
+
+
+@pytest.fixture()
+def staff_engine(staff: Staff) -> Iterator[Engine]:
+    """One connection: each request of the tenant takes the backend the one before it used."""
+    engine = bind_engine(create_engine(staff.db.app_url, pool_size=1, max_overflow=0), context_key=staff.key)
+    yield engine
+    engine.dispose()
+
+
+def _owner_reads(staff: Staff, query: str, *values: object) -> list[tuple[object, ...]]:
+    url = staff.db.superuser_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as owner:
+        return owner.execute(query, values).fetchall()
+
+
+_REVOKE = text("SELECT rls_tenancy.revoke_token(:id)")
+_REVOKE_ALL = text("SELECT rls_tenancy.revoke_token(t.id) FROM rls_tenancy.api_tokens t ORDER BY t.id")
+_LIVE = "SELECT id FROM rls_tenancy.api_tokens WHERE id = ANY(%s) AND revoked_at IS NULL ORDER BY id"
+
+
+@pytest.mark.rls_signing
+def test_injected_sql_cannot_revoke_the_tokens_of_another_user_of_its_tenant(
+    staff: Staff, staff_engine: Engine
+) -> None:
+    """A revocation cannot be undone: SQL run for an intern would otherwise lock the administrator out."""
+    with as_tenant(staff.tenant, user=staff.admin), Session(staff_engine) as session, session.begin():
+        admins = issue_token(session, name="boss's laptop", scopes=["admin"], user_id=staff.admin).id
+        nobodys = issue_token(session, name="deploy bot", scopes=["projects:read"]).id
+    with as_tenant(staff.tenant, user=staff.intern), Session(staff_engine) as session, session.begin():
+        own = issue_token(session, name="intern's laptop", scopes=["projects:read"], user_id=staff.intern).id
+    refused = pytest.raises(DBAPIError, match="revoked only with the application's grant")
+    with as_tenant(staff.tenant, user=staff.intern), staff_engine.connect() as conn:
+        for victim in (admins, nobodys):
+            with refused, conn.begin_nested():
+                conn.execute(_REVOKE, {"id": victim})
+        with refused, conn.begin_nested():
+            conn.execute(_REVOKE_ALL)  # every token of the tenant in one statement, as the probe did
+        grants.add(conn, revoke_grant(staff.tenant, own))  # the app's grant for another token than SQL revokes
+        with refused, conn.begin_nested():
+            conn.execute(_REVOKE, {"id": admins})
+        assert conn.execute(_REVOKE, {"id": own}).scalar_one() is True  # its own user's: no grant needed
+        conn.commit()
+    assert _owner_reads(staff, _LIVE, [admins, nobodys, own]) == [(admins,), (nobodys,)]
+
+
+def test_the_app_revokes_any_token_of_its_tenant_with_its_grant(staff: Staff, staff_engine: Engine) -> None:
+    """``revoke_token()`` adds the grant: for an administrator's request, and for a job or command of no user."""
+    with as_tenant(staff.tenant, user=staff.intern), Session(staff_engine) as session, session.begin():
+        interns = [issue_token(session, name=f"intern {n}", scopes=[], user_id=staff.intern).id for n in range(2)]
+    with as_tenant(staff.tenant, user=staff.admin), Session(staff_engine) as session, session.begin():
+        assert revoke_token(session, interns[0]) is True
+        assert revoke_token(session, interns[0]) is False  # no live token: nothing to grant
+    with as_tenant(staff.tenant), staff_engine.begin() as conn:
+        assert revoke_token(conn, interns[1]) is True
+    assert _owner_reads(staff, _LIVE, interns) == []
+
+
+_FEATURE = "new-sign-in-flow"  # the demo's: allow_overrides="admin"
+_OVERRIDE = text(
+    "INSERT INTO rls_tenancy.feature_overrides (tenant_id, feature, scope, enabled, set_by)"
+    " VALUES (rls_tenancy.current_tenant_id(), :feature, '*', :enabled, :set_by)"
+    " ON CONFLICT ON CONSTRAINT feature_overrides_key"
+    " DO UPDATE SET enabled = excluded.enabled, set_by = excluded.set_by"
+    " RETURNING set_by"
+)
+
+
+@pytest.mark.rls_signing
+def test_injected_sql_cannot_write_its_tenants_overrides_nor_name_the_administrator_as_their_author(
+    staff: Staff, staff_engine: Engine
+) -> None:
+    """allow_overrides="admin" is the application's rule; SQL run for an intern would otherwise go around it."""
+    with as_tenant(staff.tenant, user=staff.admin), Session(staff_engine) as session, session.begin():
+        set_override(session, _FEATURE, True, scope="*", granted={"admin"})
+    refused = pytest.raises(DBAPIError, match="written only with the application's grant")
+    values = {"feature": _FEATURE, "enabled": False, "set_by": staff.admin}
+    with as_tenant(staff.tenant, user=staff.intern), staff_engine.connect() as conn:
+        for statement in (
+            _OVERRIDE,
+            text("UPDATE rls_tenancy.feature_overrides SET enabled = :enabled WHERE feature = :feature"),
+            text("DELETE FROM rls_tenancy.feature_overrides WHERE feature = :feature"),
+        ):
+            with refused, conn.begin_nested():
+                conn.execute(statement, values)
+        # Granted (an override the app allowed the intern), the row still names who wrote it, not whom SQL named.
+        grants.add(conn, f"overrides.set|{staff.tenant}|{grants.field(_FEATURE)}{grants.field('*')}|off")
+        assert conn.execute(_OVERRIDE, values).scalar_one() == staff.intern
+        conn.rollback()
+        # Nor may it bind the administrator to write as them: the binding is proved no longer.
+        conn.execute(text("SELECT set_config('app.current_user_id', :admin, true)"), {"admin": str(staff.admin)})
+        with pytest.raises(DBAPIError, match="row-level security"):
+            conn.execute(_OVERRIDE, values)
+        conn.rollback()
+    rows = _owner_reads(staff, "SELECT enabled, set_by FROM rls_tenancy.feature_overrides WHERE feature = %s", _FEATURE)
+    assert rows == [(True, staff.admin)]
+
+
+def test_the_app_sets_and_clears_overrides_with_its_grants(staff: Staff, staff_engine: Engine) -> None:
+    """Set, set again (the upsert's update), a user's own scope, cleared: each write with the grant it needs."""
+    registry = FeatureRegistry()
+    feature = Feature("staff-dashboard", scope="user", allow_overrides="user", registry=registry)
+    own = f"user:{staff.intern}"
+    with as_tenant(staff.tenant, user=staff.intern), Session(staff_engine) as session, session.begin():
+        set_override(session, feature, True, registry=registry)
+        set_override(session, feature, False, registry=registry)  # ON CONFLICT DO UPDATE: one grant, one row
+        with pytest.raises(OverrideNotAllowedError):
+            set_override(session, feature, True, scope="*", registry=registry)
+    with as_tenant(staff.tenant, user=staff.admin), Session(staff_engine) as session, session.begin():
+        set_override(session, feature, True, scope="*", granted={"admin"}, registry=registry)
+    query = "SELECT scope, enabled, set_by FROM rls_tenancy.feature_overrides WHERE feature = %s ORDER BY scope"
+    assert _owner_reads(staff, query, feature.key) == [("*", True, staff.admin), (own, False, staff.intern)]
+    with as_tenant(staff.tenant, user=staff.admin), Session(staff_engine) as session, session.begin():
+        assert clear_override(session, feature, scope=own, granted={"admin"}, registry=registry)
+        assert clear_override(session, feature, scope="*", granted={"admin"}, registry=registry)
+    assert _owner_reads(staff, query, feature.key) == []
+
+
+# A temporary domain named text (and bytea), left by SQL in an anonymous request: the next anonymous request of
+# the tenant takes the same session without a reset (same tenant, same user: none). Its check would see each
+# value the library casts to it, the grants the application adds among them.
+_SPY = (
+    "CREATE FUNCTION pg_temp.spy(seen pg_catalog.text) RETURNS boolean LANGUAGE sql AS $$"
+    " SELECT pg_catalog.set_config('trap.seen',"
+    " pg_catalog.concat_ws(' ', pg_catalog.current_setting('trap.seen', true), seen), false) IS NOT NULL $$",
+    "CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.spy(VALUE))",
+    "CREATE DOMAIN pg_temp.bytea AS pg_catalog.bytea CHECK (pg_temp.spy(pg_catalog.encode(VALUE, 'hex')))",
+)
+
+
+def test_a_trap_left_by_an_anonymous_request_sees_nothing_the_library_sends_in_the_next(
+    staff: Staff, staff_engine: Engine
+) -> None:
+    """The library names pg_catalog's types in what it sends: a grant, a token's scopes, a new user's roles."""
+    with as_tenant(staff.tenant), staff_engine.connect() as conn:
+        for statement in _SPY:
+            conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+        conn.commit()
+    with as_tenant(staff.tenant), Session(staff_engine) as session, session.begin():
+        issued = issue_token(session, name="signup bot", scopes=["projects:read"])  # a grant, and its scopes
+        session.add(User(email="signup@staff.example", roles=["projects:read"]))  # a grant, and the roles
+        session.flush()
+        seen = session.execute(text("SELECT current_setting('trap.seen', true)")).scalar()
+        planted = session.execute(text("SELECT count(*) FROM pg_type WHERE typnamespace = pg_my_temp_schema()"))
+        assert planted.scalar_one() > 0  # the trap is there: the session was not reset in between
+        session.rollback()
+    assert issued.id > 0
+    assert not seen
