@@ -40,6 +40,8 @@ from rls_tenancy.errors import ConfigurationError, TenancyError, TenantChangedEr
 #: What a bound connection's open SQLAlchemy transaction is bound to, or :data:`UNBOUND`.
 TenantOf = Callable[[], object]
 UNBOUND = object()
+#: What :data:`TenantOf` answers once SQL ended the bound transaction on the server.
+ENDED = object()
 
 
 class Hooks(NamedTuple):
@@ -53,8 +55,9 @@ class Hooks(NamedTuple):
     resetting: Callable[[], None]
     #: The reset, one script.
     reset: bytes
-    #: Called as a statement is refused: the transaction it was refused in may not commit.
-    refused: Callable[[], None]
+    #: Called as a statement is refused: the transaction it was refused in may not commit; with
+    #: True, SQL ended it on the server, and none of its later statements may run either.
+    refused: Callable[[bool], None]
     #: Whether SQLAlchemy began a transaction on it that no statement has bound yet.
     begun: Callable[[], bool]
     #: Bind that transaction now, for the tenant in context (a sync connection's).
@@ -67,6 +70,30 @@ _IDLE = psycopg.pq.TransactionStatus.IDLE
 #: reads nothing, and the binding resets the session, if it must, in the round trip that begins
 #: the transaction; a reset here would only run twice.
 _PINGING: ContextVar[bool] = ContextVar("rls_tenancy_pinging", default=False)
+
+
+#: Set while SQLAlchemy rolls back to one of its savepoints: a ``ROLLBACK`` that ends no transaction.
+_TO_SAVEPOINT: ContextVar[bool] = ContextVar("rls_tenancy_to_savepoint", default=False)
+#: Command tags of statements that end the server's transaction, ``AND CHAIN`` included (which
+#: begins the next one at once, so the connection never looks idle).
+_ENDING = frozenset({b"COMMIT", b"ROLLBACK", b"PREPARE TRANSACTION"})
+
+
+def savepoints_told_apart(dialect: Any) -> None:
+    """Let the guard tell SQLAlchemy's ``ROLLBACK TO SAVEPOINT`` from one that ends the transaction. Idempotent."""
+    original = dialect.do_rollback_to_savepoint
+    if getattr(original, "_rls_tenancy_told", False):
+        return
+
+    def do_rollback_to_savepoint(connection: Any, name: str) -> None:
+        token = _TO_SAVEPOINT.set(True)
+        try:
+            original(connection, name)
+        finally:
+            _TO_SAVEPOINT.reset(token)
+
+    do_rollback_to_savepoint._rls_tenancy_told = True  # type: ignore[attr-defined]
+    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint
 
 
 def quiet_ping(dialect: Any) -> None:
@@ -120,24 +147,61 @@ def _check(driver: Any) -> int:
         if hooks.begun() and not driver.autocommit:
             return _BIND
         return _RESET if hooks.served() else 0
-    if driver.pgconn.transaction_status == _IDLE and not driver.autocommit:
-        # The server's transaction ended under SQLAlchemy's (a COMMIT or ROLLBACK sent as SQL, or
-        # the driver's own commit()): its binding went with it, and the next statement would begin
-        # a transaction bound to nothing, or to a tenant SQL set session-wide.
-        hooks.refused()
+    if tenant is ENDED or (driver.pgconn.transaction_status == _IDLE and not driver.autocommit):
+        # The server's transaction ended under SQLAlchemy's (a COMMIT or ROLLBACK sent as SQL, AND
+        # CHAIN included, or the driver's own commit()): its binding went with it, and the next
+        # statement would run in a transaction bound to nothing, or to a tenant SQL set session-wide.
+        hooks.refused(True)
         raise TenancyError(
-            f"the transaction bound to tenant {'(none)' if tenant is None else tenant} was ended on the server "
-            "by a COMMIT or ROLLBACK that did not go through SQLAlchemy; end transactions with "
-            "commit() or rollback() of the Connection or Session, then start the next one there"
+            f"the transaction bound to {_tenant_of(tenant)} was ended on the server by a COMMIT or ROLLBACK "
+            "that did not go through SQLAlchemy; end transactions with commit() or rollback() of the "
+            "Connection or Session, then start the next one there"
         )
     if tenant != acting()[0]:
-        hooks.refused()
+        hooks.refused(False)
         raise TenantChangedError(
             f"this connection's transaction is bound to tenant {'(none)' if tenant is None else tenant} "
             f"but the tenant in context is now {acting()[0] or '(none)'}; commit or roll back before "
             "switching tenants, also for statements sent through the driver"
         )
     return 0
+
+
+def _ran(cursor: Any) -> None:
+    """Refuse, after it ran, a statement that ended its bound transaction on the server.
+
+    ``COMMIT AND CHAIN`` and ``ROLLBACK AND CHAIN`` (or ``COMMIT; BEGIN``)
+    end it and begin another at once: the next statement's check would find
+    the connection in a transaction, and the work after them would run in
+    one the binding never made (unsigned, under a tenant SQL set
+    session-wide), and commit without the work they undid. Told by the
+    statements' command tags, which ``ROLLBACK TO SAVEPOINT`` shares: that
+    one passes when SQLAlchemy sends it.
+    """
+    for result in cursor._results:
+        if result.command_status in _ENDING:
+            break
+    else:
+        return
+    hooks = _hooks.get(cursor.connection)
+    if hooks is None or _TO_SAVEPOINT.get():
+        return
+    tenant = hooks.tenant_of()
+    if tenant is UNBOUND:
+        return
+    hooks.refused(True)
+    raise TenancyError(
+        f"a statement ended the transaction bound to {_tenant_of(tenant)} on the server "
+        f"({result.command_status.decode()}, AND CHAIN included), not through SQLAlchemy; end "
+        "transactions with commit() or rollback() of the Connection or Session, and savepoints with "
+        "begin_nested()"
+    )
+
+
+def _tenant_of(tenant: object) -> str:
+    if tenant is ENDED:
+        return "its tenant"
+    return f"tenant {'(none)' if tenant is None else tenant}"
 
 
 def _prepare(driver: psycopg.Connection[Any], needs: int) -> None:
@@ -234,11 +298,15 @@ class _Guard(_Checked):
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         _prepare(self.connection, _check(self.connection))
-        return super().execute(*args, **kwargs)  # type: ignore[misc]
+        result = super().execute(*args, **kwargs)  # type: ignore[misc]
+        _ran(self)
+        return result
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
         _prepare(self.connection, _check(self.connection))
-        return super().executemany(*args, **kwargs)  # type: ignore[misc]
+        result = super().executemany(*args, **kwargs)  # type: ignore[misc]
+        _ran(self)
+        return result
 
 
 class _AsyncGuard(_Checked):
@@ -246,11 +314,15 @@ class _AsyncGuard(_Checked):
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         await _prepare_async(self.connection, _check(self.connection))
-        return await super().execute(*args, **kwargs)  # type: ignore[misc]
+        result = await super().execute(*args, **kwargs)  # type: ignore[misc]
+        _ran(self)
+        return result
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
         await _prepare_async(self.connection, _check(self.connection))
-        return await super().executemany(*args, **kwargs)  # type: ignore[misc]
+        result = await super().executemany(*args, **kwargs)  # type: ignore[misc]
+        _ran(self)
+        return result
 
 
 class _ServerGuard(_Guard):

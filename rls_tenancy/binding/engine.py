@@ -155,6 +155,8 @@ class _Binding(NamedTuple):
     fresh: bool = False
     #: A statement of it was refused: its commit rolls back and raises, as PostgreSQL's after an error.
     refused: bool = False
+    #: SQL ended it on the server (``COMMIT AND CHAIN``...): every later statement of it is refused.
+    ended: bool = False
 
 
 _BOUND = "rls_tenancy.bound_tenant"
@@ -235,6 +237,7 @@ def bind_engine(
         event.listen(sync, "connect", _signing.check_key(sync.dialect))
         event.listen(sync, "connect", _guard_on_connect)  # its first cursors too, made before any binding
         _driver_guard.quiet_ping(sync.dialect)
+        _driver_guard.savepoints_told_apart(sync.dialect)
         _track_transactions(sync.dialect)
     return engine
 
@@ -484,12 +487,15 @@ def _needs_reset(info: dict[Any, Any], dialect: Any, tenant: int | None, user: o
 _refusals = False  # whether any statement was refused yet: until then a commit checks nothing
 
 
-def _refused(info: dict[Any, Any]) -> None:
-    """Record that a statement of the open transaction was refused: its commit must not persist the rest."""
+def _refused(info: dict[Any, Any], ended: bool = False) -> None:
+    """Record that a statement of the open transaction was refused: its commit must not persist the rest.
+
+    ``ended``: SQL ended the transaction on the server, and its later statements are refused too.
+    """
     global _refusals
     bound: _Binding | None = info.get(_BOUND)
     if bound is not None:
-        info[_BOUND] = bound._replace(refused=True)
+        info[_BOUND] = bound._replace(refused=True, ended=ended or bound.ended)
         _refusals = True
 
 
@@ -700,7 +706,7 @@ def _open_binding_tenant(info: dict[Any, Any]) -> object:
     transaction = None if bound is None else bound.transaction()
     if transaction is None or not transaction.is_active:
         return _driver_guard.UNBOUND
-    return bound.tenant  # type: ignore[union-attr]
+    return _driver_guard.ENDED if bound.ended else bound.tenant  # type: ignore[union-attr]
 
 
 def _binding_of(info: dict[Any, Any], transaction: RootTransaction | None) -> _Binding | None:

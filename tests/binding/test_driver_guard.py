@@ -222,20 +222,25 @@ def test_an_asyncio_copy_before_the_reset_is_a_configuration_error(db: TenancyDa
 
 
 @pytest.mark.rls_binding
-@pytest.mark.parametrize("ended_by", ["COMMIT", "ROLLBACK"])
+@pytest.mark.parametrize(
+    "ended_by", ["COMMIT", "ROLLBACK", "COMMIT AND CHAIN", "ROLLBACK AND CHAIN", "COMMIT; BEGIN", "ROLLBACK; BEGIN"]
+)
 def test_a_transaction_ended_by_sql_runs_nothing_more_under_what_that_sql_set(
     pinned_engine: Engine, world: World, bypass: UnsafeBypass, ended_by: str
 ) -> None:
-    """Injected ``...; COMMIT`` would leave the rest of the request running in a new transaction bound to nothing.
+    """Injected ``...; COMMIT`` would leave the rest of the request running in a transaction the binding never made.
 
     Unsigned, SQL that first sets another tenant session-wide would then have the app's own later statements
-    read and write that tenant's rows, beyond its own transaction.
+    read and write that tenant's rows, beyond its own transaction. ``AND CHAIN`` (or a ``BEGIN`` after) begins
+    that transaction at once, so the connection never looks idle: before, the request's later statements read
+    B's rows and its insert landed in B, and a ``ROLLBACK AND CHAIN`` undid its audit events silently.
     """
     inject = sql.SQL("SELECT set_config('app.current_tenant', {}, false); " + ended_by).format(
         sql.Literal(str(world.b))
     )
     with as_tenant(world.a), pinned_engine.connect() as conn:
-        conn.exec_driver_sql(inject.as_string(None), execution_options={"no_parameters": True})
+        with pytest.raises(TenancyError, match="ended the transaction"):
+            conn.exec_driver_sql(inject.as_string(None), execution_options={"no_parameters": True})
         with pytest.raises(TenancyError, match="ended on the server"):
             conn.execute(text(NAMES)).all()
         with pytest.raises(TenancyError, match="ended on the server"):
@@ -247,3 +252,16 @@ def test_a_transaction_ended_by_sql_runs_nothing_more_under_what_that_sql_set(
         conn.rollback()
     with bypass.connect(reason="test: nothing written") as admin:
         assert admin.execute(text("SELECT count(*) FROM projects WHERE name = 'meant for a'")).scalar_one() == 0
+
+
+def test_sqlalchemys_savepoint_rollbacks_pass_and_a_raw_one_is_refused(pinned_engine: Engine, world: World) -> None:
+    """``ROLLBACK TO SAVEPOINT`` has ``ROLLBACK``'s command tag: SQLAlchemy's own passes, one sent as SQL does not."""
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        savepoint = conn.begin_nested()
+        conn.execute(text("INSERT INTO projects (name) VALUES ('undone')"))
+        savepoint.rollback()
+        assert set(conn.execute(text(NAMES)).scalars()) == world.projects[world.a]
+        conn.exec_driver_sql("SAVEPOINT mine")
+        with pytest.raises(TenancyError, match="ended the transaction"):
+            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT mine")
+        conn.rollback()

@@ -65,7 +65,7 @@ def _replay(conn: Connection, tenant: int, proofs: set[str]) -> list[str]:
     """What SQL run on ``conn`` reads of ``tenant``'s projects with each proof in ``proofs``."""
     stolen: list[str] = []
     for proof in proofs:
-        conn.execute(text("SAVEPOINT replay"))
+        savepoint = conn.begin_nested()  # SQLAlchemy's: a ROLLBACK TO sent as SQL is refused as ending the transaction
         conn.execute(
             text(
                 "SELECT set_config('app.current_tenant', :t, true), set_config('app.current_user_id', '', true),"
@@ -74,7 +74,7 @@ def _replay(conn: Connection, tenant: int, proofs: set[str]) -> list[str]:
             {"t": str(tenant), "p": proof},
         )
         stolen += conn.execute(text("SELECT name FROM projects")).scalars().all()
-        conn.execute(text("ROLLBACK TO SAVEPOINT replay"))
+        savepoint.rollback()
     return stolen
 
 
