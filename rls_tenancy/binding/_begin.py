@@ -45,6 +45,11 @@ from psycopg.errors import error_from_result
 _IDLE = pq.TransactionStatus.IDLE
 _OFF = pq.PipelineStatus.OFF
 _FAILED = (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED)
+#: Sent before the reset, each a statement of its own: a statement's timeout is armed as it starts, so a
+#: session-wide ``statement_timeout`` SQL set could otherwise cancel the reset partway (a ``DISCARD TEMP``
+#: made slow by thousands of temp tables) and fail the next tenant's request. ``RESET ALL`` in the reset
+#: gives the role's own values back.
+_DISARM = (b"SET statement_timeout = 0", b"SET lock_timeout = 0")
 _POLL_SECONDS = 1.0  # sync waits wake up this often, so signals are handled
 
 #: A statement and its values, text format; None is SQL NULL.
@@ -184,6 +189,8 @@ def _exchange(
     """Send ``reset`` and its COMMIT, BEGIN, ``first``, ``also`` and ``then`` in one sync; read through it."""
     pgconn.enter_pipeline_mode()
     if reset is not None:
+        for disarm in _DISARM:
+            pgconn.send_query_params(disarm, None)
         pgconn.send_query_params(*reset)
         # The reset runs in an implicit transaction, which this commits: a
         # ROLLBACK of the transaction below cannot undo it. (A sync of its
@@ -211,8 +218,10 @@ def _exchange(
                 return _Outcome(failure, last, reset_result)
             if failure is None and result.status in _FAILED:
                 failure = result
-            if reset is not None and index == 0:
+            if reset is not None and index == len(_DISARM):
                 reset_result = result
+            elif reset is not None and index < len(_DISARM) and result.status in _FAILED:
+                reset_result = result  # the reset did not run: its session is not known to be clean
             index += 1
             last = result
         yield selectors.EVENT_READ

@@ -269,8 +269,8 @@ class _Job:
     def _enter_tenant(self) -> None:
         self.stack.enter_context(as_tenant(self.tenant))
 
-    def __exit__(self, *exc: object) -> None:
-        self.stack.__exit__(*exc)
+    def __exit__(self, *_exc: object) -> None:
+        self.stack.close()
 
 
 def _entered_through(calls: int, block: as_tenant) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -343,6 +344,38 @@ def test_through_pgbouncer_a_timeout_set_by_sql_cannot_make_the_reset_fail(db: T
             attacker.dispose()
             victim.dispose()
     assert loot is None  # the reset ran whole: A's temp objects, and what they copied of B's, are gone
+
+
+def test_a_timeout_set_by_sql_cannot_make_the_next_tenants_reset_fail(pinned_engine: Engine, world: World) -> None:
+    """The statement's timer is armed as it starts: before the reset went out behind two SETs, B's request failed."""
+    _as(pinned_engine, world.a, lambda conn: conn.exec_driver_sql(SLOW_RESET_PLANT))
+    assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
+    assert _as(pinned_engine, world.a, _scalar("SELECT to_regclass('pg_temp.loot')")) is None
+    assert _as(pinned_engine, world.a, _scalar("SELECT current_setting('statement_timeout')")) == "0"
+
+
+@pytest.mark.parametrize("pre_ping", [False, True])
+def test_an_idle_session_timeout_set_by_sql_costs_the_next_request_its_connection(
+    db: TenancyDatabase, world: World, pre_ping: bool
+) -> None:
+    """Availability, documented: the server ends the pooled session while it idles; pool_pre_ping replaces it."""
+    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0, pool_pre_ping=pre_ping))
+
+    def names_of_b() -> set[str]:
+        with as_tenant(world.b), engine.connect() as conn:  # not _as(): the backend changes on purpose
+            return _names(conn)
+
+    try:
+        with as_tenant(world.a), engine.begin() as conn:
+            conn.execute(text("SELECT set_config('idle_session_timeout', '50', false)"))
+        time.sleep(0.3)  # idle in the pool
+        if not pre_ping:
+            with pytest.raises(DBAPIError) as failed:
+                names_of_b()
+            assert failed.value.connection_invalidated
+        assert names_of_b() == world.projects[world.b]  # a new connection, from the ping or the next checkout
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.rls_binding

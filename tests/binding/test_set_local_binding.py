@@ -212,12 +212,13 @@ def test_the_binding_is_three_set_local_statements_in_begins_round_trip(
     assert statements[0] == b"BEGIN"
     _check_set_local_binding(statements[1:], world.a)
     assert tags == [b"BEGIN", b"SET", b"SET", b"SET"]  # the server ran three SET statements, no SELECT
-    # Another tenant's: the session's reset and its COMMIT go first, in the same round trip.
+    # Another tenant's: the timeouts disarmed, the session's reset and its COMMIT go first, in the same round trip.
     statements, tags = switched[0]
-    assert statements[1:3] == [b"COMMIT", b"BEGIN"]
-    assert statements[0].startswith(b"SELECT rls_tenancy.reset_session(")
-    _check_set_local_binding(statements[3:], world.b)
-    assert tags == [b"SELECT 1", b"COMMIT", b"BEGIN", b"SET", b"SET", b"SET"]
+    assert statements[:2] == [b"SET statement_timeout = 0", b"SET lock_timeout = 0"]
+    assert statements[3:5] == [b"COMMIT", b"BEGIN"]
+    assert statements[2].startswith(b"SELECT rls_tenancy.reset_session(")
+    _check_set_local_binding(statements[5:], world.b)
+    assert tags == [b"SET", b"SET", b"SELECT 1", b"COMMIT", b"BEGIN", b"SET", b"SET", b"SET"]
 
 
 def test_the_default_spelling_is_unchanged(proxy: RoundTripProxy, db: TenancyDatabase, world: World) -> None:
