@@ -3,15 +3,17 @@
 Queries on :class:`~rls_tenancy.TenantBoundMixin` models get
 ``tenant_id = <tenant in context>`` through ``with_loader_criteria`` (2.0
 ``select()``, legacy ``Query``, relationship loads, aliases, unions, ORM bulk
-UPDATE and DELETE), and the flush refuses objects of another tenant. Even if
-this layer were bypassed, PostgreSQL still enforces the policy.
+UPDATE and DELETE), and the flush refuses objects of another tenant, as do
+the statements about its relationships (lazy, dynamic, write-only,
+``with_parent()``). Even if this layer were bypassed, PostgreSQL still
+enforces the policy.
 """
 
 from __future__ import annotations
 
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import BigInteger, Connection, Result, Table, bindparam, event
@@ -27,8 +29,10 @@ from sqlalchemy.orm import (
     sessionmaker,
     with_loader_criteria,
 )
+from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import ExternallyTraversible
 
 from rls_tenancy.context import current_tenant_id, require_tenant_id
@@ -75,6 +79,7 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
         event.listen(session_class, "do_orm_execute", _scope_statement)
         event.listen(session_class, "before_flush", _check_flush)
         event.listen(session_class, "transient_to_pending", _remember_tenant)
+        event.listen(session_class, "detached_to_persistent", _brought_in)
         _scoped.add(session_class)
     for row_event in ("before_insert", "before_update"):
         if not event.contains(TenantBoundMixin, row_event, _check_row):
@@ -117,36 +122,107 @@ def _scope_statement(state: ORMExecuteState) -> Result[Any] | None:
         return None
     if not state.is_orm_statement or state.execution_options.get(UNCONSTRAINED):
         return None  # a Core statement (a Table, a function) gets no ORM criteria: only RLS applies
+    info = state.session.info
+    several = info.setdefault(_ACTED_FOR, tenant_id) != tenant_id
+    if several:
+        info[_ACTED_FOR] = _SEVERAL  # from now on, never equal to a tenant
+    # Objects of a session that acted for one tenant only are that tenant's, unless it was given some.
+    doubtful = several or _BROUGHT_IN in info
+    if state.is_select:
+        _check_parents(state, tenant_id, doubtful)
     state.statement = state.statement.options(_CRITERIA)
     given = state.parameters
     if given is None or isinstance(given, Mapping):  # a list is bulk UPDATE by primary key: no criteria reach it
         state.parameters = {**(given or {}), TENANT_PARAMETER: tenant_id}
-    parent = state.lazy_loaded_from if state.is_select else None
-    if parent is not None and parent.dict.get("tenant_id", tenant_id) != tenant_id:
-        # A relationship of an object loaded for another tenant: the criteria
-        # and RLS would answer "none", which SQLAlchemy then keeps as the
-        # relationship's value.
-        raise TenantMismatchError(
-            f"{parent.class_.__name__} {parent.identity} belongs to tenant {parent.dict['tenant_id']}: its "
-            f"relationships cannot be loaded acting for tenant {tenant_id}; load it again acting for its tenant, "
-            "or use a Session per tenant"
-        )
-    info = state.session.info
-    if info.setdefault(_ACTED_FOR, tenant_id) != tenant_id:
-        info[_ACTED_FOR] = _SEVERAL  # from now on, never equal to a tenant
-        if state.is_column_load:
-            return _refreshed(state, tenant_id)
+    if doubtful and state.is_column_load:
+        return _refreshed(state, tenant_id)
     return None
+
+
+def _check_parents(state: ORMExecuteState, tenant_id: int, doubtful: bool) -> None:
+    """Refuse a statement about the relationships of another tenant's object.
+
+    The criteria and RLS would answer "none": a lazy load keeps that as the
+    relationship's value, a dynamic or write-only relationship (or
+    ``with_parent()``, ``Task.project == project``) returns it. Only a
+    ``doubtful`` session pays for walking the statement's criteria, or for
+    loading a ``tenant_id`` the object lacks.
+    """
+    parent = state.lazy_loaded_from
+    if parent is not None:
+        _check_parent(parent, tenant_id, doubtful)
+    if doubtful:
+        for criteria_parent in _criteria_parents(state.statement):
+            _check_parent(criteria_parent, tenant_id, doubtful)
+
+
+def _check_parent(parent: InstanceState[Any], tenant_id: int, doubtful: bool) -> None:
+    if not issubclass(parent.class_, TenantBoundMixin):
+        return
+    owner = parent.dict.get("tenant_id")
+    if owner is None and doubtful:
+        owner = _owner_of(parent, tenant_id)
+    if owner is not None and owner != tenant_id:
+        raise TenantMismatchError(
+            f"{parent.class_.__name__} {parent.identity} belongs to tenant {owner}: its relationships cannot be "
+            f"loaded or queried acting for tenant {tenant_id}; load it again acting for its tenant, or use a "
+            "Session per tenant"
+        )
+
+
+def _owner_of(parent: InstanceState[Any], tenant_id: int) -> int | None:
+    """The tenant of an object whose ``tenant_id`` is not loaded (``load_only``, deferred, expired).
+
+    Loaded from the database, through the refresh check: a row the tenant in
+    context cannot see raises :class:`ObjectNotVisibleError`. A new object
+    has no row, hence nothing to compare; a detached one cannot be asked.
+    """
+    obj = parent.obj()
+    if obj is None or parent.key is None:
+        return None  # collected, or new: no row whose children could be another tenant's
+    if parent.detached:
+        raise TenantMismatchError(
+            f"{parent.class_.__name__} {parent.identity} is detached and its tenant_id is not loaded: "
+            f"whether it belongs to tenant {tenant_id} is unknown; load it again acting for its tenant"
+        )
+    return cast(TenantBoundMixin, obj).tenant_id
+
+
+def _criteria_parents(statement: Executable) -> Iterator[InstanceState[Any]]:
+    """The objects a statement's criteria compare to: ``with_parent()``, dynamic and write-only relationships.
+
+    SQLAlchemy renders such criteria with parameters whose value a callable
+    reads from the object when the statement is compiled; the object is in
+    that callable's closure.
+    """
+    seen: set[int] = set()
+    for element in visitors.iterate(cast(ExternallyTraversible, statement)):
+        read = element.callable if isinstance(element, BindParameter) else None
+        for cell in getattr(read, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # a cell not yet filled
+                continue
+            if isinstance(value, InstanceState) and id(value) not in seen:
+                seen.add(id(value))
+                yield value
 
 
 #: ``Session.info``: the tenant the session's ORM statements acted for, or
 #: :data:`_SEVERAL` once they acted for more than one.
 _ACTED_FOR = "rls_tenancy.acted_for"
 _SEVERAL = object()
+#: ``Session.info``: the session was given an object loaded elsewhere (``add()`` of a detached object,
+#: ``merge(load=False)``), which may be another tenant's though the session acted for one only.
+_BROUGHT_IN = "rls_tenancy.brought_in"
+
+
+def _brought_in(session: Session, _state: InstanceState[Any]) -> None:
+    session.info[_BROUGHT_IN] = True
 
 
 def _refreshed(state: ORMExecuteState, tenant_id: int) -> Result[Any]:
-    """A refresh in a session that acted for several tenants: a typed error when the row is not visible.
+    """A refresh in a doubtful session (several tenants, objects brought in): a typed error for a row not visible.
 
     The object may have been loaded for another tenant (and expired by a
     commit): SQLAlchemy would report it deleted, though it exists. The error
@@ -159,9 +235,9 @@ def _refreshed(state: ORMExecuteState, tenant_id: int) -> Result[Any]:
         what = "the object" if refreshing is None else f"{refreshing.class_.__name__} {refreshing.identity}"
         raise ObjectNotVisibleError(
             refreshing,
-            f"{what} is not visible to tenant {tenant_id}: this session also acted for other tenants, and it was "
-            "loaded for one of them (or deleted since); load it again acting for its tenant, or use a Session "
-            "per tenant",
+            f"{what} is not visible to tenant {tenant_id}: it was loaded for another tenant (this session acted "
+            "for several, or was given objects loaded elsewhere), or deleted since; load it again acting for its "
+            "tenant, or use a Session per tenant",
         )
     return frozen()
 

@@ -57,6 +57,7 @@ class KeptSession(Session):
     pass
 
 
+@pytest.mark.rls_orm
 def test_a_relationship_of_another_tenants_object_is_refused_not_loaded_empty(app_engine: Engine, world: World) -> None:
     """Kept across a commit (``expire_on_commit=False``), an object's lazy relationships would load as "none".
 
