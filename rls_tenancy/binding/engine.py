@@ -66,12 +66,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import psycopg
 from psycopg import pq
-from sqlalchemy import Connection, Engine, SQLColumnExpression, Text, event, func, literal, true
+from sqlalchemy import Connection, Engine, SQLColumnExpression, event, func, literal, true
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import ExecutionContext, NestedTransaction, RootTransaction
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import UserDefinedType
 from sqlalchemy.util import await_only
 
 from rls_tenancy.binding import _driver_guard
@@ -251,13 +252,22 @@ def _spells_set_local(dialect: object) -> bool:
     return bool(getattr(dialect, _SET_LOCAL, False))
 
 
+class _CatalogText(UserDefinedType[str]):
+    """``pg_catalog.text``: an unqualified ``text`` resolves through ``pg_temp`` first, where SQL may plant a domain."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "pg_catalog.text"
+
+
 def user_setting_from(user_id: SQLColumnExpression[Any]) -> ColumnElement[Any]:
     """A column that binds ``user_id`` as the transaction's user, for :func:`adopt_user`.
 
     A statement that proves who the user is (a token lookup, say) can bind
     them in its own round trip instead of the one a rebinding would cost.
     """
-    value = func.coalesce(sql_cast(user_id, Text), literal(""))
+    value = func.coalesce(sql_cast(user_id, _CatalogText()), literal(""))
     return func.pg_catalog.set_config(literal(USER_SETTING), value, true())
 
 
