@@ -703,14 +703,100 @@ BEGIN
                          ORDER BY e.name, e.n) kept) || ', pg_temp' AS safe_path
           FROM definers_raw d
     ),
-    -- Foreign servers, and whether each is this database (no dbname, or this one, on localhost).
+    -- Foreign servers, and whether each is this database: no dbname, or this one, on this machine. libpq
+    -- connects to hostaddr where it is given (host then only names the server for authentication), else to
+    -- host; each of a list of them counts. This machine, however spelled: localhost in any case, with or
+    -- without a trailing dot, 127.0.0.0/8, ::1, a unix socket directory (an absolute path, or @ for an
+    -- abstract socket), no host at all (the default socket), or the address this session came in on.
     servers (oid, srvname, srvowner, srvacl, loopback) AS (
         SELECT s.oid, s.srvname, s.srvowner, s.srvacl,
-               coalesce((SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'dbname=%'),
-                        current_database()) = current_database()
-               AND coalesce((SELECT split_part(o, '=', 2) FROM unnest(s.srvoptions) o WHERE o LIKE 'host=%'),
-                            'localhost') IN ('localhost', '127.0.0.1', '::1', '')
+               coalesce(o.dbname, current_database()) = current_database()
+               AND EXISTS (SELECT 1
+                             FROM unnest(string_to_array(coalesce(o.hostaddr, o.host, ''), ',')) AS h (raw)
+                             CROSS JOIN LATERAL (SELECT rtrim(lower(btrim(h.raw)), '.') AS name) e
+                            WHERE e.name IN ('', 'localhost', 'localhost.localdomain', '::1', '0:0:0:0:0:0:0:1')
+                               OR e.name ~ '^(::ffff:)?127\.' OR e.name ~ '^[/@]'
+                               OR e.name = host(inet_server_addr()))
           FROM pg_foreign_server s
+          CROSS JOIN LATERAL (
+              SELECT max(substr(opt, 8)) FILTER (WHERE opt LIKE 'dbname=%') AS dbname,
+                     max(substr(opt, 6)) FILTER (WHERE opt LIKE 'host=%') AS host,
+                     max(substr(opt, 10)) FILTER (WHERE opt LIKE 'hostaddr=%') AS hostaddr
+                FROM unnest(s.srvoptions) AS opt) o
+    ),
+    -- Every ancestor (by INHERITS, not partitioning) of a table with tenant_id, with the edge a fix cuts: the
+    -- first on the way up into a table without tenant_id (a child has all its parent's columns, so every
+    -- ancestor above that one lacks tenant_id too).
+    tenant_ancestors (tenant, node, cut_child, cut_parent) AS (
+        SELECT i.inhrelid, i.inhparent,
+               CASE WHEN NOT up.keyed THEN i.inhrelid END, CASE WHEN NOT up.keyed THEN i.inhparent END
+          FROM pg_inherits i
+          JOIN pg_class ch ON ch.oid = i.inhrelid AND NOT ch.relispartition AND ch.relkind IN ('r', 'p')
+          CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.inhparent
+                                                AND a.attname = 'tenant_id' AND NOT a.attisdropped) AS keyed) up
+         WHERE EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.inhrelid AND a.attname = 'tenant_id'
+                          AND NOT a.attisdropped)
+        UNION ALL
+        SELECT t.tenant, i.inhparent,
+               coalesce(t.cut_child, CASE WHEN NOT up.keyed THEN i.inhrelid END),
+               coalesce(t.cut_parent, CASE WHEN NOT up.keyed THEN i.inhparent END)
+          FROM tenant_ancestors t
+          JOIN pg_inherits i ON i.inhrelid = t.node
+          CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.inhparent
+                                                AND a.attname = 'tenant_id' AND NOT a.attisdropped) AS keyed) up
+    ),
+    -- Functions a materialized view calls, in its query or in a view it reads (however deep; security_invoker
+    -- or not, its refresh reads them as its owner): they run as its owner whenever it is refreshed.
+    matview_reads (mv, rel) AS (
+        SELECT m.oid, m.oid FROM pg_class m WHERE m.relkind = 'm'
+        UNION
+        SELECT r.mv, d.refobjid
+          FROM matview_reads r
+          JOIN pg_rewrite rw ON rw.ev_class = r.rel
+          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_class'::regclass
+          JOIN pg_class v ON v.oid = d.refobjid AND v.relkind = 'v'
+    ),
+    -- Who calls a SECURITY DEFINER function of a superuser or BYPASSRLS role (not the owner role's:
+    -- owner_role_escapes_rls) on another role's behalf: a SECURITY DEFINER function whose owner may execute it
+    -- and whose body calls it, recorded as a dependency (BEGIN ATOMIC) or naming it as a word (PL/pgSQL, EXECUTE
+    -- text; a name built at run time stays unseen), and who calls that one, and so on. From the few such
+    -- definers up, so that a database without any spends nothing here.
+    escaping_callers (target, caller, path) AS (
+        SELECT f.oid, g.oid, ARRAY[f.oid, g.oid]
+          FROM definers_raw f
+          JOIN pg_roles o ON o.oid = f.proowner AND (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role
+          JOIN pg_proc fp ON fp.oid = f.oid
+          JOIN pg_proc g ON g.prosecdef AND g.oid <> f.oid
+         WHERE has_function_privilege(g.proowner, f.oid, 'EXECUTE')
+           AND (EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = g.oid
+                           AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid)
+                OR (g.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
+                    AND g.prosrc ~* ('\m' || regexp_replace(fp.proname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')))
+        UNION ALL
+        SELECT c.target, g.oid, c.path || g.oid
+          FROM escaping_callers c
+          JOIN pg_proc cp ON cp.oid = c.caller
+          JOIN pg_proc g ON g.prosecdef AND g.oid <> ALL (c.path)
+         WHERE has_function_privilege(g.proowner, c.caller, 'EXECUTE')
+           AND (EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = g.oid
+                           AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = c.caller)
+                OR (g.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
+                    AND g.prosrc ~* ('\m' || regexp_replace(cp.proname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')))
+    ),
+    -- SECURITY DEFINER functions the app role runs: those it may execute, and those a trigger fires on a
+    -- table it writes (whatever their EXECUTE grants say).
+    app_runs (oid) AS (
+        SELECT f.oid FROM pg_proc f
+         WHERE f.oid IN (SELECT c.caller FROM escaping_callers c
+                         UNION
+                         SELECT d.oid FROM definers_raw d JOIN pg_roles o ON o.oid = d.proowner
+                          WHERE (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role)
+           AND (EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+                OR EXISTS (SELECT 1 FROM pg_trigger tg, app_roles ar
+                            WHERE tg.tgfoid = f.oid AND NOT tg.tgisinternal
+                              AND (has_table_privilege(ar.oid, tg.tgrelid, 'INSERT')
+                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'UPDATE')
+                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'DELETE'))))
     ),
     -- pg_stat_statements, where the extension is installed (in whichever schema the app role may use): its
     -- view, and the function under it, which the view calls with the caller's rights; with the grantees
@@ -832,12 +918,32 @@ BEGIN
                format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
           FROM rls_tenancy.coverage c WHERE c.rls_enabled AND c.policies = 0
         UNION ALL
-        SELECT 'error', 'policy_not_tenant_keyed', format('%s policy %I', p.polrelid::regclass, p.polname),
-               format('policy %I on %s is not keyed on the bound tenant (%s): %s', p.polname, p.polrelid::regclass,
-                      rls_tenancy.tenant_condition(), coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)')),
-               format('DROP POLICY %I ON %s; SELECT rls_tenancy.enable_tenant_isolation(%L);',
-                      p.polname, p.polrelid::regclass, p.polrelid::regclass::text)
+        -- A warning when a restrictive policy for PUBLIC, keyed on the bound tenant, covers the same command
+        -- (FOR ALL, or this one): restrictive policies are AND-ed with the permissive ones, so nothing of another
+        -- tenant is reached while it holds; the permissive one only stops saying anything.
+        SELECT CASE WHEN narrowed.by IS NULL THEN 'error' ELSE 'warning' END,
+               'policy_not_tenant_keyed', format('%s policy %I', p.polrelid::regclass, p.polname),
+               format('policy %I on %s is not keyed on the bound tenant (%s): %s%s', p.polname, p.polrelid::regclass,
+                      rls_tenancy.tenant_condition(), coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)'),
+                      CASE WHEN narrowed.by IS NOT NULL
+                           THEN format('; the restrictive policy %I keeps it to the bound tenant, but dropping or '
+                                       'altering that one opens the table', narrowed.by) ELSE '' END),
+               CASE WHEN narrowed.by IS NULL
+                    THEN format('DROP POLICY %I ON %s; SELECT rls_tenancy.enable_tenant_isolation(%L);',
+                                p.polname, p.polrelid::regclass, p.polrelid::regclass::text)
+                    ELSE format('DROP POLICY %I ON %s; -- if what it allows is meant, the restrictive policy %I '
+                                'already allows it within the bound tenant only', p.polname, p.polrelid::regclass,
+                                narrowed.by) END
           FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
+          CROSS JOIN LATERAL (
+              SELECT min(r.polname) AS by FROM pg_policy r
+               WHERE r.polrelid = p.polrelid AND NOT r.polpermissive AND 0::oid = ANY (r.polroles)
+                 AND (r.polcmd = '*' OR r.polcmd = p.polcmd)
+                 AND rls_tenancy.policy_is_tenant_keyed(p.polcmd, pg_get_expr(r.polqual, r.polrelid),
+                                                       -- without WITH CHECK, its USING checks new rows
+                                                       coalesce(pg_get_expr(r.polwithcheck, r.polrelid),
+                                                                pg_get_expr(r.polqual, r.polrelid)),
+                                                       signing_required)) narrowed
          WHERE p.polpermissive
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
            AND NOT rls_tenancy.policy_is_tenant_keyed(p.polcmd, pg_get_expr(p.polqual, p.polrelid),
@@ -907,6 +1013,39 @@ BEGIN
             OR (v.relkind = 'v' AND NOT coalesce(
                    (SELECT o.option_value::boolean FROM pg_options_to_table(v.reloptions) o
                      WHERE o.option_name = 'security_invoker'), false))
+        UNION ALL
+        -- A materialized view the app role may read that calls a function (not a built-in one, nor an
+        -- extension's): whatever the function reads (by a query, or by EXECUTE text the catalogs cannot follow),
+        -- the refresh reads as the view's owner and stores for every reader. An error when that owner escapes
+        -- row level security (a superuser, BYPASSRLS); else a warning: the owner's policies filter on whichever
+        -- tenant the refreshing session had bound. One that reads a tenant table itself is reported above.
+        SELECT CASE WHEN o.rolsuper OR o.rolbypassrls THEN 'error' ELSE 'warning' END,
+               'materialized_view_calls_function', format('%s', m.oid::regclass),
+               format('materialized view %s calls %s: its refresh runs %s as its owner %I%s, and stores what %s '
+                      'for every role that may read it, the application role included',
+                      m.oid::regclass, string_agg(DISTINCT format('%s', f.oid::regprocedure), ', '),
+                      CASE WHEN count(DISTINCT f.oid) > 1 THEN 'them' ELSE 'it' END, o.rolname,
+                      CASE WHEN o.rolsuper THEN ', a superuser: whatever tenant tables they read, they read whole'
+                           WHEN o.rolbypassrls THEN ', which has BYPASSRLS: whatever tenant tables they read, they read whole'
+                           ELSE ' (bound by the policies: the rows of whichever tenant the refreshing session had bound)' END,
+                      CASE WHEN count(DISTINCT f.oid) > 1 THEN 'they return' ELSE 'it returns' END),
+               E'\x1e' || jsonb_build_array('SELECT', format('%s', m.oid::regclass),
+                                            coalesce(m.relacl, acldefault('r', m.relowner)), m.relowner, ARRAY['SELECT'],
+                                            ARRAY(SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER'))
+                                            || 0::oid, false,
+                                            format('REVOKE SELECT ON %s FROM PUBLIC, %I;', m.oid::regclass, app_role))::text
+               || E'\x1e' || format(' -- or DROP MATERIALIZED VIEW %s;', m.oid::regclass)
+          FROM matview_reads mr
+          JOIN pg_class m ON m.oid = mr.mv
+          JOIN pg_roles o ON o.oid = m.relowner
+          JOIN pg_rewrite rw ON rw.ev_class = mr.rel
+          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_proc'::regclass
+          JOIN pg_proc f ON f.oid = d.refobjid
+         WHERE f.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+           AND NOT EXISTS (SELECT 1 FROM reaching r WHERE r.rel = m.oid)
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, m.oid, 'SELECT'))
+         GROUP BY m.oid, o.rolname, o.rolsuper, o.rolbypassrls
         UNION ALL
         -- SECURITY DEFINER functions.
         SELECT 'error', 'definer_without_search_path', format('%s', f.oid::regprocedure),
@@ -988,22 +1127,29 @@ BEGIN
            AND NOT rls_tenancy.policy_is_tenant_keyed(p.polcmd, pg_get_expr(p.polqual, p.polrelid),
                                                      pg_get_expr(p.polwithcheck, p.polrelid), signing_required)
         UNION ALL
-        -- A definer that runs without row level security, callable by the app role.
+        -- A definer that runs without row level security, which the app role runs: directly (EXECUTE, or a
+        -- trigger on a table it writes), or through other definers that call it (escaping_callers).
         SELECT 'error', 'definer_escapes_rls', format('%s', f.oid::regprocedure),
-               format('SECURITY DEFINER function %s runs as %I, which %s: whatever tenant tables it reads, it reads them whole, for the application role',
-                      f.oid::regprocedure, o.rolname, CASE WHEN o.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END),
+               format('SECURITY DEFINER function %s runs as %I, which %s: whatever tenant tables it reads, it reads them whole, for the application role%s',
+                      f.oid::regprocedure, o.rolname, CASE WHEN o.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END,
+                      CASE WHEN f.oid IN (SELECT a.oid FROM app_runs a) THEN ''
+                           ELSE (SELECT format(' (through SECURITY DEFINER function %s, which the application role runs and which calls it%s)',
+                                               c.caller::regprocedure,
+                                               CASE WHEN cardinality(c.path) > 2 THEN format(' by way of %s',
+                                                   (SELECT string_agg(x.oid::regprocedure::text, ', ' ORDER BY x.n DESC)
+                                                      FROM unnest(c.path[2:cardinality(c.path) - 1]) WITH ORDINALITY AS x (oid, n)))
+                                                    ELSE '' END)
+                                   FROM escaping_callers c
+                                  WHERE c.target = f.oid AND c.caller IN (SELECT a.oid FROM app_runs a)
+                                  ORDER BY cardinality(c.path) LIMIT 1) END),
                format('ALTER FUNCTION %s OWNER TO %I;', f.oid::regprocedure, owner_role)
           FROM definers f
           JOIN pg_roles o ON o.oid = f.proowner
          WHERE (o.rolsuper OR o.rolbypassrls)
            AND o.rolname <> owner_role  -- owner_role_escapes_rls: one cause, one finding
-           AND (EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
-                -- a trigger fires it on the app's writes whatever its EXECUTE grants say
-                OR EXISTS (SELECT 1 FROM pg_trigger tg, app_roles ar
-                            WHERE tg.tgfoid = f.oid AND NOT tg.tgisinternal
-                              AND (has_table_privilege(ar.oid, tg.tgrelid, 'INSERT')
-                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'UPDATE')
-                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'DELETE'))))
+           AND (f.oid IN (SELECT a.oid FROM app_runs a)
+                OR EXISTS (SELECT 1 FROM escaping_callers c
+                            WHERE c.target = f.oid AND c.caller IN (SELECT a.oid FROM app_runs a)))
         UNION ALL
         -- Tables without tenant_id that every tenant can write: shared by all, isolated from none.
         SELECT 'warning', 'table_not_isolated', format('%s', t.oid::regclass),
@@ -1379,6 +1525,44 @@ BEGIN
                         WHERE has_table_privilege(ar.oid, t.oid, 'SELECT') OR has_any_column_privilege(ar.oid, t.oid, 'INSERT')
                               OR has_any_column_privilege(ar.oid, t.oid, 'UPDATE') OR has_table_privilege(ar.oid, t.oid, 'DELETE'))
          GROUP BY t.oid
+        UNION ALL
+        -- A table without tenant_id that a tenant table inherits from (INHERITS, however many generations down):
+        -- a query on a parent scans its children too, under the parent's grants and policies, not theirs. So
+        -- SELECT on it reads every tenant's rows of the child, UPDATE and DELETE change them, and TRUNCATE (whose
+        -- grant PostgreSQL checks on the parent alone) empties the child. SELECT, UPDATE and DELETE count unless
+        -- the parent's own row level security binds the app role with no permissive policy for it.
+        SELECT 'error', 'tenant_table_inherited', format('%s', p.oid::regclass),
+               format('%s has no tenant_id but tenant table %s inherits from it, and the application role holds %s '
+                      'on it: a query on a parent scans its children under the parent''s grants and policies, not '
+                      'the children''s, so it %s every tenant''s rows of %s',
+                      p.oid::regclass, string_agg(DISTINCT e.tenant::regclass::text, ', '), reach.privileges,
+                      CASE WHEN reach.privileges = 'SELECT' THEN 'reads' ELSE 'reads or changes' END,
+                      string_agg(DISTINCT e.tenant::regclass::text, ', ')),
+               string_agg(DISTINCT format('ALTER TABLE %s NO INHERIT %s;', e.cut_child::regclass, e.cut_parent::regclass), ' ')
+               || ' -- or give the parent tenant_id too and isolate it (its tenant policy then filters its children)'
+          FROM tenant_ancestors e
+          JOIN pg_class p ON p.oid = e.node AND p.relkind IN ('r', 'p')
+          CROSS JOIN LATERAL (
+              SELECT NOT p.relrowsecurity
+                     OR (NOT p.relforcerowsecurity AND pg_has_role(app_role, p.relowner, 'MEMBER'))
+                     OR EXISTS (SELECT 1 FROM pg_policy pp
+                                 WHERE pp.polrelid = p.oid AND pp.polpermissive
+                                   AND EXISTS (SELECT 1 FROM unnest(pp.polroles) AS r(oid)
+                                                WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))) AS open) rls
+          CROSS JOIN LATERAL (
+              SELECT concat_ws(', ',
+                         CASE WHEN rls.open AND EXISTS (SELECT 1 FROM app_roles ar
+                                                         WHERE has_any_column_privilege(ar.oid, p.oid, 'SELECT')) THEN 'SELECT' END,
+                         CASE WHEN rls.open AND EXISTS (SELECT 1 FROM app_roles ar
+                                                         WHERE has_any_column_privilege(ar.oid, p.oid, 'UPDATE')) THEN 'UPDATE' END,
+                         CASE WHEN rls.open AND EXISTS (SELECT 1 FROM app_roles ar
+                                                         WHERE has_table_privilege(ar.oid, p.oid, 'DELETE')) THEN 'DELETE' END,
+                         CASE WHEN EXISTS (SELECT 1 FROM app_roles ar
+                                            WHERE has_table_privilege(ar.oid, p.oid, 'TRUNCATE')) THEN 'TRUNCATE' END)
+                     AS privileges) reach
+         WHERE e.cut_parent IS NOT NULL AND reach.privileges <> ''
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+         GROUP BY p.oid, reach.privileges
         UNION ALL
         -- The doctor's own inputs and the library's schema, within the application role's reach.
         SELECT 'error', 'doctor_input_writable', format('%s', w.table_oid::regclass),

@@ -15,6 +15,8 @@ CREATE TABLE IF NOT EXISTS rls_tenancy.library_definitions (
     object text PRIMARY KEY,  -- 'function <signature>' or 'trigger <name> on <table>'
     digest text NOT NULL      -- md5 of its definition
 );
+-- For a function: the roles other than its owner that may EXECUTE it as installed ('PUBLIC' for every role).
+ALTER TABLE rls_tenancy.library_definitions ADD COLUMN IF NOT EXISTS executors text[];
 REVOKE ALL ON rls_tenancy.library_definitions FROM PUBLIC;
 COMMENT ON TABLE rls_tenancy.library_definitions IS
     'Digests of the library''s functions and triggers as installed; the doctor compares them with the catalogs.';
@@ -67,12 +69,54 @@ AS $fn$
                                      WHERE g.check_name = 'users_grant_trigger_disabled') specific
                              WHERE recorded.object = format('trigger %s on %s', split_part(specific.object_name, ' ', 2),
                                                             split_part(specific.object_name, ' ', 1))))
+    UNION ALL
+    -- EXECUTE on one of the library's functions granted since it was installed to PUBLIC or to a role the
+    -- application role can become: the bypass role's functions (audit_chain_heads(), purge_audit_log(), ...) run
+    -- as the owner role across tenants. An error for a SECURITY DEFINER one, else a warning (it runs with the
+    -- caller's rights). A REVOKE, per grantor, takes it back; the install scripts would not.
+    SELECT CASE WHEN f.prosecdef THEN 'error' ELSE 'warning' END, 'library_function_granted',
+           format('%s', f.oid::regprocedure),
+           format('%s may run the library''s %sfunction %s, which the library did not grant them%s',
+                  string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, ', '),
+                  CASE WHEN f.prosecdef THEN 'SECURITY DEFINER ' ELSE '' END, f.oid::regprocedure,
+                  CASE WHEN f.prosecdef
+                       THEN format(': it runs as the owner role %I, and what it reads or changes across tenants (the '
+                                   'bypass role''s functions: every tenant''s audit chains, the purge of every tenant''s '
+                                   'events) is then within reach of SQL run for any tenant', pg_get_userbyid(f.proowner))
+                       ELSE ' (it runs with the caller''s rights)' END),
+           E'\x1e' || jsonb_build_array('EXECUTE', format('FUNCTION %s', f.oid::regprocedure),
+                                        coalesce(f.proacl, acldefault('f', f.proowner)), f.proowner, ARRAY['EXECUTE'],
+                                        array_agg(DISTINCT a.grantee), false,
+                                        format('REVOKE EXECUTE ON FUNCTION %s FROM %s;', f.oid::regprocedure,
+                                               string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                                                        ELSE quote_ident(pg_get_userbyid(a.grantee)) END, ', ')))::text
+           || E'\x1e'
+      FROM rls_tenancy.library_definitions recorded
+      JOIN pg_proc f ON recorded.object = 'function ' || f.oid::regprocedure::text
+      CROSS JOIN LATERAL aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) a
+     WHERE recorded.executors IS NOT NULL AND f.pronamespace = 'rls_tenancy'::regnamespace
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> f.proowner
+       AND (a.grantee = 0 OR pg_has_role(rls_tenancy.role_name('app'), a.grantee, 'MEMBER'))
+       AND NOT (CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END = ANY (recorded.executors))
+     GROUP BY f.oid, f.prosecdef, f.proacl, f.proowner
 $fn$;
 
 REVOKE ALL ON FUNCTION rls_tenancy.library_definition_digests(), rls_tenancy.library_definition_findings() FROM PUBLIC;
 
--- Recorded last, after every script before this one has installed its definitions.
+-- Recorded last, after every script before this one has installed its definitions and made its grants.
 DELETE FROM rls_tenancy.library_definitions;
-INSERT INTO rls_tenancy.library_definitions (object, digest) SELECT * FROM rls_tenancy.library_definition_digests();
+-- With, for each function, who besides its owner may EXECUTE it ('PUBLIC' for every role): a grant made since
+-- is library_function_granted's. A grant present when the scripts run again is recorded as the library's:
+-- revoke one the doctor reported before running them again.
+INSERT INTO rls_tenancy.library_definitions (object, digest, executors)
+SELECT d.object, d.digest,
+       (SELECT ARRAY(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END
+                       FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+                      WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+                      ORDER BY 1)
+          FROM pg_catalog.pg_proc p
+         WHERE d.object = 'function ' || p.oid::pg_catalog.regprocedure::text
+           AND p.pronamespace = 'rls_tenancy'::pg_catalog.regnamespace)
+  FROM rls_tenancy.library_definition_digests() d;
 
 RESET ROLE;

@@ -115,6 +115,16 @@ def _grant(privilege: str) -> Callable[[RoleNames], list[str]]:
     return lambda r: [grant.format(sql.SQL(privilege), sql.Identifier(r.app)).as_string(None)]
 
 
+# tenant_isolation on projects made restrictive (the tenant condition as this database writes it), and a
+# permissive policy that alone would open the table.
+RESTRICTIVE_TENANT = [
+    "DROP POLICY tenant_isolation ON public.projects",
+    "DO $$ BEGIN EXECUTE format('CREATE POLICY tenant_isolation ON public.projects AS RESTRICTIVE USING (%s)"
+    " WITH CHECK (%s)', rls_tenancy.tenant_condition(), rls_tenancy.tenant_condition()); END $$",
+]
+OPEN_DOOR = "CREATE POLICY doctor_open ON public.projects USING (true) WITH CHECK (true)"
+
+
 @dataclass(frozen=True)
 class Plant:
     setup: Callable[[RoleNames], list[str]]
@@ -851,6 +861,41 @@ PLANTS = {
         "app_role_owns_function",
         "public.doctor_helper(text)",
         "owned by the application role",
+    ),
+    # Restrictive policies are AND-ed with the permissive ones: under a restrictive tenant policy for PUBLIC, a
+    # permissive USING (true) reaches nothing of another tenant (tests/doctor/test_fixes.py shows it).
+    "a permissive USING (true) beside a restrictive tenant policy": Plant(
+        lambda r: [*RESTRICTIVE_TENANT, OPEN_DOOR],
+        "warning",
+        "policy_not_tenant_keyed",
+        "public.projects policy doctor_open",
+        "the restrictive policy tenant_isolation keeps it to the bound tenant",
+    ),
+    "a permissive USING (true) beside a restrictive tenant policy for the app role alone": Plant(
+        lambda r: [
+            *RESTRICTIVE_TENANT,
+            ddl("ALTER POLICY tenant_isolation ON public.projects TO {}", r.app),
+            OPEN_DOOR,
+        ],
+        "error",  # a role the app role can become, or any other, is not narrowed by it
+        "policy_not_tenant_keyed",
+        "public.projects policy doctor_open",
+        fix_is_sql=False,  # enable_tenant_isolation would meet the restrictive tenant_isolation
+    ),
+    "a foreign table onto this database spelled LOCALHOST., readable by the app role": Plant(
+        lambda r: [
+            "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
+            "CREATE SERVER doctor_loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'LOCALHOST.')",
+            ddl("CREATE USER MAPPING FOR {} SERVER doctor_loop OPTIONS (user 'postgres')", r.app),
+            "CREATE FOREIGN TABLE public.doctor_remote (id integer, name text) SERVER doctor_loop"
+            " OPTIONS (table_name 'projects')",
+            ddl("GRANT SELECT ON public.doctor_remote TO {}", r.app),
+        ],
+        "error",
+        "foreign_table_readable",
+        "public.doctor_remote",
+        "reads this very database",
+        fix_is_sql=False,
     ),
 }
 

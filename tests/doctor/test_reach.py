@@ -142,6 +142,78 @@ REPLACE_VISIBLE = [
 ]
 
 
+def _loop_server(options: str) -> Callable[[TenancyDatabase], list[str]]:
+    """A dblink server back to this database, its options spelled by ``options`` (a format() template run in
+    PostgreSQL: ``%1$L`` this database, ``%2$L`` its port, ``%3$L`` its first unix socket directory), with a
+    user mapping for the app role as the bypass role (in a session of its own: every tenant's rows)."""
+
+    def setup(d: TenancyDatabase) -> list[str]:
+        create = sql.SQL("CREATE SERVER doctor_loop FOREIGN DATA WRAPPER dblink_fdw OPTIONS ({})").format(
+            sql.SQL(options)
+        )
+        here = (
+            "DO $$ BEGIN EXECUTE format('"
+            + create.as_string(None).replace("'", "''")
+            + "', current_database(), current_setting('port'),"
+            " split_part(current_setting('unix_socket_directories'), ',', 1)); END $$"
+        )
+        return [
+            "CREATE EXTENSION IF NOT EXISTS dblink",
+            here,
+            sql.SQL("CREATE USER MAPPING FOR {} SERVER doctor_loop OPTIONS (user {}, password {})")
+            .format(sql.Identifier(d.roles.app), sql.Literal(d.roles.bypass), sql.Literal(d.bypass_url.password))
+            .as_string(None),
+            ddl("GRANT USAGE ON FOREIGN SERVER doctor_loop TO {}", d.roles.app),
+        ]
+
+    return setup
+
+
+THROUGH_LOOP = [
+    "SELECT 'reached' FROM public.dblink('doctor_loop', 'SELECT id FROM rls_tenancy.tenants') AS t(id bigint)"
+    " WHERE t.id = :b"
+]
+# A parent table without tenant_id that doctor_secrets inherits: a query on the parent scans the child under the
+# parent's policies (none), past the child's.
+BASE = ["CREATE TABLE public.doctor_base (secret text)", "ALTER TABLE public.doctor_secrets INHERIT public.doctor_base"]
+# A superuser's SECURITY DEFINER reading every tenant's secrets, closed to all but the owner role.
+LEAK = [
+    "CREATE FUNCTION public.doctor_leak() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER"
+    " SET search_path = pg_catalog, pg_temp AS 'SELECT secret FROM public.doctor_secrets'",
+    "REVOKE ALL ON FUNCTION public.doctor_leak() FROM PUBLIC",
+]
+
+
+def _reported_by(body: str) -> Callable[[TenancyDatabase], list[str]]:
+    """LEAK, executable by the owner role, called by public.doctor_report() (``body``): the owner role's
+    pinned definer, granted to the app role."""
+    create = sql.SQL(
+        "CREATE FUNCTION public.doctor_report() RETURNS SETOF text LANGUAGE {} SECURITY DEFINER"
+        " SET search_path = pg_catalog, pg_temp {}"
+    ).format(sql.SQL("plpgsql" if body.startswith("AS") else "sql"), sql.SQL(body))
+    return lambda d: [
+        *LEAK,
+        ddl("GRANT EXECUTE ON FUNCTION public.doctor_leak() TO {}", d.roles.owner),
+        create.as_string(None),
+        ddl("ALTER FUNCTION public.doctor_report() OWNER TO {}", d.roles.owner),
+        "REVOKE ALL ON FUNCTION public.doctor_report() FROM PUBLIC",
+        ddl("GRANT EXECUTE ON FUNCTION public.doctor_report() TO {}", d.roles.app),
+    ]
+
+
+def _stored_through(language: str, body: str) -> Callable[[TenancyDatabase], list[str]]:
+    """A superuser's materialized view over an invoker function (``body``) reading doctor_secrets, granted."""
+    create = sql.SQL("CREATE FUNCTION public.doctor_all_secrets() RETURNS SETOF text LANGUAGE {} STABLE AS {}").format(
+        sql.SQL(language), sql.Literal(body)
+    )
+    return lambda d: [
+        create.as_string(None),
+        "CREATE MATERIALIZED VIEW public.doctor_stored"
+        " AS SELECT s.secret FROM public.doctor_all_secrets() AS s (secret)",
+        ddl("GRANT SELECT ON public.doctor_stored TO {}", d.roles.app),
+    ]
+
+
 @dataclass(frozen=True)
 class Reach:
     setup: Callable[[TenancyDatabase], list[str]]
@@ -352,6 +424,80 @@ REACHES = {
             " SELECT CAST(pg_catalog.current_setting('doctor.b') AS bigint), 'reached' RETURNING secret",
         ],
     ),
+    # Found by an outside probe: each was missed, or only a warning.
+    "a parent table without tenant_id over a tenant table, readable by the app role": Reach(
+        lambda d: [*BASE, ddl("GRANT SELECT ON public.doctor_base TO {}", d.roles.app)],
+        "tenant_table_inherited",
+        "public.doctor_base",
+        ["SELECT 'reached' FROM public.doctor_base WHERE secret = 'b-secret'"],
+    ),
+    "a parent table without tenant_id over a tenant table, DELETE granted to a role the app role can become": Reach(
+        lambda d: [*BASE, *_group("GRANT DELETE ON public.doctor_base TO {}")(d.roles)],
+        "tenant_table_inherited",
+        "public.doctor_base",
+        ["WITH gone AS (DELETE FROM public.doctor_base RETURNING 1) SELECT 'reached' FROM gone HAVING count(*) > 1"],
+        as_role=ROLE,
+    ),
+    "a dblink server back to this database spelled LOCALHOST": Reach(
+        _loop_server("host 'LOCALHOST', dbname %1$L, port %2$L"),
+        "foreign_server_usable",
+        "doctor_loop",
+        THROUGH_LOOP,
+    ),
+    "a dblink server back to this database through its unix socket directory": Reach(
+        _loop_server("host %3$L, dbname %1$L, port %2$L"),
+        "foreign_server_usable",
+        "doctor_loop",
+        THROUGH_LOOP,
+    ),
+    "a dblink server back to this database by hostaddr under another host name": Reach(
+        _loop_server("host 'db.doctor.invalid', hostaddr '127.0.0.1', dbname %1$L, port %2$L"),
+        "foreign_server_usable",
+        "doctor_loop",
+        THROUGH_LOOP,
+    ),
+    "a superuser's materialized view over a SQL function reading a tenant table": Reach(
+        _stored_through("sql", "SELECT secret FROM public.doctor_secrets"),
+        "materialized_view_calls_function",
+        "public.doctor_stored",
+        ["SELECT 'reached' FROM public.doctor_stored WHERE secret = 'b-secret'"],
+    ),
+    "a superuser's materialized view over a PL/pgSQL function reading a tenant table by EXECUTE": Reach(
+        _stored_through("plpgsql", "BEGIN RETURN QUERY EXECUTE 'SELECT secret FROM public.doctor_secrets'; END"),
+        "materialized_view_calls_function",
+        "public.doctor_stored",
+        ["SELECT 'reached' FROM public.doctor_stored WHERE secret = 'b-secret'"],
+    ),
+    "a superuser's definer reached through the owner role's definer (BEGIN ATOMIC)": Reach(
+        _reported_by("BEGIN ATOMIC SELECT * FROM public.doctor_leak(); END"),
+        "definer_escapes_rls",
+        "public.doctor_leak()",
+        ["SELECT 'reached' FROM public.doctor_report() AS s (secret) WHERE secret = 'b-secret'"],
+    ),
+    "a superuser's definer reached through the owner role's definer (by name, EXECUTE text)": Reach(
+        _reported_by("AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT * FROM public.doctor_leak()'; END $$"),
+        "definer_escapes_rls",
+        "public.doctor_leak()",
+        ["SELECT 'reached' FROM public.doctor_report() AS s (secret) WHERE secret = 'b-secret'"],
+    ),
+    # Every tenant's chain heads (its tenants' ids, how many events each logged): the bypass role's alone.
+    "the library's audit_chain_heads() granted to the app role": Reach(
+        lambda d: [ddl("GRANT EXECUTE ON FUNCTION rls_tenancy.audit_chain_heads() TO {}", d.roles.app)],
+        "library_function_granted",
+        "rls_tenancy.audit_chain_heads()",
+        # (the word spelled in pieces: the error refusing the call quotes the statement)
+        ["SELECT concat('reach', 'ed') FROM (SELECT count(*) FROM rls_tenancy.audit_chain_heads()) AS heads"],
+    ),
+    "the library's purge_audit_log() granted to a role the app role can become": Reach(
+        lambda d: [
+            *_group("GRANT EXECUTE ON FUNCTION rls_tenancy.purge_audit_log(interval) TO {}")(d.roles),
+            ddl("GRANT USAGE ON SCHEMA rls_tenancy TO {}", ROLE),
+        ],
+        "library_function_granted",
+        "rls_tenancy.purge_audit_log(interval)",
+        ["SELECT concat('reach', 'ed') FROM (SELECT rls_tenancy.purge_audit_log(interval '100 years')) AS purged"],
+        as_role=ROLE,
+    ),
 }
 
 
@@ -464,3 +610,44 @@ def test_a_view_with_its_owners_rights_over_a_security_invoker_view_shows_the_bo
         found = {key_of(row) for row in finding_rows(conn)}
     assert not {key for key in found if key[2] in ("public.doctor_inner", "public.doctor_outer")}
     assert ("warning", "materialized_view_over_tenant_table", "public.doctor_stored") in found
+
+
+def _b_rows_left_after_the_app_truncates(conn: Connection, db: TenancyDatabase, world: World) -> int:
+    """B's rows of doctor_secrets once the app role, bound to A, has run TRUNCATE on the parent (in a savepoint)."""
+    savepoint = conn.begin_nested()
+    try:
+        inner = conn.begin_nested()
+        try:
+            bind_then_become(conn, world.a, db.roles.app)
+            run(conn, ddl("SET LOCAL SESSION AUTHORIZATION {}", db.roles.app))
+            run(conn, "TRUNCATE public.doctor_base")
+        except DBAPIError:
+            inner.rollback()
+        else:
+            run(conn, "RESET SESSION AUTHORIZATION")
+            run(conn, "RESET ROLE")
+            inner.commit()
+        query = text("SELECT count(*) FROM public.doctor_secrets WHERE tenant_id = :b")
+        return int(conn.execute(query, {"b": world.b}).scalar_one())
+    finally:
+        savepoint.rollback()
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_truncate_on_a_parent_without_tenant_id_empties_every_tenants_child_until_its_fix_is_applied(
+    superuser_engine: Engine, db: TenancyDatabase, world: World
+) -> None:
+    """TRUNCATE checks the parent's grant alone, and empties the children with it, whoever's rows they hold."""
+    expected = ("error", "tenant_table_inherited", "public.doctor_base")
+    with planted_in(superuser_engine, []) as conn:
+        for statement in SECRETS:
+            conn.execute(text(statement), {"a": world.a, "b": world.b})
+        for statement in [*BASE, ddl("GRANT TRUNCATE ON public.doctor_base TO {}", db.roles.app)]:
+            run(conn, statement)
+        assert _b_rows_left_after_the_app_truncates(conn, db, world) == 0
+        (found,) = [row for row in finding_rows(conn) if key_of(row) == expected]
+        assert "TRUNCATE" in found[3]
+        run(conn, found[4])
+        assert expected not in {key_of(row) for row in finding_rows(conn)}, f"the fix {found[4]!r} left it"
+        assert _b_rows_left_after_the_app_truncates(conn, db, world) == 1
+        assert _own_rows(conn, db, world) == ["a-secret"]
