@@ -11,10 +11,15 @@ by ``tenant_id`` in Citus, docs/citus.md) are info unless asked for with
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
+
+from rls_tenancy.errors import TenancyError
 
 SEVERITIES = ("error", "warning", "info")
 _FINDINGS = text("SELECT severity, check_name, object_name, message, fix FROM rls_tenancy.findings()")
@@ -33,12 +38,144 @@ class Finding:
     fix: str
 
 
+class DoctorInputError(TenancyError):
+    """What the report would be made by, or about, is not the library's: no report of it can be trusted.
+
+    ``rls-tenancy doctor`` exits 2 on it, as when the check cannot run.
+    """
+
+
+_SQL = Path(__file__).parent / "sql"
+# The functions findings() runs (directly or through one another), checked against the install scripts shipped
+# with this package before any report is trusted: a findings() replaced by one that reports nothing, or a
+# role_name() that names another role, would otherwise pass for a clean database. The helpers whose body is an
+# SQL-standard one (RETURN ...: is_tenant_condition() and the policy tests, grantee_name()) are not in this
+# list: PostgreSQL keeps no text of them to compare (library_definition_changed reports them in SQL).
+_DOCTOR_FUNCTIONS = (
+    "findings",
+    "distribution_findings",
+    "audit_findings",
+    "library_owner_findings",
+    "library_definition_findings",
+    "library_definition_digests",
+    "signing_findings",
+    "role_name",
+)
+# What sql/012_doctor.sql creates in place of signing_findings() and library_definition_findings() where
+# sql/016 and sql/018 have not run: accepted only where their tables (context_signing, library_definitions)
+# are missing too.
+_STUB = "SELECT NULL::text, NULL::text, NULL::text, NULL::text, NULL::text WHERE false"
+_STUBBED = ("signing_findings", "library_definition_findings")
+_DEFINITION = re.compile(
+    r"CREATE (?:OR REPLACE )?FUNCTION rls_tenancy\.(?P<name>\w+)\((?P<args>[^)]*)\)"
+    r"(?P<header>(?:(?!\nCREATE |\nREVOKE |\nCOMMENT ).)*?)"
+    r"\bAS (?P<tag>\$\w*\$)(?P<body>.*?)(?P=tag)",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    body: str
+    language: str
+    definer: bool
+    config: tuple[str, ...] | None
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict[tuple[str, int], _Shipped]:
+    """Each checked function as the install scripts (sql/NNN_*.sql, in order; the last definition wins) define it."""
+    found: dict[tuple[str, int], _Shipped] = {}
+    for script in sorted(_SQL.glob("[0-9][0-9][0-9]_*.sql")):
+        for match in _DEFINITION.finditer(script.read_text()):
+            if match["name"] not in _DOCTOR_FUNCTIONS:
+                continue
+            header = re.sub(r"--[^\n]*", "", match["header"])
+            arguments = match["args"].strip()
+            language = re.search(r"\bLANGUAGE (\w+)", header)
+            path = re.search(r"\bSET search_path = ([^\n]+)", header)
+            found[(match["name"], len(arguments.split(",")) if arguments else 0)] = _Shipped(
+                body=match["body"],
+                language=language[1] if language else "sql",
+                definer="SECURITY DEFINER" in header,
+                config=(f"search_path={path[1].strip()}",) if path else None,
+            )
+    return found
+
+
+_INSTALLED = text(
+    "SELECT p.proname, p.pronargs, p.prosrc, l.lanname, p.prosecdef, p.proconfig,"
+    " to_regclass(CASE p.proname WHEN 'signing_findings' THEN 'rls_tenancy.context_signing'"
+    " WHEN 'library_definition_findings' THEN 'rls_tenancy.library_definitions' END) IS NOT NULL AS complete"
+    " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang"
+    " WHERE p.pronamespace = to_regnamespace('rls_tenancy') AND p.proname IN :names"
+).bindparams(bindparam("names", expanding=True))
+# The roles rls_tenancy.roles names as the application and bypass roles, and whether each holds the grant on
+# rls_tenancy.tenants the installation gave it (SELECT; the bypass role more), or owns the table. A roles
+# table re-pointed at a role that exists but was never installed as one would else make the report one about
+# that role: clean, while the real application role may do anything.
+_ROLES = text(
+    "SELECT r.purpose, r.role_name, g.oid IS NOT NULL AS exists,"
+    " g.oid = t.relowner"
+    " OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(t.relacl) a WHERE a.grantee = g.oid) AS installed"
+    " FROM rls_tenancy.roles r"
+    " LEFT JOIN pg_catalog.pg_roles g ON g.rolname = r.role_name"
+    " CROSS JOIN pg_catalog.pg_class t"
+    " WHERE t.oid = to_regclass('rls_tenancy.tenants') AND r.purpose IN ('app', 'bypass')"
+)
+
+
+def verify_inputs(connection: Connection) -> None:
+    """Refuse (:class:`DoctorInputError`) a database whose doctor is not the one this package installs.
+
+    The functions findings() runs must be those of the install scripts shipped with this package (their
+    body, language, ``SECURITY DEFINER`` and ``search_path``), and the application and bypass roles that
+    ``rls_tenancy.roles`` names must hold the grants the installation made them on ``rls_tenancy.tenants``.
+    A database installed by another version of the library is refused as well: migrate it first.
+    """
+    shipped = _shipped()
+    rows = connection.execute(_INSTALLED, {"names": list(_DOCTOR_FUNCTIONS)}).all()
+    installed = {(row[0], row[1]): row for row in rows}
+    changed = []
+    for (name, arguments), expected in sorted(shipped.items()):
+        row = installed.get((name, arguments))
+        if row is None:
+            changed.append(f"rls_tenancy.{name} ({arguments} argument(s)) is missing")
+            continue
+        _, _, body, language, definer, config, complete = row
+        if name in _STUBBED and not complete and body == _STUB:
+            continue
+        config = tuple(config) if config else None
+        if (body, language, definer, config) != (expected.body, expected.language, expected.definer, expected.config):
+            changed.append(
+                f"rls_tenancy.{name} ({arguments} argument(s)) differs from the definition this package installs"
+            )
+    if changed:
+        raise DoctorInputError(
+            "the doctor's functions are not the ones this version of rls_tenancy installs, so its report cannot be "
+            "trusted: " + "; ".join(changed) + ". Run the library's install scripts again as a superuser "
+            "(rls-tenancy migrate --reinstall), with this version of the package"
+        )
+    for purpose, role, exists, granted in connection.execute(_ROLES):
+        if exists and not granted:
+            raise DoctorInputError(
+                f"rls_tenancy.roles names {role!r} as the {purpose} role, but it holds none of the grants the "
+                "installation gave that role on rls_tenancy.tenants: the roles table was re-pointed, and a report "
+                "about that role would say nothing of the real one. Restore rls_tenancy.roles (as a superuser, "
+                "DELETE FROM rls_tenancy.roles, then rls-tenancy migrate --reinstall with the role names the "
+                "library was installed with)"
+            )
+
+
 def findings(connection: Connection, *, distributed: bool = False) -> list[Finding]:
     """Every finding, errors first (needs the bypass role, the owner, or a superuser).
 
     ``distributed`` reports the distribution checks (``distribution_*``) as
     warnings instead of info: for a database about to move to Citus.
+    First :func:`verify_inputs`: a doctor replaced, or a roles table re-pointed,
+    raises :class:`DoctorInputError` rather than report on what it was told.
     """
+    verify_inputs(connection)
     return [Finding(*row) for row in connection.execute(_DISTRIBUTED if distributed else _FINDINGS)]
 
 

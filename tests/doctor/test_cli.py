@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 import pytest
+from alembic.config import Config
 from flask import Flask
+from psycopg import sql
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 
 from rls_tenancy.cli import main
-from rls_tenancy.testing import TenancyDatabase
-from tests.doctor.support import INFOS, WARNINGS, clean
+from rls_tenancy.doctor import DoctorInputError, findings
+from rls_tenancy.testing import TenancyDatabase, tenancy_database
+from tests.conftest import DEMO_ALEMBIC_INI, ddl
+from tests.doctor.support import INFOS, WARNINGS, clean, finding_rows, key_of, planted_in, run
+
+# findings(boolean) replaced by one that reports nothing, as the owner role may (it owns the function).
+BLIND = (
+    "CREATE OR REPLACE FUNCTION rls_tenancy.findings(distributed boolean)"
+    " RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)"
+    " LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$ BEGIN RETURN; END $fn$"
+)
 
 
 def _url(url: URL) -> str:
@@ -103,3 +116,78 @@ def test_flask_tenancy_doctor_exits_0_on_the_demo_app(demo_app: Flask) -> None:
     machine = demo_app.test_cli_runner().invoke(args=["tenancy", "doctor", "--json"])
     assert machine.exit_code == 0, machine.output
     assert json.loads(machine.output)["counts"] == {"error": 0, "warning": len(WARNINGS), "info": INFOS}
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(BLIND, id="findings() replaced by one that reports nothing"),
+        pytest.param(
+            "ALTER FUNCTION rls_tenancy.role_name(text) SET search_path = public, pg_catalog, pg_temp",
+            id="role_name() made to search public first",
+        ),
+        pytest.param(
+            "CREATE OR REPLACE FUNCTION rls_tenancy.role_name(purpose text) RETURNS name LANGUAGE sql STABLE"
+            " SET search_path = pg_catalog, pg_temp AS $$ SELECT 'postgres'::name $$",
+            id="role_name() replaced by one that names another role",
+        ),
+    ],
+)
+def test_a_doctor_changed_by_the_owner_role_is_refused_before_it_reports(
+    superuser_engine: Engine, db: TenancyDatabase, tamper: str
+) -> None:
+    """The SQL doctor cannot vouch for itself (its own check would be replaced with it): the package checks it."""
+    planted = [ddl("ALTER ROLE {} BYPASSRLS", db.roles.app), ddl("SET ROLE {}", db.roles.owner), tamper, "RESET ROLE"]
+    with planted_in(superuser_engine, planted) as conn:
+        with pytest.raises(DoctorInputError, match="not the ones this version of rls_tenancy installs"):
+            findings(conn)
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_roles_table_pointed_at_another_existing_role_is_refused(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    decoy = f"doctor_decoy_{secrets.token_hex(4)}"
+    planted = [
+        ddl("ALTER ROLE {} BYPASSRLS", db.roles.app),
+        ddl("CREATE ROLE {} NOLOGIN", decoy),
+        sql.SQL("UPDATE rls_tenancy.roles SET role_name = {} WHERE purpose = 'app'")
+        .format(sql.Literal(decoy))
+        .as_string(None),
+    ]
+    with planted_in(superuser_engine, planted) as conn:
+        # the report, made about the decoy, says nothing of the application role's BYPASSRLS
+        assert "app_role_bypassrls" not in {key_of(row)[1] for row in finding_rows(conn)}
+        with pytest.raises(DoctorInputError, match="re-pointed"):
+            findings(conn)
+
+
+def test_cli_doctor_exits_2_when_its_functions_were_replaced(
+    rls_postgres_url: URL, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI)) as database:
+        engine = create_engine(database.superuser_url)
+        try:
+            with engine.begin() as conn:
+                for statement in [
+                    ddl("ALTER ROLE {} BYPASSRLS", database.roles.app),
+                    ddl("SET ROLE {}", database.roles.owner),
+                    BLIND,
+                    "RESET ROLE",
+                ]:
+                    run(conn, statement)
+        finally:
+            engine.dispose()
+        status = main(["doctor", "--database-url", _url(database.superuser_url)])
+        captured = capsys.readouterr()
+        # the roles are the cluster's own: the database goes, the attribute is taken back
+        cleanup = create_engine(database.superuser_url)
+        try:
+            with cleanup.begin() as conn:
+                run(conn, ddl("ALTER ROLE {} NOBYPASSRLS", database.roles.app))
+        finally:
+            cleanup.dispose()
+    assert status == 2
+    assert captured.out == ""
+    assert "rls_tenancy.findings (1 argument(s)) differs" in captured.err
