@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import BYTEA, INET, JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from rls_tenancy.binding.engine import is_bound
+from rls_tenancy.catalog_types import CatalogJsonb
 from rls_tenancy.context import (
     current_tenant_id,
     current_user_id,
@@ -162,7 +163,7 @@ _LOG_EVENT = select(
     func.rls_tenancy.log_event(
         bindparam("action", type_=Text),
         bindparam("message", type_=Text),
-        cast(bindparam("data", type_=Text), JSONB),
+        cast(bindparam("data", type_=Text), CatalogJsonb()),
         bindparam("ip", type_=INET),
         bindparam("request_id", type_=Text),
     )

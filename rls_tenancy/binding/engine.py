@@ -72,7 +72,6 @@ from sqlalchemy.engine import ExecutionContext, NestedTransaction, RootTransacti
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool, StaticPool
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import UserDefinedType
 from sqlalchemy.util import await_only
 
 from rls_tenancy.binding import _driver_guard
@@ -85,6 +84,7 @@ from rls_tenancy.binding.affinity import SERVED_USER as _SERVED_USER
 from rls_tenancy.binding.affinity import prefer_last_tenant, served_user
 from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.binding.role_checks import verify_app_role
+from rls_tenancy.catalog_types import CatalogText
 from rls_tenancy.context import acting
 from rls_tenancy.errors import ConfigurationError, TenancyError, TenantChangedError
 
@@ -252,22 +252,13 @@ def _spells_set_local(dialect: object) -> bool:
     return bool(getattr(dialect, _SET_LOCAL, False))
 
 
-class _CatalogText(UserDefinedType[str]):
-    """``pg_catalog.text``: an unqualified ``text`` resolves through ``pg_temp`` first, where SQL may plant a domain."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **_kw: Any) -> str:
-        return "pg_catalog.text"
-
-
 def user_setting_from(user_id: SQLColumnExpression[Any]) -> ColumnElement[Any]:
     """A column that binds ``user_id`` as the transaction's user, for :func:`adopt_user`.
 
     A statement that proves who the user is (a token lookup, say) can bind
     them in its own round trip instead of the one a rebinding would cost.
     """
-    value = func.coalesce(sql_cast(user_id, _CatalogText()), literal(""))
+    value = func.coalesce(sql_cast(user_id, CatalogText()), literal(""))
     return func.pg_catalog.set_config(literal(USER_SETTING), value, true())
 
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, text
 
 from rls_tenancy.audit.events import Executor
+from rls_tenancy.catalog_types import TextArray
 from rls_tenancy.errors import UsageError
 from rls_tenancy.features.declare import EVERY_SCOPE, REGISTRY, VALUES, Feature, FeatureRegistry, values_in_context
-from rls_tenancy.identity._types import TextArray
 
 # Row level security shows the tenant's overrides and the global ones; the
 # condition on tenant_id says the same again (defence in depth).

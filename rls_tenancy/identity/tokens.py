@@ -27,9 +27,9 @@ from rls_tenancy.audit.events import Executor, log_event
 from rls_tenancy.binding import grants
 from rls_tenancy.binding.affinity import serving_user
 from rls_tenancy.binding.engine import adopt_user, begin_bound_with
+from rls_tenancy.catalog_types import TextArray
 from rls_tenancy.context import as_tenant, require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
-from rls_tenancy.identity._types import TextArray
 from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.identity.users import check_scopes
 from rls_tenancy.orm.models import storable

@@ -28,9 +28,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from rls_tenancy.binding import grants
 from rls_tenancy.binding.engine import is_bound
 from rls_tenancy.binding.signing import key_of
+from rls_tenancy.catalog_types import TextArray
 from rls_tenancy.context import require_tenant_id
 from rls_tenancy.errors import UsageError
-from rls_tenancy.identity._types import TextArray
 from rls_tenancy.orm.mixin import TenantBoundMixin
 from rls_tenancy.orm.models import TenancyBase, storable
 
