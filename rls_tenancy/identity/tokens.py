@@ -28,7 +28,7 @@ from rls_tenancy.binding import grants
 from rls_tenancy.binding.affinity import serving_user
 from rls_tenancy.binding.engine import adopt_user, begin_bound_with
 from rls_tenancy.catalog_types import TextArray
-from rls_tenancy.context import as_tenant, require_tenant_id
+from rls_tenancy.context import as_tenant_for_call, require_tenant_id
 from rls_tenancy.errors import AuthenticationError, UsageError
 from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.identity.users import check_scopes
@@ -105,7 +105,7 @@ def issue_token(
     )
     # The token acts for the user bound as it is issued (sql/007_tokens.sql):
     # bound for this one statement, the event below names who issued it.
-    with as_tenant(tenant_id, user=user_id):
+    with as_tenant_for_call(tenant_id, user=user_id):
         if user_id is None:  # a token of no user: signed, the database asks for the application's grant
             connection = executor if isinstance(executor, Connection) else executor.connection()
             grants.add(connection, f"token|{tenant_id}|{_hash(token).hex()}|{grants.field(grants.names(granted))}")
@@ -260,7 +260,7 @@ def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: in
     """
     # The user this token was found to act for before (a token's user never
     # changes): a session that last served that user needs no reset.
-    with as_tenant(tenant_id), serving_user(_USERS.get(digest, _UNKNOWN)):
+    with as_tenant_for_call(tenant_id), serving_user(_USERS.get(digest, _UNKNOWN)):
         connection = connect()
         wire = [str(tenant_id).encode(), b"\\x" + digest.hex().encode()]
         result = begin_bound_with(connection, _AUTHENTICATE_WIRE, wire)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL
 from rls_tenancy.cli import main
 from rls_tenancy.doctor import DoctorInputError, findings
 from rls_tenancy.testing import TenancyDatabase, tenancy_database
+from saas_demo.app import create_app
 from tests.conftest import DEMO_ALEMBIC_INI, ddl
 from tests.doctor.support import INFOS, WARNINGS, clean, finding_rows, key_of, planted_in, run
 
@@ -181,6 +182,11 @@ def test_cli_doctor_exits_2_when_its_functions_were_replaced(
             engine.dispose()
         status = main(["doctor", "--database-url", _url(database.superuser_url)])
         captured = capsys.readouterr()
+        app = create_app(database.app_url, database.bypass_url, TESTING=True, SECRET_KEY="doctor")
+        try:
+            through_flask = app.test_cli_runner().invoke(args=["tenancy", "doctor"])
+        finally:
+            app.extensions["rls_tenancy"].dispose()
         # the roles are the cluster's own: the database goes, the attribute is taken back
         cleanup = create_engine(database.superuser_url)
         try:
@@ -191,3 +197,5 @@ def test_cli_doctor_exits_2_when_its_functions_were_replaced(
     assert status == 2
     assert captured.out == ""
     assert "rls_tenancy.findings (1 argument(s)) differs" in captured.err
+    assert through_flask.exit_code == 2, through_flask.output  # before: a traceback, exit 1
+    assert "rls_tenancy.findings (1 argument(s)) differs" in through_flask.output
