@@ -457,17 +457,24 @@ AS $fn$
      WHERE NOT rls_tenancy.context_signing_required()
     HAVING count(*) > 0
     UNION ALL
-    -- The grants' guard on users (below): without it, SQL run for a user writes any user's roles and password.
-    SELECT 'error', 'users_grant_trigger_disabled', 'rls_tenancy.users users_write_granted',
-           format('the trigger users_write_granted on rls_tenancy.users is %s while a signed context is required: '
-                  'SQL run for a user can give itself any role, or set another user''s password or email',
+    -- The grants' guards: without one, SQL run for a user writes what the application's grant keeps for it
+    -- (users: any user's roles and password; overrides: those kept for administrators, under any author's name).
+    SELECT 'error', guard.check_name, format('rls_tenancy.%s %s', guard.table_name, guard.trigger_name),
+           format('the trigger %s on rls_tenancy.%s is %s while a signed context is required: %s',
+                  guard.trigger_name, guard.table_name,
                   CASE WHEN tg.oid IS NULL THEN 'missing' WHEN tg.tgenabled = 'D' THEN 'disabled'
-                       ELSE 'set to fire only in replica mode' END),
+                       ELSE 'set to fire only in replica mode' END, guard.lets),
            CASE WHEN tg.oid IS NULL
                 THEN 'install the library again: rls-tenancy migrate --reinstall, or its --sql output through psql -1, as a superuser'
-                ELSE 'ALTER TABLE rls_tenancy.users ENABLE TRIGGER users_write_granted;' END
-      FROM (SELECT 1) AS one
-      LEFT JOIN pg_trigger tg ON tg.tgrelid = 'rls_tenancy.users'::pg_catalog.regclass AND tg.tgname = 'users_write_granted'
+                ELSE format('ALTER TABLE rls_tenancy.%s ENABLE TRIGGER %s;', guard.table_name, guard.trigger_name) END
+      FROM (VALUES ('users_grant_trigger_disabled', 'users', 'users_write_granted',
+                    'SQL run for a user can give itself any role, or set another user''s password or email'),
+                   ('overrides_grant_trigger_disabled', 'feature_overrides', 'feature_overrides_write_granted',
+                    'SQL run for a user can set or clear the tenant''s feature overrides, those kept for administrators included'),
+                   ('overrides_grant_trigger_disabled', 'feature_overrides', 'feature_overrides_set_by',
+                    'SQL can name any user as an override''s author')) AS guard (check_name, table_name, trigger_name, lets)
+      LEFT JOIN pg_trigger tg ON tg.tgrelid = pg_catalog.format('rls_tenancy.%s', guard.table_name)::pg_catalog.regclass
+                             AND tg.tgname = guard.trigger_name
      WHERE rls_tenancy.context_signing_required() AND (tg.oid IS NULL OR tg.tgenabled NOT IN ('O', 'A'))
 $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.signing_findings() FROM PUBLIC;

@@ -58,7 +58,7 @@ AS $fn$
       FROM rls_tenancy.library_definitions recorded
       FULL JOIN rls_tenancy.library_definition_digests() now USING (object)
      WHERE recorded.digest IS DISTINCT FROM now.digest
-       -- A guard's trigger gone is reported by its own check (audit_trigger_disabled, users_grant_trigger_disabled),
+       -- A guard's trigger gone is reported by its own check (audit_trigger_disabled, users_ or overrides_grant_trigger_disabled),
        -- with the same fix: one cause, one finding. Named there '<table> <trigger>'.
        AND NOT (now.object IS NULL AND recorded.object LIKE 'trigger %'
                 AND EXISTS (SELECT 1
@@ -66,7 +66,8 @@ AS $fn$
                                      WHERE a.check_name = 'audit_trigger_disabled'
                                     UNION ALL
                                     SELECT g.object_name FROM rls_tenancy.signing_findings() g
-                                     WHERE g.check_name = 'users_grant_trigger_disabled') specific
+                                     WHERE g.check_name IN ('users_grant_trigger_disabled',
+                                                            'overrides_grant_trigger_disabled')) specific
                              WHERE recorded.object = format('trigger %s on %s', split_part(specific.object_name, ' ', 2),
                                                             split_part(specific.object_name, ' ', 1))))
     UNION ALL

@@ -1280,3 +1280,39 @@ def test_signed_query_text_granted_back_is_an_error(signed: Signed) -> None:
             assert still == (0,)
         finally:
             owner.rollback()
+
+
+@pytest.mark.parametrize("trigger", ["feature_overrides_write_granted", "feature_overrides_set_by"])
+def test_the_doctor_reports_an_overrides_guard_disabled_and_its_fix_restores_it(
+    signed: Signed, signed_engine: Engine, trigger: str
+) -> None:
+    """Without them, SQL run for a user writes overrides kept for administrators, under any author's name."""
+    write = text(
+        "INSERT INTO rls_tenancy.feature_overrides (tenant_id, feature, scope, enabled, set_by)"
+        " VALUES (rls_tenancy.current_tenant_id(), 'doctor-guard', '*', true, :author) RETURNING set_by"
+    )
+
+    def written_by(author: int) -> object:
+        with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
+            try:
+                return conn.execute(write, {"author": author}).scalar_one()
+            except DBAPIError as refused:
+                return refused.orig.sqlstate if refused.orig is not None else None
+            finally:
+                conn.rollback()
+
+    before = written_by(signed.user_a + 1)
+    with signed.owner() as owner:
+        owner.execute(
+            sql.SQL("ALTER TABLE rls_tenancy.feature_overrides DISABLE TRIGGER {}").format(sql.Identifier(trigger))
+        )
+    found = _signing_findings(signed, "overrides_grant_trigger_disabled")
+    assert [row[:3] for row in found] == [
+        ("error", "overrides_grant_trigger_disabled", f"rls_tenancy.feature_overrides {trigger}")
+    ]
+    if trigger == "feature_overrides_write_granted":
+        assert written_by(signed.user_a) == signed.user_a  # written without the application's grant
+    with signed.owner() as owner:
+        owner.execute(found[0][3])
+    assert _signing_findings(signed, "overrides_grant_trigger_disabled") == []
+    assert written_by(signed.user_a + 1) == before == "42501"  # refused again, as before
