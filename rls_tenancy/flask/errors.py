@@ -31,7 +31,9 @@ functions), is a 403; an exception an app's trigger or function raises
 without a SQLSTATE of its own (``P0001``) is a 400. A JSON body nested too
 deeply to parse (Python's ``RecursionError``) is a 400. Any other database
 or library failure is a bug of the server: it goes on to Flask's 500
-handling (logged, and raised in testing), whose answer is JSON.
+handling (logged, and raised in testing), whose answer is JSON. A library
+error SQLAlchemy wrapped in its ``StatementError`` (raised while a statement
+was compiled) is answered as that error.
 
 A handler the app registered itself for one of these classes, before or
 after ``init_app``, is left in place; so is one for a broader class, such
@@ -187,6 +189,19 @@ def _refused(error: exc.DBAPIError) -> ResponseReturnValue:
     return _passed_on(error, exc.DBAPIError)
 
 
+def _wrapped(error: exc.StatementError) -> ResponseReturnValue:
+    """A library error SQLAlchemy wrapped, answered as itself: a 403 for another tenant's object, not a 500.
+
+    SQLAlchemy wraps what is raised while it compiles a statement, such as
+    the refresh of an expired object in its criteria (``with_parent()``,
+    ``Task.project == project``) that finds the row another tenant's.
+    """
+    if isinstance(error.orig, TenancyError):
+        # The handler for that error (the app's own, or the library's); without one, on as a 500.
+        return current_app.handle_user_exception(error.orig)
+    return _passed_on(error, exc.StatementError)
+
+
 def _too_deep(error: RecursionError) -> ResponseReturnValue:
     """A JSON document nested deeper than Python's recursion limit, as ``get_json(silent=True)`` lets through."""
     if not _raised_decoding_json(error):
@@ -254,6 +269,7 @@ _HANDLERS: list[tuple[type[Exception], Callable[[Any], ResponseReturnValue]]] = 
     (exc.IntegrityError, _constraint_broken),
     (UnicodeEncodeError, _unencodable),
     (exc.DBAPIError, _refused),
+    (exc.StatementError, _wrapped),
     (RecursionError, _too_deep),
 ]
 

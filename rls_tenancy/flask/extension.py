@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Flask
 from sqlalchemy import Engine, create_engine, event, exc
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Query, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry as PoolEntry
 
 from rls_tenancy.audit.rejections import WINDOW
@@ -50,7 +50,7 @@ from rls_tenancy.flask.state import (
     state,
 )
 from rls_tenancy.identity.token_key import TokenKey, token_keys
-from rls_tenancy.orm.query import TenantQuery
+from rls_tenancy.orm.query import TenantQuery, tenant_query_class
 from rls_tenancy.orm.scoping import scope_sessions
 
 if TYPE_CHECKING:  # an optional dependency (extra flask-sqlalchemy)
@@ -210,6 +210,11 @@ def _engine_and_sessions(app: Flask, options: TenancyOptions, key: str | None) -
                 # Other binds (a SQLite cache, say) hold no tenant tables.
                 if each is db.engine or each.dialect.name == "postgresql":
                     bind_engine(each, context_key=key)
+            # db.session.query(Model) as Model.query: with tenant_unconstrained_unsafe(), and
+            # Flask-SQLAlchemy's own methods (first_or_404, paginate). Sessions are made per app
+            # context, after this.
+            factory = db.session.session_factory
+            factory.kw["query_cls"] = tenant_query_class(factory.kw.get("query_cls", Query))
             return db.engine, db.session
     engine = options.engine
     if engine is None:

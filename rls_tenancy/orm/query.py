@@ -9,7 +9,8 @@ option of the same name.
 
 from __future__ import annotations
 
-from typing import Self, TypeVar
+from functools import cache
+from typing import Any, Self, TypeVar
 
 from sqlalchemy.orm import Query
 
@@ -26,3 +27,11 @@ class TenantQuery(Query[_T]):
     def tenant_unconstrained_unsafe(self) -> Self:
         """This query without the ORM tenant filter; RLS still applies."""
         return self.execution_options(**{UNCONSTRAINED: True})
+
+
+@cache
+def tenant_query_class(base: type[Query[Any]]) -> type[TenantQuery[Any]]:
+    """``base`` with the escape hatch: a session's own ``query_cls`` (Flask-SQLAlchemy's) keeps its methods."""
+    if issubclass(base, TenantQuery):
+        return base
+    return type(f"Tenant{base.__name__}", (TenantQuery, base), {"__module__": __name__})
