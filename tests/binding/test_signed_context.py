@@ -1297,7 +1297,7 @@ def test_the_doctor_reports_an_overrides_guard_disabled_and_its_fix_restores_it(
             try:
                 return conn.execute(write, {"author": author}).scalar_one()
             except DBAPIError as refused:
-                return refused.orig.sqlstate if refused.orig is not None else None
+                return getattr(refused.orig, "sqlstate", None)
             finally:
                 conn.rollback()
 
