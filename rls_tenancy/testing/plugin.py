@@ -100,31 +100,28 @@ def explain_context_key_error(error: BaseException) -> None:
         cause = cause.__cause__ or cause.__context__
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+def _explaining() -> Generator[None, None, None]:
+    """A test phase, its context key error explained as it goes by."""
     try:
         return (yield)
     except Exception as error:
         explain_context_key_error(error)
         raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    return (yield from _explaining())
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    try:
-        return (yield)
-    except Exception as error:
-        explain_context_key_error(error)
-        raise
+    return (yield from _explaining())
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
-    try:
-        return (yield)
-    except Exception as error:
-        explain_context_key_error(error)
-        raise
+    return (yield from _explaining())
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from rls_tenancy import ConfigurationError, TenancyError, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.binding import _driver_guard
@@ -175,6 +175,13 @@ def test_a_pre_ping_at_checkout_leaves_the_reset_to_the_binding(
     assert resets == []
 
 
+async def _plant_async(engine: AsyncEngine, world: World) -> None:
+    with as_tenant(world.a):
+        async with engine.connect() as conn:
+            await conn.execute(LEAVE_MY_BINDING)
+            await conn.commit()
+
+
 @pytest.mark.rls_binding
 def test_the_asyncio_driver_used_before_sqlalchemys_first_statement_sees_nothing_another_tenant_left(
     db: TenancyDatabase, world: World
@@ -182,10 +189,7 @@ def test_the_asyncio_driver_used_before_sqlalchemys_first_statement_sees_nothing
     async def scenario() -> set[str]:
         engine = bind_engine(create_async_engine(db.app_url, pool_size=1, max_overflow=0))
         try:
-            with as_tenant(world.a):
-                async with engine.connect() as conn:
-                    await conn.execute(LEAVE_MY_BINDING)
-                    await conn.commit()
+            await _plant_async(engine, world)
             with as_tenant(world.b):
                 async with engine.connect() as conn:
                     driver = (await conn.get_raw_connection()).driver_connection
@@ -204,10 +208,7 @@ def test_an_asyncio_copy_before_the_reset_is_a_configuration_error(db: TenancyDa
     async def scenario() -> None:
         engine = bind_engine(create_async_engine(db.app_url, pool_size=1, max_overflow=0))
         try:
-            with as_tenant(world.a):
-                async with engine.connect() as conn:
-                    await conn.execute(LEAVE_MY_BINDING)
-                    await conn.commit()
+            await _plant_async(engine, world)
             with as_tenant(world.b):
                 async with engine.connect() as conn:
                     driver = (await conn.get_raw_connection()).driver_connection
