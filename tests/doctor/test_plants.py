@@ -144,6 +144,21 @@ _PROVED_NOT_NULL = (
 )
 _BARE_SETTING = "tenant_id = (NULLIF(pg_catalog.current_setting('app.current_tenant', true), ''))::bigint"
 
+
+def _loopback_table(r: RoleNames, host: str) -> list[str]:
+    """A foreign table over this database's projects, through a server named by ``host``, readable by the app."""
+    return [
+        "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
+        sql.SQL("CREATE SERVER doctor_loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host {})")
+        .format(sql.Literal(host))
+        .as_string(None),
+        ddl("CREATE USER MAPPING FOR {} SERVER doctor_loop OPTIONS (user 'postgres')", r.app),
+        "CREATE FOREIGN TABLE public.doctor_remote (id integer, name text) SERVER doctor_loop"
+        " OPTIONS (table_name 'projects')",
+        ddl("GRANT SELECT ON public.doctor_remote TO {}", r.app),
+    ]
+
+
 PLANTS = {
     "signed: a policy that checks the proof but compares rows with the setting alone": Plant(
         lambda r: [
@@ -350,14 +365,7 @@ PLANTS = {
         "are granted INSERT, SELECT to",
     ),
     "a foreign table onto this database, readable by the app role": Plant(
-        lambda r: [
-            "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
-            "CREATE SERVER doctor_loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'localhost')",
-            ddl("CREATE USER MAPPING FOR {} SERVER doctor_loop OPTIONS (user 'postgres')", r.app),
-            "CREATE FOREIGN TABLE public.doctor_remote (id integer, name text) SERVER doctor_loop"
-            " OPTIONS (table_name 'projects')",
-            ddl("GRANT SELECT ON public.doctor_remote TO {}", r.app),
-        ],
+        lambda r: _loopback_table(r, "localhost"),
         "error",
         "foreign_table_readable",
         "public.doctor_remote",
@@ -883,14 +891,7 @@ PLANTS = {
         fix_is_sql=False,  # enable_tenant_isolation would meet the restrictive tenant_isolation
     ),
     "a foreign table onto this database spelled LOCALHOST., readable by the app role": Plant(
-        lambda r: [
-            "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
-            "CREATE SERVER doctor_loop FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'LOCALHOST.')",
-            ddl("CREATE USER MAPPING FOR {} SERVER doctor_loop OPTIONS (user 'postgres')", r.app),
-            "CREATE FOREIGN TABLE public.doctor_remote (id integer, name text) SERVER doctor_loop"
-            " OPTIONS (table_name 'projects')",
-            ddl("GRANT SELECT ON public.doctor_remote TO {}", r.app),
-        ],
+        lambda r: _loopback_table(r, "LOCALHOST."),
         "error",
         "foreign_table_readable",
         "public.doctor_remote",
