@@ -33,7 +33,7 @@ LANGUAGE plpgsql
 VOLATILE
 AS $$
 DECLARE
-    statement_name text;
+    statement_name pg_catalog.text;
 BEGIN
     RESET ALL;
     RESET ROLE;
