@@ -666,6 +666,11 @@ _TRAP = (
 )
 
 
+#: An app's own statement, its cast written as apps write them: the library's own name pg_catalog's types
+#: (rls_tenancy.catalog_types), so this is what the trap would still reach without the reset.
+_APP_CAST = text("SELECT CAST('an app value' AS text)")
+
+
 def _plant_trap(session: Session) -> None:
     session.execute(text("SELECT 1"))
     for statement in _TRAP:
@@ -689,8 +694,8 @@ def test_a_trap_left_without_a_user_never_runs_for_the_user_bound_next(
 
     SQL run without a user plants a temporary domain ``text``; a later transaction of the same tenant on the
     same connection is not reset (same tenant, same user: none), nor is the rest of its own transaction. Then
-    the app issues the admin a token, which binds the admin for its statement: the domain's check would run
-    with the admin's proof.
+    the app acts for the admin (issues them a token, runs a statement of its own with a ``text`` cast): the
+    domain's check would run with the admin's proof.
     """
     with as_tenant(signed.a), Session(signed_engine) as session:
         _plant_trap(session)  # the transaction begins without a user
@@ -698,6 +703,8 @@ def test_a_trap_left_without_a_user_never_runs_for_the_user_bound_next(
             session.commit()
             session.execute(text("SELECT 1"))
         issued = issue_token(session, name="laptop", scopes=["projects:read"], user_id=admin_a)
+        with as_tenant(signed.a, user=admin_a):
+            session.execute(_APP_CAST)
         session.commit()
     assert _trap_caught(signed, issued.id) == []
 
@@ -716,6 +723,7 @@ def test_a_trap_a_rolled_back_savepoint_brings_back_never_runs_for_the_user_boun
                 savepoint.rollback()  # which undoes it: the trap is back
         with as_tenant(signed.a, user=admin_a):
             issued = issue_token(session, name="laptop", scopes=["projects:read"], user_id=admin_a)
+            session.execute(_APP_CAST)
         session.commit()
     assert _trap_caught(signed, issued.id) == []
 
