@@ -82,29 +82,38 @@ class _Shipped:
     config: tuple[str, ...] | None
 
 
+def _argument_types(arguments: str) -> str:
+    """``purpose text, distributed boolean DEFAULT false`` as PostgreSQL writes the types: ``text, boolean``."""
+    types = []
+    for argument in filter(None, (part.strip() for part in arguments.split(","))):
+        words = re.split(r"\s+DEFAULT\s+|\s*=\s*", argument, maxsplit=1)[0].split()
+        types.append(" ".join(words[1:] if len(words) > 1 else words))
+    return ", ".join(types)
+
+
 @lru_cache(maxsize=1)
-def _shipped() -> dict[tuple[str, int], _Shipped]:
-    """Each checked function as the install scripts (sql/NNN_*.sql, in order; the last definition wins) define it."""
-    found: dict[tuple[str, int], _Shipped] = {}
+def _shipped() -> dict[tuple[str, str], _Shipped]:
+    """Each checked function, by name and argument types, as the install scripts (sql/NNN_*.sql, in order; the
+    last definition wins) define it."""
+    found: dict[tuple[str, str], _Shipped] = {}
     for script in sorted(_SQL.glob("[0-9][0-9][0-9]_*.sql")):
         for match in _DEFINITION.finditer(script.read_text()):
             if match["name"] not in _DOCTOR_FUNCTIONS:
                 continue
             header = re.sub(r"--[^\n]*", "", match["header"])
-            arguments = match["args"].strip()
             language = re.search(r"\bLANGUAGE (\w+)", header)
-            path = re.search(r"\bSET search_path = ([^\n]+)", header)
-            found[(match["name"], len(arguments.split(",")) if arguments else 0)] = _Shipped(
+            settings = re.findall(r"\bSET (\w+) = ([^\n]+)", header)
+            found[(match["name"], _argument_types(match["args"]))] = _Shipped(
                 body=match["body"],
                 language=language[1] if language else "sql",
                 definer="SECURITY DEFINER" in header,
-                config=(f"search_path={path[1].strip()}",) if path else None,
+                config=tuple(f"{name}={value.strip()}" for name, value in settings) or None,
             )
     return found
 
 
 _INSTALLED = text(
-    "SELECT p.proname, p.pronargs, p.prosrc, l.lanname, p.prosecdef, p.proconfig,"
+    "SELECT p.proname, pg_catalog.oidvectortypes(p.proargtypes), p.prosrc, l.lanname, p.prosecdef, p.proconfig,"
     " to_regclass(CASE p.proname WHEN 'signing_findings' THEN 'rls_tenancy.context_signing'"
     " WHEN 'library_definition_findings' THEN 'rls_tenancy.library_definitions' END) IS NOT NULL AS complete"
     " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang"
@@ -135,21 +144,24 @@ def verify_inputs(connection: Connection) -> None:
     """
     shipped = _shipped()
     rows = connection.execute(_INSTALLED, {"names": list(_DOCTOR_FUNCTIONS)}).all()
+    # By name and argument types: an overload of the same name and number of arguments is another function
+    # (findings() calls the one its arguments resolve to), and one the scripts do not define is refused.
     installed = {(row[0], row[1]): row for row in rows}
-    changed = []
+    changed = [
+        f"rls_tenancy.{name}({arguments}) is not a function this package installs (an overload of one it does)"
+        for name, arguments in sorted(installed.keys() - shipped.keys())
+    ]
     for (name, arguments), expected in sorted(shipped.items()):
         row = installed.get((name, arguments))
         if row is None:
-            changed.append(f"rls_tenancy.{name} ({arguments} argument(s)) is missing")
+            changed.append(f"rls_tenancy.{name}({arguments}) is missing")
             continue
         _, _, body, language, definer, config, complete = row
         if name in _STUBBED and not complete and body == _STUB:
             continue
         config = tuple(config) if config else None
         if (body, language, definer, config) != (expected.body, expected.language, expected.definer, expected.config):
-            changed.append(
-                f"rls_tenancy.{name} ({arguments} argument(s)) differs from the definition this package installs"
-            )
+            changed.append(f"rls_tenancy.{name}({arguments}) differs from the definition this package installs")
     if changed:
         raise DoctorInputError(
             "the doctor's functions are not the ones this version of rls_tenancy installs, so its report cannot be "

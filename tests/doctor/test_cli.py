@@ -133,6 +133,23 @@ def test_flask_tenancy_doctor_exits_0_on_the_demo_app(demo_app: Flask) -> None:
             " SET search_path = pg_catalog, pg_temp AS $$ SELECT 'postgres'::name $$",
             id="role_name() replaced by one that names another role",
         ),
+        # An overload of the same number of arguments with the shipped body once took the tampered one's place
+        # in the check (keyed by name and argument count), while findings() still called role_name(text).
+        pytest.param(
+            "CREATE OR REPLACE FUNCTION rls_tenancy.role_name(purpose text) RETURNS name LANGUAGE sql STABLE"
+            " SET search_path = pg_catalog, pg_temp AS $$ SELECT 'postgres'::name $$;"
+            " CREATE FUNCTION rls_tenancy.role_name(purpose varchar) RETURNS name LANGUAGE sql STABLE"
+            " SET search_path = pg_catalog, pg_temp"
+            " AS $$ SELECT role_name FROM rls_tenancy.roles WHERE roles.purpose = role_name.purpose $$",
+            id="role_name() replaced, beside an overload with the shipped body",
+        ),
+        pytest.param(
+            "CREATE FUNCTION rls_tenancy.findings(distributed boolean, verbose boolean)"
+            " RETURNS TABLE (severity text, check_name text, object_name text, message text, fix text)"
+            " LANGUAGE sql STABLE"
+            " AS $$ SELECT NULL::text, NULL::text, NULL::text, NULL::text, NULL::text WHERE false $$",
+            id="an overload of findings() the scripts do not define",
+        ),
     ],
 )
 def test_a_doctor_changed_by_the_owner_role_is_refused_before_it_reports(
@@ -196,6 +213,6 @@ def test_cli_doctor_exits_2_when_its_functions_were_replaced(
             cleanup.dispose()
     assert status == 2
     assert captured.out == ""
-    assert "rls_tenancy.findings (1 argument(s)) differs" in captured.err
+    assert "rls_tenancy.findings(boolean) differs" in captured.err
     assert through_flask.exit_code == 2, through_flask.output  # before: a traceback, exit 1
-    assert "rls_tenancy.findings (1 argument(s)) differs" in through_flask.output
+    assert "rls_tenancy.findings(boolean) differs" in through_flask.output
