@@ -510,6 +510,9 @@ LANGUAGE plpgsql STABLE
 -- It only reads the catalogs; as the owner it needs no grant but EXECUTE on itself.
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- Its one query is large and its estimates high: compiling it (JIT) took seconds, where running it takes less
+-- than one.
+SET jit = off
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -703,26 +706,144 @@ BEGIN
                          ORDER BY e.name, e.n) kept) || ', pg_temp' AS safe_path
           FROM definers_raw d
     ),
-    -- Foreign servers, and whether each is this database: no dbname, or this one, on this machine. libpq
+    -- Functions whose bodies name what they call as text (PL/pgSQL, EXECUTE text: no dependency records it):
+    -- SECURITY DEFINER functions, trigger and event-trigger functions, in a language with a body to read.
+    callers_by_name (oid) AS (
+        SELECT g.oid FROM pg_proc g
+         WHERE g.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
+           AND (g.prosecdef OR EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgfoid = g.oid AND NOT tg.tgisinternal)
+                            OR EXISTS (SELECT 1 FROM pg_event_trigger et WHERE et.evtfoid = g.oid))
+    ),
+    -- Each word such a body spells (lower-cased, double quotes dropped), with the word written before it and
+    -- a dot, if any: read once per body, then matched to function names by a hash join, not a regular
+    -- expression per pair of functions.
+    body_words (caller, qualifier, word) AS (
+        SELECT DISTINCT g.oid, m[1], m[2]
+          FROM callers_by_name g JOIN pg_proc p ON p.oid = g.oid
+          CROSS JOIN LATERAL regexp_matches(replace(lower(p.prosrc), '"', ''),
+                                            '(?:([[:alnum:]_]+)\s*\.\s*)?([[:alnum:]_]+)', 'g') m
+    ),
+    -- The search_paths an unqualified name in such a body is looked up in: its own (SET search_path), else
+    -- the default one ("$user", public) and any set for this database or a role (ALTER DATABASE / ROLE ...
+    -- SET search_path), each of which may be the caller's. pg_catalog is searched first unless a path names it.
+    default_paths (path_id, path) AS (
+        SELECT 0, '"$user", public'
+        UNION ALL
+        SELECT row_number() OVER (), substr(c.setting, 13)
+          FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) c (setting)
+         WHERE s.setdatabase IN (0, (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()))
+           AND c.setting LIKE 'search\_path=%'
+    ),
+    caller_paths (caller, path_id, element, n) AS (
+        SELECT g.oid, coalesce(own.path_id, dp.path_id), btrim(e.element, ' "'), e.n
+          FROM callers_by_name g JOIN pg_proc p ON p.oid = g.oid
+          LEFT JOIN LATERAL (SELECT -1 AS path_id, substr(setting, 13) AS path FROM unnest(p.proconfig) setting
+                              WHERE setting LIKE 'search\_path=%' LIMIT 1) own ON true
+          LEFT JOIN default_paths dp ON own.path IS NULL
+          CROSS JOIN LATERAL unnest(string_to_array(coalesce(own.path, dp.path), ',')) WITH ORDINALITY AS e (element, n)
+    ),
+    -- A caller naming a function, as far as the catalogs can tell: the word is its name, and either written
+    -- after its schema (schema.name), or alone where a search_path of the caller holds its schema ("$user":
+    -- a role's name) before pg_catalog holds a function of the same name and argument types (format(text),
+    -- now(): a word every body writes names pg_catalog's, not a function of the same name elsewhere). Only
+    -- the functions that matter: SECURITY DEFINER ones (and the chains through them), and those of roles the
+    -- app role can become. A name built from pieces at run time stays unseen.
+    named_calls (caller, target) AS (
+        SELECT DISTINCT w.caller, f.oid
+          FROM body_words w
+          JOIN pg_proc f ON lower(f.proname) = w.word AND f.oid <> w.caller
+          JOIN pg_namespace fn ON fn.oid = f.pronamespace
+         WHERE fn.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND (f.prosecdef OR pg_has_role(app_role, f.proowner, 'MEMBER'))
+           AND (w.qualifier = lower(fn.nspname)
+                OR (w.qualifier IS NULL
+                    AND EXISTS (SELECT 1 FROM caller_paths cp
+                                 WHERE cp.caller = w.caller
+                                   AND (lower(cp.element) = lower(fn.nspname)
+                                        OR (cp.element = '$user'
+                                            AND EXISTS (SELECT 1 FROM pg_roles r WHERE lower(r.rolname) = lower(fn.nspname))))
+                                   AND NOT (EXISTS (SELECT 1 FROM pg_proc c
+                                                     WHERE c.pronamespace = 'pg_catalog'::regnamespace
+                                                       AND c.proname = f.proname AND c.proargtypes = f.proargtypes)
+                                            AND coalesce((SELECT min(q.n) FROM caller_paths q
+                                                           WHERE q.caller = cp.caller AND q.path_id = cp.path_id
+                                                             AND lower(q.element) = 'pg_catalog'), 0) < cp.n))))
+        UNION
+        -- A name with characters a word does not hold (created quoted): the regular expression, after a
+        -- cheaper test, and wherever it stands.
+        SELECT g.oid, f.oid
+          FROM pg_proc f
+          JOIN pg_namespace fn ON fn.oid = f.pronamespace
+          CROSS JOIN callers_by_name g
+          JOIN pg_proc gp ON gp.oid = g.oid
+         WHERE lower(f.proname) !~ '^[[:alnum:]_]+$' AND f.oid <> g.oid
+           AND fn.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND (f.prosecdef OR pg_has_role(app_role, f.proowner, 'MEMBER'))
+           AND strpos(lower(gp.prosrc), lower(f.proname)) > 0
+           AND gp.prosrc ~* ('\m' || regexp_replace(f.proname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')
+    ),
+    -- Who calls whom: a dependency (BEGIN ATOMIC) or a name in the body.
+    calls (caller, target) AS (
+        SELECT d.objid, d.refobjid FROM pg_depend d
+         WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.objid <> d.refobjid
+        UNION
+        SELECT nc.caller, nc.target FROM named_calls nc
+    ),
+    -- Foreign servers, and whether each may be this database: its dbname this one's, or none (libpq's
+    -- default, or a service's), and some host it may connect to this server, with why. A host counts as
+    -- another server only where it is written as a literal address (IPv4 dotted, or IPv6) that is not this
+    -- machine's (127.0.0.0/8, ::1, 0.0.0.0, ::, the address this session came in on, one listen_addresses
+    -- names), or where its port is given and differs from this server's. Anything else may be this server:
+    -- no host (libpq's default socket, or what a service in pg_service.conf says), a socket directory (an
+    -- absolute path, or @ for an abstract socket), and any name (localhost, the machine's own hostname, an
+    -- address written as a number, 2130706433 or 0x7f000001), which the doctor cannot resolve. libpq
     -- connects to hostaddr where it is given (host then only names the server for authentication), else to
-    -- host; each of a list of them counts. This machine, however spelled: localhost in any case, with or
-    -- without a trailing dot, 127.0.0.0/8, ::1, a unix socket directory (an absolute path, or @ for an
-    -- abstract socket), no host at all (the default socket), or the address this session came in on.
-    servers (oid, srvname, srvowner, srvacl, loopback) AS (
+    -- host; with a list, to each in turn, with the port of the same place in the port list (or the one port).
+    servers (oid, srvname, srvowner, srvacl, loopback, why) AS (
         SELECT s.oid, s.srvname, s.srvowner, s.srvacl,
-               coalesce(o.dbname, current_database()) = current_database()
-               AND EXISTS (SELECT 1
-                             FROM unnest(string_to_array(coalesce(o.hostaddr, o.host, ''), ',')) AS h (raw)
-                             CROSS JOIN LATERAL (SELECT rtrim(lower(btrim(h.raw)), '.') AS name) e
-                            WHERE e.name IN ('', 'localhost', 'localhost.localdomain', '::1', '0:0:0:0:0:0:0:1')
-                               OR e.name ~ '^(::ffff:)?127\.' OR e.name ~ '^[/@]'
-                               OR e.name = host(inet_server_addr()))
+               coalesce(o.dbname, current_database()) = current_database() AND near.why IS NOT NULL,
+               near.why
           FROM pg_foreign_server s
           CROSS JOIN LATERAL (
               SELECT max(substr(opt, 8)) FILTER (WHERE opt LIKE 'dbname=%') AS dbname,
-                     max(substr(opt, 6)) FILTER (WHERE opt LIKE 'host=%') AS host,
-                     max(substr(opt, 10)) FILTER (WHERE opt LIKE 'hostaddr=%') AS hostaddr
+                     max(substr(opt, 9)) FILTER (WHERE opt LIKE 'service=%') AS service,
+                     coalesce(string_to_array(max(substr(opt, 6)) FILTER (WHERE opt LIKE 'host=%'), ','), '{}') AS hosts,
+                     coalesce(string_to_array(max(substr(opt, 10)) FILTER (WHERE opt LIKE 'hostaddr=%'), ','), '{}')
+                         AS hostaddrs,
+                     coalesce(string_to_array(max(substr(opt, 6)) FILTER (WHERE opt LIKE 'port=%'), ','), '{}') AS ports
                 FROM unnest(s.srvoptions) AS opt) o
+          CROSS JOIN LATERAL (
+              SELECT (array_agg(reason.why ORDER BY h.i) FILTER (WHERE reason.why IS NOT NULL))[1] AS why
+                FROM generate_series(1, greatest(cardinality(o.hostaddrs), cardinality(o.hosts), 1)) AS h (i)
+                CROSS JOIN LATERAL (
+                    SELECT coalesce(nullif(btrim(o.hostaddrs[h.i]), ''), btrim(o.hosts[h.i]), '') AS address,
+                           nullif(btrim(CASE WHEN cardinality(o.ports) > 1 THEN o.ports[h.i] ELSE o.ports[1] END), '')
+                               AS port) a
+                CROSS JOIN LATERAL (SELECT rtrim(lower(a.address), '.') AS name) e
+                CROSS JOIN LATERAL (
+                    SELECT CASE WHEN e.name ~ '^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$'
+                                THEN e.name::inet
+                                WHEN (e.name ~ '^([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}$'
+                                      OR e.name ~ '^(([0-9a-f]{1,4}:)*[0-9a-f]{1,4})?::(([0-9a-f]{1,4}:)*[0-9a-f]{1,4})?$')
+                                     AND cardinality(array_remove(string_to_array(e.name, ':'), '')) <= 7
+                                THEN e.name::inet END AS ip) lit
+                CROSS JOIN LATERAL (
+                    SELECT CASE WHEN a.port IS NOT NULL AND a.port <> current_setting('port') THEN NULL
+                                WHEN lit.ip IS NOT NULL
+                                     AND NOT (lit.ip << '127.0.0.0/8'::inet OR lit.ip IN ('0.0.0.0'::inet, '::1'::inet, '::'::inet)
+                                              OR host(lit.ip) = coalesce(host(inet_server_addr()), '')
+                                              OR host(lit.ip) = ANY (string_to_array(replace(current_setting('listen_addresses'),
+                                                                                             ' ', ''), ',')))
+                                THEN NULL
+                                WHEN lit.ip IS NOT NULL THEN format('%s is this machine', a.address)
+                                WHEN e.name = '' AND o.service IS NOT NULL
+                                THEN format('no host: service %s, which pg_service.conf may point at this server', o.service)
+                                WHEN e.name = '' THEN 'no host: libpq''s default socket, on this machine'
+                                WHEN e.name ~ '^[/@]' THEN format('%s is a socket directory of this machine', a.address)
+                                WHEN e.name IN ('localhost', 'localhost.localdomain') THEN format('%s is this machine', a.address)
+                                ELSE format('host %s is a name, or an address not written as one, which may be this '
+                                            'machine: its own hostname, 0.0.0.0 and 2130706433 are', a.address)
+                           END AS why) reason) near
     ),
     -- Every ancestor (by INHERITS, not partitioning) of a table with tenant_id, with the edge a fix cuts: the
     -- first on the way up into a table without tenant_id (a child has all its parent's columns, so every
@@ -758,33 +879,26 @@ BEGIN
     ),
     -- Who calls a SECURITY DEFINER function of a superuser or BYPASSRLS role (not the owner role's:
     -- owner_role_escapes_rls) on another role's behalf: a SECURITY DEFINER function whose owner may execute it
-    -- and whose body calls it, recorded as a dependency (BEGIN ATOMIC) or naming it as a word (PL/pgSQL, EXECUTE
-    -- text; a name built at run time stays unseen), and who calls that one, and so on. From the few such
-    -- definers up, so that a database without any spends nothing here.
+    -- and whose body calls it (calls: a dependency, BEGIN ATOMIC, or its name, named_calls), and who calls that
+    -- one, and so on. From the few such definers up, so that a database without any spends nothing here.
     escaping_callers (target, caller, path) AS (
         SELECT f.oid, g.oid, ARRAY[f.oid, g.oid]
           FROM definers_raw f
           JOIN pg_roles o ON o.oid = f.proowner AND (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role
-          JOIN pg_proc fp ON fp.oid = f.oid
-          JOIN pg_proc g ON g.prosecdef AND g.oid <> f.oid
+          JOIN calls c ON c.target = f.oid
+          JOIN pg_proc g ON g.oid = c.caller AND g.prosecdef AND g.oid <> f.oid
          WHERE has_function_privilege(g.proowner, f.oid, 'EXECUTE')
-           AND (EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = g.oid
-                           AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid)
-                OR (g.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
-                    AND g.prosrc ~* ('\m' || regexp_replace(fp.proname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')))
         UNION ALL
-        SELECT c.target, g.oid, c.path || g.oid
-          FROM escaping_callers c
-          JOIN pg_proc cp ON cp.oid = c.caller
-          JOIN pg_proc g ON g.prosecdef AND g.oid <> ALL (c.path)
-         WHERE has_function_privilege(g.proowner, c.caller, 'EXECUTE')
-           AND (EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = g.oid
-                           AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = c.caller)
-                OR (g.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
-                    AND g.prosrc ~* ('\m' || regexp_replace(cp.proname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')))
+        SELECT ec.target, g.oid, ec.path || g.oid
+          FROM escaping_callers ec
+          JOIN calls c ON c.target = ec.caller
+          JOIN pg_proc g ON g.oid = c.caller AND g.prosecdef AND g.oid <> ALL (ec.path)
+         WHERE has_function_privilege(g.proowner, ec.caller, 'EXECUTE')
     ),
-    -- SECURITY DEFINER functions the app role runs: those it may execute, and those a trigger fires on a
-    -- table it writes (whatever their EXECUTE grants say).
+    -- SECURITY DEFINER functions the app role runs: those it may execute, those a trigger fires on a table it
+    -- writes, and those of an enabled event trigger (whatever their EXECUTE grants say): ddl_command_start
+    -- fires before a command's permission checks, for any role's DDL, and the app role runs DDL of its own
+    -- (CREATE TEMP TABLE fires ddl_command_end, DROP sql_drop).
     app_runs (oid) AS (
         SELECT f.oid FROM pg_proc f
          WHERE f.oid IN (SELECT c.caller FROM escaping_callers c
@@ -796,7 +910,8 @@ BEGIN
                             WHERE tg.tgfoid = f.oid AND NOT tg.tgisinternal
                               AND (has_table_privilege(ar.oid, tg.tgrelid, 'INSERT')
                                    OR has_table_privilege(ar.oid, tg.tgrelid, 'UPDATE')
-                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'DELETE'))))
+                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'DELETE')))
+                OR EXISTS (SELECT 1 FROM pg_event_trigger et WHERE et.evtfoid = f.oid AND et.evtenabled <> 'D'))
     ),
     -- pg_stat_statements, where the extension is installed (in whichever schema the app role may use): its
     -- view, and the function under it, which the view calls with the caller's rights; with the grantees
@@ -1468,7 +1583,8 @@ BEGIN
         SELECT CASE WHEN srv.loopback THEN 'error' ELSE 'warning' END, 'foreign_table_readable', format('%s', f.oid::regclass),
                format('the application role may read foreign table %s of server %I, which %s as the user of its user mapping, past the policies of this database',
                       f.oid::regclass, srv.srvname,
-                      CASE WHEN srv.loopback THEN 'reads this very database' ELSE 'reads another database' END),
+                      CASE WHEN srv.loopback THEN format('reads this very database, as far as the doctor can tell (%s)', srv.why)
+                           ELSE 'reads another database' END),
                concat_ws(' ', format('REVOKE ALL ON %s FROM PUBLIC, %I;', f.oid::regclass, app_role),
                          (E'\x1e' || jsonb_build_array('ALL', format('%s', f.oid::regclass), f.relacl, f.relowner,
                                                 ARRAY['SELECT'],
@@ -1498,6 +1614,44 @@ BEGIN
          WHERE d.defaclobjtype = 'r'
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
          GROUP BY d.oid, d.defaclrole, d.defaclnamespace, acl.grantee
+        UNION ALL
+        -- Default privileges that grant EXECUTE on the functions a role creates later to the application role
+        -- (PUBLIC's EXECUTE is every function's default, which the library's scripts revoke function by
+        -- function). The owner role's, database-wide or in the library's schema, are an error: the library's
+        -- functions are created under them, its SECURITY DEFINER ones (the bypass role's audit_chain_heads(),
+        -- purge_audit_log()) included, and an installation made while they were set records those grants as its
+        -- own. Another role's are a warning: a SECURITY DEFINER function it creates is the app role's to run
+        -- before anyone has closed it.
+        SELECT CASE WHEN pg_get_userbyid(d.defaclrole) = owner_role
+                         AND (d.defaclnamespace = 0 OR d.defaclnamespace = 'rls_tenancy'::regnamespace)
+                    THEN 'error' ELSE 'warning' END,
+               'default_privileges_grant_app',
+               format('default privileges of %I%s on functions', pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' in schema %I', d.defaclnamespace::regnamespace::text) ELSE '' END),
+               format('functions %I creates%s are executable by %s at creation, SECURITY DEFINER ones included, before '
+                      'anyone closes them%s',
+                      pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' in schema %I', d.defaclnamespace::regnamespace::text) ELSE '' END,
+                      rls_tenancy.grantee_name(acl.grantee),
+                      CASE WHEN pg_get_userbyid(d.defaclrole) = owner_role
+                                AND (d.defaclnamespace = 0 OR d.defaclnamespace = 'rls_tenancy'::regnamespace)
+                           THEN ': the library''s own functions among them, which an installation made while they are set '
+                                'records as granted by the library (library_function_granted then says nothing)'
+                           ELSE '' END),
+               format('ALTER DEFAULT PRIVILEGES FOR ROLE %I%s REVOKE EXECUTE ON FUNCTIONS FROM %s;',
+                      pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' IN SCHEMA %I', d.defaclnamespace::regnamespace::text) ELSE '' END,
+                      rls_tenancy.grantee_name(acl.grantee))
+               || CASE WHEN pg_get_userbyid(d.defaclrole) = owner_role
+                            AND (d.defaclnamespace = 0 OR d.defaclnamespace = 'rls_tenancy'::regnamespace)
+                       THEN format(' -- then, if the library was installed while they were set: REVOKE EXECUTE ON ALL '
+                                   'FUNCTIONS IN SCHEMA rls_tenancy FROM %s; and run rls-tenancy migrate --reinstall '
+                                   '(as a superuser), which grants again what the library grants',
+                                   rls_tenancy.grantee_name(acl.grantee))
+                       ELSE '' END
+          FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) acl
+         WHERE d.defaclobjtype = 'f' AND acl.privilege_type = 'EXECUTE'
+           AND acl.grantee <> 0 AND pg_has_role(app_role, acl.grantee, 'MEMBER')
         UNION ALL
         -- Tenant tables by another name: rows keyed to a tenant by a column that is not tenant_id (the
         -- library's policies and these checks look for tenant_id), or by a key into a tenant table.
@@ -1702,6 +1856,13 @@ BEGIN
           FROM pg_proc f
           JOIN pg_namespace n ON n.oid = f.pronamespace
           JOIN pg_roles o ON o.oid = f.proowner
+          LEFT JOIN (SELECT nc.target,
+                            array_agg(format('%s %s (naming it in its body)',
+                                             CASE WHEN g.prosecdef THEN 'SECURITY DEFINER function' ELSE 'trigger function' END,
+                                             g.oid::regprocedure)) AS callers
+                       FROM named_calls nc JOIN pg_proc g ON g.oid = nc.caller JOIN pg_proc t ON t.oid = nc.target
+                      WHERE g.proowner <> t.proowner
+                      GROUP BY nc.target) nb ON nb.target = f.oid
           CROSS JOIN LATERAL (
               SELECT string_agg(u.what, ', ' ORDER BY u.what) AS by
                 FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::regclass) AS what
@@ -1723,17 +1884,9 @@ BEGIN
                          AND g.prosecdef AND g.oid <> f.oid
                       UNION
                       -- A body names what it calls as text (PL/pgSQL, EXECUTE): no dependency records it. A
-                      -- definer or trigger function of another owner naming this one as a word calls it, as far
-                      -- as the catalogs can tell; a name built from pieces at run time stays unseen.
-                      SELECT format('%s %s (naming it in its body)',
-                                    CASE WHEN g.prosecdef THEN 'SECURITY DEFINER function' ELSE 'trigger function' END,
-                                    g.oid::regprocedure)
-                        FROM pg_proc g
-                       WHERE g.oid <> f.oid AND g.proowner <> f.proowner
-                         AND g.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
-                         AND (g.prosecdef OR EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgfoid = g.oid AND NOT tg.tgisinternal)
-                                          OR EXISTS (SELECT 1 FROM pg_event_trigger et WHERE et.evtfoid = g.oid))
-                         AND g.prosrc ~* ('\m' || regexp_replace(f.proname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')) u) used
+                      -- definer or trigger function of another owner naming this one (named_calls) calls it, as far
+                      -- as the catalogs can tell.
+                      SELECT unnest(nb.callers)) u) used
          WHERE pg_has_role(app_role, f.proowner, 'MEMBER')
            AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = f.proowner)
            AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'rls_tenancy')
@@ -1746,7 +1899,8 @@ BEGIN
                format('the application role may use foreign server %I (USAGE granted to %s), which has a user mapping for it: '
                       'through dblink or a foreign table of its own it runs queries on %s as the mapping''s user, past the policies',
                       srv.srvname, string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '),
-                      CASE WHEN srv.loopback THEN 'this very database' ELSE 'another database' END),
+                      CASE WHEN srv.loopback THEN format('this very database, as far as the doctor can tell (%s)', srv.why)
+                           ELSE 'another database' END),
                (E'\x1e' || jsonb_build_array('USAGE', format('FOREIGN SERVER %I', srv.srvname),
                                       (SELECT fs.srvacl FROM pg_foreign_server fs WHERE fs.oid = srv.oid), srv.srvowner,
                                       ARRAY['USAGE'], array_agg(acl.grantee), false, NULL)::text || E'\x1e')
@@ -1755,7 +1909,7 @@ BEGIN
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
            AND EXISTS (SELECT 1 FROM pg_user_mappings um
                         WHERE um.srvid = srv.oid AND (um.umuser = 0 OR pg_has_role(app_role, um.umuser, 'MEMBER')))
-         GROUP BY srv.oid, srv.srvname, srv.loopback, srv.srvowner
+         GROUP BY srv.oid, srv.srvname, srv.loopback, srv.why, srv.srvowner
         UNION ALL
         -- Schemas that hold tenant tables (the library's too): their owner may drop any table in them and put
         -- its own in its place, and whoever may create there plants functions that privileged sessions call.

@@ -6,6 +6,7 @@ Also the subtler gaps it once missed, the well-made objects that must add no fin
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -156,6 +157,30 @@ def _loopback_table(r: RoleNames, host: str) -> list[str]:
         "CREATE FOREIGN TABLE public.doctor_remote (id integer, name text) SERVER doctor_loop"
         " OPTIONS (table_name 'projects')",
         ddl("GRANT SELECT ON public.doctor_remote TO {}", r.app),
+    ]
+
+
+def _server_table(r: RoleNames, options: str) -> list[str]:
+    """As _loopback_table, the server's options spelled by ``options`` (SQL, none when empty)."""
+    server = sql.SQL("CREATE SERVER doctor_loop FOREIGN DATA WRAPPER postgres_fdw")
+    return [
+        "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
+        (sql.SQL("{} OPTIONS ({})").format(server, sql.SQL(options)) if options else server).as_string(None),
+        ddl("CREATE USER MAPPING FOR {} SERVER doctor_loop OPTIONS (user 'postgres')", r.app),
+        "CREATE FOREIGN TABLE public.doctor_remote (id integer, name text) SERVER doctor_loop"
+        " OPTIONS (table_name 'projects')",
+        ddl("GRANT SELECT ON public.doctor_remote TO {}", r.app),
+    ]
+
+
+def _owned_by_app(schema: str, function: str, signature: str) -> Callable[[RoleNames], list[str]]:
+    """``function`` (a CREATE FUNCTION's tail) created in ``schema`` and given to the app role: nothing calls it."""
+    return lambda r: [
+        ddl("CREATE SCHEMA IF NOT EXISTS {}", schema),
+        sql.SQL("CREATE FUNCTION {}.").format(sql.Identifier(schema)).as_string(None) + function,
+        sql.SQL("ALTER FUNCTION {}.{} OWNER TO {}")
+        .format(sql.Identifier(schema), sql.SQL(signature), sql.Identifier(r.app))
+        .as_string(None),
     ]
 
 
@@ -363,6 +388,15 @@ PLANTS = {
         "default_privileges_grant_app",
         "default privileges of {superuser} in schema public",
         "are granted INSERT, SELECT to",
+    ),
+    # The library's functions are created under the owner role's default privileges: an installation made
+    # while this is set gives the app role EXECUTE on every SECURITY DEFINER one, as if the library had.
+    "default privileges granting the owner role's future functions to the app role": Plant(
+        lambda r: [ddl("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT EXECUTE ON FUNCTIONS TO {}", r.owner, r.app)],
+        "error",
+        "default_privileges_grant_app",
+        "default privileges of {owner} on functions",
+        "the library's own functions among them",
     ),
     "a foreign table onto this database, readable by the app role": Plant(
         lambda r: _loopback_table(r, "localhost"),
@@ -889,6 +923,69 @@ PLANTS = {
         "policy_not_tenant_keyed",
         "public.projects policy doctor_open",
         fix_is_sql=False,  # enable_tenant_isolation would meet the restrictive tenant_isolation
+    ),
+    # Names the doctor cannot resolve, and no host at all: each may be this server.
+    "a foreign table through a server named by this machine's hostname": Plant(
+        lambda r: _server_table(r, sql.SQL("host {}").format(sql.Literal(socket.gethostname())).as_string(None)),
+        "error",
+        "foreign_table_readable",
+        "public.doctor_remote",
+        "is a name",
+        fix_is_sql=False,
+    ),
+    "a foreign table through a server given by a service, without a host": Plant(
+        lambda r: _server_table(r, "service 'doctor_service'"),
+        "error",
+        "foreign_table_readable",
+        "public.doctor_remote",
+        "service doctor_service",
+        fix_is_sql=False,
+    ),
+    "a foreign table through a server without any option (libpq's default socket, this database's name)": Plant(
+        lambda r: _server_table(r, ""),
+        "error",
+        "foreign_table_readable",
+        "public.doctor_remote",
+        "no host",
+        fix_is_sql=False,
+    ),
+    # Another cluster on this machine (a replica on another port): another database.
+    "a foreign table onto localhost on another port": Plant(
+        lambda r: _server_table(r, "host 'localhost', port '1'"),
+        "warning",
+        "foreign_table_readable",
+        "public.doctor_remote",
+        "reads another database",
+        fix_is_sql=False,
+    ),
+    # A word every body writes (format(, now() names pg_catalog's function, not one of the same name elsewhere:
+    # pg_catalog comes first on every path that does not name it later, and doctor_scratch is on none.
+    "a function the app role owns named format(text), in a schema on no search_path": Plant(
+        _owned_by_app("doctor_scratch", "format(s text) RETURNS text LANGUAGE sql AS 'SELECT s'", "format(text)"),
+        "warning",
+        "app_role_owns_function",
+        "doctor_scratch.format(text)",
+    ),
+    "a function the app role owns named now() in public, which pg_catalog.now() comes before": Plant(
+        _owned_by_app("public", "now() RETURNS timestamptz LANGUAGE sql AS 'SELECT pg_catalog.now()'", "now()"),
+        "warning",
+        "app_role_owns_function",
+        "public.now()",
+    ),
+    "a function the app role owns that a pinned SECURITY DEFINER function calls by its schema": Plant(
+        lambda r: [
+            "CREATE SCHEMA doctor_scratch",
+            "CREATE FUNCTION doctor_scratch.pick() RETURNS bigint LANGUAGE sql AS 'SELECT 1'",
+            ddl("ALTER FUNCTION doctor_scratch.pick() OWNER TO {}", r.app),
+            "CREATE FUNCTION public.doctor_count() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER"
+            " SET search_path = pg_catalog, pg_temp AS $$ DECLARE n bigint; BEGIN"
+            " EXECUTE 'SELECT \"doctor_scratch\" . Pick()' INTO n; RETURN n; END $$",
+            ddl("ALTER FUNCTION public.doctor_count() OWNER TO {}", r.owner),
+        ],
+        "error",
+        "app_role_owns_function",
+        "doctor_scratch.pick()",
+        "SECURITY DEFINER function public.doctor_count() (naming it in its body) runs it",
     ),
     "a foreign table onto this database spelled LOCALHOST., readable by the app role": Plant(
         lambda r: _loopback_table(r, "LOCALHOST."),

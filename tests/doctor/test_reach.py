@@ -444,6 +444,19 @@ REACHES = {
         "doctor_loop",
         THROUGH_LOOP,
     ),
+    # Spellings of this machine that are no loopback name or 127.0.0.0/8: once warnings ("another database").
+    "a dblink server back to this database by host 0.0.0.0": Reach(
+        _loop_server("host '0.0.0.0', dbname %1$L, port %2$L"),
+        "foreign_server_usable",
+        "doctor_loop",
+        THROUGH_LOOP,
+    ),
+    "a dblink server back to this database by 127.0.0.1 written as a number": Reach(
+        _loop_server("host '2130706433', dbname %1$L, port %2$L"),
+        "foreign_server_usable",
+        "doctor_loop",
+        THROUGH_LOOP,
+    ),
     "a dblink server back to this database through its unix socket directory": Reach(
         _loop_server("host %3$L, dbname %1$L, port %2$L"),
         "foreign_server_usable",
@@ -479,6 +492,29 @@ REACHES = {
         "definer_escapes_rls",
         "public.doctor_leak()",
         ["SELECT 'reached' FROM public.doctor_report() AS s (secret) WHERE secret = 'b-secret'"],
+    ),
+    # The owner role's event-trigger function, fired by the app role's own CREATE TEMP TABLE, calling LEAK and
+    # logging what it returns where the app role reads it.
+    "a superuser's definer reached through the owner role's event-trigger function": Reach(
+        lambda d: [
+            *LEAK,
+            ddl("GRANT EXECUTE ON FUNCTION public.doctor_leak() TO {}", d.roles.owner),
+            "CREATE TABLE public.doctor_ddl_log (secret text)",
+            ddl("ALTER TABLE public.doctor_ddl_log OWNER TO {}", d.roles.owner),
+            ddl("GRANT SELECT ON public.doctor_ddl_log TO {}", d.roles.app),
+            "CREATE FUNCTION public.doctor_on_ddl() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER"
+            " SET search_path = pg_catalog, pg_temp"
+            " AS $$ BEGIN INSERT INTO public.doctor_ddl_log SELECT * FROM public.doctor_leak(); END $$",
+            ddl("ALTER FUNCTION public.doctor_on_ddl() OWNER TO {}", d.roles.owner),
+            "REVOKE ALL ON FUNCTION public.doctor_on_ddl() FROM PUBLIC",
+            "CREATE EVENT TRIGGER doctor_on_ddl ON ddl_command_end EXECUTE FUNCTION public.doctor_on_ddl()",
+        ],
+        "definer_escapes_rls",
+        "public.doctor_leak()",
+        [
+            "CREATE TEMPORARY TABLE doctor_scratch (x integer)",
+            "SELECT 'reached' FROM public.doctor_ddl_log WHERE secret = 'b-secret'",
+        ],
     ),
     # Every tenant's chain heads (its tenants' ids, how many events each logged): the bypass role's alone.
     "the library's audit_chain_heads() granted to the app role": Reach(
