@@ -104,6 +104,38 @@ $fn$;
 
 REVOKE ALL ON FUNCTION rls_tenancy.library_definition_digests(), rls_tenancy.library_definition_findings() FROM PUBLIC;
 
+-- Default privileges of the owner role (database-wide, or in the library's schema) that give EXECUTE on the
+-- functions it creates to the application role or a role it can become: every function the scripts created
+-- just now, the bypass role's SECURITY DEFINER ones among them (audit_chain_heads(), purge_audit_log()), is the
+-- app's to run, and the catalog cannot tell those grants from the scripts' own; recorded below, they would be
+-- the library's. Refused instead (PUBLIC's EXECUTE, every function's default, the scripts revoke one by one).
+DO $default_privileges$
+DECLARE
+    granted  text;
+    grantees text;
+BEGIN
+    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('ALTER DEFAULT PRIVILEGES FOR ROLE %I%s REVOKE EXECUTE ON FUNCTIONS FROM %I;',
+                                                            pg_catalog.pg_get_userbyid(d.defaclrole),
+                                                            CASE WHEN d.defaclnamespace <> 0 THEN ' IN SCHEMA rls_tenancy' ELSE '' END,
+                                                            pg_catalog.pg_get_userbyid(a.grantee)), ' '),
+           pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)), ', ')
+      INTO granted, grantees
+      FROM pg_catalog.pg_default_acl d CROSS JOIN LATERAL pg_catalog.aclexplode(d.defaclacl) a
+     WHERE d.defaclobjtype = 'f' AND a.privilege_type = 'EXECUTE'
+       AND d.defaclrole = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = rls_tenancy.role_name('owner'))
+       AND d.defaclnamespace IN (0, 'rls_tenancy'::pg_catalog.regnamespace)
+       AND a.grantee <> 0 AND a.grantee <> d.defaclrole
+       AND pg_catalog.pg_has_role(rls_tenancy.role_name('app'), a.grantee, 'MEMBER');
+    IF granted IS NOT NULL THEN
+        RAISE EXCEPTION 'rls_tenancy: default privileges give the application role EXECUTE on every function the owner role '
+                        'creates, the library''s own among them (its bypass functions included): not installed'
+            USING HINT = 'as a superuser: ' || granted || ' and, where the library is installed already, REVOKE EXECUTE ON '
+                         'ALL FUNCTIONS IN SCHEMA rls_tenancy FROM ' || grantees || '; then install again '
+                         '(rls-tenancy migrate --reinstall), which grants again what the library grants';
+    END IF;
+END
+$default_privileges$;
+
 -- Recorded last, after every script before this one has installed its definitions and made its grants.
 DELETE FROM rls_tenancy.library_definitions;
 -- With, for each function, who besides its owner may EXECUTE it ('PUBLIC' for every role): a grant made since

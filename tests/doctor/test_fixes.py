@@ -338,3 +338,39 @@ def test_the_signalling_functions_fix_revokes_the_membership_that_grants_them(
         run(conn, found[0][4])
         assert not can(conn, db.roles.app, "SET LOCAL ROLE pg_signal_backend")
         assert finding_rows(conn) == baseline
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_an_installation_under_default_privileges_granting_the_app_role_functions_is_refused_until_revoked(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    """The owner role's default privileges give the app role EXECUTE on each function the scripts create, its
+    bypass functions among them; an installation made then recorded those grants as its own, and the doctor said
+    nothing. The scripts refuse it instead, and the way out the refusal gives leaves the app role what the library
+    grants it, and no more."""
+    bypass_function = "rls_tenancy.audit_chain_heads()"
+    laundered = [
+        ddl("ALTER DEFAULT PRIVILEGES FOR ROLE {} GRANT EXECUTE ON FUNCTIONS TO {}", db.roles.owner, db.roles.app),
+        # what a first installation under them leaves (existing functions keep their grants when replaced)
+        ddl("GRANT EXECUTE ON FUNCTION rls_tenancy.audit_chain_heads() TO {}", db.roles.app),
+    ]
+    may_run = text("SELECT has_function_privilege(:role, :function, 'EXECUTE')")
+    with planted_in(superuser_engine, laundered) as conn:
+        with pytest.raises(DBAPIError, match="default privileges give the application role EXECUTE") as raised:
+            with conn.begin_nested():
+                reinstall_on(conn, roles=db.roles)
+        hint = raised.value.orig.diag.message_hint or ""  # type: ignore[union-attr]
+        assert "REVOKE EXECUTE ON FUNCTIONS FROM" in hint and db.roles.app in hint
+        revoke = ddl(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {} REVOKE EXECUTE ON FUNCTIONS FROM {}", db.roles.owner, db.roles.app
+        )
+        run(conn, revoke)
+        run(conn, ddl("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA rls_tenancy FROM {}", db.roles.app))
+        reinstall_on(conn, roles=db.roles)
+        assert not conn.execute(may_run, {"role": db.roles.app, "function": bypass_function}).scalar_one()
+        # what the library grants the app role, granted again by the installation
+        current = "rls_tenancy.current_tenant_id()"
+        assert conn.execute(may_run, {"role": db.roles.app, "function": current}).scalar_one()
+        assert not [
+            row for row in finding_rows(conn) if row[1] in ("library_function_granted", "default_privileges_grant_app")
+        ]
