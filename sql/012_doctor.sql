@@ -1154,10 +1154,23 @@ BEGIN
           JOIN pg_class m ON m.oid = mr.mv
           JOIN pg_roles o ON o.oid = m.relowner
           JOIN pg_rewrite rw ON rw.ev_class = mr.rel
-          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_proc'::regclass
-          JOIN pg_proc f ON f.oid = d.refobjid
-         WHERE f.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+          -- (a call of a pinned function, pg_catalog's, is recorded in no pg_depend row: read from the rule's tree)
+          CROSS JOIN LATERAL (SELECT d.refobjid AS oid FROM pg_depend d
+                               WHERE d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_proc'::regclass
+                              UNION
+                              SELECT p.oid FROM pg_proc p
+                               WHERE p.pronamespace = 'pg_catalog'::regnamespace
+                                 AND p.proname ~ '^(query|cursor|table|schema|database)_to_xml(schema|_and_xmlschema)?$'
+                                 AND rw.ev_action::text ~ (':funcid ' || p.oid || '\M')) called
+          JOIN pg_proc f ON f.oid = called.oid
+         WHERE ((f.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+                 AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e'))
+                -- The system's and extensions' functions that run SQL text, or read a table, given as an argument:
+                -- query_to_xml('SELECT ... FROM projects', ...), tablefunc's crosstab() and connectby(), dblink().
+                OR (f.pronamespace = 'pg_catalog'::regnamespace
+                    AND f.proname ~ '^(query|cursor|table|schema|database)_to_xml(schema|_and_xmlschema)?$')
+                OR (f.proname ~ '^(crosstab[0-9]*|connectby|dblink|dblink_exec|dblink_open|dblink_fetch|dblink_send_query|dblink_get_result)$'
+                    AND EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')))
            AND NOT EXISTS (SELECT 1 FROM reaching r WHERE r.rel = m.oid)
            AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, m.oid, 'SELECT'))
          GROUP BY m.oid, o.rolname, o.rolsuper, o.rolbypassrls

@@ -481,6 +481,17 @@ REACHES = {
         "public.doctor_stored",
         ["SELECT 'reached' FROM public.doctor_stored WHERE secret = 'b-secret'"],
     ),
+    # A system function running SQL text as the refresher: pg_catalog's functions were all left out.
+    "a superuser's materialized view over query_to_xml() reading a tenant table": Reach(
+        lambda d: [
+            "CREATE MATERIALIZED VIEW public.doctor_stored AS SELECT query_to_xml("
+            "'SELECT secret FROM public.doctor_secrets', false, false, '')::text AS secret",
+            ddl("GRANT SELECT ON public.doctor_stored TO {}", d.roles.app),
+        ],
+        "materialized_view_calls_function",
+        "public.doctor_stored",
+        ["SELECT 'reached' FROM public.doctor_stored WHERE secret LIKE '%b-secret%'"],
+    ),
     "a superuser's definer reached through the owner role's definer (BEGIN ATOMIC)": Reach(
         _reported_by("BEGIN ATOMIC SELECT * FROM public.doctor_leak(); END"),
         "definer_escapes_rls",
