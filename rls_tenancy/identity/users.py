@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -33,6 +34,8 @@ from rls_tenancy.context import require_tenant_id
 from rls_tenancy.errors import UsageError
 from rls_tenancy.orm.mixin import TenantBoundMixin
 from rls_tenancy.orm.models import TenancyBase, storable
+
+_log = logging.getLogger(__name__)
 
 #: A role or scope name; the same rule as ``rls_tenancy.valid_scopes()``.
 SCOPE_PATTERN = re.compile(r"[a-z][a-z0-9_:.-]{0,63}\Z")
@@ -115,7 +118,12 @@ class User(TenantBoundMixin, TenancyBase):
         if hashed is None or not isinstance(password, str) or not storable(password):
             check_password_of_nobody(password)
             return False
-        return check_password_hash(hashed, password)
+        try:
+            return check_password_hash(hashed, password)
+        except ValueError:  # a format werkzeug cannot check (bcrypt, argon2, ...): a refusal, never a 500
+            _log.warning("user %s has a password hash werkzeug cannot check; the login is refused", self.id)
+            check_password_of_nobody(password)
+            return False
 
     def __repr__(self) -> str:
         return f"<User {self.email!r} tenant={self.tenant_id}>"
