@@ -297,13 +297,17 @@ class _Guard(_Checked):
     """Mixed in before a sync cursor class."""
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        _prepare(self.connection, _check(self.connection))
+        needs = _check(self.connection)
+        if needs:
+            _prepare(self.connection, needs)
         result = super().execute(*args, **kwargs)  # type: ignore[misc]
         _ran(self)
         return result
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        _prepare(self.connection, _check(self.connection))
+        needs = _check(self.connection)
+        if needs:
+            _prepare(self.connection, needs)
         result = super().executemany(*args, **kwargs)  # type: ignore[misc]
         _ran(self)
         return result

@@ -128,7 +128,7 @@ def _scope_statement(state: ORMExecuteState) -> Result[Any] | None:
         info[_ACTED_FOR] = _SEVERAL  # from now on, never equal to a tenant
     # Objects of a session that acted for one tenant only are that tenant's, unless it was given some.
     doubtful = several or _BROUGHT_IN in info
-    if state.is_select:
+    if state.is_select and (doubtful or state.lazy_loaded_from is not None):
         _check_parents(state, tenant_id, doubtful)
     state.statement = state.statement.options(_CRITERIA)
     given = state.parameters
