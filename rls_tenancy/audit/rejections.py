@@ -13,8 +13,11 @@ forged token claimed, the e-mails tried), ``data.window_started`` and
 chain per window; every rejection is still counted.
 
 The counts live in the process until their window ends (a daemon timer
-writes them; so does interpreter exit): a process killed in between loses
-at most one window's count, never the first event. Each process counts on
+writes them; so do interpreter exit and the Flask extension's
+``dispose()``): a process killed in between loses at most one window's
+count, never the first event. A count the timer cannot write (the database
+down, or dropped under a test) is logged instead, on
+``rls_tenancy.audit.rejections``, with what it counted. Each process counts on
 its own. Past :data:`MAX_SOURCES` open windows (many sources at once), a
 rejection from a new source is written at once, as without aggregation.
 """
@@ -25,6 +28,7 @@ import atexit
 import datetime
 import ipaddress
 import json
+import logging
 import threading
 import time
 import weakref
@@ -35,6 +39,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rls_tenancy.audit.events import current_origin, log_security_event
+
+_log = logging.getLogger(__name__)
 
 #: The default window, in seconds: rows per source per minute stay bounded.
 WINDOW = 60.0
@@ -134,7 +140,11 @@ class RejectionLog:
             self._timer = None
             if pending:
                 self._schedule(min(pending))
-        self._write_counts(due)
+        try:
+            self._write_counts(due)
+        except Exception:  # noqa: BLE001 - a thread of its own: nothing above it would see the error
+            counted = [(action, tenant, reason, opened.repeated) for (action, tenant, _, reason), opened in due]
+            _log.warning("rejection counts not written (action, tenant, reason, count): %s", counted, exc_info=True)
 
     def _write_counts(self, due: list[tuple[_Key, _Window]]) -> None:
         for (action, tenant_id, _, reason), opened in due:
@@ -167,6 +177,14 @@ def _source(ip: str | None) -> str:
 
 _LOGS: weakref.WeakKeyDictionary[Engine, RejectionLog] = weakref.WeakKeyDictionary()
 _LOGS_LOCK = threading.Lock()
+
+
+def flush_rejections(engine: Engine) -> None:
+    """Write ``engine``'s open windows' counts now, if it has any: before it or its database goes away."""
+    with _LOGS_LOCK:
+        found = _LOGS.get(engine)
+    if found is not None:
+        found.flush()
 
 
 def rejection_log(engine: Engine) -> RejectionLog:

@@ -16,6 +16,7 @@ from flask import current_app, has_request_context, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
 
+from rls_tenancy.audit.rejections import flush_rejections
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import Acting
 from rls_tenancy.errors import UsageError
@@ -57,14 +58,18 @@ class TenancyState:
     def dispose(self) -> None:
         """Close the pooled connections of every engine the extension uses: the app's, audit, bypass and read ones.
 
-        For a test's teardown, before the plugin drops its database (the
+        Repeated rejections still counted in memory are written first. For a
+        test's teardown, before the plugin drops its database (the
         drop ends the connections still open; one still checked out then
         fails with ``AdminShutdown`` when next used or closed), and for a
         process about to fork workers. Each engine opens new connections
         when it is used again.
         """
         bypass = None if self.bypass is None else self.bypass.engine
-        for engine in dict.fromkeys(e for e in (self.engine, self.audit_engine, self.read_engine, bypass) if e):
+        engines = dict.fromkeys(e for e in (self.engine, self.audit_engine, self.read_engine, bypass) if e)
+        for engine in engines:  # their rejection counts first, while the database is there to take them
+            flush_rejections(engine)
+        for engine in engines:
             engine.dispose()
 
     def session(self) -> Session:

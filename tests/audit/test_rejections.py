@@ -8,17 +8,19 @@ hold another's rejections.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, exc, func, select
 from sqlalchemy.orm import Session
 
 from rls_tenancy import AuditEvent
-from rls_tenancy.audit.rejections import rejection_log
+from rls_tenancy.audit.rejections import RejectionLog, rejection_log
 from rls_tenancy.errors import UsageError
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.app import create_app
@@ -162,3 +164,38 @@ def client_app_window_zero(demo_app: Flask) -> Flask:
 def test_a_window_that_is_not_seconds_is_refused_at_init(db: TenancyDatabase, window: object) -> None:
     with pytest.raises(UsageError, match="RLS_TENANCY_REJECTION_WINDOW"):
         _app(db, RLS_TENANCY_REJECTION_WINDOW=window)
+
+
+def test_dispose_writes_the_counts_still_held(db: TenancyDatabase, bypass_engine: Engine) -> None:
+    """A test's teardown disposes the app before its database goes: the counts go out then, not a minute later."""
+    app = _app(db)  # the default window, 60 s
+    ip = "198.51.100.14"
+    try:
+        for claimed in range(3):
+            _junk(app, ip, claimed + 1)
+    finally:
+        app.extensions["rls_tenancy"].dispose()
+    written = _events(bypass_engine, ip)
+    assert [e.data and e.data.get("repeated") for e in written] == [None, 2]
+
+
+def test_a_count_the_timer_cannot_write_is_logged_not_raised_in_its_thread(
+    db: TenancyDatabase, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its database gone (dropped under a test, or down): before, the timer's thread died with the error."""
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda hooked: raised.append(hooked.exc_value))
+    gone = create_engine(db.app_url.set(database="rls_no_such_database"))
+    log = RejectionLog(gone)
+    try:
+        with caplog.at_level(logging.WARNING, logger="rls_tenancy.audit.rejections"):
+            with pytest.raises(exc.OperationalError):  # the first of a window is written at once, as a request would
+                log.record("auth.token_rejected", "junk", tenant_id=None, reason="forged", data={}, window=0.2)
+            log.record("auth.token_rejected", "junk", tenant_id=None, reason="forged", data={}, window=0.2)
+            deadline = time.monotonic() + 10
+            while "rejection counts not written" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        gone.dispose()
+    assert raised == []
+    assert "('auth.token_rejected', None, 'forged', 1)" in caplog.text
