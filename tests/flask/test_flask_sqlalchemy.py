@@ -8,31 +8,15 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Integer, String, select, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import select, text
 
-from rls_tenancy import NoTenantError, TenantBoundMixin, UnsafeBypass, as_tenant
+from rls_tenancy import NoTenantError, UnsafeBypass, as_tenant
 from rls_tenancy.flask import Tenancy, require_scopes
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.seed import Seeded
 from tests.conftest import World, run_in_threads
 from tests.fix_flask import bearer
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-fsa = SQLAlchemy(model_class=Base)
-
-
-class Project(TenantBoundMixin, fsa.Model):  # type: ignore[name-defined,misc]
-    """The demo's projects table, mapped the Flask-SQLAlchemy way: ``Project.query`` as in the seed."""
-
-    __tablename__ = "projects"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
+from tests.flask.fsa_support import Project, fsa
 
 
 @pytest.fixture(scope="module")

@@ -14,30 +14,16 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask, Request, jsonify
 from flask.typing import ResponseReturnValue
-from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.query import Query as FlaskQuery
-from sqlalchemy import Integer, String, exc
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import exc
 
-from rls_tenancy import NoTenantError, TenancyError, TenantBoundMixin, TenantMismatchError
+from rls_tenancy import NoTenantError, TenancyError, TenantMismatchError
 from rls_tenancy.errors import ObjectNotVisibleError
 from rls_tenancy.flask import Tenancy
 from rls_tenancy.flask.resolvers import Resolution
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-fsa = SQLAlchemy(model_class=Base)
-
-
-class Project(TenantBoundMixin, fsa.Model):  # type: ignore[name-defined,misc]
-    __tablename__ = "projects"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
+from tests.flask.fsa_support import Project, fsa
 
 
 def _tenant_header(given: Request) -> Resolution | None:
