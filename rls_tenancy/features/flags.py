@@ -3,7 +3,10 @@
 A :class:`Flags` belongs to one request (the Flask extension makes one per
 request) or one job (``with flags_for(session):``). The first evaluation
 loads every override that could apply to any declared feature in this
-context, in one query; every later evaluation is a dictionary lookup.
+context, in one query; every later evaluation is a dictionary lookup, as
+long as the tenant and user in context are those it loaded for. A job
+looping over tenants inside one block loads again for each: the overrides
+and scopes of the last one are never another's.
 
 Which value wins, for a feature and the context's scope:
 
@@ -31,6 +34,7 @@ from sqlalchemy import bindparam, text
 
 from rls_tenancy.audit.events import Executor
 from rls_tenancy.catalog_types import TextArray
+from rls_tenancy.context import Acting, acting
 from rls_tenancy.errors import UsageError
 from rls_tenancy.features.declare import EVERY_SCOPE, REGISTRY, VALUES, Feature, FeatureRegistry, values_in_context
 
@@ -62,6 +66,7 @@ class Flags:
         self._registry = registry
         self._scopes: dict[str, str | None | Exception] | None = None
         self._overrides: dict[tuple[str, str, bool], bool] | None = None
+        self._loaded_for: Acting | None = None  # (tenant, user) the overrides and scopes are those of
         self.queries = 0
 
     def is_enabled(self, feature: Feature | str) -> bool:
@@ -97,13 +102,15 @@ class Flags:
         self._scopes = self._overrides = None
 
     def _load(self) -> tuple[dict[str, str | None | Exception], dict[tuple[str, str, bool], bool]]:
-        if self._scopes is None or self._overrides is None:
+        now = acting()
+        if self._scopes is None or self._overrides is None or now != self._loaded_for:
             scopes = {feature.key: _scope_or_error(feature) for feature in self._registry}
             wanted = sorted({EVERY_SCOPE, *(scope for scope in scopes.values() if isinstance(scope, str))})
             rows = self._executor.execute(_LOAD, {"features": sorted(scopes), "scopes": wanted}).all()
             self.queries += 1
             self._overrides = {(row.feature, row.scope, row.tenant_id is None): row.enabled for row in rows}
             self._scopes = scopes
+            self._loaded_for = (now[0], now[1])
         return self._scopes, self._overrides
 
 

@@ -358,6 +358,33 @@ def test_all_flags_cost_one_query(world: World, users: Users, registry: FeatureR
     assert len(statements) == 1 and "feature_overrides" in statements[0]
 
 
+def test_a_job_looping_over_tenants_in_one_block_gets_each_tenants_values(
+    world: World, users: Users, registry: FeatureRegistry, session: Session
+) -> None:
+    tenant_wide = Feature(
+        f"job-tenant-{secrets.token_hex(3)}", scope="tenant", allow_overrides="admin", registry=registry
+    )
+    per_user = Feature(f"job-user-{secrets.token_hex(3)}", scope="user", allow_overrides="user", registry=registry)
+    with as_tenant(world.a, user=users.a):
+        set_override(session, tenant_wide, True, scope=EVERY_SCOPE, granted={"admin"}, registry=registry)
+        set_override(session, per_user, True, registry=registry)
+        session.commit()
+    seen = []
+    with flags_for(session, registry) as flags:
+        for tenant, user in ((world.a, users.a), (world.b, users.b), (world.a, None), (world.a, users.a)):
+            with as_tenant(tenant, user=user):
+                explained = flags.explain(tenant_wide)
+                seen.append((explained.enabled, explained.reason, explained.scope, per_user.evaluate()))
+                session.commit()
+    assert seen == [
+        (True, "tenant-override", f"tenant:{world.a}", True),
+        (False, "default", f"tenant:{world.b}", False),  # not a's override, nor a's scope
+        (True, "tenant-override", f"tenant:{world.a}", False),  # a's, but not its user's own
+        (True, "tenant-override", f"tenant:{world.a}", True),
+    ]
+    assert flags.queries == 4  # once per change of tenant or user, not per evaluation
+
+
 def test_evaluate_needs_flags_in_context(registry: FeatureRegistry) -> None:
     feature = Feature("contextless", scope="user", registry=registry)
     with pytest.raises(UsageError, match="no feature flags in context"):
