@@ -125,7 +125,7 @@ def _authenticate(engine: Engine, session: Callable[[], Session] | None, claimed
 
 
 def _look_up(engine: Engine, request_session: Session | None, claimed: int, digest: bytes) -> TokenIdentity:
-    if request_session is None or request_session.in_transaction():
+    if not _can_begin(request_session):
         # One statement, no tenant: in autocommit it is one round trip
         # instead of three (BEGIN, the lookup, ROLLBACK).
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -138,6 +138,16 @@ def _look_up(engine: Engine, request_session: Session | None, claimed: int, dige
     )
     assert identity is not None  # a token that does not hold raises
     return identity
+
+
+def _can_begin(request_session: Session | None) -> TypeGuard[Session]:
+    """Whether a credential check may be the first statement of ``request_session``'s transaction.
+
+    Not when it is in one already (a ``before_request`` of the app's ran a
+    query), nor when it never begins one by itself (``autobegin=False``: the
+    app's views begin their own, ``with session.begin():``).
+    """
+    return request_session is not None and request_session.autobegin and not request_session.in_transaction()
 
 
 def _in_request_transaction(request_session: Session, check: Callable[[], _T | None]) -> _T | None:
@@ -208,7 +218,7 @@ _USER_WIRE = b"SELECT u.id FROM rls_tenancy.users AS u WHERE u.id = $1::bigint"
 
 
 def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int, user_id: int) -> bool:
-    if request_session is None or request_session.in_transaction():
+    if not _can_begin(request_session):
         with as_tenant_for_call(tenant_id), engine.connect() as connection:
             return connection.scalar(select(User.id).where(User.id == user_id)) is not None
 

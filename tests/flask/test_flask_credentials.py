@@ -207,3 +207,67 @@ def test_a_session_bound_per_model_still_checks_tokens_in_its_transaction(engine
 
     answer = app.test_client().get("/tenant", headers=bearer(seeded.tokens["globex/ci"]))
     assert (answer.status_code, answer.get_json()) == (200, {"slug": "globex"})
+
+
+@pytest.mark.parametrize("credential", ["token", "cookie"])
+def test_a_session_that_never_begins_by_itself_gets_the_check_on_a_connection_of_its_own(
+    engine: Engine, seeded: Seeded, superuser_engine: Engine, credential: str
+) -> None:
+    """``autobegin=False``: views begin their own transactions, so the check cannot be the first statement of one."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    Tenancy(app, engine=engine, session=sessionmaker(engine, autobegin=False))
+
+    @app.get("/settings")
+    def settings() -> ResponseReturnValue:
+        session = state().session()
+        assert not session.in_transaction()
+        with session.begin():  # where the library's helpers load what they read, too
+            row = session.execute(SETTINGS).one()
+            user = get_current_user()
+            user_id = None if user is None else user.id
+        return jsonify(user=user_id, bound_tenant=row.tenant, bound_user=row.user)
+
+    client = app.test_client()
+    alice = _user_id(superuser_engine, "alice@acme.example")
+    headers = bearer(seeded.tokens["acme/ci"]) if credential == "token" else {}
+    if credential == "cookie":
+        with client.session_transaction() as cookie:
+            cookie["rls_tenancy"] = {"tenant_id": seeded.tenants["acme"], "user_id": alice}
+    answer = client.get("/settings", headers=headers)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["user"] is not None and (credential == "token" or body["user"] == alice)
+    assert (body["bound_tenant"], body["bound_user"]) == (str(seeded.tenants["acme"]), str(body["user"]))
+    with client.session_transaction() as cookie:
+        cookie.clear()
+    unknown = bearer(f"rlst_{seeded.tenants['acme']}_{secrets.token_urlsafe(32)}")
+    assert client.get("/settings", headers=unknown).status_code == 401
+
+
+def test_a_view_that_chooses_its_isolation_level_commits_the_checks_transaction_first(
+    engine: Engine, seeded: Seeded
+) -> None:
+    """The documented way out of the check's transaction: the next one is bound to the request again."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    Tenancy(app, engine=engine)
+
+    @app.get("/serializable")
+    def serializable() -> ResponseReturnValue:
+        session = state().session()
+        assert session.in_transaction()  # the token's check began it
+        session.commit()
+        with session.begin():
+            session.connection(execution_options={"isolation_level": "SERIALIZABLE"})
+            row = session.execute(SETTINGS).one()
+            level = session.execute(text("SHOW transaction_isolation")).scalar_one()
+            user = get_current_user()
+            user_id = None if user is None else user.id
+        return jsonify(level=level, user=user_id, bound_tenant=row.tenant, bound_user=row.user)
+
+    answer = app.test_client().get("/serializable", headers=bearer(seeded.tokens["acme/ci"]))
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["level"] == "serializable"
+    assert (body["bound_tenant"], body["bound_user"]) == (str(seeded.tenants["acme"]), str(body["user"]))
