@@ -75,6 +75,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
 from rls_tenancy.binding import _driver_guard
+from rls_tenancy.binding.anonymous import prepare_for
 from rls_tenancy.binding import settings as _settings
 from rls_tenancy.binding import signing as _signing
 from rls_tenancy.binding._begin import Statement, begin_with, begin_with_async, can_begin_with
@@ -273,6 +274,7 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     bound = _binding_of(info, conn.get_transaction())
     if bound is None:
         raise ConfigurationError("adopt_user() needs a transaction already bound to a tenant")
+    prepare_for(conn.connection.driver_connection, _signing.key_of(conn.dialect) is not None, user_id)
     if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id):
         # The session was kept for another user (the guess of begin_bound_with
         # was wrong): reset now, inside the transaction, and bound again (RESET
@@ -430,6 +432,7 @@ def _bind(
             pooled.info[_SERVED] = ids[0]
             pooled.info[_SERVED_USER] = ids[1]
         return
+    prepare_for(driver, bool(proof), ids[-1])  # ids: (tenant, user), or (user,) to rebind the user
     raw = pooled.dbapi_connection
     assert raw is not None
     if getattr(raw, "autocommit", False):  # psycopg, and SQLAlchemy's asyncio adaptor of it
@@ -736,6 +739,7 @@ def _send_binding(
     is discarded first, in the same round trip. With ``set_local``, the
     binding is three ``SET LOCAL`` statements in that round trip.
     """
+    prepare_for(driver, bool(proof), ids[1])
     texts = (*_texts(ids), proof)
     statement, wire = _BIND_WIRE, [text.encode() for text in texts]
     also: list[Statement] = []

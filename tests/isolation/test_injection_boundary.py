@@ -17,6 +17,7 @@ library sends in the next anonymous request through a temporary type.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -285,3 +286,50 @@ def test_a_trap_left_by_an_anonymous_request_sees_nothing_the_library_sends_in_t
         session.rollback()
     assert issued.id > 0
     assert not seen
+
+
+# Every statement psycopg prepared on this session, replaced by one of the same parameters that leaves a mark.
+_SWAP = """DO $$
+DECLARE
+    prepared record;
+    swapped integer := 0;
+BEGIN
+    FOR prepared IN SELECT name, parameter_types FROM pg_prepared_statements WHERE NOT from_sql LOOP
+        EXECUTE format('DEALLOCATE %I', prepared.name);
+        EXECUTE format('PREPARE %I (%s) AS SELECT pg_catalog.set_config(''trap.ran'', %L, false)',
+                       prepared.name, array_to_string(prepared.parameter_types::text[], ', '), prepared.name);
+        swapped := swapped + 1;
+    END LOOP;
+    IF swapped = 0 THEN
+        RAISE EXCEPTION 'nothing to swap';
+    END IF;
+END $$"""
+
+
+def _sign_up(engine: Engine, tenant: int, email: str, user: int | None = None) -> None:
+    with as_tenant(tenant, user=user), Session(engine) as session, session.begin():
+        new = User(email=email, roles=["projects:read"])
+        new.set_password("correct horse battery staple")
+        session.add(new)
+
+
+def test_a_prepared_statement_swapped_in_an_anonymous_request_never_runs_in_the_next(
+    staff: Staff, staff_engine: Engine
+) -> None:
+    """Two anonymous requests of one tenant are two clients: the session is not reset between them, so a
+    statement psycopg prepared, swapped by the first's SQL, would run in the second with its grants and
+    password hash as parameters. Anonymous transactions of a signing engine use no prepared statement."""
+    tag = secrets.token_hex(4)
+    for number in range(6):  # psycopg prepares what it ran five times: the user's INSERT, the grant
+        _sign_up(staff_engine, staff.tenant, f"early{number}-{tag}@staff.example", user=staff.admin)
+    with as_tenant(staff.tenant), staff_engine.connect() as conn:  # SQL injected in an anonymous request
+        conn.exec_driver_sql(_SWAP, execution_options={"no_parameters": True})
+        conn.commit()
+    _sign_up(staff_engine, staff.tenant, f"victim-{tag}@staff.example")  # the next visitor signs up
+    with as_tenant(staff.tenant), staff_engine.connect() as conn:  # the first one's next request
+        assert conn.execute(text("SELECT current_setting('trap.ran', true)")).scalar() in (None, "")
+        swapped = conn.execute(text("SELECT count(*) FROM pg_prepared_statements WHERE from_sql")).scalar_one()
+        assert swapped > 0  # the swapped statements are there: nothing reset the session in between
+    _sign_up(staff_engine, staff.tenant, f"later-{tag}@staff.example", user=staff.admin)  # reset, not broken
+    stored = _owner_reads(staff, "SELECT count(*) FROM rls_tenancy.users WHERE email LIKE %s", f"%-{tag}@staff.example")
+    assert stored == [(8,)]
