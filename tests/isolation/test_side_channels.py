@@ -564,8 +564,11 @@ def test_an_event_sealed_early_holds_its_chain_until_the_transaction_ends(app_en
 
 
 def test_a_tenant_may_lock_a_shared_table_and_stall_every_other_tenant(app_engine: Engine, world: World) -> None:
-    """Availability, not a read: the lock holds until the holder's transaction ends (its timeouts bound it)."""
+    """Availability, not a read: the lock holds until the holder's transaction ends, and SQL may lift the
+    timeouts that would end it: the app role's defaults do not bound it."""
     with as_tenant(world.a), app_engine.connect() as holder:
+        holder.execute(text("SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"))
+        assert holder.execute(text("SHOW statement_timeout")).scalar() == "0"
         holder.execute(text("LOCK TABLE projects IN ACCESS EXCLUSIVE MODE"))
         with as_tenant(world.b), app_engine.connect() as other:
             other.execute(text("SET LOCAL lock_timeout = '200ms'"))
