@@ -35,9 +35,11 @@ T = TypeVar("T")
 NAMES = text("SELECT name FROM projects ORDER BY name")
 
 
-def _as(engine: Engine, tenant: int | None, work: Callable[[Connection], T], *, commit: bool = True) -> T:
+def _as(
+    engine: Engine, tenant: int | None, work: Callable[[Connection], T], *, commit: bool = True, user: int | None = None
+) -> T:
     """``work`` in one transaction of ``tenant`` (or none); returns what it returns, with the backend pid checked."""
-    with as_tenant(tenant) if tenant is not None else _nothing(), engine.connect() as conn:
+    with as_tenant(tenant, user=user) if tenant is not None else _nothing(), engine.connect() as conn:
         result = work(conn)
         _PIDS.add(conn.execute(PID).scalar_one())
         if commit:
@@ -147,24 +149,35 @@ def test_a_session_wide_tenant_set_by_sql_is_gone_for_work_without_a_tenant(
     assert _as(pinned_engine, world.b, _names) == world.projects[world.b]  # B's rows are all still B's and nothing more
 
 
+@pytest.fixture()
+def members(superuser_engine: Engine, world: World) -> dict[int, int]:
+    """A user of each tenant: psycopg prepares statements in transactions acting for a user (signed, only those)."""
+    with superuser_engine.begin() as conn:
+        return {
+            tenant: conn.execute(
+                text("INSERT INTO rls_tenancy.users (tenant_id, email) VALUES (:tenant, :email) RETURNING id"),
+                {"tenant": tenant, "email": f"member-{tenant}@reset.example"},
+            ).scalar_one()
+            for tenant in (world.a, world.b)
+        }
+
+
 @pytest.mark.rls_binding
 def test_a_drivers_statement_re_prepared_by_sql_never_runs_for_the_next_tenant(
-    pinned_engine: Engine, world: World
+    pinned_engine: Engine, world: World, members: dict[int, int]
 ) -> None:
     def prepared(conn: Connection) -> list[tuple[str, str]]:
         return [(row[0], row[1]) for row in conn.execute(text("SELECT name, statement FROM pg_prepared_statements"))]
 
-    for _ in range(6):  # psycopg prepares a statement on its fifth execution
-        _as(pinned_engine, world.a, _names)
-    (name,) = [name for name, statement in _as(pinned_engine, world.a, prepared) if "FROM projects" in statement]
+    name = _drivers_name_for_names(pinned_engine, world.a, members[world.a])
 
     def swap(conn: Connection) -> None:  # A's injected SQL puts its own text under the driver's name
         conn.exec_driver_sql(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)).as_string(None))
         planted = sql.SQL("PREPARE {} AS SELECT 'planted'::text AS name").format(sql.Identifier(name))
         conn.exec_driver_sql(planted.as_string(None))
 
-    _as(pinned_engine, world.a, swap)
-    assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
+    _as(pinned_engine, world.a, swap, user=members[world.a])
+    assert _as(pinned_engine, world.b, _names, user=members[world.b]) == world.projects[world.b]
     assert not any("planted" in statement for _, statement in _as(pinned_engine, world.b, prepared))
 
 
@@ -174,19 +187,21 @@ def _prepared(conn: Connection) -> dict[str, tuple[str, bool, int]]:
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
-def _drivers_name_for_names(engine: Engine, tenant: int) -> str:
-    """The name psycopg prepared the NAMES query under, after running it enough times for ``tenant``."""
+def _drivers_name_for_names(engine: Engine, tenant: int, user: int) -> str:
+    """The name psycopg prepared the NAMES query under, after running it enough times for ``tenant``'s ``user``."""
     for _ in range(6):  # psycopg prepares a statement on its fifth execution
-        _as(engine, tenant, _names)
+        _as(engine, tenant, _names, user=user)
     (name,) = [name for name, row in _as(engine, tenant, _prepared).items() if "FROM projects" in row[0]]
     return name
 
 
-def test_the_drivers_intact_statements_survive_a_change_of_tenant(pinned_engine: Engine, world: World) -> None:
+def test_the_drivers_intact_statements_survive_a_change_of_tenant(
+    pinned_engine: Engine, world: World, members: dict[int, int]
+) -> None:
     """The reset keeps what psycopg prepared through the protocol: B runs A's plan by name, not a new one."""
-    name = _drivers_name_for_names(pinned_engine, world.a)
+    name = _drivers_name_for_names(pinned_engine, world.a, members[world.a])
     runs = _as(pinned_engine, world.a, _prepared)[name][2]
-    assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
+    assert _as(pinned_engine, world.b, _names, user=members[world.b]) == world.projects[world.b]
     after = _as(pinned_engine, world.b, _prepared)
     assert after[name][2] == runs + 1  # executed by its name, for B, with B's rows
     assert not any(from_sql for _, from_sql, _ in after.values())
@@ -200,14 +215,14 @@ def test_a_statement_prepared_by_sql_is_gone_for_the_next_tenant(pinned_engine: 
 
 
 def test_a_drivers_statement_deallocated_by_sql_is_prepared_again_for_the_next_tenant(
-    pinned_engine: Engine, world: World
+    pinned_engine: Engine, world: World, members: dict[int, int]
 ) -> None:
     """psycopg forgets its names when one is gone: the next tenant's statement runs, it does not fail."""
-    name = _drivers_name_for_names(pinned_engine, world.a)
+    name = _drivers_name_for_names(pinned_engine, world.a, members[world.a])
     _as(pinned_engine, world.a, _run(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)).as_string(None)))
     for _ in range(6):
-        assert _as(pinned_engine, world.b, _names) == world.projects[world.b]
-    assert _as(pinned_engine, world.a, _names) == world.projects[world.a]
+        assert _as(pinned_engine, world.b, _names, user=members[world.b]) == world.projects[world.b]
+    assert _as(pinned_engine, world.a, _names, user=members[world.a]) == world.projects[world.a]
 
 
 @pytest.mark.rls_binding
