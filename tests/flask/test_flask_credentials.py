@@ -271,3 +271,23 @@ def test_a_view_that_chooses_its_isolation_level_commits_the_checks_transaction_
     body = answer.get_json()
     assert body["level"] == "serializable"
     assert (body["bound_tenant"], body["bound_user"]) == (str(seeded.tenants["acme"]), str(body["user"]))
+
+
+def test_a_users_token_requests_still_use_prepared_statements(engine: Engine, seeded: Seeded) -> None:
+    """The token's transaction begins for no user and binds the token's: signed, the statements after it are
+    prepared as any user's are (only transactions acting for no user go without)."""
+    app, _ = _app(engine)
+
+    @app.get("/prepared")
+    def prepared() -> ResponseReturnValue:
+        session = state().session()
+        session.execute(SETTINGS).one()
+        query = text("SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql")
+        answer = jsonify(user=get_current_user() is not None, prepared=session.execute(query).scalar_one())
+        session.commit()  # psycopg forgets its statements at a rollback
+        return answer
+
+    client = app.test_client()
+    answers = [client.get("/prepared", headers=bearer(seeded.tokens["acme/ci"])).get_json() for _ in range(8)]
+    assert all(answer["user"] for answer in answers)
+    assert answers[-1]["prepared"] > 0
