@@ -82,12 +82,19 @@ ON CONFLICT (object_name, check_name) DO NOTHING;
 -- current_tenant_id() as an InitPlan, ( SELECT current_tenant_id() AS current_tenant_id), a common
 -- idiom that evaluates it once per statement, and either side of the = first (a reversed comparison,
 -- parenthesised whole by pg_get_expr()). Each rewrite replaces an expression by an equal one wherever it
--- stands, so no expression that widens access becomes the condition.
+-- stands, so no expression that widens access becomes the condition. The setting read without missing_ok
+-- (current_setting('app.current_tenant')::bigint, a common hand-written spelling) is rewritten to the
+-- library's: where both return a value it is the same one, and where the library's gives NULL (no tenant
+-- bound) it raises an error instead, which shows no row either.
 CREATE OR REPLACE FUNCTION rls_tenancy.tenant_expression_normalized(expression text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 RETURN regexp_replace(
-           regexp_replace(expression, '\( SELECT ((rls_tenancy\.)?current_tenant_id\(\)) AS current_tenant_id\)', '\1', 'g'),
+           regexp_replace(
+               regexp_replace(expression,
+                              '\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text(, false)?\)\)::bigint',
+                              '(NULLIF(current_setting(''app.current_tenant''::text, true), ''''::text))::bigint', 'g'),
+               '\( SELECT ((rls_tenancy\.)?current_tenant_id\(\)) AS current_tenant_id\)', '\1', 'g'),
            '\(((rls_tenancy\.)?current_tenant_id\(\)|\(NULLIF\((pg_catalog\.)?current_setting\(''app\.current_tenant''::text, true\), ''''::text\)\)::bigint) = tenant_id\)',
            '(tenant_id = \1)', 'g');
 REVOKE ALL ON FUNCTION rls_tenancy.tenant_expression_normalized(text) FROM PUBLIC;
@@ -495,10 +502,13 @@ SELECT CASE WHEN app_role IS NULL OR pg_has_role(app_role, o.owner_oid, 'MEMBER'
          WHERE c.relnamespace = 'rls_tenancy'::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                               AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+           -- an extension's, reported once as extension_in_library_schema
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_class'::regclass AND x.objid = c.oid AND x.deptype = 'e')
         UNION ALL
         SELECT format('%s', f.oid::regprocedure), f.proowner, 'ROUTINE'
           FROM pg_proc f
-         WHERE f.pronamespace = 'rls_tenancy'::regnamespace AND f.prokind IN ('f', 'p')) o
+         WHERE f.pronamespace = 'rls_tenancy'::regnamespace AND f.prokind IN ('f', 'p')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')) o
  WHERE o.owner_oid IS DISTINCT FROM (SELECT r.oid FROM pg_roles r WHERE r.rolname = owner_role)
 $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.library_owner_findings(name, name) FROM PUBLIC;
@@ -581,10 +591,19 @@ BEGIN
           FROM memberships ms JOIN pg_auth_members m ON m.member = ms.role_oid JOIN pg_roles r ON r.oid = m.roleid
          WHERE m.roleid <> ALL (ms.chain)
     ),
-    -- The tables the doctor trusts that PUBLIC or a role the app role can become may write.
+    -- The tables the doctor trusts that PUBLIC or a role the app role can become may write: by a grant on the
+    -- table, or on one of its columns (INSERT or UPDATE of a column is enough to add or change an exemption).
     input_writers (table_oid, relname, grantee, acl, owner_oid) AS (
-        SELECT DISTINCT t.oid, t.relname, acl.grantee, coalesce(t.relacl, acldefault('r', t.relowner)), t.relowner
-          FROM pg_class t CROSS JOIN LATERAL aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
+        SELECT DISTINCT t.oid, t.relname, acl.grantee,
+               coalesce(t.relacl, acldefault('r', t.relowner))
+               || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item WHERE a.attrelid = t.oid),
+                           '{}'::aclitem[]),
+               t.relowner
+          FROM pg_class t
+          CROSS JOIN LATERAL (SELECT * FROM aclexplode(coalesce(t.relacl, acldefault('r', t.relowner)))
+                              UNION ALL
+                              SELECT c.* FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) c
+                               WHERE a.attrelid = t.oid AND a.attacl IS NOT NULL) acl
          WHERE t.oid IN ('rls_tenancy.roles'::regclass, 'rls_tenancy.doctor_exemptions'::regclass,
                          coalesce(to_regclass('rls_tenancy.context_signing'), 0),
                          coalesce(to_regclass('rls_tenancy.library_definitions'), 0))
@@ -732,7 +751,7 @@ BEGIN
         SELECT row_number() OVER (), substr(c.setting, 13)
           FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) c (setting)
          WHERE s.setdatabase IN (0, (SELECT d.oid FROM pg_database d WHERE d.datname = current_database()))
-           AND c.setting LIKE 'search\_path=%'
+           AND c.setting ILIKE 'search\_path=%'  -- setting names are case-insensitive
     ),
     caller_paths (caller, path_id, element, n) AS (
         SELECT g.oid, coalesce(own.path_id, dp.path_id), btrim(e.element, ' "'), e.n
@@ -956,14 +975,86 @@ BEGIN
          WHERE e.extname = 'pg_stat_statements'
            AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_schema_privilege(ar.oid, f.pronamespace, 'USAGE'))
     ),
+    -- The library's own policies, as its install scripts create them (sql/003_tenants.sql, 006_users.sql,
+    -- 007_tokens.sql, 009_audit.sql, 010_features.sql): to whom, and on what condition.
+    library_policies (table_oid, polname, command, to_role, using_expr, check_expr, purpose) AS (
+        SELECT to_regclass(v.table_name), v.polname, v.command, v.to_role, v.using_expr, v.check_expr, v.purpose
+          FROM (VALUES
+                ('rls_tenancy.tenants', 'tenant_self', 'r', 'PUBLIC', rls_tenancy.tenant_condition_on('id', signing_required),
+                 NULL, 'the application role no longer sees its own tenant'),
+                ('rls_tenancy.tenants', 'owner_lookup', 'r', quote_ident(owner_role), 'true', NULL,
+                 'the library''s lookups (tenant_id_for_slug(), which resolves a login''s or a subdomain''s tenant) find no tenant'),
+                ('rls_tenancy.audit_log', 'audit_tenant_read', 'r', 'PUBLIC',
+                 rls_tenancy.tenant_condition_on('tenant_id', signing_required), NULL,
+                 'a tenant no longer reads its own audit events'),
+                ('rls_tenancy.audit_log', 'audit_owner', '*', quote_ident(owner_role), 'true', 'true',
+                 'log_event() and the seal at commit, which run as the owner role, write and chain no event'),
+                ('rls_tenancy.feature_overrides', 'tenant_overrides', '*', 'PUBLIC',
+                 rls_tenancy.tenant_condition_on('tenant_id', signing_required),
+                 rls_tenancy.tenant_condition_on('tenant_id', signing_required),
+                 'a tenant no longer reads or writes its own feature overrides'),
+                ('rls_tenancy.feature_overrides', 'global_overrides_read', 'r', 'PUBLIC', 'tenant_id IS NULL', NULL,
+                 'no tenant reads the global feature overrides'),
+                ('rls_tenancy.users', 'tenant_isolation', '*', 'PUBLIC',
+                 rls_tenancy.tenant_condition_on('tenant_id', signing_required),
+                 rls_tenancy.tenant_condition_on('tenant_id', signing_required),
+                 'the application role no longer reads or writes its tenant''s users'),
+                ('rls_tenancy.api_tokens', 'tenant_isolation', '*', 'PUBLIC',
+                 rls_tenancy.tenant_condition_on('tenant_id', signing_required),
+                 rls_tenancy.tenant_condition_on('tenant_id', signing_required),
+                 'the application role no longer reads its tenant''s tokens'))
+               AS v (table_name, polname, command, to_role, using_expr, check_expr, purpose)
+         WHERE to_regclass(v.table_name) IS NOT NULL
+    ),
+    -- What the library's install scripts grant the application role on its tables: a privilege on the table
+    -- (columns_but NULL), or on every column but those (signed, users' password_hash is read through
+    -- password_hash_of() only; api_tokens' token_hash never); as the GRANT that gives it back.
+    library_table_grants (table_oid, privilege_type, columns_but, privileges) AS (
+        SELECT to_regclass(v.table_name), v.privilege_type, v.columns_but,
+               CASE WHEN v.columns_but IS NULL THEN v.privilege_type
+                    ELSE format('%s (%s)', v.privilege_type,
+                                (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                                   FROM pg_attribute a
+                                  WHERE a.attrelid = to_regclass(v.table_name) AND a.attnum > 0 AND NOT a.attisdropped
+                                    AND NOT (a.attname = ANY (v.columns_but)))) END
+          FROM (VALUES ('rls_tenancy.tenants', 'SELECT', NULL::name[]),
+                       ('rls_tenancy.audit_log', 'SELECT', NULL),
+                       ('rls_tenancy.feature_overrides', 'SELECT', NULL),
+                       ('rls_tenancy.feature_overrides', 'INSERT', NULL),
+                       ('rls_tenancy.feature_overrides', 'UPDATE', NULL),
+                       ('rls_tenancy.feature_overrides', 'DELETE', NULL),
+                       ('rls_tenancy.users', 'SELECT', CASE WHEN signing_required THEN ARRAY['password_hash']::name[] END),
+                       ('rls_tenancy.users', 'INSERT', NULL),
+                       ('rls_tenancy.users', 'UPDATE', NULL),
+                       ('rls_tenancy.users', 'DELETE', NULL),
+                       ('rls_tenancy.api_tokens', 'SELECT', ARRAY['token_hash']::name[]))
+               AS v (table_name, privilege_type, columns_but)
+         WHERE to_regclass(v.table_name) IS NOT NULL
+    ),
+    -- The types of the tenant tables' columns (rls_tenancy.tenants' too), and the ones under them: a domain's
+    -- base type, however many domains deep, and an array's element type.
+    column_types (table_oid, attname, type_oid) AS (
+        SELECT a.attrelid, a.attname, a.atttypid
+          FROM pg_attribute a
+         WHERE a.attnum > 0 AND NOT a.attisdropped
+           AND (a.attrelid IN (SELECT c.table_oid FROM rls_tenancy.coverage c)
+                OR a.attrelid = 'rls_tenancy.tenants'::regclass)
+           AND a.atttypid >= 16384
+        UNION
+        SELECT u.table_oid, u.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
+          FROM column_types u JOIN pg_type t ON t.oid = u.type_oid
+         WHERE (t.typtype = 'd' AND t.typbasetype >= 16384)
+            OR (t.typsubscript = 'array_subscript_handler'::regproc AND t.typelem >= 16384)
+    ),
     reaching (base, rel) AS (
-        -- Every view or materialized view that reads a tenant table, however many views deep.
+        -- Every view or materialized view that reads a tenant table (or rls_tenancy.tenants, every tenant's
+        -- name and slug), however many views deep.
         SELECT t.oid, rw.ev_class
-          FROM rls_tenancy.coverage c
-          JOIN pg_class t ON t.oid = c.table_oid
+          FROM pg_class t
           JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
           JOIN pg_rewrite rw ON rw.oid = d.objid
          WHERE rw.ev_class <> t.oid
+           AND (t.oid IN (SELECT c.table_oid FROM rls_tenancy.coverage c) OR t.oid = 'rls_tenancy.tenants'::regclass)
         UNION
         -- Not up through a security_invoker view: it checks what it reads as the current user even when a
         -- view with its owner's rights reads it, so that view reads no tenant table with its owner's rights
@@ -1019,9 +1110,19 @@ BEGIN
         UNION ALL
         SELECT 'error', 'rls_disabled', c.table_name,
                format('%s has a tenant_id but row level security is off: every tenant sees every row', c.table_name),
-               -- A partitioned table's partitions too: enable_tenant_isolation() isolates every one of them.
-               format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
-          FROM rls_tenancy.coverage c WHERE NOT c.rls_enabled
+               -- The library's own tables keep their policies and grants: row level security on again is all they
+               -- need (enable_tenant_isolation() would refuse their nullable tenant_id and other policies, or grant
+               -- the app role what the library never gave it: writes to api_tokens).
+               CASE WHEN c.table_name LIKE 'rls\_tenancy.%'
+                    THEN format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY%s;', c.table_name,
+                                CASE WHEN c.rls_forced THEN '' ELSE ', FORCE ROW LEVEL SECURITY' END)
+                    -- A partitioned table's partitions too: enable_tenant_isolation() isolates every one of them.
+                    ELSE not_null.fix || format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name) END
+          FROM rls_tenancy.coverage c
+          CROSS JOIN LATERAL (SELECT CASE WHEN c.tenant_id_not_null THEN ''
+                                          ELSE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL; ', c.table_name)
+                                     END AS fix) not_null
+         WHERE NOT c.rls_enabled
         UNION ALL
         SELECT 'error', 'rls_not_forced', c.table_name,
                format('%s does not FORCE row level security: its owner (and code running as it) sees every tenant', c.table_name),
@@ -1030,8 +1131,24 @@ BEGIN
         UNION ALL
         SELECT 'error', 'no_policy', c.table_name,
                format('%s has row level security but no policy: nobody but its owner can use it', c.table_name),
-               format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
+               -- (enable_tenant_isolation() refuses a nullable tenant_id: the fix reads top to bottom)
+               CASE WHEN c.tenant_id_not_null THEN ''
+                    ELSE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL; ', c.table_name) END
+               || format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
           FROM rls_tenancy.coverage c WHERE c.rls_enabled AND c.policies = 0
+           -- the library's tables: library_policy_missing names each policy gone, with the statement that restores it
+           AND c.table_name NOT LIKE 'rls\_tenancy.%'
+        UNION ALL
+        -- The library's own policies (sql/003, 006, 007, 009, 010), each as its install script creates it: one
+        -- dropped breaks the library's functions (owner_lookup: tenant_id_for_slug() finds no tenant; audit_owner:
+        -- log_event() and the seal write nothing) or leaves a table closed to the application.
+        SELECT 'error', 'library_policy_missing', format('%s policy %I', lp.table_oid::regclass, lp.polname),
+               format('the library''s policy %I on %s is gone: %s', lp.polname, lp.table_oid::regclass, lp.purpose),
+               format('CREATE POLICY %I ON %s%s TO %s USING (%s)%s;', lp.polname, lp.table_oid::regclass,
+                      CASE WHEN lp.command = 'r' THEN ' FOR SELECT' ELSE '' END, lp.to_role, lp.using_expr,
+                      CASE WHEN lp.check_expr IS NOT NULL THEN format(' WITH CHECK (%s)', lp.check_expr) ELSE '' END)
+          FROM library_policies lp
+         WHERE NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = lp.table_oid AND p.polname = lp.polname)
         UNION ALL
         -- A warning when a restrictive policy for PUBLIC, keyed on the bound tenant, covers the same command
         -- (FOR ALL, or this one): restrictive policies are AND-ed with the permissive ones, so nothing of another
@@ -1043,13 +1160,22 @@ BEGIN
                       CASE WHEN narrowed.by IS NOT NULL
                            THEN format('; the restrictive policy %I keeps it to the bound tenant, but dropping or '
                                        'altering that one opens the table', narrowed.by) ELSE '' END),
-               CASE WHEN narrowed.by IS NULL
-                    THEN format('DROP POLICY %I ON %s; SELECT rls_tenancy.enable_tenant_isolation(%L);',
-                                p.polname, p.polrelid::regclass, p.polrelid::regclass::text)
+               CASE WHEN lp.polname IS NOT NULL
+                    -- the library's own policy: back to what its install script made (dropping it breaks the
+                    -- library's functions, and enable_tenant_isolation() refuses or re-grants the library's tables)
+                    THEN format('ALTER POLICY %I ON %s TO %s USING (%s)%s;', p.polname, p.polrelid::regclass, lp.to_role,
+                                lp.using_expr,
+                                CASE WHEN lp.check_expr IS NOT NULL THEN format(' WITH CHECK (%s)', lp.check_expr) ELSE '' END)
+                    WHEN narrowed.by IS NULL
+                    THEN format('DROP POLICY %I ON %s; ', p.polname, p.polrelid::regclass)
+                         || CASE WHEN c.tenant_id_not_null THEN ''
+                                 ELSE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL; ', c.table_name) END
+                         || format('SELECT rls_tenancy.enable_tenant_isolation(%L);', p.polrelid::regclass::text)
                     ELSE format('DROP POLICY %I ON %s; -- if what it allows is meant, the restrictive policy %I '
                                 'already allows it within the bound tenant only', p.polname, p.polrelid::regclass,
                                 narrowed.by) END
           FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
+          LEFT JOIN library_policies lp ON lp.table_oid = p.polrelid AND lp.polname = p.polname AND lp.command = p.polcmd::text
           CROSS JOIN LATERAL (
               SELECT min(r.polname) AS by FROM pg_policy r
                WHERE r.polrelid = p.polrelid AND NOT r.polpermissive AND 0::oid = ANY (r.polroles)
@@ -1105,11 +1231,31 @@ BEGIN
           FROM rls_tenancy.coverage c WHERE c.app_truncate OR c.app_references OR c.app_trigger
         UNION ALL
         -- Views and materialized views reading tenant tables, directly or through other views.
+        -- A warning where the view's owner is bound by the policies of every table it reads: row level security
+        -- on, FORCEd or owned by another role, and no permissive policy for the owner that reads past the bound
+        -- tenant (the library's owner_lookup on rls_tenancy.tenants and audit_owner on rls_tenancy.audit_log are
+        -- USING (true), for the library's own functions: a view the owner role owns reads every tenant's rows).
         SELECT DISTINCT ON (v.oid)
                CASE WHEN v.relkind = 'v' AND NOT vo.rolsuper AND NOT vo.rolbypassrls
                          AND NOT EXISTS (SELECT 1 FROM reaching r2 JOIN pg_class b ON b.oid = r2.base
                                           WHERE r2.rel = v.oid
-                                            AND NOT (b.relrowsecurity AND (b.relforcerowsecurity OR b.relowner <> v.relowner)))
+                                            AND NOT (b.relrowsecurity AND (b.relforcerowsecurity OR b.relowner <> v.relowner)
+                                                     AND NOT EXISTS (
+                                                         SELECT 1 FROM pg_policy p
+                                                          WHERE p.polrelid = b.oid AND p.polpermissive
+                                                            AND p.polcmd IN ('r', '*')
+                                                            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS pr(oid)
+                                                                         WHERE pr.oid = 0 OR pg_has_role(v.relowner, pr.oid, 'USAGE'))
+                                                            -- (rls_tenancy.tenants is keyed by id: spelled as tenant_id)
+                                                            AND NOT rls_tenancy.is_tenant_conjunction(
+                                                                    CASE WHEN b.oid = 'rls_tenancy.tenants'::regclass
+                                                                         THEN regexp_replace(regexp_replace(
+                                                                                  pg_get_expr(p.polqual, p.polrelid),
+                                                                                  '^\((\(?)id = ', '(\1tenant_id = '),
+                                                                                  '\) AND \(id OPERATOR\(rls_tenancy\.===\) ',
+                                                                                  ') AND (tenant_id OPERATOR(rls_tenancy.===) ')
+                                                                         ELSE pg_get_expr(p.polqual, p.polrelid) END,
+                                                                    signing_required))))
                     THEN 'warning'  -- its owner is bound by the policies, which filter on the session's tenant
                     WHEN EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, v.oid, 'SELECT'))
                     THEN 'error' ELSE 'warning' END,
@@ -1412,13 +1558,15 @@ BEGIN
          WHERE EXISTS (SELECT 1 FROM app_roles ar WHERE has_database_privilege(ar.oid, current_database(), 'TEMPORARY'))
         UNION ALL
         -- Defaults applied at login (ALTER ROLE / ALTER DATABASE ... SET): the app role may set its own
-        -- for any ordinary parameter, and no privilege stops it. One for the tenant or the user would bind
+        -- for any ordinary parameter, and no privilege stops it. Names compared lower-cased: PostgreSQL's are
+        -- case-insensitive, so "App.Current_Tenant" sets app.current_tenant. One for the tenant or the user would bind
         -- work that binds nothing itself; others can break every later login, or change how queries run.
-        SELECT CASE WHEN split_part(setting, '=', 1) IN ('app.current_tenant', 'app.current_user_id') THEN 'error'
+        SELECT CASE WHEN lower(split_part(setting, '=', 1)) IN ('app.current_tenant', 'app.current_user_id') THEN 'error'
                     -- replica mode: the audit log's guards (and foreign key checks) do not fire
-                    WHEN split_part(setting, '=', 1) = 'session_replication_role' AND split_part(setting, '=', 2) <> 'origin' THEN 'error'
+                    WHEN lower(split_part(setting, '=', 1)) = 'session_replication_role'
+                         AND lower(split_part(setting, '=', 2)) <> 'origin' THEN 'error'
                     -- every large object readable and writable by every role, past its grants
-                    WHEN split_part(setting, '=', 1) = 'lo_compat_privileges'
+                    WHEN lower(split_part(setting, '=', 1)) = 'lo_compat_privileges'
                          AND lower(split_part(setting, '=', 2)) IN ('on', 'true', 'yes', '1') THEN 'error'
                     ELSE 'warning' END,
                'app_role_setting',
@@ -1428,7 +1576,7 @@ BEGIN
                format('%s applies to the application role %I at login: %s',
                       CASE WHEN s.setrole <> 0 THEN 'a role default' WHEN s.setdatabase <> 0 THEN 'a database default'
                            ELSE 'a default for every role' END, app_role,
-                      CASE WHEN split_part(setting, '=', 1) IN ('app.current_tenant', 'app.current_user_id')
+                      CASE WHEN lower(split_part(setting, '=', 1)) IN ('app.current_tenant', 'app.current_user_id')
                            THEN format('%s, so work that binds no tenant or user of its own runs as that one', setting)
                            ELSE setting END),
                CASE WHEN s.setrole = 0 AND s.setdatabase = 0 THEN format('ALTER ROLE ALL RESET %s;', split_part(setting, '=', 1))
@@ -1755,6 +1903,71 @@ BEGIN
         UNION ALL
         SELECT * FROM rls_tenancy.library_owner_findings(owner_role, app_role)
         UNION ALL
+        -- Privileges on the library's tables beyond what its install scripts grant the application role, held
+        -- by it, PUBLIC or a role it can become, on a table or a column. audit_chain_heads has no row level
+        -- security and no tenant_id: every tenant's id, event count and last event. api_tokens is written only
+        -- through issue_token() and revoke_token() (INSERT mints a token of any scope), and its token_hash is
+        -- never read. An error, but for reading the tables that hold no tenant's data (the roles, the
+        -- exemptions, the signing switch, the definitions' digests: a warning). What other checks report is left
+        -- to them: writing the doctor's inputs (doctor_input_writable), TRUNCATE, REFERENCES and TRIGGER on a
+        -- tenant table (app_role_dangerous_privilege). The fix revokes the privileges, then grants again what the
+        -- library grants on that table (a REVOKE on a table takes its column grants with it).
+        SELECT CASE WHEN bool_and(x.privilege_type = 'SELECT'
+                                  AND x.relname IN ('roles', 'doctor_exemptions', 'context_signing', 'library_definitions'))
+                    THEN 'warning' ELSE 'error' END,
+               'library_table_granted', format('%s', x.table_oid::regclass),
+               format('%s may %s the library''s table %s, which the library does not grant: %s',
+                      string_agg(DISTINCT rls_tenancy.grantee_name(x.grantee), ', '),
+                      string_agg(DISTINCT x.privilege_type || CASE WHEN x.columns IS NOT NULL THEN format(' (%s)', x.columns) ELSE '' END, ', '),
+                      x.table_oid::regclass,
+                      CASE x.relname
+                           WHEN 'audit_chain_heads'
+                           THEN 'it has no row level security, and its rows are every tenant''s audit chain: the tenant''s '
+                                'id, how many events it logged, its last event and the chain''s hash'
+                           WHEN 'api_tokens'
+                           THEN 'tokens are written only through issue_token() and revoke_token() (a row written '
+                                'directly is a token of any scope, for any user), and their hashes are never read'
+                           WHEN 'roles' THEN 'it names the roles every check judges'
+                           WHEN 'doctor_exemptions' THEN 'it says which findings the doctor reports as info'
+                           WHEN 'context_signing' THEN 'it says whether the signed context is required'
+                           WHEN 'library_definitions' THEN 'it holds the digests the library''s definitions are checked against'
+                           ELSE 'the library''s functions rely on what only they write there, and on who reads it' END),
+               (E'\x1e' || jsonb_build_array(string_agg(DISTINCT x.privilege_type, ', '), format('%s', x.table_oid::regclass),
+                                             min(x.acl::text)::aclitem[], min(x.owner_oid),
+                                             array_agg(DISTINCT x.privilege_type), array_agg(DISTINCT x.grantee), false,
+                                             NULL)::text || E'\x1e')
+               || coalesce(' ' || (SELECT string_agg(format('GRANT %s ON %s TO %I;', g.privileges, x.table_oid::regclass, app_role),
+                                                     ' ')
+                                     FROM library_table_grants g
+                                    WHERE g.table_oid = x.table_oid AND g.privilege_type = ANY (array_agg(x.privilege_type))), '')
+          FROM (SELECT t.oid AS table_oid, t.relname, t.relowner AS owner_oid, e.grantee, e.privilege_type,
+                       string_agg(quote_ident(e.attname), ', ' ORDER BY e.attname) AS columns,
+                       coalesce(t.relacl, acldefault('r', t.relowner))
+                       || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item WHERE a.attrelid = t.oid),
+                                   '{}'::aclitem[]) AS acl
+                  FROM pg_class t
+                  CROSS JOIN LATERAL (SELECT NULL::name AS attname, acl.grantee, acl.privilege_type
+                                        FROM aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) acl
+                                      UNION ALL
+                                      SELECT a.attname, acl.grantee, acl.privilege_type
+                                        FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl
+                                       WHERE a.attrelid = t.oid AND a.attacl IS NOT NULL) e
+                 WHERE t.relnamespace = 'rls_tenancy'::regnamespace AND t.relkind IN ('r', 'p')
+                   AND e.grantee <> t.relowner AND (e.grantee = 0 OR pg_has_role(app_role, e.grantee, 'MEMBER'))
+                   AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = e.grantee)
+                   -- what the library grants: a whole privilege, or one on every column but those named
+                   AND NOT EXISTS (SELECT 1 FROM library_table_grants g
+                                    WHERE g.table_oid = t.oid AND g.privilege_type = e.privilege_type
+                                      AND (e.attname IS NULL AND g.columns_but IS NULL
+                                           OR e.attname IS NOT NULL AND NOT (e.attname = ANY (coalesce(g.columns_but, '{}')))))
+                   -- reported by their own checks
+                   AND NOT (t.relname IN ('roles', 'doctor_exemptions', 'context_signing', 'library_definitions')
+                            AND e.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'))
+                   AND NOT (e.privilege_type IN ('TRUNCATE', 'REFERENCES', 'TRIGGER')
+                            AND EXISTS (SELECT 1 FROM rls_tenancy.coverage c WHERE c.table_oid = t.oid))
+                 GROUP BY t.oid, t.relname, t.relowner, t.relacl, e.grantee, e.privilege_type) x
+         GROUP BY x.table_oid, x.relname
+        UNION ALL
         -- rls_tenancy.tenants (keyed by id, not tenant_id, so no tenant table above): the app role sees only
         -- the bound tenant's row (tenant_self), the owner role every row (owner_lookup).
         SELECT 'error', 'tenants_not_isolated', 'rls_tenancy.tenants',
@@ -1767,11 +1980,14 @@ BEGIN
                format('policy %I on rls_tenancy.tenants is not keyed on the bound tenant (%s): %s', p.polname,
                       rls_tenancy.tenant_condition_on('id', signing_required),
                       coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)')),
-               CASE WHEN p.polname = 'tenant_self'
-                    THEN format('ALTER POLICY tenant_self ON rls_tenancy.tenants TO PUBLIC USING (%s);',
-                                rls_tenancy.tenant_condition_on('id', signing_required))
+               -- the library's own (tenant_self, owner_lookup): back to what sql/003_tenants.sql made; dropping
+               -- owner_lookup would leave tenant_id_for_slug() finding no tenant
+               CASE WHEN lp.polname IS NOT NULL
+                    THEN format('ALTER POLICY %I ON rls_tenancy.tenants TO %s USING (%s);', p.polname, lp.to_role,
+                                lp.using_expr)
                     ELSE format('DROP POLICY %I ON rls_tenancy.tenants;', p.polname) END
           FROM pg_policy p
+          LEFT JOIN library_policies lp ON lp.table_oid = p.polrelid AND lp.polname = p.polname AND lp.command = p.polcmd::text
          WHERE p.polrelid = 'rls_tenancy.tenants'::regclass AND p.polpermissive
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
            -- the id column spelled as tenant_id, so that the tenant tables' test applies
@@ -1818,16 +2034,46 @@ BEGIN
                          'pg_catalog.pg_user_mapping'::regclass)
            AND g.grantee <> t.relowner AND (g.grantee = 0 OR pg_has_role(app_role, g.grantee, 'MEMBER'))
         UNION ALL
-        -- LEAKPROOF lets the planner run a function on rows before the policies have filtered them.
+        -- LEAKPROOF lets the planner run a function on rows before the policies have filtered them. Every
+        -- function created after initdb (oid from FirstNormalObjectId, 16384, on) counts, whatever schema it
+        -- is in (pg_catalog included) and whichever extension it belongs to: where a function lives says
+        -- nothing of who wrote it (a superuser may create one in pg_catalog, or ALTER EXTENSION ... ADD it).
         SELECT 'error', 'leakproof_function', format('%s', f.oid::regprocedure),
                format('%s is marked LEAKPROOF and the application role may call it: PostgreSQL may run it on rows '
                       'before the policies filter them, so whatever it lets out (an error, a notice, a write) shows '
-                      'other tenants'' rows', f.oid::regprocedure),
+                      'other tenants'' rows%s', f.oid::regprocedure,
+                      (SELECT format(' (it belongs to extension %I; its scripts may mark it LEAKPROOF again on an '
+                                     'update)', e.extname)
+                         FROM pg_depend x JOIN pg_extension e ON e.oid = x.refobjid
+                        WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e'
+                          AND x.refclassid = 'pg_extension'::regclass)),
                format('ALTER FUNCTION %s NOT LEAKPROOF;', f.oid::regprocedure)
-          FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
-         WHERE f.proleakproof AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+          FROM pg_proc f
+         WHERE f.proleakproof AND f.oid >= 16384
            AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+        UNION ALL
+        -- A type (a domain above all) of a tenant table's column, owned by the app role or a role it can become:
+        -- its owner may ALTER DOMAIN ... ADD CONSTRAINT, whose validation reads every row of every column of it
+        -- (a domain over it, an array of it) past row level security, and whose error quotes the value that
+        -- fails (CHECK (VALUE::int > 0) tells another tenant's text, row by row); or change what an enum
+        -- means (RENAME VALUE) for every tenant. Using a type needs no ownership: USAGE, PUBLIC's by default.
+        SELECT 'error', 'app_role_owns_type', format('%s', ty.oid::regtype),
+               format('%s %s, the type of %s, is owned by %s: its owner may add a constraint to it, whose check '
+                      'reads every tenant''s rows of that column past row level security and whose error shows the '
+                      'value it fails on', CASE ty.typtype WHEN 'd' THEN 'domain' ELSE 'type' END, ty.oid::regtype,
+                      string_agg(DISTINCT format('%s.%I', used.table_oid::regclass, used.attname), ', '),
+                      CASE WHEN ty.typowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = app_role)
+                           THEN 'the application role'
+                           ELSE format('%I, whose rights the application role has', pg_get_userbyid(ty.typowner)) END),
+               format('ALTER %s %s OWNER TO %I;', CASE ty.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
+                      ty.oid::regtype, owner_role)
+          FROM column_types used
+          JOIN pg_type ty ON ty.oid = used.type_oid
+         WHERE pg_has_role(app_role, ty.typowner, 'MEMBER')
+           AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = ty.typowner)
+           -- an array type follows its element type's owner: the element's finding
+           AND ty.typsubscript <> 'array_subscript_handler'::regproc
+         GROUP BY ty.oid, ty.typtype, ty.typowner
         UNION ALL
         -- A function owned by the app role (or a role it can become, not a privileged one: that membership is
         -- app_role_member_of_privileged's). Its owner may DROP it with CASCADE, taking with it every policy,
@@ -2060,7 +2306,22 @@ BEGIN
         UNION ALL
         SELECT * FROM rls_tenancy.signing_findings()
         UNION ALL
-        SELECT * FROM rls_tenancy.library_definition_findings()
+        -- (an extension's functions in the library's schema: extension_in_library_schema, once)
+        SELECT d.* FROM rls_tenancy.library_definition_findings() d
+         WHERE NOT EXISTS (SELECT 1 FROM pg_depend x JOIN pg_proc f ON f.oid = x.objid
+                            WHERE x.classid = 'pg_proc'::regclass AND x.deptype = 'e'
+                              AND f.pronamespace = 'rls_tenancy'::regnamespace
+                              AND d.object_name = 'function ' || f.oid::regprocedure::text)
+        UNION ALL
+        -- An extension created in the library's schema: its objects sit among the library's, each of them a
+        -- definition the library did not install (and whoever may update the extension replaces them there).
+        SELECT 'warning', 'extension_in_library_schema', format('extension %I', e.extname),
+               format('extension %I is installed in the library''s schema rls_tenancy: its functions and tables sit '
+                      'beside the library''s, where the doctor cannot tell them from the library''s own', e.extname),
+               CASE WHEN e.extrelocatable THEN format('ALTER EXTENSION %I SET SCHEMA public;', e.extname)
+                    ELSE format('DROP EXTENSION %I; CREATE EXTENSION %I SCHEMA public; -- what depends on it first', e.extname,
+                                e.extname) END
+          FROM pg_extension e WHERE e.extnamespace = 'rls_tenancy'::regnamespace
         UNION ALL
         SELECT * FROM rls_tenancy.audit_findings()
         UNION ALL

@@ -10,8 +10,9 @@ import secrets
 
 import pytest
 from psycopg import sql
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from rls_tenancy.schema.reinstall import reinstall_on
 from rls_tenancy.testing import TenancyDatabase
@@ -374,3 +375,88 @@ def test_an_installation_under_default_privileges_granting_the_app_role_function
         assert not [
             row for row in finding_rows(conn) if row[1] in ("library_function_granted", "default_privileges_grant_app")
         ]
+
+
+GRANTS = text(
+    "SELECT (SELECT relacl::text FROM pg_class WHERE oid = CAST(:t AS regclass)),"
+    " (SELECT string_agg(attname || '=' || attacl::text, ' ' ORDER BY attnum) FROM pg_attribute"
+    " WHERE attrelid = CAST(:t AS regclass))"
+)
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize("table", ["api_tokens", "audit_log", "feature_overrides"])
+def test_the_fix_for_a_library_table_with_rls_off_restores_it_without_granting_anything(
+    superuser_engine: Engine, table: str
+) -> None:
+    """enable_tenant_isolation() refused the nullable tenant_id and the other policies, or gave the app role
+    writes to api_tokens the library never grants; row level security on again is the whole fix."""
+    name = f"rls_tenancy.{table}"
+    with planted_in(superuser_engine, []) as conn:
+        before = conn.execute(GRANTS, {"t": name}).one()
+        run(conn, ddl("ALTER TABLE rls_tenancy.{} DISABLE ROW LEVEL SECURITY", table))
+        (found,) = [row for row in finding_rows(conn) if key_of(row) == ("error", "rls_disabled", name)]
+        run(conn, found[4])
+        assert conn.execute(GRANTS, {"t": name}).one() == before
+        assert "rls_disabled" not in {row[1] for row in finding_rows(conn)}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_more_than_the_library_grants_on_api_tokens_is_revoked_and_what_it_grants_stays(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    """A REVOKE on a table takes its column grants with it: the fix grants the library's back."""
+    name = "rls_tenancy.api_tokens"
+    with planted_in(superuser_engine, []) as conn:
+        before = conn.execute(GRANTS, {"t": name}).one()
+        run(conn, ddl("GRANT SELECT, INSERT ON rls_tenancy.api_tokens TO {}", db.roles.app))
+        (found,) = [row for row in finding_rows(conn) if row[1] == "library_table_granted" and row[2] == name]
+        assert found[0] == "error"
+        run(conn, found[4])
+        assert conn.execute(GRANTS, {"t": name}).one() == before
+        assert "library_table_granted" not in {row[1] for row in finding_rows(conn)}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_the_fixes_for_one_table_apply_top_to_bottom(superuser_engine: Engine, baseline: list[Row]) -> None:
+    """enable_tenant_isolation() refuses a nullable tenant_id: rls_disabled's fix (an error, listed first) sets
+    it NOT NULL first."""
+    planted = ["CREATE TABLE public.doctor_shares (id integer, tenant_id bigint REFERENCES rls_tenancy.tenants (id))"]
+    with planted_in(superuser_engine, planted) as conn:
+        fixes = [row[4] for row in finding_rows(conn) if row[2] == "public.doctor_shares"]
+        assert len(fixes) > 1
+        for fix in fixes:
+            run(conn, fix)
+        assert finding_rows(conn) == baseline
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_an_extension_in_the_library_schema_is_one_finding_whose_fix_moves_it_out(
+    superuser_engine: Engine, baseline: list[Row]
+) -> None:
+    """Not one finding per function of it (library_definition_changed, library_object_owner)."""
+    with planted_in(superuser_engine, ["CREATE EXTENSION pgcrypto SCHEMA rls_tenancy"]) as conn:
+        found = [row for row in finding_rows(conn) if row not in baseline]
+        assert [key_of(row) for row in found] == [("warning", "extension_in_library_schema", "extension pgcrypto")]
+        run(conn, found[0][4])
+        assert finding_rows(conn) == baseline
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_default_tenant_spelled_in_mixed_case_is_an_error_until_reset(db: TenancyDatabase) -> None:
+    """Setting names are case-insensitive: "App.Current_Tenant" binds app.current_tenant at login. A session that
+    never used app.current_tenant stores the name as written (once used, PostgreSQL writes its own spelling)."""
+    fresh = create_engine(db.superuser_url, poolclass=NullPool)
+    alter = (
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET \"App.Current_Tenant\" = ''7''', current_database()); END $$"
+    )
+    try:
+        with planted_in(fresh, [alter]) as conn:
+            stored = "SELECT setting FROM pg_db_role_setting, unnest(setconfig) AS setting WHERE setting LIKE 'App.%'"
+            assert conn.execute(text(stored)).scalar_one() == "App.Current_Tenant=7"  # else the test proves nothing
+            (found,) = [row for row in finding_rows(conn) if row[1] == "app_role_setting"]
+            assert found[0] == "error"
+            run(conn, found[4])
+            assert "app_role_setting" not in {row[1] for row in finding_rows(conn)}
+    finally:
+        fresh.dispose()

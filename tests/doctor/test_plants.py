@@ -184,6 +184,24 @@ def _owned_by_app(schema: str, function: str, signature: str) -> Callable[[RoleN
     ]
 
 
+def _statements(*statements: str) -> Callable[[RoleNames], list[str]]:
+    """A plant of fixed ``statements``, whatever the roles are called."""
+    return lambda r: list(statements)
+
+
+# The library's own policies, as its install scripts create them (table, policy).
+LIBRARY_POLICIES = [
+    ("tenants", "tenant_self"),
+    ("tenants", "owner_lookup"),
+    ("audit_log", "audit_tenant_read"),
+    ("audit_log", "audit_owner"),
+    ("feature_overrides", "tenant_overrides"),
+    ("feature_overrides", "global_overrides_read"),
+    ("users", "tenant_isolation"),
+    ("api_tokens", "tenant_isolation"),
+]
+
+
 PLANTS = {
     "signed: a policy that checks the proof but compares rows with the setting alone": Plant(
         lambda r: [
@@ -987,6 +1005,70 @@ PLANTS = {
         "doctor_scratch.pick()",
         "SECURITY DEFINER function public.doctor_count() (naming it in its body) runs it",
     ),
+    "a column of the doctor's exemptions insertable by the app role": Plant(
+        lambda r: [ddl("GRANT INSERT (object_name, check_name, reason) ON rls_tenancy.doctor_exemptions TO {}", r.app)],
+        "error",
+        "doctor_input_writable",
+        "rls_tenancy.doctor_exemptions",
+        "an exemption turns any error into info",
+    ),
+    "a column of the doctor's roles table updatable by the app role": Plant(
+        lambda r: [ddl("GRANT UPDATE (role_name) ON rls_tenancy.roles TO {}", r.app)],
+        "error",
+        "doctor_input_writable",
+        "rls_tenancy.roles",
+        "naming another role as the application role",
+    ),
+    "INSERT on the library's api_tokens to the app role (tokens minted around issue_token)": Plant(
+        lambda r: [ddl("GRANT INSERT ON rls_tenancy.api_tokens TO {}", r.app)],
+        "error",
+        "library_table_granted",
+        "rls_tenancy.api_tokens",
+        "written only through issue_token() and revoke_token()",
+    ),
+    "the tokens' hashes readable by a role the app role can become": Plant(
+        _chain_holding("GRANT SELECT (token_hash) ON rls_tenancy.api_tokens TO {}"),
+        "error",
+        "library_table_granted",
+        "rls_tenancy.api_tokens",
+        "SELECT (token_hash)",
+    ),
+    "SELECT on the library's roles table to PUBLIC": Plant(
+        lambda r: ["GRANT SELECT ON rls_tenancy.roles TO PUBLIC"],
+        "warning",
+        "library_table_granted",
+        "rls_tenancy.roles",
+        "PUBLIC may SELECT",
+    ),
+    **{
+        f"row level security off on the library's {table}": Plant(
+            _statements(ddl("ALTER TABLE rls_tenancy.{} DISABLE ROW LEVEL SECURITY", table)),
+            "error",
+            "rls_disabled",
+            f"rls_tenancy.{table}",
+            "row level security is off",
+        )
+        # (users and api_tokens: enable_tenant_isolation() ran, but on api_tokens granted the app role writes;
+        # test_fixes.py checks the grants each fix leaves)
+        for table in ("audit_log", "feature_overrides")
+    },
+    **{
+        f"the library's policy {policy} on {table} dropped": Plant(
+            _statements(ddl("DROP POLICY {} ON rls_tenancy.{}", policy, table)),
+            "error",
+            "library_policy_missing",
+            f"rls_tenancy.{table} policy {policy}",
+            "is gone",
+        )
+        for table, policy in LIBRARY_POLICIES
+    },
+    "an extension created in the library's schema": Plant(
+        lambda r: ["CREATE EXTENSION pgcrypto SCHEMA rls_tenancy"],
+        "warning",
+        "extension_in_library_schema",
+        "extension pgcrypto",
+        "installed in the library's schema",
+    ),
     "a foreign table onto this database spelled LOCALHOST., readable by the app role": Plant(
         lambda r: _loopback_table(r, "LOCALHOST."),
         "error",
@@ -1061,6 +1143,15 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
                 " WITH CHECK (rls_tenancy.current_tenant_id() = tenant_id)"
             ],
             id="a policy with the tenant condition reversed",
+        ),
+        pytest.param(
+            lambda r: [
+                "CREATE POLICY doctor_strict ON public.projects"
+                " USING (tenant_id = current_setting('app.current_tenant')::bigint)"
+                " WITH CHECK (current_setting('app.current_tenant')::bigint = tenant_id)"
+            ],
+            # without missing_ok it raises where no tenant is bound: it shows no row either way
+            id="a policy reading the setting without missing_ok",
         ),
         pytest.param(
             lambda r: [

@@ -221,6 +221,36 @@ class Reach:
     object: str  # "{app}" is the app role's name
     peek: list[str]  # run as the app role bound to tenant A: returns or raises "reached" while B's data is in reach
     as_role: str | None = None  # SET ROLE to it first (a role the app role can become)
+    # after the fix, as the app role bound to A: each returns 'works' (the library's own work still works)
+    works: tuple[str, ...] = ()
+
+
+# Tenant B's id, read from its secret (the plants' statements take no parameters).
+B_ID = "(SELECT tenant_id FROM public.doctor_secrets WHERE secret = 'b-secret')"
+# An audit event of tenant B's, written by the library's log_event() with B bound (signed where required), sealed.
+B_EVENT = [
+    f"SELECT set_config('app.current_tenant', {B_ID}::text, true), set_config('app.current_user_id', '', true)",
+    "SELECT rls_tenancy.sign_context() WHERE rls_tenancy.context_signing_required()",
+    "SELECT rls_tenancy.log_event('doctor', 'b-secret')",
+    "SELECT set_config('app.current_tenant', '', true)",
+    "SET CONSTRAINTS ALL IMMEDIATE",  # sealed now: ALTER TABLE refuses a table with pending trigger events
+]
+OTHER_EVENT = "SELECT 'reached' FROM rls_tenancy.audit_log WHERE message = 'b-secret'"
+# The library's work that its owner-only policies serve: an audit event written, a tenant found by its slug.
+LOGS_EVENT = "SELECT 'works' FROM (SELECT rls_tenancy.log_event('doctor', 'after the fix')) AS logged"
+# (B's slug, which the app role bound to A may not read, in a setting: a login resolves a tenant not yet bound)
+B_SLUG = f"SELECT set_config('doctor.b_slug', (SELECT slug FROM rls_tenancy.tenants WHERE id = {B_ID}), false)"
+FINDS_SLUG = "SELECT 'works' WHERE rls_tenancy.tenant_id_for_slug(current_setting('doctor.b_slug')) = :b"
+# As the domain's owner: a constraint whose check reads every row of the column, and fails on B's with its value.
+DOMAIN_PROBE = (
+    "ALTER DOMAIN public.doctor_secret_text ADD CONSTRAINT doctor_probe"
+    " CHECK (VALUE <> 'b-secret' OR ('reached ' || VALUE)::integer > 0)"
+)
+SEQUENTIAL = [
+    "SET LOCAL enable_indexscan = off",
+    "SET LOCAL enable_indexonlyscan = off",
+    "SET LOCAL enable_bitmapscan = off",
+]
 
 
 REACHES = {
@@ -527,6 +557,89 @@ REACHES = {
             "SELECT 'reached' FROM public.doctor_ddl_log WHERE secret = 'b-secret'",
         ],
     ),
+    # The library's owner-only policies are USING (true) for its own functions: FORCE binds the owner role to no
+    # tenant there, so a view of its own reads every tenant's rows.
+    "a view of the owner role's over rls_tenancy.tenants, granted to the app role": Reach(
+        lambda d: [
+            B_SLUG,
+            "CREATE VIEW public.doctor_directory AS SELECT id, slug, name FROM rls_tenancy.tenants",
+            ddl("ALTER VIEW public.doctor_directory OWNER TO {}", d.roles.owner),
+            ddl("GRANT SELECT ON public.doctor_directory TO {}", d.roles.app),
+        ],
+        "view_not_security_invoker",
+        "public.doctor_directory",
+        ["SELECT 'reached' FROM public.doctor_directory WHERE id = :b"],
+        works=(FINDS_SLUG, "SELECT 'works' FROM public.doctor_directory WHERE id = :a"),
+    ),
+    "a view of the owner role's over rls_tenancy.audit_log, granted to the app role": Reach(
+        lambda d: [
+            *B_EVENT,
+            "CREATE VIEW public.doctor_activity AS SELECT tenant_id, action, message FROM rls_tenancy.audit_log",
+            ddl("ALTER VIEW public.doctor_activity OWNER TO {}", d.roles.owner),
+            ddl("GRANT SELECT ON public.doctor_activity TO {}", d.roles.app),
+        ],
+        "view_not_security_invoker",
+        "public.doctor_activity",
+        ["SELECT 'reached' FROM public.doctor_activity WHERE message = 'b-secret'"],
+        works=(LOGS_EVENT,),
+    ),
+    "SELECT on every table of rls_tenancy to the app role: every tenant's audit chain heads": Reach(
+        lambda d: [
+            f"INSERT INTO rls_tenancy.audit_chain_heads (chain, seq) VALUES ({B_ID}, 7) ON CONFLICT DO NOTHING",
+            ddl("GRANT SELECT ON ALL TABLES IN SCHEMA rls_tenancy TO {}", d.roles.app),
+        ],
+        "library_table_granted",
+        "rls_tenancy.audit_chain_heads",
+        ["SELECT 'reached' FROM rls_tenancy.audit_chain_heads WHERE chain = :b"],
+        works=(LOGS_EVENT, "SELECT 'works' FROM rls_tenancy.tenants WHERE id = :a"),
+    ),
+    "a LEAKPROOF function created in pg_catalog": Reach(
+        lambda d: [PEEK.replace("public.doctor_peek", "pg_catalog.doctor_peek")],
+        "leakproof_function",
+        "doctor_peek(text)",  # (pg_catalog is on every search_path: regprocedure leaves it out)
+        [*SEQUENTIAL, "SELECT count(*) FROM public.doctor_secrets WHERE pg_catalog.doctor_peek(secret)"],
+    ),
+    "a LEAKPROOF function made a member of an extension": Reach(
+        lambda d: [PEEK, "ALTER EXTENSION plpgsql ADD FUNCTION public.doctor_peek(text)"],
+        "leakproof_function",
+        "public.doctor_peek(text)",
+        [*SEQUENTIAL, "SELECT count(*) FROM public.doctor_secrets WHERE public.doctor_peek(secret)"],
+    ),
+    "a domain of a tenant table's column owned by the app role": Reach(
+        lambda d: [
+            "CREATE DOMAIN public.doctor_secret_text AS text",
+            "ALTER TABLE public.doctor_secrets ALTER COLUMN secret TYPE public.doctor_secret_text",
+            ddl("ALTER DOMAIN public.doctor_secret_text OWNER TO {}", d.roles.app),
+        ],
+        "app_role_owns_type",
+        "public.doctor_secret_text",
+        [DOMAIN_PROBE],
+        works=("INSERT INTO public.doctor_secrets (secret) VALUES ('a-second') RETURNING 'works'",),
+    ),
+    "row level security off on rls_tenancy.audit_log": Reach(
+        lambda d: [*B_EVENT, "ALTER TABLE rls_tenancy.audit_log DISABLE ROW LEVEL SECURITY"],
+        "rls_disabled",
+        "rls_tenancy.audit_log",
+        [OTHER_EVENT],
+        works=(LOGS_EVENT,),
+    ),
+    "the library's audit_owner policy widened to PUBLIC": Reach(
+        lambda d: [*B_EVENT, "ALTER POLICY audit_owner ON rls_tenancy.audit_log TO PUBLIC"],
+        "policy_not_tenant_keyed",
+        "rls_tenancy.audit_log policy audit_owner",
+        [OTHER_EVENT],
+        works=(LOGS_EVENT,),
+    ),
+    "the library's owner_lookup policy widened to the app role": Reach(
+        lambda d: [
+            B_SLUG,
+            ddl("ALTER POLICY owner_lookup ON rls_tenancy.tenants TO {}, {}", d.roles.owner, d.roles.app),
+        ],
+        "policy_not_tenant_keyed",
+        "rls_tenancy.tenants policy owner_lookup",
+        [OTHER_TENANT],
+        works=(FINDS_SLUG,),
+    ),
     # Every tenant's chain heads (its tenants' ids, how many events each logged): the bypass role's alone.
     "the library's audit_chain_heads() granted to the app role": Reach(
         lambda d: [ddl("GRANT EXECUTE ON FUNCTION rls_tenancy.audit_chain_heads() TO {}", d.roles.app)],
@@ -581,6 +694,9 @@ def test_what_reaches_another_tenant_is_an_error_until_its_fix_is_applied(
         assert expected not in {key_of(row) for row in finding_rows(conn)}, f"the fix {found[0][4]!r} left it"
         assert REACHED not in _peek(conn, db, world, reach)
         assert _own_rows(conn, db, world) == ["a-secret"]  # the app still works
+        for work in reach.works:
+            done = _as_app(conn, db, world.a, [work], values={"a": world.a, "b": world.b})
+            assert "'works'" in done, f"after the fix {found[0][4]!r}: {work!r} gave {done}"
 
 
 def _as_app(
