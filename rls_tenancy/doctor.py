@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy.errors import TenancyError
 
@@ -36,6 +38,13 @@ class Finding:
     object: str
     message: str
     fix: str
+
+
+class DoctorAccessError(TenancyError):
+    """The doctor ran as a role that may not read what it checks (the application role, say).
+
+    ``rls-tenancy doctor`` exits 2 on it, as when the check cannot run.
+    """
 
 
 class DoctorInputError(TenancyError):
@@ -187,8 +196,19 @@ def findings(connection: Connection, *, distributed: bool = False) -> list[Findi
     First :func:`verify_inputs`: a doctor replaced, or a roles table re-pointed,
     raises :class:`DoctorInputError` rather than report on what it was told.
     """
-    verify_inputs(connection)
-    return [Finding(*row) for row in connection.execute(_DISTRIBUTED if distributed else _FINDINGS)]
+    try:
+        verify_inputs(connection)
+        return [Finding(*row) for row in connection.execute(_DISTRIBUTED if distributed else _FINDINGS)]
+    except DBAPIError as error:
+        if not isinstance(error.orig, psycopg.errors.InsufficientPrivilege):
+            raise
+        denied = str(error.orig).splitlines()[0]
+        raise DoctorAccessError(
+            f"the doctor cannot read the catalog as {connection.engine.url.username!r} ({denied}): it runs as the "
+            "bypass role, the owner role or a superuser, never as the application role. Give --database-url (or "
+            "$DATABASE_URL) the bypass role's URL (RLS_TENANCY_BYPASS_DATABASE_URL in a Flask app, which "
+            "`flask tenancy doctor` uses)"
+        ) from error
 
 
 def exit_status(found: Sequence[Finding]) -> int:

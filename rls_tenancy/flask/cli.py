@@ -22,7 +22,7 @@ from rls_tenancy.audit.chain import chain_heads, dump_anchors, purge, read_ancho
 from rls_tenancy.audit.events import log_event
 from rls_tenancy.bypass import UnsafeBypass
 from rls_tenancy.context import as_tenant
-from rls_tenancy.doctor import DoctorInputError, as_json, as_table, exit_status, findings
+from rls_tenancy.doctor import DoctorAccessError, DoctorInputError, as_json, as_table, exit_status, findings
 from rls_tenancy.errors import TenancyError
 from rls_tenancy.features.declare import EVERY_SCOPE
 from rls_tenancy.features.overrides import (
@@ -318,7 +318,7 @@ def doctor(as_machine: bool, with_info: bool, distributed: bool) -> None:
     except DBAPIError as error:
         click.echo(f"Error: the check could not run: {str(error.orig).splitlines()[0]}", err=True)
         raise SystemExit(2) from error
-    except DoctorInputError as error:  # its report could not be trusted: as when it cannot run
+    except (DoctorInputError, DoctorAccessError) as error:  # no report, or none to trust: as when it cannot run
         click.echo(f"Error: {error}", err=True)
         raise SystemExit(2) from error
     click.echo(as_json(found) if as_machine else as_table(found, info=with_info), nl=as_machine)

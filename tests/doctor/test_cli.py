@@ -107,7 +107,10 @@ def test_cli_doctor_exits_2_for_a_role_that_may_not_run_it(
 ) -> None:
     status = main(["doctor", "--database-url", _url(db.app_url)])
     assert status == 2
-    assert "permission denied" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "permission denied" in err
+    # The message says who may run it, and how: the application role is what $DATABASE_URL names in most apps.
+    assert f"as {db.roles.app!r}" in err and "bypass role" in err and "--database-url" in err
 
 
 def test_flask_tenancy_doctor_exits_0_on_the_demo_app(demo_app: Flask) -> None:
