@@ -2,7 +2,8 @@
 
 A page that names a test as the proof of a guarantee must not outlive the
 test. The Sphinx build (``make docs``, warnings as errors) checks links and
-included code; this checks the names it cannot see, and the README's length.
+included code; this checks the names it cannot see, the README's length, and
+that the alembic.ini edit adopting.md gives fits the file ``alembic init`` writes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import re
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from rls_tenancy.schema._resources import install_scripts
 
@@ -60,3 +64,22 @@ def test_the_psql_install_on_the_sql_page_runs_the_whole_specification() -> None
 
 def test_the_readme_stays_a_front_page() -> None:
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+def test_the_alembic_ini_edit_adopting_gives_fits_alembics_own_template(tmp_path: Path) -> None:
+    """Section 2's edit, made to the file this Alembic's ``alembic init`` writes: Alembic reads it (no option twice)."""
+    page = (ROOT / "docs" / "adopting.md").read_text().split("## 2. Migrate", 1)[1]
+    deleted = re.search(r"delete the\s+template's two lines `([^`\n]+)` and `([^`\n]+)`", page)
+    block = re.search(r"```ini\n(.*?)```", page, re.DOTALL)
+    assert deleted and block
+    ini = tmp_path / "alembic.ini"
+    command.init(Config(str(ini)), str(tmp_path / "migrations"))
+    lines = ini.read_text().splitlines(keepends=True)
+    for line in deleted.groups():
+        assert lines.count(f"{line}\n") == 1, f"alembic init no longer writes {line!r} once"
+    at = lines.index(f"{deleted[1]}\n")
+    lines = [line for line in lines if line.rstrip("\n") not in deleted.groups()]
+    ini.write_text("".join([*lines[:at], block[1], *lines[at:]]))
+    config = Config(str(ini))
+    assert config.get_main_option("prepend_sys_path") == str(tmp_path)
+    assert "rls_tenancy_0001" in ScriptDirectory.from_config(config).get_heads()
