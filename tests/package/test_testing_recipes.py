@@ -1,8 +1,9 @@
 """The fixtures docs/testing.md gives an app's own suite, run here as that suite would run them.
 
-The page includes the marked ranges: a fresh tenant per test (with a user
-and an API token), and a Session whose work, commits included, is rolled
-back after the test. It also says what does not work, pinned below: a Flask
+The page shows the marked ranges, copied so that they read without a docs
+build (a test below holds each copy to its range): a fresh tenant per test
+(with a user and an API token), and a Session whose work, commits included,
+is rolled back after the test. It also says what does not work, pinned below: a Flask
 request on the test's outer transaction. The app is a small one on the
 demo's schema, made the way an app's factory makes it.
 """
@@ -108,6 +109,9 @@ def session(
 
 
 # testing: end rollback-session
+
+import re
+from pathlib import Path
 
 from flask import jsonify
 from flask.typing import ResponseReturnValue
@@ -220,3 +224,13 @@ def test_a_flask_request_cannot_join_the_tests_transaction(app: Flask, make_tena
         outer.rollback()
         conn.close()
     assert app.test_client().get("/projects", headers=bearer(tenant)).status_code == 200  # the app as before
+
+
+@pytest.mark.parametrize("name", ["make-tenant", "rollback-session"])
+def test_the_page_shows_each_fixture_as_it_runs_here(name: str) -> None:
+    """docs/testing.md copies each marked range into a plain code block, byte for byte."""
+    here = Path(__file__).read_text()
+    fixture = here.split(f"# testing: {name}\n", 1)[1].split(f"# testing: end {name}\n", 1)[0]
+    page = (Path(__file__).parents[2] / "docs" / "testing.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```$", page, re.MULTILINE | re.DOTALL)
+    assert fixture.strip("\n") + "\n" in blocks, f"docs/testing.md has no copy of the {name!r} range as it is here"
