@@ -112,7 +112,8 @@ def _curl_lines(base: str, seeded: Seeded) -> list[str]:
         f'-d \'{{"name": "From curl"}}\' {base}/api/projects',
         f"curl -s -X POST -H 'Authorization: Bearer {seeded.tokens['acme/dashboard']}' "
         f"-H 'Content-Type: application/json' -d '{{\"name\": \"x\"}}' {base}/api/projects    # read-only: 403",
-        f"curl -s -H 'Authorization: Bearer {globex}' -H 'Accept-Language: fr' {base}/api/me",
+        f"curl -s -H 'Authorization: Bearer {globex}' -H 'Accept-Language: fr' {base}/api/me"
+        "    # de: hank's own language beats the header",
         f"curl -s -c /tmp/demo-cookies -X POST -H 'Content-Type: application/json' "
         f'-d \'{{"tenant": "acme", "email": "alice@acme.example", "password": "{PASSWORD}"}}\' '
         f"{base}/api/login && curl -s -b /tmp/demo-cookies {base}/api/me",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -63,6 +64,12 @@ def test_demo_serves_and_stops_cleanly_on_ctrl_c(rls_postgres_url: URL) -> None:
         headers = {"Authorization": f"Bearer {token[1]}"}
         with urllib.request.urlopen(urllib.request.Request(f"{base[1]}/api/projects", headers=headers)) as answer:
             assert b"Website relaunch" in answer.read()
+        # The line asking in French says why it gets German: hank's own language wins.
+        french = re.search(r"Bearer (rlst_\S+)' -H 'Accept-Language: fr' \S+/api/me +# de: hank's own language", banner)
+        assert french, banner
+        asked = {"Authorization": f"Bearer {french[1]}", "Accept-Language": "fr"}
+        with urllib.request.urlopen(urllib.request.Request(f"{base[1]}/api/me", headers=asked)) as answer:
+            assert json.load(answer)["language"] == "de"
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=60)
     finally:
