@@ -1,18 +1,18 @@
-"""No prepared statements in a signing engine's transactions that act for no user.
+"""No prepared statements in a signing engine's work that acts for no user.
 
 Signed, a user is a boundary SQL cannot cross: the session is reset before
-it serves another user than its last. Two anonymous transactions of one
-tenant are not one user, though, but two clients (a visitor, then a
-sign-up), and a reset between every two of them would cost each its reset.
-What the first can leave in the session for the second to run is a
-statement psycopg prepared, swapped by SQL under the same name
-(``DEALLOCATE``, then ``PREPARE``): the second would run it with its own
-parameters, a sign-up's grant and password hash among them. So psycopg
-neither prepares nor uses a prepared statement while such a transaction
-is bound; its names serve again once a transaction acts for a user, after
-the reset that drops whatever SQL replaced. Other state SQL can leave
-runs nothing of the library's: its statements name schemas and
-``pg_catalog``'s types.
+it serves another user than its last, and before every transaction that
+acts for no user, since two of those may be two clients (a visitor, then a
+sign-up). Work in autocommit is not reset that way (only tenantless work
+runs there, the token lookup on a connection of its own among it): a reset
+would cost each statement a round trip. What SQL in a transaction for no
+user could leave for it to run is a statement psycopg prepared, swapped
+under the same name (``DEALLOCATE``, then ``PREPARE``), which would run with
+the next one's parameters. So psycopg neither prepares nor uses a prepared
+statement while work for no user is bound; its names serve again once a
+transaction acts for a user, after the reset that drops whatever SQL
+replaced. The rest SQL can leave in the session runs nothing of the
+library's: its statements name schemas and ``pg_catalog``'s types.
 """
 
 from __future__ import annotations

@@ -75,7 +75,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
 from rls_tenancy.binding import _driver_guard
-from rls_tenancy.binding.anonymous import prepare_for
 from rls_tenancy.binding import settings as _settings
 from rls_tenancy.binding import signing as _signing
 from rls_tenancy.binding._begin import Statement, begin_with, begin_with_async, can_begin_with
@@ -83,6 +82,7 @@ from rls_tenancy.binding.affinity import NEVER as _NEVER
 from rls_tenancy.binding.affinity import SERVED as _SERVED
 from rls_tenancy.binding.affinity import SERVED_USER as _SERVED_USER
 from rls_tenancy.binding.affinity import prefer_last_tenant, served_user
+from rls_tenancy.binding.anonymous import prepare_for
 from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.binding.role_checks import verify_app_role
 from rls_tenancy.catalog_types import CatalogText
@@ -275,7 +275,7 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     if bound is None:
         raise ConfigurationError("adopt_user() needs a transaction already bound to a tenant")
     prepare_for(conn.connection.driver_connection, _signing.key_of(conn.dialect) is not None, user_id)
-    if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id):
+    if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id, beginning=True):
         # The session was kept for another user (the guess of begin_bound_with
         # was wrong): reset now, inside the transaction, and bound again (RESET
         # ALL takes the binding too); a rollback would undo part of it, so the
@@ -311,7 +311,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
         return None
     current = acting()
     _refuse_sharing(conn.info, transaction)
-    reset = _needs_reset(conn.info, conn.dialect, current[0], served_user(current[1]))
+    reset = _needs_reset(conn.info, conn.dialect, current[0], served_user(current[1]), beginning=True)
     proof = _signing.proof(conn.dialect, conn.info, current)
     try:
         result = _send_binding(
@@ -361,7 +361,8 @@ def _bind_or_check(conn: Connection) -> None:
         bound = _adopt_raw_binding(info, transaction)
         if bound is None:
             _refuse_sharing(info, transaction)
-            reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]))
+            beginning = not getattr(conn.connection.dbapi_connection, "autocommit", False)
+            reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]), beginning=beginning)
             _bind(conn, _BIND, current, reset=reset)
             if transaction is not None:
                 info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
@@ -402,7 +403,7 @@ def _bind_raw_first(driver: Any, info: dict[Any, Any]) -> None:
     """Bind the transaction SQLAlchemy began, before a raw statement that would otherwise begin it unbound."""
     dialect = info.pop(_BEGUN)
     current = acting()
-    reset = _needs_reset(info, dialect, current[0], served_user(current[1]))
+    reset = _needs_reset(info, dialect, current[0], served_user(current[1]), beginning=True)
     proof = _signing.proof(dialect, info, current)
     if not can_begin_with(driver):  # a libpq without pipeline mode: the rare path
         raise ConfigurationError(
@@ -472,20 +473,29 @@ def _execute(raw: Any, statement: str | bytes, values: Sequence[str] | None = No
         cursor.close()
 
 
-def _needs_reset(info: dict[Any, Any], dialect: Any, tenant: int | None, user: object) -> bool:
+def _needs_reset(
+    info: dict[Any, Any], dialect: Any, tenant: int | None, user: object, *, beginning: bool = False
+) -> bool:
     """Whether the session must be discarded before it serves ``tenant`` (and ``user``).
 
     It last served another tenant, or none yet; with a context key, also
     when it last served another user: signed, the user is a boundary SQL
     cannot cross, and what one user's SQL left in the session (a prepared
     statement of psycopg's swapped for its own, say) would otherwise run in
-    the next user's transaction, with that user's proof.
+    the next user's transaction, with that user's proof. And signed, a
+    transaction ``beginning`` for no user always: two such transactions of
+    one tenant may be two clients (a visitor, then another), and a temporary
+    view one's SQL named like a table would answer the other's statements.
+    Work in autocommit (tenantless only) is not reset for that: it would
+    cost each statement a round trip (:mod:`~rls_tenancy.binding.anonymous`).
     """
     if not _resetting:
         return False
     if info.get(_SERVED, _NEVER) != tenant:
         return True
-    return _signing.key_of(dialect) is not None and bool(info.get(_SERVED_USER, _NEVER) != user)
+    if _signing.key_of(dialect) is None:
+        return False
+    return bool(info.get(_SERVED_USER, _NEVER) != user) or (beginning and user is None)
 
 
 _refusals = False  # whether any statement was refused yet: until then a commit checks nothing

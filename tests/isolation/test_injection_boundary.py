@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import psycopg
@@ -256,9 +257,9 @@ def test_the_app_sets_and_clears_overrides_with_its_grants(staff: Staff, staff_e
     assert _owner_reads(staff, query, feature.key) == []
 
 
-# A temporary domain named text (and bytea), left by SQL in an anonymous request: the next anonymous request of
-# the tenant takes the same session without a reset (same tenant, same user: none). Its check would see each
-# value the library casts to it, the grants the application adds among them.
+# A temporary domain named text (and bytea), made by SQL injected early in an anonymous request (a sign-up, a
+# token of no user): its check would see each value the library casts to it later in that transaction, the
+# grants the application adds among them. (A later request for no user begins with a reset, signed.)
 _SPY = (
     "CREATE FUNCTION pg_temp.spy(seen pg_catalog.text) RETURNS boolean LANGUAGE sql AS $$"
     " SELECT pg_catalog.set_config('trap.seen',"
@@ -268,21 +269,19 @@ _SPY = (
 )
 
 
-def test_a_trap_left_by_an_anonymous_request_sees_nothing_the_library_sends_in_the_next(
+def test_a_trap_set_in_an_anonymous_request_sees_nothing_the_library_sends_after_it(
     staff: Staff, staff_engine: Engine
 ) -> None:
     """The library names pg_catalog's types in what it sends: a grant, a token's scopes, a new user's roles."""
-    with as_tenant(staff.tenant), staff_engine.connect() as conn:
-        for statement in _SPY:
-            conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
-        conn.commit()
     with as_tenant(staff.tenant), Session(staff_engine) as session, session.begin():
+        for statement in _SPY:
+            session.connection().exec_driver_sql(statement, execution_options={"no_parameters": True})
         issued = issue_token(session, name="signup bot", scopes=["projects:read"])  # a grant, and its scopes
         session.add(User(email="signup@staff.example", roles=["projects:read"]))  # a grant, and the roles
         session.flush()
         seen = session.execute(text("SELECT current_setting('trap.seen', true)")).scalar()
         planted = session.execute(text("SELECT count(*) FROM pg_type WHERE typnamespace = pg_my_temp_schema()"))
-        assert planted.scalar_one() > 0  # the trap is there: the session was not reset in between
+        assert planted.scalar_one() > 0  # the trap is there
         session.rollback()
     assert issued.id > 0
     assert not seen
@@ -316,9 +315,10 @@ def _sign_up(engine: Engine, tenant: int, email: str, user: int | None = None) -
 def test_a_prepared_statement_swapped_in_an_anonymous_request_never_runs_in_the_next(
     staff: Staff, staff_engine: Engine
 ) -> None:
-    """Two anonymous requests of one tenant are two clients: the session is not reset between them, so a
-    statement psycopg prepared, swapped by the first's SQL, would run in the second with its grants and
-    password hash as parameters. Anonymous transactions of a signing engine use no prepared statement."""
+    """Two anonymous requests of one tenant are two clients: a statement psycopg prepared, swapped by the
+    first's SQL, would run in the second with its grants and password hash as parameters. Signed, a
+    transaction for no user begins with a reset (which drops what SQL replaced), and uses no prepared
+    statement."""
     tag = secrets.token_hex(4)
     for number in range(6):  # psycopg prepares what it ran five times: the user's INSERT, the grant
         _sign_up(staff_engine, staff.tenant, f"early{number}-{tag}@staff.example", user=staff.admin)
@@ -328,8 +328,65 @@ def test_a_prepared_statement_swapped_in_an_anonymous_request_never_runs_in_the_
     _sign_up(staff_engine, staff.tenant, f"victim-{tag}@staff.example")  # the next visitor signs up
     with as_tenant(staff.tenant), staff_engine.connect() as conn:  # the first one's next request
         assert conn.execute(text("SELECT current_setting('trap.ran', true)")).scalar() in (None, "")
-        swapped = conn.execute(text("SELECT count(*) FROM pg_prepared_statements WHERE from_sql")).scalar_one()
-        assert swapped > 0  # the swapped statements are there: nothing reset the session in between
     _sign_up(staff_engine, staff.tenant, f"later-{tag}@staff.example", user=staff.admin)  # reset, not broken
     stored = _owner_reads(staff, "SELECT count(*) FROM rls_tenancy.users WHERE email LIKE %s", f"%-{tag}@staff.example")
     assert stored == [(8,)]
+
+
+def test_a_swapped_statement_never_runs_in_tenantless_work_in_autocommit(staff: Staff, staff_engine: Engine) -> None:
+    """Tenantless work in autocommit (the token lookup on a connection of its own) is not reset after a
+    tenantless transaction, which would cost it a round trip: it uses no prepared statement instead."""
+    lookup = text("SELECT rls_tenancy.tenant_id_for_slug(:slug)")
+    for _ in range(6):  # psycopg prepares what it ran five times
+        with as_tenant(staff.tenant, user=staff.admin), staff_engine.connect() as conn:
+            conn.execute(lookup, {"slug": "staff"})
+            conn.commit()
+    with staff_engine.connect() as conn:  # SQL injected in a request without a tenant
+        conn.exec_driver_sql(_SWAP, execution_options={"no_parameters": True})
+        conn.commit()
+    with staff_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert conn.execute(lookup, {"slug": "staff"}).scalar() == staff.tenant
+        assert conn.execute(text("SELECT current_setting('trap.ran', true)")).scalar() in (None, "")
+        swapped = conn.execute(text("SELECT count(*) FROM pg_prepared_statements WHERE from_sql")).scalar_one()
+        assert swapped > 0  # the swapped statements are there: nothing reset the session in between
+    with as_tenant(staff.tenant, user=staff.admin), staff_engine.connect() as conn:  # reset, not broken
+        assert conn.execute(lookup, {"slug": "staff"}).scalar() == staff.tenant
+
+
+# A temporary view named like the app's table (its models name no schema: pg_temp is searched first), whose
+# trigger keeps what is written to it; and settings that would fail the next client's statements.
+_TRAP = (
+    "CREATE TEMP TABLE loot (name text)",
+    "CREATE TEMP VIEW projects AS SELECT 1::bigint AS id, NULL::bigint AS tenant_id, 'PHISH'::text AS name",
+    "CREATE FUNCTION pg_temp.keep() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$BEGIN INSERT INTO loot VALUES (NEW.name); RETURN NEW; END$$",
+    "CREATE TRIGGER keep INSTEAD OF INSERT ON projects FOR EACH ROW EXECUTE FUNCTION pg_temp.keep()",
+    "SET SESSION default_transaction_read_only = on",
+    "SET SESSION DateStyle = 'SQL, DMY'",
+)
+
+
+@pytest.mark.parametrize("tenantless", [False, True], ids=["same tenant", "no tenant"])
+def test_a_trap_left_by_one_anonymous_client_is_gone_for_the_next(
+    staff: Staff, staff_engine: Engine, tenantless: bool
+) -> None:
+    """Signed, two transactions for no user may be two clients: the second begins with a reset, so the first's
+    SQL can neither answer its statements (a temporary view named like a table) nor fail them (settings)."""
+
+    def acting() -> AbstractContextManager[object]:
+        return nullcontext() if tenantless else as_tenant(staff.tenant)
+
+    with acting(), staff_engine.connect() as conn:  # SQL injected in an anonymous request
+        for statement in _TRAP:
+            conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
+        conn.commit()
+    with acting(), Session(staff_engine) as session:  # the next visitor
+        if tenantless:
+            assert session.execute(text("SELECT count(*) FROM projects WHERE name = 'PHISH'")).scalar_one() == 0
+        else:
+            assert "PHISH" not in session.scalars(select(Project.name)).all()
+            session.add(Project(name="a visitor's project"))
+            session.commit()
+    if not tenantless:
+        stored = _owner_reads(staff, "SELECT count(*) FROM public.projects WHERE name = %s", "a visitor's project")
+        assert stored == [(1,)]
