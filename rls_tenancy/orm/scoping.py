@@ -352,6 +352,10 @@ def _check_row(_mapper: Mapper[Any], _connection: Connection, obj: TenantBoundMi
     session = object_session(obj)
     if session is None or not session.info.get(_SCOPED):
         return
+    if obj.tenant_id is None and session.info.get(BYPASS_REASON) is None:
+        # Added during the flush, after its check ran (a before_flush listener of the app's
+        # registered after the library's): checked now, as it would have been then.
+        _check_new(obj, bypass=False)
     if obj.tenant_id is None:
         raise NoTenantError(
             f"{type(obj).__name__} has no tenant_id: set it, or a relationship that carries it "

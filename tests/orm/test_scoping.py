@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import Engine, delete, exc, func, insert, select, text, union_all, update
+from sqlalchemy import Engine, delete, event, exc, func, insert, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
 from sqlalchemy.orm import exc as orm_exc
@@ -194,6 +194,33 @@ def test_new_objects_take_the_tenant_in_context(
     with bypass.session(reason="test: verify owner tenant") as admin:
         stored = admin.scalars(select(Project.tenant_id).where(Project.name == "from context")).all()
     assert world.a in stored
+
+
+def test_an_object_an_apps_own_flush_listener_adds_takes_the_tenant_too(
+    app_engine: Engine, bypass: UnsafeBypass, world: World
+) -> None:
+    """A before_flush listener registered after scope_sessions() (an audit trail of the app's) adds rows the
+    library's own flush check has already passed: they take the tenant in context all the same."""
+    factory = sessionmaker(app_engine, query_cls=TenantQuery)
+    scope_sessions(factory)
+    name = f"history-{world.a}"
+
+    @event.listens_for(factory, "before_flush")
+    def history(session: Session, _context: object, _instances: object) -> None:
+        if any(isinstance(new, Project) and new.name != name for new in session.new):
+            session.add(Project(name=name))
+
+    with as_tenant(world.a), factory() as session, session.begin():
+        session.add(Project(name="the app's row"))
+    with as_tenant(world.b), factory() as session, session.begin():
+        session.add(Project(name="b's row"))
+    with bypass.session(reason="test: where the listener's rows went") as admin:
+        stored = admin.scalars(select(Project.tenant_id).where(Project.name == name)).all()
+    assert sorted(stored) == sorted([world.a, world.b])  # one per flush, each in the tenant in context
+    with factory() as session:  # no tenant: refused, not written elsewhere
+        session.add(Project(name="nobody's"))
+        with pytest.raises(NoTenantError):
+            session.flush()
 
 
 class AddedForSyncSession(Session):
