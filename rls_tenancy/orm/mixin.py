@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Table, text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from rls_tenancy.orm.models import Tenant
-from rls_tenancy.orm.query import TenantQuery
+from rls_tenancy.orm.query import TenantQuery, tenant_query_class
 
 _TENANTS_ID = "rls_tenancy.tenants.id"
 
 # The same default enable_tenant_isolation() installs: the bound tenant.
 _BOUND_TENANT = text("rls_tenancy.current_tenant_id()")
+
+
+class _QueryClass:
+    """A model's ``query_class``: :class:`TenantQuery` over the query class its other bases give.
+
+    Flask-SQLAlchemy's ``db.Model`` gives its own (``paginate()``,
+    ``get_or_404()``...), which a plain ``TenantQuery`` ahead of it in the
+    bases would hide from ``Model.query``.
+    """
+
+    def __get__(self, _instance: object, owner: type) -> type[TenantQuery[Any]]:
+        for base in owner.__mro__:
+            found = base.__dict__.get("query_class")
+            if found is not None and found is not self:
+                return tenant_query_class(found)
+        return TenantQuery
 
 
 class TenantBoundMixin:
@@ -25,7 +41,7 @@ class TenantBoundMixin:
     """
 
     #: Used by Flask-SQLAlchemy's ``Model.query``; harmless elsewhere.
-    query_class: ClassVar[type[TenantQuery[Any]]] = TenantQuery
+    query_class = _QueryClass()
 
     @declared_attr
     def tenant_id(cls) -> Mapped[int]:

@@ -29,7 +29,7 @@ class TenantQuery(Query[_T]):
         return self.execution_options(**{UNCONSTRAINED: True})
 
 
-@cache
+@cache  # one class per base: Model.query asks on every access
 def tenant_query_class(base: type[Query[Any]]) -> type[TenantQuery[Any]]:
     """``base`` with the escape hatch: a session's own ``query_cls`` (Flask-SQLAlchemy's) keeps its methods."""
     if issubclass(base, TenantQuery):

@@ -76,6 +76,24 @@ def test_model_query_outside_a_request_needs_as_tenant(app: Flask, world: World)
             assert fsa.session.scalars(select(Project.tenant_id).distinct()).all() == [world.a]
 
 
+def test_model_query_keeps_flask_sqlalchemys_methods(app: Flask, world: World) -> None:
+    """``Model.query`` of a TenantBoundMixin model is Flask-SQLAlchemy's query with the escape hatch:
+    ``paginate()`` and ``first_or_404()`` stay (``get_or_404()`` too, which SQLAlchemy 2 calls legacy),
+    filtered to the tenant."""
+    from werkzeug.exceptions import NotFound
+
+    with app.test_request_context(), as_tenant(world.a):
+        page = Project.query.order_by(Project.id).paginate(page=1, per_page=50)
+        assert {p.name for p in page.items} == world.projects[world.a]
+        mine = page.items[0]
+        assert Project.query.filter_by(id=mine.id).first_or_404() is mine
+        assert Project.query.tenant_unconstrained_unsafe().count() == len(world.projects[world.a])  # RLS still
+    with app.test_request_context(), as_tenant(world.b):
+        with pytest.raises(NotFound):
+            Project.query.filter_by(id=mine.id).first_or_404()  # a's project, asked for as b
+        fsa.session.rollback()
+
+
 @pytest.mark.parametrize("style", ["flask-sqlalchemy", "plain"])
 def test_concurrent_requests_for_different_tenants(
     style: str, app: Flask, demo_app: Flask, bypass: UnsafeBypass, seeded: Seeded
