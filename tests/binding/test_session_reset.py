@@ -208,9 +208,12 @@ def test_the_drivers_intact_statements_survive_a_change_of_tenant(
 
 
 @pytest.mark.rls_binding
-def test_a_statement_prepared_by_sql_is_gone_for_the_next_tenant(pinned_engine: Engine, world: World) -> None:
-    _as(pinned_engine, world.a, _run("PREPARE mine AS SELECT name FROM projects"))
-    assert "mine" in _as(pinned_engine, world.a, _prepared)  # a tenant keeps it between its own transactions
+def test_a_statement_prepared_by_sql_is_gone_for_the_next_tenant(
+    pinned_engine: Engine, world: World, members: dict[int, int]
+) -> None:
+    _as(pinned_engine, world.a, _run("PREPARE mine AS SELECT name FROM projects"), user=members[world.a])
+    # A tenant's user keeps it between their own transactions (signed, a transaction for no user resets).
+    assert "mine" in _as(pinned_engine, world.a, _prepared, user=members[world.a])
     assert "mine" not in _as(pinned_engine, world.b, _prepared)
 
 
@@ -247,10 +250,13 @@ def test_lastval_does_not_tell_the_next_tenant_what_the_last_one_inserted(pinned
         _as(pinned_engine, world.b, _scalar("SELECT lastval()"))
 
 
-def test_a_tenant_keeps_its_own_session_state_between_its_transactions(pinned_engine: Engine, world: World) -> None:
-    """The reset happens when the tenant changes, not before every transaction."""
-    _as(pinned_engine, world.a, _run("CREATE TEMP TABLE mine AS SELECT 1 AS x"))
-    assert _as(pinned_engine, world.a, _scalar("SELECT count(*) FROM mine")) == 1
+def test_a_tenant_keeps_its_own_session_state_between_its_transactions(
+    pinned_engine: Engine, world: World, members: dict[int, int]
+) -> None:
+    """The reset happens when the tenant (signed: the user) changes, not before every transaction."""
+    user = members[world.a]
+    _as(pinned_engine, world.a, _run("CREATE TEMP TABLE mine AS SELECT 1 AS x"), user=user)
+    assert _as(pinned_engine, world.a, _scalar("SELECT count(*) FROM mine"), user=user) == 1
 
 
 @pytest.mark.parametrize("setting", ["app.current_tenant", "app.current_user_id"])
@@ -309,7 +315,7 @@ def test_a_connection_shared_by_two_open_transactions_is_refused(db: TenancyData
 
 @pytest.mark.parametrize("reset", [True, False], ids=["readme-settings", "without-the-reset"])
 def test_through_pgbouncer_two_client_engines_share_no_session_state(
-    db: TenancyDatabase, world: World, reset: bool
+    db: TenancyDatabase, world: World, members: dict[int, int], reset: bool
 ) -> None:
     """Two apps behind PgBouncer in transaction mode, one server connection: only PgBouncer knows who used it last."""
     if find_pgbouncer() is None:
@@ -319,9 +325,9 @@ def test_through_pgbouncer_two_client_engines_share_no_session_state(
         url = bouncer.url(db.app_url)
         x, y = (bind_engine(create_engine(url, pool_size=1)) for _ in range(2))
         try:
-            _as(y, world.b, _names)  # y has served B: it sees no reason to reset before serving B again
+            _as(y, world.b, _names, user=members[world.b])  # y has served B's user: no reason to reset for them
             _as(x, world.a, _run("CREATE TEMP TABLE IF NOT EXISTS report AS SELECT name FROM projects"))
-            seen = _as(y, world.b, _scalar("SELECT to_regclass('pg_temp.report')"))
+            seen = _as(y, world.b, _scalar("SELECT to_regclass('pg_temp.report')"), user=members[world.b])
         finally:
             x.dispose()
             y.dispose()

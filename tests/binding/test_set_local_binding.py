@@ -196,12 +196,13 @@ def test_the_binding_is_three_set_local_statements_in_begins_round_trip(
         proxy.reset()
         _one_query(plain, world.a)
         unbound = len(_exchanges(proxy))
-        _one_query(engine, world.a)  # served tenant a last: the next transaction needs no reset
+        # Served tenant a's user 7 last: the next transaction needs no reset (signed, one for no user would).
+        _one_query(engine, world.a, 7)
         proxy.reset()
-        assert _one_query(engine, world.a) == world.projects[world.a]
+        assert _one_query(engine, world.a, 7) == world.projects[world.a]
         same_tenant = _exchanges(proxy)
         proxy.reset()
-        assert _one_query(engine, world.b) == world.projects[world.b]
+        assert _one_query(engine, world.b, 7) == world.projects[world.b]
         switched = _exchanges(proxy)
     finally:
         plain.dispose()
@@ -210,23 +211,23 @@ def test_the_binding_is_three_set_local_statements_in_begins_round_trip(
     assert len(same_tenant) == len(switched) == unbound  # 0 extra round trips
     statements, tags = same_tenant[0]
     assert statements[0] == b"BEGIN"
-    _check_set_local_binding(statements[1:], world.a)
+    _check_set_local_binding(statements[1:], world.a, 7)
     assert tags == [b"BEGIN", b"SET", b"SET", b"SET"]  # the server ran three SET statements, no SELECT
     # Another tenant's: the timeouts disarmed, the session's reset and its COMMIT go first, in the same round trip.
     statements, tags = switched[0]
     assert statements[:2] == [b"SET statement_timeout = 0", b"SET lock_timeout = 0"]
     assert statements[3:5] == [b"COMMIT", b"BEGIN"]
     assert statements[2].startswith(b"SELECT rls_tenancy.reset_session(")
-    _check_set_local_binding(statements[5:], world.b)
+    _check_set_local_binding(statements[5:], world.b, 7)
     assert tags == [b"SET", b"SET", b"SELECT 1", b"COMMIT", b"BEGIN", b"SET", b"SET", b"SET"]
 
 
 def test_the_default_spelling_is_unchanged(proxy: RoundTripProxy, db: TenancyDatabase, world: World) -> None:
     engine = bind_engine(create_engine(_through(proxy, db.app_url), pool_size=1))
     try:
-        _one_query(engine, world.a)
+        _one_query(engine, world.a, 7)  # a user's: signed, a transaction for no user begins with a reset
         proxy.reset()
-        _one_query(engine, world.a)
+        _one_query(engine, world.a, 7)
     finally:
         engine.dispose()
     exchanges = _exchanges(proxy)
@@ -287,7 +288,7 @@ def test_asyncio_engines_send_the_same_statements(proxy: RoundTripProxy, db: Ten
     engine = bind_engine(create_async_engine(_through(proxy, db.app_url), pool_size=1), set_local=True)
 
     async def one(tenant: int) -> set[str]:
-        with as_tenant(tenant):
+        with as_tenant(tenant, user=7):  # a user's: signed, a transaction for no user begins with a reset
             async with engine.connect() as conn:
                 names = set((await conn.execute(select(Project.name))).scalars())
                 await conn.commit()
@@ -306,5 +307,5 @@ def test_asyncio_engines_send_the_same_statements(proxy: RoundTripProxy, db: Ten
     assert len(exchanges) == 3
     statements, tags = exchanges[0]
     assert statements[0] == b"BEGIN"
-    _check_set_local_binding(statements[1:], world.a)
+    _check_set_local_binding(statements[1:], world.a, 7)
     assert tags == [b"BEGIN", b"SET", b"SET", b"SET"]
