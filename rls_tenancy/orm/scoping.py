@@ -39,6 +39,7 @@ from rls_tenancy.context import current_tenant_id, require_tenant_id
 from rls_tenancy.errors import NoTenantError, ObjectNotVisibleError, TenantMismatchError, UsageError
 from rls_tenancy.orm.mixin import TenantBoundMixin, is_tenant_table
 from rls_tenancy.orm.query import UNCONSTRAINED
+from rls_tenancy.orm.unbound import watch_unbound
 
 #: ``Session.info`` key marking a session of the unsafe bypass.
 BYPASS_REASON = "rls_tenancy.bypass_reason"
@@ -71,8 +72,13 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     asyncio counterparts: an ``AsyncSession`` runs its statements through
     its ``sync_session_class``, which is what gets scoped (``Session``
     unless one of its own was given). Idempotent.
+
+    An engine ``target`` names that no :func:`~rls_tenancy.bind_engine` covers
+    is refused at its first connection when its role is under row level
+    security (:mod:`rls_tenancy.orm.unbound`): its sessions would see no rows.
     """
     session_class = _session_class(target)
+    watch_unbound(_bind_of(target))
     # Both: _scoped says it is this very class, event.contains that nobody
     # removed the listeners since.
     if session_class not in _scoped or not event.contains(session_class, "do_orm_execute", _scope_statement):
@@ -84,6 +90,13 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     for row_event in ("before_insert", "before_update"):
         if not event.contains(TenantBoundMixin, row_event, _check_row):
             event.listen(TenantBoundMixin, row_event, _check_row, propagate=True)
+
+
+def _bind_of(target: ScopeTarget) -> object:
+    """The engine a sessionmaker (or scoped session's) gives its sessions, when it names one."""
+    factory = getattr(target, "session_factory", target)
+    kw = getattr(factory, "kw", None)
+    return kw.get("bind") if isinstance(kw, dict) else None
 
 
 def _session_class(target: ScopeTarget) -> type[Session]:

@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import Engine, delete, event, exc, func, insert, select, text, union_all, update
+from sqlalchemy import Engine, create_engine, delete, event, exc, func, insert, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
 from sqlalchemy.orm import exc as orm_exc
 
 from rls_tenancy import (
+    ConfigurationError,
     NoTenantError,
     Tenant,
     TenantMismatchError,
@@ -221,6 +222,31 @@ def test_an_object_an_apps_own_flush_listener_adds_takes_the_tenant_too(
         session.add(Project(name="nobody's"))
         with pytest.raises(NoTenantError):
             session.flush()
+
+
+def test_a_scoped_sessionmaker_on_an_engine_nobody_bound_is_refused_not_empty(
+    db: TenancyDatabase, world: World
+) -> None:
+    """A replica's engine the app made itself and forgot to bind: the ORM sees a tenant, the database none."""
+    replica = create_engine(db.app_url)
+    factory = sessionmaker(replica, query_cls=TenantQuery)
+    scope_sessions(factory)
+    try:
+        with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
+            session.scalars(select(Project)).all()
+        bind_engine(replica)
+        with as_tenant(world.a), factory() as session:
+            assert {p.name for p in session.scalars(select(Project))} == world.projects[world.a]
+    finally:
+        replica.dispose()
+    owners = create_engine(db.superuser_url)  # not under row level security: the ORM filter alone, as tests use
+    factory = sessionmaker(owners, query_cls=TenantQuery)
+    scope_sessions(factory)
+    try:
+        with as_tenant(world.a), factory() as session:
+            assert {p.name for p in session.scalars(select(Project))} == world.projects[world.a]
+    finally:
+        owners.dispose()
 
 
 class AddedForSyncSession(Session):
