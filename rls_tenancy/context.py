@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextvars import ContextVar, Token
-from types import FrameType
+from types import AsyncGeneratorType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from sqlalchemy.util import greenlet_spawn
@@ -289,6 +289,10 @@ def _id_of(thing: TenantRef, what: str = "tenant") -> int:
     return value
 
 
+#: What a plain function may return whose body runs later, after a decorator's block.
+_DEFERRED = (CoroutineType, GeneratorType, AsyncGeneratorType)
+
+
 class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
     """Act for ``tenant`` (and, optionally, one of its users) inside the block.
 
@@ -297,7 +301,10 @@ class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
     ``user`` the block acts for no user, whatever surrounded it.
     ``__enter__`` returns the tenant id. Also a decorator, for plain,
     ``async``, generator and async generator functions (each call, or each
-    resumption of a generator's body, runs as the tenant). A block around a
+    resumption of a generator's body, runs as the tenant); a plain function
+    that returns a coroutine or generator (an ``async def`` behind another
+    decorator) raises :class:`UsageError`, as its body would run after the
+    block. A block around a
     ``yield`` in a generator stays the generator's: the code iterating does
     not see it between iterations. Generators run as context managers
     (``contextlib``, pytest fixtures) show it to the block they wrap.
@@ -347,7 +354,17 @@ class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
             with as_tenant(tenant_id, user=user_id):
-                return function(*args, **kwargs)
+                result = function(*args, **kwargs)
+            if isinstance(result, _DEFERRED):  # its work runs after the block: under the caller's tenant
+                if not isinstance(result, AsyncGeneratorType):  # never started, it needs no aclose()
+                    result.close()  # not "never awaited"
+                raise UsageError(
+                    f"@as_tenant({tenant_id}) decorates {function.__qualname__}, a plain function that returned a "
+                    f"{type(result).__name__}, whose body runs after the decorator's block ended: decorate the "
+                    "async def or generator function itself (under any decorator of yours, or one that keeps "
+                    "inspect's marks), or enter `with as_tenant(...)` inside its body"
+                )
+            return result
 
         return cast(_F, run)
 

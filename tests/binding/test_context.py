@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -99,6 +102,38 @@ def test_decorates_async_functions_for_the_whole_call() -> None:
 
     assert asyncio.run(job()) == [6, 6]
     assert current_tenant_id() is None
+
+
+def test_a_plain_function_returning_deferred_work_is_refused_not_run_for_the_caller() -> None:
+    """Behind a decorator of the app's that hides ``async def`` (or a function returning a generator), the body
+    would run after the block, as whatever tenant the caller acts for."""
+
+    def hides(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    seen: list[int | None] = []
+
+    @as_tenant(6)
+    @hides
+    async def job() -> None:
+        seen.append(current_tenant_id())
+
+    def rows() -> Iterator[int | None]:
+        yield current_tenant_id()
+
+    async def arows() -> AsyncIterator[int | None]:
+        yield current_tenant_id()
+
+    with as_tenant(9), pytest.raises(UsageError, match="runs after the decorator's block"):
+        asyncio.run(job())
+    for deferred in (rows, arows):
+        with as_tenant(9), pytest.raises(UsageError, match="plain function that returned"):
+            as_tenant(6)(hides(deferred))()
+    assert seen == []  # nothing ran as tenant 9
 
 
 def test_one_decorated_function_in_many_threads() -> None:
