@@ -23,8 +23,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import BigInteger, Connection, DateTime, Engine, Identity, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import BYTEA, INET, JSONB
@@ -266,8 +268,17 @@ def _check_message(message: object) -> str | None:
     return message
 
 
+def _plain(value: object) -> str:
+    """Values app data commonly holds that JSON has no type for, as text: times in ISO 8601, ids, exact decimals."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, UUID | Decimal):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 #: json.dumps() with options builds an encoder per call; this one is built once.
-_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False, default=_plain)
 
 
 def _encode_data(data: Mapping[str, Any] | None) -> str | None:

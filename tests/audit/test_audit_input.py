@@ -6,7 +6,10 @@ The refusals are the limits and no more: the largest valid values go in whole, i
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
 from sqlalchemy import Engine, text
@@ -117,6 +120,7 @@ PYTHON_BAD_INPUT: dict[str, dict[str, Any]] = {
     "message-not-text": {"message": 42},
     "data-list": {"data": [1, 2]},
     "data-not-json": {"data": {"k": object()}},
+    "data-a-set": {"data": {"k": {1, 2}}},  # no order to write it in
     "data-nan": {"data": {"k": float("nan")}},
     "data-nul": {"data": {"k": "a\x00b"}},
     "data-16385-bytes": {"data": {"k": "x" * 16376}},
@@ -143,6 +147,28 @@ def test_python_log_event_refuses_bad_input_before_the_database(app_engine: Engi
 def test_log_security_event_refuses_data_nested_too_deeply(app_engine: Engine, world: World) -> None:
     with as_tenant(world.a), pytest.raises(UsageError, match="nested too deeply"):
         log_security_event(app_engine, "test.deep", data=_nested(2000))
+
+
+def test_times_ids_and_decimals_in_data_are_written_as_text(app_engine: Engine, world: World) -> None:
+    """What an app's data commonly holds beside JSON's types: written as text, not refused as the client's fault."""
+    data = {
+        "at": datetime(2026, 12, 7, 17, 30, tzinfo=UTC),
+        "on": date(2026, 12, 7),
+        "order": UUID("12345678-1234-5678-1234-567812345678"),
+        "amount": Decimal("10.50"),
+    }
+    with as_tenant(world.a), app_engine.connect() as conn:
+        event_id = log_event(conn, "test.typed", data=data)
+        stored = conn.execute(
+            text("SELECT data FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
+        ).scalar_one()
+        conn.rollback()
+    assert stored == {
+        "at": "2026-12-07T17:30:00+00:00",
+        "on": "2026-12-07",
+        "order": "12345678-1234-5678-1234-567812345678",
+        "amount": "10.50",
+    }
 
 
 def test_python_and_sql_agree_on_the_data_size_limit(app_engine: Engine, world: World) -> None:
