@@ -78,7 +78,8 @@ def verify_app_role(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
         dbapi_connection.close()  # useless, and the pool would not close it
         # What to do first: the reasons can run long (a superuser's name every table it owns).
         raise InsecureRoleError(
-            "the application engine's login role escapes row level security; connect as the application "
+            "a bound engine's login role (the app's, or its read engine's) escapes row level security; connect "
+            "as the application "
             "role (rls_app by default), not a superuser or the tables' owner. Why: " + "; ".join(problems) + "."
         )
 
