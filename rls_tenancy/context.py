@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
 import sys
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from types import AsyncGeneratorType, CoroutineType, FrameType, GeneratorType
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
@@ -46,6 +48,7 @@ class _Entry(tuple[int | None, int | None]):
     owner: FrameType | None
     mixed: bool
     home: object
+    serial: int  # the block's, unique in the process: see block_of()
 
 
 _acting: ContextVar[Acting] = ContextVar("rls_tenancy.acting", default=(None, None))
@@ -117,10 +120,32 @@ def _owner(depth: int, calls: int | None = None) -> FrameType | None:
     return None
 
 
+_serials = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One ``as_tenant`` block (or one request), as who the work in it is when it acts for no user.
+
+    Two such blocks may be two clients (two anonymous requests of a tenant),
+    the transactions of one block are one client's: the session reset tells
+    them apart by this. Never equal to a user id.
+    """
+
+    serial: int
+
+
+def block_of(current: object) -> Block | None:
+    """The block ``current`` (what :func:`acting` returned) was entered by; None outside any."""
+    key = getattr(current, "key", None)
+    return None if key is None else Block(key.serial)
+
+
 def _enter(tenant_id: int | None, user_id: int | None, depth: int, calls: int | None = None) -> _Entry:
     """Put a new entry in effect for the code ``depth`` calls up."""
     entry = _Entry((tenant_id, user_id))
     entry.key = entry
+    entry.serial = next(_serials)
     entry.hid = hid = _acting.get()
     entry.owner = _owner(depth + 1, calls)
     entry.mixed = entry.owner is not None or (isinstance(hid, _Entry) and hid.mixed)

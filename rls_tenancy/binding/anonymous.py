@@ -1,9 +1,9 @@
 """No prepared statements in a signing engine's work that acts for no user.
 
 Signed, a user is a boundary SQL cannot cross: the session is reset before
-it serves another user than its last, and before every transaction that
-acts for no user, since two of those may be two clients (a visitor, then a
-sign-up). Work in autocommit is not reset that way (only tenantless work
+it serves another user than its last, and before each block (a request)
+that acts for no user, since two of those may be two clients (a visitor,
+then a sign-up). Work in autocommit is not reset that way (only tenantless work
 runs there, the token lookup on a connection of its own among it): a reset
 would cost each statement a round trip. What SQL in a transaction for no
 user could leave for it to run is a statement psycopg prepared, swapped

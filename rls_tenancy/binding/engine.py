@@ -86,7 +86,7 @@ from rls_tenancy.binding.anonymous import prepare_for
 from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.binding.role_checks import verify_app_role
 from rls_tenancy.catalog_types import CatalogText
-from rls_tenancy.context import acting
+from rls_tenancy.context import Acting, Block, acting, block_of
 from rls_tenancy.errors import ConfigurationError, TenancyError, TenantChangedError
 
 if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
@@ -275,14 +275,14 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     if bound is None:
         raise ConfigurationError("adopt_user() needs a transaction already bound to a tenant")
     prepare_for(conn.connection.driver_connection, _signing.key_of(conn.dialect) is not None, user_id)
-    if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id, beginning=True):
+    if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id, beginning=acting()):
         # The session was kept for another user (the guess of begin_bound_with
         # was wrong): reset now, inside the transaction, and bound again (RESET
         # ALL takes the binding too); a rollback would undo part of it, so the
         # next transaction resets again.
         _bind(conn, _BIND, (bound.tenant, user_id), reset=True)
         info[_SERVED] = _NEVER
-    info[_SERVED_USER] = user_id
+    info[_SERVED_USER] = _served_as(user_id, acting())
     info[_BOUND] = bound._replace(user=user_id, savepoint=_savepoint_of(conn))
 
 
@@ -311,7 +311,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
         return None
     current = acting()
     _refuse_sharing(conn.info, transaction)
-    reset = _needs_reset(conn.info, conn.dialect, current[0], served_user(current[1]), beginning=True)
+    reset = _needs_reset(conn.info, conn.dialect, current[0], served_user(current[1]), beginning=current)
     proof = _signing.proof(conn.dialect, conn.info, current)
     try:
         result = _send_binding(
@@ -331,7 +331,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
         ) from error
     conn.info[_SERVED] = current[0]
     if reset:
-        conn.info[_SERVED_USER] = current[1]
+        conn.info[_SERVED_USER] = _served_as(current[1], current)
     conn.info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
     return result
 
@@ -361,8 +361,10 @@ def _bind_or_check(conn: Connection) -> None:
         bound = _adopt_raw_binding(info, transaction)
         if bound is None:
             _refuse_sharing(info, transaction)
-            beginning = not getattr(conn.connection.dbapi_connection, "autocommit", False)
-            reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]), beginning=beginning)
+            autocommit = getattr(conn.connection.dbapi_connection, "autocommit", False)
+            reset = _needs_reset(
+                info, conn.dialect, current[0], served_user(current[1]), beginning=None if autocommit else current
+            )
             _bind(conn, _BIND, current, reset=reset)
             if transaction is not None:
                 info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
@@ -403,7 +405,7 @@ def _bind_raw_first(driver: Any, info: dict[Any, Any]) -> None:
     """Bind the transaction SQLAlchemy began, before a raw statement that would otherwise begin it unbound."""
     dialect = info.pop(_BEGUN)
     current = acting()
-    reset = _needs_reset(info, dialect, current[0], served_user(current[1]), beginning=True)
+    reset = _needs_reset(info, dialect, current[0], served_user(current[1]), beginning=current)
     proof = _signing.proof(dialect, info, current)
     if not can_begin_with(driver):  # a libpq without pipeline mode: the rare path
         raise ConfigurationError(
@@ -412,7 +414,7 @@ def _bind_raw_first(driver: Any, info: dict[Any, Any]) -> None:
         )
     _send_binding(driver, current, proof, info if reset else None, set_local=_spells_set_local(dialect))
     if reset:
-        info[_SERVED], info[_SERVED_USER] = current
+        info[_SERVED], info[_SERVED_USER] = current[0], _served_as(current[1], current)
     info[_BOUND] = _Binding(_raw_transaction, *current, fresh=reset)  # type: ignore[arg-type]
 
 
@@ -431,7 +433,7 @@ def _bind(
         _send_binding(driver, ids, proof, pooled.info if reset else None, set_local=_spells_set_local(conn.dialect))
         if reset:
             pooled.info[_SERVED] = ids[0]
-            pooled.info[_SERVED_USER] = ids[1]
+            pooled.info[_SERVED_USER] = _served_as(ids[1], ids)
         return
     prepare_for(driver, bool(proof), ids[-1])  # ids: (tenant, user), or (user,) to rebind the user
     raw = pooled.dbapi_connection
@@ -474,7 +476,7 @@ def _execute(raw: Any, statement: str | bytes, values: Sequence[str] | None = No
 
 
 def _needs_reset(
-    info: dict[Any, Any], dialect: Any, tenant: int | None, user: object, *, beginning: bool = False
+    info: dict[Any, Any], dialect: Any, tenant: int | None, user: object, *, beginning: Acting | None = None
 ) -> bool:
     """Whether the session must be discarded before it serves ``tenant`` (and ``user``).
 
@@ -482,12 +484,14 @@ def _needs_reset(
     when it last served another user: signed, the user is a boundary SQL
     cannot cross, and what one user's SQL left in the session (a prepared
     statement of psycopg's swapped for its own, say) would otherwise run in
-    the next user's transaction, with that user's proof. And signed, a
-    transaction ``beginning`` for no user always: two such transactions of
-    one tenant may be two clients (a visitor, then another), and a temporary
-    view one's SQL named like a table would answer the other's statements.
-    Work in autocommit (tenantless only) is not reset for that: it would
-    cost each statement a round trip (:mod:`~rls_tenancy.binding.anonymous`).
+    the next user's transaction, with that user's proof. Work for no user
+    is one client per block (``beginning``: what is in context as a
+    transaction begins, :func:`~rls_tenancy.context.block_of`): two
+    anonymous requests of a tenant may be two clients, and a temporary view
+    one's SQL named like a table would answer the other's statements.
+    Work in autocommit, and a transaction rebound to no user, take a
+    session any work for no user left: a reset would cost a round trip
+    (:mod:`~rls_tenancy.binding.anonymous`).
     """
     if not _resetting:
         return False
@@ -495,7 +499,17 @@ def _needs_reset(
         return True
     if _signing.key_of(dialect) is None:
         return False
-    return bool(info.get(_SERVED_USER, _NEVER) != user) or (beginning and user is None)
+    served = info.get(_SERVED_USER, _NEVER)
+    if user is not None:
+        return bool(served != user)
+    if beginning is None:
+        return not (served is None or isinstance(served, Block))
+    return bool(served != _served_as(None, beginning))
+
+
+def _served_as(user: object, current: object) -> object:
+    """Whom a session reset for ``user`` serves: the user, or for no user the block in context."""
+    return user if user is not None else block_of(current)
 
 
 _refusals = False  # whether any statement was refused yet: until then a commit checks nothing

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from rls_tenancy import User, as_tenant, bind_engine
 from rls_tenancy.binding import grants
 from rls_tenancy.binding.context_key import ContextKey
+from rls_tenancy.context import enter_request_tenant, leave_request_tenant
 from rls_tenancy.errors import OverrideNotAllowedError
 from rls_tenancy.features.declare import Feature, FeatureRegistry
 from rls_tenancy.features.overrides import clear_override, set_override
@@ -373,8 +374,18 @@ def test_a_trap_left_by_one_anonymous_client_is_gone_for_the_next(
     """Signed, two transactions for no user may be two clients: the second begins with a reset, so the first's
     SQL can neither answer its statements (a temporary view named like a table) nor fail them (settings)."""
 
-    def acting() -> AbstractContextManager[object]:
-        return nullcontext() if tenantless else as_tenant(staff.tenant)
+    @contextmanager
+    def acting() -> Iterator[None]:
+        """A request's context: its tenant's block, or the one a request without a tenant enters."""
+        if not tenantless:
+            with as_tenant(staff.tenant):
+                yield
+            return
+        token = enter_request_tenant(None)
+        try:
+            yield
+        finally:
+            leave_request_tenant(token)
 
     with acting(), staff_engine.connect() as conn:  # SQL injected in an anonymous request
         for statement in _TRAP:
@@ -390,3 +401,19 @@ def test_a_trap_left_by_one_anonymous_client_is_gone_for_the_next(
     if not tenantless:
         stored = _owner_reads(staff, "SELECT count(*) FROM public.projects WHERE name = %s", "a visitor's project")
         assert stored == [(1,)]
+
+
+def test_one_blocks_transactions_for_no_user_share_the_session_the_next_blocks_do_not(
+    staff: Staff, staff_engine: Engine
+) -> None:
+    """A job's `with as_tenant(...)` is one client: its transactions pay no reset between them; a request (a
+    block of its own) finds nothing the job's left."""
+    with as_tenant(staff.tenant):
+        with staff_engine.connect() as conn:
+            conn.execute(text("CREATE TEMP TABLE mine AS SELECT 1 AS x"))
+            conn.commit()
+        with staff_engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM mine")).scalar_one() == 1
+            conn.commit()
+    with as_tenant(staff.tenant), staff_engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('pg_temp.mine')")).scalar() is None
