@@ -221,7 +221,9 @@ REVOKE ALL ON FUNCTION rls_tenancy.grantee_name(oid) FROM PUBLIC;
 -- made by a role that holds the privilege WITH GRANT OPTION is its grantor's (aclexplode's grantor), and
 -- only that grantor takes it back. So: one statement per grantor, the owner's plain, another's as
 -- SET ROLE <grantor>; REVOKE <what it granted> ON ...; RESET ROLE; CASCADE where a grantee may grant it on,
--- so that what it granted goes too. owner_oid: the object's owner (for parameters the bootstrap superuser,
+-- so that what it granted goes too; a grantor that is one of the grantees first (its grantor's CASCADE would take
+-- its right to revoke). An optional ninth element maps a grantor (its oid as text) to the privileges it granted on
+-- columns only ('SELECT (a, b)'): its REVOKE at the table's level would be refused. owner_oid: the object's owner (for parameters the bootstrap superuser,
 -- 10, as which a superuser grants them); skip_owner leaves out the owner's own grants (a fix that revokes
 -- them otherwise); otherwise (or nothing): the text when no entry matches. Written out once, in findings(),
 -- rather than as a function of its own: the doctor adds no object its uninstall script does not drop.
@@ -976,10 +978,22 @@ BEGIN
            AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_schema_privilege(ar.oid, f.pronamespace, 'USAGE'))
     ),
     -- The library's own policies, as its install scripts create them (sql/003_tenants.sql, 006_users.sql,
-    -- 007_tokens.sql, 009_audit.sql, 010_features.sql): to whom, and on what condition.
-    library_policies (table_oid, polname, command, to_role, using_expr, check_expr, purpose) AS (
-        SELECT to_regclass(v.table_name), v.polname, v.command, v.to_role, v.using_expr, v.check_expr, v.purpose
-          FROM (VALUES
+    -- 007_tokens.sql, 009_audit.sql, 010_features.sql): to whom, and on what condition; the shape of each
+    -- expression ('tenant': the tenant condition, 'true', 'global': tenant_id IS NULL) says what a policy's
+    -- own must be to match it, and create_sql is the statement that makes it again.
+    library_policies (table_oid, polname, command, to_role, role_oid, using_expr, check_expr, using_shape, check_shape,
+                      purpose, create_sql) AS (
+        SELECT to_regclass(v.table_name), v.polname, v.command, v.to_role,
+               CASE WHEN v.to_role = 'PUBLIC' THEN 0::oid ELSE (SELECT r.oid FROM pg_roles r WHERE r.rolname = owner_role) END,
+               v.using_expr, v.check_expr, v.using_shape, v.check_shape, v.purpose,
+               format('CREATE POLICY %I ON %s%s TO %s USING (%s)%s;', v.polname, v.table_name,
+                      CASE WHEN v.command = 'r' THEN ' FOR SELECT' ELSE '' END, v.to_role, v.using_expr,
+                      CASE WHEN v.check_expr IS NOT NULL THEN format(' WITH CHECK (%s)', v.check_expr) ELSE '' END)
+          FROM (SELECT w.*,
+                       CASE WHEN w.using_expr = 'true' THEN 'true' WHEN w.using_expr = 'tenant_id IS NULL' THEN 'global'
+                            ELSE 'tenant' END AS using_shape,
+                       CASE WHEN w.check_expr = 'true' THEN 'true' WHEN w.check_expr IS NOT NULL THEN 'tenant' END AS check_shape
+                  FROM (VALUES
                 ('rls_tenancy.tenants', 'tenant_self', 'r', 'PUBLIC', rls_tenancy.tenant_condition_on('id', signing_required),
                  NULL, 'the application role no longer sees its own tenant'),
                 ('rls_tenancy.tenants', 'owner_lookup', 'r', quote_ident(owner_role), 'true', NULL,
@@ -1003,8 +1017,68 @@ BEGIN
                  rls_tenancy.tenant_condition_on('tenant_id', signing_required),
                  rls_tenancy.tenant_condition_on('tenant_id', signing_required),
                  'the application role no longer reads its tenant''s tokens'))
-               AS v (table_name, polname, command, to_role, using_expr, check_expr, purpose)
+               AS w (table_name, polname, command, to_role, using_expr, check_expr, purpose)) v
          WHERE to_regclass(v.table_name) IS NOT NULL
+    ),
+    -- Every policy on the library's tables: the library's policy of its name (named), and the one whose
+    -- definition it has (same_as: command, permissive, roles, USING and WITH CHECK), if any. A library policy
+    -- is compared by what it says, not by its name: renamed, it is still the library's; widened under its own
+    -- name, it no longer is (and the library's exemptions for it no longer hold).
+    library_table_policies (policy_oid, table_oid, polname, polcmd, named, same_as) AS (
+        SELECT p.oid, p.polrelid, p.polname, p.polcmd,
+               (SELECT lp.polname FROM library_policies lp WHERE lp.table_oid = p.polrelid AND lp.polname = p.polname),
+               (SELECT min(lp.polname) FROM library_policies lp
+                 WHERE lp.table_oid = p.polrelid AND lp.command = p.polcmd::text AND p.polpermissive
+                   AND p.polroles = ARRAY[lp.role_oid]
+                   AND (SELECT bool_and(CASE shape.kind
+                                             WHEN 'true' THEN shape.expression = 'true'
+                                             WHEN 'global' THEN shape.expression = '(tenant_id IS NULL)'
+                                             WHEN 'tenant' THEN rls_tenancy.is_tenant_condition(shape.expression)
+                                                                AND rls_tenancy.is_tenant_conjunction(shape.expression, signing_required)
+                                             ELSE shape.expression IS NULL END)
+                          -- (rls_tenancy.tenants is keyed by id: spelled as tenant_id)
+                          FROM (SELECT k.kind,
+                                       CASE WHEN p.polrelid = 'rls_tenancy.tenants'::regclass
+                                            THEN regexp_replace(regexp_replace(k.expression, '^\((\(?)id = ', '(\1tenant_id = '),
+                                                                '\) AND \(id OPERATOR\(rls_tenancy\.===\) ',
+                                                                ') AND (tenant_id OPERATOR(rls_tenancy.===) ')
+                                            ELSE k.expression END AS expression
+                                  FROM (VALUES (lp.using_shape, pg_get_expr(p.polqual, p.polrelid)),
+                                               (lp.check_shape, pg_get_expr(p.polwithcheck, p.polrelid))) AS k (kind, expression)) shape))
+          FROM pg_policy p
+         WHERE p.polrelid IN (SELECT lp.table_oid FROM library_policies lp)
+    ),
+    -- A library policy gone by its name, and the policy of the same command on its table that may be it renamed
+    -- (one not named as any of the library's; one with its definition first): renamed unchanged, a warning; renamed
+    -- and changed, the check that reports the change names the policy to make again.
+    library_policy_renames (table_oid, library_name, policy_oid, policy_name, same) AS (
+        SELECT DISTINCT ON (lp.table_oid, lp.polname) lp.table_oid, lp.polname, tp.policy_oid, tp.polname,
+               tp.same_as IS NOT DISTINCT FROM lp.polname
+          FROM library_policies lp
+          JOIN library_table_policies tp ON tp.table_oid = lp.table_oid AND tp.polcmd::text = lp.command AND tp.named IS NULL
+         WHERE NOT EXISTS (SELECT 1 FROM library_table_policies named
+                            WHERE named.table_oid = lp.table_oid AND named.polname = lp.polname)
+         ORDER BY lp.table_oid, lp.polname, tp.same_as IS NOT DISTINCT FROM lp.polname DESC, tp.polname
+    ),
+    -- The fix for a policy on a library table that opens it: the library's own, back to what its install script
+    -- made (ALTER POLICY; DROP and CREATE where its command changed, which ALTER cannot); any other, dropped (and
+    -- the library's policy it may have been, made again), never enable_tenant_isolation(), which refuses the
+    -- library's tables (a nullable tenant_id, their other policies) or grants what the library never grants.
+    library_policy_fixes (policy_oid, fix) AS (
+        SELECT tp.policy_oid,
+               CASE WHEN lp.polname IS NOT NULL AND lp.command = tp.polcmd::text
+                    THEN format('ALTER POLICY %I ON %s TO %s USING (%s)%s;', lp.polname, lp.table_oid::regclass,
+                                lp.to_role, lp.using_expr,
+                                CASE WHEN lp.check_expr IS NOT NULL THEN format(' WITH CHECK (%s)', lp.check_expr) ELSE '' END)
+                    WHEN lp.polname IS NOT NULL
+                    THEN format('DROP POLICY %I ON %s; %s', lp.polname, lp.table_oid::regclass, lp.create_sql)
+                    ELSE format('DROP POLICY %I ON %s;', tp.polname, tp.table_oid::regclass)
+                         || coalesce(' ' || (SELECT gone.create_sql FROM library_policy_renames r
+                                               JOIN library_policies gone ON gone.table_oid = r.table_oid
+                                                                         AND gone.polname = r.library_name
+                                              WHERE r.policy_oid = tp.policy_oid), '') END
+          FROM library_table_policies tp
+          LEFT JOIN library_policies lp ON lp.table_oid = tp.table_oid AND lp.polname = tp.named
     ),
     -- What the library's install scripts grant the application role on its tables: a privilege on the table
     -- (columns_but NULL), or on every column but those (signed, users' password_hash is read through
@@ -1032,29 +1106,43 @@ BEGIN
          WHERE to_regclass(v.table_name) IS NOT NULL
     ),
     -- The types of the tenant tables' columns (rls_tenancy.tenants' too), and the ones under them: a domain's
-    -- base type, however many domains deep, and an array's element type.
-    column_types (table_oid, attname, type_oid) AS (
-        SELECT a.attrelid, a.attname, a.atttypid
+    -- base type, however many domains deep, an array's element type, a composite type's attributes' types, a
+    -- range's subtype and a multirange's range. nested: reached through a composite or a range, where its owner
+    -- may not add a constraint (PostgreSQL refuses it) but may still DROP ... CASCADE it.
+    column_types (table_oid, attname, type_oid, nested) AS (
+        SELECT a.attrelid, a.attname, a.atttypid, false
           FROM pg_attribute a
          WHERE a.attnum > 0 AND NOT a.attisdropped
            AND (a.attrelid IN (SELECT c.table_oid FROM rls_tenancy.coverage c)
                 OR a.attrelid = 'rls_tenancy.tenants'::regclass)
            AND a.atttypid >= 16384
         UNION
-        SELECT u.table_oid, u.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
+        SELECT u.table_oid, u.attname, under.type_oid, u.nested OR under.nested
           FROM column_types u JOIN pg_type t ON t.oid = u.type_oid
-         WHERE (t.typtype = 'd' AND t.typbasetype >= 16384)
-            OR (t.typsubscript = 'array_subscript_handler'::regproc AND t.typelem >= 16384)
+          CROSS JOIN LATERAL (SELECT t.typbasetype, false WHERE t.typtype = 'd'
+                              UNION ALL
+                              SELECT t.typelem, false WHERE t.typsubscript = 'array_subscript_handler'::regproc
+                              UNION ALL
+                              SELECT a.atttypid, true FROM pg_attribute a
+                               WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+                              UNION ALL
+                              SELECT r.rngsubtype, true FROM pg_range r WHERE t.typtype = 'r' AND r.rngtypid = t.oid
+                              UNION ALL
+                              SELECT r.rngtypid, true FROM pg_range r WHERE t.typtype = 'm' AND r.rngmultitypid = t.oid)
+               AS under (type_oid, nested)
+         WHERE under.type_oid >= 16384
     ),
     reaching (base, rel) AS (
         -- Every view or materialized view that reads a tenant table (or rls_tenancy.tenants, every tenant's
-        -- name and slug), however many views deep.
+        -- name and slug, or rls_tenancy.audit_chain_heads), however many views deep.
         SELECT t.oid, rw.ev_class
           FROM pg_class t
           JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
           JOIN pg_rewrite rw ON rw.oid = d.objid
          WHERE rw.ev_class <> t.oid
-           AND (t.oid IN (SELECT c.table_oid FROM rls_tenancy.coverage c) OR t.oid = 'rls_tenancy.tenants'::regclass)
+           AND (t.oid IN (SELECT c.table_oid FROM rls_tenancy.coverage c) OR t.oid = 'rls_tenancy.tenants'::regclass
+                -- every tenant's audit chain (its id, event count, last event), with no row level security
+                OR t.oid = to_regclass('rls_tenancy.audit_chain_heads'))
         UNION
         -- Not up through a security_invoker view: it checks what it reads as the current user even when a
         -- view with its owner's rights reads it, so that view reads no tenant table with its owner's rights
@@ -1142,30 +1230,44 @@ BEGIN
         -- The library's own policies (sql/003, 006, 007, 009, 010), each as its install script creates it: one
         -- dropped breaks the library's functions (owner_lookup: tenant_id_for_slug() finds no tenant; audit_owner:
         -- log_event() and the seal write nothing) or leaves a table closed to the application.
+        -- Gone by its name only, renamed with its definition unchanged: library_policy_renamed below. Renamed and
+        -- changed so that another check reports it, that check's fix makes it again (findings() then leaves this
+        -- one out: two fixes making the same policy would not both apply).
         SELECT 'error', 'library_policy_missing', format('%s policy %I', lp.table_oid::regclass, lp.polname),
                format('the library''s policy %I on %s is gone: %s', lp.polname, lp.table_oid::regclass, lp.purpose),
-               format('CREATE POLICY %I ON %s%s TO %s USING (%s)%s;', lp.polname, lp.table_oid::regclass,
-                      CASE WHEN lp.command = 'r' THEN ' FOR SELECT' ELSE '' END, lp.to_role, lp.using_expr,
-                      CASE WHEN lp.check_expr IS NOT NULL THEN format(' WITH CHECK (%s)', lp.check_expr) ELSE '' END)
+               lp.create_sql
           FROM library_policies lp
-         WHERE NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = lp.table_oid AND p.polname = lp.polname)
+         WHERE NOT EXISTS (SELECT 1 FROM library_table_policies tp WHERE tp.table_oid = lp.table_oid AND tp.polname = lp.polname)
+           AND NOT EXISTS (SELECT 1 FROM library_policy_renames r
+                            WHERE r.table_oid = lp.table_oid AND r.library_name = lp.polname AND r.same)
+        UNION ALL
+        -- A library policy under another name, its definition unchanged: the library works, but the doctor's
+        -- exemptions and a reinstall know it by its name.
+        SELECT 'warning', 'library_policy_renamed', format('%s policy %I', r.table_oid::regclass, r.policy_name),
+               format('policy %I on %s is the library''s policy %I renamed: it still does what the library''s does, but '
+                      'the library''s scripts and the doctor''s exemptions know it as %I', r.policy_name,
+                      r.table_oid::regclass, r.library_name, r.library_name),
+               format('ALTER POLICY %I ON %s RENAME TO %I;', r.policy_name, r.table_oid::regclass, r.library_name)
+          FROM library_policy_renames r WHERE r.same
         UNION ALL
         -- A warning when a restrictive policy for PUBLIC, keyed on the bound tenant, covers the same command
         -- (FOR ALL, or this one): restrictive policies are AND-ed with the permissive ones, so nothing of another
         -- tenant is reached while it holds; the permissive one only stops saying anything.
         SELECT CASE WHEN narrowed.by IS NULL THEN 'error' ELSE 'warning' END,
                'policy_not_tenant_keyed', format('%s policy %I', p.polrelid::regclass, p.polname),
+               -- the expression that opens it: its USING, or, where that keeps to the tenant, its WITH CHECK
                format('policy %I on %s is not keyed on the bound tenant (%s): %s%s', p.polname, p.polrelid::regclass,
-                      rls_tenancy.tenant_condition(), coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)'),
+                      rls_tenancy.tenant_condition(),
+                      CASE WHEN p.polcmd <> 'a' AND p.polqual IS NOT NULL
+                                AND rls_tenancy.is_tenant_conjunction(pg_get_expr(p.polqual, p.polrelid), signing_required)
+                           THEN 'WITH CHECK ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '(none)')
+                           WHEN p.polcmd = 'a' THEN 'WITH CHECK ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '(none)')
+                           ELSE coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)') END,
                       CASE WHEN narrowed.by IS NOT NULL
                            THEN format('; the restrictive policy %I keeps it to the bound tenant, but dropping or '
                                        'altering that one opens the table', narrowed.by) ELSE '' END),
-               CASE WHEN lp.polname IS NOT NULL
-                    -- the library's own policy: back to what its install script made (dropping it breaks the
-                    -- library's functions, and enable_tenant_isolation() refuses or re-grants the library's tables)
-                    THEN format('ALTER POLICY %I ON %s TO %s USING (%s)%s;', p.polname, p.polrelid::regclass, lp.to_role,
-                                lp.using_expr,
-                                CASE WHEN lp.check_expr IS NOT NULL THEN format(' WITH CHECK (%s)', lp.check_expr) ELSE '' END)
+               -- on the library's tables: library_policy_fixes (the library's policy restored, any other dropped)
+               CASE WHEN lf.fix IS NOT NULL AND narrowed.by IS NULL THEN lf.fix
                     WHEN narrowed.by IS NULL
                     THEN format('DROP POLICY %I ON %s; ', p.polname, p.polrelid::regclass)
                          || CASE WHEN c.tenant_id_not_null THEN ''
@@ -1175,7 +1277,7 @@ BEGIN
                                 'already allows it within the bound tenant only', p.polname, p.polrelid::regclass,
                                 narrowed.by) END
           FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
-          LEFT JOIN library_policies lp ON lp.table_oid = p.polrelid AND lp.polname = p.polname AND lp.command = p.polcmd::text
+          LEFT JOIN library_policy_fixes lf ON lf.policy_oid = p.oid
           CROSS JOIN LATERAL (
               SELECT min(r.polname) AS by FROM pg_policy r
                WHERE r.polrelid = p.polrelid AND NOT r.polpermissive AND 0::oid = ANY (r.polroles)
@@ -1189,6 +1291,8 @@ BEGIN
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
            AND NOT rls_tenancy.policy_is_tenant_keyed(p.polcmd, pg_get_expr(p.polqual, p.polrelid),
                                                      pg_get_expr(p.polwithcheck, p.polrelid), signing_required)
+           -- a library policy renamed, unchanged: library_policy_renamed
+           AND NOT EXISTS (SELECT 1 FROM library_policy_renames r WHERE r.policy_oid = p.oid AND r.same)
         UNION ALL
         SELECT 'warning', 'policy_without_with_check', format('%s policy %I', p.polrelid::regclass, p.polname),
                format('policy %I on %s has no WITH CHECK: new rows are checked against its USING, which is easy to widen by accident',
@@ -1234,7 +1338,8 @@ BEGIN
         -- A warning where the view's owner is bound by the policies of every table it reads: row level security
         -- on, FORCEd or owned by another role, and no permissive policy for the owner that reads past the bound
         -- tenant (the library's owner_lookup on rls_tenancy.tenants and audit_owner on rls_tenancy.audit_log are
-        -- USING (true), for the library's own functions: a view the owner role owns reads every tenant's rows).
+        -- USING (true), for the library's own functions: a view the owner role owns reads every tenant's rows). A
+        -- policy the app role has too, on a table it reads whole, shows it nothing more through the view.
         SELECT DISTINCT ON (v.oid)
                CASE WHEN v.relkind = 'v' AND NOT vo.rolsuper AND NOT vo.rolbypassrls
                          AND NOT EXISTS (SELECT 1 FROM reaching r2 JOIN pg_class b ON b.oid = r2.base
@@ -1246,6 +1351,13 @@ BEGIN
                                                             AND p.polcmd IN ('r', '*')
                                                             AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS pr(oid)
                                                                          WHERE pr.oid = 0 OR pg_has_role(v.relowner, pr.oid, 'USAGE'))
+                                                            -- one the app role has as well, on a table it reads whole,
+                                                            -- shows through the view only what it reads itself
+                                                            -- (global_overrides_read; policy_not_tenant_keyed judges it)
+                                                            AND NOT (EXISTS (SELECT 1 FROM unnest(p.polroles) AS pa(oid)
+                                                                              WHERE pa.oid = 0 OR pg_has_role(app_role, pa.oid, 'MEMBER'))
+                                                                     AND EXISTS (SELECT 1 FROM app_roles ar
+                                                                                  WHERE has_table_privilege(ar.oid, b.oid, 'SELECT')))
                                                             -- (rls_tenancy.tenants is keyed by id: spelled as tenant_id)
                                                             AND NOT rls_tenancy.is_tenant_conjunction(
                                                                     CASE WHEN b.oid = 'rls_tenancy.tenants'::regclass
@@ -1393,9 +1505,11 @@ BEGIN
                format('policy %I on %s applies to the owner role %I and is not keyed on the bound tenant: every SECURITY '
                       'DEFINER function the owner role owns (the library''s own) reads that table across tenants',
                       p.polname, p.polrelid::regclass, owner_role),
-               format('DROP POLICY %I ON %s;', p.polname, p.polrelid::regclass)
+               coalesce(lf.fix, format('DROP POLICY %I ON %s;', p.polname, p.polrelid::regclass))
           FROM pg_policy p JOIN rls_tenancy.coverage c ON c.table_oid = p.polrelid
+          LEFT JOIN library_policy_fixes lf ON lf.policy_oid = p.oid
          WHERE p.polpermissive
+           AND NOT EXISTS (SELECT 1 FROM library_policy_renames r WHERE r.policy_oid = p.oid AND r.same)
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid <> 0 AND pg_has_role(owner_role, r.oid, 'USAGE'))
            AND NOT EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
            AND NOT rls_tenancy.policy_is_tenant_keyed(p.polcmd, pg_get_expr(p.polqual, p.polrelid),
@@ -1579,10 +1693,11 @@ BEGIN
                       CASE WHEN lower(split_part(setting, '=', 1)) IN ('app.current_tenant', 'app.current_user_id')
                            THEN format('%s, so work that binds no tenant or user of its own runs as that one', setting)
                            ELSE setting END),
-               CASE WHEN s.setrole = 0 AND s.setdatabase = 0 THEN format('ALTER ROLE ALL RESET %s;', split_part(setting, '=', 1))
-                    WHEN s.setrole = 0 THEN format('ALTER DATABASE %I RESET %s;', current_database(), split_part(setting, '=', 1))
-                    WHEN s.setdatabase = 0 THEN format('ALTER ROLE %I RESET %s;', app_role, split_part(setting, '=', 1))
-                    ELSE format('ALTER ROLE %I IN DATABASE %I RESET %s;', app_role, current_database(), split_part(setting, '=', 1)) END
+               -- the name as stored, quoted: unquoted, RESET folds it to lower case and leaves "APP.CURRENT_TENANT"
+               CASE WHEN s.setrole = 0 AND s.setdatabase = 0 THEN format('ALTER ROLE ALL RESET %I;', split_part(setting, '=', 1))
+                    WHEN s.setrole = 0 THEN format('ALTER DATABASE %I RESET %I;', current_database(), split_part(setting, '=', 1))
+                    WHEN s.setdatabase = 0 THEN format('ALTER ROLE %I RESET %I;', app_role, split_part(setting, '=', 1))
+                    ELSE format('ALTER ROLE %I IN DATABASE %I RESET %I;', app_role, current_database(), split_part(setting, '=', 1)) END
           FROM pg_db_role_setting s
           CROSS JOIN LATERAL unnest(s.setconfig) setting
          WHERE s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = app_role))
@@ -1910,10 +2025,14 @@ BEGIN
         -- never read. An error, but for reading the tables that hold no tenant's data (the roles, the
         -- exemptions, the signing switch, the definitions' digests: a warning). What other checks report is left
         -- to them: writing the doctor's inputs (doctor_input_writable), TRUNCATE, REFERENCES and TRIGGER on a
-        -- tenant table (app_role_dangerous_privilege). The fix revokes the privileges, then grants again what the
-        -- library grants on that table (a REVOKE on a table takes its column grants with it).
-        SELECT CASE WHEN bool_and(x.privilege_type = 'SELECT'
-                                  AND x.relname IN ('roles', 'doctor_exemptions', 'context_signing', 'library_definitions'))
+        -- tenant table (app_role_dangerous_privilege). A warning too where the only privileges are writes no
+        -- permissive policy for the app role lets reach a row (UPDATE or DELETE on audit_log, INSERT or UPDATE on
+        -- tenants): nothing of another tenant's is touched until such a policy is added. The fix revokes the
+        -- privileges (another grantor's on the columns it granted), then grants again what the library grants on
+        -- that table (a REVOKE on a table takes its column grants with it).
+        SELECT CASE WHEN bool_and((x.privilege_type = 'SELECT'
+                                   AND x.relname IN ('roles', 'doctor_exemptions', 'context_signing', 'library_definitions'))
+                                  OR x.no_row)
                     THEN 'warning' ELSE 'error' END,
                'library_table_granted', format('%s', x.table_oid::regclass),
                format('%s may %s the library''s table %s, which the library does not grant: %s',
@@ -1931,17 +2050,50 @@ BEGIN
                            WHEN 'doctor_exemptions' THEN 'it says which findings the doctor reports as info'
                            WHEN 'context_signing' THEN 'it says whether the signed context is required'
                            WHEN 'library_definitions' THEN 'it holds the digests the library''s definitions are checked against'
-                           ELSE 'the library''s functions rely on what only they write there, and on who reads it' END),
+                           ELSE 'the library''s functions rely on what only they write there, and on who reads it' END)
+               || CASE WHEN bool_and(x.no_row) THEN ' (no policy lets the application role reach a row with it yet)' ELSE '' END,
                (E'\x1e' || jsonb_build_array(string_agg(DISTINCT x.privilege_type, ', '), format('%s', x.table_oid::regclass),
                                              min(x.acl::text)::aclitem[], min(x.owner_oid),
                                              array_agg(DISTINCT x.privilege_type), array_agg(DISTINCT x.grantee), false,
-                                             NULL)::text || E'\x1e')
+                                             NULL,
+                                             -- another grantor's privileges, on the columns it granted where it granted
+                                             -- no more (its REVOKE at the table's level is refused)
+                                             (SELECT jsonb_object_agg(per.grantor::text, per.privileges)
+                                                FROM (SELECT g.grantor,
+                                                             string_agg(g.privilege_type || CASE WHEN g.whole THEN ''
+                                                                                                 ELSE format(' (%s)', g.columns) END,
+                                                                        ', ' ORDER BY g.privilege_type) AS privileges
+                                                        FROM (SELECT c.grantor, c.privilege_type, bool_or(c.attname IS NULL) AS whole,
+                                                                     string_agg(DISTINCT quote_ident(c.attname), ', ') AS columns
+                                                                FROM (SELECT NULL::name AS attname, acl.grantor, acl.grantee, acl.privilege_type
+                                                                        FROM pg_class t, aclexplode(t.relacl) acl
+                                                                       WHERE t.oid = x.table_oid
+                                                                      UNION ALL
+                                                                      SELECT a.attname, acl.grantor, acl.grantee, acl.privilege_type
+                                                                        FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl
+                                                                       WHERE a.attrelid = x.table_oid AND a.attacl IS NOT NULL) c
+                                                               WHERE c.grantor <> min(x.owner_oid)
+                                                                 AND c.grantee = ANY (array_agg(x.grantee))
+                                                                 AND c.privilege_type = ANY (array_agg(x.privilege_type))
+                                                               GROUP BY c.grantor, c.privilege_type) g
+                                                       GROUP BY g.grantor
+                                                      HAVING NOT bool_and(g.whole)) per))::text || E'\x1e')
                || coalesce(' ' || (SELECT string_agg(format('GRANT %s ON %s TO %I;', g.privileges, x.table_oid::regclass, app_role),
                                                      ' ')
                                      FROM library_table_grants g
                                     WHERE g.table_oid = x.table_oid AND g.privilege_type = ANY (array_agg(x.privilege_type))), '')
           FROM (SELECT t.oid AS table_oid, t.relname, t.relowner AS owner_oid, e.grantee, e.privilege_type,
                        string_agg(quote_ident(e.attname), ', ' ORDER BY e.attname) AS columns,
+                       -- a write no permissive policy for the app role (PUBLIC, or a role it can become) serves
+                       bool_and(e.privilege_type IN ('INSERT', 'UPDATE', 'DELETE') AND t.relrowsecurity
+                                AND NOT EXISTS (SELECT 1 FROM pg_policy p
+                                                 WHERE p.polrelid = t.oid AND p.polpermissive
+                                                   AND p.polcmd IN ('*', CASE e.privilege_type WHEN 'INSERT' THEN 'a'
+                                                                                               WHEN 'UPDATE' THEN 'w'
+                                                                                               ELSE 'd' END)
+                                                   AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS pr(oid)
+                                                                WHERE pr.oid = 0 OR pg_has_role(app_role, pr.oid, 'MEMBER'))))
+                           AS no_row,
                        coalesce(t.relacl, acldefault('r', t.relowner))
                        || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item WHERE a.attrelid = t.oid),
                                    '{}'::aclitem[]) AS acl
@@ -1968,6 +2120,31 @@ BEGIN
                  GROUP BY t.oid, t.relname, t.relowner, t.relacl, e.grantee, e.privilege_type) x
          GROUP BY x.table_oid, x.relname
         UNION ALL
+        -- The library's sequences (users_id_seq, api_tokens_id_seq, audit_log_id_seq, ...), which the install grants
+        -- no one: every tenant's rows draw from them. UPDATE (setval) moves one back, and every tenant's next insert
+        -- into that table fails on a duplicate key: an error. SELECT (its last value) and USAGE (nextval) tell how
+        -- many rows every tenant has added: a warning. The context keys' are context_key_readable's.
+        SELECT CASE WHEN bool_or(acl.privilege_type = 'UPDATE') THEN 'error' ELSE 'warning' END,
+               'library_sequence_granted', format('%s', s.oid::regclass),
+               format('%s holds %s on the library''s sequence %s, which the library does not grant: %s',
+                      string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '),
+                      string_agg(DISTINCT acl.privilege_type, ', '), s.oid::regclass,
+                      CASE WHEN bool_or(acl.privilege_type = 'UPDATE')
+                           THEN 'setval() moves it for every tenant, whose next inserts then fail on a duplicate key'
+                           ELSE 'its values tell how many rows every tenant has added' END),
+               (E'\x1e' || jsonb_build_array(string_agg(DISTINCT acl.privilege_type, ', '), format('SEQUENCE %s', s.oid::regclass),
+                                             coalesce(s.relacl, acldefault('s', s.relowner)), s.relowner,
+                                             array_agg(DISTINCT acl.privilege_type), array_agg(DISTINCT acl.grantee), false,
+                                             NULL)::text || E'\x1e')
+          FROM pg_class s CROSS JOIN LATERAL aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) acl
+         WHERE s.relnamespace = 'rls_tenancy'::regnamespace AND s.relkind = 'S' AND s.relname NOT LIKE 'context\_key\_%'
+           AND acl.grantee <> s.relowner AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+           AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = acl.grantee)
+           -- signed, UPDATE on users' is users_id_sequence_settable's (sql/016_signed_context.sql)
+           AND NOT (signing_required AND acl.privilege_type = 'UPDATE'
+                    AND s.oid = pg_get_serial_sequence('rls_tenancy.users', 'id')::regclass)
+         GROUP BY s.oid, s.relacl, s.relowner
+        UNION ALL
         -- rls_tenancy.tenants (keyed by id, not tenant_id, so no tenant table above): the app role sees only
         -- the bound tenant's row (tenant_self), the owner role every row (owner_lookup).
         SELECT 'error', 'tenants_not_isolated', 'rls_tenancy.tenants',
@@ -1981,14 +2158,12 @@ BEGIN
                       rls_tenancy.tenant_condition_on('id', signing_required),
                       coalesce(pg_get_expr(p.polqual, p.polrelid), '(no USING)')),
                -- the library's own (tenant_self, owner_lookup): back to what sql/003_tenants.sql made; dropping
-               -- owner_lookup would leave tenant_id_for_slug() finding no tenant
-               CASE WHEN lp.polname IS NOT NULL
-                    THEN format('ALTER POLICY %I ON rls_tenancy.tenants TO %s USING (%s);', p.polname, lp.to_role,
-                                lp.using_expr)
-                    ELSE format('DROP POLICY %I ON rls_tenancy.tenants;', p.polname) END
+               -- owner_lookup would leave tenant_id_for_slug() finding no tenant (library_policy_fixes)
+               coalesce(lf.fix, format('DROP POLICY %I ON rls_tenancy.tenants;', p.polname))
           FROM pg_policy p
-          LEFT JOIN library_policies lp ON lp.table_oid = p.polrelid AND lp.polname = p.polname AND lp.command = p.polcmd::text
+          LEFT JOIN library_policy_fixes lf ON lf.policy_oid = p.oid
          WHERE p.polrelid = 'rls_tenancy.tenants'::regclass AND p.polpermissive
+           AND NOT EXISTS (SELECT 1 FROM library_policy_renames r WHERE r.policy_oid = p.oid AND r.same)
            AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE r.oid = 0 OR pg_has_role(app_role, r.oid, 'MEMBER'))
            -- the id column spelled as tenant_id, so that the tenant tables' test applies
            AND NOT rls_tenancy.policy_is_tenant_keyed(
@@ -2058,13 +2233,23 @@ BEGIN
         -- fails (CHECK (VALUE::int > 0) tells another tenant's text, row by row); or change what an enum
         -- means (RENAME VALUE) for every tenant. Using a type needs no ownership: USAGE, PUBLIC's by default.
         SELECT 'error', 'app_role_owns_type', format('%s', ty.oid::regtype),
-               format('%s %s, the type of %s, is owned by %s: its owner may add a constraint to it, whose check '
-                      'reads every tenant''s rows of that column past row level security and whose error shows the '
-                      'value it fails on', CASE ty.typtype WHEN 'd' THEN 'domain' ELSE 'type' END, ty.oid::regtype,
+               format('%s %s, %s %s, is owned by %s: its owner may %s',
+                      CASE ty.typtype WHEN 'd' THEN 'domain' WHEN 'e' THEN 'enum' WHEN 'c' THEN 'composite type'
+                                      WHEN 'r' THEN 'range type' ELSE 'type' END, ty.oid::regtype,
+                      CASE WHEN bool_and(used.nested) THEN 'within the type of' ELSE 'the type of' END,
                       string_agg(DISTINCT format('%s.%I', used.table_oid::regclass, used.attname), ', '),
                       CASE WHEN ty.typowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = app_role)
                            THEN 'the application role'
-                           ELSE format('%I, whose rights the application role has', pg_get_userbyid(ty.typowner)) END),
+                           ELSE format('%I, whose rights the application role has', pg_get_userbyid(ty.typowner)) END,
+                      CASE WHEN ty.typtype = 'd' AND NOT bool_and(used.nested)
+                           THEN 'add a constraint to it, whose check reads every tenant''s rows of that column past row '
+                                'level security and whose error shows the value it fails on; or DROP it with CASCADE, '
+                                'which takes that column from every tenant''s rows'
+                           WHEN ty.typtype = 'e'
+                           THEN 'rename its values (ALTER TYPE ... RENAME VALUE), which changes what every tenant''s rows '
+                                'say, or DROP it with CASCADE, which takes that column from every tenant''s rows'
+                           ELSE 'DROP it with CASCADE, which takes that column (or its values of this type) from every '
+                                'tenant''s rows' END),
                format('ALTER %s %s OWNER TO %I;', CASE ty.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
                       ty.oid::regtype, owner_role)
           FROM column_types used
@@ -2335,6 +2520,16 @@ BEGIN
       LEFT JOIN rls_tenancy.doctor_exemptions e
              ON e.object_name = raw.object_name AND e.check_name = raw.check_name
             AND (SELECT trusted FROM exemptions_trusted)
+            -- a library policy's exemption holds while it is as the library made it, not for whatever bears its name
+            AND NOT EXISTS (SELECT 1 FROM library_table_policies tp
+                             WHERE tp.named IS NOT NULL AND tp.same_as IS DISTINCT FROM tp.named
+                               AND raw.object_name = format('%s policy %I', tp.table_oid::regclass, tp.polname))
+     -- a library policy renamed and changed: the check reporting the change makes the library's again in its fix
+     WHERE NOT (raw.check_name = 'library_policy_missing'
+                AND EXISTS (SELECT 1 FROM library_policy_renames r JOIN raw other
+                                       ON other.object_name = format('%s policy %I', r.table_oid::regclass, r.policy_name)
+                                      AND other.check_name IN ('policy_not_tenant_keyed', 'owner_policy_opens_table')
+                             WHERE raw.object_name = format('%s policy %I', r.table_oid::regclass, r.library_name)))
      ORDER BY CASE CASE WHEN e.check_name IS NULL THEN raw.severity ELSE 'info' END
                    WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
               raw.object_name, raw.check_name, raw.message
@@ -2350,16 +2545,22 @@ BEGIN
                   CROSS JOIN LATERAL (
                       SELECT CASE WHEN r.request IS NULL THEN part.segment
                                   ELSE coalesce(
+                                      -- a grantor that is itself a grantee here first, while it still holds what it
+                                      -- passed on: its grantor's CASCADE would take that, and its own REVOKE would
+                                      -- then fail (permission denied) and undo a fix run as one transaction
                                       (SELECT string_agg(by_grantor.statement, ' '
-                                                         ORDER BY by_grantor.grantor <> (r.request ->> 3)::oid, by_grantor.grantor_name)
+                                                         ORDER BY by_grantor.grantor::text IN (SELECT jsonb_array_elements_text(r.request -> 5)) DESC,
+                                                                  by_grantor.grantor <> (r.request ->> 3)::oid, by_grantor.grantor_name)
                                          FROM (SELECT g.grantor, pg_get_userbyid(g.grantor) AS grantor_name,
                                                       CASE WHEN g.grantor = (r.request ->> 3)::oid THEN ''
                                                            ELSE format('SET ROLE %I; ', pg_get_userbyid(g.grantor)) END
                                                       || format('REVOKE %s ON %s FROM %s%s;',
                                                                 -- another grantor's REVOKE names what it granted: a
-                                                                -- privilege it never held fails on a table's columns
+                                                                -- privilege it never held fails on a table's columns;
+                                                                -- one that granted columns only names them (request 8)
                                                                 CASE WHEN g.grantor = (r.request ->> 3)::oid THEN r.request ->> 0
-                                                                     ELSE string_agg(DISTINCT g.privilege_type, ', ') END,
+                                                                     ELSE coalesce(r.request -> 8 ->> g.grantor::text,
+                                                                                   string_agg(DISTINCT g.privilege_type, ', ')) END,
                                                                 r.request ->> 1,
                                                                 string_agg(DISTINCT rls_tenancy.grantee_name(g.grantee), ', '),
                                                                 CASE WHEN bool_or(g.is_grantable) THEN ' CASCADE' ELSE '' END)

@@ -8,6 +8,13 @@
 -- library's checks: each guard would be gone while its name and owner stay as they were. The doctor
 -- reports any difference (library_definition_changed). current_tenant_id() and current_user_id() are left
 -- out: require_signed_context() writes them, and library_context_unsigned checks them.
+--
+-- Also which of PostgreSQL's built-in functions (oid under 16384, from initdb) are LEAKPROOF, as 'leakproof
+-- <oid>' with the server's major version as digest: the planner runs a LEAKPROOF function on rows before the
+-- policies filter them, and a superuser may mark any built-in one so (ALTER FUNCTION pg_catalog.to_date(text,
+-- text) LEAKPROOF, whose error quotes the text it fails on). The doctor reports a built-in LEAKPROOF that is not
+-- in this record. Recorded once per major version: a reinstall keeps the record, so that a built-in marked since
+-- is not taken for one PostgreSQL ships; one marked before the first install is not caught.
 
 DO $role$ BEGIN EXECUTE pg_catalog.format('SET ROLE %I', rls_tenancy.role_name('owner')); END $role$;
 
@@ -55,7 +62,7 @@ AS $fn$
                 THEN format('DROP TRIGGER %s;', substr(now.object, 9))
                 ELSE 'run the library''s install scripts again: rls-tenancy migrate --reinstall, or its --sql output through psql -1, as a superuser '
                      '(idempotent; they record the definitions again at the end)' END
-      FROM rls_tenancy.library_definitions recorded
+      FROM (SELECT d.* FROM rls_tenancy.library_definitions d WHERE d.object NOT LIKE 'leakproof %') recorded
       FULL JOIN rls_tenancy.library_definition_digests() now USING (object)
      WHERE recorded.digest IS DISTINCT FROM now.digest
        -- A guard's trigger gone is reported by its own check (audit_trigger_disabled, users_ or overrides_grant_trigger_disabled),
@@ -100,6 +107,22 @@ AS $fn$
        AND (a.grantee = 0 OR pg_has_role(rls_tenancy.role_name('app'), a.grantee, 'MEMBER'))
        AND NOT (CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END = ANY (recorded.executors))
      GROUP BY f.oid, f.prosecdef, f.proacl, f.proowner
+    UNION ALL
+    -- A built-in function marked LEAKPROOF since the library recorded them (only where it did, for this major
+    -- version: otherwise there is nothing to compare with).
+    SELECT 'error', 'leakproof_function', format('%s', f.oid::regprocedure),
+           format('built-in function %s is marked LEAKPROOF, which PostgreSQL does not ship it as, and the application '
+                  'role may call it: PostgreSQL may run it on rows before the policies filter them, so whatever it '
+                  'lets out (an error quoting its argument, say) shows other tenants'' rows', f.oid::regprocedure),
+           format('ALTER FUNCTION %s NOT LEAKPROOF;', f.oid::regprocedure)
+      FROM pg_proc f
+     WHERE f.proleakproof AND f.oid < 16384
+       AND EXISTS (SELECT 1 FROM rls_tenancy.library_definitions d
+                    WHERE d.object LIKE 'leakproof %' AND d.digest = (current_setting('server_version_num')::integer / 10000)::text)
+       AND NOT EXISTS (SELECT 1 FROM rls_tenancy.library_definitions d WHERE d.object = 'leakproof ' || f.oid::text)
+       AND EXISTS (SELECT 1 FROM pg_roles r
+                    WHERE pg_has_role(rls_tenancy.role_name('app'), r.oid, 'MEMBER')
+                      AND has_function_privilege(r.oid, f.oid, 'EXECUTE'))
 $fn$;
 
 REVOKE ALL ON FUNCTION rls_tenancy.library_definition_digests(), rls_tenancy.library_definition_findings() FROM PUBLIC;
@@ -137,7 +160,8 @@ END
 $default_privileges$;
 
 -- Recorded last, after every script before this one has installed its definitions and made its grants.
-DELETE FROM rls_tenancy.library_definitions;
+-- (The built-in LEAKPROOF functions are kept: recorded once per major version, below.)
+DELETE FROM rls_tenancy.library_definitions WHERE object NOT LIKE 'leakproof %';
 -- With, for each function, who besides its owner may EXECUTE it ('PUBLIC' for every role): a grant made since
 -- is library_function_granted's. A grant present when the scripts run again is recorded as the library's:
 -- revoke one the doctor reported before running them again.
@@ -151,5 +175,16 @@ SELECT d.object, d.digest,
          WHERE d.object = 'function ' || p.oid::pg_catalog.regprocedure::text
            AND p.pronamespace = 'rls_tenancy'::pg_catalog.regnamespace)
   FROM rls_tenancy.library_definition_digests() d;
+
+-- The built-in LEAKPROOF functions, once per major version (a record of another, from before a pg_upgrade,
+-- is replaced).
+DELETE FROM rls_tenancy.library_definitions
+ WHERE object LIKE 'leakproof %'
+   AND digest <> (pg_catalog.current_setting('server_version_num')::integer / 10000)::text;
+INSERT INTO rls_tenancy.library_definitions (object, digest)
+SELECT 'leakproof ' || p.oid::text, (pg_catalog.current_setting('server_version_num')::integer / 10000)::text
+  FROM pg_catalog.pg_proc p
+ WHERE p.proleakproof AND p.oid < 16384
+   AND NOT EXISTS (SELECT 1 FROM rls_tenancy.library_definitions d WHERE d.object LIKE 'leakproof %');
 
 RESET ROLE;

@@ -442,21 +442,126 @@ def test_an_extension_in_the_library_schema_is_one_finding_whose_fix_moves_it_ou
         assert finding_rows(conn) == baseline
 
 
+# For the database, and for the app role in it: an unquoted RESET folds the name to lower case and leaves it.
+MIXED_CASE = {
+    "database": ('ALTER DATABASE %I {} "App.Current_Tenant"', "App.Current_Tenant=7"),
+    "role in database": ('ALTER ROLE {} IN DATABASE %I {} "APP"."CURRENT_TENANT"', "APP.CURRENT_TENANT=7"),
+}
+
+
+def _on_this_database(statement: str) -> str:
+    return "DO $$ BEGIN EXECUTE format('" + statement.replace("'", "''") + "', current_database()); END $$"
+
+
 @pytest.mark.usefixtures("stays_clean")
-def test_a_default_tenant_spelled_in_mixed_case_is_an_error_until_reset(db: TenancyDatabase) -> None:
+@pytest.mark.parametrize(("template", "setting"), MIXED_CASE.values(), ids=MIXED_CASE.keys())
+def test_a_default_tenant_spelled_in_mixed_case_is_an_error_until_reset(
+    db: TenancyDatabase, template: str, setting: str
+) -> None:
     """Setting names are case-insensitive: "App.Current_Tenant" binds app.current_tenant at login. A session that
-    never used app.current_tenant stores the name as written (once used, PostgreSQL writes its own spelling)."""
-    fresh = create_engine(db.superuser_url, poolclass=NullPool)
-    alter = (
-        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET \"App.Current_Tenant\" = ''7''', current_database()); END $$"
-    )
+    never used app.current_tenant stores the name as written (once used, PostgreSQL writes its own spelling). The
+    fix runs in a session of its own: in the planting one, RESET would find the name as planted, whatever its case."""
+    target = template.replace("{}", db.roles.app, 1) if template.startswith("ALTER ROLE") else template
+    stored = text("SELECT setting FROM pg_db_role_setting, unnest(setconfig) AS setting WHERE setting ILIKE 'App.%'")
+    planting = create_engine(db.superuser_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    fixing = create_engine(db.superuser_url, poolclass=NullPool)
     try:
-        with planted_in(fresh, [alter]) as conn:
-            stored = "SELECT setting FROM pg_db_role_setting, unnest(setconfig) AS setting WHERE setting LIKE 'App.%'"
-            assert conn.execute(text(stored)).scalar_one() == "App.Current_Tenant=7"  # else the test proves nothing
+        with planting.connect() as conn:
+            run(conn, _on_this_database(target.replace("{}", "SET") + " = '7'"))
+            assert conn.execute(stored).scalar_one() == setting  # else the test proves nothing
+        with planted_in(fixing, []) as conn:
             (found,) = [row for row in finding_rows(conn) if row[1] == "app_role_setting"]
             assert found[0] == "error"
             run(conn, found[4])
             assert "app_role_setting" not in {row[1] for row in finding_rows(conn)}
+            assert conn.execute(stored).all() == []
     finally:
-        fresh.dispose()
+        with planting.connect() as conn:
+            run(conn, _on_this_database(target.replace("{}", "RESET")))
+        planting.dispose()
+        fixing.dispose()
+
+
+@pytest.mark.usefixtures("stays_clean")
+@pytest.mark.parametrize(
+    ("table", "policy"),
+    [
+        ("tenants", "owner_lookup"),
+        ("users", "tenant_isolation"),
+        ("feature_overrides", "global_overrides_read"),
+        ("audit_log", "audit_owner"),
+    ],
+)
+def test_a_library_policy_only_renamed_is_a_warning_whose_fix_names_it_back(
+    superuser_engine: Engine, baseline: list[Row], table: str, policy: str
+) -> None:
+    """Compared by what it says: renamed, it is still the library's (not library_policy_missing, an error)."""
+    rename = ddl("ALTER POLICY {} ON rls_tenancy.{} RENAME TO doctor_renamed", policy, table)
+    with planted_in(superuser_engine, [rename]) as conn:
+        found = [row for row in finding_rows(conn) if row not in baseline]
+        expected = ("warning", "library_policy_renamed", f"rls_tenancy.{table} policy doctor_renamed")
+        assert [key_of(row) for row in found] == [expected], found
+        run(conn, found[0][4])
+        assert finding_rows(conn) == baseline
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_view_of_the_owner_roles_over_feature_overrides_is_a_warning(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    """global_overrides_read lets the owner role read the rows of no tenant, which the app role reads itself."""
+    planted = [
+        "CREATE VIEW public.doctor_flags AS SELECT tenant_id, feature FROM rls_tenancy.feature_overrides",
+        ddl("ALTER VIEW public.doctor_flags OWNER TO {}", db.roles.owner),
+        ddl("GRANT SELECT ON public.doctor_flags TO {}", db.roles.app),
+    ]
+    with planted_in(superuser_engine, planted) as conn:
+        found = {key_of(row) for row in finding_rows(conn) if row[2] == "public.doctor_flags"}
+    assert found == {("warning", "view_not_security_invoker", "public.doctor_flags")}
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_select_on_a_library_sequence_is_a_warning_whose_fix_revokes_it(
+    superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row]
+) -> None:
+    """Its last value counts every tenant's events."""
+    peek = "SELECT last_value FROM rls_tenancy.audit_log_id_seq"
+    grant = ddl("GRANT SELECT ON SEQUENCE rls_tenancy.audit_log_id_seq TO {}", db.roles.app)
+    with planted_in(superuser_engine, [grant]) as conn:
+        assert can(conn, db.roles.app, peek)
+        found = [row for row in finding_rows(conn) if row not in baseline]
+        expected = ("warning", "library_sequence_granted", "rls_tenancy.audit_log_id_seq")
+        assert [key_of(row) for row in found] == [expected]
+        run(conn, found[0][4])
+        assert not can(conn, db.roles.app, peek)
+        assert finding_rows(conn) == baseline
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_writes_no_policy_lets_reach_a_row_are_a_warning(
+    superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row]
+) -> None:
+    """audit_log and tenants have no policy for the app role's UPDATE, DELETE or INSERT: nothing is touched yet."""
+    grants = [
+        ddl("GRANT UPDATE, DELETE ON rls_tenancy.audit_log TO {}", db.roles.app),
+        ddl("GRANT INSERT, UPDATE ON rls_tenancy.tenants TO {}", db.roles.app),
+    ]
+    with planted_in(superuser_engine, grants) as conn:
+        found = [row for row in finding_rows(conn) if row[1] == "library_table_granted"]
+        assert sorted(key_of(row) for row in found) == [
+            ("warning", "library_table_granted", "rls_tenancy.audit_log"),
+            ("warning", "library_table_granted", "rls_tenancy.tenants"),
+        ]
+        for row in found:
+            run(conn, row[4])
+        assert finding_rows(conn) == baseline
+
+
+@pytest.mark.usefixtures("stays_clean")
+def test_a_with_check_that_opens_a_policy_is_the_expression_quoted(superuser_engine: Engine) -> None:
+    widened = "ALTER POLICY tenant_overrides ON rls_tenancy.feature_overrides WITH CHECK (true)"
+    with planted_in(superuser_engine, [widened]) as conn:
+        errors = [row for row in finding_rows(conn) if row[:2] == ("error", "policy_not_tenant_keyed")]
+        assert [row[3].rsplit(": ", 1)[1] for row in errors] == ["WITH CHECK true"]
+        run(conn, errors[0][4])
+        assert not [row for row in finding_rows(conn) if row[:2] == ("error", "policy_not_tenant_keyed")]

@@ -251,6 +251,40 @@ SEQUENTIAL = [
     "SET LOCAL enable_indexonlyscan = off",
     "SET LOCAL enable_bitmapscan = off",
 ]
+# A feature override of B's, and a global one (no tenant), which every tenant reads.
+OVERRIDES = [
+    "INSERT INTO rls_tenancy.feature_overrides (tenant_id, feature, scope, enabled)"
+    f" VALUES ({B_ID}, 'b-secret', '*', true), (NULL, 'doctor-global', '*', true)",
+]
+OTHER_OVERRIDE = "SELECT 'reached' FROM rls_tenancy.feature_overrides WHERE feature = 'b-secret'"
+READS_GLOBAL = "SELECT 'works' FROM rls_tenancy.feature_overrides WHERE feature = 'doctor-global'"
+OTHER_CHAIN = "SELECT 'reached' FROM rls_tenancy.audit_chain_heads WHERE chain = :b"
+NO_TOKEN_WRITES = "SELECT 'works' WHERE NOT has_table_privilege('rls_tenancy.api_tokens', 'INSERT')"
+DELEGATE = f"doctor_delegate_{secrets.token_hex(4)}"
+
+
+def _delegated(grant: str) -> Callable[[TenancyDatabase], list[str]]:
+    """``grant`` ({} the grantee) to DELEGATE WITH GRANT OPTION, then by DELEGATE to the app role."""
+    return lambda d: [
+        ddl("CREATE ROLE {} NOLOGIN", DELEGATE),
+        ddl("GRANT USAGE ON SCHEMA rls_tenancy TO {}", DELEGATE),
+        sql.SQL(grant + " WITH GRANT OPTION").format(sql.Identifier(DELEGATE)).as_string(None),
+        ddl("SET ROLE {}", DELEGATE),
+        sql.SQL(grant).format(sql.Identifier(d.roles.app)).as_string(None),
+        "RESET ROLE",
+    ]
+
+
+def _column_gone(table: str, column: str) -> str:
+    """'reached' once ``column`` of ``table`` is gone from every tenant's rows."""
+    return (
+        sql.SQL(
+            "SELECT 'reached' WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass"
+            " AND attname = {} AND NOT attisdropped)"
+        )
+        .format(sql.Literal(table), sql.Literal(column))
+        .as_string(None)
+    )
 
 
 REACHES = {
@@ -639,6 +673,160 @@ REACHES = {
         "rls_tenancy.tenants policy owner_lookup",
         [OTHER_TENANT],
         works=(FINDS_SLUG,),
+    ),
+    # A library policy is the library's by what it says: widened under its own name, its exemption no longer holds.
+    "the library's global_overrides_read widened": Reach(
+        lambda d: [
+            *OVERRIDES,
+            "ALTER POLICY global_overrides_read ON rls_tenancy.feature_overrides"
+            " USING (tenant_id IS NULL OR tenant_id > 0)",
+        ],
+        "policy_not_tenant_keyed",
+        "rls_tenancy.feature_overrides policy global_overrides_read",
+        [OTHER_OVERRIDE],
+        works=(READS_GLOBAL,),
+    ),
+    "the library's global_overrides_read made again FOR ALL USING (true)": Reach(
+        lambda d: [
+            *OVERRIDES,
+            "DROP POLICY global_overrides_read ON rls_tenancy.feature_overrides",
+            "CREATE POLICY global_overrides_read ON rls_tenancy.feature_overrides USING (true) WITH CHECK (true)",
+        ],
+        "policy_not_tenant_keyed",
+        "rls_tenancy.feature_overrides policy global_overrides_read",
+        [OTHER_OVERRIDE],
+        works=(READS_GLOBAL,),
+    ),
+    # A policy on a library table that is not the library's: dropped, and nothing else (enable_tenant_isolation()
+    # refused the table, set tenant_id NOT NULL, or granted the app role writes to api_tokens).
+    "a policy of its own on rls_tenancy.feature_overrides USING (true)": Reach(
+        lambda d: [*OVERRIDES, "CREATE POLICY doctor_support ON rls_tenancy.feature_overrides FOR SELECT USING (true)"],
+        "policy_not_tenant_keyed",
+        "rls_tenancy.feature_overrides policy doctor_support",
+        [OTHER_OVERRIDE],
+        works=(READS_GLOBAL,),
+    ),
+    "a policy of its own on rls_tenancy.audit_log USING (true)": Reach(
+        lambda d: [*B_EVENT, "CREATE POLICY doctor_support ON rls_tenancy.audit_log FOR SELECT USING (true)"],
+        "policy_not_tenant_keyed",
+        "rls_tenancy.audit_log policy doctor_support",
+        [OTHER_EVENT],
+        works=(LOGS_EVENT,),
+    ),
+    "a policy of its own on rls_tenancy.api_tokens USING (true)": Reach(
+        lambda d: [
+            f"INSERT INTO rls_tenancy.api_tokens (tenant_id, name, token_hash)"
+            f" VALUES ({B_ID}, 'b-secret', decode(repeat('ab', 32), 'hex'))",
+            "CREATE POLICY doctor_support ON rls_tenancy.api_tokens FOR SELECT USING (true)",
+        ],
+        "policy_not_tenant_keyed",
+        "rls_tenancy.api_tokens policy doctor_support",
+        ["SELECT 'reached' FROM rls_tenancy.api_tokens WHERE name = 'b-secret'"],
+        works=(NO_TOKEN_WRITES,),
+    ),
+    # Renamed, then widened: the library's policy is made again by the same fix.
+    "the library's audit_owner renamed, then widened to PUBLIC": Reach(
+        lambda d: [
+            *B_EVENT,
+            "ALTER POLICY audit_owner ON rls_tenancy.audit_log RENAME TO doctor_writer",
+            "ALTER POLICY doctor_writer ON rls_tenancy.audit_log TO PUBLIC",
+        ],
+        "policy_not_tenant_keyed",
+        "rls_tenancy.audit_log policy doctor_writer",
+        [OTHER_EVENT],
+        works=(LOGS_EVENT,),
+    ),
+    "a view of the owner role's over rls_tenancy.audit_chain_heads, granted to the app role": Reach(
+        lambda d: [
+            *B_EVENT,
+            "CREATE VIEW public.doctor_chains AS SELECT chain, seq FROM rls_tenancy.audit_chain_heads",
+            ddl("ALTER VIEW public.doctor_chains OWNER TO {}", d.roles.owner),
+            ddl("GRANT SELECT ON public.doctor_chains TO {}", d.roles.app),
+        ],
+        "view_not_security_invoker",
+        "public.doctor_chains",
+        ["SELECT 'reached' FROM public.doctor_chains WHERE chain = :b"],
+        works=(LOGS_EVENT,),
+    ),
+    "a superuser's view over rls_tenancy.audit_chain_heads, granted to the app role": Reach(
+        lambda d: [
+            *B_EVENT,
+            "CREATE VIEW public.doctor_chains AS SELECT chain, seq FROM rls_tenancy.audit_chain_heads",
+            ddl("GRANT SELECT ON public.doctor_chains TO {}", d.roles.app),
+        ],
+        "view_not_security_invoker",
+        "public.doctor_chains",
+        ["SELECT 'reached' FROM public.doctor_chains WHERE chain = :b"],
+        works=(LOGS_EVENT,),
+    ),
+    # The fix runs as one transaction: the app role's own REVOKE comes before its grantor's CASCADE takes its right.
+    "SELECT on audit_chain_heads to the app role WITH GRANT OPTION, passed on to PUBLIC": Reach(
+        lambda d: [
+            *B_EVENT,
+            ddl("GRANT SELECT ON rls_tenancy.audit_chain_heads TO {} WITH GRANT OPTION", d.roles.app),
+            ddl("SET ROLE {}", d.roles.app),
+            "GRANT SELECT ON rls_tenancy.audit_chain_heads TO PUBLIC",
+            "RESET ROLE",
+        ],
+        "library_table_granted",
+        "rls_tenancy.audit_chain_heads",
+        [OTHER_CHAIN],
+        works=(LOGS_EVENT,),
+    ),
+    "SELECT on columns of audit_chain_heads granted to the app role by another grantor": Reach(
+        lambda d: [*B_EVENT, *_delegated("GRANT SELECT (chain, seq) ON rls_tenancy.audit_chain_heads TO {}")(d)],
+        "library_table_granted",
+        "rls_tenancy.audit_chain_heads",
+        [OTHER_CHAIN],
+        works=(LOGS_EVENT,),
+    ),
+    # setval() on a library sequence: every tenant's next token collides with an existing id.
+    "UPDATE on the library's api_tokens_id_seq to the app role": Reach(
+        lambda d: [ddl("GRANT UPDATE ON SEQUENCE rls_tenancy.api_tokens_id_seq TO {}", d.roles.app)],
+        "library_sequence_granted",
+        "rls_tenancy.api_tokens_id_seq",
+        # (moved forward only, by one: a sequence keeps what setval() did when the transaction rolls back)
+        [
+            "SELECT 'reached' FROM (SELECT pg_catalog.setval('rls_tenancy.api_tokens_id_seq',"
+            " pg_catalog.nextval('rls_tenancy.api_tokens_id_seq'))) AS moved"
+        ],
+    ),
+    # Built-in, and LEAKPROOF only since the install: its error quotes B's row, read before the policy filters it.
+    "a built-in function made LEAKPROOF: to_date(text, text)": Reach(
+        lambda d: [
+            f"INSERT INTO public.doctor_secrets VALUES ({B_ID}, 'reached')",
+            "ALTER FUNCTION pg_catalog.to_date(text, text) LEAKPROOF",
+        ],
+        "leakproof_function",
+        "to_date(text,text)",
+        [
+            *SEQUENTIAL,
+            "SELECT count(*) FROM public.doctor_secrets"
+            " WHERE secret = 'a-secret' OR (secret <> 'b-secret' AND to_date(secret, 'Month') IS NOT NULL)",
+        ],
+    ),
+    # A domain the app role owns within the type of a tenant column: DROP ... CASCADE changes every tenant's rows.
+    "a domain the app role owns, an attribute of a composite type of a tenant column": Reach(
+        lambda d: [
+            "CREATE DOMAIN public.doctor_street AS text",
+            "CREATE TYPE public.doctor_address AS (street public.doctor_street, city text)",
+            "ALTER TABLE public.doctor_secrets ADD COLUMN address public.doctor_address",
+            ddl("ALTER DOMAIN public.doctor_street OWNER TO {}", d.roles.app),
+        ],
+        "app_role_owns_type",
+        "public.doctor_street",
+        ["DROP DOMAIN public.doctor_street CASCADE", _column_gone("public.doctor_address", "street")],
+    ),
+    "a domain the app role owns, the subtype of a range type of a tenant column": Reach(
+        lambda d: [
+            "CREATE DOMAIN public.doctor_int AS integer",
+            "CREATE TYPE public.doctor_span AS RANGE (subtype = public.doctor_int)",
+            "ALTER TABLE public.doctor_secrets ADD COLUMN span public.doctor_span",
+            ddl("ALTER DOMAIN public.doctor_int OWNER TO {}", d.roles.app),
+        ],
+        "app_role_owns_type",
+        "public.doctor_int",
+        ["DROP DOMAIN public.doctor_int CASCADE", _column_gone("public.doctor_secrets", "span")],
     ),
     # Every tenant's chain heads (its tenants' ids, how many events each logged): the bypass role's alone.
     "the library's audit_chain_heads() granted to the app role": Reach(
