@@ -792,18 +792,17 @@ REACHES = {
         ],
     ),
     # Built-in, and LEAKPROOF only since the install: its error quotes B's row, read before the policy filters it.
+    # (Cheaper than the policy's cheapest check, it runs first, on every row: A's and B's first rows are written
+    # again, after B's 'reached', so that the scan meets 'reached' first.)
     "a built-in function made LEAKPROOF: to_date(text, text)": Reach(
         lambda d: [
             f"INSERT INTO public.doctor_secrets VALUES ({B_ID}, 'reached')",
-            "ALTER FUNCTION pg_catalog.to_date(text, text) LEAKPROOF",
+            "UPDATE public.doctor_secrets SET secret = secret WHERE secret <> 'reached'",
+            "ALTER FUNCTION pg_catalog.to_date(text, text) LEAKPROOF COST 0.0000001",
         ],
         "leakproof_function",
         "to_date(text,text)",
-        [
-            *SEQUENTIAL,
-            "SELECT count(*) FROM public.doctor_secrets"
-            " WHERE secret = 'a-secret' OR (secret <> 'b-secret' AND to_date(secret, 'Month') IS NOT NULL)",
-        ],
+        [*SEQUENTIAL, "SELECT count(*) FROM public.doctor_secrets WHERE to_date(secret, 'Month') IS NOT NULL"],
     ),
     # A domain the app role owns within the type of a tenant column: DROP ... CASCADE changes every tenant's rows.
     "a domain the app role owns, an attribute of a composite type of a tenant column": Reach(
