@@ -1146,15 +1146,6 @@ def test_planted_misconfiguration_is_found(superuser_engine: Engine, db: Tenancy
         ),
         pytest.param(
             lambda r: [
-                "CREATE POLICY doctor_strict ON public.projects"
-                " USING (tenant_id = current_setting('app.current_tenant')::bigint)"
-                " WITH CHECK (current_setting('app.current_tenant')::bigint = tenant_id)"
-            ],
-            # without missing_ok it raises where no tenant is bound: it shows no row either way
-            id="a policy reading the setting without missing_ok",
-        ),
-        pytest.param(
-            lambda r: [
                 "CREATE POLICY doctor_once ON public.projects"
                 " USING (tenant_id = (SELECT rls_tenancy.current_tenant_id()) AND name <> '')"
                 " WITH CHECK ((SELECT rls_tenancy.current_tenant_id()) = tenant_id)"
@@ -1241,6 +1232,24 @@ def test_well_made_objects_add_no_finding(
     before = [row for row in baseline if row[0] != "info"]
     assert found == before
     assert sorted(row[:2] for row in before) == sorted(WARNINGS)
+
+
+STRICT_POLICY = (
+    "CREATE POLICY doctor_strict ON public.projects"
+    " USING (tenant_id = current_setting('app.current_tenant')::bigint)"
+    " WITH CHECK (current_setting('app.current_tenant')::bigint = tenant_id)"
+)
+
+
+def test_a_policy_reading_the_setting_without_missing_ok(
+    superuser_engine: Engine, db: TenancyDatabase, baseline: list[Row]
+) -> None:
+    """Unsigned, well made: without missing_ok it raises where no tenant is bound, and shows no row either way.
+    Signed, an error: it trusts the bare setting, which SQL may set, beside the library's signed policy."""
+    with planted_in(superuser_engine, [STRICT_POLICY]) as conn:
+        added = [row[:3] for row in finding_rows(conn) if row[0] != "info" and row not in baseline]
+    expected = [("error", "policy_not_tenant_keyed", "public.projects policy doctor_strict")]
+    assert added == (expected if signing_requested() else [])
 
 
 # Subtler ways around the policies, each once missed by the doctor.
