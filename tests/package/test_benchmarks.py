@@ -158,6 +158,15 @@ def test_the_session_reset_taken_apart_runs_every_variant(rls_postgres_url: URL)
         assert re.search(re.escape(name) + r" +[+-][\d.]+ +[+-][\d.]+", printed), printed
 
 
+def test_the_anonymous_reset_runs_every_way(rls_postgres_url: URL) -> None:
+    """``python -m benchmarks.anonymous_reset`` at toy size: each way runs its transactions (cost not judged)."""
+    printed = _run(
+        rls_postgres_url, ["benchmarks.anonymous_reset", "--transactions", "3", "--rounds", "1"], timeout=120
+    )
+    for way in ("for no user, a reset each", "for no user, the rule off", "for a user"):
+        assert re.search(re.escape(way) + r" +\d+ µs per transaction", printed), printed
+
+
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 def test_the_reset_per_request_runs_every_way(rls_postgres_url: URL, signed: bool) -> None:
     """``python -m benchmarks.reset_requests`` at toy size: every way serves its requests (their cost is not judged)."""
