@@ -436,11 +436,24 @@ class _Body:
             _acting.set(caller)
 
 
+def _own_block(acting: Acting) -> _Entry:
+    """``acting`` as a block of its own: each call of a decorated generator may serve another client."""
+    entry = _Entry(acting)
+    entry.key = entry
+    entry.hid = (None, None)
+    entry.token = cast(Token[Acting], None)  # no request's: leave_request_tenant never finds it
+    entry.owner = None
+    entry.mixed = False
+    entry.home = None
+    entry.serial = next(_serials)
+    return entry
+
+
 def _generator_as(acting: Acting, function: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
     @functools.wraps(function)
     def run_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         # `yield from`, spelled out so that each resumption runs as the tenant (PEP 380).
-        body = _Body(acting)
+        body = _Body(_own_block(acting))
         inner = function(*args, **kwargs)
         step: Callable[[], Any] = functools.partial(inner.send, None)
         while True:
@@ -464,7 +477,7 @@ def _generator_as(acting: Acting, function: Callable[..., Generator[Any, Any, An
 def _async_generator_as(acting: Acting, function: Callable[..., AsyncGenerator[Any, Any]]) -> Callable[..., Any]:
     @functools.wraps(function)
     async def run_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-        body = _Body(acting)
+        body = _Body(_own_block(acting))
         inner = function(*args, **kwargs)
         step: Callable[[], Awaitable[Any]] = functools.partial(inner.asend, None)
         while True:

@@ -447,7 +447,7 @@ def _bind(
         if reset:  # a round trip of its own: there is no BEGIN to ride with
             _prepare_driver(driver, pooled.info)
             _execute(raw, SESSION_RESET_SCRIPT)
-            pooled.info[_SERVED] = pooled.info[_SERVED_USER] = None
+            pooled.info[_SERVED], pooled.info[_SERVED_USER] = None, _CLEAN
         return
     if reset:
         # A transaction the driver began itself: reset inside it, which a
@@ -489,6 +489,7 @@ def _needs_reset(
     transaction begins, :func:`~rls_tenancy.context.block_of`): two
     anonymous requests of a tenant may be two clients, and a temporary view
     one's SQL named like a table would answer the other's statements.
+    Work for no user outside any block is a client of its own each time.
     Work in autocommit, and a transaction rebound to no user, take a
     session any work for no user left: a reset would cost a round trip
     (:mod:`~rls_tenancy.binding.anonymous`).
@@ -503,8 +504,13 @@ def _needs_reset(
     if user is not None:
         return bool(served != user)
     if beginning is None:
-        return not (served is None or isinstance(served, Block))
-    return bool(served != _served_as(None, beginning))
+        return not (served is None or served is _CLEAN or isinstance(served, Block))
+    block = block_of(beginning)
+    return block is None or bool(served != block)  # outside any block: whose work it is, nothing tells
+
+
+#: ``_SERVED_USER`` of a session reset since, which served nobody (with ``_SERVED`` None).
+_CLEAN = object()
 
 
 def _served_as(user: object, current: object) -> object:
@@ -654,7 +660,7 @@ def _served_another(info: dict[Any, Any]) -> bool:
     here, where the binding would not: this path is rare.)
     """
     served = info.get(_SERVED, _NEVER)
-    if not _resetting or served is None:  # None: reset since, and no tenant served
+    if not _resetting or info.get(_SERVED_USER, _NEVER) is _CLEAN:  # reset since, and nobody served
         return False
     current = acting()
     return bool(served != current[0] or info.get(_SERVED_USER, _NEVER) != current[1])
@@ -663,7 +669,7 @@ def _served_another(info: dict[Any, Any]) -> bool:
 def _unbound_reset(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info: dict[Any, Any]) -> None:
     """The guard resets the session before unbound work: psycopg forgets its statements, the session no tenant."""
     _forget_prepared(driver)
-    info[_SERVED] = info[_SERVED_USER] = None
+    info[_SERVED], info[_SERVED_USER] = None, _CLEAN
 
 
 class _PreparedCache(NamedTuple):

@@ -11,12 +11,13 @@ enforces the policy.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import BigInteger, Connection, Result, Table, bindparam, event
+from sqlalchemy import BigInteger, Connection, Result, Table, bindparam, event, exc
 from sqlalchemy.orm import (
     LoaderCriteriaOption,
     Mapper,
@@ -44,6 +45,7 @@ from rls_tenancy.orm.unbound import watch_unbound
 #: ``Session.info`` key marking a session of the unsafe bypass.
 BYPASS_REASON = "rls_tenancy.bypass_reason"
 _SCOPED = "rls_tenancy.scoped"
+_BIND_WATCHED = "rls_tenancy.bind_watched"
 
 if TYPE_CHECKING:  # greenlet, which SQLAlchemy's asyncio needs, is optional: imported only where it is used
     from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
@@ -78,7 +80,8 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     security (:mod:`rls_tenancy.orm.unbound`): its sessions would see no rows.
     """
     session_class = _session_class(target)
-    watch_unbound(_bind_of(target))
+    for bind in _binds_of(target):
+        watch_unbound(bind)
     # Both: _scoped says it is this very class, event.contains that nobody
     # removed the listeners since.
     if session_class not in _scoped or not event.contains(session_class, "do_orm_execute", _scope_statement):
@@ -92,11 +95,13 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
             event.listen(TenantBoundMixin, row_event, _check_row, propagate=True)
 
 
-def _bind_of(target: ScopeTarget) -> object:
-    """The engine a sessionmaker (or scoped session's) gives its sessions, when it names one."""
+def _binds_of(target: ScopeTarget) -> list[object]:
+    """The engines a sessionmaker (or scoped session's) gives its sessions, when it names them."""
     factory = getattr(target, "session_factory", target)
     kw = getattr(factory, "kw", None)
-    return kw.get("bind") if isinstance(kw, dict) else None
+    if not isinstance(kw, dict):
+        return []
+    return [kw.get("bind"), *(kw.get("binds") or {}).values()]
 
 
 def _session_class(target: ScopeTarget) -> type[Session]:
@@ -136,6 +141,10 @@ def _scope_statement(state: ORMExecuteState) -> Result[Any] | None:
     if not state.is_orm_statement or state.execution_options.get(UNCONSTRAINED):
         return None  # a Core statement (a Table, a function) gets no ORM criteria: only RLS applies
     info = state.session.info
+    if _BIND_WATCHED not in info:  # once per Session: the engine its statements run on, however it got it
+        info[_BIND_WATCHED] = True
+        with contextlib.suppress(exc.UnboundExecutionError):
+            watch_unbound(state.session.get_bind(**state.bind_arguments))
     several = info.setdefault(_ACTED_FOR, tenant_id) != tenant_id
     if several:
         info[_ACTED_FOR] = _SEVERAL  # from now on, never equal to a tenant

@@ -417,3 +417,50 @@ def test_one_blocks_transactions_for_no_user_share_the_session_the_next_blocks_d
             conn.commit()
     with as_tenant(staff.tenant), staff_engine.connect() as conn:
         assert conn.execute(text("SELECT to_regclass('pg_temp.mine')")).scalar() is None
+
+
+_PLANT_VIEW = "CREATE TEMP VIEW projects AS SELECT 1::bigint AS id, NULL::bigint AS tenant_id, 'PHISH'::text AS name"
+
+
+def test_each_call_of_a_decorated_generator_is_a_client_of_its_own(staff: Staff, staff_engine: Engine) -> None:
+    """``@as_tenant(T)`` on a generator: each call may serve another client, as each request does."""
+
+    @as_tenant(staff.tenant)
+    def work(statement: str) -> Iterator[list[str]]:
+        with staff_engine.connect() as conn:
+            if statement:
+                conn.execute(text(statement))
+            yield list(conn.execute(text("SELECT name FROM projects")).scalars())
+            conn.commit()
+
+    list(work(_PLANT_VIEW))  # one client's call plants a view named like the table
+    assert "PHISH" not in next(iter(work("")))  # the next call does not see it
+
+
+def test_tenantless_work_outside_any_block_is_a_client_of_its_own_each_time(staff: Staff, staff_engine: Engine) -> None:
+    """A thread pool's worker starts with an empty context: work there is no request's; nothing says whose."""
+    with staff_engine.connect() as conn:
+        conn.execute(text("CREATE TEMP VIEW plans AS SELECT 'Free: enter your card at evil.example'::text AS name"))
+        conn.commit()
+    with staff_engine.connect() as conn:
+        assert conn.execute(text("SELECT to_regclass('pg_temp.plans')")).scalar() is None
+
+
+def test_raw_work_after_another_clients_tenantless_request_finds_nothing_it_left(
+    staff: Staff, staff_engine: Engine
+) -> None:
+    token = enter_request_tenant(None)  # a request without credentials
+    try:
+        with staff_engine.begin() as conn:
+            conn.execute(text(_PLANT_VIEW))
+    finally:
+        leave_request_tenant(token)
+    with as_tenant(staff.tenant, user=staff.intern):
+        raw = staff_engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SELECT name FROM projects")
+            assert "PHISH" not in [row[0] for row in cursor.fetchall()]
+            raw.rollback()
+        finally:
+            raw.close()

@@ -249,6 +249,28 @@ def test_a_scoped_sessionmaker_on_an_engine_nobody_bound_is_refused_not_empty(
         owners.dispose()
 
 
+@pytest.mark.parametrize("how", ["binds", "configured after scoping", "connected before scoping"])
+def test_an_unbound_engine_reached_another_way_is_refused_too(db: TenancyDatabase, world: World, how: str) -> None:
+    replica = create_engine(db.app_url)
+    try:
+        if how == "binds":
+            factory = sessionmaker(binds={Project: replica}, query_cls=TenantQuery)
+            scope_sessions(factory)
+        elif how == "configured after scoping":
+            factory = sessionmaker(query_cls=TenantQuery)
+            scope_sessions(factory)
+            factory.configure(bind=replica)
+        else:
+            with replica.connect():  # a connection the pool keeps, made before anyone watched
+                pass
+            factory = sessionmaker(replica, query_cls=TenantQuery)
+            scope_sessions(factory)
+        with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
+            session.scalars(select(Project)).all()
+    finally:
+        replica.dispose()
+
+
 class AddedForSyncSession(Session):
     pass
 
