@@ -383,11 +383,12 @@ class as_tenant:  # noqa: N801 - used like a function: `with as_tenant(t):`
             if isinstance(result, _DEFERRED):  # its work runs after the block: under the caller's tenant
                 if not isinstance(result, AsyncGeneratorType):  # never started, it needs no aclose()
                     result.close()  # not "never awaited"
+                name = getattr(function, "__qualname__", None) or repr(function)
                 raise UsageError(
-                    f"@as_tenant({tenant_id}) decorates {function.__qualname__}, a plain function that returned a "
-                    f"{type(result).__name__}, whose body runs after the decorator's block ended: decorate the "
+                    f"@as_tenant({tenant_id}) decorates {name}, a plain function that returned a "
+                    f"{type(result).__name__}, whose work runs after the decorator's block ended: decorate the "
                     "async def or generator function itself (under any decorator of yours, or one that keeps "
-                    "inspect's marks), or enter `with as_tenant(...)` inside its body"
+                    "inspect's marks), or enter `with as_tenant(...)` where the result is awaited or iterated"
                 )
             return result
 

@@ -277,6 +277,9 @@ def _plain(value: object) -> str:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+#: A NUL as JSON escapes it: ``\u0000`` after an even number of backslashes (``\\u0000`` is the text "\u0000").
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
 #: json.dumps() with options builds an encoder per call; this one is built once.
 _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False, default=_plain)
 
@@ -292,7 +295,7 @@ def _encode_data(data: Mapping[str, Any] | None) -> str | None:
         raise UsageError(f"audit data must be JSON: {error}") from None
     except RecursionError:
         raise UsageError("audit data is nested too deeply") from None
-    if "\\u0000" in text or not storable(text):
+    if _NUL_ESCAPE.search(text) or not storable(text):
         raise UsageError("audit data cannot hold NUL characters or unpaired surrogates")
     # jsonb's text form is near this size; the database checks the exact one.
     if len(text.encode("utf-8")) > MAX_DATA_BYTES:

@@ -11,13 +11,12 @@ enforces the policy.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import BigInteger, Connection, Result, Table, bindparam, event, exc
+from sqlalchemy import BigInteger, Connection, Result, Table, bindparam, event
 from sqlalchemy.orm import (
     LoaderCriteriaOption,
     Mapper,
@@ -40,12 +39,12 @@ from rls_tenancy.context import current_tenant_id, require_tenant_id
 from rls_tenancy.errors import NoTenantError, ObjectNotVisibleError, TenantMismatchError, UsageError
 from rls_tenancy.orm.mixin import TenantBoundMixin, is_tenant_table
 from rls_tenancy.orm.query import UNCONSTRAINED
-from rls_tenancy.orm.unbound import watch_unbound
+from rls_tenancy.orm.unbound import refuse_unbound
 
 #: ``Session.info`` key marking a session of the unsafe bypass.
 BYPASS_REASON = "rls_tenancy.bypass_reason"
 _SCOPED = "rls_tenancy.scoped"
-_BIND_WATCHED = "rls_tenancy.bind_watched"
+_BIND_CHECKED = "rls_tenancy.bind_checked"
 
 if TYPE_CHECKING:  # greenlet, which SQLAlchemy's asyncio needs, is optional: imported only where it is used
     from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
@@ -75,13 +74,11 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     its ``sync_session_class``, which is what gets scoped (``Session``
     unless one of its own was given). Idempotent.
 
-    An engine ``target`` names that no :func:`~rls_tenancy.bind_engine` covers
-    is refused at its first connection when its role is under row level
-    security (:mod:`rls_tenancy.orm.unbound`): its sessions would see no rows.
+    A Session's first statement for a tenant on an engine that no
+    :func:`~rls_tenancy.bind_engine` covers is refused when the engine's role is
+    under row level security (:mod:`rls_tenancy.orm.unbound`): it would see no rows.
     """
     session_class = _session_class(target)
-    for bind in _binds_of(target):
-        watch_unbound(bind)
     # Both: _scoped says it is this very class, event.contains that nobody
     # removed the listeners since.
     if session_class not in _scoped or not event.contains(session_class, "do_orm_execute", _scope_statement):
@@ -93,15 +90,6 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     for row_event in ("before_insert", "before_update"):
         if not event.contains(TenantBoundMixin, row_event, _check_row):
             event.listen(TenantBoundMixin, row_event, _check_row, propagate=True)
-
-
-def _binds_of(target: ScopeTarget) -> list[object]:
-    """The engines a sessionmaker (or scoped session's) gives its sessions, when it names them."""
-    factory = getattr(target, "session_factory", target)
-    kw = getattr(factory, "kw", None)
-    if not isinstance(kw, dict):
-        return []
-    return [kw.get("bind"), *(kw.get("binds") or {}).values()]
 
 
 def _session_class(target: ScopeTarget) -> type[Session]:
@@ -141,10 +129,9 @@ def _scope_statement(state: ORMExecuteState) -> Result[Any] | None:
     if not state.is_orm_statement or state.execution_options.get(UNCONSTRAINED):
         return None  # a Core statement (a Table, a function) gets no ORM criteria: only RLS applies
     info = state.session.info
-    if _BIND_WATCHED not in info:  # once per Session: the engine its statements run on, however it got it
-        info[_BIND_WATCHED] = True
-        with contextlib.suppress(exc.UnboundExecutionError):
-            watch_unbound(state.session.get_bind(**state.bind_arguments))
+    if _BIND_CHECKED not in info:  # once per Session: the engine its statements run on, however it got it
+        refuse_unbound(state)
+        info[_BIND_CHECKED] = True
     several = info.setdefault(_ACTED_FOR, tenant_id) != tenant_id
     if several:
         info[_ACTED_FOR] = _SEVERAL  # from now on, never equal to a tenant

@@ -1,26 +1,26 @@
-"""A scoped Session's engine that no binding covers is refused when its work checks out a connection.
+"""A scoped Session working for a tenant on an engine no binding covers is refused.
 
 Sessions made by a scoped ``sessionmaker`` deal with tenant models. On an
 engine :func:`~rls_tenancy.bind_engine` never bound (a read replica's engine
 the app made itself, say), a tenant in context still passes the ORM's checks,
 while the database sees no tenant: row level security shows the application
-role nothing, and the app answers with empty pages. So such an engine's
-checkouts ask the server, once, whether its role is under row level
-security, and if it is, raise :class:`~rls_tenancy.errors.ConfigurationError`
-for as long as it stays unbound. A superuser's or a ``BYPASSRLS`` role's
-engine (tests of the ORM filter alone, say) passes. The engines watched are
-the sessionmaker's bind and ``binds`` when scoped, and the bind each scoped
-Session's first statement for a tenant runs on (a ``configure(bind=...)``
-after :func:`~rls_tenancy.scope_sessions`, say).
+role nothing, and the app answers with empty pages. So a scoped Session's
+first statement for a tenant looks at the engine it runs on, however the
+Session got it (``bind``, ``binds``, ``configure(bind=...)`` after
+:func:`~rls_tenancy.scope_sessions`): unbound, the server is asked once per
+engine whether its role is under row level security, and if it is,
+:class:`~rls_tenancy.errors.ConfigurationError` is raised. A superuser's or a
+``BYPASSRLS`` role's engine (tests of the ORM filter alone, say) passes, and
+so does any use of the engine outside scoped Sessions (a health check before
+``bind_engine()``).
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any
 
-from sqlalchemy import Engine, event
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy import Engine, exc
+from sqlalchemy.orm import ORMExecuteState
 
 from rls_tenancy.binding.engine import is_bound
 from rls_tenancy.errors import ConfigurationError
@@ -29,43 +29,31 @@ _ROLE_UNDER_RLS = (
     "SELECT NOT (r.rolsuper OR r.rolbypassrls) FROM pg_catalog.pg_roles AS r WHERE r.rolname = CURRENT_USER"
 )
 
-#: Engines already given the check: one listener each.
-_watched: weakref.WeakSet[Engine] = weakref.WeakSet()
+#: Engines found bound (never unbound again), and unbound engines' roles: under row level security or not.
+_bound: weakref.WeakSet[Engine] = weakref.WeakSet()
+_under_rls: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
 
-def watch_unbound(bind: object) -> None:
-    """Check ``bind`` (an Engine, an AsyncEngine, a Connection) at its checkouts while it is unbound."""
-    engine = getattr(bind, "sync_engine", None) or getattr(bind, "engine", bind)
-    if not isinstance(engine, Engine) or engine.dialect.name != "postgresql" or engine in _watched:
-        return
-    _watched.add(engine)
-    if is_bound(engine):
-        return
-    reference = weakref.ref(engine)
-    under_rls: list[bool] = []  # the role's answer, asked once
-
-    def check(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
-        watched = reference()
-        if watched is None or is_bound(watched):
-            return
-        if not under_rls:
-            under_rls.append(_role_under_rls(dbapi_connection))
-        if under_rls[0]:
-            raise ConfigurationError(
-                f"a scoped Session's engine ({watched.url.render_as_string(hide_password=True)}) is not bound, and "
-                "its role is under row level security: every transaction would run with no tenant and see none of "
-                "a tenant's rows. Call rls_tenancy.bind_engine() on it (a read replica's engine too)"
-            )
-
-    event.listen(engine, "checkout", check)
-
-
-def _role_under_rls(dbapi_connection: Any) -> bool:
-    cursor = dbapi_connection.cursor()
+def refuse_unbound(state: ORMExecuteState) -> None:
+    """Raise :class:`ConfigurationError` if ``state``'s statement would run on an unbound engine under RLS."""
+    session = state.session
     try:
-        cursor.execute(_ROLE_UNDER_RLS)
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    dbapi_connection.rollback()
-    return bool(row is not None and row[0])
+        bind = session.get_bind(**state.bind_arguments)
+    except exc.UnboundExecutionError:
+        return  # SQLAlchemy says so itself when the statement runs
+    engine = getattr(bind, "engine", bind)
+    if not isinstance(engine, Engine) or engine in _bound or engine.dialect.name != "postgresql":
+        return
+    if is_bound(engine):
+        _bound.add(engine)
+        return
+    under_rls = _under_rls.get(engine)
+    if under_rls is None:
+        connection = session.connection(bind_arguments=state.bind_arguments)
+        under_rls = _under_rls[engine] = bool(connection.exec_driver_sql(_ROLE_UNDER_RLS).scalar())
+    if under_rls:
+        raise ConfigurationError(
+            f"a scoped Session's engine ({engine.url.render_as_string(hide_password=True)}) is not bound, and its "
+            "role is under row level security: every transaction would run with no tenant and see none of a "
+            "tenant's rows. Call rls_tenancy.bind_engine() on it (a read replica's engine too)"
+        )

@@ -171,6 +171,17 @@ def test_times_ids_and_decimals_in_data_are_written_as_text(app_engine: Engine, 
     }
 
 
+def test_text_spelling_a_nul_escape_is_no_nul(app_engine: Engine, world: World) -> None:
+    """The six characters backslash-u-0-0-0-0 are text like any other: a client's data must not fail the write."""
+    with as_tenant(world.a), app_engine.connect() as conn:
+        event_id = log_event(conn, "test.backslash", data={"k": "\\u0000", "nested": ["a\\\\u0000"]})
+        stored = conn.execute(
+            text("SELECT data FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
+        ).scalar_one()
+        conn.rollback()
+    assert stored == {"k": "\\u0000", "nested": ["a\\\\u0000"]}
+
+
 def test_python_and_sql_agree_on_the_data_size_limit(app_engine: Engine, world: World) -> None:
     largest = {"k": "x" * 16375}
     with as_tenant(world.a), app_engine.connect() as conn:

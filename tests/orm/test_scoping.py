@@ -271,6 +271,23 @@ def test_an_unbound_engine_reached_another_way_is_refused_too(db: TenancyDatabas
         replica.dispose()
 
 
+def test_an_engine_used_outside_scoped_sessions_before_binding_is_not_refused(
+    db: TenancyDatabase, world: World
+) -> None:
+    """A startup health check on the engine, before the app binds it: no Session, nothing to refuse."""
+    engine = create_engine(db.app_url)
+    factory = sessionmaker(engine, query_cls=TenantQuery)
+    scope_sessions(factory)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        bind_engine(engine)
+        with as_tenant(world.a), factory() as session:
+            assert {p.name for p in session.scalars(select(Project))} == world.projects[world.a]
+    finally:
+        engine.dispose()
+
+
 class AddedForSyncSession(Session):
     pass
 
