@@ -133,6 +133,7 @@ def test_a_plain_function_returning_deferred_work_is_refused_not_run_for_the_cal
     for deferred in (rows, arows):
         with as_tenant(9), pytest.raises(UsageError, match="plain function that returned"):
             as_tenant(6)(hides(deferred))()
+
     class Rows:  # a callable object: no __qualname__ of its own to name it by
         def __call__(self) -> Iterator[int | None]:
             return rows()
