@@ -149,6 +149,17 @@ def test_log_security_event_refuses_data_nested_too_deeply(app_engine: Engine, w
         log_security_event(app_engine, "test.deep", data=_nested(2000))
 
 
+def _stored_data(engine: Engine, world: World, data: dict[str, Any]) -> object:
+    """``data`` logged for tenant a, as the database stored it (rolled back after)."""
+    with as_tenant(world.a), engine.connect() as conn:
+        event_id = log_event(conn, "test.data", data=data)
+        stored = conn.execute(
+            text("SELECT data FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
+        ).scalar_one()
+        conn.rollback()
+    return stored
+
+
 def test_times_ids_and_decimals_in_data_are_written_as_text(app_engine: Engine, world: World) -> None:
     """What an app's data commonly holds beside JSON's types: written as text, not refused as the client's fault."""
     data = {
@@ -157,13 +168,7 @@ def test_times_ids_and_decimals_in_data_are_written_as_text(app_engine: Engine, 
         "order": UUID("12345678-1234-5678-1234-567812345678"),
         "amount": Decimal("10.50"),
     }
-    with as_tenant(world.a), app_engine.connect() as conn:
-        event_id = log_event(conn, "test.typed", data=data)
-        stored = conn.execute(
-            text("SELECT data FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
-        ).scalar_one()
-        conn.rollback()
-    assert stored == {
+    assert _stored_data(app_engine, world, data) == {
         "at": "2026-12-07T17:30:00+00:00",
         "on": "2026-12-07",
         "order": "12345678-1234-5678-1234-567812345678",
@@ -173,13 +178,8 @@ def test_times_ids_and_decimals_in_data_are_written_as_text(app_engine: Engine, 
 
 def test_text_spelling_a_nul_escape_is_no_nul(app_engine: Engine, world: World) -> None:
     """The six characters backslash-u-0-0-0-0 are text like any other: a client's data must not fail the write."""
-    with as_tenant(world.a), app_engine.connect() as conn:
-        event_id = log_event(conn, "test.backslash", data={"k": "\\u0000", "nested": ["a\\\\u0000"]})
-        stored = conn.execute(
-            text("SELECT data FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
-        ).scalar_one()
-        conn.rollback()
-    assert stored == {"k": "\\u0000", "nested": ["a\\\\u0000"]}
+    data = {"k": "\\u0000", "nested": ["a\\\\u0000"]}
+    assert _stored_data(app_engine, world, data) == data
 
 
 def test_python_and_sql_agree_on_the_data_size_limit(app_engine: Engine, world: World) -> None:

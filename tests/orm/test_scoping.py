@@ -224,6 +224,11 @@ def test_an_object_an_apps_own_flush_listener_adds_takes_the_tenant_too(
             session.flush()
 
 
+def _reads_its_own(factory: sessionmaker[Session], world: World) -> None:
+    with as_tenant(world.a), factory() as session:
+        assert {p.name for p in session.scalars(select(Project))} == world.projects[world.a]
+
+
 def test_a_scoped_sessionmaker_on_an_engine_nobody_bound_is_refused_not_empty(
     db: TenancyDatabase, world: World
 ) -> None:
@@ -235,16 +240,14 @@ def test_a_scoped_sessionmaker_on_an_engine_nobody_bound_is_refused_not_empty(
         with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
             session.scalars(select(Project)).all()
         bind_engine(replica)
-        with as_tenant(world.a), factory() as session:
-            assert {p.name for p in session.scalars(select(Project))} == world.projects[world.a]
+        _reads_its_own(factory, world)
     finally:
         replica.dispose()
     owners = create_engine(db.superuser_url)  # not under row level security: the ORM filter alone, as tests use
     factory = sessionmaker(owners, query_cls=TenantQuery)
     scope_sessions(factory)
     try:
-        with as_tenant(world.a), factory() as session:
-            assert {p.name for p in session.scalars(select(Project))} == world.projects[world.a]
+        _reads_its_own(factory, world)
     finally:
         owners.dispose()
 
@@ -282,8 +285,7 @@ def test_an_engine_used_outside_scoped_sessions_before_binding_is_not_refused(
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar() == 1
         bind_engine(engine)
-        with as_tenant(world.a), factory() as session:
-            assert {p.name for p in session.scalars(select(Project))} == world.projects[world.a]
+        _reads_its_own(factory, world)
     finally:
         engine.dispose()
 
