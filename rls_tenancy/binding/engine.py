@@ -447,7 +447,7 @@ def _bind(
         if reset:  # a round trip of its own: there is no BEGIN to ride with
             _prepare_driver(driver, pooled.info)
             _execute(raw, SESSION_RESET_SCRIPT)
-            pooled.info[_SERVED], pooled.info[_SERVED_USER] = None, _CLEAN
+            pooled.info[_SERVED], pooled.info[_SERVED_USER] = None, _served_as(None, ids)
         return
     if reset:
         # A transaction the driver began itself: reset inside it, which a
@@ -504,13 +504,9 @@ def _needs_reset(
     if user is not None:
         return bool(served != user)
     if beginning is None:
-        return not (served is None or served is _CLEAN or isinstance(served, Block))
+        return not (served is None or isinstance(served, Block))
     block = block_of(beginning)
     return block is None or bool(served != block)  # outside any block: whose work it is, nothing tells
-
-
-#: ``_SERVED_USER`` of a session reset since, which served nobody (with ``_SERVED`` None).
-_CLEAN = object()
 
 
 def _served_as(user: object, current: object) -> object:
@@ -659,17 +655,18 @@ def _served_another(info: dict[Any, Any]) -> bool:
     transaction would. (Without a context key a change of user alone resets
     here, where the binding would not: this path is rare.)
     """
-    served = info.get(_SERVED, _NEVER)
-    if not _resetting or info.get(_SERVED_USER, _NEVER) is _CLEAN:  # reset since, and nobody served
+    if not _resetting:
         return False
     current = acting()
-    return bool(served != current[0] or info.get(_SERVED_USER, _NEVER) != current[1])
+    served_as = _served_as(current[1], current)
+    return bool(info.get(_SERVED, _NEVER) != current[0] or info.get(_SERVED_USER, _NEVER) != served_as)
 
 
 def _unbound_reset(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info: dict[Any, Any]) -> None:
     """The guard resets the session before unbound work: psycopg forgets its statements, the session no tenant."""
     _forget_prepared(driver)
-    info[_SERVED], info[_SERVED_USER] = None, _CLEAN
+    current = acting()  # the client whose work follows: whoever comes next after it is reset for
+    info[_SERVED], info[_SERVED_USER] = current[0], _served_as(current[1], current)
 
 
 class _PreparedCache(NamedTuple):

@@ -39,7 +39,7 @@ from rls_tenancy.context import current_tenant_id, require_tenant_id
 from rls_tenancy.errors import NoTenantError, ObjectNotVisibleError, TenantMismatchError, UsageError
 from rls_tenancy.orm.mixin import TenantBoundMixin, is_tenant_table
 from rls_tenancy.orm.query import UNCONSTRAINED
-from rls_tenancy.orm.unbound import refuse_unbound
+from rls_tenancy.orm.unbound import refuse_unbound, refuse_unbound_begun
 
 #: ``Session.info`` key marking a session of the unsafe bypass.
 BYPASS_REASON = "rls_tenancy.bypass_reason"
@@ -86,6 +86,7 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
         event.listen(session_class, "before_flush", _check_flush)
         event.listen(session_class, "transient_to_pending", _remember_tenant)
         event.listen(session_class, "detached_to_persistent", _brought_in)
+        event.listen(session_class, "after_begin", refuse_unbound_begun)
         _scoped.add(session_class)
     for row_event in ("before_insert", "before_update"):
         if not event.contains(TenantBoundMixin, row_event, _check_row):

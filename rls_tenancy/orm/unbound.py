@@ -9,7 +9,9 @@ first statement for a tenant looks at the engine it runs on, however the
 Session got it (``bind``, ``binds``, ``configure(bind=...)`` after
 :func:`~rls_tenancy.scope_sessions`): unbound, the server is asked once per
 engine whether its role is under row level security, and if it is,
-:class:`~rls_tenancy.errors.ConfigurationError` is raised. A superuser's or a
+:class:`~rls_tenancy.errors.ConfigurationError` is raised; so it is when such
+a Session begins on a connection of an unbound engine with a tenant in
+context (another model's engine, a Core statement, ``session.connection()``). A superuser's or a
 ``BYPASSRLS`` role's engine (tests of the ORM filter alone, say) passes, and
 so does any use of the engine outside scoped Sessions (a health check before
 ``bind_engine()``).
@@ -18,11 +20,13 @@ so does any use of the engine outside scoped Sessions (a health check before
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
-from sqlalchemy import Engine, exc
-from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy import Connection, Engine, exc
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from rls_tenancy.binding.engine import is_bound
+from rls_tenancy.context import current_tenant_id
 from rls_tenancy.errors import ConfigurationError
 
 _ROLE_UNDER_RLS = (
@@ -41,7 +45,21 @@ def refuse_unbound(state: ORMExecuteState) -> None:
         bind = session.get_bind(**state.bind_arguments)
     except exc.UnboundExecutionError:
         return  # SQLAlchemy says so itself when the statement runs
-    engine = getattr(bind, "engine", bind)
+    _check(getattr(bind, "engine", bind), lambda: session.connection(bind_arguments=state.bind_arguments))
+
+
+def refuse_unbound_begun(_session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
+    """``after_begin``: a scoped Session beginning on a connection of an unbound engine, with a tenant in context.
+
+    Whatever runs next (another model's engine among ``binds``, a Core
+    statement, ``session.connection()``, a Session given another bind) runs
+    on that connection.
+    """
+    if current_tenant_id() is not None:
+        _check(connection.engine, lambda: connection)
+
+
+def _check(engine: object, connection: Callable[[], Connection]) -> None:
     if not isinstance(engine, Engine) or engine in _bound or engine.dialect.name != "postgresql":
         return
     if is_bound(engine):
@@ -49,8 +67,7 @@ def refuse_unbound(state: ORMExecuteState) -> None:
         return
     under_rls = _under_rls.get(engine)
     if under_rls is None:
-        connection = session.connection(bind_arguments=state.bind_arguments)
-        under_rls = _under_rls[engine] = bool(connection.exec_driver_sql(_ROLE_UNDER_RLS).scalar())
+        under_rls = _under_rls[engine] = bool(connection().exec_driver_sql(_ROLE_UNDER_RLS).scalar())
     if under_rls:
         raise ConfigurationError(
             f"a scoped Session's engine ({engine.url.render_as_string(hide_password=True)}) is not bound, and its "

@@ -464,3 +464,36 @@ def test_raw_work_after_another_clients_tenantless_request_finds_nothing_it_left
             raw.rollback()
         finally:
             raw.close()
+
+
+def _raw_reads(engine: Engine, statement: str) -> list[object]:
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(statement)
+        rows = [row[0] for row in cursor.fetchall()]
+        raw.rollback()
+        return rows
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("planted_by", ["autocommit work", "raw work"])
+def test_raw_work_never_finds_what_another_clients_unbound_work_left(
+    staff: Staff, staff_engine: Engine, planted_by: str
+) -> None:
+    """A reset before unbound work records the client that works next, not a clean session: the next client's
+    raw work is reset in turn."""
+    if planted_by == "autocommit work":
+        with staff_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(_PLANT_VIEW))
+    else:
+        with as_tenant(staff.tenant, user=staff.admin):
+            raw = staff_engine.raw_connection()
+            try:
+                raw.cursor().execute(_PLANT_VIEW)
+                raw.commit()
+            finally:
+                raw.close()
+    with as_tenant(staff.tenant, user=staff.intern):
+        assert "PHISH" not in _raw_reads(staff_engine, "SELECT name FROM projects")

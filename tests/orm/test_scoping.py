@@ -252,13 +252,30 @@ def test_a_scoped_sessionmaker_on_an_engine_nobody_bound_is_refused_not_empty(
         owners.dispose()
 
 
-@pytest.mark.parametrize("how", ["binds", "configured after scoping", "connected before scoping"])
-def test_an_unbound_engine_reached_another_way_is_refused_too(db: TenancyDatabase, world: World, how: str) -> None:
+@pytest.mark.parametrize(
+    "how", ["binds", "configured after scoping", "connected before scoping", "the second of two binds", "core"]
+)
+def test_an_unbound_engine_reached_another_way_is_refused_too(
+    app_engine: Engine, db: TenancyDatabase, world: World, how: str
+) -> None:
     replica = create_engine(db.app_url)
     try:
         if how == "binds":
             factory = sessionmaker(binds={Project: replica}, query_cls=TenantQuery)
             scope_sessions(factory)
+        elif how == "the second of two binds":  # the first statement's engine is bound: the second's begins later
+            factory = sessionmaker(binds={Project: app_engine, Task: replica}, query_cls=TenantQuery)
+            scope_sessions(factory)
+            with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
+                session.scalars(select(Project)).all()
+                session.scalars(select(Task)).all()
+            return
+        elif how == "core":  # not an ORM statement: the Session's beginning on the engine is what is checked
+            factory = sessionmaker(replica, query_cls=TenantQuery)
+            scope_sessions(factory)
+            with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
+                session.execute(text("SELECT count(*) FROM projects")).scalar()
+            return
         elif how == "configured after scoping":
             factory = sessionmaker(query_cls=TenantQuery)
             scope_sessions(factory)
