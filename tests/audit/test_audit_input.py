@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, TextClause, text
 from sqlalchemy.exc import DBAPIError
 
 from rls_tenancy import UsageError, as_tenant
@@ -149,13 +149,15 @@ def test_log_security_event_refuses_data_nested_too_deeply(app_engine: Engine, w
         log_security_event(app_engine, "test.deep", data=_nested(2000))
 
 
-def _stored_data(engine: Engine, world: World, data: dict[str, Any]) -> object:
-    """``data`` logged for tenant a, as the database stored it (rolled back after)."""
+_DATA = text("SELECT data FROM rls_tenancy.audit_log WHERE id = :id")
+_DATA_SIZE = text("SELECT octet_length(data::text) FROM rls_tenancy.audit_log WHERE id = :id")
+
+
+def _stored_data(engine: Engine, world: World, data: dict[str, Any], query: TextClause = _DATA) -> object:
+    """``data`` logged for tenant a, as ``query`` reads the event stored (rolled back after)."""
     with as_tenant(world.a), engine.connect() as conn:
         event_id = log_event(conn, "test.data", data=data)
-        stored = conn.execute(
-            text("SELECT data FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
-        ).scalar_one()
+        stored = conn.execute(query, {"id": event_id}).scalar_one()
         conn.rollback()
     return stored
 
@@ -183,11 +185,4 @@ def test_text_spelling_a_nul_escape_is_no_nul(app_engine: Engine, world: World) 
 
 
 def test_python_and_sql_agree_on_the_data_size_limit(app_engine: Engine, world: World) -> None:
-    largest = {"k": "x" * 16375}
-    with as_tenant(world.a), app_engine.connect() as conn:
-        event_id = log_event(conn, "test.largest", data=largest)
-        size = conn.execute(
-            text("SELECT octet_length(data::text) FROM rls_tenancy.audit_log WHERE id = :id"), {"id": event_id}
-        ).scalar_one()
-        conn.rollback()
-    assert size == 16384
+    assert _stored_data(app_engine, world, {"k": "x" * 16375}, _DATA_SIZE) == 16384

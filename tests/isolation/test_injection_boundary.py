@@ -367,6 +367,20 @@ _TRAP = (
 )
 
 
+@contextmanager
+def _request(tenant: int | None) -> Iterator[None]:
+    """A request's context: its tenant's block, or the one a request without a tenant enters."""
+    if tenant is not None:
+        with as_tenant(tenant):
+            yield
+        return
+    token = enter_request_tenant(None)
+    try:
+        yield
+    finally:
+        leave_request_tenant(token)
+
+
 @pytest.mark.parametrize("tenantless", [False, True], ids=["same tenant", "no tenant"])
 def test_a_trap_left_by_one_anonymous_client_is_gone_for_the_next(
     staff: Staff, staff_engine: Engine, tenantless: bool
@@ -374,24 +388,12 @@ def test_a_trap_left_by_one_anonymous_client_is_gone_for_the_next(
     """Signed, two transactions for no user may be two clients: the second begins with a reset, so the first's
     SQL can neither answer its statements (a temporary view named like a table) nor fail them (settings)."""
 
-    @contextmanager
-    def acting() -> Iterator[None]:
-        """A request's context: its tenant's block, or the one a request without a tenant enters."""
-        if not tenantless:
-            with as_tenant(staff.tenant):
-                yield
-            return
-        token = enter_request_tenant(None)
-        try:
-            yield
-        finally:
-            leave_request_tenant(token)
-
-    with acting(), staff_engine.connect() as conn:  # SQL injected in an anonymous request
+    tenant = None if tenantless else staff.tenant
+    with _request(tenant), staff_engine.connect() as conn:  # SQL injected in an anonymous request
         for statement in _TRAP:
             conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
         conn.commit()
-    with acting(), Session(staff_engine) as session:  # the next visitor
+    with _request(tenant), Session(staff_engine) as session:  # the next visitor
         if tenantless:
             assert session.execute(text("SELECT count(*) FROM projects WHERE name = 'PHISH'")).scalar_one() == 0
         else:
@@ -446,54 +448,34 @@ def test_tenantless_work_outside_any_block_is_a_client_of_its_own_each_time(staf
         assert conn.execute(text("SELECT to_regclass('pg_temp.plans')")).scalar() is None
 
 
-def test_raw_work_after_another_clients_tenantless_request_finds_nothing_it_left(
-    staff: Staff, staff_engine: Engine
-) -> None:
-    token = enter_request_tenant(None)  # a request without credentials
-    try:
-        with staff_engine.begin() as conn:
-            conn.execute(text(_PLANT_VIEW))
-    finally:
-        leave_request_tenant(token)
-    with as_tenant(staff.tenant, user=staff.intern):
-        raw = staff_engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.execute("SELECT name FROM projects")
-            assert "PHISH" not in [row[0] for row in cursor.fetchall()]
-            raw.rollback()
-        finally:
-            raw.close()
-
-
-def _raw_reads(engine: Engine, statement: str) -> list[object]:
+def _raw(engine: Engine, statement: str, *, commit: bool = False) -> list[object]:
+    """``statement`` on the raw driver (``engine.raw_connection()``): its rows' first column."""
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         cursor.execute(statement)
-        rows = [row[0] for row in cursor.fetchall()]
-        raw.rollback()
+        rows = [row[0] for row in cursor.fetchall()] if cursor.description else []
+        if commit:
+            raw.commit()
+        else:
+            raw.rollback()
         return rows
     finally:
         raw.close()
 
 
-@pytest.mark.parametrize("planted_by", ["autocommit work", "raw work"])
-def test_raw_work_never_finds_what_another_clients_unbound_work_left(
-    staff: Staff, staff_engine: Engine, planted_by: str
-) -> None:
-    """A reset before unbound work records the client that works next, not a clean session: the next client's
-    raw work is reset in turn."""
-    if planted_by == "autocommit work":
+@pytest.mark.parametrize("planted_by", ["a tenantless request", "autocommit work", "raw work"])
+def test_raw_work_never_finds_what_another_client_left(staff: Staff, staff_engine: Engine, planted_by: str) -> None:
+    """Raw work after another client's is reset first; a reset before unbound work records the client that
+    works next, not a clean session, so the next client's raw work is reset in turn."""
+    if planted_by == "a tenantless request":
+        with _request(None), staff_engine.begin() as conn:
+            conn.execute(text(_PLANT_VIEW))
+    elif planted_by == "autocommit work":
         with staff_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(_PLANT_VIEW))
     else:
         with as_tenant(staff.tenant, user=staff.admin):
-            raw = staff_engine.raw_connection()
-            try:
-                raw.cursor().execute(_PLANT_VIEW)
-                raw.commit()
-            finally:
-                raw.close()
+            _raw(staff_engine, _PLANT_VIEW, commit=True)
     with as_tenant(staff.tenant, user=staff.intern):
-        assert "PHISH" not in _raw_reads(staff_engine, "SELECT name FROM projects")
+        assert "PHISH" not in _raw(staff_engine, "SELECT name FROM projects")

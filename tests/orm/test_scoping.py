@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, delete, event, exc, func, insert, select, text, union_all, update
@@ -197,13 +197,19 @@ def test_new_objects_take_the_tenant_in_context(
     assert world.a in stored
 
 
+def _scoped(bind: Engine | None = None, **options: Any) -> sessionmaker[Session]:
+    """A sessionmaker as the README makes one: TenantQuery, scoped."""
+    factory = sessionmaker(bind, query_cls=TenantQuery, **options)
+    scope_sessions(factory)
+    return factory
+
+
 def test_an_object_an_apps_own_flush_listener_adds_takes_the_tenant_too(
     app_engine: Engine, bypass: UnsafeBypass, world: World
 ) -> None:
     """A before_flush listener registered after scope_sessions() (an audit trail of the app's) adds rows the
     library's own flush check has already passed: they take the tenant in context all the same."""
-    factory = sessionmaker(app_engine, query_cls=TenantQuery)
-    scope_sessions(factory)
+    factory = _scoped(app_engine)
     name = f"history-{world.a}"
 
     @event.listens_for(factory, "before_flush")
@@ -234,8 +240,7 @@ def test_a_scoped_sessionmaker_on_an_engine_nobody_bound_is_refused_not_empty(
 ) -> None:
     """A replica's engine the app made itself and forgot to bind: the ORM sees a tenant, the database none."""
     replica = create_engine(db.app_url)
-    factory = sessionmaker(replica, query_cls=TenantQuery)
-    scope_sessions(factory)
+    factory = _scoped(replica)
     try:
         with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
             session.scalars(select(Project)).all()
@@ -244,8 +249,7 @@ def test_a_scoped_sessionmaker_on_an_engine_nobody_bound_is_refused_not_empty(
     finally:
         replica.dispose()
     owners = create_engine(db.superuser_url)  # not under row level security: the ORM filter alone, as tests use
-    factory = sessionmaker(owners, query_cls=TenantQuery)
-    scope_sessions(factory)
+    factory = _scoped(owners)
     try:
         _reads_its_own(factory, world)
     finally:
@@ -261,30 +265,25 @@ def test_an_unbound_engine_reached_another_way_is_refused_too(
     replica = create_engine(db.app_url)
     try:
         if how == "binds":
-            factory = sessionmaker(binds={Project: replica}, query_cls=TenantQuery)
-            scope_sessions(factory)
+            factory = _scoped(binds={Project: replica})
         elif how == "the second of two binds":  # the first statement's engine is bound: the second's begins later
-            factory = sessionmaker(binds={Project: app_engine, Task: replica}, query_cls=TenantQuery)
-            scope_sessions(factory)
+            factory = _scoped(binds={Project: app_engine, Task: replica})
             with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
                 session.scalars(select(Project)).all()
                 session.scalars(select(Task)).all()
             return
         elif how == "core":  # not an ORM statement: the Session's beginning on the engine is what is checked
-            factory = sessionmaker(replica, query_cls=TenantQuery)
-            scope_sessions(factory)
+            factory = _scoped(replica)
             with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
                 session.execute(text("SELECT count(*) FROM projects")).scalar()
             return
         elif how == "configured after scoping":
-            factory = sessionmaker(query_cls=TenantQuery)
-            scope_sessions(factory)
+            factory = _scoped()
             factory.configure(bind=replica)
         else:
             with replica.connect():  # a connection the pool keeps, made before anyone watched
                 pass
-            factory = sessionmaker(replica, query_cls=TenantQuery)
-            scope_sessions(factory)
+            factory = _scoped(replica)
         with as_tenant(world.a), factory() as session, pytest.raises(ConfigurationError, match="not bound"):
             session.scalars(select(Project)).all()
     finally:
@@ -296,8 +295,7 @@ def test_an_engine_used_outside_scoped_sessions_before_binding_is_not_refused(
 ) -> None:
     """A startup health check on the engine, before the app binds it: no Session, nothing to refuse."""
     engine = create_engine(db.app_url)
-    factory = sessionmaker(engine, query_cls=TenantQuery)
-    scope_sessions(factory)
+    factory = _scoped(engine)
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar() == 1
