@@ -274,15 +274,16 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     bound = _binding_of(info, conn.get_transaction())
     if bound is None:
         raise ConfigurationError("adopt_user() needs a transaction already bound to a tenant")
+    current = acting()
     prepare_for(conn.connection.driver_connection, _signing.key_of(conn.dialect) is not None, user_id)
-    if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id, beginning=acting()):
+    if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id, beginning=current):
         # The session was kept for another user (the guess of begin_bound_with
         # was wrong): reset now, inside the transaction, and bound again (RESET
         # ALL takes the binding too); a rollback would undo part of it, so the
         # next transaction resets again.
         _bind(conn, _BIND, (bound.tenant, user_id), reset=True)
         info[_SERVED] = _NEVER
-    info[_SERVED_USER] = _served_as(user_id, acting())
+    info[_SERVED_USER] = _served_as(user_id, current)
     info[_BOUND] = bound._replace(user=user_id, savepoint=_savepoint_of(conn))
 
 
@@ -361,11 +362,8 @@ def _bind_or_check(conn: Connection) -> None:
         bound = _adopt_raw_binding(info, transaction)
         if bound is None:
             _refuse_sharing(info, transaction)
-            autocommit = getattr(conn.connection.dbapi_connection, "autocommit", False)
-            reset = _needs_reset(
-                info, conn.dialect, current[0], served_user(current[1]), beginning=None if autocommit else current
-            )
-            _bind(conn, _BIND, current, reset=reset)
+            reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]), beginning=current)
+            reset = _bind(conn, _BIND, current, reset=reset)
             if transaction is not None:
                 info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
             return
@@ -420,7 +418,8 @@ def _bind_raw_first(driver: Any, info: dict[Any, Any]) -> None:
 
 def _bind(
     conn: Connection, statement: str, ids: tuple[int | None, ...], reset: bool = False, proof: str | None = None
-) -> None:
+) -> bool:
+    """Bind ``ids`` on ``conn``'s connection; whether the session was reset."""
     pooled = conn.connection
     driver = pooled.driver_connection
     if proof is None:
@@ -434,7 +433,7 @@ def _bind(
         if reset:
             pooled.info[_SERVED] = ids[0]
             pooled.info[_SERVED_USER] = _served_as(ids[1], ids)
-        return
+        return reset
     prepare_for(driver, bool(proof), ids[-1])  # ids: (tenant, user), or (user,) to rebind the user
     raw = pooled.dbapi_connection
     assert raw is not None
@@ -444,11 +443,13 @@ def _bind(
                 "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
                 "use a transactional isolation level on bound engines"
             )
-        if reset:  # a round trip of its own: there is no BEGIN to ride with
+        # A round trip of its own, there being no BEGIN to ride with: not for a block of no user alone.
+        reset = reset and _needs_reset(pooled.info, conn.dialect, ids[0], ids[-1])
+        if reset:
             _prepare_driver(driver, pooled.info)
             _execute(raw, SESSION_RESET_SCRIPT)
             pooled.info[_SERVED], pooled.info[_SERVED_USER] = None, _served_as(None, ids)
-        return
+        return reset
     if reset:
         # A transaction the driver began itself: reset inside it, which a
         # rollback would undo, so the next transaction resets again.
@@ -460,6 +461,7 @@ def _bind(
         _execute(raw, b"; ".join(_settings.set_locals(names, values, local=_local or statement is not _BIND)))
     else:
         _execute(raw, statement, values)
+    return reset
 
 
 def _texts(ids: tuple[int | None, ...]) -> tuple[str, ...]:
