@@ -74,7 +74,8 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     its ``sync_session_class``, which is what gets scoped (``Session``
     unless one of its own was given). Idempotent.
 
-    A Session's first statement for a tenant on an engine that no
+    A Session working for a tenant (its first statement for one, or its
+    beginning on a connection) on an engine that no
     :func:`~rls_tenancy.bind_engine` covers is refused when the engine's role is
     under row level security (:mod:`rls_tenancy.orm.unbound`): it would see no rows.
     """
