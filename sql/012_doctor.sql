@@ -153,7 +153,7 @@ tenant_tables AS (
       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
      WHERE c.relkind IN ('r', 'p')
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+       AND n.nspname NOT IN ('pg_catalog', 'pg_toast') AND NOT (n.nspname = 'information_schema' AND c.oid < 16384)
        AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
 )
 SELECT pg_catalog.format('%I.%I', t.nspname, t.relname) AS table_name,
@@ -278,7 +278,7 @@ shared AS (
     SELECT t.oid
       FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace, roles
      WHERE t.relkind = 'r' AND NOT t.relrowsecurity
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'rls_tenancy')
+       AND n.nspname NOT IN ('pg_catalog', 'pg_toast', 'rls_tenancy') AND NOT (n.nspname = 'information_schema' AND t.oid < 16384)
        AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
        AND t.relowner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = roles.owner)
        AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
@@ -641,13 +641,30 @@ BEGIN
             OR r.rolname IN (owner_role, bypass_role, 'pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files',
                              'pg_write_server_files', 'pg_execute_server_program', 'pg_read_all_stats')
     ),
-    -- SECURITY DEFINER functions outside the system schemas and extensions, with their search_path entries.
+    -- SECURITY DEFINER functions outside pg_catalog and not initdb's (information_schema's own: oid below
+    -- FirstNormalObjectId, 16384; one created there later counts), with their search_path entries and the word
+    -- a fix names them by (ALTER FUNCTION fails on a procedure). An extension's only where it reads a tenant
+    -- table (by a dependency, BEGIN ATOMIC, or by name in its body): ALTER EXTENSION ... ADD FUNCTION hides no
+    -- definer, while the definers an extension ships are its own business.
     definers_raw AS (
         SELECT f.oid, f.proowner, f.proacl, n.nspname,
-               (SELECT substr(setting, 13) FROM unnest(f.proconfig) setting WHERE setting LIKE 'search\_path=%') AS path
+               (SELECT substr(setting, 13) FROM unnest(f.proconfig) setting WHERE setting LIKE 'search\_path=%') AS path,
+               CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END AS kind,
+               x.extension
           FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
-         WHERE f.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
+          LEFT JOIN LATERAL (SELECT e.extname AS extension FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                              WHERE d.classid = 'pg_proc'::regclass AND d.objid = f.oid AND d.deptype = 'e'
+                                AND d.refclassid = 'pg_extension'::regclass LIMIT 1) x ON true
+         WHERE f.prosecdef AND n.nspname <> 'pg_catalog' AND f.oid >= 16384
+           AND (x.extension IS NULL
+                OR EXISTS (SELECT 1 FROM pg_class t
+                            WHERE (t.oid IN (SELECT c.table_oid FROM rls_tenancy.coverage c)
+                                   OR t.oid = 'rls_tenancy.tenants'::regclass)
+                              AND (EXISTS (SELECT 1 FROM pg_depend d
+                                            WHERE d.classid = 'pg_proc'::regclass AND d.objid = f.oid
+                                              AND d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid)
+                                   OR (strpos(lower(f.prosrc), lower(t.relname)) > 0
+                                       AND f.prosrc ~* ('\m' || regexp_replace(t.relname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')))))
     ),
     -- Whether the app role, or a role it can become, may create schemas in this database (CREATE on it):
     -- then a schema that a search_path names but nobody has created yet is as good as its own.
@@ -718,7 +735,7 @@ BEGIN
     -- last, so that the names it uses still resolve and none resolves to a temporary object. pg_catalog is
     -- always kept: the path is never empty.
     definers AS (
-        SELECT d.oid, d.proowner, d.proacl, d.path,
+        SELECT d.oid, d.proowner, d.proacl, d.path, d.kind, d.extension,
                (SELECT string_agg(quote_ident(kept.name), ', ' ORDER BY kept.n)
                   FROM (SELECT DISTINCT ON (e.name) e.name, e.n
                           FROM definer_paths e
@@ -774,7 +791,7 @@ BEGIN
           FROM body_words w
           JOIN pg_proc f ON lower(f.proname) = w.word AND f.oid <> w.caller
           JOIN pg_namespace fn ON fn.oid = f.pronamespace
-         WHERE fn.nspname NOT IN ('pg_catalog', 'information_schema')
+         WHERE fn.nspname <> 'pg_catalog' AND f.oid >= 16384
            AND (f.prosecdef OR pg_has_role(app_role, f.proowner, 'MEMBER'))
            AND (w.qualifier = lower(fn.nspname)
                 OR (w.qualifier IS NULL
@@ -798,7 +815,7 @@ BEGIN
           CROSS JOIN callers_by_name g
           JOIN pg_proc gp ON gp.oid = g.oid
          WHERE lower(f.proname) !~ '^[[:alnum:]_]+$' AND f.oid <> g.oid
-           AND fn.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND fn.nspname <> 'pg_catalog' AND f.oid >= 16384
            AND (f.prosecdef OR pg_has_role(app_role, f.proowner, 'MEMBER'))
            AND strpos(lower(gp.prosrc), lower(f.proname)) > 0
            AND gp.prosrc ~* ('\m' || regexp_replace(f.proname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')
@@ -916,7 +933,19 @@ BEGIN
           JOIN pg_proc g ON g.oid = c.caller AND g.prosecdef AND g.oid <> ALL (ec.path)
          WHERE has_function_privilege(g.proowner, ec.caller, 'EXECUTE')
     ),
-    -- SECURITY DEFINER functions the app role runs: those it may execute, those a trigger fires on a table it
+    -- Aggregates the app role may run, with each of their support functions: PostgreSQL checks EXECUTE on
+    -- those against the aggregate's owner alone, so whoever may run the aggregate runs them.
+    aggregates_over (aggregate, support) AS (
+        SELECT ag.aggfnoid::oid, s.support
+          FROM pg_aggregate ag
+          CROSS JOIN LATERAL unnest(ARRAY[ag.aggtransfn, ag.aggfinalfn, ag.aggcombinefn, ag.aggserialfn,
+                                          ag.aggdeserialfn, ag.aggmtransfn, ag.aggminvtransfn, ag.aggmfinalfn]::oid[])
+               AS s (support)
+         WHERE s.support <> 0 AND ag.aggfnoid::oid >= 16384
+           AND EXISTS (SELECT 1 FROM pg_proc sp WHERE sp.oid = s.support AND sp.prosecdef)
+           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, ag.aggfnoid, 'EXECUTE'))
+    ),
+    -- SECURITY DEFINER functions the app role runs: those it may execute (or an aggregate over them), those a trigger fires on a table it
     -- writes, and those of an enabled event trigger (whatever their EXECUTE grants say): ddl_command_start
     -- fires before a command's permission checks, for any role's DDL, and the app role runs DDL of its own
     -- (CREATE TEMP TABLE fires ddl_command_end, DROP sql_drop).
@@ -927,6 +956,7 @@ BEGIN
                          SELECT d.oid FROM definers_raw d JOIN pg_roles o ON o.oid = d.proowner
                           WHERE (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role)
            AND (EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+                OR EXISTS (SELECT 1 FROM aggregates_over ag WHERE ag.support = f.oid)
                 OR EXISTS (SELECT 1 FROM pg_trigger tg, app_roles ar
                             WHERE tg.tgfoid = f.oid AND NOT tg.tgisinternal
                               AND (has_table_privilege(ar.oid, tg.tgrelid, 'INSERT')
@@ -1132,15 +1162,30 @@ BEGIN
                AS under (type_oid, nested)
          WHERE under.type_oid >= 16384
     ),
+    -- Tenant tables by another name (tenant_table_by_another_name): no tenant_id, no row level security, and
+    -- a foreign key into rls_tenancy.tenants or into a tenant table.
+    keyed_by_another_name (oid) AS (
+        SELECT DISTINCT t.oid
+          FROM pg_class t
+          JOIN pg_namespace n ON n.oid = t.relnamespace
+          JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'f'
+         WHERE t.relkind IN ('r', 'p') AND NOT t.relrowsecurity
+           AND n.nspname NOT IN ('pg_catalog', 'pg_toast', 'rls_tenancy') AND NOT (n.nspname = 'information_schema' AND t.oid < 16384)
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute x WHERE x.attrelid = t.oid AND x.attname = 'tenant_id' AND NOT x.attisdropped)
+           AND (k.confrelid = 'rls_tenancy.tenants'::regclass
+                OR EXISTS (SELECT 1 FROM rls_tenancy.coverage c WHERE c.table_oid = k.confrelid))
+    ),
     reaching (base, rel) AS (
         -- Every view or materialized view that reads a tenant table (or rls_tenancy.tenants, every tenant's
-        -- name and slug, or rls_tenancy.audit_chain_heads), however many views deep.
+        -- name and slug, or rls_tenancy.audit_chain_heads, or a tenant table by another name), however many
+        -- views deep.
         SELECT t.oid, rw.ev_class
           FROM pg_class t
           JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid AND d.classid = 'pg_rewrite'::regclass
           JOIN pg_rewrite rw ON rw.oid = d.objid
          WHERE rw.ev_class <> t.oid
            AND (t.oid IN (SELECT c.table_oid FROM rls_tenancy.coverage c) OR t.oid = 'rls_tenancy.tenants'::regclass
+                OR t.oid IN (SELECT kn.oid FROM keyed_by_another_name kn)
                 -- every tenant's audit chain (its id, event count, last event), with no row level security
                 OR t.oid = to_regclass('rls_tenancy.audit_chain_heads'))
         UNION
@@ -1421,7 +1466,7 @@ BEGIN
                                  AND p.proname ~ '^(query|cursor|table|schema|database)_to_xml(schema|_and_xmlschema)?$'
                                  AND rw.ev_action::text ~ (':funcid ' || p.oid || '\M')) called
           JOIN pg_proc f ON f.oid = called.oid
-         WHERE ((f.pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+         WHERE ((f.pronamespace <> 'pg_catalog'::regnamespace AND f.oid >= 16384
                  AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e'))
                 -- The system's and extensions' functions that run SQL text, or read a table, given as an argument:
                 -- query_to_xml('SELECT ... FROM projects', ...), tablefunc's crosstab() and connectby(), dblink().
@@ -1437,17 +1482,17 @@ BEGIN
         SELECT 'error', 'definer_without_search_path', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s has no search_path ending in pg_temp: a caller can plant objects it will use (pg_temp is searched first unless it is named last)',
                       f.oid::regprocedure),
-               format('ALTER FUNCTION %s SET search_path = %s; -- then qualify the names it uses',
-                      f.oid::regprocedure, f.safe_path)
+               format('ALTER %s %s SET search_path = %s; -- then qualify the names it uses',
+                      f.kind, f.oid::regprocedure, f.safe_path)
           FROM definers f
          WHERE btrim(reverse(split_part(reverse(f.path), ',', 1)), ' "') IS DISTINCT FROM 'pg_temp'
         UNION ALL
         SELECT 'error', 'definer_executable_by_public', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s can be run by every role (PUBLIC)', f.oid::regprocedure),
-               E'\x1e' || jsonb_build_array('EXECUTE', format('FUNCTION %s', f.oid::regprocedure),
+               E'\x1e' || jsonb_build_array('EXECUTE', format('%s %s', f.kind, f.oid::regprocedure),
                                             coalesce(f.proacl, acldefault('f', f.proowner)), f.proowner,
                                             ARRAY['EXECUTE'], ARRAY[0::oid], false,
-                                            format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC;', f.oid::regprocedure))::text
+                                            format('REVOKE EXECUTE ON %s %s FROM PUBLIC;', f.kind, f.oid::regprocedure))::text
                || E'\x1e'
           FROM definers f
          WHERE (f.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(f.proacl) acl
@@ -1483,8 +1528,8 @@ BEGIN
                                 CASE WHEN e.element = '$user' THEN format('$user (%I, its owner''s name)', e.name)
                                      ELSE quote_ident(e.name) END,
                                 current_database(), pg_get_userbyid(f.proowner)) END,
-               format('ALTER FUNCTION %s SET search_path = %s; -- then qualify the names it uses',
-                      f.oid::regprocedure, f.safe_path)
+               format('ALTER %s %s SET search_path = %s; -- then qualify the names it uses',
+                      f.kind, f.oid::regprocedure, f.safe_path)
           FROM definers f
           JOIN definer_paths e ON e.oid = f.oid
          WHERE f.path IS NOT NULL AND e.n > 1 AND e.writable AND NOT e.covered
@@ -1520,7 +1565,12 @@ BEGIN
         SELECT 'error', 'definer_escapes_rls', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s runs as %I, which %s: whatever tenant tables it reads, it reads them whole, for the application role%s',
                       f.oid::regprocedure, o.rolname, CASE WHEN o.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END,
-                      CASE WHEN f.oid IN (SELECT a.oid FROM app_runs a) THEN ''
+                      CASE WHEN f.oid IN (SELECT a.oid FROM app_runs a)
+                           THEN coalesce((SELECT format(' (as a support function of aggregate %s, which the application role may run: '
+                                                        'callers need EXECUTE on the aggregate only)',
+                                                        string_agg(DISTINCT ag.aggregate::regprocedure::text, ', '))
+                                            FROM aggregates_over ag WHERE ag.support = f.oid
+                                          HAVING count(*) > 0), '')
                            ELSE (SELECT format(' (through SECURITY DEFINER function %s, which the application role runs and which calls it%s)',
                                                c.caller::regprocedure,
                                                CASE WHEN cardinality(c.path) > 2 THEN format(' by way of %s',
@@ -1530,7 +1580,7 @@ BEGIN
                                    FROM escaping_callers c
                                   WHERE c.target = f.oid AND c.caller IN (SELECT a.oid FROM app_runs a)
                                   ORDER BY cardinality(c.path) LIMIT 1) END),
-               format('ALTER FUNCTION %s OWNER TO %I;', f.oid::regprocedure, owner_role)
+               format('ALTER %s %s OWNER TO %I;', f.kind, f.oid::regprocedure, owner_role)
           FROM definers f
           JOIN pg_roles o ON o.oid = f.proowner
          WHERE (o.rolsuper OR o.rolbypassrls)
@@ -1557,7 +1607,7 @@ BEGIN
           FROM pg_class t
           JOIN pg_namespace n ON n.oid = t.relnamespace
          WHERE t.relkind IN ('r', 'p') AND NOT t.relrowsecurity
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'rls_tenancy')
+           AND n.nspname NOT IN ('pg_catalog', 'pg_toast', 'rls_tenancy') AND NOT (n.nspname = 'information_schema' AND t.oid < 16384)
            AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
            AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
            AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_class'::regclass AND x.objid = t.oid AND x.deptype = 'e')
@@ -1702,6 +1752,73 @@ BEGIN
           CROSS JOIN LATERAL unnest(s.setconfig) setting
          WHERE s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = app_role))
            AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+        UNION ALL
+        -- The same settings for the whole server (ALTER SYSTEM, postgresql.conf, the server's command line): every
+        -- session of every role starts with them. Only those that open another tenant's rows: a tenant or user
+        -- bound for work that binds none itself, every large object readable and writable past its grants,
+        -- replica mode (foreign keys and the library's triggers do not fire). As this session sees them: a value
+        -- it set itself hides the server's. The library's settings are placeholders, which pg_settings does not
+        -- list: their value in this session, where no role or database default for it (app_role_setting's, or
+        -- this session's user's) sets them, is the server's (the doctor binds no tenant).
+        SELECT 'error', 'server_setting', format('setting %s', v.name),
+               format('the server sets %s = %s (ALTER SYSTEM, postgresql.conf or its command line): every session of '
+                      'the application role starts bound to it, so work that binds no tenant or user of its own runs as that one',
+                      v.name, quote_literal(v.value)),
+               format('ALTER SYSTEM RESET %I; SELECT pg_reload_conf(); -- each on its own, outside a transaction '
+                      '(where postgresql.conf or the command line sets it, remove it there, then reload or restart)', v.name)
+          FROM (VALUES ('app.current_tenant'), ('app.current_user_id')) AS v0 (name)
+          CROSS JOIN LATERAL (SELECT v0.name, current_setting(v0.name, true) AS value) v
+         WHERE coalesce(v.value, '') <> ''
+           AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting s CROSS JOIN LATERAL unnest(s.setconfig) setting
+                            WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+                              AND s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = session_user))
+                              AND lower(split_part(setting, '=', 1)) = v.name)
+        UNION ALL
+        SELECT 'error', 'server_setting', format('setting %s', st.name),
+               format('the server sets %s = %s (%s): %s', st.name, quote_literal(st.setting),
+                      CASE st.source WHEN 'configuration file' THEN 'ALTER SYSTEM or postgresql.conf'
+                                     ELSE st.source END,
+                      CASE WHEN lower(st.name) IN ('app.current_tenant', 'app.current_user_id')
+                           THEN 'every session of the application role starts bound to it, so work that binds no tenant '
+                                'or user of its own runs as that one'
+                           WHEN st.name = 'lo_compat_privileges'
+                           THEN 'every role reads and writes every large object, past its grants'
+                           ELSE 'foreign keys and ordinary triggers (the library''s guards among them) do not fire, so a '
+                                'row may point into another tenant' END),
+               CASE WHEN st.source = 'configuration file'
+                    THEN format('ALTER SYSTEM RESET %I; SELECT pg_reload_conf(); -- each on its own, outside a transaction '
+                                '(where postgresql.conf sets it, remove it there, then reload)', st.name)
+                    ELSE format('remove %s from the server''s %s, then restart it', st.name, st.source) END
+          FROM pg_settings st
+         WHERE st.source IN ('configuration file', 'command line', 'environment variable')
+           AND ((lower(st.name) IN ('app.current_tenant', 'app.current_user_id') AND st.setting <> '')
+                OR (st.name = 'session_replication_role' AND st.setting <> 'origin')
+                OR (st.name = 'lo_compat_privileges' AND st.setting = 'on'))
+        UNION ALL
+        -- A function (or procedure) that sets the tenant or the user for its own run (CREATE FUNCTION ... SET
+        -- app.current_tenant = ...), which the application role runs: by EXECUTE, through an aggregate over it,
+        -- or as a trigger on a table it writes. Whoever calls it reads as that tenant, or user.
+        SELECT 'error', 'function_sets_tenant', format('%s', f.oid::regprocedure),
+               format('%s %s sets %s for its own run: the application role runs it, and reads and writes as that %s, '
+                      'whatever tenant it bound', CASE f.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
+                      f.oid::regprocedure, setting,
+                      CASE WHEN lower(split_part(setting, '=', 1)) = 'app.current_tenant' THEN 'tenant' ELSE 'user' END),
+               format('ALTER %s %s RESET %I;', CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                      f.oid::regprocedure, split_part(setting, '=', 1))
+          FROM pg_proc f
+          CROSS JOIN LATERAL unnest(f.proconfig) setting
+         WHERE f.proconfig IS NOT NULL
+           AND lower(split_part(setting, '=', 1)) IN ('app.current_tenant', 'app.current_user_id')
+           AND (EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
+                OR EXISTS (SELECT 1 FROM pg_aggregate ag, app_roles ar
+                            WHERE f.oid IN (ag.aggtransfn, ag.aggfinalfn, ag.aggcombinefn, ag.aggserialfn, ag.aggdeserialfn,
+                                            ag.aggmtransfn, ag.aggminvtransfn, ag.aggmfinalfn)
+                              AND has_function_privilege(ar.oid, ag.aggfnoid, 'EXECUTE'))
+                OR EXISTS (SELECT 1 FROM pg_trigger tg, app_roles ar
+                            WHERE tg.tgfoid = f.oid AND NOT tg.tgisinternal
+                              AND (has_table_privilege(ar.oid, tg.tgrelid, 'INSERT')
+                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'UPDATE')
+                                   OR has_table_privilege(ar.oid, tg.tgrelid, 'DELETE'))))
         UNION ALL
         -- Functions PUBLIC may run that reach past a tenant: signalling another session of the same role
         -- (any other tenant's request), and creating large objects (owned by the role, so every tenant
@@ -1947,7 +2064,7 @@ BEGIN
           JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'f'
           JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.conkey[1]
          WHERE t.relkind IN ('r', 'p') AND NOT t.relrowsecurity
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'rls_tenancy')
+           AND n.nspname NOT IN ('pg_catalog', 'pg_toast', 'rls_tenancy') AND NOT (n.nspname = 'information_schema' AND t.oid < 16384)
            AND NOT EXISTS (SELECT 1 FROM pg_attribute x WHERE x.attrelid = t.oid AND x.attname = 'tenant_id' AND NOT x.attisdropped)
            AND (k.confrelid = 'rls_tenancy.tenants'::regclass
                 OR EXISTS (SELECT 1 FROM rls_tenancy.coverage c WHERE c.table_oid = k.confrelid))
@@ -2333,7 +2450,7 @@ BEGIN
                       SELECT unnest(nb.callers)) u) used
          WHERE pg_has_role(app_role, f.proowner, 'MEMBER')
            AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = f.proowner)
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'rls_tenancy')
+           AND n.nspname NOT IN ('pg_catalog', 'rls_tenancy') AND NOT (n.nspname = 'information_schema' AND f.oid < 16384)
            AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
            AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')
         UNION ALL

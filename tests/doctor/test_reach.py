@@ -183,6 +183,14 @@ LEAK = [
     "REVOKE ALL ON FUNCTION public.doctor_leak() FROM PUBLIC",
 ]
 
+# An aggregate (EXECUTE for PUBLIC, as CREATE AGGREGATE leaves it) over a superuser's definer closed to PUBLIC.
+AGGREGATE = [
+    "CREATE FUNCTION public.doctor_step(state text, x integer) RETURNS text LANGUAGE sql SECURITY DEFINER"
+    " SET search_path = pg_catalog, pg_temp AS $$ SELECT string_agg(secret, ',') FROM public.doctor_secrets $$",
+    "REVOKE ALL ON FUNCTION public.doctor_step(text, integer) FROM PUBLIC",
+    "CREATE AGGREGATE public.doctor_gather(integer) (SFUNC = public.doctor_step, STYPE = text)",
+]
+
 
 def _reported_by(body: str) -> Callable[[TenancyDatabase], list[str]]:
     """LEAK, executable by the owner role, called by public.doctor_report() (``body``): the owner role's
@@ -834,6 +842,118 @@ REACHES = {
         "rls_tenancy.audit_chain_heads()",
         # (the word spelled in pieces: the error refusing the call quotes the statement)
         ["SELECT concat('reach', 'ed') FROM (SELECT count(*) FROM rls_tenancy.audit_chain_heads()) AS heads"],
+    ),
+    # An aggregate runs its support functions whoever calls it: EXECUTE on them is checked against its owner.
+    "an aggregate over a superuser's definer, closed to PUBLIC": Reach(
+        lambda d: AGGREGATE,
+        "definer_escapes_rls",
+        "public.doctor_step(text,integer)",
+        ["SELECT concat('reach', 'ed') FROM (SELECT public.doctor_gather(1) AS g) AS s WHERE g LIKE '%b-secret%'"],
+    ),
+    "an aggregate over a superuser's definer as its final function": Reach(
+        lambda d: [
+            "CREATE FUNCTION public.doctor_final(state text) RETURNS text LANGUAGE sql SECURITY DEFINER"
+            " SET search_path = pg_catalog, pg_temp AS $$ SELECT string_agg(secret, ',') FROM public.doctor_secrets $$",
+            "REVOKE ALL ON FUNCTION public.doctor_final(text) FROM PUBLIC",
+            "CREATE AGGREGATE public.doctor_gather(text)"
+            " (SFUNC = pg_catalog.textcat, STYPE = text, FINALFUNC = public.doctor_final)",
+        ],
+        "definer_escapes_rls",
+        "public.doctor_final(text)",
+        ["SELECT concat('reach', 'ed') FROM (SELECT public.doctor_gather('x') AS g) AS s WHERE g LIKE '%b-secret%'"],
+    ),
+    # ALTER FUNCTION fails on a procedure ("is not a function"): its fix names it a procedure.
+    "a superuser's SECURITY DEFINER procedure granted to the app role": Reach(
+        lambda d: [
+            "CREATE PROCEDURE public.doctor_steal(INOUT found text DEFAULT NULL) LANGUAGE plpgsql SECURITY DEFINER"
+            " SET search_path = pg_catalog, pg_temp"
+            " AS $$ BEGIN SELECT 'reached' INTO found FROM public.doctor_secrets WHERE secret = 'b-secret'; END $$",
+            "REVOKE ALL ON PROCEDURE public.doctor_steal(text) FROM PUBLIC",
+            ddl("GRANT EXECUTE ON PROCEDURE public.doctor_steal(text) TO {}", d.roles.app),
+        ],
+        "definer_escapes_rls",
+        "public.doctor_steal(text)",
+        ["CALL public.doctor_steal()"],
+    ),
+    # information_schema: only what initdb made there is left out, not what is created there later.
+    "a copy of a tenant table in information_schema granted to the app role": Reach(
+        lambda d: [
+            "CREATE TABLE information_schema.doctor_copy AS SELECT * FROM public.doctor_secrets",
+            ddl("GRANT SELECT ON information_schema.doctor_copy TO {}", d.roles.app),
+        ],
+        "rls_disabled",
+        "information_schema.doctor_copy",
+        ["SELECT 'reached' FROM information_schema.doctor_copy WHERE secret = 'b-secret'"],
+    ),
+    "a tenant table in information_schema with a policy USING (true)": Reach(
+        lambda d: [
+            "CREATE TABLE information_schema.doctor_notes (tenant_id bigint NOT NULL"
+            " REFERENCES rls_tenancy.tenants (id), note text NOT NULL, PRIMARY KEY (tenant_id, note))",
+            "SELECT rls_tenancy.enable_tenant_isolation('information_schema.doctor_notes')",
+            f"INSERT INTO information_schema.doctor_notes VALUES ({B_ID}, 'b-secret')",
+            "CREATE POLICY doctor_open ON information_schema.doctor_notes FOR SELECT USING (true)",
+        ],
+        "policy_not_tenant_keyed",
+        "information_schema.doctor_notes policy doctor_open",
+        ["SELECT 'reached' FROM information_schema.doctor_notes WHERE note = 'b-secret'"],
+    ),
+    "a superuser's definer in information_schema granted to the app role": Reach(
+        lambda d: [
+            "CREATE FUNCTION information_schema.doctor_leak() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER"
+            " SET search_path = pg_catalog, pg_temp AS 'SELECT secret FROM public.doctor_secrets'",
+            "REVOKE ALL ON FUNCTION information_schema.doctor_leak() FROM PUBLIC",
+            ddl("GRANT EXECUTE ON FUNCTION information_schema.doctor_leak() TO {}", d.roles.app),
+        ],
+        "definer_escapes_rls",
+        "information_schema.doctor_leak()",
+        ["SELECT 'reached' FROM information_schema.doctor_leak() AS s (secret) WHERE secret = 'b-secret'"],
+    ),
+    "a superuser's definer in information_schema fired by a trigger on a tenant table": Reach(
+        lambda d: [
+            "CREATE TABLE public.doctor_log (secret text)",
+            ddl("ALTER TABLE public.doctor_log OWNER TO {}", d.roles.owner),
+            ddl("GRANT SELECT ON public.doctor_log TO {}", d.roles.app),
+            "CREATE FUNCTION information_schema.doctor_copy_all() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+            " SET search_path = pg_catalog, pg_temp AS $$ BEGIN"
+            " INSERT INTO public.doctor_log SELECT secret FROM public.doctor_secrets; RETURN NEW; END $$",
+            "REVOKE ALL ON FUNCTION information_schema.doctor_copy_all() FROM PUBLIC",
+            "CREATE TRIGGER doctor_copy_all AFTER INSERT ON public.doctor_secrets"
+            " FOR EACH ROW EXECUTE FUNCTION information_schema.doctor_copy_all()",
+            ddl("GRANT INSERT ON public.doctor_secrets TO {}", d.roles.app),
+        ],
+        "definer_escapes_rls",
+        "information_schema.doctor_copy_all()",
+        [
+            "INSERT INTO public.doctor_secrets VALUES (:a, 'a-new')",
+            "SELECT 'reached' FROM public.doctor_log WHERE secret = 'b-secret'",
+        ],
+    ),
+    # ALTER EXTENSION ... ADD FUNCTION: membership in an extension hides no definer.
+    "a superuser's definer made a member of an extension": Reach(
+        lambda d: [
+            "CREATE EXTENSION IF NOT EXISTS tcn",
+            *LEAK,
+            ddl("GRANT EXECUTE ON FUNCTION public.doctor_leak() TO {}", d.roles.app),
+            "ALTER EXTENSION tcn ADD FUNCTION public.doctor_leak()",
+        ],
+        "definer_escapes_rls",
+        "public.doctor_leak()",
+        ["SELECT 'reached' FROM public.doctor_leak() AS s (secret) WHERE secret = 'b-secret'"],
+    ),
+    # Keyed by account_id, a key to rls_tenancy.tenants: a tenant table by another name, read through a view.
+    "a view of the owner role's over a table keyed to tenants by another column, granted to the app role": Reach(
+        lambda d: [
+            "CREATE TABLE public.doctor_invoices (id integer PRIMARY KEY,"
+            " account_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id), item text NOT NULL)",
+            f"INSERT INTO public.doctor_invoices VALUES (1, {B_ID}, 'b-secret')",
+            "CREATE VIEW public.doctor_invoice_items AS SELECT account_id, item FROM public.doctor_invoices",
+            ddl("ALTER TABLE public.doctor_invoices OWNER TO {}", d.roles.owner),
+            ddl("ALTER VIEW public.doctor_invoice_items OWNER TO {}", d.roles.owner),
+            ddl("GRANT SELECT ON public.doctor_invoice_items TO {}", d.roles.app),
+        ],
+        "view_not_security_invoker",
+        "public.doctor_invoice_items",
+        ["SELECT 'reached' FROM public.doctor_invoice_items WHERE item = 'b-secret'"],
     ),
     "the library's purge_audit_log() granted to a role the app role can become": Reach(
         lambda d: [
