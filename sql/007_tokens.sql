@@ -38,7 +38,8 @@ SELECT rls_tenancy.enable_tenant_isolation('rls_tenancy.api_tokens');
 -- context (sql/016_signed_context.sql) it cannot choose the bound user
 -- either. The library's issue_token() binds the user it names for that one
 -- statement: the application, which holds the key, decides. Which scopes a
--- token carries is the application's to check.
+-- token carries is the application's to check; in a signed context the
+-- database asks for its grant of them, for every token.
 CREATE OR REPLACE FUNCTION rls_tenancy.issue_token(
     name text, token_hash bytea, scopes text[], user_id bigint DEFAULT NULL, expires_at timestamptz DEFAULT NULL
 )
@@ -61,14 +62,15 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'rls_tenancy.identity.tokens.issue_token() binds the user it is given for the one statement.';
     END IF;
-    -- A token of no user carries its scopes alone. In a signed context it needs the application's
-    -- grant of its hash and scopes (sql/016_signed_context.sql): SQL run for the tenant's anonymous
-    -- requests would otherwise issue itself one with every scope.
-    IF bound IS NULL AND pg_catalog.to_regprocedure('rls_tenancy.granted(text)') IS NOT NULL THEN
+    -- In a signed context every token needs the application's grant of its hash and scopes
+    -- (sql/016_signed_context.sql): SQL run for the tenant's anonymous requests would otherwise issue
+    -- itself a token of no user with every scope, and SQL run with a user's narrow token (an
+    -- integration's, projects:read) one of that user with every scope the user's roles allow.
+    IF pg_catalog.to_regprocedure('rls_tenancy.granted(text)') IS NOT NULL THEN
         IF rls_tenancy.context_signing_required()
            AND NOT rls_tenancy.granted('token|' || tenant || '|' || pg_catalog.encode(issue_token.token_hash, 'hex') || '|'
                                        || rls_tenancy.grant_field(pg_catalog.array_to_string(issue_token.scopes, ',', '*'))) THEN
-            RAISE EXCEPTION 'rls_tenancy: a token of no user is issued only with the application''s grant in a signed context'
+            RAISE EXCEPTION 'rls_tenancy: a token is issued only with the application''s grant in a signed context'
                 USING ERRCODE = '42501',
                       HINT = 'rls_tenancy.identity.tokens.issue_token() adds the grant; SQL alone cannot issue such a token.';
         END IF;

@@ -1,7 +1,7 @@
 """Grants: the application's consent, signed with the context key, to a write SQL alone may not make.
 
 In a database that requires a signed context, a user's email, roles and
-password hash, and a token of no user, are written only beside a grant in
+password hash, and every API token, are written only beside a grant in
 ``app.grants`` that names the write and each value it writes
 (``rls_tenancy.granted()``, sql/016_signed_context.sql), for the user the
 transaction acts for, used up by the write it grants. The bound tenant and

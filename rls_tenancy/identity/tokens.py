@@ -106,9 +106,9 @@ def issue_token(
     # The token acts for the user bound as it is issued (sql/007_tokens.sql):
     # bound for this one statement, the event below names who issued it.
     with as_tenant_for_call(tenant_id, user=user_id):
-        if user_id is None:  # a token of no user: signed, the database asks for the application's grant
-            connection = executor if isinstance(executor, Connection) else executor.connection()
-            grants.add(connection, f"token|{tenant_id}|{_hash(token).hex()}|{grants.field(grants.names(granted))}")
+        # Signed, the database asks for the application's grant of the token's hash and scopes.
+        connection = executor if isinstance(executor, Connection) else executor.connection()
+        grants.add(connection, f"token|{tenant_id}|{_hash(token).hex()}|{grants.field(grants.names(granted))}")
         token_id = int(executor.execute(select(call)).scalar_one())
     log_event(
         executor,

@@ -29,7 +29,7 @@ from rls_tenancy.binding import grants
 from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.cli import main
 from rls_tenancy.identity import tokens
-from rls_tenancy.identity.tokens import authenticate_in_transaction, issue_token, parse_token
+from rls_tenancy.identity.tokens import authenticate_in_transaction, authenticate_token, issue_token, parse_token
 from rls_tenancy.identity.users import grant_user_delete, grant_user_write
 from rls_tenancy.schema._resources import install_scripts, sql_script
 from rls_tenancy.schema.migration_data import each_tenant
@@ -586,8 +586,9 @@ def test_injected_sql_mints_tokens_only_for_the_user_it_is_bound_to(
                 if forged is not None:
                     conn.execute(pretend, {"user": forged})
                 conn.execute(_MINT, {"digest": secrets.token_bytes(32), "user": user})
-        own = conn.execute(_MINT, {"digest": secrets.token_bytes(32), "user": signed.user_a}).scalar_one()
-        assert own is not None  # its own user's token: what the app may issue for it
+        with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
+            # Its own user's token too: with scopes of its choosing, wider than the token it came with.
+            conn.execute(_MINT, {"digest": secrets.token_bytes(32), "user": signed.user_a})
         conn.rollback()
 
 
@@ -830,6 +831,21 @@ def test_an_anonymous_request_cannot_issue_itself_a_token_of_no_user(signed: Sig
         with pytest.raises(DBAPIError, match="application's grant"):
             conn.execute(_MINT, {"digest": secrets.token_bytes(32), "user": None})
         conn.rollback()
+
+
+@pytest.mark.rls_signing
+def test_sql_run_with_a_users_narrow_token_cannot_issue_that_user_a_wider_one(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """An integration's `projects:read` token of the administrator: SQL in its request would mint an `admin` one."""
+    with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:
+        with pytest.raises(DBAPIError, match="application's grant"):
+            conn.execute(_MINT, {"digest": secrets.token_bytes(32), "user": admin_a})
+        conn.rollback()
+    with as_tenant(signed.a, user=admin_a), Session(signed_engine) as session, session.begin():
+        issued = issue_token(session, name="the app's own", scopes=["admin"], user_id=admin_a)  # with its grant
+    with as_tenant(signed.a), Session(signed_engine) as session:
+        assert authenticate_token(session, issued.token).user_id == admin_a
 
 
 def test_the_app_writes_users_and_tokens_of_no_user_with_its_grants(
