@@ -1,4 +1,4 @@
-"""No prepared statements in a signing engine's work that acts for no user.
+"""No prepared statements in work bound to no tenant, nor, signed, in work that acts for no user.
 
 Signed, a user is a boundary SQL cannot cross: the session is reset before
 it serves another user than its last, and before each block (a request)
@@ -13,6 +13,13 @@ statement while work for no user is bound; its names serve again once a
 transaction acts for a user, after the reset that drops whatever SQL
 replaced. The rest SQL can leave in the session runs nothing of the
 library's: its statements name schemas and ``pg_catalog``'s types.
+
+Unsigned, work bound to no tenant is no client of any tenant's either
+(a visitor's request, the token lookup): SQL in one request without a
+tenant could swap the lookup's prepared statement for one that answered
+every later lookup on that connection with an identity of its choosing, a
+made-up token acting as another tenant's administrator. So nothing bound
+to no tenant prepares, signed or not.
 """
 
 from __future__ import annotations
@@ -24,9 +31,9 @@ from typing import Any
 _kept: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
-def prepare_for(driver: Any, signed: bool, user: int | None) -> None:
-    """Set ``driver`` (psycopg's connection) to prepare statements only where the transaction acts for a user."""
-    if signed and user is None:
+def prepare_for(driver: Any, signed: bool, tenant: int | None, user: int | None) -> None:
+    """Set ``driver`` (psycopg's connection) to prepare statements only for a tenant (signed: and a user)."""
+    if tenant is None or (signed and user is None):
         threshold = driver.prepare_threshold
         if threshold is not None:
             _kept[driver] = threshold

@@ -71,6 +71,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import ExecutionContext, NestedTransaction, RootTransaction
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool, StaticPool
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
@@ -86,8 +87,9 @@ from rls_tenancy.binding.anonymous import prepare_for
 from rls_tenancy.binding.context_key import ContextKey
 from rls_tenancy.binding.role_checks import verify_app_role
 from rls_tenancy.catalog_types import CatalogText
-from rls_tenancy.context import Acting, Block, acting, block_of
+from rls_tenancy.context import Acting, Block, acting, block_of, require_tenant_id
 from rls_tenancy.errors import ConfigurationError, TenancyError, TenantChangedError
+from rls_tenancy.tenant_tables import compiled_mentions_tenant_table
 
 if TYPE_CHECKING:  # importing it needs greenlet, an optional dependency
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -275,7 +277,7 @@ def adopt_user(conn: Connection, user_id: int | None) -> None:
     if bound is None:
         raise ConfigurationError("adopt_user() needs a transaction already bound to a tenant")
     current = acting()
-    prepare_for(conn.connection.driver_connection, _signing.key_of(conn.dialect) is not None, user_id)
+    prepare_for(conn.connection.driver_connection, _signing.key_of(conn.dialect) is not None, bound.tenant, user_id)
     if not bound.fresh and _needs_reset(info, conn.dialect, bound.tenant, user_id, beginning=current):
         # The session was kept for another user (the guess of begin_bound_with
         # was wrong): reset now, inside the transaction, and bound again (RESET
@@ -338,11 +340,11 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
 
 
 def _on_execute(_cursor: object, _statement: str, _parameters: object, context: ExecutionContext) -> None:
-    _bind_or_check(context.root_connection)
+    _bind_or_check(context.root_connection, context)
 
 
 def _on_execute_no_params(_cursor: object, _statement: str, context: ExecutionContext) -> None:
-    _bind_or_check(context.root_connection)
+    _bind_or_check(context.root_connection, context)
 
 
 def bind_transaction_now(conn: Connection) -> None:
@@ -350,7 +352,7 @@ def bind_transaction_now(conn: Connection) -> None:
     _bind_or_check(conn)
 
 
-def _bind_or_check(conn: Connection) -> None:
+def _bind_or_check(conn: Connection, context: ExecutionContext | None = None) -> None:
     try:
         info = conn.info
     except NotImplementedError:  # the dialect's first-connect checks: version, schema; no pool entry
@@ -361,12 +363,16 @@ def _bind_or_check(conn: Connection) -> None:
     if bound is None:  # this transaction's first statement through SQLAlchemy
         bound = _adopt_raw_binding(info, transaction)
         if bound is None:
+            if current[0] is None and context is not None:
+                _refuse_tenantless(context)
             _refuse_sharing(info, transaction)
             reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]), beginning=current)
             reset = _bind(conn, _BIND, current, reset=reset)
             if transaction is not None:
                 info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
             return
+    if current[0] is None and bound.tenant is None and context is not None:
+        _refuse_tenantless(context)
     if bound.tenant != current[0]:
         _refused(info)
         raise TenantChangedError(
@@ -388,6 +394,18 @@ def _bind_or_check(conn: Connection) -> None:
             _bind(conn, _REBIND_USER, current[1:], proof=_signing.proof(conn.dialect, info, current))
         info[_BOUND] = bound._replace(user=current[1], savepoint=_savepoint_of(conn))
         info[_SERVED_USER] = _MIXED
+
+
+def _refuse_tenantless(context: ExecutionContext) -> None:
+    """A statement naming a tenant table, with no tenant: :class:`NoTenantError`, not the policy's empty answer.
+
+    Core statements through a Connection, as the ORM's through a scoped
+    Session; raw SQL (``text()``, the driver) names no table SQLAlchemy
+    knows, and gets what row level security answers: no rows.
+    """
+    compiled = context.compiled
+    if isinstance(compiled, SQLCompiler) and compiled_mentions_tenant_table(compiled):  # not DDL's compiler
+        require_tenant_id()
 
 
 def _adopt_raw_binding(info: dict[Any, Any], transaction: RootTransaction | None) -> _Binding | None:
@@ -434,7 +452,8 @@ def _bind(
             pooled.info[_SERVED] = ids[0]
             pooled.info[_SERVED_USER] = _served_as(ids[1], ids)
         return reset
-    prepare_for(driver, bool(proof), ids[-1])  # ids: (tenant, user), or (user,) to rebind the user
+    # ids: (tenant, user), or (user,) to rebind the user of a transaction bound to its tenant
+    prepare_for(driver, bool(proof), ids[0] if len(ids) > 1 else _bound_tenant(pooled.info), ids[-1])
     raw = pooled.dbapi_connection
     assert raw is not None
     if getattr(raw, "autocommit", False):  # psycopg, and SQLAlchemy's asyncio adaptor of it
@@ -443,7 +462,8 @@ def _bind(
                 "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
                 "use a transactional isolation level on bound engines"
             )
-        # A round trip of its own, there being no BEGIN to ride with: not for a block of no user alone.
+        # A round trip of its own, there being no BEGIN to ride with: not for a block of no user alone,
+        # nor behind a pooler, which may run the next statement on another server's session.
         reset = reset and _needs_reset(pooled.info, conn.dialect, ids[0], ids[-1])
         if reset:
             _prepare_driver(driver, pooled.info)
@@ -495,9 +515,19 @@ def _needs_reset(
     Work in autocommit, and a transaction rebound to no user, take a
     session any work for no user left: a reset would cost a round trip
     (:mod:`~rls_tenancy.binding.anonymous`).
+
+    Behind a pooler (PgBouncer in transaction mode: the server's backend is
+    not the one the client connected to), every transaction begins with the
+    reset: any client may have used the server session since, and the
+    pooler's own reset, if it is configured at all, fails open (a session
+    whose ``DISCARD TEMP`` runs out of locks is kept, with a temporary view
+    named like a table in it). The library's reset failing fails the
+    transaction instead.
     """
     if not _resetting:
         return False
+    if beginning is not None and info.get(_signing.PINNED) == 0:
+        return True
     if info.get(_SERVED, _NEVER) != tenant:
         return True
     if _signing.key_of(dialect) is None:
@@ -733,6 +763,12 @@ def _after_reset(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
         cache.to_flush.clear()
 
 
+def _bound_tenant(info: dict[Any, Any]) -> int | None:
+    """The tenant the connection's transaction is bound to (rebinding its user keeps it)."""
+    bound: _Binding | None = info.get(_BOUND)
+    return None if bound is None else bound.tenant
+
+
 def _open_binding_tenant(info: dict[Any, Any]) -> object:
     """The tenant of the binding of the SQLAlchemy transaction open on this connection, if one is."""
     bound: _Binding | None = info.get(_BOUND)
@@ -768,7 +804,7 @@ def _send_binding(
     is discarded first, in the same round trip. With ``set_local``, the
     binding is three ``SET LOCAL`` statements in that round trip.
     """
-    prepare_for(driver, bool(proof), ids[1])
+    prepare_for(driver, bool(proof), ids[0], ids[1])
     texts = (*_texts(ids), proof)
     statement, wire = _BIND_WIRE, [text.encode() for text in texts]
     also: list[Statement] = []

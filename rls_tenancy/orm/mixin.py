@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Table, text
+from sqlalchemy import BigInteger, ForeignKey, text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from rls_tenancy.orm.models import Tenant
 from rls_tenancy.orm.query import TenantQuery, tenant_query_class
-
-_TENANTS_ID = "rls_tenancy.tenants.id"
 
 # The same default enable_tenant_isolation() installs: the bound tenant.
 _BOUND_TENANT = text("rls_tenancy.current_tenant_id()")
@@ -57,15 +55,3 @@ class TenantBoundMixin:
     def tenant(cls) -> Mapped[Tenant]:
         # View-only: tenant_id is the single source of a row's tenant.
         return relationship(Tenant, viewonly=True)
-
-
-def is_tenant_table(table: Table) -> bool:
-    """Whether ``table`` has a ``tenant_id`` referencing ``rls_tenancy.tenants``.
-
-    Compares names, so it also works for string foreign keys whose target
-    table is not in the same ``MetaData``.
-    """
-    column = table.c.get("tenant_id")
-    if column is None:
-        return False
-    return any(fk.target_fullname == _TENANTS_ID for fk in column.foreign_keys)

@@ -24,7 +24,7 @@ from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy import ColumnElement, Executable, cast, func, literal, select, text
 from sqlalchemy.dialects.postgresql import REGCLASS
 
-from rls_tenancy.orm.mixin import is_tenant_table
+from rls_tenancy.tenant_tables import is_tenant_table
 
 _ISOLATED = text(
     "SELECT n.nspname, c.relname FROM pg_catalog.pg_policy p "

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+from typing import cast
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, Table, create_engine, delete, event, exists, insert, select, text, update
 from sqlalchemy.engine import ExecutionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from rls_tenancy import TenancyError, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
+from rls_tenancy import NoTenantError, TenancyError, Tenant, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project
 from tests.conftest import World, run_in_threads
@@ -206,6 +207,42 @@ def test_leaving_the_context_inside_a_transaction_is_refused(pinned_engine: Engi
             session.execute(SETTING)
         with pytest.raises(TenantChangedError, match="now \\(none\\)"):
             session.execute(SETTING)
+
+
+def test_a_core_statement_on_a_tenant_table_without_a_tenant_raises_rather_than_returning_nothing(
+    pinned_engine: Engine, db: TenancyDatabase, world: World
+) -> None:
+    """Through a Connection of a bound engine, as through a scoped Session: never a silent empty result."""
+    projects = cast(Table, Project.__table__)
+    statements = {
+        "select": select(projects.c.name),
+        "exists": select(exists().where(projects.c.id > 0)),
+        "insert": insert(projects).values(name="nobody's"),
+        "update": update(projects).where(projects.c.id < 0).values(name="nobody's"),
+        "delete": delete(projects).where(projects.c.id < 0),
+        "a tenant table in a subquery": select(Tenant.id).where(Tenant.id.in_(select(projects.c.tenant_id))),
+    }
+    for what, statement in statements.items():
+        with pinned_engine.connect() as conn, pytest.raises(NoTenantError, match="as_tenant"):
+            conn.execute(statement)
+            pytest.fail(f"{what}: ran without a tenant")
+        with as_tenant(world.a), pinned_engine.connect() as conn:
+            conn.execute(statement)  # the same statement, with a tenant: runs
+            conn.rollback()
+    with pinned_engine.connect() as conn:  # without a tenant table: runs, and RLS answers
+        assert conn.execute(select(Tenant.id)).all() == []
+        assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0  # raw SQL names no known table
+
+    async def run_async() -> None:
+        engine = bind_engine(create_async_engine(db.app_url))
+        try:
+            async with engine.connect() as conn:
+                with pytest.raises(NoTenantError):
+                    await conn.execute(select(projects.c.name))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run_async())
 
 
 def test_tenant_id_never_appears_in_query_text(pinned_engine: Engine, superuser_engine: Engine, world: World) -> None:

@@ -17,18 +17,30 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
+from alembic.config import Config
 from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from rls_tenancy import ConfigurationError, InsecureRoleError, TenancyError, as_tenant, bind_engine
+from rls_tenancy import (
+    AuthenticationError,
+    ConfigurationError,
+    InsecureRoleError,
+    TenancyError,
+    UnsafeBypass,
+    as_tenant,
+    bind_engine,
+)
+from rls_tenancy.identity.tokens import authenticate_token, issue_token
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import tenancy_database
 from rls_tenancy.testing.pgbouncer import find_pgbouncer, pgbouncer
-from tests.conftest import World, ddl
+from rls_tenancy.testing.server import find_bindir, local_cluster
+from tests.conftest import DEMO_ALEMBIC_INI, World, ddl
 
 PID = text("SELECT pg_backend_pid()")
 T = TypeVar("T")
@@ -317,7 +329,11 @@ def test_a_connection_shared_by_two_open_transactions_is_refused(db: TenancyData
 def test_through_pgbouncer_two_client_engines_share_no_session_state(
     db: TenancyDatabase, world: World, members: dict[int, int], reset: bool
 ) -> None:
-    """Two apps behind PgBouncer in transaction mode, one server connection: only PgBouncer knows who used it last."""
+    """Two apps behind PgBouncer in transaction mode, one server connection: neither client knows who used it last.
+
+    So behind a pooler every transaction begins with the library's reset,
+    with PgBouncer's own reset configured or not.
+    """
     if find_pgbouncer() is None:
         pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
     logins = {str(db.app_url.username): str(db.app_url.password)}
@@ -331,7 +347,7 @@ def test_through_pgbouncer_two_client_engines_share_no_session_state(
         finally:
             x.dispose()
             y.dispose()
-    assert (seen is None) is reset  # without the reset, B's app finds A's table on the shared connection
+    assert seen is None  # B's app never finds A's table on the shared connection
 
 
 # A's SQL: a temp view shadowing projects that copies what it shows, padding that makes DISCARD TEMP slow,
@@ -365,6 +381,65 @@ def test_through_pgbouncer_a_timeout_set_by_sql_cannot_make_the_reset_fail(db: T
             attacker.dispose()
             victim.dispose()
     assert loot is None  # the reset ran whole: A's temp objects, and what they copied of B's, are gone
+
+
+# A's SQL: a temporary view shadowing projects that fails loudly if anyone reads through it, and more
+# temporary functions than the shared lock table has room for (its nominal slots, three times: it has
+# spare memory to grow into). Creating a function takes no lock; dropping
+# one does, so DISCARD TEMP runs out of them ("out of shared memory") and its whole script rolls back.
+LOCKS_EXHAUSTED_PLANT = """
+CREATE FUNCTION pg_temp.trap() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'the trap ran'; END $$;
+CREATE TEMP VIEW projects AS SELECT * FROM public.projects p WHERE pg_temp.trap();
+DO $$ BEGIN
+    FOR i IN 1..(pg_catalog.current_setting('max_locks_per_transaction')::int
+                 * pg_catalog.current_setting('max_connections')::int * 3) LOOP
+        EXECUTE 'CREATE FUNCTION pg_temp.pad_' || i || '() RETURNS int LANGUAGE sql AS ''SELECT 1''';
+    END LOOP;
+END $$;
+"""
+
+
+def test_through_pgbouncer_a_reset_that_runs_out_of_locks_fails_closed() -> None:
+    """PgBouncer keeps a server session whose reset failed, trap and all: the next tenant's transaction must fail.
+
+    Before every transaction behind a pooler began with the library's own
+    reset, B's next transaction read ``projects`` through A's view, which
+    could copy B's rows and proof into A's session. On a server of its own:
+    the plant leaves the lock table holding spare shared memory that other
+    tests' transactions would then run short of.
+    """
+    if find_pgbouncer() is None:
+        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
+    if find_bindir() is None:
+        pytest.skip("*** no local PostgreSQL binaries: the lock table of a server of its own is not exhausted ***")
+    with local_cluster() as cluster, tenancy_database(cluster.url, alembic_config=Config(DEMO_ALEMBIC_INI)) as db:
+        superuser = create_engine(db.superuser_url)
+        with superuser.begin() as admin:
+            a, b = (
+                admin.execute(
+                    text("INSERT INTO rls_tenancy.tenants (slug, name) VALUES (:s, :s) RETURNING id"), {"s": s}
+                ).scalar_one()
+                for s in ("a", "b")
+            )
+            admin.execute(text("INSERT INTO projects (tenant_id, name) VALUES (:t, 'b-one')"), {"t": b})
+        superuser.dispose()
+        logins = {str(db.app_url.username): str(db.app_url.password)}
+        with pgbouncer(db.superuser_url, logins, server_connections=1, reset=True) as bouncer:
+            url = bouncer.url(db.app_url)
+            attacker, victim = (
+                bind_engine(create_engine(url, pool_size=1, connect_args={"prepare_threshold": None})) for _ in range(2)
+            )
+            try:
+                assert _as(victim, b, _names) == {"b-one"}
+                _as(attacker, a, lambda conn: conn.exec_driver_sql(LOCKS_EXHAUSTED_PLANT))
+                for _ in range(2):  # PgBouncer keeps the server session: each transaction on it fails
+                    with pytest.raises(DBAPIError) as failed:
+                        _as(victim, b, _names)
+                    assert "trap" not in str(failed.value), "B's transaction read through A's view"
+            finally:
+                attacker.dispose()
+                victim.dispose()
 
 
 def test_a_timeout_set_by_sql_cannot_make_the_next_tenants_reset_fail(pinned_engine: Engine, world: World) -> None:
@@ -431,3 +506,44 @@ def test_a_database_without_the_reset_function_fails_with_a_clear_error(rls_post
         finally:
             engine.dispose()
             superuser.dispose()
+
+
+def test_a_lookup_without_a_tenant_never_runs_a_statement_sql_swapped_on_the_connection(
+    db: TenancyDatabase, world: World, bypass: UnsafeBypass
+) -> None:
+    """The token lookup, in autocommit on a connection of its own, is bound to no tenant: it prepares nothing.
+
+    Unsigned, it used to prepare after five runs; SQL in a request without a
+    tenant then swapped that statement under its name, and every later
+    lookup on the connection answered with the identity it chose: a made-up
+    token of tenant B as B's administrator, a victim's token hash copied to
+    a setting.
+    """
+    engine = bind_engine(create_engine(db.app_url, pool_size=1, max_overflow=0))
+    lookups = engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with as_tenant(world.a), Session(engine) as session, session.begin():
+            token = issue_token(session, name="ci", scopes=["projects:read"]).token
+        for _ in range(8):  # ordinary traffic: psycopg prepares what it ran five times on a connection
+            with lookups.connect() as conn:
+                assert authenticate_token(conn, token).tenant_id == world.a
+        with engine.connect() as conn:  # a request without a tenant, its SQL on the same connection
+            prepared = conn.execute(
+                text("SELECT name, parameter_types::text[] FROM pg_prepared_statements WHERE NOT from_sql")
+            ).all()
+            for name, types in prepared:
+                conn.exec_driver_sql(
+                    sql.SQL(
+                        "DEALLOCATE {n}; PREPARE {n} ({types}) AS SELECT 1::bigint, NULL::bigint,"
+                        " ARRAY['admin']::pg_catalog.text[], 'ok'::pg_catalog.text"
+                    )
+                    .format(n=sql.Identifier(name), types=sql.SQL(", ").join(sql.SQL(t) for t in types))
+                    .as_string(None)
+                )
+            conn.commit()
+        made_up = f"rlst_{world.b}_{'A' * 43}"
+        with lookups.connect() as conn, pytest.raises(AuthenticationError):
+            authenticate_token(conn, made_up)
+        assert prepared == []
+    finally:
+        engine.dispose()

@@ -44,7 +44,7 @@ def test_a_job_uses_the_session_factory_the_extension_scoped(app: Flask, seeded:
 
 def test_a_plain_session_on_the_same_engine_has_no_orm_filter(app: Flask, seeded: Seeded) -> None:
     engine = app.extensions["rls_tenancy"].engine
-    with Session(engine) as session:  # no tenant: row level security hides everything, silently
-        assert session.scalars(select(Project)).all() == []
+    with Session(engine) as session, pytest.raises(NoTenantError):  # no tenant: the bound engine refuses
+        session.scalars(select(Project)).all()
     with as_tenant(seeded.tenants["acme"]), Session(engine) as session:  # bound: still the tenant's rows only
         assert {p.tenant_id for p in session.scalars(select(Project))} == {seeded.tenants["acme"]}

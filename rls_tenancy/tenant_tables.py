@@ -1,0 +1,49 @@
+"""Which tables hold tenants' rows, and which statements name one.
+
+A statement on such a table, run with no tenant in context, would get no
+rows from row level security: the ORM filter and the binding raise
+:class:`~rls_tenancy.NoTenantError` for it instead, so a missing tenant is
+never a silent empty result.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, cast
+
+from sqlalchemy import Table
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.visitors import ExternallyTraversible
+
+_TENANTS_ID = "rls_tenancy.tenants.id"
+
+#: Per compiled statement (SQLAlchemy caches and reuses them): whether it names a tenant table.
+_named: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def is_tenant_table(table: Table) -> bool:
+    """Whether ``table`` has a ``tenant_id`` referencing ``rls_tenancy.tenants``.
+
+    Compares names, so it also works for string foreign keys whose target
+    table is not in the same ``MetaData``.
+    """
+    column = table.c.get("tenant_id")
+    if column is None:
+        return False
+    return any(fk.target_fullname == _TENANTS_ID for fk in column.foreign_keys)
+
+
+def mentions_tenant_table(statement: object) -> bool:
+    """Whether ``statement`` (a select, insert, update, delete, union...) names a tenant table anywhere."""
+    return any(
+        isinstance(element, Table) and is_tenant_table(element)
+        for element in visitors.iterate(cast(ExternallyTraversible, statement))
+    )
+
+
+def compiled_mentions_tenant_table(compiled: Any) -> bool:
+    """:func:`mentions_tenant_table` for a compiled statement, walked once per compiled object."""
+    named = _named.get(compiled)
+    if named is None:
+        named = _named[compiled] = mentions_tenant_table(compiled.statement)
+    return named
