@@ -24,6 +24,10 @@ row breaks (SQLAlchemy's ``IntegrityError``) is a 409 ``conflict`` for a
 unique or exclusion constraint, a 400 for the rest (a missing value, a
 check, a reference to no row of the tenant's). Each names the database's
 condition and constraint, never its message, which may quote stored values.
+A flush or ORM bulk write that finds fewer rows than it named (SQLAlchemy's
+``StaleDataError``: a version counter that moved, a row deleted meanwhile,
+an id of another tenant's row, which row level security hides) is a 409
+``conflict``.
 
 A write that row level security refuses, or any other refusal with SQLSTATE
 42501 (``insufficient_privilege``, also raised by the library's own SQL
@@ -49,6 +53,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import exc
+from sqlalchemy.orm import exc as orm_exc
 from werkzeug.exceptions import InternalServerError
 
 from rls_tenancy.binding.unavailable import unavailable_reason
@@ -162,6 +167,17 @@ def _constraint_broken(error: exc.IntegrityError) -> Response:
     return _json(400, "invalid_request", f"the database refuses a row of this request: {reason}")
 
 
+def _stale(error: orm_exc.StaleDataError) -> Response:
+    """A flush or ORM bulk write that found fewer rows than it named: gone, changed, or another tenant's."""
+    current_app.logger.warning("request refused for rows it did not find: %s", error)
+    return _json(
+        409,
+        "conflict",
+        "a row this request changes or deletes is not there as it expected: "
+        "deleted or changed meanwhile, or never there for this tenant",
+    )
+
+
 def _words(condition: str) -> str:
     """``NumericValueOutOfRange`` -> ``numeric value out of range``: psycopg names its classes after conditions."""
     return re.sub(r"(?<!^)(?=[A-Z])", " ", condition).lower()
@@ -267,6 +283,7 @@ _HANDLERS: list[tuple[type[Exception], Callable[[Any], ResponseReturnValue]]] = 
     (exc.TimeoutError, _unavailable),
     (exc.DataError, _bad_value),
     (exc.IntegrityError, _constraint_broken),
+    (orm_exc.StaleDataError, _stale),
     (UnicodeEncodeError, _unencodable),
     (exc.DBAPIError, _refused),
     (exc.StatementError, _wrapped),

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import BigInteger, Connection, Result, Table, bindparam, event
+from sqlalchemy import BigInteger, Connection, Result, bindparam, event
 from sqlalchemy.orm import (
     LoaderCriteriaOption,
     Mapper,
@@ -37,9 +37,10 @@ from sqlalchemy.sql.visitors import ExternallyTraversible
 
 from rls_tenancy.context import current_tenant_id, require_tenant_id
 from rls_tenancy.errors import NoTenantError, ObjectNotVisibleError, TenantMismatchError, UsageError
-from rls_tenancy.orm.mixin import TenantBoundMixin, is_tenant_table
+from rls_tenancy.orm.mixin import TenantBoundMixin
 from rls_tenancy.orm.query import UNCONSTRAINED
 from rls_tenancy.orm.unbound import refuse_unbound, refuse_unbound_begun
+from rls_tenancy.tenant_tables import mentions_tenant_table
 
 #: ``Session.info`` key marking a session of the unsafe bypass.
 BYPASS_REASON = "rls_tenancy.bypass_reason"
@@ -83,7 +84,9 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
     # Both: _scoped says it is this very class, event.contains that nobody
     # removed the listeners since.
     if session_class not in _scoped or not event.contains(session_class, "do_orm_execute", _scope_statement):
-        event.listen(session_class, "do_orm_execute", _scope_statement)
+        # insert=True: first among the Session's listeners, so that one of the app's (a result cache)
+        # sees the statement with its tenant, and never answers it before the tenant is checked.
+        event.listen(session_class, "do_orm_execute", _scope_statement, insert=True)
         event.listen(session_class, "before_flush", _check_flush)
         event.listen(session_class, "transient_to_pending", _remember_tenant)
         event.listen(session_class, "detached_to_persistent", _brought_in)
@@ -120,12 +123,12 @@ def _scope_statement(state: ORMExecuteState) -> Result[Any] | None:
     if not (state.is_select or state.is_update or state.is_delete):
         # An ORM insert without a tenant: NoTenantError, as add() and flush()
         # give, rather than the policy's refusal of a row of no tenant.
-        if state.is_insert and current_tenant_id() is None and _mentions_tenant_table(state.statement):
+        if state.is_insert and current_tenant_id() is None and mentions_tenant_table(state.statement):
             require_tenant_id()
         return None
     tenant_id = current_tenant_id()
     if tenant_id is None:
-        if _mentions_tenant_table(state.statement):
+        if mentions_tenant_table(state.statement):
             require_tenant_id()
         return None
     if not state.is_orm_statement or state.execution_options.get(UNCONSTRAINED):
@@ -268,15 +271,6 @@ _TENANT = bindparam(TENANT_PARAMETER, type_=BigInteger())
 _CRITERIA: LoaderCriteriaOption = with_loader_criteria(
     TenantBoundMixin, lambda cls: cls.tenant_id == _TENANT, include_aliases=True
 )
-
-
-def _mentions_tenant_table(statement: Executable) -> bool:
-    # Only walked when no tenant is set, to turn a silent empty result into
-    # NoTenantError; the common path never pays for it.
-    return any(
-        isinstance(element, Table) and is_tenant_table(element)
-        for element in visitors.iterate(cast(ExternallyTraversible, statement))
-    )
 
 
 #: The tenant in context when a new object was added to a Session: its flush must act for the same one.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,6 +158,33 @@ def test_custom_resolvers_plug_in_and_the_first_answer_wins(engine: Engine, seed
     both = {"X-Test-Tenant": "globex", **bearer(seeded.tokens["acme/ci"])}
     assert client.get("/whoami", headers=both).json["tenant"] == "globex"  # type: ignore[index]
     assert client.get("/whoami", headers=bearer(seeded.tokens["acme/ci"])).json["tenant"] == "acme"  # type: ignore[index]
+
+
+def test_the_header_resolver_in_the_docs_names_a_tenant_and_answers_bad_headers_with_4xx(
+    engine: Engine, seeded: Seeded
+) -> None:
+    page = (Path(__file__).parents[2] / "docs" / "flask.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", page.split("**A resolver of your own**", 1)[1], re.S)
+    assert snippet is not None
+    app = _app(engine)
+    exec(snippet.group(1), {"app": app})
+    Tenancy(app, engine=engine)
+    client = app.test_client()
+
+    def whoami(**headers: str) -> tuple[int, Any]:
+        answer = client.get("/whoami", headers=headers)
+        return answer.status_code, answer.json
+
+    assert whoami(**{"X-Tenant": "globex"}) == (200, {"tenant": "globex", "context": seeded.tenants["globex"]})
+    assert whoami() == (200, {"tenant": None, "context": None})  # no header: no tenant
+    status, body = whoami(**{"X-Tenant": "nobody-here"})
+    assert (status, body["error"]) == (404, "unknown_tenant")
+    for malformed in ("Acme", "-acme", "acme\x00", "a" * 64, ""):
+        status, body = whoami(**{"X-Tenant": malformed})
+        assert (status, body["error"]) == (400, "invalid_request"), malformed
+    # Credentials win over the header.
+    status, body = whoami(**{"X-Tenant": "globex"}, **bearer(seeded.tokens["acme/ci"]))
+    assert (status, body["tenant"]) == (200, "acme")
 
 
 def test_a_given_scoped_session_is_removed_after_each_request(engine: Engine, seeded: Seeded) -> None:

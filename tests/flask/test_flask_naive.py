@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from flask import Flask, abort, request
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, exc, func, insert, select, text
+from sqlalchemy import Engine, create_engine, exc, func, insert, select, text, update
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from werkzeug.test import TestResponse
@@ -92,6 +92,15 @@ def _naive_app(engine: Engine) -> Flask:
         sessions.execute(insert(Project).values(tenant_id=request.json["tenant_id"], name="Imported"))
         sessions.commit()
         return {"imported": True}, 201
+
+    @app.post("/rename")
+    @require_scopes("projects:write")
+    def rename_projects() -> dict[str, object]:
+        # ORM bulk UPDATE by primary key, the ids straight from the body: no loader criteria reach it.
+        rows = [{"tenant_id": request.json["tenant_id"], "id": i, "name": "Renamed"} for i in request.json["ids"]]
+        sessions.execute(update(Project), rows)
+        sessions.commit()
+        return {"renamed": len(rows)}
 
     @app.post("/raise/<case>")
     @require_scopes("projects:write")
@@ -275,6 +284,31 @@ def test_a_duplicate_is_a_409_naming_the_constraint_and_nothing_is_written(naive
     assert "unique violation (users_tenant_email_key)" in body["message"]
     assert email.split("@")[0] not in body["message"].lower()  # the condition, never the stored value
     assert _rows(naive, db) == before
+
+
+def test_a_bulk_update_naming_another_tenants_row_is_a_409_and_nothing_is_written(
+    naive: Naive, bypass: UnsafeBypass
+) -> None:
+    """Row level security hides the row, SQLAlchemy counts one row short: the client's mistake, not a 500."""
+    with bypass.session(reason="test setup: another tenant's project") as session:
+        tenant = Tenant(slug=f"other-{secrets.token_hex(4)}", name="Other")
+        session.add(tenant)
+        session.flush()
+        other = Project(tenant_id=tenant.id, name="Theirs")
+        session.add(other)
+        session.flush()
+        theirs = (other.tenant_id, other.id, other.name)
+    for tenant_id in (naive.tenant_id, theirs[0]):
+        body = {"tenant_id": tenant_id, "ids": [naive.project_id, theirs[1]]}
+        response = naive.client.post("/rename", json=body, headers=bearer(naive.token))
+        assert response.status_code == 409, response.data[:300]
+        assert response.json is not None and response.json["error"] == "conflict"
+    ok = naive.client.post(
+        "/rename", json={"tenant_id": naive.tenant_id, "ids": [naive.project_id]}, headers=bearer(naive.token)
+    )
+    assert ok.status_code == 200 and ok.json == {"renamed": 1}
+    with bypass.session(reason="test: nothing written to it") as session:
+        assert session.get(Project, theirs[1]).name == theirs[2]  # type: ignore[union-attr]
 
 
 def test_a_missing_value_is_a_400_and_nothing_is_written(naive: Naive, db: TenancyDatabase) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from sqlalchemy import Engine, create_engine, delete, event, exc, func, insert, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
+from sqlalchemy.orm import ORMExecuteState, Session, aliased, joinedload, selectinload, sessionmaker, subqueryload
 from sqlalchemy.orm import exc as orm_exc
 
 from rls_tenancy import (
@@ -150,6 +150,53 @@ def test_bulk_update_by_primary_key_cannot_reach_another_tenant(
                 session.execute(update(Project), rows)
             session.rollback()
         assert not set(session.scalars(select(Project.name))) & {"bulk mine", "bulk theirs"}
+
+
+class _ResultCache:
+    """An app's ORM result cache, keyed as SQLAlchemy's dogpile example keys it: the statement and its parameters."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, Any] = {}
+
+    def __call__(self, state: ORMExecuteState) -> Any:
+        if not state.is_select:
+            return None
+        cache_key = cast(Any, state.statement)._generate_cache_key()
+        assert cache_key is not None
+        key = cache_key.to_offline_string({}, state.statement, state.parameters or {})
+        if key not in self.results:
+            self.results[key] = state.invoke_statement().freeze()
+        return self.results[key]()
+
+
+class _CachedSession(Session):
+    """A Session class whose sessions an app's cache listens on, set up before any scoping."""
+
+
+@pytest.mark.rls_orm
+@pytest.mark.parametrize("listens_on", ["sessionmaker", "parent class"])
+def test_a_result_cache_listening_before_the_scoping_never_serves_one_tenant_rows_to_another(
+    app_engine: Engine, world: World, listens_on: str
+) -> None:
+    """The scoping runs first among a Session's ``do_orm_execute`` listeners, whatever was there before it.
+
+    A cache that ran first would key the statement without its tenant, and
+    answer every tenant (and a request with none) from the first one's rows,
+    without asking the database.
+    """
+    factory = sessionmaker(app_engine, class_=_CachedSession, query_cls=TenantQuery)
+    cache = _ResultCache()
+    event.listen(factory if listens_on == "sessionmaker" else _CachedSession, "do_orm_execute", cache)
+    try:
+        scope_sessions(factory)
+        for tenant in (world.a, world.b, world.a):
+            with as_tenant(tenant), factory() as session:
+                assert set(session.scalars(select(Project.name))) == world.projects[tenant]
+        with factory() as session, pytest.raises(NoTenantError):
+            session.scalars(select(Project.name))
+        assert len(cache.results) == 2  # one entry per tenant
+    finally:
+        event.remove(factory if listens_on == "sessionmaker" else _CachedSession, "do_orm_execute", cache)
 
 
 NO_TENANT_STATEMENTS: dict[str, Callable[[Session], object]] = {

@@ -9,10 +9,14 @@ and a claim marked for a layer it does not rest on fails the run.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy.engine import URL
 
+from rls_tenancy.binding.signing import ENVIRONMENT as KEY_ENVIRONMENT
 from rls_tenancy.testing import ENV_URL
+from rls_tenancy.testing.database import SIGNED_ENVIRONMENT
 
 APP = '''
 """A one-table app: notes, isolated by tenant."""
@@ -140,6 +144,7 @@ from sqlalchemy import create_engine, select, text
 
 from notes_app import Note
 from rls_tenancy import as_tenant, bind_engine
+from rls_tenancy.testing.database import signing_requested
 
 
 @pytest.mark.rls_policy
@@ -172,6 +177,14 @@ def test_the_tenant_does_not_outlive_a_committed_transaction(rls_database, tenan
         engine.dispose()
 
 
+@pytest.mark.rls_signing
+@pytest.mark.skipif(not signing_requested(), reason="needs a database that requires a signed context")
+def test_sql_naming_another_tenant_reads_none_of_its_notes(app_engine, tenants):
+    with as_tenant(tenants[0]), app_engine.connect() as conn:
+        conn.execute(text("SELECT set_config('app.current_tenant', :b, true)"), {"b": str(tenants[1])})
+        assert conn.execute(text("SELECT tenant_id FROM notes")).scalars().all() == []
+
+
 @pytest.mark.rls_orm
 def test_the_orm_filter_alone_hides_other_tenants(superuser_sessions, tenants):
     # A superuser: row level security does not apply, only the ORM filter does.
@@ -188,6 +201,8 @@ def test_a_note_belongs_to_a_tenant():
 def app_suite(pytester: pytest.Pytester, rls_postgres_url: URL, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """The app's project, its suite pointed at this run's server (no second cluster)."""
     monkeypatch.setenv(ENV_URL, rls_postgres_url.render_as_string(hide_password=False))
+    monkeypatch.delenv(SIGNED_ENVIRONMENT, raising=False)  # unsigned, whichever lane runs this
+    monkeypatch.delenv(KEY_ENVIRONMENT, raising=False)
     pytester.makeini("[pytest]\naddopts = --strict-markers\nfilterwarnings = error\n")
     pytester.makepyfile(notes_app=APP, conftest=CONFTEST, test_notes=TESTS)
     versions = pytester.mkdir("migrations") / "versions"
@@ -198,14 +213,14 @@ def app_suite(pytester: pytest.Pytester, rls_postgres_url: URL, monkeypatch: pyt
 
 
 def test_with_nothing_broken_every_claim_holds(app_suite: pytest.Pytester) -> None:
-    app_suite.runpytest_subprocess().assert_outcomes(passed=5)
+    app_suite.runpytest_subprocess().assert_outcomes(passed=5, skipped=1)  # the signing claim needs signing
 
 
 def test_policy_break_fails_the_policy_claims_and_rejects_a_claim_that_does_not_rest_on_them(
     app_suite: pytest.Pytester,
 ) -> None:
     result = app_suite.runpytest_subprocess("--rls-break=policy", "-rxfE")
-    result.assert_outcomes(xfailed=1, failed=1, deselected=3)
+    result.assert_outcomes(xfailed=1, failed=1, deselected=4)
     result.stdout.fnmatch_lines(
         [
             "*_ test_marked_for_the_policy_but_the_orm_filter_hides_the_rows _*",
@@ -227,5 +242,19 @@ def test_binding_and_orm_breaks_fail_the_claims_marked_for_them(
     app_suite: pytest.Pytester, layer: str, claim: str
 ) -> None:
     result = app_suite.runpytest_subprocess(f"--rls-break={layer}", "-rxfE")
-    result.assert_outcomes(xfailed=1, deselected=4)
+    result.assert_outcomes(xfailed=1, deselected=5)
     result.stdout.fnmatch_lines([f"XFAIL test_notes.py::{claim} - --rls-break={layer}: *"])
+
+
+def test_a_signed_run_proves_the_signing_claim_and_its_break_fails_it(
+    app_suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What docs/testing.md says: the signing claim runs against databases requiring a signed context."""
+    monkeypatch.setenv(SIGNED_ENVIRONMENT, "1")
+    app_suite.runpytest_subprocess().assert_outcomes(passed=6)
+    result = app_suite.runpytest_subprocess("--rls-break=signing", "-rxfE")
+    result.assert_outcomes(xfailed=1, deselected=5)
+    result.stdout.fnmatch_lines(["XFAIL test_notes.py::test_sql_naming_another_tenant_reads_none_of_its_notes - *"])
+    page = (Path(__file__).parents[2] / "docs" / "testing.md").read_text()
+    claim = TESTS[TESTS.index("@pytest.mark.rls_signing") : TESTS.index("@pytest.mark.rls_orm")].strip()
+    assert claim in page, "docs/testing.md shows the signing claim as this suite runs it"
