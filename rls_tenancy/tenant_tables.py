@@ -34,9 +34,14 @@ def is_tenant_table(table: Table) -> bool:
 
 
 def mentions_tenant_table(statement: object) -> bool:
-    """Whether ``statement`` (a select, insert, update, delete, union...) names a tenant table anywhere."""
+    """Whether ``statement`` (a select, insert, update, delete, union...) names a tenant table anywhere.
+
+    Only tables whose ``tenant_id`` is ``NOT NULL``: in one where it may be
+    ``NULL`` (rows every tenant shares, as in ``feature_overrides``), a
+    statement without a tenant may find rows its policies show to all.
+    """
     return any(
-        isinstance(element, Table) and is_tenant_table(element)
+        isinstance(element, Table) and is_tenant_table(element) and not element.c.tenant_id.nullable
         for element in visitors.iterate(cast(ExternallyTraversible, statement))
     )
 

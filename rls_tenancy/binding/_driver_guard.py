@@ -62,6 +62,9 @@ class Hooks(NamedTuple):
     begun: Callable[[], bool]
     #: Bind that transaction now, for the tenant in context (a sync connection's).
     bind: Callable[[], None]
+    #: Whether a pooler stands between it and the server (PgBouncer in transaction mode): any
+    #: client may have used the server session since, and each transaction may land on another.
+    pooled: Callable[[], bool]
 
 
 _hooks: weakref.WeakKeyDictionary[Any, Hooks] = weakref.WeakKeyDictionary()
@@ -70,6 +73,8 @@ _IDLE = psycopg.pq.TransactionStatus.IDLE
 #: reads nothing, and the binding resets the session, if it must, in the round trip that begins
 #: the transaction; a reset here would only run twice.
 _PINGING: ContextVar[bool] = ContextVar("rls_tenancy_pinging", default=False)
+#: Set while the guard's own reset runs: behind a pooler it begins the transaction it precedes.
+_RESETTING: ContextVar[bool] = ContextVar("rls_tenancy_resetting", default=False)
 
 
 #: Set while SQLAlchemy rolls back to one of its savepoints: a ``ROLLBACK`` that ends no transaction.
@@ -142,7 +147,7 @@ def _check(driver: Any) -> int:
         return 0
     tenant = hooks.tenant_of()
     if tenant is UNBOUND:
-        if driver.pgconn.transaction_status != _IDLE or _PINGING.get():
+        if driver.pgconn.transaction_status != _IDLE or _PINGING.get() or _RESETTING.get():
             return 0
         if hooks.begun() and not driver.autocommit:
             return _BIND
@@ -227,28 +232,53 @@ def _refuse_async_binding() -> None:
 
 
 def _reset(driver: psycopg.Connection[Any]) -> None:
-    """The session reset, committed, before unbound work; a connection it fails on is closed, never reused."""
+    """The session reset, committed, before unbound work; a connection it fails on is closed, never reused.
+
+    Behind a pooler, in the work's own transaction instead (the next
+    transaction may run on another server session), and refused in
+    autocommit, where each statement may.
+    """
     hooks = _hooks[driver]
+    pooled = _refuse_pooled_autocommit(driver, hooks)
     hooks.resetting()  # first: the reset's own statement passes the check
+    token = _RESETTING.set(True)
     try:
         driver.execute(hooks.reset, prepare=False)
-        if not driver.autocommit:
+        if not driver.autocommit and not pooled:
             driver.commit()
     except BaseException:
         driver.close()
         raise
+    finally:
+        _RESETTING.reset(token)
+
+
+def _refuse_pooled_autocommit(driver: Any, hooks: Hooks) -> bool:
+    """Whether ``driver`` is behind a pooler; raises for work in autocommit there, which no reset can precede."""
+    pooled = hooks.pooled()
+    if pooled and driver.autocommit:
+        raise ConfigurationError(
+            "behind a pooler, driver work in autocommit outside a transaction SQLAlchemy began cannot be "
+            "preceded by the session reset: each statement may run on a server session another client used; "
+            "run it in a transaction (autocommit off), or through SQLAlchemy"
+        )
+    return pooled
 
 
 async def _reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
     hooks = _hooks[driver]
+    pooled = _refuse_pooled_autocommit(driver, hooks)
     hooks.resetting()
+    token = _RESETTING.set(True)
     try:
         await driver.execute(hooks.reset, prepare=False)
-        if not driver.autocommit:
+        if not driver.autocommit and not pooled:
             await driver.commit()
     except BaseException:
         await driver.close()
         raise
+    finally:
+        _RESETTING.reset(token)
 
 
 #: One subclass per cursor class, however many connections use it.

@@ -526,7 +526,7 @@ def _needs_reset(
     """
     if not _resetting:
         return False
-    if beginning is not None and info.get(_signing.PINNED) == 0:
+    if beginning is not None and _pooled(info):
         return True
     if info.get(_SERVED, _NEVER) != tenant:
         return True
@@ -669,6 +669,7 @@ def _guard(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info:
             reset=SESSION_RESET_SCRIPT,
             begun=functools.partial(dict.__contains__, info, _BEGUN),
             bind=functools.partial(_bind_raw_first, driver, info),
+            pooled=functools.partial(_pooled, info),
         ),
     )
 
@@ -689,6 +690,8 @@ def _served_another(info: dict[Any, Any]) -> bool:
     """
     if not _resetting:
         return False
+    if _pooled(info):  # any client may have used the server session since
+        return True
     current = acting()
     served_as = _served_as(current[1], current)
     return bool(info.get(_SERVED, _NEVER) != current[0] or info.get(_SERVED_USER, _NEVER) != served_as)
@@ -761,6 +764,11 @@ def _after_reset(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
     cache = _prepared_cache(driver)
     if cache is not None:
         cache.to_flush.clear()
+
+
+def _pooled(info: dict[Any, Any]) -> bool:
+    """Whether a pooler stands between the connection and the server: its backend is not the client's."""
+    return info.get(_signing.PINNED) == 0
 
 
 def _bound_tenant(info: dict[Any, Any]) -> int | None:

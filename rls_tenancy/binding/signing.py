@@ -83,9 +83,14 @@ def check_key(dialect: Dialect) -> Any:
         if problem is not None:
             dbapi_connection.close()  # useless, and the pool would not close it
             raise ContextKeyError(problem)
-        # Behind a pooler the client's backend is not the server's: proofs then name none.
+        # Behind a pooler the client's backend is not the server's: proofs then name none, and psycopg
+        # prepares nothing. Every transaction there begins with the reset, which deallocates all; and
+        # the names psycopg gives its statements (_pg3_0, ...) are every other client's too, so one
+        # another client prepared would pass for this one's and run in its transaction.
         driver = record.driver_connection
         record.info[PINNED] = server_pid if driver is not None and server_pid == driver.info.backend_pid else 0
+        if record.info[PINNED] == 0 and driver is not None:
+            driver.prepare_threshold = None
 
     return check
 

@@ -27,7 +27,6 @@ from sqlalchemy.orm import (
     object_session,
     scoped_session,
     sessionmaker,
-    with_loader_criteria,
 )
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import visitors
@@ -261,6 +260,26 @@ def _refreshed(state: ORMExecuteState, tenant_id: int) -> Result[Any]:
 TENANT_PARAMETER = "rls_tenancy_tenant_id"
 _TENANT = bindparam(TENANT_PARAMETER, type_=BigInteger())
 
+
+class _TenantCriteria(LoaderCriteriaOption):
+    """``with_loader_criteria`` whose cache key names the tenant's parameter among the statement's parameters.
+
+    Inside the lambda, the parameter is part of the key's structure only,
+    so a result cache keyed as SQLAlchemy's dogpile example keys it (the
+    SQL and the values of the key's parameters) would key a statement with
+    parameters of its own (``WHERE status = :status``) without its tenant,
+    and answer every tenant from the first one's rows. Listed, its value
+    (the execution's parameter) is part of such a key.
+    """
+
+    _traverse_internals = LoaderCriteriaOption._traverse_internals
+
+    def _gen_cache_key(self, anon_map: Any, bindparams: list[BindParameter[Any]]) -> Any:
+        key = super()._gen_cache_key(anon_map, bindparams)
+        bindparams.append(_TENANT)
+        return key
+
+
 #: One criteria option for every tenant: the tenant is a parameter of the
 #: statement, not a value captured in the option. A statement carrying it
 #: then has the same cache key whatever the tenant, and SQLAlchemy has no
@@ -268,7 +287,7 @@ _TENANT = bindparam(TENANT_PARAMETER, type_=BigInteger())
 #: the lambda instead cost about 65 µs of CPU per statement (measured in
 #: benchmarks/, "CPU per request"). A statement that carries the option but
 #: was not given the parameter fails rather than running unscoped.
-_CRITERIA: LoaderCriteriaOption = with_loader_criteria(
+_CRITERIA: LoaderCriteriaOption = _TenantCriteria(
     TenantBoundMixin, lambda cls: cls.tenant_id == _TENANT, include_aliases=True
 )
 

@@ -8,7 +8,23 @@ import threading
 from typing import cast
 
 import pytest
-from sqlalchemy import Engine, Table, create_engine, delete, event, exists, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    ForeignKey,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    exists,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import ExecutionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -229,7 +245,16 @@ def test_a_core_statement_on_a_tenant_table_without_a_tenant_raises_rather_than_
         with as_tenant(world.a), pinned_engine.connect() as conn:
             conn.execute(statement)  # the same statement, with a tenant: runs
             conn.rollback()
+    # A tenant_id that may be NULL marks rows every tenant shares, which its policies may show without a tenant.
+    overrides = Table(
+        "feature_overrides",
+        MetaData(),
+        Column("tenant_id", BigInteger, ForeignKey("rls_tenancy.tenants.id"), nullable=True),
+        Column("feature", Text),
+        schema="rls_tenancy",
+    )
     with pinned_engine.connect() as conn:  # without a tenant table: runs, and RLS answers
+        conn.execute(select(overrides.c.feature).where(overrides.c.tenant_id.is_(None))).all()
         assert conn.execute(select(Tenant.id)).all() == []
         assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0  # raw SQL names no known table
 

@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import pytest
@@ -547,3 +548,77 @@ def test_a_lookup_without_a_tenant_never_runs_a_statement_sql_swapped_on_the_con
         assert prepared == []
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _behind_pgbouncer_without_its_reset(db: TenancyDatabase) -> Iterator[tuple[Engine, Engine]]:
+    """Two apps' engines behind PgBouncer with one server connection and no reset of its own: the library's alone."""
+    if find_pgbouncer() is None:
+        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
+    logins = {str(db.app_url.username): str(db.app_url.password)}
+    with pgbouncer(db.superuser_url, logins, server_connections=1, reset=False) as bouncer:
+        url = bouncer.url(db.app_url)
+        engines = tuple(bind_engine(create_engine(url, pool_size=1)) for _ in range(2))
+        try:
+            yield engines[0], engines[1]
+        finally:
+            for engine in engines:
+                engine.dispose()
+
+
+_MINE = text("SELECT name FROM projects WHERE name <> :x")
+_THEIRS = text("SELECT 'planted: ' || current_setting('app.current_tenant') WHERE CAST(:x AS text) IS NOT NULL")
+
+
+def _mine(conn: Connection) -> set[str]:
+    return set(conn.execute(_MINE, {"x": ""}).scalars())
+
+
+def test_through_pgbouncer_another_clients_prepared_statement_never_runs_in_a_transaction(
+    db: TenancyDatabase, world: World
+) -> None:
+    """psycopg names its statements alike on every connection (_pg3_0, ...): behind a pooler it prepares none.
+
+    Before, B's reset kept the server's ``_pg3_0`` as B's own, and it was
+    A's: B's transaction ran A's statement, which showed A what B's
+    transaction was bound to, and could rewrite B's rows.
+    """
+    with _behind_pgbouncer_without_its_reset(db) as (victim, attacker):
+        for _ in range(7):  # psycopg prepares after five runs on a connection
+            assert _as(victim, world.b, _mine) == world.projects[world.b]
+            _as(attacker, world.a, lambda conn: conn.execute(_THEIRS, {"x": ""}).all())
+        seen = _as(victim, world.b, _mine)
+        prepared = _as(victim, world.b, _scalar("SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql"))
+        assert seen == world.projects[world.b]
+        assert prepared == 0
+
+
+def test_through_pgbouncer_raw_driver_work_begins_with_the_reset_in_its_own_transaction(
+    db: TenancyDatabase, world: World
+) -> None:
+    """Raw work no binding covers: reset first behind a pooler, in its own transaction; refused in autocommit.
+
+    Before, the guard reset only when this client connection had served
+    another tenant; behind a pooler another client may have used the
+    server session since, and A's tenant, left session-wide, bound B's raw
+    reads and writes.
+    """
+    with _behind_pgbouncer_without_its_reset(db) as (victim, attacker):
+        _as(victim, world.b, _names)  # B's client connection has served B
+        _as(
+            attacker,
+            world.a,
+            _run("SELECT set_config('app.current_tenant', current_setting('app.current_tenant'), false)"),
+        )
+        with as_tenant(world.b):
+            raw = victim.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute("SELECT current_setting('app.current_tenant', true), count(*) FROM projects")
+                assert cursor.fetchone() in (("", 0), (None, 0))  # no tenant: none of A's rows
+                raw.commit()
+                raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+                with pytest.raises(ConfigurationError, match="behind a pooler"):
+                    raw.cursor().execute("SELECT 1")
+            finally:
+                raw.close()

@@ -189,12 +189,14 @@ def test_a_result_cache_listening_before_the_scoping_never_serves_one_tenant_row
     event.listen(factory if listens_on == "sessionmaker" else _CachedSession, "do_orm_execute", cache)
     try:
         scope_sessions(factory)
-        for tenant in (world.a, world.b, world.a):
-            with as_tenant(tenant), factory() as session:
-                assert set(session.scalars(select(Project.name))) == world.projects[tenant]
-        with factory() as session, pytest.raises(NoTenantError):
-            session.scalars(select(Project.name))
-        assert len(cache.results) == 2  # one entry per tenant
+        # The second has a parameter of its own: such a key lists the statement's parameters, the tenant's among them.
+        for statement in (select(Project.name), select(Project.name).where(Project.id > 0)):
+            for tenant in (world.a, world.b, world.a):
+                with as_tenant(tenant), factory() as session:
+                    assert set(session.scalars(statement)) == world.projects[tenant]
+            with factory() as session, pytest.raises(NoTenantError):
+                session.scalars(statement)
+        assert len(cache.results) == 4  # one entry per tenant and statement
     finally:
         event.remove(factory if listens_on == "sessionmaker" else _CachedSession, "do_orm_execute", cache)
 
