@@ -19,7 +19,14 @@ would still see what the last tenant's SQL left in the session (a
 session-wide ``app.current_tenant``, a temp view named like a table): before
 its first statement, a session that served another tenant (or user) than the
 one in context is reset, as the binding does before it serves another
-tenant, and that reset is committed.
+tenant, and that reset is committed. A transaction the driver begins with
+``transaction()`` is checked the same way. Behind a pooler, where another
+client may have used the server session since and each transaction may run
+on another, every such transaction begins with the reset inside it, and
+work in autocommit outside one is refused. Cursors made from psycopg's
+classes directly (``psycopg.Cursor(conn)``), rather than by
+``conn.cursor()``, skip the connection's cursor factory, and with it this
+guard, as ``pgconn`` does.
 
 The check costs about a microsecond per statement; SQLAlchemy's statements
 pass it too, just after the binding's own.
@@ -128,6 +135,7 @@ def guard(driver: Any, hooks: Hooks) -> None:
     _hooks[driver] = hooks
     driver.cursor_factory = _guarded(driver.cursor_factory)
     driver.server_cursor_factory = _guarded(driver.server_cursor_factory)
+    driver.transaction = _guarded_transactions(driver, driver.transaction)
 
 
 def is_guarded(driver: Any) -> bool:
@@ -207,6 +215,94 @@ def _tenant_of(tenant: object) -> str:
     if tenant is ENDED:
         return "its tenant"
     return f"tenant {'(none)' if tenant is None else tenant}"
+
+
+def _guarded_transactions(driver: Any, begin: Callable[..., Any]) -> Callable[..., Any]:
+    """``driver.transaction()``, checked as a statement would be before the ``BEGIN`` it sends."""
+
+    def transaction(*args: Any, **kwargs: Any) -> Any:
+        if driver.pgconn.transaction_status != _IDLE or driver not in _hooks:
+            return begin(*args, **kwargs)  # a savepoint in a transaction its first statement checked
+        needs = _check(driver)
+        if not needs:
+            return begin(*args, **kwargs)
+        if needs == _BIND or not _hooks[driver].pooled():
+            if isinstance(driver, psycopg.AsyncConnection):
+                return _ThenBegun(driver, needs, begin, args, kwargs)
+            _prepare(driver, needs)  # the reset committed first, on the same server session
+            return begin(*args, **kwargs)
+        return _ResetInside(driver, begin(*args, **kwargs))  # behind a pooler: in the transaction it begins
+
+    return transaction
+
+
+class _ThenBegun:
+    """An asyncio ``transaction()`` whose reset (or binding) goes first, as ``_prepare_async`` does it."""
+
+    def __init__(self, driver: Any, needs: int, begin: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        self._driver, self._needs, self._begin, self._args, self._kwargs = driver, needs, begin, args, kwargs
+        self._inner: Any = None
+
+    async def __aenter__(self) -> Any:
+        await _prepare_async(self._driver, self._needs)
+        self._inner = self._begin(*self._args, **self._kwargs)
+        return await self._inner.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._inner.__aexit__(*exc)
+
+
+class _ResetInside:
+    """A driver transaction behind a pooler: the session reset is its first statement (either kind of driver)."""
+
+    def __init__(self, driver: Any, inner: Any) -> None:
+        self._driver, self._inner = driver, inner
+
+    def __enter__(self) -> Any:
+        begun = self._inner.__enter__()
+        try:
+            _run_reset(self._driver)
+        except BaseException as error:
+            self._inner.__exit__(type(error), error, error.__traceback__)
+            self._driver.close()
+            raise
+        return begun
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._inner.__exit__(*exc)
+
+    async def __aenter__(self) -> Any:
+        begun = await self._inner.__aenter__()
+        try:
+            await _run_reset_async(self._driver)
+        except BaseException as error:
+            await self._inner.__aexit__(type(error), error, error.__traceback__)
+            await self._driver.close()
+            raise
+        return begun
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._inner.__aexit__(*exc)
+
+
+def _run_reset(driver: psycopg.Connection[Any]) -> None:
+    hooks = _hooks[driver]
+    hooks.resetting()
+    token = _RESETTING.set(True)
+    try:
+        driver.execute(hooks.reset, prepare=False)
+    finally:
+        _RESETTING.reset(token)
+
+
+async def _run_reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
+    hooks = _hooks[driver]
+    hooks.resetting()
+    token = _RESETTING.set(True)
+    try:
+        await driver.execute(hooks.reset, prepare=False)
+    finally:
+        _RESETTING.reset(token)
 
 
 def _prepare(driver: psycopg.Connection[Any], needs: int) -> None:
@@ -367,8 +463,8 @@ class _ServerGuard(_Guard):
 
     def _before_fetch(self) -> None:
         try:
-            _check(self.connection)
-        except TenantChangedError:
+            _refuse_fetch_elsewhere(_check(self.connection))
+        except TenancyError:
             self.close()  # type: ignore[attr-defined]
             raise
 
@@ -392,8 +488,8 @@ class _ServerGuard(_Guard):
 class _AsyncServerGuard(_AsyncGuard):
     async def _before_fetch(self) -> None:
         try:
-            _check(self.connection)
-        except TenantChangedError:
+            _refuse_fetch_elsewhere(_check(self.connection))
+        except TenancyError:
             await self.close()  # type: ignore[attr-defined]
             raise
 
@@ -412,3 +508,18 @@ class _AsyncServerGuard(_AsyncGuard):
     async def __anext__(self) -> Any:
         await self._before_fetch()
         return await super().__anext__()  # type: ignore[misc]
+
+
+def _refuse_fetch_elsewhere(needs: int) -> None:
+    """A fetch that would begin a transaction on a session to reset: a holdable cursor read after its commit.
+
+    The reset would close the cursor, and without it the fetch would run on
+    a session another client may have used since (behind a pooler, any
+    server session), reading what that client left there.
+    """
+    if needs == _RESET:
+        raise TenancyError(
+            "a server-side cursor was fetched outside the transaction that declared it, on a session that "
+            "may hold what another client left (or, behind a pooler, another server session): fetch a "
+            "holdable cursor in the transaction that declared it, or before the connection serves anyone else"
+        )

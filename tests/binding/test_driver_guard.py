@@ -132,6 +132,32 @@ def test_raw_connection_work_writes_nothing_into_the_tenant_that_left_its_bindin
         assert session.execute(text("SELECT count(*) FROM projects WHERE name = 'written-raw'")).scalar_one() == 0
 
 
+@pytest.mark.rls_binding
+@pytest.mark.parametrize("autocommit", [False, True], ids=["in-a-transaction", "autocommit"])
+def test_a_transaction_the_driver_begins_itself_sees_nothing_another_tenant_left(
+    pinned_engine: Engine, world: World, autocommit: bool
+) -> None:
+    """``with driver.transaction():`` sends its BEGIN past every cursor: it is checked as a statement would be.
+
+    Before, it ran under the binding A's SQL left session-wide: B's raw
+    reads saw A's rows, and its inserts went to A.
+    """
+    _plant(pinned_engine, world)
+    with as_tenant(world.b):
+        raw = pinned_engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            driver.autocommit = autocommit
+            with driver.transaction():
+                seen = {row[0] for row in driver.execute(NAMES).fetchall()}
+                planted = driver.execute("SELECT current_setting('app.current_tenant', true)").fetchone()
+            assert seen == set()
+            assert planted in ((None,), ("",))
+        finally:
+            raw.close()
+
+
 def test_a_server_side_cursor_opened_for_one_tenant_fetches_nothing_for_another(
     pinned_engine: Engine, world: World
 ) -> None:

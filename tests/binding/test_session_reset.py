@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+import psycopg
 import pytest
 from alembic.config import Config
 from psycopg import sql
@@ -620,5 +621,43 @@ def test_through_pgbouncer_raw_driver_work_begins_with_the_reset_in_its_own_tran
                 raw.driver_connection.autocommit = True  # type: ignore[union-attr]
                 with pytest.raises(ConfigurationError, match="behind a pooler"):
                     raw.cursor().execute("SELECT 1")
+            finally:
+                raw.close()
+
+
+def test_through_pgbouncer_a_driver_transaction_begins_with_the_reset_and_a_held_cursor_is_not_read_elsewhere(
+    db: TenancyDatabase, world: World
+) -> None:
+    """``driver.transaction()`` resets inside the transaction it begins; a holdable cursor read after commit is refused.
+
+    Before, both sent their BEGIN past the guard: B's raw transaction ran
+    under A's tenant left session-wide (A's rows read, B's insert written
+    to A), and a fetch after commit read a cursor A declared on the shared
+    server session.
+    """
+    with _behind_pgbouncer_without_its_reset(db) as (victim, attacker):
+        _as(victim, world.b, _names)  # B's client connection has served B
+        leave = "SELECT set_config('app.current_tenant', current_setting('app.current_tenant'), false)"
+        _as(attacker, world.a, _run(leave))
+        with as_tenant(world.b):
+            raw = victim.raw_connection()
+            try:
+                driver = raw.driver_connection
+                assert isinstance(driver, psycopg.Connection)
+                for autocommit in (False, True):
+                    driver.autocommit = autocommit
+                    with driver.transaction():
+                        row = driver.execute(
+                            "SELECT current_setting('app.current_tenant', true), count(*) FROM projects"
+                        )
+                        assert row.fetchone() in (("", 0), (None, 0))
+                    _as(attacker, world.a, _run(leave))
+                driver.autocommit = False
+                held = driver.cursor("held", withhold=True)
+                held.execute("SELECT name FROM projects")
+                driver.commit()
+                _as(attacker, world.a, _run("DECLARE held CURSOR WITH HOLD FOR SELECT 'planted by A'"))
+                with pytest.raises(TenancyError, match="outside the transaction that declared it"):
+                    held.fetchall()
             finally:
                 raw.close()
