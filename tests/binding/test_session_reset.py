@@ -336,20 +336,27 @@ def test_through_pgbouncer_two_client_engines_share_no_session_state(
     So behind a pooler every transaction begins with the library's reset,
     with PgBouncer's own reset configured or not.
     """
+    with _two_apps_behind_pgbouncer(db, reset=reset) as (y, x):
+        _as(y, world.b, _names, user=members[world.b])  # y has served B's user: no reason to reset for them
+        _as(x, world.a, _run("CREATE TEMP TABLE IF NOT EXISTS report AS SELECT name FROM projects"))
+        seen = _as(y, world.b, _scalar("SELECT to_regclass('pg_temp.report')"), user=members[world.b])
+    assert seen is None  # B's app never finds A's table on the shared connection
+
+
+@contextmanager
+def _two_apps_behind_pgbouncer(db: TenancyDatabase, *, reset: bool) -> Iterator[tuple[Engine, Engine]]:
+    """Two apps' engines behind PgBouncer, one server connection; its own reset, or (False) the library's alone."""
     if find_pgbouncer() is None:
         pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
     logins = {str(db.app_url.username): str(db.app_url.password)}
     with pgbouncer(db.superuser_url, logins, server_connections=1, reset=reset) as bouncer:
         url = bouncer.url(db.app_url)
-        x, y = (bind_engine(create_engine(url, pool_size=1)) for _ in range(2))
+        engines = tuple(bind_engine(create_engine(url, pool_size=1)) for _ in range(2))
         try:
-            _as(y, world.b, _names, user=members[world.b])  # y has served B's user: no reason to reset for them
-            _as(x, world.a, _run("CREATE TEMP TABLE IF NOT EXISTS report AS SELECT name FROM projects"))
-            seen = _as(y, world.b, _scalar("SELECT to_regclass('pg_temp.report')"), user=members[world.b])
+            yield engines[0], engines[1]
         finally:
-            x.dispose()
-            y.dispose()
-    assert seen is None  # B's app never finds A's table on the shared connection
+            for engine in engines:
+                engine.dispose()
 
 
 # A's SQL: a temp view shadowing projects that copies what it shows, padding that makes DISCARD TEMP slow,
@@ -366,22 +373,11 @@ SELECT pg_catalog.set_config('statement_timeout', '30ms', false);
 
 def test_through_pgbouncer_a_timeout_set_by_sql_cannot_make_the_reset_fail(db: TenancyDatabase, world: World) -> None:
     """Before the reset script disarmed the timeouts, its DISCARD TEMP was cancelled, and B's rows went to A."""
-    if find_pgbouncer() is None:
-        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
-    logins = {str(db.app_url.username): str(db.app_url.password)}
-    with pgbouncer(db.superuser_url, logins, server_connections=1, reset=True) as bouncer:
-        url = bouncer.url(db.app_url)
-        attacker, victim = (
-            bind_engine(create_engine(url, pool_size=1, connect_args={"prepare_threshold": None})) for _ in range(2)
-        )
-        try:
-            _as(victim, world.b, _names)  # B's client connection has served B: it sees no reason to reset
-            _as(attacker, world.a, lambda conn: conn.exec_driver_sql(SLOW_RESET_PLANT))  # several statements
-            assert _as(victim, world.b, _names) == world.projects[world.b]
-            loot = _as(attacker, world.a, _scalar("SELECT to_regclass('pg_temp.loot')"))
-        finally:
-            attacker.dispose()
-            victim.dispose()
+    with _two_apps_behind_pgbouncer(db, reset=True) as (victim, attacker):
+        _as(victim, world.b, _names)  # B's client connection has served B: it sees no reason to reset
+        _as(attacker, world.a, lambda conn: conn.exec_driver_sql(SLOW_RESET_PLANT))  # several statements
+        assert _as(victim, world.b, _names) == world.projects[world.b]
+        loot = _as(attacker, world.a, _scalar("SELECT to_regclass('pg_temp.loot')"))
     assert loot is None  # the reset ran whole: A's temp objects, and what they copied of B's, are gone
 
 
@@ -426,22 +422,13 @@ def test_through_pgbouncer_a_reset_that_runs_out_of_locks_fails_closed() -> None
             )
             admin.execute(text("INSERT INTO projects (tenant_id, name) VALUES (:t, 'b-one')"), {"t": b})
         superuser.dispose()
-        logins = {str(db.app_url.username): str(db.app_url.password)}
-        with pgbouncer(db.superuser_url, logins, server_connections=1, reset=True) as bouncer:
-            url = bouncer.url(db.app_url)
-            attacker, victim = (
-                bind_engine(create_engine(url, pool_size=1, connect_args={"prepare_threshold": None})) for _ in range(2)
-            )
-            try:
-                assert _as(victim, b, _names) == {"b-one"}
-                _as(attacker, a, lambda conn: conn.exec_driver_sql(LOCKS_EXHAUSTED_PLANT))
-                for _ in range(2):  # PgBouncer keeps the server session: each transaction on it fails
-                    with pytest.raises(DBAPIError) as failed:
-                        _as(victim, b, _names)
-                    assert "trap" not in str(failed.value), "B's transaction read through A's view"
-            finally:
-                attacker.dispose()
-                victim.dispose()
+        with _two_apps_behind_pgbouncer(db, reset=True) as (victim, attacker):
+            assert _as(victim, b, _names) == {"b-one"}
+            _as(attacker, a, lambda conn: conn.exec_driver_sql(LOCKS_EXHAUSTED_PLANT))
+            for _ in range(2):  # PgBouncer keeps the server session: each transaction on it fails
+                with pytest.raises(DBAPIError) as failed:
+                    _as(victim, b, _names)
+                assert "trap" not in str(failed.value), "B's transaction read through A's view"
 
 
 def test_a_timeout_set_by_sql_cannot_make_the_next_tenants_reset_fail(pinned_engine: Engine, world: World) -> None:
@@ -551,22 +538,6 @@ def test_a_lookup_without_a_tenant_never_runs_a_statement_sql_swapped_on_the_con
         engine.dispose()
 
 
-@contextmanager
-def _behind_pgbouncer_without_its_reset(db: TenancyDatabase) -> Iterator[tuple[Engine, Engine]]:
-    """Two apps' engines behind PgBouncer with one server connection and no reset of its own: the library's alone."""
-    if find_pgbouncer() is None:
-        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
-    logins = {str(db.app_url.username): str(db.app_url.password)}
-    with pgbouncer(db.superuser_url, logins, server_connections=1, reset=False) as bouncer:
-        url = bouncer.url(db.app_url)
-        engines = tuple(bind_engine(create_engine(url, pool_size=1)) for _ in range(2))
-        try:
-            yield engines[0], engines[1]
-        finally:
-            for engine in engines:
-                engine.dispose()
-
-
 _MINE = text("SELECT name FROM projects WHERE name <> :x")
 _THEIRS = text("SELECT 'planted: ' || current_setting('app.current_tenant') WHERE CAST(:x AS text) IS NOT NULL")
 
@@ -584,7 +555,7 @@ def test_through_pgbouncer_another_clients_prepared_statement_never_runs_in_a_tr
     A's: B's transaction ran A's statement, which showed A what B's
     transaction was bound to, and could rewrite B's rows.
     """
-    with _behind_pgbouncer_without_its_reset(db) as (victim, attacker):
+    with _two_apps_behind_pgbouncer(db, reset=False) as (victim, attacker):
         for _ in range(7):  # psycopg prepares after five runs on a connection
             assert _as(victim, world.b, _mine) == world.projects[world.b]
             _as(attacker, world.a, lambda conn: conn.execute(_THEIRS, {"x": ""}).all())
@@ -604,7 +575,7 @@ def test_through_pgbouncer_raw_driver_work_begins_with_the_reset_in_its_own_tran
     server session since, and A's tenant, left session-wide, bound B's raw
     reads and writes.
     """
-    with _behind_pgbouncer_without_its_reset(db) as (victim, attacker):
+    with _two_apps_behind_pgbouncer(db, reset=False) as (victim, attacker):
         _as(victim, world.b, _names)  # B's client connection has served B
         _as(
             attacker,
@@ -635,7 +606,7 @@ def test_through_pgbouncer_a_driver_transaction_begins_with_the_reset_and_a_held
     to A), and a fetch after commit read a cursor A declared on the shared
     server session.
     """
-    with _behind_pgbouncer_without_its_reset(db) as (victim, attacker):
+    with _two_apps_behind_pgbouncer(db, reset=False) as (victim, attacker):
         _as(victim, world.b, _names)  # B's client connection has served B
         leave = "SELECT set_config('app.current_tenant', current_setting('app.current_tenant'), false)"
         _as(attacker, world.a, _run(leave))
