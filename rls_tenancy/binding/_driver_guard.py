@@ -20,13 +20,16 @@ session-wide ``app.current_tenant``, a temp view named like a table): before
 its first statement, a session that served another tenant (or user) than the
 one in context is reset, as the binding does before it serves another
 tenant, and that reset is committed. A transaction the driver begins with
-``transaction()`` is checked the same way. Behind a pooler, where another
+``transaction()`` or ``tpc_begin()`` is checked the same way, and the
+notifications psycopg read before the reset are dropped with it. Behind a pooler, where another
 client may have used the server session since and each transaction may run
 on another, every such transaction begins with the reset inside it, and
 work in autocommit outside one is refused. Cursors made from psycopg's
 classes directly (``psycopg.Cursor(conn)``), rather than by
 ``conn.cursor()``, skip the connection's cursor factory, and with it this
-guard, as ``pgconn`` does.
+guard, as ``pgconn`` does; so does a cursor factory assigned to the
+connection after it was made (give it in ``connect_args`` instead, where
+the guard wraps it).
 
 The check costs about a microsecond per statement; SQLAlchemy's statements
 pass it too, just after the binding's own.
@@ -136,6 +139,7 @@ def guard(driver: Any, hooks: Hooks) -> None:
     driver.cursor_factory = _guarded(driver.cursor_factory)
     driver.server_cursor_factory = _guarded(driver.server_cursor_factory)
     driver.transaction = _guarded_transactions(driver, driver.transaction)
+    driver.tpc_begin = _guarded_tpc_begin(driver, driver.tpc_begin)
 
 
 def is_guarded(driver: Any) -> bool:
@@ -221,9 +225,7 @@ def _guarded_transactions(driver: Any, begin: Callable[..., Any]) -> Callable[..
     """``driver.transaction()``, checked as a statement would be before the ``BEGIN`` it sends."""
 
     def transaction(*args: Any, **kwargs: Any) -> Any:
-        if driver.pgconn.transaction_status != _IDLE or driver not in _hooks:
-            return begin(*args, **kwargs)  # a savepoint in a transaction its first statement checked
-        needs = _check(driver)
+        needs = _needs_before_begin(driver)  # none for a savepoint in a transaction its first statement checked
         if not needs:
             return begin(*args, **kwargs)
         if needs == _BIND or not _hooks[driver].pooled():
@@ -234,6 +236,44 @@ def _guarded_transactions(driver: Any, begin: Callable[..., Any]) -> Callable[..
         return _ResetInside(driver, begin(*args, **kwargs))  # behind a pooler: in the transaction it begins
 
     return transaction
+
+
+def _guarded_tpc_begin(driver: Any, begin: Callable[..., Any]) -> Callable[..., Any]:
+    """``driver.tpc_begin(xid)``, checked as ``transaction()`` is: it sends its ``BEGIN`` past every cursor too."""
+    if isinstance(driver, psycopg.AsyncConnection):
+
+        async def tpc_begin_async(xid: Any) -> None:
+            needs = _needs_before_begin(driver)
+            pooled_reset = needs == _RESET and _hooks[driver].pooled()
+            if needs and not pooled_reset:
+                await _prepare_async(driver, needs)
+            await begin(xid)
+            if pooled_reset:
+                await _run_reset_async(driver)
+
+        return tpc_begin_async
+
+    def tpc_begin(xid: Any) -> None:
+        needs = _needs_before_begin(driver)
+        pooled_reset = needs == _RESET and _hooks[driver].pooled()
+        if needs and not pooled_reset:
+            _prepare(driver, needs)  # the reset committed first, on the same server session
+        begin(xid)
+        if pooled_reset:  # behind a pooler: inside the transaction it began
+            try:
+                _run_reset(driver)
+            except BaseException:
+                driver.close()
+                raise
+
+    return tpc_begin
+
+
+def _needs_before_begin(driver: Any) -> int:
+    """What a transaction the driver is about to begin needs first, as its first statement would."""
+    if driver.pgconn.transaction_status != _IDLE or driver not in _hooks:
+        return 0
+    return _check(driver)
 
 
 class _ThenBegun:
@@ -293,6 +333,19 @@ def _run_reset(driver: psycopg.Connection[Any]) -> None:
         driver.execute(hooks.reset, prepare=False)
     finally:
         _RESETTING.reset(token)
+    forget_notifications(driver)
+
+
+def forget_notifications(driver: Any) -> None:
+    """Drop the notifications psycopg read before (or as) the session was reset: the last client's channels'.
+
+    ``UNLISTEN *`` stops new ones; those already on the socket were read
+    into psycopg's backlog (a private deque), which ``notifies()`` would
+    hand the next client.
+    """
+    backlog = getattr(driver, "_notifies_backlog", None)
+    if backlog:
+        backlog.clear()
 
 
 async def _run_reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
@@ -303,6 +356,7 @@ async def _run_reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
         await driver.execute(hooks.reset, prepare=False)
     finally:
         _RESETTING.reset(token)
+    forget_notifications(driver)
 
 
 def _prepare(driver: psycopg.Connection[Any], needs: int) -> None:
@@ -347,6 +401,7 @@ def _reset(driver: psycopg.Connection[Any]) -> None:
         raise
     finally:
         _RESETTING.reset(token)
+    forget_notifications(driver)
 
 
 def _refuse_pooled_autocommit(driver: Any, hooks: Hooks) -> bool:
@@ -375,6 +430,7 @@ async def _reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
         raise
     finally:
         _RESETTING.reset(token)
+    forget_notifications(driver)
 
 
 #: One subclass per cursor class, however many connections use it.

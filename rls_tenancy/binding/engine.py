@@ -468,6 +468,7 @@ def _bind(
         if reset:
             _prepare_driver(driver, pooled.info)
             _execute(raw, SESSION_RESET_SCRIPT)
+            _driver_guard.forget_notifications(driver)
             pooled.info[_SERVED], pooled.info[_SERVED_USER] = None, _served_as(None, ids)
         return reset
     if reset:
@@ -475,6 +476,7 @@ def _bind(
         # rollback would undo, so the next transaction resets again.
         _prepare_driver(driver, pooled.info)
         _execute(raw, SESSION_RESET_SCRIPT)
+        _driver_guard.forget_notifications(driver)
     values = (*_texts(ids), proof)
     if _spells_set_local(conn.dialect):  # one script, in the simple protocol: SET takes no parameters
         names = _BOUND_SETTINGS if statement is _BIND else _BOUND_SETTINGS[1:]
@@ -838,6 +840,7 @@ def _send_binding(
         ) from error
     if begun.reset is not None:
         _after_reset(driver, begun.reset.get_value(0, 0) == b"t")
+        _driver_guard.forget_notifications(driver)
     return begun.result
 
 

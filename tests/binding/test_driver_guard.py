@@ -133,13 +133,15 @@ def test_raw_connection_work_writes_nothing_into_the_tenant_that_left_its_bindin
 
 
 @pytest.mark.rls_binding
-@pytest.mark.parametrize("autocommit", [False, True], ids=["in-a-transaction", "autocommit"])
+@pytest.mark.parametrize(
+    "begun_by", ["transaction", "transaction-autocommit", "tpc_begin"], ids=lambda begun_by: begun_by
+)
 def test_a_transaction_the_driver_begins_itself_sees_nothing_another_tenant_left(
-    pinned_engine: Engine, world: World, autocommit: bool
+    pinned_engine: Engine, world: World, begun_by: str
 ) -> None:
-    """``with driver.transaction():`` sends its BEGIN past every cursor: it is checked as a statement would be.
+    """``driver.transaction()`` and ``tpc_begin()`` send their BEGIN past every cursor: checked as a statement would be.
 
-    Before, it ran under the binding A's SQL left session-wide: B's raw
+    Before, they ran under the binding A's SQL left session-wide: B's raw
     reads saw A's rows, and its inserts went to A.
     """
     _plant(pinned_engine, world)
@@ -148,12 +150,40 @@ def test_a_transaction_the_driver_begins_itself_sees_nothing_another_tenant_left
         try:
             driver = raw.driver_connection
             assert isinstance(driver, psycopg.Connection)
-            driver.autocommit = autocommit
-            with driver.transaction():
+            driver.autocommit = begun_by == "transaction-autocommit"
+            if begun_by == "tpc_begin":
+                driver.tpc_begin(driver.xid(1, "rls-tenancy-test", "b"))
                 seen = {row[0] for row in driver.execute(NAMES).fetchall()}
                 planted = driver.execute("SELECT current_setting('app.current_tenant', true)").fetchone()
+                driver.tpc_rollback()
+            else:
+                with driver.transaction():
+                    seen = {row[0] for row in driver.execute(NAMES).fetchall()}
+                    planted = driver.execute("SELECT current_setting('app.current_tenant', true)").fetchone()
             assert seen == set()
             assert planted in ((None,), ("",))
+        finally:
+            raw.close()
+
+
+def test_notifications_of_the_last_clients_channels_never_reach_the_next_client(
+    pinned_engine: Engine, world: World, superuser_engine: Engine
+) -> None:
+    """``UNLISTEN *`` stops new ones; those psycopg had read before the reset are dropped with it."""
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        conn.exec_driver_sql("LISTEN tenant_a_events")
+        conn.commit()
+    with superuser_engine.connect() as conn:  # published while the pooled connection idles
+        conn.exec_driver_sql("NOTIFY tenant_a_events, 'invoice 42 paid by alice'")
+        conn.commit()
+    with as_tenant(world.b):
+        raw = pinned_engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            driver.execute("LISTEN tenant_b_events")
+            driver.commit()
+            assert [n.channel for n in driver.notifies(timeout=0.5)] == []
         finally:
             raw.close()
 

@@ -624,6 +624,10 @@ def test_through_pgbouncer_a_driver_transaction_begins_with_the_reset_and_a_held
                         assert row.fetchone() in (("", 0), (None, 0))
                     _as(attacker, world.a, _run(leave))
                 driver.autocommit = False
+                driver.tpc_begin(driver.xid(1, "rls-tenancy-test", "b"))  # its BEGIN, too, past every cursor
+                row = driver.execute("SELECT current_setting('app.current_tenant', true), count(*) FROM projects")
+                assert row.fetchone() in (("", 0), (None, 0))
+                driver.tpc_rollback()
                 held = driver.cursor("held", withhold=True)
                 held.execute("SELECT name FROM projects")
                 driver.commit()
