@@ -20,8 +20,10 @@ session-wide ``app.current_tenant``, a temp view named like a table): before
 its first statement, a session that served another tenant (or user) than the
 one in context is reset, as the binding does before it serves another
 tenant, and that reset is committed. A transaction the driver begins with
-``transaction()`` or ``tpc_begin()`` is checked the same way, and the
-notifications psycopg read before the reset are dropped with it. Behind a pooler, where another
+``transaction()`` (as its block is entered) or ``tpc_begin()`` is checked
+the same way, and so is ``notifies()``; the notifications psycopg reads as
+the session is reset are the last client's, for no handler and no
+``notifies()`` of the next. Behind a pooler, where another
 client may have used the server session since and each transaction may run
 on another, every such transaction begins with the reset inside it, and
 work in autocommit outside one is refused. Cursors made from psycopg's
@@ -37,8 +39,9 @@ pass it too, just after the binding's own.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -140,6 +143,7 @@ def guard(driver: Any, hooks: Hooks) -> None:
     driver.server_cursor_factory = _guarded(driver.server_cursor_factory)
     driver.transaction = _guarded_transactions(driver, driver.transaction)
     driver.tpc_begin = _guarded_tpc_begin(driver, driver.tpc_begin)
+    driver.notifies = _guarded_notifies(driver, driver.notifies)
 
 
 def is_guarded(driver: Any) -> bool:
@@ -222,18 +226,10 @@ def _tenant_of(tenant: object) -> str:
 
 
 def _guarded_transactions(driver: Any, begin: Callable[..., Any]) -> Callable[..., Any]:
-    """``driver.transaction()``, checked as a statement would be before the ``BEGIN`` it sends."""
+    """``driver.transaction()``, checked as a statement would be before the ``BEGIN`` it sends, as it is entered."""
 
     def transaction(*args: Any, **kwargs: Any) -> Any:
-        needs = _needs_before_begin(driver)  # none for a savepoint in a transaction its first statement checked
-        if not needs:
-            return begin(*args, **kwargs)
-        if needs == _BIND or not _hooks[driver].pooled():
-            if isinstance(driver, psycopg.AsyncConnection):
-                return _ThenBegun(driver, needs, begin, args, kwargs)
-            _prepare(driver, needs)  # the reset committed first, on the same server session
-            return begin(*args, **kwargs)
-        return _ResetInside(driver, begin(*args, **kwargs))  # behind a pooler: in the transaction it begins
+        return _CheckedTransaction(driver, begin, args, kwargs)
 
     return transaction
 
@@ -269,6 +265,28 @@ def _guarded_tpc_begin(driver: Any, begin: Callable[..., Any]) -> Callable[..., 
     return tpc_begin
 
 
+def _guarded_notifies(driver: Any, listen: Callable[..., Any]) -> Callable[..., Any]:
+    """``driver.notifies()``: on a session to reset, the reset first, and the notifications read before it go."""
+    if isinstance(driver, psycopg.AsyncConnection):
+
+        async def notifies_async(*args: Any, **kwargs: Any) -> Any:
+            needs = _needs_before_begin(driver)
+            if needs:
+                await _prepare_async(driver, needs)
+            async for notification in listen(*args, **kwargs):
+                yield notification
+
+        return notifies_async
+
+    def notifies(*args: Any, **kwargs: Any) -> Any:
+        needs = _needs_before_begin(driver)  # as iteration starts, as psycopg's generator starts its work
+        if needs:
+            _prepare(driver, needs)
+        yield from listen(*args, **kwargs)
+
+    return notifies
+
+
 def _needs_before_begin(driver: Any) -> int:
     """What a transaction the driver is about to begin needs first, as its first statement would."""
     if driver.pgconn.transaction_status != _IDLE or driver not in _hooks:
@@ -276,49 +294,53 @@ def _needs_before_begin(driver: Any) -> int:
     return _check(driver)
 
 
-class _ThenBegun:
-    """An asyncio ``transaction()`` whose reset (or binding) goes first, as ``_prepare_async`` does it."""
+class _CheckedTransaction:
+    """A driver transaction whose reset (or binding) goes first, or behind a pooler inside it, as it is entered.
 
-    def __init__(self, driver: Any, needs: int, begin: Callable[..., Any], args: Any, kwargs: Any) -> None:
-        self._driver, self._needs, self._begin, self._args, self._kwargs = driver, needs, begin, args, kwargs
+    psycopg's ``transaction()`` sends nothing until its block is entered:
+    checked when it was called, a block entered after another client used
+    the session would run unchecked.
+    """
+
+    def __init__(self, driver: Any, begin: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        self._driver, self._begin, self._args, self._kwargs = driver, begin, args, kwargs
         self._inner: Any = None
 
-    async def __aenter__(self) -> Any:
-        await _prepare_async(self._driver, self._needs)
-        self._inner = self._begin(*self._args, **self._kwargs)
-        return await self._inner.__aenter__()
-
-    async def __aexit__(self, *exc: Any) -> Any:
-        return await self._inner.__aexit__(*exc)
-
-
-class _ResetInside:
-    """A driver transaction behind a pooler: the session reset is its first statement (either kind of driver)."""
-
-    def __init__(self, driver: Any, inner: Any) -> None:
-        self._driver, self._inner = driver, inner
+    def _needs(self) -> tuple[int, bool]:
+        needs = _needs_before_begin(self._driver)  # none for a savepoint in a transaction already checked
+        return needs, needs == _RESET and _hooks[self._driver].pooled()
 
     def __enter__(self) -> Any:
+        needs, inside = self._needs()
+        if needs and not inside:
+            _prepare(self._driver, needs)  # the reset committed first, on the same server session
+        self._inner = self._begin(*self._args, **self._kwargs)
         begun = self._inner.__enter__()
-        try:
-            _run_reset(self._driver)
-        except BaseException as error:
-            self._inner.__exit__(type(error), error, error.__traceback__)
-            self._driver.close()
-            raise
+        if inside:  # behind a pooler: in the transaction it began
+            try:
+                _run_reset(self._driver)
+            except BaseException as error:
+                self._inner.__exit__(type(error), error, error.__traceback__)
+                self._driver.close()
+                raise
         return begun
 
     def __exit__(self, *exc: Any) -> Any:
         return self._inner.__exit__(*exc)
 
     async def __aenter__(self) -> Any:
+        needs, inside = self._needs()
+        if needs and not inside:
+            await _prepare_async(self._driver, needs)
+        self._inner = self._begin(*self._args, **self._kwargs)
         begun = await self._inner.__aenter__()
-        try:
-            await _run_reset_async(self._driver)
-        except BaseException as error:
-            await self._inner.__aexit__(type(error), error, error.__traceback__)
-            await self._driver.close()
-            raise
+        if inside:
+            try:
+                await _run_reset_async(self._driver)
+            except BaseException as error:
+                await self._inner.__aexit__(type(error), error, error.__traceback__)
+                await self._driver.close()
+                raise
         return begun
 
     async def __aexit__(self, *exc: Any) -> Any:
@@ -330,22 +352,32 @@ def _run_reset(driver: psycopg.Connection[Any]) -> None:
     hooks.resetting()
     token = _RESETTING.set(True)
     try:
-        driver.execute(hooks.reset, prepare=False)
+        with muted(driver):
+            driver.execute(hooks.reset, prepare=False)
     finally:
         _RESETTING.reset(token)
-    forget_notifications(driver)
 
 
-def forget_notifications(driver: Any) -> None:
-    """Drop the notifications psycopg read before (or as) the session was reset: the last client's channels'.
+@contextlib.contextmanager
+def muted(driver: Any) -> Iterator[None]:
+    """While the session is reset: notifications psycopg reads then are the last client's, for nobody.
 
-    ``UNLISTEN *`` stops new ones; those already on the socket were read
-    into psycopg's backlog (a private deque), which ``notifies()`` would
-    hand the next client.
+    ``UNLISTEN *`` stops new ones; those already on the socket are read as
+    the reset's own results come in, which would call the handlers the
+    next client added and fill the backlog ``notifies()`` hands it. Both
+    are psycopg's private attributes; without them, nothing is done.
     """
-    backlog = getattr(driver, "_notifies_backlog", None)
-    if backlog:
-        backlog.clear()
+    handlers = getattr(driver, "_notify_handlers", None)
+    if handlers is not None:
+        driver._notify_handlers = []
+    try:
+        yield
+    finally:
+        if handlers is not None:
+            driver._notify_handlers = handlers
+        backlog = getattr(driver, "_notifies_backlog", None)
+        if backlog:
+            backlog.clear()
 
 
 async def _run_reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
@@ -353,10 +385,10 @@ async def _run_reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
     hooks.resetting()
     token = _RESETTING.set(True)
     try:
-        await driver.execute(hooks.reset, prepare=False)
+        with muted(driver):
+            await driver.execute(hooks.reset, prepare=False)
     finally:
         _RESETTING.reset(token)
-    forget_notifications(driver)
 
 
 def _prepare(driver: psycopg.Connection[Any], needs: int) -> None:
@@ -393,15 +425,15 @@ def _reset(driver: psycopg.Connection[Any]) -> None:
     hooks.resetting()  # first: the reset's own statement passes the check
     token = _RESETTING.set(True)
     try:
-        driver.execute(hooks.reset, prepare=False)
-        if not driver.autocommit and not pooled:
-            driver.commit()
+        with muted(driver):
+            driver.execute(hooks.reset, prepare=False)
+            if not driver.autocommit and not pooled:
+                driver.commit()
     except BaseException:
         driver.close()
         raise
     finally:
         _RESETTING.reset(token)
-    forget_notifications(driver)
 
 
 def _refuse_pooled_autocommit(driver: Any, hooks: Hooks) -> bool:
@@ -422,15 +454,15 @@ async def _reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
     hooks.resetting()
     token = _RESETTING.set(True)
     try:
-        await driver.execute(hooks.reset, prepare=False)
-        if not driver.autocommit and not pooled:
-            await driver.commit()
+        with muted(driver):
+            await driver.execute(hooks.reset, prepare=False)
+            if not driver.autocommit and not pooled:
+                await driver.commit()
     except BaseException:
         await driver.close()
         raise
     finally:
         _RESETTING.reset(token)
-    forget_notifications(driver)
 
 
 #: One subclass per cursor class, however many connections use it.
@@ -519,7 +551,7 @@ class _ServerGuard(_Guard):
 
     def _before_fetch(self) -> None:
         try:
-            _refuse_fetch_elsewhere(_check(self.connection))
+            _refuse_fetch_elsewhere(self.connection, _check(self.connection))
         except TenancyError:
             self.close()  # type: ignore[attr-defined]
             raise
@@ -544,7 +576,7 @@ class _ServerGuard(_Guard):
 class _AsyncServerGuard(_AsyncGuard):
     async def _before_fetch(self) -> None:
         try:
-            _refuse_fetch_elsewhere(_check(self.connection))
+            _refuse_fetch_elsewhere(self.connection, _check(self.connection))
         except TenancyError:
             await self.close()  # type: ignore[attr-defined]
             raise
@@ -566,14 +598,16 @@ class _AsyncServerGuard(_AsyncGuard):
         return await super().__anext__()  # type: ignore[misc]
 
 
-def _refuse_fetch_elsewhere(needs: int) -> None:
+def _refuse_fetch_elsewhere(driver: Any, needs: int) -> None:
     """A fetch that would begin a transaction on a session to reset: a holdable cursor read after its commit.
 
     The reset would close the cursor, and without it the fetch would run on
     a session another client may have used since (behind a pooler, any
-    server session), reading what that client left there.
+    server session), reading what that client left there. So would the
+    first fetch of a transaction SQLAlchemy began, which nothing has bound:
+    the cursor's rows are another client's.
     """
-    if needs == _RESET:
+    if needs == _RESET or (needs == _BIND and _hooks[driver].served()):
         raise TenancyError(
             "a server-side cursor was fetched outside the transaction that declared it, on a session that "
             "may hold what another client left (or, behind a pooler, another server session): fetch a "

@@ -59,6 +59,7 @@ connection serves one transaction at a time: pools that share one
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
 from collections.abc import Sequence
@@ -467,16 +468,16 @@ def _bind(
         reset = reset and _needs_reset(pooled.info, conn.dialect, ids[0], ids[-1])
         if reset:
             _prepare_driver(driver, pooled.info)
-            _execute(raw, SESSION_RESET_SCRIPT)
-            _driver_guard.forget_notifications(driver)
+            with _driver_guard.muted(driver):
+                _execute(raw, SESSION_RESET_SCRIPT)
             pooled.info[_SERVED], pooled.info[_SERVED_USER] = None, _served_as(None, ids)
         return reset
     if reset:
         # A transaction the driver began itself: reset inside it, which a
         # rollback would undo, so the next transaction resets again.
         _prepare_driver(driver, pooled.info)
-        _execute(raw, SESSION_RESET_SCRIPT)
-        _driver_guard.forget_notifications(driver)
+        with _driver_guard.muted(driver):
+            _execute(raw, SESSION_RESET_SCRIPT)
     values = (*_texts(ids), proof)
     if _spells_set_local(conn.dialect):  # one script, in the simple protocol: SET takes no parameters
         names = _BOUND_SETTINGS if statement is _BIND else _BOUND_SETTINGS[1:]
@@ -826,10 +827,11 @@ def _send_binding(
         _guard(driver, reset_for)
         reset = (_RESET_WIRE, [_kept_statements(driver)])
     try:
-        if isinstance(driver, psycopg.AsyncConnection):
-            begun = await_only(begin_with_async(driver, statement, wire, then, reset, also=also))
-        else:
-            begun = begin_with(driver, statement, wire, then, reset, also=also)
+        with _driver_guard.muted(driver) if reset is not None else contextlib.nullcontext():
+            if isinstance(driver, psycopg.AsyncConnection):
+                begun = await_only(begin_with_async(driver, statement, wire, then, reset, also=also))
+            else:
+                begun = begin_with(driver, statement, wire, then, reset, also=also)
     except psycopg.errors.UndefinedFunction as error:
         if reset is None or "reset_session" not in str(error):
             raise
@@ -840,7 +842,6 @@ def _send_binding(
         ) from error
     if begun.reset is not None:
         _after_reset(driver, begun.reset.get_value(0, 0) == b"t")
-        _driver_guard.forget_notifications(driver)
     return begun.result
 
 

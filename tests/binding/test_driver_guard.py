@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 
 import psycopg
@@ -321,4 +322,77 @@ def test_sqlalchemys_savepoint_rollbacks_pass_and_a_raw_one_is_refused(pinned_en
         conn.exec_driver_sql("SAVEPOINT mine")
         with pytest.raises(TenancyError, match="ended the transaction"):
             conn.exec_driver_sql("ROLLBACK TO SAVEPOINT mine")
+        conn.rollback()
+
+
+@pytest.mark.rls_binding
+def test_a_driver_transaction_is_checked_as_its_block_is_entered_not_as_it_is_made(
+    pinned_engine: Engine, world: World
+) -> None:
+    """psycopg sends the BEGIN as its block is entered: a block made before A's SQL used the session is checked then."""
+    with as_tenant(world.b):
+        raw = pinned_engine.raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        block = driver.transaction()  # made while the session is clean
+        raw.close()  # back to the pool of one
+        _plant(pinned_engine, world)  # the same session, A's SQL on it
+        raw = pinned_engine.raw_connection()
+        try:
+            assert raw.driver_connection is driver
+            assert isinstance(driver, psycopg.Connection)
+            with block:
+                seen = {row[0] for row in driver.execute(NAMES).fetchall()}
+            assert seen == set()
+        finally:
+            raw.close()
+
+
+def test_notifications_never_reach_the_next_client_before_its_first_statement_nor_its_handlers(
+    pinned_engine: Engine, world: World, superuser_engine: Engine
+) -> None:
+    """``notifies()`` first, or a handler added before the first statement: the reset goes first, and mutes them."""
+    for way in ("notifies first", "a handler"):
+        with as_tenant(world.a), pinned_engine.connect() as conn:
+            conn.exec_driver_sql("LISTEN tenant_a_events")
+            conn.commit()
+        with superuser_engine.connect() as conn:
+            conn.exec_driver_sql("NOTIFY tenant_a_events, 'invoice 42 paid by alice'")
+            conn.commit()
+        heard: list[str] = []
+        with as_tenant(world.b):
+            raw = pinned_engine.raw_connection()
+            try:
+                driver = raw.driver_connection
+                assert isinstance(driver, psycopg.Connection)
+                if way == "a handler":
+                    driver.add_notify_handler(functools.partial(_heard, heard))
+                    driver.execute("SELECT 1")
+                    driver.commit()
+                else:
+                    heard.extend(n.payload for n in driver.notifies(timeout=0.3))
+            finally:
+                raw.close()
+        assert heard == [], way
+
+
+def _heard(into: list[str], notification: psycopg.Notify) -> None:
+    into.append(notification.payload)
+
+
+@pytest.mark.rls_binding
+def test_a_holdable_cursor_is_not_read_in_a_transaction_sqlalchemy_began_for_another_tenant(
+    pinned_engine: Engine, world: World
+) -> None:
+    """Its first fetch would be that transaction's first statement, bound to nothing: A's rows read as B's."""
+    with as_tenant(world.a), pinned_engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        conn.execute(text("SELECT 1"))
+        held = driver.cursor("held_for_a", withhold=True)
+        held.execute(NAMES)
+        conn.commit()
+        with as_tenant(world.b), pytest.raises(TenancyError, match="outside the transaction that declared it"):
+            conn.begin()
+            held.fetchall()
         conn.rollback()
