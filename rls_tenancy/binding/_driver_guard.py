@@ -239,28 +239,22 @@ def _guarded_tpc_begin(driver: Any, begin: Callable[..., Any]) -> Callable[..., 
     if isinstance(driver, psycopg.AsyncConnection):
 
         async def tpc_begin_async(xid: Any) -> None:
-            needs = _needs_before_begin(driver)
-            pooled_reset = needs == _RESET and _hooks[driver].pooled()
-            if needs and not pooled_reset:
+            needs, inside = _before_begin(driver)
+            if needs and not inside:
                 await _prepare_async(driver, needs)
             await begin(xid)
-            if pooled_reset:
-                await _run_reset_async(driver)
+            if inside:
+                await _reset_inside_async(driver)
 
         return tpc_begin_async
 
     def tpc_begin(xid: Any) -> None:
-        needs = _needs_before_begin(driver)
-        pooled_reset = needs == _RESET and _hooks[driver].pooled()
-        if needs and not pooled_reset:
+        needs, inside = _before_begin(driver)
+        if needs and not inside:
             _prepare(driver, needs)  # the reset committed first, on the same server session
         begin(xid)
-        if pooled_reset:  # behind a pooler: inside the transaction it began
-            try:
-                _run_reset(driver)
-            except BaseException:
-                driver.close()
-                raise
+        if inside:  # behind a pooler: inside the transaction it began
+            _reset_inside(driver)
 
     return tpc_begin
 
@@ -294,6 +288,12 @@ def _needs_before_begin(driver: Any) -> int:
     return _check(driver)
 
 
+def _before_begin(driver: Any) -> tuple[int, bool]:
+    """:func:`_needs_before_begin`, and whether its reset goes inside the transaction (behind a pooler)."""
+    needs = _needs_before_begin(driver)
+    return needs, needs == _RESET and _hooks[driver].pooled()
+
+
 class _CheckedTransaction:
     """A driver transaction whose reset (or binding) goes first, or behind a pooler inside it, as it is entered.
 
@@ -306,21 +306,17 @@ class _CheckedTransaction:
         self._driver, self._begin, self._args, self._kwargs = driver, begin, args, kwargs
         self._inner: Any = None
 
-    def _needs(self) -> tuple[int, bool]:
-        needs = _needs_before_begin(self._driver)  # none for a savepoint in a transaction already checked
-        return needs, needs == _RESET and _hooks[self._driver].pooled()
-
     def __enter__(self) -> Any:
-        needs, inside = self._needs()
+        needs, inside = _before_begin(self._driver)  # none for a savepoint in a transaction already checked
         if needs and not inside:
             _prepare(self._driver, needs)  # the reset committed first, on the same server session
         self._inner = self._begin(*self._args, **self._kwargs)
         begun = self._inner.__enter__()
         if inside:  # behind a pooler: in the transaction it began
             try:
-                _run_reset(self._driver)
+                _run_reset(self._driver, commit=False)
             except BaseException as error:
-                self._inner.__exit__(type(error), error, error.__traceback__)
+                self._inner.__exit__(type(error), error, error.__traceback__)  # its rollback, then no more of it
                 self._driver.close()
                 raise
         return begun
@@ -329,14 +325,14 @@ class _CheckedTransaction:
         return self._inner.__exit__(*exc)
 
     async def __aenter__(self) -> Any:
-        needs, inside = self._needs()
+        needs, inside = _before_begin(self._driver)
         if needs and not inside:
             await _prepare_async(self._driver, needs)
         self._inner = self._begin(*self._args, **self._kwargs)
         begun = await self._inner.__aenter__()
         if inside:
             try:
-                await _run_reset_async(self._driver)
+                await _run_reset_async(self._driver, commit=False)
             except BaseException as error:
                 await self._inner.__aexit__(type(error), error, error.__traceback__)
                 await self._driver.close()
@@ -347,15 +343,27 @@ class _CheckedTransaction:
         return await self._inner.__aexit__(*exc)
 
 
-def _run_reset(driver: psycopg.Connection[Any]) -> None:
+def _run_reset(driver: psycopg.Connection[Any], commit: bool) -> None:
+    """The reset script on ``driver``, muted; from its start the session counts as serving no one else."""
     hooks = _hooks[driver]
-    hooks.resetting()
+    hooks.resetting()  # first: the reset's own statement passes the check
     token = _RESETTING.set(True)
     try:
         with muted(driver):
             driver.execute(hooks.reset, prepare=False)
+            if commit:
+                driver.commit()
     finally:
         _RESETTING.reset(token)
+
+
+def _reset_inside(driver: psycopg.Connection[Any]) -> None:
+    """The reset as the first statement of the transaction just begun; a connection it fails on is closed."""
+    try:
+        _run_reset(driver, commit=False)
+    except BaseException:
+        driver.close()
+        raise
 
 
 @contextlib.contextmanager
@@ -380,15 +388,25 @@ def muted(driver: Any) -> Iterator[None]:
             backlog.clear()
 
 
-async def _run_reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
+async def _run_reset_async(driver: psycopg.AsyncConnection[Any], commit: bool) -> None:
     hooks = _hooks[driver]
     hooks.resetting()
     token = _RESETTING.set(True)
     try:
         with muted(driver):
             await driver.execute(hooks.reset, prepare=False)
+            if commit:
+                await driver.commit()
     finally:
         _RESETTING.reset(token)
+
+
+async def _reset_inside_async(driver: psycopg.AsyncConnection[Any]) -> None:
+    try:
+        await _run_reset_async(driver, commit=False)
+    except BaseException:
+        await driver.close()
+        raise
 
 
 def _prepare(driver: psycopg.Connection[Any], needs: int) -> None:
@@ -420,20 +438,12 @@ def _reset(driver: psycopg.Connection[Any]) -> None:
     transaction may run on another server session), and refused in
     autocommit, where each statement may.
     """
-    hooks = _hooks[driver]
-    pooled = _refuse_pooled_autocommit(driver, hooks)
-    hooks.resetting()  # first: the reset's own statement passes the check
-    token = _RESETTING.set(True)
+    pooled = _refuse_pooled_autocommit(driver, _hooks[driver])
     try:
-        with muted(driver):
-            driver.execute(hooks.reset, prepare=False)
-            if not driver.autocommit and not pooled:
-                driver.commit()
+        _run_reset(driver, commit=not driver.autocommit and not pooled)
     except BaseException:
         driver.close()
         raise
-    finally:
-        _RESETTING.reset(token)
 
 
 def _refuse_pooled_autocommit(driver: Any, hooks: Hooks) -> bool:
@@ -449,20 +459,12 @@ def _refuse_pooled_autocommit(driver: Any, hooks: Hooks) -> bool:
 
 
 async def _reset_async(driver: psycopg.AsyncConnection[Any]) -> None:
-    hooks = _hooks[driver]
-    pooled = _refuse_pooled_autocommit(driver, hooks)
-    hooks.resetting()
-    token = _RESETTING.set(True)
+    pooled = _refuse_pooled_autocommit(driver, _hooks[driver])
     try:
-        with muted(driver):
-            await driver.execute(hooks.reset, prepare=False)
-            if not driver.autocommit and not pooled:
-                await driver.commit()
+        await _run_reset_async(driver, commit=not driver.autocommit and not pooled)
     except BaseException:
         await driver.close()
         raise
-    finally:
-        _RESETTING.reset(token)
 
 
 #: One subclass per cursor class, however many connections use it.

@@ -360,20 +360,16 @@ def _bind_or_check(conn: Connection, context: ExecutionContext | None = None) ->
         return
     current = acting()
     transaction = conn.get_transaction()
-    bound = _binding_of(info, transaction)
+    bound = _binding_of(info, transaction) or _adopt_raw_binding(info, transaction)
+    if current[0] is None and context is not None and (bound is None or bound.tenant is None):
+        _refuse_tenantless(context)  # (a transaction bound to a tenant refuses it below, as a change of tenant)
     if bound is None:  # this transaction's first statement through SQLAlchemy
-        bound = _adopt_raw_binding(info, transaction)
-        if bound is None:
-            if current[0] is None and context is not None:
-                _refuse_tenantless(context)
-            _refuse_sharing(info, transaction)
-            reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]), beginning=current)
-            reset = _bind(conn, _BIND, current, reset=reset)
-            if transaction is not None:
-                info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
-            return
-    if current[0] is None and bound.tenant is None and context is not None:
-        _refuse_tenantless(context)
+        _refuse_sharing(info, transaction)
+        reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]), beginning=current)
+        reset = _bind(conn, _BIND, current, reset=reset)
+        if transaction is not None:
+            info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
+        return
     if bound.tenant != current[0]:
         _refused(info)
         raise TenantChangedError(
