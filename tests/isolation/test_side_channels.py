@@ -267,6 +267,18 @@ def _about(statement: str, pid: int) -> str:
     return sql.SQL(statement).format(pid=sql.Literal(pid)).as_string(None)
 
 
+def _settled(monitor: Connection, statement: str, *, waiting: bool) -> list[tuple[object, ...]]:
+    """The statement's rows once B's backend is seen waiting for its client: B sets its wait event only after
+    its last reply has left, so a monitor that reads at once may see it between the two (retried, bounded)."""
+    for _ in range(100):
+        seen = [tuple(row) for row in monitor.exec_driver_sql(statement)]
+        if not waiting or (seen and None not in seen[0]):
+            break
+        monitor.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+        time.sleep(0.05)
+    return seen
+
+
 @pytest.mark.parametrize("shows", _OTHERS_ACTIVITY)
 def test_the_app_role_may_not_read_what_another_tenants_request_in_flight_is_doing(
     app_engine: Engine, superuser_engine: Engine, world: World, shows: str
@@ -276,7 +288,7 @@ def test_the_app_role_may_not_read_what_another_tenants_request_in_flight_is_doi
     with _open_request(app_engine, world.b) as pid:
         statement = _about(_OTHERS_ACTIVITY[shows], pid)
         with superuser_engine.connect() as monitor:  # the control: the statement does read B's backend
-            seen = [tuple(row) for row in monitor.exec_driver_sql(statement)]
+            seen = _settled(monitor, statement, waiting=shows == "wait-event")
             if shows == "locks":  # the table B writes, and its advisory lock's key
                 assert {("projects", "RowExclusiveLock", None), (None, "ExclusiveLock", _ADVISORY_KEY)} <= set(seen)
             elif shows not in ("lock-waits", "progress"):  # B waits on no lock and copies nothing
