@@ -102,11 +102,14 @@ class AuthenticationError(TenancyError):
     ``reason`` is one of ``"missing"``, ``"malformed"``, ``"forged"`` (no
     mark of the application's token keys), ``"unknown"``, ``"expired"``,
     ``"revoked"``. In Flask: 401 with ``WWW-Authenticate``.
+    ``claimed_tenant``: the tenant a well-formed token claims, unproven
+    (a forged one's, for its audit event), else None.
     """
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, claimed_tenant: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.claimed_tenant = claimed_tenant
 
 
 class PermissionDeniedError(TenancyError):

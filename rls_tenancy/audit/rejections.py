@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import functools
 import ipaddress
 import json
 import logging
@@ -98,7 +99,8 @@ class RejectionLog:
                     sample = json.dumps(dict(data), sort_keys=True, default=str)
                     if sample not in opened.samples:
                         opened.samples.append(sample)
-                self._schedule(opened.ends - now)
+                if opened.repeated == 1:  # its first count: the timer must write it (once running, it re-arms)
+                    self._schedule(opened.ends - now)
                 return
             due: list[tuple[_Key, _Window]] = []
             if opened is not None:  # its window has ended: its count goes out now, and it opens anew
@@ -165,6 +167,7 @@ class RejectionLog:
         log_security_event(self._engine, action, message, tenant_id=tenant_id, data=data, ip=ip)
 
 
+@functools.lru_cache(maxsize=1024)
 def _source(ip: str | None) -> str:
     """The client a rejection is counted against: its address, or its /64 for IPv6."""
     if ip is None:

@@ -19,7 +19,7 @@ from flask import session as cookie
 from sqlalchemy import Engine, exc, select
 from sqlalchemy.orm import Session
 
-from rls_tenancy.audit.rejections import WINDOW, rejection_log
+from rls_tenancy.audit.rejections import WINDOW, RejectionLog, rejection_log
 from rls_tenancy.binding.engine import begin_bound_with
 from rls_tenancy.context import as_tenant_for_call
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
@@ -88,7 +88,7 @@ def token_resolver(
     tokens cost no round trip; ``accept_unmarked`` looks up tokens without
     it too, while tokens issued before the keys are replaced.
     """
-    audit = engine if audit_engine is None else audit_engine
+    rejections = rejection_log(engine if audit_engine is None else audit_engine)
     window = rejection_window
 
     def resolve(request: Request) -> Resolution | None:
@@ -96,7 +96,7 @@ def token_resolver(
         if header is None:
             return None
         if len(header) > _MAX_AUTHORIZATION or not header.isascii() or not header.isprintable():
-            _reject(audit, AuthenticationError("malformed", "the Authorization header is malformed"), None, window)
+            _reject(rejections, AuthenticationError("malformed", "the Authorization header is malformed"), None, window)
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer":
             return None
@@ -105,11 +105,11 @@ def token_resolver(
             claimed, digest = parse_token(token, token_keys, accept_unmarked=accept_unmarked)
         except AuthenticationError as error:
             # A forged token is well-formed: the tenant it claims is kept in the event.
-            _reject(audit, error, parse_token(token).tenant_id if error.reason == "forged" else None, window)
+            _reject(rejections, error, error.claimed_tenant, window)
         try:
             identity = _authenticate(engine, session, claimed, digest)
         except AuthenticationError as error:
-            _reject(audit, error, claimed, window)
+            _reject(rejections, error, claimed, window)
         return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
 
     return resolve
@@ -172,9 +172,11 @@ def _roll_back(request_session: Session) -> None:
         request_session.rollback()
 
 
-def _reject(engine: Engine, error: AuthenticationError, claimed_tenant: int | None, window: float) -> NoReturn:
+def _reject(
+    rejections: RejectionLog, error: AuthenticationError, claimed_tenant: int | None, window: float
+) -> NoReturn:
     proven = error.reason in ("expired", "revoked")  # the hash matched: the token is that tenant's
-    rejection_log(engine).record(
+    rejections.record(
         "auth.token_rejected",
         str(error),
         tenant_id=claimed_tenant if proven else None,

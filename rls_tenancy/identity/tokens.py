@@ -167,7 +167,9 @@ def parse_token(token: str, keys: Sequence[TokenKey] = (), *, accept_unmarked: b
         raise AuthenticationError("malformed", "the bearer token is malformed")
     tenant_id = int(match.group(1))
     if keys and not accept_unmarked and not any(key.marked(tenant_id, match.group(2)) for key in keys):
-        raise AuthenticationError("forged", "the bearer token was not issued by this application")
+        raise AuthenticationError(
+            "forged", "the bearer token was not issued by this application", claimed_tenant=tenant_id
+        )
     return ParsedToken(tenant_id, _hash(token))
 
 
