@@ -2,7 +2,8 @@
 --
 -- A pooled connection's session outlives its transactions: temp tables and
 -- views, WITH HOLD cursors, LISTEN, session settings, SET ROLE, advisory
--- locks, sequence values and prepared statements stay until the session ends.
+-- locks, sequence values, random()'s seed and prepared statements stay until
+-- the session ends.
 -- Before a connection serves another tenant than its last, the binding calls
 -- rls_tenancy.reset_session() in front of BEGIN, in the same round trip, and
 -- commits it there, so nothing one tenant's SQL left acts in another's
@@ -42,6 +43,9 @@ BEGIN
     PERFORM pg_catalog.pg_advisory_unlock_all();
     DISCARD TEMP;
     DISCARD SEQUENCES;
+    -- random()'s seed is the session's and RESET ALL leaves it: seeded afresh from the strong random.
+    PERFORM pg_catalog.setseed((('x' || pg_catalog.substr(pg_catalog.md5(pg_catalog.gen_random_uuid()
+        ::pg_catalog.text), 1, 13))::BIT(52)::BIGINT / 4503599627370496.0)::DOUBLE PRECISION);
     IF EXISTS (
         SELECT FROM pg_catalog.unnest(keep) AS kept (name)
         WHERE NOT EXISTS (
@@ -64,7 +68,7 @@ $$;
 
 COMMENT ON FUNCTION rls_tenancy.reset_session(text[]) IS
     'Discards the session state one tenant''s transactions leave (temp objects, cursors, LISTEN, settings, role, '
-    'advisory locks, sequence values, prepared statements but the driver''s intact ones in keep); '
+    'advisory locks, sequence values, random()''s seed, prepared statements but the driver''s intact ones in keep); '
     'false when the driver must forget its statements too.';
 
 REVOKE ALL ON FUNCTION rls_tenancy.reset_session(text[]) FROM PUBLIC;

@@ -78,6 +78,8 @@ class Hooks(NamedTuple):
     #: Whether a pooler stands between it and the server (PgBouncer in transaction mode): any
     #: client may have used the server session since, and each transaction may land on another.
     pooled: Callable[[], bool]
+    #: Whether its engine signs the tenant context: the library's statements then run unprepared.
+    signed: Callable[[], bool]
 
 
 _hooks: weakref.WeakKeyDictionary[Any, Hooks] = weakref.WeakKeyDictionary()
@@ -186,6 +188,34 @@ def _check(driver: Any) -> int:
             "switching tenants, also for statements sent through the driver"
         )
     return 0
+
+
+def _unprepared(driver: Any, query: object) -> bool:
+    """Whether ``query`` must not run as a prepared statement: a signed connection's, naming the library.
+
+    Its session's statements stay between transactions of one user, and SQL
+    run for that user may swap one under psycopg's name (``DEALLOCATE``,
+    then ``PREPARE``): the swap would see what the next one carries (a
+    password hash, a grant) and answer in its place (a user's roles). The
+    library's statements name its schema or its grants; sent unprepared, a
+    name SQL swapped is never used for them. Unsigned, SQL may act as any
+    user of its tenant anyway, and they prepare as any.
+    """
+    if not isinstance(query, str) or ("rls_tenancy." not in query and "app.grants" not in query):
+        return False
+    hooks = _hooks.get(driver)
+    return hooks is not None and hooks.signed()
+
+
+@contextlib.contextmanager
+def _not_preparing(driver: Any) -> Iterator[None]:
+    """psycopg neither prepares nor uses a prepared statement meanwhile (``executemany`` has no ``prepare``)."""
+    threshold = driver.prepare_threshold
+    driver.prepare_threshold = None
+    try:
+        yield
+    finally:
+        driver.prepare_threshold = threshold
 
 
 def _ran(cursor: Any) -> None:
@@ -487,6 +517,8 @@ class _Checked:
     """What sync and asyncio cursors share: ``copy`` and ``stream`` return before they send anything."""
 
     _rls_tenancy_guarded = True
+    #: Whether its ``execute`` takes ``prepare`` (a server-side cursor's declares, and refuses it).
+    _prepares = True
     connection: Any
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
@@ -516,6 +548,8 @@ class _Guard(_Checked):
         needs = _check(self.connection)
         if needs:
             _prepare(self.connection, needs)
+        if args and self._prepares and _unprepared(self.connection, args[0]):
+            kwargs["prepare"] = False
         result = super().execute(*args, **kwargs)  # type: ignore[misc]
         _ran(self)
         return result
@@ -524,7 +558,11 @@ class _Guard(_Checked):
         needs = _check(self.connection)
         if needs:
             _prepare(self.connection, needs)
-        result = super().executemany(*args, **kwargs)  # type: ignore[misc]
+        if args and _unprepared(self.connection, args[0]):
+            with _not_preparing(self.connection):
+                result = super().executemany(*args, **kwargs)  # type: ignore[misc]
+        else:
+            result = super().executemany(*args, **kwargs)  # type: ignore[misc]
         _ran(self)
         return result
 
@@ -534,13 +572,19 @@ class _AsyncGuard(_Checked):
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         await _prepare_async(self.connection, _check(self.connection))
+        if args and self._prepares and _unprepared(self.connection, args[0]):
+            kwargs["prepare"] = False
         result = await super().execute(*args, **kwargs)  # type: ignore[misc]
         _ran(self)
         return result
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
         await _prepare_async(self.connection, _check(self.connection))
-        result = await super().executemany(*args, **kwargs)  # type: ignore[misc]
+        if args and _unprepared(self.connection, args[0]):
+            with _not_preparing(self.connection):
+                result = await super().executemany(*args, **kwargs)  # type: ignore[misc]
+        else:
+            result = await super().executemany(*args, **kwargs)  # type: ignore[misc]
         _ran(self)
         return result
 
@@ -550,6 +594,8 @@ class _ServerGuard(_Guard):
 
     Refused, the cursor is closed: its rows are not for the context any more.
     """
+
+    _prepares = False
 
     def _before_fetch(self) -> None:
         try:
@@ -576,6 +622,8 @@ class _ServerGuard(_Guard):
 
 
 class _AsyncServerGuard(_AsyncGuard):
+    _prepares = False
+
     async def _before_fetch(self) -> None:
         try:
             _refuse_fetch_elsewhere(self.connection, _check(self.connection))

@@ -117,6 +117,11 @@ _local = True  # off only under --rls-break=binding: SET LOCAL then spells SET, 
 #: connect (:mod:`rls_tenancy.binding.role_checks`). In front of a bound
 #: transaction's ``BEGIN`` the same is one call, :data:`_RESET_WIRE`, which
 #: keeps psycopg's intact prepared statements.
+#: random() seeded again with 52 bits of the server's strong random (gen_random_uuid()).
+RESEED = (
+    b"SELECT pg_catalog.setseed((('x' || pg_catalog.substr(pg_catalog.md5(pg_catalog.gen_random_uuid()"
+    b"::pg_catalog.text), 1, 13))::BIT(52)::BIGINT / 4503599627370496.0)::DOUBLE PRECISION)"
+)
 SESSION_RESET = (
     # First: a session-wide timeout the last client set could otherwise cancel
     # the reset partway (a DISCARD TEMP made slow by thousands of temp tables),
@@ -133,6 +138,9 @@ SESSION_RESET = (
     b"DEALLOCATE ALL",
     b"RESET ROLE",
     b"RESET ALL",
+    # random()'s seed is the session's, and RESET ALL leaves it: a setseed() the last client ran would
+    # make the next one's random() a sequence it knows. Seeded afresh from the server's strong random.
+    RESEED,
 )
 #: The same as one script, for a round trip of its own (an autocommit
 #: connection) and for PgBouncer's ``server_reset_query``.
@@ -669,8 +677,14 @@ def _guard(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], info:
             begun=functools.partial(dict.__contains__, info, _BEGUN),
             bind=functools.partial(_bind_raw_first, driver, info),
             pooled=functools.partial(_pooled, info),
+            signed=functools.partial(_signs, info),
         ),
     )
+
+
+def _signs(info: dict[Any, Any]) -> bool:
+    """Whether the connection's engine signs, as its connect found (not known: taken as signing)."""
+    return bool(info.get(_signing.SIGNED, True))
 
 
 def _guard_on_connect(_dbapi: object, record: ConnectionPoolEntry) -> None:

@@ -23,6 +23,8 @@ from rls_tenancy.errors import ContextKeyError
 ENVIRONMENT = "RLS_TENANCY_CONTEXT_KEY"
 #: In a pooled connection's info: the backend its proofs name (0: any, behind a pooler).
 PINNED = "rls_tenancy.pinned_backend"
+#: A connection's info: whether its engine has a context key (signs), as its connect found.
+SIGNED = "rls_tenancy.signed"
 
 _ATTRIBUTE = "_rls_tenancy_context_key"
 _CHECK = (
@@ -61,6 +63,7 @@ def check_key(dialect: Dialect) -> Any:
 
     def check(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         key = key_of(dialect)
+        record.info[SIGNED] = key is not None
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(_CHECK, (1 if key is None else key.slot,))

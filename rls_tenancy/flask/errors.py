@@ -81,7 +81,7 @@ def _json(status: int, error: str, message: str, **extra: object) -> Response:
 
 
 #: What RFC 6750's error_description may not hold: anything but printable ASCII, a quote, a backslash.
-_UNQUOTABLE = re.compile(r'[^ !#-\[\]-~]')
+_UNQUOTABLE = re.compile(r"[^ !#-\[\]-~]")
 
 
 def _quoted(text: str) -> str:

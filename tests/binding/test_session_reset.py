@@ -264,6 +264,44 @@ def test_lastval_does_not_tell_the_next_tenant_what_the_last_one_inserted(pinned
         _as(pinned_engine, world.b, _scalar("SELECT lastval()"))
 
 
+_SEEDED = "SELECT setseed(0.25)"
+_DRAWN = "SELECT array_agg(random()) FROM generate_series(1, 3)"
+
+
+@pytest.mark.parametrize("next_work", ["bound", "raw-autocommit"])
+def test_a_seed_one_tenant_set_does_not_draw_the_next_tenants_random_numbers(
+    pinned_engine: Engine, world: World, db: TenancyDatabase, next_work: str
+) -> None:
+    """``RESET ALL`` leaves ``setseed()``'s seed: A would know B's ``random()`` (a raffle, a code, a sample).
+
+    Bound, the reset is ``reset_session()``; raw driver work in autocommit
+    resets with the script, which PgBouncer's ``server_reset_query`` runs too.
+    """
+    control = create_engine(db.app_url)
+    try:
+        with control.connect() as conn:  # what A knows: the numbers that follow its seed
+            conn.execute(text(_SEEDED))
+            known = conn.execute(text(_DRAWN)).scalar_one()
+    finally:
+        control.dispose()
+    _as(pinned_engine, world.a, _scalar(_SEEDED))
+    if next_work == "bound":
+        drawn = _as(pinned_engine, world.b, _scalar(_DRAWN))
+    else:
+        with as_tenant(world.b):
+            raw = pinned_engine.raw_connection()
+            try:
+                raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+                cursor = raw.cursor()
+                cursor.execute(_DRAWN)
+                drawn = cursor.fetchone()[0]
+                _PIDS.add(raw.driver_connection.info.backend_pid)  # type: ignore[union-attr]
+                raw.driver_connection.autocommit = False  # type: ignore[union-attr]
+            finally:
+                raw.close()
+    assert drawn != known
+
+
 def test_a_tenant_keeps_its_own_session_state_between_its_transactions(
     pinned_engine: Engine, world: World, members: dict[int, int]
 ) -> None:

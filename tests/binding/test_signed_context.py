@@ -907,6 +907,40 @@ def test_injected_sql_cannot_read_a_password_hash_through_the_library(
         conn.rollback()
 
 
+def test_sql_run_for_a_user_finds_no_statement_of_the_librarys_to_swap_in_that_users_session(
+    signed: Signed, admin_a: int
+) -> None:
+    """psycopg prepares a statement at its fifth run, and the session keeps it between one user's transactions.
+
+    SQL run for the admin could swap the prepared ``INSERT`` of a user
+    (``DEALLOCATE``, then ``PREPARE`` under its name) for one that copies its
+    parameters, so that the admin's next new user handed it that user's
+    password hash and grant. Signed, the library's statements run unprepared;
+    the app's own still prepare.
+    """
+    engine = bind_engine(create_engine(signed.db.app_url, pool_size=1, max_overflow=0), context_key=signed.key)
+    mark = secrets.token_hex(4)
+    try:
+        for number in range(7):  # each ends with its commit, as a request does: nothing rolls psycopg's cache back
+            with as_tenant(signed.a, user=admin_a), Session(engine) as session:
+                session.execute(text("SELECT name FROM projects")).all()
+                user = User(email=f"swap-{number}-{mark}@signed.example", roles=["projects:read"])
+                user.set_password(f"secret {number}")
+                session.add(user)
+                session.flush()
+                session.commit()
+        with as_tenant(signed.a, user=admin_a), engine.connect() as conn:
+            prepared = conn.execute(
+                text("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql ORDER BY name")
+            ).scalars()
+            statements = list(prepared)
+            conn.rollback()
+        assert any("FROM projects" in statement for statement in statements)  # preparing is on
+        assert [statement for statement in statements if "rls_tenancy." in statement] == []
+    finally:
+        engine.dispose()
+
+
 def test_the_doctor_reports_password_hashes_readable_and_its_fix_closes_them(signed: Signed) -> None:
     with signed.owner() as owner:
         owner.execute(sql.SQL("GRANT SELECT ON rls_tenancy.users TO {}").format(sql.Identifier(signed.db.roles.app)))
