@@ -13,12 +13,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import request
+from sqlalchemy import exc
 from werkzeug.datastructures import LanguageAccept
 
 from rls_tenancy.audit.events import log_security_event
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
 from rls_tenancy.flask.resolvers import Resolution
-from rls_tenancy.flask.state import request_state, state
+from rls_tenancy.flask.state import request_state, roll_back_request_sessions, state
 from rls_tenancy.identity.users import User
 from rls_tenancy.orm.models import Tenant, storable
 
@@ -37,12 +38,35 @@ def _cached(name: str, compute: Callable[[], Any]) -> Any:
     return cache[name]
 
 
+_M = TypeVar("_M")
+
+
+def _load(model: type[_M], ident: int) -> _M | None:
+    """``model`` by ``ident`` in the request's Session, rolled back first if its transaction failed.
+
+    An app's error handler or ``after_request`` hook may ask after a
+    statement failed: the failed transaction can commit nothing, and its
+    Session serves only once rolled back.
+    """
+    session = state().session()
+    try:
+        return session.get(model, ident)
+    except (exc.PendingRollbackError, exc.InternalError) as error:
+        if isinstance(error, exc.InternalError) and getattr(error.orig, "sqlstate", None) != _IN_FAILED_TRANSACTION:
+            raise
+    roll_back_request_sessions()
+    return session.get(model, ident)
+
+
+_IN_FAILED_TRANSACTION = "25P02"
+
+
 def get_current_tenant() -> Tenant | None:
     """The request's tenant, or None when the request names none."""
     resolution = _resolution()
     if resolution is None:
         return None
-    tenant: Tenant | None = _cached("tenant", lambda: state().session().get(Tenant, resolution.tenant_id))
+    tenant: Tenant | None = _cached("tenant", lambda: _load(Tenant, resolution.tenant_id))
     return tenant
 
 
@@ -53,7 +77,7 @@ def get_current_user() -> User | None:
         return None
     user_id = resolution.user_id
 
-    user: User | None = _cached("user", lambda: state().session().get(User, user_id))
+    user: User | None = _cached("user", lambda: _load(User, user_id))
     return user
 
 

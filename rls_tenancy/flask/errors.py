@@ -69,7 +69,7 @@ from rls_tenancy.errors import (
     UnknownTenantError,
     UsageError,
 )
-from rls_tenancy.flask.state import request_state, state
+from rls_tenancy.flask.state import request_state, roll_back_request_sessions, state
 
 REALM = "api"
 
@@ -98,10 +98,14 @@ def _unauthenticated(error: AuthenticationError) -> Response:
     return response
 
 
-def _no_tenant(_error: NoTenantError) -> Response:
+def _no_tenant(error: NoTenantError) -> ResponseReturnValue:
+    if request_state().resolution is not None:
+        # The request has a tenant, and code lost it (a thread of its own without the request's
+        # context, say): the server's mistake, not missing credentials.
+        return _passed_on(error, NoTenantError)
     # On an app whose hosts name tenants, a request that resolved nothing came to a host that names
     # none (the bare domain): no such page, whatever credentials would add.
-    if state().host_resolver is not None and request_state().resolution is None:
+    if state().host_resolver is not None:
         parent = current_app.config["RLS_TENANCY_SUBDOMAIN_OF"]
         return _json(404, "no_tenant", f"this host names no tenant: use <tenant>.{parent}")
     return _unauthenticated(AuthenticationError("missing", "this needs credentials: a bearer token or a login"))
@@ -295,11 +299,31 @@ _HANDLERS: list[tuple[type[Exception], Callable[[Any], ResponseReturnValue]]] = 
 ]
 
 
+#: Raised by the database or the ORM's work with it: the request's transaction cannot go on.
+_DATABASE_ERRORS = (exc.SQLAlchemyError, orm_exc.StaleDataError)
+
+
+def _after_rollback(handler: Callable[[Any], ResponseReturnValue]) -> Callable[[Any], ResponseReturnValue]:
+    """``handler``, after the request's Sessions roll back what failed.
+
+    The failed transaction can commit nothing; left open, the first query of
+    an ``after_request`` hook or a ``get_current_tenant()`` there would fail
+    on it, and the 4xx turn into a 500.
+    """
+
+    def answer(error: Any) -> ResponseReturnValue:
+        if isinstance(error, _DATABASE_ERRORS):
+            roll_back_request_sessions()
+        return handler(error)
+
+    return answer
+
+
 def register_error_handlers(app: Flask) -> None:
     """JSON answers for the library's errors raised while handling a request; the app's own handlers win."""
     own = app.error_handler_spec[None][None]  # the app-wide handlers by exception class
     for error_class, handler in _HANDLERS:
         if error_class not in own:
-            app.register_error_handler(error_class, handler)
+            app.register_error_handler(error_class, _after_rollback(handler))
     if not app.error_handler_spec[None][500]:
         app.register_error_handler(500, _server_error)

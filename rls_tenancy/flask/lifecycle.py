@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from rls_tenancy.audit.events import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
 from rls_tenancy.context import enter_request_tenant, leave_request_tenant
-from rls_tenancy.errors import AuthenticationError
+from rls_tenancy.errors import AuthenticationError, ConfigurationError
 from rls_tenancy.features.flags import set_flags_source
 from rls_tenancy.flask.resolvers import (
     Resolution,
@@ -31,6 +31,7 @@ from rls_tenancy.flask.state import (
     REQUEST_KEY,
     RequestState,
     request_flags,
+    request_sessions,
     request_state,
     state,
 )
@@ -40,6 +41,8 @@ if TYPE_CHECKING:  # an optional dependency (extra flask-sqlalchemy)
 
 #: Where the extension tells of audit events a request lost without failing.
 audit_logger = logging.getLogger("rls_tenancy.audit")
+#: Where it tells of an app's changes a request's end dropped.
+changes_logger = logging.getLogger("rls_tenancy.flask")
 
 
 def request_session() -> Session:
@@ -111,6 +114,7 @@ def begin_request() -> None:
     set_event_origin(_client_ip(), current.request_id)
     set_flags_source(request_flags)
     tenancy = state()
+    early = _begun_without_tenant()
     resolution: Resolution | None = None
     for resolve in tenancy.resolvers:
         resolution = resolve(request)
@@ -132,8 +136,37 @@ def begin_request() -> None:
         resolution = resolution or host
     current.resolution = resolution
     if resolution is not None:
+        _end_tenantless(early)
         leave_request_tenant(current.context)
         current.context = enter_request_tenant(resolution.tenant_id, resolution.user_id)
+
+
+def _begun_without_tenant() -> list[Session]:
+    """The request's Sessions already in a transaction as it begins: code before its tenant was known began them.
+
+    A ``url_value_preprocessor`` runs before the extension's hook; so does
+    a ``before_request`` registered before :meth:`init_app`.
+    """
+    return [session for session in request_sessions() if session.in_transaction()]
+
+
+def _end_tenantless(sessions: list[Session]) -> None:
+    """Roll back what code before the tenant began, bound to no tenant, before the request acts for its tenant.
+
+    Left open, the view's first statement there would find its transaction
+    bound to no tenant and raise :class:`~rls_tenancy.TenantChangedError`.
+    Its reads go; objects it added or changed and never flushed would be
+    lost, so they are refused instead (writes must not wait for a tenant).
+    """
+    for session in sessions:
+        if session.new or session.dirty or session.deleted:
+            raise ConfigurationError(
+                "the request's Session holds changes made before its tenant was resolved (in a "
+                "url_value_preprocessor, or a before_request registered before init_app): its transaction is "
+                "bound to no tenant and ends before the request acts for its tenant; commit them there, or "
+                "make them in the view"
+            )
+        session.rollback()
 
 
 def _client_ip() -> str | None:
@@ -163,6 +196,7 @@ def end_request(_error: BaseException | None) -> None:
             return
         current.running_in = None  # ended: later pops (a stream's) close what was opened since
     _warn_of_uncommitted_events(current, failed=_error is not None)
+    _warn_of_unflushed_changes()
     if current.context is not None:
         leave_request_tenant(current.context)
         current.context = None
@@ -199,6 +233,27 @@ def _warn_of_uncommitted_events(current: RequestState, *, failed: bool) -> None:
             request.method,
             request.path,
         )
+
+
+def _warn_of_unflushed_changes() -> None:
+    """Warn of objects added, changed or deleted in the request's Session and never flushed: closing drops them.
+
+    Committed later, in a ``teardown_appcontext`` or a ``teardown_request``
+    registered before :meth:`init_app`, they would find the Session closed
+    by then, and the response already sent as if they were stored.
+    """
+    for session in request_sessions():
+        if session.new or session.dirty or session.deleted:
+            changes_logger.warning(
+                "%d new, %d changed and %d deleted object(s) in the request's Session of %s %s were never "
+                "flushed, and closing the Session at the request's end drops them: commit in the view, or in a "
+                "teardown_request registered after init_app (teardowns run last registered first)",
+                len(session.new),
+                len(session.dirty),
+                len(session.deleted),
+                request.method,
+                request.path,
+            )
 
 
 def _closing_despite_outage(close: Callable[[], None]) -> bool:

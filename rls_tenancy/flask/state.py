@@ -7,13 +7,14 @@ importing the extension that registers it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app, has_request_context, request
-from sqlalchemy import Engine
+from sqlalchemy import Engine, exc
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
 
 from rls_tenancy.audit.rejections import flush_rejections
@@ -162,3 +163,29 @@ def rejection_window(config: Any) -> float:
     if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window <= 86_400:
         raise UsageError(f"RLS_TENANCY_REJECTION_WINDOW is seconds from 0 to 86400, not {window!r}")
     return float(window)
+
+
+def request_sessions() -> list[Session]:
+    """The request's Sessions that exist, its Session and its read Session; none is made."""
+    tenancy = state()
+    current = request_state()
+    sessions = tenancy.sessions
+    if isinstance(sessions, scoped_session):
+        first = sessions() if sessions.registry.has() else None
+    else:
+        first = current.session
+    return [session for session in (first, current.read_session) if session is not None]
+
+
+def roll_back_request_sessions() -> None:
+    """Roll back the request's Sessions, whatever their connections' state.
+
+    For a request whose transaction failed: nothing of it can commit, and
+    its Sessions serve the rest of the request (hooks, error handlers) only
+    once rolled back. A connection that is gone is left to the teardown.
+    """
+    if not has_request_context():
+        return
+    for session in request_sessions():
+        with contextlib.suppress(exc.DBAPIError):
+            session.rollback()

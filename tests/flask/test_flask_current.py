@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from rls_tenancy import as_tenant
@@ -17,13 +18,16 @@ from rls_tenancy.flask import (
     Tenancy,
     get_current_language,
     get_current_scopes,
+    get_current_tenant,
     get_current_user,
     login,
     require_scopes,
+    state,
 )
 from rls_tenancy.identity.tokens import issue_token
 from rls_tenancy.identity.users import User
 from rls_tenancy.testing import TenancyDatabase
+from saas_demo.models import Project
 from saas_demo.seed import Seeded
 from tests.fix_flask import bearer
 
@@ -137,3 +141,54 @@ def test_the_users_language_wins_when_the_app_speaks_it(
     person = _person(app, app_engine, seeded.tenants["globex"], ["projects:read"], users_language)
     answer = app.test_client().get("/current", headers={**bearer(person.token), "Accept-Language": "fr"})
     assert answer.json["language"] == expected  # type: ignore[index]
+
+
+def _renaming_app(app_engine: Engine, *, own_handler: bool) -> Flask:
+    """A view whose commit fails on a value too long; the tenant read after it, by a hook or the app's handler."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test")  # not TESTING: a 500 is answered, not raised
+    Tenancy(app, engine=app_engine)
+
+    @app.post("/rename/<int:project_id>")
+    def rename(project_id: int) -> ResponseReturnValue:
+        session = state().session()
+        project = session.get(Project, project_id)
+        assert project is not None
+        project.name = str(request.get_json()["name"])
+        session.commit()
+        return jsonify(name=project.name)
+
+    if own_handler:
+
+        @app.errorhandler(DataError)
+        def bad_value(_error: DataError) -> ResponseReturnValue:
+            tenant = get_current_tenant()
+            return jsonify(error="bad_value", tenant=None if tenant is None else tenant.slug), 422
+
+    else:
+
+        @app.after_request
+        def tenant_header(response: Response) -> Response:
+            tenant = get_current_tenant()
+            if tenant is not None:
+                response.headers["X-Tenant-Slug"] = tenant.slug
+            return response
+
+    return app
+
+
+@pytest.mark.parametrize("own_handler", [False, True], ids=["after-request-hook", "apps-own-handler"])
+def test_the_tenant_read_after_a_failed_statement_keeps_the_requests_4xx(
+    app_engine: Engine, seeded: Seeded, own_handler: bool
+) -> None:
+    """The failed transaction is rolled back before it is read from again: before, its 400 (or 422) was a 500."""
+    client = _renaming_app(app_engine, own_handler=own_handler).test_client()
+    project = seeded.projects["acme"][0]
+    answer = client.post(f"/rename/{project}", json={"name": "x" * 101}, headers=bearer(seeded.tokens["acme/ci"]))
+    if own_handler:
+        assert (answer.status_code, answer.json) == (422, {"error": "bad_value", "tenant": "acme"})
+    else:
+        assert answer.status_code == 400, answer.json
+        assert answer.headers["X-Tenant-Slug"] == "acme"
+    with as_tenant(seeded.tenants["acme"]), Session(app_engine) as session:
+        assert len(session.get_one(Project, project).name) <= 100  # nothing written

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import gc
+import secrets
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, g, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.orm import scoped_session, sessionmaker
 
-from rls_tenancy import current_tenant_id
+from rls_tenancy import ConfigurationError, as_tenant, current_tenant_id, tenant_id_for_slug
 from rls_tenancy.flask import Tenancy, get_current_scopes, get_current_tenant
 from rls_tenancy.testing import TenancyDatabase
+from saas_demo.models import Project
 from saas_demo.seed import Seeded
 from tests.conftest import run_in_threads
 from tests.fix_flask import bearer
@@ -117,3 +121,94 @@ def test_one_thread_serving_tenants_in_turn(engine: Engine, seeded: Seeded) -> N
 
     run_in_threads(work, ((slug,) for slug in ("acme", "globex") * 4))
     assert failures == []
+
+
+def _organisation_app(engine: Engine, *, writes: bool) -> Flask:
+    """An app that looks the organisation its URL names up through the request's Session, before any tenant."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    sessions = scoped_session(sessionmaker(engine))
+    Tenancy(app, engine=engine, session=sessions)
+
+    @app.url_value_preprocessor  # runs before every before_request, the extension's included
+    def organisation(_endpoint: str | None, values: dict[str, object] | None) -> None:
+        if values and "org" in values:
+            g.org_id = tenant_id_for_slug(sessions, str(values.pop("org")))
+            if writes:
+                sessions.add(Project(name="made before the tenant"))
+
+    @app.get("/o/<org>/projects")
+    def projects() -> ResponseReturnValue:
+        return jsonify(org=g.org_id, ids=sorted(sessions.scalars(select(Project.id))))
+
+    return app
+
+
+def test_a_session_begun_before_the_tenant_is_resolved_ends_before_the_request_acts_for_it(
+    engine: Engine, seeded: Seeded
+) -> None:
+    """Its transaction is bound to no tenant: before, the view's first query raised TenantChangedError, a 500."""
+    client = _organisation_app(engine, writes=False).test_client()
+    answer = client.get("/o/acme/projects", headers=bearer(seeded.tokens["acme/ci"]))
+    assert answer.status_code == 200, answer.json
+    with as_tenant(seeded.tenants["acme"]), sessionmaker(engine)() as session:
+        own = sorted(session.scalars(select(Project.id)))
+    assert answer.json == {"org": seeded.tenants["acme"], "ids": own}
+    assert set(seeded.projects["acme"]) <= set(own)
+    assert client.get("/o/acme/projects").status_code == 401  # no tenant: the ORM query refuses, as always
+
+
+def test_changes_made_before_the_tenant_is_resolved_are_refused_not_lost(engine: Engine, seeded: Seeded) -> None:
+    """Rolled back unflushed, they would vanish behind a 200: the mistake is named (a 500 outside TESTING)."""
+    client = _organisation_app(engine, writes=True).test_client()
+    with pytest.raises(ConfigurationError, match="changes made before its tenant was resolved"):
+        client.get("/o/acme/projects", headers=bearer(seeded.tokens["acme/ci"]))
+
+
+def test_a_view_that_loses_its_tenant_in_a_thread_is_a_500_not_a_401(engine: Engine, seeded: Seeded) -> None:
+    """The request resolved a tenant: a NoTenantError in it is code that lost it, not missing credentials."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test")  # not TESTING: answered, not raised
+    sessions = scoped_session(sessionmaker(engine))
+    Tenancy(app, engine=engine, session=sessions)
+
+    @app.get("/fan-out")
+    def fan_out() -> ResponseReturnValue:
+        def count() -> int:  # a thread of its own: no request context, no tenant
+            with sessionmaker(engine)() as session:
+                return len(session.scalars(select(Project.id)).all())
+
+        with ThreadPoolExecutor(1) as pool:
+            return jsonify(count=pool.submit(count).result())
+
+    client = app.test_client()
+    answer = client.get("/fan-out", headers=bearer(seeded.tokens["acme/ci"]))
+    assert answer.status_code == 500
+    assert "WWW-Authenticate" not in answer.headers
+    assert client.get("/fan-out").status_code == 401  # without credentials it still asks for them
+
+
+def test_changes_a_teardown_would_commit_after_the_extensions_are_named_in_a_warning(
+    engine: Engine, seeded: Seeded, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The extension's teardown closes the request's Session first: the app's later commit has nothing to write."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    sessions = scoped_session(sessionmaker(engine))
+    Tenancy(app, engine=engine, session=sessions)
+    name = "committed at teardown " + secrets.token_hex(4)
+
+    @app.post("/projects")
+    def add() -> ResponseReturnValue:
+        sessions.add(Project(name=name))
+        return jsonify(added=True), 201
+
+    @app.teardown_appcontext
+    def commit(_error: BaseException | None) -> None:
+        sessions.commit()
+
+    with caplog.at_level("WARNING", logger="rls_tenancy.flask"):
+        assert app.test_client().post("/projects", headers=bearer(seeded.tokens["acme/ci"])).status_code == 201
+    assert "1 new, 0 changed and 0 deleted object(s)" in caplog.text
+    with as_tenant(seeded.tenants["acme"]), sessionmaker(engine)() as session:
+        assert session.scalars(select(Project.id).where(Project.name == name)).all() == []
