@@ -11,7 +11,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Table, exc
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.visitors import ExternallyTraversible
 
@@ -22,15 +22,34 @@ _named: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def is_tenant_table(table: Table) -> bool:
-    """Whether ``table`` has a ``tenant_id`` referencing ``rls_tenancy.tenants``.
+    """Whether ``table`` has a ``tenant_id`` referencing ``rls_tenancy.tenants``, or a tenant table's ``tenant_id``.
 
-    Compares names, so it also works for string foreign keys whose target
-    table is not in the same ``MetaData``.
+    The second is an association table's: its keys into two tenant tables
+    are composite, ``(tenant_id, project_id)``, so its ``tenant_id`` reaches
+    the tenants through them. Compares names for the tenants themselves, so
+    a string foreign key to a table in no ``MetaData`` of the app's counts.
     """
+    return _keyed_to_tenants(table, set())
+
+
+def _keyed_to_tenants(table: Table, seen: set[Table]) -> bool:
     column = table.c.get("tenant_id")
     if column is None:
         return False
-    return any(fk.target_fullname == _TENANTS_ID for fk in column.foreign_keys)
+    keys = column.foreign_keys
+    if any(fk.target_fullname == _TENANTS_ID for fk in keys):
+        return True
+    seen.add(table)
+    for fk in keys:
+        if not fk.target_fullname.endswith(".tenant_id"):
+            continue
+        try:
+            target = fk.column.table
+        except exc.NoReferenceError:  # its table is in no MetaData this one can see
+            continue
+        if isinstance(target, Table) and target not in seen and _keyed_to_tenants(target, seen):
+            return True
+    return False
 
 
 def mentions_tenant_table(statement: object) -> bool:

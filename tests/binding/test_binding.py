@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Engine,
     ForeignKey,
+    ForeignKeyConstraint,
     MetaData,
     Table,
     Text,
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import sessionmaker
 
 from rls_tenancy import NoTenantError, TenancyError, Tenant, TenantChangedError, UnsafeBypass, as_tenant, bind_engine
+from rls_tenancy.tenant_tables import is_tenant_table
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project
 from tests.conftest import World, run_in_threads
@@ -223,6 +225,37 @@ def test_leaving_the_context_inside_a_transaction_is_refused(pinned_engine: Engi
             session.execute(SETTING)
         with pytest.raises(TenantChangedError, match="now \\(none\\)"):
             session.execute(SETTING)
+
+
+def test_an_association_table_keyed_through_tenant_tables_is_one_too(pinned_engine: Engine) -> None:
+    """Its ``tenant_id`` reaches the tenants through composite keys into two tenant tables, not directly.
+
+    Before, a statement on it without a tenant got RLS's empty answer
+    instead of :class:`NoTenantError`.
+    """
+    metadata = MetaData()
+    projects = cast(Table, Project.__table__).to_metadata(metadata)
+    tags = Table(
+        "tags",
+        metadata,
+        Column("tenant_id", BigInteger, ForeignKey("rls_tenancy.tenants.id"), primary_key=True),
+        Column("id", BigInteger, primary_key=True),
+    )
+    project_tags = Table(
+        "project_tags",
+        metadata,
+        Column("tenant_id", BigInteger, nullable=False),
+        Column("project_id", BigInteger, nullable=False),
+        Column("tag_id", BigInteger, nullable=False),
+        ForeignKeyConstraint(["tenant_id", "project_id"], [projects.c.tenant_id, projects.c.id]),
+        ForeignKeyConstraint(["tenant_id", "tag_id"], [tags.c.tenant_id, tags.c.id]),
+    )
+    unrelated = Table("notes", metadata, Column("tenant_id", BigInteger, ForeignKey("projects.id"), nullable=False))
+    assert is_tenant_table(project_tags)
+    assert not is_tenant_table(unrelated)  # a key into a tenant table's id, not its tenant_id
+    for statement in (select(project_tags.c.tag_id), delete(project_tags).where(project_tags.c.tag_id < 0)):
+        with pinned_engine.connect() as conn, pytest.raises(NoTenantError, match="as_tenant"):
+            conn.execute(statement)  # refused before it is sent: the table is not even in this database
 
 
 def test_a_core_statement_on_a_tenant_table_without_a_tenant_raises_rather_than_returning_nothing(
