@@ -50,6 +50,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import exc
@@ -210,7 +211,24 @@ def _refused(error: exc.DBAPIError) -> ResponseReturnValue:
     if sqlstate == "P0001":  # raise_exception: the app's own trigger or function said no, as a check would
         current_app.logger.warning("request refused by a database function: %s", error.orig)
         return _json(400, "invalid_request", "the database refuses this request: a database function raised an error")
+    if _unadaptable(error):
+        current_app.logger.warning("request refused for a value of a type the driver cannot send: %s", error.orig)
+        return _json(400, "invalid_request", "a value of this request has a type the database cannot take")
     return _passed_on(error, exc.DBAPIError)
+
+
+def _unadaptable(error: exc.DBAPIError) -> bool:
+    """psycopg's refusal, before sending, of a value it has no adapter for: a JSON object where text goes.
+
+    The request's value, passed on unchecked, as a ``DataError`` is; its
+    message names only the Python type.
+    """
+    orig = error.orig
+    return (
+        isinstance(orig, psycopg.ProgrammingError)
+        and orig.sqlstate is None
+        and str(orig).startswith("cannot adapt type")
+    )
 
 
 def _wrapped(error: exc.StatementError) -> ResponseReturnValue:

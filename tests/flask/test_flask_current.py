@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
@@ -192,3 +192,25 @@ def test_the_tenant_read_after_a_failed_statement_keeps_the_requests_4xx(
         assert answer.headers["X-Tenant-Slug"] == "acme"
     with as_tenant(seeded.tenants["acme"]), Session(app_engine) as session:
         assert len(session.get_one(Project, project).name) <= 100  # nothing written
+
+
+def test_a_json_value_of_a_type_the_driver_cannot_send_is_a_400(app_engine: Engine, seeded: Seeded) -> None:
+    """A view that passes a JSON object on where text goes: psycopg refuses it before sending, as a DataError."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test")  # not TESTING: a 500 is answered, not raised
+    Tenancy(app, engine=app_engine)
+
+    @app.post("/projects")
+    def add() -> ResponseReturnValue:
+        session = state().session()
+        session.add(Project(name=request.get_json()["name"]))  # unchecked: the client's value, as sent
+        session.commit()
+        return jsonify(added=True), 201
+
+    client = app.test_client()
+    name = "typed " + secrets.token_hex(4)
+    for sent, status in (({"nested": name}, 400), (name, 201)):
+        answer = client.post("/projects", json={"name": sent}, headers=bearer(seeded.tokens["acme/ci"]))
+        assert answer.status_code == status, (sent, answer.json)
+    with as_tenant(seeded.tenants["acme"]), Session(app_engine) as session:
+        assert session.scalars(select(Project.name).where(Project.name.contains(name))).all() == [name]

@@ -20,13 +20,16 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Identity,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     and_,
     create_engine,
     func,
+    insert,
     literal,
     select,
     text,
@@ -568,3 +571,80 @@ def test_the_orm_still_identifies_a_project_by_its_id_alone(
         session.rollback()
     with as_tenant(world.b), scoped_factory() as session:
         assert session.get(Project, theirs) is not None  # and B's row is its own still
+
+
+# --- a link table, as adopting.md shows it -------------------------------------------------------------
+
+
+class _Invoicing(DeclarativeBase):
+    pass
+
+
+class _Tag(TenantBoundMixin, _Invoicing):
+    __tablename__ = "m2m_tags"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "id"),)
+    id: Mapped[int] = mapped_column(Identity(always=True))
+    __mapper_args__ = {"primary_key": [id]}
+    name: Mapped[str] = mapped_column(Text)
+
+
+class _InvoiceTag(TenantBoundMixin, _Invoicing):
+    __tablename__ = "m2m_invoice_tags"
+    __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "invoice_id", "tag_id"),
+        tenant_foreign_key("invoice_id", "m2m_invoices"),
+        tenant_foreign_key("tag_id", "m2m_tags"),
+    )
+    invoice_id: Mapped[int] = mapped_column(BigInteger)
+    tag_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class _Invoice(TenantBoundMixin, _Invoicing):
+    __tablename__ = "m2m_invoices"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "id"),)
+    id: Mapped[int] = mapped_column(Identity(always=True))
+    __mapper_args__ = {"primary_key": [id]}
+    number: Mapped[str] = mapped_column(Text)
+    tags: Mapped[list[_Tag]] = relationship(
+        secondary=lambda: _InvoiceTag.__table__,
+        primaryjoin=lambda: and_(_Invoice.id == _InvoiceTag.invoice_id, _Invoice.tenant_id == _InvoiceTag.tenant_id),
+        secondaryjoin=lambda: and_(_Tag.id == _InvoiceTag.tag_id, _Tag.tenant_id == _InvoiceTag.tenant_id),
+    )
+
+
+@pytest.fixture()
+def invoicing(superuser_engine: Engine) -> Iterator[None]:
+    """The three tables, isolated as a migration would; dropped afterwards."""
+    tables = [_Tag.__table__, _Invoice.__table__, _InvoiceTag.__table__]
+    with superuser_engine.begin() as conn:
+        for table in tables:
+            conn.execute(CreateTable(table))  # type: ignore[arg-type]
+            conn.execute(select(func.rls_tenancy.enable_tenant_isolation(literal(f"public.{table.name}"))))  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        with superuser_engine.begin() as conn:
+            conn.execute(text("DROP TABLE m2m_invoice_tags, m2m_invoices, m2m_tags"))
+
+
+def test_a_link_table_links_a_tenants_rows_and_no_other_tenants(
+    invoicing: None, scoped_factory: sessionmaker[Session], world: World
+) -> None:
+    """Appending through the relationship fills the link's tenant_id; a link to B's tag is refused."""
+    with as_tenant(world.b), scoped_factory() as session:
+        theirs = _Tag(name="b's tag")
+        session.add(theirs)
+        session.commit()
+        their_tag = theirs.id
+    with as_tenant(world.a), scoped_factory() as session:
+        invoice = _Invoice(number="A-1")
+        invoice.tags.append(_Tag(name="urgent"))
+        session.add(invoice)
+        session.commit()
+        session.expire_all()
+        assert [tag.name for tag in session.get_one(_Invoice, invoice.id).tags] == ["urgent"]
+        with pytest.raises(IntegrityError) as refused:
+            session.execute(insert(_InvoiceTag).values(invoice_id=invoice.id, tag_id=their_tag))
+        assert _refusal(refused.value)[0] == "23503"  # no such tag, to tenant A
+        session.rollback()
+        assert their_tag not in session.scalars(select(_InvoiceTag.tag_id)).all()
