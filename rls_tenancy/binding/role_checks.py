@@ -6,8 +6,13 @@ table owners that can switch it off, and is read around by REPLICATION
 sequence or the server's files; these checks turn that misconfiguration into
 :class:`~rls_tenancy.InsecureRoleError` on first use instead of a leak.
 So is a default for the tenant setting (``ALTER ROLE rls_app SET
-app.current_tenant``, which the app role may run on itself): every session
-would start acting for that tenant, and a reset only returns to it.
+app.current_tenant``, which only a superuser may set): every session
+would start acting for that tenant, and a reset only returns to it. So is an
+``extra_float_digits`` below 1 (``ALTER ROLE CURRENT_USER SET
+extra_float_digits = -15``, which SQL run as the app role may set): every
+session would round every float it reads, for every tenant, silently. The
+other settings that change how values read back (``DateStyle``,
+``IntervalStyle``, ``client_encoding``) make psycopg fail loudly instead.
 """
 
 from __future__ import annotations
@@ -60,6 +65,12 @@ SELECT 'sessions of ' || session_user || ' start with ' || setting || ' (a defau
  WHERE s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
    AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user))
    AND pg_catalog.split_part(setting, '=', 1) IN ({tenant}, {user})
+UNION ALL
+SELECT 'sessions of ' || session_user || ' start with extra_float_digits = '
+       || pg_catalog.current_setting('extra_float_digits')
+       || ' (a default set by ALTER ROLE or ALTER DATABASE ... SET, which the app role may run on itself: every'
+       || ' float read back is rounded, silently, for every tenant; RESET it)'
+ WHERE pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 < 1
 """
 _APP_ESCAPES = (
     sql.SQL(_APP_ESCAPES).format(tenant=sql.Literal(_settings.TENANT), user=sql.Literal(_settings.USER)).as_string(None)

@@ -334,6 +334,27 @@ def test_a_default_for_the_tenant_setting_is_refused_at_connect(
             conn.exec_driver_sql(ddl("ALTER ROLE {} RESET ALL", db.roles.app))
 
 
+def test_a_float_rounding_default_sql_gives_the_app_role_is_refused_at_connect(
+    db: TenancyDatabase, superuser_engine: Engine
+) -> None:
+    """SQL run as the app role may set its own role's defaults: this one would round every tenant's floats."""
+    plain = create_engine(db.app_url)
+    try:
+        with plain.begin() as conn:
+            conn.exec_driver_sql("ALTER ROLE CURRENT_USER SET extra_float_digits = -15")
+        plain.dispose()
+        with plain.connect() as conn:  # what every new session reads, unbound
+            assert conn.exec_driver_sql("SELECT 3.14159265358979::float8").scalar_one() == 3.0
+        engine = bind_engine(create_engine(db.app_url))
+        with pytest.raises(InsecureRoleError, match="start with extra_float_digits = -15"), engine.connect():
+            pass
+        engine.dispose()
+    finally:
+        plain.dispose()
+        with superuser_engine.begin() as conn:
+            conn.exec_driver_sql(ddl("ALTER ROLE {} RESET ALL", db.roles.app))
+
+
 @pytest.mark.parametrize("pool", [StaticPool, SingletonThreadPool])
 def test_pools_that_share_one_connection_are_refused(db: TenancyDatabase, pool: type) -> None:
     engine = create_engine(db.app_url, poolclass=pool)
