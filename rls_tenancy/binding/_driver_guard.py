@@ -198,13 +198,21 @@ def _unprepared(driver: Any, query: object) -> bool:
     then ``PREPARE``): the swap would see what the next one carries (a
     password hash, a grant) and answer in its place (a user's roles). The
     library's statements name its schema or its grants; sent unprepared, a
-    name SQL swapped is never used for them. Unsigned, SQL may act as any
-    user of its tenant anyway, and they prepare as any.
+    name SQL swapped is never used for them. Nor for SQLAlchemy's savepoints,
+    which run between a grant and its write (``begin_nested()``): swapped,
+    one would read the grant pending in the transaction. Unsigned, SQL may
+    act as any user of its tenant anyway, and they prepare as any.
     """
-    if not isinstance(query, str) or ("rls_tenancy." not in query and "app.grants" not in query):
+    if not isinstance(query, str) or (
+        "rls_tenancy." not in query and "app.grants" not in query and not query.startswith(_SAVEPOINTS)
+    ):
         return False
     hooks = _hooks.get(driver)
     return hooks is not None and hooks.signed()
+
+
+#: SQLAlchemy's savepoint statements (``ROLLBACK TO`` needs nothing: any rollback empties psycopg's cache).
+_SAVEPOINTS = ("SAVEPOINT ", "RELEASE SAVEPOINT ")
 
 
 @contextlib.contextmanager
