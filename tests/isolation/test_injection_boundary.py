@@ -306,8 +306,13 @@ BEGIN
 END $$"""
 
 
+#: An app's own query, which psycopg prepares at its fifth run (the library's statements, signed, it never does).
+_APPS_OWN = text("SELECT count(*) FROM projects WHERE name <> :name")
+
+
 def _sign_up(engine: Engine, tenant: int, email: str, user: int | None = None) -> None:
     with as_tenant(tenant, user=user), Session(engine) as session, session.begin():
+        session.execute(_APPS_OWN, {"name": email})  # the sign-up page reads something of the app's first
         new = User(email=email, roles=["projects:read"])
         new.set_password("correct horse battery staple")
         session.add(new)
@@ -317,11 +322,11 @@ def test_a_prepared_statement_swapped_in_an_anonymous_request_never_runs_in_the_
     staff: Staff, staff_engine: Engine
 ) -> None:
     """Two anonymous requests of one tenant are two clients: a statement psycopg prepared, swapped by the
-    first's SQL, would run in the second with its grants and password hash as parameters. Signed, a
-    transaction for no user begins with a reset (which drops what SQL replaced), and uses no prepared
-    statement."""
+    first's SQL, would run in the second, in the transaction that carries its grants and password hash.
+    Signed, a transaction for no user begins with a reset (which drops what SQL replaced), and uses no
+    prepared statement."""
     tag = secrets.token_hex(4)
-    for number in range(6):  # psycopg prepares what it ran five times: the user's INSERT, the grant
+    for number in range(6):  # psycopg prepares what it ran five times: the app's own query
         _sign_up(staff_engine, staff.tenant, f"early{number}-{tag}@staff.example", user=staff.admin)
     with as_tenant(staff.tenant), staff_engine.connect() as conn:  # SQL injected in an anonymous request
         conn.exec_driver_sql(_SWAP, execution_options={"no_parameters": True})
@@ -337,9 +342,10 @@ def test_a_prepared_statement_swapped_in_an_anonymous_request_never_runs_in_the_
 def test_a_swapped_statement_never_runs_in_tenantless_work_in_autocommit(staff: Staff, staff_engine: Engine) -> None:
     """Tenantless work in autocommit (the token lookup on a connection of its own) is not reset after a
     tenantless transaction, which would cost it a round trip: it uses no prepared statement instead."""
-    lookup = text("SELECT rls_tenancy.tenant_id_for_slug(:slug)")
-    for _ in range(6):  # psycopg prepares what it ran five times
+    lookup = text("SELECT t.id FROM (SELECT rls_tenancy.tenant_id_for_slug(:slug) AS id) AS t")
+    for _ in range(6):  # psycopg prepares what it ran five times: the app's own query (the lookup, signed, never)
         with as_tenant(staff.tenant, user=staff.admin), staff_engine.connect() as conn:
+            conn.execute(_APPS_OWN, {"name": "staff"})
             conn.execute(lookup, {"slug": "staff"})
             conn.commit()
     with staff_engine.connect() as conn:  # SQL injected in a request without a tenant
@@ -347,6 +353,7 @@ def test_a_swapped_statement_never_runs_in_tenantless_work_in_autocommit(staff: 
         conn.commit()
     with staff_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         assert conn.execute(lookup, {"slug": "staff"}).scalar() == staff.tenant
+        assert conn.execute(_APPS_OWN, {"name": "staff"}).scalar() == 0  # no tenant: no rows, and not swapped
         assert conn.execute(text("SELECT current_setting('trap.ran', true)")).scalar() in (None, "")
         swapped = conn.execute(text("SELECT count(*) FROM pg_prepared_statements WHERE from_sql")).scalar_one()
         assert swapped > 0  # the swapped statements are there: nothing reset the session in between
