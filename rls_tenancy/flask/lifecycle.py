@@ -159,7 +159,7 @@ def _end_tenantless(sessions: list[Session]) -> None:
     lost, so they are refused instead (writes must not wait for a tenant).
     """
     for session in sessions:
-        if session.new or session.dirty or session.deleted:
+        if any(_unflushed(session)):
             raise ConfigurationError(
                 "the request's Session holds changes made before its tenant was resolved (in a "
                 "url_value_preprocessor, or a before_request registered before init_app): its transaction is "
@@ -243,17 +243,24 @@ def _warn_of_unflushed_changes() -> None:
     by then, and the response already sent as if they were stored.
     """
     for session in request_sessions():
-        if session.new or session.dirty or session.deleted:
+        new, changed, deleted = _unflushed(session)
+        if new or changed or deleted:
             changes_logger.warning(
                 "%d new, %d changed and %d deleted object(s) in the request's Session of %s %s were never "
                 "flushed, and closing the Session at the request's end drops them: commit in the view, or in a "
                 "teardown_request registered after init_app (teardowns run last registered first)",
-                len(session.new),
-                len(session.dirty),
-                len(session.deleted),
+                new,
+                changed,
+                deleted,
                 request.method,
                 request.path,
             )
+
+
+def _unflushed(session: Session) -> tuple[int, int, int]:
+    """How many objects ``session`` holds added, changed (a value that differs) and deleted, unflushed."""
+    changed = sum(1 for obj in session.dirty if session.is_modified(obj)) if session.dirty else 0
+    return len(session.new), changed, len(session.deleted)
 
 
 def _closing_despite_outage(close: Callable[[], None]) -> bool:

@@ -203,12 +203,22 @@ def test_changes_a_teardown_would_commit_after_the_extensions_are_named_in_a_war
         sessions.add(Project(name=name))
         return jsonify(added=True), 201
 
+    @app.get("/projects/<int:project_id>")
+    def show(project_id: int) -> ResponseReturnValue:
+        project = sessions.get_one(Project, project_id)
+        project.name = project.name  # set, not changed: nothing to store, nothing to warn of
+        return jsonify(name=project.name)
+
     @app.teardown_appcontext
     def commit(_error: BaseException | None) -> None:
         sessions.commit()
 
+    client = app.test_client()
     with caplog.at_level("WARNING", logger="rls_tenancy.flask"):
-        assert app.test_client().post("/projects", headers=bearer(seeded.tokens["acme/ci"])).status_code == 201
+        shown = client.get(f"/projects/{seeded.projects['acme'][0]}", headers=bearer(seeded.tokens["acme/ci"]))
+        assert shown.status_code == 200
+        assert caplog.text == ""
+        assert client.post("/projects", headers=bearer(seeded.tokens["acme/ci"])).status_code == 201
     assert "1 new, 0 changed and 0 deleted object(s)" in caplog.text
     with as_tenant(seeded.tenants["acme"]), sessionmaker(engine)() as session:
         assert session.scalars(select(Project.id).where(Project.name == name)).all() == []
