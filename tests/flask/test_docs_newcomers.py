@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Engine, text
+from sqlalchemy import text
+from sqlalchemy.engine import URL
 
 from rls_tenancy import AuditEvent
+from rls_tenancy.testing.database import tenancy_database
 
 DOCS = Path(__file__).parents[2] / "docs"
 
@@ -40,25 +42,38 @@ class _RecordingOp:
         self.connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
 
 
-def test_one_tenant_per_organisation_as_adopting_says(bypass_engine: Engine) -> None:
+def test_one_tenant_per_organisation_as_adopting_says(rls_postgres_url: URL) -> None:
+    """Run as a migration runs (the owner, on a database the library's install has just made), with ids
+    that are not the tenants' sequence's next: each organisation's id becomes its tenant's, and the next
+    tenant draws a new one."""
     page = (DOCS / "adopting.md").read_text()
     section = page.split("**An app with a tenant table of its own**", 1)[1]
     snippet = re.search(r"```python\n(.*?)```", section, re.S)
     assert snippet is not None
-    with bypass_engine.connect() as connection:
-        connection.execute(text("CREATE TEMP TABLE organisations (id serial PRIMARY KEY, name text UNIQUE)"))
-        connection.execute(text("INSERT INTO organisations (name) VALUES ('Acme Ltd.'), ('  Globex & Co ')"))
-        namespace: dict[str, Any] = {"op": _RecordingOp(connection), "sa": sa}
-        exec(snippet.group(1), namespace)
-        namespace["upgrade"]()
-        made = connection.execute(
-            text(
-                "SELECT o.name, t.slug, t.name FROM organisations AS o "
-                "JOIN rls_tenancy.tenants AS t ON t.id = o.tenant_id ORDER BY o.id"
-            )
-        ).all()
-        connection.rollback()
+    with tenancy_database(rls_postgres_url) as db:
+        engine = sa.create_engine(db.superuser_url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("CREATE TABLE organisations (id serial PRIMARY KEY, name text UNIQUE)"))
+                connection.execute(
+                    text("INSERT INTO organisations (id, name) VALUES (7, 'Acme Ltd.'), (12, '  Globex & Co ')")
+                )
+                namespace: dict[str, Any] = {"op": _RecordingOp(connection), "sa": sa}
+                exec(snippet.group(1), namespace)
+                namespace["upgrade"]()
+                made = connection.execute(
+                    text(
+                        "SELECT o.id, t.id, t.slug, t.name FROM organisations AS o "
+                        "JOIN rls_tenancy.tenants AS t ON t.id = o.tenant_id ORDER BY o.id"
+                    )
+                ).all()
+                later = connection.execute(
+                    text("INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('later', 'Later') RETURNING id")
+                ).scalar_one()
+        finally:
+            engine.dispose()
     assert [tuple(row) for row in made] == [
-        ("Acme Ltd.", "acme-ltd", "Acme Ltd."),
-        ("  Globex & Co ", "globex-co", "  Globex & Co "),
+        (7, 7, "acme-ltd", "Acme Ltd."),
+        (12, 12, "globex-co", "  Globex & Co "),
     ]
+    assert later == 13
