@@ -790,6 +790,19 @@ def _bound_tenant(info: dict[Any, Any]) -> int | None:
     return None if bound is None else bound.tenant
 
 
+#: What :func:`transaction_tenant` answers for a transaction nothing has bound (yet).
+NOT_BOUND = _driver_guard.UNBOUND
+
+
+def transaction_tenant(conn: Connection) -> object:
+    """The tenant ``conn``'s open transaction is bound to (None: to no tenant).
+
+    :data:`NOT_BOUND` before its first statement (nothing bound, nothing
+    run), or where no binding covers it.
+    """
+    return _open_binding_tenant(conn.info)
+
+
 def _open_binding_tenant(info: dict[Any, Any]) -> object:
     """The tenant of the binding of the SQLAlchemy transaction open on this connection, if one is."""
     bound: _Binding | None = info.get(_BOUND)

@@ -14,12 +14,13 @@ from typing import Any, TypeVar, cast
 
 from flask import request
 from sqlalchemy import exc
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import LanguageAccept
 
 from rls_tenancy.audit.events import log_security_event
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
 from rls_tenancy.flask.resolvers import Resolution
-from rls_tenancy.flask.state import request_state, roll_back_request_sessions, state
+from rls_tenancy.flask.state import request_state, state
 from rls_tenancy.identity.users import User
 from rls_tenancy.orm.models import Tenant, storable
 
@@ -42,11 +43,12 @@ _M = TypeVar("_M")
 
 
 def _load(model: type[_M], ident: int) -> _M | None:
-    """``model`` by ``ident`` in the request's Session, rolled back first if its transaction failed.
+    """``model`` by ``ident`` in the request's Session, or, if its transaction failed, on a connection apart.
 
-    An app's error handler or ``after_request`` hook may ask after a
-    statement failed: the failed transaction can commit nothing, and its
-    Session serves only once rolled back.
+    An app's error handler, or a view's ``except`` block, may ask after a
+    statement failed. That transaction is theirs to roll back (to a
+    savepoint, say): read apart, bound to the request's tenant, the object
+    comes back detached, and the failed transaction stays as it was.
     """
     session = state().session()
     try:
@@ -54,8 +56,11 @@ def _load(model: type[_M], ident: int) -> _M | None:
     except (exc.PendingRollbackError, exc.InternalError) as error:
         if isinstance(error, exc.InternalError) and getattr(error.orig, "sqlstate", None) != _IN_FAILED_TRANSACTION:
             raise
-    roll_back_request_sessions()
-    return session.get(model, ident)
+    with Session(state().engine) as apart:
+        found = apart.get(model, ident)
+        if found is not None:
+            apart.expunge(found)
+        return found
 
 
 _IN_FAILED_TRANSACTION = "25P02"

@@ -15,11 +15,12 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, current_app, request
-from sqlalchemy import exc
-from sqlalchemy.orm import Session, scoped_session
+from flask import Response, current_app, has_request_context, request
+from sqlalchemy import Connection, exc
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from rls_tenancy.audit.events import REQUEST_ID_PATTERN, log_security_event, normal_ip, set_event_origin
+from rls_tenancy.binding.engine import NOT_BOUND, transaction_tenant
 from rls_tenancy.context import enter_request_tenant, leave_request_tenant
 from rls_tenancy.errors import AuthenticationError, ConfigurationError
 from rls_tenancy.features.flags import set_flags_source
@@ -114,7 +115,6 @@ def begin_request() -> None:
     set_event_origin(_client_ip(), current.request_id)
     set_flags_source(request_flags)
     tenancy = state()
-    early = _begun_without_tenant()
     resolution: Resolution | None = None
     for resolve in tenancy.resolvers:
         resolution = resolve(request)
@@ -135,38 +135,58 @@ def begin_request() -> None:
             raise AuthenticationError("wrong_tenant", "these credentials belong to another tenant than this host")
         resolution = resolution or host
     current.resolution = resolution
+    current.resolved = True
+    begun, current.begun_unresolved = current.begun_unresolved, []
     if resolution is not None:
-        _end_tenantless(early)
+        _end_tenantless(begun, resolution.tenant_id)
         leave_request_tenant(current.context)
         current.context = enter_request_tenant(resolution.tenant_id, resolution.user_id)
 
 
-def _begun_without_tenant() -> list[Session]:
-    """The request's Sessions already in a transaction as it begins: code before its tenant was known began them.
+def note_begun(session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
+    """``after_begin`` of the request's Sessions: a transaction begun before the request's tenant is resolved.
 
-    A ``url_value_preprocessor`` runs before the extension's hook; so does
-    a ``before_request`` registered before :meth:`init_app`.
+    A ``url_value_preprocessor`` runs before the extension's hook, and a
+    resolver of the app's own during it: what they begin on the request's
+    Session is bound to no tenant.
     """
-    return [session for session in request_sessions() if session.in_transaction()]
+    if has_request_context():
+        current = request_state()
+        if not current.resolved:
+            current.begun_unresolved.append((session, connection))
 
 
-def _end_tenantless(sessions: list[Session]) -> None:
-    """Roll back what code before the tenant began, bound to no tenant, before the request acts for its tenant.
+def _end_tenantless(begun: list[tuple[Session, Connection]], tenant_id: int) -> None:
+    """End what code before the tenant began on the request's Sessions, bound to no tenant, before it acts for one.
 
     Left open, the view's first statement there would find its transaction
     bound to no tenant and raise :class:`~rls_tenancy.TenantChangedError`.
-    Its reads go; objects it added or changed and never flushed would be
-    lost, so they are refused instead (writes must not wait for a tenant).
+    Reads are rolled back. Writes would be lost that way, silently, so they
+    are refused: objects added or changed and never flushed, and anything
+    the transaction wrote (it holds a transaction id). A transaction a
+    resolver bound to the request's tenant (the token lookup's) stays.
     """
-    for session in sessions:
-        if any(_unflushed(session)):
+    for session, connection in begun:
+        if connection.closed or not connection.in_transaction():
+            continue
+        tenant = transaction_tenant(connection)
+        if tenant == tenant_id:
+            continue
+        if any(_unflushed(session)) or (tenant is not NOT_BOUND and _wrote(connection)):
             raise ConfigurationError(
-                "the request's Session holds changes made before its tenant was resolved (in a "
-                "url_value_preprocessor, or a before_request registered before init_app): its transaction is "
-                "bound to no tenant and ends before the request acts for its tenant; commit them there, or "
-                "make them in the view"
+                "the request's Session wrote before its tenant was resolved (in a url_value_preprocessor or a "
+                "resolver of the app's own): its transaction is bound to no tenant, and must end before the "
+                "request acts for its tenant; commit those writes there, or make them in the view"
             )
         session.rollback()
+
+
+_WROTE = "SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL"
+
+
+def _wrote(connection: Connection) -> bool:
+    """Whether ``connection``'s transaction wrote (or locked) anything: PostgreSQL gave it a transaction id."""
+    return bool(connection.exec_driver_sql(_WROTE).scalar())
 
 
 def _client_ip() -> str | None:
@@ -196,7 +216,8 @@ def end_request(_error: BaseException | None) -> None:
             return
         current.running_in = None  # ended: later pops (a stream's) close what was opened since
     _warn_of_uncommitted_events(current, failed=_error is not None)
-    _warn_of_unflushed_changes()
+    if _error is None and current.status is not None and current.status < 400:
+        _warn_of_unflushed_changes()  # a request that failed stores nothing, as meant
     if current.context is not None:
         leave_request_tenant(current.context)
         current.context = None

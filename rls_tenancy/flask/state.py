@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app, has_request_context, request
-from sqlalchemy import Engine, exc
+from sqlalchemy import Connection, Engine, exc
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
 
 from rls_tenancy.audit.rejections import flush_rejections
@@ -122,6 +122,10 @@ class RequestState:
     logged: list[tuple[SessionTransaction, str]] = field(default_factory=list)
     #: The response's status, once the extension's ``after_request`` has seen it.
     status: int | None = None
+    #: Whether its tenant is resolved (the extension's ``before_request`` ran to its end).
+    resolved: bool = False
+    #: The request's Sessions' transactions begun before that, each on its connection.
+    begun_unresolved: list[tuple[Session, Connection]] = field(default_factory=list)
 
 
 REQUEST_KEY = "rls_tenancy.request"

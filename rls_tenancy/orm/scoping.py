@@ -96,6 +96,11 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
             event.listen(TenantBoundMixin, row_event, _check_row, propagate=True)
 
 
+def session_class_of(target: ScopeTarget) -> type[Session]:
+    """The Session class whose events reach ``target``'s sessions (a sessionmaker's own class, say)."""
+    return _session_class(target)
+
+
 def _session_class(target: ScopeTarget) -> type[Session]:
     """The Session class whose events reach ``target``'s sessions."""
     # Whoever made an asyncio target imported SQLAlchemy's asyncio module: without it, there is none.

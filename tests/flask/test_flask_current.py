@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import DataError
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from rls_tenancy import as_tenant
@@ -214,3 +214,34 @@ def test_a_json_value_of_a_type_the_driver_cannot_send_is_a_400(app_engine: Engi
         assert answer.status_code == status, (sent, answer.json)
     with as_tenant(seeded.tenants["acme"]), Session(app_engine) as session:
         assert session.scalars(select(Project.name).where(Project.name.contains(name))).all() == [name]
+
+
+def test_the_tenant_read_in_a_views_except_block_leaves_its_recovery_alone(app_engine: Engine, seeded: Seeded) -> None:
+    """A savepoint's statement fails, the view logs the tenant, rolls back to the savepoint and goes on.
+
+    The helper reads apart: rolling the request's transaction back, as it
+    once did, lost the view's first write and broke its savepoint.
+    """
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test")  # not TESTING: a 500 is answered, not raised
+    Tenancy(app, engine=app_engine)
+    name = "kept " + secrets.token_hex(4)
+
+    @app.post("/projects")
+    def add() -> ResponseReturnValue:
+        session = state().session()
+        session.add(Project(name=name))
+        session.flush()
+        savepoint = session.begin_nested()
+        try:
+            session.execute(text("INSERT INTO projects (name) VALUES (NULL)"))  # an optional extra, refused
+        except IntegrityError:
+            tenant = get_current_tenant()
+            savepoint.rollback()
+        session.commit()
+        return jsonify(tenant=None if tenant is None else tenant.slug), 201
+
+    answer = app.test_client().post("/projects", headers=bearer(seeded.tokens["acme/ci"]))
+    assert (answer.status_code, answer.json) == (201, {"tenant": "acme"})
+    with as_tenant(seeded.tenants["acme"]), Session(app_engine) as session:
+        assert session.scalars(select(Project.name).where(Project.name == name)).all() == [name]

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import gc
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from flask import Flask, current_app, g, jsonify
+from flask import Flask, Request, abort, current_app, g, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from rls_tenancy import ConfigurationError, as_tenant, current_tenant_id, tenant_id_for_slug
-from rls_tenancy.flask import Tenancy, get_current_scopes, get_current_tenant
+from rls_tenancy.flask import Resolution, Tenancy, get_current_scopes, get_current_tenant
 from rls_tenancy.testing import TenancyDatabase
 from saas_demo.models import Project
 from saas_demo.seed import Seeded
@@ -123,8 +123,13 @@ def test_one_thread_serving_tenants_in_turn(engine: Engine, seeded: Seeded) -> N
     assert failures == []
 
 
-def _organisation_app(engine: Engine, *, writes: bool) -> Flask:
-    """An app that looks the organisation its URL names up through the request's Session, before any tenant."""
+def _organisation_app(engine: Engine, *, writes: str | None = None) -> Flask:
+    """An app that looks the organisation its URL names up through the request's Session, before any tenant.
+
+    ``writes``: and adds an object it never flushes (``"unflushed"``), or
+    writes (``"written"``: ``txid_current()`` gives the transaction the id
+    a write would).
+    """
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test", TESTING=True)
     sessions = scoped_session(sessionmaker(engine))
@@ -133,9 +138,11 @@ def _organisation_app(engine: Engine, *, writes: bool) -> Flask:
     @app.url_value_preprocessor  # runs before every before_request, the extension's included
     def organisation(_endpoint: str | None, values: dict[str, object] | None) -> None:
         if values and "org" in values:
-            g.org_id = tenant_id_for_slug(sessions, str(values.pop("org")))
-            if writes:
+            g.org_id = tenant_id_for_slug(sessions(), str(values.pop("org")))
+            if writes == "unflushed":
                 sessions.add(Project(name="made before the tenant"))
+            elif writes == "written":
+                sessions.execute(text("SELECT txid_current()"))
 
     @app.get("/o/<org>/projects")
     def projects() -> ResponseReturnValue:
@@ -148,7 +155,7 @@ def test_a_session_begun_before_the_tenant_is_resolved_ends_before_the_request_a
     engine: Engine, seeded: Seeded
 ) -> None:
     """Its transaction is bound to no tenant: before, the view's first query raised TenantChangedError, a 500."""
-    client = _organisation_app(engine, writes=False).test_client()
+    client = _organisation_app(engine).test_client()
     answer = client.get("/o/acme/projects", headers=bearer(seeded.tokens["acme/ci"]))
     assert answer.status_code == 200, answer.json
     with as_tenant(seeded.tenants["acme"]), sessionmaker(engine)() as session:
@@ -158,11 +165,36 @@ def test_a_session_begun_before_the_tenant_is_resolved_ends_before_the_request_a
     assert client.get("/o/acme/projects").status_code == 401  # no tenant: the ORM query refuses, as always
 
 
-def test_changes_made_before_the_tenant_is_resolved_are_refused_not_lost(engine: Engine, seeded: Seeded) -> None:
-    """Rolled back unflushed, they would vanish behind a 200: the mistake is named (a 500 outside TESTING)."""
-    client = _organisation_app(engine, writes=True).test_client()
-    with pytest.raises(ConfigurationError, match="changes made before its tenant was resolved"):
+@pytest.mark.parametrize("writes", ["unflushed", "written"])
+def test_changes_made_before_the_tenant_is_resolved_are_refused_not_lost(
+    engine: Engine, seeded: Seeded, writes: str
+) -> None:
+    """Rolled back, they would vanish behind a 200: the mistake is named (a 500 outside TESTING)."""
+    client = _organisation_app(engine, writes=writes).test_client()
+    with pytest.raises(ConfigurationError, match="wrote before its tenant was resolved"):
         client.get("/o/acme/projects", headers=bearer(seeded.tokens["acme/ci"]))
+
+
+def test_a_resolver_of_the_apps_own_may_look_up_through_the_requests_session(engine: Engine, seeded: Seeded) -> None:
+    """Its lookup begins the request Session's transaction, bound to no tenant, during resolution."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    sessions = scoped_session(sessionmaker(engine))
+
+    def by_header(request: Request) -> Resolution | None:
+        slug = request.headers.get("X-Tenant")
+        tenant = None if slug is None else tenant_id_for_slug(sessions(), slug)
+        return None if tenant is None else Resolution(tenant, None, None, source="X-Tenant")
+
+    Tenancy(app, engine=engine, session=sessions, resolvers=[by_header])
+
+    @app.get("/projects")
+    def projects() -> ResponseReturnValue:
+        return jsonify(ids=sorted(sessions.scalars(select(Project.id))))
+
+    answer = app.test_client().get("/projects", headers={"X-Tenant": "acme"})
+    assert answer.status_code == 200, answer.json
+    assert answer.json is not None and set(seeded.projects["acme"]) <= set(answer.json["ids"])
 
 
 def test_a_view_that_loses_its_tenant_in_a_thread_is_a_500_not_a_401(engine: Engine, seeded: Seeded) -> None:
@@ -209,6 +241,11 @@ def test_changes_a_teardown_would_commit_after_the_extensions_are_named_in_a_war
         project.name = project.name  # set, not changed: nothing to store, nothing to warn of
         return jsonify(name=project.name)
 
+    @app.post("/refused")
+    def refused() -> ResponseReturnValue:
+        sessions.add(Project(name=name + " refused"))
+        abort(422)  # meant to store nothing: nothing to warn of
+
     @app.teardown_appcontext
     def commit(_error: BaseException | None) -> None:
         sessions.commit()
@@ -217,6 +254,7 @@ def test_changes_a_teardown_would_commit_after_the_extensions_are_named_in_a_war
     with caplog.at_level("WARNING", logger="rls_tenancy.flask"):
         shown = client.get(f"/projects/{seeded.projects['acme'][0]}", headers=bearer(seeded.tokens["acme/ci"]))
         assert shown.status_code == 200
+        assert client.post("/refused", headers=bearer(seeded.tokens["acme/ci"])).status_code == 422
         assert caplog.text == ""
         assert client.post("/projects", headers=bearer(seeded.tokens["acme/ci"])).status_code == 201
     assert "1 new, 0 changed and 0 deleted object(s)" in caplog.text
