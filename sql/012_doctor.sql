@@ -583,6 +583,8 @@ BEGIN
     WITH RECURSIVE
     -- The app role and every role it can SET ROLE to: their privileges are its privileges.
     app_roles AS (SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER')),
+    -- The tenant tables (rls_tenancy.coverage's), read once: the checks added since ask it many times.
+    tenant_oids (oid) AS (SELECT c.table_oid FROM rls_tenancy.coverage c),
     -- Every role the app role is a member of, by each chain of memberships (the first hop is the one it holds).
     memberships (role_oid, chain, first_hop, names) AS (
         SELECT m.roleid, ARRAY[m.member, m.roleid], m.roleid, quote_ident(a.rolname) || ' -> ' || quote_ident(r.rolname)
@@ -837,11 +839,26 @@ BEGIN
     -- address written as a number, 2130706433 or 0x7f000001), which the doctor cannot resolve. libpq
     -- connects to hostaddr where it is given (host then only names the server for authentication), else to
     -- host; with a list, to each in turn, with the port of the same place in the port list (or the one port).
-    servers (oid, srvname, srvowner, srvacl, loopback, why) AS (
+    -- Only a wrapper that connects with libpq (postgres_fdw's, dblink's) connects to a database at all: file_fdw
+    -- reads a file (or a program's output) on the server, another wrapper another kind of source (reads says
+    -- which, for the messages).
+    servers (oid, srvname, srvowner, srvacl, loopback, why, reads) AS (
         SELECT s.oid, s.srvname, s.srvowner, s.srvacl,
-               coalesce(o.dbname, current_database()) = current_database() AND near.why IS NOT NULL,
-               near.why
+               w.libpq AND coalesce(o.dbname, current_database()) = current_database() AND near.why IS NOT NULL,
+               near.why,
+               CASE WHEN w.libpq THEN 'database'
+                    WHEN w.handler = 'file_fdw_handler' THEN 'file'
+                    ELSE format('wrapper %I', w.fdwname) END
           FROM pg_foreign_server s
+          CROSS JOIN LATERAL (
+              SELECT fdw.fdwname, h.proname AS handler,
+                     fdw.fdwname IN ('postgres_fdw', 'dblink_fdw')
+                     OR h.proname = 'postgres_fdw_handler'
+                     OR v.proname IN ('postgres_fdw_validator', 'dblink_fdw_validator', 'postgresql_fdw_validator') AS libpq
+                FROM pg_foreign_data_wrapper fdw
+                LEFT JOIN pg_proc h ON h.oid = fdw.fdwhandler
+                LEFT JOIN pg_proc v ON v.oid = fdw.fdwvalidator
+               WHERE fdw.oid = s.srvfdw) w
           CROSS JOIN LATERAL (
               SELECT max(substr(opt, 8)) FILTER (WHERE opt LIKE 'dbname=%') AS dbname,
                      max(substr(opt, 9)) FILTER (WHERE opt LIKE 'service=%') AS service,
@@ -915,14 +932,107 @@ BEGIN
           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_class'::regclass
           JOIN pg_class v ON v.oid = d.refobjid AND v.relkind = 'v'
     ),
-    -- Who calls a SECURITY DEFINER function of a superuser or BYPASSRLS role (not the owner role's:
-    -- owner_role_escapes_rls) on another role's behalf: a SECURITY DEFINER function whose owner may execute it
+    -- The tables whose rows are tenants' (the tenant tables, rls_tenancy.tenants, the audit chain heads, the
+    -- tables keyed to a tenant by another column) that a role reads past the bound tenant although it is no
+    -- superuser and has no BYPASSRLS: no row level security, its own table not FORCEd, or a permissive policy
+    -- for it (not one the app role has as well on a table it reads whole: global_overrides_read) that is not
+    -- keyed on the bound tenant (a BI role's USING (true); the library's owner_lookup on rls_tenancy.tenants and
+    -- audit_owner on audit_log, for the owner role), as view_not_security_invoker judges a view's owner. For
+    -- the roles that own a SECURITY DEFINER function or a materialized view, and the owner role.
+    open_reads (role_oid, table_oid, why) AS (
+        SELECT r.oid, b.oid,
+               CASE WHEN NOT b.relrowsecurity THEN 'which has no row level security'
+                    WHEN NOT b.relforcerowsecurity AND pg_has_role(r.oid, b.relowner, 'USAGE')
+                    THEN 'its own table, which does not FORCE row level security'
+                    ELSE format('policy %I gives it USING (%s)', pol.polname, pol.using_expr) END
+          FROM pg_roles r
+          CROSS JOIN pg_class b
+          LEFT JOIN LATERAL (
+              SELECT p.polname, pg_get_expr(p.polqual, p.polrelid) AS using_expr
+                FROM pg_policy p
+               WHERE p.polrelid = b.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
+                 AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS pr(oid) WHERE pr.oid = 0 OR pg_has_role(r.oid, pr.oid, 'USAGE'))
+                 AND NOT (EXISTS (SELECT 1 FROM unnest(p.polroles) AS pa(oid)
+                                   WHERE pa.oid = 0 OR pg_has_role(app_role, pa.oid, 'MEMBER'))
+                          AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, b.oid, 'SELECT')))
+                 -- (rls_tenancy.tenants is keyed by id: spelled as tenant_id)
+                 AND NOT rls_tenancy.is_tenant_conjunction(
+                         CASE WHEN b.oid = 'rls_tenancy.tenants'::regclass
+                              THEN regexp_replace(regexp_replace(pg_get_expr(p.polqual, p.polrelid), '^\((\(?)id = ', '(\1tenant_id = '),
+                                                  '\) AND \(id OPERATOR\(rls_tenancy\.===\) ', ') AND (tenant_id OPERATOR(rls_tenancy.===) ')
+                              ELSE pg_get_expr(p.polqual, p.polrelid) END,
+                         signing_required)
+               ORDER BY p.polname LIMIT 1) pol ON true
+         WHERE NOT r.rolsuper AND NOT r.rolbypassrls
+           AND (r.rolname = owner_role
+                OR r.oid IN (SELECT d.proowner FROM definers_raw d UNION SELECT m.relowner FROM pg_class m WHERE m.relkind = 'm'))
+           AND (b.oid IN (SELECT tt.oid FROM tenant_oids tt) OR b.oid = 'rls_tenancy.tenants'::regclass
+                OR b.oid = to_regclass('rls_tenancy.audit_chain_heads') OR b.oid IN (SELECT kn.oid FROM keyed_by_another_name kn))
+           AND (NOT b.relrowsecurity OR (NOT b.relforcerowsecurity AND pg_has_role(r.oid, b.relowner, 'USAGE'))
+                OR pol.polname IS NOT NULL)
+    ),
+    -- The names of those tables, lower-cased as body_words spells words.
+    open_words (table_oid, word, schema_word) AS (
+        SELECT DISTINCT o.table_oid, lower(t.relname), lower(tn.nspname)
+          FROM open_reads o JOIN pg_class t ON t.oid = o.table_oid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+    ),
+    -- Which of those tables a SECURITY DEFINER function (not the library's own, in rls_tenancy: they read its
+    -- tables by design) reads, as far as the catalogs tell: a dependency (BEGIN ATOMIC), or the table's name
+    -- as a word of its body, after its schema's or alone (as body_words reads words, for the few bodies that
+    -- hold the name at all). Only the tables its owner, or the owner role, reads past.
+    definer_reads (oid, table_oid) AS (
+        SELECT DISTINCT d.oid, o.table_oid
+          FROM definers_raw d
+          JOIN pg_proc p ON p.oid = d.oid
+          JOIN open_reads o ON o.role_oid = d.proowner OR o.role_oid = (SELECT r.oid FROM pg_roles r WHERE r.rolname = owner_role)
+          JOIN open_words ow ON ow.table_oid = o.table_oid
+         WHERE d.nspname <> 'rls_tenancy'
+           AND strpos(lower(p.prosrc), ow.word) > 0
+           AND EXISTS (SELECT 1 FROM regexp_matches(replace(lower(p.prosrc), '"', ''),
+                                                    '(?:([[:alnum:]_]+)\s*\.\s*)?([[:alnum:]_]+)', 'g') m
+                        WHERE m[2] = ow.word AND (m[1] IS NULL OR m[1] = ow.schema_word))
+        UNION
+        SELECT d.oid, o.table_oid
+          FROM definers_raw d
+          JOIN pg_depend x ON x.classid = 'pg_proc'::regclass AND x.objid = d.oid AND x.refclassid = 'pg_class'::regclass
+          JOIN open_reads o ON o.table_oid = x.refobjid
+                           AND (o.role_oid = d.proowner OR o.role_oid = (SELECT r.oid FROM pg_roles r WHERE r.rolname = owner_role))
+         WHERE d.nspname <> 'rls_tenancy'
+    ),
+    -- SECURITY DEFINER functions that read past the bound tenant whoever calls them: owned by a superuser or a
+    -- BYPASSRLS role (not the owner role: owner_role_escapes_rls), whatever they read; or reading a table their
+    -- owner reads past (open_reads), the owner role's included (a definer of its own over rls_tenancy.tenants
+    -- or audit_log). why: what their owner is or reads; invoker: they read a table the owner role reads past
+    -- too, so that handing them to the owner role closes nothing (the fix makes them SECURITY INVOKER instead).
+    escaping_definers (oid, why, invoker) AS (
+        SELECT d.oid,
+               CASE WHEN o.rolsuper THEN 'is a superuser: whatever tenant tables it reads, it reads them whole'
+                    ELSE 'has BYPASSRLS: whatever tenant tables it reads, it reads them whole' END,
+               EXISTS (SELECT 1 FROM definer_reads r JOIN open_reads ow ON ow.table_oid = r.table_oid
+                        JOIN pg_roles orr ON orr.oid = ow.role_oid AND orr.rolname = owner_role
+                        WHERE r.oid = d.oid)
+          FROM definers_raw d JOIN pg_roles o ON o.oid = d.proowner
+         WHERE (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role
+        UNION ALL
+        SELECT d.oid,
+               format('reads %s past the bound tenant: every tenant''s rows of it',
+                      string_agg(format('%s (%s)', r.table_oid::regclass, o.why), ', ' ORDER BY r.table_oid::regclass::text)),
+               bool_or(EXISTS (SELECT 1 FROM open_reads ow JOIN pg_roles orr ON orr.oid = ow.role_oid AND orr.rolname = owner_role
+                                WHERE ow.table_oid = r.table_oid))
+          FROM definers_raw d
+          JOIN pg_roles dr ON dr.oid = d.proowner
+          JOIN definer_reads r ON r.oid = d.oid
+          JOIN open_reads o ON o.role_oid = d.proowner AND o.table_oid = r.table_oid
+         WHERE NOT dr.rolsuper AND NOT dr.rolbypassrls
+         GROUP BY d.oid
+    ),
+    -- Who calls a SECURITY DEFINER function that reads past the bound tenant (escaping_definers) on another
+    -- role's behalf: a SECURITY DEFINER function whose owner may execute it
     -- and whose body calls it (calls: a dependency, BEGIN ATOMIC, or its name, named_calls), and who calls that
     -- one, and so on. From the few such definers up, so that a database without any spends nothing here.
     escaping_callers (target, caller, path) AS (
         SELECT f.oid, g.oid, ARRAY[f.oid, g.oid]
-          FROM definers_raw f
-          JOIN pg_roles o ON o.oid = f.proowner AND (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role
+          FROM escaping_definers f
           JOIN calls c ON c.target = f.oid
           JOIN pg_proc g ON g.oid = c.caller AND g.prosecdef AND g.oid <> f.oid
          WHERE has_function_privilege(g.proowner, f.oid, 'EXECUTE')
@@ -953,8 +1063,7 @@ BEGIN
         SELECT f.oid FROM pg_proc f
          WHERE f.oid IN (SELECT c.caller FROM escaping_callers c
                          UNION
-                         SELECT d.oid FROM definers_raw d JOIN pg_roles o ON o.oid = d.proowner
-                          WHERE (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role)
+                         SELECT e.oid FROM escaping_definers e)
            AND (EXISTS (SELECT 1 FROM app_roles ar WHERE has_function_privilege(ar.oid, f.oid, 'EXECUTE'))
                 OR EXISTS (SELECT 1 FROM aggregates_over ag WHERE ag.support = f.oid)
                 OR EXISTS (SELECT 1 FROM pg_trigger tg, app_roles ar
@@ -1203,6 +1312,64 @@ BEGIN
                 OR NOT coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(inner_rel.reloptions) o
                                   WHERE o.option_name = 'security_invoker'), false))
     ),
+    -- Sequences that fill a column of a tenant table outside the library's schema: owned by it (serial,
+    -- identity), or called by a column's default (nextval('...')); filled names the column.
+    tenant_sequences (seq, filled) AS (
+        SELECT d.objid, format('%s.%I', d.refobjid::regclass, a.attname)
+          FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+           AND d.refobjid IN (SELECT tt.oid FROM tenant_oids tt)
+        UNION
+        SELECT d.refobjid, format('%s.%I', ad.adrelid::regclass, a.attname)
+          FROM pg_attrdef ad
+          JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+          JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+         WHERE ad.adrelid IN (SELECT tt.oid FROM tenant_oids tt)
+    ),
+    -- What each policy on a tenant table (or on rls_tenancy.tenants) depends on, however deep: the functions,
+    -- operators, types and collations its expressions use, what those depend on in turn (an operator's
+    -- function, a domain's base type, a function's argument types), and the other tables they read. DROP ...
+    -- CASCADE of any of them drops the policy. Not followed: schemas (app_role_schema_create and
+    -- app_role_owns_schema judge those), extensions, languages, and what another table depends on.
+    policy_reaches (policy_oid, classid, objid) AS (
+        SELECT p.oid, d.refclassid, d.refobjid
+          FROM pg_policy p
+          JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+         WHERE (p.polrelid IN (SELECT tt.oid FROM tenant_oids tt) OR p.polrelid = 'rls_tenancy.tenants'::regclass)
+           AND d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass, 'pg_type'::regclass,
+                                'pg_collation'::regclass, 'pg_class'::regclass)
+           AND d.refobjid <> p.polrelid
+        UNION
+        SELECT r.policy_oid, d.refclassid, d.refobjid
+          FROM policy_reaches r
+          JOIN pg_depend d ON d.classid = r.classid AND d.objid = r.objid AND d.deptype IN ('n', 'a', 'i')
+         WHERE r.classid <> 'pg_class'::regclass
+           AND d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass, 'pg_type'::regclass,
+                                'pg_collation'::regclass, 'pg_class'::regclass)
+    ),
+    -- The restrictive policies that keep a tenant table to the bound tenant while a permissive one for the app
+    -- role does not (USING (true), say, for the same command): dropping such a guard opens the table.
+    tenant_guards (policy_oid) AS (
+        SELECT r.oid
+          FROM pg_policy r
+         WHERE NOT r.polpermissive
+           AND (r.polrelid IN (SELECT tt.oid FROM tenant_oids tt) OR r.polrelid = 'rls_tenancy.tenants'::regclass)
+           AND EXISTS (SELECT 1 FROM unnest(r.polroles) AS pr(oid) WHERE pr.oid = 0 OR pg_has_role(app_role, pr.oid, 'MEMBER'))
+           AND EXISTS (SELECT 1 FROM pg_policy p
+                          -- the command both serve
+                          CROSS JOIN LATERAL (SELECT CASE WHEN r.polcmd = '*' THEN p.polcmd ELSE r.polcmd END AS cmd) c
+                        WHERE p.polrelid = r.polrelid AND p.polpermissive
+                          AND (p.polcmd = r.polcmd OR '*' IN (p.polcmd, r.polcmd))
+                          AND EXISTS (SELECT 1 FROM unnest(p.polroles) AS pa(oid)
+                                       WHERE pa.oid = 0 OR pg_has_role(app_role, pa.oid, 'MEMBER'))
+                          AND NOT rls_tenancy.policy_is_tenant_keyed(c.cmd, pg_get_expr(p.polqual, p.polrelid),
+                                                                    pg_get_expr(p.polwithcheck, p.polrelid), signing_required)
+                          -- (without WITH CHECK, its USING checks new rows)
+                          AND rls_tenancy.policy_is_tenant_keyed(c.cmd, pg_get_expr(r.polqual, r.polrelid),
+                                                                coalesce(pg_get_expr(r.polwithcheck, r.polrelid),
+                                                                         pg_get_expr(r.polqual, r.polrelid)),
+                                                                signing_required))
+    ),
     raw (severity, check_name, object_name, message, fix) AS (
         -- The application role itself.
         SELECT 'error', 'app_role_bypassrls', app_role::text,
@@ -1241,8 +1408,17 @@ BEGIN
                       c.table_name, owner_role, c.table_name, app_role)
           FROM rls_tenancy.coverage c WHERE pg_has_role(app_role, c.owner, 'MEMBER')
         UNION ALL
-        SELECT 'error', 'rls_disabled', c.table_name,
-               format('%s has a tenant_id but row level security is off: every tenant sees every row', c.table_name),
+        -- A warning where the app role cannot reach the table at all (no role it can become holds both USAGE on
+        -- its schema and a privilege on it or a column of it: CREATE TABLE archive.projects_2020 AS ... before a
+        -- migration), the library's tables aside: nothing of it is read or written by the application until a
+        -- grant opens it. Its fix then grants nothing: row level security on, and the tenant policy, as
+        -- enable_tenant_isolation() would make it, but without its grants (nor its change of owner).
+        SELECT CASE WHEN reach.app OR c.table_name LIKE 'rls\_tenancy.%' THEN 'error' ELSE 'warning' END,
+               'rls_disabled', c.table_name,
+               format('%s has a tenant_id but row level security is off: %s', c.table_name,
+                      CASE WHEN reach.app OR c.table_name LIKE 'rls\_tenancy.%' THEN 'every tenant sees every row'
+                           ELSE 'the application role may not use it now, but every tenant would see every row of '
+                                'it once granted (a grant on the table and USAGE on its schema)' END),
                -- The library's own tables keep their policies and grants: row level security on again is all they
                -- need (enable_tenant_isolation() would refuse their nullable tenant_id and other policies, or grant
                -- the app role what the library never gave it: writes to api_tokens).
@@ -1250,11 +1426,26 @@ BEGIN
                     THEN format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY%s;', c.table_name,
                                 CASE WHEN c.rls_forced THEN '' ELSE ', FORCE ROW LEVEL SECURITY' END)
                     -- A partitioned table's partitions too: enable_tenant_isolation() isolates every one of them.
-                    ELSE not_null.fix || format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name) END
+                    WHEN reach.app
+                    THEN not_null.fix || format('SELECT rls_tenancy.enable_tenant_isolation(%L);', c.table_name)
+                    ELSE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;%s -- nothing '
+                                'granted: when the application needs it, SELECT rls_tenancy.enable_tenant_isolation(%L);',
+                                c.table_name,
+                                CASE WHEN c.policies > 0 THEN ''
+                                     ELSE format(' CREATE POLICY tenant_isolation ON %s USING (%s) WITH CHECK (%s);',
+                                                 c.table_name, rls_tenancy.tenant_condition_on('tenant_id', signing_required),
+                                                 rls_tenancy.tenant_condition_on('tenant_id', signing_required)) END,
+                                c.table_name) END
           FROM rls_tenancy.coverage c
           CROSS JOIN LATERAL (SELECT CASE WHEN c.tenant_id_not_null THEN ''
                                           ELSE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL; ', c.table_name)
                                      END AS fix) not_null
+          -- (the same role must hold both: the app role is NOINHERIT, and has one role's rights at a time)
+          CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM app_roles ar JOIN pg_class t ON t.oid = c.table_oid
+                                              WHERE has_schema_privilege(ar.oid, t.relnamespace, 'USAGE')
+                                                AND (has_table_privilege(ar.oid, t.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                                                     OR has_any_column_privilege(ar.oid, t.oid, 'SELECT, INSERT, UPDATE, REFERENCES')))
+                                  AS app) reach
          WHERE NOT c.rls_enabled
         UNION ALL
         SELECT 'error', 'rls_not_forced', c.table_name,
@@ -1435,48 +1626,67 @@ BEGIN
         -- A materialized view the app role may read that calls a function (not a built-in one, nor an
         -- extension's): whatever the function reads (by a query, or by EXECUTE text the catalogs cannot follow),
         -- the refresh reads as the view's owner and stores for every reader. An error when that owner escapes
-        -- row level security (a superuser, BYPASSRLS); else a warning: the owner's policies filter on whichever
-        -- tenant the refreshing session had bound. One that reads a tenant table itself is reported above.
-        SELECT CASE WHEN o.rolsuper OR o.rolbypassrls THEN 'error' ELSE 'warning' END,
-               'materialized_view_calls_function', format('%s', m.oid::regclass),
+        -- row level security (a superuser, BYPASSRLS), or when a function it calls reads a table its owner reads
+        -- past the bound tenant (open_reads: a BI role's policy USING (true), the owner role's on
+        -- rls_tenancy.tenants), as far as the catalogs tell (a dependency, or the table's name in its body);
+        -- else a warning: the owner's policies filter on whichever tenant the refreshing session had bound. One
+        -- that reads a tenant table itself is reported above.
+        SELECT CASE WHEN mv.rolsuper OR mv.rolbypassrls OR past.tables IS NOT NULL THEN 'error' ELSE 'warning' END,
+               'materialized_view_calls_function', format('%s', mv.oid::regclass),
                format('materialized view %s calls %s: its refresh runs %s as its owner %I%s, and stores what %s '
                       'for every role that may read it, the application role included',
-                      m.oid::regclass, string_agg(DISTINCT format('%s', f.oid::regprocedure), ', '),
-                      CASE WHEN count(DISTINCT f.oid) > 1 THEN 'them' ELSE 'it' END, o.rolname,
-                      CASE WHEN o.rolsuper THEN ', a superuser: whatever tenant tables they read, they read whole'
-                           WHEN o.rolbypassrls THEN ', which has BYPASSRLS: whatever tenant tables they read, they read whole'
-                           ELSE ' (bound by the policies: the rows of whichever tenant the refreshing session had bound)' END,
-                      CASE WHEN count(DISTINCT f.oid) > 1 THEN 'they return' ELSE 'it returns' END),
-               E'\x1e' || jsonb_build_array('SELECT', format('%s', m.oid::regclass),
-                                            coalesce(m.relacl, acldefault('r', m.relowner)), m.relowner, ARRAY['SELECT'],
+                      mv.oid::regclass, mv.names, CASE WHEN cardinality(mv.called) > 1 THEN 'them' ELSE 'it' END, mv.rolname,
+                      CASE WHEN mv.rolsuper THEN ', a superuser: whatever tenant tables they read, they read whole'
+                           WHEN mv.rolbypassrls THEN ', which has BYPASSRLS: whatever tenant tables they read, they read whole'
+                           WHEN past.tables IS NOT NULL
+                           THEN format(', which reads %s past the bound tenant: every tenant''s rows of it', past.tables)
+                           ELSE ' (where the policies bind it: the rows of whichever tenant the refreshing session had bound)' END,
+                      CASE WHEN cardinality(mv.called) > 1 THEN 'they return' ELSE 'it returns' END),
+               E'\x1e' || jsonb_build_array('SELECT', format('%s', mv.oid::regclass),
+                                            coalesce(mv.relacl, acldefault('r', mv.relowner)), mv.relowner, ARRAY['SELECT'],
                                             ARRAY(SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER'))
                                             || 0::oid, false,
-                                            format('REVOKE SELECT ON %s FROM PUBLIC, %I;', m.oid::regclass, app_role))::text
-               || E'\x1e' || format(' -- or DROP MATERIALIZED VIEW %s;', m.oid::regclass)
-          FROM matview_reads mr
-          JOIN pg_class m ON m.oid = mr.mv
-          JOIN pg_roles o ON o.oid = m.relowner
-          JOIN pg_rewrite rw ON rw.ev_class = mr.rel
-          -- (a call of a pinned function, pg_catalog's, is recorded in no pg_depend row: read from the rule's tree)
-          CROSS JOIN LATERAL (SELECT d.refobjid AS oid FROM pg_depend d
-                               WHERE d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_proc'::regclass
-                              UNION
-                              SELECT p.oid FROM pg_proc p
-                               WHERE p.pronamespace = 'pg_catalog'::regnamespace
-                                 AND p.proname ~ '^(query|cursor|table|schema|database)_to_xml(schema|_and_xmlschema)?$'
-                                 AND rw.ev_action::text ~ (':funcid ' || p.oid || '\M')) called
-          JOIN pg_proc f ON f.oid = called.oid
-         WHERE ((f.pronamespace <> 'pg_catalog'::regnamespace AND f.oid >= 16384
-                 AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e'))
-                -- The system's and extensions' functions that run SQL text, or read a table, given as an argument:
-                -- query_to_xml('SELECT ... FROM projects', ...), tablefunc's crosstab() and connectby(), dblink().
-                OR (f.pronamespace = 'pg_catalog'::regnamespace
-                    AND f.proname ~ '^(query|cursor|table|schema|database)_to_xml(schema|_and_xmlschema)?$')
-                OR (f.proname ~ '^(crosstab[0-9]*|connectby|dblink|dblink_exec|dblink_open|dblink_fetch|dblink_send_query|dblink_get_result)$'
-                    AND EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')))
-           AND NOT EXISTS (SELECT 1 FROM reaching r WHERE r.rel = m.oid)
-           AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, m.oid, 'SELECT'))
-         GROUP BY m.oid, o.rolname, o.rolsuper, o.rolbypassrls
+                                            format('REVOKE SELECT ON %s FROM PUBLIC, %I;', mv.oid::regclass, app_role))::text
+               || E'\x1e' || format(' -- or DROP MATERIALIZED VIEW %s;', mv.oid::regclass)
+          FROM (
+                SELECT m.oid, m.relacl, m.relowner, o.rolname, o.rolsuper, o.rolbypassrls,
+                       string_agg(DISTINCT format('%s', f.oid::regprocedure), ', ') AS names, array_agg(DISTINCT f.oid) AS called
+                  FROM matview_reads mr
+                  JOIN pg_class m ON m.oid = mr.mv
+                  JOIN pg_roles o ON o.oid = m.relowner
+                  JOIN pg_rewrite rw ON rw.ev_class = mr.rel
+                  -- (a call of a pinned function, pg_catalog's, is recorded in no pg_depend row: read from the rule's tree)
+                  CROSS JOIN LATERAL (SELECT d.refobjid AS oid FROM pg_depend d
+                                       WHERE d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_proc'::regclass
+                                      UNION
+                                      SELECT p.oid FROM pg_proc p
+                                       WHERE p.pronamespace = 'pg_catalog'::regnamespace
+                                         AND p.proname ~ '^(query|cursor|table|schema|database)_to_xml(schema|_and_xmlschema)?$'
+                                         AND rw.ev_action::text ~ (':funcid ' || p.oid || '\M')) called
+                  JOIN pg_proc f ON f.oid = called.oid
+                 WHERE ((f.pronamespace <> 'pg_catalog'::regnamespace AND f.oid >= 16384
+                         AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e'))
+                        -- The system's and extensions' functions that run SQL text, or read a table, given as an argument:
+                        -- query_to_xml('SELECT ... FROM projects', ...), tablefunc's crosstab() and connectby(), dblink().
+                        OR (f.pronamespace = 'pg_catalog'::regnamespace
+                            AND f.proname ~ '^(query|cursor|table|schema|database)_to_xml(schema|_and_xmlschema)?$')
+                        OR (f.proname ~ '^(crosstab[0-9]*|connectby|dblink|dblink_exec|dblink_open|dblink_fetch|dblink_send_query|dblink_get_result)$'
+                            AND EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e')))
+                   AND NOT EXISTS (SELECT 1 FROM reaching r WHERE r.rel = m.oid)
+                   AND EXISTS (SELECT 1 FROM app_roles ar WHERE has_table_privilege(ar.oid, m.oid, 'SELECT'))
+                 GROUP BY m.oid, m.relacl, m.relowner, o.rolname, o.rolsuper, o.rolbypassrls) mv
+          CROSS JOIN LATERAL (
+              SELECT string_agg(format('%s (%s)', r.table_oid::regclass, r.why), ', ' ORDER BY r.table_oid::regclass::text)
+                         AS tables
+                FROM open_reads r JOIN pg_class t ON t.oid = r.table_oid
+               WHERE r.role_oid = mv.relowner
+                 AND EXISTS (SELECT 1 FROM pg_proc g
+                              WHERE g.oid = ANY (mv.called)
+                                AND (EXISTS (SELECT 1 FROM pg_depend x
+                                              WHERE x.classid = 'pg_proc'::regclass AND x.objid = g.oid
+                                                AND x.refclassid = 'pg_class'::regclass AND x.refobjid = t.oid)
+                                     OR (strpos(lower(g.prosrc), lower(t.relname)) > 0
+                                         AND g.prosrc ~* ('\m' || regexp_replace(t.relname, '([^[:alnum:]_])', '\\\1', 'g') || '\M'))))) past
         UNION ALL
         -- SECURITY DEFINER functions.
         SELECT 'error', 'definer_without_search_path', format('%s', f.oid::regprocedure),
@@ -1560,11 +1770,13 @@ BEGIN
            AND NOT rls_tenancy.policy_is_tenant_keyed(p.polcmd, pg_get_expr(p.polqual, p.polrelid),
                                                      pg_get_expr(p.polwithcheck, p.polrelid), signing_required)
         UNION ALL
-        -- A definer that runs without row level security, which the app role runs: directly (EXECUTE, or a
-        -- trigger on a table it writes), or through other definers that call it (escaping_callers).
+        -- A definer that reads past the bound tenant (escaping_definers: its owner is a superuser or has
+        -- BYPASSRLS, or a policy of its owner's opens a table it reads), which the app role runs: directly
+        -- (EXECUTE, or a trigger on a table it writes: PostgreSQL checks no EXECUTE when a trigger fires, so only
+        -- its owner changes that), or through other definers that call it (escaping_callers).
         SELECT 'error', 'definer_escapes_rls', format('%s', f.oid::regprocedure),
-               format('SECURITY DEFINER function %s runs as %I, which %s: whatever tenant tables it reads, it reads them whole, for the application role%s',
-                      f.oid::regprocedure, o.rolname, CASE WHEN o.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END,
+               format('SECURITY DEFINER function %s runs as %I, which %s, for the application role%s',
+                      f.oid::regprocedure, o.rolname, e.why,
                       CASE WHEN f.oid IN (SELECT a.oid FROM app_runs a)
                            THEN coalesce((SELECT format(' (as a support function of aggregate %s, which the application role may run: '
                                                         'callers need EXECUTE on the aggregate only)',
@@ -1580,12 +1792,16 @@ BEGIN
                                    FROM escaping_callers c
                                   WHERE c.target = f.oid AND c.caller IN (SELECT a.oid FROM app_runs a)
                                   ORDER BY cardinality(c.path) LIMIT 1) END),
-               format('ALTER %s %s OWNER TO %I;', f.kind, f.oid::regprocedure, owner_role)
+               -- the owner role, bound by FORCE on the tenant tables; not where it reads past the tenant itself
+               -- (rls_tenancy.tenants, audit_log): there it runs with the caller's rights, bound to its tenant
+               CASE WHEN e.invoker
+                    THEN format('ALTER %s %s SECURITY INVOKER; -- it then runs with the caller''s rights, bound to its '
+                                'tenant (or drop it)', f.kind, f.oid::regprocedure)
+                    ELSE format('ALTER %s %s OWNER TO %I;', f.kind, f.oid::regprocedure, owner_role) END
           FROM definers f
           JOIN pg_roles o ON o.oid = f.proowner
-         WHERE (o.rolsuper OR o.rolbypassrls)
-           AND o.rolname <> owner_role  -- owner_role_escapes_rls: one cause, one finding
-           AND (f.oid IN (SELECT a.oid FROM app_runs a)
+          JOIN escaping_definers e ON e.oid = f.oid
+         WHERE (f.oid IN (SELECT a.oid FROM app_runs a)
                 OR EXISTS (SELECT 1 FROM escaping_callers c
                             WHERE c.target = f.oid AND c.caller IN (SELECT a.oid FROM app_runs a)))
         UNION ALL
@@ -1881,6 +2097,64 @@ BEGIN
                     AND EXISTS (SELECT 1 FROM memberships ms JOIN pg_roles s ON s.oid = ms.role_oid
                                  WHERE s.rolname = 'pg_read_all_stats'))
         UNION ALL
+        -- The functions that read or write the server's files, or connect without a password, which PostgreSQL
+        -- (and adminpack, dblink) grant no one: their EXECUTE is what pg_read_server_files, pg_write_server_files
+        -- and pg_execute_server_program (app_role_member_of_privileged) exist to gate. Granted back to PUBLIC, to
+        -- the app role or to a role it can become, a table's own file (pg_relation_filepath()) is every tenant's
+        -- rows, postgresql.auto.conf binds a tenant for every session at the next reload, and dblink_connect_u()
+        -- logs in as whatever pg_hba.conf trusts (a local superuser, peer). Listing files (names, sizes) is a
+        -- warning: it shows no row. One statement per grantor, as for every REVOKE printed from an ACL.
+        SELECT CASE WHEN f.proname IN ('pg_ls_dir', 'pg_stat_file', 'pg_logdir_ls', 'pg_file_length') THEN 'warning'
+                    ELSE 'error' END,
+               'app_role_server_function', format('%s', f.oid::regprocedure),
+               format('%s may run %s, which %s', (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g)
+                                                     FROM unnest(x.grantees) g),
+                      f.oid::regprocedure,
+                      CASE WHEN f.proname IN ('pg_read_file', 'pg_read_binary_file', 'pg_file_read')
+                           THEN 'reads any file of the data directory (with pg_read_server_files any file of the server): '
+                                'a table''s own file (pg_relation_filepath()) holds every tenant''s rows'
+                           WHEN f.proname = 'lo_import'
+                           THEN 'copies any file the server may read into a large object of the caller''s: a table''s '
+                                'own file (pg_relation_filepath()) holds every tenant''s rows'
+                           WHEN f.proname = 'lo_export'
+                           THEN 'writes a large object into any file the server may write: its configuration '
+                                '(postgresql.auto.conf binds a tenant for every session at the next reload), a table''s files'
+                           WHEN f.proname = 'pg_file_write'
+                           THEN 'writes any file of the data directory: postgresql.auto.conf (a tenant bound for every '
+                                'session at the next reload), a table''s own files'
+                           WHEN f.proname IN ('pg_file_rename', 'pg_file_unlink')
+                           THEN 'renames or removes any file of the data directory: a table''s own files, every tenant''s rows'
+                           WHEN f.proname LIKE 'dblink%'
+                           THEN 'connects without a password, as whatever pg_hba.conf lets the server''s operating system '
+                                'user log in as (peer or trust: a superuser, on this very database), and reads every tenant'
+                           ELSE 'lists the server''s files (names, sizes, times; not their contents)' END),
+               E'\x1e' || jsonb_build_array('EXECUTE', format('FUNCTION %s', f.oid::regprocedure),
+                                            coalesce(f.proacl, acldefault('f', f.proowner)), f.proowner, ARRAY['EXECUTE'],
+                                            x.grantees, false,
+                                            format('REVOKE EXECUTE ON FUNCTION %s FROM %s;', f.oid::regprocedure,
+                                                   (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g)
+                                                      FROM unnest(x.grantees) g)))::text || E'\x1e'
+          FROM pg_proc f
+          CROSS JOIN LATERAL (
+              SELECT array_agg(DISTINCT acl.grantee) AS grantees
+                FROM aclexplode(coalesce(f.proacl, acldefault('f', f.proowner))) acl
+               WHERE acl.privilege_type = 'EXECUTE' AND acl.grantee <> f.proowner
+                 AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+                 -- through a privileged role: that membership is its own finding
+                 AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = acl.grantee)) x
+         WHERE cardinality(x.grantees) > 0
+           -- the C functions themselves: a wrapper in SQL (adminpack's pg_file_rename(text, text), PUBLIC's) runs
+           -- with its caller's rights, and calls one of these, which checks EXECUTE for the caller again
+           AND f.prolang IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
+           AND ((f.pronamespace = 'pg_catalog'::regnamespace AND f.oid < 16384
+                 AND f.proname IN ('pg_read_file', 'pg_read_binary_file', 'lo_import', 'lo_export', 'pg_ls_dir', 'pg_stat_file'))
+                OR ((f.proname IN ('pg_file_write', 'pg_file_rename', 'pg_file_unlink', 'pg_file_read', 'pg_file_length',
+                                   'pg_logdir_ls')
+                     OR f.proname ~ '^dblink_[a-z_]*_u$')
+                    AND EXISTS (SELECT 1 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                                 WHERE d.classid = 'pg_proc'::regclass AND d.objid = f.oid AND d.deptype = 'e'
+                                   AND d.refclassid = 'pg_extension'::regclass AND e.extname IN ('adminpack', 'dblink'))))
+        UNION ALL
         -- pg_stat_statements readable by the app role: the text of every statement its role ran, i.e. every
         -- tenant's (sql/017_query_text.sql closes it; an extension created later reopens it). The view's fix
         -- closes the function under it too; the function is reported on its own when granted separately.
@@ -1972,12 +2246,23 @@ BEGIN
         UNION ALL
         -- Foreign tables read another server as the user their user mapping names: that server's policies
         -- (if any) judge that user, not the application's tenant. Pointing back at this database, they are a
-        -- way around its policies.
+        -- way around its policies. A file_fdw table connects nowhere: it reads a file (or a program's output)
+        -- on the server, a copy of whatever was written there (an export of a tenant table is every tenant's
+        -- rows), which the catalogs cannot tell from reference data: a warning.
         SELECT CASE WHEN srv.loopback THEN 'error' ELSE 'warning' END, 'foreign_table_readable', format('%s', f.oid::regclass),
-               format('the application role may read foreign table %s of server %I, which %s as the user of its user mapping, past the policies of this database',
-                      f.oid::regclass, srv.srvname,
-                      CASE WHEN srv.loopback THEN format('reads this very database, as far as the doctor can tell (%s)', srv.why)
-                           ELSE 'reads another database' END),
+               CASE WHEN srv.reads = 'file'
+                    THEN format('the application role may read foreign table %s of server %I (file_fdw), which reads %s '
+                                'on the server with no row level security: whatever was written there, every tenant''s '
+                                'rows if it is an export of a tenant table, is read whole by every role that may read it',
+                                f.oid::regclass, srv.srvname,
+                                coalesce((SELECT format('%s %s', split_part(o, '=', 1), quote_literal(substr(o, strpos(o, '=') + 1)))
+                                            FROM unnest(ft.ftoptions) o
+                                           WHERE o LIKE 'filename=%' OR o LIKE 'program=%' LIMIT 1), 'a file'))
+                    ELSE format('the application role may read foreign table %s of server %I, which %s as the user of its user mapping, past the policies of this database',
+                                f.oid::regclass, srv.srvname,
+                                CASE WHEN srv.loopback THEN format('reads this very database, as far as the doctor can tell (%s)', srv.why)
+                                     WHEN srv.reads = 'database' THEN 'reads another database'
+                                     ELSE format('reads another source (%s)', srv.reads) END) END,
                concat_ws(' ', format('REVOKE ALL ON %s FROM PUBLIC, %I;', f.oid::regclass, app_role),
                          (E'\x1e' || jsonb_build_array('ALL', format('%s', f.oid::regclass), f.relacl, f.relowner,
                                                 ARRAY['SELECT'],
@@ -2262,6 +2547,36 @@ BEGIN
                     AND s.oid = pg_get_serial_sequence('rls_tenancy.users', 'id')::regclass)
          GROUP BY s.oid, s.relacl, s.relowner
         UNION ALL
+        -- The sequence of a tenant table's column (serial or identity, or a default calling nextval()), outside the
+        -- library's schema (library_sequence_granted): every tenant draws from it. UPDATE lets setval() move it
+        -- back, and every tenant's next inserts then fail on a duplicate key (or repeat ids where none is unique).
+        -- The fix revokes UPDATE (per grantor) and gives USAGE (nextval(), which UPDATE also allowed) to the
+        -- grantees that hold no USAGE of their own, so that the application still inserts.
+        SELECT 'error', 'tenant_sequence_settable', format('%s', s.oid::regclass),
+               format('%s may setval() sequence %s, which fills %s: moved back, it makes every tenant''s next inserts '
+                      'fail on a duplicate key',
+                      (SELECT string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g) FROM unnest(x.grantees) g),
+                      s.oid::regclass, (SELECT string_agg(DISTINCT ts.filled, ', ') FROM tenant_sequences ts WHERE ts.seq = s.oid)),
+               concat_ws(' ',
+                   E'\x1e' || jsonb_build_array('UPDATE', format('SEQUENCE %s', s.oid::regclass),
+                                                coalesce(s.relacl, acldefault('s', s.relowner)), s.relowner, ARRAY['UPDATE'],
+                                                x.grantees, false, NULL)::text || E'\x1e',
+                   (SELECT format('GRANT USAGE ON SEQUENCE %s TO %s;', s.oid::regclass,
+                                  string_agg(rls_tenancy.grantee_name(g), ', ' ORDER BY g))
+                      FROM unnest(x.grantees) g
+                     WHERE NOT EXISTS (SELECT 1 FROM aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) u
+                                        WHERE u.grantee = g AND u.privilege_type = 'USAGE')
+                    HAVING count(*) > 0))
+          FROM pg_class s
+          CROSS JOIN LATERAL (
+              SELECT array_agg(DISTINCT acl.grantee) AS grantees
+                FROM aclexplode(coalesce(s.relacl, acldefault('s', s.relowner))) acl
+               WHERE acl.privilege_type = 'UPDATE' AND acl.grantee <> s.relowner
+                 AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+                 AND NOT EXISTS (SELECT 1 FROM privileged p WHERE p.oid = acl.grantee)) x
+         WHERE s.relkind = 'S' AND s.relnamespace <> 'rls_tenancy'::regnamespace
+           AND s.oid IN (SELECT ts.seq FROM tenant_sequences ts) AND cardinality(x.grantees) > 0
+        UNION ALL
         -- rls_tenancy.tenants (keyed by id, not tenant_id, so no tenant table above): the app role sees only
         -- the bound tenant's row (tenant_self), the owner role every row (owner_lookup).
         SELECT 'error', 'tenants_not_isolated', 'rls_tenancy.tenants',
@@ -2310,7 +2625,10 @@ BEGIN
                            WHEN 'pg_statistic' THEN 'whose most common values and histograms are every tenant''s column values (pg_stats leaves out tables under row level security; pg_statistic does not)'
                            WHEN 'pg_statistic_ext_data' THEN 'whose extended statistics hold every tenant''s most common value combinations'
                            WHEN 'pg_largeobject' THEN 'the contents of every large object'
-                           ELSE 'which holds other roles'' passwords (the bypass role''s included)' END),
+                           ELSE CASE WHEN t.relkind = 'v'
+                                     THEN 'a view reading pg_authid''s passwords (or pg_user_mapping''s options) with '
+                                          'its owner''s rights: it shows other roles'' passwords (the bypass role''s included)'
+                                     ELSE 'which holds other roles'' passwords (the bypass role''s included)' END END),
                (E'\x1e' || jsonb_build_array('ALL', format('%s', t.oid::regclass),
                                       coalesce(t.relacl, '{}'::aclitem[])
                                       || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item
@@ -2321,9 +2639,23 @@ BEGIN
                               UNION
                               SELECT acl.grantee FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) acl
                                WHERE a.attrelid = t.oid AND acl.privilege_type = 'SELECT') g
-         WHERE t.oid IN ('pg_catalog.pg_statistic'::regclass, 'pg_catalog.pg_statistic_ext_data'::regclass,
-                         'pg_catalog.pg_largeobject'::regclass, 'pg_catalog.pg_authid'::regclass,
-                         'pg_catalog.pg_user_mapping'::regclass)
+         WHERE (t.oid IN ('pg_catalog.pg_statistic'::regclass, 'pg_catalog.pg_statistic_ext_data'::regclass,
+                          'pg_catalog.pg_largeobject'::regclass, 'pg_catalog.pg_authid'::regclass,
+                          'pg_catalog.pg_user_mapping'::regclass,
+                          -- initdb's view over pg_authid with its passwords (pg_user and pg_roles hide them)
+                          'pg_catalog.pg_shadow'::regclass)
+                -- a view made later over those columns, with its owner's rights (a superuser's): initdb's own
+                -- views record no dependencies, a later one does
+                OR (t.relkind = 'v' AND t.oid >= 16384
+                    AND NOT coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(t.reloptions) o
+                                       WHERE o.option_name = 'security_invoker'), false)
+                    AND EXISTS (SELECT 1 FROM pg_rewrite rw
+                                  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+                                  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                                 WHERE rw.ev_class = t.oid AND d.refclassid = 'pg_class'::regclass
+                                   AND ((d.refobjid = 'pg_catalog.pg_authid'::regclass AND a.attname = 'rolpassword')
+                                        OR (d.refobjid = 'pg_catalog.pg_user_mapping'::regclass AND a.attname = 'umoptions'))
+                                   AND has_column_privilege(t.relowner, d.refobjid, a.attnum, 'SELECT'))))
            AND g.grantee <> t.relowner AND (g.grantee = 0 OR pg_has_role(app_role, g.grantee, 'MEMBER'))
         UNION ALL
         -- LEAKPROOF lets the planner run a function on rows before the policies have filtered them. Every
@@ -2377,14 +2709,94 @@ BEGIN
            AND ty.typsubscript <> 'array_subscript_handler'::regproc
          GROUP BY ty.oid, ty.typtype, ty.typowner
         UNION ALL
+        -- A trigger on a tenant table that sends a notification: LISTEN needs no privilege, so any session of the
+        -- app role, bound to any tenant, receives what every tenant's writes send. tcn's
+        -- triggered_change_notification() sends the table, the operation and the primary key's values; a
+        -- function whose body calls pg_notify() or NOTIFY sends whatever it was written to send (the row as
+        -- JSON, often), as far as the catalogs tell: a body is read for the word, not for what it sends.
+        SELECT 'error', 'trigger_notifies_rows', format('%s trigger %I', tg.tgrelid::regclass, tg.tgname),
+               format('trigger %I on %s runs %s, which %s on every tenant''s writes: any session may LISTEN (no '
+                      'privilege is needed), so a session of the application role bound to one tenant receives '
+                      'what the others write', tg.tgname, tg.tgrelid::regclass, f.oid::regprocedure,
+                      CASE WHEN f.proname = 'triggered_change_notification'
+                           THEN 'sends the table, the operation and each row''s primary key (tcn) on a channel'
+                           ELSE 'calls pg_notify() or NOTIFY' END),
+               format('DROP TRIGGER %I ON %s; -- a notification reaches every listener: send none that carries a '
+                      'tenant''s values (or record an exemption for this trigger where it sends none)',
+                      tg.tgname, tg.tgrelid::regclass)
+          FROM pg_trigger tg
+          JOIN pg_proc f ON f.oid = tg.tgfoid
+         WHERE NOT tg.tgisinternal AND tg.tgenabled <> 'D'
+           AND (tg.tgrelid IN (SELECT tt.oid FROM tenant_oids tt) OR tg.tgrelid = 'rls_tenancy.tenants'::regclass)
+           AND ((f.proname = 'triggered_change_notification'
+                 AND EXISTS (SELECT 1 FROM pg_depend x JOIN pg_extension e ON e.oid = x.refobjid
+                              WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e'
+                                AND x.refclassid = 'pg_extension'::regclass AND e.extname = 'tcn'))
+                -- (its comments left out: "-- do not notify" sends nothing)
+                OR (f.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
+                    AND regexp_replace(regexp_replace(f.prosrc, '/\*.*?\*/', '', 'g'), '--[^\n]*', '', 'g')
+                        ~* '\m(pg_notify|notify)\M'))
+        UNION ALL
+        -- An operator, collation, type or table that a tenant guard depends on (policy_reaches: directly, or
+        -- through what it depends on), owned by the app role or a role it can become (not a privileged one:
+        -- app_role_member_of_privileged): its owner may DROP it with CASCADE, which drops the guard, and the
+        -- permissive policies left show every tenant's rows. Functions are app_role_owns_function's, the types
+        -- of a tenant table's columns app_role_owns_type's, tenant tables app_role_owns_table's; extension members
+        -- drop only with their extension.
+        SELECT 'error', 'app_role_owns_policy_dependency', format('%s %s', obj.kind, obj.name),
+               format('%s %s is owned by %s, and a restrictive policy that keeps a tenant table to the bound tenant, '
+                      'while the permissive policies there do not, depends on it (%s): DROP %s ... CASCADE drops that '
+                      'policy, and the application role then reads every tenant''s rows',
+                      obj.kind, obj.name,
+                      CASE WHEN obj.owner = (SELECT r.oid FROM pg_roles r WHERE r.rolname = app_role) THEN 'the application role'
+                           ELSE format('%I, whose rights the application role has', pg_get_userbyid(obj.owner)) END,
+                      string_agg(DISTINCT format('policy %I on %s', p.polname, p.polrelid::regclass), ', '), obj.alter),
+               format('ALTER %s %s OWNER TO %I;', obj.alter, obj.name, owner_role)
+               -- a table's old owner keeps its use of it, as app_role_owns_table's fix does
+               || CASE WHEN obj.kind = 'table'
+                       THEN format(' GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I;', obj.name, pg_get_userbyid(obj.owner))
+                       ELSE '' END
+          FROM policy_reaches pr
+          JOIN tenant_guards g ON g.policy_oid = pr.policy_oid
+          JOIN pg_policy p ON p.oid = pr.policy_oid
+          CROSS JOIN LATERAL (
+              SELECT op.oprowner, op.oprnamespace, format('%s', op.oid::regoperator), 'operator', 'OPERATOR'
+                FROM pg_operator op WHERE pr.classid = 'pg_operator'::regclass AND op.oid = pr.objid
+              UNION ALL
+              SELECT co.collowner, co.collnamespace, format('%s', co.oid::regcollation), 'collation', 'COLLATION'
+                FROM pg_collation co WHERE pr.classid = 'pg_collation'::regclass AND co.oid = pr.objid
+              UNION ALL
+              -- (an array type follows its element type, which the guard depends on too)
+              SELECT ty.typowner, ty.typnamespace, format('%s', ty.oid::regtype),
+                     CASE ty.typtype WHEN 'd' THEN 'domain' ELSE 'type' END, CASE ty.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END
+                FROM pg_type ty
+               WHERE pr.classid = 'pg_type'::regclass AND ty.oid = pr.objid
+                 AND ty.typsubscript <> 'array_subscript_handler'::regproc
+                 AND NOT EXISTS (SELECT 1 FROM column_types ct WHERE ct.type_oid = ty.oid)
+              UNION ALL
+              SELECT t.relowner, t.relnamespace, format('%s', t.oid::regclass),
+                     CASE t.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' ELSE 'table' END,
+                     CASE t.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE'
+                                    ELSE 'TABLE' END
+                FROM pg_class t
+               WHERE pr.classid = 'pg_class'::regclass AND t.oid = pr.objid AND t.relkind IN ('r', 'p', 'v', 'm', 'f')
+                 AND t.oid NOT IN (SELECT tt.oid FROM tenant_oids tt)) obj (owner, nsp, name, kind, alter)
+         WHERE pg_has_role(app_role, obj.owner, 'MEMBER')
+           AND NOT EXISTS (SELECT 1 FROM privileged pv WHERE pv.oid = obj.owner)
+           AND obj.nsp NOT IN ('pg_catalog'::regnamespace, 'rls_tenancy'::regnamespace)
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = pr.classid AND x.objid = pr.objid AND x.deptype = 'e')
+         GROUP BY obj.owner, obj.name, obj.kind, obj.alter
+        UNION ALL
         -- A function owned by the app role (or a role it can become, not a privileged one: that membership is
         -- app_role_member_of_privileged's). Its owner may DROP it with CASCADE, taking with it every policy,
         -- trigger and view that calls it, and ALTER it (its search_path, SECURITY INVOKER); where it may still
         -- create in the schema, CREATE OR REPLACE its body. An error where something runs it on others' behalf:
-        -- a policy (on every row, every tenant's, before the other policies have filtered them), a trigger or
-        -- event trigger (fired by every tenant's writes, and by the owner role's functions), a view or
-        -- materialized view, a SECURITY DEFINER function whose body depends on it, or when it is SECURITY
-        -- DEFINER itself (ALTER ... SECURITY INVOKER runs it with the rights of whoever calls it). Else a
+        -- a policy (on every row, every tenant's, before the other policies have filtered them; directly, or
+        -- through an operator or a type of a tenant table's policy: policy_reaches), a trigger or event trigger
+        -- (fired by every tenant's writes, and by the owner role's functions), a tenant table's column default or
+        -- generation expression, CHECK constraint or index (every tenant's writes run it; DROP ... CASCADE takes
+        -- a generated column, with its values, from every tenant's rows), a view or materialized view, a
+        -- SECURITY DEFINER function whose body depends on it, or when it is SECURITY DEFINER itself (ALTER ... SECURITY INVOKER runs it with the rights of whoever calls it). Else a
         -- warning: what calls it by name as text (a migration, a PL/pgSQL body) cannot be read here. The
         -- library's functions are library_object_owner's, extensions' are left out.
         SELECT CASE WHEN used.by IS NOT NULL OR f.prosecdef THEN 'error' ELSE 'warning' END,
@@ -2400,7 +2812,7 @@ BEGIN
                       CASE WHEN used.by IS NOT NULL
                            THEN format(', and %s runs it: the application''s SQL then runs there, on other tenants'' '
                                        'rows (a policy calls it before the other policies have filtered them; a cheap '
-                                       'COST runs it first)', used.by)
+                                       'COST runs it first), and DROP ... CASCADE takes that from every tenant', used.by)
                            WHEN f.prosecdef
                            THEN ': SECURITY INVOKER makes it run with the rights of whoever calls it'
                            ELSE ': whatever calls it runs the application''s SQL with the caller''s rights' END),
@@ -2429,6 +2841,35 @@ BEGIN
                 FROM (SELECT format('policy %I on %s', p.polname, p.polrelid::regclass) AS what
                         FROM pg_depend d JOIN pg_policy p ON p.oid = d.objid
                        WHERE d.classid = 'pg_policy'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+                      UNION
+                      -- through what a tenant table's policy depends on: an operator of it, a type it casts to
+                      SELECT format('policy %I on %s', p.polname, p.polrelid::regclass)
+                        FROM policy_reaches pr JOIN pg_policy p ON p.oid = pr.policy_oid
+                       WHERE pr.classid = 'pg_proc'::regclass AND pr.objid = f.oid
+                      UNION
+                      -- A column default or generation expression, a CHECK constraint or an index of a tenant table:
+                      -- every tenant's writes run it (a generated column's function sees each row's values), and
+                      -- DROP ... CASCADE takes it from every tenant (a generated column with its values).
+                      SELECT format(CASE WHEN a.attgenerated = 's' THEN 'the generated column %s.%I'
+                                         ELSE 'the default of %s.%I' END, ad.adrelid::regclass, a.attname)
+                        FROM pg_depend d
+                        JOIN pg_attrdef ad ON ad.oid = d.objid
+                        JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+                       WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+                         AND (ad.adrelid IN (SELECT tt.oid FROM tenant_oids tt)
+                              OR ad.adrelid = 'rls_tenancy.tenants'::regclass)
+                      UNION
+                      SELECT format('constraint %I on %s', k.conname, k.conrelid::regclass)
+                        FROM pg_depend d JOIN pg_constraint k ON k.oid = d.objid
+                       WHERE d.classid = 'pg_constraint'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+                         AND (k.conrelid IN (SELECT tt.oid FROM tenant_oids tt)
+                              OR k.conrelid = 'rls_tenancy.tenants'::regclass)
+                      UNION
+                      SELECT format('index %s', i.indexrelid::regclass)
+                        FROM pg_depend d JOIN pg_index i ON i.indexrelid = d.objid
+                       WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+                         AND (i.indrelid IN (SELECT tt.oid FROM tenant_oids tt)
+                              OR i.indrelid = 'rls_tenancy.tenants'::regclass)
                       UNION
                       SELECT format('trigger %I on %s', tg.tgname, tg.tgrelid::regclass)
                         FROM pg_trigger tg WHERE tg.tgfoid = f.oid AND NOT tg.tgisinternal
@@ -2461,16 +2902,20 @@ BEGIN
                       'through dblink or a foreign table of its own it runs queries on %s as the mapping''s user, past the policies',
                       srv.srvname, string_agg(DISTINCT rls_tenancy.grantee_name(acl.grantee), ', '),
                       CASE WHEN srv.loopback THEN format('this very database, as far as the doctor can tell (%s)', srv.why)
-                           ELSE 'another database' END),
+                           WHEN srv.reads = 'database' THEN 'another database'
+                           ELSE format('another source (%s)', srv.reads) END),
                (E'\x1e' || jsonb_build_array('USAGE', format('FOREIGN SERVER %I', srv.srvname),
                                       (SELECT fs.srvacl FROM pg_foreign_server fs WHERE fs.oid = srv.oid), srv.srvowner,
                                       ARRAY['USAGE'], array_agg(acl.grantee), false, NULL)::text || E'\x1e')
           FROM servers srv CROSS JOIN LATERAL aclexplode(srv.srvacl) acl
          WHERE acl.privilege_type = 'USAGE' AND acl.grantee <> srv.srvowner
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+           -- file_fdw's validator lets only pg_read_server_files (pg_execute_server_program for a program) name
+           -- the file of a foreign table: membership in those is app_role_member_of_privileged's
+           AND srv.reads <> 'file'
            AND EXISTS (SELECT 1 FROM pg_user_mappings um
                         WHERE um.srvid = srv.oid AND (um.umuser = 0 OR pg_has_role(app_role, um.umuser, 'MEMBER')))
-         GROUP BY srv.oid, srv.srvname, srv.loopback, srv.why, srv.srvowner
+         GROUP BY srv.oid, srv.srvname, srv.loopback, srv.why, srv.reads, srv.srvowner
         UNION ALL
         -- Schemas that hold tenant tables (the library's too): their owner may drop any table in them and put
         -- its own in its place, and whoever may create there plants functions that privileged sessions call.
