@@ -294,7 +294,9 @@ def test_a_seed_one_tenant_set_does_not_draw_the_next_tenants_random_numbers(
                 raw.driver_connection.autocommit = True  # type: ignore[union-attr]
                 cursor = raw.cursor()
                 cursor.execute(_DRAWN)
-                drawn = cursor.fetchone()[0]
+                row = cursor.fetchone()
+                assert row is not None
+                drawn = row[0]
                 _PIDS.add(raw.driver_connection.info.backend_pid)  # type: ignore[union-attr]
                 raw.driver_connection.autocommit = False  # type: ignore[union-attr]
             finally:
