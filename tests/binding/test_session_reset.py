@@ -313,48 +313,53 @@ def test_a_tenant_keeps_its_own_session_state_between_its_transactions(
     assert _as(pinned_engine, world.a, _scalar("SELECT count(*) FROM mine"), user=user) == 1
 
 
+@contextmanager
+def _app_role_defaults(db: TenancyDatabase, superuser_engine: Engine) -> Iterator[Engine]:
+    """A plain engine of the app role; its role's defaults, whoever set them, reset afterwards."""
+    plain = create_engine(db.app_url)
+    try:
+        yield plain
+    finally:
+        plain.dispose()
+        with superuser_engine.begin() as conn:
+            conn.exec_driver_sql(ddl("ALTER ROLE {} RESET ALL", db.roles.app))
+
+
+def _refused_at_connect(db: TenancyDatabase, match: str) -> None:
+    engine = bind_engine(create_engine(db.app_url))
+    try:
+        with pytest.raises(InsecureRoleError, match=match), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("setting", ["app.current_tenant", "app.current_user_id"])
 def test_a_default_for_the_tenant_setting_is_refused_at_connect(
     db: TenancyDatabase, superuser_engine: Engine, world: World, setting: str
 ) -> None:
     """The app role cannot give itself one (PostgreSQL 15 refuses); a DBA's is refused on every new connection."""
     name, value = sql.Identifier(*setting.split(".")), sql.Literal(str(world.b))
-    plain = create_engine(db.app_url)
-    try:
+    with _app_role_defaults(db, superuser_engine) as plain:
         with plain.begin() as conn, pytest.raises(DBAPIError, match="permission denied to set parameter"):
             conn.exec_driver_sql(sql.SQL("ALTER ROLE CURRENT_USER SET {} = {}").format(name, value).as_string(None))
         with superuser_engine.begin() as conn:
             role = sql.Identifier(db.roles.app)
             conn.exec_driver_sql(sql.SQL("ALTER ROLE {} SET {} = {}").format(role, name, value).as_string(None))
-        engine = bind_engine(create_engine(db.app_url))
-        with pytest.raises(InsecureRoleError, match=f"start with {setting}={world.b}"), engine.connect():
-            pass
-        engine.dispose()
-    finally:
-        plain.dispose()
-        with superuser_engine.begin() as conn:
-            conn.exec_driver_sql(ddl("ALTER ROLE {} RESET ALL", db.roles.app))
+        _refused_at_connect(db, f"start with {setting}={world.b}")
 
 
 def test_a_float_rounding_default_sql_gives_the_app_role_is_refused_at_connect(
     db: TenancyDatabase, superuser_engine: Engine
 ) -> None:
     """SQL run as the app role may set its own role's defaults: this one would round every tenant's floats."""
-    plain = create_engine(db.app_url)
-    try:
+    with _app_role_defaults(db, superuser_engine) as plain:
         with plain.begin() as conn:
             conn.exec_driver_sql("ALTER ROLE CURRENT_USER SET extra_float_digits = -15")
         plain.dispose()
         with plain.connect() as conn:  # what every new session reads, unbound
             assert conn.exec_driver_sql("SELECT 3.14159265358979::float8").scalar_one() == 3.0
-        engine = bind_engine(create_engine(db.app_url))
-        with pytest.raises(InsecureRoleError, match="start with extra_float_digits = -15"), engine.connect():
-            pass
-        engine.dispose()
-    finally:
-        plain.dispose()
-        with superuser_engine.begin() as conn:
-            conn.exec_driver_sql(ddl("ALTER ROLE {} RESET ALL", db.roles.app))
+        _refused_at_connect(db, "start with extra_float_digits = -15")
 
 
 @pytest.mark.parametrize("pool", [StaticPool, SingletonThreadPool])
