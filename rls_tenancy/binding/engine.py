@@ -467,8 +467,15 @@ def _bind(
                 "an AUTOCOMMIT connection has no transaction to bind the tenant to; "
                 "use a transactional isolation level on bound engines"
             )
-        # A round trip of its own, there being no BEGIN to ride with: not for a block of no user alone,
-        # nor behind a pooler, which may run the next statement on another server's session.
+        if _pooled(pooled.info):
+            # Each statement may run on a server session another client used since, and no reset can
+            # precede it there: the next may land elsewhere. A temporary view named like a table, left
+            # by any tenant's SQL, would answer it.
+            raise ConfigurationError(
+                "behind a pooler, work in autocommit cannot be preceded by the session reset: each statement "
+                "may run on a server session another client used; run it in a transaction"
+            )
+        # A round trip of its own, there being no BEGIN to ride with: not for a block of no user alone.
         reset = reset and _needs_reset(pooled.info, conn.dialect, ids[0], ids[-1])
         if reset:
             _prepare_driver(driver, pooled.info)
@@ -792,6 +799,11 @@ def _bound_tenant(info: dict[Any, Any]) -> int | None:
 
 #: What :func:`transaction_tenant` answers for a transaction nothing has bound (yet).
 NOT_BOUND = _driver_guard.UNBOUND
+
+
+def behind_pooler(conn: Connection) -> bool:
+    """Whether ``conn`` reaches the server through a pooler (PgBouncer in transaction mode), as its connect found."""
+    return _pooled(conn.info)
 
 
 def transaction_tenant(conn: Connection) -> object:

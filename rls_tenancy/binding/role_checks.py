@@ -12,7 +12,10 @@ would start acting for that tenant, and a reset only returns to it. So is an
 extra_float_digits = -15``, which SQL run as the app role may set): every
 session would round every float it reads, for every tenant, silently. The
 other settings that change how values read back (``DateStyle``,
-``IntervalStyle``, ``client_encoding``) make psycopg fail loudly instead.
+``IntervalStyle``, ``client_encoding``) make psycopg fail loudly instead;
+what they, and ``TimeZone``, change in how text the app sends is read (a
+date written ``03/04/2025``, ``now()::timestamp``) is left, as a DBA may set
+them on purpose (docs/threat-model.md).
 """
 
 from __future__ import annotations

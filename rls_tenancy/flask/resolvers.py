@@ -20,7 +20,7 @@ from sqlalchemy import Engine, exc, select
 from sqlalchemy.orm import Session
 
 from rls_tenancy.audit.rejections import WINDOW, RejectionLog, rejection_log
-from rls_tenancy.binding.engine import begin_bound_with
+from rls_tenancy.binding.engine import begin_bound_with, behind_pooler
 from rls_tenancy.context import as_tenant_for_call
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
 from rls_tenancy.identity.token_key import TokenKey
@@ -127,8 +127,11 @@ def _authenticate(engine: Engine, session: Callable[[], Session] | None, claimed
 def _look_up(engine: Engine, request_session: Session | None, claimed: int, digest: bytes) -> TokenIdentity:
     if not _can_begin(request_session):
         # One statement, no tenant: in autocommit it is one round trip
-        # instead of three (BEGIN, the lookup, ROLLBACK).
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        # instead of two (BEGIN with the lookup, ROLLBACK). Not behind a
+        # pooler, where no reset could precede it: a transaction begins with one.
+        with engine.connect() as connection:
+            if not behind_pooler(connection):
+                connection.execution_options(isolation_level="AUTOCOMMIT")
             return authenticate_parsed(connection, claimed, digest)
     identity = _in_request_transaction(
         request_session,

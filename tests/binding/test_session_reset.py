@@ -20,12 +20,14 @@ from typing import TypeVar
 import psycopg
 import pytest
 from alembic.config import Config
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 from psycopg import sql
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from rls_tenancy import (
@@ -37,6 +39,7 @@ from rls_tenancy import (
     as_tenant,
     bind_engine,
 )
+from rls_tenancy.flask import Tenancy
 from rls_tenancy.identity.tokens import authenticate_token, issue_token
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import tenancy_database
@@ -660,6 +663,39 @@ def test_through_pgbouncer_raw_driver_work_begins_with_the_reset_in_its_own_tran
                     raw.cursor().execute("SELECT 1")
             finally:
                 raw.close()
+
+
+def test_through_pgbouncer_work_in_autocommit_is_refused_and_a_token_lookup_runs_in_a_transaction(
+    db: TenancyDatabase, world: World
+) -> None:
+    """Behind a pooler each autocommit statement may run on a server session another client left a trap in.
+
+    Before, A's temporary view named like the shared ``plans`` table answered
+    another app's tenantless reads in autocommit, whenever that app's client
+    connection had last done tenantless work itself (no reset was due). The
+    Flask token resolver's lookup, which runs in autocommit where it cannot
+    ride in the request's transaction, takes a transaction there instead.
+    """
+    with _two_apps_behind_pgbouncer(db, reset=False) as (victim, attacker):
+        _as(victim, None, _scalar("SELECT count(*) FROM plans"))  # its last work: tenantless
+        _as(attacker, world.a, _run("CREATE TEMP VIEW plans AS SELECT 1 AS id, 'PLANTED' AS name"))
+        with victim.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with pytest.raises(ConfigurationError, match="behind a pooler, work in autocommit"):
+                conn.execute(text("SELECT name FROM plans")).all()
+        with as_tenant(world.a, user=None), Session(attacker) as session, session.begin():
+            issued = issue_token(session, name="pooled lookup", scopes=["projects:read"])
+        app = Flask(__name__)
+        sessions = sessionmaker(victim, autobegin=False)  # the lookup cannot ride in the request's transaction
+        Tenancy(app, engine=victim, session=sessions)
+
+        @app.get("/plans")
+        def plans() -> ResponseReturnValue:
+            with sessions() as session, session.begin():
+                return jsonify(names=sorted(session.execute(text("SELECT name FROM plans")).scalars()))
+
+        answer = app.test_client().get("/plans", headers={"Authorization": f"Bearer {issued.token}"})
+        assert answer.status_code == 200, answer.json
+        assert answer.json is not None and "PLANTED" not in answer.json["names"]
 
 
 def test_through_pgbouncer_a_driver_transaction_begins_with_the_reset_and_a_held_cursor_is_not_read_elsewhere(
