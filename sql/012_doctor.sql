@@ -1440,11 +1440,13 @@ BEGIN
           CROSS JOIN LATERAL (SELECT CASE WHEN c.tenant_id_not_null THEN ''
                                           ELSE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL; ', c.table_name)
                                      END AS fix) not_null
-          -- (the same role must hold both: the app role is NOINHERIT, and has one role's rights at a time)
+          -- (the same role must hold both: the app role is NOINHERIT, and has one role's rights at a time).
+          -- A partition counts as reached: its rows are its parent's, and its fix makes it as its siblings are.
           CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM app_roles ar JOIN pg_class t ON t.oid = c.table_oid
                                               WHERE has_schema_privilege(ar.oid, t.relnamespace, 'USAGE')
                                                 AND (has_table_privilege(ar.oid, t.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
                                                      OR has_any_column_privilege(ar.oid, t.oid, 'SELECT, INSERT, UPDATE, REFERENCES')))
+                                     OR EXISTS (SELECT 1 FROM pg_class t WHERE t.oid = c.table_oid AND t.relispartition)
                                   AS app) reach
          WHERE NOT c.rls_enabled
         UNION ALL
