@@ -126,6 +126,82 @@ RETURN coalesce((rls_tenancy.is_tenant_condition(expression)
                 false);
 REVOKE ALL ON FUNCTION rls_tenancy.is_tenant_conjunction(text, boolean) FROM PUBLIC;
 
+-- A SQL or PL/pgSQL body split into its code and its string literals, for the checks that read bodies for
+-- names: {code, literals}. code is the body with its comments (--, and /* */, nested) blanked and each string
+-- literal ('...', E'...', $tag$...$tag$, the dollar-quoted ones a PL/pgSQL body holds) replaced by '';
+-- quoted identifiers are kept. literals holds the literals' contents, one a line: dynamic SQL (EXECUTE text)
+-- is one of them, and a message (RAISE ... 'tenants never see ...') another, so those who read it look for
+-- SQL's shape there (FROM name), not for a word.
+CREATE OR REPLACE FUNCTION rls_tenancy.body_split(src text)
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $split$
+DECLARE
+    rest text := src;
+    code text := '';
+    literals text := '';
+    m text[];
+    q text[];
+    depth integer;
+    stop integer;
+BEGIN
+    LOOP
+        -- the first comment, literal or quoted identifier ("(.*?)": the shortest code before it)
+        m := regexp_match(rest, '^(.*?)(--|/\*|[eE]''|''|"|\$(?:[[:alpha:]_][[:alnum:]_]*)?\$)');
+        IF m IS NULL THEN
+            RETURN ARRAY[code || rest, literals];
+        END IF;
+        code := code || m[1];
+        rest := substr(rest, length(m[1]) + length(m[2]) + 1);
+        IF m[2] = '--' THEN
+            stop := strpos(rest, E'\n');
+            code := code || ' ';
+            IF stop = 0 THEN
+                RETURN ARRAY[code, literals];
+            END IF;
+            rest := substr(rest, stop);
+        ELSIF m[2] = '/*' THEN
+            depth := 1;
+            WHILE depth > 0 LOOP
+                q := regexp_match(rest, '^(.*?)(/\*|\*/)');
+                IF q IS NULL THEN
+                    RETURN ARRAY[code || ' ', literals];
+                END IF;
+                rest := substr(rest, length(q[1]) + 3);
+                depth := depth + CASE WHEN q[2] = '/*' THEN 1 ELSE -1 END;
+            END LOOP;
+            code := code || ' ';
+        ELSIF m[2] = '"' THEN
+            q := regexp_match(rest, '^((?:[^"]|"")*)"');
+            IF q IS NULL THEN
+                RETURN ARRAY[code || '"' || rest, literals];
+            END IF;
+            code := code || '"' || q[1] || '"';
+            rest := substr(rest, length(q[1]) + 2);
+        ELSIF m[2] IN ('''', 'e''', 'E''') THEN
+            q := regexp_match(rest, CASE WHEN m[2] = '''' THEN '^((?:[^'']|'''')*)'''
+                                         ELSE '^((?:[^''\\]|\\.|'''')*)''' END);
+            IF q IS NULL THEN
+                RETURN ARRAY[code || ' '''' ', literals || E'\n' || rest];
+            END IF;
+            literals := literals || E'\n' || replace(q[1], '''''', '''');
+            code := code || ' '''' ';
+            rest := substr(rest, length(q[1]) + 2);
+        ELSE
+            stop := strpos(rest, m[2]);
+            IF stop = 0 THEN
+                RETURN ARRAY[code || ' '''' ', literals || E'\n' || rest];
+            END IF;
+            literals := literals || E'\n' || substr(rest, 1, stop - 1);
+            code := code || ' '''' ';
+            rest := substr(rest, stop + length(m[2]));
+        END IF;
+    END LOOP;
+END
+$split$;
+REVOKE ALL ON FUNCTION rls_tenancy.body_split(text) FROM PUBLIC;
+
 -- Whether a permissive policy keeps to the bound tenant, for the command it serves: SELECT and DELETE by
 -- their USING, INSERT by its WITH CHECK, UPDATE and ALL by both (a missing WITH CHECK reuses USING).
 CREATE OR REPLACE FUNCTION rls_tenancy.policy_is_tenant_keyed(command "char", using_expr text, check_expr text,
@@ -971,6 +1047,67 @@ BEGIN
            AND (NOT b.relrowsecurity OR (NOT b.relforcerowsecurity AND pg_has_role(r.oid, b.relowner, 'USAGE'))
                 OR pol.polname IS NOT NULL)
     ),
+    -- The bodies of the definers outside rls_tenancy, lower-cased and split (rls_tenancy.body_split) into code,
+    -- comments and string literals left out, and literals (EXECUTE text among them): a name in a comment or a
+    -- message is no read. SQL and PL/pgSQL only (a BEGIN ATOMIC body as PostgreSQL prints it); another
+    -- language's body is read whole, as code. writes: its code writes (or it is a trigger or event trigger
+    -- function), so that SECURITY INVOKER would need the caller to hold those rights.
+    definer_bodies (oid, code, literals, writes) AS MATERIALIZED (
+        SELECT d.oid, lower(b.parts[1]), lower(b.parts[2]),
+               lower(b.parts[1] || b.parts[2]) ~ '\m(insert|update|delete|merge|truncate|copy)\M'
+               OR p.prorettype IN ('trigger'::regtype, 'event_trigger'::regtype)
+          FROM definers_raw d
+          JOIN pg_proc p ON p.oid = d.oid
+          CROSS JOIN LATERAL (SELECT CASE WHEN p.prolang IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('sql', 'plpgsql'))
+                                          THEN rls_tenancy.body_split(CASE WHEN p.prosqlbody IS NOT NULL
+                                                                           THEN pg_get_function_sqlbody(p.oid) ELSE p.prosrc END)
+                                          ELSE ARRAY[p.prosrc, ''] END AS parts) b
+         WHERE d.nspname <> 'rls_tenancy'
+    ),
+    -- Definers of a superuser's or a BYPASSRLS role's (not the owner role's) that read no tenant's rows as far
+    -- as their body tells: SQL or PL/pgSQL (another language's body is not read), no EXECUTE text, no
+    -- dependency on a relation or a function outside pg_catalog but harmless tables, and no name in their code
+    -- of a relation other than a harmless table (a plain table outside rls_tenancy, with no row level security,
+    -- no tenant_id, no trigger and no rule, that is no tenant table: a DDL log), nor of a function outside
+    -- pg_catalog, nor of pg_catalog's that read SQL text or the server's files. A DDL audit writing tg_tag to
+    -- ops.ddl_log, a status function returning version(): definer_escapes_rls is a warning for them.
+    harmless_tables (oid, word, schema_word) AS (
+        SELECT t.oid, lower(t.relname), lower(n.nspname)
+          FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace
+         WHERE t.relkind = 'r' AND NOT t.relrowsecurity AND NOT t.relhastriggers AND NOT t.relhasrules
+           AND n.nspname NOT IN ('rls_tenancy', 'pg_catalog', 'information_schema', 'pg_toast')
+           AND t.oid NOT IN (SELECT tt.oid FROM tenant_oids tt)
+           AND t.oid NOT IN (SELECT kn.oid FROM keyed_by_another_name kn)
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+           AND EXISTS (SELECT 1 FROM definers_raw d JOIN pg_roles o ON o.oid = d.proowner
+                        WHERE (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role)
+    ),
+    quiet_definers (oid) AS (
+        SELECT d.oid
+          FROM definers_raw d
+          JOIN pg_roles o ON o.oid = d.proowner AND (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role
+          JOIN pg_proc p ON p.oid = d.oid
+          JOIN definer_bodies b ON b.oid = d.oid
+         WHERE p.prolang IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('sql', 'plpgsql'))
+           AND b.code !~ '\mexecute\M'
+           AND NOT EXISTS (SELECT 1 FROM pg_depend x
+                            WHERE x.classid = 'pg_proc'::regclass AND x.objid = d.oid AND x.deptype = 'n'
+                              AND ((x.refclassid = 'pg_class'::regclass
+                                    AND x.refobjid NOT IN (SELECT h.oid FROM harmless_tables h))
+                                   OR (x.refclassid = 'pg_proc'::regclass
+                                       AND NOT EXISTS (SELECT 1 FROM pg_proc c WHERE c.oid = x.refobjid
+                                                         AND c.pronamespace = 'pg_catalog'::regnamespace))))
+           AND NOT EXISTS (
+                SELECT 1 FROM regexp_matches(replace(b.code, '"', ''), '(?:([[:alnum:]_]+)\s*\.\s*)?([[:alnum:]_]+)', 'g') w
+                 WHERE EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace cn ON cn.oid = c.relnamespace
+                                WHERE lower(c.relname) = w[2] AND (w[1] IS NULL OR lower(cn.nspname) = w[1])
+                                  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                                  AND c.oid NOT IN (SELECT h.oid FROM harmless_tables h))
+                    OR EXISTS (SELECT 1 FROM pg_proc c
+                                WHERE lower(c.proname) = w[2]
+                                  AND (c.pronamespace <> 'pg_catalog'::regnamespace
+                                       OR c.proname ~ '^((query|cursor|table|schema|database)_to_xml(schema|_and_xmlschema)?|pg_read_file|pg_read_binary_file|lo_import|lo_export|lo_get|lo_put|pg_ls_dir|pg_stat_file)$')))
+    ),
     -- The names of those tables, lower-cased as body_words spells words.
     open_words (table_oid, word, schema_word) AS (
         SELECT DISTINCT o.table_oid, lower(t.relname), lower(tn.nspname)
@@ -983,14 +1120,25 @@ BEGIN
     definer_reads (oid, table_oid) AS (
         SELECT DISTINCT d.oid, o.table_oid
           FROM definers_raw d
-          JOIN pg_proc p ON p.oid = d.oid
+          JOIN definer_bodies b ON b.oid = d.oid
           JOIN open_reads o ON o.role_oid = d.proowner OR o.role_oid = (SELECT r.oid FROM pg_roles r WHERE r.rolname = owner_role)
           JOIN open_words ow ON ow.table_oid = o.table_oid
          WHERE d.nspname <> 'rls_tenancy'
-           AND strpos(lower(p.prosrc), ow.word) > 0
-           AND EXISTS (SELECT 1 FROM regexp_matches(replace(lower(p.prosrc), '"', ''),
-                                                    '(?:([[:alnum:]_]+)\s*\.\s*)?([[:alnum:]_]+)', 'g') m
-                        WHERE m[2] = ow.word AND (m[1] IS NULL OR m[1] = ow.schema_word))
+           AND (strpos(b.code, ow.word) > 0 OR strpos(b.literals, ow.word) > 0)
+           AND EXISTS (SELECT 1
+                         FROM (SELECT m FROM regexp_matches(replace(b.code, '"', ''),
+                                                            '(?:([[:alnum:]_]+)\s*\.\s*)?([[:alnum:]_]+)', 'g') m
+                               UNION ALL
+                               SELECT m FROM regexp_matches(replace(b.literals, '"', ''),
+                                                            '\m(?:from|join|update|into|table|only|using)\s+(?:([[:alnum:]_]+)\s*\.\s*)?([[:alnum:]_]+)',
+                                                            'g') m) w
+                        WHERE w.m[2] = ow.word
+                          AND (w.m[1] = ow.schema_word
+                               -- unqualified: only where its search_path may find that schema (unpinned: any)
+                               OR (w.m[1] IS NULL
+                                   AND (d.path IS NULL
+                                        OR EXISTS (SELECT 1 FROM definer_paths e
+                                                    WHERE e.oid = d.oid AND lower(e.name) = ow.schema_word)))))
         UNION
         SELECT d.oid, o.table_oid
           FROM definers_raw d
@@ -1004,13 +1152,19 @@ BEGIN
     -- owner reads past (open_reads), the owner role's included (a definer of its own over rls_tenancy.tenants
     -- or audit_log). why: what their owner is or reads; invoker: they read a table the owner role reads past
     -- too, so that handing them to the owner role closes nothing (the fix makes them SECURITY INVOKER instead).
-    escaping_definers (oid, why, invoker) AS (
+    escaping_definers (oid, why, invoker, quiet) AS (
         SELECT d.oid,
-               CASE WHEN o.rolsuper THEN 'is a superuser: whatever tenant tables it reads, it reads them whole'
+               CASE WHEN d.oid IN (SELECT q.oid FROM quiet_definers q)
+                    THEN format('%s: it names no tenant table, view or function outside pg_catalog (comments and '
+                                'strings aside) and runs no EXECUTE text, so it reads no tenant''s rows as written; '
+                                'whatever it is changed to read, it reads whole',
+                                CASE WHEN o.rolsuper THEN 'is a superuser' ELSE 'has BYPASSRLS' END)
+                    WHEN o.rolsuper THEN 'is a superuser: whatever tenant tables it reads, it reads them whole'
                     ELSE 'has BYPASSRLS: whatever tenant tables it reads, it reads them whole' END,
                EXISTS (SELECT 1 FROM definer_reads r JOIN open_reads ow ON ow.table_oid = r.table_oid
                         JOIN pg_roles orr ON orr.oid = ow.role_oid AND orr.rolname = owner_role
-                        WHERE r.oid = d.oid)
+                        WHERE r.oid = d.oid),
+               d.oid IN (SELECT q.oid FROM quiet_definers q)
           FROM definers_raw d JOIN pg_roles o ON o.oid = d.proowner
          WHERE (o.rolsuper OR o.rolbypassrls) AND o.rolname <> owner_role
         UNION ALL
@@ -1018,7 +1172,8 @@ BEGIN
                format('reads %s past the bound tenant: every tenant''s rows of it',
                       string_agg(format('%s (%s)', r.table_oid::regclass, o.why), ', ' ORDER BY r.table_oid::regclass::text)),
                bool_or(EXISTS (SELECT 1 FROM open_reads ow JOIN pg_roles orr ON orr.oid = ow.role_oid AND orr.rolname = owner_role
-                                WHERE ow.table_oid = r.table_oid))
+                                WHERE ow.table_oid = r.table_oid)),
+               false
           FROM definers_raw d
           JOIN pg_roles dr ON dr.oid = d.proowner
           JOIN definer_reads r ON r.oid = d.oid
@@ -1688,7 +1843,16 @@ BEGIN
                                               WHERE x.classid = 'pg_proc'::regclass AND x.objid = g.oid
                                                 AND x.refclassid = 'pg_class'::regclass AND x.refobjid = t.oid)
                                      OR (strpos(lower(g.prosrc), lower(t.relname)) > 0
-                                         AND g.prosrc ~* ('\m' || regexp_replace(t.relname, '([^[:alnum:]_])', '\\\1', 'g') || '\M'))))) past
+                                         AND EXISTS (
+                                             SELECT 1
+                                               FROM (SELECT CASE WHEN g.prolang IN (SELECT l.oid FROM pg_language l
+                                                                                      WHERE l.lanname IN ('sql', 'plpgsql'))
+                                                                 THEN rls_tenancy.body_split(g.prosrc)
+                                                                 ELSE ARRAY[g.prosrc, ''] END AS parts) gb
+                                              -- its code (comments and strings aside), or SQL text in a literal
+                                              WHERE gb.parts[1] ~* ('\m' || regexp_replace(t.relname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')
+                                                 OR gb.parts[2] ~* ('\m(from|join|update|into|table|only|using)\s+("?[[:alnum:]_]+"?\s*\.\s*)?"?'
+                                                                    || regexp_replace(t.relname, '([^[:alnum:]_])', '\\\1', 'g') || '\M')))))) past
         UNION ALL
         -- SECURITY DEFINER functions.
         SELECT 'error', 'definer_without_search_path', format('%s', f.oid::regprocedure),
@@ -1776,7 +1940,7 @@ BEGIN
         -- BYPASSRLS, or a policy of its owner's opens a table it reads), which the app role runs: directly
         -- (EXECUTE, or a trigger on a table it writes: PostgreSQL checks no EXECUTE when a trigger fires, so only
         -- its owner changes that), or through other definers that call it (escaping_callers).
-        SELECT 'error', 'definer_escapes_rls', format('%s', f.oid::regprocedure),
+        SELECT CASE WHEN e.quiet THEN 'warning' ELSE 'error' END, 'definer_escapes_rls', format('%s', f.oid::regprocedure),
                format('SECURITY DEFINER function %s runs as %I, which %s, for the application role%s',
                       f.oid::regprocedure, o.rolname, e.why,
                       CASE WHEN f.oid IN (SELECT a.oid FROM app_runs a)
@@ -1796,13 +1960,25 @@ BEGIN
                                   ORDER BY cardinality(c.path) LIMIT 1) END),
                -- the owner role, bound by FORCE on the tenant tables; not where it reads past the tenant itself
                -- (rls_tenancy.tenants, audit_log): there it runs with the caller's rights, bound to its tenant
-               CASE WHEN e.invoker
+               -- (one that writes, or a trigger's: with the caller's rights it may fail where it works now, so
+               -- the statement is left in a comment for review; and nothing to run for a quiet one, whose new
+               -- owner would need the rights of what it does)
+               CASE WHEN e.quiet
+                    THEN format('-- nothing to run: it reads no tenant''s rows as written; review it whenever its body '
+                                'changes (ALTER %s %s OWNER TO %I binds it by FORCE, once that role holds the rights of '
+                                'all it does)', f.kind, f.oid::regprocedure, owner_role)
+                    WHEN e.invoker AND coalesce(fb.writes, true)
+                    THEN format('-- review first: it writes as well, and with the caller''s rights it fails where the '
+                                'application role lacks the rights of what it writes; once it holds them: ALTER %s %s '
+                                'SECURITY INVOKER; (or drop it)', f.kind, f.oid::regprocedure)
+                    WHEN e.invoker
                     THEN format('ALTER %s %s SECURITY INVOKER; -- it then runs with the caller''s rights, bound to its '
                                 'tenant (or drop it)', f.kind, f.oid::regprocedure)
                     ELSE format('ALTER %s %s OWNER TO %I;', f.kind, f.oid::regprocedure, owner_role) END
           FROM definers f
           JOIN pg_roles o ON o.oid = f.proowner
           JOIN escaping_definers e ON e.oid = f.oid
+          LEFT JOIN definer_bodies fb ON fb.oid = f.oid
          WHERE (f.oid IN (SELECT a.oid FROM app_runs a)
                 OR EXISTS (SELECT 1 FROM escaping_callers c
                             WHERE c.target = f.oid AND c.caller IN (SELECT a.oid FROM app_runs a)))
@@ -2734,8 +2910,18 @@ BEGIN
                  AND EXISTS (SELECT 1 FROM pg_depend x JOIN pg_extension e ON e.oid = x.refobjid
                               WHERE x.classid = 'pg_proc'::regclass AND x.objid = f.oid AND x.deptype = 'e'
                                 AND x.refclassid = 'pg_extension'::regclass AND e.extname = 'tcn'))
-                -- (its comments left out: "-- do not notify" sends nothing)
-                OR (f.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c'))
+                -- SQL and PL/pgSQL: a call of pg_notify(), or a NOTIFY statement, in its code (comments and
+                -- strings left out: "-- do not notify", 'we notify the assignee', a column named notify send
+                -- nothing), or in EXECUTE text (a literal that is such a statement)
+                OR (f.prolang IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('sql', 'plpgsql'))
+                    AND f.prosrc ~* 'notify'
+                    AND EXISTS (SELECT 1 FROM (SELECT rls_tenancy.body_split(f.prosrc) AS parts) b
+                                 WHERE b.parts[1] ~* '\mpg_notify"?\s*\('
+                                    OR b.parts[1] ~* '(^|;|\mbegin|\mthen|\melse|\mloop|\mexception)\s*notify\s+[[:alpha:]_"]'
+                                    OR b.parts[2] ~* '\mpg_notify\s*\('
+                                    OR b.parts[2] ~* '(^|\n)\s*notify\s+[[:alpha:]_"]'))
+                -- another language's body: the word, its comments left out
+                OR (f.prolang NOT IN (SELECT l.oid FROM pg_language l WHERE l.lanname IN ('internal', 'c', 'sql', 'plpgsql'))
                     AND regexp_replace(regexp_replace(f.prosrc, '/\*.*?\*/', '', 'g'), '--[^\n]*', '', 'g')
                         ~* '\m(pg_notify|notify)\M'))
         UNION ALL

@@ -447,8 +447,10 @@ PLANTS = {
     ),
     "a SECURITY DEFINER trigger function of a superuser, on a table the app role writes": Plant(
         lambda r: [
+            # (it reads a tenant table: one that reads none is a warning, test_reach_round6.py)
             "CREATE FUNCTION public.doctor_stamp() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
-            " SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NEW; END $$",
+            " SET search_path = pg_catalog, pg_temp"
+            " AS $$ BEGIN PERFORM count(*) FROM public.projects; RETURN NEW; END $$",
             "REVOKE EXECUTE ON FUNCTION public.doctor_stamp() FROM PUBLIC",
             "CREATE TRIGGER doctor_stamp BEFORE INSERT ON public.projects FOR EACH ROW"
             " EXECUTE FUNCTION public.doctor_stamp()",
