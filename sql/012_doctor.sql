@@ -2189,6 +2189,34 @@ BEGIN
                 OR (st.name = 'session_replication_role' AND st.setting <> 'origin')
                 OR (st.name = 'lo_compat_privileges' AND st.setting = 'on'))
         UNION ALL
+        -- PostgreSQL 15's privileges on parameters, held by PUBLIC or a role the app role can become: ALTER
+        -- SYSTEM on any parameter sets it for every session of the server once the configuration is reloaded
+        -- (app.current_tenant among them: work that binds no tenant runs as the one it names); SET on
+        -- session_replication_role or lo_compat_privileges (superusers' alone otherwise) turns foreign keys
+        -- and the library's triggers off, or opens every large object, in the app role's own sessions. SET on
+        -- another parameter only changes the app role's own sessions: a warning.
+        SELECT CASE WHEN a.privilege_type = 'ALTER SYSTEM'
+                      OR p.parname IN ('session_replication_role', 'lo_compat_privileges') THEN 'error'
+                    ELSE 'warning' END,
+               'app_role_parameter_privilege', format('parameter %s', p.parname),
+               format('%s holds %s on parameter %s: %s',
+                      CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                      a.privilege_type, p.parname,
+                      CASE WHEN a.privilege_type = 'ALTER SYSTEM'
+                           THEN 'the application role can set it for the whole server, every session of every role '
+                                'once the configuration is reloaded'
+                           WHEN p.parname = 'session_replication_role'
+                           THEN 'the application role can turn foreign keys and ordinary triggers (the library''s '
+                                'guards among them) off for its sessions, so a row may point into another tenant'
+                           WHEN p.parname = 'lo_compat_privileges'
+                           THEN 'the application role can read and write every large object, past its grants'
+                           ELSE 'the application role can set what only a superuser may, for its own sessions' END),
+               format('REVOKE %s ON PARAMETER %I FROM %s;', a.privilege_type, p.parname,
+                      CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END)
+          FROM pg_parameter_acl p CROSS JOIN LATERAL aclexplode(p.paracl) a
+         WHERE a.privilege_type IN ('SET', 'ALTER SYSTEM')
+           AND (a.grantee = 0 OR a.grantee IN (SELECT oid FROM app_roles))
+        UNION ALL
         -- A function (or procedure) that sets the tenant or the user for its own run (CREATE FUNCTION ... SET
         -- app.current_tenant = ...), which the application role runs: by EXECUTE, through an aggregate over it,
         -- or as a trigger on a table it writes. Whoever calls it reads as that tenant, or user.

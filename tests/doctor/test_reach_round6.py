@@ -11,7 +11,7 @@ rolled-back transaction, as in test_reach_round5.py.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World, ddl
@@ -313,3 +313,32 @@ def test_a_superusers_definer_that_names_what_reads_tenants_is_still_an_error(
             run(conn, statement)
         assert _as_app(conn, db, world.a, ["SELECT 'reached' WHERE public.doctor_total() = 2"]) == "[('reached',)]"
         assert ("error", "definer_escapes_rls", name) in {key_of(row) for row in finding_rows(conn)}
+
+
+# --- privileges on parameters (PostgreSQL 15) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("privilege", "parameter", "level"),
+    [
+        ("ALTER SYSTEM", "app.current_tenant", "error"),
+        ("SET", "session_replication_role", "error"),
+        ("SET", "log_statement", "warning"),
+    ],
+)
+def test_a_privilege_on_a_parameter_the_app_role_holds_is_reported_and_its_fix_takes_it_back(
+    superuser_engine: Engine, db: TenancyDatabase, privilege: str, parameter: str, level: str
+) -> None:
+    """ALTER SYSTEM SET app.current_tenant binds every session of the server once it reloads; SET
+    session_replication_role = replica turns off foreign keys and the library's triggers."""
+    grant = f"GRANT {privilege} ON PARAMETER {{}} TO {{}}"
+    key = ("app_role_parameter_privilege", f"parameter {parameter}")
+    held = text("SELECT has_parameter_privilege(:role, :parameter, :privilege)")
+    values = {"role": db.roles.app, "parameter": parameter, "privilege": privilege}
+    with planted_in(superuser_engine, [ddl(grant, parameter, db.roles.app)]) as conn:
+        assert conn.execute(held, values).scalar_one() is True  # what the app role may now do
+        [(severity, check, name, _message, fix)] = [row for row in finding_rows(conn) if key_of(row)[1:] == key]
+        assert (severity, check, name) == (level, *key)
+        run(conn, fix)
+        assert conn.execute(held, values).scalar_one() is False
+        assert [row for row in finding_rows(conn) if key_of(row)[1:] == key] == []
