@@ -2189,34 +2189,6 @@ BEGIN
                 OR (st.name = 'session_replication_role' AND st.setting <> 'origin')
                 OR (st.name = 'lo_compat_privileges' AND st.setting = 'on'))
         UNION ALL
-        -- PostgreSQL 15's privileges on parameters, held by PUBLIC or a role the app role can become: ALTER
-        -- SYSTEM on any parameter sets it for every session of the server once the configuration is reloaded
-        -- (app.current_tenant among them: work that binds no tenant runs as the one it names); SET on
-        -- session_replication_role or lo_compat_privileges (superusers' alone otherwise) turns foreign keys
-        -- and the library's triggers off, or opens every large object, in the app role's own sessions. SET on
-        -- another parameter only changes the app role's own sessions: a warning.
-        SELECT CASE WHEN a.privilege_type = 'ALTER SYSTEM'
-                      OR p.parname IN ('session_replication_role', 'lo_compat_privileges') THEN 'error'
-                    ELSE 'warning' END,
-               'app_role_parameter_privilege', format('parameter %s', p.parname),
-               format('%s holds %s on parameter %s: %s',
-                      CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
-                      a.privilege_type, p.parname,
-                      CASE WHEN a.privilege_type = 'ALTER SYSTEM'
-                           THEN 'the application role can set it for the whole server, every session of every role '
-                                'once the configuration is reloaded'
-                           WHEN p.parname = 'session_replication_role'
-                           THEN 'the application role can turn foreign keys and ordinary triggers (the library''s '
-                                'guards among them) off for its sessions, so a row may point into another tenant'
-                           WHEN p.parname = 'lo_compat_privileges'
-                           THEN 'the application role can read and write every large object, past its grants'
-                           ELSE 'the application role can set what only a superuser may, for its own sessions' END),
-               format('REVOKE %s ON PARAMETER %I FROM %s;', a.privilege_type, p.parname,
-                      CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END)
-          FROM pg_parameter_acl p CROSS JOIN LATERAL aclexplode(p.paracl) a
-         WHERE a.privilege_type IN ('SET', 'ALTER SYSTEM')
-           AND (a.grantee = 0 OR a.grantee IN (SELECT oid FROM app_roles))
-        UNION ALL
         -- A function (or procedure) that sets the tenant or the user for its own run (CREATE FUNCTION ... SET
         -- app.current_tenant = ...), which the application role runs: by EXECUTE, through an aggregate over it,
         -- or as a trigger on a table it writes. Whoever calls it reads as that tenant, or user.
@@ -3212,13 +3184,16 @@ BEGIN
           FROM database_creates dc
         UNION ALL
         -- SET or ALTER SYSTEM on a superuser's parameter (PostgreSQL 15: GRANT ... ON PARAMETER). An error for
-        -- those that turn off a guard or a check, and for ALTER SYSTEM on those that run programs or load
-        -- libraries as the server; a warning for the rest (no role of the application needs one).
+        -- those that turn off a guard or a check, for ALTER SYSTEM on those that run programs or load
+        -- libraries as the server, and for ALTER SYSTEM on the library's own settings (from the next reload
+        -- every session starts bound to the tenant or user it names); a warning for the rest (no role of the
+        -- application needs one).
         SELECT CASE WHEN p.parname IN ('session_replication_role', 'lo_compat_privileges') THEN 'error'
                     WHEN 'ALTER SYSTEM' = ANY (array_agg(acl.privilege_type))
                          AND p.parname IN ('archive_command', 'archive_library', 'restore_command', 'archive_cleanup_command',
                                            'recovery_end_command', 'ssl_passphrase_command', 'shared_preload_libraries',
-                                           'session_preload_libraries', 'local_preload_libraries', 'dynamic_library_path')
+                                           'session_preload_libraries', 'local_preload_libraries', 'dynamic_library_path',
+                                           'app.current_tenant', 'app.current_user_id')
                     THEN 'error' ELSE 'warning' END,
                'app_role_sets_parameter', format('parameter %s', p.parname),
                format('%s may %s parameter %s, which only superusers set otherwise: %s',
@@ -3233,6 +3208,12 @@ BEGIN
                            WHEN 'lo_compat_privileges'
                                THEN 'on, it turns off the privilege checks of large objects: it reads and writes every '
                                     'large object, every tenant''s'
+                           WHEN 'app.current_tenant'
+                               THEN 'set for the whole server, it binds every session to that tenant: work that binds no '
+                                    'tenant of its own reads and writes as that one'
+                           WHEN 'app.current_user_id'
+                               THEN 'set for the whole server, it names that user for every session: work that binds no '
+                                    'user of its own acts as that one'
                            ELSE 'no role of the application needs it' END
                       || CASE WHEN 'ALTER SYSTEM' = ANY (array_agg(acl.privilege_type))
                               THEN ' (ALTER SYSTEM sets it for every session of the server from the next reload on)'

@@ -6,6 +6,7 @@ DROP FUNCTION IF EXISTS rls_tenancy.findings();
 DROP FUNCTION IF EXISTS rls_tenancy.findings(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.distribution_findings(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.grantee_name(oid);
+DROP FUNCTION IF EXISTS rls_tenancy.body_split(text);
 DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
 DROP FUNCTION IF EXISTS rls_tenancy.library_definition_findings();
 DROP FUNCTION IF EXISTS rls_tenancy.audit_findings();

@@ -329,10 +329,10 @@ def test_a_superusers_definer_that_names_what_reads_tenants_is_still_an_error(
 def test_a_privilege_on_a_parameter_the_app_role_holds_is_reported_and_its_fix_takes_it_back(
     superuser_engine: Engine, db: TenancyDatabase, privilege: str, parameter: str, level: str
 ) -> None:
-    """ALTER SYSTEM SET app.current_tenant binds every session of the server once it reloads; SET
-    session_replication_role = replica turns off foreign keys and the library's triggers."""
+    """ALTER SYSTEM SET app.current_tenant binds every session of the server once it reloads (it was a
+    warning); SET session_replication_role = replica turns off foreign keys and the library's triggers."""
     grant = f"GRANT {privilege} ON PARAMETER {{}} TO {{}}"
-    key = ("app_role_parameter_privilege", f"parameter {parameter}")
+    key = ("app_role_sets_parameter", f"parameter {parameter}")
     held = text("SELECT has_parameter_privilege(:role, :parameter, :privilege)")
     values = {"role": db.roles.app, "parameter": parameter, "privilege": privilege}
     with planted_in(superuser_engine, [ddl(grant, parameter, db.roles.app)]) as conn:
