@@ -2804,8 +2804,10 @@ BEGIN
                            WHEN 'pg_statistic_ext_data' THEN 'whose extended statistics hold every tenant''s most common value combinations'
                            WHEN 'pg_largeobject' THEN 'the contents of every large object'
                            ELSE CASE WHEN t.relkind = 'v'
-                                     THEN 'a view reading pg_authid''s passwords (or pg_user_mapping''s options) with '
-                                          'its owner''s rights: it shows other roles'' passwords (the bypass role''s included)'
+                                     THEN 'a view reading pg_authid''s passwords, pg_user_mapping''s options or the '
+                                          'statistics'' sampled values (pg_statistic, pg_statistic_ext_data) with its '
+                                          'owner''s rights: it shows other roles'' passwords (the bypass role''s '
+                                          'included) or every tenant''s column values'
                                      ELSE 'which holds other roles'' passwords (the bypass role''s included)' END END),
                (E'\x1e' || jsonb_build_array('ALL', format('%s', t.oid::regclass),
                                       coalesce(t.relacl, '{}'::aclitem[])
@@ -2832,9 +2834,35 @@ BEGIN
                                   JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
                                  WHERE rw.ev_class = t.oid AND d.refclassid = 'pg_class'::regclass
                                    AND ((d.refobjid = 'pg_catalog.pg_authid'::regclass AND a.attname = 'rolpassword')
-                                        OR (d.refobjid = 'pg_catalog.pg_user_mapping'::regclass AND a.attname = 'umoptions'))
-                                   AND has_column_privilege(t.relowner, d.refobjid, a.attnum, 'SELECT'))))
+                                        OR (d.refobjid = 'pg_catalog.pg_user_mapping'::regclass AND a.attname = 'umoptions')
+                                        OR (d.refobjid = 'pg_catalog.pg_statistic'::regclass AND a.attname LIKE 'stavalues%')
+                                        OR (d.refobjid = 'pg_catalog.pg_statistic_ext_data'::regclass
+                                            AND a.attname IN ('stxdmcv', 'stxdexpr')))
+                                   AND has_column_privilege(t.relowner, d.refobjid, a.attnum, 'SELECT'))
+                    -- system catalogs are pinned: a view records no dependency on them, so its text is read
+                    OR (t.relkind = 'v' AND t.oid >= 16384
+                        AND NOT coalesce((SELECT o.option_value::boolean FROM pg_options_to_table(t.reloptions) o
+                                           WHERE o.option_name = 'security_invoker'), false)
+                        AND ((pg_get_viewdef(t.oid) ~ '\mpg_statistic\M'
+                              AND has_table_privilege(t.relowner, 'pg_catalog.pg_statistic', 'SELECT'))
+                             OR (pg_get_viewdef(t.oid) ~ '\mpg_statistic_ext_data\M'
+                                 AND has_table_privilege(t.relowner, 'pg_catalog.pg_statistic_ext_data', 'SELECT'))))))
            AND g.grantee <> t.relowner AND (g.grantee = 0 OR pg_has_role(app_role, g.grantee, 'MEMBER'))
+        UNION ALL
+        -- A tenant table's TOAST table: its chunks are the table's long values, every tenant's, and row level
+        -- security does not apply to it. Nobody but superusers reads one unless granted (and USAGE on pg_toast).
+        SELECT 'error', 'toast_table_readable', format('%s', toast.oid::regclass),
+               format('%s may read %s, the TOAST table of %s: its chunks are every tenant''s long values, read '
+                      'around row level security', rls_tenancy.grantee_name(acl.grantee), toast.oid::regclass,
+                      c.table_name),
+               (E'\x1e' || jsonb_build_array('ALL', format('%s', toast.oid::regclass), toast.relacl, toast.relowner,
+                                      ARRAY['SELECT'], ARRAY[acl.grantee], false, NULL)::text || E'\x1e')
+          FROM rls_tenancy.coverage c
+          JOIN pg_class t ON t.oid = c.table_oid
+          JOIN pg_class toast ON toast.oid = t.reltoastrelid
+          CROSS JOIN LATERAL aclexplode(toast.relacl) acl
+         WHERE acl.privilege_type = 'SELECT' AND acl.grantee <> toast.relowner
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
         UNION ALL
         -- LEAKPROOF lets the planner run a function on rows before the policies have filtered them. Every
         -- function created after initdb (oid from FirstNormalObjectId, 16384, on) counts, whatever schema it

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 
 from rls_tenancy.testing import TenancyDatabase
 from tests.conftest import World, ddl
-from tests.doctor.support import finding_rows, key_of, planted_in, run
+from tests.doctor.support import can, finding_rows, key_of, planted_in, run
 from tests.doctor.test_reach import _as_app, _own_rows
 from tests.doctor.test_reach_round5 import _finding, _keys, _secrets
 
@@ -342,3 +342,54 @@ def test_a_privilege_on_a_parameter_the_app_role_holds_is_reported_and_its_fix_t
         run(conn, fix)
         assert conn.execute(held, values).scalar_one() is False
         assert [row for row in finding_rows(conn) if key_of(row)[1:] == key] == []
+
+
+# --- what a tenant table keeps outside its policies ---------------------------------------------------------
+
+LONG_DOCS = [
+    "CREATE TABLE public.doctor_long (tenant_id bigint NOT NULL REFERENCES rls_tenancy.tenants (id), id integer,"
+    " body text, PRIMARY KEY (tenant_id, id))",
+    "ALTER TABLE public.doctor_long ALTER COLUMN body SET STORAGE EXTERNAL",  # stored apart, uncompressed
+    "SELECT rls_tenancy.enable_tenant_isolation('public.doctor_long')",
+]
+
+
+def test_a_tenant_tables_toast_table_granted_to_the_app_role_is_reported_and_its_fix_closes_it(
+    superuser_engine: Engine, db: TenancyDatabase, world: World
+) -> None:
+    """Its chunks are every tenant's long values, and row level security does not apply to a TOAST table."""
+    with planted_in(superuser_engine, LONG_DOCS) as conn:
+        conn.execute(text("INSERT INTO public.doctor_long VALUES (:b, 1, repeat('b-secret ', 2000))"), {"b": world.b})
+        toast = conn.execute(
+            text("SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'public.doctor_long'::regclass")
+        ).scalar_one()
+        run(conn, ddl("GRANT USAGE ON SCHEMA pg_toast TO {}", db.roles.app))
+        run(conn, ddl(f"GRANT SELECT ON {toast} TO {{}}", db.roles.app))
+        read = f"SELECT 1 FROM {toast} WHERE convert_from(chunk_data, 'UTF8') LIKE '%b-secret%'"
+        assert can(conn, db.roles.app, read)  # B's value, read as the app role
+        [(severity, name, fix)] = [(r[0], r[2], r[4]) for r in finding_rows(conn) if r[1] == "toast_table_readable"]
+        assert (severity, name) == ("error", toast)
+        run(conn, fix)
+        assert not can(conn, db.roles.app, read)
+        assert [r for r in finding_rows(conn) if r[1] == "toast_table_readable"] == []
+
+
+def test_a_view_over_the_statistics_sampled_values_granted_to_the_app_role_is_reported(
+    superuser_engine: Engine, db: TenancyDatabase
+) -> None:
+    """pg_stats leaves out tables under row level security; a superuser's view over pg_statistic does not."""
+    view = [
+        "CREATE VIEW public.doctor_samples AS SELECT starelid::regclass::text AS tab, stavalues1::text AS sample"
+        " FROM pg_catalog.pg_statistic",
+        ddl("GRANT SELECT ON public.doctor_samples TO {}", db.roles.app),
+    ]
+    with planted_in(superuser_engine, view) as conn:
+        assert can(conn, db.roles.app, "SELECT sample FROM public.doctor_samples")
+        [(severity, fix)] = [
+            (r[0], r[4])
+            for r in finding_rows(conn)
+            if key_of(r)[1:] == ("app_role_reads_catalog", "public.doctor_samples")
+        ]
+        assert severity == "error"
+        run(conn, fix)
+        assert not can(conn, db.roles.app, "SELECT sample FROM public.doctor_samples")
