@@ -40,6 +40,7 @@ def _cached(name: str, compute: Callable[[], Any]) -> Any:
 
 
 _M = TypeVar("_M")
+_IN_FAILED_TRANSACTION = "25P02"
 
 
 def _load(model: type[_M], ident: int) -> _M | None:
@@ -61,9 +62,6 @@ def _load(model: type[_M], ident: int) -> _M | None:
         if found is not None:
             apart.expunge(found)
         return found
-
-
-_IN_FAILED_TRANSACTION = "25P02"
 
 
 def get_current_tenant() -> Tenant | None:

@@ -58,7 +58,7 @@ from rls_tenancy.flask.state import (
 )
 from rls_tenancy.identity.token_key import TokenKey, token_keys
 from rls_tenancy.orm.query import TenantQuery, tenant_query_class
-from rls_tenancy.orm.scoping import scope_sessions, session_class_of
+from rls_tenancy.orm.scoping import listen_on_sessions, scope_sessions
 
 if TYPE_CHECKING:  # an optional dependency (extra flask-sqlalchemy)
     from flask_sqlalchemy import SQLAlchemy as FlaskSQLAlchemy
@@ -172,7 +172,7 @@ class Tenancy:
         read_sessions = _read_sessions(read_engine, key)
         for made_by in (sessions, read_sessions):  # transactions begun before the tenant is resolved, to end
             if made_by is not None:
-                _note_begun_by(session_class_of(made_by))
+                listen_on_sessions(made_by, "after_begin", note_begun)
         bypass = options.bypass_engine
         if bypass is None:
             bypass = _configured_engine(config, "BYPASS")
@@ -206,17 +206,6 @@ class Tenancy:
             app.url_map.converters.setdefault(name, converter)
         app.cli.add_command(tenancy_commands)
         app.jinja_env.globals["feature_enabled"] = feature_enabled
-
-
-#: The Session classes whose beginnings :func:`note_begun` hears (SQLAlchemy's own record is keyed by
-#: ``id()``, which a new class may reuse once an old one is collected: see ``scope_sessions``).
-_NOTED: weakref.WeakSet[type[Session]] = weakref.WeakSet()
-
-
-def _note_begun_by(session_class: type[Session]) -> None:
-    if session_class not in _NOTED or not event.contains(session_class, "after_begin", note_begun):
-        event.listen(session_class, "after_begin", note_begun)
-        _NOTED.add(session_class)
 
 
 def _engine_and_sessions(app: Flask, options: TenancyOptions, key: str | None) -> tuple[Engine, SessionSource]:

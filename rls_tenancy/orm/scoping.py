@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import BigInteger, Connection, Result, bindparam, event
@@ -96,9 +96,17 @@ def scope_sessions(target: ScopeTarget = Session) -> None:
             event.listen(TenantBoundMixin, row_event, _check_row, propagate=True)
 
 
-def session_class_of(target: ScopeTarget) -> type[Session]:
-    """The Session class whose events reach ``target``'s sessions (a sessionmaker's own class, say)."""
-    return _session_class(target)
+#: Listeners :func:`listen_on_sessions` added, per Session class (dying with it; see ``_scoped``).
+_listening: weakref.WeakKeyDictionary[type[Session], set[tuple[str, Callable[..., Any]]]] = weakref.WeakKeyDictionary()
+
+
+def listen_on_sessions(target: ScopeTarget, identifier: str, listener: Callable[..., Any]) -> None:
+    """Listen with ``listener`` to ``identifier`` of the Sessions ``target`` makes, once (idempotent)."""
+    session_class = _session_class(target)
+    added = _listening.setdefault(session_class, set())
+    if (identifier, listener) not in added or not event.contains(session_class, identifier, listener):
+        event.listen(session_class, identifier, listener)
+        added.add((identifier, listener))
 
 
 def _session_class(target: ScopeTarget) -> type[Session]:
