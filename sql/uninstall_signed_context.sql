@@ -21,6 +21,7 @@ DROP FUNCTION IF EXISTS rls_tenancy.password_hash_of(bigint, text);
 DROP FUNCTION IF EXISTS rls_tenancy.granted(text);
 DROP FUNCTION IF EXISTS rls_tenancy.grant_valid(text, text);
 DROP FUNCTION IF EXISTS rls_tenancy.signing_findings();
+DROP FUNCTION IF EXISTS rls_tenancy.authenticate_token_user(bigint, bytea);
 DROP FUNCTION IF EXISTS rls_tenancy.authenticate_token_binding(bigint, bytea);
 DROP FUNCTION IF EXISTS rls_tenancy.require_signed_context(boolean);
 DROP FUNCTION IF EXISTS rls_tenancy.tenant_condition();

@@ -21,6 +21,7 @@ from rls_tenancy.audit.events import log_security_event
 from rls_tenancy.errors import AuthenticationError, PermissionDeniedError
 from rls_tenancy.flask.resolvers import Resolution
 from rls_tenancy.flask.state import request_state, state
+from rls_tenancy.identity import user_rows
 from rls_tenancy.identity.users import User
 from rls_tenancy.orm.models import Tenant, storable
 
@@ -78,9 +79,14 @@ def get_current_user() -> User | None:
     resolution = _resolution()
     if resolution is None or resolution.user_id is None:
         return None
-    user_id = resolution.user_id
+    user_id, row = resolution.user_id, resolution.user_row
 
-    user: User | None = _cached("user", lambda: _load(User, user_id))
+    def compute() -> User | None:
+        if row is not None and row.id == user_id:  # read beside the credential: no statement
+            return user_rows.adopt(state().session(), row)
+        return _load(User, user_id)
+
+    user: User | None = _cached("user", compute)
     return user
 
 

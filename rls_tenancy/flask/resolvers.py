@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeGuard, TypeVar
 
 from flask import Request
@@ -23,6 +23,7 @@ from rls_tenancy.audit.rejections import WINDOW, RejectionLog, rejection_log
 from rls_tenancy.binding.engine import begin_bound_with, behind_pooler
 from rls_tenancy.context import as_tenant_for_call
 from rls_tenancy.errors import AuthenticationError, InvalidRequestError, UnknownTenantError
+from rls_tenancy.identity import user_rows
 from rls_tenancy.identity.token_key import TokenKey
 from rls_tenancy.identity.tokens import (
     MAX_TOKEN_LENGTH,
@@ -33,6 +34,7 @@ from rls_tenancy.identity.tokens import (
     refuse_ended,
     remember_ended,
 )
+from rls_tenancy.identity.user_rows import UserRow
 from rls_tenancy.identity.users import User
 from rls_tenancy.orm.models import SLUG_PATTERN, tenant_id_for_slug
 
@@ -51,6 +53,8 @@ class Resolution:
     user_id: int | None = None
     token_scopes: frozenset[str] | None = None
     source: str = "custom"
+    #: The user's row, where the credential's check read it (the request's user then costs no statement).
+    user_row: UserRow | None = field(default=None, compare=False, repr=False)
 
 
 Resolver = Callable[[Request], Resolution | None]
@@ -110,7 +114,7 @@ def token_resolver(
             identity = _authenticate(engine, session, claimed, digest)
         except AuthenticationError as error:
             _reject(rejections, error, claimed, window)
-        return Resolution(identity.tenant_id, identity.user_id, identity.scopes, source="token")
+        return Resolution(identity.tenant_id, identity.user_id, identity.scopes, "token", identity.user_row)
 
     return resolve
 
@@ -207,10 +211,11 @@ def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = 
         if not (is_row_id(tenant_id) and is_row_id(user_id)):
             cookie.pop(SESSION_KEY, None)
             return None
-        if not _user_exists(engine, None if session is None else session(), tenant_id, user_id):
+        found = _user_exists(engine, None if session is None else session(), tenant_id, user_id)
+        if not found:
             cookie.pop(SESSION_KEY, None)
             return None
-        return Resolution(tenant_id, user_id, None, source="session")
+        return Resolution(tenant_id, user_id, None, "session", found if isinstance(found, UserRow) else None)
 
     return resolve
 
@@ -218,27 +223,32 @@ def session_resolver(engine: Engine, *, session: Callable[[], Session] | None = 
 #: The cookie's check for libpq, sent with the transaction's BEGIN and binding
 #: (:func:`~rls_tenancy.binding.engine.begin_bound_with`), which binds the cookie's
 #: user beside its tenant (and signs both, with a context key): row level
-#: security on users finds the user only in the tenant bound.
-_USER_WIRE = b"SELECT u.id FROM rls_tenancy.users AS u WHERE u.id = $1::bigint"
+#: security on users finds the user only in the tenant bound. It reads the
+#: user's row, which the request's get_current_user() then takes.
+_USER_WIRE = (
+    b"SELECT "
+    + user_rows.select_list("u")
+    + b" FROM rls_tenancy.users AS u WHERE u.id OPERATOR(pg_catalog.=) $1::pg_catalog.int8"
+)
 
 
-def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int, user_id: int) -> bool:
+def _user_exists(engine: Engine, request_session: Session | None, tenant_id: int, user_id: int) -> UserRow | bool:
+    """Whether the cookie's user exists in its tenant: their row where the check read it, else a bool."""
     if not _can_begin(request_session):
         with as_tenant_for_call(tenant_id), engine.connect() as connection:
             return connection.scalar(select(User.id).where(User.id == user_id)) is not None
 
-    def check() -> int | None:
+    def check() -> UserRow | bool | None:
         # The pool then prefers a connection that last served the tenant.
         with as_tenant_for_call(tenant_id, user=user_id):
             connection = request_session.connection(bind_arguments={"bind": engine})
             result = begin_bound_with(connection, _USER_WIRE, [str(user_id).encode()])
             if result is not None:
-                found = result.ntuples > 0
-            else:  # the transaction had begun, or cannot begin that way
-                found = connection.execute(select(User.id).where(User.id == user_id)).first() is not None
-        return user_id if found else None
+                return user_rows.read(result, 0, connection)
+            # the transaction had begun, or cannot begin that way
+            return connection.execute(select(User.id).where(User.id == user_id)).first() is not None or None
 
-    return _in_request_transaction(request_session, check) is not None
+    return _in_request_transaction(request_session, check) or False
 
 
 def subdomain_resolver(engine: Engine, parent_domain: str) -> Resolver:

@@ -14,13 +14,15 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
+import psycopg
 from psycopg.pq.abc import PGresult
 from sqlalchemy import BigInteger, Connection, DateTime, Row, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import BYTEA
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.types import Text
 
 from rls_tenancy.audit.events import Executor, log_event
@@ -29,8 +31,10 @@ from rls_tenancy.binding.affinity import serving_user
 from rls_tenancy.binding.engine import adopt_user, begin_bound_with
 from rls_tenancy.catalog_types import TextArray
 from rls_tenancy.context import as_tenant_for_call, require_tenant_id
-from rls_tenancy.errors import AuthenticationError, UsageError
+from rls_tenancy.errors import AuthenticationError, ConfigurationError, UsageError
+from rls_tenancy.identity import user_rows
 from rls_tenancy.identity.token_key import TokenKey
+from rls_tenancy.identity.user_rows import UserRow
 from rls_tenancy.identity.users import check_scopes
 from rls_tenancy.orm.models import storable
 
@@ -56,6 +60,8 @@ class TokenIdentity:
     tenant_id: int
     user_id: int | None
     scopes: frozenset[str]
+    #: The user's row, where the lookup read it beside the token (:mod:`rls_tenancy.identity.user_rows`).
+    user_row: UserRow | None = field(default=None, compare=False, repr=False)
 
 
 def _hash(token: str) -> bytes:
@@ -232,9 +238,12 @@ def authenticate_parsed(executor: Executor, tenant_id: int, digest: bytes) -> To
 #: come as JSON text, which needs no array parser. Its types are named in
 #: ``pg_catalog``: a temporary domain ``bytea`` or ``text`` would run on the
 #: token's hash (rls_tenancy.identity._types).
+#: The user's row comes with it (``authenticate_token_user()``): the request's
+#: first get_current_user() then runs no statement.
 _AUTHENTICATE_WIRE = (
-    b"SELECT f.token_id, f.user_id, pg_catalog.array_to_json(f.scopes)::pg_catalog.text, f.status"
-    b" FROM rls_tenancy.authenticate_token_binding($1::pg_catalog.int8, $2::pg_catalog.bytea) AS f"
+    b"SELECT f.token_id, f.user_id, pg_catalog.array_to_json(f.scopes)::pg_catalog.text, f.status, "
+    + user_rows.select_list("f")
+    + b" FROM rls_tenancy.authenticate_token_user($1::pg_catalog.int8, $2::pg_catalog.bytea) AS f"
 )
 
 
@@ -265,15 +274,28 @@ def authenticate_in_transaction(connect: Callable[[], Connection], tenant_id: in
     with as_tenant_for_call(tenant_id), serving_user(_USERS.get(digest, _UNKNOWN)):
         connection = connect()
         wire = [str(tenant_id).encode(), b"\\x" + digest.hex().encode()]
-        result = begin_bound_with(connection, _AUTHENTICATE_WIRE, wire)
+        result = _begin_with_lookup(connection, wire)
         if result is None:  # the transaction had begun, or cannot begin that way
             found = connection.execute(_AUTHENTICATE_BINDING_USER, {"tenant_id": tenant_id, "digest": digest})
             identity = _identity(found.one_or_none(), tenant_id)
         else:
-            identity = _identity(_read(result), tenant_id)
+            identity = _identity(_read(result), tenant_id, user_rows.read(result, 4, connection))
         _remember(_USERS, digest, identity.user_id)
         adopt_user(connection, identity.user_id)
     return identity
+
+
+def _begin_with_lookup(connection: Connection, wire: list[bytes]) -> PGresult | None:
+    """:data:`_AUTHENTICATE_WIRE` in the round trip that begins the transaction; a database too old for it says so."""
+    try:
+        return begin_bound_with(connection, _AUTHENTICATE_WIRE, wire)
+    except ProgrammingError as error:
+        if isinstance(error.orig, psycopg.errors.UndefinedFunction) and "authenticate_token_user" in str(error.orig):
+            raise ConfigurationError(
+                "this database has no rls_tenancy.authenticate_token_user(), which the token lookup calls: "
+                "upgrade it to the library's head (rls-tenancy migrate, or alembic upgrade heads)"
+            ) from error
+        raise
 
 
 #: The user each token this process authenticated acts for, by hash (a guess
@@ -291,14 +313,16 @@ def _read(result: PGresult) -> _Found | None:
     return _Found(int(token_id), None if user_id is None else int(user_id), json.loads(scopes), status.decode())
 
 
-def _identity(found: _Found | Row[Any] | None, tenant_id: int) -> TokenIdentity:
+def _identity(found: _Found | Row[Any] | None, tenant_id: int, user_row: UserRow | None = None) -> TokenIdentity:
     if found is None:
         raise AuthenticationError("unknown", "the bearer token is not known")
     if found.status != "ok":
         raise AuthenticationError(found.status, f"the bearer token is {found.status}")
+    user_id = None if found.user_id is None else int(found.user_id)
     return TokenIdentity(
         token_id=int(found.token_id),
         tenant_id=tenant_id,
-        user_id=None if found.user_id is None else int(found.user_id),
+        user_id=user_id,
         scopes=frozenset(found.scopes),
+        user_row=user_row if user_row is not None and user_row.id == user_id else None,
     )

@@ -86,9 +86,9 @@ def test_a_token_costs_one_connection_and_goes_out_with_the_begin(
     # by the token's own statement, not by a rebinding round trip.
     assert (body["bound_tenant"], body["bound_user"]) == (str(seeded.tenants["acme"]), str(body["user"]))
     assert len(checkouts) == 1
-    # BEGIN + binding + the token (binding its user), the tenant, the user, the settings, ROLLBACK:
-    # the lookup rides in the round trip that begins the transaction.
-    assert proxy.round_trips == 5
+    # BEGIN + binding + the token (binding its user, reading the user's row), the tenant, the settings,
+    # ROLLBACK: the lookup rides in the round trip that begins the transaction, and the user with it.
+    assert proxy.round_trips == 4
 
 
 def test_a_token_that_does_not_hold_leaves_nothing_bound_to_the_tenant_it_names(engine: Engine, seeded: Seeded) -> None:
@@ -135,8 +135,8 @@ def test_a_cookie_user_costs_one_connection_and_goes_out_with_the_begin(
     assert (body["slug"], body["user"]) == ("acme", alice)
     assert (body["bound_tenant"], body["bound_user"]) == (str(seeded.tenants["acme"]), str(alice))
     assert len(checkouts) == 1
-    # BEGIN + binding + the user's check (binding them), the tenant, the user, the settings, ROLLBACK.
-    assert proxy.round_trips == 5
+    # BEGIN + binding + the user's check (binding them, reading their row), the tenant, the settings, ROLLBACK.
+    assert proxy.round_trips == 4
 
 
 @pytest.mark.rls_policy
