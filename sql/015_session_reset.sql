@@ -38,6 +38,22 @@ DECLARE
 BEGIN
     RESET ALL;
     RESET ROLE;
+    -- The session's own defaults again. SQL run as the app role may give its role defaults
+    -- (ALTER ROLE CURRENT_USER SET) that silently change what every tenant reads or writes; the
+    -- connect check refuses a session that starts with one, but behind a pooler a new server session
+    -- starts unseen by it. Refused here as there: the transaction fails, its data is never changed.
+    IF pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 < 1
+       OR NOT pg_catalog.current_setting('array_nulls')::pg_catalog.bool
+       OR pg_catalog.current_setting('gin_fuzzy_search_limit')::pg_catalog.int4 <> 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'insufficient_privilege',
+            MESSAGE = pg_catalog.format(
+                'sessions of %s start with extra_float_digits = %s, array_nulls = %s, gin_fuzzy_search_limit = %s'
+                ' (a default set by ALTER ROLE or ALTER DATABASE ... SET, which the app role may run on itself:'
+                ' every tenant''s values would be read or written changed, silently; RESET it)',
+                session_user, pg_catalog.current_setting('extra_float_digits'),
+                pg_catalog.current_setting('array_nulls'), pg_catalog.current_setting('gin_fuzzy_search_limit'));
+    END IF;
     EXECUTE 'CLOSE ALL';
     UNLISTEN *;
     PERFORM pg_catalog.pg_advisory_unlock_all();

@@ -7,10 +7,14 @@ sequence or the server's files; these checks turn that misconfiguration into
 :class:`~rls_tenancy.InsecureRoleError` on first use instead of a leak.
 So is a default for the tenant setting (``ALTER ROLE rls_app SET
 app.current_tenant``, which only a superuser may set): every session
-would start acting for that tenant, and a reset only returns to it. So is an
-``extra_float_digits`` below 1 (``ALTER ROLE CURRENT_USER SET
-extra_float_digits = -15``, which SQL run as the app role may set): every
-session would round every float it reads, for every tenant, silently. The
+would start acting for that tenant, and a reset only returns to it. So is a
+default that silently changes values, which SQL run as the app role may
+set on its own role (``ALTER ROLE CURRENT_USER SET extra_float_digits =
+-15``): every session would round every float it reads, for every tenant;
+``array_nulls = off`` stores a NULL in an array as the text ``'NULL'``;
+``gin_fuzzy_search_limit`` drops rows from queries through GIN indexes.
+The reset refuses them too (``rls_tenancy.reset_session()``): behind a
+pooler, a new server session starts with one unseen by this check. The
 other settings that change how values read back (``DateStyle``,
 ``IntervalStyle``, ``client_encoding``) make psycopg fail loudly instead;
 what they, and ``TimeZone``, change in how text the app sends is read (a
@@ -69,11 +73,17 @@ SELECT 'sessions of ' || session_user || ' start with ' || setting || ' (a defau
    AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user))
    AND pg_catalog.split_part(setting, '=', 1) IN ({tenant}, {user})
 UNION ALL
-SELECT 'sessions of ' || session_user || ' start with extra_float_digits = '
-       || pg_catalog.current_setting('extra_float_digits')
-       || ' (a default set by ALTER ROLE or ALTER DATABASE ... SET, which the app role may run on itself: every'
-       || ' float read back is rounded, silently, for every tenant; RESET it)'
- WHERE pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 < 1
+SELECT 'sessions of ' || session_user || ' start with ' || s.name || ' = ' || pg_catalog.current_setting(s.name)
+       || ' (a default set by ALTER ROLE or ALTER DATABASE ... SET, which the app role may run on itself: '
+       || s.does || ', silently, for every tenant; RESET it)'
+  FROM (VALUES ('extra_float_digits', 'every float read back is rounded',
+                pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 < 1),
+               ('array_nulls', 'a NULL in an array written is stored as the text ''NULL''',
+                NOT pg_catalog.current_setting('array_nulls')::pg_catalog.bool),
+               ('gin_fuzzy_search_limit', 'a query through a GIN index returns only some of its rows',
+                pg_catalog.current_setting('gin_fuzzy_search_limit')::pg_catalog.int4 <> 0)
+       ) AS s (name, does, unsafe)
+ WHERE s.unsafe
 """
 _APP_ESCAPES = (
     sql.SQL(_APP_ESCAPES).format(tenant=sql.Literal(_settings.TENANT), user=sql.Literal(_settings.USER)).as_string(None)

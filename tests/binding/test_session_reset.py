@@ -352,17 +352,48 @@ def test_a_default_for_the_tenant_setting_is_refused_at_connect(
         _refused_at_connect(db, f"start with {setting}={world.b}")
 
 
-def test_a_float_rounding_default_sql_gives_the_app_role_is_refused_at_connect(
-    db: TenancyDatabase, superuser_engine: Engine
+#: Defaults SQL run as the app role may give its own role, each silently changing what every tenant
+#: reads or writes: a probe showing it, and what the probe reads without it.
+CHANGING_DEFAULTS = {
+    "extra_float_digits = -15": ("SELECT 3.14159265358979::float8", 3.14159265358979),
+    "array_nulls = off": ("SELECT ('{a,NULL}'::text[])[2] IS NULL", True),
+    "gin_fuzzy_search_limit = 1": ("SELECT current_setting('gin_fuzzy_search_limit')", "0"),
+}
+
+
+@pytest.mark.parametrize("default", sorted(CHANGING_DEFAULTS))
+def test_a_value_changing_default_sql_gives_the_app_role_is_refused_at_connect(
+    db: TenancyDatabase, superuser_engine: Engine, default: str
 ) -> None:
-    """SQL run as the app role may set its own role's defaults: this one would round every tenant's floats."""
+    """SQL run as the app role may set its own role's defaults: these would change every tenant's values."""
+    probe, unchanged = CHANGING_DEFAULTS[default]
     with _app_role_defaults(db, superuser_engine) as plain:
         with plain.begin() as conn:
-            conn.exec_driver_sql("ALTER ROLE CURRENT_USER SET extra_float_digits = -15")
+            conn.exec_driver_sql(f"ALTER ROLE CURRENT_USER SET {default}")
         plain.dispose()
         with plain.connect() as conn:  # what every new session reads, unbound
-            assert conn.exec_driver_sql("SELECT 3.14159265358979::float8").scalar_one() == 3.0
-        _refused_at_connect(db, "start with extra_float_digits = -15")
+            assert conn.exec_driver_sql(probe).scalar_one() != unchanged
+        _refused_at_connect(db, f"start with {default}")
+
+
+def test_behind_pgbouncer_a_value_changing_default_is_refused_on_a_new_server_session(
+    db: TenancyDatabase, superuser_engine: Engine, world: World
+) -> None:
+    """The connect check ran when the client connected; the pooler's next server session starts with the default.
+
+    SQL run for tenant A sets the app role's default; the pooler replaces its
+    server connection (a lifetime, an idle timeout, here a terminate). B's
+    next transaction fails loudly instead of reading its float rounded.
+    """
+    float_probe = "SELECT 3.14159265358979::float8"
+    with _app_role_defaults(db, superuser_engine), _two_apps_behind_pgbouncer(db, reset=True) as (victim, attacker):
+        assert _as(victim, world.b, _scalar(float_probe)) == 3.14159265358979  # checked at connect, served B
+        _as(attacker, world.a, _run("ALTER ROLE CURRENT_USER SET extra_float_digits = -15"))
+        server_session = _as(attacker, world.a, _scalar("SELECT pg_backend_pid()"))  # the pooler's only one
+        with superuser_engine.begin() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": server_session}).scalar()
+        with pytest.raises(DBAPIError, match="start with extra_float_digits = -15"):
+            _as(victim, world.b, _scalar(float_probe))
 
 
 @pytest.mark.parametrize("pool", [StaticPool, SingletonThreadPool])
