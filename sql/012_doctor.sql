@@ -661,6 +661,48 @@ BEGIN
     app_roles AS (SELECT r.oid FROM pg_roles r WHERE pg_has_role(app_role, r.oid, 'MEMBER')),
     -- The tenant tables (rls_tenancy.coverage's), read once: the checks added since ask it many times.
     tenant_oids (oid) AS (SELECT c.table_oid FROM rls_tenancy.coverage c),
+    -- What calls a function from text to an integer type outside pg_catalog and rls_tenancy without naming it
+    -- (text_cast_to_integer, cast_function_called): a policy on a tenant table or on the library's, or a function
+    -- of the library, that depends on one its printed text does not name. That is a cast's function: the
+    -- catalogs print its call as the built-in ::bigint. With the statement that makes the caller again from its
+    -- own text, which, the cast gone, reads ::bigint as PostgreSQL does (ALTER POLICY; CREATE OR REPLACE for a
+    -- function, whose owner and grants stay).
+    cast_callers (func, object, fix) AS (
+        SELECT DISTINCT f.oid, format('%s policy %I', p.polrelid::regclass, p.polname),
+               format('ALTER POLICY %I ON %s%s%s;', p.polname, p.polrelid::regclass,
+                      ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')',
+                      ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')')
+          FROM pg_policy p
+          JOIN pg_class t ON t.oid = p.polrelid
+          JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid AND d.refclassid = 'pg_proc'::regclass
+          JOIN pg_proc f ON f.oid = d.refobjid
+         WHERE (t.oid IN (SELECT o.oid FROM tenant_oids o) OR t.relnamespace = 'rls_tenancy'::regnamespace)
+           AND f.pronamespace NOT IN ('pg_catalog'::regnamespace, 'rls_tenancy'::regnamespace)
+           AND f.prorettype IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+           AND f.proargtypes[0] IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)
+           AND strpos(concat(pg_get_expr(p.polqual, p.polrelid), ' ', pg_get_expr(p.polwithcheck, p.polrelid)),
+                      quote_ident(f.proname) || '(') = 0
+        UNION ALL
+        SELECT DISTINCT f.oid, format('%s', g.oid::regprocedure), rtrim(pg_get_functiondef(g.oid), E'\n') || ';'
+          FROM pg_proc g
+          JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = g.oid AND d.refclassid = 'pg_proc'::regclass
+          JOIN pg_proc f ON f.oid = d.refobjid
+         WHERE g.pronamespace = 'rls_tenancy'::regnamespace
+           AND f.pronamespace NOT IN ('pg_catalog'::regnamespace, 'rls_tenancy'::regnamespace)
+           AND f.prorettype IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+           AND f.proargtypes[0] IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)
+           AND strpos(pg_get_functiondef(g.oid), quote_ident(f.proname) || '(') = 0
+    ),
+    -- The casts of text_cast_to_integer: from text (varchar, char) to an integer type, created in this database
+    -- with a function (WITH INOUT is what PostgreSQL does without a cast: no finding).
+    integer_casts (oid, func, name, drop_sql) AS (
+        SELECT k.oid, k.castfunc, format('cast (%s AS %s)', k.castsource::regtype, k.casttarget::regtype),
+               format('DROP CAST IF EXISTS (%s AS %s);', k.castsource::regtype, k.casttarget::regtype)
+          FROM pg_cast k
+         WHERE k.oid >= 16384 AND k.castmethod = 'f'
+           AND k.castsource IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)
+           AND k.casttarget IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+    ),
     -- Every role the app role is a member of, by each chain of memberships (the first hop is the one it holds).
     memberships (role_oid, chain, first_hop, names) AS (
         SELECT m.roleid, ARRAY[m.member, m.roleid], m.roleid, quote_ident(a.rolname) || ' -> ' || quote_ident(r.rolname)
@@ -1687,6 +1729,36 @@ BEGIN
            -- a library policy renamed, unchanged: library_policy_renamed
            AND NOT EXISTS (SELECT 1 FROM library_policy_renames r WHERE r.policy_oid = p.oid AND r.same)
         UNION ALL
+        -- A cast from text to an integer type made in this database (PostgreSQL has none: text reaches bigint
+        -- through bigint's input function). Every ::bigint on text parsed while it exists calls its function: the
+        -- tenant condition of each policy made since (enable_tenant_isolation()'s, the library's own on a
+        -- reinstall), the library's functions installed since (current_tenant_id()), and PL/pgSQL, which looks
+        -- casts up as it runs. The catalogs print the call as the built-in ::bigint, so no check that reads the
+        -- text sees it: a function answering a tenant for an empty setting (CASE WHEN $1 = '' THEN 202) binds every
+        -- unbound request to that tenant. An error whatever the function does now: its owner may replace it. The
+        -- fix drops the cast, then makes each caller again from its own text (cast_callers above).
+        SELECT 'error', 'text_cast_to_integer', k.name,
+               format('%s, made in this database, runs %s (owned by %I): every ::%s on text parsed since calls it, '
+                      'though the catalogs print it as the built-in cast; the tenant condition of each policy made '
+                      'since (enable_tenant_isolation()''s among them) and the library''s functions installed since '
+                      'read the tenant setting through it%s',
+                      k.name, k.func::regprocedure, pg_get_userbyid(f.proowner), f.prorettype::regtype,
+                      coalesce('; called now by ' || (SELECT string_agg(c.object, ', ' ORDER BY c.object)
+                                                         FROM cast_callers c WHERE c.func = k.func), '')),
+               concat_ws(' ', k.drop_sql, (SELECT string_agg(c.fix, ' ' ORDER BY c.object) FROM cast_callers c WHERE c.func = k.func))
+          FROM integer_casts k JOIN pg_proc f ON f.oid = k.func
+        UNION ALL
+        -- What such a cast left behind once dropped: a policy or a library function made while it existed still
+        -- calls its function where its text says ::bigint.
+        SELECT 'error', 'cast_function_called', c.object,
+               format('%s calls %s where its text says ::%s (the function of a cast dropped since): what it reads '
+                      'as an integer there (a setting such as the tenant''s) is whatever that function answers, for an empty or '
+                      'unset setting too',
+                      c.object, c.func::regprocedure, f.prorettype::regtype),
+               c.fix
+          FROM cast_callers c JOIN pg_proc f ON f.oid = c.func
+         WHERE c.func NOT IN (SELECT k.func FROM integer_casts k)
+        UNION ALL
         SELECT 'warning', 'policy_without_with_check', format('%s policy %I', p.polrelid::regclass, p.polname),
                format('policy %I on %s has no WITH CHECK: new rows are checked against its USING, which is easy to widen by accident',
                       p.polname, p.polrelid::regclass),
@@ -1996,8 +2068,22 @@ BEGIN
                           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
                           AND acl.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
                         ORDER BY d.defaclnamespace DESC LIMIT 1)),
-               format('add tenant_id and SELECT rls_tenancy.enable_tenant_isolation(%L); or, for reference data, SELECT rls_tenancy.share_table(%L);',
-                      t.oid::regclass::text, t.oid::regclass::text)
+               -- The writes taken back (PUBLIC's and those of every role the app role can become, on the table
+               -- and its columns, per grantor; from the owner role first where the app role owns it); what to do
+               -- instead, where the application needs it, is the table designer's choice: in a comment.
+               concat_ws(' ',
+                   CASE WHEN pg_has_role(app_role, t.relowner, 'MEMBER')
+                        THEN format('ALTER TABLE %s OWNER TO %I;', t.oid::regclass, owner_role) END,
+                   E'\x1e' || jsonb_build_array('INSERT, UPDATE, DELETE, TRUNCATE', format('%s', t.oid::regclass),
+                                                coalesce(t.relacl, acldefault('r', t.relowner))
+                                                || coalesce((SELECT array_agg(item) FROM pg_attribute a, unnest(a.attacl) item
+                                                              WHERE a.attrelid = t.oid), '{}'::aclitem[]),
+                                                t.relowner, ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'],
+                                                ARRAY(SELECT ar.oid FROM app_roles ar) || 0::oid, false, NULL)::text || E'\x1e',
+                   format('-- its rows stay readable to every tenant: SELECT rls_tenancy.share_table(%L); records that '
+                          'as meant (reference data); if they belong to tenants, add tenant_id (NOT NULL, a key to '
+                          'rls_tenancy.tenants) and SELECT rls_tenancy.enable_tenant_isolation(%L); instead',
+                          t.oid::regclass::text, t.oid::regclass::text))
           FROM pg_class t
           JOIN pg_namespace n ON n.oid = t.relnamespace
          WHERE t.relkind IN ('r', 'p') AND NOT t.relrowsecurity
@@ -2240,6 +2326,11 @@ BEGIN
                                THEN 'it shows, for every session of its own role, when its transaction and statement '
                                     'started, what it waits on, its client address, its progress: what other tenants'' '
                                     'requests in flight are doing'
+                           -- pg_signal_backend signals any role's sessions but a superuser's (PostgreSQL's own check)
+                           WHEN f.proname LIKE 'pg\_%' AND pg_has_role(app_role, 'pg_signal_backend', 'MEMBER')
+                               THEN 'as pg_signal_backend, it cancels or ends any session but a superuser''s: another '
+                                    'tenant''s request, and the sessions of every other role, the owner role''s and the '
+                                    'bypass role''s (migrations, administration) among them'
                            WHEN f.proname LIKE 'pg\_%' THEN 'it cancels or ends any session of its own role, i.e. another tenant''s request'
                            ELSE 'a large object belongs to the role that creates it, so every tenant can read it' END),
                -- what PUBLIC or the app role holds, and each membership the app role holds on the way to a role
@@ -2470,6 +2561,41 @@ BEGIN
          WHERE d.defaclobjtype = 'r'
            AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
          GROUP BY d.oid, d.defaclrole, d.defaclnamespace, acl.grantee
+        UNION ALL
+        -- The same for sequences, where they grant UPDATE (GRANT ALL ON SEQUENCES does): the serial of a tenant
+        -- table created later is setval()-able by the application role from its first moment
+        -- (tenant_sequence_settable once it exists), and the tables' fix above leaves it. USAGE and SELECT
+        -- (nextval(), currval()) are what a serial needs for inserts: not reported. The schema's name as
+        -- regnamespace prints it, quoted where it needs it.
+        SELECT 'warning', 'default_privileges_grant_app',
+               format('default privileges of %I%s on sequences', pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' in schema %s', d.defaclnamespace::regnamespace) ELSE '' END),
+               format('sequences %I creates%s are granted UPDATE to %s at creation: the serial of a tenant table made '
+                      'then may be moved back with setval(), which makes every tenant''s next inserts fail on a duplicate key',
+                      pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' in schema %s', d.defaclnamespace::regnamespace) ELSE '' END,
+                      rls_tenancy.grantee_name(acl.grantee)),
+               format('ALTER DEFAULT PRIVILEGES FOR ROLE %I%s REVOKE UPDATE ON SEQUENCES FROM %s;',
+                      pg_get_userbyid(d.defaclrole),
+                      CASE WHEN d.defaclnamespace <> 0 THEN format(' IN SCHEMA %s', d.defaclnamespace::regnamespace) ELSE '' END,
+                      rls_tenancy.grantee_name(acl.grantee))
+          FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) acl
+         WHERE d.defaclobjtype = 'S' AND acl.privilege_type = 'UPDATE'
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
+        UNION ALL
+        -- And for schemas, where they grant CREATE: the application role may create objects in each schema made
+        -- later (app_role_schema_create once it exists), a table or function named like one a search_path then
+        -- finds among them. USAGE alone opens nothing the objects' own grants do not.
+        SELECT 'warning', 'default_privileges_grant_app',
+               format('default privileges of %I on schemas', pg_get_userbyid(d.defaclrole)),
+               format('schemas %I creates are granted CREATE to %s at creation: the application role may create '
+                      'tables and functions in each, beside (or, for a search_path, before) what a migration puts there',
+                      pg_get_userbyid(d.defaclrole), rls_tenancy.grantee_name(acl.grantee)),
+               format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE CREATE ON SCHEMAS FROM %s;',
+                      pg_get_userbyid(d.defaclrole), rls_tenancy.grantee_name(acl.grantee))
+          FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) acl
+         WHERE d.defaclobjtype = 'n' AND acl.privilege_type = 'CREATE'
+           AND (acl.grantee = 0 OR pg_has_role(app_role, acl.grantee, 'MEMBER'))
         UNION ALL
         -- Default privileges that grant EXECUTE on the functions a role creates later to the application role
         -- (PUBLIC's EXECUTE is every function's default, which the library's scripts revoke function by
