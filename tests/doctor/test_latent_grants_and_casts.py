@@ -69,6 +69,15 @@ def _about(conn: Connection, *checks: str) -> list[Row]:
     return [row for row in finding_rows(conn) if row[1] in checks]
 
 
+def _fix_closes_the_notes(conn: Connection, db: TenancyDatabase, world: World, fix: str) -> None:
+    """``fix`` applied: unbound, the app role reads no note; bound to A, A's; the finding is gone."""
+    run(conn, fix)
+    notes = "SELECT note FROM public.doctor_notes"
+    assert _as_app_unbound(conn, db, notes) == []
+    assert _as_app_unbound(conn, db, notes, world.a) == ["a-note"]
+    assert _about(conn, "text_cast_to_integer", "cast_function_called") == []
+
+
 @UNSIGNED_ONLY
 @pytest.mark.usefixtures("stays_clean")
 def test_a_lenient_cast_under_the_tenant_condition_is_an_error_whose_fix_closes_the_leak(
@@ -83,10 +92,7 @@ def test_a_lenient_cast_under_the_tenant_condition_is_an_error_whose_fix_closes_
         [(severity, check, name, message, fix)] = _about(conn, "text_cast_to_integer", "cast_function_called")
         assert (severity, check, name) == CAST
         assert "public.doctor_text_to_bigint(text)" in message and NOTES_POLICY in message, message
-        run(conn, fix)
-        assert _as_app_unbound(conn, db, notes) == []
-        assert _as_app_unbound(conn, db, notes, world.a) == ["a-note"]
-        assert _about(conn, "text_cast_to_integer", "cast_function_called") == []
+        _fix_closes_the_notes(conn, db, world, fix)
 
 
 @UNSIGNED_ONLY
@@ -102,10 +108,7 @@ def test_a_policy_left_calling_a_dropped_casts_function_is_an_error_whose_fix_ma
         assert _as_app_unbound(conn, db, notes) == ["b-note"]
         [(severity, check, name, _message, fix)] = _about(conn, "text_cast_to_integer", "cast_function_called")
         assert (severity, check, name) == ("error", "cast_function_called", NOTES_POLICY)
-        run(conn, fix)
-        assert _as_app_unbound(conn, db, notes) == []
-        assert _as_app_unbound(conn, db, notes, world.a) == ["a-note"]
-        assert _about(conn, "text_cast_to_integer", "cast_function_called") == []
+        _fix_closes_the_notes(conn, db, world, fix)
 
 
 @UNSIGNED_ONLY
