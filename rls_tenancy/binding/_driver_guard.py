@@ -141,6 +141,8 @@ def guard(driver: Any, hooks: Hooks) -> None:
     a tenant is reset. Idempotent.
     """
     _hooks[driver] = hooks
+    if not hasattr(driver, _STATEMENTS):
+        setattr(driver, _STATEMENTS, 0)
     driver.cursor_factory = _guarded(driver.cursor_factory)
     driver.server_cursor_factory = _guarded(driver.server_cursor_factory)
     driver.transaction = _guarded_transactions(driver, driver.transaction)
@@ -153,6 +155,20 @@ def is_guarded(driver: Any) -> bool:
     return driver in _hooks
 
 
+#: On a guarded driver connection: how many statements its cursors have run (each passes :func:`_check`).
+_STATEMENTS = "_rls_tenancy_statements"
+
+
+def statements_run(driver: Any) -> int | None:
+    """How many statements ``driver``'s cursors have run since it was guarded; None where it is not.
+
+    What was read by the library's own statements (sent below the cursors)
+    is still what a statement would read while this count has not moved.
+    """
+    counted: int | None = getattr(driver, _STATEMENTS, None)
+    return counted
+
+
 #: What a statement needs before it runs, as :func:`_check` answers.
 _RESET = 1  # unbound work on a session that served another tenant: reset it first
 _BIND = 2  # the first statement of a transaction SQLAlchemy began: bind that transaction first
@@ -163,6 +179,7 @@ def _check(driver: Any) -> int:
     hooks = _hooks.get(driver)
     if hooks is None:
         return 0
+    driver._rls_tenancy_statements += 1
     tenant = hooks.tenant_of()
     if tenant is UNBOUND:
         if driver.pgconn.transaction_status != _IDLE or _PINGING.get() or _RESETTING.get():

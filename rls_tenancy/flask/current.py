@@ -70,6 +70,8 @@ def get_current_tenant() -> Tenant | None:
     resolution = _resolution()
     if resolution is None:
         return None
+    if resolution.user_row is not None and resolution.user_row.current():
+        get_current_user()  # taken while its row stands for a load: the tenant's load is a statement
     tenant: Tenant | None = _cached("tenant", lambda: _load(Tenant, resolution.tenant_id))
     return tenant
 
@@ -83,7 +85,9 @@ def get_current_user() -> User | None:
 
     def compute() -> User | None:
         if row is not None and row.id == user_id:  # read beside the credential: no statement
-            return user_rows.adopt(state().session(), row)
+            adopted = user_rows.adopt(state().session(), row)
+            if adopted is not None:
+                return adopted
         return _load(User, user_id)
 
     user: User | None = _cached("user", compute)

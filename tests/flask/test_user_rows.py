@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, inspect, select, text, update
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 
 from rls_tenancy import UnsafeBypass, as_tenant
 from rls_tenancy.errors import ConfigurationError
-from rls_tenancy.flask import Tenancy, get_current_user, state
+from rls_tenancy.flask import Tenancy, get_current_scopes, get_current_user, state
+from rls_tenancy.flask.state import request_state
 from rls_tenancy.identity import user_rows
 from rls_tenancy.identity.token_key import token_keys
 from rls_tenancy.identity.tokens import authenticate_in_transaction, parse_token
-from rls_tenancy.identity.users import User
+from rls_tenancy.identity.users import User, grant_user_delete
 from saas_demo.seed import PASSWORD, Seeded
 from tests.fix_flask import bearer
 
@@ -38,6 +43,7 @@ def test_the_user_read_beside_the_token_is_the_user_a_load_makes(app_engine: Eng
         assert identity.user_id is not None and identity.user_row is not None
         with as_tenant(tenant, user=identity.user_id):
             user = user_rows.adopt(session, identity.user_row)
+            assert user is not None
             loaded = _loaded(app_engine, tenant, identity.user_id)
             assert {key: getattr(user, key) for key in user_rows.COLUMNS} == {
                 key: getattr(loaded, key) for key in user_rows.COLUMNS
@@ -76,6 +82,7 @@ def test_a_stored_value_is_taken_as_stored_not_as_a_validator_would_make_it(
             assert identity.user_row is not None
             with as_tenant(tenant, user=user_id):
                 user = user_rows.adopt(session, identity.user_row)
+                assert user is not None
                 assert user.roles == sorted(stored, reverse=True) == _loaded(app_engine, tenant, user.id).roles
                 assert not inspect(user).modified  # and committing writes nothing
                 session.commit()
@@ -149,3 +156,64 @@ def test_a_database_without_the_lookup_function_is_told_to_upgrade(
     finally:
         with superuser_engine.begin() as connection:
             connection.execute(text(rename.format("authenticate_token_user_gone", "authenticate_token_user")))
+
+
+def _current_user_after(app_engine: Engine, seeded: Seeded, before: Callable[[Session, int], object]) -> Any:
+    """``before(request Session, user id)`` in the request's transaction, then what get_current_user() says."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True)
+    Tenancy(app, engine=app_engine)
+
+    @app.get("/me")
+    def me() -> ResponseReturnValue:
+        resolution = request_state().resolution
+        assert resolution is not None and resolution.user_id is not None and resolution.user_row is not None
+        before(state().session(), resolution.user_id)
+        user = get_current_user()
+        scopes = sorted(get_current_scopes())
+        return jsonify(
+            id=None if user is None else user.id, language=None if user is None else user.language, scopes=scopes
+        )
+
+    answer = app.test_client().get("/me", headers=bearer(seeded.tokens["acme/ci"]))
+    assert answer.status_code == 200
+    return answer.get_json()
+
+
+def test_a_user_changed_in_the_request_before_it_is_read_is_read_as_changed(app_engine: Engine, seeded: Seeded) -> None:
+    """The check's row stands for a load only while nothing ran after it: here a Core UPDATE did."""
+
+    def change(session: Session, user_id: int) -> None:
+        session.execute(update(User).where(User.id == user_id).values(language="fr"))
+
+    assert _current_user_after(app_engine, seeded, change)["language"] == "fr"  # the request rolls it back
+
+
+def test_a_user_deleted_in_the_request_before_it_is_read_is_nobody(app_engine: Engine, seeded: Seeded) -> None:
+    def delete(session: Session, user_id: int) -> None:
+        grant_user_delete(session.connection(), user_id)  # signed, the application's consent (a no-op else)
+        session.execute(delete_user.where(User.id == user_id))
+
+    delete_user = sql_delete(User)
+    body = _current_user_after(app_engine, seeded, delete)  # the request rolls the delete back
+    assert (body["id"], body["scopes"]) == (None, ["anonymous"])
+
+
+def test_a_user_changed_and_committed_before_it_is_read_is_read_as_changed(
+    app_engine: Engine, seeded: Seeded, bypass: UnsafeBypass
+) -> None:
+    """The check's transaction ended: its row is not what a load in the next one reads."""
+    original: dict[str, object] = {}
+
+    def change(session: Session, user_id: int) -> None:
+        original["id"] = user_id
+        original["language"] = session.execute(select(User.language).where(User.id == user_id)).scalar_one()
+        session.execute(update(User).where(User.id == user_id).values(language="de"))
+        session.commit()
+
+    try:
+        assert _current_user_after(app_engine, seeded, change)["language"] == "de"
+    finally:
+        with bypass.connect(reason="test: language back") as connection:
+            connection.execute(text("UPDATE rls_tenancy.users SET language = :language WHERE id = :id"), original)
+            connection.commit()
