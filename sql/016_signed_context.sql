@@ -558,31 +558,35 @@ $grant$;
 -- administrator, or issue a token of no user with any scopes. Such writes need a grant in
 -- app.grants beside them, made with the context key by the application:
 --
---     <slot>:<issued, Unix ms, 13 digits>:<backend pid, or 0>:<hex of the MAC>, comma-separated
---     MAC as for a proof, of 'grant|<issued>:<pid>|<the bound user, or nothing>|<what is granted>'
+--     <slot>:<hex of the MAC>, comma-separated
+--     MAC as for a proof, of 'grant|<the transaction's mark>|<the bound user, or nothing>|<what is granted>'
+--     the transaction's mark: '<hex of timestamptz_send(now())>:<pg_backend_pid()>'
 --
--- ('grant|' keeps it apart from every proof's message, which starts with a tenant id or '|'). What is
--- granted names each value written (below), and a grant is used up by the write it grants, so SQL
--- run in the transaction after it finds nothing to copy; one the application added and did not use
--- writes nothing but what the application was writing anyway, for the same user, for five minutes, on
--- its backend. Granted to the application role: they answer whether a grant is there, and sign nothing.
--- One grant, checked: made with a slot's key for what, within five minutes, on this backend (or any).
+-- ('grant|' keeps it apart from every proof's message, which starts with a tenant id or '|'). The mark
+-- is the transaction's start, to the microsecond, and its backend: the application reads it back from
+-- the statement that binds the transaction (rls_tenancy.binding.settings.TRANSACTION_MARK, in the same
+-- round trip), and SQL can change neither. So a grant is worth nothing outside the transaction it was
+-- made for: a copy SQL makes of a pending grant (a prepared statement of the app's swapped for one
+-- that copies app.grants, run in the same flush) replays in no later transaction, whether the write it
+-- names was made or SQL made it fail. What is granted names each value written (below), and a grant is
+-- used up by the write it grants, so SQL run in the transaction after it finds nothing to copy; one
+-- the application added and did not use writes nothing but what the application was writing anyway,
+-- for the same user, in that transaction. Granted to the application role: they answer whether a
+-- grant is there, and sign nothing.
+-- One grant, checked: made with a slot's key for what, for this transaction and its bound user.
 CREATE OR REPLACE FUNCTION rls_tenancy.grant_valid(given text, what text)
 RETURNS boolean
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    key bytea := CASE WHEN length(given) BETWEEN 82 AND 91
+    key bytea := CASE WHEN length(given) = 66
                       THEN rls_tenancy.context_key(CASE left(given, 2) WHEN '1:' THEN 1 WHEN '2:' THEN 2 END) END;
 BEGIN
     RETURN key IS NOT NULL
-       AND encode(rls_tenancy.context_mac(key, 'grant|' || substr(given, 3, length(given) - 67) || '|'
-                                               || coalesce(rls_tenancy.verified_user()::pg_catalog.text, '') || '|' || what),
-                  'hex') = right(given, 64)
-       AND substr(given, 3, 13) BETWEEN ((date_part('epoch', now()) * 1000)::bigint - 300000)::pg_catalog.text
-                                    AND ((date_part('epoch', now()) * 1000)::bigint + 300000)::pg_catalog.text
-       AND substr(given, 17, length(given) - 81) IN ('0', pg_backend_pid()::pg_catalog.text);
+       AND encode(rls_tenancy.context_mac(key, 'grant|' || concat_ws(':', encode(timestamptz_send(now()), 'hex'), pg_backend_pid())
+                                               || '|' || coalesce(rls_tenancy.verified_user()::pg_catalog.text, '') || '|' || what),
+                  'hex') = right(given, 64);
 END
 $fn$;
 

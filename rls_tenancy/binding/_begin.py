@@ -63,12 +63,15 @@ class Begun(NamedTuple):
     result: pq.abc.PGresult | None
     #: The reset's result, when there was one.
     reset: pq.abc.PGresult | None
+    #: The binding's last statement's result (``statement``'s, or the last of ``also``).
+    binding: pq.abc.PGresult | None = None
 
 
 class _Outcome(NamedTuple):
     failure: pq.abc.PGresult | None  # the first one
     last: pq.abc.PGresult | None
     reset: pq.abc.PGresult | None  # the reset statement's result, failed or not
+    binding: pq.abc.PGresult | None  # the result of first's last statement (also's last, if any)
 
 
 #: What the exchange waits for: readable or writable (selectors' event bits).
@@ -205,8 +208,9 @@ def _exchange(
     pgconn.pipeline_sync()
     while pgconn.flush():
         yield selectors.EVENT_WRITE
-    failure = last = reset_result = None
+    failure = last = reset_result = binding = None
     index = 0  # of the statement whose results come next
+    binding_index = (len(_DISARM) + 2 if reset is not None else 0) + 1 + len(also)  # after BEGIN
     while True:
         pgconn.consume_input()
         while not pgconn.is_busy():
@@ -215,13 +219,15 @@ def _exchange(
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
                 pgconn.exit_pipeline_mode()
-                return _Outcome(failure, last, reset_result)
+                return _Outcome(failure, last, reset_result, binding)
             if failure is None and result.status in _FAILED:
                 failure = result
             if reset is not None and index == len(_DISARM):
                 reset_result = result
             elif reset is not None and index < len(_DISARM) and result.status in _FAILED:
                 reset_result = result  # the reset did not run: its session is not known to be clean
+            if index == binding_index:
+                binding = result
             index += 1
             last = result
         yield selectors.EVENT_READ
@@ -235,7 +241,7 @@ def _begun(raw: Connection, outcome: _Outcome) -> Begun:
     if outcome.failure is not None:
         failure = outcome.reset if _reset_failed(outcome) else outcome.failure
         raise error_from_result(failure, encoding=raw.info.encoding)  # type: ignore[arg-type]
-    return Begun(outcome.last, outcome.reset)
+    return Begun(outcome.last, outcome.reset, outcome.binding)
 
 
 def _wait(pgconn: pq.abc.PGconn, events: int) -> None:

@@ -69,16 +69,17 @@ class ContextKey:
         message = f"{'' if tenant is None else tenant}|{'' if user is None else user}|{issued}:{pid}"
         return f"{self.slot}:{issued}:{pid}:{self._mac(message)}"
 
-    def grant(self, what: str, *, user: int | None, pid: int = 0, issued_ms: int | None = None) -> str:
-        """One grant of ``app.grants`` (``rls_tenancy.granted(what)``): consent to one write, for five minutes.
+    def grant(self, what: str, *, user: int | None, transaction: str) -> str:
+        """One grant of ``app.grants`` (``rls_tenancy.granted(what)``): consent to one write, in one transaction.
 
         ``what`` names the write and every value it writes
         (:mod:`rls_tenancy.binding.grants`); ``user``: the user the
-        transaction acts for (good for no other); ``pid`` as for :meth:`proof`.
+        transaction acts for (good for no other); ``transaction``: its mark,
+        as the server answered its binding (its start and backend, which SQL
+        cannot change): a copy is worth nothing in any other transaction.
         """
-        issued = int(time.time() * 1000) if issued_ms is None else issued_ms
-        message = f"grant|{issued}:{pid}|{'' if user is None else user}|{what}"
-        return f"{self.slot}:{issued}:{pid}:{self._mac(message)}"
+        message = f"grant|{transaction}|{'' if user is None else user}|{what}"
+        return f"{self.slot}:{self._mac(message)}"
 
     def _mac(self, message: str) -> str:
         inner = hashlib.sha256(self.key + b"\x00" + message.encode()).digest()

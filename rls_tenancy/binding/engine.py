@@ -13,7 +13,9 @@ string, which the policies read as "no rows". A user changed mid-transaction
 
 The binding costs no round trip of its own: it goes out with the
 transaction's ``BEGIN`` in one libpq pipeline sync (:mod:`rls_tenancy.binding._begin`),
-on sync and asyncio engines alike.
+on sync and asyncio engines alike. Signed, it also reads back the
+transaction's mark (its start and backend), which the transaction's grants
+are made for (:func:`transaction_mark`).
 
 An engine bound with ``set_local=True`` spells the same binding as ``SET
 LOCAL`` statements, one per setting, because Citus forwards those to its
@@ -104,6 +106,10 @@ USER_SETTING = _settings.USER
 _BOUND_SETTINGS = (_settings.TENANT, _settings.USER, _settings.PROOF)
 _BIND = _settings.set_configs(_BOUND_SETTINGS, ("%s", "%s", "%s"))  # psycopg's placeholders
 _BIND_WIRE = _settings.set_configs(_BOUND_SETTINGS, ("$1", "$2", "$3")).encode()  # libpq's, for the pipeline
+# Signed, the binding answers its transaction's mark too (the grants of the transaction are made for it).
+_MARKED = ", " + _settings.TRANSACTION_MARK
+_BIND_MARKED, _BIND_MARKED_WIRE = _BIND + _MARKED, _BIND_WIRE + _MARKED.encode()
+_MARK = ("SELECT " + _settings.TRANSACTION_MARK).encode()  # after SET LOCAL, which answers nothing
 _REBIND_USER = _settings.set_configs(_BOUND_SETTINGS[1:], ("%s", "%s"))
 #: On a bound engine's dialect, as its context key is: the binding is spelled as ``SET LOCAL`` statements.
 _SET_LOCAL = "_rls_tenancy_set_local"
@@ -170,6 +176,8 @@ class _Binding(NamedTuple):
     refused: bool = False
     #: SQL ended it on the server (``COMMIT AND CHAIN``...): every later statement of it is refused.
     ended: bool = False
+    #: Signed: the transaction's mark as the server answered the binding (``settings.TRANSACTION_MARK``).
+    mark: str = ""
 
 
 _BOUND = "rls_tenancy.bound_tenant"
@@ -326,7 +334,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     reset = _needs_reset(conn.info, conn.dialect, current[0], served_user(current[1]), beginning=current)
     proof = _signing.proof(conn.dialect, conn.info, current)
     try:
-        result = _send_binding(
+        result, mark = _send_binding(
             driver,
             current,
             proof,
@@ -344,7 +352,7 @@ def begin_bound_with(conn: Connection, statement: bytes, values: Sequence[bytes 
     conn.info[_SERVED] = current[0]
     if reset:
         conn.info[_SERVED_USER] = _served_as(current[1], current)
-    conn.info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
+    conn.info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset, mark=mark)
     return result
 
 
@@ -361,6 +369,24 @@ def bind_transaction_now(conn: Connection) -> None:
     _bind_or_check(conn)
 
 
+def transaction_mark(conn: Connection) -> str:
+    """Signed: what tells ``conn``'s transaction apart, as its binding read it back; binds it first if need be.
+
+    Its start to the microsecond, and its backend (``settings.TRANSACTION_MARK``):
+    a grant made for it is worth nothing in any other transaction, whatever
+    SQL copies. Binding first costs no round trip: the transaction's first
+    statement would have bound it.
+    """
+    transaction = conn.get_transaction() or conn.begin()  # what the statement's execution would have begun
+    bound = _binding_of(conn.info, transaction) or _adopt_raw_binding(conn.info, transaction)
+    if bound is None:
+        _bind_or_check(conn)
+        bound = _binding_of(conn.info, transaction)
+    if bound is None or not bound.mark:
+        raise ConfigurationError("a grant is made in a transaction bound with a context key, on a bound engine")
+    return bound.mark
+
+
 def _bind_or_check(conn: Connection, context: ExecutionContext | None = None) -> None:
     try:
         info = conn.info
@@ -374,9 +400,9 @@ def _bind_or_check(conn: Connection, context: ExecutionContext | None = None) ->
     if bound is None:  # this transaction's first statement through SQLAlchemy
         _refuse_sharing(info, transaction)
         reset = _needs_reset(info, conn.dialect, current[0], served_user(current[1]), beginning=current)
-        reset = _bind(conn, _BIND, current, reset=reset)
+        reset, mark = _bind(conn, _BIND, current, reset=reset)
         if transaction is not None:
-            info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset)
+            info[_BOUND] = _Binding(weakref.ref(transaction), *current, fresh=reset, mark=mark)
         return
     if bound.tenant != current[0]:
         _refused(info)
@@ -433,16 +459,16 @@ def _bind_raw_first(driver: Any, info: dict[Any, Any]) -> None:
             "a raw statement ran first in a transaction SQLAlchemy began, and this libpq cannot bind it "
             "in the same round trip: run a statement through SQLAlchemy first"
         )
-    _send_binding(driver, current, proof, info if reset else None, set_local=_spells_set_local(dialect))
+    _, mark = _send_binding(driver, current, proof, info if reset else None, set_local=_spells_set_local(dialect))
     if reset:
         info[_SERVED], info[_SERVED_USER] = current[0], _served_as(current[1], current)
-    info[_BOUND] = _Binding(_raw_transaction, *current, fresh=reset)  # type: ignore[arg-type]
+    info[_BOUND] = _Binding(_raw_transaction, *current, fresh=reset, mark=mark)  # type: ignore[arg-type]
 
 
 def _bind(
     conn: Connection, statement: str, ids: tuple[int | None, ...], reset: bool = False, proof: str | None = None
-) -> bool:
-    """Bind ``ids`` on ``conn``'s connection; whether the session was reset."""
+) -> tuple[bool, str]:
+    """Bind ``ids`` on ``conn``'s connection; whether the session was reset, and (signed) the transaction's mark."""
     pooled = conn.connection
     driver = pooled.driver_connection
     if proof is None:
@@ -452,11 +478,13 @@ def _bind(
     # handling (the dialect event runs inside it), which invalidates a dead
     # connection.
     if statement is _BIND and can_begin_with(driver):  # not in autocommit, either
-        _send_binding(driver, ids, proof, pooled.info if reset else None, set_local=_spells_set_local(conn.dialect))
+        _, mark = _send_binding(
+            driver, ids, proof, pooled.info if reset else None, set_local=_spells_set_local(conn.dialect)
+        )
         if reset:
             pooled.info[_SERVED] = ids[0]
             pooled.info[_SERVED_USER] = _served_as(ids[1], ids)
-        return reset
+        return reset, mark
     # ids: (tenant, user), or (user,) to rebind the user of a transaction bound to its tenant
     prepare_for(driver, bool(proof), ids[0] if len(ids) > 1 else _bound_tenant(pooled.info), ids[-1])
     raw = pooled.dbapi_connection
@@ -482,7 +510,7 @@ def _bind(
             with _driver_guard.muted(driver):
                 _execute(raw, SESSION_RESET_SCRIPT)
             pooled.info[_SERVED], pooled.info[_SERVED_USER] = None, _served_as(None, ids)
-        return reset
+        return reset, ""
     if reset:
         # A transaction the driver began itself: reset inside it, which a
         # rollback would undo, so the next transaction resets again.
@@ -490,12 +518,14 @@ def _bind(
         with _driver_guard.muted(driver):
             _execute(raw, SESSION_RESET_SCRIPT)
     values = (*_texts(ids), proof)
+    marked = bool(proof) and statement is _BIND  # a transaction bound anew: its mark is read back
     if _spells_set_local(conn.dialect):  # one script, in the simple protocol: SET takes no parameters
         names = _BOUND_SETTINGS if statement is _BIND else _BOUND_SETTINGS[1:]
-        _execute(raw, b"; ".join(_settings.set_locals(names, values, local=_local or statement is not _BIND)))
+        script = _settings.set_locals(names, values, local=_local or statement is not _BIND)
+        answer = _execute(raw, b"; ".join((*script, _MARK) if marked else script))
     else:
-        _execute(raw, statement, values)
-    return reset
+        answer = _execute(raw, _BIND_MARKED if marked else statement, values)
+    return reset, str(answer[-1]) if marked and answer else ""
 
 
 def _texts(ids: tuple[int | None, ...]) -> tuple[str, ...]:
@@ -503,10 +533,17 @@ def _texts(ids: tuple[int | None, ...]) -> tuple[str, ...]:
     return tuple("" if value is None else str(value) for value in ids)
 
 
-def _execute(raw: Any, statement: str | bytes, values: Sequence[str] | None = None) -> None:
+def _execute(raw: Any, statement: str | bytes, values: Sequence[str] | None = None) -> Any:
+    """Run ``statement`` (a script, or one statement with ``values``); the first row of its last answer with one."""
     cursor = raw.cursor()
     try:
         cursor.execute(statement, values)
+        row = None
+        while True:
+            if cursor.description is not None:
+                row = cursor.fetchone()
+            if not cursor.nextset():
+                return row
     finally:
         cursor.close()
 
@@ -843,20 +880,22 @@ def _send_binding(
     reset_for: dict[Any, Any] | None = None,
     then: Statement | None = None,
     set_local: bool = False,
-) -> pq.abc.PGresult | None:
+) -> tuple[pq.abc.PGresult | None, str]:
     """``BEGIN`` and the binding of ``ids`` and ``proof`` (and ``then``) in one round trip, on either kind of driver.
 
     With ``reset_for`` (the pooled connection's info), the session's state
     is discarded first, in the same round trip. With ``set_local``, the
-    binding is three ``SET LOCAL`` statements in that round trip.
+    binding is three ``SET LOCAL`` statements in that round trip. Returns
+    the last statement's result and, signed (a ``proof``), the transaction's
+    mark, read back from the binding.
     """
     prepare_for(driver, bool(proof), ids[0], ids[1])
     texts = (*_texts(ids), proof)
-    statement, wire = _BIND_WIRE, [text.encode() for text in texts]
+    statement, wire = _BIND_MARKED_WIRE if proof else _BIND_WIRE, [text.encode() for text in texts]
     also: list[Statement] = []
     if set_local:  # no parameters: each value a literal of its own statement
         statement, *rest = _settings.set_locals(_BOUND_SETTINGS, texts, local=_local)
-        wire, also = [], [(each, ()) for each in rest]
+        wire, also = [], [(each, ()) for each in (*rest, *((_MARK,) if proof else ()))]
     reset: Statement | None = None
     if reset_for is not None:
         _guard(driver, reset_for)
@@ -877,7 +916,9 @@ def _send_binding(
         ) from error
     if begun.reset is not None:
         _after_reset(driver, begun.reset.get_value(0, 0) == b"t")
-    return begun.result
+    marked = begun.binding if proof else None
+    mark = None if marked is None else marked.get_value(0, marked.nfields - 1)
+    return begun.result, "" if mark is None else mark.decode()
 
 
 def _bind_session_wide(session_wide: bool) -> None:
@@ -889,10 +930,11 @@ def _bind_session_wide(session_wide: bool) -> None:
     (:mod:`rls_tenancy.testing`) so the tests guarding this layer can show
     they fail without it. Never call it outside a test run.
     """
-    global _BIND, _BIND_WIRE, _local, _resetting
+    global _BIND, _BIND_WIRE, _BIND_MARKED, _BIND_MARKED_WIRE, _local, _resetting
     _resetting = _local = not session_wide
     _BIND = _settings.set_configs(_BOUND_SETTINGS, ("%s", "%s", "%s"), local=not session_wide)
     _BIND_WIRE = _settings.set_configs(_BOUND_SETTINGS, ("$1", "$2", "$3"), local=not session_wide).encode()
+    _BIND_MARKED, _BIND_MARKED_WIRE = _BIND + _MARKED, _BIND_WIRE + _MARKED.encode()
 
 
 def _describe(tenant: int | None) -> str:

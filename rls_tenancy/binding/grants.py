@@ -4,11 +4,14 @@ In a database that requires a signed context, a user's email, roles and
 password hash, and every API token, are written only beside a grant in
 ``app.grants`` that names the write and each value it writes
 (``rls_tenancy.granted()``, sql/016_signed_context.sql), for the user the
-transaction acts for, used up by the write it grants. The bound tenant and
-user prove who the transaction acts for; a grant proves that the
-application, not SQL run for that user, chose to make them an administrator
-or set their password. Without a key (unsigned), nothing is added: the
-database asks for no grant then.
+transaction acts for, in that transaction only, used up by the write it
+grants. A grant is made for its transaction's mark (its start and backend,
+which SQL cannot change): a copy SQL makes of a pending grant is worth
+nothing in any later transaction, whether or not the write it names was
+made. The bound tenant and user prove who the transaction acts for; a grant
+proves that the application, not SQL run for that user, chose to make them
+an administrator or set their password. Without a key (unsigned), nothing
+is added: the database asks for no grant then.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, Text, bindparam, text
 
-from rls_tenancy.binding.signing import PINNED, key_of
+from rls_tenancy.binding.engine import transaction_mark
+from rls_tenancy.binding.signing import key_of
 from rls_tenancy.context import acting
 
 SETTING = "app.grants"
@@ -39,9 +43,9 @@ def names(values: Iterable[str]) -> str:
 
 
 def make(connection: Connection, what: str) -> str | None:
-    """A grant of ``what`` on this connection's backend, to pass to a function; None without a key."""
+    """A grant of ``what`` for this connection's transaction, to pass to a function; None without a key."""
     key = key_of(connection.dialect)
-    return None if key is None else key.grant(what, user=acting()[1], pid=connection.info.get(PINNED, 0))
+    return None if key is None else key.grant(what, user=acting()[1], transaction=transaction_mark(connection))
 
 
 def add(connection: Connection, *whats: str) -> bool:

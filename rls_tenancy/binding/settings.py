@@ -15,6 +15,13 @@ TENANT = "app.current_tenant"
 USER = "app.current_user_id"
 #: The proof beside both, where the database requires a signed context (:mod:`rls_tenancy.binding.context_key`).
 PROOF = "app.context_proof"
+#: What tells a transaction apart from every other one of the server's: its start, to the microsecond,
+#: and its backend. Neither can SQL change; a signed binding reads it back, and a grant is made for it
+#: (``rls_tenancy.grant_valid()`` computes the same). Every name qualified, its text no setting's.
+TRANSACTION_MARK = (
+    "pg_catalog.concat_ws(':', pg_catalog.encode(pg_catalog.timestamptz_send(pg_catalog.now()), 'hex'),"
+    " pg_catalog.pg_backend_pid())"
+)
 
 
 def set_configs(names: tuple[str, ...], placeholders: tuple[str, ...], *, local: bool = True) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from rls_tenancy import as_tenant, bind_engine
-from rls_tenancy.binding.engine import _BIND_WIRE
+from rls_tenancy.binding.engine import _BIND_MARKED_WIRE, _BIND_WIRE, _MARK
 from rls_tenancy.testing import TenancyDatabase
 from rls_tenancy.testing.database import signing_requested
 from rls_tenancy.testing.proxy import RoundTripProxy
@@ -33,6 +33,8 @@ SETTINGS = text(
 USER = text("SELECT current_setting('app.current_user_id', true)")
 #: The proof's statement: empty without a context key, digits, colons and hexadecimal with one.
 PROOF = re.compile(rb"""SET LOCAL "app"\."context_proof" = '[0-9a-f:]*'""")
+#: Signed, a transaction bound anew also reads back its mark (which its grants are made for): one SELECT more.
+MARKED = [b"SELECT 1"] if signing_requested() else []
 
 
 @pytest.fixture(params=[False, True], ids=["set_config", "set_local"])
@@ -182,6 +184,7 @@ def _check_set_local_binding(statements: list[bytes], tenant: int, user: int | N
     assert statements[:2] == [_set_local("app.current_tenant", tenant), _set_local("app.current_user_id", user or "")]
     assert PROOF.fullmatch(statements[2])
     assert (statements[2] == _set_local("app.context_proof", "")) is not signing_requested()
+    assert statements[3:] == ([_MARK] if signing_requested() else [])
 
 
 def test_the_binding_is_three_set_local_statements_in_begins_round_trip(
@@ -212,14 +215,14 @@ def test_the_binding_is_three_set_local_statements_in_begins_round_trip(
     statements, tags = same_tenant[0]
     assert statements[0] == b"BEGIN"
     _check_set_local_binding(statements[1:], world.a, 7)
-    assert tags == [b"BEGIN", b"SET", b"SET", b"SET"]  # the server ran three SET statements, no SELECT
+    assert tags == [b"BEGIN", b"SET", b"SET", b"SET", *MARKED]  # three SET statements, no set_config()
     # Another tenant's: the timeouts disarmed, the session's reset and its COMMIT go first, in the same round trip.
     statements, tags = switched[0]
     assert statements[:2] == [b"SET statement_timeout = 0", b"SET lock_timeout = 0"]
     assert statements[3:5] == [b"COMMIT", b"BEGIN"]
     assert statements[2].startswith(b"SELECT rls_tenancy.reset_session(")
     _check_set_local_binding(statements[5:], world.b, 7)
-    assert tags == [b"SET", b"SET", b"SELECT 1", b"COMMIT", b"BEGIN", b"SET", b"SET", b"SET"]
+    assert tags == [b"SET", b"SET", b"SELECT 1", b"COMMIT", b"BEGIN", b"SET", b"SET", b"SET", *MARKED]
 
 
 def test_the_default_spelling_is_unchanged(proxy: RoundTripProxy, db: TenancyDatabase, world: World) -> None:
@@ -232,7 +235,10 @@ def test_the_default_spelling_is_unchanged(proxy: RoundTripProxy, db: TenancyDat
         engine.dispose()
     exchanges = _exchanges(proxy)
     assert len(exchanges) == 3
-    assert exchanges[0] == ([b"BEGIN", _BIND_WIRE], [b"BEGIN", b"SELECT 1"])
+    assert exchanges[0] == (
+        [b"BEGIN", _BIND_MARKED_WIRE if signing_requested() else _BIND_WIRE],
+        [b"BEGIN", b"SELECT 1"],
+    )
     assert _BIND_WIRE == (
         b"SELECT pg_catalog.set_config('app.current_tenant', $1, true),"
         b" pg_catalog.set_config('app.current_user_id', $2, true),"
@@ -265,7 +271,7 @@ def test_a_binding_outside_begins_round_trip_is_one_set_local_script(
     assert len(whole) == 2
     (script,), tags = whole[0]
     _check_set_local_binding(script.split(b"; "), world.a, 7)
-    assert tags == [b"SET", b"SET", b"SET"]
+    assert tags == [b"SET", b"SET", b"SET", *MARKED]
     if signing_requested():
         # Signed, another user is a boundary inside a transaction too: the session is reset first (one
         # script), then bound whole again, as between transactions.
@@ -274,7 +280,7 @@ def test_a_binding_outside_begins_round_trip_is_one_set_local_script(
         assert reset.startswith(b"SET statement_timeout = 0; ") and b"DISCARD TEMP" in reset
         (script,), tags = rebind[1]
         _check_set_local_binding(script.split(b"; "), world.a, 8)
-        assert tags == [b"SET", b"SET", b"SET"]
+        assert tags == [b"SET", b"SET", b"SET", *MARKED]
         return
     assert len(rebind) == 2
     (script,), tags = rebind[0]
@@ -308,4 +314,4 @@ def test_asyncio_engines_send_the_same_statements(proxy: RoundTripProxy, db: Ten
     statements, tags = exchanges[0]
     assert statements[0] == b"BEGIN"
     _check_set_local_binding(statements[1:], world.a, 7)
-    assert tags == [b"BEGIN", b"SET", b"SET", b"SET"]
+    assert tags == [b"BEGIN", b"SET", b"SET", b"SET", *MARKED]

@@ -13,16 +13,17 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
 from alembic.config import Config
 from psycopg import sql
-from sqlalchemy import Engine, create_engine, event, insert, text, update
+from sqlalchemy import BigInteger, Connection, Engine, Text, create_engine, event, insert, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
 
 from rls_tenancy import ContextKeyError, User, as_tenant, bind_engine
 from rls_tenancy.binding import grants
@@ -798,7 +799,7 @@ def test_injected_sql_cannot_write_what_acting_as_a_user_rests_on(
     """Its own user made an administrator, or another user's password or email set, acts as them later."""
     values = {"me": signed.user_a, "admin": admin_a}
     with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
-        forged = signed.key.grant("anything", user=None, pid=0)[:-64] + secrets.token_hex(32)  # the shape, not the MAC
+        forged = signed.key.grant("anything", user=None, transaction="0:0")[:-64] + secrets.token_hex(32)  # its shape
         conn.execute(text("SELECT set_config('app.grants', :g, true)"), {"g": forged})
         with pytest.raises(DBAPIError, match="application's grant"):
             conn.execute(text(_CREDENTIAL_WRITES[write]), values)
@@ -900,7 +901,7 @@ def test_injected_sql_cannot_read_a_password_hash_through_the_library(
     signed: Signed, signed_engine: Engine, admin_a: int
 ) -> None:
     with as_tenant(signed.a, user=signed.user_a), signed_engine.connect() as conn:
-        forged = signed.key.grant("anything", user=None, pid=0)[:-64] + secrets.token_hex(32)
+        forged = signed.key.grant("anything", user=None, transaction="0:0")[:-64] + secrets.token_hex(32)
         for given in (None, forged):
             with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
                 conn.execute(text("SELECT rls_tenancy.password_hash_of(:id, :g)"), {"id": admin_a, "g": given})
@@ -1376,3 +1377,187 @@ def test_the_doctor_reports_an_overrides_guard_disabled_and_its_fix_restores_it(
         owner.execute(found[0][3])
     assert _signing_findings(signed, "overrides_grant_trigger_disabled") == []
     assert written_by(signed.user_a + 1) == before == "42501"  # refused again, as before
+
+
+class _AppBase(DeclarativeBase):
+    pass
+
+
+#: An app's own model of projects, in a module named as most apps' are ("app.models"). The unit of work
+#: writes mappers in the order of their "module.Class" names, read as they are mapped: this one before
+#: ``rls_tenancy.identity.users.User``, so its statement runs after a flush's grants are added and before
+#: the user's.
+_AppProject: Any = type(
+    "Project",
+    (_AppBase,),
+    {
+        "__module__": "app.models",
+        "__tablename__": "projects",
+        "id": mapped_column(BigInteger, primary_key=True),
+        "tenant_id": mapped_column(BigInteger),
+        "name": mapped_column(Text),
+    },
+)
+
+
+def _swap_copying_grants(conn: Connection, starting: str) -> None:
+    """Replace psycopg's prepared statement starting with ``starting`` by one that also copies ``app.grants``.
+
+    What SQL run for a user can do to an app's own statement that psycopg
+    prepared (at its fifth run): the copies collect in the session setting
+    ``x.loot``.
+    """
+    name, statement, types = conn.execute(
+        text(
+            "SELECT name, statement, array_to_string(parameter_types::text[], ',') FROM pg_prepared_statements"
+            " WHERE NOT from_sql AND starts_with(statement, :starting)"
+        ),
+        {"starting": starting},
+    ).one()
+    copying = (
+        "WITH loot AS (SELECT pg_catalog.set_config('x.loot', pg_catalog.concat_ws(',',"
+        " NULLIF(pg_catalog.current_setting('x.loot', true), ''),"
+        " NULLIF(pg_catalog.current_setting('app.grants', true), '')), false) AS copied) "
+    )
+    swapped = statement.replace("SET name=$1", "SET name=$1 || (SELECT pg_catalog.left(copied, 0) FROM loot)", 1)
+    assert swapped != statement, statement
+    conn.execute(text(f"DEALLOCATE {name}"))
+    conn.execute(text(f"PREPARE {name} ({types}) AS {copying}{swapped}"))
+
+
+_PROMOTE = text("UPDATE rls_tenancy.users SET roles = '{admin,projects:read}' WHERE id = :id")
+_REPLAY = text("SELECT set_config('app.grants', current_setting('x.loot', true), true)")
+
+
+@pytest.mark.rls_signing
+def test_a_grant_sql_copied_in_the_flush_it_was_made_for_is_worth_nothing_later(signed: Signed, admin_a: int) -> None:
+    """The admin promotes the intern and renames a project in one flush, then demotes the intern.
+
+    SQL run for the admin swapped the app's prepared ``UPDATE projects``
+    (written before users in that flush) for one that copies the pending
+    grants. Replayed in a later transaction of the admin's, on the same
+    backend within a minute, the promotion's grant would undo the demotion.
+    """
+    engine = bind_engine(create_engine(signed.db.app_url, pool_size=1, max_overflow=0), context_key=signed.key)
+    order: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: order.append(str(args[2]).split(" ", 2)[1]))
+
+    def flush(name: str, roles: list[str] | None = None) -> None:
+        with as_tenant(signed.a, user=admin_a), Session(engine) as session:
+            project = session.scalars(select(_AppProject).order_by(_AppProject.id)).first()
+            intern = session.get(User, signed.user_a)
+            assert project is not None and intern is not None
+            project.name = name  # one flush at the commit: the project renamed, and the intern's roles
+            if roles is not None:
+                intern.roles = roles
+            order.clear()
+            session.commit()
+
+    try:
+        for number in range(6):
+            flush(f"a-one {number}")  # prepared by psycopg from its fifth run
+        with as_tenant(signed.a, user=admin_a), engine.connect() as conn:
+            _swap_copying_grants(conn, "UPDATE projects")
+            conn.commit()
+        flush("a-one promoted", ["admin", "projects:read"])
+        assert order[-2:] == ["projects", "rls_tenancy.users"]  # the swapped statement ran while the grant was pending
+        flush("a-one demoted", ["projects:read"])
+        with as_tenant(signed.a, user=admin_a), engine.connect() as conn:
+            assert conn.execute(text("SELECT current_setting('x.loot', true)")).scalar()  # copied
+            conn.execute(_REPLAY)
+            with pytest.raises(DBAPIError, match="application's grant"):
+                conn.execute(_PROMOTE, {"id": signed.user_a})
+            conn.rollback()
+    finally:
+        engine.dispose()
+        with signed.owner() as owner:
+            owner.execute("UPDATE projects SET name = 'a-one' WHERE name LIKE 'a-one %'")
+            owner.execute("UPDATE rls_tenancy.users SET roles = '{projects:read}' WHERE id = %s", (signed.user_a,))
+    with signed.owner() as owner:
+        assert owner.execute("SELECT roles FROM rls_tenancy.users WHERE id = %s", (signed.user_a,)).fetchone() == (
+            ["projects:read"],
+        )
+
+
+@pytest.mark.rls_signing
+def test_a_grant_whose_write_sql_made_fail_is_worth_nothing_later(
+    signed: Signed, signed_engine: Engine, admin_a: int
+) -> None:
+    """SQL copies the pending grant and spends it, so the app's write fails and the app goes on without it.
+
+    Unused, the copy would make that write later, once the app had decided otherwise.
+    """
+    try:
+        with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:
+            grant_user_write(conn, user_id=signed.user_a, roles=["admin", "projects:read"])
+            conn.execute(  # SQL run for the admin, between the grant and its write
+                text(
+                    "SELECT set_config('x.loot', current_setting('app.grants'), false),"
+                    " set_config('app.grants', '', true)"
+                )
+            )
+            with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
+                conn.execute(_PROMOTE, {"id": signed.user_a})
+            conn.commit()  # the app carries on without the promotion
+        with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:  # the same backend, seconds later
+            assert conn.execute(text("SELECT current_setting('x.loot', true)")).scalar()
+            conn.execute(_REPLAY)
+            with pytest.raises(DBAPIError, match="application's grant"):
+                conn.execute(_PROMOTE, {"id": signed.user_a})
+            conn.rollback()
+    finally:
+        with signed.owner() as owner:
+            owner.execute("UPDATE rls_tenancy.users SET roles = '{projects:read}' WHERE id = %s", (signed.user_a,))
+
+
+@pytest.mark.rls_signing
+def test_behind_pgbouncer_a_grant_is_made_for_the_servers_backend_and_transaction(signed: Signed, admin_a: int) -> None:
+    """The proof names no backend there; the grant's mark, read back from the binding, names the server's.
+
+    A copy taken out of the transaction (by any channel: each transaction
+    there begins with the reset) is worth nothing in the next one, on the
+    same server session.
+    """
+    if find_pgbouncer() is None:
+        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
+    logins = {str(signed.db.app_url.username): str(signed.db.app_url.password)}
+    with pgbouncer(signed.db.superuser_url, logins, server_connections=1) as bouncer:
+        engine = bind_engine(create_engine(bouncer.url(signed.db.app_url), pool_size=2), context_key=signed.key)
+        try:
+            with as_tenant(signed.a, user=admin_a), engine.connect() as conn:
+                grant_user_write(conn, user_id=signed.user_a, roles=["projects:read", "projects:write"])
+                kept = conn.execute(text("SELECT current_setting('app.grants')")).scalar()
+                conn.execute(_WIDEN, {"id": signed.user_a})
+                conn.commit()
+            assert kept
+            with as_tenant(signed.a, user=admin_a), engine.connect() as conn:  # the one server session
+                conn.execute(text("SELECT set_config('app.grants', :kept, true)"), {"kept": kept})
+                with pytest.raises(DBAPIError, match="application's grant"):
+                    conn.execute(_WIDEN, {"id": signed.user_a})
+                conn.rollback()
+        finally:
+            engine.dispose()
+            with signed.owner() as owner:
+                owner.execute("UPDATE rls_tenancy.users SET roles = '{projects:read}' WHERE id = %s", (signed.user_a,))
+
+
+_WIDEN = text("UPDATE rls_tenancy.users SET roles = '{projects:read,projects:write}' WHERE id = :id")
+
+
+def test_a_grant_made_with_either_slots_key_holds_while_both_are_installed(signed: Signed, admin_a: int) -> None:
+    """Rotation: apps deployed with the new key grant writes beside those still on the old one."""
+    new = ContextKey.generate(2)
+    with signed.owner() as owner:
+        owner.execute("SELECT rls_tenancy.install_context_key(2, %s)", (new.key,))
+    engines = [bind_engine(create_engine(signed.db.app_url), context_key=key) for key in (new, signed.key)]
+    try:
+        for engine in engines:
+            with as_tenant(signed.a, user=admin_a), engine.connect() as conn:
+                grant_user_write(conn, user_id=signed.user_a, roles=["projects:read", "projects:write"])
+                assert conn.execute(_WIDEN, {"id": signed.user_a}).rowcount == 1
+                conn.rollback()
+    finally:
+        for engine in engines:
+            engine.dispose()
+        with signed.owner() as owner:
+            owner.execute("SELECT rls_tenancy.retire_context_key(2)")
