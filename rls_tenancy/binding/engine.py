@@ -257,6 +257,7 @@ def bind_engine(
             event.listen(sync, "connect", verify_app_role)
         event.listen(sync, "connect", _signing.check_key(sync.dialect))
         event.listen(sync, "connect", _guard_on_connect)  # its first cursors too, made before any binding
+        event.listen(sync, "connect", _reset_before_first_connect(), insert=True)
         _driver_guard.quiet_ping(sync.dialect)
         _driver_guard.savepoints_told_apart(sync.dialect)
         _track_transactions(sync.dialect)
@@ -735,6 +736,35 @@ def _guard_on_connect(_dbapi: object, record: ConnectionPoolEntry) -> None:
     driver = record.driver_connection
     if _resetting and isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):  # off with the binding
         _guard(driver, record.info)
+
+
+def _reset_before_first_connect() -> Any:
+    """A ``connect`` listener that resets the engine's first session before SQLAlchemy's dialect reads it.
+
+    The dialect's first connect looks types up in ``pg_type``, unqualified
+    (psycopg's ``TypeInfo.fetch()``, for hstore), and registers loaders by
+    what it finds, for the life of the engine. Behind a pooler that session
+    may be one another client used, where a temporary view named ``pg_type``
+    answers first: one tenant's SQL made every ``text[]`` every tenant read
+    load as hstore. Inserted first, so it runs before that lookup; once,
+    which is all the lookup runs (each later connection is reset before it
+    serves anyone, as the binding does).
+    """
+    done = False
+
+    def reset(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        nonlocal done
+        if done:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(SESSION_RESET_SCRIPT)
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
+        done = True
+
+    return reset
 
 
 def _served_another(info: dict[Any, Any]) -> bool:

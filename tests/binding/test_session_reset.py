@@ -769,3 +769,43 @@ def test_through_pgbouncer_a_driver_transaction_begins_with_the_reset_and_a_held
                     held.fetchall()
             finally:
                 raw.close()
+
+
+def test_behind_pgbouncer_an_engines_first_session_is_reset_before_the_dialect_reads_its_types(
+    rls_postgres_url: URL,
+) -> None:
+    """SQLAlchemy's first connect looks hstore up in ``pg_type``, unqualified, and keeps what it finds.
+
+    A's SQL left a temporary view named ``pg_type`` on the pooler's server
+    session, giving hstore the array type of ``text``: an engine whose first
+    connect landed there loaded every ``text[]`` as hstore, for every tenant,
+    for the life of the process.
+    """
+    if find_pgbouncer() is None:
+        pytest.skip("*** pgbouncer is not installed (apt-get install pgbouncer; `make test` does so when it can) ***")
+    with tenancy_database(rls_postgres_url, alembic_config=Config(DEMO_ALEMBIC_INI)) as fresh:
+        superuser = create_engine(fresh.superuser_url)
+        with superuser.begin() as conn:
+            conn.exec_driver_sql("CREATE EXTENSION hstore")
+            tenant = conn.exec_driver_sql(
+                "INSERT INTO rls_tenancy.tenants (slug, name) VALUES ('a', 'A') RETURNING id"
+            ).scalar_one()
+        superuser.dispose()
+        logins = {str(fresh.app_url.username): str(fresh.app_url.password)}
+        with pgbouncer(fresh.superuser_url, logins, server_connections=1, reset=False) as bouncer:
+            url = bouncer.url(fresh.app_url)
+            planter, victim = bind_engine(create_engine(url, pool_size=1)), bind_engine(create_engine(url, pool_size=1))
+            try:
+                _as(
+                    planter,
+                    tenant,
+                    _run(
+                        "CREATE TEMP VIEW pg_type AS SELECT t.typname, t.oid, CASE t.typname WHEN 'hstore'"
+                        " THEN 'pg_catalog.text[]'::regtype::oid ELSE t.typarray END AS typarray, t.typdelim"
+                        " FROM pg_catalog.pg_type t"
+                    ),
+                )
+                assert _as(victim, tenant, _scalar("SELECT ARRAY['a=>b', 'c']::text[]")) == ["a=>b", "c"]
+            finally:
+                planter.dispose()
+                victim.dispose()
