@@ -160,11 +160,7 @@ _STATEMENTS = "_rls_tenancy_statements"
 
 
 def statements_run(driver: Any) -> int | None:
-    """How many statements ``driver``'s cursors have run since it was guarded; None where it is not.
-
-    What was read by the library's own statements (sent below the cursors)
-    is still what a statement would read while this count has not moved.
-    """
+    """How many statements ``driver``'s cursors have run since it was guarded; None where it is not."""
     counted: int | None = getattr(driver, _STATEMENTS, None)
     return counted
 

@@ -873,6 +873,16 @@ def behind_pooler(conn: Connection) -> bool:
     return _pooled(conn.info)
 
 
+def statements_run(driver: object) -> int | None:
+    """How many statements a bound engine's driver connection has run through its cursors; None if not one's.
+
+    What the library read below the cursors (in the round trip that began
+    the transaction) is still what a statement would read while this has
+    not moved.
+    """
+    return _driver_guard.statements_run(driver)
+
+
 def transaction_tenant(conn: Connection) -> object:
     """The tenant ``conn``'s open transaction is bound to (None: to no tenant).
 

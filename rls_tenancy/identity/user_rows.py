@@ -26,7 +26,7 @@ from sqlalchemy.engine import Dialect, RootTransaction
 from sqlalchemy.orm import ColumnProperty, Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from rls_tenancy.binding._driver_guard import statements_run
+from rls_tenancy.binding.engine import statements_run
 from rls_tenancy.identity.users import User
 
 #: The columns a load of a ``User`` reads (its deferred password hash is not one), in mapper order.
