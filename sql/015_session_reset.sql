@@ -44,15 +44,20 @@ BEGIN
     -- starts unseen by it. Refused here as there: the transaction fails, its data is never changed.
     IF pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 < 1
        OR NOT pg_catalog.current_setting('array_nulls')::pg_catalog.bool
-       OR pg_catalog.current_setting('gin_fuzzy_search_limit')::pg_catalog.int4 <> 0 THEN
+       OR pg_catalog.current_setting('gin_fuzzy_search_limit')::pg_catalog.int4 <> 0
+       OR NOT pg_catalog.current_setting('standard_conforming_strings')::pg_catalog.bool
+       OR pg_catalog.current_setting('transform_null_equals')::pg_catalog.bool THEN
         RAISE EXCEPTION USING
             ERRCODE = 'insufficient_privilege',
             MESSAGE = pg_catalog.format(
-                'sessions of %s start with extra_float_digits = %s, array_nulls = %s, gin_fuzzy_search_limit = %s'
+                'sessions of %s start with extra_float_digits = %s, array_nulls = %s, gin_fuzzy_search_limit = %s,'
+                ' standard_conforming_strings = %s, transform_null_equals = %s'
                 ' (a default set by ALTER ROLE or ALTER DATABASE ... SET, which the app role may run on itself:'
-                ' every tenant''s values would be read or written changed, silently; RESET it)',
+                ' every tenant''s values or statements would be read changed, silently; RESET it)',
                 session_user, pg_catalog.current_setting('extra_float_digits'),
-                pg_catalog.current_setting('array_nulls'), pg_catalog.current_setting('gin_fuzzy_search_limit'));
+                pg_catalog.current_setting('array_nulls'), pg_catalog.current_setting('gin_fuzzy_search_limit'),
+                pg_catalog.current_setting('standard_conforming_strings'),
+                pg_catalog.current_setting('transform_null_equals'));
     END IF;
     EXECUTE 'CLOSE ALL';
     UNLISTEN *;

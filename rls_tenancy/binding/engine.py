@@ -227,6 +227,9 @@ def bind_engine(
     of ``set_config()`` calls, with the values as quoted literals, still in
     ``BEGIN``'s round trip: Citus (``citus.propagate_set_commands = 'local'``)
     forwards only those to the workers that hold the shards (docs/citus.md).
+    An engine not yet connected gets SQLAlchemy's own hstore handling
+    (``use_native_hstore=False``): the native one looks the type up by an
+    unqualified name a tenant's temporary objects could answer.
     Idempotent; returns ``engine``. Binding again without ``context_key`` or
     ``set_local`` keeps what was given before, so bind an engine with
     ``set_local=True`` before handing it to the Flask extension.
@@ -257,7 +260,14 @@ def bind_engine(
             event.listen(sync, "connect", verify_app_role)
         event.listen(sync, "connect", _signing.check_key(sync.dialect))
         event.listen(sync, "connect", _guard_on_connect)  # its first cursors too, made before any binding
-        event.listen(sync, "connect", _reset_before_first_connect(), insert=True)
+        # The dialect's first connect looks hstore up in pg_type, unqualified (psycopg's TypeInfo.fetch()),
+        # and keeps the loaders it registers for the life of the engine. Behind a pooler that session may be
+        # one another client used, where a temporary view named pg_type (and a temporary domain hstore)
+        # answers first: one tenant's SQL made every text[] every tenant read load as hstore. No reset can
+        # hold that lookup's session; SQLAlchemy's own hstore handling (non-native) needs no lookup. What
+        # create_engine(..., use_native_hstore=False) sets, for an engine that has not connected yet.
+        if sync.dialect.server_version_info is None:
+            sync.dialect.use_native_hstore = sync.dialect._has_native_hstore = False  # type: ignore[attr-defined]
         _driver_guard.quiet_ping(sync.dialect)
         _driver_guard.savepoints_told_apart(sync.dialect)
         _track_transactions(sync.dialect)
@@ -736,35 +746,6 @@ def _guard_on_connect(_dbapi: object, record: ConnectionPoolEntry) -> None:
     driver = record.driver_connection
     if _resetting and isinstance(driver, psycopg.Connection | psycopg.AsyncConnection):  # off with the binding
         _guard(driver, record.info)
-
-
-def _reset_before_first_connect() -> Any:
-    """A ``connect`` listener that resets the engine's first session before SQLAlchemy's dialect reads it.
-
-    The dialect's first connect looks types up in ``pg_type``, unqualified
-    (psycopg's ``TypeInfo.fetch()``, for hstore), and registers loaders by
-    what it finds, for the life of the engine. Behind a pooler that session
-    may be one another client used, where a temporary view named ``pg_type``
-    answers first: one tenant's SQL made every ``text[]`` every tenant read
-    load as hstore. Inserted first, so it runs before that lookup; once,
-    which is all the lookup runs (each later connection is reset before it
-    serves anyone, as the binding does).
-    """
-    done = False
-
-    def reset(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        nonlocal done
-        if done:
-            return
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(SESSION_RESET_SCRIPT)
-        finally:
-            cursor.close()
-        dbapi_connection.commit()
-        done = True
-
-    return reset
 
 
 def _served_another(info: dict[Any, Any]) -> bool:

@@ -12,7 +12,9 @@ default that silently changes values, which SQL run as the app role may
 set on its own role (``ALTER ROLE CURRENT_USER SET extra_float_digits =
 -15``): every session would round every float it reads, for every tenant;
 ``array_nulls = off`` stores a NULL in an array as the text ``'NULL'``;
-``gin_fuzzy_search_limit`` drops rows from queries through GIN indexes.
+``gin_fuzzy_search_limit`` drops rows from queries through GIN indexes;
+``standard_conforming_strings = off`` and ``transform_null_equals = on``
+change what SQL text means (``'C:\\temp'``, ``= NULL``).
 The reset refuses them too (``rls_tenancy.reset_session()``): behind a
 pooler, a new server session starts with one unseen by this check. The
 other settings that change how values read back (``DateStyle``,
@@ -81,7 +83,11 @@ SELECT 'sessions of ' || session_user || ' start with ' || s.name || ' = ' || pg
                ('array_nulls', 'a NULL in an array written is stored as the text ''NULL''',
                 NOT pg_catalog.current_setting('array_nulls')::pg_catalog.bool),
                ('gin_fuzzy_search_limit', 'a query through a GIN index returns only some of its rows',
-                pg_catalog.current_setting('gin_fuzzy_search_limit')::pg_catalog.int4 <> 0)
+                pg_catalog.current_setting('gin_fuzzy_search_limit')::pg_catalog.int4 <> 0),
+               ('standard_conforming_strings', 'a backslash in a string literal of SQL text escapes',
+                NOT pg_catalog.current_setting('standard_conforming_strings')::pg_catalog.bool),
+               ('transform_null_equals', 'an = NULL in SQL text matches NULLs',
+                pg_catalog.current_setting('transform_null_equals')::pg_catalog.bool)
        ) AS s (name, does, unsafe)
  WHERE s.unsafe
 """
