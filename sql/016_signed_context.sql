@@ -509,12 +509,6 @@ BEGIN
 END
 $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.authenticate_token_binding(bigint, bytea) FROM PUBLIC;
-DO $grant$
-BEGIN
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.authenticate_token_binding(bigint, bytea) TO %I',
-                              rls_tenancy.role_name('app'));
-END
-$grant$;
 
 -- The same check with the row of the user it binds, read as the caller (row level security and the
 -- caller's column grants hold, as for its own SELECT): a request that needs its user then costs no
@@ -548,8 +542,8 @@ $fn$;
 REVOKE ALL ON FUNCTION rls_tenancy.authenticate_token_user(bigint, bytea) FROM PUBLIC;
 DO $grant$
 BEGIN
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.authenticate_token_user(bigint, bytea) TO %I',
-                              rls_tenancy.role_name('app'));
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION rls_tenancy.authenticate_token_binding(bigint, bytea), '
+                              'rls_tenancy.authenticate_token_user(bigint, bytea) TO %I', rls_tenancy.role_name('app'));
 END
 $grant$;
 -- Grants: the application's consent to one write that the bound tenant and user alone do not cover.

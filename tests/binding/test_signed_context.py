@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
+from sqlalchemy.sql.elements import TextClause
 
 from rls_tenancy import ContextKeyError, User, as_tenant, bind_engine
 from rls_tenancy.binding import grants
@@ -1429,6 +1430,18 @@ _PROMOTE = text("UPDATE rls_tenancy.users SET roles = '{admin,projects:read}' WH
 _REPLAY = text("SELECT set_config('app.grants', current_setting('x.loot', true), true)")
 
 
+def _replay_refused(
+    engine: Engine, signed: Signed, admin: int, replay: TextClause, values: dict[str, object], write: TextClause
+) -> None:
+    """In a new transaction of ``admin``'s, ``replay`` puts a copied grant back: ``write`` is still refused."""
+    with as_tenant(signed.a, user=admin), engine.connect() as conn:
+        conn.execute(replay, values)
+        assert conn.execute(text("SELECT current_setting('app.grants', true)")).scalar()  # a copy was there to replay
+        with pytest.raises(DBAPIError, match="application's grant"):
+            conn.execute(write, {"id": signed.user_a})
+        conn.rollback()
+
+
 @pytest.mark.rls_signing
 def test_a_grant_sql_copied_in_the_flush_it_was_made_for_is_worth_nothing_later(signed: Signed, admin_a: int) -> None:
     """The admin promotes the intern and renames a project in one flush, then demotes the intern.
@@ -1462,12 +1475,7 @@ def test_a_grant_sql_copied_in_the_flush_it_was_made_for_is_worth_nothing_later(
         flush("a-one promoted", ["admin", "projects:read"])
         assert order[-2:] == ["projects", "rls_tenancy.users"]  # the swapped statement ran while the grant was pending
         flush("a-one demoted", ["projects:read"])
-        with as_tenant(signed.a, user=admin_a), engine.connect() as conn:
-            assert conn.execute(text("SELECT current_setting('x.loot', true)")).scalar()  # copied
-            conn.execute(_REPLAY)
-            with pytest.raises(DBAPIError, match="application's grant"):
-                conn.execute(_PROMOTE, {"id": signed.user_a})
-            conn.rollback()
+        _replay_refused(engine, signed, admin_a, _REPLAY, {}, _PROMOTE)  # the copy, in a later transaction
     finally:
         engine.dispose()
         with signed.owner() as owner:
@@ -1499,12 +1507,7 @@ def test_a_grant_whose_write_sql_made_fail_is_worth_nothing_later(
             with pytest.raises(DBAPIError, match="application's grant"), conn.begin_nested():
                 conn.execute(_PROMOTE, {"id": signed.user_a})
             conn.commit()  # the app carries on without the promotion
-        with as_tenant(signed.a, user=admin_a), signed_engine.connect() as conn:  # the same backend, seconds later
-            assert conn.execute(text("SELECT current_setting('x.loot', true)")).scalar()
-            conn.execute(_REPLAY)
-            with pytest.raises(DBAPIError, match="application's grant"):
-                conn.execute(_PROMOTE, {"id": signed.user_a})
-            conn.rollback()
+        _replay_refused(signed_engine, signed, admin_a, _REPLAY, {}, _PROMOTE)  # the same backend, seconds later
     finally:
         with signed.owner() as owner:
             owner.execute("UPDATE rls_tenancy.users SET roles = '{projects:read}' WHERE id = %s", (signed.user_a,))
@@ -1530,11 +1533,8 @@ def test_behind_pgbouncer_a_grant_is_made_for_the_servers_backend_and_transactio
                 conn.execute(_WIDEN, {"id": signed.user_a})
                 conn.commit()
             assert kept
-            with as_tenant(signed.a, user=admin_a), engine.connect() as conn:  # the one server session
-                conn.execute(text("SELECT set_config('app.grants', :kept, true)"), {"kept": kept})
-                with pytest.raises(DBAPIError, match="application's grant"):
-                    conn.execute(_WIDEN, {"id": signed.user_a})
-                conn.rollback()
+            replay = text("SELECT set_config('app.grants', :kept, true)")
+            _replay_refused(engine, signed, admin_a, replay, {"kept": kept}, _WIDEN)  # the one server session
         finally:
             engine.dispose()
             with signed.owner() as owner:
